@@ -1,0 +1,291 @@
+//! The HTTP API (CONTRACT §6): axum routers for ingest, channel webhooks and identity
+//! queries, with `application/problem+json` errors and bearer-token access control.
+//!
+//! Handlers translate HTTP to calls on the write path ([`omnilog_ingest::Ingest`]) and
+//! the channel registry; they hold no business rules. Every refusal happens before the
+//! write path is called, so nothing of a refused request reaches the log.
+
+pub mod auth;
+pub mod problem;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use chrono::Utc;
+use omnilog_channels::{Registry, WebhookRequest};
+use omnilog_events::Event;
+use omnilog_ingest::{Ingest, Receipt};
+use serde::Deserialize;
+use serde_json::json;
+
+pub use auth::{AccessControl, Scope};
+pub use problem::ApiError;
+
+/// Settings of the HTTP API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// The largest request body accepted (413 above it).
+    pub max_body_bytes: usize,
+    /// The URL platforms call us at (`https://desk.example.com`), for Twilio's signature,
+    /// which signs the full URL. Without it the `Host` header is trusted.
+    pub public_url: Option<String>,
+    /// Channel path → the platform secret its webhooks are signed with.
+    pub channel_secrets: BTreeMap<String, String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_body_bytes: 8 * 1024 * 1024,
+            public_url: None,
+            channel_secrets: BTreeMap::new(),
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub ingest: Ingest,
+    pub channels: Arc<Registry>,
+    pub access: Arc<AccessControl>,
+    pub config: Arc<ApiConfig>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/channels/{channel}", post(post_channel))
+        .route("/v1/customers/resolve", get(resolve_customer))
+        .route("/v1/customers/{id}", get(get_customer))
+        .route("/v1/admin/channels", get(list_channels))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|uri: OriginalUri| async move {
+            ApiError::NotFound(format!("no route for {}", uri.0.path()))
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The media type of a request, without parameters, lower-cased.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|v| !v.is_empty())
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!(
+                "the body is larger than this server accepts: {rejection}"
+            ))
+        } else {
+            ApiError::invalid("body", rejection.body_text())
+        }
+    })
+}
+
+fn receipt_json(receipt: &Receipt) -> serde_json::Value {
+    json!({
+        "accepted": receipt.accepted,
+        "duplicates": receipt.duplicates,
+        "positions": receipt.positions.iter().map(|p| json!({
+            "topic": p.topic.name(),
+            "partition": p.partition,
+            "offset": p.offset,
+            "duplicate": p.duplicate,
+        })).collect::<Vec<_>>(),
+        "token": receipt.token.to_string(),
+    })
+}
+
+async fn write(
+    state: &AppState,
+    events: Vec<Event>,
+) -> Result<impl IntoResponse + use<>, ApiError> {
+    let receipt = state.ingest.submit(events).await?;
+    Ok((StatusCode::ACCEPTED, Json(receipt_json(&receipt))))
+}
+
+/// `POST /v1/events`: a JSON array of canonical events, or a protobuf `EventBatch`.
+async fn post_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    state.access.check(&headers, Scope::Ingest)?;
+    let body = body_bytes(body)?;
+    let events = match media_type(&headers).as_deref() {
+        None | Some("application/json") => omnilog_events::parse_batch(&body)?,
+        Some("application/x-protobuf" | "application/protobuf") => {
+            omnilog_events::decode_batch(&body)?
+                .iter()
+                .enumerate()
+                .map(|(index, event)| {
+                    omnilog_events::revalidate(event).map_err(|e| e.within(&format!("[{index}]")))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        Some(other) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "{other} is not accepted here; send application/json or application/x-protobuf"
+            )));
+        }
+    };
+    if events.is_empty() {
+        return Err(ApiError::invalid("body", "the batch holds no event"));
+    }
+    write(&state, events).await
+}
+
+/// The URL the platform called, as it signed it.
+fn called_url(state: &AppState, headers: &HeaderMap, uri: &axum::http::Uri) -> String {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    match &state.config.public_url {
+        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}{path}")
+        }
+    }
+}
+
+/// `POST /v1/channels/{channel}`: a platform's own webhook payload.
+async fn post_channel(
+    State(state): State<AppState>,
+    Path(channel): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ingestor = state.channels.get(&channel).cloned().ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no channel {channel:?}; known channels: {}",
+            state.channels.names().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let content_type = media_type(&headers);
+    if !content_type
+        .as_deref()
+        .is_some_and(|c| ingestor.content_types().contains(&c))
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the {channel} channel takes {}, not {}",
+            ingestor.content_types().join(" or "),
+            content_type
+                .as_deref()
+                .unwrap_or("a body without a content type")
+        )));
+    }
+    let body = body_bytes(body)?;
+    let request = WebhookRequest {
+        url: called_url(&state, &headers, &uri),
+        content_type,
+        headers: headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect(),
+        body: body.to_vec(),
+        received_at: Utc::now(),
+    };
+    // A platform cannot send our bearer token; its own signature authenticates it.
+    match state.config.channel_secrets.get(&channel) {
+        Some(secret) => ingestor.signature().verify(&request, secret)?,
+        None => state.access.check(&headers, Scope::Ingest)?,
+    }
+    let events = ingestor.parse(&request)?;
+    write(&state, events).await
+}
+
+#[derive(Debug, Deserialize)]
+struct HandleQuery {
+    kind: Option<String>,
+    value: Option<String>,
+}
+
+/// `GET /v1/customers/resolve?kind=K&value=V`.
+async fn resolve_customer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HandleQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    state.access.check(&headers, Scope::Read)?;
+    let kind = query
+        .kind
+        .ok_or_else(|| ApiError::invalid("kind", "kind is required"))?;
+    let value = query
+        .value
+        .ok_or_else(|| ApiError::invalid("value", "value is required"))?;
+    omnilog_events::identity::normalise_handle(&kind, &value)
+        .map_err(|problem| ApiError::invalid("value", problem.to_string()))?;
+    let customer_id = state.ingest.resolve_handle(&kind, &value).ok_or_else(|| {
+        ApiError::NotFound(format!("no customer has the {kind} handle {value:?}"))
+    })?;
+    Ok(Json(json!({ "customer_id": customer_id })))
+}
+
+/// `GET /v1/customers/{id}`.
+async fn get_customer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    state.access.check(&headers, Scope::Read)?;
+    let identity = state
+        .ingest
+        .customer(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("no customer {id:?}")))?;
+    Ok(Json(json!({
+        "customer_id": identity.customer_id,
+        "handles": identity.handles.iter().map(|h| json!({"kind": h.kind, "value": h.value})).collect::<Vec<_>>(),
+        "merged_from": identity.merged_from,
+        "merge_candidates": identity.merge_candidates,
+    })))
+}
+
+/// `GET /v1/admin/channels`: every channel path, what it accepts, how it is signed and
+/// whether a secret is configured (never the secret itself).
+async fn list_channels(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    state.access.check(&headers, Scope::Admin)?;
+    let channels: Vec<_> = state
+        .channels
+        .names()
+        .filter_map(|name| state.channels.get(name).map(|ingestor| (name, ingestor)))
+        .map(|(name, ingestor)| {
+            json!({
+                "channel": name,
+                "path": format!("/v1/channels/{name}"),
+                "content_types": ingestor.content_types(),
+                "signature_header": ingestor.signature().header(),
+                "secret_configured": state.config.channel_secrets.contains_key(name),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "channels": channels })))
+}

@@ -1,0 +1,162 @@
+//! Errors as `application/problem+json` (RFC 9457): `type`, `title`, `status`, `detail`,
+//! and `field` when one field is to blame. Every handler returns [`ApiError`], so no
+//! error leaves the server in another shape.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An HTTP error answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request body breaks the contract; `field` names what (400).
+    #[error("{detail}")]
+    Invalid {
+        field: Option<String>,
+        detail: String,
+    },
+    /// No or a wrong bearer token, or a bad platform signature (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token lacks the scope this route needs (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Nothing at this path or id (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The body is larger than the server accepts (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The body's content type is not one this route reads (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The log cannot make writes durable now; nothing was written (503, retry).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A read-your-writes wait ran out (504).
+    #[error("{0}")]
+    Timeout(String),
+    /// A bug or an IO failure (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { .. } => "invalid-request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::TooLarge(_) => "body-too-large",
+            ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::Unavailable(_) => "log-unavailable",
+            ApiError::Timeout(_) => "wait-timed-out",
+            ApiError::Internal(_) => "internal-error",
+        }
+    }
+
+    /// A 400 naming the field.
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        let field = field.into();
+        ApiError::Invalid {
+            field: (!field.is_empty()).then_some(field),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut body = json!({
+            "type": format!("/problems/{}", self.slug()),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+        });
+        if let ApiError::Invalid {
+            field: Some(field), ..
+        } = &self
+        {
+            body["field"] = json!(field);
+        }
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match &self {
+            ApiError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"omnilog\""),
+                );
+            }
+            _ => {}
+        }
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), detail = %self, "request failed");
+        }
+        response
+    }
+}
+
+impl From<omnilog_events::EventError> for ApiError {
+    fn from(error: omnilog_events::EventError) -> Self {
+        match &error {
+            omnilog_events::EventError::Invalid { field, message } => ApiError::Invalid {
+                field: (!field.is_empty()).then(|| field.clone()),
+                detail: if field.is_empty() {
+                    message.clone()
+                } else {
+                    format!("{field}: {message}")
+                },
+            },
+            omnilog_events::EventError::Decode(_) => ApiError::invalid("body", error.to_string()),
+        }
+    }
+}
+
+impl From<omnilog_ingest::IngestError> for ApiError {
+    fn from(error: omnilog_ingest::IngestError) -> Self {
+        match error {
+            omnilog_ingest::IngestError::Invalid(invalid) => invalid.into(),
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<omnilog_channels::ChannelError> for ApiError {
+    fn from(error: omnilog_channels::ChannelError) -> Self {
+        use omnilog_channels::ChannelError;
+        match error {
+            ChannelError::Malformed { field, message } => ApiError::Invalid {
+                detail: format!("{field}: {message}"),
+                field: Some(field),
+            },
+            unsupported @ ChannelError::UnsupportedMediaType { .. } => {
+                ApiError::UnsupportedMediaType(unsupported.to_string())
+            }
+            bad @ ChannelError::BadSignature(_) => ApiError::Unauthorized(bad.to_string()),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The identity rules of CONTRACT §3–4 that need no state: handle normalisation and
+//! the deterministic ids (uuid v5) of events and of customers first seen by a handle.
+//!
+//! Everything here is a pure function of its input, so a replayed or re-sent history
+//! produces the same ids.
+
+use uuid::Uuid;
+
+use crate::model::Handle;
+
+/// The uuid v5 namespace of every id omnilog derives. Fixed forever: changing it would
+/// give a re-sent webhook a new event id and a known customer a new customer id.
+pub const OMNILOG_NAMESPACE: Uuid = Uuid::from_u128(0x5b1e_9c0c_0a6e_4b8e_9d4f_6f6d_6e69_6c6f);
+
+/// Why a handle could not be normalised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandleProblem {
+    EmptyKind,
+    EmptyValue,
+    /// A phone handle without a single digit.
+    NoDigits,
+    /// An email handle without an `@`.
+    NotAnEmail,
+}
+
+impl std::fmt::Display for HandleProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HandleProblem::EmptyKind => "kind is empty",
+            HandleProblem::EmptyValue => "value is empty",
+            HandleProblem::NoDigits => "a phone handle needs digits",
+            HandleProblem::NotAnEmail => "an email handle needs an @",
+        })
+    }
+}
+
+/// Normalises a handle: the kind lower-cased and trimmed; an email lower-cased and trimmed;
+/// a phone reduced to `+digits`; any other value trimmed.
+pub fn normalise_handle(kind: &str, value: &str) -> Result<Handle, HandleProblem> {
+    let kind = kind.trim().to_ascii_lowercase();
+    if kind.is_empty() {
+        return Err(HandleProblem::EmptyKind);
+    }
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(HandleProblem::EmptyValue);
+    }
+    let value = match kind.as_str() {
+        "email" => {
+            if !trimmed.contains('@') {
+                return Err(HandleProblem::NotAnEmail);
+            }
+            trimmed.to_lowercase()
+        }
+        "phone" => {
+            let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+            if digits.is_empty() {
+                return Err(HandleProblem::NoDigits);
+            }
+            format!("+{digits}")
+        }
+        _ => trimmed.to_owned(),
+    };
+    Ok(Handle { kind, value })
+}
+
+/// The id of a customer first seen by `handle`: uuid v5 of `kind:value`.
+pub fn customer_id_for_handle(handle: &Handle) -> String {
+    let name = format!("{}:{}", handle.kind, handle.value);
+    Uuid::new_v5(&OMNILOG_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// The id of an event that came without one: uuid v5 of `source NUL source_event_id`
+/// (NUL cannot be confused with a character of either part), so a redelivered webhook
+/// is the same event.
+pub fn event_id_for_source(source: Option<&str>, source_event_id: &str) -> Uuid {
+    let mut name = Vec::with_capacity(source.map_or(0, str::len) + 1 + source_event_id.len());
+    name.extend_from_slice(source.unwrap_or("").as_bytes());
+    name.push(0);
+    name.extend_from_slice(source_event_id.as_bytes());
+    Uuid::new_v5(&OMNILOG_NAMESPACE, &name)
+}
+
+/// The id of an event that names neither an id nor a source event id: uuid v5 of its
+/// canonical content, so posting the same event twice still stores it once.
+pub fn event_id_for_content(canonical_json: &str) -> Uuid {
+    let mut name = Vec::with_capacity(8 + canonical_json.len());
+    name.extend_from_slice(b"content\0");
+    name.extend_from_slice(canonical_json.as_bytes());
+    Uuid::new_v5(&OMNILOG_NAMESPACE, &name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_lower_cased_and_trimmed() {
+        let handle = normalise_handle(" Email ", "  Alice@Example.COM ").unwrap();
+        assert_eq!(handle, Handle::new("email", "alice@example.com"));
+    }
+
+    #[test]
+    fn phone_keeps_only_digits_after_a_plus() {
+        let handle = normalise_handle("phone", "+1 (555) 123-0001").unwrap();
+        assert_eq!(handle.value, "+15551230001");
+        assert_eq!(
+            normalise_handle("phone", "ext."),
+            Err(HandleProblem::NoDigits)
+        );
+    }
+
+    #[test]
+    fn other_kinds_are_only_trimmed() {
+        let handle = normalise_handle("messenger", " PSID-AbC ").unwrap();
+        assert_eq!(handle, Handle::new("messenger", "PSID-AbC"));
+        assert_eq!(
+            normalise_handle("visitor", "  "),
+            Err(HandleProblem::EmptyValue)
+        );
+        assert_eq!(normalise_handle(" ", "x"), Err(HandleProblem::EmptyKind));
+    }
+
+    #[test]
+    fn customer_ids_are_deterministic_per_normalised_handle() {
+        let a = normalise_handle("email", "Alice@Example.com").unwrap();
+        let b = normalise_handle("email", "alice@example.com ").unwrap();
+        assert_eq!(customer_id_for_handle(&a), customer_id_for_handle(&b));
+        let other = normalise_handle("email", "bob@example.com").unwrap();
+        assert_ne!(customer_id_for_handle(&a), customer_id_for_handle(&other));
+        let id: Uuid = customer_id_for_handle(&a).parse().unwrap();
+        assert_eq!(id.get_version_num(), 5);
+    }
+
+    #[test]
+    fn event_ids_separate_source_from_source_event_id() {
+        let a = event_id_for_source(Some("voice.twilio"), "CA1:completed");
+        assert_eq!(
+            a,
+            event_id_for_source(Some("voice.twilio"), "CA1:completed")
+        );
+        assert_ne!(a, event_id_for_source(Some("voice.twilio"), "CA1:ringing"));
+        assert_ne!(
+            event_id_for_source(Some("ab"), "c"),
+            event_id_for_source(Some("a"), "bc")
+        );
+    }
+}

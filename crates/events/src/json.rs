@@ -1,0 +1,742 @@
+//! The canonical JSON of CONTRACT §3, both ways.
+//!
+//! Reading is two steps: serde reads the text into [`RawEvent`] (every field optional,
+//! unknown fields refused, so a typo is an error rather than silently dropped), then
+//! [`RawEvent::validate`] applies the contract's rules and yields an [`Event`]. Every
+//! error names the field it is about (`[2].customer.handles[0].value`).
+//!
+//! Writing is one hand-written `Serialize` so the field order is fixed (envelope first,
+//! then `type` and its fields) and the output is byte-for-byte stable: the canonical
+//! form used by export, by content-derived ids and by the round-trip tests.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use uuid::Uuid;
+
+use crate::error::EventError;
+use crate::identity::{event_id_for_content, event_id_for_source, normalise_handle};
+use crate::model::{
+    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Direction, Event,
+    EventType,
+};
+use crate::upcast;
+
+/// An event as read from JSON, before validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvent {
+    pub event_id: Option<String>,
+    pub schema_version: Option<i64>,
+    pub source: Option<String>,
+    pub source_event_id: Option<String>,
+    pub occurred_at: Option<String>,
+    pub recorded_at: Option<String>,
+    pub customer: Option<RawCustomer>,
+    pub interaction_id: Option<String>,
+    pub channel: Option<String>,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    pub attributes: Option<BTreeMap<String, String>>,
+    // Body fields: which of them an event may carry depends on its type.
+    pub direction: Option<String>,
+    pub subject: Option<String>,
+    pub self_service: Option<bool>,
+    pub author: Option<String>,
+    pub agent_id: Option<String>,
+    pub text: Option<String>,
+    pub queue: Option<String>,
+    pub priority: Option<i64>,
+    pub skills: Option<Vec<String>>,
+    pub to_queue: Option<String>,
+    pub to_agent: Option<String>,
+    pub reason: Option<String>,
+    pub resolved: Option<bool>,
+    pub disposition: Option<String>,
+    pub topics: Option<Vec<String>>,
+    pub score: Option<i64>,
+    pub from_customer: Option<String>,
+    pub into_customer: Option<String>,
+    pub state: Option<String>,
+    pub capacity: Option<BTreeMap<String, i64>>,
+}
+
+/// The customer part of a [`RawEvent`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomer {
+    pub id: Option<String>,
+    pub handles: Option<Vec<RawHandle>>,
+}
+
+/// A handle as given, before normalisation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHandle {
+    pub kind: String,
+    pub value: String,
+}
+
+/// Reads one event from canonical JSON text.
+pub fn parse_event(text: &[u8]) -> Result<Event, EventError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let value: serde_json::Value = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| EventError::json(String::new(), e))?;
+    deserializer
+        .end()
+        .map_err(|e| EventError::invalid("", e.to_string()))?;
+    event_from_value(value).map_err(|e| e.within(""))
+}
+
+/// Reads a batch: a JSON array of events (a single object is taken as a batch of one).
+/// The first invalid event fails the whole batch, named by its index.
+pub fn parse_batch(text: &[u8]) -> Result<Vec<Event>, EventError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let value: serde_json::Value = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| EventError::json(String::new(), e))?;
+    deserializer
+        .end()
+        .map_err(|e| EventError::invalid("", e.to_string()))?;
+    match value {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                event_from_value(item).map_err(|e| e.within(&format!("[{index}]")))
+            })
+            .collect(),
+        object @ serde_json::Value::Object(_) => Ok(vec![event_from_value(object)?]),
+        _ => Err(EventError::invalid(
+            "",
+            "expected a JSON array of events".to_owned(),
+        )),
+    }
+}
+
+/// Validates one event given as a JSON value, upcasting an older schema version first.
+pub fn event_from_value(mut value: serde_json::Value) -> Result<Event, EventError> {
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| EventError::invalid("", "an event must be a JSON object".to_owned()))?;
+    upcast::upcast_json(object)?;
+    let raw: RawEvent =
+        serde_path_to_error::deserialize(value).map_err(|e| EventError::json(String::new(), e))?;
+    raw.validate()
+}
+
+/// Checks an event that did not come through JSON (a protobuf `EventBatch`) with exactly
+/// the rules of JSON input: normalised handles, required fields, a derived id when its
+/// id is nil (absent on the wire).
+pub fn revalidate(event: &Event) -> Result<Event, EventError> {
+    let mut value = serde_json::to_value(event)
+        .map_err(|e| EventError::invalid("", format!("unrepresentable event: {e}")))?;
+    if let Some(object) = value.as_object_mut()
+        && event.event_id.is_nil()
+    {
+        object.remove("event_id");
+    }
+    event_from_value(value)
+}
+
+fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, EventError> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| EventError::invalid(field, format!("not an RFC 3339 time ({e}): {text:?}")))
+}
+
+/// The canonical text of a time: UTC, `Z`, and only as many fraction digits as needed
+/// (0, 3, 6 or 9).
+pub fn format_time(time: &DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn parse_named<T>(
+    field: &str,
+    text: Option<&str>,
+    parse: fn(&str) -> Option<T>,
+    all: &[T],
+    name: fn(&T) -> &'static str,
+) -> Result<T, EventError> {
+    let text = text.ok_or_else(|| EventError::missing(field))?;
+    parse(text).ok_or_else(|| {
+        let allowed: Vec<&str> = all.iter().map(name).collect();
+        EventError::invalid(
+            field,
+            format!("{text:?} is not one of {}", allowed.join(", ")),
+        )
+    })
+}
+
+fn required_text(field: &str, value: Option<String>) -> Result<String, EventError> {
+    match value {
+        Some(text) if !text.trim().is_empty() => Ok(text),
+        Some(_) => Err(EventError::invalid(field, "must not be empty".to_owned())),
+        None => Err(EventError::missing(field)),
+    }
+}
+
+fn non_empty(field: &str, value: Option<String>) -> Result<Option<String>, EventError> {
+    match value {
+        Some(text) if text.trim().is_empty() => {
+            Err(EventError::invalid(field, "must not be empty".to_owned()))
+        }
+        other => Ok(other),
+    }
+}
+
+fn words(field: &str, values: Option<Vec<String>>) -> Result<Vec<String>, EventError> {
+    let values = values.unwrap_or_default();
+    for (index, value) in values.iter().enumerate() {
+        if value.trim().is_empty() {
+            return Err(EventError::invalid(
+                &format!("{field}[{index}]"),
+                "must not be empty".to_owned(),
+            ));
+        }
+    }
+    Ok(values)
+}
+
+impl RawEvent {
+    /// The body fields that are present, by name.
+    fn present_body_fields(&self) -> Vec<&'static str> {
+        let mut present = Vec::new();
+        let mut note = |name: &'static str, is_set: bool| {
+            if is_set {
+                present.push(name);
+            }
+        };
+        note("direction", self.direction.is_some());
+        note("subject", self.subject.is_some());
+        note("self_service", self.self_service.is_some());
+        note("author", self.author.is_some());
+        note("agent_id", self.agent_id.is_some());
+        note("text", self.text.is_some());
+        note("queue", self.queue.is_some());
+        note("priority", self.priority.is_some());
+        note("skills", self.skills.is_some());
+        note("to_queue", self.to_queue.is_some());
+        note("to_agent", self.to_agent.is_some());
+        note("reason", self.reason.is_some());
+        note("resolved", self.resolved.is_some());
+        note("disposition", self.disposition.is_some());
+        note("topics", self.topics.is_some());
+        note("score", self.score.is_some());
+        note("from_customer", self.from_customer.is_some());
+        note("into_customer", self.into_customer.is_some());
+        note("state", self.state.is_some());
+        note("capacity", self.capacity.is_some());
+        present
+    }
+
+    /// Applies CONTRACT §3's rules and builds the event. Handles are normalised and a
+    /// missing `event_id` is derived (see [`crate::identity`]).
+    pub fn validate(mut self) -> Result<Event, EventError> {
+        let type_name = self
+            .event_type
+            .take()
+            .ok_or_else(|| EventError::missing("type"))?;
+        let event_type = EventType::parse(&type_name).ok_or_else(|| {
+            let allowed: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+            EventError::invalid(
+                "type",
+                format!("{type_name:?} is not one of {}", allowed.join(", ")),
+            )
+        })?;
+        let allowed = body_fields(event_type);
+        if let Some(stray) = self
+            .present_body_fields()
+            .into_iter()
+            .find(|field| !allowed.contains(field))
+        {
+            return Err(EventError::invalid(
+                stray,
+                format!("does not belong to an event of type {type_name}"),
+            ));
+        }
+
+        let schema_version = match self.schema_version {
+            None => CURRENT_SCHEMA_VERSION,
+            Some(v) if v == i64::from(CURRENT_SCHEMA_VERSION) => CURRENT_SCHEMA_VERSION,
+            Some(v) => {
+                return Err(EventError::invalid(
+                    "schema_version",
+                    format!(
+                        "version {v} is not supported (this build reads 1..={CURRENT_SCHEMA_VERSION})"
+                    ),
+                ));
+            }
+        };
+        let occurred_at = parse_time(
+            "occurred_at",
+            self.occurred_at
+                .as_deref()
+                .ok_or_else(|| EventError::missing("occurred_at"))?,
+        )?;
+        let recorded_at = self
+            .recorded_at
+            .as_deref()
+            .map(|t| parse_time("recorded_at", t))
+            .transpose()?;
+        let source = non_empty("source", self.source.take())?;
+        let source_event_id = non_empty("source_event_id", self.source_event_id.take())?;
+        if source.as_deref().is_some_and(|s| s.contains('\0')) {
+            return Err(EventError::invalid(
+                "source",
+                "must not contain NUL".to_owned(),
+            ));
+        }
+        let customer = self.customer.take().map(validate_customer).transpose()?;
+        let interaction_id = non_empty("interaction_id", self.interaction_id.take())?;
+        let channel = self
+            .channel
+            .take()
+            .map(|c| {
+                parse_named("channel", Some(&c), Channel::parse, Channel::ALL, |c| {
+                    c.as_str()
+                })
+            })
+            .transpose()?;
+
+        if event_type.is_interaction_event() {
+            if channel.is_none() {
+                return Err(EventError::missing("channel"));
+            }
+            if interaction_id.is_none() {
+                return Err(EventError::missing("interaction_id"));
+            }
+            match &customer {
+                None => return Err(EventError::missing("customer")),
+                Some(c) if c.id.is_none() && c.handles.is_empty() => {
+                    return Err(EventError::invalid(
+                        "customer",
+                        "needs an id or at least one handle".to_owned(),
+                    ));
+                }
+                Some(_) => {}
+            }
+        } else {
+            for (field, present) in [
+                ("channel", channel.is_some()),
+                ("interaction_id", interaction_id.is_some()),
+            ] {
+                if present {
+                    return Err(EventError::invalid(
+                        field,
+                        format!("does not belong to an event of type {type_name}"),
+                    ));
+                }
+            }
+        }
+
+        let body = self.body(event_type, &customer)?;
+        let mut event = Event {
+            event_id: Uuid::nil(),
+            schema_version,
+            source,
+            source_event_id,
+            occurred_at,
+            recorded_at,
+            customer,
+            interaction_id,
+            channel,
+            attributes: self.attributes.take().unwrap_or_default(),
+            body,
+        };
+        event.event_id = match (self.event_id.as_deref(), event.source_event_id.as_deref()) {
+            (Some(id), _) => Uuid::parse_str(id.trim())
+                .map_err(|e| EventError::invalid("event_id", format!("not a UUID ({e})")))?,
+            (None, Some(source_event_id)) => {
+                event_id_for_source(event.source.as_deref(), source_event_id)
+            }
+            (None, None) => {
+                let without_recording = Event {
+                    recorded_at: None,
+                    ..event.clone()
+                };
+                event_id_for_content(&to_canonical_json(&without_recording))
+            }
+        };
+        Ok(event)
+    }
+
+    fn body(
+        &mut self,
+        event_type: EventType,
+        customer: &Option<CustomerRef>,
+    ) -> Result<Body, EventError> {
+        let direction = |raw: &Option<String>| {
+            parse_named(
+                "direction",
+                raw.as_deref(),
+                Direction::parse,
+                Direction::ALL,
+                |d| d.as_str(),
+            )
+        };
+        let agent = |raw: &mut Option<String>| required_text("agent_id", raw.take());
+        Ok(match event_type {
+            EventType::InteractionStarted => Body::InteractionStarted {
+                direction: direction(&self.direction)?,
+                subject: self.subject.take(),
+                self_service: self.self_service,
+            },
+            EventType::Message => Body::Message {
+                direction: direction(&self.direction)?,
+                author: parse_named(
+                    "author",
+                    self.author.as_deref(),
+                    Author::parse,
+                    Author::ALL,
+                    |a| a.as_str(),
+                )?,
+                agent_id: non_empty("agent_id", self.agent_id.take())?,
+                text: self.text.take(),
+            },
+            EventType::Queued => Body::Queued {
+                queue: required_text("queue", self.queue.take())?,
+                priority: match self.priority {
+                    None => 0,
+                    Some(p) => i32::try_from(p).map_err(|_| {
+                        EventError::invalid("priority", format!("{p} is out of range"))
+                    })?,
+                },
+                skills: words("skills", self.skills.take())?,
+            },
+            EventType::Offered => Body::Offered {
+                agent_id: agent(&mut self.agent_id)?,
+            },
+            EventType::OfferDeclined => Body::OfferDeclined {
+                agent_id: agent(&mut self.agent_id)?,
+            },
+            EventType::OfferTimedOut => Body::OfferTimedOut {
+                agent_id: agent(&mut self.agent_id)?,
+            },
+            EventType::Assigned => Body::Assigned {
+                agent_id: agent(&mut self.agent_id)?,
+            },
+            EventType::Transferred => {
+                let to_queue = non_empty("to_queue", self.to_queue.take())?;
+                let to_agent = non_empty("to_agent", self.to_agent.take())?;
+                if to_queue.is_none() && to_agent.is_none() {
+                    return Err(EventError::invalid(
+                        "to_queue",
+                        "a transfer needs to_queue or to_agent".to_owned(),
+                    ));
+                }
+                Body::Transferred { to_queue, to_agent }
+            }
+            EventType::Hold => Body::Hold,
+            EventType::Resumed => Body::Resumed,
+            EventType::Abandoned => Body::Abandoned,
+            EventType::Ended => Body::Ended {
+                reason: self.reason.take(),
+            },
+            EventType::WrappedUp => Body::WrappedUp {
+                agent_id: agent(&mut self.agent_id)?,
+                resolved: self
+                    .resolved
+                    .ok_or_else(|| EventError::missing("resolved"))?,
+                disposition: self.disposition.take(),
+                topics: words("topics", self.topics.take())?,
+            },
+            EventType::Csat => {
+                let score = self.score.ok_or_else(|| EventError::missing("score"))?;
+                if !(1..=5).contains(&score) {
+                    return Err(EventError::invalid(
+                        "score",
+                        format!("{score} is not between 1 and 5"),
+                    ));
+                }
+                Body::Csat { score: score as u8 }
+            }
+            EventType::Note => Body::Note {
+                agent_id: agent(&mut self.agent_id)?,
+                text: required_text("text", self.text.take())?,
+            },
+            EventType::Tagged => {
+                let topics = words("topics", self.topics.take())?;
+                if topics.is_empty() {
+                    return Err(EventError::missing("topics"));
+                }
+                Body::Tagged { topics }
+            }
+            EventType::IdentityLinked => {
+                match customer {
+                    Some(c) if c.id.is_some() && !c.handles.is_empty() => {}
+                    _ => {
+                        return Err(EventError::invalid(
+                            "customer",
+                            "identity_linked needs customer.id and at least one handle".to_owned(),
+                        ));
+                    }
+                }
+                Body::IdentityLinked
+            }
+            EventType::CustomersMerged => {
+                let from_customer = required_text("from_customer", self.from_customer.take())?;
+                let into_customer = required_text("into_customer", self.into_customer.take())?;
+                if from_customer == into_customer {
+                    return Err(EventError::invalid(
+                        "into_customer",
+                        "a customer cannot be merged into itself".to_owned(),
+                    ));
+                }
+                Body::CustomersMerged {
+                    from_customer,
+                    into_customer,
+                }
+            }
+            EventType::ProactiveNotice => Body::ProactiveNotice {
+                reason: required_text("reason", self.reason.take())?,
+                text: self.text.take(),
+            },
+            EventType::AgentState => {
+                if customer.is_some() {
+                    return Err(EventError::invalid(
+                        "customer",
+                        "an agent_state event carries no customer".to_owned(),
+                    ));
+                }
+                let capacity = self
+                    .capacity
+                    .take()
+                    .map(|capacity| {
+                        capacity
+                            .into_iter()
+                            .map(|(channel, n)| {
+                                let field = format!("capacity.{channel}");
+                                let channel = parse_named(
+                                    &field,
+                                    Some(&channel),
+                                    Channel::parse,
+                                    Channel::ALL,
+                                    |c| c.as_str(),
+                                )?;
+                                let n = u32::try_from(n).map_err(|_| {
+                                    EventError::invalid(&field, format!("{n} is not a count"))
+                                })?;
+                                Ok((channel, n))
+                            })
+                            .collect::<Result<BTreeMap<_, _>, EventError>>()
+                    })
+                    .transpose()?;
+                Body::AgentState {
+                    agent_id: agent(&mut self.agent_id)?,
+                    state: parse_named(
+                        "state",
+                        self.state.as_deref(),
+                        AgentStatus::parse,
+                        AgentStatus::ALL,
+                        |s| s.as_str(),
+                    )?,
+                    skills: self
+                        .skills
+                        .take()
+                        .map(|s| words("skills", Some(s)))
+                        .transpose()?,
+                    capacity,
+                }
+            }
+        })
+    }
+}
+
+fn validate_customer(raw: RawCustomer) -> Result<CustomerRef, EventError> {
+    let id = non_empty("customer.id", raw.id)?.map(|id| id.trim().to_owned());
+    let handles = raw
+        .handles
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(index, handle)| {
+            normalise_handle(&handle.kind, &handle.value).map_err(|problem| {
+                EventError::invalid(&format!("customer.handles[{index}]"), problem.to_string())
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CustomerRef { id, handles })
+}
+
+/// The body fields an event of each type may carry.
+fn body_fields(event_type: EventType) -> &'static [&'static str] {
+    match event_type {
+        EventType::InteractionStarted => &["direction", "subject", "self_service"],
+        EventType::Message => &["direction", "author", "agent_id", "text"],
+        EventType::Queued => &["queue", "priority", "skills"],
+        EventType::Offered
+        | EventType::OfferDeclined
+        | EventType::OfferTimedOut
+        | EventType::Assigned => &["agent_id"],
+        EventType::Transferred => &["to_queue", "to_agent"],
+        EventType::Hold | EventType::Resumed | EventType::Abandoned | EventType::IdentityLinked => {
+            &[]
+        }
+        EventType::Ended => &["reason"],
+        EventType::WrappedUp => &["agent_id", "resolved", "disposition", "topics"],
+        EventType::Csat => &["score"],
+        EventType::Note => &["agent_id", "text"],
+        EventType::Tagged => &["topics"],
+        EventType::CustomersMerged => &["from_customer", "into_customer"],
+        EventType::ProactiveNotice => &["reason", "text"],
+        EventType::AgentState => &["agent_id", "state", "skills", "capacity"],
+    }
+}
+
+/// The canonical JSON text of an event.
+pub fn to_canonical_json(event: &Event) -> String {
+    // Serializing our own types into a String cannot fail.
+    serde_json::to_string(event).unwrap_or_default()
+}
+
+struct HandlesJson<'a>(&'a CustomerRef);
+
+impl Serialize for HandlesJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let customer = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(id) = &customer.id {
+            map.serialize_entry("id", id)?;
+        }
+        let handles: Vec<BTreeMap<&str, &str>> = customer
+            .handles
+            .iter()
+            .map(|h| BTreeMap::from([("kind", h.kind.as_str()), ("value", h.value.as_str())]))
+            .collect();
+        map.serialize_entry("handles", &handles)?;
+        map.end()
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("event_id", &self.event_id.hyphenated().to_string())?;
+        map.serialize_entry("schema_version", &self.schema_version)?;
+        if let Some(source) = &self.source {
+            map.serialize_entry("source", source)?;
+        }
+        if let Some(id) = &self.source_event_id {
+            map.serialize_entry("source_event_id", id)?;
+        }
+        map.serialize_entry("occurred_at", &format_time(&self.occurred_at))?;
+        if let Some(at) = &self.recorded_at {
+            map.serialize_entry("recorded_at", &format_time(at))?;
+        }
+        if let Some(customer) = &self.customer {
+            map.serialize_entry("customer", &HandlesJson(customer))?;
+        }
+        if let Some(id) = &self.interaction_id {
+            map.serialize_entry("interaction_id", id)?;
+        }
+        if let Some(channel) = self.channel {
+            map.serialize_entry("channel", channel.as_str())?;
+        }
+        map.serialize_entry("type", self.event_type().as_str())?;
+        serialize_body(&self.body, &mut map)?;
+        if !self.attributes.is_empty() {
+            map.serialize_entry("attributes", &self.attributes)?;
+        }
+        map.end()
+    }
+}
+
+fn serialize_body<M: SerializeMap>(body: &Body, map: &mut M) -> Result<(), M::Error> {
+    fn opt<M: SerializeMap, T: Serialize + ?Sized>(
+        map: &mut M,
+        key: &str,
+        value: Option<&T>,
+    ) -> Result<(), M::Error> {
+        match value {
+            Some(value) => map.serialize_entry(key, value),
+            None => Ok(()),
+        }
+    }
+    match body {
+        Body::InteractionStarted {
+            direction,
+            subject,
+            self_service,
+        } => {
+            map.serialize_entry("direction", direction.as_str())?;
+            opt(map, "subject", subject.as_ref())?;
+            opt(map, "self_service", self_service.as_ref())?;
+        }
+        Body::Message {
+            direction,
+            author,
+            agent_id,
+            text,
+        } => {
+            map.serialize_entry("direction", direction.as_str())?;
+            map.serialize_entry("author", author.as_str())?;
+            opt(map, "agent_id", agent_id.as_ref())?;
+            opt(map, "text", text.as_ref())?;
+        }
+        Body::Queued {
+            queue,
+            priority,
+            skills,
+        } => {
+            map.serialize_entry("queue", queue)?;
+            map.serialize_entry("priority", priority)?;
+            map.serialize_entry("skills", skills)?;
+        }
+        Body::Offered { agent_id }
+        | Body::OfferDeclined { agent_id }
+        | Body::OfferTimedOut { agent_id }
+        | Body::Assigned { agent_id } => map.serialize_entry("agent_id", agent_id)?,
+        Body::Transferred { to_queue, to_agent } => {
+            opt(map, "to_queue", to_queue.as_ref())?;
+            opt(map, "to_agent", to_agent.as_ref())?;
+        }
+        Body::Hold | Body::Resumed | Body::Abandoned | Body::IdentityLinked => {}
+        Body::Ended { reason } => opt(map, "reason", reason.as_ref())?,
+        Body::WrappedUp {
+            agent_id,
+            resolved,
+            disposition,
+            topics,
+        } => {
+            map.serialize_entry("agent_id", agent_id)?;
+            map.serialize_entry("resolved", resolved)?;
+            opt(map, "disposition", disposition.as_ref())?;
+            map.serialize_entry("topics", topics)?;
+        }
+        Body::Csat { score } => map.serialize_entry("score", score)?,
+        Body::Note { agent_id, text } => {
+            map.serialize_entry("agent_id", agent_id)?;
+            map.serialize_entry("text", text)?;
+        }
+        Body::Tagged { topics } => map.serialize_entry("topics", topics)?,
+        Body::CustomersMerged {
+            from_customer,
+            into_customer,
+        } => {
+            map.serialize_entry("from_customer", from_customer)?;
+            map.serialize_entry("into_customer", into_customer)?;
+        }
+        Body::ProactiveNotice { reason, text } => {
+            map.serialize_entry("reason", reason)?;
+            opt(map, "text", text.as_ref())?;
+        }
+        Body::AgentState {
+            agent_id,
+            state,
+            skills,
+            capacity,
+        } => {
+            map.serialize_entry("agent_id", agent_id)?;
+            map.serialize_entry("state", state.as_str())?;
+            opt(map, "skills", skills.as_ref())?;
+            if let Some(capacity) = capacity {
+                let by_name: BTreeMap<&str, u32> =
+                    capacity.iter().map(|(c, n)| (c.as_str(), *n)).collect();
+                map.serialize_entry("capacity", &by_name)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! The omnilog event: the protobuf wire types generated from `proto/omnilog/v1`, the
+//! validated domain model, the canonical JSON of CONTRACT §3 both ways, the stateless
+//! identity rules (handle normalisation, deterministic ids) and schema upcasting.
+//!
+//! Invariant: this crate does no IO. Everything is a pure function of its input.
+
+pub mod error;
+pub mod identity;
+pub mod json;
+pub mod model;
+pub mod proto;
+pub mod upcast;
+
+/// The prost types of `omnilog.v1`.
+#[allow(missing_docs, clippy::all, unused_qualifications)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/omnilog.v1.rs"));
+}
+
+pub use error::EventError;
+pub use json::{format_time, parse_batch, parse_event, revalidate, to_canonical_json};
+pub use model::{
+    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Destination,
+    Direction, Event, EventType, Handle,
+};
+pub use proto::{decode, decode_batch, encode, encode_batch};

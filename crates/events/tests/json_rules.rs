@@ -1,0 +1,144 @@
+//! The canonical JSON rules of CONTRACT §3: what is accepted, what is refused and how
+//! the refusal names the field.
+
+use omnilog_events::{Body, Channel, EventType, parse_batch, parse_event, to_canonical_json};
+
+fn error_field(text: &str) -> String {
+    parse_batch(text.as_bytes())
+        .expect_err("should be refused")
+        .field()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn the_contract_example_is_accepted_and_gets_a_derived_event_id() {
+    let text = r#"{
+      "source": "voice.twilio",
+      "source_event_id": "CA123:completed",
+      "occurred_at": "2026-03-01T09:00:05Z",
+      "customer": { "handles": [ { "kind": "phone", "value": "+1 555 123 0001" } ] },
+      "interaction_id": "CA123",
+      "channel": "voice",
+      "type": "queued",
+      "queue": "billing", "priority": 0, "skills": ["billing"]
+    }"#;
+    let event = parse_event(text.as_bytes()).unwrap();
+    assert_eq!(event.channel, Some(Channel::Voice));
+    assert_eq!(event.event_type(), EventType::Queued);
+    assert_eq!(
+        event.customer.as_ref().unwrap().handles[0].value,
+        "+15551230001"
+    );
+    assert_eq!(
+        event.event_id,
+        omnilog_events::identity::event_id_for_source(Some("voice.twilio"), "CA123:completed")
+    );
+    let again = parse_event(text.as_bytes()).unwrap();
+    assert_eq!(event, again);
+}
+
+#[test]
+fn an_event_without_any_id_gets_the_same_content_derived_id_twice() {
+    let text = r#"[{"occurred_at":"2026-03-01T09:00:05Z","type":"agent_state","agent_id":"a1","state":"available"}]"#;
+    let first = parse_batch(text.as_bytes()).unwrap();
+    let second = parse_batch(text.as_bytes()).unwrap();
+    assert_eq!(first[0].event_id, second[0].event_id);
+    let other = text.replace("available", "away");
+    assert_ne!(
+        parse_batch(other.as_bytes()).unwrap()[0].event_id,
+        first[0].event_id
+    );
+}
+
+#[test]
+fn missing_required_fields_are_named() {
+    assert_eq!(error_field(r#"[{"type":"hold"}]"#), "[0].occurred_at");
+    assert_eq!(
+        error_field(r#"[{"occurred_at":"2026-03-01T09:00:05Z"}]"#),
+        "[0].type"
+    );
+    let queued_without_queue = r#"[{"occurred_at":"2026-03-01T09:00:05Z","type":"queued","channel":"chat","interaction_id":"c1","customer":{"id":"x"}}]"#;
+    assert_eq!(error_field(queued_without_queue), "[0].queue");
+    let no_customer = r#"[{"occurred_at":"2026-03-01T09:00:05Z","type":"hold","channel":"chat","interaction_id":"c1"}]"#;
+    assert_eq!(error_field(no_customer), "[0].customer");
+}
+
+#[test]
+fn wrong_types_and_values_are_named() {
+    let base = r#"{"occurred_at":"2026-03-01T09:00:05Z","channel":"chat","interaction_id":"c1","customer":{"id":"x"},"type":"queued","queue":"q""#;
+    assert_eq!(
+        error_field(&format!("[{base},\"priority\":\"high\"}}]")),
+        "[0].priority"
+    );
+    assert_eq!(
+        error_field(&format!("[{base},\"skills\":[1]}}]")),
+        "[0].skills[0]"
+    );
+    assert_eq!(
+        error_field(
+            r#"[{"occurred_at":"yesterday","type":"hold","channel":"chat","interaction_id":"c","customer":{"id":"x"}}]"#
+        ),
+        "[0].occurred_at"
+    );
+    assert_eq!(
+        error_field(
+            r#"[{"occurred_at":"2026-03-01T09:00:05Z","type":"hold","channel":"pigeon","interaction_id":"c","customer":{"id":"x"}}]"#
+        ),
+        "[0].channel"
+    );
+    assert_eq!(
+        error_field(
+            r#"[{"occurred_at":"2026-03-01T09:00:05Z","type":"csat","score":9,"channel":"chat","interaction_id":"c","customer":{"id":"x"}}]"#
+        ),
+        "[0].score"
+    );
+    assert_eq!(
+        error_field(
+            r#"[{"occurred_at":"2026-03-01T09:00:05Z","type":"hold","channel":"chat","interaction_id":"c","customer":{"handles":[{"kind":"phone","value":"n/a"}]}}]"#
+        ),
+        "[0].customer.handles[0]"
+    );
+}
+
+#[test]
+fn fields_of_another_type_and_unknown_fields_are_refused() {
+    let stray = r#"[{"occurred_at":"2026-03-01T09:00:05Z","type":"hold","queue":"q","channel":"chat","interaction_id":"c","customer":{"id":"x"}}]"#;
+    assert_eq!(error_field(stray), "[0].queue");
+    let unknown = r#"[{"occurred_at":"2026-03-01T09:00:05Z","type":"hold","colour":"red","channel":"chat","interaction_id":"c","customer":{"id":"x"}}]"#;
+    let error = parse_batch(unknown.as_bytes()).unwrap_err().to_string();
+    assert!(error.contains("colour"), "{error}");
+}
+
+#[test]
+fn the_second_bad_event_of_a_batch_is_named_by_its_index() {
+    let text = r#"[
+      {"occurred_at":"2026-03-01T09:00:05Z","type":"agent_state","agent_id":"a1","state":"available"},
+      {"occurred_at":"2026-03-01T09:00:05Z","type":"agent_state","agent_id":"a1","state":"sleepy"}
+    ]"#;
+    assert_eq!(error_field(text), "[1].state");
+}
+
+#[test]
+fn schema_versions_newer_than_this_build_are_refused() {
+    let text = r#"[{"schema_version":99,"occurred_at":"2026-03-01T09:00:05Z","type":"agent_state","agent_id":"a1","state":"away"}]"#;
+    assert_eq!(error_field(text), "[0].schema_version");
+}
+
+#[test]
+fn canonical_output_reads_back_to_the_same_event() {
+    let text = r#"{"event_id":"6f2c1a52-8a4c-4a57-9c7d-0d2b8f1f2a10","occurred_at":"2026-03-01T10:00:05.250+01:00","type":"agent_state","agent_id":"a1","state":"available","skills":["billing"],"capacity":{"chat":3,"voice":1}}"#;
+    let event = parse_event(text.as_bytes()).unwrap();
+    let canonical = to_canonical_json(&event);
+    assert!(
+        canonical.contains(r#""occurred_at":"2026-03-01T09:00:05.250Z""#),
+        "{canonical}"
+    );
+    assert_eq!(parse_event(canonical.as_bytes()).unwrap(), event);
+    match event.body {
+        Body::AgentState { capacity, .. } => {
+            assert_eq!(capacity.unwrap()[&Channel::Chat], 3);
+        }
+        other => panic!("unexpected body {other:?}"),
+    }
+}

@@ -1,0 +1,421 @@
+//! The write path. Validated events come in (from `POST /v1/events` or a channel); each
+//! is stamped with `recorded_at`, given its customer by identity resolution (CONTRACT §4),
+//! encoded and appended to the log; the answer comes back only once the log made the
+//! events durable.
+//!
+//! One sequencer task owns the order of writes. It takes every request waiting, resolves
+//! them in arrival order against the identity view, appends them all as one batch (so
+//! concurrent requests share one durable write, and a request is never split), folds the
+//! resolved events into the identity view, and answers each request. Because resolution
+//! order is log order, a link accepted by one request is honoured by every request
+//! accepted after it, and the identity view folded from the log later agrees with what
+//! ingest decided.
+//!
+//! Resolution folds a request's events into the view before the append completes, so the
+//! next event of the same batch sees them. If the append fails, nothing was written and
+//! the view is rebuilt from the log, so no decision survives that the log does not hold.
+
+pub mod token;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use omnilog_events::{Body, Destination, Event, EventError};
+use omnilog_log::{AppendRecord, EventLog, LogError, Topic};
+use omnilog_views::IdentityView;
+use omnilog_views::identity::{CustomerId, CustomerIdentity};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+pub use token::{BadToken, ReadToken};
+
+/// Why a request was not written. Nothing of it reached the log.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// An event breaks the contract (→ 400, naming the field).
+    #[error(transparent)]
+    Invalid(#[from] EventError),
+    /// The log could not make the events durable (→ 503; safe to retry).
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
+    /// The ingest service is shutting down (→ 503).
+    #[error("ingest is shutting down")]
+    ShuttingDown,
+}
+
+impl From<LogError> for IngestError {
+    fn from(error: LogError) -> Self {
+        IngestError::Unavailable(error.to_string())
+    }
+}
+
+/// Where one event of a request is in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventPosition {
+    pub topic: Topic,
+    pub partition: u32,
+    pub offset: u64,
+    /// The event was already in the log: this is where the first copy is.
+    pub duplicate: bool,
+}
+
+/// The answer to an accepted request, given once every event is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// Events newly written.
+    pub accepted: usize,
+    /// Events that were already in the log (a redelivery): not written again.
+    pub duplicates: usize,
+    /// One per event of the request, in its order.
+    pub positions: Vec<EventPosition>,
+    /// Pass as `?after=` to a query to read this request's writes.
+    pub token: ReadToken,
+}
+
+/// Tuning of the write path.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// The most events one group commit carries (requests are never split).
+    pub max_group_events: usize,
+    /// How many recent event ids remember their customer, so a redelivered event resolves
+    /// to the customer it had the first time (and so to the same partition, where the log
+    /// recognises it as a duplicate) even if identities changed in between.
+    pub remembered_event_ids: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_group_events: 20_000,
+            remembered_event_ids: 1_000_000,
+        }
+    }
+}
+
+/// Event ids recently written and the customer each was resolved to (first in, first out).
+#[derive(Debug, Default)]
+struct RecentIds {
+    capacity: usize,
+    order: VecDeque<Uuid>,
+    customers: HashMap<Uuid, CustomerId>,
+}
+
+impl RecentIds {
+    fn remember(&mut self, event_id: Uuid, customer: &str) {
+        if self.capacity == 0 || self.customers.contains_key(&event_id) {
+            return;
+        }
+        if self.order.len() == self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.customers.remove(&oldest);
+        }
+        self.order.push_back(event_id);
+        self.customers.insert(event_id, customer.to_owned());
+    }
+}
+
+/// What the sequencer and the queries share.
+#[derive(Debug)]
+struct State {
+    identity: IdentityView,
+    recent: RecentIds,
+    /// The last `recorded_at` handed out: stamps never go backwards, so claims are
+    /// ordered as ingest resolved them even if the wall clock steps back.
+    last_recorded: DateTime<Utc>,
+}
+
+impl State {
+    fn new(remembered_event_ids: usize) -> Self {
+        State {
+            identity: IdentityView::new(),
+            recent: RecentIds {
+                capacity: remembered_event_ids,
+                ..RecentIds::default()
+            },
+            last_recorded: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn fold(&mut self, event: &Event) {
+        self.identity.apply(event);
+        if let Some(customer) = event.customer_id() {
+            self.recent.remember(event.event_id, customer);
+        }
+    }
+
+    fn next_recorded_at(&mut self) -> DateTime<Utc> {
+        let now = Utc::now().max(self.last_recorded + TimeDelta::microseconds(1));
+        self.last_recorded = now;
+        now
+    }
+
+    /// Stamps, resolves and folds one event; returns where it goes.
+    fn prepare(&mut self, event: &mut Event) -> Result<(Topic, String), IngestError> {
+        event.recorded_at = Some(self.next_recorded_at());
+        let placement = match &event.body {
+            Body::AgentState { agent_id, .. } => (Topic::Agents, agent_id.clone()),
+            Body::CustomersMerged { into_customer, .. } => {
+                (Topic::Interactions, self.identity.canonical(into_customer))
+            }
+            _ => {
+                let remembered = self.recent.customers.get(&event.event_id).cloned();
+                let customer = event
+                    .customer
+                    .as_mut()
+                    .ok_or_else(|| EventError::missing("customer"))?;
+                let customer_id = match remembered {
+                    Some(id) => id,
+                    None => {
+                        self.identity
+                            .resolve(customer)
+                            .ok_or_else(|| {
+                                EventError::invalid(
+                                    "customer",
+                                    "needs an id or at least one handle".to_owned(),
+                                )
+                            })?
+                            .customer_id
+                    }
+                };
+                customer.id = Some(customer_id.clone());
+                (Topic::Interactions, customer_id)
+            }
+        };
+        debug_assert_eq!(
+            matches!(event.destination(), Destination::Agents),
+            placement.0 == Topic::Agents
+        );
+        self.fold(event);
+        Ok(placement)
+    }
+}
+
+struct Job {
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<Receipt, IngestError>>,
+}
+
+/// The write path: cheap to clone, shared by every request handler.
+#[derive(Clone)]
+pub struct Ingest {
+    jobs: mpsc::Sender<Job>,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest").finish_non_exhaustive()
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // The state is only mutated by complete folds; a panic elsewhere leaves it usable.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Ingest {
+    /// Folds the identity view from the whole log, then starts the sequencer.
+    pub async fn start(log: Arc<dyn EventLog>, config: IngestConfig) -> Result<Self, IngestError> {
+        let state = Arc::new(Mutex::new(State::new(config.remembered_event_ids)));
+        rebuild(&*log, &state).await?;
+        let (jobs, receiver) = mpsc::channel(1024);
+        tokio::spawn(sequence(log, state.clone(), receiver, config));
+        Ok(Ingest { jobs, state })
+    }
+
+    /// Writes a batch of validated events, all or nothing, and answers once durable.
+    pub async fn submit(&self, events: Vec<Event>) -> Result<Receipt, IngestError> {
+        if events.is_empty() {
+            return Ok(Receipt {
+                accepted: 0,
+                duplicates: 0,
+                positions: Vec::new(),
+                token: ReadToken::default(),
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { events, reply })
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
+        answer.await.map_err(|_| IngestError::ShuttingDown)?
+    }
+
+    /// The customer a handle resolves to now (the handle is normalised first).
+    pub fn resolve_handle(&self, kind: &str, value: &str) -> Option<CustomerId> {
+        let handle = omnilog_events::identity::normalise_handle(kind, value).ok()?;
+        lock(&self.state).identity.owner(&handle)
+    }
+
+    /// A customer's identity as ingest knows it.
+    pub fn customer(&self, id: &str) -> Option<CustomerIdentity> {
+        lock(&self.state).identity.customer(id)
+    }
+}
+
+/// Folds every interaction already in the log into a fresh identity view.
+async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestError> {
+    const READ_BATCH: usize = 10_000;
+    let mut fresh = State::new(lock(state).recent.capacity);
+    let ends = log.end_offsets(Topic::Interactions).await?;
+    let total: u64 = ends.iter().sum();
+    for (partition, &end) in ends.iter().enumerate() {
+        let mut from = 0;
+        while from < end {
+            let records = log
+                .read(Topic::Interactions, partition as u32, from, READ_BATCH)
+                .await?;
+            let Some(last) = records.last() else {
+                break;
+            };
+            from = last.offset + 1;
+            for record in &records {
+                match omnilog_events::decode(&record.payload) {
+                    Ok(event) => {
+                        if let Some(at) = event.recorded_at {
+                            fresh.last_recorded = fresh.last_recorded.max(at);
+                        }
+                        fresh.fold(&event);
+                    }
+                    Err(error) => tracing::warn!(
+                        partition,
+                        offset = record.offset,
+                        %error,
+                        "skipping an undecodable record while folding identities"
+                    ),
+                }
+            }
+        }
+    }
+    tracing::info!(
+        events = total,
+        customers = fresh.identity.customer_count(),
+        "identity view folded from the log"
+    );
+    *lock(state) = fresh;
+    Ok(())
+}
+
+async fn sequence(
+    log: Arc<dyn EventLog>,
+    state: Arc<Mutex<State>>,
+    mut receiver: mpsc::Receiver<Job>,
+    config: IngestConfig,
+) {
+    while let Some(first) = receiver.recv().await {
+        let mut group_events = first.events.len();
+        let mut jobs = vec![first];
+        while group_events < config.max_group_events {
+            match receiver.try_recv() {
+                Ok(job) => {
+                    group_events += job.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_group(&*log, &state, jobs).await;
+    }
+}
+
+/// Resolves, appends and answers one group of requests.
+async fn commit_group(log: &dyn EventLog, state: &Mutex<State>, jobs: Vec<Job>) {
+    let mut records = Vec::new();
+    let mut topics = Vec::new();
+    let mut accepted_jobs = Vec::with_capacity(jobs.len());
+    {
+        let mut state = lock(state);
+        for mut job in jobs {
+            let mut job_records = Vec::with_capacity(job.events.len());
+            let mut failure = None;
+            for (index, event) in job.events.iter_mut().enumerate() {
+                match state.prepare(event) {
+                    Ok((topic, key)) => job_records.push(AppendRecord {
+                        topic,
+                        key,
+                        event_id: event.event_id,
+                        payload: omnilog_events::encode(event).into(),
+                        headers: Vec::new(),
+                    }),
+                    Err(IngestError::Invalid(error)) => {
+                        failure = Some(IngestError::Invalid(error.within(&format!("[{index}]"))));
+                        break;
+                    }
+                    Err(other) => {
+                        failure = Some(other);
+                        break;
+                    }
+                }
+            }
+            match failure {
+                // Validation upstream makes this unreachable in practice; if it happens the
+                // events already folded for this job are undone by the rebuild below.
+                Some(error) => {
+                    let _ = job.reply.send(Err(error));
+                    accepted_jobs.push((None, 0));
+                }
+                None => {
+                    let count = job_records.len();
+                    topics.extend(job_records.iter().map(|r| r.topic));
+                    records.append(&mut job_records);
+                    accepted_jobs.push((Some(job.reply), count));
+                }
+            }
+        }
+    }
+    let any_refused = accepted_jobs.iter().any(|(reply, _)| reply.is_none());
+    let outcome = if records.is_empty() {
+        Ok(Vec::new())
+    } else {
+        log.append(records).await
+    };
+    match outcome {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter().zip(topics);
+            for (reply, count) in accepted_jobs {
+                let Some(reply) = reply else { continue };
+                let mut receipt = Receipt {
+                    accepted: 0,
+                    duplicates: 0,
+                    positions: Vec::with_capacity(count),
+                    token: ReadToken::default(),
+                };
+                for (outcome, topic) in outcomes.by_ref().take(count) {
+                    let position = outcome.position();
+                    if outcome.is_duplicate() {
+                        receipt.duplicates += 1;
+                    } else {
+                        receipt.accepted += 1;
+                    }
+                    receipt
+                        .token
+                        .include(topic, position.partition, position.offset);
+                    receipt.positions.push(EventPosition {
+                        topic,
+                        partition: position.partition,
+                        offset: position.offset,
+                        duplicate: outcome.is_duplicate(),
+                    });
+                }
+                let _ = reply.send(Ok(receipt));
+            }
+            if any_refused && let Err(error) = rebuild(log, state).await {
+                tracing::error!(%error, "could not rebuild the identity view after a refused request");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "append failed; every request of the group is refused");
+            let message = error.to_string();
+            for (reply, _) in accepted_jobs {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(IngestError::Unavailable(message.clone())));
+                }
+            }
+            if let Err(error) = rebuild(log, state).await {
+                tracing::error!(%error, "could not rebuild the identity view after a failed append");
+            }
+        }
+    }
+}

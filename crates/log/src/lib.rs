@@ -1,0 +1,239 @@
+//! The log: the `EventLog` trait every backend implements, the partitioner shared by all of
+//! them, and the embedded backend on sled.
+//!
+//! The log knows no event type. A record is a key (the customer or agent id), an event id
+//! (for deduplication), headers and opaque bytes. Invariants every backend keeps:
+//! `append` answers only once the records are durable; a batch is all or nothing; an
+//! event id is stored at most once per partition; offsets are contiguous per partition
+//! from 0; a record is readable only once it is durable.
+
+mod embedded;
+mod partitioner;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{self, BoxStream, StreamExt};
+
+pub use embedded::EmbeddedLog;
+pub use partitioner::{murmur2, partition_for};
+
+/// The topics of CONTRACT §2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// Every interaction, message, routing, identity and outcome event, keyed by customer.
+    Interactions,
+    /// Agent state, skills and capacity, keyed by agent.
+    Agents,
+    /// What could not be decoded or applied, with the reason in a header.
+    DeadLetter,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 3] = [Topic::Interactions, Topic::Agents, Topic::DeadLetter];
+
+    /// The topic's name, in Kafka and in the embedded log alike.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::Interactions => "omnilog.interactions",
+            Topic::Agents => "omnilog.agents",
+            Topic::DeadLetter => "omnilog.dead-letter",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Topic::Interactions => 0,
+            Topic::Agents => 1,
+            Topic::DeadLetter => 2,
+        }
+    }
+}
+
+/// A record to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendRecord {
+    pub topic: Topic,
+    /// Chooses the partition (Kafka's partitioner on these bytes).
+    pub key: String,
+    /// Deduplicates within the partition.
+    pub event_id: uuid::Uuid,
+    pub payload: bytes::Bytes,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Where a record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// What became of one appended record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored here.
+    Appended(Position),
+    /// Its event id was already stored in its partition: here is the first copy.
+    Duplicate(Position),
+}
+
+impl AppendOutcome {
+    pub fn position(&self) -> Position {
+        match self {
+            AppendOutcome::Appended(p) | AppendOutcome::Duplicate(p) => *p,
+        }
+    }
+
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, AppendOutcome::Duplicate(_))
+    }
+}
+
+/// A stored record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    pub topic: Topic,
+    pub partition: u32,
+    pub offset: u64,
+    pub key: String,
+    pub event_id: uuid::Uuid,
+    pub payload: bytes::Bytes,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Partitions per topic, fixed when a log is created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionCounts {
+    pub interactions: u32,
+    pub agents: u32,
+    pub dead_letter: u32,
+}
+
+impl Default for PartitionCounts {
+    fn default() -> Self {
+        PartitionCounts {
+            interactions: 12,
+            agents: 12,
+            dead_letter: 12,
+        }
+    }
+}
+
+impl PartitionCounts {
+    /// The same count for every topic.
+    pub fn uniform(partitions: u32) -> Self {
+        PartitionCounts {
+            interactions: partitions,
+            agents: partitions,
+            dead_letter: partitions,
+        }
+    }
+
+    pub fn get(&self, topic: Topic) -> u32 {
+        match topic {
+            Topic::Interactions => self.interactions,
+            Topic::Agents => self.agents,
+            Topic::DeadLetter => self.dead_letter,
+        }
+    }
+}
+
+/// What went wrong in the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("{topic} has {partitions} partitions; there is no partition {partition}")]
+    UnknownPartition {
+        topic: &'static str,
+        partition: u32,
+        partitions: u32,
+    },
+    #[error(
+        "the log was created with {stored} partitions for {topic}, not {requested}: the partition count of a log cannot change (keys would move)"
+    )]
+    PartitionMismatch {
+        topic: &'static str,
+        stored: u32,
+        requested: u32,
+    },
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("the log is closed")]
+    Closed,
+}
+
+/// A partitioned, durable, append-only log.
+#[async_trait::async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Partition count of a topic.
+    fn partitions(&self, topic: Topic) -> u32;
+
+    /// Appends a batch, all or nothing, answering once every record is durable, with one
+    /// outcome per record in order. A record whose event id is already stored in its
+    /// partition (or earlier in the batch) is not stored again.
+    async fn append(&self, batch: Vec<AppendRecord>) -> Result<Vec<AppendOutcome>, LogError>;
+
+    /// Up to `max` records of a partition from offset `from`, in order; answers at once.
+    async fn read(
+        &self,
+        topic: Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, LogError>;
+
+    /// The next offset to be written in each partition of the topic (index = partition).
+    async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError>;
+
+    /// Waits until the partition's end offset is greater than `offset` or `timeout`
+    /// passes, and returns the end offset then.
+    async fn wait_beyond(
+        &self,
+        topic: Topic,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<u64, LogError>;
+}
+
+/// A log shared by every part of a process.
+pub type SharedLog = Arc<dyn EventLog>;
+
+/// Tails a partition from `from` as a stream of records, reading `batch` at a time and
+/// waiting for new ones at the end. It never ends by itself; an error ends it.
+pub fn tail(
+    log: SharedLog,
+    topic: Topic,
+    partition: u32,
+    from: u64,
+    batch: usize,
+) -> BoxStream<'static, Result<LogRecord, LogError>> {
+    const WAIT: Duration = Duration::from_secs(1);
+    let batches = stream::unfold(Some(from), move |next| {
+        let log = log.clone();
+        async move {
+            let mut next = next?;
+            loop {
+                match log.read(topic, partition, next, batch.max(1)).await {
+                    Ok(records) if records.is_empty() => {
+                        if let Err(error) = log.wait_beyond(topic, partition, next, WAIT).await {
+                            return Some((vec![Err(error)], None));
+                        }
+                    }
+                    Ok(records) => {
+                        next = records.last().map_or(next, |r| r.offset + 1);
+                        return Some((records.into_iter().map(Ok).collect(), Some(next)));
+                    }
+                    Err(error) => return Some((vec![Err(error)], None)),
+                }
+            }
+        }
+    });
+    batches.flat_map(stream::iter).boxed()
+}

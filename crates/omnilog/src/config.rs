@@ -1,0 +1,200 @@
+//! Configuration of the server commands. Every setting comes from a flag, from an
+//! environment variable `OMNILOG_<FLAG>`, or from the TOML file given with `--config`, in
+//! that order of precedence, then from the defaults of CONTRACT §1.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use omnilog_api::{AccessControl, ApiConfig, Scope};
+use omnilog_channels::Registry;
+use serde::Deserialize;
+
+/// The flags shared by `serve` (and, later, the distributed commands).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerArgs {
+    /// A TOML file with any of the settings below (see README "Configuration").
+    #[arg(long, env = "OMNILOG_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the embedded log and the view stores live [default: ./omnilog-data].
+    #[arg(long, env = "OMNILOG_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "OMNILOG_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Partitions of each topic, fixed when the log is created [default: 12].
+    #[arg(long, env = "OMNILOG_PARTITIONS")]
+    pub partitions: Option<u32>,
+    /// The public base URL platforms call (Twilio signs the full URL).
+    #[arg(long, env = "OMNILOG_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The largest request body accepted, in bytes [default: 8 MiB].
+    #[arg(long, env = "OMNILOG_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// A bearer token and its scopes, as TOKEN=scope,scope (scopes: ingest, read, admin).
+    /// Repeatable; in the environment, separate tokens with ';'.
+    #[arg(long = "token", env = "OMNILOG_TOKENS", value_delimiter = ';')]
+    pub tokens: Vec<String>,
+    /// A channel's platform secret, as CHANNEL=SECRET (e.g. voice=<Twilio auth token>).
+    /// Repeatable; in the environment, separate entries with ';'.
+    #[arg(
+        long = "channel-secret",
+        env = "OMNILOG_CHANNEL_SECRETS",
+        value_delimiter = ';'
+    )]
+    pub channel_secrets: Vec<String>,
+}
+
+/// The TOML file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    partitions: Option<u32>,
+    public_url: Option<String>,
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    tokens: Vec<FileToken>,
+    #[serde(default)]
+    channel_secrets: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToken {
+    token: String,
+    scopes: Vec<Scope>,
+}
+
+/// Settings resolved from flags, environment, file and defaults, and checked.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub partitions: u32,
+    pub access: AccessControl,
+    pub api: ApiConfig,
+}
+
+fn parse_token(entry: &str) -> anyhow::Result<(String, Vec<Scope>)> {
+    let (token, scopes) = entry
+        .split_once('=')
+        .with_context(|| "a token is given as TOKEN=scope,scope".to_owned())?;
+    if token.trim().is_empty() {
+        bail!("a token must not be empty");
+    }
+    let scopes = scopes
+        .split(',')
+        .map(|s| s.parse::<Scope>().map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((token.trim().to_owned(), scopes))
+}
+
+impl ServerArgs {
+    /// Resolves every setting and checks it.
+    pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let partitions = self.partitions.or(file.partitions).unwrap_or(12);
+        if !(1..=10_000).contains(&partitions) {
+            bail!("--partitions must be between 1 and 10000, not {partitions}");
+        }
+        let mut access = AccessControl::open();
+        for entry in file.tokens {
+            access = access.with_token(entry.token, entry.scopes);
+        }
+        for entry in &self.tokens {
+            let (token, scopes) = parse_token(entry).context("--token")?;
+            access = access.with_token(token, scopes);
+        }
+        let mut channel_secrets = file.channel_secrets;
+        for entry in &self.channel_secrets {
+            let (channel, secret) = entry
+                .split_once('=')
+                .context("--channel-secret is given as CHANNEL=SECRET")?;
+            channel_secrets.insert(channel.trim().to_owned(), secret.to_owned());
+        }
+        let registry = Registry::standard();
+        for channel in channel_secrets.keys() {
+            if registry.get(channel).is_none() {
+                bail!(
+                    "a secret is configured for channel {channel:?}, which does not exist; channels: {}",
+                    registry.names().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        let defaults = ApiConfig::default();
+        Ok(ServerConfig {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./omnilog-data")),
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            partitions,
+            access,
+            api: ApiConfig {
+                max_body_bytes: self
+                    .max_body_bytes
+                    .or(file.max_body_bytes)
+                    .unwrap_or(defaults.max_body_bytes),
+                public_url: self.public_url.or(file.public_url),
+                channel_secrets,
+            },
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in the config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("omnilog.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\npartitions = 6\n[[tokens]]\ntoken = \"t1\"\nscopes = [\"read\"]\n[channel_secrets]\nvoice = \"s\"\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            partitions: Some(3),
+            tokens: vec!["t2=ingest,admin".to_owned()],
+            ..ServerArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.partitions, 3);
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("./omnilog-data"));
+        assert!(config.access.is_enforced());
+        assert_eq!(config.api.channel_secrets["voice"], "s");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_what_is_wrong() {
+        let bad_scope = ServerArgs {
+            tokens: vec!["t=write".to_owned()],
+            ..ServerArgs::default()
+        };
+        assert!(format!("{:#}", bad_scope.resolve().unwrap_err()).contains("unknown scope"));
+        let bad_channel = ServerArgs {
+            channel_secrets: vec!["pigeon=s".to_owned()],
+            ..ServerArgs::default()
+        };
+        assert!(format!("{:#}", bad_channel.resolve().unwrap_err()).contains("pigeon"));
+    }
+}

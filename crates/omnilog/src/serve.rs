@@ -1,0 +1,142 @@
+//! `omnilog serve`: everything in one process on the embedded log. Today that is the
+//! write side (ingest API, channel webhooks, identity queries); the projectors and their
+//! query APIs join it with the read side.
+//!
+//! Without tokens the API is open, so it listens on loopback only and says so; asking for
+//! another address without tokens is refused before anything starts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use omnilog_api::{AppState, router};
+use omnilog_channels::Registry;
+use omnilog_ingest::{Ingest, IngestConfig};
+use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{ServerArgs, ServerConfig};
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// Where it listens (the port is real even if 0 was asked for).
+    pub addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Stops accepting, finishes the requests in flight, and closes the log.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        self.task.await.context("the server task panicked")?
+    }
+}
+
+/// Refuses an open API anywhere but on loopback.
+pub fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
+    if config.access.is_enforced() {
+        return Ok(());
+    }
+    if !config.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {} without access tokens: anyone who can reach it could write and read \
+             everything. Configure tokens (--token TOKEN=ingest,read,admin) or listen on 127.0.0.1",
+            config.listen
+        );
+    }
+    tracing::warn!(
+        listen = %config.listen,
+        "no access tokens configured: the API is open to every process on this machine, so it listens on loopback only"
+    );
+    Ok(())
+}
+
+/// Opens the log, starts the write path and the HTTP API.
+pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
+    check_exposure(&config)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+    let counts = PartitionCounts {
+        interactions: config.partitions,
+        agents: config.partitions,
+        dead_letter: config.partitions,
+    };
+    let log_dir = config.data_dir.join("log");
+    let log: Arc<dyn EventLog> = Arc::new(
+        EmbeddedLog::open(&log_dir, counts)
+            .with_context(|| format!("opening the embedded log in {}", log_dir.display()))?,
+    );
+    let ingest = Ingest::start(log.clone(), IngestConfig::default())
+        .await
+        .context("starting the write path")?;
+    let app = router(AppState {
+        ingest,
+        channels: Arc::new(Registry::standard()),
+        access: Arc::new(config.access.clone()),
+        config: Arc::new(config.api.clone()),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .context("serving HTTP")?;
+        // Every acknowledged write is already durable; dropping the last handle flushes
+        // whatever sled still buffers.
+        drop(log);
+        Ok(())
+    });
+    Ok(Server {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM; stopping on SIGINT only");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// `omnilog serve`.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    let server = start(config.clone()).await?;
+    let mut out = std::io::stdout().lock();
+    use std::io::Write as _;
+    writeln!(out, "omnilog listening on http://{}", server.addr)?;
+    writeln!(out, "data dir: {}", config.data_dir.display())?;
+    drop(out);
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    server.stop().await
+}

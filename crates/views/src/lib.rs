@@ -1,0 +1,69 @@
+//! Pure folds of the omnilog log into views.
+//!
+//! Invariant: nothing here reads a clock, does IO or uses randomness. A view is a
+//! function of the events it was given; folded again from offset 0 it is identical.
+//! Where the contract leaves an order between partitions open, a fold is written so that
+//! the result does not depend on how partitions are interleaved (see each view's notes).
+//!
+//! Two kinds of view live here:
+//! - the identity view ([`identity`]), small and held in memory by ingest, which consults
+//!   it to resolve every event's customer;
+//! - the projected views ([`View`] implementations), which fold into a key-value state
+//!   ([`state`]) that the projector commits to disk together with the log positions the
+//!   changes came from, and which the query API reads.
+
+pub mod identity;
+pub mod journey;
+pub mod queue;
+pub mod reporting;
+pub mod state;
+
+pub use identity::{IdentityView, Resolution};
+pub use state::{KeyBuilder, MemoryState, StateReader, StateStore};
+
+use omnilog_events::{Destination, Event};
+
+/// What went wrong while folding or querying a view.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ViewError {
+    /// The state store failed (a disk error); the fold must stop and resume later.
+    #[error("view state: {0}")]
+    Storage(String),
+    /// A stored record does not decode: the store is damaged or from another version.
+    #[error("view state record {key:?} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// An event cannot be applied (it goes to the dead letter with this reason).
+    #[error("cannot apply the event: {0}")]
+    Unapplicable(String),
+    /// A query asked for something malformed (→ 400, naming the parameter).
+    #[error("{parameter}: {message}")]
+    BadQuery { parameter: String, message: String },
+}
+
+/// Where an event sits in the log: the second key of every ordering by event time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LogPosition {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A projected view: a pure fold of log events into a key-value state.
+///
+/// `apply` must be deterministic: the same state and event give the same writes. The
+/// runtime calls it once per event, in log order within each partition; partitions may
+/// interleave in any order, and the resulting state must not depend on that order.
+pub trait View: Send + Sync + std::fmt::Debug + 'static {
+    /// The view's stable name (`journey`, `queue`, `reporting`): its API path and store.
+    fn name(&self) -> &'static str;
+
+    /// The topics this view folds.
+    fn topics(&self) -> &'static [Destination];
+
+    /// Folds one event into the state.
+    fn apply(
+        &self,
+        state: &mut dyn StateStore,
+        event: &Event,
+        position: LogPosition,
+    ) -> Result<(), ViewError>;
+}
