@@ -263,7 +263,9 @@ impl Body {
 }
 
 /// Where an event is appended (CONTRACT §2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Destination {
     /// `omnilog.interactions`, keyed by customer id.
     Interactions,

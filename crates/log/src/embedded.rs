@@ -133,6 +133,8 @@ struct Shared {
     counts: PartitionCounts,
     /// Durable end offset of every partition, per topic (index = `Topic::index`).
     ends: [Vec<watch::Sender<u64>>; 3],
+    /// Moves once per durable group: what tailers of many partitions wait on.
+    appended: watch::Sender<u64>,
     flushes: AtomicU64,
 }
 
@@ -249,6 +251,7 @@ impl EmbeddedLog {
             db,
             counts: partitions,
             ends: Default::default(),
+            appended: watch::channel(0).0,
             flushes: AtomicU64::new(0),
         };
         let stored = shared.stored_ends()?;
@@ -430,6 +433,7 @@ fn commit(shared: &Shared, next_offsets: &mut [Vec<u64>; 3], group: Vec<WriteReq
                     }
                 }
             }
+            shared.appended.send_modify(|groups| *groups += 1);
             for (reply, outcomes) in answers {
                 let _ = reply.send(Ok(outcomes));
             }
@@ -501,6 +505,10 @@ impl EventLog for EmbeddedLog {
         })
         .await
         .map_err(|e| LogError::Storage(format!("a read task failed: {e}")))?
+    }
+
+    fn appended(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.shared.appended.subscribe())
     }
 
     async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {

@@ -170,7 +170,7 @@ pub enum LogError {
 
 /// A partitioned, durable, append-only log.
 #[async_trait::async_trait]
-pub trait EventLog: Send + Sync + 'static {
+pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     /// Partition count of a topic.
     fn partitions(&self, topic: Topic) -> u32;
 
@@ -190,6 +190,13 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// The next offset to be written in each partition of the topic (index = partition).
     async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError>;
+
+    /// A counter that moves every time newly appended records become readable, for tailers
+    /// of many partitions to wait on instead of polling. `None` when the backend cannot
+    /// tell (readers then poll).
+    fn appended(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 
     /// Waits until the partition's end offset is greater than `offset` or `timeout`
     /// passes, and returns the end offset then.

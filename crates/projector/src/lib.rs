@@ -1,0 +1,472 @@
+//! The projector runtime: folds the log into every view, keeps each view's state and the
+//! positions it came from in one atomic write, reports lag, waits for read-your-writes
+//! tokens, and rebuilds a view beside the live one (blue/green).
+//!
+//! [`Projection`] is one task folding one version of one view. [`ViewRuntime`] holds the
+//! live projection of every view, the rebuilds in progress, and what queries need: a
+//! reader of the live version, taken once per query so an answer never mixes versions.
+//!
+//! This crate holds no business rules: the views crate decides what an event means.
+
+pub mod metrics;
+pub mod projection;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use omnilog_events::Destination;
+use omnilog_log::{LogError, SharedLog};
+use omnilog_store::{StoreError, TableReader, ViewStore, ViewTable};
+use omnilog_views::{View, ViewError};
+
+pub use metrics::ProjectorMetrics;
+pub use projection::{Phase, Projection, ProjectionStatus, topic_of};
+
+/// What went wrong in the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    View(#[from] ViewError),
+    #[error("a projector task failed: {0}")]
+    Task(String),
+    #[error("no view named {0:?}")]
+    UnknownView(String),
+    #[error("{0} is already being rebuilt")]
+    AlreadyRebuilding(String),
+    #[error("timed out after {0:?} waiting for the view to apply the token")]
+    Timeout(Duration),
+}
+
+/// Tuning of the projectors.
+#[derive(Clone, Debug)]
+pub struct ProjectorConfig {
+    /// Records read per partition when the log is quiet (freshness first).
+    pub min_batch: usize,
+    /// Records read per partition when busy (throughput first).
+    pub max_batch: usize,
+    /// How long an idle projector waits for an append notification before looking anyway.
+    pub idle_wait: Duration,
+    /// How often to look when the log cannot notify.
+    pub poll_interval: Duration,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        ProjectorConfig {
+            min_batch: 64,
+            max_batch: 8_192,
+            idle_wait: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// One position a reader waits for: the view must have applied `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AwaitedPosition {
+    pub topic: Destination,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A version of a view that queries read. Queries hold it for their duration, so its
+/// tree is not dropped under them after a swap.
+#[derive(Debug)]
+pub struct LiveVersion {
+    pub projection: Projection,
+}
+
+impl LiveVersion {
+    pub fn reader(&self) -> TableReader {
+        self.projection.table().reader()
+    }
+
+    pub fn status(&self) -> &Arc<ProjectionStatus> {
+        self.projection.status()
+    }
+}
+
+/// Where a view's rebuild stands.
+#[derive(Debug)]
+enum Rebuild {
+    Idle,
+    /// Reserved while the new version's projection starts, so two calls cannot both start.
+    Starting,
+    Running(Arc<LiveVersion>),
+}
+
+#[derive(Debug)]
+struct ViewSlot {
+    view: Arc<dyn View>,
+    live: RwLock<Arc<LiveVersion>>,
+    rebuilding: Mutex<Rebuild>,
+}
+
+impl ViewSlot {
+    fn live(&self) -> Arc<LiveVersion> {
+        self.live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn rebuilding(&self) -> Option<Arc<LiveVersion>> {
+        match &*self.rebuild_state() {
+            Rebuild::Running(version) => Some(version.clone()),
+            Rebuild::Idle | Rebuild::Starting => None,
+        }
+    }
+
+    fn rebuild_state(&self) -> std::sync::MutexGuard<'_, Rebuild> {
+        self.rebuilding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Per view and partition: how far the view has folded and how far the log goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: Destination,
+    pub partition: u32,
+    pub position: u64,
+    pub end: u64,
+}
+
+impl PartitionLag {
+    pub fn lag(&self) -> u64 {
+        self.end.saturating_sub(self.position)
+    }
+}
+
+/// The state of one version of a view, for `GET /v1/views`.
+#[derive(Clone, Debug)]
+pub struct VersionReport {
+    pub version: u32,
+    pub phase: Phase,
+    pub events_applied: u64,
+    pub dead_letters: u64,
+    pub partitions: Vec<PartitionLag>,
+}
+
+impl VersionReport {
+    pub fn lag(&self) -> u64 {
+        self.partitions.iter().map(PartitionLag::lag).sum()
+    }
+}
+
+/// A view's live version and the rebuild in progress, if any.
+#[derive(Clone, Debug)]
+pub struct ViewReport {
+    pub view: &'static str,
+    pub live: VersionReport,
+    pub rebuilding: Option<VersionReport>,
+}
+
+/// Every view of a process, live and rebuilding.
+#[derive(Debug)]
+pub struct ViewRuntime {
+    log: SharedLog,
+    store: ViewStore,
+    config: ProjectorConfig,
+    metrics: ProjectorMetrics,
+    slots: BTreeMap<&'static str, Arc<ViewSlot>>,
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ProjectorError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ProjectorError::Task(e.to_string()))?
+        .map_err(ProjectorError::from)
+}
+
+impl ViewRuntime {
+    /// Starts a projection of the active version of every view (creating version 1 of a
+    /// new view). Versions left behind by an interrupted rebuild are removed: a rebuild
+    /// starts again from offset 0 when asked.
+    pub async fn start(
+        log: SharedLog,
+        store: ViewStore,
+        views: Vec<Arc<dyn View>>,
+        config: ProjectorConfig,
+        metrics: ProjectorMetrics,
+    ) -> Result<Arc<Self>, ProjectorError> {
+        let mut slots = BTreeMap::new();
+        for view in views {
+            let name = view.name();
+            let opening = store.clone();
+            let table: ViewTable = blocking(move || {
+                let version = match opening.active_version(name)? {
+                    Some(version) => version,
+                    None => {
+                        let first = opening.versions(name).last().copied().unwrap_or(1);
+                        opening.set_active(name, first)?;
+                        first
+                    }
+                };
+                for stale in opening.versions(name) {
+                    if stale != version {
+                        tracing::info!(
+                            view = name,
+                            version = stale,
+                            "removing an unfinished rebuild"
+                        );
+                        opening.drop_table(name, stale)?;
+                    }
+                }
+                opening.table(name, version)
+            })
+            .await?;
+            let projection = Projection::spawn(
+                log.clone(),
+                table,
+                view.clone(),
+                config.clone(),
+                metrics.clone(),
+            )
+            .await?;
+            slots.insert(
+                name,
+                Arc::new(ViewSlot {
+                    view,
+                    live: RwLock::new(Arc::new(LiveVersion { projection })),
+                    rebuilding: Mutex::new(Rebuild::Idle),
+                }),
+            );
+        }
+        Ok(Arc::new(ViewRuntime {
+            log,
+            store,
+            config,
+            metrics,
+            slots,
+        }))
+    }
+
+    /// The names of every view.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.slots.keys().copied()
+    }
+
+    fn slot(&self, view: &str) -> Result<&Arc<ViewSlot>, ProjectorError> {
+        self.slots
+            .get(view)
+            .ok_or_else(|| ProjectorError::UnknownView(view.to_owned()))
+    }
+
+    /// The live version of a view, for one query.
+    pub fn live(&self, view: &str) -> Result<Arc<LiveVersion>, ProjectorError> {
+        Ok(self.slot(view)?.live())
+    }
+
+    /// Waits until the live version of `view` applied every awaited position of the topics
+    /// it folds (positions of other topics are ignored), then returns that version.
+    pub async fn live_after(
+        &self,
+        view: &str,
+        awaited: &[AwaitedPosition],
+        timeout: Duration,
+    ) -> Result<Arc<LiveVersion>, ProjectorError> {
+        let slot = self.slot(view)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let live = slot.live();
+            let status = live.status().clone();
+            let relevant: Vec<&AwaitedPosition> = awaited
+                .iter()
+                .filter(|p| status.topics.contains(&p.topic))
+                .collect();
+            let mut checkpoints = status.subscribe();
+            let done = |checkpoint: &omnilog_store::Checkpoint| {
+                relevant
+                    .iter()
+                    .all(|p| checkpoint.next_offset(p.topic, p.partition) > p.offset)
+            };
+            if done(&checkpoints.borrow_and_update()) {
+                return Ok(live);
+            }
+            // Wake on the next commit, or re-check after a while in case a swap replaced
+            // the version being watched.
+            let wake = tokio::time::Instant::now() + Duration::from_millis(200);
+            match tokio::time::timeout_at(deadline.min(wake), checkpoints.changed()).await {
+                Ok(_) => {}
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ProjectorError::Timeout(timeout));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    async fn version_report(&self, live: &LiveVersion) -> Result<VersionReport, ProjectorError> {
+        let status = live.status();
+        let checkpoint = status.checkpoint();
+        let mut partitions = Vec::new();
+        for &topic in status.topics {
+            let ends = self.log.end_offsets(topic_of(topic)).await?;
+            for (partition, end) in ends.into_iter().enumerate() {
+                partitions.push(PartitionLag {
+                    topic,
+                    partition: partition as u32,
+                    position: checkpoint.next_offset(topic, partition as u32),
+                    end,
+                });
+            }
+        }
+        Ok(VersionReport {
+            version: status.version,
+            phase: status.phase(),
+            events_applied: checkpoint.events_applied,
+            dead_letters: checkpoint.dead_letters,
+            partitions,
+        })
+    }
+
+    /// Position, end and lag of every view and partition.
+    pub async fn reports(&self) -> Result<Vec<ViewReport>, ProjectorError> {
+        let mut reports = Vec::new();
+        for (name, slot) in &self.slots {
+            let live = self.version_report(&slot.live()).await?;
+            let rebuilding = match slot.rebuilding() {
+                Some(version) => Some(self.version_report(&version).await?),
+                None => None,
+            };
+            reports.push(ViewReport {
+                view: name,
+                live,
+                rebuilding,
+            });
+        }
+        Ok(reports)
+    }
+
+    /// Whether every live view has caught up with the log.
+    pub async fn caught_up(&self) -> Result<bool, ProjectorError> {
+        for slot in self.slots.values() {
+            if self.version_report(&slot.live()).await?.lag() > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Starts folding the next version of `view` from offset 0 beside the live one; once
+    /// it has caught up it becomes the live version and the old one is removed. Returns
+    /// the new version number at once.
+    pub async fn rebuild(self: &Arc<Self>, view: &str) -> Result<u32, ProjectorError> {
+        let slot = self.slot(view)?.clone();
+        let name = slot.view.name();
+        {
+            let mut state = slot.rebuild_state();
+            if !matches!(*state, Rebuild::Idle) {
+                return Err(ProjectorError::AlreadyRebuilding(name.to_owned()));
+            }
+            *state = Rebuild::Starting;
+        }
+        let next = slot.live().status().version + 1;
+        let started = self.start_version(&slot, next).await;
+        let mut state = slot.rebuild_state();
+        match started {
+            Ok(projection) => {
+                *state = Rebuild::Running(Arc::new(LiveVersion { projection }));
+                drop(state);
+                let runtime = self.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = runtime.finish_rebuild(&slot).await {
+                        tracing::error!(view = slot.view.name(), %error, "the rebuild failed");
+                    }
+                });
+                Ok(next)
+            }
+            Err(error) => {
+                *state = Rebuild::Idle;
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts a projection of a fresh, empty `version` of a slot's view.
+    async fn start_version(
+        &self,
+        slot: &ViewSlot,
+        version: u32,
+    ) -> Result<Projection, ProjectorError> {
+        let name = slot.view.name();
+        let store = self.store.clone();
+        let table = blocking(move || {
+            // A leftover tree of this number (from an older crash) must not leak in.
+            store.drop_table(name, version)?;
+            store.table(name, version)
+        })
+        .await?;
+        Projection::spawn(
+            self.log.clone(),
+            table,
+            slot.view.clone(),
+            self.config.clone(),
+            self.metrics.clone(),
+        )
+        .await
+    }
+
+    /// Waits for the rebuild of `slot` to catch up, swaps it in, retires the old version.
+    async fn finish_rebuild(&self, slot: &Arc<ViewSlot>) -> Result<(), ProjectorError> {
+        let name = slot.view.name();
+        let Some(fresh) = slot.rebuilding() else {
+            return Ok(());
+        };
+        loop {
+            let report = self.version_report(&fresh).await?;
+            if report.lag() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let version = fresh.status().version;
+        let store = self.store.clone();
+        blocking(move || store.set_active(name, version)).await?;
+        let old = {
+            let mut live = slot.live.write().unwrap_or_else(PoisonError::into_inner);
+            std::mem::replace(&mut *live, fresh)
+        };
+        *slot.rebuild_state() = Rebuild::Idle;
+        old.projection.stop().await;
+        // Queries that took the old version before the swap finish on it; its tree goes
+        // once the last of them lets go (bounded, so a stuck client cannot pin it forever).
+        for _ in 0..600 {
+            if Arc::strong_count(&old) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let retired = old.status().version;
+        drop(old);
+        let store = self.store.clone();
+        blocking(move || store.drop_table(name, retired)).await?;
+        tracing::info!(view = name, version, retired, "rebuild swapped in");
+        Ok(())
+    }
+
+    /// Stops every projection after its batch in progress and flushes the store.
+    pub async fn stop(&self) -> Result<(), ProjectorError> {
+        for slot in self.slots.values() {
+            if let Some(rebuilding) = slot.rebuilding() {
+                rebuilding.projection.stop().await;
+            }
+            slot.live().projection.stop().await;
+        }
+        let store = self.store.clone();
+        blocking(move || store.flush()).await
+    }
+
+    pub fn store(&self) -> &ViewStore {
+        &self.store
+    }
+}
