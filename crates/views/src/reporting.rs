@@ -1,1 +1,561 @@
-//! (being written)
+//! The reporting view (CONTRACT §5 "Reporting"): contact-centre figures per hour, channel
+//! and queue, after Amazon Connect's and TaskRouter's definitions, plus topic counts.
+//!
+//! # What is counted where
+//!
+//! A *queue entry* starts at `queued`, or at a `transferred` with `to_queue` (a transfer to
+//! another queue is a new entry in that queue, and counts one transfer in the bucket of the
+//! entry it leaves). Its bucket is (the UTC hour of the entry's start, the interaction's
+//! channel, the queue). In the entry's bucket:
+//!
+//! - `offered` +1 when it starts. A `queued` for the queue the interaction already waits in
+//!   is the same entry (a re-sent or corrected event), not a new one.
+//! - `answered` +1 when it reaches `assigned`; its wait (assigned − start) adds to the ASA
+//!   sum, to the wait histogram, and to `answered_in_threshold` when it is at most the
+//!   channel's threshold ([`ReportingConfig`]; changing thresholds needs a rebuild).
+//! - `abandoned` +1 at `abandoned`, or at `ended` while still waiting (the contact left the
+//!   queue unanswered, which is what abandonment measures); its wait adds to the histogram.
+//!   An entry left by a transfer or a re-queue is neither answered nor abandoned.
+//! - `transfers` +1 for every `transferred` while the entry is the interaction's latest.
+//! - `handled` +1 at `wrapped_up` after an assignment: `wrapped_up − assigned` (the latest
+//!   assignment) adds to the AHT sum. A transfer or a re-queue ends the agent's handling
+//!   without a wrap-up, so only the agent who wraps up counts a handled contact.
+//! - `csat`: one response per interaction in the bucket of its latest entry; a second
+//!   rating replaces the first (the sum moves by the difference, responses stay).
+//!
+//! Work that never entered a queue (an assignment, transfer or rating of an interaction
+//! without an entry) is counted under the queue [`NO_QUEUE`] in the hour of the event that
+//! first needed a bucket, so that the totals by channel and hour include it.
+//!
+//! Waits and durations are integer milliseconds, clamped at zero when the events' clocks
+//! disagree. The wait histogram counts whole seconds (floored) exactly up to an hour, by
+//! the minute up to a day and by the hour beyond; percentiles are nearest-rank over the
+//! waits of answered and abandoned entries, reported as the bucket's lower bound.
+//!
+//! Topics (`GET /v1/reports/topics`): each distinct topic of a `tagged` or `wrapped_up`
+//! event counts once in the UTC hour of that event.
+//!
+//! # Keys
+//!
+//! | key | record | written by |
+//! |---|---|---|
+//! | `ri 0 interaction` | [`Tracked`]: the latest entry, waiting since, assigned at | its customer's partition |
+//! | `rb 0 hour 0 channel 0 queue` | [`BucketCounts`]: integer counts and sums | every partition: sums |
+//! | `rw 0 hour 0 channel 0 queue 0 seconds` | `u64`: waits in that histogram bucket | every partition: sums |
+//! | `rt 0 hour 0 topic` | `u64`: topic count | every partition: sums |
+//! | `rh 0 hour` | empty: the hour has figures (the index the range queries walk) | every partition: a set |
+//!
+//! Shared records are only integer sums and a set, so the state does not depend on how
+//! partitions interleave. A `ri` record lives while its interaction waits, is held, or
+//! awaits a wrap-up; after that it is deleted, unless an agent took the interaction or it
+//! was rated: then it stays (a few dozen bytes) so that a rating, which may come days later,
+//! lands in the interaction's bucket and replaces rather than adds to an earlier one.
+//!
+//! Queries live in [`query`].
+
+mod query;
+
+pub use query::{
+    GroupBy, RowPartial, SummaryAnswer, SummaryPartial, SummaryRow, TopicRow, TopicsAnswer,
+    TopicsPartial, summary, topics,
+};
+
+use std::collections::BTreeMap;
+
+use omnilog_events::{Body, Channel, Destination, Event};
+use serde::{Deserialize, Serialize};
+
+use crate::queue::channel_name;
+use crate::state::{KeyBuilder, get_record, put_record};
+use crate::{LogPosition, StateStore, View, ViewError};
+
+/// The queue name of work that never entered a queue.
+pub const NO_QUEUE: &str = "(none)";
+
+const TRACKED: &str = "ri";
+const BUCKET: &str = "rb";
+const WAITS: &str = "rw";
+const TOPIC: &str = "rt";
+const HOURS: &str = "rh";
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Service-level thresholds: an answer within this many seconds of the entry counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportingConfig {
+    pub thresholds: BTreeMap<Channel, u32>,
+}
+
+impl ReportingConfig {
+    /// Seconds for channels the map does not name.
+    pub const FALLBACK_THRESHOLD: u32 = 3_600;
+
+    /// The threshold of `channel`, in seconds.
+    pub fn threshold(&self, channel: Channel) -> u32 {
+        self.thresholds
+            .get(&channel)
+            .copied()
+            .unwrap_or(Self::FALLBACK_THRESHOLD)
+    }
+}
+
+impl Default for ReportingConfig {
+    /// Voice 20 s, chat and messaging 60 s, SMS and social 300 s, others an hour.
+    fn default() -> Self {
+        let thresholds = Channel::ALL
+            .iter()
+            .map(|&channel| {
+                let seconds = match channel {
+                    Channel::Voice => 20,
+                    Channel::Chat | Channel::Messaging => 60,
+                    Channel::Sms | Channel::Social => 300,
+                    _ => Self::FALLBACK_THRESHOLD,
+                };
+                (channel, seconds)
+            })
+            .collect();
+        ReportingConfig { thresholds }
+    }
+}
+
+/// The reporting view. See the module documentation.
+#[derive(Clone, Debug, Default)]
+pub struct ReportingView {
+    config: ReportingConfig,
+}
+
+impl ReportingView {
+    pub fn new(config: ReportingConfig) -> Self {
+        ReportingView { config }
+    }
+
+    pub fn config(&self) -> &ReportingConfig {
+        &self.config
+    }
+}
+
+/// An interaction's reporting state: `ri 0 interaction`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Tracked {
+    #[serde(with = "channel_name")]
+    channel: Channel,
+    /// The bucket of the latest entry (or of the work without one).
+    hour: i64,
+    queue: String,
+    /// Start of the entry, while it still waits.
+    waiting_since_ms: Option<i64>,
+    /// Start of the current agent's handling, until the wrap-up.
+    assigned_ms: Option<i64>,
+    /// Keep the record after the end (an agent took it, or it was rated).
+    keep: bool,
+    ended: bool,
+    /// The rating counted for this interaction.
+    csat: Option<u8>,
+}
+
+/// The figures of one (hour, channel, queue): `rb 0 hour 0 channel 0 queue`. Integers only,
+/// so partitions add to it in any order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketCounts {
+    pub offered: u64,
+    pub answered: u64,
+    pub abandoned: u64,
+    /// Answered within the channel's threshold.
+    pub answered_in_threshold: u64,
+    /// Sum of waits of answered entries (ASA's numerator; `answered` is its count).
+    pub answer_wait_ms: u64,
+    pub handled: u64,
+    /// Sum of handle times (AHT's numerator; `handled` is its count).
+    pub handle_ms: u64,
+    pub transfers: u64,
+    pub csat_sum: u64,
+    pub csat_responses: u64,
+}
+
+impl BucketCounts {
+    /// Adds another bucket's figures.
+    pub fn add(&mut self, other: &BucketCounts) {
+        self.offered += other.offered;
+        self.answered += other.answered;
+        self.abandoned += other.abandoned;
+        self.answered_in_threshold += other.answered_in_threshold;
+        self.answer_wait_ms += other.answer_wait_ms;
+        self.handled += other.handled;
+        self.handle_ms += other.handle_ms;
+        self.transfers += other.transfers;
+        self.csat_sum += other.csat_sum;
+        self.csat_responses += other.csat_responses;
+    }
+}
+
+fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(HOUR_MS)
+}
+
+/// The histogram bucket of a wait: exact seconds up to an hour, minutes up to a day,
+/// hours beyond.
+fn wait_bucket(wait_ms: u64) -> u32 {
+    let seconds = wait_ms / 1000;
+    let bucket = match seconds {
+        0..=3_600 => seconds,
+        3_601..=86_400 => seconds / 60 * 60,
+        _ => seconds / 3_600 * 3_600,
+    };
+    u32::try_from(bucket).unwrap_or(u32::MAX)
+}
+
+fn tracked_key(interaction: &str) -> Vec<u8> {
+    KeyBuilder::table(TRACKED).text(interaction).build()
+}
+
+fn bucket_key(hour: i64, channel: Channel, queue: &str) -> Vec<u8> {
+    KeyBuilder::table(BUCKET)
+        .signed(hour)
+        .text(channel.as_str())
+        .text(queue)
+        .build()
+}
+
+fn waits_key(hour: i64, channel: Channel, queue: &str, bucket: u32) -> Vec<u8> {
+    KeyBuilder::table(WAITS)
+        .signed(hour)
+        .text(channel.as_str())
+        .text(queue)
+        .number(u64::from(bucket))
+        .build()
+}
+
+fn topic_key(hour: i64, topic: &str) -> Vec<u8> {
+    KeyBuilder::table(TOPIC).signed(hour).text(topic).build()
+}
+
+fn hour_key(hour: i64) -> Vec<u8> {
+    KeyBuilder::table(HOURS).signed(hour).build()
+}
+
+/// Adds to the bucket of (hour, channel, queue), noting the hour in the index when the
+/// bucket is new.
+fn add_to_bucket(
+    state: &mut dyn StateStore,
+    hour: i64,
+    channel: Channel,
+    queue: &str,
+    change: impl FnOnce(&mut BucketCounts),
+) -> Result<(), ViewError> {
+    let key = bucket_key(hour, channel, queue);
+    let mut counts = match get_record::<BucketCounts>(state, &key)? {
+        Some(counts) => counts,
+        None => {
+            note_hour(state, hour)?;
+            BucketCounts::default()
+        }
+    };
+    change(&mut counts);
+    put_record(state, key, &counts)
+}
+
+fn note_hour(state: &mut dyn StateStore, hour: i64) -> Result<(), ViewError> {
+    let key = hour_key(hour);
+    if state.get(&key)?.is_none() {
+        state.put(key, Vec::new());
+    }
+    Ok(())
+}
+
+fn add_count(state: &mut dyn StateStore, key: Vec<u8>, by: u64) -> Result<(), ViewError> {
+    let count: u64 = get_record(state, &key)?.unwrap_or(0);
+    put_record(state, key, &(count + by))
+}
+
+fn elapsed_ms(from: i64, to: i64) -> u64 {
+    u64::try_from(to.saturating_sub(from)).unwrap_or(0)
+}
+
+impl View for ReportingView {
+    fn name(&self) -> &'static str {
+        "reporting"
+    }
+
+    fn topics(&self) -> &'static [Destination] {
+        &[Destination::Interactions]
+    }
+
+    fn apply(
+        &self,
+        state: &mut dyn StateStore,
+        event: &Event,
+        _position: LogPosition,
+    ) -> Result<(), ViewError> {
+        let at = event.occurred_at.timestamp_millis();
+        match &event.body {
+            Body::Tagged { topics } => count_topics(state, topics, at),
+            Body::WrappedUp { topics, .. } => {
+                count_topics(state, topics, at)?;
+                let mut fold = Fold::open(state, event, false)?;
+                fold.wrapped_up()?;
+                fold.save()
+            }
+            Body::Queued { queue, .. } => {
+                let mut fold = Fold::open(state, event, true)?;
+                fold.queued(queue)?;
+                fold.save()
+            }
+            Body::Assigned { .. } => {
+                let mut fold = Fold::open(state, event, true)?;
+                fold.assigned(&self.config)?;
+                fold.save()
+            }
+            Body::Abandoned => {
+                let mut fold = Fold::open(state, event, false)?;
+                fold.abandoned()?;
+                fold.save()
+            }
+            Body::Ended { .. } => {
+                let mut fold = Fold::open(state, event, false)?;
+                fold.abandoned()?;
+                if let Some(tracked) = fold.tracked.as_mut() {
+                    tracked.ended = true;
+                }
+                fold.save()
+            }
+            Body::Transferred { to_queue, to_agent } => {
+                let mut fold = Fold::open(state, event, true)?;
+                fold.transferred(to_queue.as_deref(), to_agent.is_some())?;
+                fold.save()
+            }
+            Body::Csat { score } => {
+                let mut fold = Fold::open(state, event, true)?;
+                fold.rated(*score)?;
+                fold.save()
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn count_topics(state: &mut dyn StateStore, topics: &[String], at: i64) -> Result<(), ViewError> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let hour = hour_of(at);
+    note_hour(state, hour)?;
+    let mut distinct: Vec<&str> = topics.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    for topic in distinct {
+        add_count(state, topic_key(hour, topic), 1)?;
+    }
+    Ok(())
+}
+
+/// One interaction event being folded: its tracked record, loaded once and saved once.
+struct Fold<'a> {
+    state: &'a mut dyn StateStore,
+    interaction: &'a str,
+    at: i64,
+    /// `None` only when the event found no record and must not start one. A record that
+    /// was just created has no bucket yet: `fresh` tells.
+    tracked: Option<Tracked>,
+    fresh: bool,
+}
+
+impl<'a> Fold<'a> {
+    fn open(
+        state: &'a mut dyn StateStore,
+        event: &'a Event,
+        create: bool,
+    ) -> Result<Self, ViewError> {
+        let interaction = event.interaction_id.as_deref().ok_or_else(|| {
+            ViewError::Unapplicable("an interaction event without interaction_id".into())
+        })?;
+        let channel = event.channel.ok_or_else(|| {
+            ViewError::Unapplicable("an interaction event without channel".into())
+        })?;
+        let at = event.occurred_at.timestamp_millis();
+        let mut tracked: Option<Tracked> = get_record(state, &tracked_key(interaction))?;
+        let fresh = tracked.is_none() && create;
+        if fresh {
+            // Work without a queue entry is counted under NO_QUEUE in this event's hour,
+            // unless the event itself starts an entry (which sets the bucket).
+            tracked = Some(Tracked {
+                channel,
+                hour: hour_of(at),
+                queue: NO_QUEUE.to_owned(),
+                waiting_since_ms: None,
+                assigned_ms: None,
+                keep: false,
+                ended: false,
+                csat: None,
+            });
+        }
+        Ok(Fold {
+            state,
+            interaction,
+            at,
+            tracked,
+            fresh,
+        })
+    }
+
+    /// Adds to the bucket of the tracked interaction's latest entry.
+    fn count(&mut self, change: impl FnOnce(&mut BucketCounts)) -> Result<(), ViewError> {
+        let Some(tracked) = self.tracked.as_ref() else {
+            return Ok(());
+        };
+        add_to_bucket(
+            self.state,
+            tracked.hour,
+            tracked.channel,
+            &tracked.queue,
+            change,
+        )
+    }
+
+    fn count_wait(&mut self, wait_ms: u64) -> Result<(), ViewError> {
+        let Some(tracked) = self.tracked.as_ref() else {
+            return Ok(());
+        };
+        let key = waits_key(
+            tracked.hour,
+            tracked.channel,
+            &tracked.queue,
+            wait_bucket(wait_ms),
+        );
+        add_count(self.state, key, 1)
+    }
+
+    /// Starts a new entry in `queue` now.
+    fn enter(&mut self, queue: &str) -> Result<(), ViewError> {
+        let at = self.at;
+        if let Some(tracked) = self.tracked.as_mut() {
+            tracked.hour = hour_of(at);
+            tracked.queue = queue.to_owned();
+            tracked.waiting_since_ms = Some(at);
+            tracked.assigned_ms = None;
+        }
+        self.count(|c| c.offered += 1)
+    }
+
+    fn queued(&mut self, queue: &str) -> Result<(), ViewError> {
+        let already_waiting_there = self
+            .tracked
+            .as_ref()
+            .is_some_and(|t| t.waiting_since_ms.is_some() && t.queue == queue);
+        if already_waiting_there {
+            return Ok(());
+        }
+        self.enter(queue)
+    }
+
+    fn assigned(&mut self, config: &ReportingConfig) -> Result<(), ViewError> {
+        let at = self.at;
+        let Some(tracked) = self.tracked.as_mut() else {
+            return Ok(());
+        };
+        let waited = tracked
+            .waiting_since_ms
+            .take()
+            .map(|since| elapsed_ms(since, at));
+        tracked.assigned_ms = Some(at);
+        tracked.keep = true;
+        let threshold_ms = u64::from(config.threshold(tracked.channel)) * 1000;
+        match waited {
+            Some(wait) => {
+                self.count(|c| {
+                    c.answered += 1;
+                    c.answer_wait_ms += wait;
+                    if wait <= threshold_ms {
+                        c.answered_in_threshold += 1;
+                    }
+                })?;
+                self.count_wait(wait)
+            }
+            // A direct assignment, or a new agent without a new entry: nothing to count
+            // until the wrap-up.
+            None => Ok(()),
+        }
+    }
+
+    /// Closes a waiting entry as abandoned (at `abandoned`, or `ended` while waiting).
+    fn abandoned(&mut self) -> Result<(), ViewError> {
+        let at = self.at;
+        let Some(since) = self
+            .tracked
+            .as_mut()
+            .and_then(|t| t.waiting_since_ms.take())
+        else {
+            return Ok(());
+        };
+        let wait = elapsed_ms(since, at);
+        self.count(|c| c.abandoned += 1)?;
+        self.count_wait(wait)
+    }
+
+    fn transferred(&mut self, to_queue: Option<&str>, to_agent: bool) -> Result<(), ViewError> {
+        self.count(|c| c.transfers += 1)?;
+        let at = self.at;
+        if let Some(tracked) = self.tracked.as_mut() {
+            // The entry it leaves is neither answered nor abandoned; the agent's handling
+            // ends without a wrap-up.
+            tracked.waiting_since_ms = None;
+            tracked.assigned_ms = None;
+            if to_queue.is_none() && to_agent {
+                tracked.assigned_ms = Some(at);
+                tracked.keep = true;
+            }
+        }
+        match to_queue {
+            Some(queue) => self.enter(queue),
+            None => Ok(()),
+        }
+    }
+
+    fn wrapped_up(&mut self) -> Result<(), ViewError> {
+        let at = self.at;
+        let Some(assigned) = self.tracked.as_mut().and_then(|t| t.assigned_ms.take()) else {
+            return Ok(());
+        };
+        let handle = elapsed_ms(assigned, at);
+        self.count(|c| {
+            c.handled += 1;
+            c.handle_ms += handle;
+        })
+    }
+
+    fn rated(&mut self, score: u8) -> Result<(), ViewError> {
+        let Some(tracked) = self.tracked.as_mut() else {
+            return Ok(());
+        };
+        let previous = tracked.csat.replace(score);
+        tracked.keep = true;
+        self.count(|c| {
+            match previous {
+                Some(previous) => c.csat_sum = c.csat_sum.saturating_sub(u64::from(previous)),
+                None => c.csat_responses += 1,
+            }
+            c.csat_sum += u64::from(score);
+        })
+    }
+
+    /// Writes the record back, or deletes it once nothing can still need it.
+    fn save(self) -> Result<(), ViewError> {
+        let key = tracked_key(self.interaction);
+        let Some(tracked) = self.tracked else {
+            return Ok(());
+        };
+        let done = tracked.ended
+            && tracked.waiting_since_ms.is_none()
+            && tracked.assigned_ms.is_none()
+            && !tracked.keep;
+        let idle_fresh = self.fresh
+            && tracked.waiting_since_ms.is_none()
+            && tracked.assigned_ms.is_none()
+            && !tracked.keep;
+        if done || idle_fresh {
+            self.state.delete(&key);
+            Ok(())
+        } else {
+            put_record(self.state, key, &tracked)
+        }
+    }
+}
