@@ -46,10 +46,11 @@
 //! | `rh 0 hour` | empty: the hour has figures (the index the range queries walk) | every partition: a set |
 //!
 //! Shared records are only integer sums and a set, so the state does not depend on how
-//! partitions interleave. A `ri` record lives while its interaction waits, is held, or
-//! awaits a wrap-up; after that it is deleted, unless an agent took the interaction or it
-//! was rated: then it stays (a few dozen bytes) so that a rating, which may come days later,
-//! lands in the interaction's bucket and replaces rather than adds to an earlier one.
+//! partitions interleave. A `ri` record lives while its interaction waits or awaits a
+//! wrap-up (which often follows `ended`); after that it is deleted (an abandoned contact
+//! leaves nothing), unless an agent took the interaction or it was rated: then it stays (a
+//! few dozen bytes) so that a rating, which may come days later, lands in the interaction's
+//! bucket and replaces rather than adds to an earlier one.
 //!
 //! Queries live in [`query`].
 
@@ -146,9 +147,8 @@ pub(crate) struct Tracked {
     waiting_since_ms: Option<i64>,
     /// Start of the current agent's handling, until the wrap-up.
     assigned_ms: Option<i64>,
-    /// Keep the record after the end (an agent took it, or it was rated).
+    /// Keep the record once nothing is pending (an agent took it, or it was rated).
     keep: bool,
-    ended: bool,
     /// The rating counted for this interaction.
     csat: Option<u8>,
 }
@@ -311,11 +311,10 @@ impl View for ReportingView {
                 fold.save()
             }
             Body::Ended { .. } => {
+                // Ending while waiting is abandoning; ending while held leaves the
+                // handling open until the wrap-up, which often follows the end.
                 let mut fold = Fold::open(state, event, false)?;
                 fold.abandoned()?;
-                if let Some(tracked) = fold.tracked.as_mut() {
-                    tracked.ended = true;
-                }
                 fold.save()
             }
             Body::Transferred { to_queue, to_agent } => {
@@ -353,10 +352,8 @@ struct Fold<'a> {
     state: &'a mut dyn StateStore,
     interaction: &'a str,
     at: i64,
-    /// `None` only when the event found no record and must not start one. A record that
-    /// was just created has no bucket yet: `fresh` tells.
+    /// `None` when the event found no record and must not start one.
     tracked: Option<Tracked>,
-    fresh: bool,
 }
 
 impl<'a> Fold<'a> {
@@ -373,8 +370,7 @@ impl<'a> Fold<'a> {
         })?;
         let at = event.occurred_at.timestamp_millis();
         let mut tracked: Option<Tracked> = get_record(state, &tracked_key(interaction))?;
-        let fresh = tracked.is_none() && create;
-        if fresh {
+        if tracked.is_none() && create {
             // Work without a queue entry is counted under NO_QUEUE in this event's hour,
             // unless the event itself starts an entry (which sets the bucket).
             tracked = Some(Tracked {
@@ -384,7 +380,6 @@ impl<'a> Fold<'a> {
                 waiting_since_ms: None,
                 assigned_ms: None,
                 keep: false,
-                ended: false,
                 csat: None,
             });
         }
@@ -393,7 +388,6 @@ impl<'a> Fold<'a> {
             interaction,
             at,
             tracked,
-            fresh,
         })
     }
 
@@ -537,21 +531,17 @@ impl<'a> Fold<'a> {
         })
     }
 
-    /// Writes the record back, or deletes it once nothing can still need it.
+    /// Writes the record back, or deletes it once nothing can still need it: not
+    /// waiting, not awaiting a wrap-up, never taken by an agent nor rated (an abandoned
+    /// contact, a transfer without a target).
     fn save(self) -> Result<(), ViewError> {
         let key = tracked_key(self.interaction);
         let Some(tracked) = self.tracked else {
             return Ok(());
         };
-        let done = tracked.ended
-            && tracked.waiting_since_ms.is_none()
-            && tracked.assigned_ms.is_none()
-            && !tracked.keep;
-        let idle_fresh = self.fresh
-            && tracked.waiting_since_ms.is_none()
-            && tracked.assigned_ms.is_none()
-            && !tracked.keep;
-        if done || idle_fresh {
+        let done =
+            tracked.waiting_since_ms.is_none() && tracked.assigned_ms.is_none() && !tracked.keep;
+        if done {
             self.state.delete(&key);
             Ok(())
         } else {
