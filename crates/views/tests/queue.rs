@@ -750,3 +750,42 @@ fn folding_partitions_interleaved_in_two_orders_gives_identical_state() {
     assert_eq!(a, b);
     assert!(!a.entries.is_empty());
 }
+
+/// Interleaves `streams` (each kept in order) by `choices`: each choice picks among the
+/// streams that still have events.
+fn interleave<'a>(streams: &'a [Vec<(u32, Event)>], choices: &[u8]) -> Vec<(u32, &'a Event)> {
+    let mut next = vec![0usize; streams.len()];
+    let mut order = Vec::new();
+    let mut choices = choices.iter().copied().cycle();
+    loop {
+        let open: Vec<usize> = (0..streams.len())
+            .filter(|&s| next[s] < streams[s].len())
+            .collect();
+        if open.is_empty() {
+            return order;
+        }
+        let pick = open[usize::from(choices.next().unwrap_or(0)) % open.len()];
+        let (partition, event) = &streams[pick][next[pick]];
+        order.push((*partition, event));
+        next[pick] += 1;
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_interleaving_of_the_partitions_gives_the_same_state(
+        choices in proptest::collection::vec(proptest::num::u8::ANY, 1..64)
+    ) {
+        let (agents, p0, p1) = desk();
+        let tagged = |p: u32, events: Vec<Event>| -> Vec<(u32, Event)> {
+            events.into_iter().map(|e| (p, e)).collect()
+        };
+        let streams = [tagged(0, p0), tagged(1, p1), tagged(2, agents)];
+        let sequential: Vec<(u32, &Event)> =
+            streams.iter().flatten().map(|(p, e)| (*p, e)).collect();
+        proptest::prop_assert_eq!(
+            fold_partitions(&interleave(&streams, &choices)),
+            fold_partitions(&sequential)
+        );
+    }
+}
