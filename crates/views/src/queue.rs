@@ -25,19 +25,19 @@
 //!
 //! | key | record | written by |
 //! |---|---|---|
-//! | `qi 0 interaction` | [`InteractionRecord`]: where the interaction waits, who holds it | its customer's partition |
-//! | `qw 0 queue 0 -priority 0 enqueued_ms 0 interaction` | [`ItemRecord`]: a waiting item; the key order is the routing order | its customer's partition |
+//! | `qi 0 interaction` | `InteractionRecord`: where the interaction waits, who holds it | its customer's partition |
+//! | `qw 0 queue 0 -priority 0 enqueued_ms 0 interaction` | `ItemRecord`: a waiting item; the key order is the routing order | its customer's partition |
 //! | `qa 0 queue 0 interaction` | empty: an open assignment that came from the queue | its customer's partition |
-//! | `as 0 agent 0 interaction` | [`AssignmentRecord`]: an open assignment | its customer's partition |
+//! | `as 0 agent 0 interaction` | `AssignmentRecord`: an open assignment | its customer's partition |
 //! | `al 0 agent` | `i64`: the latest end of one of the agent's assignments | every partition: a max, so order-free |
 //! | `qn 0 queue` | empty: the queue exists | every partition: the same bytes, a set union |
-//! | `ag 0 agent` | [`AgentRecord`]: presence, skills, capacity | the agents topic |
+//! | `ag 0 agent` | `AgentRecord`: presence, skills, capacity | the agents topic |
 //!
 //! The agents topic and the interaction partitions never write the same key, the only
 //! keys several partitions share are a max and a set, so the state after folding does not
 //! depend on how partitions interleave. Records hold no floats and no hash maps.
 //!
-//! Queries live in [`query`]: the per-queue answers and their mergeable partials, the
+//! Queries live in `query`: the per-queue answers and their mergeable partials, the
 //! agents, and the routing inputs.
 
 mod query;
@@ -211,7 +211,7 @@ pub(crate) struct AgentRecord {
     #[serde(with = "status_name")]
     pub state: AgentStatus,
     pub skills: Vec<String>,
-    /// `None` until the agent declares one: then one of each channel (see [`query`]).
+    /// `None` until the agent declares one: then one of each channel (see `query`).
     #[serde(with = "capacity_map::option")]
     pub capacity: Option<BTreeMap<Channel, u32>>,
     /// When the agent last became available (from another state), in ms.

@@ -39,7 +39,7 @@
 //!
 //! | key | record | written by |
 //! |---|---|---|
-//! | `ri 0 interaction` | [`Tracked`]: the latest entry, waiting since, assigned at | its customer's partition |
+//! | `ri 0 interaction` | `Tracked`: the latest entry, waiting since, assigned at | its customer's partition |
 //! | `rb 0 hour 0 channel 0 queue` | [`BucketCounts`]: integer counts and sums | every partition: sums |
 //! | `rw 0 hour 0 channel 0 queue 0 seconds` | `u64`: waits in that histogram bucket | every partition: sums |
 //! | `rt 0 hour 0 topic` | `u64`: topic count | every partition: sums |
@@ -52,7 +52,7 @@
 //! few dozen bytes) so that a rating, which may come days later, lands in the interaction's
 //! bucket and replaces rather than adds to an earlier one.
 //!
-//! Queries live in [`query`].
+//! Queries live in `query`.
 
 mod query;
 
