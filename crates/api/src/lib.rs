@@ -5,8 +5,12 @@
 //! the channel registry; they hold no business rules. Every refusal happens before the
 //! write path is called, so nothing of a refused request reaches the log.
 
+pub mod admin;
 pub mod auth;
+pub mod metrics;
 pub mod problem;
+pub mod queries;
+pub mod read;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +30,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub use auth::{AccessControl, Scope};
+pub use metrics::ApiMetrics;
 pub use problem::ApiError;
 
 /// Settings of the HTTP API.
@@ -57,22 +62,74 @@ pub struct AppState {
     pub channels: Arc<Registry>,
     pub access: Arc<AccessControl>,
     pub config: Arc<ApiConfig>,
+    /// The projected views this instance serves (none on a pure ingest server).
+    pub views: Option<Arc<omnilog_projector::ViewRuntime>>,
+    pub metrics: Arc<ApiMetrics>,
+}
+
+impl AppState {
+    /// The write side only: no views, fresh metrics.
+    pub fn new(
+        ingest: Ingest,
+        channels: Arc<Registry>,
+        access: Arc<AccessControl>,
+        config: Arc<ApiConfig>,
+    ) -> Self {
+        AppState {
+            ingest,
+            channels,
+            access,
+            config,
+            views: None,
+            metrics: Arc::new(ApiMetrics::default()),
+        }
+    }
+
+    /// Serves `views` too, with the metrics their projectors write to.
+    pub fn with_views(
+        mut self,
+        views: Arc<omnilog_projector::ViewRuntime>,
+        metrics: Arc<ApiMetrics>,
+    ) -> Self {
+        self.views = Some(views);
+        self.metrics = metrics;
+        self
+    }
 }
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/v1/events", post(post_events))
         .route("/v1/channels/{channel}", post(post_channel))
         .route("/v1/customers/resolve", get(resolve_customer))
         .route("/v1/customers/{id}", get(get_customer))
+        .route("/v1/customers/{id}/journey", get(queries::customer_journey))
+        .route("/v1/interactions/{id}", get(queries::interaction))
+        .route("/v1/queues", get(queries::queues))
+        .route("/v1/queues/stream", get(queries::queue_stream))
+        .route("/v1/queues/{queue}", get(queries::one_queue))
+        .route("/v1/agents", get(queries::agents))
+        .route("/v1/agents/{id}", get(queries::one_agent))
+        .route("/v1/reports/summary", get(queries::report_summary))
+        .route("/v1/reports/journeys", get(queries::report_journeys))
+        .route("/v1/reports/topics", get(queries::report_topics))
+        .route("/v1/views", get(admin::list_views))
+        .route("/v1/views/{view}/rebuild", post(admin::rebuild_view))
         .route("/v1/admin/channels", get(list_channels))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(admin::ready))
+        .route("/metrics", get(admin::metrics))
         .fallback(|uri: OriginalUri| async move {
             ApiError::NotFound(format!("no route for {}", uri.0.path()))
         })
         .layer(DefaultBodyLimit::max(limit))
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
         .with_state(state)
 }
 

@@ -4,6 +4,7 @@
 mod config;
 mod demo;
 mod serve;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -17,10 +18,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs omnilog on the embedded log: the ingest API, channel webhooks and identity queries.
+    /// Runs omnilog on the embedded log: ingest API, channel webhooks, every projector, the query API.
     Serve(config::ServerArgs),
-    /// Writes a seeded cross-channel history into a fresh embedded log and reads it back.
+    /// Serves on a temporary data dir and drives it with the built-in traffic simulator.
     Demo(demo::DemoArgs),
+    /// Drives a running server through its public ingest API with a seeded history.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +41,20 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::Simulate(args) => runtime.block_on(async {
+            let report = simulate::run(args).await?;
+            use std::io::Write as _;
+            writeln!(
+                std::io::stdout(),
+                "sent {} events in {} requests ({} accepted, {} duplicates, {} retries) in {:.1} s",
+                report.sent,
+                report.requests,
+                report.accepted,
+                report.duplicates,
+                report.retries,
+                report.elapsed.as_secs_f64()
+            )?;
+            Ok(())
+        }),
     }
 }

@@ -1,6 +1,7 @@
-//! `omnilog serve`: everything in one process on the embedded log. Today that is the
-//! write side (ingest API, channel webhooks, identity queries); the projectors and their
-//! query APIs join it with the read side.
+//! `omnilog serve`: everything in one process on the embedded log: the write side (ingest
+//! API, channel webhooks, identity resolution), a projector for every view, the query API,
+//! `/metrics`. Data lives under `--data-dir`: `log/` (the embedded log, the truth) and
+//! `views/` (the view store, rebuildable from the log).
 //!
 //! Without tokens the API is open, so it listens on loopback only and says so; asking for
 //! another address without tokens is refused before anything starts.
@@ -9,10 +10,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use omnilog_api::{AppState, router};
+use omnilog_api::{ApiMetrics, AppState, router};
 use omnilog_channels::Registry;
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
+use omnilog_projector::{ProjectorConfig, ProjectorMetrics, ViewRuntime};
+use omnilog_store::ViewStore;
+use omnilog_views::View;
+use omnilog_views::journey::{JourneyConfig, JourneyView};
+use omnilog_views::queue::QueueView;
+use omnilog_views::reporting::{ReportingConfig, ReportingView};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -23,11 +30,24 @@ use crate::config::{ServerArgs, ServerConfig};
 pub struct Server {
     /// Where it listens (the port is real even if 0 was asked for).
     pub addr: SocketAddr,
+    views: Arc<ViewRuntime>,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Server {
+    /// Waits until every view has folded the whole log.
+    pub async fn wait_caught_up(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.views.caught_up().await? {
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the views did not catch up with the log within {timeout:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// Stops accepting, finishes the requests in flight, and closes the log.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
@@ -72,17 +92,35 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
     let ingest = Ingest::start(log.clone(), IngestConfig::default())
         .await
         .context("starting the write path")?;
-    let app = router(AppState {
-        ingest,
-        channels: Arc::new(Registry::standard()),
-        access: Arc::new(config.access.clone()),
-        config: Arc::new(config.api.clone()),
-    });
+    let views_dir = config.data_dir.join("views");
+    let store = ViewStore::open(&views_dir)
+        .with_context(|| format!("opening the view store in {}", views_dir.display()))?;
+    let projector_metrics = ProjectorMetrics::default();
+    let metrics = Arc::new(ApiMetrics::new(projector_metrics.clone()));
+    let views = ViewRuntime::start(
+        log.clone(),
+        store,
+        standard_views(),
+        ProjectorConfig::default(),
+        projector_metrics,
+    )
+    .await
+    .context("starting the projectors")?;
+    let app = router(
+        AppState::new(
+            ingest,
+            Arc::new(Registry::standard()),
+            Arc::new(config.access.clone()),
+            Arc::new(config.api.clone()),
+        )
+        .with_views(views.clone(), metrics),
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (shutdown, stopped) = oneshot::channel::<()>();
+    let running_views = views.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -90,16 +128,28 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
             })
             .await
             .context("serving HTTP")?;
-        // Every acknowledged write is already durable; dropping the last handle flushes
-        // whatever sled still buffers.
+        // Every acknowledged write is already durable; the projectors finish their batch
+        // and flush, and dropping the last log handle flushes whatever sled still buffers.
+        views.stop().await.context("stopping the projectors")?;
+        drop(views);
         drop(log);
         Ok(())
     });
     Ok(Server {
         addr,
+        views: running_views,
         shutdown,
         task,
     })
+}
+
+/// Every projected view, with the contract's defaults.
+pub fn standard_views() -> Vec<Arc<dyn View>> {
+    vec![
+        Arc::new(JourneyView::new(JourneyConfig::default())),
+        Arc::new(QueueView),
+        Arc::new(ReportingView::new(ReportingConfig::default())),
+    ]
 }
 
 /// Waits for SIGINT or SIGTERM.

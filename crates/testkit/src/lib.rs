@@ -663,8 +663,13 @@ impl History {
                     attempt: 0,
                     previous: None,
                 };
-                let gap_ms = self.config.mean_arrival_gap.num_milliseconds().max(1) as u64;
-                self.next_arrival += TimeDelta::milliseconds(self.rng.u64(1..=2 * gap_ms) as i64);
+                let gap_us = self
+                    .config
+                    .mean_arrival_gap
+                    .num_microseconds()
+                    .unwrap_or(1)
+                    .max(1) as u64;
+                self.next_arrival += TimeDelta::microseconds(self.rng.u64(1..=2 * gap_us) as i64);
                 self.start_contact(contact);
             }
         }

@@ -1,0 +1,296 @@
+//! The query API (CONTRACT §6): customers' journeys, interactions, queues, agents,
+//! reports, and the queue stream. Each handler checks the `read` scope, waits for the
+//! request's read token, takes the live version of its view once, and runs the view's own
+//! query function on a blocking thread. The answers' shapes and rules live in the views
+//! crate; here is only HTTP.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, Stream};
+use omnilog_projector::ViewRuntime;
+use omnilog_views::{journey, queue, reporting};
+use serde_json::json;
+
+use crate::read::{Consistency, live_version, query};
+use crate::{ApiError, AppState, Scope};
+
+type Params = Query<BTreeMap<String, String>>;
+
+/// The views' names (their `View::name`), as the runtime knows them.
+const JOURNEY: &str = "journey";
+const QUEUE: &str = "queue";
+const REPORTING: &str = "reporting";
+
+fn views(state: &AppState) -> Result<&Arc<ViewRuntime>, ApiError> {
+    state.views.as_ref().ok_or_else(|| {
+        ApiError::NotFound("this instance serves no views (it is an ingest server)".to_owned())
+    })
+}
+
+fn time_param(
+    params: &BTreeMap<String, String>,
+    name: &str,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    params
+        .get(name)
+        .map(|text| {
+            DateTime::parse_from_rfc3339(text.trim())
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    ApiError::invalid(name, format!("not an RFC 3339 time ({e}): {text:?}"))
+                })
+        })
+        .transpose()
+}
+
+/// `?now=` or the wall clock: the only clock of the read side, read here, at the edge.
+fn now_param(params: &BTreeMap<String, String>) -> Result<DateTime<Utc>, ApiError> {
+    Ok(time_param(params, "now")?.unwrap_or_else(Utc::now))
+}
+
+/// Checks the scope and waits for the read token; returns the view runtime.
+fn prepare<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    params: &BTreeMap<String, String>,
+) -> Result<(&'a Arc<ViewRuntime>, Consistency), ApiError> {
+    state.access.check(headers, Scope::Read)?;
+    let consistency = Consistency::from_request(params, headers)?;
+    Ok((views(state)?, consistency))
+}
+
+/// `GET /v1/customers/{id}/journey`: answered for the customer `id` was merged into,
+/// with every merged history in one timeline.
+pub async fn customer_journey(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let (views, consistency) = prepare(&state, &headers, &params)?;
+    let live = live_version(views, JOURNEY, &consistency).await?;
+    let identity = state.ingest.customer(&id);
+    let (customer_id, merged_from, handles) = match identity {
+        Some(identity) => (identity.customer_id, identity.merged_from, identity.handles),
+        None => (id.clone(), Vec::new(), Vec::new()),
+    };
+    let answer = query(live, move |reader| {
+        journey::customer_journey(reader, &customer_id, &merged_from, &handles)
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no journey of customer {id:?}")))?;
+    Ok(Json(answer))
+}
+
+/// `GET /v1/interactions/{id}`: the interaction and its events.
+pub async fn interaction(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let (views, consistency) = prepare(&state, &headers, &params)?;
+    let live = live_version(views, JOURNEY, &consistency).await?;
+    let wanted = id.clone();
+    let answer = query(live, move |reader| journey::interaction(reader, &wanted))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no interaction {id:?}")))?;
+    Ok(Json(answer))
+}
+
+/// `GET /v1/queues`: every queue, items in routing order.
+pub async fn queues(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let (views, consistency) = prepare(&state, &headers, &params)?;
+    let now = now_param(&params)?;
+    let live = live_version(views, QUEUE, &consistency).await?;
+    let answer = query(live, move |reader| queue::queues(reader, now)).await?;
+    Ok(Json(json!({ "queues": answer })))
+}
+
+/// `GET /v1/queues/{queue}`.
+pub async fn one_queue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(params): Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let (views, consistency) = prepare(&state, &headers, &params)?;
+    let now = now_param(&params)?;
+    let live = live_version(views, QUEUE, &consistency).await?;
+    let wanted = name.clone();
+    let answer = query(live, move |reader| queue::queue(reader, &wanted, now))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no queue {name:?}")))?;
+    Ok(Json(answer))
+}
+
+/// `GET /v1/agents`.
+pub async fn agents(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let (views, consistency) = prepare(&state, &headers, &params)?;
+    let live = live_version(views, QUEUE, &consistency).await?;
+    let answer = query(live, |reader| queue::agents(reader)).await?;
+    Ok(Json(json!({ "agents": answer })))
+}
+
+/// `GET /v1/agents/{id}`.
+pub async fn one_agent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let (views, consistency) = prepare(&state, &headers, &params)?;
+    let live = live_version(views, QUEUE, &consistency).await?;
+    let wanted = id.clone();
+    let answer = query(live, move |reader| queue::agent(reader, &wanted))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no agent {id:?}")))?;
+    Ok(Json(answer))
+}
+
+/// `GET /v1/reports/summary?from&to&group_by=`.
+pub async fn report_summary(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let (views, consistency) = prepare(&state, &headers, &params)?;
+    let from = time_param(&params, "from")?;
+    let to = time_param(&params, "to")?;
+    let group_by =
+        reporting::GroupBy::parse(params.get("group_by").map_or("none", String::as_str))?;
+    let live = live_version(views, REPORTING, &consistency).await?;
+    let partial = query(live, move |reader| {
+        reporting::summary(reader, from, to, group_by)
+    })
+    .await?;
+    Ok(Json(partial.finish()))
+}
+
+/// `GET /v1/reports/topics?from&to`.
+pub async fn report_topics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let (views, consistency) = prepare(&state, &headers, &params)?;
+    let from = time_param(&params, "from")?;
+    let to = time_param(&params, "to")?;
+    let live = live_version(views, REPORTING, &consistency).await?;
+    let partial = query(live, move |reader| reporting::topics(reader, from, to)).await?;
+    Ok(Json(partial.finish()))
+}
+
+/// `GET /v1/reports/journeys?from&to`: over journeys opened in the range.
+pub async fn report_journeys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let (views, consistency) = prepare(&state, &headers, &params)?;
+    let from = time_param(&params, "from")?.unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let to = time_param(&params, "to")?.unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let live = live_version(views, JOURNEY, &consistency).await?;
+    let partial = query(live, move |reader| {
+        journey::journeys_report(reader, from, to)
+    })
+    .await?;
+    Ok(Json(partial.finish()))
+}
+
+/// How often the queue stream looks for changes at most.
+const STREAM_TICK: Duration = Duration::from_millis(100);
+
+/// The part of a queue's stats whose change is news (ages move by themselves, every
+/// second, and would make every tick an event).
+fn stats_fingerprint(answer: &queue::QueueAnswer) -> String {
+    json!({
+        "waiting": answer.waiting,
+        "oldest": answer.oldest_interaction_id,
+        "assigned": answer.assigned,
+        "by_channel": answer.by_channel,
+        "agents": answer.agents,
+    })
+    .to_string()
+}
+
+/// `GET /v1/queues/stream`: server-sent events, one `queue` event with a queue's stats
+/// (its answer without the items) each time they change; every queue once at the start.
+pub async fn queue_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let (views, _) = prepare(&state, &headers, &params)?;
+    let views = views.clone();
+    struct Cursor {
+        views: Arc<ViewRuntime>,
+        sent: BTreeMap<String, String>,
+        pending: Vec<SseEvent>,
+        last_version: Option<(u32, u64)>,
+    }
+    let cursor = Cursor {
+        views,
+        sent: BTreeMap::new(),
+        pending: Vec::new(),
+        last_version: None,
+    };
+    let events = stream::unfold(cursor, |mut cursor| async move {
+        loop {
+            if let Some(event) = cursor.pending.pop() {
+                return Some((Ok(event), cursor));
+            }
+            let Ok(live) = cursor.views.live(QUEUE) else {
+                return None;
+            };
+            let status = live.status().clone();
+            let mut changes = status.subscribe();
+            let applied = changes.borrow_and_update().events_applied;
+            if cursor.last_version == Some((status.version, applied)) {
+                // Nothing new: wait for the next commit (or a swap, checked each second).
+                let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
+                tokio::time::sleep(STREAM_TICK).await;
+                continue;
+            }
+            cursor.last_version = Some((status.version, applied));
+            let now = Utc::now();
+            let Ok(answers) = query(live, move |reader| queue::queues(reader, now)).await else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            };
+            for mut answer in answers {
+                let fingerprint = stats_fingerprint(&answer);
+                if cursor.sent.get(&answer.queue) == Some(&fingerprint) {
+                    continue;
+                }
+                cursor.sent.insert(answer.queue.clone(), fingerprint);
+                answer.items.clear();
+                let mut stats = serde_json::to_value(&answer).unwrap_or_default();
+                if let Some(object) = stats.as_object_mut() {
+                    object.remove("items");
+                }
+                cursor
+                    .pending
+                    .push(SseEvent::default().event("queue").data(stats.to_string()));
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

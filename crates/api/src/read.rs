@@ -1,0 +1,132 @@
+//! What every query shares: read-your-writes (`?after=TOKEN` or `Omnilog-After`, with
+//! `?wait_ms=`), and running a view's query on the live version on a blocking thread.
+//!
+//! A query takes the live version once and reads only it, so an answer never mixes two
+//! versions of a view during a rebuild's swap.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use omnilog_events::Destination;
+use omnilog_ingest::ReadToken;
+use omnilog_log::Topic;
+use omnilog_projector::{AwaitedPosition, LiveVersion, ProjectorError, ViewRuntime};
+use omnilog_store::TableReader;
+use omnilog_views::ViewError;
+
+use crate::problem::ApiError;
+
+/// The header form of `?after=`.
+pub const AFTER_HEADER: &str = "omnilog-after";
+/// How long a query waits for its token by default.
+pub const DEFAULT_WAIT: Duration = Duration::from_millis(5_000);
+/// The longest wait a client may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// What a query must wait for before it reads.
+#[derive(Clone, Debug, Default)]
+pub struct Consistency {
+    pub awaited: Vec<AwaitedPosition>,
+    pub wait: Duration,
+}
+
+impl Consistency {
+    /// Reads `after` / `wait_ms` from the query string or the `Omnilog-After` header.
+    pub fn from_request(
+        query: &BTreeMap<String, String>,
+        headers: &HeaderMap,
+    ) -> Result<Self, ApiError> {
+        let token = match query.get("after") {
+            Some(token) => Some(token.as_str()),
+            None => headers.get(AFTER_HEADER).and_then(|v| v.to_str().ok()),
+        };
+        let awaited = match token {
+            None => Vec::new(),
+            Some(text) => text
+                .parse::<ReadToken>()
+                .map_err(|e| ApiError::invalid("after", e.to_string()))?
+                .positions()
+                .filter_map(|(topic, partition, offset)| {
+                    let topic = match topic {
+                        Topic::Interactions => Destination::Interactions,
+                        Topic::Agents => Destination::Agents,
+                        Topic::DeadLetter => return None,
+                    };
+                    Some(AwaitedPosition {
+                        topic,
+                        partition,
+                        offset,
+                    })
+                })
+                .collect(),
+        };
+        let wait = match query.get("wait_ms") {
+            None => DEFAULT_WAIT,
+            Some(text) => {
+                let millis: u64 = text.parse().map_err(|_| {
+                    ApiError::invalid(
+                        "wait_ms",
+                        format!("{text:?} is not a number of milliseconds"),
+                    )
+                })?;
+                Duration::from_millis(millis).min(MAX_WAIT)
+            }
+        };
+        Ok(Consistency { awaited, wait })
+    }
+}
+
+impl From<ProjectorError> for ApiError {
+    fn from(error: ProjectorError) -> Self {
+        match error {
+            ProjectorError::Timeout(waited) => ApiError::Timeout(format!(
+                "the view has not applied the token's writes after {} ms; retry, or raise wait_ms",
+                waited.as_millis()
+            )),
+            ProjectorError::UnknownView(view) => ApiError::NotFound(format!("no view {view:?}")),
+            ProjectorError::AlreadyRebuilding(view) => {
+                ApiError::Conflict(format!("{view} is already being rebuilt"))
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ViewError> for ApiError {
+    fn from(error: ViewError) -> Self {
+        match error {
+            ViewError::BadQuery { parameter, message } => ApiError::invalid(parameter, message),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The live version of `view` once it applied what `consistency` asks for.
+pub async fn live_version(
+    views: &ViewRuntime,
+    view: &str,
+    consistency: &Consistency,
+) -> Result<Arc<LiveVersion>, ApiError> {
+    if consistency.awaited.is_empty() {
+        return Ok(views.live(view)?);
+    }
+    Ok(views
+        .live_after(view, &consistency.awaited, consistency.wait)
+        .await?)
+}
+
+/// Runs a query over the live version's state on a blocking thread (sled blocks).
+pub async fn query<T: Send + 'static>(
+    version: Arc<LiveVersion>,
+    run: impl FnOnce(&TableReader) -> Result<T, ViewError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let reader = version.reader();
+        run(&reader)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("a query task failed: {e}")))?
+    .map_err(ApiError::from)
+}

@@ -1,0 +1,259 @@
+//! `omnilog simulate`: drives a running server through its public ingest API with a
+//! seeded cross-channel history from the testkit (the same generator the tests and the
+//! benchmarks use), at a steady offered rate.
+//!
+//! Events carry handles, not customer ids, so the server's identity resolution links a
+//! customer's calls, chats and emails as it would for real traffic. The same seed sends the
+//! same events (ids, customers, order); `--start` also pins their times, which otherwise
+//! follow the wall clock so that queue ages look live. A request the server refuses for
+//! load (503) is retried with the same body: event ids are stable, so a retry that had in
+//! fact landed is stored once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use chrono::{DateTime, TimeDelta, Utc};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use omnilog_testkit::{HistoryConfig, history};
+use tokio::sync::Semaphore;
+
+/// Options of `omnilog simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// The server's base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "OMNILOG_TARGET")]
+    pub target: String,
+    /// Distinct customers.
+    #[arg(long, env = "OMNILOG_CUSTOMERS")]
+    pub customers: Option<u64>,
+    /// Offered load in events per second.
+    #[arg(long, default_value_t = 200.0, env = "OMNILOG_RATE")]
+    pub rate: f64,
+    /// Stop after this many seconds.
+    #[arg(long, env = "OMNILOG_DURATION", conflicts_with = "events")]
+    pub duration: Option<u64>,
+    /// Stop after this many events [default: 10000 unless --duration].
+    #[arg(long, env = "OMNILOG_EVENTS")]
+    pub events: Option<u64>,
+    /// Seed of the history.
+    #[arg(long, default_value_t = 42, env = "OMNILOG_SEED")]
+    pub seed: u64,
+    /// Event time of the first event (RFC 3339) [default: now].
+    #[arg(long, env = "OMNILOG_START")]
+    pub start: Option<DateTime<Utc>>,
+    /// Events per request.
+    #[arg(long, default_value_t = 50, env = "OMNILOG_BATCH")]
+    pub batch: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4, env = "OMNILOG_CONCURRENCY")]
+    pub concurrency: usize,
+    /// A bearer token with the ingest scope.
+    #[arg(long, env = "OMNILOG_TOKEN")]
+    pub token: Option<String>,
+    /// Print no progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct SimulateReport {
+    pub sent: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    duplicates: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// About how many events one contact of the generated history makes: used to pace event
+/// time with the offered rate, so that generated times stay close to the wall clock.
+const EVENTS_PER_CONTACT: f64 = 11.0;
+/// About how long one contact keeps an agent of the generated desk busy, waits included.
+const AGENT_SECONDS_PER_CONTACT: f64 = 900.0;
+
+/// Runs the simulation to its end.
+pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
+    if !(args.rate > 0.0 && args.rate.is_finite()) {
+        bail!("--rate must be a positive number of events per second");
+    }
+    if args.batch == 0 || args.concurrency == 0 {
+        bail!("--batch and --concurrency must be at least 1");
+    }
+    let target = args.target.trim_end_matches('/').to_owned();
+    let url: hyper::Uri = format!("{target}/v1/events")
+        .parse()
+        .with_context(|| format!("--target {:?} is not a URL", args.target))?;
+    if url.scheme_str() != Some("http") {
+        bail!("--target must be an http:// URL (put TLS in front of omnilog, not in it)");
+    }
+    let events_wanted = match (args.events, args.duration) {
+        (Some(events), _) => events,
+        (None, Some(seconds)) => (args.rate * seconds as f64).ceil() as u64,
+        (None, None) => 10_000,
+    };
+    // Event time runs with the wall clock: contacts arrive at the pace the offered rate
+    // implies, and the desk has the agents such a pace needs (each contact holds an agent
+    // for about AGENT_SECONDS_PER_CONTACT), so queues stay as short as a real desk's.
+    let arrival_gap_seconds = EVENTS_PER_CONTACT / args.rate;
+    let mut config = HistoryConfig::with_events(args.seed, events_wanted).with_customers(
+        args.customers
+            .unwrap_or((events_wanted / 30).clamp(1_000, 1_000_000)),
+    );
+    config.agents = (AGENT_SECONDS_PER_CONTACT / arrival_gap_seconds).clamp(8.0, 20_000.0) as u32;
+    config.start = args.start.unwrap_or_else(Utc::now);
+    config.mean_arrival_gap =
+        TimeDelta::microseconds((arrival_gap_seconds * 1_000_000.0).max(1.0) as i64);
+
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let counters = Arc::new(Counters::default());
+    let permits = Arc::new(Semaphore::new(args.concurrency));
+    let started = Instant::now();
+    let deadline = args.duration.map(|s| started + Duration::from_secs(s));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut batch: Vec<String> = Vec::with_capacity(args.batch);
+    let mut queued: u64 = 0;
+    let mut last_report = Instant::now();
+    let mut generated = history(config);
+    loop {
+        let next = generated.next();
+        if let Some(event) = &next {
+            batch.push(omnilog_events::to_canonical_json(event));
+        }
+        let end = next.is_none() || deadline.is_some_and(|d| Instant::now() >= d);
+        if batch.len() < args.batch && !end {
+            continue;
+        }
+        if !batch.is_empty() {
+            // Pace: the batch is due when the offered rate reaches it.
+            queued += batch.len() as u64;
+            let due = started + Duration::from_secs_f64(queued as f64 / args.rate);
+            tokio::time::sleep_until(due.into()).await;
+            let body = Bytes::from(format!("[{}]", batch.join(",")));
+            let count = batch.len() as u64;
+            batch.clear();
+            let permit = permits.clone().acquire_owned().await?;
+            let (client, url, token, counters) = (
+                client.clone(),
+                url.clone(),
+                args.token.clone(),
+                counters.clone(),
+            );
+            tasks.spawn(async move {
+                let result = post(&client, &url, token.as_deref(), body, count, &counters).await;
+                drop(permit);
+                result
+            });
+            while let Some(done) = tasks.try_join_next() {
+                done??;
+            }
+        }
+        if !args.quiet && last_report.elapsed() >= Duration::from_secs(2) {
+            last_report = Instant::now();
+            progress(&counters, started, events_wanted);
+        }
+        if end {
+            break;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let report = SimulateReport {
+        sent: counters.sent.load(Ordering::Relaxed),
+        accepted: counters.accepted.load(Ordering::Relaxed),
+        duplicates: counters.duplicates.load(Ordering::Relaxed),
+        requests: counters.requests.load(Ordering::Relaxed),
+        retries: counters.retries.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    };
+    if !args.quiet {
+        progress(&counters, started, events_wanted);
+    }
+    Ok(report)
+}
+
+fn progress(counters: &Counters, started: Instant, wanted: u64) {
+    let sent = counters.sent.load(Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64().max(0.001);
+    tracing::info!(
+        sent,
+        of = wanted,
+        accepted = counters.accepted.load(Ordering::Relaxed),
+        duplicates = counters.duplicates.load(Ordering::Relaxed),
+        retries = counters.retries.load(Ordering::Relaxed),
+        rate = format!("{:.0} events/s", sent as f64 / seconds),
+        "simulating"
+    );
+}
+
+/// Posts one batch, retrying while the server says it is unavailable.
+async fn post(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &hyper::Uri,
+    token: Option<&str>,
+    body: Bytes,
+    count: u64,
+    counters: &Counters,
+) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 0..20 {
+        let mut request = hyper::Request::post(url.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Full::new(body.clone()))?;
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let outcome = client.request(request).await;
+        let retry = match outcome {
+            Ok(response) => {
+                let status = response.status();
+                let answer = response.into_body().collect().await?.to_bytes();
+                if status == hyper::StatusCode::ACCEPTED {
+                    let receipt: serde_json::Value = serde_json::from_slice(&answer)
+                        .context("the server's 202 answer is not JSON")?;
+                    let number = |field: &str| receipt.get(field).and_then(|v| v.as_u64());
+                    counters
+                        .accepted
+                        .fetch_add(number("accepted").unwrap_or(0), Ordering::Relaxed);
+                    counters
+                        .duplicates
+                        .fetch_add(number("duplicates").unwrap_or(0), Ordering::Relaxed);
+                    counters.sent.fetch_add(count, Ordering::Relaxed);
+                    return Ok(());
+                }
+                if status.is_server_error() {
+                    format!("{status}")
+                } else {
+                    bail!(
+                        "the server refused a batch with {status}: {}",
+                        String::from_utf8_lossy(&answer)
+                    );
+                }
+            }
+            Err(error) => error.to_string(),
+        };
+        counters.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(attempt, reason = %retry, "retrying a batch");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    bail!("gave up on a batch after 20 attempts")
+}
