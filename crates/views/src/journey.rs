@@ -46,9 +46,9 @@
 //!
 //! # State
 //!
-//! See [`records`] for the key layout. An event reads two small records (its interaction
-//! and its journey's summary) and writes them back with one timeline entry and its
-//! canonical JSON; a new interaction also reads the customer record and rewrites the
+//! The key layout is described in `journey/records.rs`. An event reads two small records (its interaction
+//! and its journey's summary) and writes them back with one timeline entry and the
+//! event itself; a new interaction also reads the customer record and rewrites the
 //! journey's interaction list. Everything a customer's events write is keyed under that
 //! customer, and all of a customer's events are in one partition, in order: the state is
 //! the same however partitions interleave, and the same when folded again from offset 0.
@@ -72,7 +72,7 @@ pub use report::{JourneyReport, JourneyReportPartial, PathCount, journeys_report
 
 use chrono::TimeDelta;
 use omnilog_events::identity::OMNILOG_NAMESPACE;
-use omnilog_events::{Author, Body, Destination, Direction, Event, to_canonical_json};
+use omnilog_events::{Author, Body, Destination, Direction, Event, encode};
 use uuid::Uuid;
 
 use crate::state::{StateStore, get_record, put_record};
@@ -205,7 +205,7 @@ impl Fold<'_> {
         let seq = record.journey;
         let started_before = record.started;
         apply_to_interaction(&mut record, self.event, self.stamp.at);
-        let mut facts_changed = self.apply_to_summary(&mut summary);
+        let mut facts_changed = self.apply_to_summary(&mut summary, &record);
         if is_new || record.started < started_before {
             self.update_path(&mut summary, &record)?;
             facts_changed = true;
@@ -238,7 +238,7 @@ impl Fold<'_> {
         }
         state.put(
             keys::event(customer, interaction_id, stamp.partition, stamp.offset),
-            to_canonical_json(event).into_bytes(),
+            encode(event),
         );
         if is_new {
             state.put(
@@ -361,8 +361,9 @@ impl Fold<'_> {
     }
 
     /// Folds the event into its journey's summary; true when the report's facts changed.
-    fn apply_to_summary(&self, summary: &mut JourneySummary) -> bool {
+    fn apply_to_summary(&self, summary: &mut JourneySummary, record: &InteractionRecord) -> bool {
         let stamp = self.stamp;
+        let first_event = (record.first_partition, record.first_offset);
         let mut facts_changed = false;
         summary.events += 1;
         summary.last_activity = summary.last_activity.max(stamp.at);
@@ -385,7 +386,7 @@ impl Fold<'_> {
                 .as_ref()
                 .is_none_or(|(earliest, _)| stamp < *earliest)
             {
-                summary.first_agent = Some((stamp, self.interaction_id.to_owned()));
+                summary.first_agent = Some((stamp, first_event));
                 facts_changed = true;
             }
         }
@@ -404,7 +405,7 @@ impl Fold<'_> {
                 None => {
                     summary.status = JourneyStatus::Resolved;
                     summary.resolved_at = Some(stamp.at);
-                    summary.resolved_by = Some((stamp, self.interaction_id.to_owned()));
+                    summary.resolved_by = Some((stamp, first_event));
                 }
                 Some(resolved_at) => {
                     // Resolved again without a reopening (two interactions of the case were
@@ -416,7 +417,7 @@ impl Fold<'_> {
                         .as_ref()
                         .is_none_or(|(earliest, _)| stamp < *earliest)
                     {
-                        summary.resolved_by = Some((stamp, self.interaction_id.to_owned()));
+                        summary.resolved_by = Some((stamp, first_event));
                     }
                 }
             }

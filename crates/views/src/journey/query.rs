@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use omnilog_events::{Event, Handle, parse_event};
+use omnilog_events::{Event, Handle, decode};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -423,7 +423,7 @@ pub fn interaction_with(
         .scan_prefix(&keys::events_prefix(&customer, interaction_id), event_limit)?
         .into_iter()
         .map(|(key, bytes)| {
-            parse_event(&bytes).map_err(|e| ViewError::Corrupt {
+            decode(&bytes).map_err(|e| ViewError::Corrupt {
                 key: String::from_utf8_lossy(&key).into_owned(),
                 reason: e.to_string(),
             })

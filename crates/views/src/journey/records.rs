@@ -17,7 +17,15 @@
 //! | `ix` | interaction, customer | the customer id: finds an interaction by its id alone |
 //! | `tl` | customer, journey seq, occurred_at, partition, offset | [`TimelineRecord`] |
 //! | `nt` | customer, journey seq, occurred_at, partition, offset | [`NoteRecord`] |
-//! | `ev` | customer, interaction, partition, offset | the event's canonical JSON text |
+//! | `ev` | customer, interaction, partition, offset | the event, protobuf-encoded |
+//!
+//! Events are kept in their protobuf form (the log's own payload, which maps to the
+//! canonical JSON field for field and round-trips exactly): 2 to 3 times smaller than the
+//! JSON text and cheaper to write, and a query turns them back into canonical JSON.
+//!
+//! Keys are laid out exactly as [`crate::state::KeyBuilder`] lays them out (a tag, then each part after a
+//! `0x00`, numbers big-endian), but built in one allocation of the right size, because
+//! every event builds several.
 //!
 //! Times are stored as seconds and nanoseconds (`occurred_at` keys as a signed number
 //! then a number, so keys sort by time, negative years included). Channels and event types
@@ -29,7 +37,6 @@ use omnilog_events::{Channel, EventType, format_time};
 use serde::{Deserialize, Serialize};
 
 use crate::ViewError;
-use crate::state::KeyBuilder;
 
 /// A point in event time, stored compactly and ordered as time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -135,7 +142,7 @@ pub(crate) struct JourneySummary {
     /// The latest resolution, while resolved.
     pub resolved_at: Option<Time>,
     /// The earliest resolving wrap-up since the last reopening, and its interaction.
-    pub resolved_by: Option<(Stamp, String)>,
+    pub resolved_by: Option<(Stamp, FirstEvent)>,
     pub reopened_count: u32,
     /// The latest `occurred_at` of any of its events: the join window counts from here.
     pub last_activity: Time,
@@ -145,7 +152,7 @@ pub(crate) struct JourneySummary {
     pub last_agent: Option<(Stamp, String)>,
     /// The earliest agent-handled event and its interaction: FCR's "first agent-handled
     /// interaction".
-    pub first_agent: Option<(Stamp, String)>,
+    pub first_agent: Option<(Stamp, FirstEvent)>,
     /// Sorted, distinct.
     pub topics: Vec<String>,
     /// Distinct channel codes, in order of first use.
@@ -158,6 +165,10 @@ pub(crate) struct JourneySummary {
     pub interactions: u32,
     pub events: u64,
 }
+
+/// An interaction named by the log position (partition, offset) of its first event: unique,
+/// and cheaper to keep in the hot summary than its id.
+pub(crate) type FirstEvent = (u32, u64);
 
 /// The longest channel path a journey keeps for the report's `top_paths`; a longer one
 /// ends in `>…`. Bounds the summary whatever a journey's length.
@@ -312,67 +323,99 @@ pub(crate) fn type_name(code: u8) -> Result<&'static str, ViewError> {
         })
 }
 
-/// The key builders of the tables above.
 pub(crate) mod keys {
-    use super::*;
+    //! The key builders of the tables above.
+
+    use super::Stamp;
+
+    /// A key being built: [`crate::state::KeyBuilder`]'s layout, in one allocation.
+    struct Key(Vec<u8>);
+
+    impl Key {
+        fn new(tag: &str, capacity: usize) -> Self {
+            let mut bytes = Vec::with_capacity(tag.len() + capacity);
+            bytes.extend_from_slice(tag.as_bytes());
+            Key(bytes)
+        }
+
+        fn text(mut self, part: &str) -> Self {
+            self.0.push(0);
+            self.0.extend_from_slice(part.as_bytes());
+            self
+        }
+
+        fn number(mut self, part: u64) -> Self {
+            self.0.push(0);
+            self.0.extend_from_slice(&part.to_be_bytes());
+            self
+        }
+
+        fn signed(self, part: i64) -> Self {
+            self.number((part as u64) ^ (1 << 63))
+        }
+
+        fn prefix(mut self) -> Vec<u8> {
+            self.0.push(0);
+            self.0
+        }
+    }
 
     pub fn customer(customer: &str) -> Vec<u8> {
-        KeyBuilder::table("cu").text(customer).build()
+        Key::new("cu", 1 + customer.len()).text(customer).0
+    }
+
+    fn per_journey(tag: &str, customer: &str, seq: u32) -> Key {
+        Key::new(tag, 10 + customer.len())
+            .text(customer)
+            .number(u64::from(seq))
     }
 
     pub fn summary(customer: &str, seq: u32) -> Vec<u8> {
-        KeyBuilder::table("js")
-            .text(customer)
-            .number(u64::from(seq))
-            .build()
+        per_journey("js", customer, seq).0
     }
 
     pub fn facts(customer: &str, seq: u32) -> Vec<u8> {
-        KeyBuilder::table("jf")
-            .text(customer)
-            .number(u64::from(seq))
-            .build()
+        per_journey("jf", customer, seq).0
     }
 
     /// Every journey's facts: the report's scan.
     pub fn all_facts() -> Vec<u8> {
-        KeyBuilder::table("jf").prefix()
+        Key::new("jf", 1).prefix()
     }
 
     pub fn path(customer: &str, seq: u32) -> Vec<u8> {
-        KeyBuilder::table("jp")
-            .text(customer)
-            .number(u64::from(seq))
-            .build()
+        per_journey("jp", customer, seq).0
     }
 
     pub fn interaction(customer: &str, interaction: &str) -> Vec<u8> {
-        KeyBuilder::table("ii")
+        Key::new("ii", 2 + customer.len() + interaction.len())
             .text(customer)
             .text(interaction)
-            .build()
+            .0
     }
 
     pub fn index(interaction: &str, customer: &str) -> Vec<u8> {
-        KeyBuilder::table("ix")
+        Key::new("ix", 2 + customer.len() + interaction.len())
             .text(interaction)
             .text(customer)
-            .build()
+            .0
     }
 
     pub fn index_prefix(interaction: &str) -> Vec<u8> {
-        KeyBuilder::table("ix").text(interaction).prefix()
+        Key::new("ix", 2 + interaction.len())
+            .text(interaction)
+            .prefix()
     }
 
     fn ordered(tag: &str, customer: &str, seq: u32, stamp: &Stamp) -> Vec<u8> {
-        KeyBuilder::table(tag)
+        Key::new(tag, 46 + customer.len())
             .text(customer)
             .number(u64::from(seq))
             .signed(stamp.at.secs)
             .number(u64::from(stamp.at.nanos))
             .number(u64::from(stamp.partition))
             .number(stamp.offset)
-            .build()
+            .0
     }
 
     pub fn timeline(customer: &str, seq: u32, stamp: &Stamp) -> Vec<u8> {
@@ -380,10 +423,7 @@ pub(crate) mod keys {
     }
 
     pub fn timeline_prefix(customer: &str, seq: u32) -> Vec<u8> {
-        KeyBuilder::table("tl")
-            .text(customer)
-            .number(u64::from(seq))
-            .prefix()
+        per_journey("tl", customer, seq).prefix()
     }
 
     pub fn note(customer: &str, seq: u32, stamp: &Stamp) -> Vec<u8> {
@@ -391,25 +431,55 @@ pub(crate) mod keys {
     }
 
     pub fn notes_prefix(customer: &str, seq: u32) -> Vec<u8> {
-        KeyBuilder::table("nt")
-            .text(customer)
-            .number(u64::from(seq))
-            .prefix()
+        per_journey("nt", customer, seq).prefix()
     }
 
     pub fn event(customer: &str, interaction: &str, partition: u32, offset: u64) -> Vec<u8> {
-        KeyBuilder::table("ev")
+        Key::new("ev", 20 + customer.len() + interaction.len())
             .text(customer)
             .text(interaction)
             .number(u64::from(partition))
             .number(offset)
-            .build()
+            .0
     }
 
     pub fn events_prefix(customer: &str, interaction: &str) -> Vec<u8> {
-        KeyBuilder::table("ev")
+        Key::new("ev", 3 + customer.len() + interaction.len())
             .text(customer)
             .text(interaction)
             .prefix()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::Time;
+        use super::*;
+        use crate::state::KeyBuilder;
+
+        #[test]
+        fn keys_have_the_layout_of_the_key_builder() {
+            let stamp = Stamp {
+                at: Time { secs: -5, nanos: 7 },
+                partition: 3,
+                offset: 9,
+            };
+            assert_eq!(
+                timeline("c", 2, &stamp),
+                KeyBuilder::table("tl")
+                    .text("c")
+                    .number(2)
+                    .signed(-5)
+                    .number(7)
+                    .number(3)
+                    .number(9)
+                    .build()
+            );
+            assert_eq!(
+                events_prefix("c", "i"),
+                KeyBuilder::table("ev").text("c").text("i").prefix()
+            );
+            assert_eq!(customer("c"), KeyBuilder::table("cu").text("c").build());
+            assert_eq!(all_facts(), KeyBuilder::table("jf").prefix());
+        }
     }
 }
