@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod identity;
 pub mod metrics;
 pub mod problem;
 pub mod queries;
@@ -30,6 +31,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub use auth::{AccessControl, Scope};
+pub use identity::{FrozenIdentities, Identities};
 pub use metrics::ApiMetrics;
 pub use problem::ApiError;
 
@@ -58,7 +60,10 @@ impl Default for ApiConfig {
 /// What every handler shares.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    pub ingest: Ingest,
+    /// The write path; `None` on a read-only server (a replayed store).
+    pub ingest: Option<Ingest>,
+    /// Customer lookups (ingest's identity view, or a frozen one).
+    pub identity: Arc<dyn Identities>,
     pub channels: Arc<Registry>,
     pub access: Arc<AccessControl>,
     pub config: Arc<ApiConfig>,
@@ -76,11 +81,30 @@ impl AppState {
         config: Arc<ApiConfig>,
     ) -> Self {
         AppState {
-            ingest,
+            identity: Arc::new(ingest.clone()),
+            ingest: Some(ingest),
             channels,
             access,
             config,
             views: None,
+            metrics: Arc::new(ApiMetrics::default()),
+        }
+    }
+
+    /// A read-only server: queries over `views` and `identity`, no writes.
+    pub fn read_only(
+        identity: Arc<dyn Identities>,
+        access: Arc<AccessControl>,
+        config: Arc<ApiConfig>,
+        views: Arc<omnilog_projector::ViewRuntime>,
+    ) -> Self {
+        AppState {
+            ingest: None,
+            identity,
+            channels: Arc::new(Registry::default()),
+            access,
+            config,
+            views: Some(views),
             metrics: Arc::new(ApiMetrics::default()),
         }
     }
@@ -178,7 +202,12 @@ async fn write(
     state: &AppState,
     events: Vec<Event>,
 ) -> Result<impl IntoResponse + use<>, ApiError> {
-    let receipt = state.ingest.submit(events).await?;
+    let ingest = state.ingest.as_ref().ok_or_else(|| {
+        ApiError::Forbidden(
+            "this instance serves a replayed store read-only and takes no writes".to_owned(),
+        )
+    })?;
+    let receipt = ingest.submit(events).await?;
     Ok((StatusCode::ACCEPTED, Json(receipt_json(&receipt))))
 }
 
@@ -298,9 +327,12 @@ async fn resolve_customer(
         .ok_or_else(|| ApiError::invalid("value", "value is required"))?;
     omnilog_events::identity::normalise_handle(&kind, &value)
         .map_err(|problem| ApiError::invalid("value", problem.to_string()))?;
-    let customer_id = state.ingest.resolve_handle(&kind, &value).ok_or_else(|| {
-        ApiError::NotFound(format!("no customer has the {kind} handle {value:?}"))
-    })?;
+    let customer_id = state
+        .identity
+        .resolve_handle(&kind, &value)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no customer has the {kind} handle {value:?}"))
+        })?;
     Ok(Json(json!({ "customer_id": customer_id })))
 }
 
@@ -312,7 +344,7 @@ async fn get_customer(
 ) -> Result<impl IntoResponse, ApiError> {
     state.access.check(&headers, Scope::Read)?;
     let identity = state
-        .ingest
+        .identity
         .customer(&id)
         .ok_or_else(|| ApiError::NotFound(format!("no customer {id:?}")))?;
     Ok(Json(json!({

@@ -78,7 +78,7 @@ pub async fn customer_journey(
 ) -> Result<impl IntoResponse, ApiError> {
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let live = live_version(views, JOURNEY, &consistency).await?;
-    let identity = state.ingest.customer(&id);
+    let identity = state.identity.customer(&id);
     let (customer_id, merged_from, handles) = match identity {
         Some(identity) => (identity.customer_id, identity.merged_from, identity.handles),
         None => (id.clone(), Vec::new(), Vec::new()),

@@ -128,7 +128,9 @@ impl EventType {
 }
 
 /// One way to reach a customer, normalised (see [`crate::identity::normalise_handle`]).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Handle {
     /// `phone`, `email`, or a platform's own kind such as `messenger` or `visitor`.
     pub kind: String,

@@ -276,6 +276,41 @@ impl EmbeddedLog {
         })
     }
 
+    /// Opens an existing log with the partition counts it was created with; an error if
+    /// `dir` holds no omnilog log (nothing is created).
+    pub fn open_existing(dir: &Path) -> Result<Self, LogError> {
+        if !dir.join("conf").exists() {
+            return Err(LogError::Storage(format!(
+                "{} holds no omnilog log",
+                dir.display()
+            )));
+        }
+        let counts = {
+            let db = sled::Config::new().path(dir).open().map_err(storage)?;
+            let mut counts = PartitionCounts::default();
+            for topic in Topic::ALL {
+                let key = format!("mpartitions/{}", topic.name());
+                let stored = db
+                    .get(key.as_bytes())
+                    .map_err(storage)?
+                    .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes))
+                    .ok_or_else(|| {
+                        LogError::Storage(format!(
+                            "{} lacks {key}: not an omnilog log",
+                            dir.display()
+                        ))
+                    })?;
+                match topic {
+                    Topic::Interactions => counts.interactions = stored,
+                    Topic::Agents => counts.agents = stored,
+                    Topic::DeadLetter => counts.dead_letter = stored,
+                }
+            }
+            counts
+        };
+        Self::open(dir, counts)
+    }
+
     /// Stops the writer after the appends already queued and flushes.
     pub fn close(mut self) -> Result<(), LogError> {
         self.shutdown()

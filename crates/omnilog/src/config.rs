@@ -44,6 +44,9 @@ pub struct ServerArgs {
         value_delimiter = ';'
     )]
     pub channel_secrets: Vec<String>,
+    /// Serve a store built by `omnilog replay` (queries only; no log, no writes).
+    #[arg(long, env = "OMNILOG_READ_ONLY")]
+    pub read_only: bool,
 }
 
 /// The TOML file's shape.
@@ -72,6 +75,7 @@ struct FileToken {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
+    pub read_only: bool,
     pub listen: SocketAddr,
     pub partitions: u32,
     pub access: AccessControl,
@@ -129,6 +133,7 @@ impl ServerArgs {
         }
         let defaults = ApiConfig::default();
         Ok(ServerConfig {
+            read_only: self.read_only,
             data_dir: self
                 .data_dir
                 .or(file.data_dir)

@@ -3,6 +3,10 @@
 
 mod config;
 mod demo;
+mod export;
+mod inspect;
+mod progress;
+mod replay;
 mod serve;
 mod simulate;
 
@@ -24,6 +28,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Drives a running server through its public ingest API with a seeded history.
     Simulate(simulate::SimulateArgs),
+    /// Rebuilds views from the log into a fresh store, optionally as of a point in event time.
+    Replay(replay::ReplayArgs),
+    /// Streams the history (canonical JSON lines or CSV) to stdout.
+    Export(export::ExportArgs),
+    /// Shows what a data dir holds: log records, view checkpoints and digests.
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +51,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::Replay(args) => runtime.block_on(replay::run(args)),
+        Command::Export(args) => runtime.block_on(export::run(args)),
+        Command::Inspect(args) => runtime.block_on(inspect::run(args)),
         Command::Simulate(args) => runtime.block_on(async {
             let report = simulate::run(args).await?;
             use std::io::Write as _;

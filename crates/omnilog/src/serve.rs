@@ -10,16 +10,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use omnilog_api::{ApiMetrics, AppState, router};
+use omnilog_api::{ApiMetrics, AppState, FrozenIdentities, router};
 use omnilog_channels::Registry;
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
 use omnilog_projector::{ProjectorConfig, ProjectorMetrics, ViewRuntime};
 use omnilog_store::ViewStore;
-use omnilog_views::View;
 use omnilog_views::journey::{JourneyConfig, JourneyView};
 use omnilog_views::queue::QueueView;
 use omnilog_views::reporting::{ReportingConfig, ReportingView};
+use omnilog_views::{IdentityView, View};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -74,9 +74,13 @@ pub fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the log, starts the write path and the HTTP API.
+/// Opens the log, starts the write path and the HTTP API (or, read-only, serves a
+/// replayed store).
 pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
     check_exposure(&config)?;
+    if config.read_only {
+        return start_read_only(config).await;
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
     let counts = PartitionCounts {
@@ -115,6 +119,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
         )
         .with_views(views.clone(), metrics),
     );
+    serve_app(config, app, views, Some(log)).await
+}
+
+/// Listens and serves `app` until stopped; then stops the projectors and closes the log.
+async fn serve_app(
+    config: ServerConfig,
+    app: axum::Router,
+    views: Arc<ViewRuntime>,
+    log: Option<Arc<dyn EventLog>>,
+) -> anyhow::Result<Server> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -141,6 +155,34 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
         shutdown,
         task,
     })
+}
+
+/// Serves the views `omnilog replay` built in the data dir, with the identity view it saved.
+async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
+    let views_dir = config.data_dir.join("views");
+    if !views_dir.exists() {
+        bail!(
+            "{} holds no view store; build one with omnilog replay --out {}",
+            config.data_dir.display(),
+            config.data_dir.display()
+        );
+    }
+    let store = ViewStore::open(&views_dir)
+        .with_context(|| format!("opening the view store in {}", views_dir.display()))?;
+    let identity_file = config.data_dir.join(crate::replay::IDENTITY_FILE);
+    let identity: IdentityView = postcard::from_bytes(
+        &std::fs::read(&identity_file)
+            .with_context(|| format!("reading {}", identity_file.display()))?,
+    )
+    .with_context(|| format!("decoding {}", identity_file.display()))?;
+    let views = ViewRuntime::frozen(store, standard_views()).await?;
+    let app = router(AppState::read_only(
+        Arc::new(FrozenIdentities(identity)),
+        Arc::new(config.access.clone()),
+        Arc::new(config.api.clone()),
+        views.clone(),
+    ));
+    serve_app(config, app, views, None).await
 }
 
 /// Every projected view, with the contract's defaults.

@@ -115,7 +115,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
         args.customers
             .unwrap_or((events_wanted / 30).clamp(1_000, 1_000_000)),
     );
-    config.agents = (AGENT_SECONDS_PER_CONTACT / arrival_gap_seconds).clamp(8.0, 20_000.0) as u32;
+    config.agents = (AGENT_SECONDS_PER_CONTACT / arrival_gap_seconds).clamp(8.0, 2_000.0) as u32;
     config.start = args.start.unwrap_or_else(Utc::now);
     config.mean_arrival_gap =
         TimeDelta::microseconds((arrival_gap_seconds * 1_000_000.0).max(1.0) as i64);

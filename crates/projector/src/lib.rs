@@ -10,6 +10,7 @@
 
 pub mod metrics;
 pub mod projection;
+pub mod replay;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -22,6 +23,7 @@ use omnilog_views::{View, ViewError};
 
 pub use metrics::ProjectorMetrics;
 pub use projection::{Phase, Projection, ProjectionStatus, topic_of};
+pub use replay::{ReplayProgress, replay};
 
 /// What went wrong in the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum ProjectorError {
     AlreadyRebuilding(String),
     #[error("timed out after {0:?} waiting for the view to apply the token")]
     Timeout(Duration),
+    #[error("this instance serves a replayed store read-only: it has no log to fold")]
+    ReadOnly,
 }
 
 /// Tuning of the projectors.
@@ -78,16 +82,37 @@ pub struct AwaitedPosition {
 /// tree is not dropped under them after a swap.
 #[derive(Debug)]
 pub struct LiveVersion {
-    pub projection: Projection,
+    table: ViewTable,
+    status: Arc<ProjectionStatus>,
+    /// `None` for a frozen view (a replayed store served read-only).
+    projection: Option<Projection>,
 }
 
 impl LiveVersion {
+    fn projected(projection: Projection) -> Self {
+        LiveVersion {
+            table: projection.table().clone(),
+            status: projection.status().clone(),
+            projection: Some(projection),
+        }
+    }
+
     pub fn reader(&self) -> TableReader {
-        self.projection.table().reader()
+        self.table.reader()
+    }
+
+    pub fn table(&self) -> &ViewTable {
+        &self.table
     }
 
     pub fn status(&self) -> &Arc<ProjectionStatus> {
-        self.projection.status()
+        &self.status
+    }
+
+    async fn stop(&self) {
+        if let Some(projection) = &self.projection {
+            projection.stop().await;
+        }
     }
 }
 
@@ -171,7 +196,8 @@ pub struct ViewReport {
 /// Every view of a process, live and rebuilding.
 #[derive(Debug)]
 pub struct ViewRuntime {
-    log: SharedLog,
+    /// `None` when serving frozen views (see [`ViewRuntime::frozen`]).
+    log: Option<SharedLog>,
     store: ViewStore,
     config: ProjectorConfig,
     metrics: ProjectorMetrics,
@@ -236,16 +262,70 @@ impl ViewRuntime {
                 name,
                 Arc::new(ViewSlot {
                     view,
-                    live: RwLock::new(Arc::new(LiveVersion { projection })),
+                    live: RwLock::new(Arc::new(LiveVersion::projected(projection))),
                     rebuilding: Mutex::new(Rebuild::Idle),
                 }),
             );
         }
         Ok(Arc::new(ViewRuntime {
-            log,
+            log: Some(log),
             store,
             config,
             metrics,
+            slots,
+        }))
+    }
+
+    /// Serves the active version of every view in `store` as it stands, folding nothing
+    /// (a store written by `omnilog replay`, for analysts).
+    pub async fn frozen(
+        store: ViewStore,
+        views: Vec<Arc<dyn View>>,
+    ) -> Result<Arc<Self>, ProjectorError> {
+        let mut slots = BTreeMap::new();
+        for view in views {
+            let name = view.name();
+            let opening = store.clone();
+            let opened = blocking(move || match opening.active_version(name)? {
+                Some(version) => {
+                    let table = opening.table(name, version)?;
+                    let checkpoint = table.checkpoint()?;
+                    Ok(Some((table, checkpoint)))
+                }
+                None => Ok(None),
+            })
+            .await?;
+            let Some((table, checkpoint)) = opened else {
+                tracing::warn!(
+                    view = name,
+                    "the store holds no version of this view; not served"
+                );
+                continue;
+            };
+            let status = Arc::new(ProjectionStatus::frozen(
+                name,
+                table.version(),
+                view.topics(),
+                checkpoint,
+            ));
+            slots.insert(
+                name,
+                Arc::new(ViewSlot {
+                    view,
+                    live: RwLock::new(Arc::new(LiveVersion {
+                        table,
+                        status,
+                        projection: None,
+                    })),
+                    rebuilding: Mutex::new(Rebuild::Idle),
+                }),
+            );
+        }
+        Ok(Arc::new(ViewRuntime {
+            log: None,
+            store,
+            config: ProjectorConfig::default(),
+            metrics: ProjectorMetrics::default(),
             slots,
         }))
     }
@@ -310,7 +390,23 @@ impl ViewRuntime {
         let checkpoint = status.checkpoint();
         let mut partitions = Vec::new();
         for &topic in status.topics {
-            let ends = self.log.end_offsets(topic_of(topic)).await?;
+            let ends = match &self.log {
+                Some(log) => log.end_offsets(topic_of(topic)).await?,
+                // A frozen view is complete by definition: its end is where it stands.
+                None => {
+                    let mut ends = Vec::new();
+                    for (&(of, partition), &next) in &checkpoint.positions {
+                        if of == topic {
+                            let index = partition as usize;
+                            if ends.len() <= index {
+                                ends.resize(index + 1, 0);
+                            }
+                            ends[index] = next;
+                        }
+                    }
+                    ends
+                }
+            };
             for (partition, end) in ends.into_iter().enumerate() {
                 partitions.push(PartitionLag {
                     topic,
@@ -363,6 +459,9 @@ impl ViewRuntime {
     pub async fn rebuild(self: &Arc<Self>, view: &str) -> Result<u32, ProjectorError> {
         let slot = self.slot(view)?.clone();
         let name = slot.view.name();
+        if self.log.is_none() {
+            return Err(ProjectorError::ReadOnly);
+        }
         {
             let mut state = slot.rebuild_state();
             if !matches!(*state, Rebuild::Idle) {
@@ -375,7 +474,7 @@ impl ViewRuntime {
         let mut state = slot.rebuild_state();
         match started {
             Ok(projection) => {
-                *state = Rebuild::Running(Arc::new(LiveVersion { projection }));
+                *state = Rebuild::Running(Arc::new(LiveVersion::projected(projection)));
                 drop(state);
                 let runtime = self.clone();
                 tokio::spawn(async move {
@@ -406,8 +505,9 @@ impl ViewRuntime {
             store.table(name, version)
         })
         .await?;
+        let log = self.log.clone().ok_or(ProjectorError::ReadOnly)?;
         Projection::spawn(
-            self.log.clone(),
+            log,
             table,
             slot.view.clone(),
             self.config.clone(),
@@ -437,7 +537,7 @@ impl ViewRuntime {
             std::mem::replace(&mut *live, fresh)
         };
         *slot.rebuild_state() = Rebuild::Idle;
-        old.projection.stop().await;
+        old.stop().await;
         // Queries that took the old version before the swap finish on it; its tree goes
         // once the last of them lets go (bounded, so a stuck client cannot pin it forever).
         for _ in 0..600 {
@@ -458,9 +558,9 @@ impl ViewRuntime {
     pub async fn stop(&self) -> Result<(), ProjectorError> {
         for slot in self.slots.values() {
             if let Some(rebuilding) = slot.rebuilding() {
-                rebuilding.projection.stop().await;
+                rebuilding.stop().await;
             }
-            slot.live().projection.stop().await;
+            slot.live().stop().await;
         }
         let store = self.store.clone();
         blocking(move || store.flush()).await

@@ -17,6 +17,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use omnilog_events::Destination;
 use omnilog_log::{AppendRecord, LogRecord, SharedLog, Topic};
 use omnilog_store::{Checkpoint, Overlay, ViewTable};
@@ -56,6 +58,22 @@ pub struct ProjectionStatus {
 }
 
 impl ProjectionStatus {
+    /// The status of a view that is served but not projected (a replayed store).
+    pub fn frozen(
+        view: &'static str,
+        version: u32,
+        topics: &'static [Destination],
+        checkpoint: Checkpoint,
+    ) -> Self {
+        ProjectionStatus {
+            view,
+            version,
+            topics,
+            checkpoint: watch::channel(checkpoint).0,
+            phase: Mutex::new(Phase::Stopped),
+        }
+    }
+
     /// The checkpoint of the last commit.
     pub fn checkpoint(&self) -> Checkpoint {
         self.checkpoint.borrow().clone()
@@ -157,11 +175,11 @@ impl Projection {
 }
 
 /// What one fold of a batch produced, ready to commit.
-struct Folded {
-    overlay: Overlay,
-    checkpoint: Checkpoint,
-    dead_letters: Vec<AppendRecord>,
-    events: usize,
+pub(crate) struct Folded {
+    pub(crate) overlay: Overlay,
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) dead_letters: Vec<AppendRecord>,
+    pub(crate) events: usize,
 }
 
 struct Worker {
@@ -262,9 +280,10 @@ impl Worker {
         let started = Instant::now();
         let table = self.table.clone();
         let view = self.view.clone();
-        let folded = tokio::task::spawn_blocking(move || fold(&table, &*view, checkpoint, records))
-            .await
-            .map_err(|e| ProjectorError::Task(e.to_string()))??;
+        let folded =
+            tokio::task::spawn_blocking(move || fold(&table, &*view, checkpoint, records, None))
+                .await
+                .map_err(|e| ProjectorError::Task(e.to_string()))??;
         if !folded.dead_letters.is_empty() {
             let count = folded.dead_letters.len() as u64;
             self.log.append(folded.dead_letters).await?;
@@ -283,7 +302,7 @@ impl Worker {
     }
 }
 
-fn destination_of(topic: Topic) -> Destination {
+pub(crate) fn destination_of(topic: Topic) -> Destination {
     match topic {
         Topic::Agents => Destination::Agents,
         _ => Destination::Interactions,
@@ -331,12 +350,15 @@ fn dead_letter(view: &str, record: &LogRecord, reason: &str) -> AppendRecord {
     }
 }
 
-/// Folds records into an overlay over the table (blocking: reads go to sled).
-fn fold(
+/// Folds records into an overlay over the table (blocking: reads go to sled). With
+/// `until`, events that occurred after it are passed over (their positions still advance):
+/// the state is the view as of that point in event time.
+pub(crate) fn fold(
     table: &ViewTable,
     view: &dyn View,
     mut checkpoint: Checkpoint,
     records: Vec<LogRecord>,
+    until: Option<DateTime<Utc>>,
 ) -> Result<Folded, ViewError> {
     let mut overlay = table.begin();
     let mut dead_letters = Vec::new();
@@ -346,6 +368,12 @@ fn fold(
         overlay.start_event();
         let reason = match omnilog_events::decode(&record.payload) {
             Err(error) => Some(format!("undecodable: {error}")),
+            Ok(event) if until.is_some_and(|until| event.occurred_at > until) => {
+                checkpoint
+                    .positions
+                    .insert((destination, record.partition), record.offset + 1);
+                continue;
+            }
             Ok(event) => {
                 let position = LogPosition {
                     partition: record.partition,

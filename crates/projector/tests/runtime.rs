@@ -138,13 +138,7 @@ async fn start(setup: &Setup) -> Arc<ViewRuntime> {
 }
 
 fn dump(runtime: &ViewRuntime) -> Vec<(Vec<u8>, Vec<u8>)> {
-    runtime
-        .live("counting")
-        .unwrap()
-        .projection
-        .table()
-        .dump()
-        .unwrap()
+    runtime.live("counting").unwrap().table().dump().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

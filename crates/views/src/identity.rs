@@ -27,7 +27,9 @@ use uuid::Uuid;
 pub type CustomerId = String;
 
 /// The order of claims: when ingest accepted the event, then its id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 struct ClaimKey {
     at: DateTime<Utc>,
     event_id: Uuid,
@@ -42,7 +44,7 @@ impl ClaimKey {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct HandleState {
     /// The earliest implicit claim.
     first: (ClaimKey, CustomerId),
@@ -61,7 +63,7 @@ impl HandleState {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct CustomerState {
     /// Every handle this customer carried or was linked to.
     handles: BTreeSet<Handle>,
@@ -90,8 +92,9 @@ pub struct CustomerIdentity {
     pub merge_candidates: Vec<CustomerId>,
 }
 
-/// The identity view. See the module documentation for its rules.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The identity view. See the module documentation for its rules. It serialises whole,
+/// so a replay can save it beside the views it built.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdentityView {
     handles: BTreeMap<Handle, HandleState>,
     customers: BTreeMap<CustomerId, CustomerState>,

@@ -1,0 +1,76 @@
+//! Progress of long offline work (replay): a bar with rate and ETA on a terminal, plain
+//! lines every few seconds otherwise (CI logs, pipes), so both a person and a log file see
+//! that something is moving.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Reports `done` of `total` units of one task.
+#[derive(Debug)]
+pub struct Progress {
+    label: String,
+    bar: Option<ProgressBar>,
+    started: Instant,
+    last_line: Instant,
+}
+
+const LINE_EVERY: Duration = Duration::from_secs(2);
+
+impl Progress {
+    pub fn new(label: &str, total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{prefix:>10} [{bar:40}] {pos}/{len} events {per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(label.to_owned());
+            bar
+        });
+        Progress {
+            label: label.to_owned(),
+            bar,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    pub fn update(&mut self, done: u64, total: u64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            None if self.last_line.elapsed() >= LINE_EVERY => {
+                self.last_line = Instant::now();
+                self.line(done, total);
+            }
+            None => {}
+        }
+    }
+
+    fn line(&self, done: u64, total: u64) {
+        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / seconds;
+        let eta = if rate > 0.0 {
+            format!("{:.0} s", total.saturating_sub(done) as f64 / rate)
+        } else {
+            "unknown".to_owned()
+        };
+        eprintln!(
+            "{}: {done}/{total} events ({:.0} events/s, ETA {eta})",
+            self.label, rate
+        );
+    }
+
+    pub fn finish(self, done: u64, total: u64) {
+        match self.bar {
+            Some(bar) => bar.finish(),
+            None => self.line(done, total),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! `omnilog replay`: rebuilds views from the log into a fresh store, optionally as of a
+//! point in event time (`--until`), for analysts; `omnilog serve --data-dir OUT
+//! --read-only` then serves what it built.
+//!
+//! The output holds `views/` (a view store with version 1 of each view, active) and
+//! `identity.bin` (the identity view folded over the same events), which a read-only server
+//! needs to answer customer lookups and merged journeys. The source log is only read; the
+//! server that owns it must be stopped (sled admits one process per directory).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use omnilog_log::{EmbeddedLog, EventLog, SharedLog, Topic};
+use omnilog_projector::replay;
+use omnilog_store::ViewStore;
+use omnilog_views::{IdentityView, View};
+
+use crate::progress::Progress;
+use crate::serve::standard_views;
+
+/// Options of `omnilog replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The data dir of the log to replay (its server must be stopped).
+    #[arg(long, env = "OMNILOG_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Where to build the views (a new or empty directory).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A view to build (repeatable) [default: every view].
+    #[arg(long = "view")]
+    pub views: Vec<String>,
+    /// Build the views as of this point in event time (RFC 3339): events that occurred
+    /// later are left out.
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    /// Records read per partition and batch.
+    #[arg(long, default_value_t = 8_192)]
+    pub batch: usize,
+}
+
+/// The file of the identity view saved beside replayed views.
+pub const IDENTITY_FILE: &str = "identity.bin";
+
+/// Opens the embedded log of a data dir that a stopped server wrote.
+pub fn open_log(data_dir: &Path) -> anyhow::Result<SharedLog> {
+    let dir = data_dir.join("log");
+    let log = EmbeddedLog::open_existing(&dir).with_context(|| {
+        format!(
+            "opening the log in {} (is `omnilog serve` still running on this data dir?)",
+            dir.display()
+        )
+    })?;
+    Ok(Arc::new(log))
+}
+
+pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    let log = open_log(&args.data_dir)?;
+    let all = standard_views();
+    let chosen: Vec<Arc<dyn View>> = if args.views.is_empty() {
+        all
+    } else {
+        let mut chosen = Vec::new();
+        for name in &args.views {
+            let view = all.iter().find(|v| v.name() == name).with_context(|| {
+                format!(
+                    "no view {name:?}; views: {}",
+                    all.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            chosen.push(view.clone());
+        }
+        chosen
+    };
+    let views_dir = args.out.join("views");
+    if views_dir.exists() && std::fs::read_dir(&views_dir)?.next().is_some() {
+        bail!(
+            "{} already holds a view store; replay builds into a fresh directory",
+            views_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let store = ViewStore::open(&views_dir)
+        .with_context(|| format!("creating the view store in {}", views_dir.display()))?;
+    let started = std::time::Instant::now();
+    for view in chosen {
+        let name = view.name();
+        let table = store.table(name, 1)?;
+        store.set_active(name, 1)?;
+        let mut progress = Progress::new(name, 0);
+        let checkpoint = replay(log.clone(), table, view, args.until, args.batch, |step| {
+            progress.update(step.read, step.total)
+        })
+        .await
+        .with_context(|| format!("replaying the {name} view"))?;
+        let total: u64 = checkpoint.positions.values().sum();
+        progress.finish(total, total);
+        tracing::info!(
+            view = name,
+            events_applied = checkpoint.events_applied,
+            dead_letters = checkpoint.dead_letters,
+            "view replayed"
+        );
+    }
+    let identity = fold_identity(&*log, args.until).await?;
+    std::fs::write(
+        args.out.join(IDENTITY_FILE),
+        postcard::to_stdvec(&identity)?,
+    )
+    .context("saving the identity view")?;
+    store.flush()?;
+    use std::io::Write as _;
+    writeln!(
+        std::io::stdout(),
+        "replayed into {} in {:.1} s{}; serve it with: omnilog serve --data-dir {} --read-only",
+        args.out.display(),
+        started.elapsed().as_secs_f64(),
+        args.until
+            .map(|t| format!(" (as of {})", omnilog_events::format_time(&t)))
+            .unwrap_or_default(),
+        args.out.display()
+    )?;
+    Ok(())
+}
+
+/// The identity view over every interaction event (that occurred by `until`).
+async fn fold_identity(
+    log: &dyn EventLog,
+    until: Option<DateTime<Utc>>,
+) -> anyhow::Result<IdentityView> {
+    let mut identity = IdentityView::new();
+    let ends = log.end_offsets(Topic::Interactions).await?;
+    for (partition, end) in ends.into_iter().enumerate() {
+        let mut from = 0;
+        while from < end {
+            let records = log
+                .read(Topic::Interactions, partition as u32, from, 8_192)
+                .await?;
+            let Some(last) = records.last() else { break };
+            from = last.offset + 1;
+            for record in &records {
+                if let Ok(event) = omnilog_events::decode(&record.payload)
+                    && until.is_none_or(|until| event.occurred_at <= until)
+                {
+                    identity.apply(&event);
+                }
+            }
+        }
+    }
+    Ok(identity)
+}
