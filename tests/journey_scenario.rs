@@ -1,0 +1,231 @@
+//! The customer journey through the real binary's HTTP API: a customer calls, hangs up,
+//! continues on chat an hour later and then emails; one open journey shows all three in
+//! order with the agent context. A resolved journey is reopened by a contact within 7
+//! days; after 7 days a new one opens. Every read uses the ingest answer's token, so it
+//! sees its writes.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{Http, Server};
+
+fn event(
+    interaction: &str,
+    channel: &str,
+    handle: (&str, &str),
+    at: &str,
+    kind: &str,
+    extra: Value,
+) -> Value {
+    let mut event = json!({
+        "source": "test",
+        "source_event_id": format!("{interaction}:{kind}:{at}"),
+        "occurred_at": at,
+        "customer": {"handles": [{"kind": handle.0, "value": handle.1}]},
+        "interaction_id": interaction,
+        "channel": channel,
+        "type": kind,
+    });
+    if let (Some(target), Some(fields)) = (event.as_object_mut(), extra.as_object()) {
+        for (key, value) in fields {
+            target.insert(key.clone(), value.clone());
+        }
+    }
+    event
+}
+
+async fn journey(http: &Http, server: &Server, customer: &str, token: &str) -> Value {
+    let answer = http
+        .get(&server.url(&format!("/v1/customers/{customer}/journey?after={token}")))
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    answer.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_then_a_chat_then_an_email_make_one_journey_with_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::default();
+    let phone = ("phone", "+1 555 123 0001");
+    let email = ("email", "Alice@Example.com");
+    // The call: queued, assigned, a note, ended without resolution (the customer hung up).
+    let call = json!([
+        event(
+            "CA1",
+            "voice",
+            phone,
+            "2026-03-02T09:00:00Z",
+            "interaction_started",
+            json!({"direction": "inbound"})
+        ),
+        event(
+            "CA1",
+            "voice",
+            phone,
+            "2026-03-02T09:00:05Z",
+            "queued",
+            json!({"queue": "billing", "skills": ["billing"]})
+        ),
+        event(
+            "CA1",
+            "voice",
+            phone,
+            "2026-03-02T09:01:00Z",
+            "assigned",
+            json!({"agent_id": "agent-7"})
+        ),
+        event(
+            "CA1",
+            "voice",
+            phone,
+            "2026-03-02T09:04:00Z",
+            "note",
+            json!({"agent_id": "agent-7", "text": "Double charge on the March invoice; refund pending"})
+        ),
+        event(
+            "CA1",
+            "voice",
+            phone,
+            "2026-03-02T09:05:00Z",
+            "ended",
+            json!({"reason": "hangup"})
+        ),
+        event(
+            "CA1",
+            "voice",
+            phone,
+            "2026-03-02T09:06:00Z",
+            "wrapped_up",
+            json!({"agent_id": "agent-7", "resolved": false, "topics": ["invoice"]})
+        ),
+    ]);
+    http.post_events(&server, &call).await;
+    // An hour later, a chat that gives both the phone and the email (linking them).
+    let chat = json!([
+        {
+            "source": "test", "source_event_id": "chat-1:start",
+            "occurred_at": "2026-03-02T10:05:00Z",
+            "customer": {"handles": [{"kind": "phone", "value": "+15551230001"}, {"kind": "email", "value": "alice@example.com"}]},
+            "interaction_id": "chat-1", "channel": "chat", "type": "interaction_started", "direction": "inbound"
+        },
+        event("chat-1", "chat", email, "2026-03-02T10:05:10Z", "message", json!({"direction": "inbound", "author": "customer", "text": "Following up on my call"})),
+    ]);
+    http.post_events(&server, &chat).await;
+    // Then an email.
+    let mail = json!([event(
+        "mail-1",
+        "email",
+        email,
+        "2026-03-02T15:00:00Z",
+        "interaction_started",
+        json!({"direction": "inbound", "subject": "Refund?"})
+    ),]);
+    let receipt = http.post_events(&server, &mail).await;
+    let token = receipt["token"].as_str().unwrap().to_owned();
+
+    let resolved = http
+        .get(&server.url("/v1/customers/resolve?kind=email&value=ALICE@example.com"))
+        .await;
+    assert_eq!(resolved.status, 200, "{:?}", resolved.body);
+    let customer = resolved.body["customer_id"].as_str().unwrap().to_owned();
+    let answer = journey(&http, &server, &customer, &token).await;
+
+    let journeys = answer["journeys"].as_array().unwrap();
+    assert_eq!(journeys.len(), 1, "{answer:#}");
+    let only = &journeys[0];
+    assert_eq!(only["status"], "open");
+    let channels: Vec<&str> = only["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(channels, ["voice", "chat", "email"]);
+    assert_eq!(only["channel_switches"], 2);
+    assert_eq!(answer["context"]["open_journey_id"], only["journey_id"]);
+    assert_eq!(answer["context"]["last_agent"], "agent-7");
+    assert_eq!(answer["context"]["last_channel"], "email");
+    let notes = answer["context"]["notes"].to_string();
+    assert!(notes.contains("Double charge"), "{notes}");
+    // The timeline runs across the channels in event time.
+    let timeline = only["timeline"].as_array().unwrap();
+    let times: Vec<&str> = timeline.iter().map(|t| t["at"].as_str().unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted);
+    assert_eq!(timeline.len(), 9);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_within_seven_days_of_a_resolution_reopens_and_later_opens_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::default();
+    let phone = ("phone", "+15550009999");
+    let resolved_call = |id: &str, day: u32| {
+        json!([
+            event(
+                id,
+                "voice",
+                phone,
+                &format!("2026-03-{day:02}T09:00:00Z"),
+                "interaction_started",
+                json!({"direction": "inbound"})
+            ),
+            event(
+                id,
+                "voice",
+                phone,
+                &format!("2026-03-{day:02}T09:01:00Z"),
+                "assigned",
+                json!({"agent_id": "agent-1"})
+            ),
+            event(
+                id,
+                "voice",
+                phone,
+                &format!("2026-03-{day:02}T09:05:00Z"),
+                "ended",
+                json!({})
+            ),
+            event(
+                id,
+                "voice",
+                phone,
+                &format!("2026-03-{day:02}T09:06:00Z"),
+                "wrapped_up",
+                json!({"agent_id": "agent-1", "resolved": true, "topics": ["login"]})
+            ),
+        ])
+    };
+    http.post_events(&server, &resolved_call("c1", 2)).await;
+    // Four days later: reopens the resolved journey.
+    http.post_events(&server, &resolved_call("c2", 6)).await;
+    // Ten days after that resolution: a new journey.
+    let receipt = http.post_events(&server, &resolved_call("c3", 16)).await;
+    let token = receipt["token"].as_str().unwrap().to_owned();
+    let customer = http
+        .get(&server.url("/v1/customers/resolve?kind=phone&value=%2B15550009999"))
+        .await
+        .body["customer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = journey(&http, &server, &customer, &token).await;
+    let journeys = answer["journeys"].as_array().unwrap();
+    assert_eq!(journeys.len(), 2, "{answer:#}");
+    assert_eq!(journeys[0]["reopened_count"], 1);
+    assert_eq!(journeys[0]["interactions"].as_array().unwrap().len(), 2);
+    assert_eq!(journeys[1]["reopened_count"], 0);
+    assert_eq!(journeys[1]["status"], "resolved");
+
+    let report = http
+        .get(&server.url(&format!("/v1/reports/journeys?after={token}")))
+        .await;
+    assert_eq!(report.status, 200);
+    assert_eq!(report.body["journeys"], 2);
+    assert_eq!(report.body["resolved"], 2);
+    server.stop();
+}
