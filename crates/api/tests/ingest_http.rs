@@ -527,6 +527,9 @@ async fn unknown_channels_wrong_content_types_and_huge_bodies_are_refused() {
     assert_eq!(log_size(&h.log).await, 0);
 }
 
+/// One kind of hostile request, varied by the seeded generator.
+type Mutation<'a> = Box<dyn Fn(&mut fastrand::Rng) -> Request<Body> + 'a>;
+
 /// Makes 1,000 malformed or hostile requests from a seed: truncations of valid bodies,
 /// wrong types, unknown and stray fields, bad UTF-8, huge bodies, bad signatures, wrong
 /// content types, unknown channels.
@@ -540,7 +543,7 @@ fn hostile_requests(seed: u64) -> Vec<Request<Body>> {
     .to_string();
     let chat = json!({"session_id": "s", "visitor_id": "v", "text": "hi", "sent_at": "2026-03-02T09:00:00Z"}).to_string();
     let meta = json!({"object": "page", "entry": []}).to_string();
-    let mutations: Vec<Box<dyn Fn(&mut fastrand::Rng) -> Request<Body>>> = vec![
+    let mutations: Vec<Mutation<'_>> = vec![
         Box::new(|rng| {
             let cut = rng.usize(1..valid.len() - 1);
             post("/v1/events", "application/json", valid[..cut].to_owned())
