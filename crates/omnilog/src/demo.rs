@@ -13,6 +13,8 @@ use anyhow::Context;
 use crate::config::ServerArgs;
 use crate::serve;
 use crate::simulate::{self, SimulateArgs};
+use omnilog_events::identity::customer_id_for_handle;
+use omnilog_testkit::history;
 
 /// Options of `omnilog demo`.
 #[derive(Debug, clap::Args)]
@@ -32,6 +34,10 @@ pub struct DemoArgs {
     /// Seed of the simulated history.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Distinct customers of the simulated desk: few enough that customers come back,
+    /// switch channels and reopen journeys within the first minutes.
+    #[arg(long, default_value_t = 300)]
+    customers: u64,
     /// Exit once the simulated events are sent and projected (for scripts and tests).
     #[arg(long, requires = "events")]
     exit: bool,
@@ -51,6 +57,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .resolve()?;
     let server = serve::start(config).await?;
     let base = format!("http://{}", server.addr);
+    let simulation_args = SimulateArgs {
+        target: base.clone(),
+        customers: Some(args.customers.max(1)),
+        rate: args.rate,
+        duration: None,
+        events: Some(args.events.unwrap_or(u64::MAX / 2)),
+        seed: args.seed,
+        start: None,
+        batch: 50,
+        concurrency: 4,
+        token: None,
+        quiet: false,
+    };
+    // The first customer the simulation sends: the demo can name a journey that exists
+    // from the first second instead of asking the user to find a customer id.
+    let first_phone = history(simulate::history_config(&simulation_args)).find_map(|event| {
+        event
+            .customer
+            .as_ref()?
+            .handles
+            .iter()
+            .find(|h| h.kind == "phone")
+            .cloned()
+    });
     {
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -69,35 +99,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ("report by channel", "/v1/reports/summary?group_by=channel"),
             ("journey figures and channel paths", "/v1/reports/journeys"),
             ("trending topics", "/v1/reports/topics"),
-            (
-                "a customer (resolve a phone)",
-                "/v1/customers/resolve?kind=phone&value=%2B15550000001",
-            ),
             ("projector positions and lag", "/v1/views"),
             ("live queue stats (SSE)", "/v1/queues/stream"),
             ("Prometheus metrics", "/metrics"),
         ] {
             writeln!(out, "  {what:<36} curl -s '{base}{path}'")?;
         }
-        writeln!(
-            out,
-            "  a customer's journey: curl -s '{base}/v1/customers/<customer_id>/journey'"
-        )?;
+        if let Some(phone) = &first_phone {
+            let encoded = phone.value.replace('+', "%2B");
+            writeln!(
+                out,
+                "  {:<36} curl -s '{base}/v1/customers/resolve?kind=phone&value={encoded}'",
+                "the first customer, by phone"
+            )?;
+            writeln!(
+                out,
+                "  {:<36} curl -s '{base}/v1/customers/{}/journey'",
+                "their journey across channels",
+                customer_id_for_handle(phone)
+            )?;
+        }
         writeln!(out, "Ctrl-C stops it.")?;
     }
-    let simulation = simulate::run(SimulateArgs {
-        target: base.clone(),
-        customers: None,
-        rate: args.rate,
-        duration: None,
-        events: Some(args.events.unwrap_or(u64::MAX / 2)),
-        seed: args.seed,
-        start: None,
-        batch: 50,
-        concurrency: 4,
-        token: None,
-        quiet: false,
-    });
+    let simulation = simulate::run(simulation_args);
     if args.exit {
         let report = simulation.await?;
         server.wait_caught_up(Duration::from_secs(120)).await?;

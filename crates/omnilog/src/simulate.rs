@@ -87,6 +87,34 @@ const EVENTS_PER_CONTACT: f64 = 11.0;
 /// About how long one contact keeps an agent of the generated desk busy, waits included.
 const AGENT_SECONDS_PER_CONTACT: f64 = 900.0;
 
+/// How many events a run sends.
+fn events_wanted(args: &SimulateArgs) -> u64 {
+    match (args.events, args.duration) {
+        (Some(events), _) => events,
+        (None, Some(seconds)) => (args.rate * seconds as f64).ceil() as u64,
+        (None, None) => 10_000,
+    }
+}
+
+/// The history a run sends: the same arguments give the same customers, contacts and
+/// event ids (only the times follow the wall clock, unless `--start` pins them).
+pub fn history_config(args: &SimulateArgs) -> HistoryConfig {
+    let events_wanted = events_wanted(args);
+    // Event time runs with the wall clock: contacts arrive at the pace the offered rate
+    // implies, and the desk has the agents such a pace needs (each contact holds an agent
+    // for about AGENT_SECONDS_PER_CONTACT), so queues stay as short as a real desk's.
+    let arrival_gap_seconds = EVENTS_PER_CONTACT / args.rate;
+    let mut config = HistoryConfig::with_events(args.seed, events_wanted).with_customers(
+        args.customers
+            .unwrap_or((events_wanted / 30).clamp(1_000, 1_000_000)),
+    );
+    config.agents = (AGENT_SECONDS_PER_CONTACT / arrival_gap_seconds).clamp(8.0, 2_000.0) as u32;
+    config.start = args.start.unwrap_or_else(Utc::now);
+    config.mean_arrival_gap =
+        TimeDelta::microseconds((arrival_gap_seconds * 1_000_000.0).max(1.0) as i64);
+    config
+}
+
 /// Runs the simulation to its end.
 pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
     if !(args.rate > 0.0 && args.rate.is_finite()) {
@@ -102,23 +130,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
     if url.scheme_str() != Some("http") {
         bail!("--target must be an http:// URL (put TLS in front of omnilog, not in it)");
     }
-    let events_wanted = match (args.events, args.duration) {
-        (Some(events), _) => events,
-        (None, Some(seconds)) => (args.rate * seconds as f64).ceil() as u64,
-        (None, None) => 10_000,
-    };
-    // Event time runs with the wall clock: contacts arrive at the pace the offered rate
-    // implies, and the desk has the agents such a pace needs (each contact holds an agent
-    // for about AGENT_SECONDS_PER_CONTACT), so queues stay as short as a real desk's.
-    let arrival_gap_seconds = EVENTS_PER_CONTACT / args.rate;
-    let mut config = HistoryConfig::with_events(args.seed, events_wanted).with_customers(
-        args.customers
-            .unwrap_or((events_wanted / 30).clamp(1_000, 1_000_000)),
-    );
-    config.agents = (AGENT_SECONDS_PER_CONTACT / arrival_gap_seconds).clamp(8.0, 2_000.0) as u32;
-    config.start = args.start.unwrap_or_else(Utc::now);
-    config.mean_arrival_gap =
-        TimeDelta::microseconds((arrival_gap_seconds * 1_000_000.0).max(1.0) as i64);
+    let events_wanted = events_wanted(&args);
+    let config = history_config(&args);
 
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
@@ -192,9 +205,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
 fn progress(counters: &Counters, started: Instant, wanted: u64) {
     let sent = counters.sent.load(Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64().max(0.001);
+    // A run without an end (the demo) has no total worth printing.
+    let of = if wanted >= u64::MAX / 4 {
+        "unbounded".to_owned()
+    } else {
+        wanted.to_string()
+    };
     tracing::info!(
         sent,
-        of = wanted,
+        of,
         accepted = counters.accepted.load(Ordering::Relaxed),
         duplicates = counters.duplicates.load(Ordering::Relaxed),
         retries = counters.retries.load(Ordering::Relaxed),
