@@ -41,12 +41,14 @@
 //! agents, and the routing inputs.
 
 mod query;
+mod routing;
 
 pub use query::{
     AgentAnswer, AgentCandidate, AgentCounts, AgentsPartial, QueueAnswer, QueueItem,
     QueueItemAnswer, QueuePartial, QueuesPartial, RoutableItem, agent, agents, available_agents,
     queue, queues, routable,
 };
+pub use routing::{Offer, plan_offers};
 
 use std::collections::BTreeMap;
 

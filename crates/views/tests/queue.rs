@@ -789,3 +789,200 @@ proptest::proptest! {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Routing: the router's decisions (`plan_offers`) acted on as the router acts on them.
+
+/// One round of the router at `now`: who gets offered what.
+fn route(state: &MemoryState, now: i64) -> Vec<queue::Offer> {
+    queue::plan_offers(
+        &routable(state, t(now)).expect("reads"),
+        available_agents(state).expect("reads"),
+    )
+}
+
+/// What the router appends for its offers when agents auto-accept.
+fn accept_all(state: &mut MemoryState, offers: &[queue::Offer], at: i64) {
+    let events: Vec<Event> = offers
+        .iter()
+        .flat_map(|offer| {
+            let customer = offer.customer_id.as_deref().expect("a customer");
+            let channel = offer.channel.as_str();
+            [
+                with_agent(
+                    at,
+                    customer,
+                    &offer.interaction_id,
+                    channel,
+                    "offered",
+                    &offer.agent_id,
+                ),
+                with_agent(
+                    at,
+                    customer,
+                    &offer.interaction_id,
+                    channel,
+                    "assigned",
+                    &offer.agent_id,
+                ),
+            ]
+        })
+        .collect();
+    apply_all(state, &events);
+}
+
+fn offered(offers: &[queue::Offer]) -> Vec<(&str, &str)> {
+    offers
+        .iter()
+        .map(|o| (o.interaction_id.as_str(), o.agent_id.as_str()))
+        .collect()
+}
+
+#[test]
+fn the_router_gives_a_chat_agent_with_capacity_three_three_chats_and_not_a_fourth() {
+    let mut events = vec![agent_state(
+        0,
+        "a1",
+        "available",
+        json!({"skills": ["support"], "capacity": {"chat": 3}}),
+    )];
+    for n in 1..=4 {
+        events.push(queued(
+            n,
+            &format!("c{n}"),
+            &format!("chat{n}"),
+            "chat",
+            "support",
+            0,
+        ));
+    }
+    let mut state = fold(&events);
+    let offers = route(&state, 10);
+    assert_eq!(
+        offered(&offers),
+        [("chat1", "a1"), ("chat2", "a1"), ("chat3", "a1")]
+    );
+    accept_all(&mut state, &offers, 10);
+    assert!(route(&state, 11).is_empty(), "a fourth chat is not offered");
+    assert_eq!(item_ids(&queue_at(&state, "support", 11)), ["chat4"]);
+    // One chat ends: the fourth is offered.
+    apply_all(
+        &mut state,
+        &[ev(20, "c1", "chat1", "chat", "ended", json!({}))],
+    );
+    assert_eq!(offered(&route(&state, 21)), [("chat4", "a1")]);
+}
+
+#[test]
+fn the_router_never_offers_an_email_to_a_voice_only_agent() {
+    let mut state = fold(&[
+        agent_state(
+            0,
+            "v1",
+            "available",
+            json!({"skills": ["support"], "capacity": {"voice": 1}}),
+        ),
+        queued(1, "c1", "mail1", "email", "support", 5),
+    ]);
+    assert!(route(&state, 10).is_empty());
+    apply_all(
+        &mut state,
+        &[queued(2, "c2", "call1", "voice", "support", 0)],
+    );
+    // The higher-priority email waits at the head; the call behind it is routed.
+    assert_eq!(offered(&route(&state, 10)), [("call1", "v1")]);
+}
+
+#[test]
+fn the_router_offers_nothing_to_an_away_agent_and_needs_every_skill() {
+    let mut state = fold(&[
+        agent_state(0, "a1", "away", json!({"skills": ["support"]})),
+        queued(1, "c1", "chat1", "chat", "support", 0),
+    ]);
+    assert!(route(&state, 10).is_empty());
+    apply_all(
+        &mut state,
+        &[agent_state(
+            11,
+            "a1",
+            "available",
+            json!({"skills": ["billing"]}),
+        )],
+    );
+    assert!(route(&state, 12).is_empty(), "a1 lacks the support skill");
+    apply_all(
+        &mut state,
+        &[agent_state(
+            13,
+            "a1",
+            "available",
+            json!({"skills": ["billing", "support"]}),
+        )],
+    );
+    assert_eq!(offered(&route(&state, 14)), [("chat1", "a1")]);
+}
+
+#[test]
+fn the_router_spreads_work_longest_idle_first_and_a_declined_offer_keeps_its_place() {
+    let mut state = fold(&[
+        agent_state(
+            0,
+            "late",
+            "available",
+            json!({"skills": ["support"], "capacity": {"chat": 3}}),
+        ),
+        agent_state(
+            -60,
+            "early",
+            "available",
+            json!({"skills": ["support"], "capacity": {"chat": 3}}),
+        ),
+        queued(1, "c1", "chat1", "chat", "support", 0),
+        queued(2, "c2", "chat2", "chat", "support", 0),
+    ]);
+    let offers = route(&state, 10);
+    assert_eq!(offered(&offers), [("chat1", "early"), ("chat2", "late")]);
+    // The offers reserve the items: a second round offers nothing more.
+    apply_all(
+        &mut state,
+        &[
+            with_agent(10, "c1", "chat1", "chat", "offered", "early"),
+            with_agent(10, "c2", "chat2", "chat", "offered", "late"),
+        ],
+    );
+    assert!(route(&state, 11).is_empty());
+    // `early` declines: chat1 is free again, still at the head of its queue.
+    apply_all(
+        &mut state,
+        &[with_agent(
+            12,
+            "c1",
+            "chat1",
+            "chat",
+            "offer_declined",
+            "early",
+        )],
+    );
+    assert_eq!(
+        item_ids(&queue_at(&state, "support", 12)),
+        ["chat1", "chat2"]
+    );
+    assert_eq!(
+        routable(&state, t(12)).expect("reads")[0].interaction_id,
+        "chat1"
+    );
+    assert_eq!(route(&state, 12).len(), 1);
+    // A timed-out offer frees the item the same way.
+    apply_all(
+        &mut state,
+        &[with_agent(
+            13,
+            "c2",
+            "chat2",
+            "chat",
+            "offer_timed_out",
+            "late",
+        )],
+    );
+    assert_eq!(route(&state, 13).len(), 2);
+}
