@@ -11,6 +11,8 @@ use omnilog_api::{AccessControl, ApiConfig, Scope};
 use omnilog_channels::Registry;
 use serde::Deserialize;
 
+use crate::router::{RouteMode, RouterConfig};
+
 /// The flags shared by `serve` (and, later, the distributed commands).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServerArgs {
@@ -44,6 +46,13 @@ pub struct ServerArgs {
         value_delimiter = ';'
     )]
     pub channel_secrets: Vec<String>,
+    /// The router: `off` (agents pick work by posting `assigned`), `offer` (offer queue heads
+    /// to agents, who accept or decline), `auto-accept` (offer and assign) [default: off].
+    #[arg(long, value_enum, env = "OMNILOG_ROUTE")]
+    pub route: Option<RouteMode>,
+    /// Seconds an offer waits for an answer before it times out [default: 30].
+    #[arg(long, env = "OMNILOG_OFFER_TIMEOUT_SECS")]
+    pub offer_timeout_secs: Option<u64>,
     /// Serve a store built by `omnilog replay` (queries only; no log, no writes).
     #[arg(long, env = "OMNILOG_READ_ONLY")]
     pub read_only: bool,
@@ -62,6 +71,8 @@ struct FileConfig {
     tokens: Vec<FileToken>,
     #[serde(default)]
     channel_secrets: BTreeMap<String, String>,
+    route: Option<RouteMode>,
+    offer_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +89,7 @@ pub struct ServerConfig {
     pub read_only: bool,
     pub listen: SocketAddr,
     pub partitions: u32,
+    pub router: RouterConfig,
     pub access: AccessControl,
     pub api: ApiConfig,
 }
@@ -132,7 +144,18 @@ impl ServerArgs {
             }
         }
         let defaults = ApiConfig::default();
+        let mut router = RouterConfig::default();
+        if let Some(mode) = self.route.or(file.route) {
+            router.mode = mode;
+        }
+        if let Some(seconds) = self.offer_timeout_secs.or(file.offer_timeout_secs) {
+            if seconds == 0 {
+                bail!("--offer-timeout-secs must be at least 1");
+            }
+            router.offer_timeout = std::time::Duration::from_secs(seconds);
+        }
         Ok(ServerConfig {
+            router,
             read_only: self.read_only,
             data_dir: self
                 .data_dir

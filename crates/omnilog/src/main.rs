@@ -7,6 +7,7 @@ mod export;
 mod inspect;
 mod progress;
 mod replay;
+mod router;
 mod serve;
 mod simulate;
 

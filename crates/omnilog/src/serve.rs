@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{ServerArgs, ServerConfig};
+use crate::router::Router;
 
 /// A running server.
 #[derive(Debug)]
@@ -110,6 +111,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
     )
     .await
     .context("starting the projectors")?;
+    let routing = Router::start(ingest.clone(), views.clone(), config.router);
     let app = router(
         AppState::new(
             ingest,
@@ -119,15 +121,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
         )
         .with_views(views.clone(), metrics),
     );
-    serve_app(config, app, views, Some(log)).await
+    serve_app(config, app, views, Some(log), routing).await
 }
 
-/// Listens and serves `app` until stopped; then stops the projectors and closes the log.
+/// Listens and serves `app` until stopped; then stops the router and the projectors and
+/// closes the log.
 async fn serve_app(
     config: ServerConfig,
     app: axum::Router,
     views: Arc<ViewRuntime>,
     log: Option<Arc<dyn EventLog>>,
+    routing: Option<Router>,
 ) -> anyhow::Result<Server> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -142,6 +146,10 @@ async fn serve_app(
             })
             .await
             .context("serving HTTP")?;
+        // The router stops before the write path it writes through.
+        if let Some(routing) = routing {
+            routing.stop().await;
+        }
         // Every acknowledged write is already durable; the projectors finish their batch
         // and flush, and dropping the last log handle flushes whatever sled still buffers.
         views.stop().await.context("stopping the projectors")?;
@@ -182,7 +190,7 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
         Arc::new(config.api.clone()),
         views.clone(),
     ));
-    serve_app(config, app, views, None).await
+    serve_app(config, app, views, None, None).await
 }
 
 /// Every projected view, with the contract's defaults.

@@ -1,0 +1,272 @@
+//! The router: makes the queues route, not just list. In rounds, it reads the live queue
+//! view, decides which waiting items to offer to which agents (the pure
+//! [`omnilog_views::queue::plan_offers`]), and appends those decisions through the write
+//! path as events: `offered`, followed by `assigned` when agents auto-accept. Offers an
+//! agent neither accepts nor declines within the offer timeout get `offer_timed_out`, which
+//! frees the item at its place in line.
+//!
+//! Because every decision is an event in the log, a replay or a rebuild of the queue view
+//! sees exactly what the live router did. The router reads the view only after it has
+//! applied the router's own previous writes (read-your-writes on the ingest token), so it
+//! never offers an item twice on a stale view.
+//!
+//! Only one router acts on a log: in `serve` it is a task of the one process that owns the
+//! embedded log (sled admits one process per data dir).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use omnilog_events::json::event_from_value;
+use omnilog_events::{Destination, Event, format_time};
+use omnilog_ingest::Ingest;
+use omnilog_log::Topic;
+use omnilog_projector::{AwaitedPosition, ViewRuntime};
+use omnilog_views::queue::{self, AgentsPartial, Offer};
+use serde_json::json;
+use tokio::sync::watch;
+
+/// The `source` of the router's events.
+pub const SOURCE: &str = "omnilog.router";
+
+/// How the router acts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteMode {
+    /// No router: agents (or another system) pick work by posting `assigned`.
+    Off,
+    /// Offer queue heads to agents; agents accept with `assigned` or decline.
+    Offer,
+    /// Offer and assign at once (agents accept every offer).
+    AutoAccept,
+}
+
+/// The router's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct RouterConfig {
+    pub mode: RouteMode,
+    /// How long an offer waits for an answer before it times out.
+    pub offer_timeout: Duration,
+    /// The longest pause between rounds (a round also starts when the queue view moves).
+    pub interval: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            mode: RouteMode::Off,
+            offer_timeout: Duration::from_secs(30),
+            interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A running router; stops when dropped or with [`Router::stop`].
+#[derive(Debug)]
+pub struct Router {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Router {
+    /// Starts routing; `None` when the mode is `off`.
+    pub fn start(ingest: Ingest, views: Arc<ViewRuntime>, config: RouterConfig) -> Option<Self> {
+        if config.mode == RouteMode::Off {
+            return None;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(ingest, views, config, stopped));
+        tracing::info!(mode = ?config.mode, "router started");
+        Some(Router { stop, task })
+    }
+
+    /// Stops after the round in progress.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// What one round saw and decided.
+struct Round {
+    offers: Vec<Offer>,
+    /// Every open offer: (interaction, agent) → its customer and channel.
+    open_offers: BTreeMap<(String, String), (Option<String>, omnilog_events::Channel)>,
+}
+
+async fn run(
+    ingest: Ingest,
+    views: Arc<ViewRuntime>,
+    config: RouterConfig,
+    mut stopped: watch::Receiver<bool>,
+) {
+    // When the router first saw each open offer: offers made before a restart are timed
+    // from when this router first saw them.
+    let mut offer_seen: BTreeMap<(String, String), tokio::time::Instant> = BTreeMap::new();
+    let mut awaited: Vec<AwaitedPosition> = Vec::new();
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        match round(&views, &awaited).await {
+            Ok(round) => {
+                let now = tokio::time::Instant::now();
+                offer_seen.retain(|key, _| round.open_offers.contains_key(key));
+                for key in round.open_offers.keys() {
+                    offer_seen.entry(key.clone()).or_insert(now);
+                }
+                let expired: Vec<_> = round
+                    .open_offers
+                    .iter()
+                    .filter(|(key, _)| {
+                        offer_seen
+                            .get(*key)
+                            .is_some_and(|seen| now.duration_since(*seen) >= config.offer_timeout)
+                    })
+                    .collect();
+                let at = Utc::now();
+                let mut events = Vec::new();
+                for ((interaction, agent), (customer, channel)) in expired {
+                    if let Some(customer) = customer {
+                        events.push(decision(
+                            at,
+                            customer,
+                            interaction,
+                            *channel,
+                            "offer_timed_out",
+                            agent,
+                        ));
+                    }
+                }
+                for offer in &round.offers {
+                    let Some(customer) = offer.customer_id.as_deref() else {
+                        continue;
+                    };
+                    events.push(decision(
+                        at,
+                        customer,
+                        &offer.interaction_id,
+                        offer.channel,
+                        "offered",
+                        &offer.agent_id,
+                    ));
+                    if config.mode == RouteMode::AutoAccept {
+                        events.push(decision(
+                            at,
+                            customer,
+                            &offer.interaction_id,
+                            offer.channel,
+                            "assigned",
+                            &offer.agent_id,
+                        ));
+                    }
+                }
+                let events: Vec<Event> = events.into_iter().flatten().collect();
+                if !events.is_empty() {
+                    match ingest.submit(events).await {
+                        Ok(receipt) => {
+                            tracing::debug!(
+                                offers = round.offers.len(),
+                                accepted = receipt.accepted,
+                                "routed"
+                            );
+                            awaited = receipt
+                                .positions
+                                .iter()
+                                .filter(|p| p.topic == Topic::Interactions)
+                                .map(|p| AwaitedPosition {
+                                    topic: Destination::Interactions,
+                                    partition: p.partition,
+                                    offset: p.offset,
+                                })
+                                .collect();
+                            // Decisions were made: look again at once (more may be routable).
+                            continue;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "the router could not write its decisions; retrying")
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "routing round failed; retrying"),
+        }
+        // Sleep until the queue view moves or the interval passes.
+        let changed = async {
+            match views.live("queue") {
+                Ok(live) => {
+                    let mut checkpoints = live.status().subscribe();
+                    checkpoints.borrow_and_update();
+                    let _ = checkpoints.changed().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = stopped.changed() => return,
+            () = changed => {}
+            () = tokio::time::sleep(config.interval) => {}
+        }
+    }
+}
+
+/// Reads the live queue view (once it holds the router's last writes) and decides.
+async fn round(views: &ViewRuntime, awaited: &[AwaitedPosition]) -> anyhow::Result<Round> {
+    let live = views
+        .live_after("queue", awaited, Duration::from_secs(10))
+        .await?;
+    let now = Utc::now();
+    let round = tokio::task::spawn_blocking(move || -> anyhow::Result<Round> {
+        let reader = live.reader();
+        let items = queue::routable(&reader, now)?;
+        let agents = AgentsPartial::from_state(&reader)?;
+        let offers = queue::plan_offers(&items, agents.candidates());
+        // An offer is a waiting item reserved for an agent.
+        let mut open_offers = BTreeMap::new();
+        for answer in queue::queues(&reader, now)? {
+            for item in answer.items {
+                if let Some(agent) = item.reserved_for {
+                    open_offers.insert(
+                        (item.interaction_id, agent),
+                        (item.customer_id, item.channel),
+                    );
+                }
+            }
+        }
+        Ok(Round {
+            offers,
+            open_offers,
+        })
+    })
+    .await??;
+    Ok(round)
+}
+
+/// One routing decision as a canonical event.
+fn decision(
+    at: DateTime<Utc>,
+    customer: &str,
+    interaction: &str,
+    channel: omnilog_events::Channel,
+    kind: &str,
+    agent: &str,
+) -> Option<Event> {
+    let value = json!({
+        "source": SOURCE,
+        "source_event_id": format!("{interaction}:{kind}:{agent}:{}", format_time(&at)),
+        "occurred_at": format_time(&at),
+        "customer": {"id": customer},
+        "interaction_id": interaction,
+        "channel": channel.as_str(),
+        "type": kind,
+        "agent_id": agent,
+    });
+    match event_from_value(value) {
+        Ok(event) => Some(event),
+        Err(error) => {
+            tracing::warn!(%error, interaction, "the router made an event it cannot write");
+            None
+        }
+    }
+}
