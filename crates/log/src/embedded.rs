@@ -30,6 +30,8 @@ use crate::{
     AppendOutcome, AppendRecord, EventLog, LogError, LogRecord, PartitionCounts, Position, Topic,
 };
 
+/// sled's page cache for a log that serves appends and projector reads.
+const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 const FORMAT_VERSION: &[u8] = b"1";
 /// A group commit carries at most this many requests or bytes, so one huge burst cannot
 /// delay the first appender's answer without bound.
@@ -195,6 +197,17 @@ impl EmbeddedLog {
     /// Opens the log in `dir`, creating it with `partitions` if it does not exist. A log
     /// keeps the partition counts it was created with; asking for others is an error.
     pub fn open(dir: &Path, partitions: PartitionCounts) -> Result<Self, LogError> {
+        Self::open_with_cache(dir, partitions, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`EmbeddedLog::open`] with sled's page cache bounded to `cache_bytes`: a reader that
+    /// streams the log once (export) gains nothing from a large cache and should not
+    /// hold a quarter gigabyte for it.
+    pub fn open_with_cache(
+        dir: &Path,
+        partitions: PartitionCounts,
+        cache_bytes: u64,
+    ) -> Result<Self, LogError> {
         for topic in Topic::ALL {
             if partitions.get(topic) == 0 {
                 return Err(LogError::InvalidRecord(format!(
@@ -205,7 +218,7 @@ impl EmbeddedLog {
         }
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(storage)?;
         match db.get(b"mformat").map_err(storage)? {
@@ -279,6 +292,12 @@ impl EmbeddedLog {
     /// Opens an existing log with the partition counts it was created with; an error if
     /// `dir` holds no omnilog log (nothing is created).
     pub fn open_existing(dir: &Path) -> Result<Self, LogError> {
+        Self::open_existing_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`EmbeddedLog::open_existing`] with a bounded page cache (see
+    /// [`EmbeddedLog::open_with_cache`]).
+    pub fn open_existing_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, LogError> {
         if !dir.join("conf").exists() {
             return Err(LogError::Storage(format!(
                 "{} holds no omnilog log",
@@ -286,7 +305,11 @@ impl EmbeddedLog {
             )));
         }
         let counts = {
-            let db = sled::Config::new().path(dir).open().map_err(storage)?;
+            let db = sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .open()
+                .map_err(storage)?;
             let mut counts = PartitionCounts::default();
             for topic in Topic::ALL {
                 let key = format!("mpartitions/{}", topic.name());
@@ -308,7 +331,7 @@ impl EmbeddedLog {
             }
             counts
         };
-        Self::open(dir, counts)
+        Self::open_with_cache(dir, counts, cache_bytes)
     }
 
     /// Stops the writer after the appends already queued and flushes.

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use omnilog_events::{Body, Channel, Event};
 use omnilog_log::{LogRecord, SharedLog, Topic, partition_for};
 
-use crate::replay::open_log;
+use crate::replay::open_log_with_cache;
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -87,7 +87,10 @@ struct Cursor {
     batch: std::collections::VecDeque<(Event, LogRecord)>,
 }
 
-const READ_BATCH: usize = 1_024;
+const READ_BATCH: usize = 256;
+
+/// sled's page cache while exporting.
+const EXPORT_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 impl Cursor {
     /// Refills the batch if empty; `false` when the partition is exhausted.
@@ -160,7 +163,9 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         from: args.from,
         to: args.to,
     };
-    let log = open_log(&args.data_dir)?;
+    // Export reads every record once, in order: a small page cache keeps memory bounded
+    // whatever the size of the history.
+    let log = open_log_with_cache(&args.data_dir, EXPORT_CACHE_BYTES)?;
     let topics: &[Topic] = match args.topics {
         Topics::Interactions => &[Topic::Interactions],
         Topics::Agents => &[Topic::Agents],

@@ -46,8 +46,13 @@ pub const IDENTITY_FILE: &str = "identity.bin";
 
 /// Opens the embedded log of a data dir that a stopped server wrote.
 pub fn open_log(data_dir: &Path) -> anyhow::Result<SharedLog> {
+    open_log_with_cache(data_dir, 256 * 1024 * 1024)
+}
+
+/// [`open_log`] with sled's page cache bounded to `cache_bytes`.
+pub fn open_log_with_cache(data_dir: &Path, cache_bytes: u64) -> anyhow::Result<SharedLog> {
     let dir = data_dir.join("log");
-    let log = EmbeddedLog::open_existing(&dir).with_context(|| {
+    let log = EmbeddedLog::open_existing_with_cache(&dir, cache_bytes).with_context(|| {
         format!(
             "opening the log in {} (is `omnilog serve` still running on this data dir?)",
             dir.display()

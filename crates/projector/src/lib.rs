@@ -529,6 +529,25 @@ impl ViewRuntime {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Freeze the live version (it keeps answering, it just stops folding), then let the
+        // fresh one reach at least every position the live one had folded: otherwise a
+        // write the live version folded between the check above and the swap would vanish
+        // from answers for a moment after the swap, and counts would go backwards.
+        let current = slot.live();
+        current.stop().await;
+        let target = current.status().checkpoint();
+        drop(current);
+        loop {
+            let reached = fresh.status().checkpoint();
+            if target
+                .positions
+                .iter()
+                .all(|(&(topic, partition), &next)| reached.next_offset(topic, partition) >= next)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let version = fresh.status().version;
         let store = self.store.clone();
         blocking(move || store.set_active(name, version)).await?;
