@@ -1,6 +1,7 @@
 //! The `omnilog` binary: command line, configuration and wiring. The only crate that
 //! uses `anyhow`; everything below it reports typed errors.
 
+mod bench;
 mod config;
 mod demo;
 mod export;
@@ -35,6 +36,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Shows what a data dir holds: log records, view checkpoints and digests.
     Inspect(inspect::InspectArgs),
+    /// Measures every stage (log read, folds, durable projection, HTTP ingest, latency, memory).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Command::Replay(args) => runtime.block_on(replay::run(args)),
         Command::Export(args) => runtime.block_on(export::run(args)),
         Command::Inspect(args) => runtime.block_on(inspect::run(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Simulate(args) => runtime.block_on(async {
             let report = simulate::run(args).await?;
             use std::io::Write as _;

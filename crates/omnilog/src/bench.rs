@@ -1,0 +1,478 @@
+//! `omnilog bench`: measures every stage of omnilog against its physical limit, in one run
+//! on one seeded history, and prints a table (and writes it as JSON):
+//!
+//! - (a) the limit: read every record of the log and decode it, nothing else;
+//! - (b) fold every view in memory (the pure folds alone);
+//! - (c) the durable projection of every view into a fresh store (what `replay` does);
+//! - (d) ingest over HTTP on loopback: batched, and one event a request, many clients;
+//! - (e) ingest-to-visible latency at a steady offered rate (POST, then the journey query
+//!   with the answer's read token), p50 and p99;
+//! - (f) the peak resident memory of the whole run.
+//!
+//! The machine is shared and noisy: compare the stages of one run (the ratios), not
+//! absolute figures across runs.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use omnilog_events::{Destination, Event, to_canonical_json};
+use omnilog_log::{AppendRecord, EmbeddedLog, SharedLog, Topic};
+use omnilog_projector::replay::replay;
+use omnilog_store::ViewStore;
+use omnilog_testkit::{HistoryConfig, history};
+use omnilog_views::{LogPosition, MemoryState};
+use serde_json::json;
+
+use crate::config::ServerArgs;
+use crate::serve::{self, standard_views};
+
+/// Options of `omnilog bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Events of the seeded history the log-side stages (a)–(c) run on. Stage (b) holds
+    /// each view's whole state in memory (about 2 GB per 100,000 events at its peak).
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Events sent through HTTP in the batched ingest stage (d).
+    #[arg(long, default_value_t = 200_000)]
+    ingest_events: u64,
+    /// Requests of one event each in the single-event ingest stage (d).
+    #[arg(long, default_value_t = 20_000)]
+    single_requests: u64,
+    /// Concurrent HTTP clients in stage (d).
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Offered rate (events a second, one event a request) of the latency stage (e).
+    #[arg(long, default_value_t = 500)]
+    latency_rate: u64,
+    /// Seconds of the latency stage (e).
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+    /// Seed of the history.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "bench-results.json")]
+    out: PathBuf,
+}
+
+/// One row of the table.
+struct Row {
+    stage: &'static str,
+    what: String,
+    count: u64,
+    seconds: f64,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.seconds.max(1e-9)
+    }
+}
+
+fn record_of(event: &Event) -> anyhow::Result<AppendRecord> {
+    Ok(AppendRecord {
+        topic: match event.destination() {
+            Destination::Interactions => Topic::Interactions,
+            Destination::Agents => Topic::Agents,
+        },
+        key: event
+            .partition_key()
+            .context("a generated event without a partition key")?
+            .to_owned(),
+        event_id: event.event_id,
+        payload: omnilog_events::encode(event).into(),
+        headers: Vec::new(),
+    })
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir().context("creating a scratch dir")?;
+    let mut rows = Vec::new();
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
+        "omnilog bench: {} events, seed {}",
+        args.events, args.seed
+    )?;
+
+    // The log the log-side stages read.
+    let log: SharedLog = Arc::new(EmbeddedLog::open(
+        &scratch.path().join("log"),
+        omnilog_log::PartitionCounts::default(),
+    )?);
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(10_000);
+    for event in history(HistoryConfig::with_events(args.seed, args.events).with_customer_ids()) {
+        batch.push(record_of(&event)?);
+        if batch.len() == 10_000 {
+            log.append(std::mem::take(&mut batch)).await?;
+        }
+    }
+    log.append(batch).await?;
+    let mut total = 0;
+    for topic in [Topic::Interactions, Topic::Agents] {
+        total += log.end_offsets(topic).await?.iter().sum::<u64>();
+    }
+    rows.push(Row {
+        stage: "-",
+        what: "generate and append to the embedded log (durable, 10k a batch)".into(),
+        count: total,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    writeln!(out, "  log written: {total} events")?;
+
+    // (a) read and decode.
+    let started = Instant::now();
+    let mut decoded = 0u64;
+    for topic in [Topic::Interactions, Topic::Agents] {
+        for partition in 0..log.partitions(topic) {
+            let mut from = 0;
+            loop {
+                let records = log.read(topic, partition, from, 8_192).await?;
+                let Some(last) = records.last() else { break };
+                from = last.offset + 1;
+                for record in &records {
+                    std::hint::black_box(omnilog_events::decode(&record.payload)?);
+                    decoded += 1;
+                }
+            }
+        }
+    }
+    rows.push(Row {
+        stage: "a",
+        what: "read the log and decode every event (the limit)".into(),
+        count: decoded,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+
+    // (b) fold every view in memory, each view on its own so the table shows which costs.
+    let views = standard_views();
+    let mut fold_seconds = 0.0;
+    for view in &views {
+        let started = Instant::now();
+        let mut state = MemoryState::new();
+        let mut folded = 0u64;
+        for &destination in view.topics() {
+            let topic = omnilog_projector::topic_of(destination);
+            for partition in 0..log.partitions(topic) {
+                let mut from = 0;
+                loop {
+                    let records = log.read(topic, partition, from, 8_192).await?;
+                    let Some(last) = records.last() else { break };
+                    from = last.offset + 1;
+                    for record in &records {
+                        let event = omnilog_events::decode(&record.payload)?;
+                        let position = LogPosition {
+                            partition,
+                            offset: record.offset,
+                        };
+                        view.apply(&mut state, &event, position)?;
+                        folded += 1;
+                    }
+                }
+            }
+        }
+        std::hint::black_box(state);
+        let seconds = started.elapsed().as_secs_f64();
+        fold_seconds += seconds;
+        rows.push(Row {
+            stage: "b",
+            what: format!("fold the {} view in memory (decode included)", view.name()),
+            count: folded,
+            seconds,
+        });
+    }
+    rows.push(Row {
+        stage: "b",
+        what: format!(
+            "fold all {} views in memory, one after the other",
+            views.len()
+        ),
+        count: total,
+        seconds: fold_seconds,
+    });
+
+    // (c) the durable projection of every view, as `replay` does it.
+    let store = ViewStore::open(&scratch.path().join("views"))?;
+    let mut project_seconds = 0.0;
+    for view in &views {
+        let started = Instant::now();
+        let table = store.table(view.name(), 1)?;
+        let checkpoint = replay(log.clone(), table, view.clone(), None, 8_192, |_| {}).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        project_seconds += seconds;
+        rows.push(Row {
+            stage: "c",
+            what: format!("durable projection of the {} view (replay)", view.name()),
+            count: checkpoint.positions.values().sum(),
+            seconds,
+        });
+    }
+    let started = Instant::now();
+    store.flush()?;
+    project_seconds += started.elapsed().as_secs_f64();
+    rows.push(Row {
+        stage: "c",
+        what: "durable projection of all views into a fresh store (replay), flushed".into(),
+        count: total,
+        seconds: project_seconds,
+    });
+    drop(store);
+    drop(log);
+    writeln!(out, "  log-side stages done")?;
+
+    // (d) and (e): a real server on loopback.
+    let config = ServerArgs {
+        data_dir: Some(scratch.path().join("server")),
+        listen: Some("127.0.0.1:0".parse()?),
+        ..ServerArgs::default()
+    }
+    .resolve()?;
+    let server = serve::start(config).await?;
+    let base = format!("http://{}", server.addr);
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    // Fresh histories (other seeds), so nothing is a duplicate of what came before.
+    let batched: Vec<String> = history(HistoryConfig::with_events(
+        args.seed + 1,
+        args.ingest_events,
+    ))
+    .map(|e| to_canonical_json(&e))
+    .collect();
+    let bodies: Vec<Bytes> = batched
+        .chunks(500)
+        .map(|chunk| Bytes::from(format!("[{}]", chunk.join(","))))
+        .collect();
+    let (count, seconds) = post_all(&client, &base, bodies, args.clients).await?;
+    rows.push(Row {
+        stage: "d",
+        what: format!(
+            "ingest over HTTP, 500 events a request, {} clients",
+            args.clients
+        ),
+        count,
+        seconds,
+    });
+    let single: Vec<Bytes> = history(HistoryConfig::with_events(
+        args.seed + 2,
+        args.single_requests,
+    ))
+    .map(|e| Bytes::from(format!("[{}]", to_canonical_json(&e))))
+    .collect();
+    let requests = single.len() as u64;
+    let (_, seconds) = post_all(&client, &base, single, args.clients).await?;
+    rows.push(Row {
+        stage: "d",
+        what: format!(
+            "ingest over HTTP, 1 event a request, {} clients (requests)",
+            args.clients
+        ),
+        count: requests,
+        seconds,
+    });
+    server.wait_caught_up(Duration::from_secs(600)).await?;
+    writeln!(out, "  ingest stages done")?;
+
+    let latencies = visible_latencies(&client, &base, &args).await?;
+    server.stop().await?;
+
+    let peak_rss_mb = peak_rss_kb().map(|kb| kb as f64 / 1024.0);
+    let limit = rows
+        .iter()
+        .find(|r| r.stage == "a")
+        .map(Row::rate)
+        .unwrap_or(1.0);
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| stage | what | count | seconds | per second | share of (a) |"
+    )?;
+    writeln!(out, "|---|---|---:|---:|---:|---:|")?;
+    for row in &rows {
+        let share = if (row.stage == "b" || row.stage == "c") && row.what.contains("all") {
+            format!("{:.0} %", 100.0 * row.rate() / limit)
+        } else {
+            "".to_owned()
+        };
+        writeln!(
+            out,
+            "| {} | {} | {} | {:.2} | {:.0} | {} |",
+            row.stage,
+            row.what,
+            row.count,
+            row.seconds,
+            row.rate(),
+            share
+        )?;
+    }
+    writeln!(
+        out,
+        "| e | ingest-to-visible latency at {} events/s, 1 a request ({} samples) | p50 {:.1} ms | p99 {:.1} ms | | |",
+        args.latency_rate, latencies.samples, latencies.p50_ms, latencies.p99_ms
+    )?;
+    if let Some(mb) = peak_rss_mb {
+        writeln!(out, "| f | peak RSS of the whole run | {mb:.0} MB | | | |")?;
+    }
+    let results = json!({
+        "events": args.events,
+        "seed": args.seed,
+        "stages": rows.iter().map(|r| json!({
+            "stage": r.stage,
+            "what": r.what,
+            "count": r.count,
+            "seconds": r.seconds,
+            "per_second": r.rate(),
+        })).collect::<Vec<_>>(),
+        "latency": {
+            "rate": args.latency_rate,
+            "samples": latencies.samples,
+            "p50_ms": latencies.p50_ms,
+            "p99_ms": latencies.p99_ms,
+        },
+        "peak_rss_mb": peak_rss_mb,
+    });
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    writeln!(out, "results written to {}", args.out.display())?;
+    Ok(())
+}
+
+/// Posts every body with `clients` requests in flight; returns (events accepted, seconds).
+async fn post_all(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    base: &str,
+    bodies: Vec<Bytes>,
+    clients: usize,
+) -> anyhow::Result<(u64, f64)> {
+    let queue = Arc::new(std::sync::Mutex::new(bodies));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients.max(1) {
+        let (client, queue, url) = (client.clone(), queue.clone(), format!("{base}/v1/events"));
+        tasks.spawn(async move {
+            let mut accepted = 0u64;
+            loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some(body) = next else { break };
+                let answer = post(&client, &url, body).await?;
+                accepted += answer["accepted"].as_u64().unwrap_or(0)
+                    + answer["duplicates"].as_u64().unwrap_or(0);
+            }
+            anyhow::Ok(accepted)
+        });
+    }
+    let mut accepted = 0;
+    while let Some(done) = tasks.join_next().await {
+        accepted += done??;
+    }
+    Ok((accepted, started.elapsed().as_secs_f64()))
+}
+
+async fn post(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    body: Bytes,
+) -> anyhow::Result<serde_json::Value> {
+    let request = hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(body))?;
+    let response = client.request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(
+        status.as_u16() == 202,
+        "ingest answered {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+async fn get(client: &Client<HttpConnector, Full<Bytes>>, url: &str) -> anyhow::Result<u16> {
+    let request = hyper::Request::get(url).body(Full::new(Bytes::new()))?;
+    let response = client.request(request).await?;
+    let status = response.status().as_u16();
+    response.into_body().collect().await?;
+    Ok(status)
+}
+
+struct Latencies {
+    samples: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// (e): one event a request at a steady rate; each is timed from the POST until the
+/// journey query with its read token answers (it waits until the view applied it).
+async fn visible_latencies(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    base: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<Latencies> {
+    let wanted = args.latency_rate * args.latency_seconds;
+    let events: Vec<Event> =
+        history(HistoryConfig::with_events(args.seed + 3, wanted).with_customer_ids())
+            .filter(|e| e.destination() == Destination::Interactions)
+            .collect();
+    let gap = Duration::from_secs_f64(1.0 / args.latency_rate.max(1) as f64);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, event) in events.into_iter().enumerate() {
+        tokio::time::sleep_until((started + gap * index as u32).into()).await;
+        let client = client.clone();
+        let base = base.to_owned();
+        tasks.spawn(async move {
+            let customer = event
+                .customer
+                .as_ref()
+                .and_then(|c| c.id.clone())
+                .unwrap_or_default();
+            let body = Bytes::from(format!("[{}]", to_canonical_json(&event)));
+            let sent = Instant::now();
+            let answer = post(&client, &format!("{base}/v1/events"), body).await?;
+            let token = answer["token"].as_str().unwrap_or_default().to_owned();
+            let status = get(
+                &client,
+                &format!("{base}/v1/customers/{customer}/journey?after={token}&wait_ms=10000"),
+            )
+            .await?;
+            anyhow::ensure!(
+                status == 200 || status == 404,
+                "the journey query answered {status}"
+            );
+            anyhow::Ok(sent.elapsed())
+        });
+    }
+    let mut samples = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        samples.push(done??);
+    }
+    samples.sort();
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * q).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok(Latencies {
+        samples: samples.len(),
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+    })
+}
+
+/// The peak resident memory of this process so far, from `/proc` (kB).
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
