@@ -56,6 +56,9 @@ pub struct BenchArgs {
     /// Seconds of the latency stage (e).
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
+    /// Records a replay batch folds and commits at once in stage (c) (`replay --batch`).
+    #[arg(long, default_value_t = 8_192)]
+    replay_batch: usize,
     /// Seed of the history.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -207,7 +210,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for view in &views {
         let started = Instant::now();
         let table = store.table(view.name(), 1)?;
-        let checkpoint = replay(log.clone(), table, view.clone(), None, 8_192, |_| {}).await?;
+        let checkpoint = replay(log.clone(), table, view.clone(), None, args.replay_batch, |_| {}).await?;
         let seconds = started.elapsed().as_secs_f64();
         project_seconds += seconds;
         rows.push(Row {
