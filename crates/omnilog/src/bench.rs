@@ -210,7 +210,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for view in &views {
         let started = Instant::now();
         let table = store.table(view.name(), 1)?;
-        let checkpoint = replay(log.clone(), table, view.clone(), None, args.replay_batch, |_| {}).await?;
+        let checkpoint = replay(
+            log.clone(),
+            table,
+            view.clone(),
+            None,
+            args.replay_batch,
+            |_| {},
+        )
+        .await?;
         let seconds = started.elapsed().as_secs_f64();
         project_seconds += seconds;
         rows.push(Row {

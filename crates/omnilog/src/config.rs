@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use omnilog_api::{AccessControl, ApiConfig, Scope};
 use omnilog_channels::Registry;
+use omnilog_events::Channel;
+use omnilog_views::reporting::ReportingConfig;
 use serde::Deserialize;
 
 use crate::router::{RouteMode, RouterConfig};
@@ -53,6 +55,15 @@ pub struct ServerArgs {
     /// Seconds an offer waits for an answer before it times out [default: 30].
     #[arg(long, env = "OMNILOG_OFFER_TIMEOUT_SECS")]
     pub offer_timeout_secs: Option<u64>,
+    /// A channel's service-level threshold in seconds, as CHANNEL=SECONDS (repeatable; in
+    /// the environment separated by ';') [default: voice 20, chat and messaging 60, sms and
+    /// social 300, others 3600]. Changing it needs `POST /v1/views/reporting/rebuild`.
+    #[arg(
+        long = "service-level",
+        env = "OMNILOG_SERVICE_LEVELS",
+        value_delimiter = ';'
+    )]
+    pub service_levels: Vec<String>,
     /// Serve a store built by `omnilog replay` (queries only; no log, no writes).
     #[arg(long, env = "OMNILOG_READ_ONLY")]
     pub read_only: bool,
@@ -73,6 +84,8 @@ struct FileConfig {
     channel_secrets: BTreeMap<String, String>,
     route: Option<RouteMode>,
     offer_timeout_secs: Option<u64>,
+    #[serde(default)]
+    service_level: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +103,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub partitions: u32,
     pub router: RouterConfig,
+    pub reporting: ReportingConfig,
     pub access: AccessControl,
     pub api: ApiConfig,
 }
@@ -154,8 +168,14 @@ impl ServerArgs {
             }
             router.offer_timeout = std::time::Duration::from_secs(seconds);
         }
+        let mut levels: Vec<(String, u32)> = file.service_level.into_iter().collect();
+        for entry in &self.service_levels {
+            levels.push(parse_service_level(entry)?);
+        }
+        let reporting = reporting_config(&levels)?;
         Ok(ServerConfig {
             router,
+            reporting,
             read_only: self.read_only,
             data_dir: self
                 .data_dir
@@ -177,6 +197,39 @@ impl ServerArgs {
             },
         })
     }
+}
+
+/// `CHANNEL=SECONDS`.
+pub fn parse_service_level(entry: &str) -> anyhow::Result<(String, u32)> {
+    let (channel, seconds) = entry
+        .split_once('=')
+        .context("--service-level is given as CHANNEL=SECONDS")?;
+    let seconds: u32 = seconds.trim().parse().with_context(|| {
+        format!("--service-level {entry:?}: {seconds:?} is not a number of seconds")
+    })?;
+    Ok((channel.trim().to_owned(), seconds))
+}
+
+/// The contract's thresholds with `levels` (channel name, seconds) applied.
+pub fn reporting_config(levels: &[(String, u32)]) -> anyhow::Result<ReportingConfig> {
+    let mut config = ReportingConfig::default();
+    for (name, seconds) in levels {
+        let channel = Channel::parse(name).with_context(|| {
+            format!(
+                "service level for {name:?}: not a channel; channels: {}",
+                Channel::ALL
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        if *seconds == 0 {
+            bail!("service level for {name}: the threshold must be at least 1 second");
+        }
+        config.thresholds.insert(channel, *seconds);
+    }
+    Ok(config)
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -224,5 +277,50 @@ mod tests {
             ..ServerArgs::default()
         };
         assert!(format!("{:#}", bad_channel.resolve().unwrap_err()).contains("pigeon"));
+    }
+
+    #[test]
+    fn service_levels_and_the_router_come_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("omnilog.toml");
+        std::fs::write(
+            &path,
+            "route = \"auto-accept\"\noffer_timeout_secs = 5\n[service_level]\nemail = 7200\nvoice = 30\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            service_levels: vec!["voice=15".to_owned()],
+            ..ServerArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(
+            config.reporting.threshold(Channel::Voice),
+            15,
+            "the flag wins"
+        );
+        assert_eq!(config.reporting.threshold(Channel::Email), 7200);
+        assert_eq!(
+            config.reporting.threshold(Channel::Chat),
+            60,
+            "the contract's default"
+        );
+        assert_eq!(config.router.mode, RouteMode::AutoAccept);
+        assert_eq!(
+            config.router.offer_timeout,
+            std::time::Duration::from_secs(5)
+        );
+        for (bad, says) in [
+            ("pigeon=5", "pigeon"),
+            ("voice=soon", "soon"),
+            ("voice=0", "at least"),
+        ] {
+            let args = ServerArgs {
+                service_levels: vec![bad.to_owned()],
+                ..ServerArgs::default()
+            };
+            let error = format!("{:#}", args.resolve().unwrap_err());
+            assert!(error.contains(says), "{bad}: {error}");
+        }
     }
 }

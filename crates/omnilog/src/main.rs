@@ -49,9 +49,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Export(_)) {
+        // Export is one sequential stream: one worker and one thread for the log's blocking
+        // reads keep glibc from growing a heap arena per thread (its peak memory).
+        builder.worker_threads(1).max_blocking_threads(1);
+    }
+    let runtime = builder.enable_all().build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)),

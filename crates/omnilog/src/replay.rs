@@ -18,7 +18,7 @@ use omnilog_store::ViewStore;
 use omnilog_views::{IdentityView, View};
 
 use crate::progress::Progress;
-use crate::serve::standard_views;
+use crate::serve::views_with;
 
 /// Options of `omnilog replay`.
 #[derive(Debug, clap::Args)]
@@ -39,6 +39,14 @@ pub struct ReplayArgs {
     /// Records read per partition and batch.
     #[arg(long, default_value_t = 8_192)]
     pub batch: usize,
+    /// A channel's service-level threshold, as CHANNEL=SECONDS (repeatable), as given to
+    /// the server whose views this replay should equal.
+    #[arg(
+        long = "service-level",
+        env = "OMNILOG_SERVICE_LEVELS",
+        value_delimiter = ';'
+    )]
+    pub service_levels: Vec<String>,
 }
 
 /// The file of the identity view saved beside replayed views.
@@ -63,7 +71,12 @@ pub fn open_log_with_cache(data_dir: &Path, cache_bytes: u64) -> anyhow::Result<
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let log = open_log(&args.data_dir)?;
-    let all = standard_views();
+    let levels = args
+        .service_levels
+        .iter()
+        .map(|entry| crate::config::parse_service_level(entry))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let all = views_with(crate::config::reporting_config(&levels)?);
     let chosen: Vec<Arc<dyn View>> = if args.views.is_empty() {
         all
     } else {

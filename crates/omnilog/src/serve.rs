@@ -105,7 +105,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
     let views = ViewRuntime::start(
         log.clone(),
         store,
-        standard_views(),
+        views_with(config.reporting.clone()),
         ProjectorConfig::default(),
         projector_metrics,
     )
@@ -183,7 +183,7 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
             .with_context(|| format!("reading {}", identity_file.display()))?,
     )
     .with_context(|| format!("decoding {}", identity_file.display()))?;
-    let views = ViewRuntime::frozen(store, standard_views()).await?;
+    let views = ViewRuntime::frozen(store, views_with(config.reporting.clone())).await?;
     let app = router(AppState::read_only(
         Arc::new(FrozenIdentities(identity)),
         Arc::new(config.access.clone()),
@@ -195,10 +195,15 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
 
 /// Every projected view, with the contract's defaults.
 pub fn standard_views() -> Vec<Arc<dyn View>> {
+    views_with(ReportingConfig::default())
+}
+
+/// Every projected view, with the given service-level thresholds.
+pub fn views_with(reporting: ReportingConfig) -> Vec<Arc<dyn View>> {
     vec![
         Arc::new(JourneyView::new(JourneyConfig::default())),
         Arc::new(QueueView),
-        Arc::new(ReportingView::new(ReportingConfig::default())),
+        Arc::new(ReportingView::new(reporting)),
     ]
 }
 
