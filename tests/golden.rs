@@ -1,24 +1,59 @@
-//! Golden fixtures of the wire format: events encoded by an earlier build, committed under
-//! `tests/golden/v{N}/`, must keep decoding to the same canonical JSON, and encoding that
-//! JSON must give the same bytes. A change that breaks either breaks every stored log.
+//! Golden fixtures of the wire format, one folder per schema version under
+//! `tests/golden/v{N}/`, written once by the build of that version and never rewritten:
 //!
-//! `events.pb` is one protobuf `EventBatch` of a seeded history covering every event type;
-//! `events.jsonl` is its canonical JSON, one event a line. They are written once, by
-//! `OMNILOG_BLESS=1 cargo nextest run -p omnilog --test golden`, and never rewritten for a
-//! version that has shipped: an older version's files stay as they are, and its events
-//! must decode through the upcasters to the current shape.
+//! - `events.pb`: one protobuf `EventBatch` of a seeded history covering every event type,
+//!   and `events.jsonl`, the same events as that version's canonical JSON;
+//! - for older versions, `events.current.jsonl`: what they read as today, through the
+//!   upcasters; it changes only with a new version, by review;
+//! - `twin.pb`: a small desk history written by that version; the twins of all versions
+//!   hold the same history, and must project to the same views.
+//!
+//! Missing files are written by `OMNILOG_BLESS=1 cargo nextest run -p omnilog --test golden`;
+//! existing ones are never overwritten.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use omnilog_events::{Event, decode_batch, encode_batch, to_canonical_json};
+use omnilog_events::{
+    Body, CURRENT_SCHEMA_VERSION, Event, EventType, decode_batch, encode_batch, parse_event,
+    to_canonical_json,
+};
 use omnilog_testkit::{HistoryConfig, history};
+use omnilog_views::journey::{JourneyConfig, JourneyView};
+use omnilog_views::queue::QueueView;
+use omnilog_views::reporting::{ReportingConfig, ReportingView};
+use omnilog_views::{LogPosition, MemoryState, View};
 
 fn golden(version: u32, name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/golden")
         .join(format!("v{version}"))
         .join(name)
+}
+
+fn blessing() -> bool {
+    std::env::var_os("OMNILOG_BLESS").is_some()
+}
+
+/// Writes `bytes` to a golden file that does not exist yet, when blessing.
+fn bless_new(path: &PathBuf, bytes: impl AsRef<[u8]>) {
+    if blessing() && !path.exists() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+fn read(path: &PathBuf) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn lines(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(to_canonical_json)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 /// A short seeded history that holds every event type.
@@ -29,12 +64,22 @@ fn sample() -> Vec<Event> {
         if seen.insert(event.event_type().as_str()) || events.len() < 400 {
             events.push(event);
         }
-        if seen.len() == omnilog_events::EventType::ALL.len() && events.len() >= 400 {
+        if seen.len() == EventType::ALL.len() && events.len() >= 400 {
             break;
         }
     }
-    // Types a desk's traffic rarely shows: written by hand.
-    let rare = serde_json::json!([
+    for value in rare_events() {
+        let event = omnilog_events::json::event_from_value(value).expect("a valid event");
+        if seen.insert(event.event_type().as_str()) {
+            events.push(event);
+        }
+    }
+    events
+}
+
+/// Types a desk's traffic rarely shows: written by hand.
+fn rare_events() -> Vec<serde_json::Value> {
+    serde_json::json!([
         {"source": "crm", "source_event_id": "link-1", "occurred_at": "2026-03-02T10:00:00Z",
          "customer": {"id": "c-alice", "handles": [{"kind": "email", "value": "alice@example.com"}]},
          "type": "identity_linked"},
@@ -44,51 +89,218 @@ fn sample() -> Vec<Event> {
         {"source": "outbound", "source_event_id": "notice-1", "occurred_at": "2026-03-02T10:02:00Z",
          "customer": {"id": "c-alice"}, "interaction_id": "notice-1", "channel": "sms",
          "type": "proactive_notice", "reason": "outage", "text": "Service is restored."}
-    ]);
-    for value in rare.as_array().unwrap() {
-        let event = omnilog_events::json::event_from_value(value.clone()).expect("a valid event");
-        if seen.insert(event.event_type().as_str()) {
-            events.push(event);
-        }
-    }
-    events
+    ])
+    .as_array()
+    .unwrap()
+    .clone()
 }
 
 #[test]
-fn version_1_fixtures_decode_to_their_canonical_json_and_encode_to_their_bytes() {
-    let (pb, jsonl) = (golden(1, "events.pb"), golden(1, "events.jsonl"));
-    if std::env::var_os("OMNILOG_BLESS").is_some() && !pb.exists() {
-        let events = sample();
-        std::fs::create_dir_all(pb.parent().unwrap()).unwrap();
-        std::fs::write(&pb, encode_batch(&events)).unwrap();
-        let lines: Vec<String> = events.iter().map(to_canonical_json).collect();
-        std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
-    }
-    let bytes = std::fs::read(&pb).unwrap_or_else(|e| panic!("{}: {e}", pb.display()));
-    let text =
-        std::fs::read_to_string(&jsonl).unwrap_or_else(|e| panic!("{}: {e}", jsonl.display()));
-    let decoded = decode_batch(&bytes).expect("the golden batch decodes");
-    let expected: Vec<&str> = text.lines().collect();
-    assert_eq!(decoded.len(), expected.len());
-    let types: BTreeSet<&str> = decoded.iter().map(|e| e.event_type().as_str()).collect();
-    assert_eq!(
-        types.len(),
-        omnilog_events::EventType::ALL.len(),
-        "every type is covered"
-    );
-    for (index, (event, line)) in decoded.iter().zip(&expected).enumerate() {
-        assert_eq!(
-            to_canonical_json(event),
-            *line,
-            "event {index} decodes differently"
+fn every_version_decodes_to_its_committed_canonical_json() {
+    for version in 1..=CURRENT_SCHEMA_VERSION {
+        let (pb, jsonl) = (
+            golden(version, "events.pb"),
+            golden(version, "events.jsonl"),
         );
-        let parsed =
-            omnilog_events::json::parse_event(line.as_bytes()).expect("the golden JSON parses");
-        assert_eq!(&parsed, event, "event {index}: JSON and protobuf disagree");
+        if version == CURRENT_SCHEMA_VERSION {
+            let events = sample();
+            bless_new(&pb, encode_batch(&events));
+            bless_new(&jsonl, lines(&events));
+        }
+        let bytes = read(&pb);
+        let decoded = decode_batch(&bytes).expect("the golden batch decodes");
+        let types: BTreeSet<&str> = decoded.iter().map(|e| e.event_type().as_str()).collect();
+        assert_eq!(
+            types.len(),
+            EventType::ALL.len(),
+            "v{version}: every type is covered"
+        );
+        assert!(
+            decoded
+                .iter()
+                .all(|e| e.schema_version == CURRENT_SCHEMA_VERSION)
+        );
+        let expected_path = if version == CURRENT_SCHEMA_VERSION {
+            jsonl.clone()
+        } else {
+            let current = golden(version, "events.current.jsonl");
+            bless_new(&current, lines(&decoded));
+            current
+        };
+        let expected = String::from_utf8(read(&expected_path)).unwrap();
+        let written = String::from_utf8(read(&jsonl)).unwrap();
+        assert_eq!(decoded.len(), expected.lines().count());
+        for (index, ((event, line), original)) in decoded
+            .iter()
+            .zip(expected.lines())
+            .zip(written.lines())
+            .enumerate()
+        {
+            assert_eq!(
+                to_canonical_json(event),
+                line,
+                "v{version} event {index} reads differently"
+            );
+            // The JSON that version wrote reads, through the JSON door, as the same event.
+            let parsed = parse_event(original.as_bytes()).expect("the golden JSON parses");
+            assert_eq!(
+                &parsed, event,
+                "v{version} event {index}: JSON and protobuf disagree"
+            );
+        }
+        if version == CURRENT_SCHEMA_VERSION {
+            assert_eq!(
+                encode_batch(&decoded),
+                bytes,
+                "the encoding of the current version changed"
+            );
+        }
     }
+}
+
+/// A small desk history with topics written the way people type them.
+fn twin_history() -> Vec<Event> {
+    let contact = |id: &str, at: &str, kind: &str, extra: serde_json::Value| {
+        let mut value = serde_json::json!({
+            "source": "twin", "source_event_id": format!("{id}:{kind}:{at}"), "occurred_at": at,
+            "customer": {"id": "customer-1"}, "interaction_id": id, "channel": "chat", "type": kind,
+        });
+        value
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        omnilog_events::json::event_from_value(value).expect("a valid event")
+    };
+    vec![
+        contact(
+            "chat-1",
+            "2026-03-02T09:00:00Z",
+            "interaction_started",
+            serde_json::json!({"direction": "inbound"}),
+        ),
+        contact(
+            "chat-1",
+            "2026-03-02T09:00:10Z",
+            "queued",
+            serde_json::json!({"queue": "billing", "skills": ["billing"]}),
+        ),
+        contact(
+            "chat-1",
+            "2026-03-02T09:00:40Z",
+            "assigned",
+            serde_json::json!({"agent_id": "a1"}),
+        ),
+        contact(
+            "chat-1",
+            "2026-03-02T09:02:00Z",
+            "tagged",
+            serde_json::json!({"topics": ["x"]}),
+        ),
+        contact(
+            "chat-1",
+            "2026-03-02T09:05:00Z",
+            "wrapped_up",
+            serde_json::json!({"agent_id": "a1", "resolved": true, "topics": ["x"]}),
+        ),
+        contact(
+            "chat-2",
+            "2026-03-03T09:00:00Z",
+            "interaction_started",
+            serde_json::json!({"direction": "inbound"}),
+        ),
+        contact(
+            "chat-2",
+            "2026-03-03T09:01:00Z",
+            "tagged",
+            serde_json::json!({"topics": ["x"]}),
+        ),
+    ]
+}
+
+/// The twin as version `version` wrote it: version 1 kept topics as typed.
+fn twin_as(version: u32) -> Vec<Event> {
+    let typed: [&[&str]; 3] = [
+        &["Billing", " Refund  Request "],
+        &["billing", "REFUND request"],
+        &["Refund Request"],
+    ];
+    let mut typed = typed.iter();
+    twin_history()
+        .into_iter()
+        .map(|mut event| {
+            if let Body::Tagged { topics } | Body::WrappedUp { topics, .. } = &mut event.body {
+                let raw: Vec<String> = typed
+                    .next()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect();
+                *topics = if version == 1 {
+                    raw
+                } else {
+                    raw.iter()
+                        .map(|t| omnilog_events::normalise_topic(t))
+                        .collect()
+                };
+            }
+            event.schema_version = version;
+            event
+        })
+        .collect()
+}
+
+fn fold_all(events: &[Event]) -> Vec<MemoryState> {
+    let views: Vec<Box<dyn View>> = vec![
+        Box::new(JourneyView::new(JourneyConfig::default())),
+        Box::new(QueueView),
+        Box::new(ReportingView::new(ReportingConfig::default())),
+    ];
+    views
+        .iter()
+        .map(|view| {
+            let mut state = MemoryState::new();
+            for (offset, event) in events.iter().enumerate() {
+                let position = LogPosition {
+                    partition: 0,
+                    offset: offset as u64,
+                };
+                view.apply(&mut state, event, position).expect("applies");
+            }
+            state
+        })
+        .collect()
+}
+
+#[test]
+fn an_old_version_twin_projects_to_the_same_views_as_its_current_twin() {
+    for version in 1..=CURRENT_SCHEMA_VERSION {
+        bless_new(&golden(version, "twin.pb"), encode_batch(&twin_as(version)));
+    }
+    let current = decode_batch(&read(&golden(CURRENT_SCHEMA_VERSION, "twin.pb"))).unwrap();
+    let topics = |events: &[Event]| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match &e.body {
+                Body::Tagged { topics } | Body::WrappedUp { topics, .. } => Some(topics.join(",")),
+                _ => None,
+            })
+            .collect()
+    };
     assert_eq!(
-        encode_batch(&decoded),
-        bytes,
-        "the encoding of the golden events changed"
+        topics(&current),
+        [
+            "billing,refund-request",
+            "billing,refund-request",
+            "refund-request"
+        ]
     );
+    for version in 1..CURRENT_SCHEMA_VERSION {
+        let old = decode_batch(&read(&golden(version, "twin.pb"))).unwrap();
+        assert_eq!(old, current, "v{version} twin reads as the current twin");
+        assert_eq!(
+            fold_all(&old),
+            fold_all(&current),
+            "v{version} twin projects differently"
+        );
+    }
 }

@@ -199,6 +199,14 @@ fn words(field: &str, values: Option<Vec<String>>) -> Result<Vec<String>, EventE
     Ok(values)
 }
 
+/// Topics as version 2 stores them ([`crate::model::normalise_topic`]).
+fn topics(values: Option<Vec<String>>) -> Result<Vec<String>, EventError> {
+    Ok(words("topics", values)?
+        .iter()
+        .map(|topic| crate::model::normalise_topic(topic))
+        .collect())
+}
+
 impl RawEvent {
     /// The body fields that are present, by name.
     fn present_body_fields(&self) -> Vec<&'static str> {
@@ -352,8 +360,11 @@ impl RawEvent {
                 event_id_for_source(event.source.as_deref(), source_event_id)
             }
             (None, None) => {
+                // The content id hashes the event as version 1 wrote it, so the same
+                // content gets the same id whichever version of the build reads it.
                 let without_recording = Event {
                     recorded_at: None,
+                    schema_version: 1,
                     ..event.clone()
                 };
                 event_id_for_content(&to_canonical_json(&without_recording))
@@ -440,7 +451,7 @@ impl RawEvent {
                     .resolved
                     .ok_or_else(|| EventError::missing("resolved"))?,
                 disposition: self.disposition.take(),
-                topics: words("topics", self.topics.take())?,
+                topics: topics(self.topics.take())?,
             },
             EventType::Csat => {
                 let score = self.score.ok_or_else(|| EventError::missing("score"))?;
@@ -457,7 +468,7 @@ impl RawEvent {
                 text: required_text("text", self.text.take())?,
             },
             EventType::Tagged => {
-                let topics = words("topics", self.topics.take())?;
+                let topics = topics(self.topics.take())?;
                 if topics.is_empty() {
                     return Err(EventError::missing("topics"));
                 }

@@ -21,6 +21,6 @@ pub use error::EventError;
 pub use json::{format_time, parse_batch, parse_event, revalidate, to_canonical_json};
 pub use model::{
     AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Destination,
-    Direction, Event, EventType, Handle,
+    Direction, Event, EventType, Handle, normalise_topic,
 };
 pub use proto::{decode, decode_batch, encode, encode_batch};

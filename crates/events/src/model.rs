@@ -10,8 +10,20 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-/// The schema version this build writes. Older versions are upcast on read.
-pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+/// The schema version this build writes. Older versions are upcast on read
+/// ([`crate::upcast`]): version 2 stores topics normalised ([`normalise_topic`]).
+pub const CURRENT_SCHEMA_VERSION: u32 = 2;
+
+/// A topic as version 2 stores it: trimmed, lower-cased, inner whitespace as one `-`, so
+/// `"Refund Request"`, `"refund request "` and `"refund-request"` are one topic in the
+/// journey's topics and in the topics report.
+pub fn normalise_topic(topic: &str) -> String {
+    topic
+        .split_whitespace()
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join("-")
+}
 
 /// Declares a closed set of names that map to `snake_case` strings, both ways.
 macro_rules! named_enum {

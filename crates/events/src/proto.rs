@@ -417,7 +417,7 @@ impl TryFrom<pb::Event> for Event {
         let occurred_at = time_from("occurred_at", message.occurred_at)?
             .ok_or_else(|| EventError::missing("occurred_at"))?;
         let body = body_from_pb(message.body.ok_or_else(|| EventError::missing("type"))?)?;
-        Ok(Event {
+        let mut event = Event {
             event_id,
             schema_version,
             source: message.source,
@@ -439,6 +439,9 @@ impl TryFrom<pb::Event> for Event {
             channel: channel_from_pb(message.channel)?,
             attributes: message.attributes,
             body,
-        })
+        };
+        // An older version reads as the current one: the live path and replay alike.
+        crate::upcast::upcast_event(&mut event);
+        Ok(event)
     }
 }
