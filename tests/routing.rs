@@ -304,3 +304,52 @@ async fn the_queue_stream_shows_new_stats_within_a_second_of_the_ingest_answer()
     drop(lines);
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_item_goes_to_the_next_agent_not_back_to_the_one_who_declined() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--route", "offer", "--offer-timeout-secs", "60"],
+    );
+    let http = Http::default();
+    let mut later = agent("second", "available", json!({"chat": 1}));
+    later["occurred_at"] = json!("2026-03-02T08:30:00Z");
+    http.post_events(
+        &server,
+        &json!([
+            agent("first", "available", json!({"chat": 1})),
+            later,
+            queued("chat1", "chat", 0)
+        ]),
+    )
+    .await;
+    let within = Duration::from_secs(15);
+    let offered_to = |queue: &Value| {
+        queue["items"][0]["reserved_for"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let queue = eventually(&http, &server, "/v1/queues/support", within, |q| {
+        offered_to(q).is_some()
+    })
+    .await;
+    assert_eq!(
+        offered_to(&queue).as_deref(),
+        Some("first"),
+        "longest idle first"
+    );
+    let mut declined = contact(
+        "chat1",
+        "chat",
+        "offer_declined",
+        json!({"agent_id": "first"}),
+    );
+    declined["source_event_id"] = json!("chat1:declined-by-first");
+    http.post_events(&server, &json!([declined])).await;
+    eventually(&http, &server, "/v1/queues/support", within, |q| {
+        offered_to(q).as_deref() == Some("second")
+    })
+    .await;
+    server.stop();
+}

@@ -23,7 +23,7 @@ use omnilog_events::{Destination, Event, format_time};
 use omnilog_ingest::Ingest;
 use omnilog_log::Topic;
 use omnilog_projector::{AwaitedPosition, ViewRuntime};
-use omnilog_views::queue::{self, AgentsPartial, Offer};
+use omnilog_views::queue::{self, AgentsPartial};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -90,7 +90,12 @@ impl Router {
 
 /// What one round saw and decided.
 struct Round {
-    offers: Vec<Offer>,
+    /// The unreserved waiting items, in routing order.
+    items: Vec<queue::RoutableItem>,
+    /// The agents who can take work, longest idle first.
+    candidates: Vec<queue::AgentCandidate>,
+    /// Every interaction waiting in a queue.
+    waiting: std::collections::BTreeSet<String>,
     /// Every open offer: (interaction, agent) → its customer and channel.
     open_offers: BTreeMap<(String, String), (Option<String>, omnilog_events::Channel)>,
 }
@@ -104,6 +109,10 @@ async fn run(
     // When the router first saw each open offer: offers made before a restart are timed
     // from when this router first saw them.
     let mut offer_seen: BTreeMap<(String, String), tokio::time::Instant> = BTreeMap::new();
+    // Offers that ended without an assignment (declined or timed out), and when: the item
+    // is not offered to that agent again for one offer time-out, so it goes to another
+    // agent if there is one instead of bouncing back to the one who let it go.
+    let mut let_go: BTreeMap<(String, String), tokio::time::Instant> = BTreeMap::new();
     let mut awaited: Vec<AwaitedPosition> = Vec::new();
     loop {
         if *stopped.borrow() {
@@ -112,6 +121,18 @@ async fn run(
         match round(&views, &awaited).await {
             Ok(round) => {
                 let now = tokio::time::Instant::now();
+                // An offer seen before that is gone while its item still waits was declined
+                // or timed out: decided before planning, so this round already skips it.
+                for key in offer_seen.keys() {
+                    if !round.open_offers.contains_key(key) && round.waiting.contains(&key.0) {
+                        let_go.insert(key.clone(), now);
+                    }
+                }
+                let_go.retain(|_, at| now.duration_since(*at) < config.offer_timeout);
+                let offers =
+                    queue::plan_offers_with(&round.items, round.candidates, |item, agent| {
+                        !let_go.contains_key(&(item.interaction_id.clone(), agent.agent_id.clone()))
+                    });
                 offer_seen.retain(|key, _| round.open_offers.contains_key(key));
                 for key in round.open_offers.keys() {
                     offer_seen.entry(key.clone()).or_insert(now);
@@ -139,7 +160,7 @@ async fn run(
                         ));
                     }
                 }
-                for offer in &round.offers {
+                for offer in &offers {
                     let Some(customer) = offer.customer_id.as_deref() else {
                         continue;
                     };
@@ -167,7 +188,7 @@ async fn run(
                     match ingest.submit(events).await {
                         Ok(receipt) => {
                             tracing::debug!(
-                                offers = round.offers.len(),
+                                offers = offers.len(),
                                 accepted = receipt.accepted,
                                 "routed"
                             );
@@ -221,11 +242,13 @@ async fn round(views: &ViewRuntime, awaited: &[AwaitedPosition]) -> anyhow::Resu
         let reader = live.reader();
         let items = queue::routable(&reader, now)?;
         let agents = AgentsPartial::from_state(&reader)?;
-        let offers = queue::plan_offers(&items, agents.candidates());
+        let candidates = agents.candidates();
         // An offer is a waiting item reserved for an agent.
         let mut open_offers = BTreeMap::new();
+        let mut waiting = std::collections::BTreeSet::new();
         for answer in queue::queues(&reader, now)? {
             for item in answer.items {
+                waiting.insert(item.interaction_id.clone());
                 if let Some(agent) = item.reserved_for {
                     open_offers.insert(
                         (item.interaction_id, agent),
@@ -235,7 +258,9 @@ async fn round(views: &ViewRuntime, awaited: &[AwaitedPosition]) -> anyhow::Resu
             }
         }
         Ok(Round {
-            offers,
+            items,
+            candidates,
+            waiting,
             open_offers,
         })
     })

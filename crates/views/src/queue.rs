@@ -48,7 +48,7 @@ pub use query::{
     QueueItemAnswer, QueuePartial, QueuesPartial, RoutableItem, agent, agents, available_agents,
     queue, queues, routable,
 };
-pub use routing::{Offer, plan_offers};
+pub use routing::{Offer, plan_offers, plan_offers_with};
 
 use std::collections::BTreeMap;
 

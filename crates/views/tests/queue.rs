@@ -986,3 +986,20 @@ fn the_router_spreads_work_longest_idle_first_and_a_declined_offer_keeps_its_pla
     );
     assert_eq!(route(&state, 13).len(), 2);
 }
+
+#[test]
+fn the_router_can_keep_an_item_from_the_agent_who_let_it_go() {
+    let state = fold(&[
+        agent_state(-60, "early", "available", json!({"skills": ["support"]})),
+        agent_state(0, "late", "available", json!({"skills": ["support"]})),
+        queued(1, "c1", "chat1", "chat", "support", 0),
+    ]);
+    let items = routable(&state, t(10)).expect("reads");
+    let candidates = available_agents(&state).expect("reads");
+    let everyone = queue::plan_offers(&items, candidates.clone());
+    assert_eq!(offered(&everyone), [("chat1", "early")]);
+    let not_early = queue::plan_offers_with(&items, candidates, |item, agent| {
+        !(item.interaction_id == "chat1" && agent.agent_id == "early")
+    });
+    assert_eq!(offered(&not_early), [("chat1", "late")]);
+}

@@ -32,7 +32,17 @@ pub struct Offer {
 }
 
 /// The offers of one routing round, in routing order.
-pub fn plan_offers(items: &[RoutableItem], mut candidates: Vec<AgentCandidate>) -> Vec<Offer> {
+pub fn plan_offers(items: &[RoutableItem], candidates: Vec<AgentCandidate>) -> Vec<Offer> {
+    plan_offers_with(items, candidates, |_, _| true)
+}
+
+/// [`plan_offers`], offering an item only to agents `allowed` for it (the router uses this
+/// to keep an item from going straight back to the agent who just let it go).
+pub fn plan_offers_with(
+    items: &[RoutableItem],
+    mut candidates: Vec<AgentCandidate>,
+    allowed: impl Fn(&RoutableItem, &AgentCandidate) -> bool,
+) -> Vec<Offer> {
     let mut offers = Vec::new();
     for item in items {
         let taker = candidates.iter().position(|agent| {
@@ -41,6 +51,7 @@ pub fn plan_offers(items: &[RoutableItem], mut candidates: Vec<AgentCandidate>) 
                 .get(&item.channel)
                 .is_some_and(|&spare| spare > 0)
                 && item.skills.iter().all(|skill| agent.skills.contains(skill))
+                && allowed(item, agent)
         });
         let Some(index) = taker else {
             continue;
