@@ -116,6 +116,10 @@ impl LiveVersion {
     }
 }
 
+/// How long a rebuild may take, once the live version stopped folding, to reach the live
+/// version's positions before the swap is abandoned.
+const SWAP_CATCH_UP: Duration = Duration::from_secs(60);
+
 /// Where a view's rebuild stands.
 #[derive(Debug)]
 enum Rebuild {
@@ -536,7 +540,9 @@ impl ViewRuntime {
         let current = slot.live();
         current.stop().await;
         let target = current.status().checkpoint();
+        let current_table = current.table().clone();
         drop(current);
+        let deadline = tokio::time::Instant::now() + SWAP_CATCH_UP;
         loop {
             let reached = fresh.status().checkpoint();
             if target
@@ -545,6 +551,31 @@ impl ViewRuntime {
                 .all(|(&(topic, partition), &next)| reached.next_offset(topic, partition) >= next)
             {
                 break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                // The new version stalled right before the swap: the live version must not
+                // stay frozen. It resumes folding from its own checkpoint and the rebuild is
+                // abandoned (its tree dropped); an operator can ask again.
+                let log = self.log.clone().ok_or(ProjectorError::ReadOnly)?;
+                let resumed = Projection::spawn(
+                    log,
+                    current_table,
+                    slot.view.clone(),
+                    self.config.clone(),
+                    self.metrics.clone(),
+                )
+                .await?;
+                *slot.live.write().unwrap_or_else(PoisonError::into_inner) =
+                    Arc::new(LiveVersion::projected(resumed));
+                *slot.rebuild_state() = Rebuild::Idle;
+                fresh.stop().await;
+                let abandoned = fresh.status().version;
+                drop(fresh);
+                let store = self.store.clone();
+                blocking(move || store.drop_table(name, abandoned)).await?;
+                return Err(ProjectorError::Task(format!(
+                    "the rebuild of {name} did not reach the live version's positions within {SWAP_CATCH_UP:?}; the live version resumed"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
