@@ -216,11 +216,7 @@ impl EmbeddedLog {
                 )));
             }
         }
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(storage)?;
+        let db = open_sled(&sled::Config::new().path(dir).cache_capacity(cache_bytes))?;
         match db.get(b"mformat").map_err(storage)? {
             Some(version) if version.as_ref() != FORMAT_VERSION => {
                 return Err(LogError::Storage(format!(
@@ -305,11 +301,7 @@ impl EmbeddedLog {
             )));
         }
         let counts = {
-            let db = sled::Config::new()
-                .path(dir)
-                .cache_capacity(cache_bytes)
-                .open()
-                .map_err(storage)?;
+            let db = open_sled(&sled::Config::new().path(dir).cache_capacity(cache_bytes))?;
             let mut counts = PartitionCounts::default();
             for topic in Topic::ALL {
                 let key = format!("mpartitions/{}", topic.name());
@@ -361,6 +353,27 @@ impl Drop for EmbeddedLog {
     fn drop(&mut self) {
         if let Err(error) = self.shutdown() {
             tracing::error!(%error, "closing the embedded log");
+        }
+    }
+}
+
+/// Opens sled, waiting a little for a lock that a just-closed log of this process still
+/// holds: dropping a sled database does not wait for its background flusher, which keeps
+/// the directory's lock for a moment after the last handle is gone. Another process's lock
+/// is refused after the wait, as before.
+fn open_sled(config: &sled::Config) -> Result<sled::Db, LogError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match config.open() {
+            // sled reports a held lock as an `Other` I/O error with this text.
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(db) => return Ok(db),
+            Err(error) => return Err(storage(error)),
         }
     }
 }

@@ -98,11 +98,24 @@ fn active_key(view: &str) -> String {
 impl ViewStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(512 * 1024 * 1024)
-            .flush_every_ms(Some(1_000))
-            .open()?;
+            .flush_every_ms(Some(1_000));
+        // A store this process just closed may hold its lock a moment longer: dropping a
+        // sled database does not wait for its flusher thread. Wait for it, briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(error))
+                    if error.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                opened => break opened?,
+            }
+        };
         let meta = db.open_tree("meta")?;
         Ok(ViewStore { db, meta })
     }
