@@ -34,9 +34,9 @@ pub struct DemoArgs {
     /// Seed of the simulated history.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Distinct customers of the simulated desk: few enough that customers come back,
-    /// switch channels and reopen journeys within the first minutes.
-    #[arg(long, default_value_t = 300)]
+    /// Distinct customers of the simulated desk: few enough that some come back and switch
+    /// channels within the first minutes, enough that most journeys stay short.
+    #[arg(long, default_value_t = 2_000)]
     customers: u64,
     /// Exit once the simulated events are sent and projected (for scripts and tests).
     #[arg(long, requires = "events")]
