@@ -8,30 +8,28 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use omnilog_events::{Destination, Event, format_time, to_canonical_json};
-use omnilog_log::{AppendRecord, EmbeddedLog, EventLog, PartitionCounts, Topic};
+use omnilog_events::{Event, format_time, to_canonical_json};
+use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
 use omnilog_testkit::{HistoryConfig, history};
 use serde_json::Value;
 use support::{BINARY, Http, Server, run};
+
+/// The body of `POST /v1/events` for `events`.
+fn json_array(events: &[Event]) -> Vec<u8> {
+    let lines: Vec<String> = events.iter().map(to_canonical_json).collect();
+    format!("[{}]", lines.join(",")).into_bytes()
+}
 
 /// Posts events as canonical JSON in batches; returns the last answer's read token.
 async fn post_all(http: &Http, server: &Server, events: &[Event]) -> String {
     let mut token = String::new();
     for chunk in events.chunks(250) {
-        let body = format!(
-            "[{}]",
-            chunk
-                .iter()
-                .map(to_canonical_json)
-                .collect::<Vec<_>>()
-                .join(",")
-        );
         let answer = http
             .send(
                 "POST",
                 &server.url("/v1/events"),
                 "application/json",
-                body.into_bytes(),
+                json_array(chunk),
             )
             .await;
         assert_eq!(answer.status, 202, "{:?}", answer.body);
@@ -198,16 +196,8 @@ async fn a_rebuild_under_query_load_never_fails_nor_goes_back_in_time() {
         let rest = rest.to_vec();
         tokio::spawn(async move {
             for chunk in rest.chunks(100) {
-                let body = format!(
-                    "[{}]",
-                    chunk
-                        .iter()
-                        .map(to_canonical_json)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
                 let answer = http
-                    .send("POST", &url, "application/json", body.into_bytes())
+                    .send("POST", &url, "application/json", json_array(chunk))
                     .await;
                 assert_eq!(answer.status, 202, "{answer:?}");
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -282,16 +272,7 @@ async fn exporting_a_million_events_streams_with_bounded_memory() {
         let log = EmbeddedLog::open(&data.join("log"), PartitionCounts::default()).unwrap();
         let mut batch = Vec::with_capacity(10_000);
         for event in history(HistoryConfig::with_events(3, EVENTS).with_customer_ids()) {
-            batch.push(AppendRecord {
-                topic: match event.destination() {
-                    Destination::Interactions => Topic::Interactions,
-                    Destination::Agents => Topic::Agents,
-                },
-                key: event.partition_key().unwrap().to_owned(),
-                event_id: event.event_id,
-                payload: omnilog_events::encode(&event).into(),
-                headers: Vec::new(),
-            });
+            batch.push(omnilog_ingest::log_record(&event).expect("events with customer ids"));
             if batch.len() == 10_000 {
                 log.append(std::mem::take(&mut batch)).await.unwrap();
             }

@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
-use omnilog_channels::{Registry, WebhookRequest};
+use omnilog_channels::{ChannelError, Registry, SignatureScheme, WebhookRequest};
 use omnilog_events::Event;
 use omnilog_ingest::{Ingest, Receipt};
 use serde::Deserialize;
@@ -45,6 +45,9 @@ pub struct ApiConfig {
     pub public_url: Option<String>,
     /// Channel path → the platform secret its webhooks are signed with.
     pub channel_secrets: BTreeMap<String, String>,
+    /// The verify token of Meta's subscription handshake (`GET` on a Meta channel's URL),
+    /// as set in the Meta app dashboard. Without it the handshake is refused.
+    pub meta_verify_token: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +55,7 @@ impl Default for ApiConfig {
         ApiConfig {
             max_body_bytes: 8 * 1024 * 1024,
             public_url: None,
+            meta_verify_token: None,
             channel_secrets: BTreeMap::new(),
         }
     }
@@ -127,7 +131,10 @@ pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     Router::new()
         .route("/v1/events", post(post_events))
-        .route("/v1/channels/{channel}", post(post_channel))
+        .route(
+            "/v1/channels/{channel}",
+            post(post_channel).get(channel_handshake),
+        )
         .route("/v1/customers/resolve", get(resolve_customer))
         .route("/v1/customers/{id}", get(get_customer))
         .route("/v1/customers/{id}/journey", get(queries::customer_journey))
@@ -255,6 +262,35 @@ fn called_url(state: &AppState, headers: &HeaderMap, uri: &axum::http::Uri) -> S
             format!("http://{host}{path}")
         }
     }
+}
+
+/// `GET /v1/channels/{channel}?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`:
+/// Meta's subscription handshake for `messenger` and `whatsapp`, answered with the
+/// challenge when the verify token is the configured one (Meta calls it before it delivers
+/// anything, with no bearer token).
+async fn channel_handshake(
+    State(state): State<AppState>,
+    Path(channel): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<impl IntoResponse, ApiError> {
+    let ingestor = state
+        .channels
+        .get(&channel)
+        .ok_or_else(|| ApiError::NotFound(format!("no channel {channel:?}")))?;
+    if ingestor.signature() != SignatureScheme::Meta {
+        return Err(ApiError::NotFound(format!(
+            "channel {channel:?} has no subscription handshake (only Meta's channels do)"
+        )));
+    }
+    let token = state.config.meta_verify_token.as_deref().ok_or_else(|| {
+        ApiError::Forbidden("no Meta verify token is configured (meta_verify_token)".to_owned())
+    })?;
+    let challenge = omnilog_channels::meta::verify_subscription(uri.query().unwrap_or(""), token)
+        .map_err(|error| match error {
+        ChannelError::BadSignature(why) => ApiError::Forbidden(why),
+        other => ApiError::from(other),
+    })?;
+    Ok(([(header::CONTENT_TYPE, "text/plain")], challenge))
 }
 
 /// `POST /v1/channels/{channel}`: a platform's own webhook payload.

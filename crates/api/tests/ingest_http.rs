@@ -38,6 +38,7 @@ async fn harness(access: AccessControl, secrets: &[(&str, &str)]) -> Harness {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
+        meta_verify_token: Some("meatyhamhock".to_owned()),
     };
     let app = router(AppState::new(
         ingest,
@@ -711,4 +712,43 @@ async fn a_thousand_hostile_requests_get_4xx_problems_and_leave_the_log_unchange
     )
     .await;
     assert_eq!(answer.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn meta_subscription_handshake_echoes_the_challenge_for_the_configured_token() {
+    let h = harness(AccessControl::open(), &[]).await;
+    let query = "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=meatyhamhock";
+    for channel in ["messenger", "whatsapp"] {
+        let response = h
+            .app
+            .clone()
+            .oneshot(get(&format!("/v1/channels/{channel}?{query}")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{channel}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"1158201444");
+    }
+    let wrong = send(
+        &h.app,
+        get(&format!(
+            "/v1/channels/messenger?{}",
+            query.replace("meatyhamhock", "guess")
+        )),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert_eq!(wrong.content_type, "application/problem+json");
+    let not_meta = send(&h.app, get(&format!("/v1/channels/voice?{query}"))).await;
+    assert_eq!(not_meta.status, StatusCode::NOT_FOUND);
+    let unknown = send(&h.app, get(&format!("/v1/channels/pigeon?{query}"))).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let no_mode = send(
+        &h.app,
+        get("/v1/channels/whatsapp?hub.verify_token=meatyhamhock"),
+    )
+    .await;
+    assert_eq!(no_mode.status, StatusCode::BAD_REQUEST);
+    assert_eq!(no_mode.body["field"], "hub.mode");
+    assert_eq!(log_size(&h.log).await, 0, "a handshake writes nothing");
 }

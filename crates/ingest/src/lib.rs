@@ -192,6 +192,29 @@ impl State {
     }
 }
 
+/// The record of `event` in `topic` under `key`: the protobuf payload, no headers.
+fn record(event: &Event, topic: Topic, key: String) -> AppendRecord {
+    AppendRecord {
+        topic,
+        key,
+        event_id: event.event_id,
+        payload: omnilog_events::encode(event).into(),
+        headers: Vec::new(),
+    }
+}
+
+/// The record ingest appends for an event whose customer (or agent) is already named:
+/// the topic of its destination, keyed by its partition key. `None` for an interaction
+/// event without a customer id. For writers that bypass ingest's resolution (the
+/// benchmarks, tests that lay out a log directly).
+pub fn log_record(event: &Event) -> Option<AppendRecord> {
+    let topic = match event.destination() {
+        Destination::Interactions => Topic::Interactions,
+        Destination::Agents => Topic::Agents,
+    };
+    Some(record(event, topic, event.partition_key()?.to_owned()))
+}
+
 struct Job {
     events: Vec<Event>,
     reply: oneshot::Sender<Result<Receipt, IngestError>>,
@@ -332,13 +355,7 @@ async fn commit_group(log: &dyn EventLog, state: &Mutex<State>, jobs: Vec<Job>) 
             let mut failure = None;
             for (index, event) in job.events.iter_mut().enumerate() {
                 match state.prepare(event) {
-                    Ok((topic, key)) => job_records.push(AppendRecord {
-                        topic,
-                        key,
-                        event_id: event.event_id,
-                        payload: omnilog_events::encode(event).into(),
-                        headers: Vec::new(),
-                    }),
+                    Ok((topic, key)) => job_records.push(record(event, topic, key)),
                     Err(IngestError::Invalid(error)) => {
                         failure = Some(IngestError::Invalid(error.within(&format!("[{index}]"))));
                         break;

@@ -24,7 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use omnilog_events::{Destination, Event, to_canonical_json};
-use omnilog_log::{AppendRecord, EmbeddedLog, SharedLog, Topic};
+use omnilog_log::{EmbeddedLog, SharedLog, Topic};
 use omnilog_projector::replay::replay;
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
@@ -81,20 +81,31 @@ impl Row {
     }
 }
 
-fn record_of(event: &Event) -> anyhow::Result<AppendRecord> {
-    Ok(AppendRecord {
-        topic: match event.destination() {
-            Destination::Interactions => Topic::Interactions,
-            Destination::Agents => Topic::Agents,
-        },
-        key: event
-            .partition_key()
-            .context("a generated event without a partition key")?
-            .to_owned(),
-        event_id: event.event_id,
-        payload: omnilog_events::encode(event).into(),
-        headers: Vec::new(),
-    })
+/// Decodes every record of `topic`, in partition order, handing each event with its
+/// position to `each`; returns how many there were.
+async fn for_each_event(
+    log: &SharedLog,
+    topic: Topic,
+    mut each: impl FnMut(Event, LogPosition) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut count = 0;
+    for partition in 0..log.partitions(topic) {
+        let mut from = 0;
+        loop {
+            let records = log.read(topic, partition, from, 8_192).await?;
+            let Some(last) = records.last() else { break };
+            from = last.offset + 1;
+            for record in &records {
+                let position = LogPosition {
+                    partition,
+                    offset: record.offset,
+                };
+                each(omnilog_events::decode(&record.payload)?, position)?;
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -115,7 +126,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut batch = Vec::with_capacity(10_000);
     for event in history(HistoryConfig::with_events(args.seed, args.events).with_customer_ids()) {
-        batch.push(record_of(&event)?);
+        batch.push(
+            omnilog_ingest::log_record(&event)
+                .context("a generated event without a partition key")?,
+        );
         if batch.len() == 10_000 {
             log.append(std::mem::take(&mut batch)).await?;
         }
@@ -137,18 +151,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut decoded = 0u64;
     for topic in [Topic::Interactions, Topic::Agents] {
-        for partition in 0..log.partitions(topic) {
-            let mut from = 0;
-            loop {
-                let records = log.read(topic, partition, from, 8_192).await?;
-                let Some(last) = records.last() else { break };
-                from = last.offset + 1;
-                for record in &records {
-                    std::hint::black_box(omnilog_events::decode(&record.payload)?);
-                    decoded += 1;
-                }
-            }
-        }
+        decoded += for_each_event(&log, topic, |event, _| {
+            std::hint::black_box(event);
+            Ok(())
+        })
+        .await?;
     }
     rows.push(Row {
         stage: "a",
@@ -166,23 +173,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let mut folded = 0u64;
         for &destination in view.topics() {
             let topic = omnilog_projector::topic_of(destination);
-            for partition in 0..log.partitions(topic) {
-                let mut from = 0;
-                loop {
-                    let records = log.read(topic, partition, from, 8_192).await?;
-                    let Some(last) = records.last() else { break };
-                    from = last.offset + 1;
-                    for record in &records {
-                        let event = omnilog_events::decode(&record.payload)?;
-                        let position = LogPosition {
-                            partition,
-                            offset: record.offset,
-                        };
-                        view.apply(&mut state, &event, position)?;
-                        folded += 1;
-                    }
-                }
-            }
+            folded += for_each_event(&log, topic, |event, position| {
+                Ok(view.apply(&mut state, &event, position)?)
+            })
+            .await?;
         }
         std::hint::black_box(state);
         let seconds = started.elapsed().as_secs_f64();

@@ -55,6 +55,9 @@ pub struct ServerArgs {
     /// Seconds an offer waits for an answer before it times out [default: 30].
     #[arg(long, env = "OMNILOG_OFFER_TIMEOUT_SECS")]
     pub offer_timeout_secs: Option<u64>,
+    /// The verify token of Meta's webhook subscription handshake (messenger, whatsapp).
+    #[arg(long, env = "OMNILOG_META_VERIFY_TOKEN")]
+    pub meta_verify_token: Option<String>,
     /// A channel's service-level threshold in seconds, as CHANNEL=SECONDS (repeatable; in
     /// the environment separated by ';') [default: voice 20, chat and messaging 60, sms and
     /// social 300, others 3600]. Changing it needs `POST /v1/views/reporting/rebuild`.
@@ -84,6 +87,7 @@ struct FileConfig {
     channel_secrets: BTreeMap<String, String>,
     route: Option<RouteMode>,
     offer_timeout_secs: Option<u64>,
+    meta_verify_token: Option<String>,
     #[serde(default)]
     service_level: BTreeMap<String, u32>,
 }
@@ -194,6 +198,7 @@ impl ServerArgs {
                     .unwrap_or(defaults.max_body_bytes),
                 public_url: self.public_url.or(file.public_url),
                 channel_secrets,
+                meta_verify_token: self.meta_verify_token.or(file.meta_verify_token),
             },
         })
     }
