@@ -166,6 +166,10 @@ pub enum LogError {
     InvalidRecord(String),
     #[error("the log is closed")]
     Closed,
+    /// The backend cannot be reached now (brokers down, a delivery not confirmed): safe to
+    /// retry.
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A partitioned, durable, append-only log.
