@@ -29,8 +29,13 @@ pub struct Server {
 impl Server {
     /// Starts `omnilog serve` (plus `extra` flags) on `data_dir`, port chosen by the OS.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_command("serve", data_dir, extra)
+    }
+
+    /// Starts `omnilog <command>` (a server command: serve, ingest-server, projector).
+    pub fn start_command(command: &str, data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(BINARY)
-            .arg("serve")
+            .arg(command)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
@@ -115,6 +120,7 @@ pub fn run(args: &[&str]) -> String {
 pub struct Answer {
     pub status: u16,
     pub content_type: String,
+    pub retry_after: Option<String>,
     pub body: Value,
 }
 
@@ -164,6 +170,11 @@ impl Http {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = response
             .into_body()
             .collect()
@@ -175,6 +186,7 @@ impl Http {
         Ok(Answer {
             status,
             content_type,
+            retry_after,
             body,
         })
     }

@@ -82,6 +82,10 @@ pub struct IngestConfig {
     /// to the customer it had the first time (and so to the same partition, where the log
     /// recognises it as a duplicate) even if identities changed in between.
     pub remembered_event_ids: usize,
+    /// Keep folding what other writers append (several ingest servers on one Kafka
+    /// cluster). Identity claims fold in any order to the same view, so folding this
+    /// server's own events a second time changes nothing.
+    pub follow_other_writers: bool,
 }
 
 impl Default for IngestConfig {
@@ -89,6 +93,7 @@ impl Default for IngestConfig {
         IngestConfig {
             max_group_events: 20_000,
             remembered_event_ids: 1_000_000,
+            follow_other_writers: false,
         }
     }
 }
@@ -124,6 +129,9 @@ struct State {
     /// The last `recorded_at` handed out: stamps never go backwards, so claims are
     /// ordered as ingest resolved them even if the wall clock steps back.
     last_recorded: DateTime<Utc>,
+    /// Where the identity view has folded the log up to, per interactions partition
+    /// (what a follower of other writers reads next).
+    folded_to: Vec<u64>,
 }
 
 impl State {
@@ -135,6 +143,7 @@ impl State {
                 ..RecentIds::default()
             },
             last_recorded: DateTime::UNIX_EPOCH,
+            folded_to: Vec::new(),
         }
     }
 
@@ -244,6 +253,9 @@ impl Ingest {
         let state = Arc::new(Mutex::new(State::new(config.remembered_event_ids)));
         rebuild(&*log, &state).await?;
         let (jobs, receiver) = mpsc::channel(1024);
+        if config.follow_other_writers {
+            tokio::spawn(follow(log.clone(), state.clone()));
+        }
         tokio::spawn(sequence(log, state.clone(), receiver, config));
         Ok(Ingest { jobs, state })
     }
@@ -317,8 +329,54 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
         customers = fresh.identity.customer_count(),
         "identity view folded from the log"
     );
+    fresh.folded_to = ends;
     *lock(state) = fresh;
     Ok(())
+}
+
+/// Folds what every writer appends into the identity view, from where the last rebuild
+/// stopped: another ingest server's claims become known here within moments.
+async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
+    const READ_BATCH: usize = 2_000;
+    const IDLE: std::time::Duration = std::time::Duration::from_millis(50);
+    loop {
+        let positions = lock(&state).folded_to.clone();
+        let mut folded_any = false;
+        for (partition, &from) in positions.iter().enumerate() {
+            let records = match log
+                .read(Topic::Interactions, partition as u32, from, READ_BATCH)
+                .await
+            {
+                Ok(records) => records,
+                Err(LogError::Closed) => return,
+                Err(error) => {
+                    tracing::warn!(%error, partition, "identity follower could not read; retrying");
+                    continue;
+                }
+            };
+            let Some(last) = records.last().map(|r| r.offset) else {
+                continue;
+            };
+            let mut state = lock(&state);
+            // A rebuild in between replaced the view and its positions: read again.
+            if state.folded_to.get(partition) != Some(&from) {
+                continue;
+            }
+            for record in &records {
+                if let Ok(event) = omnilog_events::decode(&record.payload) {
+                    state.identity.apply(&event);
+                }
+            }
+            state.folded_to[partition] = last + 1;
+            folded_any = true;
+        }
+        if !folded_any {
+            tokio::time::sleep(IDLE).await;
+        }
+        if Arc::strong_count(&state) == 1 {
+            return;
+        }
+    }
 }
 
 async fn sequence(

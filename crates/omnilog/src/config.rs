@@ -70,6 +70,41 @@ pub struct ServerArgs {
     /// Serve a store built by `omnilog replay` (queries only; no log, no writes).
     #[arg(long, env = "OMNILOG_READ_ONLY")]
     pub read_only: bool,
+    /// Where the log is: `embedded` (under --data-dir) or `kafka` (needs --brokers)
+    /// [default: embedded; kafka when --brokers is given].
+    #[arg(long, value_enum, env = "OMNILOG_LOG")]
+    pub log: Option<LogKind>,
+    /// Kafka's bootstrap servers, HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "OMNILOG_BROKERS")]
+    pub brokers: Option<String>,
+    /// Replication factor of the topics omnilog creates on Kafka [default: 1].
+    #[arg(long, env = "OMNILOG_REPLICATION")]
+    pub replication: Option<i32>,
+    /// On Kafka, how long a write waits for the brokers' confirmation before the request
+    /// is refused with 503 [default: 10000].
+    #[arg(long, env = "OMNILOG_DELIVERY_TIMEOUT_MS")]
+    pub delivery_timeout_ms: Option<u64>,
+}
+
+/// Which log backs a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogKind {
+    Embedded,
+    Kafka,
+}
+
+/// The log a server opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogBackend {
+    /// `<data-dir>/log`.
+    Embedded,
+    /// Topics on a Kafka cluster.
+    Kafka {
+        brokers: String,
+        replication: i32,
+        delivery_timeout: std::time::Duration,
+    },
 }
 
 /// The TOML file's shape.
@@ -90,6 +125,10 @@ struct FileConfig {
     meta_verify_token: Option<String>,
     #[serde(default)]
     service_level: BTreeMap<String, u32>,
+    log: Option<LogKind>,
+    brokers: Option<String>,
+    replication: Option<i32>,
+    delivery_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +149,7 @@ pub struct ServerConfig {
     pub reporting: ReportingConfig,
     pub access: AccessControl,
     pub api: ApiConfig,
+    pub log: LogBackend,
 }
 
 fn parse_token(entry: &str) -> anyhow::Result<(String, Vec<Scope>)> {
@@ -177,7 +217,37 @@ impl ServerArgs {
             levels.push(parse_service_level(entry)?);
         }
         let reporting = reporting_config(&levels)?;
+        let brokers = self.brokers.or(file.brokers);
+        let log = match (self.log.or(file.log), brokers) {
+            (Some(LogKind::Embedded), Some(_)) => {
+                bail!("--brokers is given but --log is embedded: drop one of them")
+            }
+            (Some(LogKind::Kafka), None) => bail!("--log kafka needs --brokers HOST:PORT"),
+            (Some(LogKind::Embedded) | None, None) => LogBackend::Embedded,
+            (Some(LogKind::Kafka) | None, Some(brokers)) => {
+                if brokers.trim().is_empty() {
+                    bail!("--brokers must name at least one HOST:PORT");
+                }
+                let replication = self.replication.or(file.replication).unwrap_or(1);
+                if replication < 1 {
+                    bail!("--replication must be at least 1, not {replication}");
+                }
+                let delivery_timeout_ms = self
+                    .delivery_timeout_ms
+                    .or(file.delivery_timeout_ms)
+                    .unwrap_or(10_000);
+                if delivery_timeout_ms < 100 {
+                    bail!("--delivery-timeout-ms must be at least 100, not {delivery_timeout_ms}");
+                }
+                LogBackend::Kafka {
+                    brokers,
+                    replication,
+                    delivery_timeout: std::time::Duration::from_millis(delivery_timeout_ms),
+                }
+            }
+        };
         Ok(ServerConfig {
+            log,
             router,
             reporting,
             read_only: self.read_only,

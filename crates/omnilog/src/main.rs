@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Runs omnilog on the embedded log: ingest API, channel webhooks, every projector, the query API.
     Serve(config::ServerArgs),
+    /// The write side alone on Kafka (stateless; run any number): ingest API and channel webhooks.
+    IngestServer(config::ServerArgs),
     /// Serves on a temporary data dir and drives it with the built-in traffic simulator.
     Demo(demo::DemoArgs),
     /// Drives a running server through its public ingest API with a seeded history.
@@ -58,6 +60,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = builder.enable_all().build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
+        Command::IngestServer(args) => runtime.block_on(serve::run_ingest_server(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Replay(args) => runtime.block_on(replay::run(args)),
         Command::Export(args) => runtime.block_on(export::run(args)),

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use omnilog_api::{ApiMetrics, AppState, FrozenIdentities, router};
 use omnilog_channels::Registry;
 use omnilog_ingest::{Ingest, IngestConfig};
+use omnilog_kafka::{KafkaConfig, KafkaLog};
 use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
 use omnilog_projector::{ProjectorConfig, ProjectorMetrics, ViewRuntime};
 use omnilog_store::ViewStore;
@@ -23,7 +24,7 @@ use omnilog_views::{IdentityView, View};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::{ServerArgs, ServerConfig};
+use crate::config::{LogBackend, ServerArgs, ServerConfig};
 use crate::router::Router;
 
 /// A running server.
@@ -31,7 +32,7 @@ use crate::router::Router;
 pub struct Server {
     /// Where it listens (the port is real even if 0 was asked for).
     pub addr: SocketAddr,
-    views: Arc<ViewRuntime>,
+    views: Option<Arc<ViewRuntime>>,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -39,8 +40,11 @@ pub struct Server {
 impl Server {
     /// Waits until every view has folded the whole log.
     pub async fn wait_caught_up(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let Some(views) = &self.views else {
+            return Ok(());
+        };
         let deadline = tokio::time::Instant::now() + timeout;
-        while !self.views.caught_up().await? {
+        while !views.caught_up().await? {
             if tokio::time::Instant::now() >= deadline {
                 bail!("the views did not catch up with the log within {timeout:?}");
             }
@@ -84,19 +88,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
-    let counts = PartitionCounts {
-        interactions: config.partitions,
-        agents: config.partitions,
-        dead_letter: config.partitions,
-    };
-    let log_dir = config.data_dir.join("log");
-    let log: Arc<dyn EventLog> = Arc::new(
-        EmbeddedLog::open(&log_dir, counts)
-            .with_context(|| format!("opening the embedded log in {}", log_dir.display()))?,
-    );
-    let ingest = Ingest::start(log.clone(), IngestConfig::default())
-        .await
-        .context("starting the write path")?;
+    let log = open_log(&config).await?;
+    let ingest = start_ingest(&config, log.clone()).await?;
     let views_dir = config.data_dir.join("views");
     let store = ViewStore::open(&views_dir)
         .with_context(|| format!("opening the view store in {}", views_dir.display()))?;
@@ -121,7 +114,64 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
         )
         .with_views(views.clone(), metrics),
     );
-    serve_app(config, app, views, Some(log), routing).await
+    serve_app(config, app, Some(views), Some(log), routing).await
+}
+
+/// `omnilog ingest-server`: the write side only (ingest API, channel webhooks, identity
+/// resolution) on Kafka. Stateless: its identity view is folded from the log at start and
+/// follows every writer's appends, so any number of them can run behind a balancer.
+pub async fn start_ingest_server(config: ServerConfig) -> anyhow::Result<Server> {
+    check_exposure(&config)?;
+    if !matches!(config.log, LogBackend::Kafka { .. }) {
+        bail!("ingest-server runs on Kafka: give --brokers HOST:PORT");
+    }
+    let log = open_log(&config).await?;
+    let ingest = start_ingest(&config, log.clone()).await?;
+    let app = router(AppState::new(
+        ingest,
+        Arc::new(Registry::standard()),
+        Arc::new(config.access.clone()),
+        Arc::new(config.api.clone()),
+    ));
+    serve_app(config, app, None, Some(log), None).await
+}
+
+/// Opens the configured log: the embedded one under the data dir, or Kafka.
+pub async fn open_log(config: &ServerConfig) -> anyhow::Result<Arc<dyn EventLog>> {
+    let counts = PartitionCounts::uniform(config.partitions);
+    match &config.log {
+        LogBackend::Embedded => {
+            let log_dir = config.data_dir.join("log");
+            Ok(Arc::new(EmbeddedLog::open(&log_dir, counts).with_context(
+                || format!("opening the embedded log in {}", log_dir.display()),
+            )?))
+        }
+        LogBackend::Kafka {
+            brokers,
+            replication,
+            delivery_timeout,
+        } => {
+            let mut kafka = KafkaConfig::new(brokers.clone());
+            kafka.partitions = counts;
+            kafka.replication = *replication;
+            kafka.delivery_timeout = *delivery_timeout;
+            kafka.client_id = format!("omnilog-{}", std::process::id());
+            Ok(Arc::new(KafkaLog::open(kafka).await.with_context(
+                || format!("opening the log on the Kafka cluster at {brokers}"),
+            )?))
+        }
+    }
+}
+
+/// The write path over `log`; on Kafka it also follows the other ingest servers' writes.
+pub async fn start_ingest(config: &ServerConfig, log: Arc<dyn EventLog>) -> anyhow::Result<Ingest> {
+    let ingest_config = IngestConfig {
+        follow_other_writers: matches!(config.log, LogBackend::Kafka { .. }),
+        ..IngestConfig::default()
+    };
+    Ingest::start(log, ingest_config)
+        .await
+        .context("starting the write path")
 }
 
 /// Listens and serves `app` until stopped; then stops the router and the projectors and
@@ -129,7 +179,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
 async fn serve_app(
     config: ServerConfig,
     app: axum::Router,
-    views: Arc<ViewRuntime>,
+    views: Option<Arc<ViewRuntime>>,
     log: Option<Arc<dyn EventLog>>,
     routing: Option<Router>,
 ) -> anyhow::Result<Server> {
@@ -152,8 +202,9 @@ async fn serve_app(
         }
         // Every acknowledged write is already durable; the projectors finish their batch
         // and flush, and dropping the last log handle flushes whatever sled still buffers.
-        views.stop().await.context("stopping the projectors")?;
-        drop(views);
+        if let Some(views) = views {
+            views.stop().await.context("stopping the projectors")?;
+        }
         drop(log);
         Ok(())
     });
@@ -190,7 +241,7 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
         Arc::new(config.api.clone()),
         views.clone(),
     ));
-    serve_app(config, app, views, None, None).await
+    serve_app(config, app, Some(views), None, None).await
 }
 
 /// Every projected view, with the contract's defaults.
@@ -236,12 +287,34 @@ pub async fn shutdown_signal() {
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     let server = start(config.clone()).await?;
-    let mut out = std::io::stdout().lock();
-    use std::io::Write as _;
-    writeln!(out, "omnilog listening on http://{}", server.addr)?;
-    writeln!(out, "data dir: {}", config.data_dir.display())?;
-    drop(out);
+    announce(&server, &config)?;
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     server.stop().await
+}
+
+/// `omnilog ingest-server`.
+pub async fn run_ingest_server(args: ServerArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    let server = start_ingest_server(config.clone()).await?;
+    announce(&server, &config)?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    server.stop().await
+}
+
+/// Prints where the server listens and where its log is.
+fn announce(server: &Server, config: &ServerConfig) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    use std::io::Write as _;
+    writeln!(out, "omnilog listening on http://{}", server.addr)?;
+    match &config.log {
+        LogBackend::Embedded => writeln!(out, "data dir: {}", config.data_dir.display())?,
+        LogBackend::Kafka { brokers, .. } => writeln!(
+            out,
+            "log: kafka at {brokers}; view stores in {}",
+            config.data_dir.display()
+        )?,
+    }
+    Ok(())
 }

@@ -1,0 +1,263 @@
+//! Faults on Kafka, injected with librdkafka's mock cluster (in this test process, on
+//! loopback) under the real `omnilog ingest-server`:
+//! - every broker down: requests get 503 with `Retry-After`; once the brokers are back
+//!   the client's retries land, and the log holds every acknowledged event exactly once;
+//! - injected produce errors and round-trip latency: every request is acknowledged and
+//!   the idempotent producer's retries store no event twice.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use omnilog_kafka::{KafkaConfig, KafkaLog};
+use omnilog_log::{EventLog, PartitionCounts, Topic};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::{Value, json};
+use support::{Http, Server};
+
+const PARTITIONS: i32 = 6;
+const BROKERS: i32 = 3;
+
+fn cluster() -> MockCluster<'static, DefaultProducerContext> {
+    let cluster = MockCluster::new(BROKERS).expect("mock cluster");
+    // The mock brokers do not implement CreateTopics; make the topics as an operator would.
+    for topic in Topic::ALL {
+        cluster
+            .create_topic(topic.name(), PARTITIONS, 1)
+            .expect("create topic");
+    }
+    cluster
+}
+
+fn ingest_server(
+    cluster: &MockCluster<'_, DefaultProducerContext>,
+    dir: &std::path::Path,
+    delivery_timeout_ms: u64,
+) -> Server {
+    Server::start_command(
+        "ingest-server",
+        dir,
+        &[
+            "--brokers",
+            &cluster.bootstrap_servers(),
+            "--partitions",
+            &PARTITIONS.to_string(),
+            "--delivery-timeout-ms",
+            &delivery_timeout_ms.to_string(),
+        ],
+    )
+}
+
+fn event(n: usize) -> Value {
+    json!({
+        "event_id": uuid::Uuid::from_u128(0xfa17_0000 + n as u128).to_string(),
+        "source": "test",
+        "source_event_id": format!("fault-{n}"),
+        "occurred_at": "2026-03-02T09:00:00Z",
+        "customer": {"handles": [{"kind": "email", "value": format!("customer{}@example.com", n % 17)}]},
+        "interaction_id": format!("chat-{n}"),
+        "channel": "chat",
+        "type": "interaction_started",
+        "direction": "inbound"
+    })
+}
+
+async fn post(http: &Http, server: &Server, n: usize) -> Result<support::Answer, String> {
+    http.try_send(
+        "POST",
+        &server.url("/v1/events"),
+        "application/json",
+        json!([event(n)]).to_string().into_bytes(),
+    )
+    .await
+}
+
+/// How many times each event id is stored in the interactions topic.
+async fn stored_copies(
+    cluster: &MockCluster<'_, DefaultProducerContext>,
+) -> BTreeMap<uuid::Uuid, usize> {
+    let mut config = KafkaConfig::new(cluster.bootstrap_servers());
+    config.partitions = PartitionCounts::uniform(PARTITIONS as u32);
+    config.client_id = "fault-test-reader".to_owned();
+    let log = KafkaLog::open(config)
+        .await
+        .expect("open the log to check it");
+    let mut copies = BTreeMap::new();
+    let ends = log
+        .end_offsets(Topic::Interactions)
+        .await
+        .expect("end offsets");
+    for (partition, &end) in ends.iter().enumerate() {
+        let mut from = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while from < end {
+            assert!(
+                Instant::now() < deadline,
+                "could not read partition {partition} back"
+            );
+            for record in log
+                .read(Topic::Interactions, partition as u32, from, 1_000)
+                .await
+                .expect("read")
+            {
+                from = record.offset + 1;
+                *copies.entry(record.event_id).or_insert(0) += 1;
+            }
+        }
+    }
+    copies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_down_give_503_and_after_recovery_every_acknowledged_event_is_stored_once() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    // A short delivery timeout: the 503 comes quickly while the brokers are down.
+    let server = ingest_server(&cluster, dir.path(), 2_000);
+    let http = Http::default();
+    let mut acknowledged = Vec::new();
+    for n in 0..40 {
+        let answer = post(&http, &server, n).await.expect("an answer");
+        assert_eq!(answer.status, 202, "{:?}", answer.body);
+        acknowledged.push(n);
+    }
+
+    for broker in 1..=BROKERS {
+        cluster.broker_down(broker).expect("broker down");
+    }
+    let mut refused = Vec::new();
+    // Ten clients at once, as a desk's traffic would keep coming.
+    let attempts: Vec<_> = (40..50)
+        .map(|n| {
+            let http = http.clone();
+            let url = server.url("/v1/events");
+            tokio::spawn(async move {
+                let body = json!([event(n)]).to_string().into_bytes();
+                (
+                    n,
+                    http.try_send("POST", &url, "application/json", body).await,
+                )
+            })
+        })
+        .collect();
+    for attempt in attempts {
+        let (n, answer) = attempt.await.expect("client task");
+        let answer = answer.expect("an answer");
+        match answer.status {
+            202 => acknowledged.push(n),
+            503 => {
+                assert_eq!(answer.content_type, "application/problem+json");
+                assert!(answer.retry_after.is_some(), "503 without Retry-After");
+                refused.push(n);
+            }
+            other => panic!("brokers down gave {other}: {:?}", answer.body),
+        }
+    }
+    assert!(
+        refused.len() >= 8,
+        "with every broker down, requests must be refused (refused {refused:?})"
+    );
+
+    for broker in 1..=BROKERS {
+        cluster.broker_up(broker).expect("broker up");
+    }
+    // The client retries what was refused, as Retry-After tells it to.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for n in refused {
+        loop {
+            let answer = post(&http, &server, n).await.expect("an answer");
+            if answer.status == 202 {
+                acknowledged.push(n);
+                break;
+            }
+            assert_eq!(answer.status, 503, "{:?}", answer.body);
+            assert!(Instant::now() < deadline, "the retries never landed");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    let copies = stored_copies(&cluster).await;
+    for n in &acknowledged {
+        let id = uuid::Uuid::from_u128(0xfa17_0000 + *n as u128);
+        assert_eq!(
+            copies.get(&id),
+            Some(&1),
+            "event {n} is stored {:?} times",
+            copies.get(&id)
+        );
+    }
+    assert_eq!(
+        copies.len(),
+        acknowledged.len(),
+        "nothing but the acknowledged events"
+    );
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_produce_errors_and_latency_store_no_event_twice() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    // Room for the producer's retries with backoff under 150 ms round trips.
+    let server = ingest_server(&cluster, dir.path(), 20_000);
+    let http = Http::default();
+    // Warm up: the producer has its producer id and connections.
+    assert_eq!(post(&http, &server, 0).await.expect("answer").status, 202);
+
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+    for broker in 1..=BROKERS {
+        cluster
+            .broker_round_trip_time(broker, Duration::from_millis(150))
+            .expect("latency");
+    }
+    // Concurrent clients, so produce requests carry several records each.
+    let mut clients = Vec::new();
+    for client in 0..8 {
+        let http = http.clone();
+        let url = server.url("/v1/events");
+        clients.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..15 {
+                let n = 1 + client * 15 + i;
+                let answer = http
+                    .try_send(
+                        "POST",
+                        &url,
+                        "application/json",
+                        json!([event(n)]).to_string().into_bytes(),
+                    )
+                    .await
+                    .expect("an answer");
+                statuses.push((n, answer.status));
+            }
+            statuses
+        }));
+    }
+    let mut acknowledged = vec![0];
+    for client in clients {
+        for (n, status) in client.await.expect("client task") {
+            assert_eq!(
+                status, 202,
+                "event {n}: injected errors are retried by the producer"
+            );
+            acknowledged.push(n);
+        }
+    }
+    let copies = stored_copies(&cluster).await;
+    assert_eq!(copies.len(), acknowledged.len());
+    let twice: Vec<_> = copies.iter().filter(|(_, count)| **count != 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    server.stop();
+}
