@@ -48,6 +48,9 @@ pub async fn list_views(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     state.access.check(&headers, Scope::Read)?;
+    if let Some(cluster) = &state.cluster {
+        return Ok(Json(cluster_views(&**cluster).await?));
+    }
     let Some(views) = &state.views else {
         return Ok(Json(json!({ "views": [] })));
     };
@@ -65,6 +68,58 @@ pub async fn list_views(
         })
         .collect();
     Ok(Json(json!({ "views": answer })))
+}
+
+/// `GET /v1/views` of a projector group's instance: per view, the partitions this instance
+/// folds (its interactions partitions, and the agents topic once), and who owns what.
+async fn cluster_views(cluster: &dyn crate::cluster::Cluster) -> Result<Value, ApiError> {
+    let mut by_view: std::collections::BTreeMap<&'static str, Value> = Default::default();
+    for (partition, runtime) in cluster.local() {
+        for report in runtime.reports().await? {
+            let mut version = version_json(&report.live);
+            let entry = by_view.entry(report.view).or_insert_with(|| {
+                json!({
+                    "view": report.view,
+                    "version": version["version"],
+                    "status": "running",
+                    "events_applied": 0,
+                    "lag": 0,
+                    "partitions": [],
+                })
+            });
+            // Each runtime folds one interactions partition and the whole agents topic:
+            // show its own partition, and the agents topic once.
+            let shown_agents = entry["partitions"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|p| p["topic"] == "omnilog.agents"));
+            let parts: Vec<Value> = version["partitions"]
+                .as_array_mut()
+                .map(std::mem::take)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| {
+                    (p["topic"] == "omnilog.interactions" && p["partition"] == partition)
+                        || (p["topic"] == "omnilog.agents" && !shown_agents)
+                })
+                .collect();
+            let lag: u64 = parts.iter().filter_map(|p| p["lag"].as_u64()).sum();
+            entry["lag"] = json!(entry["lag"].as_u64().unwrap_or(0) + lag);
+            entry["events_applied"] =
+                json!(entry["events_applied"].as_u64().unwrap_or(0) + report.live.events_applied);
+            if version["status"] != "running" {
+                entry["status"] = version["status"].clone();
+            } else if lag > 0 && entry["status"] == "running" {
+                entry["status"] = json!("catching_up");
+            }
+            if let Some(all) = entry["partitions"].as_array_mut() {
+                all.extend(parts);
+            }
+        }
+    }
+    Ok(json!({
+        "views": by_view.into_values().collect::<Vec<_>>(),
+        "ownership": cluster.describe(),
+    }))
 }
 
 /// `POST /v1/views/{view}/rebuild`: 202 with the version being built.
@@ -92,6 +147,26 @@ pub async fn rebuild_view(
 
 /// `GET /readyz`: 200 once every view has folded the whole log, 503 before.
 pub async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    if let Some(cluster) = &state.cluster {
+        // Ready when this instance's partitions caught up and every view it serves has an
+        // owner for every partition.
+        let local = cluster.local();
+        for runtime in local.values() {
+            if !runtime.caught_up().await? {
+                return Err(ApiError::Unavailable(
+                    "this instance's partitions are still catching up; see /v1/views".to_owned(),
+                ));
+            }
+            for view in runtime.names() {
+                if cluster.owners(view).is_none() {
+                    return Err(ApiError::Rebalancing(format!(
+                        "the partitions of the {view} view are moving between instances"
+                    )));
+                }
+            }
+        }
+        return Ok((StatusCode::OK, "ready\n"));
+    }
     let Some(views) = &state.views else {
         return Ok((StatusCode::OK, "ready\n"));
     };

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod identity;
 pub mod metrics;
 pub mod problem;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// The projected views this instance serves (none on a pure ingest server).
     pub views: Option<Arc<omnilog_projector::ViewRuntime>>,
+    /// In distributed mode: the partitions this instance owns and who owns the others.
+    pub cluster: Option<Arc<dyn cluster::Cluster>>,
     pub metrics: Arc<ApiMetrics>,
 }
 
@@ -91,6 +94,7 @@ impl AppState {
             access,
             config,
             views: None,
+            cluster: None,
             metrics: Arc::new(ApiMetrics::default()),
         }
     }
@@ -109,8 +113,20 @@ impl AppState {
             access,
             config,
             views: Some(views),
+            cluster: None,
             metrics: Arc::new(ApiMetrics::default()),
         }
+    }
+
+    /// Answers queries as one instance of a projector group (distributed mode).
+    pub fn with_cluster(
+        mut self,
+        cluster: Arc<dyn cluster::Cluster>,
+        metrics: Arc<ApiMetrics>,
+    ) -> Self {
+        self.cluster = Some(cluster);
+        self.metrics = metrics;
+        self
     }
 
     /// Serves `views` too, with the metrics their projectors write to.
@@ -148,6 +164,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/journeys", get(queries::report_journeys))
         .route("/v1/reports/topics", get(queries::report_topics))
         .route("/v1/views", get(admin::list_views))
+        .route(
+            "/v1/internal/partials/{kind}",
+            get(cluster::internal_partial),
+        )
         .route("/v1/views/{view}/rebuild", post(admin::rebuild_view))
         .route("/v1/admin/channels", get(list_channels))
         .route("/healthz", get(|| async { "ok\n" }))

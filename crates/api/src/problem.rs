@@ -36,6 +36,9 @@ pub enum ApiError {
     /// The log cannot make writes durable now; nothing was written (503, retry).
     #[error("{0}")]
     Unavailable(String),
+    /// Partitions are moving between projector instances (503, retry).
+    #[error("{0}")]
+    Rebalancing(String),
     /// A read-your-writes wait ran out (504).
     #[error("{0}")]
     Timeout(String),
@@ -54,7 +57,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Rebalancing(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -70,6 +73,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "body-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Unavailable(_) => "log-unavailable",
+            ApiError::Rebalancing(_) => "rebalancing",
             ApiError::Timeout(_) => "wait-timed-out",
             ApiError::Internal(_) => "internal-error",
         }
@@ -107,7 +111,7 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         match &self {
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::Rebalancing(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized(_) => {

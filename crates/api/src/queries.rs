@@ -21,7 +21,7 @@ use omnilog_views::{journey, queue, reporting};
 use serde_json::json;
 
 use crate::read::{Consistency, live_version, query};
-use crate::{ApiError, AppState, Scope};
+use crate::{ApiError, AppState, Scope, cluster};
 
 type Params = Query<BTreeMap<String, String>>;
 
@@ -76,6 +76,12 @@ pub async fn customer_journey(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
+    if state.cluster.is_some() {
+        state.access.check(&headers, Scope::Read)?;
+        return Ok(
+            Json(cluster::customer_journey(&state, &headers, &id, &params).await?).into_response(),
+        );
+    }
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let live = live_version(views, JOURNEY, &consistency).await?;
     let identity = state.identity.customer(&id);
@@ -88,7 +94,7 @@ pub async fn customer_journey(
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no journey of customer {id:?}")))?;
-    Ok(Json(answer))
+    Ok(Json(answer).into_response())
 }
 
 /// `GET /v1/interactions/{id}`: the interaction and its events.
@@ -98,13 +104,19 @@ pub async fn interaction(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
+    if state.cluster.is_some() {
+        state.access.check(&headers, Scope::Read)?;
+        return Ok(
+            Json(cluster::interaction(&state, &headers, &id, &params).await?).into_response(),
+        );
+    }
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let live = live_version(views, JOURNEY, &consistency).await?;
     let wanted = id.clone();
     let answer = query(live, move |reader| journey::interaction(reader, &wanted))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no interaction {id:?}")))?;
-    Ok(Json(answer))
+    Ok(Json(answer).into_response())
 }
 
 /// `GET /v1/queues`: every queue, items in routing order.
@@ -113,11 +125,15 @@ pub async fn queues(
     headers: HeaderMap,
     Query(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
+    if state.cluster.is_some() {
+        state.access.check(&headers, Scope::Read)?;
+        return Ok(Json(cluster::queues(&state, &headers, &params).await?).into_response());
+    }
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let now = now_param(&params)?;
     let live = live_version(views, QUEUE, &consistency).await?;
     let answer = query(live, move |reader| queue::queues(reader, now)).await?;
-    Ok(Json(json!({ "queues": answer })))
+    Ok(Json(json!({ "queues": answer })).into_response())
 }
 
 /// `GET /v1/queues/{queue}`.
@@ -127,6 +143,12 @@ pub async fn one_queue(
     Path(name): Path<String>,
     Query(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
+    if state.cluster.is_some() {
+        state.access.check(&headers, Scope::Read)?;
+        return Ok(
+            Json(cluster::one_queue(&state, &headers, &name, &params).await?).into_response(),
+        );
+    }
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let now = now_param(&params)?;
     let live = live_version(views, QUEUE, &consistency).await?;
@@ -134,7 +156,7 @@ pub async fn one_queue(
     let answer = query(live, move |reader| queue::queue(reader, &wanted, now))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no queue {name:?}")))?;
-    Ok(Json(answer))
+    Ok(Json(answer).into_response())
 }
 
 /// `GET /v1/agents`.
@@ -143,10 +165,14 @@ pub async fn agents(
     headers: HeaderMap,
     Query(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
+    if state.cluster.is_some() {
+        state.access.check(&headers, Scope::Read)?;
+        return Ok(Json(cluster::agents(&state, &headers, None, &params).await?).into_response());
+    }
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let live = live_version(views, QUEUE, &consistency).await?;
     let answer = query(live, |reader| queue::agents(reader)).await?;
-    Ok(Json(json!({ "agents": answer })))
+    Ok(Json(json!({ "agents": answer })).into_response())
 }
 
 /// `GET /v1/agents/{id}`.
@@ -156,13 +182,19 @@ pub async fn one_agent(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
+    if state.cluster.is_some() {
+        state.access.check(&headers, Scope::Read)?;
+        return Ok(
+            Json(cluster::agents(&state, &headers, Some(&id), &params).await?).into_response(),
+        );
+    }
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let live = live_version(views, QUEUE, &consistency).await?;
     let wanted = id.clone();
     let answer = query(live, move |reader| queue::agent(reader, &wanted))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no agent {id:?}")))?;
-    Ok(Json(answer))
+    Ok(Json(answer).into_response())
 }
 
 /// `GET /v1/reports/summary?from&to&group_by=`.
@@ -171,6 +203,10 @@ pub async fn report_summary(
     headers: HeaderMap,
     Query(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
+    if state.cluster.is_some() {
+        state.access.check(&headers, Scope::Read)?;
+        return Ok(Json(cluster::report_summary(&state, &headers, &params).await?).into_response());
+    }
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let from = time_param(&params, "from")?;
     let to = time_param(&params, "to")?;
@@ -181,7 +217,7 @@ pub async fn report_summary(
         reporting::summary(reader, from, to, group_by)
     })
     .await?;
-    Ok(Json(partial.finish()))
+    Ok(Json(partial.finish()).into_response())
 }
 
 /// `GET /v1/reports/topics?from&to`.
@@ -190,12 +226,16 @@ pub async fn report_topics(
     headers: HeaderMap,
     Query(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
+    if state.cluster.is_some() {
+        state.access.check(&headers, Scope::Read)?;
+        return Ok(Json(cluster::report_topics(&state, &headers, &params).await?).into_response());
+    }
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let from = time_param(&params, "from")?;
     let to = time_param(&params, "to")?;
     let live = live_version(views, REPORTING, &consistency).await?;
     let partial = query(live, move |reader| reporting::topics(reader, from, to)).await?;
-    Ok(Json(partial.finish()))
+    Ok(Json(partial.finish()).into_response())
 }
 
 /// `GET /v1/reports/journeys?from&to`: over journeys opened in the range.
@@ -204,6 +244,12 @@ pub async fn report_journeys(
     headers: HeaderMap,
     Query(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
+    if state.cluster.is_some() {
+        state.access.check(&headers, Scope::Read)?;
+        return Ok(
+            Json(cluster::report_journeys(&state, &headers, &params).await?).into_response(),
+        );
+    }
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let from = time_param(&params, "from")?.unwrap_or(DateTime::<Utc>::MIN_UTC);
     let to = time_param(&params, "to")?.unwrap_or(DateTime::<Utc>::MAX_UTC);
@@ -212,7 +258,7 @@ pub async fn report_journeys(
         journey::journeys_report(reader, from, to)
     })
     .await?;
-    Ok(Json(partial.finish()))
+    Ok(Json(partial.finish()).into_response())
 }
 
 /// How often the queue stream looks for changes at most.

@@ -16,7 +16,12 @@
 //! client after an answer it never saw is stored again. Readers that must count an event
 //! once deduplicate on its id (the `omnilog-event-id` header).
 
+mod group;
+mod ownership;
 mod reader;
+
+pub use group::GroupMembership;
+pub use ownership::{Claim, OWNERSHIP_TOPIC, OwnershipBoard, now_ms};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -383,6 +388,11 @@ impl EventLog for KafkaLog {
             ends.push(self.fetch_end(topic, partition).await?);
         }
         Ok(ends)
+    }
+
+    async fn end_offsets_of(&self, topic: Topic, partition: u32) -> Result<u64, LogError> {
+        self.check_partition(topic, partition)?;
+        self.fetch_end(topic, partition).await
     }
 
     async fn wait_beyond(

@@ -28,8 +28,10 @@ use uuid::Uuid;
 
 use crate::{EVENT_ID_HEADER, KafkaConfig, KnownEnds};
 
-/// Consumers per topic: enough for every view plus the identity follower to keep its own.
-const SLOTS_PER_TOPIC: usize = 6;
+/// Consumers per topic: enough for every view plus the identity follower to keep its own,
+/// and in a projector group for every owned partition's queue view to keep its own cursor
+/// on the agents topic.
+const SLOTS_PER_TOPIC: usize = 16;
 /// Records a partition may hold in a slot's buffer before it is paused.
 const BUFFER_CAP: usize = 20_000;
 /// How long a read waits for the first record when records are known to be there (or the

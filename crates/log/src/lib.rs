@@ -195,6 +195,19 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     /// The next offset to be written in each partition of the topic (index = partition).
     async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError>;
 
+    /// The next offset to be written in one partition. Backends that ask a remote broker
+    /// per partition override it to ask only for this one.
+    async fn end_offsets_of(&self, topic: Topic, partition: u32) -> Result<u64, LogError> {
+        let ends = self.end_offsets(topic).await?;
+        ends.get(partition as usize)
+            .copied()
+            .ok_or(LogError::UnknownPartition {
+                topic: topic.name(),
+                partition,
+                partitions: ends.len() as u32,
+            })
+    }
+
     /// A counter that moves every time newly appended records become readable, for tailers
     /// of many partitions to wait on instead of polling. `None` when the backend cannot
     /// tell (readers then poll).
@@ -247,4 +260,81 @@ pub fn tail(
         }
     });
     batches.flat_map(stream::iter).boxed()
+}
+
+/// One partition of the interactions topic, and the whole of the other topics: what a
+/// projector instance that owns that partition folds (agents are a global table every
+/// instance reads whole). The other interactions partitions look empty, so the projector
+/// runtime needs no notion of ownership.
+#[derive(Debug)]
+pub struct PartitionSlice {
+    inner: SharedLog,
+    partition: u32,
+}
+
+impl PartitionSlice {
+    pub fn new(inner: SharedLog, partition: u32) -> Self {
+        PartitionSlice { inner, partition }
+    }
+
+    fn hides(&self, topic: Topic, partition: u32) -> bool {
+        topic == Topic::Interactions && partition != self.partition
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for PartitionSlice {
+    fn partitions(&self, topic: Topic) -> u32 {
+        self.inner.partitions(topic)
+    }
+
+    async fn append(&self, batch: Vec<AppendRecord>) -> Result<Vec<AppendOutcome>, LogError> {
+        // Dead letters and any other write go to the whole log.
+        self.inner.append(batch).await
+    }
+
+    async fn read(
+        &self,
+        topic: Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        if self.hides(topic, partition) {
+            return Ok(Vec::new());
+        }
+        self.inner.read(topic, partition, from, max).await
+    }
+
+    async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
+        if topic != Topic::Interactions {
+            return self.inner.end_offsets(topic).await;
+        }
+        let mut ends = vec![0; self.inner.partitions(topic) as usize];
+        let end = self.inner.end_offsets_of(topic, self.partition).await?;
+        if let Some(slot) = ends.get_mut(self.partition as usize) {
+            *slot = end;
+        }
+        Ok(ends)
+    }
+
+    fn appended(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.appended()
+    }
+
+    async fn wait_beyond(
+        &self,
+        topic: Topic,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<u64, LogError> {
+        if self.hides(topic, partition) {
+            tokio::time::sleep(timeout).await;
+            return Ok(0);
+        }
+        self.inner
+            .wait_beyond(topic, partition, offset, timeout)
+            .await
+    }
 }

@@ -7,6 +7,7 @@ mod demo;
 mod export;
 mod inspect;
 mod progress;
+mod projector;
 mod replay;
 mod router;
 mod serve;
@@ -28,6 +29,8 @@ enum Command {
     Serve(config::ServerArgs),
     /// The write side alone on Kafka (stateless; run any number): ingest API and channel webhooks.
     IngestServer(config::ServerArgs),
+    /// One instance of a scaled-out projector group on Kafka: folds the partitions the group gives it, answers any query.
+    Projector(projector::ProjectorArgs),
     /// Serves on a temporary data dir and drives it with the built-in traffic simulator.
     Demo(demo::DemoArgs),
     /// Drives a running server through its public ingest API with a seeded history.
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::IngestServer(args) => runtime.block_on(serve::run_ingest_server(args)),
+        Command::Projector(args) => runtime.block_on(projector::run(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Replay(args) => runtime.block_on(replay::run(args)),
         Command::Export(args) => runtime.block_on(export::run(args)),
