@@ -147,6 +147,16 @@ pub async fn rebuild_view(
 
 /// `GET /readyz`: 200 once every view has folded the whole log, 503 before.
 pub async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    // Customer lookups and the handles in answers come from the identity view, which on
+    // Kafka follows every ingest server's writes: not ready while it is behind.
+    if let Some(ingest) = &state.ingest
+        && let Some(lag) = ingest.identity_lag().await.map_err(ApiError::from)?
+        && lag > 0
+    {
+        return Err(ApiError::Unavailable(format!(
+            "the identity view is {lag} records behind the log"
+        )));
+    }
     if let Some(cluster) = &state.cluster {
         // Ready when this instance's partitions caught up and every view it serves has an
         // owner for every partition.

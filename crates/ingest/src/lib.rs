@@ -234,6 +234,8 @@ struct Job {
 pub struct Ingest {
     jobs: mpsc::Sender<Job>,
     state: Arc<Mutex<State>>,
+    /// The log other writers append to, when this ingest follows them.
+    followed: Option<Arc<dyn EventLog>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -253,11 +255,16 @@ impl Ingest {
         let state = Arc::new(Mutex::new(State::new(config.remembered_event_ids)));
         rebuild(&*log, &state).await?;
         let (jobs, receiver) = mpsc::channel(1024);
-        if config.follow_other_writers {
+        let followed = config.follow_other_writers.then(|| log.clone());
+        if let Some(log) = &followed {
             tokio::spawn(follow(log.clone(), state.clone()));
         }
         tokio::spawn(sequence(log, state.clone(), receiver, config));
-        Ok(Ingest { jobs, state })
+        Ok(Ingest {
+            jobs,
+            state,
+            followed,
+        })
     }
 
     /// Writes a batch of validated events, all or nothing, and answers once durable.
@@ -278,6 +285,25 @@ impl Ingest {
         answer.await.map_err(|_| IngestError::ShuttingDown)?
     }
 
+    /// How many interaction records other writers appended that the identity view has not
+    /// folded yet; `None` when this ingest does not follow other writers (it is the only
+    /// one, so its view is always current).
+    pub async fn identity_lag(&self) -> Result<Option<u64>, IngestError> {
+        let Some(log) = &self.followed else {
+            return Ok(None);
+        };
+        let ends = log.end_offsets(Topic::Interactions).await?;
+        let folded = lock(&self.state).folded_to.clone();
+        Ok(Some(
+            ends.iter()
+                .enumerate()
+                .map(|(partition, end)| {
+                    end.saturating_sub(folded.get(partition).copied().unwrap_or(0))
+                })
+                .sum(),
+        ))
+    }
+
     /// The customer a handle resolves to now (the handle is normalised first).
     pub fn resolve_handle(&self, kind: &str, value: &str) -> Option<CustomerId> {
         let handle = omnilog_events::identity::normalise_handle(kind, value).ok()?;
@@ -296,12 +322,18 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
     let mut fresh = State::new(lock(state).recent.capacity);
     let ends = log.end_offsets(Topic::Interactions).await?;
     let total: u64 = ends.iter().sum();
+    let mut reached = vec![0; ends.len()];
     for (partition, &end) in ends.iter().enumerate() {
         let mut from = 0;
         while from < end {
-            let records = log
-                .read(Topic::Interactions, partition as u32, from, READ_BATCH)
-                .await?;
+            let records = omnilog_log::read_before_end(
+                log,
+                Topic::Interactions,
+                partition as u32,
+                from,
+                READ_BATCH,
+            )
+            .await?;
             let Some(last) = records.last() else {
                 break;
             };
@@ -323,13 +355,16 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
                 }
             }
         }
+        reached[partition] = from;
     }
     tracing::info!(
         events = total,
         customers = fresh.identity.customer_count(),
         "identity view folded from the log"
     );
-    fresh.folded_to = ends;
+    // Where the fold got to (past a reported end when a read returned more), so a
+    // follower goes on from there.
+    fresh.folded_to = reached;
     *lock(state) = fresh;
     Ok(())
 }

@@ -229,6 +229,36 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
 /// A log shared by every part of a process.
 pub type SharedLog = Arc<dyn EventLog>;
 
+/// How long [`read_before_end`] waits for records a partition's end says are there.
+pub const DELIVERY_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Up to `max` records of a partition from `from`, which is below an end the log reported:
+/// records are known to be there, so an empty answer (a remote log whose fetch has not
+/// come back yet) is asked again, for up to [`DELIVERY_PATIENCE`]. Readers that fold "up
+/// to the end" use it so that a slow fetch never ends their fold early.
+pub async fn read_before_end(
+    log: &dyn EventLog,
+    topic: Topic,
+    partition: u32,
+    from: u64,
+    max: usize,
+) -> Result<Vec<LogRecord>, LogError> {
+    let deadline = tokio::time::Instant::now() + DELIVERY_PATIENCE;
+    loop {
+        let records = log.read(topic, partition, from, max).await?;
+        if !records.is_empty() {
+            return Ok(records);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(LogError::Unavailable(format!(
+                "{} partition {partition} reported records from offset {from} but delivered none within {DELIVERY_PATIENCE:?}",
+                topic.name()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Tails a partition from `from` as a stream of records, reading `batch` at a time and
 /// waiting for new ones at the end. It never ends by itself; an error ends it.
 pub fn tail(

@@ -24,8 +24,15 @@ use crate::serve::views_with;
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
     /// The data dir of the log to replay (its server must be stopped).
-    #[arg(long, env = "OMNILOG_DATA_DIR")]
-    pub data_dir: PathBuf,
+    #[arg(long, env = "OMNILOG_DATA_DIR", required_unless_present = "brokers")]
+    pub data_dir: Option<PathBuf>,
+    /// Replay the log on this Kafka cluster instead (HOST:PORT[,...]); nothing is written
+    /// to it and running servers may go on.
+    #[arg(long, env = "OMNILOG_BROKERS", conflicts_with = "data_dir")]
+    pub brokers: Option<String>,
+    /// Partitions of the Kafka topics (they must exist with this count) [default: 12].
+    #[arg(long, env = "OMNILOG_PARTITIONS", requires = "brokers")]
+    pub partitions: Option<u32>,
     /// Where to build the views (a new or empty directory).
     #[arg(long)]
     pub out: PathBuf,
@@ -70,7 +77,22 @@ pub fn open_log_with_cache(data_dir: &Path, cache_bytes: u64) -> anyhow::Result<
 }
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
-    let log = open_log(&args.data_dir)?;
+    let log: SharedLog = match (&args.brokers, &args.data_dir) {
+        (Some(brokers), _) => {
+            let mut kafka = omnilog_kafka::KafkaConfig::new(brokers.clone());
+            kafka.partitions = omnilog_log::PartitionCounts::uniform(args.partitions.unwrap_or(12));
+            kafka.client_id = format!("omnilog-replay-{}", std::process::id());
+            Arc::new(
+                omnilog_kafka::KafkaLog::open(kafka)
+                    .await
+                    .with_context(|| {
+                        format!("opening the log on the Kafka cluster at {brokers}")
+                    })?,
+            )
+        }
+        (None, Some(data_dir)) => open_log(data_dir)?,
+        (None, None) => bail!("give --data-dir DIR (the embedded log) or --brokers HOST:PORT"),
+    };
     let levels = args
         .service_levels
         .iter()
@@ -151,13 +173,27 @@ async fn fold_identity(
 ) -> anyhow::Result<IdentityView> {
     let mut identity = IdentityView::new();
     let ends = log.end_offsets(Topic::Interactions).await?;
-    for (partition, end) in ends.into_iter().enumerate() {
+    for (partition, &end) in ends.iter().enumerate() {
         let mut from = 0;
-        while from < end {
-            let records = log
-                .read(Topic::Interactions, partition as u32, from, 8_192)
-                .await?;
-            let Some(last) = records.last() else { break };
+        // Past the reported end too, until a read comes back empty (see the projector's
+        // replay: a broker may report an end short of what is readable).
+        loop {
+            let records = if from < end {
+                omnilog_log::read_before_end(
+                    log,
+                    Topic::Interactions,
+                    partition as u32,
+                    from,
+                    8_192,
+                )
+                .await?
+            } else {
+                log.read(Topic::Interactions, partition as u32, from, 8_192)
+                    .await?
+            };
+            let Some(last) = records.last() else {
+                break;
+            };
             from = last.offset + 1;
             for record in &records {
                 if let Ok(event) = omnilog_events::decode(&record.payload)

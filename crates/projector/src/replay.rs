@@ -56,20 +56,40 @@ pub async fn replay(
     };
     on_progress(progress(&checkpoint));
     let batch = batch.max(1);
+    // Once the ends are reached, one more look beyond each: a broker may report an end
+    // short of what is readable (tansu's ListOffsets leaves out the last batch), and a
+    // replay must not stop before what a live projection has already folded.
+    let mut beyond_ends = false;
+    // Bounds the look beyond on a log still being written: it catches a short end, it
+    // does not follow the writers.
+    let mut passes_beyond = 0;
     loop {
         let mut records = Vec::new();
         for &(destination, partition, end) in &ends {
             let from = checkpoint.next_offset(destination, partition);
-            if from < end {
-                let wanted = batch.min((end - from) as usize);
-                records.extend(
-                    log.read(topic_of(destination), partition, from, wanted)
-                        .await?,
-                );
+            if from < end || beyond_ends {
+                let wanted = if from < end {
+                    batch.min((end - from) as usize)
+                } else {
+                    batch
+                };
+                let topic = topic_of(destination);
+                records.extend(if from < end {
+                    omnilog_log::read_before_end(&*log, topic, partition, from, wanted).await?
+                } else {
+                    log.read(topic, partition, from, wanted).await?
+                });
             }
         }
-        if records.is_empty() {
-            break;
+        if records.is_empty() || passes_beyond > 16 {
+            if beyond_ends {
+                break;
+            }
+            beyond_ends = true;
+            continue;
+        }
+        if beyond_ends {
+            passes_beyond += 1;
         }
         let (table_now, view_now) = (table.clone(), view.clone());
         let start = checkpoint.clone();
