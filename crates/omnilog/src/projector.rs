@@ -23,6 +23,7 @@ use anyhow::{Context, bail};
 use omnilog_api::cluster::{Cluster, Owner, exact_cover};
 use omnilog_api::{ApiMetrics, AppState, router};
 use omnilog_channels::Registry;
+use omnilog_events::Destination;
 use omnilog_kafka::{Claim, GroupMembership, KafkaConfig, OwnershipBoard};
 use omnilog_log::{PartitionSlice, SharedLog, Topic, partition_for};
 use omnilog_projector::{ProjectorConfig, ProjectorMetrics, ViewRuntime};
@@ -60,6 +61,10 @@ struct Owned {
     runtime: Arc<ViewRuntime>,
     /// Caught up with the log since it was assigned: answers for its partition.
     ready: bool,
+    /// The ends of its interactions partition and of the agents topic when it was
+    /// assigned: it is ready once every view has folded that far. (Waiting for zero lag
+    /// instead would never end under steady traffic.)
+    targets: Vec<(Destination, u32, u64)>,
 }
 
 /// What the API asks of this instance.
@@ -260,6 +265,19 @@ async fn follow_assignment(
         )
         .await
         .with_context(|| format!("starting the projector of partition {gained}"))?;
+        let mut targets = vec![(
+            Destination::Interactions,
+            gained,
+            log.end_offsets_of(Topic::Interactions, gained).await?,
+        )];
+        for (partition, end) in log
+            .end_offsets(Topic::Agents)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            targets.push((Destination::Agents, partition as u32, end));
+        }
         tracing::info!(
             partition = gained,
             "partition assigned: projecting it from its stored position"
@@ -269,34 +287,50 @@ async fn follow_assignment(
             Owned {
                 runtime,
                 ready: false,
+                targets,
             },
         );
     }
     Ok(())
 }
 
-/// Marks partitions ready once caught up; returns their positions for the group.
+/// Marks partitions ready once every view folded up to the ends seen at assignment;
+/// returns their positions for the group.
 async fn check_progress(instance: &Instance) -> Vec<(u32, u64)> {
-    let pending: Vec<(u32, Arc<ViewRuntime>, bool)> = read(&instance.owned)
-        .iter()
-        .map(|(&p, owned)| (p, owned.runtime.clone(), owned.ready))
-        .collect();
+    let owned: Vec<(u32, Arc<ViewRuntime>, bool, Vec<(Destination, u32, u64)>)> =
+        read(&instance.owned)
+            .iter()
+            .map(|(&p, owned)| (p, owned.runtime.clone(), owned.ready, owned.targets.clone()))
+            .collect();
     let mut positions = Vec::new();
-    for (partition, runtime, ready) in pending {
-        if let Ok(reports) = runtime.reports().await {
-            let slowest = reports
+    for (partition, runtime, ready, targets) in owned {
+        let Ok(reports) = runtime.reports().await else {
+            continue;
+        };
+        let position_of = |report: &omnilog_projector::ViewReport, topic: Destination, p: u32| {
+            report
+                .live
+                .partitions
                 .iter()
-                .flat_map(|report| report.live.partitions.iter())
-                .filter(|p| {
-                    p.topic == omnilog_events::Destination::Interactions && p.partition == partition
-                })
-                .map(|p| p.position)
-                .min();
-            if let Some(position) = slowest {
-                positions.push((partition, position));
-            }
+                .find(|lag| lag.topic == topic && lag.partition == p)
+                .map_or(0, |lag| lag.position)
+        };
+        if let Some(slowest) = reports
+            .iter()
+            .map(|report| position_of(report, Destination::Interactions, partition))
+            .min()
+        {
+            positions.push((partition, slowest));
         }
-        if !ready && runtime.caught_up().await.unwrap_or(false) {
+        let reached = reports.iter().all(|report| {
+            targets
+                .iter()
+                .filter(|(topic, _, _)| {
+                    report.live.partitions.iter().any(|lag| lag.topic == *topic)
+                })
+                .all(|&(topic, p, end)| position_of(report, topic, p) >= end)
+        });
+        if !ready && reached {
             tracing::info!(partition, "partition caught up: answering for it");
             if let Some(owned) = write(&instance.owned).get_mut(&partition) {
                 owned.ready = true;
