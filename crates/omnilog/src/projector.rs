@@ -55,6 +55,9 @@ pub struct ProjectorArgs {
     pub advertise_url: Option<String>,
 }
 
+/// A position to reach: topic, partition, offset.
+type Target = (Destination, u32, u64);
+
 /// One owned partition's projector.
 #[derive(Debug)]
 struct Owned {
@@ -64,7 +67,7 @@ struct Owned {
     /// The ends of its interactions partition and of the agents topic when it was
     /// assigned: it is ready once every view has folded that far. (Waiting for zero lag
     /// instead would never end under steady traffic.)
-    targets: Vec<(Destination, u32, u64)>,
+    targets: Vec<Target>,
 }
 
 /// What the API asks of this instance.
@@ -297,11 +300,10 @@ async fn follow_assignment(
 /// Marks partitions ready once every view folded up to the ends seen at assignment;
 /// returns their positions for the group.
 async fn check_progress(instance: &Instance) -> Vec<(u32, u64)> {
-    let owned: Vec<(u32, Arc<ViewRuntime>, bool, Vec<(Destination, u32, u64)>)> =
-        read(&instance.owned)
-            .iter()
-            .map(|(&p, owned)| (p, owned.runtime.clone(), owned.ready, owned.targets.clone()))
-            .collect();
+    let owned: Vec<(u32, Arc<ViewRuntime>, bool, Vec<Target>)> = read(&instance.owned)
+        .iter()
+        .map(|(&p, owned)| (p, owned.runtime.clone(), owned.ready, owned.targets.clone()))
+        .collect();
     let mut positions = Vec::new();
     for (partition, runtime, ready, targets) in owned {
         let Ok(reports) = runtime.reports().await else {
