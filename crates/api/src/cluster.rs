@@ -656,3 +656,72 @@ pub fn exact_cover(partitions: u32, owners: &[Owner]) -> bool {
     }
     seen.len() as u32 == partitions
 }
+
+/// `GET /v1/queues/stream` in distributed mode: every half second, the queues gathered
+/// from every owner; a `queue` event for each queue whose stats changed (every queue
+/// once at the start). While partitions move, the stream waits and goes on.
+pub fn queue_stream(
+    state: AppState,
+    headers: HeaderMap,
+    params: BTreeMap<String, String>,
+) -> impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
+{
+    const TICK: std::time::Duration = std::time::Duration::from_millis(500);
+    struct Cursor {
+        state: AppState,
+        headers: HeaderMap,
+        params: BTreeMap<String, String>,
+        sent: BTreeMap<String, String>,
+        pending: Vec<axum::response::sse::Event>,
+        first: bool,
+    }
+    let cursor = Cursor {
+        state,
+        headers,
+        params,
+        sent: BTreeMap::new(),
+        pending: Vec::new(),
+        first: true,
+    };
+    futures_util::stream::unfold(cursor, |mut cursor| async move {
+        loop {
+            if let Some(event) = cursor.pending.pop() {
+                return Some((Ok(event), cursor));
+            }
+            if !cursor.first {
+                tokio::time::sleep(TICK).await;
+            }
+            cursor.first = false;
+            let Ok(cluster) = cluster_of(&cursor.state) else {
+                return None;
+            };
+            let Ok(Some(partial)) = gather::<QueuesPartial>(
+                &**cluster,
+                &cursor.params,
+                &cursor.headers,
+                &Ask::default(),
+                None,
+            )
+            .await
+            else {
+                continue;
+            };
+            for answer in partial.finish(Utc::now()) {
+                let mut stats = serde_json::to_value(&answer).unwrap_or_default();
+                if let Some(object) = stats.as_object_mut() {
+                    object.remove("items");
+                }
+                let fingerprint = crate::queries::stats_fingerprint(&answer);
+                if cursor.sent.get(&answer.queue) == Some(&fingerprint) {
+                    continue;
+                }
+                cursor.sent.insert(answer.queue.clone(), fingerprint);
+                cursor.pending.push(
+                    axum::response::sse::Event::default()
+                        .event("queue")
+                        .data(stats.to_string()),
+                );
+            }
+        }
+    })
+}

@@ -15,7 +15,8 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
-use futures_util::stream::{self, Stream};
+use futures_util::StreamExt as _;
+use futures_util::stream;
 use omnilog_projector::ViewRuntime;
 use omnilog_views::{journey, queue, reporting};
 use serde_json::json;
@@ -266,7 +267,7 @@ const STREAM_TICK: Duration = Duration::from_millis(100);
 
 /// The part of a queue's stats whose change is news (ages move by themselves, every
 /// second, and would make every tick an event).
-fn stats_fingerprint(answer: &queue::QueueAnswer) -> String {
+pub(crate) fn stats_fingerprint(answer: &queue::QueueAnswer) -> String {
     json!({
         "waiting": answer.waiting,
         "oldest": answer.oldest_interaction_id,
@@ -283,7 +284,14 @@ pub async fn queue_stream(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
+    if state.cluster.is_some() {
+        state.access.check(&headers, Scope::Read)?;
+        let events = cluster::queue_stream(state, headers, params);
+        return Ok(Sse::new(events.boxed())
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
     let (views, _) = prepare(&state, &headers, &params)?;
     let views = views.clone();
     struct Cursor {
@@ -301,7 +309,7 @@ pub async fn queue_stream(
     let events = stream::unfold(cursor, |mut cursor| async move {
         loop {
             if let Some(event) = cursor.pending.pop() {
-                return Some((Ok(event), cursor));
+                return Some((Ok::<_, Infallible>(event), cursor));
             }
             let Ok(live) = cursor.views.live(QUEUE) else {
                 return None;
@@ -338,5 +346,7 @@ pub async fn queue_stream(
             }
         }
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(events.boxed())
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
