@@ -1,7 +1,8 @@
 //! Faults on Kafka, injected with librdkafka's mock cluster (in this test process, on
 //! loopback) under the real `omnilog ingest-server`:
 //! - every broker down: requests get 503 with `Retry-After`; once the brokers are back
-//!   the client's retries land, and the log holds every acknowledged event exactly once;
+//!   the client's retries land, and the log holds every acknowledged event exactly once,
+//!   even after the client sends acknowledged events again;
 //! - injected produce errors and round-trip latency: every request is acknowledged and
 //!   the idempotent producer's retries store no event twice.
 
@@ -177,6 +178,19 @@ async fn brokers_down_give_503_and_after_recovery_every_acknowledged_event_is_st
             assert!(Instant::now() < deadline, "the retries never landed");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    // A client that never saw its answers sends some acknowledged events again: they are
+    // answered as duplicates and not stored twice (ingest knows what the log holds).
+    for n in [0, 1, 2, 39, 45] {
+        let answer = post(&http, &server, n).await.expect("an answer");
+        assert_eq!(answer.status, 202, "{:?}", answer.body);
+        assert_eq!(
+            answer.body["duplicates"], 1,
+            "event {n} again: {:?}",
+            answer.body
+        );
+        assert_eq!(answer.body["accepted"], 0);
     }
 
     let copies = stored_copies(&cluster).await;

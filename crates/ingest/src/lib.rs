@@ -98,27 +98,66 @@ impl Default for IngestConfig {
     }
 }
 
-/// Event ids recently written and the customer each was resolved to (first in, first out).
+/// What ingest remembers of a recent event id.
+#[derive(Clone, Debug)]
+struct Remembered {
+    /// The customer it was resolved to (the agent, for agent events).
+    customer: CustomerId,
+    /// Where the log holds it, once known: appended here, or seen in the log by the
+    /// rebuild or the follower of other writers.
+    stored: Option<EventPosition>,
+}
+
+/// Event ids recently written or seen in the log (first in, first out). A redelivery of
+/// one of them resolves to the same customer, and, once its position is known, is answered
+/// as a duplicate without being appended again: the embedded log would refuse the copy
+/// anyway, and Kafka would store it twice.
 #[derive(Debug, Default)]
 struct RecentIds {
     capacity: usize,
     order: VecDeque<Uuid>,
-    customers: HashMap<Uuid, CustomerId>,
+    entries: HashMap<Uuid, Remembered>,
 }
 
 impl RecentIds {
-    fn remember(&mut self, event_id: Uuid, customer: &str) {
-        if self.capacity == 0 || self.customers.contains_key(&event_id) {
+    fn remember(&mut self, event_id: Uuid, customer: &str, stored: Option<EventPosition>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if let Some(entry) = self.entries.get_mut(&event_id) {
+            // The first copy's position is the one a duplicate answers with.
+            if entry.stored.is_none() {
+                entry.stored = stored;
+            }
             return;
         }
         if self.order.len() == self.capacity
             && let Some(oldest) = self.order.pop_front()
         {
-            self.customers.remove(&oldest);
+            self.entries.remove(&oldest);
         }
         self.order.push_back(event_id);
-        self.customers.insert(event_id, customer.to_owned());
+        self.entries.insert(
+            event_id,
+            Remembered {
+                customer: customer.to_owned(),
+                stored,
+            },
+        );
     }
+
+    /// Where the log already holds this event, if ingest knows.
+    fn stored(&self, event_id: &Uuid) -> Option<EventPosition> {
+        self.entries.get(event_id).and_then(|entry| entry.stored)
+    }
+}
+
+/// What becomes of one event of a request.
+enum Prepared {
+    /// Append it to `topic` under `key`.
+    Append(Topic, String),
+    /// The log already holds it there.
+    Stored(EventPosition),
 }
 
 /// What the sequencer and the queries share.
@@ -150,7 +189,21 @@ impl State {
     fn fold(&mut self, event: &Event) {
         self.identity.apply(event);
         if let Some(customer) = event.customer_id() {
-            self.recent.remember(event.event_id, customer);
+            self.recent.remember(event.event_id, customer, None);
+        }
+    }
+
+    /// Folds an interaction event read from the log at `partition`/`offset`.
+    fn fold_stored(&mut self, event: &Event, partition: u32, offset: u64) {
+        self.identity.apply(event);
+        if let Some(customer) = event.customer_id() {
+            let stored = EventPosition {
+                topic: Topic::Interactions,
+                partition,
+                offset,
+                duplicate: true,
+            };
+            self.recent.remember(event.event_id, customer, Some(stored));
         }
     }
 
@@ -160,8 +213,12 @@ impl State {
         now
     }
 
-    /// Stamps, resolves and folds one event; returns where it goes.
-    fn prepare(&mut self, event: &mut Event) -> Result<(Topic, String), IngestError> {
+    /// Stamps, resolves and folds one event; returns where it goes, or where the log
+    /// already holds it.
+    fn prepare(&mut self, event: &mut Event) -> Result<Prepared, IngestError> {
+        if let Some(stored) = self.recent.stored(&event.event_id) {
+            return Ok(Prepared::Stored(stored));
+        }
         event.recorded_at = Some(self.next_recorded_at());
         let placement = match &event.body {
             Body::AgentState { agent_id, .. } => (Topic::Agents, agent_id.clone()),
@@ -169,7 +226,11 @@ impl State {
                 (Topic::Interactions, self.identity.canonical(into_customer))
             }
             _ => {
-                let remembered = self.recent.customers.get(&event.event_id).cloned();
+                let remembered = self
+                    .recent
+                    .entries
+                    .get(&event.event_id)
+                    .map(|entry| entry.customer.clone());
                 let customer = event
                     .customer
                     .as_mut()
@@ -197,7 +258,7 @@ impl State {
             placement.0 == Topic::Agents
         );
         self.fold(event);
-        Ok(placement)
+        Ok(Prepared::Append(placement.0, placement.1))
     }
 }
 
@@ -344,7 +405,7 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
                         if let Some(at) = event.recorded_at {
                             fresh.last_recorded = fresh.last_recorded.max(at);
                         }
-                        fresh.fold(&event);
+                        fresh.fold_stored(&event, partition as u32, record.offset);
                     }
                     Err(error) => tracing::warn!(
                         partition,
@@ -399,7 +460,7 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
             }
             for record in &records {
                 if let Ok(event) = omnilog_events::decode(&record.payload) {
-                    state.identity.apply(&event);
+                    state.fold_stored(&event, record.partition, record.offset);
                 }
             }
             state.folded_to[partition] = last + 1;
@@ -436,19 +497,38 @@ async fn sequence(
     }
 }
 
+/// Where one event of a request ends up.
+enum Slot {
+    /// Appended as `records[index]`.
+    Appended(usize),
+    /// A copy of `records[index]` earlier in the same group: not appended twice.
+    Repeat(usize),
+    /// Already in the log.
+    Stored(EventPosition),
+}
+
 /// Resolves, appends and answers one group of requests.
 async fn commit_group(log: &dyn EventLog, state: &Mutex<State>, jobs: Vec<Job>) {
-    let mut records = Vec::new();
-    let mut topics = Vec::new();
+    let mut records: Vec<AppendRecord> = Vec::new();
+    let mut pending: HashMap<Uuid, usize> = HashMap::new();
     let mut accepted_jobs = Vec::with_capacity(jobs.len());
     {
         let mut state = lock(state);
         for mut job in jobs {
-            let mut job_records = Vec::with_capacity(job.events.len());
+            let mut slots = Vec::with_capacity(job.events.len());
+            let first_record = records.len();
             let mut failure = None;
             for (index, event) in job.events.iter_mut().enumerate() {
                 match state.prepare(event) {
-                    Ok((topic, key)) => job_records.push(record(event, topic, key)),
+                    Ok(Prepared::Append(topic, key)) => match pending.get(&event.event_id) {
+                        Some(&first) => slots.push(Slot::Repeat(first)),
+                        None => {
+                            pending.insert(event.event_id, records.len());
+                            slots.push(Slot::Appended(records.len()));
+                            records.push(record(event, topic, key));
+                        }
+                    },
+                    Ok(Prepared::Stored(position)) => slots.push(Slot::Stored(position)),
                     Err(IngestError::Invalid(error)) => {
                         failure = Some(IngestError::Invalid(error.within(&format!("[{index}]"))));
                         break;
@@ -463,19 +543,21 @@ async fn commit_group(log: &dyn EventLog, state: &Mutex<State>, jobs: Vec<Job>) 
                 // Validation upstream makes this unreachable in practice; if it happens the
                 // events already folded for this job are undone by the rebuild below.
                 Some(error) => {
+                    for dropped in records.drain(first_record..) {
+                        pending.remove(&dropped.event_id);
+                    }
                     let _ = job.reply.send(Err(error));
-                    accepted_jobs.push((None, 0));
+                    accepted_jobs.push((None, Vec::new()));
                 }
-                None => {
-                    let count = job_records.len();
-                    topics.extend(job_records.iter().map(|r| r.topic));
-                    records.append(&mut job_records);
-                    accepted_jobs.push((Some(job.reply), count));
-                }
+                None => accepted_jobs.push((Some(job.reply), slots)),
             }
         }
     }
     let any_refused = accepted_jobs.iter().any(|(reply, _)| reply.is_none());
+    let written: Vec<(Uuid, String, Topic)> = records
+        .iter()
+        .map(|r| (r.event_id, r.key.clone(), r.topic))
+        .collect();
     let outcome = if records.is_empty() {
         Ok(Vec::new())
     } else {
@@ -483,31 +565,52 @@ async fn commit_group(log: &dyn EventLog, state: &Mutex<State>, jobs: Vec<Job>) 
     };
     match outcome {
         Ok(outcomes) => {
-            let mut outcomes = outcomes.into_iter().zip(topics);
-            for (reply, count) in accepted_jobs {
+            let positions: Vec<EventPosition> = outcomes
+                .iter()
+                .zip(&written)
+                .map(|(outcome, (_, _, topic))| EventPosition {
+                    topic: *topic,
+                    partition: outcome.position().partition,
+                    offset: outcome.position().offset,
+                    duplicate: outcome.is_duplicate(),
+                })
+                .collect();
+            {
+                let mut state = lock(state);
+                for (position, (event_id, key, _)) in positions.iter().zip(&written) {
+                    let stored = EventPosition {
+                        duplicate: true,
+                        ..*position
+                    };
+                    state.recent.remember(*event_id, key, Some(stored));
+                }
+            }
+            for (reply, slots) in accepted_jobs {
                 let Some(reply) = reply else { continue };
                 let mut receipt = Receipt {
                     accepted: 0,
                     duplicates: 0,
-                    positions: Vec::with_capacity(count),
+                    positions: Vec::with_capacity(slots.len()),
                     token: ReadToken::default(),
                 };
-                for (outcome, topic) in outcomes.by_ref().take(count) {
-                    let position = outcome.position();
-                    if outcome.is_duplicate() {
+                for slot in slots {
+                    let position = match slot {
+                        Slot::Appended(index) => positions[index],
+                        Slot::Repeat(index) => EventPosition {
+                            duplicate: true,
+                            ..positions[index]
+                        },
+                        Slot::Stored(position) => position,
+                    };
+                    if position.duplicate {
                         receipt.duplicates += 1;
                     } else {
                         receipt.accepted += 1;
                     }
                     receipt
                         .token
-                        .include(topic, position.partition, position.offset);
-                    receipt.positions.push(EventPosition {
-                        topic,
-                        partition: position.partition,
-                        offset: position.offset,
-                        duplicate: outcome.is_duplicate(),
-                    });
+                        .include(position.topic, position.partition, position.offset);
+                    receipt.positions.push(position);
                 }
                 let _ = reply.send(Ok(receipt));
             }
