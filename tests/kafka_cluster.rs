@@ -1,7 +1,7 @@
 //! The distributed mode end to end, on a real Kafka-compatible broker (tansu, memory
 //! storage, on loopback): two ingest servers and three projector instances of one group;
 //! 100,000 events through the event API (two seeded simulators, one per ingest server) and
-//! through channel webhooks; one projector SIGKILLed mid-way and a fourth one added later.
+//! through channel webhooks, and merges of customers whose partitions differ; one projector SIGKILLed mid-way and a fourth one added later.
 //! Once the group settles, every view answers through every live instance exactly what a
 //! read-only server over `omnilog replay` of the same topics answers: every customer's
 //! journey, every report, the queues and the agents.
@@ -22,7 +22,7 @@ use serde_json::Value;
 use support::{BINARY, Http, Server};
 
 const PARTITIONS: u32 = 12;
-const EVENTS_PER_SIMULATOR: u64 = 49_000;
+const EVENTS_PER_SIMULATOR: u64 = 50_000;
 
 /// The tansu binary: `OMNILOG_TANSU`, else on the PATH, else cargo's bin directory.
 fn tansu() -> PathBuf {
@@ -307,13 +307,34 @@ async fn a_projector_group_that_loses_and_gains_instances_answers_what_replay_an
     let p4 = start("projector", "p4", &projector_flags);
     wait_success(sim_a, "the first simulator", Duration::from_secs(600));
     wait_success(sim_b, "the second simulator", Duration::from_secs(600));
+    // Merge a few customers whose partitions differ: their journeys then span owners.
+    let (_, before_merges) = read_all(&log, Topic::Interactions).await;
+    let ids: Vec<&String> = before_merges.iter().collect();
+    let mut merges = Vec::new();
+    for pair in ids.chunks(2).take(40) {
+        let [from, into] = pair else { continue };
+        let partition = |id: &str| omnilog_log::partition_for(id.as_bytes(), PARTITIONS);
+        if partition(from) != partition(into) && merges.len() < 5 {
+            merges.push(serde_json::json!({
+                "occurred_at": "2026-03-02T12:00:00Z",
+                "type": "customers_merged",
+                "from_customer": from,
+                "into_customer": into,
+            }));
+        }
+    }
+    assert_eq!(merges.len(), 5, "five merges across partitions");
+    let merged = http.post_events(&ingest_a, &Value::Array(merges)).await;
+    assert_eq!(merged["accepted"], 5, "{merged:?}");
+
     let (interactions, customers) = read_all(&log, Topic::Interactions).await;
     let (agents, _) = read_all(&log, Topic::Agents).await;
     assert_eq!(
         interactions + agents,
-        2 * EVENTS_PER_SIMULATOR + from_channels,
+        2 * EVENTS_PER_SIMULATOR + from_channels + 5,
         "every acknowledged event is in the log once"
     );
+    assert!(interactions + agents >= 100_000);
 
     let instances = [&p1, &p2, &p4];
     settle(&http, &instances).await;

@@ -265,6 +265,24 @@ impl Gathered for FoundJourney {
     }
 }
 
+/// One customer's journey entries, for the journey of customers merged across partitions.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct JourneyEntries(Vec<(Vec<u8>, Vec<u8>)>);
+
+impl Gathered for JourneyEntries {
+    const KIND: &'static str = "journey-entries";
+    const VIEW: &'static str = "journey";
+    fn compute(reader: &TableReader, ask: &Ask) -> Result<Self, ViewError> {
+        Ok(JourneyEntries(journey::customer_entries(
+            reader,
+            ask.subject(),
+        )?))
+    }
+    fn merge(&mut self, other: Self) {
+        self.0.extend(other.0);
+    }
+}
+
 /// The part of a read-your-writes wait that concerns one partition's runtime: its
 /// interactions partition and the whole agents topic.
 fn consistency_for(consistency: &Consistency, partition: u32) -> Consistency {
@@ -490,6 +508,9 @@ pub async fn internal_partial(
             one::<FoundInteraction>(cluster, &partitions, &ask, &consistency).await?
         }
         FoundJourney::KIND => one::<FoundJourney>(cluster, &partitions, &ask, &consistency).await?,
+        JourneyEntries::KIND => {
+            one::<JourneyEntries>(cluster, &partitions, &ask, &consistency).await?
+        }
         other => return Err(ApiError::NotFound(format!("no partial of kind {other:?}"))),
     };
     Ok(Json(answer))
@@ -513,6 +534,21 @@ pub async fn customer_journey(
         None => (id.to_owned(), Vec::new(), Vec::new()),
     };
     let partition = cluster.partition_of(&customer_id);
+    let spread = merged_from
+        .iter()
+        .any(|member| cluster.partition_of(member) != partition);
+    if spread {
+        return merged_journey(
+            &**cluster,
+            headers,
+            id,
+            &customer_id,
+            &merged_from,
+            &handles,
+            params,
+        )
+        .await;
+    }
     let ask = Ask {
         subject: Some(customer_id),
         identity: Some(json!({ "merged_from": merged_from, "handles": handles })),
@@ -521,6 +557,42 @@ pub async fn customer_journey(
     gather::<FoundJourney>(&**cluster, params, headers, &ask, Some(partition))
         .await?
         .and_then(|found| found.0)
+        .ok_or_else(|| ApiError::NotFound(format!("no journey of customer {id:?}")))
+}
+
+/// The journey of customers merged across partitions: every member's entries from the
+/// owner of its partition, loaded side by side, asked as one state.
+async fn merged_journey(
+    cluster: &dyn Cluster,
+    headers: &HeaderMap,
+    id: &str,
+    customer_id: &str,
+    merged_from: &[String],
+    handles: &[omnilog_events::Handle],
+    params: &BTreeMap<String, String>,
+) -> Result<Value, ApiError> {
+    let mut state = omnilog_views::MemoryState::new();
+    for member in std::iter::once(customer_id).chain(merged_from.iter().map(String::as_str)) {
+        let ask = Ask {
+            subject: Some(member.to_owned()),
+            ..Ask::default()
+        };
+        let entries = gather::<JourneyEntries>(
+            cluster,
+            params,
+            headers,
+            &ask,
+            Some(cluster.partition_of(member)),
+        )
+        .await?
+        .unwrap_or_default();
+        for (key, value) in entries.0 {
+            omnilog_views::StateStore::put(&mut state, key, value);
+        }
+    }
+    journey::customer_journey(&state, customer_id, merged_from, handles)
+        .map_err(ApiError::from)?
+        .map(|answer| serde_json::to_value(answer).unwrap_or_default())
         .ok_or_else(|| ApiError::NotFound(format!("no journey of customer {id:?}")))
 }
 

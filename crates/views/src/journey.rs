@@ -64,7 +64,7 @@ mod report;
 
 pub use query::{
     ContextAnswer, HandleAnswer, InteractionAnswer, InteractionSummary, JourneyAnswer,
-    JourneyEntry, JourneyLimits, NoteAnswer, TimelineEntry, customer_journey,
+    JourneyEntry, JourneyLimits, NoteAnswer, TimelineEntry, customer_entries, customer_journey,
     customer_journey_with, interaction, interaction_with,
 };
 pub use records::{InteractionStatus, JourneyStatus, Outcome};

@@ -444,3 +444,24 @@ pub fn interaction_with(
         events,
     }))
 }
+
+/// Every entry of the journey state that belongs to `customer` (its record, journeys,
+/// interactions, timeline and notes; not the raw events): what an instance that does not
+/// own the customer's partition needs to answer the journey of a customer merged with it.
+/// Loaded into a [`crate::MemoryState`] beside the other members' entries, it answers
+/// [`customer_journey`] exactly as the whole state would.
+pub fn customer_entries(
+    state: &dyn StateReader,
+    customer: &str,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ViewError> {
+    let mut entries = Vec::new();
+    let record = keys::customer(customer);
+    if let Some(value) = state.get(&record)? {
+        entries.push((record, value));
+    }
+    for tag in ["js", "jf", "jp", "ii", "tl", "nt"] {
+        let prefix = crate::state::KeyBuilder::table(tag).text(customer).prefix();
+        entries.extend(state.scan_prefix(&prefix, usize::MAX)?);
+    }
+    Ok(entries)
+}
