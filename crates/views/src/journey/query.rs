@@ -453,7 +453,7 @@ pub fn interaction_with(
 pub fn customer_entries(
     state: &dyn StateReader,
     customer: &str,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ViewError> {
+) -> Result<crate::state::Entries, ViewError> {
     let mut entries = Vec::new();
     let record = keys::customer(customer);
     if let Some(value) = state.get(&record)? {
