@@ -16,10 +16,12 @@
 //! client after an answer it never saw is stored again. Readers that must count an event
 //! once deduplicate on its id (the `omnilog-event-id` header).
 
+mod bare;
 mod group;
 mod ownership;
 mod reader;
 
+pub use bare::drain_with_bare_consumer;
 pub use group::GroupMembership;
 pub use ownership::{Claim, OWNERSHIP_TOPIC, OwnershipBoard, now_ms};
 

@@ -7,7 +7,10 @@
 //! - (d) ingest over HTTP on loopback: batched, and one event a request, many clients;
 //! - (e) ingest-to-visible latency at a steady offered rate (POST, then the journey query
 //!   with the answer's read token), p50 and p99;
-//! - (f) the peak resident memory of the whole run.
+//! - (f) the peak resident memory of the whole run;
+//! - (g) with `--kafka BROKERS` (an empty broker, e.g. tansu with memory storage): the same
+//!   history on Kafka, read by a bare rdkafka consumer (the limit there), then consumed and
+//!   folded by omnilog, in memory and durably; the shares are of the bare consumer.
 //!
 //! The machine is shared and noisy: compare the stages of one run (the ratios), not
 //! absolute figures across runs.
@@ -62,6 +65,10 @@ pub struct BenchArgs {
     /// Seed of the history.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also measure stage (g) on this Kafka cluster, whose omnilog topics must be empty
+    /// (a fresh tansu: `tansu broker --storage-engine memory://tansu/ ...`).
+    #[arg(long)]
+    kafka: Option<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
@@ -106,6 +113,138 @@ async fn for_each_event(
         }
     }
     Ok(count)
+}
+
+/// The durable projection of one view into version 1 of its table, as `replay` does it.
+async fn project(
+    log: &SharedLog,
+    store: &ViewStore,
+    view: &Arc<dyn omnilog_views::View>,
+    batch: usize,
+) -> anyhow::Result<omnilog_store::Checkpoint> {
+    let table = store.table(view.name(), 1)?;
+    Ok(replay(log.clone(), table, view.clone(), None, batch, |_| {}).await?)
+}
+
+/// Stage (g): the history on Kafka, drained by a bare consumer, then consumed and folded
+/// by omnilog (in memory, and durably as `replay --brokers` does).
+async fn kafka_stages(brokers: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let mut config = omnilog_kafka::KafkaConfig::new(brokers);
+    config.client_id = format!("omnilog-bench-{}", std::process::id());
+    let log: SharedLog = Arc::new(
+        omnilog_kafka::KafkaLog::open(config.clone())
+            .await
+            .with_context(|| format!("opening the log on the Kafka cluster at {brokers}"))?,
+    );
+    let topics = [Topic::Interactions, Topic::Agents];
+    for topic in topics {
+        if log.end_offsets(topic).await?.iter().any(|&end| end > 0) {
+            anyhow::bail!(
+                "{} on {brokers} already holds records; stage (g) needs empty topics (a fresh broker)",
+                topic.name()
+            );
+        }
+    }
+    // The ends of every partition, from the append answers (a broker's own report of
+    // them may fall short: see the README on tansu).
+    let mut ends: std::collections::BTreeMap<(Topic, u32), u64> = Default::default();
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(10_000);
+    let mut appended = 0u64;
+    let events = history(HistoryConfig::with_events(args.seed, args.events).with_customer_ids());
+    let mut events = events.peekable();
+    while events.peek().is_some() {
+        batch.extend(
+            events
+                .by_ref()
+                .take(10_000)
+                .filter_map(|event| omnilog_ingest::log_record(&event)),
+        );
+        let topics_of: Vec<Topic> = batch.iter().map(|r| r.topic).collect();
+        for (outcome, topic) in log
+            .append(std::mem::take(&mut batch))
+            .await?
+            .iter()
+            .zip(topics_of)
+        {
+            let position = outcome.position();
+            let end = ends.entry((topic, position.partition)).or_default();
+            *end = (*end).max(position.offset + 1);
+            appended += 1;
+        }
+    }
+    rows.push(Row {
+        stage: "g",
+        what: "append to Kafka (idempotent producer, acks=all, 10k a batch)".into(),
+        count: appended,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+
+    let (count, elapsed) = tokio::task::spawn_blocking(move || {
+        omnilog_kafka::drain_with_bare_consumer(&config, &topics, appended, Duration::from_secs(2))
+    })
+    .await??;
+    rows.push(Row {
+        stage: "g",
+        what: "bare rdkafka consumer: read every record, nothing else (the Kafka limit)".into(),
+        count,
+        seconds: elapsed.as_secs_f64(),
+    });
+
+    let views = standard_views();
+    let started = Instant::now();
+    for view in &views {
+        let mut state = MemoryState::new();
+        for &destination in view.topics() {
+            let topic = omnilog_projector::topic_of(destination);
+            for partition in 0..log.partitions(topic) {
+                let end = ends.get(&(topic, partition)).copied().unwrap_or(0);
+                let mut from = 0;
+                while from < end {
+                    let records =
+                        omnilog_log::read_before_end(&*log, topic, partition, from, 8_192).await?;
+                    for record in &records {
+                        from = record.offset + 1;
+                        let position = LogPosition {
+                            partition,
+                            offset: record.offset,
+                        };
+                        view.apply(
+                            &mut state,
+                            &omnilog_events::decode(&record.payload)?,
+                            position,
+                        )?;
+                    }
+                }
+            }
+        }
+        std::hint::black_box(state);
+    }
+    rows.push(Row {
+        stage: "g",
+        what: format!(
+            "consume from Kafka and fold all {} views in memory, one after the other",
+            views.len()
+        ),
+        // Per event of the log, as (b) counts: each view reads the topics it folds.
+        count: appended,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+
+    let scratch = tempfile::tempdir().context("creating a scratch dir")?;
+    let store = ViewStore::open(scratch.path())?;
+    let started = Instant::now();
+    for view in &views {
+        project(&log, &store, view, args.replay_batch).await?;
+    }
+    store.flush()?;
+    rows.push(Row {
+        stage: "g",
+        what: "consume from Kafka and project all views durably (replay --brokers)".into(),
+        count: appended,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(())
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -203,16 +342,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut project_seconds = 0.0;
     for view in &views {
         let started = Instant::now();
-        let table = store.table(view.name(), 1)?;
-        let checkpoint = replay(
-            log.clone(),
-            table,
-            view.clone(),
-            None,
-            args.replay_batch,
-            |_| {},
-        )
-        .await?;
+        let checkpoint = project(&log, &store, view, args.replay_batch).await?;
         let seconds = started.elapsed().as_secs_f64();
         project_seconds += seconds;
         rows.push(Row {
@@ -234,6 +364,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     drop(store);
     drop(log);
     writeln!(out, "  log-side stages done")?;
+    if let Some(brokers) = &args.kafka {
+        kafka_stages(brokers, &args, &mut rows).await?;
+        writeln!(out, "  kafka stages done")?;
+    }
 
     // (d) and (e): a real server on loopback.
     let config = ServerArgs {
@@ -296,6 +430,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .find(|r| r.stage == "a")
         .map(Row::rate)
         .unwrap_or(1.0);
+    let kafka_limit = rows
+        .iter()
+        .find(|r| r.stage == "g" && r.what.starts_with("bare"))
+        .map(Row::rate)
+        .unwrap_or(1.0);
     writeln!(out)?;
     writeln!(
         out,
@@ -305,6 +444,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for row in &rows {
         let share = if (row.stage == "b" || row.stage == "c") && row.what.contains("all") {
             format!("{:.0} %", 100.0 * row.rate() / limit)
+        } else if row.stage == "g" && !row.what.starts_with("bare") {
+            format!("{:.0} % of bare", 100.0 * row.rate() / kafka_limit)
         } else {
             "".to_owned()
         };
