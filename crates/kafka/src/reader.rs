@@ -125,16 +125,17 @@ impl Readers {
     ) -> Result<Vec<LogRecord>, LogError> {
         let (index, slot) = self.choose(topic, partition, from)?;
         let known_end = self.known_ends.get(topic, partition);
-        let (records, cursor) = tokio::task::spawn_blocking(move || {
+        let (records, cursors) = tokio::task::spawn_blocking(move || {
             let mut slot = lock(&slot);
             let records = slot.read(partition, from, max.max(1), known_end);
-            (records, slot.cursors[partition as usize])
+            (records, slot.cursors.clone())
         })
         .await
         .map_err(|error| LogError::Unavailable(error.to_string()))?;
         let mut slots = lock(self.topic_slots(topic));
         if let Some(entry) = slots.get_mut(index) {
-            entry.cursors[partition as usize] = cursor;
+            // All of them: a read from 0 may have started the other partitions too.
+            entry.cursors = cursors;
         }
         drop(slots);
         let records = records?;
@@ -219,8 +220,26 @@ impl Slot {
         }
         self.buffers[p].clear();
         self.paused[p] = false;
+        let mut assign = self.one(partition, Some(from));
+        // A read from offset 0 on a new cursor is a fold from the start (a replay, a new
+        // projection, the identity rebuild), which goes on to every other partition from 0
+        // too: fetch those at once, so their first records are here when asked for. A
+        // reader that wants another offset moves the cursor, dropping what was fetched.
+        if from == 0 {
+            for (other, cursor) in self.cursors.iter_mut().enumerate() {
+                if cursor.is_none() && other != p {
+                    let _ = assign.add_partition_offset(
+                        self.topic.name(),
+                        other as i32,
+                        Offset::Offset(0),
+                    );
+                    *cursor = Some(0);
+                    self.expected[other] = 0;
+                }
+            }
+        }
         self.consumer
-            .incremental_assign(&self.one(partition, Some(from)))
+            .incremental_assign(&assign)
             .map_err(unavailable)?;
         self.cursors[p] = Some(from);
         self.expected[p] = from;

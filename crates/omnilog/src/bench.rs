@@ -444,7 +444,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for row in &rows {
         let share = if (row.stage == "b" || row.stage == "c") && row.what.contains("all") {
             format!("{:.0} %", 100.0 * row.rate() / limit)
-        } else if row.stage == "g" && !row.what.starts_with("bare") {
+        } else if row.stage == "g" && row.what.starts_with("consume") {
             format!("{:.0} % of bare", 100.0 * row.rate() / kafka_limit)
         } else {
             "".to_owned()
