@@ -129,6 +129,12 @@ struct FileConfig {
     brokers: Option<String>,
     replication: Option<i32>,
     delivery_timeout_ms: Option<u64>,
+    /// `omnilog projector` only.
+    group: Option<String>,
+    /// `omnilog projector` only.
+    views: Option<Vec<String>>,
+    /// `omnilog projector` only.
+    advertise_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +156,16 @@ pub struct ServerConfig {
     pub access: AccessControl,
     pub api: ApiConfig,
     pub log: LogBackend,
+    /// `omnilog projector`'s settings from the file, which its flags override.
+    pub projector_file: ProjectorFileSettings,
+}
+
+/// What the TOML file may say to `omnilog projector`.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectorFileSettings {
+    pub group: Option<String>,
+    pub views: Vec<String>,
+    pub advertise_url: Option<String>,
 }
 
 fn parse_token(entry: &str) -> anyhow::Result<(String, Vec<Scope>)> {
@@ -246,7 +262,13 @@ impl ServerArgs {
                 }
             }
         };
+        let projector_file = ProjectorFileSettings {
+            group: file.group,
+            views: file.views.unwrap_or_default(),
+            advertise_url: file.advertise_url,
+        };
         Ok(ServerConfig {
+            projector_file,
             log,
             router,
             reporting,
@@ -338,6 +360,52 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./omnilog-data"));
         assert!(config.access.is_enforced());
         assert_eq!(config.api.channel_secrets["voice"], "s");
+    }
+
+    #[test]
+    fn kafka_and_projector_settings_come_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("omnilog.toml");
+        std::fs::write(
+            &path,
+            "brokers = \"k1:9092,k2:9092\"\nreplication = 3\ndelivery_timeout_ms = 2500\ngroup = \"views\"\nviews = [\"journey\"]\nadvertise_url = \"http://p1:8080\"\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            ..ServerArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(
+            config.log,
+            LogBackend::Kafka {
+                brokers: "k1:9092,k2:9092".to_owned(),
+                replication: 3,
+                delivery_timeout: std::time::Duration::from_millis(2500),
+            }
+        );
+        assert_eq!(config.projector_file.group.as_deref(), Some("views"));
+        assert_eq!(config.projector_file.views, vec!["journey".to_owned()]);
+        assert_eq!(
+            config.projector_file.advertise_url.as_deref(),
+            Some("http://p1:8080")
+        );
+        let embedded_with_brokers = ServerArgs {
+            log: Some(LogKind::Embedded),
+            brokers: Some("k:9092".to_owned()),
+            ..ServerArgs::default()
+        };
+        assert!(
+            format!("{:#}", embedded_with_brokers.resolve().unwrap_err()).contains("--brokers")
+        );
+        let kafka_without_brokers = ServerArgs {
+            log: Some(LogKind::Kafka),
+            ..ServerArgs::default()
+        };
+        assert!(
+            format!("{:#}", kafka_without_brokers.resolve().unwrap_err())
+                .contains("needs --brokers")
+        );
     }
 
     #[test]

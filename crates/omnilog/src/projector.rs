@@ -47,9 +47,10 @@ pub struct ProjectorArgs {
     /// comma-separated) [default: all of them].
     #[arg(long = "view", env = "OMNILOG_VIEWS", value_delimiter = ',')]
     pub views: Vec<String>,
-    /// The Kafka consumer group of the instances that share the partitions.
+    /// The Kafka consumer group of the instances that share the partitions (required,
+    /// here or as `group` in the TOML file).
     #[arg(long, env = "OMNILOG_GROUP")]
-    pub group: String,
+    pub group: Option<String>,
     /// The base URL other instances reach this one at [default: http://<listen address>].
     #[arg(long, env = "OMNILOG_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
@@ -346,10 +347,20 @@ async fn check_progress(instance: &Instance) -> Vec<(u32, u64)> {
 pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
     let config = args.server.clone().resolve()?;
     check_exposure(&config)?;
-    let views = chosen_views(serve::views_with(config.reporting.clone()), &args.views)?;
-    if args.group.trim().is_empty() {
-        bail!("--group must name the consumer group the instances share");
-    }
+    let file = config.projector_file.clone();
+    let view_names = if args.views.is_empty() {
+        file.views
+    } else {
+        args.views.clone()
+    };
+    let views = chosen_views(serve::views_with(config.reporting.clone()), &view_names)?;
+    let group = args
+        .group
+        .clone()
+        .or(file.group)
+        .filter(|group| !group.trim().is_empty())
+        .context("--group must name the consumer group the instances share")?;
+    let advertise_url = args.advertise_url.clone().or(file.advertise_url);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
     let log = open_log(&config).await?;
@@ -362,10 +373,7 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let url = args
-        .advertise_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+    let url = advertise_url.unwrap_or_else(|| format!("http://{addr}"));
     let id = format!("{url}#{}-{}", std::process::id(), omnilog_kafka::now_ms());
     let kafka = kafka_config(
         &config,
@@ -377,14 +385,13 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
     let instance = Arc::new(Instance {
         id: id.clone(),
         url: url.clone(),
-        group: args.group.clone(),
+        group: group.clone(),
         views: views.iter().map(|v| v.name()).collect(),
         partitions: log.partitions(Topic::Interactions),
         owned: RwLock::new(BTreeMap::new()),
         board,
     });
-    let membership =
-        GroupMembership::join(&kafka, &args.group, &id).context("joining the group")?;
+    let membership = GroupMembership::join(&kafka, &group, &id).context("joining the group")?;
 
     let app = router(
         AppState::new(
@@ -407,7 +414,7 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
         writeln!(out, "omnilog listening on {url}")?;
-        writeln!(out, "projector instance {id} of group {}", args.group)?;
+        writeln!(out, "projector instance {id} of group {group}")?;
     }
 
     let mut assignment = membership.owned();
