@@ -156,6 +156,14 @@ struct Slot {
     /// The next offset expected from the consumer, per partition: anything below it is a
     /// leftover of an earlier assignment.
     expected: Vec<u64>,
+    /// A record past `expected` came for the partition: the broker skipped records.
+    gapped: Vec<bool>,
+    /// How far before a position the partition is fetched from. Some brokers (tansu 0.6)
+    /// answer a fetch at an offset inside a record batch with the batches after it, so the
+    /// rest of that batch never comes; fetching from an earlier offset and dropping what
+    /// precedes the position gets it. Zero until a gap shows the broker needs it, then
+    /// doubled at each gap.
+    margin: Vec<u64>,
     buffers: Vec<VecDeque<LogRecord>>,
     paused: Vec<bool>,
 }
@@ -191,6 +199,8 @@ impl Slot {
             consumer,
             cursors: vec![None; partitions],
             expected: vec![0; partitions],
+            gapped: vec![false; partitions],
+            margin: vec![0; partitions],
             buffers: (0..partitions).map(|_| VecDeque::new()).collect(),
             paused: vec![false; partitions],
         })
@@ -210,7 +220,7 @@ impl Slot {
         let unavailable =
             |error: rdkafka::error::KafkaError| LogError::Unavailable(error.to_string());
         match self.cursors[p] {
-            Some(cursor) if cursor == from => return Ok(false),
+            Some(cursor) if cursor == from && !self.gapped[p] => return Ok(false),
             Some(_) => {
                 self.consumer
                     .incremental_unassign(&self.one(partition, None))
@@ -220,7 +230,18 @@ impl Slot {
         }
         self.buffers[p].clear();
         self.paused[p] = false;
-        let mut assign = self.one(partition, Some(from));
+        if self.gapped[p] {
+            self.margin[p] = (self.margin[p] * 2).clamp(256, 1 << 20);
+            tracing::debug!(
+                topic = self.topic.name(),
+                partition,
+                from,
+                margin = self.margin[p],
+                "the broker skipped records; fetching from further back"
+            );
+            self.gapped[p] = false;
+        }
+        let mut assign = self.one(partition, Some(from.saturating_sub(self.margin[p])));
         // A read from offset 0 on a new cursor is a fold from the start (a replay, a new
         // projection, the identity rebuild), which goes on to every other partition from 0
         // too: fetch those at once, so their first records are here when asked for. A
@@ -254,7 +275,10 @@ impl Slot {
         known_end: u64,
     ) -> Result<Vec<LogRecord>, LogError> {
         let p = partition as usize;
-        let fresh = self.position(partition, from)?;
+        let mut fresh = self.position(partition, from)?;
+        if self.buffers[p].is_empty() && self.gapped[p] {
+            fresh = self.position(partition, from)?;
+        }
         if self.buffers[p].is_empty() {
             let wait = if fresh || known_end > from {
                 FIRST_RECORD_WAIT
@@ -265,6 +289,24 @@ impl Slot {
         }
         let take = self.buffers[p].len().min(max);
         let records: Vec<LogRecord> = self.buffers[p].drain(..take).collect();
+        let contiguous = records
+            .iter()
+            .enumerate()
+            .all(|(index, record)| record.offset == from + index as u64);
+        if !contiguous {
+            // Never hand out a gap or an overlap: our topics have neither, so this is a
+            // leftover of an earlier assignment. Start the partition again from `from`.
+            tracing::warn!(
+                topic = self.topic.name(),
+                partition,
+                from,
+                first = records.first().map(|r| r.offset),
+                "a read was not contiguous from its position; fetching the partition again"
+            );
+            self.buffers[p].clear();
+            self.cursors[p] = Some(u64::MAX);
+            return Ok(Vec::new());
+        }
         if let Some(last) = records.last() {
             self.cursors[p] = Some(last.offset + 1);
         }
@@ -306,6 +348,12 @@ impl Slot {
             let q = message.partition() as usize;
             let offset = message.offset() as u64;
             if q >= self.buffers.len() || self.cursors[q].is_none() || offset < self.expected[q] {
+                continue;
+            }
+            if offset > self.expected[q] {
+                // Records were skipped (see `margin`): drop what comes until the partition
+                // is fetched again from further back, at its next read.
+                self.gapped[q] = true;
                 continue;
             }
             self.expected[q] = offset + 1;

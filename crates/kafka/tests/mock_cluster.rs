@@ -137,3 +137,71 @@ async fn an_existing_topic_with_another_partition_count_is_refused() {
         .expect_err("mismatch must be refused");
     assert!(error.to_string().contains("3 partitions"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_readers_at_random_positions_read_exactly_what_is_there() {
+    let cluster = cluster(6);
+    let kafka = std::sync::Arc::new(
+        KafkaLog::open(config(&cluster))
+            .await
+            .expect("open kafka log"),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = std::sync::Arc::new(
+        EmbeddedLog::open(dir.path(), PartitionCounts::uniform(6)).expect("open embedded"),
+    );
+    let records = history(3_000);
+    for chunk in records.chunks(500) {
+        kafka.append(chunk.to_vec()).await.expect("append to kafka");
+    }
+    embedded.append(records).await.expect("append embedded");
+    let ends = embedded
+        .end_offsets(Topic::Interactions)
+        .await
+        .expect("ends");
+    // Readers that tail from 0, readers that jump about, all at once: more readers than a
+    // topic has consumers, so cursors move back and forth.
+    let mut tasks = Vec::new();
+    for reader in 0..40u64 {
+        let (kafka, embedded, ends) = (kafka.clone(), embedded.clone(), ends.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(reader);
+            for _ in 0..30 {
+                let partition = rng.u32(0..6);
+                let end = ends[partition as usize];
+                let from = if reader % 3 == 0 {
+                    0
+                } else {
+                    rng.u64(0..end.max(1))
+                };
+                let max = rng.usize(1..400);
+                let expected = embedded
+                    .read(Topic::Interactions, partition, from, max)
+                    .await
+                    .expect("embedded read");
+                let mut got = Vec::new();
+                let mut next = from;
+                while got.len() < expected.len() {
+                    let batch = omnilog_log::read_before_end(
+                        &*kafka,
+                        Topic::Interactions,
+                        partition,
+                        next,
+                        max - got.len(),
+                    )
+                    .await
+                    .expect("kafka read");
+                    next = batch.last().map_or(next, |r| r.offset + 1);
+                    got.extend(batch);
+                }
+                assert_eq!(
+                    got, expected,
+                    "reader {reader}: partition {partition} from {from}"
+                );
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("reader task");
+    }
+}

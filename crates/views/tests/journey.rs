@@ -872,4 +872,36 @@ mod journey {
             journeys_report(&all, from, to).unwrap().finish()
         );
     }
+
+    /// What an instance that owns neither customer's partition gets: each member's
+    /// entries, loaded side by side, answer the merged journey as the whole state does.
+    #[test]
+    fn the_entries_of_merged_customers_answer_their_journey_as_the_whole_state_does() {
+        let mut log = Log::default();
+        unresolved_call(&mut log, "c-alice");
+        let chat = |at: &str, body: Value| event("c-alice-old", at, "chat-9", "chat", body);
+        log.push(1, chat("2026-03-01T10:00:00Z", inbound_start()));
+        log.push(
+            1,
+            chat("2026-03-01T10:01:00Z", customer_says("Still no callback.")),
+        );
+        let other = |at: &str, body: Value| event("c-bob", at, "chat-3", "chat", body);
+        log.push(1, other("2026-03-01T11:00:00Z", inbound_start()));
+        let whole = log.fold();
+        let merged_from = vec!["c-alice-old".to_owned()];
+        let expected = customer_journey(&whole, "c-alice", &merged_from, &[]).unwrap();
+
+        let mut parts = MemoryState::new();
+        for member in ["c-alice", "c-alice-old"] {
+            for (key, value) in omnilog_views::journey::customer_entries(&whole, member).unwrap() {
+                omnilog_views::StateStore::put(&mut parts, key, value);
+            }
+        }
+        let answer = customer_journey(&parts, "c-alice", &merged_from, &[]).unwrap();
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            serde_json::to_value(&expected).unwrap()
+        );
+        assert!(expected.unwrap().journeys.len() >= 2);
+    }
 }
