@@ -56,6 +56,15 @@ done
 for url in http://127.0.0.1:8002/healthz http://127.0.0.1:8101/readyz http://127.0.0.1:8102/readyz http://127.0.0.1:8103/readyz; do
   wait_for "$url"
 done
+# The group rebalances as each projector joins: wait until all three claim partitions and
+# a global query is answered (until then queries get 503 with Retry-After).
+for _ in $(seq 1 300); do
+  claims="$( (curl -fsS http://127.0.0.1:8101/v1/views 2>/dev/null || true) | grep -o '"ready":\[[0-9]' | wc -l || true)"
+  if [ "$claims" -ge 3 ] && curl -fsS -o /dev/null http://127.0.0.1:8101/v1/reports/journeys 2>/dev/null; then
+    break
+  fi
+  sleep 0.2
+done
 cat <<MSG
 omnilog cluster up:
   broker      $brokers (tansu, memory storage)
