@@ -38,6 +38,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::queries::{now_param, time_param};
 use crate::read::{Consistency, live_version, query};
 use crate::{ApiError, AppState, Scope};
 
@@ -84,24 +85,11 @@ struct Ask {
     identity: Option<Value>,
 }
 
-fn time(params: &BTreeMap<String, String>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    params
-        .get(name)
-        .map(|text| {
-            DateTime::parse_from_rfc3339(text.trim())
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| {
-                    ApiError::invalid(name, format!("not an RFC 3339 time ({e}): {text:?}"))
-                })
-        })
-        .transpose()
-}
-
 impl Ask {
     fn from_params(params: &BTreeMap<String, String>) -> Result<Self, ApiError> {
         Ok(Ask {
-            from: time(params, "from")?,
-            to: time(params, "to")?,
+            from: time_param(params, "from")?,
+            to: time_param(params, "to")?,
             group_by: params
                 .get("group_by")
                 .map(|g| GroupBy::parse(g))
@@ -514,10 +502,6 @@ pub async fn internal_partial(
         other => return Err(ApiError::NotFound(format!("no partial of kind {other:?}"))),
     };
     Ok(Json(answer))
-}
-
-fn now_param(params: &BTreeMap<String, String>) -> Result<DateTime<Utc>, ApiError> {
-    Ok(time(params, "now")?.unwrap_or_else(Utc::now))
 }
 
 /// `GET /v1/customers/{id}/journey` in distributed mode.

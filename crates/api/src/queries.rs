@@ -37,7 +37,7 @@ fn views(state: &AppState) -> Result<&Arc<ViewRuntime>, ApiError> {
     })
 }
 
-fn time_param(
+pub(crate) fn time_param(
     params: &BTreeMap<String, String>,
     name: &str,
 ) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -54,7 +54,7 @@ fn time_param(
 }
 
 /// `?now=` or the wall clock: the only clock of the read side, read here, at the edge.
-fn now_param(params: &BTreeMap<String, String>) -> Result<DateTime<Utc>, ApiError> {
+pub(crate) fn now_param(params: &BTreeMap<String, String>) -> Result<DateTime<Utc>, ApiError> {
     Ok(time_param(params, "now")?.unwrap_or_else(Utc::now))
 }
 

@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use omnilog_api::cluster::{Cluster, Owner, exact_cover};
-use omnilog_api::{ApiMetrics, AppState, router};
-use omnilog_channels::Registry;
+use omnilog_api::{ApiMetrics, router};
 use omnilog_events::Destination;
 use omnilog_kafka::{Claim, GroupMembership, KafkaConfig, OwnershipBoard};
 use omnilog_log::{PartitionSlice, SharedLog, Topic, partition_for};
@@ -299,45 +298,35 @@ async fn follow_assignment(
 }
 
 /// Marks partitions ready once every view folded up to the ends seen at assignment;
-/// returns their positions for the group.
-async fn check_progress(instance: &Instance) -> Vec<(u32, u64)> {
-    let owned: Vec<(u32, Arc<ViewRuntime>, bool, Vec<Target>)> = read(&instance.owned)
-        .iter()
-        .map(|(&p, owned)| (p, owned.runtime.clone(), owned.ready, owned.targets.clone()))
-        .collect();
+/// returns their positions for the group. Reads only the projections' checkpoints (no
+/// broker round trip): it runs every second for every owned partition.
+fn check_progress(instance: &Instance) -> Vec<(u32, u64)> {
+    let mut owned = write(&instance.owned);
     let mut positions = Vec::new();
-    for (partition, runtime, ready, targets) in owned {
-        let Ok(reports) = runtime.reports().await else {
-            continue;
-        };
-        let position_of = |report: &omnilog_projector::ViewReport, topic: Destination, p: u32| {
-            report
-                .live
-                .partitions
-                .iter()
-                .find(|lag| lag.topic == topic && lag.partition == p)
-                .map_or(0, |lag| lag.position)
-        };
-        if let Some(slowest) = reports
+    for (&partition, owned) in owned.iter_mut() {
+        let checkpoints: Vec<_> = owned
+            .runtime
+            .names()
+            .filter_map(|view| owned.runtime.live(view).ok())
+            .map(|live| (live.status().topics, live.status().checkpoint()))
+            .collect();
+        if let Some(slowest) = checkpoints
             .iter()
-            .map(|report| position_of(report, Destination::Interactions, partition))
+            .map(|(_, checkpoint)| checkpoint.next_offset(Destination::Interactions, partition))
             .min()
         {
             positions.push((partition, slowest));
         }
-        let reached = reports.iter().all(|report| {
-            targets
+        let reached = checkpoints.iter().all(|(topics, checkpoint)| {
+            owned
+                .targets
                 .iter()
-                .filter(|(topic, _, _)| {
-                    report.live.partitions.iter().any(|lag| lag.topic == *topic)
-                })
-                .all(|&(topic, p, end)| position_of(report, topic, p) >= end)
+                .filter(|(topic, _, _)| topics.contains(topic))
+                .all(|&(topic, p, end)| checkpoint.next_offset(topic, p) >= end)
         });
-        if !ready && reached {
+        if !owned.ready && reached {
             tracing::info!(partition, "partition caught up: answering for it");
-            if let Some(owned) = write(&instance.owned).get_mut(&partition) {
-                owned.ready = true;
-            }
+            owned.ready = true;
         }
     }
     positions
@@ -393,15 +382,7 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
     });
     let membership = GroupMembership::join(&kafka, &group, &id).context("joining the group")?;
 
-    let app = router(
-        AppState::new(
-            ingest,
-            Arc::new(Registry::standard()),
-            Arc::new(config.access.clone()),
-            Arc::new(config.api.clone()),
-        )
-        .with_cluster(instance.clone(), metrics),
-    );
+    let app = router(serve::write_side(ingest, &config).with_cluster(instance.clone(), metrics));
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -435,7 +416,7 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
                 }
             }
             _ = tick.tick() => {
-                let positions = check_progress(&instance).await;
+                let positions = check_progress(&instance);
                 membership.report_progress(positions);
                 publish(&instance, false).await;
             }

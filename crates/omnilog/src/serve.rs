@@ -105,15 +105,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
     .await
     .context("starting the projectors")?;
     let routing = Router::start(ingest.clone(), views.clone(), config.router);
-    let app = router(
-        AppState::new(
-            ingest,
-            Arc::new(Registry::standard()),
-            Arc::new(config.access.clone()),
-            Arc::new(config.api.clone()),
-        )
-        .with_views(views.clone(), metrics),
-    );
+    let app = router(write_side(ingest, &config).with_views(views.clone(), metrics));
     serve_app(config, app, Some(views), Some(log), routing).await
 }
 
@@ -127,13 +119,19 @@ pub async fn start_ingest_server(config: ServerConfig) -> anyhow::Result<Server>
     }
     let log = open_log(&config).await?;
     let ingest = start_ingest(&config, log.clone()).await?;
-    let app = router(AppState::new(
+    let app = router(write_side(ingest, &config));
+    serve_app(config, app, None, Some(log), None).await
+}
+
+/// The API's state for a server with a write path: every channel, the configured access
+/// control and API settings.
+pub fn write_side(ingest: Ingest, config: &ServerConfig) -> AppState {
+    AppState::new(
         ingest,
         Arc::new(Registry::standard()),
         Arc::new(config.access.clone()),
         Arc::new(config.api.clone()),
-    ));
-    serve_app(config, app, None, Some(log), None).await
+    )
 }
 
 /// Opens the configured log: the embedded one under the data dir, or Kafka.
@@ -286,18 +284,18 @@ pub async fn shutdown_signal() {
 /// `omnilog serve`.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    let server = start(config.clone()).await?;
-    announce(&server, &config)?;
-    shutdown_signal().await;
-    tracing::info!("shutting down: finishing requests in flight");
-    server.stop().await
+    serve_until_signal(start(config.clone()).await?, &config).await
 }
 
 /// `omnilog ingest-server`.
 pub async fn run_ingest_server(args: ServerArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    let server = start_ingest_server(config.clone()).await?;
-    announce(&server, &config)?;
+    serve_until_signal(start_ingest_server(config.clone()).await?, &config).await
+}
+
+/// Says where the server listens, serves until SIGINT or SIGTERM, then stops it cleanly.
+async fn serve_until_signal(server: Server, config: &ServerConfig) -> anyhow::Result<()> {
+    announce(&server, config)?;
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     server.stop().await
