@@ -15,6 +15,12 @@ mod simulate;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: folds and sled allocate many small,
+/// short-lived values. `omnilog bench --events 100000`, two runs each way: read and decode
+/// +40 %, folds +16 %, durable projection +10 %, batched ingest +15 %.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// omnilog: every interaction from every channel, as an immutable, replayable log.
 #[derive(Debug, Parser)]
 #[command(name = "omnilog", version, about)]

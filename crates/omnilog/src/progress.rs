@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Reports `done` of `total` units of one task.
 #[derive(Debug)]
@@ -19,7 +19,9 @@ pub struct Progress {
 const LINE_EVERY: Duration = Duration::from_secs(2);
 
 impl Progress {
-    pub fn new(label: &str, total: u64) -> Self {
+    /// One of the tasks running at once under `group`: on a terminal their bars share it,
+    /// so they are drawn one under the other instead of over each other.
+    pub fn in_group(group: &MultiProgress, label: &str, total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
@@ -29,7 +31,7 @@ impl Progress {
             .progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(label.to_owned());
-            bar
+            group.add(bar)
         });
         Progress {
             label: label.to_owned(),

@@ -44,7 +44,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub until: Option<DateTime<Utc>>,
     /// Records read per partition and batch.
-    #[arg(long, default_value_t = 8_192)]
+    #[arg(long, default_value_t = omnilog_projector::COMMIT_BATCH)]
     pub batch: usize,
     /// A channel's service-level threshold, as CHANNEL=SECONDS (repeatable), as given to
     /// the server whose views this replay should equal.
@@ -126,25 +126,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let store = ViewStore::open(&views_dir)
         .with_context(|| format!("creating the view store in {}", views_dir.display()))?;
     let started = std::time::Instant::now();
-    for view in chosen {
-        let name = view.name();
-        let table = store.table(name, 1)?;
-        store.set_active(name, 1)?;
-        let mut progress = Progress::new(name, 0);
-        let checkpoint = replay(log.clone(), table, view, args.until, args.batch, |step| {
-            progress.update(step.read, step.total)
-        })
-        .await
-        .with_context(|| format!("replaying the {name} view"))?;
-        let total: u64 = checkpoint.positions.values().sum();
-        progress.finish(total, total);
-        tracing::info!(
-            view = name,
-            events_applied = checkpoint.events_applied,
-            dead_letters = checkpoint.dead_letters,
-            "view replayed"
-        );
-    }
+    let progress = indicatif::MultiProgress::new();
+    replay_views(&log, &store, chosen, args.until, args.batch, |name| {
+        Some(Progress::in_group(&progress, name, 0))
+    })
+    .await?;
     let identity = fold_identity(&*log, args.until).await?;
     std::fs::write(
         args.out.join(IDENTITY_FILE),
@@ -163,6 +149,52 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
             .unwrap_or_default(),
         args.out.display()
     )?;
+    Ok(())
+}
+
+/// Replays every view into version 1 of its table in `store` (made active), all views at
+/// once: each view folds on its own blocking threads, so the views share the cores instead
+/// of waiting for each other (the journey view costs several times the others).
+/// `progress` makes the progress report of one view, if it is to be reported.
+pub async fn replay_views(
+    log: &SharedLog,
+    store: &ViewStore,
+    views: Vec<Arc<dyn View>>,
+    until: Option<DateTime<Utc>>,
+    batch: usize,
+    mut progress: impl FnMut(&str) -> Option<Progress>,
+) -> anyhow::Result<()> {
+    let mut replays = tokio::task::JoinSet::new();
+    for view in views {
+        let name = view.name();
+        let table = store.table(name, 1)?;
+        store.set_active(name, 1)?;
+        let mut progress = progress(name);
+        let log = log.clone();
+        replays.spawn(async move {
+            let checkpoint = replay(log, table, view, until, batch, |step| {
+                if let Some(progress) = progress.as_mut() {
+                    progress.update(step.read, step.total)
+                }
+            })
+            .await
+            .with_context(|| format!("replaying the {name} view"))?;
+            let total: u64 = checkpoint.positions.values().sum();
+            if let Some(progress) = progress {
+                progress.finish(total, total);
+            }
+            tracing::info!(
+                view = name,
+                events_applied = checkpoint.events_applied,
+                dead_letters = checkpoint.dead_letters,
+                "view replayed"
+            );
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = replays.join_next().await {
+        done??;
+    }
     Ok(())
 }
 
