@@ -124,7 +124,7 @@ async fn project(
     view: &Arc<dyn omnilog_views::View>,
     batch: usize,
 ) -> anyhow::Result<omnilog_store::Checkpoint> {
-    let table = store.table(view.name(), 1)?;
+    let table = store.table_with_layout(view.name(), 1, view.layout())?;
     Ok(replay(log.clone(), table, view.clone(), None, batch, |_| {}).await?)
 }
 

@@ -167,7 +167,7 @@ pub async fn replay_views(
     let mut replays = tokio::task::JoinSet::new();
     for view in views {
         let name = view.name();
-        let table = store.table(name, 1)?;
+        let table = store.table_with_layout(name, 1, view.layout())?;
         store.set_active(name, 1)?;
         let mut progress = progress(name);
         let log = log.clone();

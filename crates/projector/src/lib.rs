@@ -238,6 +238,7 @@ impl ViewRuntime {
         let mut slots = BTreeMap::new();
         for view in views {
             let name = view.name();
+            let layout = view.layout();
             let opening = store.clone();
             let table: ViewTable = blocking(move || {
                 let version = match opening.active_version(name)? {
@@ -258,7 +259,7 @@ impl ViewRuntime {
                         opening.drop_table(name, stale)?;
                     }
                 }
-                opening.table(name, version)
+                opening.table_with_layout(name, version, layout)
             })
             .await?;
             let projection = Projection::spawn(
@@ -296,10 +297,22 @@ impl ViewRuntime {
         let mut slots = BTreeMap::new();
         for view in views {
             let name = view.name();
+            let layout = view.layout();
             let opening = store.clone();
             let opened = blocking(move || match opening.active_version(name)? {
                 Some(version) => {
                     let table = opening.table(name, version)?;
+                    let stored = table.layout()?;
+                    if stored.is_some_and(|stored| stored != layout) {
+                        tracing::warn!(
+                            view = name,
+                            stored,
+                            layout,
+                            "the store holds this view in another layout (an older build's \
+                             replay); not served: replay it again with this build"
+                        );
+                        return Ok(None);
+                    }
                     let checkpoint = table.checkpoint()?;
                     Ok(Some((table, checkpoint)))
                 }
@@ -509,11 +522,12 @@ impl ViewRuntime {
         version: u32,
     ) -> Result<Projection, ProjectorError> {
         let name = slot.view.name();
+        let layout = slot.view.layout();
         let store = self.store.clone();
         let table = blocking(move || {
             // A leftover tree of this number (from an older crash) must not leak in.
             store.drop_table(name, version)?;
-            store.table(name, version)
+            store.table_with_layout(name, version, layout)
         })
         .await?;
         let log = self.log.clone().ok_or(ProjectorError::ReadOnly)?;

@@ -1,7 +1,8 @@
 //! The projector runtime against the embedded log: a view projected live equals the same
 //! view folded purely in memory; bad records go to the dead letter without stopping the
 //! projection or leaving half an event behind; a restart resumes from the checkpoint; a
-//! rebuild swaps in an identical new version; read-your-writes waits for a position.
+//! rebuild swaps in an identical new version; state of another layout is folded again from
+//! offset 0; read-your-writes waits for a position.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,11 +126,15 @@ fn setup() -> Setup {
 }
 
 async fn start(setup: &Setup) -> Arc<ViewRuntime> {
+    start_with(setup, Arc::new(CountingView)).await
+}
+
+async fn start_with(setup: &Setup, view: Arc<dyn View>) -> Arc<ViewRuntime> {
     let store = ViewStore::open(&setup.dir.path().join("views")).unwrap();
     ViewRuntime::start(
         setup.log.clone(),
         store,
-        vec![Arc::new(CountingView)],
+        vec![view],
         ProjectorConfig::default(),
         ProjectorMetrics::default(),
     )
@@ -224,6 +229,58 @@ async fn a_restart_resumes_from_the_checkpoint_without_counting_twice() {
     assert_eq!(
         dump(&runtime),
         expected.entries.into_iter().collect::<Vec<_>>()
+    );
+    runtime.stop().await.unwrap();
+}
+
+/// The counting view as a later build might keep it: other keys, so another layout.
+#[derive(Debug)]
+struct RelaidCountingView;
+
+impl View for RelaidCountingView {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    fn topics(&self) -> &'static [Destination] {
+        &[Destination::Interactions, Destination::Agents]
+    }
+
+    fn layout(&self) -> u32 {
+        2
+    }
+
+    fn apply(
+        &self,
+        state: &mut dyn StateStore,
+        event: &Event,
+        _position: LogPosition,
+    ) -> Result<(), ViewError> {
+        let key = KeyBuilder::table("n")
+            .text(event.event_type().as_str())
+            .build();
+        let count: u64 = get_record(state, &key)?.unwrap_or(0);
+        put_record(state, key, &(count + 1))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_of_another_layout_is_folded_again_from_offset_0() {
+    let setup = setup();
+    let runtime = start(&setup).await;
+    append_history(&setup.log, 17, 2_000).await;
+    caught_up(&runtime).await;
+    runtime.stop().await.unwrap();
+    drop(runtime);
+
+    let runtime = start_with(&setup, Arc::new(RelaidCountingView)).await;
+    caught_up(&runtime).await;
+    let expected = fold_in_memory(&setup.log, &RelaidCountingView).await;
+    assert!(!expected.entries.is_empty());
+    assert_eq!(
+        dump(&runtime),
+        expected.entries.into_iter().collect::<Vec<_>>(),
+        "only the new layout's keys, folded from the start"
     );
     runtime.stop().await.unwrap();
 }

@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 /// The reserved key of a view's checkpoint. View keys start with an ASCII tag, so a key
 /// starting with 0xFF cannot collide with them (and sorts after them all).
 const CHECKPOINT_KEY: &[u8] = b"\xffcheckpoint";
+/// The reserved key of the layout of a view's state (see [`ViewStore::table_with_layout`]).
+const LAYOUT_KEY: &[u8] = b"\xfflayout";
 const RESERVED_PREFIX: u8 = 0xff;
 
 /// What went wrong in the store.
@@ -161,6 +163,38 @@ impl ViewStore {
         Ok(ViewTable { tree, version })
     }
 
+    /// The tree of one version of a view, to fold state of `layout` into (the view's
+    /// [`omnilog_views::View::layout`]). A tree holding state of another layout (written
+    /// by a build whose view kept other keys) is cleared, checkpoint and all, so the view
+    /// folds again from offset 0: new code reading old records would answer wrongly, or
+    /// fail. A tree with state but no layout recorded is layout 1.
+    pub fn table_with_layout(
+        &self,
+        view: &str,
+        version: u32,
+        layout: u32,
+    ) -> Result<ViewTable, StoreError> {
+        let table = self.table(view, version)?;
+        let stored = table.layout()?;
+        let cleared = stored.is_some_and(|stored| stored != layout);
+        if cleared {
+            tracing::warn!(
+                view,
+                version,
+                stored = stored.unwrap_or(1),
+                layout,
+                "the stored view state has another layout; folding it again from offset 0"
+            );
+            table.clear()?;
+        }
+        if cleared || stored.is_none() {
+            table
+                .tree
+                .insert(LAYOUT_KEY, layout.to_be_bytes().as_slice())?;
+        }
+        Ok(table)
+    }
+
     /// Removes a version's tree and everything in it.
     pub fn drop_table(&self, view: &str, version: u32) -> Result<(), StoreError> {
         self.db.drop_tree(tree_name(view, version))?;
@@ -200,6 +234,19 @@ impl ViewTable {
                 reason: e.to_string(),
             }),
         }
+    }
+
+    /// The layout of the state this tree holds: `None` when it holds none (a new tree).
+    pub fn layout(&self) -> Result<Option<u32>, StoreError> {
+        if let Some(bytes) = self.tree.get(LAYOUT_KEY)? {
+            let bytes: [u8; 4] = bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                key: "layout".to_owned(),
+                reason: format!("{} bytes, not 4", bytes.len()),
+            })?;
+            return Ok(Some(u32::from_be_bytes(bytes)));
+        }
+        // State written before layouts were recorded is layout 1.
+        Ok(self.tree.first()?.map(|_| 1))
     }
 
     /// Starts a unit of work: the fold writes into the overlay, reading through it.
@@ -475,6 +522,35 @@ mod tests {
         assert_eq!(overlay.get(b"k1").unwrap(), Some(b"kept".to_vec()));
         assert_eq!(overlay.get(b"k2").unwrap(), None);
         assert_eq!(overlay.len(), 1);
+    }
+
+    #[test]
+    fn state_of_another_layout_is_cleared_and_the_same_layout_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ViewStore::open(dir.path()).unwrap();
+        // State written before layouts were recorded counts as layout 1.
+        let table = store.table("journey", 1).unwrap();
+        assert_eq!(table.layout().unwrap(), None);
+        let mut overlay = table.begin();
+        overlay.put(b"ev1".to_vec(), b"old".to_vec());
+        let checkpoint = Checkpoint {
+            events_applied: 1,
+            ..Checkpoint::default()
+        };
+        table.commit(overlay, &checkpoint).unwrap();
+        assert_eq!(table.layout().unwrap(), Some(1));
+        let kept = store.table_with_layout("journey", 1, 1).unwrap();
+        assert_eq!(kept.checkpoint().unwrap(), checkpoint);
+        assert_eq!(kept.layout().unwrap(), Some(1));
+
+        let cleared = store.table_with_layout("journey", 1, 2).unwrap();
+        assert_eq!(cleared.checkpoint().unwrap(), Checkpoint::default());
+        assert!(cleared.dump().unwrap().is_empty());
+        assert_eq!(cleared.layout().unwrap(), Some(2));
+        let again = store.table_with_layout("journey", 1, 2).unwrap();
+        assert_eq!(again.layout().unwrap(), Some(2));
+        let fresh = store.table_with_layout("queue", 1, 3).unwrap();
+        assert_eq!(fresh.layout().unwrap(), Some(3));
     }
 
     #[test]

@@ -47,8 +47,8 @@
 //! # State
 //!
 //! The key layout is described in `journey/records.rs`. An event reads two small records (its interaction
-//! and its journey's summary) and writes them back with one timeline entry and the
-//! event itself; a new interaction also reads the customer record and rewrites the
+//! and its journey's summary) and writes them back with the event itself as its timeline
+//! entry; a new interaction also reads the customer record and rewrites the
 //! journey's interaction list. Everything a customer's events write is keyed under that
 //! customer, and all of a customer's events are in one partition, in order: the state is
 //! the same however partitions interleave, and the same when folded again from offset 0.
@@ -79,7 +79,7 @@ use crate::state::{StateStore, get_record, put_record};
 use crate::{LogPosition, View, ViewError};
 use records::{
     CustomerRecord, InteractionRecord, InteractionStatus as Status, JourneyPath, JourneySummary,
-    NoteRecord, PATH_LIMIT, PathEntry, Stamp, Time, TimelineRecord, channel_code, keys, type_code,
+    NoteRecord, PATH_LIMIT, PathEntry, Stamp, Time, channel_code, keys,
 };
 
 /// The windows of the journey rules (CONTRACT §5).
@@ -123,6 +123,11 @@ impl View for JourneyView {
 
     fn topics(&self) -> &'static [Destination] {
         &[Destination::Interactions]
+    }
+
+    /// 2: the timeline holds the events (layout 1 kept them under `ev` keys beside it).
+    fn layout(&self) -> u32 {
+        2
     }
 
     fn apply(
@@ -214,17 +219,7 @@ impl Fold<'_> {
         let (customer, interaction_id, stamp, event) =
             (self.customer, self.interaction_id, self.stamp, self.event);
         let state = &mut *self.state;
-        put_record(
-            state,
-            keys::timeline(customer, seq, &stamp),
-            &TimelineRecord {
-                at: stamp.at,
-                channel: self.channel,
-                interaction: interaction_id.to_owned(),
-                event_type: type_code(event.event_type()),
-                summary: describe(event),
-            },
-        )?;
+        state.put(keys::timeline(customer, seq, &stamp), encode(event));
         if let Body::Note { agent_id, text } = &event.body {
             put_record(
                 state,
@@ -236,10 +231,6 @@ impl Fold<'_> {
                 },
             )?;
         }
-        state.put(
-            keys::event(customer, interaction_id, stamp.partition, stamp.offset),
-            encode(event),
-        );
         if is_new {
             state.put(
                 keys::index(interaction_id, customer),

@@ -59,6 +59,13 @@ pub trait View: Send + Sync + std::fmt::Debug + 'static {
     /// The topics this view folds.
     fn topics(&self) -> &'static [Destination];
 
+    /// The layout of the view's state: bumped whenever the fold writes other keys or
+    /// records, so a store holding state of another layout is folded again from offset 0
+    /// instead of being misread (see the store's `table_with_layout`).
+    fn layout(&self) -> u32 {
+        1
+    }
+
     /// Folds one event into the state.
     fn apply(
         &self,

@@ -8,14 +8,13 @@
 
 use std::collections::BTreeSet;
 
-use omnilog_events::{Event, Handle, decode};
+use omnilog_events::{Event, Handle, decode, format_time};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::records::{
     CustomerRecord, InteractionRecord, InteractionStatus, JourneyPath, JourneyStatus,
-    JourneySummary, NoteRecord, Outcome, Stamp, Time, TimelineRecord, channel_name, keys,
-    type_name,
+    JourneySummary, NoteRecord, Outcome, Stamp, Time, channel_name, keys,
 };
 use crate::ViewError;
 use crate::state::{StateReader, get_record, scan_records};
@@ -316,22 +315,27 @@ fn journey_entry(
             interaction_summary(&entry.interaction, &record)
         })
         .collect::<Result<Vec<_>, ViewError>>()?;
-    let timeline = scan_records::<TimelineRecord>(
-        state,
-        &keys::timeline_prefix(journey.customer, journey.seq),
-        limits.timeline,
-    )?
-    .into_iter()
-    .map(|(_, entry)| {
-        Ok(TimelineEntry {
-            at: entry.at.render()?,
-            channel: channel_name(entry.channel)?.to_owned(),
-            interaction_id: entry.interaction,
-            event_type: type_name(entry.event_type)?.to_owned(),
-            summary: entry.summary,
+    let timeline = state
+        .scan_prefix(
+            &keys::timeline_prefix(journey.customer, journey.seq),
+            limits.timeline,
+        )?
+        .into_iter()
+        .map(|(key, bytes)| {
+            let event = timeline_event(&key, &bytes)?;
+            let channel = event.channel.ok_or_else(|| ViewError::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: "a timeline event without a channel".to_owned(),
+            })?;
+            Ok(TimelineEntry {
+                at: format_time(&event.occurred_at),
+                channel: channel.as_str().to_owned(),
+                interaction_id: event.interaction_id.clone().unwrap_or_default(),
+                event_type: event.event_type().as_str().to_owned(),
+                summary: super::describe(&event),
+            })
         })
-    })
-    .collect::<Result<Vec<_>, ViewError>>()?;
+        .collect::<Result<Vec<_>, ViewError>>()?;
     Ok(JourneyEntry {
         journey_id: journey_id(summary),
         status: summary.status,
@@ -364,6 +368,14 @@ fn interaction_summary(
         agents: record.agents.clone(),
         messages: record.messages,
         outcome: record.outcome(),
+    })
+}
+
+/// Decodes the event a timeline entry holds.
+fn timeline_event(key: &[u8], bytes: &[u8]) -> Result<Event, ViewError> {
+    decode(bytes).map_err(|e| ViewError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
     })
 }
 
@@ -419,16 +431,28 @@ pub fn interaction_with(
             key: String::from_utf8_lossy(&summary_key).into_owned(),
             reason: "the journey of an interaction is missing".to_owned(),
         })?;
-    let events = state
-        .scan_prefix(&keys::events_prefix(&customer, interaction_id), event_limit)?
-        .into_iter()
-        .map(|(key, bytes)| {
-            decode(&bytes).map_err(|e| ViewError::Corrupt {
+    // The interaction's events are in its journey's timeline, in time order; the answer
+    // lists them in log order, by the position each key ends with.
+    let mut events = Vec::new();
+    for (key, bytes) in state.scan_prefix(
+        &keys::timeline_prefix(&customer, record.journey),
+        usize::MAX,
+    )? {
+        let event = timeline_event(&key, &bytes)?;
+        if event.interaction_id.as_deref() == Some(interaction_id) {
+            let position = keys::position_of(&key).ok_or_else(|| ViewError::Corrupt {
                 key: String::from_utf8_lossy(&key).into_owned(),
-                reason: e.to_string(),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+                reason: "a timeline key without a log position".to_owned(),
+            })?;
+            events.push((position, event));
+        }
+    }
+    events.sort_unstable_by_key(|(position, _)| *position);
+    let events: Vec<Event> = events
+        .into_iter()
+        .take(event_limit)
+        .map(|(_, event)| event)
+        .collect();
     Ok(Some(InteractionAnswer {
         interaction: interaction_summary(interaction_id, &record)?,
         customer_id: customer,
