@@ -366,9 +366,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         count: total,
         seconds: started.elapsed().as_secs_f64(),
     });
-    let log_side_rss_mb = peak_rss_kb().map(|kb| kb as f64 / 1024.0);
     drop(store);
     drop(log);
+    let (seconds, replay_rss_mb) = replay_in_child(scratch.path())?;
+    rows.push(Row {
+        stage: "c",
+        what: "`omnilog replay` of all views and the identity view (a child process)".into(),
+        count: total,
+        seconds,
+    });
     writeln!(out, "  log-side stages done")?;
     if let Some(brokers) = &args.kafka {
         kafka_stages(brokers, &args, &mut rows).await?;
@@ -433,7 +439,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let latencies = visible_latencies(&client, &base, &args).await?;
     server.stop().await?;
 
-    let peak_rss_mb = peak_rss_kb().map(|kb| kb as f64 / 1024.0);
+    let peak_rss_mb = crate::progress::peak_rss_mb();
     let limit = rows
         .iter()
         .find(|r| r.stage == "a")
@@ -474,10 +480,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "| e | ingest-to-visible latency at {} events/s, 1 a request ({} samples) | p50 {:.1} ms | p99 {:.1} ms | | |",
         args.latency_rate, latencies.samples, latencies.p50_ms, latencies.p99_ms
     )?;
-    if let Some(mb) = log_side_rss_mb {
+    if let Some(mb) = replay_rss_mb {
         writeln!(
             out,
-            "| f | peak RSS through stages (a) to (c) | {mb:.0} MB | | | |"
+            "| f | peak RSS of `omnilog replay` of the {} events | {mb:.0} MB | | | |",
+            args.events
         )?;
     }
     if let Some(mb) = peak_rss_mb {
@@ -500,7 +507,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "p99_ms": latencies.p99_ms,
         },
         "peak_rss_mb": peak_rss_mb,
-        "log_side_peak_rss_mb": log_side_rss_mb,
+        "replay_peak_rss_mb": replay_rss_mb,
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
@@ -630,11 +637,31 @@ async fn visible_latencies(
     })
 }
 
-/// The peak resident memory of this process so far, from `/proc` (kB).
-fn peak_rss_kb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+/// `omnilog replay` of the bench's log, as an analyst runs it: this binary in a child
+/// process, so its peak memory is the replay's own. Returns (seconds, peak MB).
+fn replay_in_child(scratch: &std::path::Path) -> anyhow::Result<(f64, Option<f64>)> {
+    let started = Instant::now();
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .arg("replay")
+        .arg("--data-dir")
+        .arg(scratch)
+        .arg("--out")
+        .arg(scratch.join("replayed"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .context("running omnilog replay")?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "omnilog replay failed ({}): {stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let peak_mb = stdout
+        .split("peak memory ")
+        .nth(1)
+        .and_then(|rest| rest.split(" MB").next())
+        .and_then(|mb| mb.parse().ok());
+    Ok((seconds, peak_mb))
 }

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 /// mimalloc instead of the system allocator: folds and sled allocate many small,
 /// short-lived values. `omnilog bench --events 100000`, two runs each way: read and decode
 /// +40 %, folds +16 %, durable projection +10 %, batched ingest +15 %.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,6 +1,6 @@
 //! Progress of long offline work (replay): a bar with rate and ETA on a terminal, plain
 //! lines every few seconds otherwise (CI logs, pipes), so both a person and a log file see
-//! that something is moving.
+//! that something is moving; and the peak memory the work took, for its final report.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -75,4 +75,19 @@ impl Progress {
             None => self.line(done, total),
         }
     }
+}
+
+/// The peak resident memory of this process so far, in MB (from `/proc`; `None` where there
+/// is no `/proc`).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
 }

@@ -141,11 +141,14 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     use std::io::Write as _;
     writeln!(
         std::io::stdout(),
-        "replayed into {} in {:.1} s{}; serve it with: omnilog serve --data-dir {} --read-only",
+        "replayed into {} in {:.1} s{}{}; serve it with: omnilog serve --data-dir {} --read-only",
         args.out.display(),
         started.elapsed().as_secs_f64(),
         args.until
             .map(|t| format!(" (as of {})", omnilog_events::format_time(&t)))
+            .unwrap_or_default(),
+        crate::progress::peak_rss_mb()
+            .map(|mb| format!(", peak memory {mb:.0} MB"))
             .unwrap_or_default(),
         args.out.display()
     )?;
