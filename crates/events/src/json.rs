@@ -81,7 +81,7 @@ pub struct RawHandle {
 
 /// Reads one event from canonical JSON text.
 pub fn parse_event(text: &[u8]) -> Result<Event, EventError> {
-    match current_raw::<RawEvent>(text, |raw| vec![raw]) {
+    match current_raw::<RawEvent>(text, is_current) {
         Some(raw) => raw.validate(),
         None => parse_event_general(text),
     }
@@ -103,7 +103,9 @@ fn parse_event_general(text: &[u8]) -> Result<Event, EventError> {
 pub fn parse_batch(text: &[u8]) -> Result<Vec<Event>, EventError> {
     match text.iter().find(|byte| !byte.is_ascii_whitespace()) {
         Some(b'[') => {
-            if let Some(raws) = current_raw::<Vec<RawEvent>>(text, |raws| raws.iter().collect()) {
+            if let Some(raws) =
+                current_raw::<Vec<RawEvent>>(text, |raws| raws.iter().all(is_current))
+            {
                 return raws
                     .into_iter()
                     .enumerate()
@@ -112,7 +114,7 @@ pub fn parse_batch(text: &[u8]) -> Result<Vec<Event>, EventError> {
             }
         }
         Some(b'{') => {
-            if let Some(raw) = current_raw::<RawEvent>(text, |raw| vec![raw]) {
+            if let Some(raw) = current_raw::<RawEvent>(text, is_current) {
                 return Ok(vec![raw.validate()?]);
             }
         }
@@ -153,14 +155,16 @@ fn parse_batch_general(text: &[u8]) -> Result<Vec<Event>, EventError> {
 /// is already current (or names no version) changes nothing.
 fn current_raw<T: serde::de::DeserializeOwned>(
     text: &[u8],
-    events: impl Fn(&T) -> Vec<&RawEvent>,
+    all_current: impl Fn(&T) -> bool,
 ) -> Option<T> {
     let parsed: T = serde_json::from_slice(text).ok()?;
-    let current = i64::from(CURRENT_SCHEMA_VERSION);
-    events(&parsed)
-        .iter()
-        .all(|raw| raw.schema_version.is_none_or(|version| version == current))
-        .then_some(parsed)
+    all_current(&parsed).then_some(parsed)
+}
+
+/// Whether a raw event is of the current schema (naming no version counts as current).
+fn is_current(raw: &RawEvent) -> bool {
+    raw.schema_version
+        .is_none_or(|version| version == i64::from(CURRENT_SCHEMA_VERSION))
 }
 
 /// Validates one event given as a JSON value, upcasting an older schema version first.

@@ -275,10 +275,8 @@ impl Slot {
         known_end: u64,
     ) -> Result<Vec<LogRecord>, LogError> {
         let p = partition as usize;
-        let mut fresh = self.position(partition, from)?;
-        if self.buffers[p].is_empty() && self.gapped[p] {
-            fresh = self.position(partition, from)?;
-        }
+        // A gapped partition is fetched again here: `position` never keeps a gapped cursor.
+        let fresh = self.position(partition, from)?;
         if self.buffers[p].is_empty() {
             let wait = if fresh || known_end > from {
                 FIRST_RECORD_WAIT

@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use omnilog_log::{EmbeddedLog, EventLog, SharedLog, Topic};
 use omnilog_projector::replay;
-use omnilog_store::ViewStore;
+use omnilog_store::{Checkpoint, ViewStore};
 use omnilog_views::{IdentityView, View};
 
 use crate::progress::Progress;
@@ -158,7 +158,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
 /// Replays every view into version 1 of its table in `store` (made active), all views at
 /// once: each view folds on its own blocking threads, so the views share the cores instead
 /// of waiting for each other (the journey view costs several times the others).
-/// `progress` makes the progress report of one view, if it is to be reported.
+/// `progress` makes the progress report of one view, if it is to be reported. Returns
+/// each view's final checkpoint.
 pub async fn replay_views(
     log: &SharedLog,
     store: &ViewStore,
@@ -166,7 +167,7 @@ pub async fn replay_views(
     until: Option<DateTime<Utc>>,
     batch: usize,
     mut progress: impl FnMut(&str) -> Option<Progress>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(&'static str, Checkpoint)>> {
     let mut replays = tokio::task::JoinSet::new();
     for view in views {
         let name = view.name();
@@ -192,13 +193,14 @@ pub async fn replay_views(
                 dead_letters = checkpoint.dead_letters,
                 "view replayed"
             );
-            anyhow::Ok(())
+            anyhow::Ok((name, checkpoint))
         });
     }
+    let mut replayed = Vec::new();
     while let Some(done) = replays.join_next().await {
-        done??;
+        replayed.push(done??);
     }
-    Ok(())
+    Ok(replayed)
 }
 
 /// The identity view over every interaction event (that occurred by `until`).
