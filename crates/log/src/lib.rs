@@ -1,5 +1,5 @@
 //! The log: the `EventLog` trait every backend implements, the partitioner shared by all of
-//! them, and the embedded backend on sled.
+//! them, and the embedded backend (segment files of its own, synced before it answers).
 //!
 //! The log knows no event type. A record is a key (the customer or agent id), an event id
 //! (for deduplication), headers and opaque bytes. Invariants every backend keeps:
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
 
-pub use embedded::EmbeddedLog;
+pub use embedded::{EmbeddedLog, LogOptions};
 pub use partitioner::{murmur2, partition_for};
 
 /// The topics of CONTRACT §2.
@@ -43,14 +43,6 @@ impl Topic {
 
     pub fn from_name(name: &str) -> Option<Topic> {
         Topic::ALL.into_iter().find(|t| t.name() == name)
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Topic::Interactions => 0,
-            Topic::Agents => 1,
-            Topic::DeadLetter => 2,
-        }
     }
 }
 
@@ -166,6 +158,16 @@ pub enum LogError {
     InvalidRecord(String),
     #[error("the log is closed")]
     Closed,
+    #[error("this log was opened read-only: it takes no appends")]
+    ReadOnly,
+    #[error(
+        "another process is writing the log in {dir}: one process writes a log at a time (readers such as `omnilog export` open it read-only)"
+    )]
+    Locked { dir: String },
+    #[error(
+        "{dir} holds a log in the format of omnilog builds before 2026-12 (on sled), which this build does not read. Carry it over: with the old build, `omnilog export --data-dir DATA --topics all > history.jsonl`; then, with this build, `omnilog import history.jsonl --data-dir NEW_DATA`"
+    )]
+    OlderFormat { dir: String },
     /// The backend cannot be reached now (brokers down, a delivery not confirmed): safe to
     /// retry.
     #[error("the log is unavailable: {0}")]
@@ -191,6 +193,33 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
         from: u64,
         max: usize,
     ) -> Result<Vec<LogRecord>, LogError>;
+
+    /// The next records of a scan (see [`Scan`]): at most about `max`, from any of its
+    /// partitions, each partition's in offset order; empty once every range is read. The
+    /// default reads the partitions in turn; a backend that can read faster in another
+    /// order (the embedded log: in the order records lie on disk) overrides it.
+    async fn scan_next(&self, scan: &mut Scan, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        let count = scan.ranges.len();
+        for _ in 0..count {
+            let at = scan.turn % count.max(1);
+            scan.turn = scan.turn.wrapping_add(1);
+            let range = scan.ranges[at];
+            if range.from >= range.to {
+                continue;
+            }
+            let wanted = max
+                .max(1)
+                .min((range.to - range.from).min(usize::MAX as u64) as usize);
+            let mut records =
+                read_before_end(self, range.topic, range.partition, range.from, wanted).await?;
+            records.retain(|r| r.offset < range.to);
+            if let Some(last) = records.last() {
+                scan.ranges[at].from = last.offset + 1;
+            }
+            return Ok(records);
+        }
+        Ok(Vec::new())
+    }
 
     /// The next offset to be written in each partition of the topic (index = partition).
     async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError>;
@@ -229,6 +258,66 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
 /// A log shared by every part of a process.
 pub type SharedLog = Arc<dyn EventLog>;
 
+/// Offsets `from..to` of one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionRange {
+    pub topic: Topic,
+    pub partition: u32,
+    pub from: u64,
+    pub to: u64,
+}
+
+/// Reading many partitions, each up to an end, in whatever order the backend reads
+/// fastest: what replay, export and the identity fold use to read the history. Every record
+/// of every range is returned once, each partition's in offset order; how partitions
+/// interleave is the backend's choice.
+#[derive(Clone, Debug)]
+pub struct Scan {
+    ranges: Vec<PartitionRange>,
+    /// Whose turn it is, for backends that read partitions in turn.
+    turn: usize,
+}
+
+impl Scan {
+    pub fn new(ranges: Vec<PartitionRange>) -> Self {
+        Scan { ranges, turn: 0 }
+    }
+
+    /// Every partition of `topics` from offset 0 to its end now.
+    pub async fn to_ends(log: &dyn EventLog, topics: &[Topic]) -> Result<Self, LogError> {
+        let mut ranges = Vec::new();
+        for &topic in topics {
+            for (partition, end) in log.end_offsets(topic).await?.into_iter().enumerate() {
+                ranges.push(PartitionRange {
+                    topic,
+                    partition: partition as u32,
+                    from: 0,
+                    to: end,
+                });
+            }
+        }
+        Ok(Scan::new(ranges))
+    }
+
+    /// The ranges, each `from` moved past what was read.
+    pub fn ranges(&self) -> &[PartitionRange] {
+        &self.ranges
+    }
+
+    /// Records left to read.
+    pub fn remaining(&self) -> u64 {
+        self.ranges
+            .iter()
+            .map(|r| r.to.saturating_sub(r.from))
+            .sum()
+    }
+
+    /// Whether every range is read.
+    pub fn is_done(&self) -> bool {
+        self.remaining() == 0
+    }
+}
+
 /// How long [`read_before_end`] waits for records a partition's end says are there.
 pub const DELIVERY_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -237,7 +326,7 @@ pub const DELIVERY_PATIENCE: Duration = Duration::from_secs(30);
 /// come back yet) is asked again, for up to [`DELIVERY_PATIENCE`]. Readers that fold "up
 /// to the end" use it so that a slow fetch never ends their fold early.
 pub async fn read_before_end(
-    log: &dyn EventLog,
+    log: &(impl EventLog + ?Sized),
     topic: Topic,
     partition: u32,
     from: u64,

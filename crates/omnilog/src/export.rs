@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use omnilog_events::{Body, Channel, Event};
 use omnilog_log::{LogRecord, SharedLog, Topic, partition_for};
 
-use crate::replay::open_log_with_cache;
+use crate::replay::open_log;
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -38,7 +38,8 @@ pub enum Topics {
 /// Options of `omnilog export`.
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
-    /// The data dir of the log (its server must be stopped).
+    /// The data dir of the log (its server may be running: the export holds what was
+    /// durable when it started).
     #[arg(long, env = "OMNILOG_DATA_DIR")]
     pub data_dir: PathBuf,
     /// Only this customer's events.
@@ -88,9 +89,6 @@ struct Cursor {
 }
 
 const READ_BATCH: usize = 256;
-
-/// sled's page cache while exporting.
-const EXPORT_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 impl Cursor {
     /// Refills the batch if empty; `false` when the partition is exhausted.
@@ -165,7 +163,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     };
     // Export reads every record once, in order: a small page cache keeps memory bounded
     // whatever the size of the history.
-    let log = open_log_with_cache(&args.data_dir, EXPORT_CACHE_BYTES)?;
+    let log = open_log(&args.data_dir)?;
     let topics: &[Topic] = match args.topics {
         Topics::Interactions => &[Topic::Interactions],
         Topics::Agents => &[Topic::Agents],

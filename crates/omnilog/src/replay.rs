@@ -23,7 +23,7 @@ use crate::serve::views_with;
 /// Options of `omnilog replay`.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// The data dir of the log to replay (its server must be stopped).
+    /// The data dir of the log to replay (its server may be running).
     #[arg(long, env = "OMNILOG_DATA_DIR", required_unless_present = "brokers")]
     pub data_dir: Option<PathBuf>,
     /// Replay the log on this Kafka cluster instead (HOST:PORT[,...]); nothing is written
@@ -59,20 +59,12 @@ pub struct ReplayArgs {
 /// The file of the identity view saved beside replayed views.
 pub const IDENTITY_FILE: &str = "identity.bin";
 
-/// Opens the embedded log of a data dir that a stopped server wrote.
+/// Opens the embedded log of a data dir to read it, whether or not a server is writing it
+/// (a running server's log is read up to what was durable when it opened).
 pub fn open_log(data_dir: &Path) -> anyhow::Result<SharedLog> {
-    open_log_with_cache(data_dir, 256 * 1024 * 1024)
-}
-
-/// [`open_log`] with sled's page cache bounded to `cache_bytes`.
-pub fn open_log_with_cache(data_dir: &Path, cache_bytes: u64) -> anyhow::Result<SharedLog> {
     let dir = data_dir.join("log");
-    let log = EmbeddedLog::open_existing_with_cache(&dir, cache_bytes).with_context(|| {
-        format!(
-            "opening the log in {} (is `omnilog serve` still running on this data dir?)",
-            dir.display()
-        )
-    })?;
+    let log = EmbeddedLog::open_read_only(&dir)
+        .with_context(|| format!("opening the log in {}", dir.display()))?;
     Ok(Arc::new(log))
 }
 

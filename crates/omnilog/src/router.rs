@@ -11,7 +11,7 @@
 //! never offers an item twice on a stale view.
 //!
 //! Only one router acts on a log: in `serve` it is a task of the one process that owns the
-//! embedded log (sled admits one process per data dir).
+//! embedded log (one process writes a log).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

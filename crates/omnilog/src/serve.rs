@@ -199,7 +199,7 @@ async fn serve_app(
             routing.stop().await;
         }
         // Every acknowledged write is already durable; the projectors finish their batch
-        // and flush, and dropping the last log handle flushes whatever sled still buffers.
+        // and flush, and dropping the last log handle stops the log's writer.
         if let Some(views) = views {
             views.stop().await.context("stopping the projectors")?;
         }

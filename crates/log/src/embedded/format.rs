@@ -1,0 +1,513 @@
+//! The bytes of the embedded log: segment headers, group frames, partition batches and
+//! records. Nothing here does IO; [`super::segments`] reads and writes these bytes.
+//!
+//! A segment file is a header followed by group frames. One frame is one group commit:
+//! every record the writer made durable with one `fdatasync`, as one batch per partition
+//! it touched. All numbers are little-endian.
+//!
+//! ```text
+//! segment header (32 bytes): "OMNILOG\x02" | segment number u64 | first frame's sequence u64 | 0 u64
+//! frame header (20 bytes):   magic u32 | body length u32 | sequence u64 | crc32c u32
+//! frame body:                batch*
+//! batch header (28 bytes):   topic u8 | 0 u8 | 0 u16 | partition u32 | first offset u64
+//!                            | record count u32 | records length u32 | crc32c u32
+//! batch records:             record*
+//! record:                    length u32 | key length u16 | key | event id [16]
+//!                            | header count u16 | (name length u16 | name | value length u32 | value)*
+//!                            | payload
+//! ```
+//!
+//! The frame's checksum covers its length, its sequence and its whole body, so a frame is
+//! kept or dropped whole: a group commit (and so every append request in it, whichever
+//! partitions it spans) is all or nothing across a crash. Each batch has a checksum of its
+//! own so a reader of one partition can check what it reads without reading the frame.
+//! Sequences increase by one from frame to frame, across segments: a stale frame left
+//! behind a cut tail can never be taken for a new one.
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::{AppendRecord, LogError, LogRecord, Topic};
+
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"OMNILOG\x02";
+pub(crate) const SEGMENT_HEADER_BYTES: u64 = 32;
+pub(crate) const FRAME_MAGIC: u32 = 0x314c_474f; // "OGL1" little-endian
+pub(crate) const FRAME_HEADER_BYTES: usize = 20;
+pub(crate) const BATCH_HEADER_BYTES: usize = 28;
+/// The largest frame a reader accepts: anything longer is a damaged length field.
+pub(crate) const MAX_FRAME_BYTES: u32 = 1 << 30;
+pub(crate) const MAX_KEY_BYTES: usize = u16::MAX as usize;
+
+pub(crate) fn topic_code(topic: Topic) -> u8 {
+    match topic {
+        Topic::Interactions => 0,
+        Topic::Agents => 1,
+        Topic::DeadLetter => 2,
+    }
+}
+
+pub(crate) fn topic_of_code(code: u8) -> Option<Topic> {
+    match code {
+        0 => Some(Topic::Interactions),
+        1 => Some(Topic::Agents),
+        2 => Some(Topic::DeadLetter),
+        _ => None,
+    }
+}
+
+/// The header of a segment file.
+pub(crate) fn segment_header(
+    segment: u64,
+    first_sequence: u64,
+) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    header[0..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..16].copy_from_slice(&segment.to_le_bytes());
+    header[16..24].copy_from_slice(&first_sequence.to_le_bytes());
+    header
+}
+
+/// Reads a segment header: (segment number, first frame's sequence).
+pub(crate) fn parse_segment_header(bytes: &[u8]) -> Option<(u64, u64)> {
+    if bytes.len() < SEGMENT_HEADER_BYTES as usize || &bytes[0..8] != SEGMENT_MAGIC {
+        return None;
+    }
+    Some((le_u64(&bytes[8..16]), le_u64(&bytes[16..24])))
+}
+
+fn le_u16(bytes: &[u8]) -> u16 {
+    u16::from_le_bytes([bytes[0], bytes[1]])
+}
+
+fn le_u32(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+fn le_u64(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(word)
+}
+
+/// Checks a record before it is encoded, so a bad one fails its request alone.
+pub(crate) fn check_record(record: &AppendRecord) -> Result<(), LogError> {
+    if record.key.len() > MAX_KEY_BYTES {
+        return Err(LogError::InvalidRecord(format!(
+            "a key of {} bytes is longer than {MAX_KEY_BYTES}",
+            record.key.len()
+        )));
+    }
+    if record.headers.len() > u16::MAX as usize
+        || record
+            .headers
+            .iter()
+            .any(|(n, v)| n.len() > u16::MAX as usize || v.len() > u32::MAX as usize)
+    {
+        return Err(LogError::InvalidRecord("headers too large".to_owned()));
+    }
+    if encoded_len(record) > MAX_FRAME_BYTES as usize / 2 {
+        return Err(LogError::InvalidRecord(format!(
+            "a record of {} bytes is larger than the log takes",
+            encoded_len(record)
+        )));
+    }
+    Ok(())
+}
+
+/// The bytes a record takes in a batch, its length field included.
+pub(crate) fn encoded_len(record: &AppendRecord) -> usize {
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|(n, v)| 6 + n.len() + v.len())
+        .sum();
+    4 + 2 + record.key.len() + 16 + 2 + headers + record.payload.len()
+}
+
+fn encode_record(out: &mut Vec<u8>, record: &AppendRecord) {
+    let len = encoded_len(record) - 4;
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&(record.key.len() as u16).to_le_bytes());
+    out.extend_from_slice(record.key.as_bytes());
+    out.extend_from_slice(record.event_id.as_bytes());
+    out.extend_from_slice(&(record.headers.len() as u16).to_le_bytes());
+    for (name, value) in &record.headers {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    out.extend_from_slice(&record.payload);
+}
+
+/// Where one batch landed inside an encoded frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchPlacement {
+    pub(crate) topic: Topic,
+    pub(crate) partition: u32,
+    pub(crate) first_offset: u64,
+    pub(crate) count: u32,
+    /// From the start of the frame to the batch header.
+    pub(crate) at: u32,
+    /// Header and records.
+    pub(crate) len: u32,
+}
+
+/// Builds one frame in a reusable buffer.
+#[derive(Debug, Default)]
+pub(crate) struct FrameBuilder {
+    bytes: Vec<u8>,
+    placements: Vec<BatchPlacement>,
+}
+
+impl FrameBuilder {
+    /// Starts a frame with the given sequence number.
+    pub(crate) fn start(&mut self, sequence: u64) {
+        self.bytes.clear();
+        self.placements.clear();
+        self.bytes.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
+        self.bytes.extend_from_slice(&0u32.to_le_bytes());
+        self.bytes.extend_from_slice(&sequence.to_le_bytes());
+        self.bytes.extend_from_slice(&0u32.to_le_bytes());
+    }
+
+    /// Adds one partition's batch: `records` get the offsets from `first_offset` on.
+    pub(crate) fn batch<'a>(
+        &mut self,
+        topic: Topic,
+        partition: u32,
+        first_offset: u64,
+        records: impl ExactSizeIterator<Item = &'a AppendRecord>,
+    ) {
+        let at = self.bytes.len();
+        let count = records.len() as u32;
+        self.bytes.push(topic_code(topic));
+        self.bytes.extend_from_slice(&[0, 0, 0]);
+        self.bytes.extend_from_slice(&partition.to_le_bytes());
+        self.bytes.extend_from_slice(&first_offset.to_le_bytes());
+        self.bytes.extend_from_slice(&count.to_le_bytes());
+        self.bytes.extend_from_slice(&0u32.to_le_bytes());
+        self.bytes.extend_from_slice(&0u32.to_le_bytes());
+        let records_start = self.bytes.len();
+        for record in records {
+            encode_record(&mut self.bytes, record);
+        }
+        let records_len = (self.bytes.len() - records_start) as u32;
+        let crc = crc32c::crc32c(&self.bytes[records_start..]);
+        self.bytes[at + 20..at + 24].copy_from_slice(&records_len.to_le_bytes());
+        self.bytes[at + 24..at + 28].copy_from_slice(&crc.to_le_bytes());
+        self.placements.push(BatchPlacement {
+            topic,
+            partition,
+            first_offset,
+            count,
+            at: at as u32,
+            len: (self.bytes.len() - at) as u32,
+        });
+    }
+
+    /// Seals the frame (length and checksum) and returns its bytes and batches.
+    pub(crate) fn finish(&mut self) -> (&[u8], &[BatchPlacement]) {
+        let body_len = (self.bytes.len() - FRAME_HEADER_BYTES) as u32;
+        self.bytes[4..8].copy_from_slice(&body_len.to_le_bytes());
+        let crc = frame_crc(&self.bytes[4..16], &self.bytes[FRAME_HEADER_BYTES..]);
+        self.bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+        (&self.bytes, &self.placements)
+    }
+
+    /// Bytes held by the buffer (so a huge group's buffer can be let go).
+    pub(crate) fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    pub(crate) fn shrink(&mut self) {
+        self.bytes = Vec::new();
+        self.placements = Vec::new();
+    }
+}
+
+fn frame_crc(length_and_sequence: &[u8], body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(length_and_sequence), body)
+}
+
+/// A frame header as read: its body length and sequence, not yet checked against the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FrameHeader {
+    pub(crate) body_len: u32,
+    pub(crate) sequence: u64,
+    crc: u32,
+}
+
+impl FrameHeader {
+    pub(crate) fn total_len(&self) -> u64 {
+        FRAME_HEADER_BYTES as u64 + u64::from(self.body_len)
+    }
+}
+
+/// Reads a frame header; `None` when the bytes are not one (zeros past the end of what was
+/// written, or garbage).
+pub(crate) fn parse_frame_header(bytes: &[u8]) -> Option<FrameHeader> {
+    if bytes.len() < FRAME_HEADER_BYTES || le_u32(&bytes[0..4]) != FRAME_MAGIC {
+        return None;
+    }
+    let body_len = le_u32(&bytes[4..8]);
+    if body_len > MAX_FRAME_BYTES {
+        return None;
+    }
+    Some(FrameHeader {
+        body_len,
+        sequence: le_u64(&bytes[8..16]),
+        crc: le_u32(&bytes[16..20]),
+    })
+}
+
+/// Whether a whole frame (header and body) is intact.
+pub(crate) fn frame_is_intact(header: &FrameHeader, frame: &[u8]) -> bool {
+    frame.len() as u64 == header.total_len()
+        && frame_crc(&frame[4..16], &frame[FRAME_HEADER_BYTES..]) == header.crc
+}
+
+/// One batch as found in a frame body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchHeader {
+    pub(crate) topic: Topic,
+    pub(crate) partition: u32,
+    pub(crate) first_offset: u64,
+    pub(crate) count: u32,
+    pub(crate) records_len: u32,
+    crc: u32,
+}
+
+impl BatchHeader {
+    pub(crate) fn len(&self) -> u32 {
+        BATCH_HEADER_BYTES as u32 + self.records_len
+    }
+
+    pub(crate) fn end_offset(&self) -> u64 {
+        self.first_offset + u64::from(self.count)
+    }
+}
+
+pub(crate) fn parse_batch_header(bytes: &[u8]) -> Option<BatchHeader> {
+    if bytes.len() < BATCH_HEADER_BYTES {
+        return None;
+    }
+    Some(BatchHeader {
+        topic: topic_of_code(bytes[0])?,
+        partition: le_u32(&bytes[4..8]),
+        first_offset: le_u64(&bytes[8..16]),
+        count: le_u32(&bytes[16..20]),
+        records_len: le_u32(&bytes[20..24]),
+        crc: le_u32(&bytes[24..28]),
+    })
+}
+
+/// The batches of an intact frame body, in order; `None` if the body does not parse (which
+/// a frame whose checksum matched can only do if this build wrote it wrongly).
+pub(crate) fn batches_of(body: &[u8]) -> Option<Vec<(u32, BatchHeader)>> {
+    let mut batches = Vec::new();
+    let mut at = 0usize;
+    while at < body.len() {
+        let header = parse_batch_header(&body[at..])?;
+        let end = at.checked_add(header.len() as usize)?;
+        if end > body.len() {
+            return None;
+        }
+        batches.push((at as u32, header));
+        at = end;
+    }
+    Some(batches)
+}
+
+/// Decodes the records of one batch (`bytes` = its header and records), keeping those at
+/// or after `from` and before `until`. Payloads share `bytes`' buffer.
+pub(crate) fn decode_batch(
+    bytes: &Bytes,
+    from: u64,
+    until: u64,
+    out: &mut Vec<LogRecord>,
+) -> Result<(), String> {
+    let header = parse_batch_header(bytes).ok_or("the batch header is damaged")?;
+    let records = bytes
+        .get(BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + header.records_len as usize)
+        .ok_or("the batch is shorter than its header says")?;
+    if crc32c::crc32c(records) != header.crc {
+        return Err(format!(
+            "the batch of offsets {}..{} fails its checksum",
+            header.first_offset,
+            header.end_offset()
+        ));
+    }
+    let mut at = BATCH_HEADER_BYTES;
+    let end = BATCH_HEADER_BYTES + header.records_len as usize;
+    for index in 0..u64::from(header.count) {
+        let offset = header.first_offset + index;
+        if at + 4 > end {
+            return Err(format!("record {offset} runs past its batch"));
+        }
+        let len = le_u32(&bytes[at..at + 4]) as usize;
+        let start = at + 4;
+        let stop = start + len;
+        if stop > end {
+            return Err(format!("record {offset} runs past its batch"));
+        }
+        at = stop;
+        if offset < from {
+            continue;
+        }
+        if offset >= until {
+            break;
+        }
+        out.push(
+            decode_record(bytes, start, stop, header.topic, header.partition, offset)
+                .ok_or_else(|| format!("record {offset} is damaged"))?,
+        );
+    }
+    Ok(())
+}
+
+fn decode_record(
+    bytes: &Bytes,
+    start: usize,
+    stop: usize,
+    topic: Topic,
+    partition: u32,
+    offset: u64,
+) -> Option<LogRecord> {
+    let mut at = start;
+    let mut take = |n: usize| -> Option<std::ops::Range<usize>> {
+        if at + n > stop {
+            return None;
+        }
+        let range = at..at + n;
+        at += n;
+        Some(range)
+    };
+    let key_len = le_u16(&bytes[take(2)?]) as usize;
+    let key = std::str::from_utf8(&bytes[take(key_len)?]).ok()?.to_owned();
+    let event_id = Uuid::from_slice(&bytes[take(16)?]).ok()?;
+    let header_count = le_u16(&bytes[take(2)?]);
+    let mut headers = Vec::with_capacity(header_count as usize);
+    for _ in 0..header_count {
+        let name_len = le_u16(&bytes[take(2)?]) as usize;
+        let name = std::str::from_utf8(&bytes[take(name_len)?])
+            .ok()?
+            .to_owned();
+        let value_len = le_u32(&bytes[take(4)?]) as usize;
+        headers.push((name, bytes[take(value_len)?].to_vec()));
+    }
+    Some(LogRecord {
+        topic,
+        partition,
+        offset,
+        key,
+        event_id,
+        payload: bytes.slice(at..stop),
+        headers,
+    })
+}
+
+/// The event ids of one batch's records with their offsets, for the deduplication index.
+pub(crate) fn event_ids_of_batch(batch: &[u8]) -> Option<Vec<(Uuid, u64)>> {
+    let header = parse_batch_header(batch)?;
+    let mut ids = Vec::with_capacity(header.count as usize);
+    let mut at = BATCH_HEADER_BYTES;
+    let end = BATCH_HEADER_BYTES + header.records_len as usize;
+    if end > batch.len() {
+        return None;
+    }
+    for index in 0..u64::from(header.count) {
+        if at + 6 > end {
+            return None;
+        }
+        let len = le_u32(&batch[at..at + 4]) as usize;
+        let key_len = le_u16(&batch[at + 4..at + 6]) as usize;
+        let id_at = at + 6 + key_len;
+        if id_at + 16 > end || at + 4 + len > end {
+            return None;
+        }
+        ids.push((
+            Uuid::from_slice(&batch[id_at..id_at + 16]).ok()?,
+            header.first_offset + index,
+        ));
+        at += 4 + len;
+    }
+    Some(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str, id: u128, payload: &str, headers: Vec<(String, Vec<u8>)>) -> AppendRecord {
+        AppendRecord {
+            topic: Topic::Interactions,
+            key: key.to_owned(),
+            event_id: Uuid::from_u128(id),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            headers,
+        }
+    }
+
+    #[test]
+    fn a_frame_reads_back_batch_by_batch_and_record_by_record() {
+        let first = [
+            record("c1", 1, "one", vec![]),
+            record("c1", 2, "two", vec![("reason".into(), b"x".to_vec())]),
+        ];
+        let second = [record("agent", 3, "", vec![])];
+        let mut builder = FrameBuilder::default();
+        builder.start(7);
+        builder.batch(Topic::Interactions, 4, 10, first.iter());
+        builder.batch(Topic::Agents, 0, 0, second.iter());
+        let (frame, placements) = builder.finish();
+        let frame = frame.to_vec();
+        let placements = placements.to_vec();
+        let header = parse_frame_header(&frame).unwrap();
+        assert_eq!(header.sequence, 7);
+        assert!(frame_is_intact(&header, &frame));
+        let batches = batches_of(&frame[FRAME_HEADER_BYTES..]).unwrap();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(
+            placements[0].at as usize,
+            FRAME_HEADER_BYTES + batches[0].0 as usize
+        );
+        let first_batch = Bytes::copy_from_slice(
+            &frame[placements[0].at as usize..(placements[0].at + placements[0].len) as usize],
+        );
+        let mut out = Vec::new();
+        decode_batch(&first_batch, 11, u64::MAX, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].offset, 11);
+        assert_eq!(out[0].partition, 4);
+        assert_eq!(&out[0].payload[..], b"two");
+        assert_eq!(out[0].headers, vec![("reason".to_owned(), b"x".to_vec())]);
+        assert_eq!(
+            event_ids_of_batch(&first_batch).unwrap(),
+            vec![(Uuid::from_u128(1), 10), (Uuid::from_u128(2), 11)]
+        );
+    }
+
+    #[test]
+    fn a_flipped_bit_anywhere_fails_the_frame_checksum() {
+        let records = [record("c1", 1, "payload", vec![])];
+        let mut builder = FrameBuilder::default();
+        builder.start(1);
+        builder.batch(Topic::Interactions, 0, 0, records.iter());
+        let frame = builder.finish().0.to_vec();
+        for at in 4..frame.len() {
+            let mut damaged = frame.clone();
+            damaged[at] ^= 0x10;
+            let intact = parse_frame_header(&damaged)
+                .is_some_and(|header| frame_is_intact(&header, &damaged));
+            assert!(!intact, "a flipped bit at byte {at} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn zeros_are_not_a_frame() {
+        assert_eq!(parse_frame_header(&[0u8; 64]), None);
+        assert_eq!(parse_segment_header(&[0u8; 64]), None);
+        assert_eq!(parse_segment_header(&segment_header(3, 99)), Some((3, 99)));
+    }
+}

@@ -1,0 +1,399 @@
+//! Segment files: creating them, scanning them back on open (checking every frame and
+//! cutting a torn tail), and the batch index of a sealed segment kept beside it
+//! (`NNNN.idx`), so a restart does not read the whole log again.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::dedup::DedupKey;
+use super::format::{
+    self, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, parse_frame_header, parse_segment_header,
+    topic_code, topic_of_code,
+};
+use super::meta::{io_error, sync_dir};
+use crate::{LogError, Topic};
+
+/// Where one batch of one partition is: what the read index holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchEntry {
+    pub(crate) first_offset: u64,
+    pub(crate) segment: u64,
+    /// From the start of the segment to the batch header.
+    pub(crate) position: u64,
+    /// Header and records.
+    pub(crate) len: u32,
+    pub(crate) count: u32,
+}
+
+impl BatchEntry {
+    pub(crate) fn end_offset(&self) -> u64 {
+        self.first_offset + u64::from(self.count)
+    }
+}
+
+pub(crate) fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:010}.seg"))
+}
+
+fn index_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:010}.idx"))
+}
+
+/// The segment numbers in `dir`, ascending.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
+    let mut segments = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|error| io_error(format!("listing {}", dir.display()), error))?;
+    for entry in entries {
+        let entry = entry.map_err(|error| io_error(format!("listing {}", dir.display()), error))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(number) = name.strip_suffix(".seg")
+            && let Ok(number) = number.parse::<u64>()
+        {
+            segments.push(number);
+        }
+    }
+    segments.sort_unstable();
+    Ok(segments)
+}
+
+/// Creates a segment with its header, durably (the file, then its directory entry).
+pub(crate) fn create_segment(
+    dir: &Path,
+    segment: u64,
+    first_sequence: u64,
+) -> Result<File, LogError> {
+    let path = segment_path(dir, segment);
+    let file = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|error| io_error(format!("creating {}", path.display()), error))?;
+    file.write_all_at(&format::segment_header(segment, first_sequence), 0)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| io_error(format!("writing {}", path.display()), error))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// What scanning a segment found.
+#[derive(Debug, Default)]
+pub(crate) struct ScannedSegment {
+    pub(crate) batches: Vec<(Topic, u32, BatchEntry)>,
+    /// Event ids with their offsets (only when asked for).
+    pub(crate) ids: HashMap<DedupKey, u64>,
+    /// Bytes of the segment that hold whole, checked frames.
+    pub(crate) valid_len: u64,
+    /// The file's length, which is more than `valid_len` when the tail is torn.
+    pub(crate) file_len: u64,
+    /// The sequence of the last whole frame, if any.
+    pub(crate) last_sequence: Option<u64>,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub(crate) stopped: Option<String>,
+}
+
+/// The next offset of every partition, by topic code.
+pub(crate) type NextOffsets = [Vec<u64>; 3];
+
+/// Reads a segment from its start to `limit` (or its end), checking every frame: its
+/// checksum, that its sequence follows the last one, and that each batch starts at its
+/// partition's next offset (`next`, advanced as batches are found). Stops at the first frame
+/// that fails, which is where a crash cut the log.
+pub(crate) fn scan_segment(
+    dir: &Path,
+    segment: u64,
+    expected_sequence: Option<u64>,
+    next: &mut NextOffsets,
+    with_ids: bool,
+    limit: Option<u64>,
+) -> Result<ScannedSegment, LogError> {
+    const CHUNK: u64 = 8 << 20;
+    let path = segment_path(dir, segment);
+    let file = File::open(&path)
+        .map_err(|error| io_error(format!("opening {}", path.display()), error))?;
+    let file_len = file
+        .metadata()
+        .map_err(|error| io_error(format!("reading {}", path.display()), error))?
+        .len();
+    let end = limit.map_or(file_len, |limit| limit.min(file_len));
+    let mut scanned = ScannedSegment {
+        file_len,
+        valid_len: SEGMENT_HEADER_BYTES,
+        ..ScannedSegment::default()
+    };
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    let read_header = file.read_exact_at(&mut header, 0);
+    let first_sequence = match read_header
+        .ok()
+        .and_then(|()| parse_segment_header(&header))
+    {
+        Some((number, first_sequence)) if number == segment => first_sequence,
+        _ => {
+            return Err(LogError::Storage(format!(
+                "{} is not a segment of this log (its header is damaged)",
+                path.display()
+            )));
+        }
+    };
+    let mut expected = expected_sequence.unwrap_or(first_sequence);
+    if expected != first_sequence {
+        return Err(LogError::Storage(format!(
+            "{} starts at frame {first_sequence}, but the segment before it ends before frame {expected}: a segment is missing",
+            path.display()
+        )));
+    }
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut buffer_at = SEGMENT_HEADER_BYTES;
+    let mut at = SEGMENT_HEADER_BYTES;
+    loop {
+        if at + FRAME_HEADER_BYTES as u64 > end {
+            if at < end {
+                scanned.stopped = Some(format!("{} bytes too few for a frame header", end - at));
+            }
+            break;
+        }
+        // Make sure the frame header is in the buffer.
+        let wanted_header = at + FRAME_HEADER_BYTES as u64;
+        if at < buffer_at || wanted_header > buffer_at + buffer.len() as u64 {
+            let len = CHUNK.min(end - at) as usize;
+            buffer.resize(len, 0);
+            file.read_exact_at(&mut buffer, at)
+                .map_err(|error| io_error(format!("reading {}", path.display()), error))?;
+            buffer_at = at;
+        }
+        let local = (at - buffer_at) as usize;
+        let Some(frame) = parse_frame_header(&buffer[local..]) else {
+            scanned.stopped = Some(format!("no frame at byte {at}"));
+            break;
+        };
+        if frame.sequence != expected {
+            scanned.stopped = Some(format!(
+                "the frame at byte {at} has sequence {}, not {expected}",
+                frame.sequence
+            ));
+            break;
+        }
+        let frame_end = at + frame.total_len();
+        if frame_end > end {
+            scanned.stopped = Some(format!(
+                "the frame at byte {at} (sequence {}) is cut: {} of its {} bytes are there",
+                frame.sequence,
+                end - at,
+                frame.total_len()
+            ));
+            break;
+        }
+        if frame_end > buffer_at + buffer.len() as u64 {
+            let len = CHUNK.max(frame.total_len()).min(end - at) as usize;
+            buffer.resize(len, 0);
+            file.read_exact_at(&mut buffer, at)
+                .map_err(|error| io_error(format!("reading {}", path.display()), error))?;
+            buffer_at = at;
+        }
+        let local = (at - buffer_at) as usize;
+        let bytes = &buffer[local..local + frame.total_len() as usize];
+        if !format::frame_is_intact(&frame, bytes) {
+            scanned.stopped = Some(format!(
+                "the frame at byte {at} (sequence {}) fails its checksum",
+                frame.sequence
+            ));
+            break;
+        }
+        let Some(batches) = format::batches_of(&bytes[FRAME_HEADER_BYTES..]) else {
+            scanned.stopped = Some(format!("the frame at byte {at} does not parse"));
+            break;
+        };
+        // Check every batch against the offsets before taking any of them.
+        let mut trial: Vec<(Topic, u32, u64)> = Vec::with_capacity(batches.len());
+        let mut broken = None;
+        for (_, batch) in &batches {
+            let slot = next[topic_code(batch.topic) as usize].get(batch.partition as usize);
+            let expected_offset = trial
+                .iter()
+                .rev()
+                .find(|(t, p, _)| *t == batch.topic && *p == batch.partition)
+                .map(|(_, _, end)| *end)
+                .or(slot.copied());
+            match expected_offset {
+                Some(offset) if offset == batch.first_offset => {
+                    trial.push((batch.topic, batch.partition, batch.end_offset()));
+                }
+                Some(offset) => {
+                    broken = Some(format!(
+                        "the frame at byte {at} has a batch of {}/{} at offset {}, not {offset}",
+                        batch.topic.name(),
+                        batch.partition,
+                        batch.first_offset
+                    ));
+                    break;
+                }
+                None => {
+                    broken = Some(format!(
+                        "the frame at byte {at} has a batch of {}/{}, a partition this log does not have",
+                        batch.topic.name(),
+                        batch.partition
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(broken) = broken {
+            scanned.stopped = Some(broken);
+            break;
+        }
+        for (inside, batch) in batches {
+            let position = at + FRAME_HEADER_BYTES as u64 + u64::from(inside);
+            next[topic_code(batch.topic) as usize][batch.partition as usize] = batch.end_offset();
+            scanned.batches.push((
+                batch.topic,
+                batch.partition,
+                BatchEntry {
+                    first_offset: batch.first_offset,
+                    segment,
+                    position,
+                    len: batch.len(),
+                    count: batch.count,
+                },
+            ));
+            if with_ids {
+                let start = local + FRAME_HEADER_BYTES + inside as usize;
+                let ids = format::event_ids_of_batch(&buffer[start..start + batch.len() as usize])
+                    .ok_or_else(|| {
+                        LogError::Storage(format!(
+                            "a batch at byte {position} of {} does not parse",
+                            path.display()
+                        ))
+                    })?;
+                for (id, offset) in ids {
+                    scanned
+                        .ids
+                        .insert(DedupKey::new(batch.topic, batch.partition, &id), offset);
+                }
+            }
+        }
+        scanned.last_sequence = Some(frame.sequence);
+        expected = frame.sequence + 1;
+        at = frame_end;
+        scanned.valid_len = at;
+    }
+    Ok(scanned)
+}
+
+const INDEX_MAGIC: &[u8; 8] = b"OMNIIDX1";
+const INDEX_ENTRY_BYTES: usize = 32;
+
+/// The batch index of a sealed segment, as kept beside it.
+#[derive(Debug)]
+pub(crate) struct SegmentIndex {
+    pub(crate) batches: Vec<(Topic, u32, BatchEntry)>,
+    pub(crate) last_sequence: Option<u64>,
+    pub(crate) len: u64,
+}
+
+/// Writes a sealed segment's batch index beside it (derived data: not synced, written aside
+/// and renamed so it is whole or absent).
+pub(crate) fn write_index(dir: &Path, segment: u64, index: &SegmentIndex) -> Result<(), LogError> {
+    let path = index_path(dir, segment);
+    let aside = path.with_extension("idx-tmp");
+    let written = (|| -> std::io::Result<()> {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&aside)?);
+        let mut header = Vec::with_capacity(40);
+        header.extend_from_slice(INDEX_MAGIC);
+        header.extend_from_slice(&segment.to_le_bytes());
+        header.extend_from_slice(&(index.batches.len() as u64).to_le_bytes());
+        header.extend_from_slice(&index.last_sequence.map_or(u64::MAX, |s| s).to_le_bytes());
+        header.extend_from_slice(&index.len.to_le_bytes());
+        let mut crc = crc32c::crc32c(&header);
+        out.write_all(&header)?;
+        for (topic, partition, batch) in &index.batches {
+            let mut entry = [0u8; INDEX_ENTRY_BYTES];
+            entry[0] = topic_code(*topic);
+            entry[4..8].copy_from_slice(&partition.to_le_bytes());
+            entry[8..16].copy_from_slice(&batch.first_offset.to_le_bytes());
+            entry[16..24].copy_from_slice(&batch.position.to_le_bytes());
+            entry[24..28].copy_from_slice(&batch.len.to_le_bytes());
+            entry[28..32].copy_from_slice(&batch.count.to_le_bytes());
+            crc = crc32c::crc32c_append(crc, &entry);
+            out.write_all(&entry)?;
+        }
+        out.write_all(&crc.to_le_bytes())?;
+        out.into_inner().map_err(|e| e.into_error())?;
+        std::fs::rename(&aside, &path)
+    })();
+    written.map_err(|error| io_error(format!("writing {}", path.display()), error))
+}
+
+/// Reads a sealed segment's batch index; `None` if it is missing, damaged, or does not
+/// describe the segment as it is (the caller scans the segment instead).
+pub(crate) fn load_index(dir: &Path, segment: u64) -> Option<SegmentIndex> {
+    let bytes = std::fs::read(index_path(dir, segment)).ok()?;
+    if bytes.len() < 44 || &bytes[0..8] != INDEX_MAGIC {
+        return None;
+    }
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
+    let count = usize::try_from(word(16)).ok()?;
+    if bytes.len() != 40 + count * INDEX_ENTRY_BYTES + 4 || word(8) != segment {
+        return None;
+    }
+    let body = &bytes[..bytes.len() - 4];
+    let stored = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().ok()?);
+    if crc32c::crc32c(body) != stored {
+        return None;
+    }
+    let last_sequence = match word(24) {
+        u64::MAX => None,
+        sequence => Some(sequence),
+    };
+    let len = word(32);
+    let segment_len = std::fs::metadata(segment_path(dir, segment)).ok()?.len();
+    if segment_len != len {
+        return None;
+    }
+    let mut batches = Vec::with_capacity(count);
+    for entry in body[40..].chunks_exact(INDEX_ENTRY_BYTES) {
+        let u32_at =
+            |at: usize| u32::from_le_bytes(entry[at..at + 4].try_into().unwrap_or_default());
+        let u64_at =
+            |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().unwrap_or_default());
+        batches.push((
+            topic_of_code(entry[0])?,
+            u32_at(4),
+            BatchEntry {
+                first_offset: u64_at(8),
+                segment,
+                position: u64_at(16),
+                len: u32_at(24),
+                count: u32_at(28),
+            },
+        ));
+    }
+    Some(SegmentIndex {
+        batches,
+        last_sequence,
+        len,
+    })
+}
+
+/// Reads `len` bytes of a segment at `position` into a shareable buffer.
+pub(crate) fn read_span(
+    file: &File,
+    segment: u64,
+    position: u64,
+    len: usize,
+) -> Result<Bytes, LogError> {
+    let mut buffer = vec![0u8; len];
+    file.read_exact_at(&mut buffer, position).map_err(|error| {
+        io_error(
+            format!("reading segment {segment} at byte {position}"),
+            error,
+        )
+    })?;
+    Ok(Bytes::from(buffer))
+}

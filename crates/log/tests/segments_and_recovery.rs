@@ -1,0 +1,343 @@
+//! The embedded log's files: segments roll and reopen (with or without their derived index
+//! and id files); a tail cut or damaged by a crash is dropped back to the last whole frame on
+//! open and every whole frame is kept; a second writer is refused while readers in other
+//! processes open the log read-only beside the writer; a scan returns every record once;
+//! and a data dir of the older format on sled is refused with the way to carry it over.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use omnilog_log::{
+    EmbeddedLog, EventLog, LogError, LogOptions, PartitionCounts, PartitionRange, Scan, Topic,
+};
+use uuid::Uuid;
+
+use common::{PARTITIONS, event_id, read_partition, record};
+
+fn small_segments() -> LogOptions {
+    LogOptions {
+        segment_bytes: 64 * 1024,
+    }
+}
+
+/// Appends `count` records named `{name}/{n}`, `per_append` at a time; returns where each is.
+async fn append_named(
+    log: &EmbeddedLog,
+    name: &str,
+    count: usize,
+    per_append: usize,
+) -> HashMap<Uuid, (u32, u64)> {
+    let mut positions = HashMap::new();
+    let mut n = 0;
+    while n < count {
+        let batch: Vec<_> = (n..(n + per_append).min(count))
+            .map(|i| {
+                let id = event_id(&format!("{name}/{i}"));
+                record(
+                    format!("customer-{}", i % 97),
+                    id,
+                    format!("{name}/{i}|{}", "p".repeat(i % 300)),
+                )
+            })
+            .collect();
+        n += batch.len();
+        let ids: Vec<Uuid> = batch.iter().map(|r| r.event_id).collect();
+        for (id, outcome) in ids.into_iter().zip(log.append(batch).await.unwrap()) {
+            assert!(!outcome.is_duplicate());
+            let position = outcome.position();
+            positions.insert(id, (position.partition, position.offset));
+        }
+    }
+    positions
+}
+
+/// Every record of the interactions topic, by event id.
+async fn stored(log: &dyn EventLog) -> HashMap<Uuid, (u32, u64)> {
+    let mut found = HashMap::new();
+    for partition in 0..PARTITIONS {
+        for (offset, r) in read_partition(log, Topic::Interactions, partition, 777)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(r.offset, offset as u64);
+            let (name, _) = std::str::from_utf8(&r.payload)
+                .unwrap()
+                .split_once('|')
+                .unwrap();
+            assert_eq!(
+                r.event_id,
+                event_id(name),
+                "the record at {partition}/{offset} is not its own"
+            );
+            assert!(found.insert(r.event_id, (partition, r.offset)).is_none());
+        }
+    }
+    found
+}
+
+fn files_with(dir: &Path, extension: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn segments_roll_and_reopen_with_or_without_their_derived_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), small_segments()).unwrap();
+    let appended = append_named(&log, "roll", 3_000, 50).await;
+    log.close().unwrap();
+    let segments = files_with(dir.path(), "seg");
+    assert!(
+        segments.len() > 5,
+        "only {} segments for 3,000 records",
+        segments.len()
+    );
+    assert_eq!(files_with(dir.path(), "idx").len(), segments.len() - 1);
+    assert_eq!(files_with(dir.path(), "ids").len(), segments.len() - 1);
+
+    // Reopened with its derived files, then without them (they are written again), then
+    // with damaged ones: the same records, and every one of them still a duplicate.
+    for round in 0..3 {
+        match round {
+            1 => {
+                for file in files_with(dir.path(), "idx")
+                    .iter()
+                    .chain(&files_with(dir.path(), "ids"))
+                {
+                    std::fs::remove_file(file).unwrap();
+                }
+            }
+            2 => {
+                for file in files_with(dir.path(), "ids") {
+                    let mut bytes = std::fs::read(&file).unwrap();
+                    let middle = bytes.len() / 2;
+                    bytes[middle] ^= 0xff;
+                    std::fs::write(&file, bytes).unwrap();
+                }
+                std::fs::write(&files_with(dir.path(), "idx")[0], b"damaged").unwrap();
+            }
+            _ => {}
+        }
+        let log = EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), small_segments())
+            .unwrap();
+        assert_eq!(stored(&log).await, appended, "round {round}");
+        for n in (0..3_000).step_by(7) {
+            let id = event_id(&format!("roll/{n}"));
+            let again = record(format!("customer-{}", n % 97), id, "again");
+            let outcome = log.append(vec![again]).await.unwrap()[0];
+            assert!(
+                outcome.is_duplicate(),
+                "round {round}: roll/{n} was stored again"
+            );
+            assert_eq!(
+                (outcome.position().partition, outcome.position().offset),
+                appended[&id]
+            );
+        }
+        log.close().unwrap();
+        assert_eq!(
+            files_with(dir.path(), "idx").len(),
+            files_with(dir.path(), "seg").len() - 1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tail_cut_mid_frame_is_dropped_back_to_the_last_whole_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    let kept = append_named(&log, "kept", 500, 25).await;
+    log.close().unwrap();
+    let segment = files_with(dir.path(), "seg").pop().unwrap();
+    let whole = std::fs::metadata(&segment).unwrap().len();
+
+    // A crash in the middle of the next group's write: part of a frame, then nothing.
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    append_named(&log, "torn", 40, 40).await;
+    log.close().unwrap();
+    let with_torn = std::fs::metadata(&segment).unwrap().len();
+    for cut in [
+        whole + 3,
+        whole + 20,
+        (whole + with_torn) / 2,
+        with_torn - 1,
+    ] {
+        let bytes = std::fs::read(&segment).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        copy_log(dir.path(), scratch.path());
+        let copy = scratch.path().join(segment.file_name().unwrap());
+        std::fs::write(&copy, &bytes[..cut as usize]).unwrap();
+        let log = EmbeddedLog::open(scratch.path(), PartitionCounts::default()).unwrap();
+        assert_eq!(stored(&log).await, kept, "cut at byte {cut}");
+        assert_eq!(
+            std::fs::metadata(&copy).unwrap().len(),
+            whole,
+            "the torn tail is cut off"
+        );
+        // The log goes on from there: the lost group can be written again.
+        let again = append_named(&log, "torn", 40, 40).await;
+        assert_eq!(again.len(), 40);
+        log.close().unwrap();
+    }
+
+    // Garbage instead of zeros after the last whole frame (a frame half overwritten).
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let cut = bytes.len() - 100;
+    for byte in &mut bytes[cut..] {
+        *byte = byte.wrapping_mul(31).wrapping_add(7);
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    assert_eq!(stored(&log).await, kept);
+}
+
+fn copy_log(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_writer_at_a_time_and_readers_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer =
+        EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), small_segments()).unwrap();
+    let first = append_named(&writer, "before", 1_000, 100).await;
+    assert!(matches!(
+        EmbeddedLog::open(dir.path(), PartitionCounts::default()),
+        Err(LogError::Locked { .. })
+    ));
+    assert!(EmbeddedLog::writer_running(dir.path()));
+
+    // A reader sees what was durable when it opened, and nothing it may not.
+    let files_before: Vec<_> = files_with(dir.path(), "seg")
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::metadata(&p).unwrap().len()))
+        .collect();
+    let reader = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert_eq!(stored(&reader).await, first);
+    assert!(matches!(
+        reader
+            .append(vec![record("c", event_id("refused"), "x")])
+            .await,
+        Err(LogError::ReadOnly)
+    ));
+    // The writer goes on meanwhile; the reader keeps its view.
+    let second = append_named(&writer, "after", 1_000, 100).await;
+    assert_eq!(stored(&reader).await.len(), first.len());
+    for (path, len) in files_before {
+        assert!(
+            std::fs::metadata(&path).unwrap().len() >= len,
+            "the reader changed {path:?}"
+        );
+    }
+    drop(reader);
+    let later = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert_eq!(stored(&later).await.len(), first.len() + second.len());
+    writer.close().unwrap();
+    assert!(!EmbeddedLog::writer_running(dir.path()));
+    let after_stop = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert_eq!(stored(&after_stop).await.len(), first.len() + second.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scan_returns_every_record_once_each_partition_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), small_segments()).unwrap();
+    let appended = append_named(&log, "scan", 2_500, 60).await;
+    let agents: Vec<_> = (0..30)
+        .map(|n| omnilog_log::AppendRecord {
+            topic: Topic::Agents,
+            ..record(
+                format!("agent-{n}"),
+                event_id(&format!("agent/{n}")),
+                "state",
+            )
+        })
+        .collect();
+    log.append(agents).await.unwrap();
+    for max in [1, 100, 10_000] {
+        let mut scan = Scan::to_ends(&log, &[Topic::Interactions, Topic::Agents])
+            .await
+            .unwrap();
+        assert_eq!(scan.remaining(), 2_530);
+        let mut next: HashMap<(Topic, u32), u64> = HashMap::new();
+        let mut seen = 0;
+        loop {
+            let records = log.scan_next(&mut scan, max).await.unwrap();
+            if records.is_empty() {
+                break;
+            }
+            for r in records {
+                let expected = next.entry((r.topic, r.partition)).or_default();
+                assert_eq!(
+                    r.offset,
+                    *expected,
+                    "{}/{} out of order",
+                    r.topic.name(),
+                    r.partition
+                );
+                *expected += 1;
+                if r.topic == Topic::Interactions {
+                    assert_eq!(appended[&r.event_id], (r.partition, r.offset));
+                }
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 2_530, "max {max}");
+        assert!(scan.is_done());
+    }
+    // A range ends where it says, and starts where it says.
+    let mut scan = Scan::new(vec![PartitionRange {
+        topic: Topic::Interactions,
+        partition: 3,
+        from: 5,
+        to: 9,
+    }]);
+    let records = log.scan_next(&mut scan, 100).await.unwrap();
+    assert_eq!(
+        records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![5, 6, 7, 8]
+    );
+    assert!(log.scan_next(&mut scan, 100).await.unwrap().is_empty());
+}
+
+#[test]
+fn a_log_of_the_older_format_is_refused_with_the_way_to_carry_it_over() {
+    let dir = tempfile::tempdir().unwrap();
+    // sled's files, as the older format left them.
+    std::fs::write(dir.path().join("conf"), b"segment_size: 524288\n").unwrap();
+    std::fs::write(dir.path().join("db"), b"").unwrap();
+    for opened in [
+        EmbeddedLog::open(dir.path(), PartitionCounts::default()).map(drop),
+        EmbeddedLog::open_existing(dir.path()).map(drop),
+        EmbeddedLog::open_read_only(dir.path()).map(drop),
+    ] {
+        let error = opened.unwrap_err();
+        assert!(matches!(error, LogError::OlderFormat { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.contains("omnilog export") && message.contains("omnilog import"),
+            "{message}"
+        );
+    }
+    // Nothing was written beside the old files.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
