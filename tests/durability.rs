@@ -130,7 +130,10 @@ async fn every_202_follows_an_fdatasync_of_the_segment_holding_its_events() {
     // The traced process is gone; strace ends with it (bounded wait).
     let deadline = Instant::now() + Duration::from_secs(30);
     while strace.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "strace did not end with the server");
+        assert!(
+            Instant::now() < deadline,
+            "strace did not end with the server"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
