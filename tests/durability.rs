@@ -60,13 +60,11 @@ fn classify(text: &str) -> Vec<Seen> {
             seen.push(Seen::SegmentWrite);
         } else if on_segment && sync && call.contains("<unfinished") {
             pending_segment_syncs.insert(pid.to_owned());
-        } else if on_segment && sync && call.ends_with("= 0") {
-            seen.push(Seen::SegmentSynced);
-        } else if (call.starts_with("<... fdatasync resumed>")
-            || call.starts_with("<... fsync resumed>"))
-            && pending_segment_syncs.remove(pid)
-            && call.ends_with("= 0")
-        {
+        } else if call.ends_with("= 0") && {
+            let resumed = call.starts_with("<... fdatasync resumed>")
+                || call.starts_with("<... fsync resumed>");
+            (on_segment && sync) || (resumed && pending_segment_syncs.remove(pid))
+        } {
             seen.push(Seen::SegmentSynced);
         } else if (call.starts_with("write(")
             || call.starts_with("writev(")

@@ -22,7 +22,7 @@ use omnilog_testkit::{HistoryConfig, history};
 use omnilog_views::journey::{JourneyConfig, JourneyView};
 use omnilog_views::queue::QueueView;
 use omnilog_views::reporting::{ReportingConfig, ReportingView};
-use omnilog_views::{LogPosition, MemoryState, View};
+use omnilog_views::{Entries, LogPosition, View, ViewState, apply_in_memory};
 
 fn golden(version: u32, name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -249,26 +249,25 @@ fn twin_as(version: u32) -> Vec<Event> {
         .collect()
 }
 
-fn fold_all(events: &[Event]) -> Vec<MemoryState> {
-    let views: Vec<Box<dyn View>> = vec![
-        Box::new(JourneyView::new(JourneyConfig::default())),
-        Box::new(QueueView),
-        Box::new(ReportingView::new(ReportingConfig::default())),
-    ];
-    views
-        .iter()
-        .map(|view| {
-            let mut state = MemoryState::new();
-            for (offset, event) in events.iter().enumerate() {
-                let position = LogPosition {
-                    partition: 0,
-                    offset: offset as u64,
-                };
-                view.apply(&mut state, event, position).expect("applies");
-            }
-            state
-        })
-        .collect()
+/// One view folded in memory: its canonical dump.
+fn fold<V: View>(view: &V, events: &[Event]) -> Entries {
+    let mut state = view.new_state();
+    for (offset, event) in events.iter().enumerate() {
+        let position = LogPosition {
+            partition: 0,
+            offset: offset as u64,
+        };
+        apply_in_memory(view, &mut state, event, position).expect("applies");
+    }
+    state.dump().expect("dumps")
+}
+
+fn fold_all(events: &[Event]) -> Vec<Entries> {
+    vec![
+        fold(&JourneyView::new(JourneyConfig::default()), events),
+        fold(&QueueView, events),
+        fold(&ReportingView::new(ReportingConfig::default()), events),
+    ]
 }
 
 #[test]

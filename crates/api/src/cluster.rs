@@ -29,17 +29,18 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use omnilog_events::Destination;
 use omnilog_projector::ViewRuntime;
-use omnilog_store::TableReader;
-use omnilog_views::journey::JourneyReportPartial;
-use omnilog_views::queue::{AgentsPartial, QueuePartial, QueuesPartial};
-use omnilog_views::reporting::{GroupBy, SummaryPartial, TopicsPartial};
-use omnilog_views::{ViewError, journey};
+use omnilog_views::journey::{JourneyReportPartial, JourneyState, JourneyView};
+use omnilog_views::queue::{AgentsPartial, QueuePartial, QueueState, QueueView, QueuesPartial};
+use omnilog_views::reporting::{
+    GroupBy, ReportingState, ReportingView, SummaryPartial, TopicsPartial,
+};
+use omnilog_views::{View, ViewError, ViewState, journey};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::queries::{now_param, time_param};
-use crate::read::{Consistency, live_version, query};
+use crate::read::{Consistency, Reads, live_version, query};
 use crate::{ApiError, AppState, Scope};
 
 /// An instance that answers for a set of partitions of a view.
@@ -113,15 +114,22 @@ trait Gathered: Serialize + DeserializeOwned + Send + 'static {
     /// The kind in `/v1/internal/partials/{kind}`.
     const KIND: &'static str;
     const VIEW: &'static str;
-    fn compute(reader: &TableReader, ask: &Ask) -> Result<Self, ViewError>;
+    /// The view it is computed over.
+    type Of: View;
+    fn compute(
+        state: &<Self::Of as View>::State,
+        reads: &Reads<'_>,
+        ask: &Ask,
+    ) -> Result<Self, ViewError>;
     fn merge(&mut self, other: Self);
 }
 
 impl Gathered for QueuesPartial {
     const KIND: &'static str = "queues";
     const VIEW: &'static str = "queue";
-    fn compute(reader: &TableReader, _: &Ask) -> Result<Self, ViewError> {
-        QueuesPartial::from_state(reader)
+    type Of = QueueView;
+    fn compute(state: &QueueState, _: &Reads<'_>, _: &Ask) -> Result<Self, ViewError> {
+        QueuesPartial::from_state(state)
     }
     fn merge(&mut self, other: Self) {
         QueuesPartial::merge(self, other);
@@ -135,11 +143,12 @@ struct OneQueue(Option<QueuePartial>);
 impl Gathered for OneQueue {
     const KIND: &'static str = "queue";
     const VIEW: &'static str = "queue";
-    fn compute(reader: &TableReader, ask: &Ask) -> Result<Self, ViewError> {
-        let known = omnilog_views::queue::queue(reader, ask.subject(), Utc::now())?.is_some();
+    type Of = QueueView;
+    fn compute(state: &QueueState, _: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
+        let known = omnilog_views::queue::queue(state, ask.subject(), Utc::now())?.is_some();
         Ok(OneQueue(
             known
-                .then(|| QueuePartial::from_state(reader, ask.subject()))
+                .then(|| QueuePartial::from_state(state, ask.subject()))
                 .transpose()?,
         ))
     }
@@ -155,10 +164,11 @@ impl Gathered for OneQueue {
 impl Gathered for AgentsPartial {
     const KIND: &'static str = "agents";
     const VIEW: &'static str = "queue";
-    fn compute(reader: &TableReader, ask: &Ask) -> Result<Self, ViewError> {
+    type Of = QueueView;
+    fn compute(state: &QueueState, _: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
         match &ask.subject {
-            Some(agent) => AgentsPartial::for_agent(reader, agent),
-            None => AgentsPartial::from_state(reader),
+            Some(agent) => AgentsPartial::for_agent(state, agent),
+            None => AgentsPartial::from_state(state),
         }
     }
     fn merge(&mut self, other: Self) {
@@ -169,9 +179,10 @@ impl Gathered for AgentsPartial {
 impl Gathered for SummaryPartial {
     const KIND: &'static str = "summary";
     const VIEW: &'static str = "reporting";
-    fn compute(reader: &TableReader, ask: &Ask) -> Result<Self, ViewError> {
+    type Of = ReportingView;
+    fn compute(state: &ReportingState, _: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
         omnilog_views::reporting::summary(
-            reader,
+            state,
             ask.from,
             ask.to,
             ask.group_by.unwrap_or(GroupBy::None),
@@ -185,8 +196,9 @@ impl Gathered for SummaryPartial {
 impl Gathered for TopicsPartial {
     const KIND: &'static str = "topics";
     const VIEW: &'static str = "reporting";
-    fn compute(reader: &TableReader, ask: &Ask) -> Result<Self, ViewError> {
-        omnilog_views::reporting::topics(reader, ask.from, ask.to)
+    type Of = ReportingView;
+    fn compute(state: &ReportingState, _: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
+        omnilog_views::reporting::topics(state, ask.from, ask.to)
     }
     fn merge(&mut self, other: Self) {
         TopicsPartial::merge(self, other);
@@ -196,9 +208,11 @@ impl Gathered for TopicsPartial {
 impl Gathered for JourneyReportPartial {
     const KIND: &'static str = "journeys";
     const VIEW: &'static str = "journey";
-    fn compute(reader: &TableReader, ask: &Ask) -> Result<Self, ViewError> {
+    type Of = JourneyView;
+    fn compute(state: &JourneyState, reads: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
         journey::journeys_report(
-            reader,
+            state,
+            reads.records,
             ask.from.unwrap_or(DateTime::<Utc>::MIN_UTC),
             ask.to.unwrap_or(DateTime::<Utc>::MAX_UTC),
         )
@@ -215,9 +229,10 @@ struct FoundInteraction(Option<Value>);
 impl Gathered for FoundInteraction {
     const KIND: &'static str = "interaction";
     const VIEW: &'static str = "journey";
-    fn compute(reader: &TableReader, ask: &Ask) -> Result<Self, ViewError> {
+    type Of = JourneyView;
+    fn compute(state: &JourneyState, reads: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
         Ok(FoundInteraction(
-            journey::interaction(reader, ask.subject())?
+            journey::interaction(state, reads.records, reads.events, ask.subject())?
                 .map(|answer| serde_json::to_value(answer).unwrap_or_default()),
         ))
     }
@@ -235,14 +250,15 @@ struct FoundJourney(Option<Value>);
 impl Gathered for FoundJourney {
     const KIND: &'static str = "journey";
     const VIEW: &'static str = "journey";
-    fn compute(reader: &TableReader, ask: &Ask) -> Result<Self, ViewError> {
+    type Of = JourneyView;
+    fn compute(state: &JourneyState, reads: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
         let identity = ask.identity.clone().unwrap_or_default();
         let merged_from: Vec<String> =
             serde_json::from_value(identity["merged_from"].clone()).unwrap_or_default();
         let handles: Vec<omnilog_events::Handle> =
             serde_json::from_value(identity["handles"].clone()).unwrap_or_default();
         Ok(FoundJourney(
-            journey::customer_journey(reader, ask.subject(), &merged_from, &handles)?
+            journey::customer_journey(state, reads.records, ask.subject(), &merged_from, &handles)?
                 .map(|answer| serde_json::to_value(answer).unwrap_or_default()),
         ))
     }
@@ -260,9 +276,11 @@ struct JourneyEntries(Vec<(Vec<u8>, Vec<u8>)>);
 impl Gathered for JourneyEntries {
     const KIND: &'static str = "journey-entries";
     const VIEW: &'static str = "journey";
-    fn compute(reader: &TableReader, ask: &Ask) -> Result<Self, ViewError> {
+    type Of = JourneyView;
+    fn compute(state: &JourneyState, reads: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
         Ok(JourneyEntries(journey::customer_entries(
-            reader,
+            state,
+            reads.records,
             ask.subject(),
         )?))
     }
@@ -298,7 +316,10 @@ async fn local_partial<T: Gathered>(
         let runtime = local.get(&partition).ok_or_else(|| rebalancing(T::VIEW))?;
         let live = live_version(runtime, T::VIEW, &consistency_for(consistency, partition)).await?;
         let ask = ask.clone();
-        let partial = query(live, move |reader| T::compute(reader, &ask)).await?;
+        let partial = query::<T::Of, _>(runtime, live, move |state, reads| {
+            T::compute(state, reads, &ask)
+        })
+        .await?;
         match &mut merged {
             Some(mine) => mine.merge(partial),
             None => merged = Some(partial),
@@ -555,7 +576,7 @@ async fn merged_journey(
     handles: &[omnilog_events::Handle],
     params: &BTreeMap<String, String>,
 ) -> Result<Value, ApiError> {
-    let mut state = omnilog_views::MemoryState::new();
+    let mut state = JourneyView::default().new_state();
     for member in std::iter::once(customer_id).chain(merged_from.iter().map(String::as_str)) {
         let ask = Ask {
             subject: Some(member.to_owned()),
@@ -571,13 +592,19 @@ async fn merged_journey(
         .await?
         .unwrap_or_default();
         for (key, value) in entries.0 {
-            omnilog_views::StateStore::put(&mut state, key, value);
+            state.restore(&key, Some(&value)).map_err(ApiError::from)?;
         }
     }
-    journey::customer_journey(&state, customer_id, merged_from, handles)
-        .map_err(ApiError::from)?
-        .map(|answer| serde_json::to_value(answer).unwrap_or_default())
-        .ok_or_else(|| ApiError::NotFound(format!("no journey of customer {id:?}")))
+    journey::customer_journey(
+        &state,
+        &omnilog_views::NoRecords,
+        customer_id,
+        merged_from,
+        handles,
+    )
+    .map_err(ApiError::from)?
+    .map(|answer| serde_json::to_value(answer).unwrap_or_default())
+    .ok_or_else(|| ApiError::NotFound(format!("no journey of customer {id:?}")))
 }
 
 /// `GET /v1/interactions/{id}` in distributed mode: asks every owner.

@@ -18,6 +18,9 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use futures_util::stream;
 use omnilog_projector::ViewRuntime;
+use omnilog_views::journey::JourneyView;
+use omnilog_views::queue::QueueView;
+use omnilog_views::reporting::ReportingView;
 use omnilog_views::{journey, queue, reporting};
 use serde_json::json;
 
@@ -90,8 +93,8 @@ pub async fn customer_journey(
         Some(identity) => (identity.customer_id, identity.merged_from, identity.handles),
         None => (id.clone(), Vec::new(), Vec::new()),
     };
-    let answer = query(live, move |reader| {
-        journey::customer_journey(reader, &customer_id, &merged_from, &handles)
+    let answer = query::<JourneyView, _>(views, live, move |state, reads| {
+        journey::customer_journey(state, reads.records, &customer_id, &merged_from, &handles)
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no journey of customer {id:?}")))?;
@@ -114,9 +117,11 @@ pub async fn interaction(
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let live = live_version(views, JOURNEY, &consistency).await?;
     let wanted = id.clone();
-    let answer = query(live, move |reader| journey::interaction(reader, &wanted))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no interaction {id:?}")))?;
+    let answer = query::<JourneyView, _>(views, live, move |state, reads| {
+        journey::interaction(state, reads.records, reads.events, &wanted)
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no interaction {id:?}")))?;
     Ok(Json(answer).into_response())
 }
 
@@ -133,7 +138,8 @@ pub async fn queues(
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let now = now_param(&params)?;
     let live = live_version(views, QUEUE, &consistency).await?;
-    let answer = query(live, move |reader| queue::queues(reader, now)).await?;
+    let answer =
+        query::<QueueView, _>(views, live, move |state, _| queue::queues(state, now)).await?;
     Ok(Json(json!({ "queues": answer })).into_response())
 }
 
@@ -154,9 +160,11 @@ pub async fn one_queue(
     let now = now_param(&params)?;
     let live = live_version(views, QUEUE, &consistency).await?;
     let wanted = name.clone();
-    let answer = query(live, move |reader| queue::queue(reader, &wanted, now))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no queue {name:?}")))?;
+    let answer = query::<QueueView, _>(views, live, move |state, _| {
+        queue::queue(state, &wanted, now)
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no queue {name:?}")))?;
     Ok(Json(answer).into_response())
 }
 
@@ -172,7 +180,7 @@ pub async fn agents(
     }
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let live = live_version(views, QUEUE, &consistency).await?;
-    let answer = query(live, |reader| queue::agents(reader)).await?;
+    let answer = query::<QueueView, _>(views, live, |state, _| queue::agents(state)).await?;
     Ok(Json(json!({ "agents": answer })).into_response())
 }
 
@@ -192,7 +200,7 @@ pub async fn one_agent(
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let live = live_version(views, QUEUE, &consistency).await?;
     let wanted = id.clone();
-    let answer = query(live, move |reader| queue::agent(reader, &wanted))
+    let answer = query::<QueueView, _>(views, live, move |state, _| queue::agent(state, &wanted))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no agent {id:?}")))?;
     Ok(Json(answer).into_response())
@@ -214,8 +222,8 @@ pub async fn report_summary(
     let group_by =
         reporting::GroupBy::parse(params.get("group_by").map_or("none", String::as_str))?;
     let live = live_version(views, REPORTING, &consistency).await?;
-    let partial = query(live, move |reader| {
-        reporting::summary(reader, from, to, group_by)
+    let partial = query::<ReportingView, _>(views, live, move |state, _| {
+        reporting::summary(state, from, to, group_by)
     })
     .await?;
     Ok(Json(partial.finish()).into_response())
@@ -235,7 +243,10 @@ pub async fn report_topics(
     let from = time_param(&params, "from")?;
     let to = time_param(&params, "to")?;
     let live = live_version(views, REPORTING, &consistency).await?;
-    let partial = query(live, move |reader| reporting::topics(reader, from, to)).await?;
+    let partial = query::<ReportingView, _>(views, live, move |state, _| {
+        reporting::topics(state, from, to)
+    })
+    .await?;
     Ok(Json(partial.finish()).into_response())
 }
 
@@ -255,8 +266,8 @@ pub async fn report_journeys(
     let from = time_param(&params, "from")?.unwrap_or(DateTime::<Utc>::MIN_UTC);
     let to = time_param(&params, "to")?.unwrap_or(DateTime::<Utc>::MAX_UTC);
     let live = live_version(views, JOURNEY, &consistency).await?;
-    let partial = query(live, move |reader| {
-        journey::journeys_report(reader, from, to)
+    let partial = query::<JourneyView, _>(views, live, move |state, reads| {
+        journey::journeys_report(state, reads.records, from, to)
     })
     .await?;
     Ok(Json(partial.finish()).into_response())
@@ -325,7 +336,11 @@ pub async fn queue_stream(
             }
             cursor.last_version = Some((status.version, applied));
             let now = Utc::now();
-            let Ok(answers) = query(live, move |reader| queue::queues(reader, now)).await else {
+            let answered = query::<QueueView, _>(&cursor.views, live, move |state, _| {
+                queue::queues(state, now)
+            })
+            .await;
+            let Ok(answers) = answered else {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             };

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use omnilog_events::Destination;
+use omnilog_events::Event;
 use omnilog_ingest::ReadToken;
 use omnilog_log::Topic;
 use omnilog_projector::{AwaitedPosition, LiveVersion, ProjectorError, ViewRuntime};
 use omnilog_store::TableReader;
-use omnilog_views::ViewError;
+use omnilog_views::journey::EventSource;
+use omnilog_views::{View, ViewError};
 
 use crate::problem::ApiError;
 
@@ -117,14 +119,47 @@ pub async fn live_version(
         .await?)
 }
 
-/// Runs a query over the live version's state on a blocking thread (sled blocks).
-pub async fn query<T: Send + 'static>(
-    version: Arc<LiveVersion>,
-    run: impl FnOnce(&TableReader) -> Result<T, ViewError> + Send + 'static,
+/// What a query reads besides the state in memory: the store behind it (for records not in
+/// memory) and the log (for the events of the journey's timelines).
+pub struct Reads<'a> {
+    pub records: &'a TableReader,
+    pub events: &'a dyn EventSource,
+}
+
+impl std::fmt::Debug for Reads<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reads").finish_non_exhaustive()
+    }
+}
+
+/// The event source of an instance with no log to read.
+struct NoEvents;
+
+impl EventSource for NoEvents {
+    fn events(&self, _partition: u32, _offsets: &[u64]) -> Result<Vec<Event>, ViewError> {
+        Err(ViewError::Storage(
+            "this instance has no log to read the timeline's events from".to_owned(),
+        ))
+    }
+}
+
+/// Runs a query over the live version's state on a blocking thread (records not in memory
+/// and the timelines' events are read from disk).
+pub async fn query<V: View, T: Send + 'static>(
+    views: &ViewRuntime,
+    live: Arc<LiveVersion>,
+    run: impl FnOnce(&V::State, &Reads<'_>) -> Result<T, ViewError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let version = live.typed::<V>()?;
+    let events = views.events();
     tokio::task::spawn_blocking(move || {
-        let reader = version.reader();
-        run(&reader)
+        // The live version stays alive for the query, whatever swaps meanwhile.
+        let _held = live;
+        let events: &dyn EventSource = match &events {
+            Some(events) => events,
+            None => &NoEvents,
+        };
+        version.read(|state, records| run(state, &Reads { records, events }))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("a query task failed: {e}")))?

@@ -27,14 +27,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use omnilog_events::{Destination, Event, to_canonical_json};
-use omnilog_log::{EmbeddedLog, SharedLog, Topic};
+use omnilog_log::{EmbeddedLog, PartitionRange, Scan, SharedLog, Topic};
+use omnilog_projector::{Projectable, ReplayOptions, replay};
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
-use omnilog_views::{LogPosition, MemoryState};
+use omnilog_views::journey::JourneyView;
+use omnilog_views::queue::QueueView;
+use omnilog_views::reporting::ReportingView;
+use omnilog_views::{LogPosition, View, apply_in_memory};
 use serde_json::json;
 
 use crate::config::ServerArgs;
-use crate::replay::replay_views;
 use crate::serve::{self, standard_views};
 
 /// Options of `omnilog bench`.
@@ -60,9 +63,13 @@ pub struct BenchArgs {
     /// Seconds of the latency stage (e).
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
-    /// Records a replay batch folds and commits at once in stage (c) (`replay --batch`).
-    #[arg(long, default_value_t = omnilog_projector::COMMIT_BATCH)]
+    /// Records a replay reads at once in stage (c) (`replay --batch`).
+    #[arg(long, default_value_t = 8_192)]
     replay_batch: usize,
+    /// What each view's cached records may weigh in memory in stage (c), in MiB
+    /// (`replay --cache-mb`).
+    #[arg(long, default_value_t = 128)]
+    cache_mb: usize,
     /// Seed of the history.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -103,32 +110,41 @@ async fn ends_of(log: &SharedLog) -> anyhow::Result<Ends> {
     Ok(ends)
 }
 
-/// Decodes every record of `topic` up to `ends`, in partition order, handing each event
-/// with its position to `each`; returns how many there were. Reads up to the given ends,
-/// not until a read comes back empty: a broker may report an end short of what it holds
-/// (see the README on tansu), and a slow fetch may come back empty before the end.
+/// Decodes every record of `topics` up to `ends`, in the order the log reads fastest,
+/// handing each event with its position to `each`; returns how many there were. Reads up
+/// to the given ends, not until a read comes back empty: a broker may report an end short
+/// of what it holds (see the README on tansu), and a slow fetch may come back empty before
+/// the end.
 async fn for_each_event(
     log: &SharedLog,
     ends: &Ends,
-    topic: Topic,
+    topics: &[Topic],
     mut each: impl FnMut(Event, LogPosition) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
+    let ranges = ends
+        .iter()
+        .filter(|((topic, _), _)| topics.contains(topic))
+        .map(|(&(topic, partition), &end)| PartitionRange {
+            topic,
+            partition,
+            from: 0,
+            to: end,
+        })
+        .collect();
+    let mut scan = Scan::new(ranges);
     let mut count = 0;
-    for partition in 0..log.partitions(topic) {
-        let end = ends.get(&(topic, partition)).copied().unwrap_or(0);
-        let mut from = 0;
-        while from < end {
-            let records =
-                omnilog_log::read_before_end(&**log, topic, partition, from, 8_192).await?;
-            for record in &records {
-                from = record.offset + 1;
-                let position = LogPosition {
-                    partition,
-                    offset: record.offset,
-                };
-                each(omnilog_events::decode(&record.payload)?, position)?;
-                count += 1;
-            }
+    loop {
+        let records = log.scan_next(&mut scan, 8_192).await?;
+        if records.is_empty() {
+            break;
+        }
+        for record in &records {
+            let position = LogPosition {
+                partition: record.partition,
+                offset: record.offset,
+            };
+            each(omnilog_events::decode(&record.payload)?, position)?;
+            count += 1;
         }
     }
     Ok(count)
@@ -136,21 +152,67 @@ async fn for_each_event(
 
 /// Folds one view in memory over the topics it reads, up to `ends`; returns the events
 /// folded and the state (dropped by the caller, after its clock stops).
-async fn fold_in_memory(
+async fn fold_in_memory<V: View>(
     log: &SharedLog,
     ends: &Ends,
-    view: &dyn omnilog_views::View,
-) -> anyhow::Result<(u64, MemoryState)> {
-    let mut state = MemoryState::new();
-    let mut folded = 0;
-    for &destination in view.topics() {
-        let topic = omnilog_projector::topic_of(destination);
-        folded += for_each_event(log, ends, topic, |event, position| {
-            Ok(view.apply(&mut state, &event, position)?)
-        })
-        .await?;
-    }
+    view: &V,
+) -> anyhow::Result<(u64, V::State)> {
+    let mut state = view.new_state();
+    let topics: Vec<Topic> = view
+        .topics()
+        .iter()
+        .map(|&d| omnilog_projector::topic_of(d))
+        .collect();
+    let folded = for_each_event(log, ends, &topics, |event, position| {
+        Ok(apply_in_memory(view, &mut state, &event, position)?)
+    })
+    .await?;
     Ok((folded, state))
+}
+
+/// (b): each view folded in memory on its own; (name, events, seconds) each.
+async fn fold_each_in_memory(
+    log: &SharedLog,
+    ends: &Ends,
+) -> anyhow::Result<Vec<(&'static str, u64, f64)>> {
+    let mut folds = Vec::new();
+    let started = Instant::now();
+    let (count, state) = fold_in_memory(log, ends, &JourneyView::default()).await?;
+    folds.push(("journey", count, started.elapsed().as_secs_f64()));
+    drop(state);
+    let started = Instant::now();
+    let (count, state) = fold_in_memory(log, ends, &QueueView).await?;
+    folds.push(("queue", count, started.elapsed().as_secs_f64()));
+    drop(state);
+    let started = Instant::now();
+    let (count, state) = fold_in_memory(log, ends, &ReportingView::default()).await?;
+    folds.push(("reporting", count, started.elapsed().as_secs_f64()));
+    drop(state);
+    Ok(folds)
+}
+
+/// Replays `views` into a fresh store in `dir`: the durable projection of (c) and (g).
+async fn replay_into(
+    log: &SharedLog,
+    dir: &std::path::Path,
+    views: Vec<Arc<dyn Projectable>>,
+    identity: bool,
+    args: &BenchArgs,
+) -> anyhow::Result<u64> {
+    let store = ViewStore::open(dir)?;
+    let options = ReplayOptions {
+        until: None,
+        batch: args.replay_batch,
+        cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+        identity,
+    };
+    let (replayed, _) = replay(log.clone(), &store, views, options, |_, _| {}).await?;
+    store.flush()?;
+    Ok(replayed
+        .iter()
+        .map(|view| view.checkpoint.events_applied)
+        .max()
+        .unwrap_or(0))
 }
 
 /// Stage (g): the history on Kafka, drained by a bare consumer, then consumed and folded
@@ -220,9 +282,7 @@ async fn kafka_stages(brokers: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> a
 
     let views = standard_views();
     let started = Instant::now();
-    for view in &views {
-        fold_in_memory(&log, &ends, view.as_ref()).await?;
-    }
+    fold_each_in_memory(&log, &ends).await?;
     rows.push(Row {
         stage: "g",
         what: format!(
@@ -236,9 +296,29 @@ async fn kafka_stages(brokers: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> a
     // As a projector runs its views: each on its own task with its own consumers.
     let started = Instant::now();
     let mut folds = tokio::task::JoinSet::new();
-    for view in views.clone() {
+    {
         let (log, ends) = (log.clone(), ends.clone());
-        folds.spawn(async move { fold_in_memory(&log, &ends, view.as_ref()).await });
+        folds.spawn(async move {
+            fold_in_memory(&log, &ends, &JourneyView::default())
+                .await
+                .map(|(n, _)| n)
+        });
+    }
+    {
+        let (log, ends) = (log.clone(), ends.clone());
+        folds.spawn(async move {
+            fold_in_memory(&log, &ends, &QueueView)
+                .await
+                .map(|(n, _)| n)
+        });
+    }
+    {
+        let (log, ends) = (log.clone(), ends.clone());
+        folds.spawn(async move {
+            fold_in_memory(&log, &ends, &ReportingView::default())
+                .await
+                .map(|(n, _)| n)
+        });
     }
     while let Some(done) = folds.join_next().await {
         done??;
@@ -254,13 +334,11 @@ async fn kafka_stages(brokers: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> a
     });
 
     let scratch = tempfile::tempdir().context("creating a scratch dir")?;
-    let store = ViewStore::open(scratch.path())?;
     let started = Instant::now();
-    replay_views(&log, &store, views, None, args.replay_batch, |_| None).await?;
-    store.flush()?;
+    replay_into(&log, scratch.path(), views, true, args).await?;
     rows.push(Row {
         stage: "g",
-        what: "consume from Kafka and project all views durably, at once (replay --brokers)".into(),
+        what: "consume from Kafka and project all views and the identity view durably (replay --brokers)".into(),
         count: appended,
         seconds: started.elapsed().as_secs_f64(),
     });
@@ -306,14 +384,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // (a) read and decode.
     let started = Instant::now();
-    let mut decoded = 0u64;
-    for topic in [Topic::Interactions, Topic::Agents] {
-        decoded += for_each_event(&log, &ends, topic, |event, _| {
+    let decoded = for_each_event(
+        &log,
+        &ends,
+        &[Topic::Interactions, Topic::Agents],
+        |event, _| {
             std::hint::black_box(event);
             Ok(())
-        })
-        .await?;
-    }
+        },
+    )
+    .await?;
     rows.push(Row {
         stage: "a",
         what: "read the log and decode every event (the limit)".into(),
@@ -324,15 +404,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // (b) fold every view in memory, each view on its own so the table shows which costs.
     let views = standard_views();
     let mut fold_seconds = 0.0;
-    for view in &views {
-        let started = Instant::now();
-        let (folded, state) = fold_in_memory(&log, &ends, view.as_ref()).await?;
-        let seconds = started.elapsed().as_secs_f64();
-        drop(state);
+    for (name, folded, seconds) in fold_each_in_memory(&log, &ends).await? {
         fold_seconds += seconds;
         rows.push(Row {
             stage: "b",
-            what: format!("fold the {} view in memory (decode included)", view.name()),
+            what: format!("fold the {name} view in memory (decode included)"),
             count: folded,
             seconds,
         });
@@ -348,44 +424,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
 
     // (c) the durable projection: each view on its own (which costs what), then every
-    // view at once into a fresh store, as `replay` does it.
-    let store = ViewStore::open(&scratch.path().join("views-each"))?;
+    // view and the identity view at once into a fresh store, as `replay` does it.
     for view in &views {
         let started = Instant::now();
-        let replayed = replay_views(
-            &log,
-            &store,
-            vec![view.clone()],
-            None,
-            args.replay_batch,
-            |_| None,
-        )
-        .await?;
+        let dir = scratch.path().join(format!("views-{}", view.name()));
+        let count = replay_into(&log, &dir, vec![view.clone()], false, &args).await?;
         rows.push(Row {
             stage: "c",
             what: format!("durable projection of the {} view (replay)", view.name()),
-            count: replayed
-                .iter()
-                .map(|(_, checkpoint)| checkpoint.positions.values().sum::<u64>())
-                .sum(),
+            count,
             seconds: started.elapsed().as_secs_f64(),
         });
+        std::fs::remove_dir_all(&dir).ok();
     }
-    drop(store);
     let started = Instant::now();
-    let store = ViewStore::open(&scratch.path().join("views"))?;
-    replay_views(&log, &store, views.clone(), None, args.replay_batch, |_| {
-        None
-    })
-    .await?;
-    store.flush()?;
+    let dir = scratch.path().join("views-all");
+    replay_into(&log, &dir, views.clone(), true, &args).await?;
     rows.push(Row {
         stage: "c",
-        what: "durable projection of all views at once into a fresh store (replay), flushed".into(),
+        what: "durable projection of all views and the identity view at once (replay), checkpoints flushed".into(),
         count: total,
         seconds: started.elapsed().as_secs_f64(),
     });
-    drop(store);
+    std::fs::remove_dir_all(&dir).ok();
     drop(log);
     let (seconds, replay_rss_mb) = replay_in_child(scratch.path())?;
     rows.push(Row {

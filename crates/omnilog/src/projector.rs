@@ -25,9 +25,8 @@ use omnilog_api::{ApiMetrics, router};
 use omnilog_events::Destination;
 use omnilog_kafka::{Claim, GroupMembership, KafkaConfig, OwnershipBoard};
 use omnilog_log::{PartitionSlice, SharedLog, Topic, partition_for};
-use omnilog_projector::{ProjectorConfig, ProjectorMetrics, ViewRuntime};
+use omnilog_projector::{Projectable, ProjectorConfig, ProjectorMetrics, ViewRuntime};
 use omnilog_store::ViewStore;
-use omnilog_views::View;
 use serde_json::json;
 
 use crate::config::{LogBackend, ServerArgs, ServerConfig};
@@ -185,7 +184,10 @@ impl Cluster for Instance {
 }
 
 /// The views named by `--view`, checked.
-fn chosen_views(all: Vec<Arc<dyn View>>, names: &[String]) -> anyhow::Result<Vec<Arc<dyn View>>> {
+fn chosen_views(
+    all: Vec<Arc<dyn Projectable>>,
+    names: &[String],
+) -> anyhow::Result<Vec<Arc<dyn Projectable>>> {
     if names.is_empty() {
         return Ok(all);
     }
@@ -223,7 +225,7 @@ async fn follow_assignment(
     instance: &Instance,
     log: &SharedLog,
     data_dir: &std::path::Path,
-    views: &[Arc<dyn View>],
+    views: &[Arc<dyn Projectable>],
     metrics: &ProjectorMetrics,
     assigned: &BTreeSet<u32>,
 ) -> anyhow::Result<()> {

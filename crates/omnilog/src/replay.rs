@@ -2,20 +2,22 @@
 //! point in event time (`--until`), for analysts; `omnilog serve --data-dir OUT
 //! --read-only` then serves what it built.
 //!
-//! The output holds `views/` (a view store with version 1 of each view, active) and
+//! The output holds `views/` (a view store with version 1 of each view, active),
 //! `identity.bin` (the identity view folded over the same events), which a read-only server
-//! needs to answer customer lookups and merged journeys. The source log is only read; the
-//! server that owns it must be stopped (sled admits one process per directory).
+//! needs to answer customer lookups and merged journeys, and `source.json`, the log it was
+//! replayed from, which a read-only server reads the journeys' timelines from. The source
+//! log is only read, and may be the log of a running server: the replay reads what was
+//! durable when it started. The work itself is `omnilog_projector::replay`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
-use omnilog_log::{EmbeddedLog, EventLog, SharedLog, Topic};
-use omnilog_projector::replay;
-use omnilog_store::{Checkpoint, ViewStore};
-use omnilog_views::{IdentityView, View};
+use omnilog_log::{EmbeddedLog, SharedLog};
+use omnilog_projector::{Projectable, ReplayOptions, replay};
+use omnilog_store::ViewStore;
+use serde::{Deserialize, Serialize};
 
 use crate::progress::Progress;
 use crate::serve::views_with;
@@ -43,9 +45,13 @@ pub struct ReplayArgs {
     /// later are left out.
     #[arg(long)]
     pub until: Option<DateTime<Utc>>,
-    /// Records read per partition and batch.
-    #[arg(long, default_value_t = omnilog_projector::COMMIT_BATCH)]
+    /// Records read at once.
+    #[arg(long, default_value_t = 8_192)]
     pub batch: usize,
+    /// What each view's records that grow with the history (a customer's journeys) may
+    /// weigh in memory, in MiB, before the least recently used are written and let go.
+    #[arg(long, default_value_t = 128)]
+    pub cache_mb: usize,
     /// A channel's service-level threshold, as CHANNEL=SECONDS (repeatable), as given to
     /// the server whose views this replay should equal.
     #[arg(
@@ -58,6 +64,18 @@ pub struct ReplayArgs {
 
 /// The file of the identity view saved beside replayed views.
 pub const IDENTITY_FILE: &str = "identity.bin";
+/// The file naming the log replayed views came from.
+pub const SOURCE_FILE: &str = "source.json";
+
+/// Where replayed views came from: what a read-only server reads timelines from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// An embedded log: its directory.
+    Embedded { log_dir: PathBuf },
+    /// A Kafka cluster.
+    Kafka { brokers: String, partitions: u32 },
+}
 
 /// Opens the embedded log of a data dir to read it, whether or not a server is writing it
 /// (a running server's log is read up to what was durable when it opened).
@@ -69,29 +87,36 @@ pub fn open_log(data_dir: &Path) -> anyhow::Result<SharedLog> {
 }
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
-    let log: SharedLog = match (&args.brokers, &args.data_dir) {
-        (Some(brokers), _) => {
-            let mut kafka = omnilog_kafka::KafkaConfig::new(brokers.clone());
-            kafka.partitions = omnilog_log::PartitionCounts::uniform(args.partitions.unwrap_or(12));
-            kafka.client_id = format!("omnilog-replay-{}", std::process::id());
-            Arc::new(
-                omnilog_kafka::KafkaLog::open(kafka)
-                    .await
-                    .with_context(|| {
-                        format!("opening the log on the Kafka cluster at {brokers}")
-                    })?,
-            )
-        }
-        (None, Some(data_dir)) => open_log(data_dir)?,
-        (None, None) => bail!("give --data-dir DIR (the embedded log) or --brokers HOST:PORT"),
-    };
+    let (log, source): (SharedLog, Source) =
+        match (&args.brokers, &args.data_dir) {
+            (Some(brokers), _) => {
+                let partitions = args.partitions.unwrap_or(12);
+                let mut kafka = omnilog_kafka::KafkaConfig::new(brokers.clone());
+                kafka.partitions = omnilog_log::PartitionCounts::uniform(partitions);
+                kafka.client_id = format!("omnilog-replay-{}", std::process::id());
+                let log = Arc::new(omnilog_kafka::KafkaLog::open(kafka).await.with_context(
+                    || format!("opening the log on the Kafka cluster at {brokers}"),
+                )?);
+                let source = Source::Kafka {
+                    brokers: brokers.clone(),
+                    partitions,
+                };
+                (log, source)
+            }
+            (None, Some(data_dir)) => {
+                let log_dir = std::path::absolute(data_dir.join("log"))
+                    .with_context(|| format!("resolving {}", data_dir.display()))?;
+                (open_log(data_dir)?, Source::Embedded { log_dir })
+            }
+            (None, None) => bail!("give --data-dir DIR (the embedded log) or --brokers HOST:PORT"),
+        };
     let levels = args
         .service_levels
         .iter()
         .map(|entry| crate::config::parse_service_level(entry))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let all = views_with(crate::config::reporting_config(&levels)?);
-    let chosen: Vec<Arc<dyn View>> = if args.views.is_empty() {
+    let chosen: Vec<Arc<dyn Projectable>> = if args.views.is_empty() {
         all
     } else {
         let mut chosen = Vec::new();
@@ -118,18 +143,44 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let store = ViewStore::open(&views_dir)
         .with_context(|| format!("creating the view store in {}", views_dir.display()))?;
     let started = std::time::Instant::now();
-    let progress = indicatif::MultiProgress::new();
-    replay_views(&log, &store, chosen, args.until, args.batch, |name| {
-        Some(Progress::in_group(&progress, name, 0))
+    let group = indicatif::MultiProgress::new();
+    // Per name: the bar and where it last stood.
+    let mut bars: Vec<(String, Progress, u64, u64)> = Vec::new();
+    let options = ReplayOptions {
+        until: args.until,
+        batch: args.batch,
+        cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+        identity: true,
+    };
+    let (_, identity) = replay(log, &store, chosen, options, |name, step| {
+        let at = match bars.iter().position(|(n, ..)| n == name) {
+            Some(at) => at,
+            None => {
+                let bar = Progress::in_group(&group, name, step.total);
+                bars.push((name.to_owned(), bar, 0, 0));
+                bars.len() - 1
+            }
+        };
+        let (_, bar, done, total) = &mut bars[at];
+        bar.update(step.read, step.total);
+        (*done, *total) = (step.read, step.total);
     })
     .await?;
-    let identity = fold_identity(&*log, args.until).await?;
+    for (_, bar, done, total) in bars {
+        bar.finish(done, total);
+    }
+    if let Some(identity) = identity {
+        std::fs::write(
+            args.out.join(IDENTITY_FILE),
+            postcard::to_stdvec(&identity)?,
+        )
+        .context("saving the identity view")?;
+    }
     std::fs::write(
-        args.out.join(IDENTITY_FILE),
-        postcard::to_stdvec(&identity)?,
+        args.out.join(SOURCE_FILE),
+        serde_json::to_vec_pretty(&source)?,
     )
-    .context("saving the identity view")?;
-    store.flush()?;
+    .context("saving where the replay came from")?;
     use std::io::Write as _;
     writeln!(
         std::io::stdout(),
@@ -147,91 +198,45 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Replays every view into version 1 of its table in `store` (made active), all views at
-/// once: each view folds on its own blocking threads, so the views share the cores instead
-/// of waiting for each other (the journey view costs several times the others).
-/// `progress` makes the progress report of one view, if it is to be reported. Returns
-/// each view's final checkpoint.
-pub async fn replay_views(
-    log: &SharedLog,
-    store: &ViewStore,
-    views: Vec<Arc<dyn View>>,
-    until: Option<DateTime<Utc>>,
-    batch: usize,
-    mut progress: impl FnMut(&str) -> Option<Progress>,
-) -> anyhow::Result<Vec<(&'static str, Checkpoint)>> {
-    let mut replays = tokio::task::JoinSet::new();
-    for view in views {
-        let name = view.name();
-        let table = store.table_with_layout(name, 1, view.layout())?;
-        store.set_active(name, 1)?;
-        let mut progress = progress(name);
-        let log = log.clone();
-        replays.spawn(async move {
-            let checkpoint = replay(log, table, view, until, batch, |step| {
-                if let Some(progress) = progress.as_mut() {
-                    progress.update(step.read, step.total)
-                }
-            })
-            .await
-            .with_context(|| format!("replaying the {name} view"))?;
-            let total: u64 = checkpoint.positions.values().sum();
-            if let Some(progress) = progress {
-                progress.finish(total, total);
+/// Opens the log named in a replay's `source.json`, to read it; `None` (with a warning)
+/// when there is none or it cannot be opened: the views are served, timelines are not.
+pub async fn open_source(out: &Path) -> Option<SharedLog> {
+    let path = out.join(SOURCE_FILE);
+    let source: Source = match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(source) => source,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read where the views were replayed from; timelines are not served");
+                return None;
             }
-            tracing::info!(
-                view = name,
-                events_applied = checkpoint.events_applied,
-                dead_letters = checkpoint.dead_letters,
-                "view replayed"
-            );
-            anyhow::Ok((name, checkpoint))
-        });
-    }
-    let mut replayed = Vec::new();
-    while let Some(done) = replays.join_next().await {
-        replayed.push(done??);
-    }
-    Ok(replayed)
-}
-
-/// The identity view over every interaction event (that occurred by `until`).
-async fn fold_identity(
-    log: &dyn EventLog,
-    until: Option<DateTime<Utc>>,
-) -> anyhow::Result<IdentityView> {
-    let mut identity = IdentityView::new();
-    let ends = log.end_offsets(Topic::Interactions).await?;
-    for (partition, &end) in ends.iter().enumerate() {
-        let mut from = 0;
-        // Past the reported end too, until a read comes back empty (see the projector's
-        // replay: a broker may report an end short of what is readable).
-        loop {
-            let records = if from < end {
-                omnilog_log::read_before_end(
-                    log,
-                    Topic::Interactions,
-                    partition as u32,
-                    from,
-                    8_192,
-                )
-                .await?
-            } else {
-                log.read(Topic::Interactions, partition as u32, from, 8_192)
-                    .await?
-            };
-            let Some(last) = records.last() else {
-                break;
-            };
-            from = last.offset + 1;
-            for record in &records {
-                if let Ok(event) = omnilog_events::decode(&record.payload)
-                    && until.is_none_or(|until| event.occurred_at <= until)
-                {
-                    identity.apply(&event);
-                }
-            }
+        },
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "no record of where the views were replayed from; timelines are not served");
+            return None;
+        }
+    };
+    let opened: anyhow::Result<SharedLog> = match &source {
+        Source::Embedded { log_dir } => EmbeddedLog::open_read_only(log_dir)
+            .map(|log| Arc::new(log) as SharedLog)
+            .map_err(anyhow::Error::from),
+        Source::Kafka {
+            brokers,
+            partitions,
+        } => {
+            let mut kafka = omnilog_kafka::KafkaConfig::new(brokers.clone());
+            kafka.partitions = omnilog_log::PartitionCounts::uniform(*partitions);
+            kafka.client_id = format!("omnilog-read-only-{}", std::process::id());
+            omnilog_kafka::KafkaLog::open(kafka)
+                .await
+                .map(|log| Arc::new(log) as SharedLog)
+                .map_err(anyhow::Error::from)
+        }
+    };
+    match opened {
+        Ok(log) => Some(log),
+        Err(error) => {
+            tracing::warn!(?source, %error, "cannot open the log the views were replayed from; timelines are not served");
+            None
         }
     }
-    Ok(identity)
 }

@@ -23,7 +23,7 @@ use omnilog_events::{Destination, Event, format_time};
 use omnilog_ingest::Ingest;
 use omnilog_log::Topic;
 use omnilog_projector::{AwaitedPosition, ViewRuntime};
-use omnilog_views::queue::{self, AgentsPartial};
+use omnilog_views::queue::{self, AgentsPartial, QueueView};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -238,15 +238,16 @@ async fn round(views: &ViewRuntime, awaited: &[AwaitedPosition]) -> anyhow::Resu
         .live_after("queue", awaited, Duration::from_secs(10))
         .await?;
     let now = Utc::now();
+    let version = live.typed::<QueueView>()?;
     let round = tokio::task::spawn_blocking(move || -> anyhow::Result<Round> {
-        let reader = live.reader();
-        let items = queue::routable(&reader, now)?;
-        let agents = AgentsPartial::from_state(&reader)?;
+        let state = version.state();
+        let items = queue::routable(&state, now)?;
+        let agents = AgentsPartial::from_state(&state)?;
         let candidates = agents.candidates();
         // An offer is a waiting item reserved for an agent.
         let mut open_offers = BTreeMap::new();
         let mut waiting = std::collections::BTreeSet::new();
-        for answer in queue::queues(&reader, now)? {
+        for answer in queue::queues(&state, now)? {
             for item in answer.items {
                 waiting.insert(item.interaction_id.clone());
                 if let Some(agent) = item.reserved_for {

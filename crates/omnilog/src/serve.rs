@@ -15,12 +15,12 @@ use omnilog_channels::Registry;
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_kafka::{KafkaConfig, KafkaLog};
 use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
-use omnilog_projector::{ProjectorConfig, ProjectorMetrics, ViewRuntime};
+use omnilog_projector::{Projectable, ProjectorConfig, ProjectorMetrics, ViewRuntime};
 use omnilog_store::ViewStore;
+use omnilog_views::IdentityView;
 use omnilog_views::journey::{JourneyConfig, JourneyView};
 use omnilog_views::queue::QueueView;
 use omnilog_views::reporting::{ReportingConfig, ReportingView};
-use omnilog_views::{IdentityView, View};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -232,7 +232,8 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
             .with_context(|| format!("reading {}", identity_file.display()))?,
     )
     .with_context(|| format!("decoding {}", identity_file.display()))?;
-    let views = ViewRuntime::frozen(store, views_with(config.reporting.clone())).await?;
+    let source = crate::replay::open_source(&config.data_dir).await;
+    let views = ViewRuntime::frozen(store, views_with(config.reporting.clone()), source).await?;
     let app = router(AppState::read_only(
         Arc::new(FrozenIdentities(identity)),
         Arc::new(config.access.clone()),
@@ -243,12 +244,12 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
 }
 
 /// Every projected view, with the contract's defaults.
-pub fn standard_views() -> Vec<Arc<dyn View>> {
+pub fn standard_views() -> Vec<Arc<dyn Projectable>> {
     views_with(ReportingConfig::default())
 }
 
 /// Every projected view, with the given service-level thresholds.
-pub fn views_with(reporting: ReportingConfig) -> Vec<Arc<dyn View>> {
+pub fn views_with(reporting: ReportingConfig) -> Vec<Arc<dyn Projectable>> {
     vec![
         Arc::new(JourneyView::new(JourneyConfig::default())),
         Arc::new(QueueView),

@@ -1,13 +1,18 @@
-//! The projector runtime: folds the log into every view, keeps each view's state and the
-//! positions it came from in one atomic write, reports lag, waits for read-your-writes
-//! tokens, and rebuilds a view beside the live one (blue/green).
+//! The projector runtime: folds the log into every view's state in memory, checkpoints each
+//! view's changed records with the positions they came from in one atomic write, reports
+//! lag, waits for read-your-writes tokens, rebuilds a view beside the live one
+//! (blue/green), and replays history into a fresh store.
 //!
-//! [`Projection`] is one task folding one version of one view. [`ViewRuntime`] holds the
-//! live projection of every view, the rebuilds in progress, and what queries need: a
-//! reader of the live version, taken once per query so an answer never mixes versions.
+//! A [`projection::Version`] is one version of one view: typed state in memory over its
+//! table in the store. A [`Projection`] is the task folding the log into one version.
+//! [`ViewRuntime`] holds the live version of every view, the rebuilds in progress, and what
+//! queries need: the live version, taken once per query so an answer never mixes versions.
+//! [`replay`] folds history into fresh versions of every view at once, reading and decoding
+//! the log once for all of them.
 //!
 //! This crate holds no business rules: the views crate decides what an event means.
 
+pub mod events;
 pub mod metrics;
 pub mod projection;
 pub mod replay;
@@ -21,9 +26,13 @@ use omnilog_log::{LogError, SharedLog};
 use omnilog_store::{StoreError, TableReader, ViewStore, ViewTable};
 use omnilog_views::{View, ViewError};
 
+pub use events::LogEvents;
 pub use metrics::ProjectorMetrics;
-pub use projection::{Phase, Projection, ProjectionStatus, topic_of};
-pub use replay::{ReplayProgress, replay};
+pub use projection::{
+    AnyVersion, Decoded, Phase, Projectable, Projection, ProjectionStatus, Version, decode_all,
+    topic_of,
+};
+pub use replay::{ReplayOptions, ReplayProgress, ReplayedView, replay};
 
 /// What went wrong in the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -44,14 +53,12 @@ pub enum ProjectorError {
     Timeout(Duration),
     #[error("this instance serves a replayed store read-only: it has no log to fold")]
     ReadOnly,
+    #[error("the view {view} is not a {wanted}")]
+    WrongView { view: String, wanted: &'static str },
 }
 
-/// Records read per partition for one commit when busy (live) or replaying. Larger
-/// batches buy nothing measurable and cost memory: sled keeps every tree node version an
-/// atomic batch copies until the batch ends, so a commit's memory grows with its size
-/// (`omnilog bench --events 100000`: peak RSS 1.5 GB at 8,192 a partition, 0.75 GB at
-/// 2,048, at the same rate; see the README's benchmarks).
-pub const COMMIT_BATCH: usize = 2_048;
+/// Records read per partition for one fold when busy.
+pub const COMMIT_BATCH: usize = 4_096;
 
 /// Tuning of the projectors.
 #[derive(Clone, Debug)]
@@ -64,6 +71,15 @@ pub struct ProjectorConfig {
     pub idle_wait: Duration,
     /// How often to look when the log cannot notify.
     pub poll_interval: Duration,
+    /// A checkpoint is written once this many events were folded since the last...
+    pub checkpoint_events: u64,
+    /// ...or this long after the last one, whichever comes first (and whenever the log is
+    /// quiet).
+    pub checkpoint_interval: Duration,
+    /// What a version's cached records (those that grow with the history) may weigh in
+    /// memory, about, in bytes: beyond it, a checkpoint writes them and the least recently
+    /// used go.
+    pub cache_bytes: usize,
 }
 
 impl Default for ProjectorConfig {
@@ -73,6 +89,9 @@ impl Default for ProjectorConfig {
             max_batch: COMMIT_BATCH,
             idle_wait: Duration::from_millis(500),
             poll_interval: Duration::from_millis(20),
+            checkpoint_events: 200_000,
+            checkpoint_interval: Duration::from_secs(1),
+            cache_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -86,11 +105,10 @@ pub struct AwaitedPosition {
 }
 
 /// A version of a view that queries read. Queries hold it for their duration, so its
-/// tree is not dropped under them after a swap.
+/// state and table are not dropped under them after a swap.
 #[derive(Debug)]
 pub struct LiveVersion {
-    table: ViewTable,
-    status: Arc<ProjectionStatus>,
+    version: Arc<dyn AnyVersion>,
     /// `None` for a frozen view (a replayed store served read-only).
     projection: Option<Projection>,
 }
@@ -98,22 +116,38 @@ pub struct LiveVersion {
 impl LiveVersion {
     fn projected(projection: Projection) -> Self {
         LiveVersion {
-            table: projection.table().clone(),
-            status: projection.status().clone(),
+            version: projection.version().clone(),
             projection: Some(projection),
         }
     }
 
+    /// The version with its view's state type, for a query.
+    pub fn typed<V: View>(&self) -> Result<Arc<Version<V>>, ProjectorError> {
+        let status = self.version.status();
+        self.version
+            .clone()
+            .into_any()
+            .downcast::<Version<V>>()
+            .map_err(|_| ProjectorError::WrongView {
+                view: status.view.to_owned(),
+                wanted: std::any::type_name::<V>(),
+            })
+    }
+
+    pub fn version(&self) -> &Arc<dyn AnyVersion> {
+        &self.version
+    }
+
     pub fn reader(&self) -> TableReader {
-        self.table.reader()
+        self.version.table().reader()
     }
 
     pub fn table(&self) -> &ViewTable {
-        &self.table
+        self.version.table()
     }
 
     pub fn status(&self) -> &Arc<ProjectionStatus> {
-        &self.status
+        self.version.status()
     }
 
     async fn stop(&self) {
@@ -138,7 +172,7 @@ enum Rebuild {
 
 #[derive(Debug)]
 struct ViewSlot {
-    view: Arc<dyn View>,
+    view: Arc<dyn Projectable>,
     live: RwLock<Arc<LiveVersion>>,
     rebuilding: Mutex<Rebuild>,
 }
@@ -209,6 +243,9 @@ pub struct ViewReport {
 pub struct ViewRuntime {
     /// `None` when serving frozen views (see [`ViewRuntime::frozen`]).
     log: Option<SharedLog>,
+    /// Where queries read events from (the journey's timelines): the folded log, or the
+    /// log a frozen store was replayed from.
+    event_log: Option<SharedLog>,
     store: ViewStore,
     config: ProjectorConfig,
     metrics: ProjectorMetrics,
@@ -216,12 +253,11 @@ pub struct ViewRuntime {
 }
 
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    work: impl FnOnce() -> Result<T, ProjectorError> + Send + 'static,
 ) -> Result<T, ProjectorError> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ProjectorError::Task(e.to_string()))?
-        .map_err(ProjectorError::from)
 }
 
 impl ViewRuntime {
@@ -231,7 +267,7 @@ impl ViewRuntime {
     pub async fn start(
         log: SharedLog,
         store: ViewStore,
-        views: Vec<Arc<dyn View>>,
+        views: Vec<Arc<dyn Projectable>>,
         config: ProjectorConfig,
         metrics: ProjectorMetrics,
     ) -> Result<Arc<Self>, ProjectorError> {
@@ -240,7 +276,9 @@ impl ViewRuntime {
             let name = view.name();
             let layout = view.layout();
             let opening = store.clone();
-            let table: ViewTable = blocking(move || {
+            let opened_view = view.clone();
+            let version_config = config.clone();
+            let version = blocking(move || {
                 let version = match opening.active_version(name)? {
                     Some(version) => version,
                     None => {
@@ -259,17 +297,12 @@ impl ViewRuntime {
                         opening.drop_table(name, stale)?;
                     }
                 }
-                opening.table_with_layout(name, version, layout)
+                let table = opening.table_with_layout(name, version, layout)?;
+                opened_view.open_version(table, version_config, Phase::Running)
             })
             .await?;
-            let projection = Projection::spawn(
-                log.clone(),
-                table,
-                view.clone(),
-                config.clone(),
-                metrics.clone(),
-            )
-            .await?;
+            let projection =
+                Projection::spawn(log.clone(), version, config.clone(), metrics.clone());
             slots.insert(
                 name,
                 Arc::new(ViewSlot {
@@ -280,6 +313,7 @@ impl ViewRuntime {
             );
         }
         Ok(Arc::new(ViewRuntime {
+            event_log: Some(log.clone()),
             log: Some(log),
             store,
             config,
@@ -289,16 +323,19 @@ impl ViewRuntime {
     }
 
     /// Serves the active version of every view in `store` as it stands, folding nothing
-    /// (a store written by `omnilog replay`, for analysts).
+    /// (a store written by `omnilog replay`, for analysts). `source` is the log it was
+    /// replayed from, which the journey's timelines are read from.
     pub async fn frozen(
         store: ViewStore,
-        views: Vec<Arc<dyn View>>,
+        views: Vec<Arc<dyn Projectable>>,
+        source: Option<SharedLog>,
     ) -> Result<Arc<Self>, ProjectorError> {
         let mut slots = BTreeMap::new();
         for view in views {
             let name = view.name();
             let layout = view.layout();
             let opening = store.clone();
+            let opened_view = view.clone();
             let opened = blocking(move || match opening.active_version(name)? {
                 Some(version) => {
                     let table = opening.table(name, version)?;
@@ -313,32 +350,29 @@ impl ViewRuntime {
                         );
                         return Ok(None);
                     }
-                    let checkpoint = table.checkpoint()?;
-                    Ok(Some((table, checkpoint)))
+                    let version = opened_view.open_version(
+                        table,
+                        ProjectorConfig::default(),
+                        Phase::Stopped,
+                    )?;
+                    Ok(Some(version))
                 }
                 None => Ok(None),
             })
             .await?;
-            let Some((table, checkpoint)) = opened else {
+            let Some(version) = opened else {
                 tracing::warn!(
                     view = name,
                     "the store holds no version of this view; not served"
                 );
                 continue;
             };
-            let status = Arc::new(ProjectionStatus::frozen(
-                name,
-                table.version(),
-                view.topics(),
-                checkpoint,
-            ));
             slots.insert(
                 name,
                 Arc::new(ViewSlot {
                     view,
                     live: RwLock::new(Arc::new(LiveVersion {
-                        table,
-                        status,
+                        version,
                         projection: None,
                     })),
                     rebuilding: Mutex::new(Rebuild::Idle),
@@ -347,6 +381,7 @@ impl ViewRuntime {
         }
         Ok(Arc::new(ViewRuntime {
             log: None,
+            event_log: source,
             store,
             config: ProjectorConfig::default(),
             metrics: ProjectorMetrics::default(),
@@ -524,21 +559,22 @@ impl ViewRuntime {
         let name = slot.view.name();
         let layout = slot.view.layout();
         let store = self.store.clone();
-        let table = blocking(move || {
-            // A leftover tree of this number (from an older crash) must not leak in.
+        let view = slot.view.clone();
+        let config = self.config.clone();
+        let opened = blocking(move || {
+            // A leftover version of this number (from an older crash) must not leak in.
             store.drop_table(name, version)?;
-            store.table_with_layout(name, version, layout)
+            let table = store.table_with_layout(name, version, layout)?;
+            view.open_version(table, config, Phase::Running)
         })
         .await?;
         let log = self.log.clone().ok_or(ProjectorError::ReadOnly)?;
-        Projection::spawn(
+        Ok(Projection::spawn(
             log,
-            table,
-            slot.view.clone(),
+            opened,
             self.config.clone(),
             self.metrics.clone(),
-        )
-        .await
+        ))
     }
 
     /// Waits for the rebuild of `slot` to catch up, swaps it in, retires the old version.
@@ -561,7 +597,7 @@ impl ViewRuntime {
         let current = slot.live();
         current.stop().await;
         let target = current.status().checkpoint();
-        let current_table = current.table().clone();
+        let current_version = current.version().clone();
         drop(current);
         let deadline = tokio::time::Instant::now() + SWAP_CATCH_UP;
         loop {
@@ -580,12 +616,10 @@ impl ViewRuntime {
                 let log = self.log.clone().ok_or(ProjectorError::ReadOnly)?;
                 let resumed = Projection::spawn(
                     log,
-                    current_table,
-                    slot.view.clone(),
+                    current_version,
                     self.config.clone(),
                     self.metrics.clone(),
-                )
-                .await?;
+                );
                 *slot.live.write().unwrap_or_else(PoisonError::into_inner) =
                     Arc::new(LiveVersion::projected(resumed));
                 *slot.rebuild_state() = Rebuild::Idle;
@@ -593,7 +627,7 @@ impl ViewRuntime {
                 let abandoned = fresh.status().version;
                 drop(fresh);
                 let store = self.store.clone();
-                blocking(move || store.drop_table(name, abandoned)).await?;
+                blocking(move || Ok(store.drop_table(name, abandoned)?)).await?;
                 return Err(ProjectorError::Task(format!(
                     "the rebuild of {name} did not reach the live version's positions within {SWAP_CATCH_UP:?}; the live version resumed"
                 )));
@@ -602,7 +636,7 @@ impl ViewRuntime {
         }
         let version = fresh.status().version;
         let store = self.store.clone();
-        blocking(move || store.set_active(name, version)).await?;
+        blocking(move || Ok(store.set_active(name, version)?)).await?;
         let old = {
             let mut live = slot.live.write().unwrap_or_else(PoisonError::into_inner);
             std::mem::replace(&mut *live, fresh)
@@ -620,12 +654,13 @@ impl ViewRuntime {
         let retired = old.status().version;
         drop(old);
         let store = self.store.clone();
-        blocking(move || store.drop_table(name, retired)).await?;
+        blocking(move || Ok(store.drop_table(name, retired)?)).await?;
         tracing::info!(view = name, version, retired, "rebuild swapped in");
         Ok(())
     }
 
-    /// Stops every projection after its batch in progress and flushes the store.
+    /// Stops every projection after its batch in progress (each writes a last checkpoint)
+    /// and flushes the store.
     pub async fn stop(&self) -> Result<(), ProjectorError> {
         for slot in self.slots.values() {
             if let Some(rebuilding) = slot.rebuilding() {
@@ -634,7 +669,18 @@ impl ViewRuntime {
             slot.live().stop().await;
         }
         let store = self.store.clone();
-        blocking(move || store.flush()).await
+        blocking(move || Ok(store.flush()?)).await
+    }
+
+    /// The log the runtime folds (`None` when serving frozen views).
+    pub fn log(&self) -> Option<&SharedLog> {
+        self.log.as_ref()
+    }
+
+    /// The log as the journey queries read it, for use on a blocking thread of the
+    /// current tokio runtime; `None` when there is no log to read.
+    pub fn events(&self) -> Option<LogEvents> {
+        self.event_log.clone().map(LogEvents::new)
     }
 
     pub fn store(&self) -> &ViewStore {

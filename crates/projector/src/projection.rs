@@ -1,28 +1,30 @@
-//! One projection: a task that folds the log into one version of one view.
+//! One version of one view: its state in memory, its table in the store, and the task that
+//! folds the log into it.
 //!
-//! The loop: read every partition the view folds from the checkpoint's positions, fold
-//! the records through the view into an overlay (on a blocking thread: sled blocks),
-//! append what could not be decoded or applied to the dead letter, then commit the overlay
-//! and the new checkpoint in one atomic batch, and publish the checkpoint to queries.
+//! The fold of a batch: records are decoded once ([`Decoded`]); the records the fold needs
+//! that are not in memory are loaded from the store ([`View::missing`]); then, under the
+//! state's write lock, each event is applied in place and the positions move on. What could
+//! not be decoded or applied goes to the dead letter. Queries see the state as soon as the
+//! lock is released, and read-your-writes tokens wait on these applied positions.
 //!
-//! Batches adapt to the load: when a read fills the batch the next one doubles (throughput
-//! first when busy), when the log runs dry it halves back towards the minimum and the task
-//! sleeps until the log says something was appended (freshness first when quiet).
-//!
-//! Exactly-once in effect: the state and the positions it came from are one write, so a
-//! crash at any instant resumes from a consistent pair. Dead letters are appended before
-//! the commit that moves past them, with an id derived from (view, partition, offset), so a
-//! re-fold after a crash writes the same dead letter again and the log keeps it once.
+//! A checkpoint (every epoch, bounded in events and in time, see [`ProjectorConfig`]; and
+//! whenever the cached records weigh more than their budget) takes the changed records and
+//! the positions they came from under the same lock, writes them in one atomic batch, syncs
+//! the store, then lets clean cached records go until memory is back under budget. After a
+//! crash the version restarts from its last checkpoint and folds the log from there:
+//! exactly-once in effect. Dead letters are appended before the checkpoint that moves past
+//! them, with an id derived from (view, partition, offset), so a re-fold writes the same
+//! dead letter again and the log keeps it once.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::any::Any;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-
-use omnilog_events::Destination;
+use omnilog_events::{Destination, Event};
 use omnilog_log::{AppendRecord, LogRecord, SharedLog, Topic};
-use omnilog_store::{Checkpoint, Overlay, ViewTable};
-use omnilog_views::{LogPosition, View, ViewError};
+use omnilog_store::{Checkpoint, TableReader, ViewTable};
+use omnilog_views::{LogPosition, View, ViewError, ViewState};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -38,6 +40,31 @@ pub fn topic_of(destination: Destination) -> Topic {
     }
 }
 
+pub(crate) fn destination_of(topic: Topic) -> Destination {
+    match topic {
+        Topic::Agents => Destination::Agents,
+        _ => Destination::Interactions,
+    }
+}
+
+/// A record read from the log and decoded once, for every view that folds it.
+#[derive(Debug)]
+pub struct Decoded {
+    pub record: LogRecord,
+    pub event: Result<Event, String>,
+}
+
+/// Decodes records (what could not be decoded keeps its error for the dead letter).
+pub fn decode_all(records: Vec<LogRecord>) -> Vec<Decoded> {
+    records
+        .into_iter()
+        .map(|record| {
+            let event = omnilog_events::decode(&record.payload).map_err(|e| e.to_string());
+            Decoded { record, event }
+        })
+        .collect()
+}
+
 /// What a projection is doing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -47,41 +74,50 @@ pub enum Phase {
     Stopped,
 }
 
-/// What queries and operators see of a running projection.
+/// What queries and operators see of a version.
 #[derive(Debug)]
 pub struct ProjectionStatus {
     pub view: &'static str,
     pub version: u32,
     pub topics: &'static [Destination],
-    checkpoint: watch::Sender<Checkpoint>,
+    /// Where the state in memory stands: what queries see.
+    applied: watch::Sender<Checkpoint>,
+    /// The last checkpoint written to the store.
+    committed: watch::Sender<Checkpoint>,
     phase: Mutex<Phase>,
 }
 
 impl ProjectionStatus {
-    /// The status of a view that is served but not projected (a replayed store).
-    pub fn frozen(
+    fn new(
         view: &'static str,
         version: u32,
         topics: &'static [Destination],
         checkpoint: Checkpoint,
+        phase: Phase,
     ) -> Self {
         ProjectionStatus {
             view,
             version,
             topics,
-            checkpoint: watch::channel(checkpoint).0,
-            phase: Mutex::new(Phase::Stopped),
+            applied: watch::channel(checkpoint.clone()).0,
+            committed: watch::channel(checkpoint).0,
+            phase: Mutex::new(phase),
         }
     }
 
-    /// The checkpoint of the last commit.
+    /// Where the state queries read stands: positions folded and counters.
     pub fn checkpoint(&self) -> Checkpoint {
-        self.checkpoint.borrow().clone()
+        self.applied.borrow().clone()
     }
 
-    /// Follows the checkpoint as commits land.
+    /// The last checkpoint written to the store.
+    pub fn committed(&self) -> Checkpoint {
+        self.committed.borrow().clone()
+    }
+
+    /// Follows the applied positions as batches are folded.
     pub fn subscribe(&self) -> watch::Receiver<Checkpoint> {
-        self.checkpoint.subscribe()
+        self.applied.subscribe()
     }
 
     pub fn phase(&self) -> Phase {
@@ -97,215 +133,116 @@ impl ProjectionStatus {
 
     /// Whether the state has folded `offset` of `topic`/`partition`.
     pub fn has_applied(&self, topic: Destination, partition: u32, offset: u64) -> bool {
-        self.checkpoint.borrow().next_offset(topic, partition) > offset
+        self.applied.borrow().next_offset(topic, partition) > offset
     }
 }
 
-/// A running projection. Stop it with [`Projection::stop`].
+/// Bookkeeping of the epoch in progress.
 #[derive(Debug)]
-pub struct Projection {
-    status: Arc<ProjectionStatus>,
-    table: ViewTable,
-    stop: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
+struct Epoch {
+    events: u64,
+    started: Instant,
 }
 
-impl Projection {
-    /// Starts folding `log` into `table` through `view`, from the table's checkpoint.
-    pub async fn spawn(
-        log: SharedLog,
+/// One version of a view: its state in memory, over its table in the store.
+pub struct Version<V: View> {
+    view: Arc<V>,
+    table: ViewTable,
+    state: RwLock<V::State>,
+    status: Arc<ProjectionStatus>,
+    config: ProjectorConfig,
+    epoch: Mutex<Epoch>,
+}
+
+impl<V: View> std::fmt::Debug for Version<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version")
+            .field("view", &self.status.view)
+            .field("version", &self.status.version)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_error<T>(_: PoisonError<T>) -> ProjectorError {
+    ProjectorError::Task("a view state's lock was poisoned by a panic".to_owned())
+}
+
+impl<V: View> Version<V> {
+    /// Opens a version from its table: the whole tables are read into memory and the
+    /// positions from the checkpoint. A version whose records cannot be read is cleared and
+    /// folded again from offset 0, with a warning. Blocks.
+    pub fn open(
+        view: Arc<V>,
         table: ViewTable,
-        view: Arc<dyn View>,
         config: ProjectorConfig,
-        metrics: ProjectorMetrics,
+        phase: Phase,
     ) -> Result<Self, ProjectorError> {
-        let reading = table.clone();
-        let checkpoint = tokio::task::spawn_blocking(move || reading.checkpoint())
-            .await
-            .map_err(|e| ProjectorError::Task(e.to_string()))??;
-        let status = Arc::new(ProjectionStatus {
-            view: view.name(),
-            version: table.version(),
-            topics: view.topics(),
-            checkpoint: watch::channel(checkpoint).0,
-            phase: Mutex::new(Phase::Running),
-        });
-        let (stop, stopped) = watch::channel(false);
-        let worker = Worker {
-            log,
-            table: table.clone(),
-            view,
-            config,
-            metrics,
-            status: status.clone(),
-            stopped,
+        let (state, checkpoint) = match Self::load(&view, &table) {
+            Ok(loaded) => loaded,
+            Err(ProjectorError::View(ViewError::Corrupt { key, reason })) => {
+                tracing::warn!(
+                    view = view.name(),
+                    version = table.version(),
+                    key,
+                    reason,
+                    "a stored record of the view cannot be read; the version is cleared and folded again from offset 0"
+                );
+                table.clear()?;
+                (view.new_state(), Checkpoint::default())
+            }
+            Err(error) => return Err(error),
         };
-        let task = tokio::spawn(worker.run());
-        Ok(Projection {
-            status,
+        Ok(Version {
+            status: Arc::new(ProjectionStatus::new(
+                view.name(),
+                table.version(),
+                view.topics(),
+                checkpoint,
+                phase,
+            )),
+            view,
             table,
-            stop,
-            task: Mutex::new(Some(task)),
+            state: RwLock::new(state),
+            config,
+            epoch: Mutex::new(Epoch {
+                events: 0,
+                started: Instant::now(),
+            }),
         })
     }
 
-    pub fn status(&self) -> &Arc<ProjectionStatus> {
-        &self.status
+    fn load(view: &V, table: &ViewTable) -> Result<(V::State, Checkpoint), ProjectorError> {
+        let checkpoint = table.checkpoint()?;
+        let mut state = view.new_state();
+        table.restore_whole(&mut state)?;
+        Ok((state, checkpoint))
     }
 
-    pub fn table(&self) -> &ViewTable {
-        &self.table
+    pub fn view(&self) -> &Arc<V> {
+        &self.view
     }
 
-    /// Stops after the batch in progress (which commits or is dropped whole).
-    pub async fn stop(&self) {
-        let _ = self.stop.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task
-            && let Err(error) = task.await
-        {
-            tracing::error!(view = self.status.view, %error, "a projection task panicked");
-        }
-        self.status.set_phase(Phase::Stopped);
-    }
-}
-
-/// What one fold of a batch produced, ready to commit.
-pub(crate) struct Folded {
-    pub(crate) overlay: Overlay,
-    pub(crate) checkpoint: Checkpoint,
-    pub(crate) dead_letters: Vec<AppendRecord>,
-    pub(crate) events: usize,
-}
-
-struct Worker {
-    log: SharedLog,
-    table: ViewTable,
-    view: Arc<dyn View>,
-    config: ProjectorConfig,
-    metrics: ProjectorMetrics,
-    status: Arc<ProjectionStatus>,
-    stopped: watch::Receiver<bool>,
-}
-
-impl Worker {
-    async fn run(mut self) {
-        let mut batch = self.config.min_batch.max(1);
-        let mut appended = self.log.appended();
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            if *self.stopped.borrow() {
-                return;
-            }
-            // Taken before reading, so an append that lands during the read still wakes us.
-            if let Some(receiver) = appended.as_mut() {
-                receiver.borrow_and_update();
-            }
-            match self.step(batch).await {
-                Ok(0) => {
-                    backoff = Duration::from_millis(50);
-                    batch = (batch / 2).max(self.config.min_batch.max(1));
-                    self.idle(appended.as_mut()).await;
-                }
-                Ok(read) => {
-                    backoff = Duration::from_millis(50);
-                    if self.status.phase() != Phase::Running {
-                        self.status.set_phase(Phase::Running);
-                    }
-                    // A batch that filled up means more is waiting: take more next time.
-                    if read >= batch {
-                        batch = (batch * 2).min(self.config.max_batch.max(1));
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(view = self.status.view, %error, retry_in = ?backoff, "projection step failed");
-                    self.status.set_phase(Phase::Failing(error.to_string()));
-                    // Whatever failed, the committed checkpoint is the truth to resume from.
-                    let table = self.table.clone();
-                    if let Ok(Ok(checkpoint)) =
-                        tokio::task::spawn_blocking(move || table.checkpoint()).await
-                    {
-                        self.status.checkpoint.send_replace(checkpoint);
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = self.stopped.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+    /// The state, for a query (held briefly: the fold waits while it is held).
+    pub fn state(&self) -> RwLockReadGuard<'_, V::State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits for new records, a stop, or the idle timeout.
-    async fn idle(&mut self, appended: Option<&mut watch::Receiver<u64>>) {
-        match appended {
-            Some(receiver) => {
-                tokio::select! {
-                    _ = receiver.changed() => {}
-                    _ = self.stopped.changed() => {}
-                    _ = tokio::time::sleep(self.config.idle_wait) => {}
-                }
-            }
-            None => {
-                tokio::select! {
-                    _ = self.stopped.changed() => {}
-                    _ = tokio::time::sleep(self.config.poll_interval) => {}
-                }
-            }
-        }
+    /// What queries read through for records not in memory.
+    pub fn reader(&self) -> TableReader {
+        self.table.reader()
     }
 
-    /// Reads, folds and commits one batch; returns the largest read of one partition.
-    async fn step(&mut self, batch: usize) -> Result<usize, ProjectorError> {
-        let checkpoint = self.status.checkpoint();
-        let mut records: Vec<LogRecord> = Vec::new();
-        let mut largest_read = 0;
-        for &destination in self.view.topics() {
-            let topic = topic_of(destination);
-            for partition in 0..self.log.partitions(topic) {
-                let from = checkpoint.next_offset(destination, partition);
-                let read = self.log.read(topic, partition, from, batch).await?;
-                largest_read = largest_read.max(read.len());
-                records.extend(read);
-            }
-        }
-        if records.is_empty() {
-            return Ok(0);
-        }
-        let started = Instant::now();
-        let table = self.table.clone();
-        let view = self.view.clone();
-        let folded =
-            tokio::task::spawn_blocking(move || fold(&table, &*view, checkpoint, records, None))
-                .await
-                .map_err(|e| ProjectorError::Task(e.to_string()))??;
-        if !folded.dead_letters.is_empty() {
-            let count = folded.dead_letters.len() as u64;
-            self.log.append(folded.dead_letters).await?;
-            self.metrics.dead_letter(self.status.view, count);
-        }
-        let table = self.table.clone();
-        let checkpoint = folded.checkpoint.clone();
-        let overlay = folded.overlay;
-        tokio::task::spawn_blocking(move || table.commit(overlay, &checkpoint))
-            .await
-            .map_err(|e| ProjectorError::Task(e.to_string()))??;
-        self.metrics
-            .batch(self.status.view, folded.events, started.elapsed());
-        self.status.checkpoint.send_replace(folded.checkpoint);
-        Ok(largest_read)
+    /// Runs a query over the state and the store behind it.
+    pub fn read<T>(&self, query: impl FnOnce(&V::State, &TableReader) -> T) -> T {
+        let reader = self.table.reader();
+        let state = self.state();
+        query(&state, &reader)
     }
-}
 
-pub(crate) fn destination_of(topic: Topic) -> Destination {
-    match topic {
-        Topic::Agents => Destination::Agents,
-        _ => Destination::Interactions,
+    /// The state's records in memory, encoded, in key order (a state wholly in memory
+    /// compares by it).
+    pub fn dump_memory(&self) -> Result<omnilog_views::Entries, ProjectorError> {
+        Ok(self.state().dump()?)
     }
 }
 
@@ -350,62 +287,407 @@ fn dead_letter(view: &str, record: &LogRecord, reason: &str) -> AppendRecord {
     }
 }
 
-/// Folds records into an overlay over the table (blocking: reads go to sled). With
-/// `until`, events that occurred after it are passed over (their positions still advance):
-/// the state is the view as of that point in event time.
-pub(crate) fn fold(
-    table: &ViewTable,
-    view: &dyn View,
-    mut checkpoint: Checkpoint,
-    records: Vec<LogRecord>,
-    until: Option<DateTime<Utc>>,
-) -> Result<Folded, ViewError> {
-    let mut overlay = table.begin();
-    let mut dead_letters = Vec::new();
-    let events = records.len();
-    for record in &records {
-        let destination = destination_of(record.topic);
-        overlay.start_event();
-        let reason = match omnilog_events::decode(&record.payload) {
-            Err(error) => Some(format!("undecodable: {error}")),
-            Ok(event) if until.is_some_and(|until| event.occurred_at > until) => {
-                checkpoint
-                    .positions
-                    .insert((destination, record.partition), record.offset + 1);
-                continue;
-            }
-            Ok(event) => {
-                let position = LogPosition {
-                    partition: record.partition,
-                    offset: record.offset,
-                };
-                match view.apply(&mut overlay, &event, position) {
-                    Ok(()) => None,
-                    Err(ViewError::Unapplicable(reason)) => Some(reason),
-                    Err(ViewError::BadQuery { parameter, message }) => {
-                        Some(format!("{parameter}: {message}"))
-                    }
-                    // The store failed, not the event: the batch is retried whole.
-                    Err(fatal @ (ViewError::Storage(_) | ViewError::Corrupt { .. })) => {
-                        return Err(fatal);
-                    }
+/// A version whatever its view's state: what the runtime drives.
+pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
+    fn status(&self) -> &Arc<ProjectionStatus>;
+
+    fn table(&self) -> &ViewTable;
+
+    /// Folds a batch of decoded records (of the view's topics, each partition's in order,
+    /// starting where the version stands); returns the dead letters to append. With
+    /// `until`, events that occurred later are passed over (their positions still move).
+    /// Blocks (it may read the store).
+    fn fold(
+        &self,
+        batch: &[Decoded],
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AppendRecord>, ProjectorError>;
+
+    /// Whether the epoch is over: enough events or time since the last checkpoint, or
+    /// cached records over their budget.
+    fn checkpoint_due(&self) -> bool;
+
+    /// Whether anything was folded since the last checkpoint.
+    fn has_pending(&self) -> bool;
+
+    /// Writes the changes since the last checkpoint and the positions they came from,
+    /// syncs the store, and lets clean cached records go. Blocks.
+    fn checkpoint(&self) -> Result<(), ProjectorError>;
+
+    /// Goes back to the last checkpoint (after a failure in the middle of a fold, the state
+    /// in memory may hold part of a batch). Blocks.
+    fn reset(&self) -> Result<(), ProjectorError>;
+
+    /// The cached records' weight in memory (about, in bytes).
+    fn memory(&self) -> usize;
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<V: View> AnyVersion for Version<V> {
+    fn status(&self) -> &Arc<ProjectionStatus> {
+        &self.status
+    }
+
+    fn table(&self) -> &ViewTable {
+        &self.table
+    }
+
+    fn fold(
+        &self,
+        batch: &[Decoded],
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AppendRecord>, ProjectorError> {
+        // Bring what the fold needs into memory first, so the fold itself never waits on
+        // the disk and holds the write lock only for in-memory work.
+        let mut missing = Vec::new();
+        {
+            let state = self.state.read().map_err(lock_error)?;
+            for decoded in batch {
+                if let Ok(event) = &decoded.event {
+                    self.view.missing(&state, event, &mut missing)?;
                 }
             }
-        };
-        if let Some(reason) = reason {
-            overlay.undo_event();
-            dead_letters.push(dead_letter(view.name(), record, &reason));
-            checkpoint.dead_letters += 1;
         }
-        checkpoint
-            .positions
-            .insert((destination, record.partition), record.offset + 1);
-        checkpoint.events_applied += 1;
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            missing.dedup();
+            let loaded = self.table.get_many(missing)?;
+            let mut state = self.state.write().map_err(lock_error)?;
+            for (key, value) in loaded {
+                state.restore(&key, value.as_deref())?;
+            }
+        }
+        let name = self.view.name();
+        let mut dead_letters = Vec::new();
+        let mut state = self.state.write().map_err(lock_error)?;
+        let mut checkpoint = self.status.checkpoint();
+        for decoded in batch {
+            let record = &decoded.record;
+            let destination = destination_of(record.topic);
+            let reason = match &decoded.event {
+                Err(error) => Some(format!("undecodable: {error}")),
+                Ok(event) if until.is_some_and(|until| event.occurred_at > until) => None,
+                Ok(event) => {
+                    let position = LogPosition {
+                        partition: record.partition,
+                        offset: record.offset,
+                    };
+                    match self.view.apply(&mut state, event, position) {
+                        Ok(()) => None,
+                        Err(ViewError::Unapplicable(reason)) => Some(reason),
+                        Err(ViewError::BadQuery { parameter, message }) => {
+                            Some(format!("{parameter}: {message}"))
+                        }
+                        // The store or the runtime failed, not the event: the caller goes
+                        // back to the last checkpoint and folds again.
+                        Err(fatal @ (ViewError::Storage(_) | ViewError::Corrupt { .. })) => {
+                            return Err(fatal.into());
+                        }
+                    }
+                }
+            };
+            if let Some(reason) = reason {
+                dead_letters.push(dead_letter(name, record, &reason));
+                checkpoint.dead_letters += 1;
+            }
+            checkpoint
+                .positions
+                .insert((destination, record.partition), record.offset + 1);
+            checkpoint.events_applied += 1;
+        }
+        self.status.applied.send_replace(checkpoint);
+        drop(state);
+        self.epoch.lock().map_err(lock_error)?.events += batch.len() as u64;
+        Ok(dead_letters)
     }
-    Ok(Folded {
-        overlay,
-        checkpoint,
-        dead_letters,
-        events,
-    })
+
+    fn checkpoint_due(&self) -> bool {
+        let epoch = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
+        if epoch.events == 0 {
+            return false;
+        }
+        epoch.events >= self.config.checkpoint_events
+            || epoch.started.elapsed() >= self.config.checkpoint_interval
+            || self.memory() > self.config.cache_bytes
+    }
+
+    fn has_pending(&self) -> bool {
+        self.epoch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .events
+            > 0
+    }
+
+    fn checkpoint(&self) -> Result<(), ProjectorError> {
+        let (changes, checkpoint) = {
+            let mut state = self.state.write().map_err(lock_error)?;
+            (state.take_changes()?, self.status.checkpoint())
+        };
+        self.table.commit(changes, &checkpoint)?;
+        self.table.flush()?;
+        self.status.committed.send_replace(checkpoint);
+        *self.epoch.lock().map_err(lock_error)? = Epoch {
+            events: 0,
+            started: Instant::now(),
+        };
+        // Written: clean records may go now.
+        self.state
+            .write()
+            .map_err(lock_error)?
+            .evict(self.config.cache_bytes);
+        Ok(())
+    }
+
+    fn reset(&self) -> Result<(), ProjectorError> {
+        let (state, checkpoint) = Self::load(&self.view, &self.table)?;
+        *self.state.write().map_err(lock_error)? = state;
+        self.status.applied.send_replace(checkpoint.clone());
+        self.status.committed.send_replace(checkpoint);
+        *self.epoch.lock().map_err(lock_error)? = Epoch {
+            events: 0,
+            started: Instant::now(),
+        };
+        Ok(())
+    }
+
+    fn memory(&self) -> usize {
+        self.state().cached_weight()
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// A view whatever its state: what the runtime is given.
+pub trait Projectable: Send + Sync + std::fmt::Debug + 'static {
+    fn name(&self) -> &'static str;
+
+    fn topics(&self) -> &'static [Destination];
+
+    fn layout(&self) -> u32;
+
+    /// Opens a version of this view over `table`. Blocks.
+    fn open_version(
+        self: Arc<Self>,
+        table: ViewTable,
+        config: ProjectorConfig,
+        phase: Phase,
+    ) -> Result<Arc<dyn AnyVersion>, ProjectorError>;
+}
+
+impl<V: View> Projectable for V {
+    fn name(&self) -> &'static str {
+        View::name(self)
+    }
+
+    fn topics(&self) -> &'static [Destination] {
+        View::topics(self)
+    }
+
+    fn layout(&self) -> u32 {
+        View::layout(self)
+    }
+
+    fn open_version(
+        self: Arc<Self>,
+        table: ViewTable,
+        config: ProjectorConfig,
+        phase: Phase,
+    ) -> Result<Arc<dyn AnyVersion>, ProjectorError> {
+        Ok(Arc::new(Version::open(self, table, config, phase)?))
+    }
+}
+
+/// A running projection: the task folding the log into one version. Stop it with
+/// [`Projection::stop`].
+#[derive(Debug)]
+pub struct Projection {
+    version: Arc<dyn AnyVersion>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ProjectorError> + Send + 'static,
+) -> Result<T, ProjectorError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ProjectorError::Task(e.to_string()))?
+}
+
+impl Projection {
+    /// Starts folding `log` into `version`, from where it stands.
+    pub fn spawn(
+        log: SharedLog,
+        version: Arc<dyn AnyVersion>,
+        config: ProjectorConfig,
+        metrics: ProjectorMetrics,
+    ) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        version.status().set_phase(Phase::Running);
+        let worker = Worker {
+            log,
+            version: version.clone(),
+            config,
+            metrics,
+            stopped,
+        };
+        let task = tokio::spawn(worker.run());
+        Projection {
+            version,
+            stop,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    pub fn version(&self) -> &Arc<dyn AnyVersion> {
+        &self.version
+    }
+
+    /// Stops after the batch in progress, writing a last checkpoint.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task
+            && let Err(error) = task.await
+        {
+            tracing::error!(view = self.version.status().view, %error, "a projection task panicked");
+        }
+        self.version.status().set_phase(Phase::Stopped);
+    }
+}
+
+struct Worker {
+    log: SharedLog,
+    version: Arc<dyn AnyVersion>,
+    config: ProjectorConfig,
+    metrics: ProjectorMetrics,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut batch = self.config.min_batch.max(1);
+        let mut appended = self.log.appended();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if *self.stopped.borrow() {
+                if self.version.has_pending() {
+                    let version = self.version.clone();
+                    if let Err(error) = blocking(move || version.checkpoint()).await {
+                        tracing::warn!(view = self.version.status().view, %error, "the last checkpoint failed");
+                    }
+                }
+                return;
+            }
+            // Taken before reading, so an append that lands during the read still wakes us.
+            if let Some(receiver) = appended.as_mut() {
+                receiver.borrow_and_update();
+            }
+            match self.step(batch).await {
+                Ok(0) => {
+                    backoff = Duration::from_millis(50);
+                    batch = (batch / 2).max(self.config.min_batch.max(1));
+                    // Quiet: whatever was folded is written now, not a whole epoch later.
+                    if self.version.has_pending() {
+                        let version = self.version.clone();
+                        if let Err(error) = blocking(move || version.checkpoint()).await {
+                            self.failed(error, &mut backoff).await;
+                            continue;
+                        }
+                    }
+                    self.idle(appended.as_mut()).await;
+                }
+                Ok(read) => {
+                    backoff = Duration::from_millis(50);
+                    if self.version.status().phase() != Phase::Running {
+                        self.version.status().set_phase(Phase::Running);
+                    }
+                    // A batch that filled up means more is waiting: take more next time.
+                    if read >= batch {
+                        batch = (batch * 2).min(self.config.max_batch.max(1));
+                    }
+                }
+                Err(error) => self.failed(error, &mut backoff).await,
+            }
+        }
+    }
+
+    async fn failed(&mut self, error: ProjectorError, backoff: &mut Duration) {
+        let status = self.version.status();
+        tracing::warn!(view = status.view, %error, retry_in = ?backoff, "projection step failed");
+        status.set_phase(Phase::Failing(error.to_string()));
+        // Whatever failed, the last checkpoint is the truth to go on from.
+        let version = self.version.clone();
+        if let Err(error) = blocking(move || version.reset()).await {
+            tracing::warn!(view = status.view, %error, "could not go back to the last checkpoint");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = self.stopped.changed() => {}
+        }
+        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    }
+
+    /// Waits for new records, a stop, or the idle timeout.
+    async fn idle(&mut self, appended: Option<&mut watch::Receiver<u64>>) {
+        match appended {
+            Some(receiver) => {
+                tokio::select! {
+                    _ = receiver.changed() => {}
+                    _ = self.stopped.changed() => {}
+                    _ = tokio::time::sleep(self.config.idle_wait) => {}
+                }
+            }
+            None => {
+                tokio::select! {
+                    _ = self.stopped.changed() => {}
+                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                }
+            }
+        }
+    }
+
+    /// Reads, folds and (when due) checkpoints one batch; returns the largest read of one
+    /// partition.
+    async fn step(&mut self, batch: usize) -> Result<usize, ProjectorError> {
+        let status = self.version.status().clone();
+        let checkpoint = status.checkpoint();
+        let mut records: Vec<LogRecord> = Vec::new();
+        let mut largest_read = 0;
+        for &destination in status.topics {
+            let topic = topic_of(destination);
+            for partition in 0..self.log.partitions(topic) {
+                let from = checkpoint.next_offset(destination, partition);
+                let read = self.log.read(topic, partition, from, batch).await?;
+                largest_read = largest_read.max(read.len());
+                records.extend(read);
+            }
+        }
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let started = Instant::now();
+        let events = records.len();
+        let version = self.version.clone();
+        let dead_letters = blocking(move || version.fold(&decode_all(records), None)).await?;
+        if !dead_letters.is_empty() {
+            let count = dead_letters.len() as u64;
+            self.log.append(dead_letters).await?;
+            self.metrics.dead_letter(status.view, count);
+        }
+        if self.version.checkpoint_due() {
+            let version = self.version.clone();
+            blocking(move || version.checkpoint()).await?;
+        }
+        self.metrics.batch(status.view, events, started.elapsed());
+        Ok(largest_read)
+    }
 }

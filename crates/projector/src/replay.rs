@@ -1,108 +1,329 @@
-//! Replay: folds a view from offset 0 to the end the log has now, into a fresh table,
+//! Replay: folds views from offset 0 to the end the log has now, into fresh versions,
 //! optionally as of a point in event time (`until`): what analysts run to rebuild views
-//! offline or to ask what was true last March.
+//! offline or to ask what was true last March, and what `omnilog bench` measures.
 //!
-//! It is the live projection's fold and commit, driven to a fixed end instead of tailing:
-//! the same code, so a replayed view equals the live one folded to the same positions.
+//! The log is read and decoded once for every view: one reader scans the partitions the
+//! views fold, in the order the log reads fastest, decodes each batch once and hands it to
+//! one worker thread per view (and one for the identity view), which fold it into their
+//! state in memory. A worker writes a checkpoint when its cached records outgrow their
+//! budget (then lets the least recently used go) and at the end; so memory is bounded by the
+//! budgets, not by the history. The views fold the same records through the same code as a
+//! live projection, so a replayed view equals the live one folded to the same positions.
 //! The source log is only read: records that cannot be decoded or applied are counted
 //! (`dead_letters`), not appended anywhere.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
-use omnilog_log::SharedLog;
-use omnilog_store::{Checkpoint, ViewTable};
-use omnilog_views::View;
+use omnilog_log::{PartitionRange, Scan, SharedLog, Topic};
+use omnilog_store::{Checkpoint, ViewStore};
+use omnilog_views::IdentityView;
 
-use crate::ProjectorError;
-use crate::projection::{fold, topic_of};
+use crate::projection::{AnyVersion, Decoded, Phase, Projectable, decode_all};
+use crate::{ProjectorConfig, ProjectorError};
 
 /// How far a replay has come.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplayProgress {
-    /// Records read so far.
+    /// Records read (or folded, for a view) so far.
     pub read: u64,
     /// Records to read in all.
     pub total: u64,
 }
 
-/// Folds `view` into `table` up to the log's current end; returns the final checkpoint.
-pub async fn replay(
-    log: SharedLog,
-    table: ViewTable,
-    view: Arc<dyn View>,
-    until: Option<DateTime<Utc>>,
-    batch: usize,
-    mut on_progress: impl FnMut(ReplayProgress) + Send,
-) -> Result<Checkpoint, ProjectorError> {
-    let reading = table.clone();
-    let mut checkpoint = tokio::task::spawn_blocking(move || reading.checkpoint())
-        .await
-        .map_err(|e| ProjectorError::Task(e.to_string()))??;
-    let mut ends = Vec::new();
-    for &destination in view.topics() {
-        let topic = topic_of(destination);
-        for (partition, end) in log.end_offsets(topic).await?.into_iter().enumerate() {
-            ends.push((destination, partition as u32, end));
+/// How to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    /// Leave out events that occurred after this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Records read at once.
+    pub batch: usize,
+    /// Each view's budget for its cached records, about, in bytes.
+    pub cache_bytes: usize,
+    /// Also fold the identity view.
+    pub identity: bool,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            until: None,
+            batch: 8_192,
+            cache_bytes: 128 * 1024 * 1024,
+            identity: true,
         }
     }
-    let total: u64 = ends.iter().map(|(_, _, end)| end).sum();
-    let progress = |checkpoint: &Checkpoint| ReplayProgress {
-        read: ends
-            .iter()
-            .map(|&(topic, partition, end)| checkpoint.next_offset(topic, partition).min(end))
-            .sum(),
-        total,
+}
+
+/// What a replay built of one view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayedView {
+    pub view: &'static str,
+    pub checkpoint: Checkpoint,
+}
+
+/// What one batch of the log holds, per topic, decoded.
+#[derive(Debug, Default)]
+struct Batch {
+    interactions: Vec<Decoded>,
+    agents: Vec<Decoded>,
+}
+
+type Shared = Arc<Batch>;
+
+/// A view's replay worker: its name, how many records it folded, how many it will fold,
+/// and its thread (which returns the last checkpoint).
+type Worker = (
+    &'static str,
+    Arc<AtomicU64>,
+    u64,
+    JoinHandle<Result<Checkpoint, ProjectorError>>,
+);
+
+/// Folds every view into version 1 of its table in `store` (made active) up to the log's
+/// current end, and the identity view (returned) when asked. `on_progress` hears of the
+/// reading (`"log"`) and of each view's folding, by name.
+pub async fn replay(
+    log: SharedLog,
+    store: &ViewStore,
+    views: Vec<Arc<dyn Projectable>>,
+    options: ReplayOptions,
+    mut on_progress: impl FnMut(&str, ReplayProgress) + Send,
+) -> Result<(Vec<ReplayedView>, Option<IdentityView>), ProjectorError> {
+    let config = ProjectorConfig {
+        // Checkpoints only when memory asks for one, and at the end.
+        checkpoint_events: u64::MAX,
+        checkpoint_interval: std::time::Duration::MAX,
+        cache_bytes: options.cache_bytes,
+        ..ProjectorConfig::default()
     };
-    on_progress(progress(&checkpoint));
-    let batch = batch.max(1);
-    // Once the ends are reached, one more look beyond each: a broker may report an end
-    // short of what is readable (tansu's ListOffsets leaves out the last batch), and a
-    // replay must not stop before what a live projection has already folded.
-    let mut beyond_ends = false;
-    // Bounds the look beyond on a log still being written: it catches a short end, it
-    // does not follow the writers.
-    let mut passes_beyond = 0;
-    loop {
-        let mut records = Vec::new();
-        for &(destination, partition, end) in &ends {
-            let from = checkpoint.next_offset(destination, partition);
-            if from < end || beyond_ends {
-                let wanted = if from < end {
-                    batch.min((end - from) as usize)
-                } else {
-                    batch
-                };
-                let topic = topic_of(destination);
-                records.extend(if from < end {
-                    omnilog_log::read_before_end(&*log, topic, partition, from, wanted).await?
-                } else {
-                    log.read(topic, partition, from, wanted).await?
-                });
-            }
-        }
-        if records.is_empty() || passes_beyond > 16 {
-            if beyond_ends {
-                break;
-            }
-            beyond_ends = true;
-            continue;
-        }
-        if beyond_ends {
-            passes_beyond += 1;
-        }
-        let (table_now, view_now) = (table.clone(), view.clone());
-        let start = checkpoint.clone();
-        let folded = tokio::task::spawn_blocking(move || {
-            let folded = fold(&table_now, &*view_now, start, records, until)?;
-            let checkpoint = folded.checkpoint.clone();
-            table_now.commit(folded.overlay, &checkpoint)?;
-            Ok::<_, ProjectorError>(checkpoint)
+    let mut versions: Vec<Arc<dyn AnyVersion>> = Vec::new();
+    for view in views {
+        let name = view.name();
+        let layout = view.layout();
+        let store = store.clone();
+        let version_config = config.clone();
+        let version = tokio::task::spawn_blocking(move || {
+            let table = store.table_with_layout(name, 1, layout)?;
+            store.set_active(name, 1)?;
+            view.open_version(table, version_config, Phase::Running)
         })
         .await
         .map_err(|e| ProjectorError::Task(e.to_string()))??;
-        checkpoint = folded;
-        on_progress(progress(&checkpoint));
+        versions.push(version);
     }
-    Ok(checkpoint)
+    let reads_agents = versions.iter().any(|v| {
+        v.status()
+            .topics
+            .contains(&omnilog_events::Destination::Agents)
+    });
+    let mut topics = vec![Topic::Interactions];
+    if reads_agents {
+        topics.push(Topic::Agents);
+    }
+    let mut scan = Scan::to_ends(&*log, &topics).await?;
+    let total = scan.remaining();
+
+    // One worker thread per view, fed the decoded batches through bounded channels.
+    let mut feeds: Vec<mpsc::SyncSender<Shared>> = Vec::new();
+    let mut workers: Vec<Worker> = Vec::new();
+    for version in &versions {
+        let (feed, batches) = mpsc::sync_channel::<Shared>(4);
+        let folded = Arc::new(AtomicU64::new(0));
+        let status = version.status().clone();
+        let folds_agents = status.topics.contains(&omnilog_events::Destination::Agents);
+        let view_total: u64 = scan
+            .ranges()
+            .iter()
+            .filter(|r| r.topic == Topic::Interactions || folds_agents)
+            .map(|r| r.to - r.from)
+            .sum();
+        let worker_version = version.clone();
+        let counter = folded.clone();
+        let until = options.until;
+        let worker = std::thread::Builder::new()
+            .name(format!("omnilog-replay-{}", status.view))
+            .spawn(move || fold_batches(&*worker_version, &batches, folds_agents, until, &counter))
+            .map_err(|e| ProjectorError::Task(format!("starting a replay worker: {e}")))?;
+        feeds.push(feed);
+        workers.push((status.view, folded, view_total, worker));
+    }
+    let identity_worker = if options.identity {
+        let (feed, batches) = mpsc::sync_channel::<Shared>(4);
+        let until = options.until;
+        let worker = std::thread::Builder::new()
+            .name("omnilog-replay-identity".to_owned())
+            .spawn(move || {
+                let mut identity = IdentityView::new();
+                while let Ok(batch) = batches.recv() {
+                    for decoded in &batch.interactions {
+                        if let Ok(event) = &decoded.event
+                            && until.is_none_or(|until| event.occurred_at <= until)
+                        {
+                            identity.apply(event);
+                        }
+                    }
+                }
+                identity
+            })
+            .map_err(|e| ProjectorError::Task(format!("starting a replay worker: {e}")))?;
+        feeds.push(feed);
+        Some(worker)
+    } else {
+        None
+    };
+
+    on_progress("log", ReplayProgress { read: 0, total });
+    let mut read = 0u64;
+    let mut beyond = false;
+    let mut passes_beyond = 0;
+    loop {
+        let records = if beyond {
+            read_beyond(&log, &mut scan, options.batch).await?
+        } else {
+            log.scan_next(&mut scan, options.batch.max(1)).await?
+        };
+        if records.is_empty() {
+            // Once the ends are reached, one more look beyond each: a broker may report an
+            // end short of what is readable (tansu's ListOffsets leaves out the last batch),
+            // and a replay must not stop before what a live projection has already folded.
+            if beyond || passes_beyond > 16 {
+                break;
+            }
+            beyond = true;
+            continue;
+        }
+        if beyond {
+            passes_beyond += 1;
+        }
+        read += records.len() as u64;
+        let batch = tokio::task::spawn_blocking(move || {
+            let mut batch = Batch::default();
+            for decoded in decode_all(records) {
+                match decoded.record.topic {
+                    Topic::Agents => batch.agents.push(decoded),
+                    _ => batch.interactions.push(decoded),
+                }
+            }
+            Arc::new(batch)
+        })
+        .await
+        .map_err(|e| ProjectorError::Task(e.to_string()))?;
+        for feed in &feeds {
+            let feed = feed.clone();
+            let batch = batch.clone();
+            // A full channel waits for its worker: reading never runs far ahead of folding.
+            tokio::task::spawn_blocking(move || feed.send(batch))
+                .await
+                .map_err(|e| ProjectorError::Task(e.to_string()))?
+                .map_err(|_| ProjectorError::Task("a replay worker stopped early".to_owned()))?;
+        }
+        on_progress(
+            "log",
+            ReplayProgress {
+                read,
+                total: total.max(read),
+            },
+        );
+        for (name, folded, view_total, _) in &workers {
+            on_progress(
+                name,
+                ReplayProgress {
+                    read: folded.load(Ordering::Relaxed),
+                    total: *view_total,
+                },
+            );
+        }
+    }
+    drop(feeds);
+    let mut replayed = Vec::new();
+    for (name, folded, _, worker) in workers {
+        let checkpoint = tokio::task::spawn_blocking(move || worker.join())
+            .await
+            .map_err(|e| ProjectorError::Task(e.to_string()))?
+            .map_err(|_| ProjectorError::Task(format!("the replay of {name} panicked")))??;
+        let done = folded.load(Ordering::Relaxed);
+        on_progress(
+            name,
+            ReplayProgress {
+                read: done,
+                total: done,
+            },
+        );
+        tracing::info!(
+            view = name,
+            events_applied = checkpoint.events_applied,
+            dead_letters = checkpoint.dead_letters,
+            "view replayed"
+        );
+        replayed.push(ReplayedView {
+            view: name,
+            checkpoint,
+        });
+    }
+    let identity = match identity_worker {
+        Some(worker) => Some(
+            tokio::task::spawn_blocking(move || worker.join())
+                .await
+                .map_err(|e| ProjectorError::Task(e.to_string()))?
+                .map_err(|_| ProjectorError::Task("the identity replay panicked".to_owned()))?,
+        ),
+        None => None,
+    };
+    let flushing = store.clone();
+    tokio::task::spawn_blocking(move || flushing.flush())
+        .await
+        .map_err(|e| ProjectorError::Task(e.to_string()))??;
+    Ok((replayed, identity))
+}
+
+/// Folds batches into one version until the reader is done, then writes the last
+/// checkpoint; returns it.
+fn fold_batches(
+    version: &dyn AnyVersion,
+    batches: &mpsc::Receiver<Shared>,
+    folds_agents: bool,
+    until: Option<DateTime<Utc>>,
+    folded: &AtomicU64,
+) -> Result<Checkpoint, ProjectorError> {
+    while let Ok(batch) = batches.recv() {
+        // Dead letters of a replay are counted in the checkpoint, not appended: the
+        // source log is only read.
+        version.fold(&batch.interactions, until)?;
+        let mut count = batch.interactions.len() as u64;
+        if folds_agents {
+            version.fold(&batch.agents, until)?;
+            count += batch.agents.len() as u64;
+        }
+        folded.fetch_add(count, Ordering::Relaxed);
+        if version.checkpoint_due() {
+            version.checkpoint()?;
+        }
+    }
+    version.checkpoint()?;
+    Ok(version.status().checkpoint())
+}
+
+/// Records past the ends a scan started with (see the look beyond in [`replay`]); moves the
+/// scan's ranges past them.
+async fn read_beyond(
+    log: &SharedLog,
+    scan: &mut Scan,
+    batch: usize,
+) -> Result<Vec<omnilog_log::LogRecord>, ProjectorError> {
+    let mut found = Vec::new();
+    let mut ranges: Vec<PartitionRange> = scan.ranges().to_vec();
+    for range in &mut ranges {
+        let from = range.from.max(range.to);
+        let records = log.read(range.topic, range.partition, from, batch).await?;
+        if let Some(last) = records.last() {
+            range.from = last.offset + 1;
+            range.to = range.from;
+        }
+        found.extend(records);
+    }
+    *scan = Scan::new(ranges);
+    Ok(found)
 }

@@ -1,26 +1,68 @@
 //! The projector runtime against the embedded log: a view projected live equals the same
-//! view folded purely in memory; bad records go to the dead letter without stopping the
-//! projection or leaving half an event behind; a restart resumes from the checkpoint; a
-//! rebuild swaps in an identical new version; state of another layout is folded again from
-//! offset 0; read-your-writes waits for a position.
+//! view folded purely in memory, also when its cached records are let go at every
+//! checkpoint; bad records go to the dead letter without stopping the projection; a restart
+//! resumes from the checkpoint; a rebuild swaps in an identical new version; state of
+//! another layout is folded again from offset 0; read-your-writes waits for a position.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use omnilog_events::{Body, Destination, Event};
 use omnilog_log::{AppendRecord, EmbeddedLog, PartitionCounts, SharedLog, Topic};
-use omnilog_projector::{AwaitedPosition, ProjectorConfig, ProjectorMetrics, ViewRuntime};
+use omnilog_projector::{
+    AwaitedPosition, Projectable, ProjectorConfig, ProjectorMetrics, ViewRuntime,
+};
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
-use omnilog_views::state::{get_record, put_record};
-use omnilog_views::{KeyBuilder, LogPosition, MemoryState, StateStore, View, ViewError};
+use omnilog_views::state::{CachedTable, Changes, Entries, Table, changes_of, sorted};
+use omnilog_views::{LogPosition, View, ViewError, ViewState, apply_in_memory};
 
-/// Counts events per customer and per type; refuses `tagged` events about "poison" after
-/// writing, so the runtime must undo the half-applied event.
+/// Counts events per type (a whole table) and per customer (a cached one, loaded when
+/// needed); refuses `tagged` events about "poison".
 #[derive(Debug)]
 struct CountingView;
 
+#[derive(Debug)]
+struct Counts {
+    by_type: Table<String, u64>,
+    by_customer: CachedTable<String, u64>,
+}
+
+impl ViewState for Counts {
+    fn whole_tags(&self) -> Vec<u8> {
+        vec![b't']
+    }
+
+    fn restore(&mut self, stored: &[u8], value: Option<&[u8]>) -> Result<(), ViewError> {
+        match stored[0] {
+            b't' => self.by_type.restore(stored, value.unwrap()),
+            _ => self.by_customer.restore(stored, value),
+        }
+    }
+
+    fn take_changes(&mut self) -> Result<Changes, ViewError> {
+        changes_of([self.by_type.take_changes(), self.by_customer.take_changes()])
+    }
+
+    fn evict(&mut self, budget: usize) {
+        self.by_customer.evict(budget);
+    }
+
+    fn cached_weight(&self) -> usize {
+        self.by_customer.weight()
+    }
+
+    fn dump(&self) -> Result<Entries, ViewError> {
+        let mut entries = Vec::new();
+        self.by_type.dump(&mut entries)?;
+        self.by_customer.dump(&mut entries)?;
+        Ok(sorted(entries))
+    }
+}
+
 impl View for CountingView {
+    type State = Counts;
+
     fn name(&self) -> &'static str {
         "counting"
     }
@@ -29,26 +71,45 @@ impl View for CountingView {
         &[Destination::Interactions, Destination::Agents]
     }
 
+    fn new_state(&self) -> Counts {
+        Counts {
+            by_type: Table::new(b't'),
+            by_customer: CachedTable::new(b'c'),
+        }
+    }
+
+    fn missing(
+        &self,
+        state: &Counts,
+        event: &Event,
+        missing: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ViewError> {
+        if let Some(customer) = event.customer_id()
+            && !state.by_customer.is_loaded(&customer.to_owned())
+        {
+            missing.push(state.by_customer.stored_key(&customer.to_owned())?);
+        }
+        Ok(())
+    }
+
     fn apply(
         &self,
-        state: &mut dyn StateStore,
+        state: &mut Counts,
         event: &Event,
         _position: LogPosition,
     ) -> Result<(), ViewError> {
-        let by_type = KeyBuilder::table("t")
-            .text(event.event_type().as_str())
-            .build();
-        let count: u64 = get_record(state, &by_type)?.unwrap_or(0);
-        put_record(state, by_type, &(count + 1))?;
-        if let Some(customer) = event.customer_id() {
-            let key = KeyBuilder::table("c").text(customer).build();
-            let count: u64 = get_record(state, &key)?.unwrap_or(0);
-            put_record(state, key, &(count + 1))?;
-        }
         if let Body::Tagged { topics } = &event.body
             && topics.iter().any(|t| t == "poison")
         {
             return Err(ViewError::Unapplicable("poisoned topic".to_owned()));
+        }
+        *state
+            .by_type
+            .get_or_insert_with(event.event_type().as_str().to_owned(), || 0) += 1;
+        if let Some(customer) = event.customer_id() {
+            *state
+                .by_customer
+                .get_or_insert_with(&customer.to_owned(), || 0)? += 1;
         }
         Ok(())
     }
@@ -79,9 +140,9 @@ async fn append_history(log: &SharedLog, seed: u64, events: u64) -> Vec<Event> {
     events
 }
 
-/// The pure fold of the log, partition by partition, as a reference.
-async fn fold_in_memory(log: &SharedLog, view: &dyn View) -> MemoryState {
-    let mut state = MemoryState::new();
+/// The pure fold of the log, partition by partition, as a reference: its canonical dump.
+async fn fold_in_memory<V: View>(log: &SharedLog, view: &V) -> Entries {
+    let mut state = view.new_state();
     for &destination in view.topics() {
         let topic = omnilog_projector::topic_of(destination);
         for partition in 0..log.partitions(topic) {
@@ -89,18 +150,16 @@ async fn fold_in_memory(log: &SharedLog, view: &dyn View) -> MemoryState {
                 let Ok(event) = omnilog_events::decode(&record.payload) else {
                     continue;
                 };
-                let mut attempt = state.clone();
                 let position = LogPosition {
                     partition,
                     offset: record.offset,
                 };
-                if view.apply(&mut attempt, &event, position).is_ok() {
-                    state = attempt;
-                }
+                // A refused event changes nothing.
+                let _ = apply_in_memory(view, &mut state, &event, position);
             }
         }
     }
-    state
+    state.dump().unwrap()
 }
 
 async fn caught_up(runtime: &ViewRuntime) {
@@ -126,24 +185,38 @@ fn setup() -> Setup {
 }
 
 async fn start(setup: &Setup) -> Arc<ViewRuntime> {
-    start_with(setup, Arc::new(CountingView)).await
+    start_with(setup, Arc::new(CountingView), ProjectorConfig::default()).await
 }
 
-async fn start_with(setup: &Setup, view: Arc<dyn View>) -> Arc<ViewRuntime> {
+async fn start_with(
+    setup: &Setup,
+    view: Arc<dyn Projectable>,
+    config: ProjectorConfig,
+) -> Arc<ViewRuntime> {
     let store = ViewStore::open(&setup.dir.path().join("views")).unwrap();
     ViewRuntime::start(
         setup.log.clone(),
         store,
         vec![view],
-        ProjectorConfig::default(),
+        config,
         ProjectorMetrics::default(),
     )
     .await
     .unwrap()
 }
 
-fn dump(runtime: &ViewRuntime) -> Vec<(Vec<u8>, Vec<u8>)> {
-    runtime.live("counting").unwrap().table().dump().unwrap()
+/// The live version's store, once its last checkpoint holds everything it folded (a quiet
+/// projection writes one at once).
+async fn dump(runtime: &ViewRuntime) -> Entries {
+    for _ in 0..600 {
+        let live = runtime.live("counting").unwrap();
+        let status = live.status();
+        if status.committed() == status.checkpoint() {
+            return live.table().dump().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the projection wrote no checkpoint of what it folded in 12 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,12 +226,26 @@ async fn the_live_projection_equals_the_pure_fold_of_the_log() {
     append_history(&setup.log, 11, 20_000).await;
     caught_up(&runtime).await;
     let expected = fold_in_memory(&setup.log, &CountingView).await;
-    assert_eq!(
-        dump(&runtime),
-        expected.entries.into_iter().collect::<Vec<_>>()
-    );
+    assert_eq!(dump(&runtime).await, expected);
     let checkpoint = runtime.live("counting").unwrap().status().checkpoint();
     assert_eq!(checkpoint.events_applied, 20_000);
+    runtime.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_records_let_go_at_every_checkpoint_are_loaded_again_when_needed() {
+    let setup = setup();
+    // Every checkpoint lets every clean cached record go, and comes every 500 events.
+    let config = ProjectorConfig {
+        cache_bytes: 0,
+        checkpoint_events: 500,
+        ..ProjectorConfig::default()
+    };
+    let runtime = start_with(&setup, Arc::new(CountingView), config).await;
+    append_history(&setup.log, 21, 10_000).await;
+    caught_up(&runtime).await;
+    let expected = fold_in_memory(&setup.log, &CountingView).await;
+    assert_eq!(dump(&runtime).await, expected);
     runtime.stop().await.unwrap();
 }
 
@@ -167,7 +254,7 @@ async fn a_bad_record_goes_to_the_dead_letter_and_leaves_nothing_behind() {
     let setup = setup();
     let runtime = start(&setup).await;
     let events = append_history(&setup.log, 12, 500).await;
-    // Garbage bytes, and a valid event the view refuses after writing.
+    // Garbage bytes, and a valid event the view refuses.
     let mut poisoned = events
         .iter()
         .find(|e| e.customer_id().is_some())
@@ -202,12 +289,9 @@ async fn a_bad_record_goes_to_the_dead_letter_and_leaves_nothing_behind() {
         .iter()
         .sum();
     assert_eq!(dead, 2);
-    // The refused event's writes were undone: the state is the fold without it.
+    // The refused event changed nothing: the state is the fold without it.
     let expected = fold_in_memory(&setup.log, &CountingView).await;
-    assert_eq!(
-        dump(&runtime),
-        expected.entries.into_iter().collect::<Vec<_>>()
-    );
+    assert_eq!(dump(&runtime).await, expected);
     runtime.stop().await.unwrap();
 }
 
@@ -226,10 +310,7 @@ async fn a_restart_resumes_from_the_checkpoint_without_counting_twice() {
     let checkpoint = runtime.live("counting").unwrap().status().checkpoint();
     assert_eq!(checkpoint.events_applied, 5_000);
     let expected = fold_in_memory(&setup.log, &CountingView).await;
-    assert_eq!(
-        dump(&runtime),
-        expected.entries.into_iter().collect::<Vec<_>>()
-    );
+    assert_eq!(dump(&runtime).await, expected);
     runtime.stop().await.unwrap();
 }
 
@@ -237,7 +318,32 @@ async fn a_restart_resumes_from_the_checkpoint_without_counting_twice() {
 #[derive(Debug)]
 struct RelaidCountingView;
 
+#[derive(Debug)]
+struct Relaid(Table<String, u64>);
+
+impl ViewState for Relaid {
+    fn whole_tags(&self) -> Vec<u8> {
+        vec![b'n']
+    }
+
+    fn restore(&mut self, stored: &[u8], value: Option<&[u8]>) -> Result<(), ViewError> {
+        self.0.restore(stored, value.unwrap())
+    }
+
+    fn take_changes(&mut self) -> Result<Changes, ViewError> {
+        self.0.take_changes()
+    }
+
+    fn dump(&self) -> Result<Entries, ViewError> {
+        let mut entries = Vec::new();
+        self.0.dump(&mut entries)?;
+        Ok(sorted(entries))
+    }
+}
+
 impl View for RelaidCountingView {
+    type State = Relaid;
+
     fn name(&self) -> &'static str {
         "counting"
     }
@@ -250,17 +356,20 @@ impl View for RelaidCountingView {
         2
     }
 
+    fn new_state(&self) -> Relaid {
+        Relaid(Table::new(b'n'))
+    }
+
     fn apply(
         &self,
-        state: &mut dyn StateStore,
+        state: &mut Relaid,
         event: &Event,
         _position: LogPosition,
     ) -> Result<(), ViewError> {
-        let key = KeyBuilder::table("n")
-            .text(event.event_type().as_str())
-            .build();
-        let count: u64 = get_record(state, &key)?.unwrap_or(0);
-        put_record(state, key, &(count + 1))
+        *state
+            .0
+            .get_or_insert_with(event.event_type().as_str().to_owned(), || 0) += 1;
+        Ok(())
     }
 }
 
@@ -273,13 +382,18 @@ async fn state_of_another_layout_is_folded_again_from_offset_0() {
     runtime.stop().await.unwrap();
     drop(runtime);
 
-    let runtime = start_with(&setup, Arc::new(RelaidCountingView)).await;
+    let runtime = start_with(
+        &setup,
+        Arc::new(RelaidCountingView),
+        ProjectorConfig::default(),
+    )
+    .await;
     caught_up(&runtime).await;
     let expected = fold_in_memory(&setup.log, &RelaidCountingView).await;
-    assert!(!expected.entries.is_empty());
+    assert!(!expected.is_empty());
     assert_eq!(
-        dump(&runtime),
-        expected.entries.into_iter().collect::<Vec<_>>(),
+        dump(&runtime).await,
+        expected,
         "only the new layout's keys, folded from the start"
     );
     runtime.stop().await.unwrap();
@@ -291,7 +405,7 @@ async fn a_rebuild_swaps_in_an_identical_new_version() {
     let runtime = start(&setup).await;
     append_history(&setup.log, 16, 5_000).await;
     caught_up(&runtime).await;
-    let before = dump(&runtime);
+    let before = dump(&runtime).await;
     let version = runtime.rebuild("counting").await.unwrap();
     assert_eq!(version, 2);
     assert!(
@@ -305,7 +419,7 @@ async fn a_rebuild_swaps_in_an_identical_new_version() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(runtime.live("counting").unwrap().status().version, 2);
-    assert_eq!(dump(&runtime), before);
+    assert_eq!(dump(&runtime).await, before);
     for _ in 0..200 {
         if runtime.store().versions("counting") == vec![2] {
             break;

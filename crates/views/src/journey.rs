@@ -46,24 +46,29 @@
 //!
 //! # State
 //!
-//! The key layout is described in `journey/records.rs`. An event reads two small records (its interaction
-//! and its journey's summary) and writes them back with the event itself as its timeline
-//! entry; a new interaction also reads the customer record and rewrites the
-//! journey's interaction list. Everything a customer's events write is keyed under that
-//! customer, and all of a customer's events are in one partition, in order: the state is
-//! the same however partitions interleave, and the same when folded again from offset 0.
+//! The records are described in `journey/records.rs`: one record per customer, holding its
+//! journeys and interactions, brought into memory before the fold needs it
+//! ([`View::missing`]) and let go once written when memory is short. An event changes its
+//! customer's record in place, adds its line to its journey's timeline and its log offset
+//! to its interaction; a new
+//! interaction also notes its id in the interaction index, and a journey whose report facts
+//! change writes them to the facts table. Everything a customer's events write is keyed
+//! under that customer, and all of a customer's events are in one partition, in order: the
+//! state is the same however partitions interleave, and the same when folded again from
+//! offset 0.
 //!
 //! # Queries
 //!
 //! [`customer_journey`] answers `GET /v1/customers/{id}/journey`, [`interaction`]
-//! `GET /v1/interactions/{id}` and [`journeys_report`] `GET /v1/reports/journeys`.
+//! `GET /v1/interactions/{id}` and [`journeys_report`] `GET /v1/reports/journeys`. An
+//! interaction's events are read from the log through an [`EventSource`].
 
 mod query;
 mod records;
 mod report;
 
 pub use query::{
-    ContextAnswer, HandleAnswer, InteractionAnswer, InteractionSummary, JourneyAnswer,
+    ContextAnswer, EventSource, HandleAnswer, InteractionAnswer, InteractionSummary, JourneyAnswer,
     JourneyEntry, JourneyLimits, NoteAnswer, TimelineEntry, customer_entries, customer_journey,
     customer_journey_with, interaction, interaction_with,
 };
@@ -72,14 +77,15 @@ pub use report::{JourneyReport, JourneyReportPartial, PathCount, journeys_report
 
 use chrono::TimeDelta;
 use omnilog_events::identity::OMNILOG_NAMESPACE;
-use omnilog_events::{Author, Body, Destination, Direction, Event, encode};
+use omnilog_events::{Author, Body, Destination, Direction, Event};
 use uuid::Uuid;
 
-use crate::state::{StateStore, get_record, put_record};
+use crate::state::{CachedTable, Changes, Entries, ViewState, changes_of, sorted};
 use crate::{LogPosition, View, ViewError};
 use records::{
-    CustomerRecord, InteractionRecord, InteractionStatus as Status, JourneyPath, JourneySummary,
-    NoteRecord, PATH_LIMIT, PathEntry, Stamp, Time, channel_code, keys,
+    CustomerRecord, InteractionRecord, InteractionStatus as Status, JourneyFacts, JourneyRecord,
+    JourneySummary, Line, NoteRecord, PATH_LIMIT, PathEntry, Stamp, Time, channel_code,
+    event_type_code,
 };
 
 /// The windows of the journey rules (CONTRACT §5).
@@ -116,7 +122,124 @@ impl JourneyView {
     }
 }
 
+const CUSTOMERS: u8 = b'c';
+const FACTS: u8 = b'f';
+const INDEX: u8 = b'x';
+
+/// The journey view's state. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct JourneyState {
+    customers: CachedTable<String, CustomerRecord>,
+    /// Written blind, read only by the journeys report (through the store).
+    facts: CachedTable<(String, u32), JourneyFacts>,
+    /// Interaction id → customers: written blind, read only by [`interaction`].
+    index: CachedTable<(String, String), ()>,
+}
+
+impl Default for JourneyState {
+    fn default() -> Self {
+        JourneyState {
+            customers: CachedTable::new(CUSTOMERS),
+            facts: CachedTable::new(FACTS),
+            index: CachedTable::new(INDEX),
+        }
+    }
+}
+
+impl JourneyState {
+    /// Customers in memory.
+    pub fn customers_in_memory(&self) -> usize {
+        self.customers.len()
+    }
+}
+
+/// Two states are equal when they hold the same records (their canonical dumps).
+impl PartialEq for JourneyState {
+    fn eq(&self, other: &Self) -> bool {
+        matches!((self.dump(), other.dump()), (Ok(a), Ok(b)) if a == b)
+    }
+}
+
+impl ViewState for JourneyState {
+    fn whole_tags(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn restore(&mut self, stored: &[u8], value: Option<&[u8]>) -> Result<(), ViewError> {
+        match stored.first() {
+            Some(&CUSTOMERS) => self.customers.restore(stored, value),
+            Some(&FACTS) => self.facts.restore(stored, value),
+            Some(&INDEX) => self.index.restore(stored, value),
+            _ => Err(ViewError::Corrupt {
+                key: String::from_utf8_lossy(stored).into_owned(),
+                reason: "not a key of the journey view".to_owned(),
+            }),
+        }
+    }
+
+    fn take_changes(&mut self) -> Result<Changes, ViewError> {
+        changes_of([
+            self.customers.take_changes(),
+            self.facts.take_changes(),
+            self.index.take_changes(),
+        ])
+    }
+
+    fn evict(&mut self, budget: usize) {
+        // Facts and index entries are never read by the fold: once written they can go.
+        self.facts.evict(0);
+        self.index.evict(0);
+        self.customers.evict(budget);
+    }
+
+    fn cached_weight(&self) -> usize {
+        self.customers.weight() + self.facts.weight() + self.index.weight()
+    }
+
+    fn dump(&self) -> Result<Entries, ViewError> {
+        let mut entries = Vec::new();
+        self.customers.dump(&mut entries)?;
+        self.facts.dump(&mut entries)?;
+        self.index.dump(&mut entries)?;
+        Ok(sorted(entries))
+    }
+}
+
+/// What an event must name to be folded into a journey: checked before anything changes,
+/// so an event that cannot be applied leaves nothing behind.
+struct Checked<'a> {
+    customer: &'a str,
+    interaction_id: &'a str,
+    channel: u8,
+}
+
+fn check(event: &Event) -> Result<Option<Checked<'_>>, ViewError> {
+    match event.body {
+        // No journey changes: merges are answered at query time.
+        Body::AgentState { .. } | Body::IdentityLinked | Body::CustomersMerged { .. } => {
+            return Ok(None);
+        }
+        _ => {}
+    }
+    let customer = event.customer_id().ok_or_else(|| {
+        ViewError::Unapplicable("an interaction event without a resolved customer id".into())
+    })?;
+    let interaction_id = event.interaction_id.as_deref().ok_or_else(|| {
+        ViewError::Unapplicable("an interaction event without an interaction_id".into())
+    })?;
+    let channel = event
+        .channel
+        .ok_or_else(|| ViewError::Unapplicable("an interaction event without a channel".into()))?;
+    Ok(Some(Checked {
+        customer,
+        interaction_id,
+        channel: channel_code(channel),
+    }))
+}
+
 impl View for JourneyView {
+    type State = JourneyState;
+
     fn name(&self) -> &'static str {
         "journey"
     }
@@ -125,196 +248,217 @@ impl View for JourneyView {
         &[Destination::Interactions]
     }
 
-    /// 2: the timeline holds the events (layout 1 kept them under `ev` keys beside it).
+    /// 3: a customer's journeys in one record, the timeline as rendered lines.
     fn layout(&self) -> u32 {
-        2
+        3
+    }
+
+    fn new_state(&self) -> JourneyState {
+        JourneyState::default()
+    }
+
+    fn missing(
+        &self,
+        state: &JourneyState,
+        event: &Event,
+        missing: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ViewError> {
+        if let Ok(Some(checked)) = check(event) {
+            let key = checked.customer.to_owned();
+            if !state.customers.is_loaded(&key) {
+                missing.push(state.customers.stored_key(&key)?);
+            }
+        }
+        Ok(())
     }
 
     fn apply(
         &self,
-        state: &mut dyn StateStore,
+        state: &mut JourneyState,
         event: &Event,
         position: LogPosition,
     ) -> Result<(), ViewError> {
-        match event.body {
-            // No journey changes: merges are answered at query time.
-            Body::AgentState { .. } | Body::IdentityLinked | Body::CustomersMerged { .. } => {
-                return Ok(());
-            }
-            _ => {}
-        }
-        let customer = event.customer_id().ok_or_else(|| {
-            ViewError::Unapplicable("an interaction event without a resolved customer id".into())
-        })?;
-        let interaction_id = event.interaction_id.as_deref().ok_or_else(|| {
-            ViewError::Unapplicable("an interaction event without an interaction_id".into())
-        })?;
-        let channel = event.channel.ok_or_else(|| {
-            ViewError::Unapplicable("an interaction event without a channel".into())
-        })?;
-        // Key parts are separated by NUL: an id containing one could alias another's keys.
-        for (what, text) in [
-            ("customer id", customer),
-            ("interaction_id", interaction_id),
-        ] {
-            if text.contains('\0') {
-                return Err(ViewError::Unapplicable(format!(
-                    "the {what} contains a NUL character"
-                )));
-            }
-        }
+        let Some(checked) = check(event)? else {
+            return Ok(());
+        };
         let stamp = Stamp {
             at: Time::of(&event.occurred_at),
             partition: position.partition,
             offset: position.offset,
         };
-        Fold {
+        let customer_key = checked.customer.to_owned();
+        let customer = state
+            .customers
+            .get_or_insert_with(&customer_key, || CustomerRecord {
+                partition: position.partition,
+                ..CustomerRecord::default()
+            })?;
+        let outcome = Fold {
             config: &self.config,
-            state,
+            customer,
             event,
             stamp,
-            customer,
-            interaction_id,
-            channel: channel_code(channel),
+            interaction_id: checked.interaction_id,
+            channel: checked.channel,
         }
-        .run()
+        .run();
+        if outcome.new_interaction {
+            state.index.insert(
+                (checked.interaction_id.to_owned(), customer_key.clone()),
+                (),
+            );
+        }
+        if let Some((seq, facts)) = outcome.facts {
+            state.facts.insert((customer_key, seq), facts);
+        }
+        Ok(())
     }
 }
 
-/// One event's fold, with what every step needs.
+/// What one event's fold did beyond its customer's record.
+struct FoldOutcome {
+    new_interaction: bool,
+    /// The journey whose report facts changed, and the facts now.
+    facts: Option<(u32, JourneyFacts)>,
+}
+
+/// One event's fold into its customer's record.
 struct Fold<'a> {
     config: &'a JourneyConfig,
-    state: &'a mut dyn StateStore,
+    customer: &'a mut CustomerRecord,
     event: &'a Event,
     stamp: Stamp,
-    customer: &'a str,
     interaction_id: &'a str,
     channel: u8,
 }
 
 impl Fold<'_> {
-    fn run(mut self) -> Result<(), ViewError> {
-        let interaction_key = keys::interaction(self.customer, self.interaction_id);
-        let existing: Option<InteractionRecord> = get_record(&*self.state, &interaction_key)?;
-        let is_new = existing.is_none();
-        let (mut record, mut summary) = match existing {
-            Some(record) => {
-                let summary = self.summary(record.journey, "the journey of a known interaction")?;
-                (record, summary)
-            }
-            None => {
-                let (seq, summary) = self.place()?;
-                (self.new_interaction(seq), summary)
-            }
+    fn run(mut self) -> FoldOutcome {
+        let is_new = !self.customer.interactions.contains_key(self.interaction_id);
+        if is_new {
+            let seq = self.place();
+            let record = self.new_interaction(seq);
+            self.customer
+                .interactions
+                .insert(self.interaction_id.to_owned(), record);
+        }
+        let (stamp, event) = (self.stamp, self.event);
+        let Some(record) = self.customer.interactions.get_mut(self.interaction_id) else {
+            // Inserted just above when new.
+            return FoldOutcome {
+                new_interaction: is_new,
+                facts: None,
+            };
         };
         let seq = record.journey;
         let started_before = record.started;
-        apply_to_interaction(&mut record, self.event, self.stamp.at);
-        let mut facts_changed = self.apply_to_summary(&mut summary, &record);
+        apply_to_interaction(record, event, stamp.at);
+        record.events.push(stamp.offset);
+        let record = record.clone_for_journey();
+        let journey_index = seq as usize;
+        let Some(journey) = self.customer.journeys.get_mut(journey_index) else {
+            return FoldOutcome {
+                new_interaction: is_new,
+                facts: None,
+            };
+        };
+        let mut facts_changed =
+            apply_to_summary(&mut journey.summary, &record, event, stamp, self.channel);
         if is_new || record.started < started_before {
-            self.update_path(&mut summary, &record)?;
+            update_path(journey, self.interaction_id, &record);
             facts_changed = true;
         }
-
-        let (customer, interaction_id, stamp, event) =
-            (self.customer, self.interaction_id, self.stamp, self.event);
-        let state = &mut *self.state;
-        state.put(keys::timeline(customer, seq, &stamp), encode(event));
+        let line = Line {
+            stamp,
+            interaction: self.interaction_id.to_owned(),
+            channel: self.channel,
+            event_type: event_type_code(event.event_type()),
+            summary: describe(event),
+        };
+        // Nearly always the latest: insert keeps the timeline in order.
+        let at = journey.timeline.partition_point(|l| l.stamp <= stamp);
+        journey.timeline.insert(at, line);
         if let Body::Note { agent_id, text } = &event.body {
-            put_record(
-                state,
-                keys::note(customer, seq, &stamp),
-                &NoteRecord {
-                    at: stamp.at,
-                    agent: agent_id.clone(),
-                    text: text.clone(),
-                },
-            )?;
+            let note = NoteRecord {
+                at: stamp.at,
+                agent: agent_id.clone(),
+                text: text.clone(),
+            };
+            // Nearly always the latest: insert keeps the notes in order.
+            let at = journey.notes.partition_point(|(s, _)| *s <= stamp);
+            journey.notes.insert(at, (stamp, note));
         }
-        if is_new {
-            state.put(
-                keys::index(interaction_id, customer),
-                customer.as_bytes().to_vec(),
-            );
+        FoldOutcome {
+            new_interaction: is_new,
+            facts: facts_changed.then(|| (seq, journey.summary.facts())),
         }
-        put_record(state, interaction_key, &record)?;
-        if facts_changed {
-            put_record(state, keys::facts(customer, seq), &summary.facts())?;
-        }
-        put_record(state, keys::summary(customer, seq), &summary)
     }
 
-    fn summary(&self, seq: u32, what: &str) -> Result<JourneySummary, ViewError> {
-        let key = keys::summary(self.customer, seq);
-        get_record(&*self.state, &key)?.ok_or_else(|| ViewError::Corrupt {
-            key: String::from_utf8_lossy(&key).into_owned(),
-            reason: format!("{what} is missing"),
-        })
-    }
-
-    /// Chooses the journey of a new interaction (see the module's rules) and returns its
-    /// sequence number and summary, reopened or freshly opened as the rules say.
-    fn place(&mut self) -> Result<(u32, JourneySummary), ViewError> {
-        let customer_key = keys::customer(self.customer);
-        let mut customer: CustomerRecord =
-            get_record(&*self.state, &customer_key)?.unwrap_or_default();
-        if let Some(latest) = customer.journeys.checked_sub(1) {
-            let mut summary = self.summary(latest, "the customer's latest journey")?;
-            let at = self.stamp.at.total_nanos();
+    /// Chooses the journey of a new interaction (see the module's rules): its sequence
+    /// number, the latest journey reopened or joined, or a new one.
+    fn place(&mut self) -> u32 {
+        let at = self.stamp.at.total_nanos();
+        let outbound = self.is_outbound();
+        let count = self.customer.journeys.len();
+        if let Some(latest) = self.customer.journeys.last_mut() {
+            let seq = (count - 1) as u32;
+            let summary = &mut latest.summary;
             match summary.resolved_at {
                 None => {
                     let window = window_nanos(self.config.join_window);
                     if at <= summary.last_activity.total_nanos() + window {
-                        return Ok((latest, summary));
+                        return seq;
                     }
                 }
                 Some(resolved_at) => {
                     let resolved_at = resolved_at.total_nanos();
                     if at <= resolved_at {
-                        return Ok((latest, summary));
+                        return seq;
                     }
                     if at <= resolved_at + window_nanos(self.config.reopen_window) {
-                        if !self.is_outbound() {
+                        if !outbound {
                             summary.status = JourneyStatus::Open;
                             summary.resolved_at = None;
                             summary.resolved_by = None;
                             summary.reopened_count += 1;
                         }
-                        return Ok((latest, summary));
+                        return seq;
                     }
                 }
             }
         }
-        let seq = customer.journeys;
-        customer.journeys += 1;
-        put_record(&mut *self.state, customer_key, &customer)?;
-        let mut name = Vec::with_capacity(
-            "journey".len() + self.customer.len() + self.interaction_id.len() + 2,
-        );
+        let seq = self.customer.journeys.len() as u32;
+        let mut name = Vec::with_capacity("journey".len() + 64 + self.interaction_id.len() + 2);
         name.extend_from_slice(b"journey\0");
-        name.extend_from_slice(self.customer.as_bytes());
+        // The customer id is the record's key; the event names it.
+        name.extend_from_slice(self.event.customer_id().unwrap_or_default().as_bytes());
         name.push(0);
         name.extend_from_slice(self.interaction_id.as_bytes());
-        let summary = JourneySummary {
-            id: *Uuid::new_v5(&OMNILOG_NAMESPACE, &name).as_bytes(),
-            opened: self.stamp.at,
-            status: JourneyStatus::Open,
-            resolved_at: None,
-            resolved_by: None,
-            reopened_count: 0,
-            last_activity: self.stamp.at,
-            last_contact: None,
-            last_agent: None,
-            first_agent: None,
-            topics: Vec::new(),
-            channels: Vec::new(),
-            channel_switches: 0,
+        self.customer.journeys.push(JourneyRecord {
+            summary: JourneySummary {
+                id: *Uuid::new_v5(&OMNILOG_NAMESPACE, &name).as_bytes(),
+                opened: self.stamp.at,
+                status: JourneyStatus::Open,
+                resolved_at: None,
+                resolved_by: None,
+                reopened_count: 0,
+                last_activity: self.stamp.at,
+                last_contact: None,
+                last_agent: None,
+                first_agent: None,
+                topics: Vec::new(),
+                channels: Vec::new(),
+                channel_switches: 0,
+                path: Vec::new(),
+                path_truncated: false,
+                interactions: 0,
+                events: 0,
+            },
             path: Vec::new(),
-            path_truncated: false,
-            interactions: 0,
-            events: 0,
-        };
-        Ok((seq, summary))
+            notes: Vec::new(),
+            timeline: Vec::new(),
+        });
+        seq
     }
 
     /// Whether the interaction this event starts is the desk's doing.
@@ -348,110 +492,129 @@ impl Fold<'_> {
             contained: false,
             wrapped: None,
             csat: None,
+            events: Vec::new(),
         }
-    }
-
-    /// Folds the event into its journey's summary; true when the report's facts changed.
-    fn apply_to_summary(&self, summary: &mut JourneySummary, record: &InteractionRecord) -> bool {
-        let stamp = self.stamp;
-        let first_event = (record.first_partition, record.first_offset);
-        let mut facts_changed = false;
-        summary.events += 1;
-        summary.last_activity = summary.last_activity.max(stamp.at);
-        if is_contact(&self.event.body) {
-            let contact = (stamp, self.channel);
-            if summary.last_contact.is_none_or(|latest| latest < contact) {
-                summary.last_contact = Some(contact);
-            }
-        }
-        if let Some(agent) = handling_agent(&self.event.body) {
-            if summary
-                .last_agent
-                .as_ref()
-                .is_none_or(|(latest, _)| *latest < stamp)
-            {
-                summary.last_agent = Some((stamp, agent.to_owned()));
-            }
-            if summary
-                .first_agent
-                .as_ref()
-                .is_none_or(|(earliest, _)| stamp < *earliest)
-            {
-                summary.first_agent = Some((stamp, first_event));
-                facts_changed = true;
-            }
-        }
-        let topics = match &self.event.body {
-            Body::Tagged { topics } | Body::WrappedUp { topics, .. } => topics.as_slice(),
-            _ => &[],
-        };
-        for topic in topics {
-            if let Err(at) = summary.topics.binary_search(topic) {
-                summary.topics.insert(at, topic.clone());
-            }
-        }
-        if let Body::WrappedUp { resolved: true, .. } = self.event.body {
-            facts_changed = true;
-            match summary.resolved_at {
-                None => {
-                    summary.status = JourneyStatus::Resolved;
-                    summary.resolved_at = Some(stamp.at);
-                    summary.resolved_by = Some((stamp, first_event));
-                }
-                Some(resolved_at) => {
-                    // Resolved again without a reopening (two interactions of the case were
-                    // wrapped up resolved): the reopen window counts from the latest, FCR
-                    // looks at the earliest.
-                    summary.resolved_at = Some(resolved_at.max(stamp.at));
-                    if summary
-                        .resolved_by
-                        .as_ref()
-                        .is_none_or(|(earliest, _)| stamp < *earliest)
-                    {
-                        summary.resolved_by = Some((stamp, first_event));
-                    }
-                }
-            }
-        }
-        facts_changed
-    }
-
-    /// Puts the interaction in its place in the journey's interaction list and derives the
-    /// summary's channel figures from the list.
-    fn update_path(
-        &mut self,
-        summary: &mut JourneySummary,
-        record: &InteractionRecord,
-    ) -> Result<(), ViewError> {
-        let key = keys::path(self.customer, record.journey);
-        let mut path: JourneyPath = get_record(&*self.state, &key)?.unwrap_or_default();
-        match path
-            .entries
-            .iter_mut()
-            .find(|entry| entry.interaction == self.interaction_id)
-        {
-            Some(entry) => entry.started = record.started,
-            None => path.entries.push(PathEntry {
-                started: record.started,
-                partition: record.first_partition,
-                offset: record.first_offset,
-                interaction: self.interaction_id.to_owned(),
-                channel: record.channel,
-            }),
-        }
-        // Nearly always already in order (the new interaction is the latest): a stable
-        // sort of a sorted list is one linear pass.
-        path.entries
-            .sort_by_key(|entry| (entry.started, entry.partition, entry.offset));
-        derive_channels(summary, &path);
-        put_record(&mut *self.state, key, &path)
     }
 }
 
+/// What the summary of a journey needs of an interaction: its order and identity.
+struct InteractionView {
+    started: Time,
+    first_partition: u32,
+    first_offset: u64,
+    channel: u8,
+}
+
+impl InteractionRecord {
+    fn clone_for_journey(&self) -> InteractionView {
+        InteractionView {
+            started: self.started,
+            first_partition: self.first_partition,
+            first_offset: self.first_offset,
+            channel: self.channel,
+        }
+    }
+}
+
+/// Folds the event into its journey's summary; true when the report's facts changed.
+fn apply_to_summary(
+    summary: &mut JourneySummary,
+    record: &InteractionView,
+    event: &Event,
+    stamp: Stamp,
+    channel: u8,
+) -> bool {
+    let first_event = (record.first_partition, record.first_offset);
+    let mut facts_changed = false;
+    summary.events += 1;
+    summary.last_activity = summary.last_activity.max(stamp.at);
+    if is_contact(&event.body) {
+        let contact = (stamp, channel);
+        if summary.last_contact.is_none_or(|latest| latest < contact) {
+            summary.last_contact = Some(contact);
+        }
+    }
+    if let Some(agent) = handling_agent(&event.body) {
+        if summary
+            .last_agent
+            .as_ref()
+            .is_none_or(|(latest, _)| *latest < stamp)
+        {
+            summary.last_agent = Some((stamp, agent.to_owned()));
+        }
+        if summary
+            .first_agent
+            .as_ref()
+            .is_none_or(|(earliest, _)| stamp < *earliest)
+        {
+            summary.first_agent = Some((stamp, first_event));
+            facts_changed = true;
+        }
+    }
+    let topics = match &event.body {
+        Body::Tagged { topics } | Body::WrappedUp { topics, .. } => topics.as_slice(),
+        _ => &[],
+    };
+    for topic in topics {
+        if let Err(at) = summary.topics.binary_search(topic) {
+            summary.topics.insert(at, topic.clone());
+        }
+    }
+    if let Body::WrappedUp { resolved: true, .. } = event.body {
+        facts_changed = true;
+        match summary.resolved_at {
+            None => {
+                summary.status = JourneyStatus::Resolved;
+                summary.resolved_at = Some(stamp.at);
+                summary.resolved_by = Some((stamp, first_event));
+            }
+            Some(resolved_at) => {
+                // Resolved again without a reopening (two interactions of the case were
+                // wrapped up resolved): the reopen window counts from the latest, FCR
+                // looks at the earliest.
+                summary.resolved_at = Some(resolved_at.max(stamp.at));
+                if summary
+                    .resolved_by
+                    .as_ref()
+                    .is_none_or(|(earliest, _)| stamp < *earliest)
+                {
+                    summary.resolved_by = Some((stamp, first_event));
+                }
+            }
+        }
+    }
+    facts_changed
+}
+
+/// Puts the interaction in its place in the journey's interaction list and derives the
+/// summary's channel figures from the list.
+fn update_path(journey: &mut JourneyRecord, interaction_id: &str, record: &InteractionView) {
+    match journey
+        .path
+        .iter_mut()
+        .find(|entry| entry.interaction == interaction_id)
+    {
+        Some(entry) => entry.started = record.started,
+        None => journey.path.push(PathEntry {
+            started: record.started,
+            partition: record.first_partition,
+            offset: record.first_offset,
+            interaction: interaction_id.to_owned(),
+            channel: record.channel,
+        }),
+    }
+    // Nearly always already in order (the new interaction is the latest): a stable sort of
+    // a sorted list is one linear pass.
+    journey
+        .path
+        .sort_by_key(|entry| (entry.started, entry.partition, entry.offset));
+    derive_channels(&mut journey.summary, &journey.path);
+}
+
 /// The summary's figures that depend on the order of the journey's interactions.
-fn derive_channels(summary: &mut JourneySummary, path: &JourneyPath) {
-    summary.interactions = u32::try_from(path.entries.len()).unwrap_or(u32::MAX);
-    if let Some(first) = path.entries.first() {
+fn derive_channels(summary: &mut JourneySummary, path: &[PathEntry]) {
+    summary.interactions = u32::try_from(path.len()).unwrap_or(u32::MAX);
+    if let Some(first) = path.first() {
         summary.opened = first.started;
     }
     summary.channels.clear();
@@ -459,7 +622,7 @@ fn derive_channels(summary: &mut JourneySummary, path: &JourneyPath) {
     summary.path_truncated = false;
     summary.channel_switches = 0;
     let mut previous: Option<u8> = None;
-    for entry in &path.entries {
+    for entry in path {
         if !summary.channels.contains(&entry.channel) {
             summary.channels.push(entry.channel);
         }

@@ -8,9 +8,9 @@
 //! Two kinds of view live here:
 //! - the identity view ([`identity`]), small and held in memory by ingest, which consults
 //!   it to resolve every event's customer;
-//! - the projected views ([`View`] implementations), which fold into a key-value state
-//!   ([`state`]) that the projector commits to disk together with the log positions the
-//!   changes came from, and which the query API reads.
+//! - the projected views ([`View`] implementations), which fold into typed state in
+//!   memory ([`state`]): tables whose changed records the projector writes to disk
+//!   together with the log positions they came from, and which the query API reads.
 
 pub mod identity;
 pub mod journey;
@@ -19,7 +19,7 @@ pub mod reporting;
 pub mod state;
 
 pub use identity::{IdentityView, Resolution};
-pub use state::{KeyBuilder, MemoryState, StateReader, StateStore};
+pub use state::{Changes, Entries, NoRecords, RecordSource, ViewState};
 
 use omnilog_events::{Destination, Event};
 
@@ -47,30 +47,67 @@ pub struct LogPosition {
     pub offset: u64,
 }
 
-/// A projected view: a pure fold of log events into a key-value state.
+/// A projected view: a pure fold of log events into typed state.
 ///
-/// `apply` must be deterministic: the same state and event give the same writes. The
+/// `apply` must be deterministic: the same state and event give the same state. The
 /// runtime calls it once per event, in log order within each partition; partitions may
 /// interleave in any order, and the resulting state must not depend on that order.
 pub trait View: Send + Sync + std::fmt::Debug + 'static {
+    /// The view's state.
+    type State: ViewState + std::fmt::Debug;
+
     /// The view's stable name (`journey`, `queue`, `reporting`): its API path and store.
     fn name(&self) -> &'static str;
 
     /// The topics this view folds.
     fn topics(&self) -> &'static [Destination];
 
-    /// The layout of the view's state: bumped whenever the fold writes other keys or
-    /// records, so a store holding state of another layout is folded again from offset 0
-    /// instead of being misread (see the store's `table_with_layout`).
+    /// The layout of the view's state: bumped whenever the fold writes other records, so a
+    /// store holding state of another layout is folded again from offset 0 instead of being
+    /// misread.
     fn layout(&self) -> u32 {
         1
     }
 
-    /// Folds one event into the state.
+    /// An empty state.
+    fn new_state(&self) -> Self::State;
+
+    /// The stored keys of the records the fold of `event` needs that `state` does not hold
+    /// in memory: the runtime loads them ([`ViewState::restore`]) before folding, so the
+    /// fold never does IO.
+    fn missing(
+        &self,
+        _state: &Self::State,
+        _event: &Event,
+        _missing: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ViewError> {
+        Ok(())
+    }
+
+    /// Folds one event into the state. An event that cannot be applied is refused with
+    /// [`ViewError::Unapplicable`] before anything changes, so it leaves nothing behind
+    /// when it goes to the dead letter.
     fn apply(
         &self,
-        state: &mut dyn StateStore,
+        state: &mut Self::State,
         event: &Event,
         position: LogPosition,
     ) -> Result<(), ViewError>;
+}
+
+/// Folds one event into a state held wholly in memory (tests, benchmarks, a state
+/// assembled for one query): whatever the fold needs that the state does not hold does not
+/// exist, so it is marked absent instead of being read from a store.
+pub fn apply_in_memory<V: View>(
+    view: &V,
+    state: &mut V::State,
+    event: &Event,
+    position: LogPosition,
+) -> Result<(), ViewError> {
+    let mut missing = Vec::new();
+    view.missing(state, event, &mut missing)?;
+    for key in missing {
+        state.restore(&key, None)?;
+    }
+    view.apply(state, event, position)
 }

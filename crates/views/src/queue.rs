@@ -21,21 +21,24 @@
 //!   previous agent's), and it ends at `ended`, `abandoned`, `wrapped_up` by the holder, a
 //!   transfer, or a new `queued`.
 //!
-//! # Keys (each written by exactly one log partition unless said otherwise)
+//! # State (each table written by exactly one log partition unless said otherwise)
 //!
-//! | key | record | written by |
-//! |---|---|---|
-//! | `qi 0 interaction` | `InteractionRecord`: where the interaction waits, who holds it | its customer's partition |
-//! | `qw 0 queue 0 -priority 0 enqueued_ms 0 interaction` | `ItemRecord`: a waiting item; the key order is the routing order | its customer's partition |
-//! | `qa 0 queue 0 interaction` | empty: an open assignment that came from the queue | its customer's partition |
-//! | `as 0 agent 0 interaction` | `AssignmentRecord`: an open assignment | its customer's partition |
-//! | `al 0 agent` | `i64`: the latest end of one of the agent's assignments | every partition: a max, so order-free |
-//! | `qn 0 queue` | empty: the queue exists | every partition: the same bytes, a set union |
-//! | `ag 0 agent` | `AgentRecord`: presence, skills, capacity | the agents topic |
+//! | tag | key | record | written by |
+//! |---|---|---|---|
+//! | `i` | interaction | `InteractionRecord`: where the interaction waits, who holds it | its customer's partition |
+//! | `w` | queue, -priority, enqueued_ms, interaction | `ItemRecord`: a waiting item; the key order is the routing order | its customer's partition |
+//! | `a` | queue, interaction | nothing: an open assignment that came from the queue | its customer's partition |
+//! | `s` | agent, interaction | `AssignmentRecord`: an open assignment | its customer's partition |
+//! | `l` | agent | `i64`: the latest end of one of the agent's assignments | every partition: a max, so order-free |
+//! | `n` | queue | nothing: the queue exists | every partition: a set union |
+//! | `g` | agent | `AgentRecord`: presence, skills, capacity | the agents topic |
 //!
-//! The agents topic and the interaction partitions never write the same key, the only
-//! keys several partitions share are a max and a set, so the state after folding does not
-//! depend on how partitions interleave. Records hold no floats and no hash maps.
+//! Every table is wholly in memory: they hold what waits and who holds it now, and the
+//! agents, which the desk bounds, not the history (an interaction's records go once it is
+//! neither waiting nor held). The agents topic and the interaction partitions never write
+//! the same key, the only keys several partitions share are a max and a set, so the state
+//! after folding does not depend on how partitions interleave. Records hold no floats and
+//! no hash maps.
 //!
 //! Queries live in `query`: the per-queue answers and their mergeable partials, the
 //! agents, and the routing inputs.
@@ -56,22 +59,117 @@ use chrono::{DateTime, Utc};
 use omnilog_events::{AgentStatus, Body, Channel, Destination, Event};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{KeyBuilder, get_record, put_record};
-use crate::{LogPosition, StateStore, View, ViewError};
+use crate::state::{Changes, Entries, Table, ViewState, changes_of, sorted};
+use crate::{LogPosition, View, ViewError};
 
-const INTERACTION: &str = "qi";
-const ITEM: &str = "qw";
-const QUEUE_ASSIGNED: &str = "qa";
-const ASSIGNMENT: &str = "as";
-const LAST_END: &str = "al";
-const QUEUE_NAME: &str = "qn";
-const AGENT: &str = "ag";
+const INTERACTION: u8 = b'i';
+const ITEM: u8 = b'w';
+const QUEUE_ASSIGNED: u8 = b'a';
+const ASSIGNMENT: u8 = b's';
+const LAST_END: u8 = b'l';
+const QUEUE_NAME: u8 = b'n';
+const AGENT: u8 = b'g';
+
+/// A waiting item's key: (queue, -priority, enqueued_ms, interaction). Its order is the
+/// routing order within a queue.
+pub(crate) type ItemKey = (String, i64, i64, String);
+
+/// The queue view's state. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct QueueState {
+    interactions: Table<String, InteractionRecord>,
+    items: Table<ItemKey, ItemRecord>,
+    queue_assigned: Table<(String, String), ()>,
+    assignments: Table<(String, String), AssignmentRecord>,
+    last_end: Table<String, i64>,
+    queue_names: Table<String, ()>,
+    agents: Table<String, AgentRecord>,
+}
+
+impl Default for QueueState {
+    fn default() -> Self {
+        QueueState {
+            interactions: Table::new(INTERACTION),
+            items: Table::new(ITEM),
+            queue_assigned: Table::new(QUEUE_ASSIGNED),
+            assignments: Table::new(ASSIGNMENT),
+            last_end: Table::new(LAST_END),
+            queue_names: Table::new(QUEUE_NAME),
+            agents: Table::new(AGENT),
+        }
+    }
+}
+
+/// Two states are equal when they hold the same records (their canonical dumps).
+impl PartialEq for QueueState {
+    fn eq(&self, other: &Self) -> bool {
+        matches!((self.dump(), other.dump()), (Ok(a), Ok(b)) if a == b)
+    }
+}
+
+impl ViewState for QueueState {
+    fn whole_tags(&self) -> Vec<u8> {
+        vec![
+            INTERACTION,
+            ITEM,
+            QUEUE_ASSIGNED,
+            ASSIGNMENT,
+            LAST_END,
+            QUEUE_NAME,
+            AGENT,
+        ]
+    }
+
+    fn restore(&mut self, stored: &[u8], value: Option<&[u8]>) -> Result<(), ViewError> {
+        let value = value
+            .ok_or_else(|| ViewError::Storage("a whole table's record without a value".into()))?;
+        match stored.first() {
+            Some(&INTERACTION) => self.interactions.restore(stored, value),
+            Some(&ITEM) => self.items.restore(stored, value),
+            Some(&QUEUE_ASSIGNED) => self.queue_assigned.restore(stored, value),
+            Some(&ASSIGNMENT) => self.assignments.restore(stored, value),
+            Some(&LAST_END) => self.last_end.restore(stored, value),
+            Some(&QUEUE_NAME) => self.queue_names.restore(stored, value),
+            Some(&AGENT) => self.agents.restore(stored, value),
+            _ => Err(ViewError::Corrupt {
+                key: String::from_utf8_lossy(stored).into_owned(),
+                reason: "not a key of the queue view".to_owned(),
+            }),
+        }
+    }
+
+    fn take_changes(&mut self) -> Result<Changes, ViewError> {
+        changes_of([
+            self.interactions.take_changes(),
+            self.items.take_changes(),
+            self.queue_assigned.take_changes(),
+            self.assignments.take_changes(),
+            self.last_end.take_changes(),
+            self.queue_names.take_changes(),
+            self.agents.take_changes(),
+        ])
+    }
+
+    fn dump(&self) -> Result<Entries, ViewError> {
+        let mut entries = Vec::new();
+        self.interactions.dump(&mut entries)?;
+        self.items.dump(&mut entries)?;
+        self.queue_assigned.dump(&mut entries)?;
+        self.assignments.dump(&mut entries)?;
+        self.last_end.dump(&mut entries)?;
+        self.queue_names.dump(&mut entries)?;
+        self.agents.dump(&mut entries)?;
+        Ok(sorted(entries))
+    }
+}
 
 /// The queue view. See the module documentation.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QueueView;
 
 impl View for QueueView {
+    type State = QueueState;
+
     fn name(&self) -> &'static str {
         "queue"
     }
@@ -80,9 +178,18 @@ impl View for QueueView {
         &[Destination::Interactions, Destination::Agents]
     }
 
+    /// 2: typed tables (layout 1 was a key-value state).
+    fn layout(&self) -> u32 {
+        2
+    }
+
+    fn new_state(&self) -> QueueState {
+        QueueState::default()
+    }
+
     fn apply(
         &self,
-        state: &mut dyn StateStore,
+        state: &mut QueueState,
         event: &Event,
         _position: LogPosition,
     ) -> Result<(), ViewError> {
@@ -93,49 +200,58 @@ impl View for QueueView {
                 state: status,
                 skills,
                 capacity,
-            } => apply_agent_state(
-                state,
-                agent_id,
-                *status,
-                skills.as_deref(),
-                capacity.as_ref(),
-                at,
-            ),
+            } => {
+                apply_agent_state(
+                    state,
+                    agent_id,
+                    *status,
+                    skills.as_deref(),
+                    capacity.as_ref(),
+                    at,
+                );
+                Ok(())
+            }
             Body::Queued {
                 queue,
                 priority,
                 skills,
             } => {
                 let mut fold = Fold::open(state, event, true)?;
-                fold.queued(queue, *priority, skills)?;
-                fold.save()
+                fold.queued(queue, *priority, skills);
+                fold.save();
+                Ok(())
             }
             Body::Offered { agent_id } => {
                 let mut fold = Fold::open(state, event, false)?;
-                fold.reserve(|_| Some(agent_id.clone()))
+                fold.reserve(|_| Some(agent_id.clone()));
+                Ok(())
             }
             Body::OfferDeclined { agent_id } | Body::OfferTimedOut { agent_id } => {
                 let mut fold = Fold::open(state, event, false)?;
                 fold.reserve(|current| match current {
                     Some(holder) if holder == agent_id => None,
                     other => other.map(str::to_owned),
-                })
+                });
+                Ok(())
             }
             Body::Assigned { agent_id } => {
                 let mut fold = Fold::open(state, event, true)?;
-                fold.assigned(agent_id)?;
-                fold.save()
+                fold.assigned(agent_id);
+                fold.save();
+                Ok(())
             }
             Body::Transferred { to_queue, to_agent } => {
                 let mut fold = Fold::open(state, event, to_queue.is_some() || to_agent.is_some())?;
-                fold.transferred(to_queue.as_deref(), to_agent.as_deref())?;
-                fold.save()
+                fold.transferred(to_queue.as_deref(), to_agent.as_deref());
+                fold.save();
+                Ok(())
             }
             Body::Abandoned | Body::Ended { .. } => {
                 let mut fold = Fold::open(state, event, false)?;
-                fold.leave_queue()?;
-                fold.end_assignment()?;
-                fold.save()
+                fold.leave_queue();
+                fold.end_assignment();
+                fold.save();
+                Ok(())
             }
             Body::WrappedUp { agent_id, .. } => {
                 let mut fold = Fold::open(state, event, false)?;
@@ -145,16 +261,17 @@ impl View for QueueView {
                     .and_then(|r| r.assignment.as_ref())
                     .is_some_and(|h| &h.agent_id == agent_id);
                 if holds {
-                    fold.end_assignment()?;
+                    fold.end_assignment();
                 }
-                fold.save()
+                fold.save();
+                Ok(())
             }
             _ => Ok(()),
         }
     }
 }
 
-/// Where an interaction is, as the queue view sees it: `qi 0 interaction`.
+/// Where an interaction is, as the queue view sees it: `i interaction`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct InteractionRecord {
     pub customer_id: Option<String>,
@@ -184,7 +301,7 @@ pub(crate) struct Holder {
     pub queue: Option<String>,
 }
 
-/// A waiting item: `qw 0 queue 0 -priority 0 enqueued_ms 0 interaction`.
+/// A waiting item: `w queue -priority enqueued_ms interaction`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ItemRecord {
     pub interaction_id: String,
@@ -198,7 +315,7 @@ pub(crate) struct ItemRecord {
     pub reserved_for: Option<String>,
 }
 
-/// An open assignment: `as 0 agent 0 interaction`.
+/// An open assignment: `s agent interaction`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct AssignmentRecord {
     #[serde(with = "channel_name")]
@@ -207,7 +324,7 @@ pub(crate) struct AssignmentRecord {
     pub since_ms: i64,
 }
 
-/// An agent from the agents topic: `ag 0 agent`.
+/// An agent from the agents topic: `g agent`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct AgentRecord {
     #[serde(with = "status_name")]
@@ -231,59 +348,26 @@ impl Default for AgentRecord {
     }
 }
 
-fn interaction_key(interaction: &str) -> Vec<u8> {
-    KeyBuilder::table(INTERACTION).text(interaction).build()
-}
-
-fn item_key(queue: &str, priority: i32, enqueued_ms: i64, interaction: &str) -> Vec<u8> {
-    KeyBuilder::table(ITEM)
-        .text(queue)
-        .signed(-i64::from(priority))
-        .signed(enqueued_ms)
-        .text(interaction)
-        .build()
-}
-
-fn queue_items_prefix(queue: &str) -> Vec<u8> {
-    KeyBuilder::table(ITEM).text(queue).prefix()
-}
-
-fn queue_assigned_key(queue: &str, interaction: &str) -> Vec<u8> {
-    KeyBuilder::table(QUEUE_ASSIGNED)
-        .text(queue)
-        .text(interaction)
-        .build()
-}
-
-fn assignment_key(agent: &str, interaction: &str) -> Vec<u8> {
-    KeyBuilder::table(ASSIGNMENT)
-        .text(agent)
-        .text(interaction)
-        .build()
-}
-
-fn last_end_key(agent: &str) -> Vec<u8> {
-    KeyBuilder::table(LAST_END).text(agent).build()
-}
-
-fn queue_name_key(queue: &str) -> Vec<u8> {
-    KeyBuilder::table(QUEUE_NAME).text(queue).build()
-}
-
-fn agent_key(agent: &str) -> Vec<u8> {
-    KeyBuilder::table(AGENT).text(agent).build()
+fn item_key(queue: &str, priority: i32, enqueued_ms: i64, interaction: &str) -> ItemKey {
+    (
+        queue.to_owned(),
+        -i64::from(priority),
+        enqueued_ms,
+        interaction.to_owned(),
+    )
 }
 
 fn apply_agent_state(
-    state: &mut dyn StateStore,
+    state: &mut QueueState,
     agent_id: &str,
     status: AgentStatus,
     skills: Option<&[String]>,
     capacity: Option<&BTreeMap<Channel, u32>>,
     at: i64,
-) -> Result<(), ViewError> {
-    let key = agent_key(agent_id);
-    let mut record: AgentRecord = get_record(state, &key)?.unwrap_or_default();
+) {
+    let record = state
+        .agents
+        .get_or_insert_with(agent_id.to_owned(), AgentRecord::default);
     // Idle time counts from the change to available, not from every re-announcement.
     if status == AgentStatus::Available && record.state != AgentStatus::Available {
         record.available_since_ms = Some(at);
@@ -298,13 +382,12 @@ fn apply_agent_state(
     if let Some(capacity) = capacity {
         record.capacity = Some(capacity.clone());
     }
-    put_record(state, key, &record)
 }
 
 /// One interaction event being folded: the interaction's record, loaded once and saved
 /// once.
 struct Fold<'a> {
-    state: &'a mut dyn StateStore,
+    state: &'a mut QueueState,
     interaction: &'a str,
     customer_id: Option<&'a str>,
     channel: Channel,
@@ -313,21 +396,17 @@ struct Fold<'a> {
 }
 
 impl<'a> Fold<'a> {
-    /// Loads the interaction's record; `create` makes an empty one when there is none
-    /// (events that only act on a waiting or held interaction pass `false`).
-    fn open(
-        state: &'a mut dyn StateStore,
-        event: &'a Event,
-        create: bool,
-    ) -> Result<Self, ViewError> {
+    /// Checks the event and loads the interaction's record; `create` makes an empty one
+    /// when there is none (events that only act on a waiting or held interaction pass
+    /// `false`). An event that cannot be applied is refused here, before anything changes.
+    fn open(state: &'a mut QueueState, event: &'a Event, create: bool) -> Result<Self, ViewError> {
         let interaction = event.interaction_id.as_deref().ok_or_else(|| {
             ViewError::Unapplicable("an interaction event without interaction_id".into())
         })?;
         let channel = event.channel.ok_or_else(|| {
             ViewError::Unapplicable("an interaction event without channel".into())
         })?;
-        let mut record: Option<InteractionRecord> =
-            get_record(state, &interaction_key(interaction))?;
+        let mut record = state.interactions.get(&interaction.to_owned()).cloned();
         if record.is_none() && create {
             record = Some(InteractionRecord {
                 customer_id: event.customer_id().map(str::to_owned),
@@ -349,7 +428,7 @@ impl<'a> Fold<'a> {
         })
     }
 
-    fn current_item_key(&self) -> Option<Vec<u8>> {
+    fn current_item_key(&self) -> Option<ItemKey> {
         let record = self.record.as_ref()?;
         let waiting = record.waiting.as_ref()?;
         Some(item_key(
@@ -360,7 +439,7 @@ impl<'a> Fold<'a> {
         ))
     }
 
-    fn queued(&mut self, queue: &str, priority: i32, skills: &[String]) -> Result<(), ViewError> {
+    fn queued(&mut self, queue: &str, priority: i32, skills: &[String]) {
         let same_queue = self
             .record
             .as_ref()
@@ -369,10 +448,10 @@ impl<'a> Fold<'a> {
         if same_queue {
             // Already waiting there: keep its place in line and its reservation.
             let Some(old_key) = self.current_item_key() else {
-                return Ok(());
+                return;
             };
-            let Some(mut item) = get_record::<ItemRecord>(self.state, &old_key)? else {
-                return Ok(());
+            let Some(mut item) = self.state.items.remove(&old_key) else {
+                return;
             };
             if let Some(record) = self.record.as_mut() {
                 record.priority = priority;
@@ -380,24 +459,24 @@ impl<'a> Fold<'a> {
             }
             item.priority = priority;
             item.skills = skills.to_vec();
-            self.state.delete(&old_key);
             let new_key = self.current_item_key().unwrap_or(old_key);
-            return put_record(self.state, new_key, &item);
+            self.state.items.insert(new_key, item);
+            return;
         }
-        self.leave_queue()?;
-        self.end_assignment()?;
+        self.leave_queue();
+        self.end_assignment();
         if let Some(record) = self.record.as_mut() {
             record.priority = priority;
             record.skills = skills.to_vec();
         }
-        self.enter_queue(queue, None)
+        self.enter_queue(queue, None);
     }
 
     /// Puts the interaction in `queue` as of now, with its record's priority and skills.
-    fn enter_queue(&mut self, queue: &str, reserved_for: Option<&str>) -> Result<(), ViewError> {
+    fn enter_queue(&mut self, queue: &str, reserved_for: Option<&str>) {
         let at = self.at;
         let Some(record) = self.record.as_mut() else {
-            return Ok(());
+            return;
         };
         let first_queued_ms = *record.first_queued_ms.get_or_insert(at);
         record.waiting = Some(Waiting {
@@ -418,56 +497,57 @@ impl<'a> Fold<'a> {
             reserved_for: reserved_for.map(str::to_owned),
         };
         let key = item_key(queue, record.priority, at, self.interaction);
-        put_record(self.state, key, &item)?;
-        register_queue(self.state, queue)
+        self.state.items.insert(key, item);
+        if !self.state.queue_names.contains(&queue.to_owned()) {
+            self.state.queue_names.insert(queue.to_owned(), ());
+        }
     }
 
     /// Takes the interaction out of the queue it waits in, if any.
-    fn leave_queue(&mut self) -> Result<(), ViewError> {
+    fn leave_queue(&mut self) {
         if let Some(key) = self.current_item_key() {
-            self.state.delete(&key);
+            self.state.items.remove(&key);
         }
         if let Some(record) = self.record.as_mut() {
             record.waiting = None;
         }
-        Ok(())
     }
 
     /// Ends the holder's assignment, if any, and notes when for the agent's idle time.
-    fn end_assignment(&mut self) -> Result<(), ViewError> {
+    fn end_assignment(&mut self) {
         let Some(holder) = self.record.as_mut().and_then(|r| r.assignment.take()) else {
-            return Ok(());
+            return;
         };
         self.state
-            .delete(&assignment_key(&holder.agent_id, self.interaction));
+            .assignments
+            .remove(&(holder.agent_id.clone(), self.interaction.to_owned()));
         if let Some(queue) = &holder.queue {
             self.state
-                .delete(&queue_assigned_key(queue, self.interaction));
+                .queue_assigned
+                .remove(&(queue.clone(), self.interaction.to_owned()));
         }
-        let key = last_end_key(&holder.agent_id);
-        let latest: Option<i64> = get_record(self.state, &key)?;
-        if latest.is_none_or(|latest| latest < self.at) {
-            put_record(self.state, key, &self.at)?;
+        let at = self.at;
+        let latest = self.state.last_end.get(&holder.agent_id).copied();
+        if latest.is_none_or(|latest| latest < at) {
+            self.state.last_end.insert(holder.agent_id, at);
         }
-        Ok(())
     }
 
     /// Starts `agent`'s holding of the interaction, which came from `queue` if any.
-    fn start_assignment(&mut self, agent: &str, queue: Option<String>) -> Result<(), ViewError> {
+    fn start_assignment(&mut self, agent: &str, queue: Option<String>) {
         let channel = self.record.as_ref().map_or(self.channel, |r| r.channel);
         let assignment = AssignmentRecord {
             channel,
             queue: queue.clone(),
             since_ms: self.at,
         };
-        put_record(
-            self.state,
-            assignment_key(agent, self.interaction),
-            &assignment,
-        )?;
+        self.state
+            .assignments
+            .insert((agent.to_owned(), self.interaction.to_owned()), assignment);
         if let Some(queue) = &queue {
             self.state
-                .put(queue_assigned_key(queue, self.interaction), Vec::new());
+                .queue_assigned
+                .insert((queue.clone(), self.interaction.to_owned()), ());
         }
         if let Some(record) = self.record.as_mut() {
             record.assignment = Some(Holder {
@@ -475,12 +555,11 @@ impl<'a> Fold<'a> {
                 queue,
             });
         }
-        Ok(())
     }
 
-    fn assigned(&mut self, agent: &str) -> Result<(), ViewError> {
+    fn assigned(&mut self, agent: &str) {
         let Some(record) = self.record.as_ref() else {
-            return Ok(());
+            return;
         };
         let from_queue = record.waiting.as_ref().map(|w| w.queue.clone());
         let same_holder = record
@@ -489,69 +568,52 @@ impl<'a> Fold<'a> {
             .is_some_and(|h| h.agent_id == agent);
         if from_queue.is_none() && same_holder {
             // A repeated `assigned`: the agent already holds it.
-            return Ok(());
+            return;
         }
-        self.leave_queue()?;
-        self.end_assignment()?;
-        self.start_assignment(agent, from_queue)
+        self.leave_queue();
+        self.end_assignment();
+        self.start_assignment(agent, from_queue);
     }
 
-    fn transferred(
-        &mut self,
-        to_queue: Option<&str>,
-        to_agent: Option<&str>,
-    ) -> Result<(), ViewError> {
-        self.leave_queue()?;
-        self.end_assignment()?;
+    fn transferred(&mut self, to_queue: Option<&str>, to_agent: Option<&str>) {
+        self.leave_queue();
+        self.end_assignment();
         match (to_queue, to_agent) {
             (Some(queue), reserved_for) => self.enter_queue(queue, reserved_for),
             (None, Some(agent)) => self.start_assignment(agent, None),
-            (None, None) => Ok(()),
+            (None, None) => {}
         }
     }
 
     /// Rewrites the reservation of the waiting item, if the interaction waits.
-    fn reserve(
-        &mut self,
-        change: impl FnOnce(Option<&str>) -> Option<String>,
-    ) -> Result<(), ViewError> {
+    fn reserve(&mut self, change: impl FnOnce(Option<&str>) -> Option<String>) {
         let Some(key) = self.current_item_key() else {
-            return Ok(());
+            return;
         };
-        let Some(mut item) = get_record::<ItemRecord>(self.state, &key)? else {
-            return Ok(());
+        let Some(item) = self.state.items.get(&key) else {
+            return;
         };
         let reserved_for = change(item.reserved_for.as_deref());
-        if reserved_for != item.reserved_for {
+        if reserved_for != item.reserved_for
+            && let Some(item) = self.state.items.get_mut(&key)
+        {
             item.reserved_for = reserved_for;
-            put_record(self.state, key, &item)?;
         }
-        Ok(())
     }
 
     /// Writes the record back; an interaction neither waiting nor held is forgotten
     /// (its stay is over, so its next `queued` starts a new total wait).
-    fn save(self) -> Result<(), ViewError> {
-        let key = interaction_key(self.interaction);
-        match self.record {
-            Some(record) if record.waiting.is_some() || record.assignment.is_some() => {
-                put_record(self.state, key, &record)
-            }
-            Some(_) => {
-                self.state.delete(&key);
-                Ok(())
-            }
-            None => Ok(()),
+    fn save(self) {
+        let key = self.interaction.to_owned();
+        let Some(record) = self.record else {
+            return;
+        };
+        if record.waiting.is_none() && record.assignment.is_none() {
+            self.state.interactions.remove(&key);
+        } else if self.state.interactions.get(&key) != Some(&record) {
+            self.state.interactions.insert(key, record);
         }
     }
-}
-
-fn register_queue(state: &mut dyn StateStore, queue: &str) -> Result<(), ViewError> {
-    let key = queue_name_key(queue);
-    if state.get(&key)?.is_none() {
-        state.put(key, Vec::new());
-    }
-    Ok(())
 }
 
 fn millis_to_time(ms: i64) -> DateTime<Utc> {

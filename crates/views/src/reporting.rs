@@ -35,22 +35,24 @@
 //! Topics (`GET /v1/reports/topics`): each distinct topic of a `tagged` or `wrapped_up`
 //! event counts once in the UTC hour of that event.
 //!
-//! # Keys
+//! # State
 //!
-//! | key | record | written by |
-//! |---|---|---|
-//! | `ri 0 interaction` | `Tracked`: the latest entry, waiting since, assigned at | its customer's partition |
-//! | `rb 0 hour 0 channel 0 queue` | [`BucketCounts`]: integer counts and sums | every partition: sums |
-//! | `rw 0 hour 0 channel 0 queue 0 seconds` | `u64`: waits in that histogram bucket | every partition: sums |
-//! | `rt 0 hour 0 topic` | `u64`: topic count | every partition: sums |
-//! | `rh 0 hour` | empty: the hour has figures (the index the range queries walk) | every partition: a set |
+//! | tag | key | record | written by |
+//! |---|---|---|---|
+//! | `t` | interaction | `Tracked`: the latest entry, waiting since, assigned at | its customer's partition |
+//! | `b` | hour, channel, queue | [`BucketCounts`]: integer counts and sums | every partition: sums |
+//! | `w` | hour, channel, queue, seconds | `u64`: waits in that histogram bucket | every partition: sums |
+//! | `p` | hour, topic | `u64`: topic count | every partition: sums |
 //!
-//! Shared records are only integer sums and a set, so the state does not depend on how
-//! partitions interleave. A `ri` record lives while its interaction waits or awaits a
+//! The figures (`b`, `w`, `p`) are whole tables in memory, ordered by hour, which the
+//! range queries walk. Shared records are only integer sums, so the state does not depend
+//! on how partitions interleave. A `t` record lives while its interaction waits or awaits a
 //! wrap-up (which often follows `ended`); after that it is deleted (an abandoned contact
 //! leaves nothing), unless an agent took the interaction or it was rated: then it stays (a
 //! few dozen bytes) so that a rating, which may come days later, lands in the interaction's
-//! bucket and replaces rather than adds to an earlier one.
+//! bucket and replaces rather than adds to an earlier one. Those grow with the history, so
+//! `t` is a cached table: a record is brought into memory when its interaction's next event
+//! comes.
 //!
 //! Queries live in `query`.
 
@@ -67,17 +69,16 @@ use omnilog_events::{Body, Channel, Destination, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::queue::channel_name;
-use crate::state::{KeyBuilder, get_record, put_record};
-use crate::{LogPosition, StateStore, View, ViewError};
+use crate::state::{CachedTable, Changes, Entries, Table, ViewState, changes_of, sorted};
+use crate::{LogPosition, View, ViewError};
 
 /// The queue name of work that never entered a queue.
 pub const NO_QUEUE: &str = "(none)";
 
-const TRACKED: &str = "ri";
-const BUCKET: &str = "rb";
-const WAITS: &str = "rw";
-const TOPIC: &str = "rt";
-const HOURS: &str = "rh";
+const TRACKED: u8 = b't';
+const BUCKET: u8 = b'b';
+const WAITS: u8 = b'w';
+const TOPIC: u8 = b'p';
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -135,7 +136,88 @@ impl ReportingView {
     }
 }
 
-/// An interaction's reporting state: `ri 0 interaction`.
+/// The key of a bucket: (hour, channel code, queue).
+pub(crate) type BucketKey = (i64, u8, String);
+
+/// The reporting view's state. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct ReportingState {
+    tracked: CachedTable<String, Tracked>,
+    buckets: Table<BucketKey, BucketCounts>,
+    /// (hour, channel code, queue, wait bucket in seconds) → waits.
+    waits: Table<(i64, u8, String, u32), u64>,
+    /// (hour, topic) → count.
+    topics: Table<(i64, String), u64>,
+}
+
+impl Default for ReportingState {
+    fn default() -> Self {
+        ReportingState {
+            tracked: CachedTable::new(TRACKED),
+            buckets: Table::new(BUCKET),
+            waits: Table::new(WAITS),
+            topics: Table::new(TOPIC),
+        }
+    }
+}
+
+/// Two states are equal when they hold the same records (their canonical dumps).
+impl PartialEq for ReportingState {
+    fn eq(&self, other: &Self) -> bool {
+        matches!((self.dump(), other.dump()), (Ok(a), Ok(b)) if a == b)
+    }
+}
+
+impl ViewState for ReportingState {
+    fn whole_tags(&self) -> Vec<u8> {
+        vec![BUCKET, WAITS, TOPIC]
+    }
+
+    fn restore(&mut self, stored: &[u8], value: Option<&[u8]>) -> Result<(), ViewError> {
+        if stored.first() == Some(&TRACKED) {
+            return self.tracked.restore(stored, value);
+        }
+        let value = value
+            .ok_or_else(|| ViewError::Storage("a whole table's record without a value".into()))?;
+        match stored.first() {
+            Some(&BUCKET) => self.buckets.restore(stored, value),
+            Some(&WAITS) => self.waits.restore(stored, value),
+            Some(&TOPIC) => self.topics.restore(stored, value),
+            _ => Err(ViewError::Corrupt {
+                key: String::from_utf8_lossy(stored).into_owned(),
+                reason: "not a key of the reporting view".to_owned(),
+            }),
+        }
+    }
+
+    fn take_changes(&mut self) -> Result<Changes, ViewError> {
+        changes_of([
+            self.tracked.take_changes(),
+            self.buckets.take_changes(),
+            self.waits.take_changes(),
+            self.topics.take_changes(),
+        ])
+    }
+
+    fn evict(&mut self, budget: usize) {
+        self.tracked.evict(budget);
+    }
+
+    fn cached_weight(&self) -> usize {
+        self.tracked.weight()
+    }
+
+    fn dump(&self) -> Result<Entries, ViewError> {
+        let mut entries = Vec::new();
+        self.tracked.dump(&mut entries)?;
+        self.buckets.dump(&mut entries)?;
+        self.waits.dump(&mut entries)?;
+        self.topics.dump(&mut entries)?;
+        Ok(sorted(entries))
+    }
+}
+
+/// An interaction's reporting state: `t interaction`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Tracked {
     #[serde(with = "channel_name")]
@@ -153,7 +235,7 @@ pub(crate) struct Tracked {
     csat: Option<u8>,
 }
 
-/// The figures of one (hour, channel, queue): `rb 0 hour 0 channel 0 queue`. Integers only,
+/// The figures of one (hour, channel, queue): `b hour channel queue`. Integers only,
 /// so partitions add to it in any order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketCounts {
@@ -204,67 +286,8 @@ fn wait_bucket(wait_ms: u64) -> u32 {
     u32::try_from(bucket).unwrap_or(u32::MAX)
 }
 
-fn tracked_key(interaction: &str) -> Vec<u8> {
-    KeyBuilder::table(TRACKED).text(interaction).build()
-}
-
-fn bucket_key(hour: i64, channel: Channel, queue: &str) -> Vec<u8> {
-    KeyBuilder::table(BUCKET)
-        .signed(hour)
-        .text(channel.as_str())
-        .text(queue)
-        .build()
-}
-
-fn waits_key(hour: i64, channel: Channel, queue: &str, bucket: u32) -> Vec<u8> {
-    KeyBuilder::table(WAITS)
-        .signed(hour)
-        .text(channel.as_str())
-        .text(queue)
-        .number(u64::from(bucket))
-        .build()
-}
-
-fn topic_key(hour: i64, topic: &str) -> Vec<u8> {
-    KeyBuilder::table(TOPIC).signed(hour).text(topic).build()
-}
-
-fn hour_key(hour: i64) -> Vec<u8> {
-    KeyBuilder::table(HOURS).signed(hour).build()
-}
-
-/// Adds to the bucket of (hour, channel, queue), noting the hour in the index when the
-/// bucket is new.
-fn add_to_bucket(
-    state: &mut dyn StateStore,
-    hour: i64,
-    channel: Channel,
-    queue: &str,
-    change: impl FnOnce(&mut BucketCounts),
-) -> Result<(), ViewError> {
-    let key = bucket_key(hour, channel, queue);
-    let mut counts = match get_record::<BucketCounts>(state, &key)? {
-        Some(counts) => counts,
-        None => {
-            note_hour(state, hour)?;
-            BucketCounts::default()
-        }
-    };
-    change(&mut counts);
-    put_record(state, key, &counts)
-}
-
-fn note_hour(state: &mut dyn StateStore, hour: i64) -> Result<(), ViewError> {
-    let key = hour_key(hour);
-    if state.get(&key)?.is_none() {
-        state.put(key, Vec::new());
-    }
-    Ok(())
-}
-
-fn add_count(state: &mut dyn StateStore, key: Vec<u8>, by: u64) -> Result<(), ViewError> {
-    let count: u64 = get_record(state, &key)?.unwrap_or(0);
-    put_record(state, key, &(count + by))
+fn channel_code(channel: Channel) -> u8 {
+    channel as u8
 }
 
 fn elapsed_ms(from: i64, to: i64) -> u64 {
@@ -272,6 +295,8 @@ fn elapsed_ms(from: i64, to: i64) -> u64 {
 }
 
 impl View for ReportingView {
+    type State = ReportingState;
+
     fn name(&self) -> &'static str {
         "reporting"
     }
@@ -280,51 +305,88 @@ impl View for ReportingView {
         &[Destination::Interactions]
     }
 
+    /// 2: typed tables (layout 1 was a key-value state).
+    fn layout(&self) -> u32 {
+        2
+    }
+
+    fn new_state(&self) -> ReportingState {
+        ReportingState::default()
+    }
+
+    fn missing(
+        &self,
+        state: &ReportingState,
+        event: &Event,
+        missing: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ViewError> {
+        let tracks = matches!(
+            event.body,
+            Body::WrappedUp { .. }
+                | Body::Queued { .. }
+                | Body::Assigned { .. }
+                | Body::Abandoned
+                | Body::Ended { .. }
+                | Body::Transferred { .. }
+                | Body::Csat { .. }
+        );
+        if tracks && let Some(interaction) = event.interaction_id.as_deref() {
+            let key = interaction.to_owned();
+            if !state.tracked.is_loaded(&key) {
+                missing.push(state.tracked.stored_key(&key)?);
+            }
+        }
+        Ok(())
+    }
+
     fn apply(
         &self,
-        state: &mut dyn StateStore,
+        state: &mut ReportingState,
         event: &Event,
         _position: LogPosition,
     ) -> Result<(), ViewError> {
         let at = event.occurred_at.timestamp_millis();
         match &event.body {
-            Body::Tagged { topics } => count_topics(state, topics, at),
+            Body::Tagged { topics } => {
+                count_topics(state, topics, at);
+                Ok(())
+            }
             Body::WrappedUp { topics, .. } => {
-                count_topics(state, topics, at)?;
                 let mut fold = Fold::open(state, event, false)?;
-                fold.wrapped_up()?;
+                count_topics(fold.state, topics, at);
+                fold.wrapped_up();
                 fold.save()
             }
             Body::Queued { queue, .. } => {
                 let mut fold = Fold::open(state, event, true)?;
-                fold.queued(queue)?;
+                fold.queued(queue);
                 fold.save()
             }
             Body::Assigned { .. } => {
                 let mut fold = Fold::open(state, event, true)?;
-                fold.assigned(&self.config)?;
+                fold.assigned(&self.config);
                 fold.save()
             }
             Body::Abandoned => {
                 let mut fold = Fold::open(state, event, false)?;
-                fold.abandoned()?;
+                fold.abandoned();
                 fold.save()
             }
             Body::Ended { .. } => {
                 // Ending while waiting is abandoning; ending while held leaves the
                 // handling open until the wrap-up, which often follows the end.
                 let mut fold = Fold::open(state, event, false)?;
-                fold.abandoned()?;
+                fold.abandoned();
                 fold.save()
             }
             Body::Transferred { to_queue, to_agent } => {
                 let mut fold = Fold::open(state, event, true)?;
-                fold.transferred(to_queue.as_deref(), to_agent.is_some())?;
+                fold.transferred(to_queue.as_deref(), to_agent.is_some());
                 fold.save()
             }
             Body::Csat { score } => {
                 let mut fold = Fold::open(state, event, true)?;
-                fold.rated(*score)?;
+                fold.rated(*score);
                 fold.save()
             }
             _ => Ok(()),
@@ -332,24 +394,24 @@ impl View for ReportingView {
     }
 }
 
-fn count_topics(state: &mut dyn StateStore, topics: &[String], at: i64) -> Result<(), ViewError> {
+fn count_topics(state: &mut ReportingState, topics: &[String], at: i64) {
     if topics.is_empty() {
-        return Ok(());
+        return;
     }
     let hour = hour_of(at);
-    note_hour(state, hour)?;
     let mut distinct: Vec<&str> = topics.iter().map(String::as_str).collect();
     distinct.sort_unstable();
     distinct.dedup();
     for topic in distinct {
-        add_count(state, topic_key(hour, topic), 1)?;
+        *state
+            .topics
+            .get_or_insert_with((hour, topic.to_owned()), || 0) += 1;
     }
-    Ok(())
 }
 
 /// One interaction event being folded: its tracked record, loaded once and saved once.
 struct Fold<'a> {
-    state: &'a mut dyn StateStore,
+    state: &'a mut ReportingState,
     interaction: &'a str,
     at: i64,
     /// `None` when the event found no record and must not start one.
@@ -357,8 +419,10 @@ struct Fold<'a> {
 }
 
 impl<'a> Fold<'a> {
+    /// Checks the event and loads its interaction's record: an event that cannot be applied
+    /// is refused here, before anything changes.
     fn open(
-        state: &'a mut dyn StateStore,
+        state: &'a mut ReportingState,
         event: &'a Event,
         create: bool,
     ) -> Result<Self, ViewError> {
@@ -369,7 +433,7 @@ impl<'a> Fold<'a> {
             ViewError::Unapplicable("an interaction event without channel".into())
         })?;
         let at = event.occurred_at.timestamp_millis();
-        let mut tracked: Option<Tracked> = get_record(state, &tracked_key(interaction))?;
+        let mut tracked: Option<Tracked> = state.tracked.get(&interaction.to_owned())?.cloned();
         if tracked.is_none() && create {
             // Work without a queue entry is counted under NO_QUEUE in this event's hour,
             // unless the event itself starts an entry (which sets the bucket).
@@ -392,34 +456,37 @@ impl<'a> Fold<'a> {
     }
 
     /// Adds to the bucket of the tracked interaction's latest entry.
-    fn count(&mut self, change: impl FnOnce(&mut BucketCounts)) -> Result<(), ViewError> {
+    fn count(&mut self, change: impl FnOnce(&mut BucketCounts)) {
         let Some(tracked) = self.tracked.as_ref() else {
-            return Ok(());
+            return;
         };
-        add_to_bucket(
-            self.state,
+        let key = (
             tracked.hour,
-            tracked.channel,
-            &tracked.queue,
-            change,
-        )
+            channel_code(tracked.channel),
+            tracked.queue.clone(),
+        );
+        change(
+            self.state
+                .buckets
+                .get_or_insert_with(key, BucketCounts::default),
+        );
     }
 
-    fn count_wait(&mut self, wait_ms: u64) -> Result<(), ViewError> {
+    fn count_wait(&mut self, wait_ms: u64) {
         let Some(tracked) = self.tracked.as_ref() else {
-            return Ok(());
+            return;
         };
-        let key = waits_key(
+        let key = (
             tracked.hour,
-            tracked.channel,
-            &tracked.queue,
+            channel_code(tracked.channel),
+            tracked.queue.clone(),
             wait_bucket(wait_ms),
         );
-        add_count(self.state, key, 1)
+        *self.state.waits.get_or_insert_with(key, || 0) += 1;
     }
 
     /// Starts a new entry in `queue` now.
-    fn enter(&mut self, queue: &str) -> Result<(), ViewError> {
+    fn enter(&mut self, queue: &str) {
         let at = self.at;
         if let Some(tracked) = self.tracked.as_mut() {
             tracked.hour = hour_of(at);
@@ -427,24 +494,23 @@ impl<'a> Fold<'a> {
             tracked.waiting_since_ms = Some(at);
             tracked.assigned_ms = None;
         }
-        self.count(|c| c.offered += 1)
+        self.count(|c| c.offered += 1);
     }
 
-    fn queued(&mut self, queue: &str) -> Result<(), ViewError> {
+    fn queued(&mut self, queue: &str) {
         let already_waiting_there = self
             .tracked
             .as_ref()
             .is_some_and(|t| t.waiting_since_ms.is_some() && t.queue == queue);
-        if already_waiting_there {
-            return Ok(());
+        if !already_waiting_there {
+            self.enter(queue);
         }
-        self.enter(queue)
     }
 
-    fn assigned(&mut self, config: &ReportingConfig) -> Result<(), ViewError> {
+    fn assigned(&mut self, config: &ReportingConfig) {
         let at = self.at;
         let Some(tracked) = self.tracked.as_mut() else {
-            return Ok(());
+            return;
         };
         let waited = tracked
             .waiting_since_ms
@@ -453,40 +519,37 @@ impl<'a> Fold<'a> {
         tracked.assigned_ms = Some(at);
         tracked.keep = true;
         let threshold_ms = u64::from(config.threshold(tracked.channel)) * 1000;
-        match waited {
-            Some(wait) => {
-                self.count(|c| {
-                    c.answered += 1;
-                    c.answer_wait_ms += wait;
-                    if wait <= threshold_ms {
-                        c.answered_in_threshold += 1;
-                    }
-                })?;
-                self.count_wait(wait)
-            }
-            // A direct assignment, or a new agent without a new entry: nothing to count
-            // until the wrap-up.
-            None => Ok(()),
+        // A direct assignment, or a new agent without a new entry: nothing to count until
+        // the wrap-up.
+        if let Some(wait) = waited {
+            self.count(|c| {
+                c.answered += 1;
+                c.answer_wait_ms += wait;
+                if wait <= threshold_ms {
+                    c.answered_in_threshold += 1;
+                }
+            });
+            self.count_wait(wait);
         }
     }
 
     /// Closes a waiting entry as abandoned (at `abandoned`, or `ended` while waiting).
-    fn abandoned(&mut self) -> Result<(), ViewError> {
+    fn abandoned(&mut self) {
         let at = self.at;
         let Some(since) = self
             .tracked
             .as_mut()
             .and_then(|t| t.waiting_since_ms.take())
         else {
-            return Ok(());
+            return;
         };
         let wait = elapsed_ms(since, at);
-        self.count(|c| c.abandoned += 1)?;
-        self.count_wait(wait)
+        self.count(|c| c.abandoned += 1);
+        self.count_wait(wait);
     }
 
-    fn transferred(&mut self, to_queue: Option<&str>, to_agent: bool) -> Result<(), ViewError> {
-        self.count(|c| c.transfers += 1)?;
+    fn transferred(&mut self, to_queue: Option<&str>, to_agent: bool) {
+        self.count(|c| c.transfers += 1);
         let at = self.at;
         if let Some(tracked) = self.tracked.as_mut() {
             // The entry it leaves is neither answered nor abandoned; the agent's handling
@@ -498,27 +561,26 @@ impl<'a> Fold<'a> {
                 tracked.keep = true;
             }
         }
-        match to_queue {
-            Some(queue) => self.enter(queue),
-            None => Ok(()),
+        if let Some(queue) = to_queue {
+            self.enter(queue);
         }
     }
 
-    fn wrapped_up(&mut self) -> Result<(), ViewError> {
+    fn wrapped_up(&mut self) {
         let at = self.at;
         let Some(assigned) = self.tracked.as_mut().and_then(|t| t.assigned_ms.take()) else {
-            return Ok(());
+            return;
         };
         let handle = elapsed_ms(assigned, at);
         self.count(|c| {
             c.handled += 1;
             c.handle_ms += handle;
-        })
+        });
     }
 
-    fn rated(&mut self, score: u8) -> Result<(), ViewError> {
+    fn rated(&mut self, score: u8) {
         let Some(tracked) = self.tracked.as_mut() else {
-            return Ok(());
+            return;
         };
         let previous = tracked.csat.replace(score);
         tracked.keep = true;
@@ -528,24 +590,24 @@ impl<'a> Fold<'a> {
                 None => c.csat_responses += 1,
             }
             c.csat_sum += u64::from(score);
-        })
+        });
     }
 
     /// Writes the record back, or deletes it once nothing can still need it: not
     /// waiting, not awaiting a wrap-up, never taken by an agent nor rated (an abandoned
     /// contact, a transfer without a target).
     fn save(self) -> Result<(), ViewError> {
-        let key = tracked_key(self.interaction);
         let Some(tracked) = self.tracked else {
             return Ok(());
         };
+        let key = self.interaction.to_owned();
         let done =
             tracked.waiting_since_ms.is_none() && tracked.assigned_ms.is_none() && !tracked.keep;
         if done {
-            self.state.delete(&key);
-            Ok(())
+            self.state.tracked.remove(&key);
         } else {
-            put_record(self.state, key, &tracked)
+            self.state.tracked.insert(key, tracked);
         }
+        Ok(())
     }
 }

@@ -1,171 +1,587 @@
-//! The state a view folds into: an ordered key-value map that the fold reads and writes
-//! through [`StateStore`], and queries read through [`StateReader`].
+//! The state a view folds into: typed records in memory, in tables, updated in place by the
+//! fold and read directly by queries.
 //!
-//! Why a key-value map and not in-memory structs: a view of a large desk (millions of
-//! customers, years of history) does not fit in memory, and the projector must commit a
-//! view's changes together with the log positions they came from in one atomic write. A
-//! fold therefore touches a few small records per event, and the runtime (the `store` and
-//! `projector` crates) decides where those records live: an overlay over sled while
-//! projecting, a [`MemoryState`] in tests and benchmarks.
+//! A table remembers which of its records changed since the last checkpoint; the runtime
+//! takes those changes ([`ViewState::take_changes`]), encoded, and writes them to the view
+//! store together with the log positions they came from, in one atomic write. Nothing here
+//! does IO: the runtime reads and writes the store, and gives queries a [`RecordSource`] for
+//! what is not in memory.
 //!
-//! Records are encoded with postcard (compact, deterministic for the same value), so a view
-//! rebuilt from offset 0 holds the same bytes as the live one. Records must therefore not
-//! contain `HashMap`s or floats whose value depends on the order of folding.
+//! Two kinds of table:
+//! - [`Table`]: every record in memory, ordered by key; the whole table is read from the
+//!   store when a view starts. For state that stays small whatever the history's length
+//!   (what waits in queues now, the agents, hourly report figures).
+//! - [`CachedTable`]: records are brought into memory when the fold needs them (the runtime
+//!   loads what [`crate::View::missing`] names before folding a batch, so the fold itself
+//!   never waits on a disk) and let go, least recently used first, once they are written
+//!   and memory is over its budget. For state that grows with the history (a customer's
+//!   journeys). Queries read through to the store for a record not in memory.
+//!
+//! Encoding: a stored key is the table's tag byte followed by the key in postcard, whose
+//! strings are length-prefixed, so no two keys encode alike whatever bytes they hold (a NUL
+//! in an id cannot make one record look like another). Values are postcard too:
+//! deterministic for the same value, so a view rebuilt from offset 0 stores the same bytes as
+//! the live one. Records hold no `HashMap` and no floats, whose bytes could depend on the
+//! order of folding.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::hash::Hash;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ViewError;
 
-/// Entries of a scan: (key, encoded record), in key order.
+/// Entries of a dump or a scan: (stored key, stored value), in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Read access to a view's state.
-pub trait StateReader {
-    /// The value stored under `key`.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError>;
-
-    /// Every entry whose key starts with `prefix`, in key order, at most `limit` of them.
-    fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Entries, ViewError>;
+/// What a table's key must be.
+pub trait Key:
+    Serialize + DeserializeOwned + Ord + Hash + Clone + Debug + Send + Sync + 'static
+{
+}
+impl<T: Serialize + DeserializeOwned + Ord + Hash + Clone + Debug + Send + Sync + 'static> Key
+    for T
+{
 }
 
-/// Read and write access to a view's state, as the fold sees it. Reads see the fold's own
-/// earlier writes.
-pub trait StateStore: StateReader {
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
-    fn delete(&mut self, key: &[u8]);
+/// What a table's record must be.
+pub trait Record: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static> Record for T {}
+
+/// The records to write and delete at a checkpoint: stored keys and values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub deletes: Vec<Vec<u8>>,
 }
 
-/// Reads a record and decodes it.
-pub fn get_record<T: DeserializeOwned>(
-    state: &(impl StateReader + ?Sized),
-    key: &[u8],
-) -> Result<Option<T>, ViewError> {
-    match state.get(key)? {
-        None => Ok(None),
-        Some(bytes) => decode_record(key, &bytes).map(Some),
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.puts.len() + self.deletes.len()
+    }
+
+    fn extend(&mut self, other: Changes) {
+        self.puts.extend(other.puts);
+        self.deletes.extend(other.deletes);
     }
 }
 
-/// Encodes a record and writes it.
-pub fn put_record<T: Serialize>(
-    state: &mut (impl StateStore + ?Sized),
-    key: Vec<u8>,
-    value: &T,
-) -> Result<(), ViewError> {
-    let bytes = postcard::to_stdvec(value).map_err(|e| ViewError::Corrupt {
-        key: String::from_utf8_lossy(&key).into_owned(),
-        reason: format!("cannot encode: {e}"),
-    })?;
-    state.put(key, bytes);
-    Ok(())
+/// The view store as a query or a load sees it: stored records by stored key.
+pub trait RecordSource {
+    /// The value stored under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError>;
+
+    /// Every stored entry whose key starts with `prefix`, in key order.
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, ViewError>;
 }
 
-/// Decodes a record read under `key` (named in the error).
-pub fn decode_record<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, ViewError> {
+/// A source with nothing in it: for a state that is wholly in memory (tests, benchmarks).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoRecords;
+
+impl RecordSource for NoRecords {
+    fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
+        Ok(None)
+    }
+
+    fn scan(&self, _prefix: &[u8]) -> Result<Entries, ViewError> {
+        Ok(Vec::new())
+    }
+}
+
+fn encoding_failed(what: &str, error: postcard::Error) -> ViewError {
+    ViewError::Corrupt {
+        key: what.to_owned(),
+        reason: format!("cannot encode: {error}"),
+    }
+}
+
+/// The stored key of `key` in the table tagged `tag`.
+pub fn stored_key<K: Serialize>(tag: u8, key: &K) -> Result<Vec<u8>, ViewError> {
+    let mut out = vec![tag];
+    postcard::to_io(key, &mut out).map_err(|e| encoding_failed("a key", e))?;
+    Ok(out)
+}
+
+fn encode_value<V: Serialize>(value: &V) -> Result<Vec<u8>, ViewError> {
+    postcard::to_stdvec(value).map_err(|e| encoding_failed("a record", e))
+}
+
+fn decode_key<K: DeserializeOwned>(stored: &[u8]) -> Result<K, ViewError> {
+    postcard::from_bytes(stored.get(1..).unwrap_or_default()).map_err(|e| ViewError::Corrupt {
+        key: String::from_utf8_lossy(stored).into_owned(),
+        reason: format!("the key does not decode: {e}"),
+    })
+}
+
+/// Decodes a stored record (`key` names it in the error).
+pub fn decode_value<V: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<V, ViewError> {
     postcard::from_bytes(bytes).map_err(|e| ViewError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         reason: e.to_string(),
     })
 }
 
-/// Scans and decodes every record under `prefix`, in key order.
-pub fn scan_records<T: DeserializeOwned>(
-    state: &(impl StateReader + ?Sized),
-    prefix: &[u8],
-    limit: usize,
-) -> Result<Vec<(Vec<u8>, T)>, ViewError> {
-    state
-        .scan_prefix(prefix, limit)?
-        .into_iter()
-        .map(|(key, bytes)| {
-            let record = decode_record(&key, &bytes)?;
-            Ok((key, record))
-        })
-        .collect()
+/// A table wholly in memory, ordered by key. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Table<K: Key, V: Record> {
+    tag: u8,
+    records: BTreeMap<K, V>,
+    /// Keys written or deleted since the last checkpoint.
+    changed: BTreeSet<K>,
 }
 
-/// Builds a key from parts separated by `0x00`, which no part may contain (ids and names
-/// are text). Numbers that must sort as numbers go in as big-endian bytes through
-/// [`KeyBuilder::number`].
-#[derive(Clone, Debug, Default)]
-pub struct KeyBuilder(Vec<u8>);
-
-impl KeyBuilder {
-    /// A key starting with the table's tag.
-    pub fn table(tag: &str) -> Self {
-        KeyBuilder(tag.as_bytes().to_vec())
+impl<K: Key, V: Record> Table<K, V> {
+    pub fn new(tag: u8) -> Self {
+        Table {
+            tag,
+            records: BTreeMap::new(),
+            changed: BTreeSet::new(),
+        }
     }
 
-    /// Appends a text part.
-    pub fn text(mut self, part: &str) -> Self {
-        self.0.push(0);
-        self.0.extend_from_slice(part.as_bytes());
-        self
+    pub fn tag(&self) -> u8 {
+        self.tag
     }
 
-    /// Appends a number that sorts numerically.
-    pub fn number(mut self, part: u64) -> Self {
-        self.0.push(0);
-        self.0.extend_from_slice(&part.to_be_bytes());
-        self
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.records.get(key)
     }
 
-    /// Appends a signed number that sorts numerically (negative before positive).
-    pub fn signed(self, part: i64) -> Self {
-        self.number((part as u64) ^ (1 << 63))
+    /// The record, to change in place: it is written at the next checkpoint.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let record = self.records.get_mut(key)?;
+        if !self.changed.contains(key) {
+            self.changed.insert(key.clone());
+        }
+        Some(record)
     }
 
-    /// The key as a prefix of longer keys: ends with the separator.
-    pub fn prefix(mut self) -> Vec<u8> {
-        self.0.push(0);
-        self.0
+    /// The record, created with `make` if there is none, to change in place.
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        if !self.changed.contains(&key) {
+            self.changed.insert(key.clone());
+        }
+        self.records.entry(key).or_insert_with(make)
     }
 
-    pub fn build(self) -> Vec<u8> {
-        self.0
+    pub fn insert(&mut self, key: K, value: V) {
+        self.changed.insert(key.clone());
+        self.records.insert(key, value);
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let removed = self.records.remove(key);
+        if removed.is_some() {
+            self.changed.insert(key.clone());
+        }
+        removed
+    }
+
+    pub fn contains(&self, key: &K) -> bool {
+        self.records.contains_key(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> {
+        self.records.iter()
+    }
+
+    pub fn range<R: std::ops::RangeBounds<K>>(
+        &self,
+        range: R,
+    ) -> impl DoubleEndedIterator<Item = (&K, &V)> {
+        self.records.range(range)
+    }
+
+    /// Restores a stored record (when the view starts).
+    pub fn restore(&mut self, stored: &[u8], value: &[u8]) -> Result<(), ViewError> {
+        let key: K = decode_key(stored)?;
+        let value: V = decode_value(stored, value)?;
+        self.records.insert(key, value);
+        Ok(())
+    }
+
+    /// The changes since the last call, encoded.
+    pub fn take_changes(&mut self) -> Result<Changes, ViewError> {
+        let mut changes = Changes::default();
+        for key in std::mem::take(&mut self.changed) {
+            let stored = stored_key(self.tag, &key)?;
+            match self.records.get(&key) {
+                Some(value) => changes.puts.push((stored, encode_value(value)?)),
+                None => changes.deletes.push(stored),
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Every record, encoded as stored.
+    pub fn dump(&self, out: &mut Entries) -> Result<(), ViewError> {
+        for (key, value) in &self.records {
+            out.push((stored_key(self.tag, key)?, encode_value(value)?));
+        }
+        Ok(())
     }
 }
 
-/// A view's state in memory: for tests, for benchmarks of pure folding, and for comparing
-/// a live view with a rebuilt one.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MemoryState {
-    pub entries: BTreeMap<Vec<u8>, Vec<u8>>,
+/// One record of a [`CachedTable`] in memory.
+#[derive(Clone, Debug)]
+struct Slot<V> {
+    /// `None`: known not to be stored (nothing to load).
+    value: Option<V>,
+    /// Written or deleted since the last checkpoint: may not be let go.
+    changed: bool,
+    /// When it was last used, on the table's clock.
+    used: u64,
+    /// Its stored size, as last encoded (what letting it go frees, roughly).
+    weight: usize,
 }
 
-impl MemoryState {
-    pub fn new() -> Self {
-        Self::default()
+/// A table whose records come into memory when needed. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct CachedTable<K: Key, V: Record> {
+    tag: u8,
+    slots: HashMap<K, Slot<V>>,
+    clock: u64,
+    /// Sum of the weights of the slots in memory.
+    weight: usize,
+}
+
+impl<K: Key, V: Record> CachedTable<K, V> {
+    pub fn new(tag: u8) -> Self {
+        CachedTable {
+            tag,
+            slots: HashMap::new(),
+            clock: 0,
+            weight: 0,
+        }
+    }
+
+    pub fn tag(&self) -> u8 {
+        self.tag
+    }
+
+    fn not_loaded(&self, key: &K) -> ViewError {
+        ViewError::Storage(format!(
+            "record {key:?} of table {:?} was not loaded before the fold needed it",
+            self.tag as char
+        ))
+    }
+
+    /// Whether the record is in memory (or known to be absent from the store).
+    pub fn is_loaded(&self, key: &K) -> bool {
+        self.slots.contains_key(key)
+    }
+
+    /// The stored key of `key`, for the runtime to load it.
+    pub fn stored_key(&self, key: &K) -> Result<Vec<u8>, ViewError> {
+        stored_key(self.tag, key)
+    }
+
+    /// Puts a record read from the store (or its absence) in memory, unless the table
+    /// already has it (a newer version may have been written meanwhile).
+    pub fn restore(&mut self, stored: &[u8], value: Option<&[u8]>) -> Result<(), ViewError> {
+        let key: K = decode_key(stored)?;
+        if self.slots.contains_key(&key) {
+            return Ok(());
+        }
+        let weight = stored.len() + value.map_or(0, <[u8]>::len) + 64;
+        let value: Option<V> = value.map(|v| decode_value(stored, v)).transpose()?;
+        self.clock += 1;
+        self.weight += weight;
+        self.slots.insert(
+            key,
+            Slot {
+                value,
+                changed: false,
+                used: self.clock,
+                weight,
+            },
+        );
+        Ok(())
+    }
+
+    /// A record the fold needs (it must have been loaded).
+    pub fn get(&mut self, key: &K) -> Result<Option<&V>, ViewError> {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.slots.contains_key(key) {
+            return Err(self.not_loaded(key));
+        }
+        let slot = self
+            .slots
+            .get_mut(key)
+            .ok_or_else(|| ViewError::Storage("a slot vanished".into()))?;
+        slot.used = clock;
+        Ok(slot.value.as_ref())
+    }
+
+    /// A record the fold changes in place (it must have been loaded).
+    pub fn get_mut(&mut self, key: &K) -> Result<Option<&mut V>, ViewError> {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.slots.contains_key(key) {
+            return Err(self.not_loaded(key));
+        }
+        let slot = self
+            .slots
+            .get_mut(key)
+            .ok_or_else(|| ViewError::Storage("a slot vanished".into()))?;
+        slot.used = clock;
+        if slot.value.is_some() {
+            slot.changed = true;
+        }
+        Ok(slot.value.as_mut())
+    }
+
+    /// The record, created with `make` if there is none (it must have been loaded).
+    pub fn get_or_insert_with(
+        &mut self,
+        key: &K,
+        make: impl FnOnce() -> V,
+    ) -> Result<&mut V, ViewError> {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.slots.contains_key(key) {
+            return Err(self.not_loaded(key));
+        }
+        let slot = self
+            .slots
+            .get_mut(key)
+            .ok_or_else(|| ViewError::Storage("a slot vanished".into()))?;
+        slot.used = clock;
+        slot.changed = true;
+        Ok(slot.value.get_or_insert_with(make))
+    }
+
+    /// Writes a record without reading it first (a blind write: nothing to load).
+    pub fn insert(&mut self, key: K, value: V) {
+        self.clock += 1;
+        let clock = self.clock;
+        match self.slots.get_mut(&key) {
+            Some(slot) => {
+                slot.value = Some(value);
+                slot.changed = true;
+                slot.used = clock;
+            }
+            None => {
+                self.slots.insert(
+                    key,
+                    Slot {
+                        value: Some(value),
+                        changed: true,
+                        used: clock,
+                        weight: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Deletes a record (blind: nothing to load first).
+    pub fn remove(&mut self, key: &K) {
+        self.clock += 1;
+        let clock = self.clock;
+        match self.slots.get_mut(key) {
+            Some(slot) => {
+                if slot.value.is_some() || slot.changed {
+                    slot.value = None;
+                    slot.changed = true;
+                }
+                slot.used = clock;
+            }
+            None => {
+                self.slots.insert(
+                    key.clone(),
+                    Slot {
+                        value: None,
+                        changed: true,
+                        used: clock,
+                        weight: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Reads a record for a query: from memory, or from the store.
+    pub fn read<'a>(
+        &'a self,
+        key: &K,
+        source: &dyn RecordSource,
+    ) -> Result<Option<Cow<'a, V>>, ViewError> {
+        if let Some(slot) = self.slots.get(key) {
+            return Ok(slot.value.as_ref().map(Cow::Borrowed));
+        }
+        let stored = self.stored_key(key)?;
+        match source.get(&stored)? {
+            Some(bytes) => Ok(Some(Cow::Owned(decode_value(&stored, &bytes)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every record whose stored key starts with `prefix` (the tag, then a prefix of the
+    /// encoded key), from the store and from memory, memory winning; in stored-key order.
+    pub fn scan(&self, prefix: &[u8], source: &dyn RecordSource) -> Result<Vec<(K, V)>, ViewError> {
+        let mut found: BTreeMap<Vec<u8>, Option<V>> = BTreeMap::new();
+        for (stored, bytes) in source.scan(prefix)? {
+            let value: V = decode_value(&stored, &bytes)?;
+            found.insert(stored, Some(value));
+        }
+        for (key, slot) in &self.slots {
+            if !slot.changed {
+                continue;
+            }
+            let stored = self.stored_key(key)?;
+            if stored.starts_with(prefix) {
+                found.insert(stored, slot.value.clone());
+            }
+        }
+        found
+            .into_iter()
+            .filter_map(|(stored, value)| value.map(|v| (stored, v)))
+            .map(|(stored, value)| Ok((decode_key(&stored)?, value)))
+            .collect()
+    }
+
+    /// The changes since the last call, encoded; the slots become clean (and so may be let
+    /// go once written).
+    pub fn take_changes(&mut self) -> Result<Changes, ViewError> {
+        let mut changes = Changes::default();
+        let mut weight = self.weight;
+        for (key, slot) in &mut self.slots {
+            if !slot.changed {
+                continue;
+            }
+            slot.changed = false;
+            let stored = stored_key(self.tag, key)?;
+            weight -= slot.weight;
+            match &slot.value {
+                Some(value) => {
+                    let bytes = encode_value(value)?;
+                    slot.weight = stored.len() + bytes.len() + 64;
+                    changes.puts.push((stored, bytes));
+                }
+                None => {
+                    slot.weight = stored.len() + 64;
+                    changes.deletes.push(stored);
+                }
+            }
+            weight += slot.weight;
+        }
+        self.weight = weight;
+        // Sorted, so that a checkpoint's write is in key order (cheaper for the store).
+        changes.puts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        changes.deletes.sort_unstable();
+        Ok(changes)
+    }
+
+    /// Lets go of clean records, least recently used first, until the table weighs at most
+    /// `budget` bytes (records changed since the last checkpoint stay).
+    pub fn evict(&mut self, budget: usize) {
+        if self.weight <= budget {
+            return;
+        }
+        let mut clean: Vec<(u64, K)> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| !slot.changed)
+            .map(|(key, slot)| (slot.used, key.clone()))
+            .collect();
+        clean.sort_unstable_by_key(|(used, _)| *used);
+        for (_, key) in clean {
+            if self.weight <= budget {
+                break;
+            }
+            if let Some(slot) = self.slots.remove(&key) {
+                self.weight -= slot.weight;
+            }
+        }
+        // A table emptied of most of its records gives its memory back.
+        if self.slots.capacity() > 4 * self.slots.len().max(1024) {
+            self.slots.shrink_to_fit();
+        }
+    }
+
+    /// About how many bytes the records in memory take.
+    pub fn weight(&self) -> usize {
+        self.weight
+    }
+
+    /// Records in memory.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Every record in memory, encoded as stored (for states held wholly in memory: tests
+    /// and benchmarks compare states by it).
+    pub fn dump(&self, out: &mut Entries) -> Result<(), ViewError> {
+        for (key, slot) in &self.slots {
+            if let Some(value) = &slot.value {
+                out.push((stored_key(self.tag, key)?, encode_value(value)?));
+            }
+        }
+        Ok(())
     }
 }
 
-impl StateReader for MemoryState {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
-        Ok(self.entries.get(key).cloned())
+/// What the runtime needs of a view's state.
+pub trait ViewState: Send + Sync + 'static {
+    /// The tags of the tables read whole from the store when the view starts.
+    fn whole_tags(&self) -> Vec<u8>;
+
+    /// Puts a stored record (or, for a cached table, its absence) in memory.
+    fn restore(&mut self, stored: &[u8], value: Option<&[u8]>) -> Result<(), ViewError>;
+
+    /// The changes since the last call, encoded.
+    fn take_changes(&mut self) -> Result<Changes, ViewError>;
+
+    /// Lets go of clean cached records until the cached tables weigh at most `budget`.
+    fn evict(&mut self, _budget: usize) {}
+
+    /// About how many bytes the cached records in memory take.
+    fn cached_weight(&self) -> usize {
+        0
     }
 
-    fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Entries, ViewError> {
-        Ok(self
-            .entries
-            .range(prefix.to_vec()..)
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
+    /// Every record in memory, encoded as stored, in key order: the canonical form two
+    /// states are compared by (for a state wholly in memory, its whole content).
+    fn dump(&self) -> Result<Entries, ViewError>;
 }
 
-impl StateStore for MemoryState {
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.entries.insert(key, value);
+/// Takes the changes of several tables at once.
+pub fn changes_of(
+    tables: impl IntoIterator<Item = Result<Changes, ViewError>>,
+) -> Result<Changes, ViewError> {
+    let mut all = Changes::default();
+    for changes in tables {
+        all.extend(changes?);
     }
+    Ok(all)
+}
 
-    fn delete(&mut self, key: &[u8]) {
-        self.entries.remove(key);
-    }
+/// Sorts dump entries into key order.
+pub fn sorted(mut entries: Entries) -> Entries {
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries
 }
 
 #[cfg(test)]
@@ -173,32 +589,78 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_sort_by_their_parts() {
-        let a = KeyBuilder::table("t").text("c1").number(2).build();
-        let b = KeyBuilder::table("t").text("c1").number(10).build();
-        let c = KeyBuilder::table("t").text("c2").number(0).build();
-        assert!(a < b && b < c);
-        let negative = KeyBuilder::table("t").signed(-5).build();
-        let positive = KeyBuilder::table("t").signed(3).build();
-        assert!(negative < positive);
+    fn no_two_keys_encode_alike_whatever_bytes_they_hold() {
+        let a = stored_key(b't', &("a\0b".to_owned(), "c".to_owned())).unwrap();
+        let b = stored_key(b't', &("a".to_owned(), "b\0c".to_owned())).unwrap();
+        assert_ne!(a, b);
+        let decoded: (String, String) = decode_key(&a).unwrap();
+        assert_eq!(decoded, ("a\0b".to_owned(), "c".to_owned()));
     }
 
     #[test]
-    fn memory_state_scans_only_its_prefix_in_order() {
-        let mut state = MemoryState::new();
-        put_record(&mut state, KeyBuilder::table("a").text("2").build(), &2u32).unwrap();
-        put_record(&mut state, KeyBuilder::table("a").text("1").build(), &1u32).unwrap();
-        put_record(&mut state, KeyBuilder::table("b").text("1").build(), &9u32).unwrap();
-        let found: Vec<u32> = scan_records(&state, &KeyBuilder::table("a").prefix(), 10)
-            .unwrap()
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect();
-        assert_eq!(found, vec![1, 2]);
-        state.delete(&KeyBuilder::table("a").text("1").build());
+    fn a_table_gives_its_changes_once_and_deletions_as_deletions() {
+        let mut table: Table<String, u32> = Table::new(b't');
+        table.insert("a".into(), 1);
+        table.insert("b".into(), 2);
+        *table.get_mut(&"a".to_owned()).unwrap() += 10;
+        let changes = table.take_changes().unwrap();
+        assert_eq!(changes.puts.len(), 2);
+        assert!(table.take_changes().unwrap().is_empty());
+        table.remove(&"b".to_owned());
+        let changes = table.take_changes().unwrap();
         assert_eq!(
-            get_record::<u32>(&state, &KeyBuilder::table("a").text("1").build()).unwrap(),
-            None
+            changes.deletes,
+            vec![stored_key(b't', &"b".to_owned()).unwrap()]
         );
+        let mut restored: Table<String, u32> = Table::new(b't');
+        let mut dump = Vec::new();
+        table.dump(&mut dump).unwrap();
+        for (key, value) in &dump {
+            restored.restore(key, value).unwrap();
+        }
+        assert_eq!(restored.get(&"a".to_owned()), Some(&11));
+        assert!(restored.take_changes().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_cached_table_needs_its_records_loaded_and_lets_clean_ones_go() {
+        let mut table: CachedTable<String, Vec<u8>> = CachedTable::new(b'c');
+        let key = "customer".to_owned();
+        assert!(table.get(&key).is_err(), "not loaded yet");
+        table
+            .restore(&table.stored_key(&key).unwrap(), None)
+            .unwrap();
+        assert_eq!(table.get(&key).unwrap(), None);
+        table.get_or_insert_with(&key, Vec::new).unwrap().push(7);
+        table.insert("other".into(), vec![1, 2, 3]);
+        // Changed records stay whatever the budget.
+        table.evict(0);
+        assert_eq!(table.len(), 2);
+        let changes = table.take_changes().unwrap();
+        assert_eq!(changes.puts.len(), 2);
+        table.evict(0);
+        assert!(table.is_empty());
+        // A query reads through to the store for what memory let go.
+        let stored: BTreeMap<Vec<u8>, Vec<u8>> = changes.puts.into_iter().collect();
+        struct Map(BTreeMap<Vec<u8>, Vec<u8>>);
+        impl RecordSource for Map {
+            fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
+                Ok(self.0.get(key).cloned())
+            }
+            fn scan(&self, prefix: &[u8]) -> Result<Entries, ViewError> {
+                Ok(self
+                    .0
+                    .range(prefix.to_vec()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect())
+            }
+        }
+        let source = Map(stored);
+        assert_eq!(
+            table.read(&key, &source).unwrap().as_deref(),
+            Some(&vec![7])
+        );
+        assert_eq!(table.scan(b"c", &source).unwrap().len(), 2);
     }
 }

@@ -1,15 +1,17 @@
-//! The journey view's behaviour (CONTRACT §5 and §6), folded over `MemoryState`.
+//! The journey view's behaviour (CONTRACT §5 and §6), folded in memory.
 
 // One module, so `cargo test -p omnilog-views journey` selects every test here.
 mod journey {
+    use std::collections::BTreeMap;
+
     use chrono::{DateTime, Utc};
     use omnilog_events::json::event_from_value;
     use omnilog_events::{Event, Handle, to_canonical_json};
     use omnilog_views::journey::{
-        JourneyAnswer, JourneyReportPartial, JourneyView, customer_journey, interaction,
-        journeys_report,
+        EventSource, InteractionAnswer, JourneyAnswer, JourneyReportPartial, JourneyState,
+        JourneyView,
     };
-    use omnilog_views::{LogPosition, MemoryState, View, ViewError};
+    use omnilog_views::{LogPosition, NoRecords, View, ViewError, ViewState, apply_in_memory};
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
@@ -33,6 +35,84 @@ mod journey {
 
     /// Events with the positions they got in the log.
     type Entries = Vec<(Event, LogPosition)>;
+
+    /// A state folded in memory, with the log it was folded from (the timelines are read
+    /// from it).
+    #[derive(Debug)]
+    struct Folded {
+        state: JourneyState,
+        log: BTreeMap<(u32, u64), Event>,
+    }
+
+    impl Folded {
+        fn new() -> Self {
+            Folded {
+                state: JourneyView::default().new_state(),
+                log: BTreeMap::new(),
+            }
+        }
+
+        fn apply(
+            &mut self,
+            view: &JourneyView,
+            event: &Event,
+            position: LogPosition,
+        ) -> Result<(), ViewError> {
+            self.log
+                .insert((position.partition, position.offset), event.clone());
+            apply_in_memory(view, &mut self.state, event, position)
+        }
+
+        fn is_empty(&self) -> bool {
+            self.state.dump().unwrap().is_empty()
+        }
+    }
+
+    impl PartialEq for Folded {
+        fn eq(&self, other: &Self) -> bool {
+            self.state.dump().unwrap() == other.state.dump().unwrap()
+        }
+    }
+
+    impl EventSource for Folded {
+        fn events(&self, partition: u32, offsets: &[u64]) -> Result<Vec<Event>, ViewError> {
+            offsets
+                .iter()
+                .map(|&offset| {
+                    self.log.get(&(partition, offset)).cloned().ok_or_else(|| {
+                        ViewError::Storage(format!("no event at {partition}/{offset}"))
+                    })
+                })
+                .collect()
+        }
+    }
+
+    fn customer_journey(
+        folded: &Folded,
+        customer: &str,
+        merged_from: &[String],
+        handles: &[Handle],
+    ) -> Result<Option<JourneyAnswer>, ViewError> {
+        omnilog_views::journey::customer_journey(
+            &folded.state,
+            &NoRecords,
+            customer,
+            merged_from,
+            handles,
+        )
+    }
+
+    fn interaction(folded: &Folded, id: &str) -> Result<Option<InteractionAnswer>, ViewError> {
+        omnilog_views::journey::interaction(&folded.state, &NoRecords, folded, id)
+    }
+
+    fn journeys_report(
+        folded: &Folded,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<JourneyReportPartial, ViewError> {
+        omnilog_views::journey::journeys_report(&folded.state, &NoRecords, from, to)
+    }
 
     fn inbound_start() -> Value {
         json!({"type": "interaction_started", "direction": "inbound"})
@@ -65,21 +145,21 @@ mod journey {
                 .push((event, LogPosition { partition, offset }));
         }
 
-        fn fold(&self) -> MemoryState {
+        fn fold(&self) -> Folded {
             fold_all(self.entries.iter())
         }
     }
 
-    fn fold_all<'a>(entries: impl Iterator<Item = &'a (Event, LogPosition)>) -> MemoryState {
+    fn fold_all<'a>(entries: impl Iterator<Item = &'a (Event, LogPosition)>) -> Folded {
         let view = JourneyView::default();
-        let mut state = MemoryState::new();
+        let mut state = Folded::new();
         for (event, position) in entries {
-            view.apply(&mut state, event, *position).unwrap();
+            state.apply(&view, event, *position).unwrap();
         }
         state
     }
 
-    fn journey_of(state: &MemoryState, customer: &str) -> JourneyAnswer {
+    fn journey_of(state: &Folded, customer: &str) -> JourneyAnswer {
         customer_journey(state, customer, &[], &[])
             .unwrap()
             .unwrap()
@@ -589,22 +669,23 @@ mod journey {
     #[test]
     fn events_without_a_journey_change_nothing_and_an_unresolved_customer_is_refused() {
         let view = JourneyView::default();
-        let mut state = MemoryState::new();
+        let mut state = Folded::new();
         let agent = event_from_value(json!({
             "occurred_at": "2026-03-01T09:00:00Z", "type": "agent_state",
             "agent_id": "agent-1", "state": "available",
         }))
         .unwrap();
-        view.apply(
-            &mut state,
-            &agent,
-            LogPosition {
-                partition: 0,
-                offset: 0,
-            },
-        )
-        .unwrap();
-        assert!(state.entries.is_empty());
+        state
+            .apply(
+                &view,
+                &agent,
+                LogPosition {
+                    partition: 0,
+                    offset: 0,
+                },
+            )
+            .unwrap();
+        assert!(state.is_empty());
 
         let mut anonymous = event(
             "x",
@@ -614,8 +695,8 @@ mod journey {
             json!({"type": "hold"}),
         );
         anonymous.customer.as_mut().unwrap().id = None;
-        let refused = view.apply(
-            &mut state,
+        let refused = state.apply(
+            &view,
             &anonymous,
             LogPosition {
                 partition: 0,
@@ -623,7 +704,7 @@ mod journey {
             },
         );
         assert!(matches!(refused, Err(ViewError::Unapplicable(_))));
-        assert!(state.entries.is_empty());
+        assert!(state.is_empty());
     }
 
     /// A small desk over two partitions: several customers, including two that share an
@@ -828,7 +909,7 @@ mod journey {
 
     #[test]
     fn an_empty_report_has_zero_rates_and_a_reversed_range_is_a_bad_query() {
-        let state = MemoryState::new();
+        let state = Folded::new();
         let report = journeys_report(
             &state,
             time("2026-03-01T00:00:00Z"),
@@ -891,10 +972,12 @@ mod journey {
         let merged_from = vec!["c-alice-old".to_owned()];
         let expected = customer_journey(&whole, "c-alice", &merged_from, &[]).unwrap();
 
-        let mut parts = MemoryState::new();
+        let mut parts = Folded::new();
         for member in ["c-alice", "c-alice-old"] {
-            for (key, value) in omnilog_views::journey::customer_entries(&whole, member).unwrap() {
-                omnilog_views::StateStore::put(&mut parts, key, value);
+            for (key, value) in
+                omnilog_views::journey::customer_entries(&whole.state, &NoRecords, member).unwrap()
+            {
+                parts.state.restore(&key, Some(&value)).unwrap();
             }
         }
         let answer = customer_journey(&parts, "c-alice", &merged_from, &[]).unwrap();

@@ -1,14 +1,17 @@
-//! The queue view over `MemoryState`: routing order, the life of an item (abandon, assign,
+//! The queue view folded in memory: routing order, the life of an item (abandon, assign,
 //! transfer, offers), agents' capacity and availability, mergeable partials, and
 //! independence from how partitions interleave.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use omnilog_events::json::event_from_value;
 use omnilog_events::{Channel, Event};
+use omnilog_views::queue::QueueState;
 use omnilog_views::queue::{
     self, AgentsPartial, QueueAnswer, QueueView, QueuesPartial, agent, available_agents, routable,
 };
-use omnilog_views::{LogPosition, MemoryState, View};
+use omnilog_views::{LogPosition, ViewState, apply_in_memory};
+
+type MemoryState = QueueState;
 use serde_json::{Value, json};
 
 /// 2026-03-01T09:00:00Z plus `seconds`.
@@ -74,7 +77,7 @@ fn with_agent(at: i64, customer: &str, id: &str, channel: &str, kind: &str, agen
 }
 
 fn fold(events: &[Event]) -> MemoryState {
-    let mut state = MemoryState::new();
+    let mut state = QueueState::default();
     apply_all(&mut state, events);
     state
 }
@@ -85,8 +88,7 @@ fn apply_all(state: &mut MemoryState, events: &[Event]) {
             partition: 0,
             offset: offset as u64,
         };
-        QueueView
-            .apply(state, event, position)
+        apply_in_memory(&QueueView, state, event, position)
             .unwrap_or_else(|e| panic!("applies: {e}"));
     }
 }
@@ -238,7 +240,7 @@ fn a_wrap_up_by_the_holder_ends_the_assignment_and_one_by_another_agent_does_not
     let a1 = agent(&state, "a1").expect("reads").expect("known");
     assert!(a1.assignments.is_empty());
     // Nothing of the interaction is left once it is neither waiting nor held.
-    assert!(state.entries.keys().all(|k| !k.starts_with(b"qi\0")));
+    assert!(state.dump().unwrap().iter().all(|(k, _)| k[0] != b'i'));
 }
 
 #[test]
@@ -668,20 +670,20 @@ fn desk() -> (Vec<Event>, Vec<Event>, Vec<Event>) {
 }
 
 fn fold_partitions(order: &[(u32, &Event)]) -> MemoryState {
-    let mut state = MemoryState::new();
+    let mut state = QueueState::default();
     let mut offsets = [0u64; 3];
     for (partition, event) in order {
         let offset = &mut offsets[*partition as usize];
-        QueueView
-            .apply(
-                &mut state,
-                event,
-                LogPosition {
-                    partition: *partition,
-                    offset: *offset,
-                },
-            )
-            .expect("applies");
+        apply_in_memory(
+            &QueueView,
+            &mut state,
+            event,
+            LogPosition {
+                partition: *partition,
+                offset: *offset,
+            },
+        )
+        .expect("applies");
         *offset += 1;
     }
     state
@@ -748,7 +750,7 @@ fn folding_partitions_interleaved_in_two_orders_gives_identical_state() {
     let a = fold_partitions(&sequential);
     let b = fold_partitions(&round_robin);
     assert_eq!(a, b);
-    assert!(!a.entries.is_empty());
+    assert!(!a.dump().unwrap().is_empty());
 }
 
 /// Interleaves `streams` (each kept in order) by `choices`: each choice picks among the

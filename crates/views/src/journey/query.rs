@@ -1,23 +1,32 @@
 //! The journey view's per-customer and per-interaction queries: pure functions of the
-//! view's state whose answers serialise to exactly the JSON of CONTRACT §6.
+//! view's state, the store behind it ([`RecordSource`]) and the log ([`EventSource`]),
+//! whose answers serialise to exactly the JSON of CONTRACT §6.
 //!
 //! Answers stay bounded for the biggest customer: [`JourneyLimits`] caps the journeys
 //! (the most recent), the interactions and timeline entries per journey (the earliest, in
-//! order) and the context's notes. Only the journeys shown are read, each by its key; a
-//! customer's older history is never touched.
+//! order) and the context's notes. A customer's record is read once; only the events of
+//! the journeys shown are read from the log.
 
 use std::collections::BTreeSet;
 
-use omnilog_events::{Event, Handle, decode, format_time};
+use omnilog_events::{Event, Handle};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::records::{
-    CustomerRecord, InteractionRecord, InteractionStatus, JourneyPath, JourneyStatus,
-    JourneySummary, NoteRecord, Outcome, Stamp, Time, channel_name, keys,
+    CustomerRecord, InteractionRecord, InteractionStatus, JourneyRecord, JourneyStatus,
+    JourneySummary, Outcome, Stamp, Time, channel_name, event_type_name,
 };
+use super::{CUSTOMERS, INDEX, JourneyState};
 use crate::ViewError;
-use crate::state::{StateReader, get_record, scan_records};
+use crate::state::{Entries, RecordSource, stored_key};
+
+/// The log, as the journey queries read it: the timelines are the events themselves.
+pub trait EventSource {
+    /// The events at `offsets` of the interactions partition `partition`, in the order
+    /// asked.
+    fn events(&self, partition: u32, offsets: &[u64]) -> Result<Vec<Event>, ViewError>;
+}
 
 /// How much a journey answer may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,13 +157,15 @@ const SHARED_INTERACTION_LIMIT: usize = 64;
 
 /// [`customer_journey_with`] with the default [`JourneyLimits`].
 pub fn customer_journey(
-    state: &dyn StateReader,
+    state: &JourneyState,
+    records: &dyn RecordSource,
     customer_id: &str,
     merged_from: &[String],
     handles: &[Handle],
 ) -> Result<Option<JourneyAnswer>, ViewError> {
     customer_journey_with(
         state,
+        records,
         customer_id,
         merged_from,
         handles,
@@ -167,7 +178,8 @@ pub fn customer_journey(
 /// all of them. `handles` are the customer's handles as the identity view knows them.
 /// `None` when no interaction of any of these ids has been folded.
 pub fn customer_journey_with(
-    state: &dyn StateReader,
+    state: &JourneyState,
+    records: &dyn RecordSource,
     customer_id: &str,
     merged_from: &[String],
     handles: &[Handle],
@@ -176,38 +188,46 @@ pub fn customer_journey_with(
     let members: BTreeSet<&str> = std::iter::once(customer_id)
         .chain(merged_from.iter().map(String::as_str))
         .collect();
-    let wanted = u32::try_from(limits.journeys.max(1)).unwrap_or(u32::MAX);
-    let mut loaded: Vec<Loaded> = Vec::new();
+    let wanted = limits.journeys.max(1);
+    let mut customers = Vec::new();
     for member in members {
-        let Some(customer) = get_record::<CustomerRecord>(state, &keys::customer(member))? else {
-            continue;
-        };
-        for seq in customer.journeys.saturating_sub(wanted)..customer.journeys {
-            let key = keys::summary(member, seq);
-            let summary =
-                get_record::<JourneySummary>(state, &key)?.ok_or_else(|| ViewError::Corrupt {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    reason: "a journey of the customer is missing".to_owned(),
-                })?;
+        if let Some(record) = state.customers.read(&member.to_owned(), records)? {
+            customers.push((member, record));
+        }
+    }
+    let mut loaded: Vec<Loaded> = Vec::new();
+    for (member, record) in &customers {
+        let count = record.journeys.len();
+        for (seq, journey) in record
+            .journeys
+            .iter()
+            .enumerate()
+            .skip(count.saturating_sub(wanted))
+        {
             loaded.push(Loaded {
                 customer: member,
-                seq,
-                latest: seq + 1 == customer.journeys,
-                summary,
+                record,
+                seq: seq as u32,
+                latest: seq + 1 == count,
+                journey,
             });
         }
     }
     if loaded.is_empty() {
         return Ok(None);
     }
-    let context = context(state, &loaded, limits.notes)?;
+    let context = context(&loaded, limits.notes)?;
     loaded.sort_by(|a, b| {
-        (a.summary.opened, a.customer, a.seq).cmp(&(b.summary.opened, b.customer, b.seq))
+        (a.journey.summary.opened, a.customer, a.seq).cmp(&(
+            b.journey.summary.opened,
+            b.customer,
+            b.seq,
+        ))
     });
-    let shown = loaded.len().saturating_sub(limits.journeys.max(1));
+    let shown = loaded.len().saturating_sub(wanted);
     let journeys = loaded[shown..]
         .iter()
-        .map(|journey| journey_entry(state, journey, limits))
+        .map(|journey| journey_entry(journey, limits))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(JourneyAnswer {
         customer_id: customer_id.to_owned(),
@@ -226,56 +246,54 @@ pub fn customer_journey_with(
 /// A journey read for an answer.
 struct Loaded<'a> {
     customer: &'a str,
+    record: &'a CustomerRecord,
     seq: u32,
     /// The customer's latest journey: the only one a new interaction can join.
     latest: bool,
-    summary: JourneySummary,
+    journey: &'a JourneyRecord,
 }
 
 impl Loaded<'_> {
     fn recency(&self) -> (Time, &str, u32) {
-        (self.summary.last_activity, self.customer, self.seq)
+        (self.journey.summary.last_activity, self.customer, self.seq)
     }
 }
 
-fn context(
-    state: &dyn StateReader,
-    loaded: &[Loaded<'_>],
-    note_limit: usize,
-) -> Result<ContextAnswer, ViewError> {
+fn context(loaded: &[Loaded<'_>], note_limit: usize) -> Result<ContextAnswer, ViewError> {
     let open = loaded
         .iter()
-        .filter(|j| j.latest && j.summary.status == JourneyStatus::Open)
+        .filter(|j| j.latest && j.journey.summary.status == JourneyStatus::Open)
         .max_by(|a, b| a.recency().cmp(&b.recency()));
     let focus = open.or_else(|| loaded.iter().max_by(|a, b| a.recency().cmp(&b.recency())));
-    let last_contact: Option<(Stamp, u8)> =
-        loaded.iter().filter_map(|j| j.summary.last_contact).max();
+    let last_contact: Option<(Stamp, u8)> = loaded
+        .iter()
+        .filter_map(|j| j.journey.summary.last_contact)
+        .max();
     let last_agent = loaded
         .iter()
-        .filter_map(|j| j.summary.last_agent.as_ref())
+        .filter_map(|j| j.journey.summary.last_agent.as_ref())
         .max_by_key(|(stamp, _)| *stamp);
     let (topics, notes) = match focus {
         None => (Vec::new(), Vec::new()),
         Some(focus) => {
-            let notes = scan_records::<NoteRecord>(
-                state,
-                &keys::notes_prefix(focus.customer, focus.seq),
-                note_limit,
-            )?
-            .into_iter()
-            .map(|(_, note)| {
-                Ok(NoteAnswer {
-                    at: note.at.render()?,
-                    text: note.text,
-                    agent: note.agent,
+            let notes = focus
+                .journey
+                .notes
+                .iter()
+                .take(note_limit)
+                .map(|(_, note)| {
+                    Ok(NoteAnswer {
+                        at: note.at.render()?,
+                        text: note.text.clone(),
+                        agent: note.agent.clone(),
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, ViewError>>()?;
-            (focus.summary.topics.clone(), notes)
+                .collect::<Result<Vec<_>, ViewError>>()?;
+            (focus.journey.summary.topics.clone(), notes)
         }
     };
     Ok(ContextAnswer {
-        open_journey_id: open.map(|j| journey_id(&j.summary)),
+        open_journey_id: open.map(|j| journey_id(&j.journey.summary)),
         last_channel: last_contact
             .map(|(_, channel)| channel_name(channel).map(str::to_owned))
             .transpose()?,
@@ -292,47 +310,41 @@ fn journey_id(summary: &JourneySummary) -> String {
     Uuid::from_bytes(summary.id).hyphenated().to_string()
 }
 
-fn journey_entry(
-    state: &dyn StateReader,
-    journey: &Loaded<'_>,
-    limits: JourneyLimits,
-) -> Result<JourneyEntry, ViewError> {
-    let summary = &journey.summary;
-    let path: JourneyPath =
-        get_record(state, &keys::path(journey.customer, journey.seq))?.unwrap_or_default();
-    let interactions = path
-        .entries
+fn missing(what: &str) -> ViewError {
+    ViewError::Corrupt {
+        key: "journey".to_owned(),
+        reason: format!("{what} is missing"),
+    }
+}
+
+fn journey_entry(journey: &Loaded<'_>, limits: JourneyLimits) -> Result<JourneyEntry, ViewError> {
+    let summary = &journey.journey.summary;
+    let interactions = journey
+        .journey
+        .path
         .iter()
         .take(limits.interactions)
         .map(|entry| {
-            let key = keys::interaction(journey.customer, &entry.interaction);
-            let record = get_record::<InteractionRecord>(state, &key)?.ok_or_else(|| {
-                ViewError::Corrupt {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    reason: "an interaction of the journey is missing".to_owned(),
-                }
-            })?;
-            interaction_summary(&entry.interaction, &record)
+            let record = journey
+                .record
+                .interactions
+                .get(&entry.interaction)
+                .ok_or_else(|| missing("an interaction of the journey"))?;
+            interaction_summary(&entry.interaction, record)
         })
         .collect::<Result<Vec<_>, ViewError>>()?;
-    let timeline = state
-        .scan_prefix(
-            &keys::timeline_prefix(journey.customer, journey.seq),
-            limits.timeline,
-        )?
-        .into_iter()
-        .map(|(key, bytes)| {
-            let event = timeline_event(&key, &bytes)?;
-            let channel = event.channel.ok_or_else(|| ViewError::Corrupt {
-                key: String::from_utf8_lossy(&key).into_owned(),
-                reason: "a timeline event without a channel".to_owned(),
-            })?;
+    let timeline = journey
+        .journey
+        .timeline
+        .iter()
+        .take(limits.timeline)
+        .map(|line| {
             Ok(TimelineEntry {
-                at: format_time(&event.occurred_at),
-                channel: channel.as_str().to_owned(),
-                interaction_id: event.interaction_id.clone().unwrap_or_default(),
-                event_type: event.event_type().as_str().to_owned(),
-                summary: super::describe(&event),
+                at: line.stamp.at.render()?,
+                channel: channel_name(line.channel)?.to_owned(),
+                interaction_id: line.interaction.clone(),
+                event_type: event_type_name(line.event_type)?.to_owned(),
+                summary: line.summary.clone(),
             })
         })
         .collect::<Result<Vec<_>, ViewError>>()?;
@@ -371,20 +383,14 @@ fn interaction_summary(
     })
 }
 
-/// Decodes the event a timeline entry holds.
-fn timeline_event(key: &[u8], bytes: &[u8]) -> Result<Event, ViewError> {
-    decode(bytes).map_err(|e| ViewError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: e.to_string(),
-    })
-}
-
 /// [`interaction_with`] returning at most 10 000 events.
 pub fn interaction(
-    state: &dyn StateReader,
+    state: &JourneyState,
+    records: &dyn RecordSource,
+    events: &dyn EventSource,
     interaction_id: &str,
 ) -> Result<Option<InteractionAnswer>, ViewError> {
-    interaction_with(state, interaction_id, DEFAULT_EVENT_LIMIT)
+    interaction_with(state, records, events, interaction_id, DEFAULT_EVENT_LIMIT)
 }
 
 /// An interaction and its first `event_limit` events in log order. Should ingest have
@@ -392,32 +398,40 @@ pub fn interaction(
 /// customer's whose part started first (then the smallest customer id): each part is an
 /// interaction of its own customer's journey.
 pub fn interaction_with(
-    state: &dyn StateReader,
+    state: &JourneyState,
+    records: &dyn RecordSource,
+    events: &dyn EventSource,
     interaction_id: &str,
     event_limit: usize,
 ) -> Result<Option<InteractionAnswer>, ViewError> {
-    let mut best: Option<(String, InteractionRecord)> = None;
-    for (key, value) in state.scan_prefix(
-        &keys::index_prefix(interaction_id),
-        SHARED_INTERACTION_LIMIT,
-    )? {
-        let customer = String::from_utf8(value).map_err(|e| ViewError::Corrupt {
-            key: String::from_utf8_lossy(&key).into_owned(),
-            reason: e.to_string(),
-        })?;
-        let record_key = keys::interaction(&customer, interaction_id);
-        let Some(record) = get_record::<InteractionRecord>(state, &record_key)? else {
-            return Err(ViewError::Corrupt {
-                key: String::from_utf8_lossy(&record_key).into_owned(),
-                reason: "an indexed interaction is missing".to_owned(),
-            });
+    let prefix = stored_key(INDEX, &interaction_id.to_owned())?;
+    let mut best: Option<(String, CustomerRecord)> = None;
+    let order = |customer: &str, record: &CustomerRecord| {
+        record.interactions.get(interaction_id).map(|r| {
+            (
+                r.started,
+                r.first_partition,
+                r.first_offset,
+                customer.to_owned(),
+            )
+        })
+    };
+    for ((_, customer), ()) in state
+        .index
+        .scan(&prefix, records)?
+        .into_iter()
+        .take(SHARED_INTERACTION_LIMIT)
+    {
+        let Some(record) = state.customers.read(&customer, records)? else {
+            return Err(missing("the customer of an indexed interaction"));
         };
-        let order = |c: &str, r: &InteractionRecord| {
-            (r.started, r.first_partition, r.first_offset, c.to_owned())
-        };
+        let record = record.into_owned();
+        let candidate =
+            order(&customer, &record).ok_or_else(|| missing("an indexed interaction"))?;
         if best
             .as_ref()
-            .is_none_or(|(c, r)| order(&customer, &record) < order(c, r))
+            .and_then(|(c, r)| order(c, r))
+            .is_none_or(|current| candidate < current)
         {
             best = Some((customer, record));
         }
@@ -425,67 +439,54 @@ pub fn interaction_with(
     let Some((customer, record)) = best else {
         return Ok(None);
     };
-    let summary_key = keys::summary(&customer, record.journey);
-    let summary =
-        get_record::<JourneySummary>(state, &summary_key)?.ok_or_else(|| ViewError::Corrupt {
-            key: String::from_utf8_lossy(&summary_key).into_owned(),
-            reason: "the journey of an interaction is missing".to_owned(),
-        })?;
-    // The interaction's events are in its journey's timeline, in time order; the answer
-    // lists them in log order, by the position each key ends with.
-    let mut events = Vec::new();
-    for (key, bytes) in state.scan_prefix(
-        &keys::timeline_prefix(&customer, record.journey),
-        usize::MAX,
-    )? {
-        let event = timeline_event(&key, &bytes)?;
-        if event.interaction_id.as_deref() == Some(interaction_id) {
-            let position = keys::position_of(&key).ok_or_else(|| ViewError::Corrupt {
-                key: String::from_utf8_lossy(&key).into_owned(),
-                reason: "a timeline key without a log position".to_owned(),
-            })?;
-            events.push((position, event));
-        }
-    }
-    events.sort_unstable_by_key(|(position, _)| *position);
-    let events: Vec<Event> = events
-        .into_iter()
+    let interaction = record
+        .interactions
+        .get(interaction_id)
+        .ok_or_else(|| missing("an indexed interaction"))?;
+    let journey = record
+        .journeys
+        .get(interaction.journey as usize)
+        .ok_or_else(|| missing("the journey of an interaction"))?;
+    let offsets: Vec<u64> = interaction
+        .events
+        .iter()
+        .copied()
         .take(event_limit)
-        .map(|(_, event)| event)
         .collect();
+    let events = events.events(record.partition, &offsets)?;
     Ok(Some(InteractionAnswer {
-        interaction: interaction_summary(interaction_id, &record)?,
-        customer_id: customer,
-        journey_id: journey_id(&summary),
-        direction: if record.outbound {
+        interaction: interaction_summary(interaction_id, interaction)?,
+        customer_id: customer.clone(),
+        journey_id: journey_id(&journey.summary),
+        direction: if interaction.outbound {
             "outbound"
         } else {
             "inbound"
         },
-        subject: record.subject.clone(),
-        self_service: record.self_service,
-        csat: record.csat,
+        subject: interaction.subject.clone(),
+        self_service: interaction.self_service,
+        csat: interaction.csat,
         events,
     }))
 }
 
-/// Every entry of the journey state that belongs to `customer` (its record, journeys,
-/// interactions, timeline and notes; not the raw events): what an instance that does not
-/// own the customer's partition needs to answer the journey of a customer merged with it.
-/// Loaded into a [`crate::MemoryState`] beside the other members' entries, it answers
-/// [`customer_journey`] exactly as the whole state would.
+/// The stored entry of `customer`'s record: what an instance that does not own the
+/// customer's partition needs to answer the journey of a customer merged with it.
+/// Restored into a [`JourneyState`] beside the other members' entries, it answers
+/// [`customer_journey`] exactly as the owner's state would.
 pub fn customer_entries(
-    state: &dyn StateReader,
+    state: &JourneyState,
+    records: &dyn RecordSource,
     customer: &str,
-) -> Result<crate::state::Entries, ViewError> {
-    let mut entries = Vec::new();
-    let record = keys::customer(customer);
-    if let Some(value) = state.get(&record)? {
-        entries.push((record, value));
-    }
-    for tag in ["js", "jf", "jp", "ii", "tl", "nt"] {
-        let prefix = crate::state::KeyBuilder::table(tag).text(customer).prefix();
-        entries.extend(state.scan_prefix(&prefix, usize::MAX)?);
-    }
-    Ok(entries)
+) -> Result<Entries, ViewError> {
+    let key = customer.to_owned();
+    let Some(record) = state.customers.read(&key, records)? else {
+        return Ok(Vec::new());
+    };
+    let stored = stored_key(CUSTOMERS, &key)?;
+    let bytes = postcard::to_stdvec(record.as_ref()).map_err(|e| ViewError::Corrupt {
+        key: customer.to_owned(),
+        reason: format!("cannot encode: {e}"),
+    })?;
+    Ok(vec![(stored, bytes)])
 }

@@ -1,41 +1,29 @@
-//! The journey view's stored records and their keys.
+//! The journey view's records.
 //!
-//! Every key but one starts with a table tag and the customer id, so everything a
-//! customer's events write lies under that customer: the fold of one partition never
-//! reads or writes what another partition's fold touches, and the state cannot depend on
-//! how partitions interleave. The exception, the interaction index `ix`, is a set of
-//! `(interaction, customer)` pairs with empty meaning, which any order of inserts builds
-//! alike.
+//! The unit of state is the customer: one [`CustomerRecord`] holds every journey of a
+//! customer (its summary, its interactions in start order, its notes) and every
+//! interaction (its record and the log offsets of its events). All of a customer's events
+//! are in one partition, in order, so the fold of one partition never touches what
+//! another partition's fold touches, and the state cannot depend on how partitions
+//! interleave. Two derived tables are written blind (never read by the fold): each
+//! journey's [`JourneyFacts`], which the journeys report scans, and an index from an
+//! interaction id to its customers.
 //!
-//! | tag | key parts | value |
+//! | tag | key | record |
 //! |---|---|---|
-//! | `cu` | customer | [`CustomerRecord`]: how many journeys the customer has |
-//! | `js` | customer, journey seq | [`JourneySummary`]: the journey's small, hot summary |
-//! | `jf` | customer, journey seq | [`JourneyFacts`]: what the journeys report needs, nothing else |
-//! | `jp` | customer, journey seq | [`JourneyPath`]: the journey's interactions in start order |
-//! | `ii` | customer, interaction | [`InteractionRecord`] |
-//! | `ix` | interaction, customer | the customer id: finds an interaction by its id alone |
-//! | `tl` | customer, journey seq, occurred_at, partition, offset | the event, protobuf-encoded |
-//! | `nt` | customer, journey seq, occurred_at, partition, offset | [`NoteRecord`] |
+//! | `c` | customer | [`CustomerRecord`] |
+//! | `f` | customer, journey seq | [`JourneyFacts`]: what the journeys report needs, nothing else |
+//! | `x` | interaction, customer | nothing: finds an interaction by its id alone |
 //!
-//! The timeline holds the events themselves, in their protobuf form (the log's own
-//! payload, which maps to the canonical JSON field for field and round-trips exactly): 2
-//! to 3 times smaller than the JSON text and cheaper to write. A query renders a timeline
-//! line from its event, and finds an interaction's events in its journey's timeline (an
-//! interaction's events all belong to its one journey), in log order by the position the
-//! key ends with. One key per event, not a timeline line and a copy of the event: new keys
-//! are what a sled insert costs most (each can split a tree node and copy its parent), and
-//! the second key halved the durable projection's rate (`omnilog bench`: 21,000 against
-//! 41,000 to 47,000 journey events/s without it).
+//! A journey keeps its timeline as the lines the answer shows (time, type, channel,
+//! interaction, the short human summary), rendered when the event is folded, so a journey
+//! query reads one record and nothing else, whichever backend holds the log. An interaction
+//! keeps the log offsets of its events: `GET /v1/interactions/{id}` reads its events from
+//! the log, the only copy of them.
 //!
-//! Keys are laid out exactly as [`crate::state::KeyBuilder`] lays them out (a tag, then each part after a
-//! `0x00`, numbers big-endian), but built in one allocation of the right size, because
-//! every event builds several.
-//!
-//! Times are stored as seconds and nanoseconds (`occurred_at` keys as a signed number
-//! then a number, so keys sort by time, negative years included). Channels and event types
-//! are stored as their declaration index in the events crate (new values are appended
-//! there, so stored codes keep their meaning).
+//! Times are stored as seconds and nanoseconds. Channels are stored as their declaration
+//! index in the events crate (new values are appended there, so stored codes keep their
+//! meaning).
 
 use chrono::{DateTime, Utc};
 use omnilog_events::{Channel, format_time};
@@ -128,15 +116,41 @@ pub enum Outcome {
     Contained,
 }
 
-/// Per customer: the number of journeys, so the latest is `journeys - 1`.
+/// A customer's journeys and interactions: the journey view's unit of state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CustomerRecord {
-    pub journeys: u32,
+    /// The partition of the customer's events (every event of a customer is in one).
+    pub partition: u32,
+    /// By sequence: the latest is the last.
+    pub journeys: Vec<JourneyRecord>,
+    /// By interaction id.
+    pub interactions: std::collections::BTreeMap<String, InteractionRecord>,
 }
 
-/// A journey's summary: read and written by every event of the journey, so it holds
-/// only bounded things (the interaction list lives in [`JourneyPath`], the timeline and
-/// notes in their own keys).
+/// One journey of a customer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JourneyRecord {
+    pub summary: JourneySummary,
+    /// Its interactions, in start order.
+    pub path: Vec<PathEntry>,
+    /// Its agents' notes, kept whole for the context, by time then log position.
+    pub notes: Vec<(Stamp, NoteRecord)>,
+    /// Its events as timeline lines, by time then log position.
+    pub timeline: Vec<Line>,
+}
+
+/// One line of a journey's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Line {
+    pub stamp: Stamp,
+    pub interaction: String,
+    pub channel: u8,
+    /// The event type's declaration index in the events crate.
+    pub event_type: u8,
+    pub summary: String,
+}
+
+/// A journey's summary: what every event of the journey updates, all bounded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct JourneySummary {
     /// uuid v5 of (customer, first interaction).
@@ -203,9 +217,9 @@ impl JourneySummary {
     }
 }
 
-/// What the journeys report reads of a journey: a few bytes under their own prefix, so
-/// the report's scan over every journey reads nothing else. Written only when one of
-/// these facts changes, which is rare next to the events that change a summary.
+/// What the journeys report reads of a journey: a few bytes in their own table, so the
+/// report's scan over every journey reads nothing else. Written only when one of these
+/// facts changes, which is rare next to the events that change a summary.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct JourneyFacts {
     pub opened: Time,
@@ -226,13 +240,6 @@ pub(crate) struct PathEntry {
     pub offset: u64,
     pub interaction: String,
     pub channel: u8,
-}
-
-/// A journey's interactions, ordered by start: written only when an interaction joins or
-/// its start moves earlier, so its size does not weigh on ordinary events.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct JourneyPath {
-    pub entries: Vec<PathEntry>,
 }
 
 /// An interaction, per customer.
@@ -262,6 +269,8 @@ pub(crate) struct InteractionRecord {
     /// The latest wrap-up's `resolved`, in log order.
     pub wrapped: Option<bool>,
     pub csat: Option<u8>,
+    /// The log offsets of its events (in the customer's partition), in log order.
+    pub events: Vec<u64>,
 }
 
 impl InteractionRecord {
@@ -294,6 +303,20 @@ pub(crate) fn channel_code(channel: Channel) -> u8 {
     channel as u8
 }
 
+pub(crate) fn event_type_code(event_type: omnilog_events::EventType) -> u8 {
+    event_type as u8
+}
+
+pub(crate) fn event_type_name(code: u8) -> Result<&'static str, ViewError> {
+    omnilog_events::EventType::ALL
+        .get(usize::from(code))
+        .map(|t| t.as_str())
+        .ok_or_else(|| ViewError::Corrupt {
+            key: "journey event type".to_owned(),
+            reason: format!("unknown event type code {code}"),
+        })
+}
+
 pub(crate) fn channel_name(code: u8) -> Result<&'static str, ViewError> {
     Channel::ALL
         .get(usize::from(code))
@@ -302,159 +325,4 @@ pub(crate) fn channel_name(code: u8) -> Result<&'static str, ViewError> {
             key: "journey channel".to_owned(),
             reason: format!("unknown channel code {code}"),
         })
-}
-
-pub(crate) mod keys {
-    //! The key builders of the tables above.
-
-    use super::Stamp;
-
-    /// A key being built: [`crate::state::KeyBuilder`]'s layout, in one allocation.
-    struct Key(Vec<u8>);
-
-    impl Key {
-        fn new(tag: &str, capacity: usize) -> Self {
-            let mut bytes = Vec::with_capacity(tag.len() + capacity);
-            bytes.extend_from_slice(tag.as_bytes());
-            Key(bytes)
-        }
-
-        fn text(mut self, part: &str) -> Self {
-            self.0.push(0);
-            self.0.extend_from_slice(part.as_bytes());
-            self
-        }
-
-        fn number(mut self, part: u64) -> Self {
-            self.0.push(0);
-            self.0.extend_from_slice(&part.to_be_bytes());
-            self
-        }
-
-        fn signed(self, part: i64) -> Self {
-            self.number((part as u64) ^ (1 << 63))
-        }
-
-        fn prefix(mut self) -> Vec<u8> {
-            self.0.push(0);
-            self.0
-        }
-    }
-
-    pub fn customer(customer: &str) -> Vec<u8> {
-        Key::new("cu", 1 + customer.len()).text(customer).0
-    }
-
-    fn per_journey(tag: &str, customer: &str, seq: u32) -> Key {
-        Key::new(tag, 10 + customer.len())
-            .text(customer)
-            .number(u64::from(seq))
-    }
-
-    pub fn summary(customer: &str, seq: u32) -> Vec<u8> {
-        per_journey("js", customer, seq).0
-    }
-
-    pub fn facts(customer: &str, seq: u32) -> Vec<u8> {
-        per_journey("jf", customer, seq).0
-    }
-
-    /// Every journey's facts: the report's scan.
-    pub fn all_facts() -> Vec<u8> {
-        Key::new("jf", 1).prefix()
-    }
-
-    pub fn path(customer: &str, seq: u32) -> Vec<u8> {
-        per_journey("jp", customer, seq).0
-    }
-
-    pub fn interaction(customer: &str, interaction: &str) -> Vec<u8> {
-        Key::new("ii", 2 + customer.len() + interaction.len())
-            .text(customer)
-            .text(interaction)
-            .0
-    }
-
-    pub fn index(interaction: &str, customer: &str) -> Vec<u8> {
-        Key::new("ix", 2 + customer.len() + interaction.len())
-            .text(interaction)
-            .text(customer)
-            .0
-    }
-
-    pub fn index_prefix(interaction: &str) -> Vec<u8> {
-        Key::new("ix", 2 + interaction.len())
-            .text(interaction)
-            .prefix()
-    }
-
-    fn ordered(tag: &str, customer: &str, seq: u32, stamp: &Stamp) -> Vec<u8> {
-        Key::new(tag, 46 + customer.len())
-            .text(customer)
-            .number(u64::from(seq))
-            .signed(stamp.at.secs)
-            .number(u64::from(stamp.at.nanos))
-            .number(u64::from(stamp.partition))
-            .number(stamp.offset)
-            .0
-    }
-
-    pub fn timeline(customer: &str, seq: u32, stamp: &Stamp) -> Vec<u8> {
-        ordered("tl", customer, seq, stamp)
-    }
-
-    pub fn timeline_prefix(customer: &str, seq: u32) -> Vec<u8> {
-        per_journey("tl", customer, seq).prefix()
-    }
-
-    pub fn note(customer: &str, seq: u32, stamp: &Stamp) -> Vec<u8> {
-        ordered("nt", customer, seq, stamp)
-    }
-
-    pub fn notes_prefix(customer: &str, seq: u32) -> Vec<u8> {
-        per_journey("nt", customer, seq).prefix()
-    }
-
-    /// The log position (partition, offset) a timeline or note key ends with.
-    pub fn position_of(key: &[u8]) -> Option<(u32, u64)> {
-        let offset = key.len().checked_sub(8)?;
-        let partition = offset.checked_sub(9)?;
-        Some((
-            u32::try_from(u64::from_be_bytes(
-                key[partition..partition + 8].try_into().ok()?,
-            ))
-            .ok()?,
-            u64::from_be_bytes(key[offset..].try_into().ok()?),
-        ))
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::super::Time;
-        use super::*;
-        use crate::state::KeyBuilder;
-
-        #[test]
-        fn keys_have_the_layout_of_the_key_builder() {
-            let stamp = Stamp {
-                at: Time { secs: -5, nanos: 7 },
-                partition: 3,
-                offset: 9,
-            };
-            assert_eq!(
-                timeline("c", 2, &stamp),
-                KeyBuilder::table("tl")
-                    .text("c")
-                    .number(2)
-                    .signed(-5)
-                    .number(7)
-                    .number(3)
-                    .number(9)
-                    .build()
-            );
-            assert_eq!(position_of(&timeline("c", 2, &stamp)), Some((3, 9)));
-            assert_eq!(customer("c"), KeyBuilder::table("cu").text("c").build());
-            assert_eq!(all_facts(), KeyBuilder::table("jf").prefix());
-        }
-    }
 }

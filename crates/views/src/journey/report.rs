@@ -24,9 +24,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::records::{JourneyFacts, Time, channel_name, keys};
+use super::records::{JourneyFacts, Time, channel_name};
+use super::{FACTS, JourneyState};
 use crate::ViewError;
-use crate::state::{StateReader, scan_records};
+use crate::state::RecordSource;
 
 /// The report's counts over some journeys: what one instance answers for the partitions
 /// it owns.
@@ -131,9 +132,10 @@ fn ratio(part: u64, whole: u64) -> f64 {
 }
 
 /// The partial report over the journeys in `state` opened in `[from, to)`. Reads every
-/// journey's facts record (a few bytes each, under one prefix).
+/// journey's facts record (a few bytes each, in their own table).
 pub fn journeys_report(
-    state: &dyn StateReader,
+    state: &JourneyState,
+    records: &dyn RecordSource,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<JourneyReportPartial, ViewError> {
@@ -145,7 +147,7 @@ pub fn journeys_report(
     }
     let (from, to) = (Time::of(&from), Time::of(&to));
     let mut partial = JourneyReportPartial::default();
-    for (_, facts) in scan_records::<JourneyFacts>(state, &keys::all_facts(), usize::MAX)? {
+    for (_, facts) in state.facts.scan(&[FACTS], records)? {
         if from <= facts.opened && facts.opened < to {
             partial.add(&facts)?;
         }

@@ -34,12 +34,10 @@ use omnilog_events::{AgentStatus, Channel, format_time};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::{
-    AGENT, ASSIGNMENT, AgentRecord, AssignmentRecord, ItemRecord, LAST_END, QUEUE_ASSIGNED,
-    QUEUE_NAME, capacity_map, channel_name, millis_to_time, queue_items_prefix, seconds_since,
+    AgentRecord, ItemRecord, QueueState, capacity_map, channel_name, millis_to_time, seconds_since,
     status_name,
 };
-use crate::state::{KeyBuilder, decode_record, scan_records};
-use crate::{StateReader, ViewError};
+use crate::ViewError;
 
 /// One item of a queue as an instance holds it: the raw times, so partials merge before
 /// ages are computed.
@@ -124,26 +122,20 @@ pub struct QueuePartial {
 
 impl QueuePartial {
     /// This instance's figures for `queue` (empty ones for a queue it has not seen).
-    pub fn from_state(state: &dyn StateReader, queue: &str) -> Result<Self, ViewError> {
-        let table = AgentTable::load(state)?;
+    pub fn from_state(state: &QueueState, queue: &str) -> Result<Self, ViewError> {
+        let table = AgentTable::load(state);
         Self::with_agents(state, queue, &table)
     }
 
-    fn with_agents(
-        state: &dyn StateReader,
-        queue: &str,
-        table: &AgentTable,
-    ) -> Result<Self, ViewError> {
-        let items = scan_records::<ItemRecord>(state, &queue_items_prefix(queue), usize::MAX)?
-            .into_iter()
-            .map(|(_, item)| QueueItem::from(item))
+    fn with_agents(state: &QueueState, queue: &str, table: &AgentTable) -> Result<Self, ViewError> {
+        let items = items_of(state, queue)
+            .map(|item| QueueItem::from(item.clone()))
             .collect();
         let assigned = state
-            .scan_prefix(
-                &KeyBuilder::table(QUEUE_ASSIGNED).text(queue).prefix(),
-                usize::MAX,
-            )?
-            .len() as u64;
+            .queue_assigned
+            .range((queue.to_owned(), String::new())..)
+            .take_while(|((q, _), _)| q == queue)
+            .count() as u64;
         Ok(QueuePartial {
             queue: queue.to_owned(),
             items,
@@ -216,10 +208,10 @@ pub struct QueuesPartial {
 }
 
 impl QueuesPartial {
-    pub fn from_state(state: &dyn StateReader) -> Result<Self, ViewError> {
-        let table = AgentTable::load(state)?;
+    pub fn from_state(state: &QueueState) -> Result<Self, ViewError> {
+        let table = AgentTable::load(state);
         let mut queues = BTreeMap::new();
-        for name in queue_names(state)? {
+        for name in queue_names(state) {
             let partial = QueuePartial::with_agents(state, &name, &table)?;
             queues.insert(name, partial);
         }
@@ -284,42 +276,37 @@ pub struct QueueItemAnswer {
 }
 
 /// Every queue the view has seen, by name.
-pub fn queues(state: &dyn StateReader, now: DateTime<Utc>) -> Result<Vec<QueueAnswer>, ViewError> {
+pub fn queues(state: &QueueState, now: DateTime<Utc>) -> Result<Vec<QueueAnswer>, ViewError> {
     Ok(QueuesPartial::from_state(state)?.finish(now))
 }
 
 /// One queue; `None` for a queue no event ever named.
 pub fn queue(
-    state: &dyn StateReader,
+    state: &QueueState,
     name: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<QueueAnswer>, ViewError> {
-    if state
-        .get(&KeyBuilder::table(QUEUE_NAME).text(name).build())?
-        .is_none()
-    {
+    if !state.queue_names.contains(&name.to_owned()) {
         return Ok(None);
     }
     Ok(Some(QueuePartial::from_state(state, name)?.finish(now)))
 }
 
-fn queue_names(state: &dyn StateReader) -> Result<Vec<String>, ViewError> {
-    let prefix = KeyBuilder::table(QUEUE_NAME).prefix();
+fn queue_names(state: &QueueState) -> Vec<String> {
     state
-        .scan_prefix(&prefix, usize::MAX)?
-        .into_iter()
-        .map(|(key, _)| text_after(&key, prefix.len()))
+        .queue_names
+        .iter()
+        .map(|(name, ())| name.clone())
         .collect()
 }
 
-/// The text part of `key` starting at `start` and running to the next separator.
-fn text_after(key: &[u8], start: usize) -> Result<String, ViewError> {
-    let rest = key.get(start..).unwrap_or_default();
-    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-    String::from_utf8(rest[..end].to_vec()).map_err(|e| ViewError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: e.to_string(),
-    })
+/// The waiting items of a queue, in routing order.
+fn items_of<'a>(state: &'a QueueState, queue: &'a str) -> impl Iterator<Item = &'a ItemRecord> {
+    state
+        .items
+        .range((queue.to_owned(), i64::MIN, i64::MIN, String::new())..)
+        .take_while(move |((q, _, _, _), _)| q == queue)
+        .map(|(_, item)| item)
 }
 
 /// The global agent table.
@@ -330,17 +317,17 @@ struct AgentTable {
 }
 
 impl AgentTable {
-    fn load(state: &dyn StateReader) -> Result<Self, ViewError> {
-        let prefix = KeyBuilder::table(AGENT).prefix();
-        let mut agents = BTreeMap::new();
-        for (key, record) in scan_records::<AgentRecord>(state, &prefix, usize::MAX)? {
-            agents.insert(text_after(&key, prefix.len())?, record);
-        }
+    fn load(state: &QueueState) -> Self {
+        let agents: BTreeMap<String, AgentRecord> = state
+            .agents
+            .iter()
+            .map(|(id, record)| (id.clone(), record.clone()))
+            .collect();
         let anyone_skilled = agents.values().any(|a| !a.skills.is_empty());
-        Ok(AgentTable {
+        AgentTable {
             agents,
             anyone_skilled,
-        })
+        }
     }
 
     fn counts_for(&self, queue: &str) -> AgentCounts {
@@ -376,65 +363,58 @@ pub struct AgentsPartial {
 
 impl AgentsPartial {
     /// Every agent this instance knows of.
-    pub fn from_state(state: &dyn StateReader) -> Result<Self, ViewError> {
-        Self::load(state, None)
+    pub fn from_state(state: &QueueState) -> Result<Self, ViewError> {
+        Ok(Self::load(state, None))
     }
 
-    /// One agent only (reads only that agent's keys, and the waiting items for offers).
-    pub fn for_agent(state: &dyn StateReader, agent_id: &str) -> Result<Self, ViewError> {
-        Self::load(state, Some(agent_id))
+    /// One agent only.
+    pub fn for_agent(state: &QueueState, agent_id: &str) -> Result<Self, ViewError> {
+        Ok(Self::load(state, Some(agent_id)))
     }
 
-    fn load(state: &dyn StateReader, only: Option<&str>) -> Result<Self, ViewError> {
+    fn load(state: &QueueState, only: Option<&str>) -> Self {
         let mut partial = AgentsPartial::default();
-        let scoped = |table: &str| match only {
-            Some(agent) => KeyBuilder::table(table).text(agent).build(),
-            None => KeyBuilder::table(table).prefix(),
-        };
-        let agent_prefix = KeyBuilder::table(AGENT).prefix();
-        for (key, bytes) in state.scan_prefix(&scoped(AGENT), usize::MAX)? {
-            let id = text_after(&key, agent_prefix.len())?;
-            if only.is_none_or(|agent| agent == id) {
-                partial.agents.insert(id, decode_record(&key, &bytes)?);
+        let wanted = |agent: &str| only.is_none_or(|only| only == agent);
+        for (id, record) in state.agents.iter() {
+            if wanted(id) {
+                partial.agents.insert(id.clone(), record.clone());
             }
         }
-        let assignment_prefix = KeyBuilder::table(ASSIGNMENT).prefix();
-        let scope = match only {
-            Some(agent) => KeyBuilder::table(ASSIGNMENT).text(agent).prefix(),
-            None => assignment_prefix.clone(),
+        let assignments: Box<dyn Iterator<Item = _>> = match only {
+            Some(agent) => Box::new(
+                state
+                    .assignments
+                    .range((agent.to_owned(), String::new())..)
+                    .take_while(move |((a, _), _)| a == agent),
+            ),
+            None => Box::new(state.assignments.iter()),
         };
-        for (key, record) in scan_records::<AssignmentRecord>(state, &scope, usize::MAX)? {
-            let agent_id = text_after(&key, assignment_prefix.len())?;
-            let interaction_id = text_after(&key, assignment_prefix.len() + agent_id.len() + 1)?;
+        for ((agent_id, interaction_id), record) in assignments {
             partial.assignments.push(Open {
-                agent_id,
-                interaction_id,
+                agent_id: agent_id.clone(),
+                interaction_id: interaction_id.clone(),
                 channel: record.channel,
             });
         }
-        let end_prefix = KeyBuilder::table(LAST_END).prefix();
-        for (key, bytes) in state.scan_prefix(&scoped(LAST_END), usize::MAX)? {
-            let id = text_after(&key, end_prefix.len())?;
-            if only.is_none_or(|agent| agent == id) {
-                partial.last_end_ms.insert(id, decode_record(&key, &bytes)?);
+        for (id, at) in state.last_end.iter() {
+            if wanted(id) {
+                partial.last_end_ms.insert(id.clone(), *at);
             }
         }
         // Offers sit on the waiting items, which are few (the queue, not the history).
-        for (_, item) in
-            scan_records::<ItemRecord>(state, &KeyBuilder::table(super::ITEM).prefix(), usize::MAX)?
-        {
-            if let Some(agent_id) = item.reserved_for
-                && only.is_none_or(|agent| agent == agent_id)
+        for (_, item) in state.items.iter() {
+            if let Some(agent_id) = &item.reserved_for
+                && wanted(agent_id)
             {
                 partial.offers.push(Open {
-                    agent_id,
-                    interaction_id: item.interaction_id,
+                    agent_id: agent_id.clone(),
+                    interaction_id: item.interaction_id.clone(),
                     channel: item.channel,
                 });
             }
         }
         partial.offers.sort();
-        Ok(partial)
+        partial
     }
 
     /// Adds another instance's view of the agents.
@@ -580,12 +560,12 @@ pub struct AgentAnswer {
 }
 
 /// Every agent.
-pub fn agents(state: &dyn StateReader) -> Result<Vec<AgentAnswer>, ViewError> {
+pub fn agents(state: &QueueState) -> Result<Vec<AgentAnswer>, ViewError> {
     Ok(AgentsPartial::from_state(state)?.answers())
 }
 
 /// One agent; `None` for an agent no event named.
-pub fn agent(state: &dyn StateReader, agent_id: &str) -> Result<Option<AgentAnswer>, ViewError> {
+pub fn agent(state: &QueueState, agent_id: &str) -> Result<Option<AgentAnswer>, ViewError> {
     Ok(AgentsPartial::for_agent(state, agent_id)?.answer_for(agent_id))
 }
 
@@ -603,7 +583,7 @@ pub struct AgentCandidate {
 }
 
 /// Available agents with spare capacity, longest idle first.
-pub fn available_agents(state: &dyn StateReader) -> Result<Vec<AgentCandidate>, ViewError> {
+pub fn available_agents(state: &QueueState) -> Result<Vec<AgentCandidate>, ViewError> {
     Ok(AgentsPartial::from_state(state)?.candidates())
 }
 
@@ -627,28 +607,22 @@ pub struct RoutableItem {
 /// then enqueue time, then queue and interaction id. Each queue's items keep their
 /// routing order; a router walks the list and skips items no candidate can take, so an
 /// item needing a rare skill does not hold up the items behind it.
-pub fn routable(
-    state: &dyn StateReader,
-    now: DateTime<Utc>,
-) -> Result<Vec<RoutableItem>, ViewError> {
+pub fn routable(state: &QueueState, now: DateTime<Utc>) -> Result<Vec<RoutableItem>, ViewError> {
     let mut items = Vec::new();
-    for queue in queue_names(state)? {
-        for (_, item) in scan_records::<ItemRecord>(state, &queue_items_prefix(&queue), usize::MAX)?
-        {
-            if item.reserved_for.is_some() {
-                continue;
-            }
-            items.push(RoutableItem {
-                queue: queue.clone(),
-                wait_seconds: seconds_since(item.enqueued_ms, now),
-                enqueued_at: millis_to_time(item.enqueued_ms),
-                interaction_id: item.interaction_id,
-                customer_id: item.customer_id,
-                channel: item.channel,
-                priority: item.priority,
-                skills: item.skills,
-            });
+    for ((queue, _, _, _), item) in state.items.iter() {
+        if item.reserved_for.is_some() {
+            continue;
         }
+        items.push(RoutableItem {
+            queue: queue.clone(),
+            wait_seconds: seconds_since(item.enqueued_ms, now),
+            enqueued_at: millis_to_time(item.enqueued_ms),
+            interaction_id: item.interaction_id.clone(),
+            customer_id: item.customer_id.clone(),
+            channel: item.channel,
+            priority: item.priority,
+            skills: item.skills.clone(),
+        });
     }
     items.sort_by(|a, b| {
         (

@@ -28,9 +28,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{BUCKET, BucketCounts, HOUR_MS, HOURS, TOPIC, WAITS, hour_of};
-use crate::state::{KeyBuilder, decode_record};
-use crate::{StateReader, ViewError};
+use omnilog_events::Channel;
+
+use super::{BucketCounts, HOUR_MS, ReportingState, hour_of};
+use crate::ViewError;
 
 /// How summary rows are keyed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -118,47 +119,14 @@ impl HourRange {
     }
 }
 
-/// The hours with figures in `range`, from the hours index.
-fn hours_in(state: &dyn StateReader, range: HourRange) -> Result<Vec<i64>, ViewError> {
-    let prefix = KeyBuilder::table(HOURS).prefix();
-    let mut hours = Vec::new();
-    for (key, _) in state.scan_prefix(&prefix, usize::MAX)? {
-        let hour = signed_at(&key, prefix.len())?;
-        if range.contains(hour) {
-            hours.push(hour);
-        }
-    }
-    Ok(hours)
-}
-
-fn corrupt(key: &[u8], reason: &str) -> ViewError {
-    ViewError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
-/// The number written by `KeyBuilder::number` at `start`.
-fn number_at(key: &[u8], start: usize) -> Result<u64, ViewError> {
-    let bytes: [u8; 8] = key
-        .get(start..start + 8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| corrupt(key, "no number where the key needs one"))?;
-    Ok(u64::from_be_bytes(bytes))
-}
-
-/// The signed number written by `KeyBuilder::signed` at `start`.
-fn signed_at(key: &[u8], start: usize) -> Result<i64, ViewError> {
-    Ok((number_at(key, start)? ^ (1 << 63)) as i64)
-}
-
-/// The text parts of `rest`, split at the separator.
-fn text_parts(key: &[u8], rest: &[u8]) -> Result<Vec<String>, ViewError> {
-    rest.split(|&b| b == 0)
-        .map(|part| {
-            String::from_utf8(part.to_vec()).map_err(|_| corrupt(key, "a key part is not text"))
+fn channel_of(code: u8) -> Result<&'static str, ViewError> {
+    Channel::ALL
+        .get(usize::from(code))
+        .map(|c| c.as_str())
+        .ok_or_else(|| ViewError::Corrupt {
+            key: "reporting bucket".to_owned(),
+            reason: format!("unknown channel code {code}"),
         })
-        .collect()
 }
 
 /// One row's figures before they become rates and averages.
@@ -301,47 +269,34 @@ pub struct SummaryRow {
 
 /// This instance's summary of the whole hours in `[from, to)` (see the module notes).
 pub fn summary(
-    state: &dyn StateReader,
+    state: &ReportingState,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     group_by: GroupBy,
 ) -> Result<SummaryPartial, ViewError> {
+    let range = HourRange::new(from, to);
     let mut partial = SummaryPartial::empty(group_by);
-    for hour in hours_in(state, HourRange::new(from, to))? {
-        let prefix = KeyBuilder::table(BUCKET).signed(hour).prefix();
-        for (key, bytes) in state.scan_prefix(&prefix, usize::MAX)? {
-            let parts = text_parts(&key, &key[prefix.len()..])?;
-            let [channel, queue] = parts.as_slice() else {
-                return Err(corrupt(&key, "not a bucket key"));
-            };
-            let counts: BucketCounts = decode_record(&key, &bytes)?;
-            let row = partial
-                .rows
-                .entry(group_by.key(hour, channel, queue))
-                .or_default();
-            row.counts.add(&counts);
+    let start = (range.first, 0u8, String::new());
+    for ((hour, channel, queue), counts) in state.buckets.range(start..) {
+        if !range.contains(*hour) {
+            break;
         }
-        let prefix = KeyBuilder::table(WAITS).signed(hour).prefix();
-        for (key, bytes) in state.scan_prefix(&prefix, usize::MAX)? {
-            // channel 0 queue 0 seconds(8 bytes): the number may contain zero bytes, so it
-            // is read from the end.
-            let rest = &key[prefix.len()..];
-            let Some(split) = rest.len().checked_sub(9) else {
-                return Err(corrupt(&key, "not a wait key"));
-            };
-            let seconds = number_at(&key, prefix.len() + split + 1)?;
-            let parts = text_parts(&key, &rest[..split])?;
-            let [channel, queue] = parts.as_slice() else {
-                return Err(corrupt(&key, "not a wait key"));
-            };
-            let count: u64 = decode_record(&key, &bytes)?;
-            let bucket = u32::try_from(seconds).unwrap_or(u32::MAX);
-            let row = partial
-                .rows
-                .entry(group_by.key(hour, channel, queue))
-                .or_default();
-            *row.waits.entry(bucket).or_insert(0) += count;
+        let row = partial
+            .rows
+            .entry(group_by.key(*hour, channel_of(*channel)?, queue))
+            .or_default();
+        row.counts.add(counts);
+    }
+    let start = (range.first, 0u8, String::new(), 0u32);
+    for ((hour, channel, queue, bucket), count) in state.waits.range(start..) {
+        if !range.contains(*hour) {
+            break;
         }
+        let row = partial
+            .rows
+            .entry(group_by.key(*hour, channel_of(*channel)?, queue))
+            .or_default();
+        *row.waits.entry(*bucket).or_insert(0) += count;
     }
     Ok(partial)
 }
@@ -385,19 +340,17 @@ pub struct TopicRow {
 
 /// This instance's topic counts over the whole hours in `[from, to)`.
 pub fn topics(
-    state: &dyn StateReader,
+    state: &ReportingState,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> Result<TopicsPartial, ViewError> {
+    let range = HourRange::new(from, to);
     let mut partial = TopicsPartial::default();
-    for hour in hours_in(state, HourRange::new(from, to))? {
-        let prefix = KeyBuilder::table(TOPIC).signed(hour).prefix();
-        for (key, bytes) in state.scan_prefix(&prefix, usize::MAX)? {
-            let topic = String::from_utf8(key[prefix.len()..].to_vec())
-                .map_err(|_| corrupt(&key, "a topic is not text"))?;
-            let count: u64 = decode_record(&key, &bytes)?;
-            *partial.counts.entry(topic).or_insert(0) += count;
+    for ((hour, topic), count) in state.topics.range((range.first, String::new())..) {
+        if !range.contains(*hour) {
+            break;
         }
+        *partial.counts.entry(topic.clone()).or_insert(0) += count;
     }
     Ok(partial)
 }
