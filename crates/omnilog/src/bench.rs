@@ -80,6 +80,13 @@ pub struct BenchArgs {
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
+    /// Work in this directory and keep it (the history's log is DIR/log), instead of a
+    /// temporary one: to profile `omnilog replay --data-dir DIR` or export the history.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Only write the history's log into the `--keep` directory, then stop.
+    #[arg(long, requires = "keep")]
+    log_only: bool,
 }
 
 /// One row of the table.
@@ -345,8 +352,32 @@ async fn kafka_stages(brokers: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> a
     Ok(())
 }
 
+/// Where a run works: a temporary directory, or the one `--keep` names.
+enum Scratch {
+    Temporary(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl Scratch {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Scratch::Temporary(dir) => dir.path(),
+            Scratch::Kept(dir) => dir,
+        }
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let scratch = tempfile::tempdir().context("creating a scratch dir")?;
+    let scratch = match &args.keep {
+        Some(dir) => {
+            if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+                anyhow::bail!("--keep {}: the directory is not empty", dir.display());
+            }
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            Scratch::Kept(dir.clone())
+        }
+        None => Scratch::Temporary(tempfile::tempdir().context("creating a scratch dir")?),
+    };
     let mut rows = Vec::new();
     let mut out = std::io::stdout();
     writeln!(
@@ -381,6 +412,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         seconds: started.elapsed().as_secs_f64(),
     });
     writeln!(out, "  log written: {total} events")?;
+    if args.log_only {
+        writeln!(
+            out,
+            "  the history's log is in {}",
+            scratch.path().join("log").display()
+        )?;
+        return Ok(());
+    }
 
     // (a) read and decode.
     let started = Instant::now();

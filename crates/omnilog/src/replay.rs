@@ -184,7 +184,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     use std::io::Write as _;
     writeln!(
         std::io::stdout(),
-        "replayed into {} in {:.1} s{}{}; serve it with: omnilog serve --data-dir {} --read-only",
+        "replayed into {} in {:.2} s{}{}; serve it with: omnilog serve --data-dir {} --read-only",
         args.out.display(),
         started.elapsed().as_secs_f64(),
         args.until

@@ -293,10 +293,10 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
 
     fn table(&self) -> &ViewTable;
 
-    /// Folds a batch of decoded records (of the view's topics, each partition's in order,
-    /// starting where the version stands); returns the dead letters to append. With
-    /// `until`, events that occurred later are passed over (their positions still move).
-    /// Blocks (it may read the store).
+    /// Folds a batch of decoded records (each partition's in order, starting where the
+    /// version stands; records of topics the view does not fold are passed over); returns
+    /// the dead letters to append. With `until`, events that occurred later are passed over
+    /// (their positions still move). Blocks (it may read the store).
     fn fold(
         &self,
         batch: &[Decoded],
@@ -340,10 +340,12 @@ impl<V: View> AnyVersion for Version<V> {
     ) -> Result<Vec<AppendRecord>, ProjectorError> {
         // Bring what the fold needs into memory first, so the fold itself never waits on
         // the disk and holds the write lock only for in-memory work.
+        let topics = self.status.topics;
+        let folds = |decoded: &Decoded| topics.contains(&destination_of(decoded.record.topic));
         let mut missing = Vec::new();
         {
             let state = self.state.read().map_err(lock_error)?;
-            for decoded in batch {
+            for decoded in batch.iter().filter(|d| folds(d)) {
                 if let Ok(event) = &decoded.event {
                     self.view.missing(&state, event, &mut missing)?;
                 }
@@ -362,7 +364,9 @@ impl<V: View> AnyVersion for Version<V> {
         let mut dead_letters = Vec::new();
         let mut state = self.state.write().map_err(lock_error)?;
         let mut checkpoint = self.status.checkpoint();
-        for decoded in batch {
+        let mut folded = 0;
+        for decoded in batch.iter().filter(|d| folds(d)) {
+            folded += 1;
             let record = &decoded.record;
             let destination = destination_of(record.topic);
             let reason = match &decoded.event {
@@ -398,7 +402,7 @@ impl<V: View> AnyVersion for Version<V> {
         }
         self.status.applied.send_replace(checkpoint);
         drop(state);
-        self.epoch.lock().map_err(lock_error)?.events += batch.len() as u64;
+        self.epoch.lock().map_err(lock_error)?.events += folded;
         Ok(dead_letters)
     }
 

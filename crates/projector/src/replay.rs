@@ -64,14 +64,9 @@ pub struct ReplayedView {
     pub checkpoint: Checkpoint,
 }
 
-/// What one batch of the log holds, per topic, decoded.
-#[derive(Debug, Default)]
-struct Batch {
-    interactions: Vec<Decoded>,
-    agents: Vec<Decoded>,
-}
-
-type Shared = Arc<Batch>;
+/// One batch of the log, decoded once for every worker (each folds the records of the
+/// topics its view folds).
+type Shared = Arc<Vec<Decoded>>;
 
 /// A view's replay worker: its name, how many records it folded, how many it will fold,
 /// and its thread (which returns the last checkpoint).
@@ -129,7 +124,7 @@ pub async fn replay(
     // One worker thread per view, fed the decoded batches through bounded channels.
     let mut feeds: Vec<mpsc::SyncSender<Shared>> = Vec::new();
     let mut workers: Vec<Worker> = Vec::new();
-    for version in &versions {
+    for version in versions {
         let (feed, batches) = mpsc::sync_channel::<Shared>(4);
         let folded = Arc::new(AtomicU64::new(0));
         let status = version.status().clone();
@@ -140,12 +135,13 @@ pub async fn replay(
             .filter(|r| r.topic == Topic::Interactions || folds_agents)
             .map(|r| r.to - r.from)
             .sum();
-        let worker_version = version.clone();
+        let worker_version = version;
         let counter = folded.clone();
         let until = options.until;
         let worker = std::thread::Builder::new()
             .name(format!("omnilog-replay-{}", status.view))
-            .spawn(move || fold_batches(&*worker_version, &batches, folds_agents, until, &counter))
+            // The worker owns its version: its state is let go on its own thread at the end.
+            .spawn(move || fold_batches(&*worker_version, &batches, until, &counter))
             .map_err(|e| ProjectorError::Task(format!("starting a replay worker: {e}")))?;
         feeds.push(feed);
         workers.push((status.view, folded, view_total, worker));
@@ -158,8 +154,9 @@ pub async fn replay(
             .spawn(move || {
                 let mut identity = IdentityView::new();
                 while let Ok(batch) = batches.recv() {
-                    for decoded in &batch.interactions {
-                        if let Ok(event) = &decoded.event
+                    for decoded in batch.iter() {
+                        if decoded.record.topic == Topic::Interactions
+                            && let Ok(event) = &decoded.event
                             && until.is_none_or(|until| event.occurred_at <= until)
                         {
                             identity.apply(event);
@@ -199,18 +196,9 @@ pub async fn replay(
             passes_beyond += 1;
         }
         read += records.len() as u64;
-        let batch = tokio::task::spawn_blocking(move || {
-            let mut batch = Batch::default();
-            for decoded in decode_all(records) {
-                match decoded.record.topic {
-                    Topic::Agents => batch.agents.push(decoded),
-                    _ => batch.interactions.push(decoded),
-                }
-            }
-            Arc::new(batch)
-        })
-        .await
-        .map_err(|e| ProjectorError::Task(e.to_string()))?;
+        let batch = tokio::task::spawn_blocking(move || Arc::new(decode_all(records)))
+            .await
+            .map_err(|e| ProjectorError::Task(e.to_string()))?;
         for feed in &feeds {
             let feed = feed.clone();
             let batch = batch.clone();
@@ -284,20 +272,14 @@ pub async fn replay(
 fn fold_batches(
     version: &dyn AnyVersion,
     batches: &mpsc::Receiver<Shared>,
-    folds_agents: bool,
     until: Option<DateTime<Utc>>,
     folded: &AtomicU64,
 ) -> Result<Checkpoint, ProjectorError> {
     while let Ok(batch) = batches.recv() {
         // Dead letters of a replay are counted in the checkpoint, not appended: the
-        // source log is only read.
-        version.fold(&batch.interactions, until)?;
-        let mut count = batch.interactions.len() as u64;
-        if folds_agents {
-            version.fold(&batch.agents, until)?;
-            count += batch.agents.len() as u64;
-        }
-        folded.fetch_add(count, Ordering::Relaxed);
+        // source log is only read. The fold passes over records of other topics.
+        version.fold(&batch, until)?;
+        folded.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if version.checkpoint_due() {
             version.checkpoint()?;
         }

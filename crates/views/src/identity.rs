@@ -16,12 +16,14 @@
 //! partitions' events are folded in; and since ingest stamps `recorded_at` in the order it
 //! resolves, the earliest claim is exactly the one ingest saw first.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use omnilog_events::identity::customer_id_for_handle;
 use omnilog_events::{Body, CustomerRef, Event, Handle};
 use uuid::Uuid;
+
+use crate::state::FastMap;
 
 /// A customer id as written in the log.
 pub type CustomerId = String;
@@ -96,8 +98,8 @@ pub struct CustomerIdentity {
 /// so a replay can save it beside the views it built.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdentityView {
-    handles: BTreeMap<Handle, HandleState>,
-    customers: BTreeMap<CustomerId, CustomerState>,
+    handles: FastMap<Handle, HandleState>,
+    customers: FastMap<CustomerId, CustomerState>,
     events_applied: u64,
 }
 
@@ -150,7 +152,10 @@ impl IdentityView {
                     return;
                 };
                 let explicit = matches!(body, Body::IdentityLinked);
-                self.customers.entry(id.clone()).or_default();
+                // Known customers are the common case: no key to copy then.
+                if !self.customers.contains_key(id) {
+                    self.customers.insert(id.clone(), CustomerState::default());
+                }
                 for handle in &customer.handles {
                     self.claim(handle, id, key, explicit);
                 }
@@ -159,18 +164,27 @@ impl IdentityView {
     }
 
     fn claim(&mut self, handle: &Handle, customer: &CustomerId, key: ClaimKey, explicit: bool) {
-        let claim = (key, customer.clone());
+        // Most events repeat claims already made: compare before copying anything.
+        let earlier = |(at, id): &(ClaimKey, CustomerId)| (key, customer) < (*at, id);
         match self.handles.get_mut(handle) {
             Some(state) => {
-                if claim < state.first {
-                    state.first = claim.clone();
+                if earlier(&state.first) {
+                    state.first = (key, customer.clone());
                 }
-                if explicit && state.linked.as_ref().is_none_or(|linked| *linked < claim) {
-                    state.linked = Some(claim);
+                if explicit
+                    && state
+                        .linked
+                        .as_ref()
+                        .is_none_or(|(at, id)| (*at, id) < (key, customer))
+                {
+                    state.linked = Some((key, customer.clone()));
                 }
-                state.claimants.insert(customer.clone());
+                if !state.claimants.contains(customer) {
+                    state.claimants.insert(customer.clone());
+                }
             }
             None => {
+                let claim = (key, customer.clone());
                 self.handles.insert(
                     handle.clone(),
                     HandleState {
@@ -181,7 +195,9 @@ impl IdentityView {
                 );
             }
         }
-        if let Some(state) = self.customers.get_mut(customer) {
+        if let Some(state) = self.customers.get_mut(customer)
+            && !state.handles.contains(handle)
+        {
             state.handles.insert(handle.clone());
         }
     }

@@ -263,11 +263,10 @@ impl View for JourneyView {
         event: &Event,
         missing: &mut Vec<Vec<u8>>,
     ) -> Result<(), ViewError> {
-        if let Ok(Some(checked)) = check(event) {
-            let key = checked.customer.to_owned();
-            if !state.customers.is_loaded(&key) {
-                missing.push(state.customers.stored_key(&key)?);
-            }
+        if let Ok(Some(checked)) = check(event)
+            && !state.customers.is_loaded(checked.customer)
+        {
+            missing.push(state.customers.stored_key(&checked.customer.to_owned())?);
         }
         Ok(())
     }
@@ -286,10 +285,9 @@ impl View for JourneyView {
             partition: position.partition,
             offset: position.offset,
         };
-        let customer_key = checked.customer.to_owned();
         let customer = state
             .customers
-            .get_or_insert_with(&customer_key, || CustomerRecord {
+            .get_or_insert_with(checked.customer, || CustomerRecord {
                 partition: position.partition,
                 ..CustomerRecord::default()
             })?;
@@ -304,12 +302,17 @@ impl View for JourneyView {
         .run();
         if outcome.new_interaction {
             state.index.insert(
-                (checked.interaction_id.to_owned(), customer_key.clone()),
+                (
+                    checked.interaction_id.to_owned(),
+                    checked.customer.to_owned(),
+                ),
                 (),
             );
         }
         if let Some((seq, facts)) = outcome.facts {
-            state.facts.insert((customer_key, seq), facts);
+            state
+                .facts
+                .insert((checked.customer.to_owned(), seq), facts);
         }
         Ok(())
     }
@@ -375,18 +378,29 @@ impl Fold<'_> {
             event_type: event_type_code(event.event_type()),
             summary: describe(event),
         };
-        // Nearly always the latest: insert keeps the timeline in order.
-        let at = journey.timeline.partition_point(|l| l.stamp <= stamp);
-        journey.timeline.insert(at, line);
+        // Nearly always the latest: appended; a late event is inserted in its place.
+        if journey
+            .timeline
+            .last()
+            .is_none_or(|last| last.stamp <= stamp)
+        {
+            journey.timeline.push(line);
+        } else {
+            let at = journey.timeline.partition_point(|l| l.stamp <= stamp);
+            journey.timeline.insert(at, line);
+        }
         if let Body::Note { agent_id, text } = &event.body {
             let note = NoteRecord {
                 at: stamp.at,
                 agent: agent_id.clone(),
                 text: text.clone(),
             };
-            // Nearly always the latest: insert keeps the notes in order.
-            let at = journey.notes.partition_point(|(s, _)| *s <= stamp);
-            journey.notes.insert(at, (stamp, note));
+            if journey.notes.last().is_none_or(|(last, _)| *last <= stamp) {
+                journey.notes.push((stamp, note));
+            } else {
+                let at = journey.notes.partition_point(|(s, _)| *s <= stamp);
+                journey.notes.insert(at, (stamp, note));
+            }
         }
         FoldOutcome {
             new_interaction: is_new,

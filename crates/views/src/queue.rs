@@ -406,7 +406,7 @@ impl<'a> Fold<'a> {
         let channel = event.channel.ok_or_else(|| {
             ViewError::Unapplicable("an interaction event without channel".into())
         })?;
-        let mut record = state.interactions.get(&interaction.to_owned()).cloned();
+        let mut record = state.interactions.get(interaction).cloned();
         if record.is_none() && create {
             record = Some(InteractionRecord {
                 customer_id: event.customer_id().map(str::to_owned),
@@ -498,7 +498,7 @@ impl<'a> Fold<'a> {
         };
         let key = item_key(queue, record.priority, at, self.interaction);
         self.state.items.insert(key, item);
-        if !self.state.queue_names.contains(&queue.to_owned()) {
+        if !self.state.queue_names.contains(queue) {
             self.state.queue_names.insert(queue.to_owned(), ());
         }
     }
@@ -604,14 +604,15 @@ impl<'a> Fold<'a> {
     /// Writes the record back; an interaction neither waiting nor held is forgotten
     /// (its stay is over, so its next `queued` starts a new total wait).
     fn save(self) {
-        let key = self.interaction.to_owned();
         let Some(record) = self.record else {
             return;
         };
         if record.waiting.is_none() && record.assignment.is_none() {
-            self.state.interactions.remove(&key);
-        } else if self.state.interactions.get(&key) != Some(&record) {
-            self.state.interactions.insert(key, record);
+            self.state.interactions.remove(self.interaction);
+        } else if self.state.interactions.get(self.interaction) != Some(&record) {
+            self.state
+                .interactions
+                .insert(self.interaction.to_owned(), record);
         }
     }
 }

@@ -330,11 +330,11 @@ impl View for ReportingView {
                 | Body::Transferred { .. }
                 | Body::Csat { .. }
         );
-        if tracks && let Some(interaction) = event.interaction_id.as_deref() {
-            let key = interaction.to_owned();
-            if !state.tracked.is_loaded(&key) {
-                missing.push(state.tracked.stored_key(&key)?);
-            }
+        if tracks
+            && let Some(interaction) = event.interaction_id.as_deref()
+            && !state.tracked.is_loaded(interaction)
+        {
+            missing.push(state.tracked.stored_key(&interaction.to_owned())?);
         }
         Ok(())
     }
@@ -433,7 +433,7 @@ impl<'a> Fold<'a> {
             ViewError::Unapplicable("an interaction event without channel".into())
         })?;
         let at = event.occurred_at.timestamp_millis();
-        let mut tracked: Option<Tracked> = state.tracked.get(&interaction.to_owned())?.cloned();
+        let mut tracked: Option<Tracked> = state.tracked.get(interaction)?.cloned();
         if tracked.is_none() && create {
             // Work without a queue entry is counted under NO_QUEUE in this event's hour,
             // unless the event itself starts an entry (which sets the bucket).
@@ -600,13 +600,14 @@ impl<'a> Fold<'a> {
         let Some(tracked) = self.tracked else {
             return Ok(());
         };
-        let key = self.interaction.to_owned();
         let done =
             tracked.waiting_since_ms.is_none() && tracked.assigned_ms.is_none() && !tracked.keep;
         if done {
-            self.state.tracked.remove(&key);
-        } else {
-            self.state.tracked.insert(key, tracked);
+            self.state.tracked.remove(self.interaction);
+        } else if self.state.tracked.get(self.interaction)? != Some(&tracked) {
+            self.state
+                .tracked
+                .insert(self.interaction.to_owned(), tracked);
         }
         Ok(())
     }

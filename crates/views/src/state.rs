@@ -17,6 +17,9 @@
 //!   and memory is over its budget. For state that grows with the history (a customer's
 //!   journeys). Queries read through to the store for a record not in memory.
 //!
+//! Hash maps hash with foldhash, seeded at random so that ids chosen to collide cannot slow a
+//! fold down; no result depends on a map's order (dumps and changes are sorted).
+//!
 //! Encoding: a stored key is the table's tag byte followed by the key in postcard, whose
 //! strings are length-prefixed, so no two keys encode alike whatever bytes they hold (a NUL
 //! in an id cannot make one record look like another). Values are postcard too:
@@ -24,8 +27,8 @@
 //! the live one. Records hold no `HashMap` and no floats, whose bytes could depend on the
 //! order of folding.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::{Borrow, Cow};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
 
@@ -129,13 +132,30 @@ pub fn decode_value<V: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<V, 
     })
 }
 
+/// The hash map of cached tables (and of other state keyed by ids).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A record of a [`Table`] with its bookkeeping, kept beside it so a change costs no
+/// second lookup: a deleted record stays as a tombstone (`value: None`) until the next
+/// checkpoint writes the deletion.
+#[derive(Clone, Debug)]
+struct Entry<V> {
+    value: Option<V>,
+    /// Written or deleted since the last checkpoint.
+    changed: bool,
+    /// The store holds a version of it (so a deletion must be written).
+    stored: bool,
+}
+
 /// A table wholly in memory, ordered by key. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct Table<K: Key, V: Record> {
     tag: u8,
-    records: BTreeMap<K, V>,
-    /// Keys written or deleted since the last checkpoint.
-    changed: BTreeSet<K>,
+    records: BTreeMap<K, Entry<V>>,
+    /// Records (live or deleted) changed since the last checkpoint.
+    changed: usize,
+    /// Live records.
+    live: usize,
 }
 
 impl<K: Key, V: Record> Table<K, V> {
@@ -143,7 +163,8 @@ impl<K: Key, V: Record> Table<K, V> {
         Table {
             tag,
             records: BTreeMap::new(),
-            changed: BTreeSet::new(),
+            changed: 0,
+            live: 0,
         }
     }
 
@@ -151,91 +172,179 @@ impl<K: Key, V: Record> Table<K, V> {
         self.tag
     }
 
-    pub fn get(&self, key: &K) -> Option<&V> {
-        self.records.get(key)
+    pub fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
+        self.records.get(key).and_then(|entry| entry.value.as_ref())
     }
 
     /// The record, to change in place: it is written at the next checkpoint.
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let record = self.records.get_mut(key)?;
-        if !self.changed.contains(key) {
-            self.changed.insert(key.clone());
+    pub fn get_mut<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
+        let entry = self.records.get_mut(key)?;
+        let value = entry.value.as_mut()?;
+        if !entry.changed {
+            entry.changed = true;
+            self.changed += 1;
         }
-        Some(record)
+        Some(value)
     }
 
     /// The record, created with `make` if there is none, to change in place.
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        if !self.changed.contains(&key) {
-            self.changed.insert(key.clone());
+        let entry = self.records.entry(key).or_insert(Entry {
+            value: None,
+            changed: false,
+            stored: false,
+        });
+        if !entry.changed {
+            entry.changed = true;
+            self.changed += 1;
         }
-        self.records.entry(key).or_insert_with(make)
+        if entry.value.is_none() {
+            self.live += 1;
+        }
+        entry.value.get_or_insert_with(make)
     }
 
     pub fn insert(&mut self, key: K, value: V) {
-        self.changed.insert(key.clone());
-        self.records.insert(key, value);
-    }
-
-    pub fn remove(&mut self, key: &K) -> Option<V> {
-        let removed = self.records.remove(key);
-        if removed.is_some() {
-            self.changed.insert(key.clone());
+        let entry = self.records.entry(key).or_insert(Entry {
+            value: None,
+            changed: false,
+            stored: false,
+        });
+        if !entry.changed {
+            entry.changed = true;
+            self.changed += 1;
         }
-        removed
+        if entry.value.replace(value).is_none() {
+            self.live += 1;
+        }
     }
 
-    pub fn contains(&self, key: &K) -> bool {
-        self.records.contains_key(key)
+    pub fn remove<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        let entry = self.records.get_mut(key)?;
+        let removed = entry.value.take()?;
+        self.live -= 1;
+        if !entry.changed {
+            entry.changed = true;
+            self.changed += 1;
+        }
+        Some(removed)
+    }
+
+    pub fn contains<Q: Ord + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
+        self.get(key).is_some()
     }
 
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.live == 0
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> {
-        self.records.iter()
+        self.records
+            .iter()
+            .filter_map(|(key, entry)| entry.value.as_ref().map(|value| (key, value)))
     }
 
     pub fn range<R: std::ops::RangeBounds<K>>(
         &self,
         range: R,
     ) -> impl DoubleEndedIterator<Item = (&K, &V)> {
-        self.records.range(range)
+        self.records
+            .range(range)
+            .filter_map(|(key, entry)| entry.value.as_ref().map(|value| (key, value)))
     }
 
     /// Restores a stored record (when the view starts).
     pub fn restore(&mut self, stored: &[u8], value: &[u8]) -> Result<(), ViewError> {
         let key: K = decode_key(stored)?;
         let value: V = decode_value(stored, value)?;
-        self.records.insert(key, value);
+        let previous = self.records.insert(
+            key,
+            Entry {
+                value: Some(value),
+                changed: false,
+                stored: true,
+            },
+        );
+        if previous.is_none_or(|p| p.value.is_none()) {
+            self.live += 1;
+        }
         Ok(())
     }
 
-    /// The changes since the last call, encoded.
+    /// The changes since the last call, encoded. Tombstones go; a record created and
+    /// deleted between two checkpoints never reaches the store.
     pub fn take_changes(&mut self) -> Result<Changes, ViewError> {
         let mut changes = Changes::default();
-        for key in std::mem::take(&mut self.changed) {
-            let stored = stored_key(self.tag, &key)?;
-            match self.records.get(&key) {
-                Some(value) => changes.puts.push((stored, encode_value(value)?)),
-                None => changes.deletes.push(stored),
-            }
+        if self.changed == 0 {
+            return Ok(changes);
         }
-        Ok(changes)
+        let tag = self.tag;
+        let mut failed = None;
+        self.records.retain(|key, entry| {
+            if !entry.changed || failed.is_some() {
+                return true;
+            }
+            entry.changed = false;
+            let encoded = stored_key(tag, key).and_then(|stored| match &entry.value {
+                Some(value) => {
+                    changes.puts.push((stored, encode_value(value)?));
+                    Ok(true)
+                }
+                None => {
+                    if entry.stored {
+                        changes.deletes.push(stored);
+                    }
+                    Ok(false)
+                }
+            });
+            match encoded {
+                Ok(keep) => {
+                    entry.stored = keep;
+                    keep
+                }
+                Err(error) => {
+                    failed = Some(error);
+                    true
+                }
+            }
+        });
+        self.changed = 0;
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(changes),
+        }
     }
 
     /// Every record, encoded as stored.
     pub fn dump(&self, out: &mut Entries) -> Result<(), ViewError> {
-        for (key, value) in &self.records {
+        for (key, value) in self.iter() {
             out.push((stored_key(self.tag, key)?, encode_value(value)?));
         }
         Ok(())
     }
+}
+
+fn not_loaded<Q: Debug + ?Sized>(tag: u8, key: &Q) -> ViewError {
+    ViewError::Storage(format!(
+        "record {key:?} of table {:?} was not loaded before the fold needed it",
+        tag as char
+    ))
 }
 
 /// One record of a [`CachedTable`] in memory.
@@ -255,7 +364,7 @@ struct Slot<V> {
 #[derive(Clone, Debug)]
 pub struct CachedTable<K: Key, V: Record> {
     tag: u8,
-    slots: HashMap<K, Slot<V>>,
+    slots: FastMap<K, Slot<V>>,
     clock: u64,
     /// Sum of the weights of the slots in memory.
     weight: usize,
@@ -265,7 +374,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     pub fn new(tag: u8) -> Self {
         CachedTable {
             tag,
-            slots: HashMap::new(),
+            slots: FastMap::default(),
             clock: 0,
             weight: 0,
         }
@@ -275,15 +384,11 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         self.tag
     }
 
-    fn not_loaded(&self, key: &K) -> ViewError {
-        ViewError::Storage(format!(
-            "record {key:?} of table {:?} was not loaded before the fold needed it",
-            self.tag as char
-        ))
-    }
-
     /// Whether the record is in memory (or known to be absent from the store).
-    pub fn is_loaded(&self, key: &K) -> bool {
+    pub fn is_loaded<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
         self.slots.contains_key(key)
     }
 
@@ -316,31 +421,34 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     }
 
     /// A record the fold needs (it must have been loaded).
-    pub fn get(&mut self, key: &K) -> Result<Option<&V>, ViewError> {
+    pub fn get<Q: Hash + Eq + Debug + ?Sized>(&mut self, key: &Q) -> Result<Option<&V>, ViewError>
+    where
+        K: Borrow<Q>,
+    {
         self.clock += 1;
         let clock = self.clock;
-        if !self.slots.contains_key(key) {
-            return Err(self.not_loaded(key));
+        match self.slots.get_mut(key) {
+            Some(slot) => {
+                slot.used = clock;
+                Ok(slot.value.as_ref())
+            }
+            None => Err(not_loaded(self.tag, key)),
         }
-        let slot = self
-            .slots
-            .get_mut(key)
-            .ok_or_else(|| ViewError::Storage("a slot vanished".into()))?;
-        slot.used = clock;
-        Ok(slot.value.as_ref())
     }
 
     /// A record the fold changes in place (it must have been loaded).
-    pub fn get_mut(&mut self, key: &K) -> Result<Option<&mut V>, ViewError> {
+    pub fn get_mut<Q: Hash + Eq + Debug + ?Sized>(
+        &mut self,
+        key: &Q,
+    ) -> Result<Option<&mut V>, ViewError>
+    where
+        K: Borrow<Q>,
+    {
         self.clock += 1;
         let clock = self.clock;
-        if !self.slots.contains_key(key) {
-            return Err(self.not_loaded(key));
-        }
-        let slot = self
-            .slots
-            .get_mut(key)
-            .ok_or_else(|| ViewError::Storage("a slot vanished".into()))?;
+        let Some(slot) = self.slots.get_mut(key) else {
+            return Err(not_loaded(self.tag, key));
+        };
         slot.used = clock;
         if slot.value.is_some() {
             slot.changed = true;
@@ -349,20 +457,19 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     }
 
     /// The record, created with `make` if there is none (it must have been loaded).
-    pub fn get_or_insert_with(
+    pub fn get_or_insert_with<Q: Hash + Eq + Debug + ?Sized>(
         &mut self,
-        key: &K,
+        key: &Q,
         make: impl FnOnce() -> V,
-    ) -> Result<&mut V, ViewError> {
+    ) -> Result<&mut V, ViewError>
+    where
+        K: Borrow<Q>,
+    {
         self.clock += 1;
         let clock = self.clock;
-        if !self.slots.contains_key(key) {
-            return Err(self.not_loaded(key));
-        }
-        let slot = self
-            .slots
-            .get_mut(key)
-            .ok_or_else(|| ViewError::Storage("a slot vanished".into()))?;
+        let Some(slot) = self.slots.get_mut(key) else {
+            return Err(not_loaded(self.tag, key));
+        };
         slot.used = clock;
         slot.changed = true;
         Ok(slot.value.get_or_insert_with(make))
@@ -372,28 +479,22 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     pub fn insert(&mut self, key: K, value: V) {
         self.clock += 1;
         let clock = self.clock;
-        match self.slots.get_mut(&key) {
-            Some(slot) => {
-                slot.value = Some(value);
-                slot.changed = true;
-                slot.used = clock;
-            }
-            None => {
-                self.slots.insert(
-                    key,
-                    Slot {
-                        value: Some(value),
-                        changed: true,
-                        used: clock,
-                        weight: 0,
-                    },
-                );
-            }
-        }
+        let slot = self.slots.entry(key).or_insert(Slot {
+            value: None,
+            changed: true,
+            used: clock,
+            weight: 0,
+        });
+        slot.value = Some(value);
+        slot.changed = true;
+        slot.used = clock;
     }
 
     /// Deletes a record (blind: nothing to load first).
-    pub fn remove(&mut self, key: &K) {
+    pub fn remove<Q: Hash + Eq + ToOwned<Owned = K> + ?Sized>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
         self.clock += 1;
         let clock = self.clock;
         match self.slots.get_mut(key) {
@@ -406,7 +507,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             }
             None => {
                 self.slots.insert(
-                    key.clone(),
+                    key.to_owned(),
                     Slot {
                         value: None,
                         changed: true,
