@@ -312,3 +312,196 @@ async fn exporting_a_million_events_streams_with_bounded_memory() {
         "peak RSS {peak} kB is not under {EXPORT_PEAK_BOUND_KB} kB"
     );
 }
+
+/// The views' digests of a data dir, replayed into `out` (from `omnilog inspect`).
+fn replayed_digests(data: &std::path::Path, out: &std::path::Path) -> Vec<(String, String)> {
+    run(&[
+        "replay",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let inspected: Value =
+        serde_json::from_str(&run(&["inspect", "--data-dir", out.to_str().unwrap()])).unwrap();
+    inspected["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|view| {
+            (
+                view["view"].as_str().unwrap().to_owned(),
+                view["sha256"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Carrying a history over: `export` of one data dir, `import` into another gives the same
+/// views; importing again stores nothing twice; a bad line stops the import before its
+/// batch, naming the line, and importing the fixed file goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_history_imports_into_the_same_views_and_resumes_after_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let events: Vec<Event> = history(HistoryConfig::with_events(41, 3_000)).collect();
+    let server = Server::start(&source, &[]);
+    post_all(&Http::default(), &server, &events).await;
+    server.stop();
+    let exported = run(&[
+        "export",
+        "--data-dir",
+        source.to_str().unwrap(),
+        "--topics",
+        "all",
+    ]);
+    let lines: Vec<&str> = exported.lines().collect();
+    assert_eq!(lines.len(), events.len());
+    let file = dir.path().join("history.jsonl");
+    std::fs::write(&file, &exported).unwrap();
+
+    let target = dir.path().join("target");
+    let output = run(&[
+        "import",
+        file.to_str().unwrap(),
+        "--data-dir",
+        target.to_str().unwrap(),
+        "--batch",
+        "500",
+    ]);
+    assert!(output.contains("3000 new, 0 already"), "{output}");
+    assert_eq!(
+        replayed_digests(&target, &dir.path().join("target-views")),
+        replayed_digests(&source, &dir.path().join("source-views")),
+        "the imported history projects to other views"
+    );
+    let again = run(&[
+        "import",
+        file.to_str().unwrap(),
+        "--data-dir",
+        target.to_str().unwrap(),
+    ]);
+    assert!(again.contains("0 new, 3000 already"), "{again}");
+
+    // Line 1,234 broken: the two batches of 500 before it are written, nothing after.
+    let mut broken: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    broken[1_233] = broken[1_233].replace("\"occurred_at\"", "\"occured_at\"");
+    let broken_file = dir.path().join("broken.jsonl");
+    std::fs::write(&broken_file, broken.join("\n")).unwrap();
+    let partial = dir.path().join("partial");
+    let failed = Command::new(BINARY)
+        .args(["import", broken_file.to_str().unwrap(), "--batch", "500"])
+        .arg("--data-dir")
+        .arg(&partial)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    let message = String::from_utf8_lossy(&failed.stderr);
+    assert!(message.contains("line 1234"), "{message}");
+    let count = |dir: &std::path::Path| -> u64 {
+        let inspected: Value =
+            serde_json::from_str(&run(&["inspect", "--data-dir", dir.to_str().unwrap()])).unwrap();
+        inspected["log"]["omnilog.interactions"]["records"]
+            .as_u64()
+            .unwrap()
+            + inspected["log"]["omnilog.agents"]["records"]
+                .as_u64()
+                .unwrap()
+    };
+    assert_eq!(count(&partial), 1_000);
+    let resumed = run(&[
+        "import",
+        file.to_str().unwrap(),
+        "--data-dir",
+        partial.to_str().unwrap(),
+    ]);
+    assert!(resumed.contains("2000 new, 1000 already"), "{resumed}");
+    assert_eq!(count(&partial), 3_000);
+}
+
+/// Analysts do not stop the desk: `export`, `replay` and `inspect` of the data dir of a
+/// running server, while it takes events and answers queries, succeed, and the server
+/// answers every request meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_replay_and_inspect_read_the_data_dir_of_a_running_server_under_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let http = Http::default();
+    let events: Vec<Event> = history(HistoryConfig::with_events(43, 6_000)).collect();
+    let (before, during) = events.split_at(2_000);
+    post_all(&http, &server, before).await;
+
+    // Ingest and queries go on while the analysts' commands run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (http, url, during, stop) = (
+            http.clone(),
+            server.url("/v1/events"),
+            during.to_vec(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut posted = 0;
+            for chunk in during.chunks(100) {
+                let answer = http
+                    .send("POST", &url, "application/json", json_array(chunk))
+                    .await;
+                assert_eq!(answer.status, 202, "{:?}", answer.body);
+                posted += chunk.len();
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            posted
+        })
+    };
+    let reader = {
+        let (http, url, stop) = (http.clone(), server.url("/v1/queues"), stop.clone());
+        tokio::spawn(async move {
+            let mut answered = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && answered < 10_000 {
+                let answer = http.get(&url).await;
+                assert_eq!(answer.status, 200, "{:?}", answer.body);
+                answered += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            answered
+        })
+    };
+
+    let data_arg = data.to_str().unwrap().to_owned();
+    let out = dir.path().join("replayed");
+    let out_arg = out.to_str().unwrap().to_owned();
+    let (exported, replayed, inspected) = tokio::task::spawn_blocking(move || {
+        let exported = run(&["export", "--data-dir", &data_arg, "--topics", "all"]);
+        let replayed = run(&["replay", "--data-dir", &data_arg, "--out", &out_arg]);
+        let inspected = run(&["inspect", "--data-dir", &data_arg]);
+        (exported, replayed, inspected)
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let posted = writer.await.unwrap();
+    let answered = reader.await.unwrap();
+    assert!(answered > 0);
+
+    // What was acknowledged before the commands started is in what they read.
+    let lines = exported.lines().count();
+    assert!(
+        (before.len()..=before.len() + posted).contains(&lines),
+        "{lines} lines exported"
+    );
+    assert!(replayed.contains("replayed into"), "{replayed}");
+    let inspected: Value = serde_json::from_str(&inspected).unwrap();
+    assert!(
+        inspected["views"]["unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("running server"),
+        "{inspected}"
+    );
+    server.stop();
+}

@@ -2,7 +2,10 @@
 //! in the log and whether any event id is stored twice; per view the active version, its
 //! checkpoint and a SHA-256 digest of its canonical dump (every key and value in key
 //! order). Two stores with the same digest hold the same bytes: this is how a live view
-//! is compared with a clean rebuild. The server must be stopped (sled locks its files).
+//! is compared with a clean rebuild. The log part reads a running server's log too (read-only,
+//! up to what was durable); the view store is held by a running server, so then the views
+//! part says so and points at `GET /v1/views`. Inspecting neither creates nor sets aside
+//! anything.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -10,7 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use omnilog_log::Topic;
-use omnilog_store::ViewStore;
+use omnilog_store::{StoreError, ViewStore};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -59,8 +62,20 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
     }
     let views_dir = args.data_dir.join("views");
     if views_dir.exists() {
-        let store = ViewStore::open(&views_dir)
-            .with_context(|| format!("opening the view store in {}", views_dir.display()))?;
+        let store = match ViewStore::open_existing(&views_dir) {
+            Ok(store) => store,
+            // A running server holds its view store; its views answer on GET /v1/views.
+            Err(StoreError::Locked(dir)) => {
+                answer["views"] = json!({
+                    "unavailable": format!("the view store in {dir} is held by a running server; its views' positions and counts answer on GET /v1/views"),
+                });
+                return print(&answer);
+            }
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("opening the view store in {}", views_dir.display()));
+            }
+        };
         let mut views = Vec::new();
         for view in standard_views() {
             let name = view.name();
@@ -88,10 +103,14 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
         }
         answer["views"] = Value::Array(views);
     }
+    print(&answer)
+}
+
+fn print(answer: &Value) -> anyhow::Result<()> {
     writeln!(
         std::io::stdout(),
         "{}",
-        serde_json::to_string_pretty(&answer)?
+        serde_json::to_string_pretty(answer)?
     )?;
     Ok(())
 }

@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod demo;
 mod export;
+mod import;
 mod inspect;
 mod progress;
 mod projector;
@@ -50,6 +51,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Streams the history (canonical JSON lines or CSV) to stdout.
     Export(export::ExportArgs),
+    /// Loads a history of canonical JSON lines (from `omnilog export`) into a log, in batches, resumably.
+    Import(import::ImportArgs),
     /// Shows what a data dir holds: log records, view checkpoints and digests.
     Inspect(inspect::InspectArgs),
     /// Measures every stage (log read, folds, durable projection, HTTP ingest, latency, memory).
@@ -79,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Replay(args) => runtime.block_on(replay::run(args)),
         Command::Export(args) => runtime.block_on(export::run(args)),
+        Command::Import(args) => runtime.block_on(import::run(args)),
         Command::Inspect(args) => runtime.block_on(inspect::run(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Simulate(args) => runtime.block_on(async {

@@ -1,4 +1,4 @@
-//! Progress of long offline work (replay): a bar with rate and ETA on a terminal, plain
+//! Progress of long offline work (replay, import): a bar with rate and ETA on a terminal, plain
 //! lines every few seconds otherwise (CI logs, pipes), so both a person and a log file see
 //! that something is moving; and the peak memory the work took, for its final report.
 
@@ -11,6 +11,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(Debug)]
 pub struct Progress {
     label: String,
+    /// What is counted: `events`, or `bytes`.
+    unit: &'static str,
     bar: Option<ProgressBar>,
     started: Instant,
     last_line: Instant,
@@ -35,6 +37,29 @@ impl Progress {
         });
         Progress {
             label: label.to_owned(),
+            unit: "events",
+            bar,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    /// A task measured in bytes (reading a file).
+    pub fn bytes(label: &str, total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{prefix:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(label.to_owned());
+            bar
+        });
+        Progress {
+            label: label.to_owned(),
+            unit: "bytes",
             bar,
             started: Instant::now(),
             last_line: Instant::now(),
@@ -63,9 +88,10 @@ impl Progress {
         } else {
             "unknown".to_owned()
         };
+        let unit = self.unit;
         eprintln!(
-            "{}: {done}/{total} events ({:.0} events/s, ETA {eta})",
-            self.label, rate
+            "{}: {done}/{total} {unit} ({rate:.0} {unit}/s, ETA {eta})",
+            self.label
         );
     }
 

@@ -186,6 +186,30 @@ impl ViewStore {
         })
     }
 
+    /// Opens an existing store as it is, to read it: nothing is created or set aside, and
+    /// a store that cannot be opened is an error.
+    pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
+        if dir.join("conf").exists() || dir.join("db").exists() {
+            return Err(StoreError::Storage(format!(
+                "{} holds a view store of an older build (on sled); a server of this build sets it aside and folds the views again",
+                dir.display()
+            )));
+        }
+        let db = match open_database(dir) {
+            Ok(db) => db,
+            Err(error) if is_locked(&error) => {
+                return Err(StoreError::Locked(dir.display().to_string()));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let meta = db.keyspace(META, keyspace_options)?;
+        Ok(ViewStore {
+            db,
+            meta,
+            dir: dir.to_path_buf(),
+        })
+    }
+
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
