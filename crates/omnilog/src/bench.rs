@@ -120,7 +120,7 @@ async fn ends_of(log: &SharedLog) -> anyhow::Result<Ends> {
 /// Decodes every record of `topics` up to `ends`, in the order the log reads fastest,
 /// handing each event with its position to `each`; returns how many there were. Reads up
 /// to the given ends, not until a read comes back empty: a broker may report an end short
-/// of what it holds (see the README on tansu), and a slow fetch may come back empty before
+/// of what it holds (see docs/operations.md on tansu), and a slow fetch may come back empty before
 /// the end.
 async fn for_each_event(
     log: &SharedLog,
@@ -242,7 +242,7 @@ async fn kafka_stages(brokers: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> a
         }
     }
     // The ends of every partition, from the append answers (a broker's own report of
-    // them may fall short: see the README on tansu).
+    // them may fall short: see docs/operations.md on tansu).
     let mut ends = Ends::new();
     let started = Instant::now();
     let mut batch = Vec::with_capacity(10_000);

@@ -18,7 +18,7 @@ use crate::router::{RouteMode, RouterConfig};
 /// The flags shared by `serve` (and, later, the distributed commands).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServerArgs {
-    /// A TOML file with any of the settings below (see README "Configuration").
+    /// A TOML file with any of the settings below (see docs/operations.md, "Access control and configuration").
     #[arg(long, env = "OMNILOG_CONFIG")]
     pub config: Option<PathBuf>,
     /// Where the embedded log and the view stores live [default: ./omnilog-data].

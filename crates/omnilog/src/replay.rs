@@ -206,12 +206,12 @@ pub async fn open_source(out: &Path) -> Option<SharedLog> {
         Ok(bytes) => match serde_json::from_slice(&bytes) {
             Ok(source) => source,
             Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "cannot read where the views were replayed from; timelines are not served");
+                tracing::warn!(path = %path.display(), %error, "cannot read where the views were replayed from; interactions' events are not served");
                 return None;
             }
         },
         Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "no record of where the views were replayed from; timelines are not served");
+            tracing::warn!(path = %path.display(), %error, "no record of where the views were replayed from; interactions' events are not served");
             return None;
         }
     };
@@ -235,7 +235,7 @@ pub async fn open_source(out: &Path) -> Option<SharedLog> {
     match opened {
         Ok(log) => Some(log),
         Err(error) => {
-            tracing::warn!(?source, %error, "cannot open the log the views were replayed from; timelines are not served");
+            tracing::warn!(?source, %error, "cannot open the log the views were replayed from; interactions' events are not served");
             None
         }
     }

@@ -80,6 +80,10 @@ pub struct ProjectorConfig {
     /// memory, about, in bytes: beyond it, a checkpoint writes them and the least recently
     /// used go.
     pub cache_bytes: usize,
+    /// Write checkpoints as new disk tables (fjall's bulk ingestion) instead of through
+    /// the store's journal: for a replay into a fresh store, where nothing reads the
+    /// store while it is written and checkpoints are few and large.
+    pub bulk: bool,
 }
 
 impl Default for ProjectorConfig {
@@ -92,6 +96,7 @@ impl Default for ProjectorConfig {
             checkpoint_events: 200_000,
             checkpoint_interval: Duration::from_secs(1),
             cache_bytes: 128 * 1024 * 1024,
+            bulk: false,
         }
     }
 }

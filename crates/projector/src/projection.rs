@@ -429,8 +429,12 @@ impl<V: View> AnyVersion for Version<V> {
             let mut state = self.state.write().map_err(lock_error)?;
             (state.take_changes()?, self.status.checkpoint())
         };
-        self.table.commit(changes, &checkpoint)?;
-        self.table.flush()?;
+        if self.config.bulk {
+            self.table.ingest(changes, &checkpoint)?;
+        } else {
+            self.table.commit(changes, &checkpoint)?;
+            self.table.flush()?;
+        }
         self.status.committed.send_replace(checkpoint);
         *self.epoch.lock().map_err(lock_error)? = Epoch {
             events: 0,

@@ -92,6 +92,7 @@ pub async fn replay(
         checkpoint_events: u64::MAX,
         checkpoint_interval: std::time::Duration::MAX,
         cache_bytes: options.cache_bytes,
+        bulk: true,
         ..ProjectorConfig::default()
     };
     let mut versions: Vec<Arc<dyn AnyVersion>> = Vec::new();

@@ -11,9 +11,10 @@
 //! records and the positions they lead to are written in ONE fjall write batch
 //! ([`ViewTable::commit`]), which fjall applies atomically, also across a crash. After a crash
 //! the view restarts from its last checkpoint and folds the log again from there: nothing
-//! lost, nothing counted twice. Commits are made durable by [`ViewStore::flush`]
-//! (`fdatasync` of fjall's journal), which the runtime calls every few checkpoints and on
-//! stop: a view is rebuildable from the log, so a lost tail only costs a re-fold.
+//! lost, nothing counted twice. The runtime syncs the store ([`ViewTable::flush`]: fjall's
+//! journal, `fdatasync`) after every checkpoint. A replay into a fresh store writes its
+//! checkpoints with [`ViewTable::ingest`] instead: straight into new disk tables, joined to
+//! the store in one step, bypassing the journal.
 //!
 //! Why fjall and not sled (the store before it): `benches/store-comparison` writes random
 //! keys in atomic batches of 50,000 and reads them back, the checkpoint workload. One run
@@ -401,6 +402,37 @@ impl ViewTable {
         })?;
         batch.insert(&self.keyspace, CHECKPOINT_KEY, encoded);
         batch.commit()?;
+        Ok(())
+    }
+
+    /// Writes a checkpoint's changes and the positions they lead to straight into new disk
+    /// tables (fjall's bulk ingestion: no journal, no memtable), for replays into a fresh
+    /// store. All or nothing as well: the tables join the store in one step when complete.
+    pub fn ingest(&self, changes: Changes, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            Vec::with_capacity(changes.puts.len() + changes.deletes.len());
+        entries.extend(changes.puts.into_iter().map(|(k, v)| (k, Some(v))));
+        entries.extend(changes.deletes.into_iter().map(|k| (k, None)));
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|later, earlier| later.0 == earlier.0);
+        let mut ingestion = self.keyspace.start_ingestion()?;
+        for (key, value) in entries {
+            if key.first() == Some(&RESERVED_PREFIX) {
+                return Err(StoreError::ReservedKey(
+                    String::from_utf8_lossy(&key).into_owned(),
+                ));
+            }
+            match value {
+                Some(value) => ingestion.write(key, value)?,
+                None => ingestion.write_tombstone(key)?,
+            }
+        }
+        let encoded = postcard::to_stdvec(checkpoint).map_err(|e| StoreError::Corrupt {
+            key: "checkpoint".to_owned(),
+            reason: e.to_string(),
+        })?;
+        ingestion.write(CHECKPOINT_KEY, encoded)?;
+        ingestion.finish()?;
         Ok(())
     }
 
