@@ -87,6 +87,73 @@ pub struct BenchArgs {
     /// Only write the history's log into the `--keep` directory, then stop.
     #[arg(long, requires = "keep")]
     log_only: bool,
+    /// Also run this PostgreSQL peer script (`../shared/peer/postgres.sh`) on the same
+    /// history (exported as canonical JSON lines), and load that history through omnilog's
+    /// API for the side-by-side (stages d and p).
+    #[arg(long)]
+    peer: Option<PathBuf>,
+}
+
+/// What the PostgreSQL peer measured.
+struct PeerFigures {
+    events: u64,
+    load_seconds: f64,
+    project_seconds: f64,
+}
+
+/// Exports the history of the log in `data_dir` to `file` (canonical JSON lines), with this
+/// binary in a child process, as an analyst would.
+fn export_history(data_dir: &std::path::Path, file: &std::path::Path) -> anyhow::Result<u64> {
+    let output = std::fs::File::create(file)
+        .with_context(|| format!("creating {}", file.display()))?;
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .arg("export")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--topics", "all"])
+        .env("RUST_LOG", "warn")
+        .stdout(output)
+        .status()
+        .context("running omnilog export")?;
+    anyhow::ensure!(status.success(), "omnilog export failed ({status})");
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(file)?))
+        .count();
+    Ok(lines as u64)
+}
+
+/// Runs the peer script on `file` and reads its figures from its output ("load X s,
+/// projection Y s, ..." and "postgres peer: N events, ...").
+fn run_peer(script: &std::path::Path, file: &std::path::Path) -> anyhow::Result<PeerFigures> {
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .arg(file)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "{} failed ({}): {stdout}{}",
+        script.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let number_after = |text: &str, marker: &str| -> Option<f64> {
+        text.split(marker)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .trim_end_matches(',')
+            .parse()
+            .ok()
+    };
+    let figures = (|| {
+        Some(PeerFigures {
+            events: number_after(&stdout, "postgres peer: ")? as u64,
+            load_seconds: number_after(&stdout, "load ")?,
+            project_seconds: number_after(&stdout, "projection ")?,
+        })
+    })();
+    figures.with_context(|| format!("the peer's output is not as expected: {stdout}"))
 }
 
 /// One row of the table.
@@ -95,6 +162,24 @@ struct Row {
     what: String,
     count: u64,
     seconds: f64,
+    /// The peak resident memory of the stage, in MB.
+    peak_mb: Option<f64>,
+}
+
+/// Resets the process's peak resident memory to what it holds now (`/proc/self/clear_refs`,
+/// Linux 4.0 and later), so the next reading is the peak of what runs in between.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A row with the peak memory of its stage (since the previous row), then a reset for the
+/// next one. A row that already has a peak (a child process's) keeps it.
+fn measured(mut row: Row) -> Row {
+    if row.peak_mb.is_none() {
+        row.peak_mb = crate::progress::peak_rss_mb();
+    }
+    reset_peak();
+    row
 }
 
 impl Row {
@@ -269,28 +354,30 @@ async fn kafka_stages(brokers: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> a
             appended += 1;
         }
     }
-    rows.push(Row {
+    rows.push(measured(Row {
         stage: "g",
         what: "append to Kafka (idempotent producer, acks=all, 10k a batch)".into(),
         count: appended,
         seconds: started.elapsed().as_secs_f64(),
-    });
+        peak_mb: None,
+    }));
 
     let (count, elapsed) = tokio::task::spawn_blocking(move || {
         omnilog_kafka::drain_with_bare_consumer(&config, &topics, appended, Duration::from_secs(2))
     })
     .await??;
-    rows.push(Row {
+    rows.push(measured(Row {
         stage: "g",
         what: "bare rdkafka consumer: read every record, nothing else (the Kafka limit)".into(),
         count,
         seconds: elapsed.as_secs_f64(),
-    });
+        peak_mb: None,
+    }));
 
     let views = standard_views();
     let started = Instant::now();
     fold_each_in_memory(&log, &ends).await?;
-    rows.push(Row {
+    rows.push(measured(Row {
         stage: "g",
         what: format!(
             "consume from Kafka and fold all {} views in memory, one after the other",
@@ -299,7 +386,8 @@ async fn kafka_stages(brokers: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> a
         // Per event of the log, as (b) counts: each view reads the topics it folds.
         count: appended,
         seconds: started.elapsed().as_secs_f64(),
-    });
+        peak_mb: None,
+    }));
     // As a projector runs its views: each on its own task with its own consumers.
     let started = Instant::now();
     let mut folds = tokio::task::JoinSet::new();
@@ -330,7 +418,7 @@ async fn kafka_stages(brokers: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> a
     while let Some(done) = folds.join_next().await {
         done??;
     }
-    rows.push(Row {
+    rows.push(measured(Row {
         stage: "g",
         what: format!(
             "consume from Kafka and fold all {} views in memory at once (a task each)",
@@ -338,17 +426,19 @@ async fn kafka_stages(brokers: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> a
         ),
         count: appended,
         seconds: started.elapsed().as_secs_f64(),
-    });
+        peak_mb: None,
+    }));
 
     let scratch = tempfile::tempdir().context("creating a scratch dir")?;
     let started = Instant::now();
     replay_into(&log, scratch.path(), views, true, args).await?;
-    rows.push(Row {
+    rows.push(measured(Row {
         stage: "g",
         what: "consume from Kafka and project all views and the identity view durably (replay --brokers)".into(),
         count: appended,
         seconds: started.elapsed().as_secs_f64(),
-    });
+        peak_mb: None,
+    }));
     Ok(())
 }
 
@@ -368,6 +458,7 @@ impl Scratch {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    reset_peak();
     let scratch = match &args.keep {
         Some(dir) => {
             if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
@@ -405,12 +496,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     log.append(batch).await?;
     let ends = ends_of(&log).await?;
     let total: u64 = ends.values().sum();
-    rows.push(Row {
+    rows.push(measured(Row {
         stage: "-",
         what: "generate and append to the embedded log (durable, 10k a batch)".into(),
         count: total,
         seconds: started.elapsed().as_secs_f64(),
-    });
+        peak_mb: None,
+    }));
     writeln!(out, "  log written: {total} events")?;
     if args.log_only {
         writeln!(
@@ -433,26 +525,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    rows.push(Row {
+    rows.push(measured(Row {
         stage: "a",
         what: "read the log and decode every event (the limit)".into(),
         count: decoded,
         seconds: started.elapsed().as_secs_f64(),
-    });
+        peak_mb: None,
+    }));
 
     // (b) fold every view in memory, each view on its own so the table shows which costs.
     let views = standard_views();
     let mut fold_seconds = 0.0;
     for (name, folded, seconds) in fold_each_in_memory(&log, &ends).await? {
         fold_seconds += seconds;
-        rows.push(Row {
+        rows.push(measured(Row {
             stage: "b",
             what: format!("fold the {name} view in memory (decode included)"),
             count: folded,
             seconds,
-        });
+            peak_mb: None,
+        }));
     }
-    rows.push(Row {
+    rows.push(measured(Row {
         stage: "b",
         what: format!(
             "fold all {} views in memory, one after the other",
@@ -460,7 +554,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         count: total,
         seconds: fold_seconds,
-    });
+        peak_mb: None,
+    }));
 
     // (c) the durable projection: each view on its own (which costs what), then every
     // view and the identity view at once into a fresh store, as `replay` does it.
@@ -468,33 +563,70 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         let dir = scratch.path().join(format!("views-{}", view.name()));
         let count = replay_into(&log, &dir, vec![view.clone()], false, &args).await?;
-        rows.push(Row {
+        rows.push(measured(Row {
             stage: "c",
             what: format!("durable projection of the {} view (replay)", view.name()),
             count,
             seconds: started.elapsed().as_secs_f64(),
-        });
+            peak_mb: None,
+        }));
         std::fs::remove_dir_all(&dir).ok();
     }
     let started = Instant::now();
     let dir = scratch.path().join("views-all");
     replay_into(&log, &dir, views.clone(), true, &args).await?;
-    rows.push(Row {
+    rows.push(measured(Row {
         stage: "c",
         what: "durable projection of all views and the identity view at once (replay), checkpoints flushed".into(),
         count: total,
         seconds: started.elapsed().as_secs_f64(),
-    });
+        peak_mb: None,
+    }));
     std::fs::remove_dir_all(&dir).ok();
     drop(log);
     let (seconds, replay_rss_mb) = replay_in_child(scratch.path())?;
-    rows.push(Row {
+    rows.push(measured(Row {
         stage: "c",
         what: "`omnilog replay` of all views and the identity view (a child process)".into(),
         count: total,
         seconds,
-    });
+        peak_mb: replay_rss_mb,
+    }));
     writeln!(out, "  log-side stages done")?;
+    let peer = match &args.peer {
+        Some(script) => {
+            let file = scratch.path().join("history.jsonl");
+            let exported = export_history(scratch.path(), &file)?;
+            let figures = run_peer(script, &file)?;
+            for (what, seconds) in [
+                (
+                    "PostgreSQL peer: load the history (COPY into jsonb rows, indexed)",
+                    figures.load_seconds,
+                ),
+                (
+                    "PostgreSQL peer: the reporting view as one SQL statement",
+                    figures.project_seconds,
+                ),
+                (
+                    "PostgreSQL peer: load and report",
+                    figures.load_seconds + figures.project_seconds,
+                ),
+            ] {
+                // The peer runs in PostgreSQL's processes: no peak of ours to report.
+                rows.push(Row {
+                    stage: "p",
+                    what: what.to_owned(),
+                    count: figures.events,
+                    seconds,
+                    peak_mb: None,
+                });
+            }
+            reset_peak();
+            writeln!(out, "  peer done ({exported} events exported)")?;
+            Some((file, figures))
+        }
+        None => None,
+    };
     if let Some(brokers) = &args.kafka {
         kafka_stages(brokers, &args, &mut rows).await?;
         writeln!(out, "  kafka stages done")?;
@@ -523,7 +655,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .map(|chunk| Bytes::from(format!("[{}]", chunk.join(","))))
         .collect();
     let (count, seconds) = post_all(&client, &base, bodies, args.clients).await?;
-    rows.push(Row {
+    rows.push(measured(Row {
         stage: "d",
         what: format!(
             "ingest over HTTP, 500 events a request, {} clients",
@@ -531,7 +663,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         count,
         seconds,
-    });
+        peak_mb: None,
+    }));
     // The single-event stage starts with the projectors caught up, so it measures ingest,
     // not ingest beside the batched stage's backlog.
     server.wait_caught_up(Duration::from_secs(600)).await?;
@@ -543,7 +676,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .collect();
     let requests = single.len() as u64;
     let (_, seconds) = post_all(&client, &base, single, args.clients).await?;
-    rows.push(Row {
+    rows.push(measured(Row {
         stage: "d",
         what: format!(
             "ingest over HTTP, 1 event a request, {} clients (requests)",
@@ -551,14 +684,57 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         count: requests,
         seconds,
-    });
+        peak_mb: None,
+    }));
     server.wait_caught_up(Duration::from_secs(600)).await?;
     writeln!(out, "  ingest stages done")?;
 
     let latencies = visible_latencies(&client, &base, &args).await?;
     server.stop().await?;
 
-    let peak_rss_mb = crate::progress::peak_rss_mb();
+    // For the side-by-side with the peer: the same history through the API, on a fresh
+    // server, until every view has folded it.
+    if let Some((file, _)) = &peer {
+        let config = ServerArgs {
+            data_dir: Some(scratch.path().join("peer-server")),
+            listen: Some("127.0.0.1:0".parse()?),
+            ..ServerArgs::default()
+        }
+        .resolve()?;
+        let server = serve::start(config).await?;
+        let base = format!("http://{}", server.addr);
+        let text = std::fs::read_to_string(file)?;
+        let lines: Vec<&str> = text.lines().collect();
+        // Bodies in the history's order (the clients take them from the front).
+        let mut bodies: Vec<Bytes> = lines
+            .chunks(1_000)
+            .map(|chunk| Bytes::from(format!("[{}]", chunk.join(","))))
+            .collect();
+        bodies.reverse();
+        let started = Instant::now();
+        let (count, _) = post_all(&client, &base, bodies, args.clients).await?;
+        server.wait_caught_up(Duration::from_secs(3_600)).await?;
+        rows.push(measured(Row {
+            stage: "d",
+            what: format!(
+                "load the peer's history over HTTP (1,000 a request, {} clients) until every view has folded it",
+                args.clients
+            ),
+            count,
+            seconds: started.elapsed().as_secs_f64(),
+            peak_mb: None,
+        }));
+        server.stop().await?;
+    }
+
+    // The peak of the whole run: the highest of its stages' (which reset the reading), the
+    // replay child's aside.
+    let peak_rss_mb = rows
+        .iter()
+        .filter(|r| !r.what.contains("child process"))
+        .filter_map(|r| r.peak_mb)
+        .chain(crate::progress::peak_rss_mb())
+        .reduce(f64::max);
     let limit = rows
         .iter()
         .find(|r| r.stage == "a")
@@ -572,9 +748,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "| stage | what | count | seconds | per second | share of (a) |"
+        "| stage | what | count | seconds | per second | share of (a) | peak RSS |"
     )?;
-    writeln!(out, "|---|---|---:|---:|---:|---:|")?;
+    writeln!(out, "|---|---|---:|---:|---:|---:|---:|")?;
     for row in &rows {
         let share = if (row.stage == "b" || row.stage == "c") && row.what.contains("all") {
             format!("{:.0} %", 100.0 * row.rate() / limit)
@@ -585,29 +761,55 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         };
         writeln!(
             out,
-            "| {} | {} | {} | {:.2} | {:.0} | {} |",
+            "| {} | {} | {} | {:.2} | {:.0} | {} | {} |",
             row.stage,
             row.what,
             row.count,
             row.seconds,
             row.rate(),
-            share
+            share,
+            row.peak_mb
+                .map(|mb| format!("{mb:.0} MB"))
+                .unwrap_or_default()
         )?;
     }
     writeln!(
         out,
-        "| e | ingest-to-visible latency at {} events/s, 1 a request ({} samples) | p50 {:.1} ms | p99 {:.1} ms | | |",
+        "| e | ingest-to-visible latency at {} events/s, 1 a request ({} samples) | p50 {:.1} ms | p99 {:.1} ms | | | |",
         args.latency_rate, latencies.samples, latencies.p50_ms, latencies.p99_ms
     )?;
     if let Some(mb) = replay_rss_mb {
         writeln!(
             out,
-            "| f | peak RSS of `omnilog replay` of the {} events | {mb:.0} MB | | | |",
+            "| f | peak RSS of `omnilog replay` of the {} events | {mb:.0} MB | | | | |",
             args.events
         )?;
     }
     if let Some(mb) = peak_rss_mb {
-        writeln!(out, "| f | peak RSS of the whole run | {mb:.0} MB | | | |")?;
+        writeln!(out, "| f | peak RSS of the whole run | {mb:.0} MB | | | | |")?;
+    }
+    if let Some((_, figures)) = &peer {
+        let rate_of = |stage: &str, start: &str| {
+            rows.iter()
+                .find(|r| r.stage == stage && r.what.starts_with(start))
+                .map(Row::rate)
+        };
+        let both = figures.events as f64 / (figures.load_seconds + figures.project_seconds);
+        let report = figures.events as f64 / figures.project_seconds;
+        if let Some(loaded) = rate_of("d", "load the peer's history") {
+            writeln!(
+                out,
+                "load through the API until every view caught up: {loaded:.0} events/s against PostgreSQL's load and report {both:.0} events/s: {:.2}x",
+                loaded / both
+            )?;
+        }
+        if let Some(replayed) = rate_of("c", "durable projection of all views") {
+            writeln!(
+                out,
+                "replay of all views: {replayed:.0} events/s against PostgreSQL's report SQL {report:.0} events/s: {:.2}x",
+                replayed / report
+            )?;
+        }
     }
     let results = json!({
         "events": args.events,
@@ -618,6 +820,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "count": r.count,
             "seconds": r.seconds,
             "per_second": r.rate(),
+            "peak_rss_mb": r.peak_mb,
         })).collect::<Vec<_>>(),
         "latency": {
             "rate": args.latency_rate,
