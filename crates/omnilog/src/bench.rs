@@ -104,8 +104,8 @@ struct PeerFigures {
 /// Exports the history of the log in `data_dir` to `file` (canonical JSON lines), with this
 /// binary in a child process, as an analyst would.
 fn export_history(data_dir: &std::path::Path, file: &std::path::Path) -> anyhow::Result<u64> {
-    let output = std::fs::File::create(file)
-        .with_context(|| format!("creating {}", file.display()))?;
+    let output =
+        std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
     let status = std::process::Command::new(std::env::current_exe()?)
         .arg("export")
         .arg("--data-dir")
@@ -116,8 +116,8 @@ fn export_history(data_dir: &std::path::Path, file: &std::path::Path) -> anyhow:
         .status()
         .context("running omnilog export")?;
     anyhow::ensure!(status.success(), "omnilog export failed ({status})");
-    let lines = std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(file)?))
-        .count();
+    let lines =
+        std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(file)?)).count();
     Ok(lines as u64)
 }
 
@@ -786,7 +786,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )?;
     }
     if let Some(mb) = peak_rss_mb {
-        writeln!(out, "| f | peak RSS of the whole run | {mb:.0} MB | | | | |")?;
+        writeln!(
+            out,
+            "| f | peak RSS of the whole run | {mb:.0} MB | | | | |"
+        )?;
     }
     if let Some((_, figures)) = &peer {
         let rate_of = |stage: &str, start: &str| {

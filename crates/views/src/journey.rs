@@ -248,9 +248,10 @@ impl View for JourneyView {
         &[Destination::Interactions]
     }
 
-    /// 3: a customer's journeys in one record, the timeline as rendered lines.
+    /// 4: a customer's journeys in one record, the timeline as rendered lines naming
+    /// their interaction by number.
     fn layout(&self) -> u32 {
-        3
+        4
     }
 
     fn new_state(&self) -> JourneyState {
@@ -338,22 +339,28 @@ struct Fold<'a> {
 impl Fold<'_> {
     fn run(mut self) -> FoldOutcome {
         let is_new = !self.customer.interactions.contains_key(self.interaction_id);
-        if is_new {
+        let (stamp, event) = (self.stamp, self.event);
+        let record = if is_new {
             let seq = self.place();
             let record = self.new_interaction(seq);
+            self.customer.ids.push(self.interaction_id.to_owned());
             self.customer
                 .interactions
-                .insert(self.interaction_id.to_owned(), record);
-        }
-        let (stamp, event) = (self.stamp, self.event);
-        let Some(record) = self.customer.interactions.get_mut(self.interaction_id) else {
-            // Inserted just above when new.
-            return FoldOutcome {
-                new_interaction: is_new,
-                facts: None,
-            };
+                .entry(self.interaction_id.to_owned())
+                .or_insert(record)
+        } else {
+            match self.customer.interactions.get_mut(self.interaction_id) {
+                Some(record) => record,
+                None => {
+                    return FoldOutcome {
+                        new_interaction: false,
+                        facts: None,
+                    };
+                }
+            }
         };
         let seq = record.journey;
+        let interaction_number = record.number;
         let started_before = record.started;
         apply_to_interaction(record, event, stamp.at);
         record.events.push(stamp.offset);
@@ -373,7 +380,7 @@ impl Fold<'_> {
         }
         let line = Line {
             stamp,
-            interaction: self.interaction_id.to_owned(),
+            interaction: interaction_number,
             channel: self.channel,
             event_type: event_type_code(event.event_type()),
             summary: describe(event),
@@ -506,6 +513,7 @@ impl Fold<'_> {
             contained: false,
             wrapped: None,
             csat: None,
+            number: u32::try_from(self.customer.ids.len()).unwrap_or(u32::MAX),
             events: Vec::new(),
         }
     }
@@ -793,6 +801,16 @@ const EXCERPT_CHARS: usize = 80;
 
 /// The first [`EXCERPT_CHARS`] characters of a text on one line, with `…` when cut.
 fn excerpt(text: &str) -> String {
+    // Most texts are short single lines already: nothing to collapse or cut.
+    let plain = text.len() <= EXCERPT_CHARS
+        && !text.starts_with(' ')
+        && !text.ends_with(' ')
+        && !text.contains("  ")
+        && !text.bytes().any(|b| b.is_ascii_whitespace() && b != b' ')
+        && text.is_ascii();
+    if plain {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(text.len().min(EXCERPT_CHARS * 2));
     let mut count = 0;
     for word in text.split_whitespace() {

@@ -224,6 +224,7 @@ impl View for QueueView {
             Body::Offered { agent_id } => {
                 let mut fold = Fold::open(state, event, false)?;
                 fold.reserve(|_| Some(agent_id.clone()));
+                fold.save();
                 Ok(())
             }
             Body::OfferDeclined { agent_id } | Body::OfferTimedOut { agent_id } => {
@@ -232,6 +233,7 @@ impl View for QueueView {
                     Some(holder) if holder == agent_id => None,
                     other => other.map(str::to_owned),
                 });
+                fold.save();
                 Ok(())
             }
             Body::Assigned { agent_id } => {
@@ -384,8 +386,8 @@ fn apply_agent_state(
     }
 }
 
-/// One interaction event being folded: the interaction's record, loaded once and saved
-/// once.
+/// One interaction event being folded: the interaction's record, taken out of its table
+/// once and put back once ([`Fold::save`], which every event that opens a fold calls).
 struct Fold<'a> {
     state: &'a mut QueueState,
     interaction: &'a str,
@@ -406,7 +408,8 @@ impl<'a> Fold<'a> {
         let channel = event.channel.ok_or_else(|| {
             ViewError::Unapplicable("an interaction event without channel".into())
         })?;
-        let mut record = state.interactions.get(interaction).cloned();
+        // Taken out to change (no copy), put back by `save`.
+        let mut record = state.interactions.take(interaction);
         if record.is_none() && create {
             record = Some(InteractionRecord {
                 customer_id: event.customer_id().map(str::to_owned),

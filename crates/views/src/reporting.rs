@@ -409,7 +409,8 @@ fn count_topics(state: &mut ReportingState, topics: &[String], at: i64) {
     }
 }
 
-/// One interaction event being folded: its tracked record, loaded once and saved once.
+/// One interaction event being folded: its tracked record, taken out of its table once and
+/// put back once ([`Fold::save`], which every event that opens a fold calls).
 struct Fold<'a> {
     state: &'a mut ReportingState,
     interaction: &'a str,
@@ -433,7 +434,8 @@ impl<'a> Fold<'a> {
             ViewError::Unapplicable("an interaction event without channel".into())
         })?;
         let at = event.occurred_at.timestamp_millis();
-        let mut tracked: Option<Tracked> = state.tracked.get(interaction)?.cloned();
+        // Taken out to change (no copy), put back by `save`.
+        let mut tracked: Option<Tracked> = state.tracked.take(interaction)?;
         if tracked.is_none() && create {
             // Work without a queue entry is counted under NO_QUEUE in this event's hour,
             // unless the event itself starts an entry (which sets the bucket).
@@ -602,12 +604,9 @@ impl<'a> Fold<'a> {
         };
         let done =
             tracked.waiting_since_ms.is_none() && tracked.assigned_ms.is_none() && !tracked.keep;
-        if done {
-            self.state.tracked.remove(self.interaction);
-        } else if self.state.tracked.get(self.interaction)? != Some(&tracked) {
-            self.state
-                .tracked
-                .insert(self.interaction.to_owned(), tracked);
+        // Done: left out (`open` took it out of the table).
+        if !done {
+            self.state.tracked.put_back(self.interaction, tracked);
         }
         Ok(())
     }

@@ -232,9 +232,18 @@ impl<K: Key, V: Record> Table<K, V> {
         let entry = self.records.get_mut(key)?;
         let removed = entry.value.take()?;
         self.live -= 1;
-        if !entry.changed {
-            entry.changed = true;
-            self.changed += 1;
+        if entry.stored {
+            // A tombstone until the next checkpoint writes the deletion.
+            if !entry.changed {
+                entry.changed = true;
+                self.changed += 1;
+            }
+        } else {
+            // Never written: nothing to delete in the store.
+            if entry.changed {
+                self.changed -= 1;
+            }
+            self.records.remove(key);
         }
         Some(removed)
     }
@@ -244,6 +253,58 @@ impl<K: Key, V: Record> Table<K, V> {
         K: Borrow<Q>,
     {
         self.get(key).is_some()
+    }
+
+    /// Takes a record out to change it (no copy); it is deleted unless put back with
+    /// [`Table::put_back`].
+    pub fn take<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        let entry = self.records.get_mut(key)?;
+        let taken = entry.value.take()?;
+        self.live -= 1;
+        if !entry.changed {
+            entry.changed = true;
+            self.changed += 1;
+        }
+        Some(taken)
+    }
+
+    /// Ends a [`Table::take`] whose record is not put back: it is deleted (a record the
+    /// store never held leaves nothing behind).
+    pub fn discard<Q: Ord + ?Sized>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
+        if let Some(entry) = self.records.get(key)
+            && entry.value.is_none()
+            && !entry.stored
+        {
+            if entry.changed {
+                self.changed -= 1;
+            }
+            self.records.remove(key);
+        }
+    }
+
+    /// Puts a record back where [`Table::take`] took it from; `false` (and nothing done) if
+    /// the table never held the key, which the caller then inserts.
+    pub fn put_back<Q: Ord + ?Sized>(&mut self, key: &Q, value: V) -> Result<(), V>
+    where
+        K: Borrow<Q>,
+    {
+        let Some(entry) = self.records.get_mut(key) else {
+            return Err(value);
+        };
+        if entry.value.replace(value).is_none() {
+            self.live += 1;
+        }
+        if !entry.changed {
+            entry.changed = true;
+            self.changed += 1;
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -350,15 +411,20 @@ fn not_loaded<Q: Debug + ?Sized>(tag: u8, key: &Q) -> ViewError {
 /// One record of a [`CachedTable`] in memory.
 #[derive(Clone, Debug)]
 struct Slot<V> {
-    /// `None`: known not to be stored (nothing to load).
+    /// `None`: not stored, as far as this table knows (nothing to load).
     value: Option<V>,
     /// Written or deleted since the last checkpoint: may not be let go.
     changed: bool,
+    /// The store holds a version of it (so a deletion must be written).
+    stored: bool,
     /// When it was last used, on the table's clock.
     used: u64,
-    /// Its stored size, as last encoded (what letting it go frees, roughly).
+    /// Its stored size, as last encoded (what letting it go frees, roughly); 0 until then.
     weight: usize,
 }
+
+/// What a changed record is taken to weigh before it is first encoded.
+const UNENCODED_WEIGHT: usize = 512;
 
 /// A table whose records come into memory when needed. See the module documentation.
 #[derive(Clone, Debug)]
@@ -368,6 +434,8 @@ pub struct CachedTable<K: Key, V: Record> {
     clock: u64,
     /// Sum of the weights of the slots in memory.
     weight: usize,
+    /// Slots changed since the last checkpoint.
+    changed: usize,
 }
 
 impl<K: Key, V: Record> CachedTable<K, V> {
@@ -377,6 +445,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             slots: FastMap::default(),
             clock: 0,
             weight: 0,
+            changed: 0,
         }
     }
 
@@ -397,6 +466,19 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         stored_key(self.tag, key)
     }
 
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Marks a slot changed, keeping the count.
+    fn mark(changed: &mut usize, slot: &mut Slot<V>) {
+        if !slot.changed {
+            slot.changed = true;
+            *changed += 1;
+        }
+    }
+
     /// Puts a record read from the store (or its absence) in memory, unless the table
     /// already has it (a newer version may have been written meanwhile).
     pub fn restore(&mut self, stored: &[u8], value: Option<&[u8]>) -> Result<(), ViewError> {
@@ -406,14 +488,15 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         }
         let weight = stored.len() + value.map_or(0, <[u8]>::len) + 64;
         let value: Option<V> = value.map(|v| decode_value(stored, v)).transpose()?;
-        self.clock += 1;
+        let used = self.tick();
         self.weight += weight;
         self.slots.insert(
             key,
             Slot {
+                stored: value.is_some(),
                 value,
                 changed: false,
-                used: self.clock,
+                used,
                 weight,
             },
         );
@@ -425,11 +508,10 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.clock += 1;
-        let clock = self.clock;
+        let used = self.tick();
         match self.slots.get_mut(key) {
             Some(slot) => {
-                slot.used = clock;
+                slot.used = used;
                 Ok(slot.value.as_ref())
             }
             None => Err(not_loaded(self.tag, key)),
@@ -444,14 +526,13 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.clock += 1;
-        let clock = self.clock;
+        let used = self.tick();
         let Some(slot) = self.slots.get_mut(key) else {
             return Err(not_loaded(self.tag, key));
         };
-        slot.used = clock;
+        slot.used = used;
         if slot.value.is_some() {
-            slot.changed = true;
+            Self::mark(&mut self.changed, slot);
         }
         Ok(slot.value.as_mut())
     }
@@ -465,29 +546,72 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.clock += 1;
-        let clock = self.clock;
+        let used = self.tick();
         let Some(slot) = self.slots.get_mut(key) else {
             return Err(not_loaded(self.tag, key));
         };
-        slot.used = clock;
-        slot.changed = true;
+        slot.used = used;
+        Self::mark(&mut self.changed, slot);
         Ok(slot.value.get_or_insert_with(make))
     }
 
     /// Writes a record without reading it first (a blind write: nothing to load).
     pub fn insert(&mut self, key: K, value: V) {
-        self.clock += 1;
-        let clock = self.clock;
+        let used = self.tick();
         let slot = self.slots.entry(key).or_insert(Slot {
             value: None,
-            changed: true,
-            used: clock,
+            changed: false,
+            stored: false,
+            used,
             weight: 0,
         });
         slot.value = Some(value);
-        slot.changed = true;
-        slot.used = clock;
+        slot.used = used;
+        Self::mark(&mut self.changed, slot);
+    }
+
+    /// Takes a loaded record out to change it (no copy); it is deleted unless put back with
+    /// [`CachedTable::put_back`].
+    pub fn take<Q: Hash + Eq + Debug + ?Sized>(&mut self, key: &Q) -> Result<Option<V>, ViewError>
+    where
+        K: Borrow<Q>,
+    {
+        let used = self.tick();
+        let Some(slot) = self.slots.get_mut(key) else {
+            return Err(not_loaded(self.tag, key));
+        };
+        slot.used = used;
+        let taken = slot.value.take();
+        Self::settle(&mut self.changed, slot);
+        Ok(taken)
+    }
+
+    /// After a deletion: a record the store never held needs no write (and may be let go).
+    fn settle(changed: &mut usize, slot: &mut Slot<V>) {
+        if slot.value.is_some() {
+            return;
+        }
+        if slot.stored {
+            Self::mark(changed, slot);
+        } else if slot.changed {
+            slot.changed = false;
+            *changed -= 1;
+        }
+    }
+
+    /// Puts a record back where [`CachedTable::take`] took it from (or writes it, if the
+    /// table has no slot for it).
+    pub fn put_back<Q: Hash + Eq + ToOwned<Owned = K> + ?Sized>(&mut self, key: &Q, value: V)
+    where
+        K: Borrow<Q>,
+    {
+        match self.slots.get_mut(key) {
+            Some(slot) => {
+                slot.value = Some(value);
+                Self::mark(&mut self.changed, slot);
+            }
+            None => self.insert(key.to_owned(), value),
+        }
     }
 
     /// Deletes a record (blind: nothing to load first).
@@ -495,26 +619,26 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.clock += 1;
-        let clock = self.clock;
+        let used = self.tick();
         match self.slots.get_mut(key) {
             Some(slot) => {
-                if slot.value.is_some() || slot.changed {
-                    slot.value = None;
-                    slot.changed = true;
-                }
-                slot.used = clock;
+                slot.used = used;
+                slot.value = None;
+                Self::settle(&mut self.changed, slot);
             }
             None => {
+                // Not in memory: the store may hold it.
                 self.slots.insert(
                     key.to_owned(),
                     Slot {
                         value: None,
                         changed: true,
-                        used: clock,
+                        stored: true,
+                        used,
                         weight: 0,
                     },
                 );
+                self.changed += 1;
             }
         }
     }
@@ -543,10 +667,9 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             let value: V = decode_value(&stored, &bytes)?;
             found.insert(stored, Some(value));
         }
+        // Every slot in memory wins, clean ones too: a checkpoint marks its records clean
+        // before the store has them, and a query may scan in between.
         for (key, slot) in &self.slots {
-            if !slot.changed {
-                continue;
-            }
             let stored = self.stored_key(key)?;
             if stored.starts_with(prefix) {
                 found.insert(stored, slot.value.clone());
@@ -563,6 +686,9 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     /// go once written).
     pub fn take_changes(&mut self) -> Result<Changes, ViewError> {
         let mut changes = Changes::default();
+        if self.changed == 0 {
+            return Ok(changes);
+        }
         let mut weight = self.weight;
         for (key, slot) in &mut self.slots {
             if !slot.changed {
@@ -575,16 +701,21 @@ impl<K: Key, V: Record> CachedTable<K, V> {
                 Some(value) => {
                     let bytes = encode_value(value)?;
                     slot.weight = stored.len() + bytes.len() + 64;
+                    slot.stored = true;
                     changes.puts.push((stored, bytes));
                 }
                 None => {
                     slot.weight = stored.len() + 64;
-                    changes.deletes.push(stored);
+                    if slot.stored {
+                        slot.stored = false;
+                        changes.deletes.push(stored);
+                    }
                 }
             }
             weight += slot.weight;
         }
         self.weight = weight;
+        self.changed = 0;
         // Sorted, so that a checkpoint's write is in key order (cheaper for the store).
         changes.puts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         changes.deletes.sort_unstable();
@@ -594,7 +725,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     /// Lets go of clean records, least recently used first, until the table weighs at most
     /// `budget` bytes (records changed since the last checkpoint stay).
     pub fn evict(&mut self, budget: usize) {
-        if self.weight <= budget {
+        if self.weight() <= budget {
             return;
         }
         let mut clean: Vec<(u64, K)> = self
@@ -605,7 +736,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             .collect();
         clean.sort_unstable_by_key(|(used, _)| *used);
         for (_, key) in clean {
-            if self.weight <= budget {
+            if self.weight() <= budget {
                 break;
             }
             if let Some(slot) = self.slots.remove(&key) {
@@ -618,9 +749,10 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         }
     }
 
-    /// About how many bytes the records in memory take.
+    /// About how many bytes the records in memory take: as last encoded, and an estimate
+    /// for records changed since.
     pub fn weight(&self) -> usize {
-        self.weight
+        self.weight + self.changed * UNENCODED_WEIGHT
     }
 
     /// Records in memory.
@@ -699,6 +831,17 @@ mod tests {
     }
 
     #[test]
+    fn a_scan_between_a_checkpoints_take_and_its_write_sees_every_record() {
+        let mut table: CachedTable<String, u32> = CachedTable::new(b'c');
+        table.insert("a".into(), 1);
+        table.insert("b".into(), 2);
+        // The checkpoint took the changes; the store (here: empty) has not written them yet.
+        assert_eq!(table.take_changes().unwrap().puts.len(), 2);
+        let seen = table.scan(b"c", &NoRecords).unwrap();
+        assert_eq!(seen, vec![("a".to_owned(), 1), ("b".to_owned(), 2)]);
+    }
+
+    #[test]
     fn a_table_gives_its_changes_once_and_deletions_as_deletions() {
         let mut table: Table<String, u32> = Table::new(b't');
         table.insert("a".into(), 1);
@@ -721,6 +864,42 @@ mod tests {
         }
         assert_eq!(restored.get(&"a".to_owned()), Some(&11));
         assert!(restored.take_changes().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_record_created_and_deleted_between_checkpoints_never_reaches_the_store() {
+        let mut table: Table<String, u32> = Table::new(b't');
+        table.insert("new".into(), 1);
+        assert_eq!(table.take("new"), Some(1));
+        table.discard("new");
+        table.insert("gone".into(), 2);
+        table.remove("gone");
+        assert!(table.take_changes().unwrap().is_empty());
+        assert!(table.is_empty());
+        // A stored record taken and not put back is deleted; one put back is written.
+        table.insert("kept".into(), 3);
+        table.insert("deleted".into(), 4);
+        assert_eq!(table.take_changes().unwrap().puts.len(), 2);
+        let kept = table.take("kept").unwrap();
+        table.put_back("kept", kept + 1).unwrap();
+        table.take("deleted").unwrap();
+        table.discard("deleted");
+        let changes = table.take_changes().unwrap();
+        assert_eq!(changes.puts.len(), 1);
+        assert_eq!(
+            changes.deletes,
+            vec![stored_key(b't', &"deleted".to_owned()).unwrap()]
+        );
+
+        let mut cached: CachedTable<String, u32> = CachedTable::new(b'c');
+        cached.insert("new".into(), 1);
+        assert_eq!(cached.take("new").unwrap(), Some(1));
+        assert!(cached.take_changes().unwrap().is_empty());
+        cached
+            .restore(&stored_key(b'c', &"old".to_owned()).unwrap(), Some(&[5]))
+            .unwrap();
+        assert_eq!(cached.take("old").unwrap(), Some(5));
+        assert_eq!(cached.take_changes().unwrap().deletes.len(), 1);
     }
 
     #[test]

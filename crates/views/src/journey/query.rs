@@ -339,10 +339,15 @@ fn journey_entry(journey: &Loaded<'_>, limits: JourneyLimits) -> Result<JourneyE
         .iter()
         .take(limits.timeline)
         .map(|line| {
+            let interaction_id = journey
+                .record
+                .ids
+                .get(line.interaction as usize)
+                .ok_or_else(|| missing("the interaction of a timeline line"))?;
             Ok(TimelineEntry {
                 at: line.stamp.at.render()?,
                 channel: channel_name(line.channel)?.to_owned(),
-                interaction_id: line.interaction.clone(),
+                interaction_id: interaction_id.clone(),
                 event_type: event_type_name(line.event_type)?.to_owned(),
                 summary: line.summary.clone(),
             })

@@ -125,6 +125,9 @@ pub(crate) struct CustomerRecord {
     pub journeys: Vec<JourneyRecord>,
     /// By interaction id.
     pub interactions: std::collections::BTreeMap<String, InteractionRecord>,
+    /// Interaction ids by number, in the order the customer's interactions began: what a
+    /// timeline line names its interaction by.
+    pub ids: Vec<String>,
 }
 
 /// One journey of a customer.
@@ -143,7 +146,8 @@ pub(crate) struct JourneyRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Line {
     pub stamp: Stamp,
-    pub interaction: String,
+    /// Its interaction's number ([`CustomerRecord::ids`]).
+    pub interaction: u32,
     pub channel: u8,
     /// The event type's declaration index in the events crate.
     pub event_type: u8,
@@ -269,6 +273,8 @@ pub(crate) struct InteractionRecord {
     /// The latest wrap-up's `resolved`, in log order.
     pub wrapped: Option<bool>,
     pub csat: Option<u8>,
+    /// Its number among the customer's interactions ([`CustomerRecord::ids`]).
+    pub number: u32,
     /// The log offsets of its events (in the customer's partition), in log order.
     pub events: Vec<u64>,
 }
