@@ -32,7 +32,7 @@ fn the_bench_runs_every_stage_and_writes_its_table_and_json() {
         "| b | fold all 3 views in memory",
         "| c | durable projection of all views and the identity view at once",
         "| c | `omnilog replay` of all views",
-        "| d | ingest over HTTP, 500 events a request",
+        "| d | ingest over HTTP, 1,000 events a request",
         "| d | ingest over HTTP, 1 event a request",
         "| e | ingest-to-visible latency",
         "| f | peak RSS of `omnilog replay` of the 2000 events",

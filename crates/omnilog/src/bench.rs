@@ -651,14 +651,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .map(|e| to_canonical_json(&e))
     .collect();
     let bodies: Vec<Bytes> = batched
-        .chunks(500)
+        .chunks(1_000)
         .map(|chunk| Bytes::from(format!("[{}]", chunk.join(","))))
         .collect();
     let (count, seconds) = post_all(&client, &base, bodies, args.clients).await?;
     rows.push(measured(Row {
         stage: "d",
         what: format!(
-            "ingest over HTTP, 500 events a request, {} clients",
+            "ingest over HTTP, 1,000 events a request, {} clients",
             args.clients
         ),
         count,

@@ -13,6 +13,7 @@
 //! This crate holds no business rules: the views crate decides what an event means.
 
 pub mod events;
+pub mod group;
 pub mod metrics;
 pub mod projection;
 pub mod replay;
@@ -27,10 +28,10 @@ use omnilog_store::{StoreError, TableReader, ViewStore, ViewTable};
 use omnilog_views::{View, ViewError};
 
 pub use events::LogEvents;
+pub use group::Projection;
 pub use metrics::ProjectorMetrics;
 pub use projection::{
-    AnyVersion, Decoded, Phase, Projectable, Projection, ProjectionStatus, Version, decode_all,
-    topic_of,
+    AnyVersion, Decoded, Phase, Projectable, ProjectionStatus, Version, decode_all, topic_of,
 };
 pub use replay::{ReplayOptions, ReplayProgress, ReplayedView, replay};
 
@@ -73,9 +74,10 @@ pub struct ProjectorConfig {
     pub poll_interval: Duration,
     /// A checkpoint is written once this many events were folded since the last...
     pub checkpoint_events: u64,
-    /// ...or this long after the last one, whichever comes first (and whenever the log is
-    /// quiet).
+    /// ...or this long after the last one, whichever comes first...
     pub checkpoint_interval: Duration,
+    /// ...or once the log has been quiet this long with folds not yet written.
+    pub quiet_checkpoint: Duration,
     /// What a version's cached records (those that grow with the history) may weigh in
     /// memory, about, in bytes: beyond it, a checkpoint writes them and the least recently
     /// used go.
@@ -93,8 +95,9 @@ impl Default for ProjectorConfig {
             max_batch: COMMIT_BATCH,
             idle_wait: Duration::from_millis(500),
             poll_interval: Duration::from_millis(20),
-            checkpoint_events: 200_000,
-            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_events: 1_000_000,
+            checkpoint_interval: Duration::from_secs(5),
+            quiet_checkpoint: Duration::from_millis(100),
             cache_bytes: 128 * 1024 * 1024,
             bulk: false,
         }
@@ -276,7 +279,7 @@ impl ViewRuntime {
         config: ProjectorConfig,
         metrics: ProjectorMetrics,
     ) -> Result<Arc<Self>, ProjectorError> {
-        let mut slots = BTreeMap::new();
+        let mut opened = Vec::new();
         for view in views {
             let name = view.name();
             let layout = view.layout();
@@ -306,10 +309,16 @@ impl ViewRuntime {
                 opened_view.open_version(table, version_config, Phase::Running)
             })
             .await?;
-            let projection =
-                Projection::spawn(log.clone(), version, config.clone(), metrics.clone());
+            opened.push((view, version));
+        }
+        // The live views fold as one group: each record read and decoded once for all.
+        let (views, versions): (Vec<_>, Vec<_>) = opened.into_iter().unzip();
+        let projections =
+            Projection::spawn_group(log.clone(), versions, config.clone(), metrics.clone());
+        let mut slots = BTreeMap::new();
+        for (view, projection) in views.into_iter().zip(projections) {
             slots.insert(
-                name,
+                view.name(),
                 Arc::new(ViewSlot {
                     view,
                     live: RwLock::new(Arc::new(LiveVersion::projected(projection))),

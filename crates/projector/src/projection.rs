@@ -1,5 +1,5 @@
-//! One version of one view: its state in memory, its table in the store, and the task that
-//! folds the log into it.
+//! One version of one view: its state in memory, its table in the store, and how a batch
+//! of the log folds into it (the task that folds it is in [`crate::group`]).
 //!
 //! The fold of a batch: records are decoded once ([`Decoded`]); the records the fold needs
 //! that are not in memory are loaded from the store ([`View::missing`]); then, under the
@@ -18,18 +18,16 @@
 
 use std::any::Any;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use omnilog_events::{Destination, Event};
-use omnilog_log::{AppendRecord, LogRecord, SharedLog, Topic};
+use omnilog_log::{AppendRecord, LogRecord, Topic};
 use omnilog_store::{Checkpoint, TableReader, ViewTable};
 use omnilog_views::{LogPosition, View, ViewError, ViewState};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::metrics::ProjectorMetrics;
 use crate::{ProjectorConfig, ProjectorError};
 
 /// The log topic a view's destination is read from.
@@ -127,7 +125,7 @@ impl ProjectionStatus {
             .clone()
     }
 
-    fn set_phase(&self, phase: Phase) {
+    pub(crate) fn set_phase(&self, phase: Phase) {
         *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = phase;
     }
 
@@ -299,7 +297,7 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     /// (their positions still move). Blocks (it may read the store).
     fn fold(
         &self,
-        batch: &[Decoded],
+        batch: &[&Decoded],
         until: Option<DateTime<Utc>>,
     ) -> Result<Vec<AppendRecord>, ProjectorError>;
 
@@ -311,7 +309,9 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     fn has_pending(&self) -> bool;
 
     /// Writes the changes since the last checkpoint and the positions they came from,
-    /// syncs the store, and lets clean cached records go. Blocks.
+    /// syncs the store, and lets clean cached records go. Blocks. Folds may go on
+    /// meanwhile (they wait only while the changes are taken); the caller never runs two
+    /// checkpoints of a version at once.
     fn checkpoint(&self) -> Result<(), ProjectorError>;
 
     /// Goes back to the last checkpoint (after a failure in the middle of a fold, the state
@@ -335,7 +335,7 @@ impl<V: View> AnyVersion for Version<V> {
 
     fn fold(
         &self,
-        batch: &[Decoded],
+        batch: &[&Decoded],
         until: Option<DateTime<Utc>>,
     ) -> Result<Vec<AppendRecord>, ProjectorError> {
         // Bring what the fold needs into memory first, so the fold itself never waits on
@@ -401,8 +401,9 @@ impl<V: View> AnyVersion for Version<V> {
             checkpoint.events_applied += 1;
         }
         self.status.applied.send_replace(checkpoint);
-        drop(state);
+        // Counted under the state's lock, so a checkpoint taken meanwhile sees both or neither.
         self.epoch.lock().map_err(lock_error)?.events += folded;
+        drop(state);
         Ok(dead_letters)
     }
 
@@ -425,10 +426,18 @@ impl<V: View> AnyVersion for Version<V> {
     }
 
     fn checkpoint(&self) -> Result<(), ProjectorError> {
-        let (changes, checkpoint) = {
+        // Under the lock only the changed records are taken (shared, not copied); they are
+        // encoded after it is released, while the fold and the queries go on.
+        // What is folded from here on belongs to the next epoch.
+        let (snapshot, checkpoint) = {
             let mut state = self.state.write().map_err(lock_error)?;
+            *self.epoch.lock().map_err(lock_error)? = Epoch {
+                events: 0,
+                started: Instant::now(),
+            };
             (state.take_changes()?, self.status.checkpoint())
         };
+        let changes = snapshot.encode()?;
         if self.config.bulk {
             self.table.ingest(changes, &checkpoint)?;
         } else {
@@ -436,10 +445,6 @@ impl<V: View> AnyVersion for Version<V> {
             self.table.flush()?;
         }
         self.status.committed.send_replace(checkpoint);
-        *self.epoch.lock().map_err(lock_error)? = Epoch {
-            events: 0,
-            started: Instant::now(),
-        };
         // Written: clean records may go now.
         self.state
             .write()
@@ -506,196 +511,5 @@ impl<V: View> Projectable for V {
         phase: Phase,
     ) -> Result<Arc<dyn AnyVersion>, ProjectorError> {
         Ok(Arc::new(Version::open(self, table, config, phase)?))
-    }
-}
-
-/// A running projection: the task folding the log into one version. Stop it with
-/// [`Projection::stop`].
-#[derive(Debug)]
-pub struct Projection {
-    version: Arc<dyn AnyVersion>,
-    stop: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ProjectorError> + Send + 'static,
-) -> Result<T, ProjectorError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ProjectorError::Task(e.to_string()))?
-}
-
-impl Projection {
-    /// Starts folding `log` into `version`, from where it stands.
-    pub fn spawn(
-        log: SharedLog,
-        version: Arc<dyn AnyVersion>,
-        config: ProjectorConfig,
-        metrics: ProjectorMetrics,
-    ) -> Self {
-        let (stop, stopped) = watch::channel(false);
-        version.status().set_phase(Phase::Running);
-        let worker = Worker {
-            log,
-            version: version.clone(),
-            config,
-            metrics,
-            stopped,
-        };
-        let task = tokio::spawn(worker.run());
-        Projection {
-            version,
-            stop,
-            task: Mutex::new(Some(task)),
-        }
-    }
-
-    pub fn version(&self) -> &Arc<dyn AnyVersion> {
-        &self.version
-    }
-
-    /// Stops after the batch in progress, writing a last checkpoint.
-    pub async fn stop(&self) {
-        let _ = self.stop.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task
-            && let Err(error) = task.await
-        {
-            tracing::error!(view = self.version.status().view, %error, "a projection task panicked");
-        }
-        self.version.status().set_phase(Phase::Stopped);
-    }
-}
-
-struct Worker {
-    log: SharedLog,
-    version: Arc<dyn AnyVersion>,
-    config: ProjectorConfig,
-    metrics: ProjectorMetrics,
-    stopped: watch::Receiver<bool>,
-}
-
-impl Worker {
-    async fn run(mut self) {
-        let mut batch = self.config.min_batch.max(1);
-        let mut appended = self.log.appended();
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            if *self.stopped.borrow() {
-                if self.version.has_pending() {
-                    let version = self.version.clone();
-                    if let Err(error) = blocking(move || version.checkpoint()).await {
-                        tracing::warn!(view = self.version.status().view, %error, "the last checkpoint failed");
-                    }
-                }
-                return;
-            }
-            // Taken before reading, so an append that lands during the read still wakes us.
-            if let Some(receiver) = appended.as_mut() {
-                receiver.borrow_and_update();
-            }
-            match self.step(batch).await {
-                Ok(0) => {
-                    backoff = Duration::from_millis(50);
-                    batch = (batch / 2).max(self.config.min_batch.max(1));
-                    // Quiet: whatever was folded is written now, not a whole epoch later.
-                    if self.version.has_pending() {
-                        let version = self.version.clone();
-                        if let Err(error) = blocking(move || version.checkpoint()).await {
-                            self.failed(error, &mut backoff).await;
-                            continue;
-                        }
-                    }
-                    self.idle(appended.as_mut()).await;
-                }
-                Ok(read) => {
-                    backoff = Duration::from_millis(50);
-                    if self.version.status().phase() != Phase::Running {
-                        self.version.status().set_phase(Phase::Running);
-                    }
-                    // A batch that filled up means more is waiting: take more next time.
-                    if read >= batch {
-                        batch = (batch * 2).min(self.config.max_batch.max(1));
-                    }
-                }
-                Err(error) => self.failed(error, &mut backoff).await,
-            }
-        }
-    }
-
-    async fn failed(&mut self, error: ProjectorError, backoff: &mut Duration) {
-        let status = self.version.status();
-        tracing::warn!(view = status.view, %error, retry_in = ?backoff, "projection step failed");
-        status.set_phase(Phase::Failing(error.to_string()));
-        // Whatever failed, the last checkpoint is the truth to go on from.
-        let version = self.version.clone();
-        if let Err(error) = blocking(move || version.reset()).await {
-            tracing::warn!(view = status.view, %error, "could not go back to the last checkpoint");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(*backoff) => {}
-            _ = self.stopped.changed() => {}
-        }
-        *backoff = (*backoff * 2).min(Duration::from_secs(5));
-    }
-
-    /// Waits for new records, a stop, or the idle timeout.
-    async fn idle(&mut self, appended: Option<&mut watch::Receiver<u64>>) {
-        match appended {
-            Some(receiver) => {
-                tokio::select! {
-                    _ = receiver.changed() => {}
-                    _ = self.stopped.changed() => {}
-                    _ = tokio::time::sleep(self.config.idle_wait) => {}
-                }
-            }
-            None => {
-                tokio::select! {
-                    _ = self.stopped.changed() => {}
-                    _ = tokio::time::sleep(self.config.poll_interval) => {}
-                }
-            }
-        }
-    }
-
-    /// Reads, folds and (when due) checkpoints one batch; returns the largest read of one
-    /// partition.
-    async fn step(&mut self, batch: usize) -> Result<usize, ProjectorError> {
-        let status = self.version.status().clone();
-        let checkpoint = status.checkpoint();
-        let mut records: Vec<LogRecord> = Vec::new();
-        let mut largest_read = 0;
-        for &destination in status.topics {
-            let topic = topic_of(destination);
-            for partition in 0..self.log.partitions(topic) {
-                let from = checkpoint.next_offset(destination, partition);
-                let read = self.log.read(topic, partition, from, batch).await?;
-                largest_read = largest_read.max(read.len());
-                records.extend(read);
-            }
-        }
-        if records.is_empty() {
-            return Ok(0);
-        }
-        let started = Instant::now();
-        let events = records.len();
-        let version = self.version.clone();
-        let dead_letters = blocking(move || version.fold(&decode_all(records), None)).await?;
-        if !dead_letters.is_empty() {
-            let count = dead_letters.len() as u64;
-            self.log.append(dead_letters).await?;
-            self.metrics.dead_letter(status.view, count);
-        }
-        if self.version.checkpoint_due() {
-            let version = self.version.clone();
-            blocking(move || version.checkpoint()).await?;
-        }
-        self.metrics.batch(status.view, events, started.elapsed());
-        Ok(largest_read)
     }
 }

@@ -279,7 +279,8 @@ fn fold_batches(
     while let Ok(batch) = batches.recv() {
         // Dead letters of a replay are counted in the checkpoint, not appended: the
         // source log is only read. The fold passes over records of other topics.
-        version.fold(&batch, until)?;
+        let records: Vec<&Decoded> = batch.iter().collect();
+        version.fold(&records, until)?;
         folded.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if version.checkpoint_due() {
             version.checkpoint()?;

@@ -14,7 +14,7 @@ use omnilog_projector::{
 };
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
-use omnilog_views::state::{CachedTable, Changes, Entries, Table, changes_of, sorted};
+use omnilog_views::state::{CachedTable, Entries, Snapshot, Table, changes_of, sorted};
 use omnilog_views::{LogPosition, View, ViewError, ViewState, apply_in_memory};
 
 /// Counts events per type (a whole table) and per customer (a cached one, loaded when
@@ -40,7 +40,7 @@ impl ViewState for Counts {
         }
     }
 
-    fn take_changes(&mut self) -> Result<Changes, ViewError> {
+    fn take_changes(&mut self) -> Result<Snapshot, ViewError> {
         changes_of([self.by_type.take_changes(), self.by_customer.take_changes()])
     }
 
@@ -330,8 +330,8 @@ impl ViewState for Relaid {
         self.0.restore(stored, value.unwrap())
     }
 
-    fn take_changes(&mut self) -> Result<Changes, ViewError> {
-        self.0.take_changes()
+    fn take_changes(&mut self) -> Result<Snapshot, ViewError> {
+        Ok(self.0.take_changes())
     }
 
     fn dump(&self) -> Result<Entries, ViewError> {

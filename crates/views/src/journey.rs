@@ -80,7 +80,7 @@ use omnilog_events::identity::OMNILOG_NAMESPACE;
 use omnilog_events::{Author, Body, Destination, Direction, Event};
 use uuid::Uuid;
 
-use crate::state::{CachedTable, Changes, Entries, ViewState, changes_of, sorted};
+use crate::state::{CachedTable, Entries, Snapshot, ViewState, changes_of, sorted};
 use crate::{LogPosition, View, ViewError};
 use records::{
     CustomerRecord, InteractionRecord, InteractionStatus as Status, JourneyFacts, JourneyRecord,
@@ -177,7 +177,7 @@ impl ViewState for JourneyState {
         }
     }
 
-    fn take_changes(&mut self) -> Result<Changes, ViewError> {
+    fn take_changes(&mut self) -> Result<Snapshot, ViewError> {
         changes_of([
             self.customers.take_changes(),
             self.facts.take_changes(),

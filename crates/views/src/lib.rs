@@ -19,7 +19,7 @@ pub mod reporting;
 pub mod state;
 
 pub use identity::{IdentityView, Resolution};
-pub use state::{Changes, Entries, NoRecords, RecordSource, ViewState};
+pub use state::{Changes, Entries, NoRecords, RecordSource, Snapshot, ViewState};
 
 use omnilog_events::{Destination, Event};
 

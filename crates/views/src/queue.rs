@@ -59,7 +59,7 @@ use chrono::{DateTime, Utc};
 use omnilog_events::{AgentStatus, Body, Channel, Destination, Event};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Changes, Entries, Table, ViewState, changes_of, sorted};
+use crate::state::{Entries, Snapshot, Table, ViewState, changes_of, sorted};
 use crate::{LogPosition, View, ViewError};
 
 const INTERACTION: u8 = b'i';
@@ -138,7 +138,7 @@ impl ViewState for QueueState {
         }
     }
 
-    fn take_changes(&mut self) -> Result<Changes, ViewError> {
+    fn take_changes(&mut self) -> Result<Snapshot, ViewError> {
         changes_of([
             self.interactions.take_changes(),
             self.items.take_changes(),

@@ -69,7 +69,7 @@ use omnilog_events::{Body, Channel, Destination, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::queue::channel_name;
-use crate::state::{CachedTable, Changes, Entries, Table, ViewState, changes_of, sorted};
+use crate::state::{CachedTable, Entries, Snapshot, Table, ViewState, changes_of, sorted};
 use crate::{LogPosition, View, ViewError};
 
 /// The queue name of work that never entered a queue.
@@ -190,7 +190,7 @@ impl ViewState for ReportingState {
         }
     }
 
-    fn take_changes(&mut self) -> Result<Changes, ViewError> {
+    fn take_changes(&mut self) -> Result<Snapshot, ViewError> {
         changes_of([
             self.tracked.take_changes(),
             self.buckets.take_changes(),

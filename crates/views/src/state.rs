@@ -31,6 +31,8 @@ use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -68,11 +70,6 @@ impl Changes {
 
     pub fn len(&self) -> usize {
         self.puts.len() + self.deletes.len()
-    }
-
-    fn extend(&mut self, other: Changes) {
-        self.puts.extend(other.puts);
-        self.deletes.extend(other.deletes);
     }
 }
 
@@ -135,12 +132,128 @@ pub fn decode_value<V: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<V, 
 /// The hash map of cached tables (and of other state keyed by ids).
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The changes a checkpoint took under the state's lock, to encode after it is released.
+///
+/// A table holds its records behind `Arc`s, and a snapshot shares the changed ones instead
+/// of encoding them in place: taking a checkpoint costs the fold (and the queries, which
+/// wait on the same lock) a pass over the changed keys, not the encoding of every changed
+/// record. A record the fold changes while its snapshot is being encoded is copied then
+/// (`Arc::make_mut`), so the snapshot keeps the state as it was at the checkpoint's
+/// positions.
+#[derive(Default)]
+pub struct Snapshot {
+    parts: Vec<Box<dyn SnapshotPart>>,
+}
+
+impl Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("records", &self.len())
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// Records written or deleted.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|part| part.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds another snapshot's changes (of other tables) to this one.
+    pub fn merge(&mut self, other: Snapshot) {
+        self.parts.extend(other.parts);
+    }
+
+    /// The changes, encoded, in stored-key order (cheaper for the store to write).
+    pub fn encode(self) -> Result<Changes, ViewError> {
+        let mut changes = Changes::default();
+        for part in self.parts {
+            part.encode(&mut changes)?;
+        }
+        changes.puts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        changes.deletes.sort_unstable();
+        Ok(changes)
+    }
+}
+
+/// One table's part of a [`Snapshot`].
+trait SnapshotPart: Send {
+    fn len(&self) -> usize;
+
+    fn encode(self: Box<Self>, into: &mut Changes) -> Result<(), ViewError>;
+}
+
+/// What a table's snapshot holds of a record: the record, or (for a cached table) the
+/// record with the cell its encoded size is reported to.
+trait Shared<V>: Send + Sync + 'static {
+    fn value(&self) -> &V;
+
+    fn encoded(&self, _size: usize) {}
+}
+
+impl<V: Record> Shared<V> for Arc<V> {
+    fn value(&self) -> &V {
+        self
+    }
+}
+
+struct TableSnapshot<K, V, S> {
+    tag: u8,
+    puts: Vec<(K, S)>,
+    deletes: Vec<K>,
+    _record: std::marker::PhantomData<fn() -> V>,
+}
+
+impl<K: Key, V: Record, S: Shared<V>> SnapshotPart for TableSnapshot<K, V, S> {
+    fn len(&self) -> usize {
+        self.puts.len() + self.deletes.len()
+    }
+
+    fn encode(self: Box<Self>, into: &mut Changes) -> Result<(), ViewError> {
+        into.puts.reserve(self.puts.len());
+        for (key, shared) in &self.puts {
+            let stored = stored_key(self.tag, key)?;
+            let bytes = encode_value(shared.value())?;
+            shared.encoded(stored.len() + bytes.len() + 64);
+            into.puts.push((stored, bytes));
+        }
+        for key in &self.deletes {
+            into.deletes.push(stored_key(self.tag, key)?);
+        }
+        Ok(())
+    }
+}
+
+impl<K: Key, V: Record, S: Shared<V>> TableSnapshot<K, V, S> {
+    fn new(tag: u8) -> Self {
+        TableSnapshot {
+            tag,
+            puts: Vec::new(),
+            deletes: Vec::new(),
+            _record: std::marker::PhantomData,
+        }
+    }
+
+    fn into_snapshot(self) -> Snapshot {
+        if self.puts.is_empty() && self.deletes.is_empty() {
+            return Snapshot::default();
+        }
+        Snapshot {
+            parts: vec![Box::new(self)],
+        }
+    }
+}
+
 /// A record of a [`Table`] with its bookkeeping, kept beside it so a change costs no
 /// second lookup: a deleted record stays as a tombstone (`value: None`) until the next
 /// checkpoint writes the deletion.
 #[derive(Clone, Debug)]
 struct Entry<V> {
-    value: Option<V>,
+    value: Option<Arc<V>>,
     /// Written or deleted since the last checkpoint.
     changed: bool,
     /// The store holds a version of it (so a deletion must be written).
@@ -172,11 +285,20 @@ impl<K: Key, V: Record> Table<K, V> {
         self.tag
     }
 
+    fn mark(changed: &mut usize, entry: &mut Entry<V>) {
+        if !entry.changed {
+            entry.changed = true;
+            *changed += 1;
+        }
+    }
+
     pub fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
     {
-        self.records.get(key).and_then(|entry| entry.value.as_ref())
+        self.records
+            .get(key)
+            .and_then(|entry| entry.value.as_deref())
     }
 
     /// The record, to change in place: it is written at the next checkpoint.
@@ -185,12 +307,9 @@ impl<K: Key, V: Record> Table<K, V> {
         K: Borrow<Q>,
     {
         let entry = self.records.get_mut(key)?;
-        let value = entry.value.as_mut()?;
-        if !entry.changed {
-            entry.changed = true;
-            self.changed += 1;
-        }
-        Some(value)
+        entry.value.as_ref()?;
+        Self::mark(&mut self.changed, entry);
+        entry.value.as_mut().map(Arc::make_mut)
     }
 
     /// The record, created with `make` if there is none, to change in place.
@@ -200,14 +319,11 @@ impl<K: Key, V: Record> Table<K, V> {
             changed: false,
             stored: false,
         });
-        if !entry.changed {
-            entry.changed = true;
-            self.changed += 1;
-        }
+        Self::mark(&mut self.changed, entry);
         if entry.value.is_none() {
             self.live += 1;
         }
-        entry.value.get_or_insert_with(make)
+        Arc::make_mut(entry.value.get_or_insert_with(|| Arc::new(make())))
     }
 
     pub fn insert(&mut self, key: K, value: V) {
@@ -216,11 +332,8 @@ impl<K: Key, V: Record> Table<K, V> {
             changed: false,
             stored: false,
         });
-        if !entry.changed {
-            entry.changed = true;
-            self.changed += 1;
-        }
-        if entry.value.replace(value).is_none() {
+        Self::mark(&mut self.changed, entry);
+        if entry.value.replace(Arc::new(value)).is_none() {
             self.live += 1;
         }
     }
@@ -234,10 +347,7 @@ impl<K: Key, V: Record> Table<K, V> {
         self.live -= 1;
         if entry.stored {
             // A tombstone until the next checkpoint writes the deletion.
-            if !entry.changed {
-                entry.changed = true;
-                self.changed += 1;
-            }
+            Self::mark(&mut self.changed, entry);
         } else {
             // Never written: nothing to delete in the store.
             if entry.changed {
@@ -245,7 +355,7 @@ impl<K: Key, V: Record> Table<K, V> {
             }
             self.records.remove(key);
         }
-        Some(removed)
+        Some(Arc::unwrap_or_clone(removed))
     }
 
     pub fn contains<Q: Ord + ?Sized>(&self, key: &Q) -> bool
@@ -255,8 +365,8 @@ impl<K: Key, V: Record> Table<K, V> {
         self.get(key).is_some()
     }
 
-    /// Takes a record out to change it (no copy); it is deleted unless put back with
-    /// [`Table::put_back`].
+    /// Takes a record out to change it (a copy only if a checkpoint is encoding it); it is
+    /// deleted unless put back with [`Table::put_back`].
     pub fn take<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -264,11 +374,8 @@ impl<K: Key, V: Record> Table<K, V> {
         let entry = self.records.get_mut(key)?;
         let taken = entry.value.take()?;
         self.live -= 1;
-        if !entry.changed {
-            entry.changed = true;
-            self.changed += 1;
-        }
-        Some(taken)
+        Self::mark(&mut self.changed, entry);
+        Some(Arc::unwrap_or_clone(taken))
     }
 
     /// Ends a [`Table::take`] whose record is not put back: it is deleted (a record the
@@ -288,7 +395,7 @@ impl<K: Key, V: Record> Table<K, V> {
         }
     }
 
-    /// Puts a record back where [`Table::take`] took it from; `false` (and nothing done) if
+    /// Puts a record back where [`Table::take`] took it from; `Err` (and nothing done) if
     /// the table never held the key, which the caller then inserts.
     pub fn put_back<Q: Ord + ?Sized>(&mut self, key: &Q, value: V) -> Result<(), V>
     where
@@ -297,13 +404,10 @@ impl<K: Key, V: Record> Table<K, V> {
         let Some(entry) = self.records.get_mut(key) else {
             return Err(value);
         };
-        if entry.value.replace(value).is_none() {
+        if entry.value.replace(Arc::new(value)).is_none() {
             self.live += 1;
         }
-        if !entry.changed {
-            entry.changed = true;
-            self.changed += 1;
-        }
+        Self::mark(&mut self.changed, entry);
         Ok(())
     }
 
@@ -318,7 +422,7 @@ impl<K: Key, V: Record> Table<K, V> {
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> {
         self.records
             .iter()
-            .filter_map(|(key, entry)| entry.value.as_ref().map(|value| (key, value)))
+            .filter_map(|(key, entry)| entry.value.as_deref().map(|value| (key, value)))
     }
 
     pub fn range<R: std::ops::RangeBounds<K>>(
@@ -327,7 +431,7 @@ impl<K: Key, V: Record> Table<K, V> {
     ) -> impl DoubleEndedIterator<Item = (&K, &V)> {
         self.records
             .range(range)
-            .filter_map(|(key, entry)| entry.value.as_ref().map(|value| (key, value)))
+            .filter_map(|(key, entry)| entry.value.as_deref().map(|value| (key, value)))
     }
 
     /// Restores a stored record (when the view starts).
@@ -337,7 +441,7 @@ impl<K: Key, V: Record> Table<K, V> {
         let previous = self.records.insert(
             key,
             Entry {
-                value: Some(value),
+                value: Some(Arc::new(value)),
                 changed: false,
                 stored: true,
             },
@@ -348,48 +452,34 @@ impl<K: Key, V: Record> Table<K, V> {
         Ok(())
     }
 
-    /// The changes since the last call, encoded. Tombstones go; a record created and
-    /// deleted between two checkpoints never reaches the store.
-    pub fn take_changes(&mut self) -> Result<Changes, ViewError> {
-        let mut changes = Changes::default();
+    /// The changes since the last call, to encode (see [`Snapshot`]). Tombstones go; a
+    /// record created and deleted between two checkpoints never reaches the store.
+    pub fn take_changes(&mut self) -> Snapshot {
+        let mut snapshot: TableSnapshot<K, V, Arc<V>> = TableSnapshot::new(self.tag);
         if self.changed == 0 {
-            return Ok(changes);
+            return Snapshot::default();
         }
-        let tag = self.tag;
-        let mut failed = None;
         self.records.retain(|key, entry| {
-            if !entry.changed || failed.is_some() {
+            if !entry.changed {
                 return true;
             }
             entry.changed = false;
-            let encoded = stored_key(tag, key).and_then(|stored| match &entry.value {
+            match &entry.value {
                 Some(value) => {
-                    changes.puts.push((stored, encode_value(value)?));
-                    Ok(true)
+                    snapshot.puts.push((key.clone(), value.clone()));
+                    entry.stored = true;
+                    true
                 }
                 None => {
                     if entry.stored {
-                        changes.deletes.push(stored);
+                        snapshot.deletes.push(key.clone());
                     }
-                    Ok(false)
-                }
-            });
-            match encoded {
-                Ok(keep) => {
-                    entry.stored = keep;
-                    keep
-                }
-                Err(error) => {
-                    failed = Some(error);
-                    true
+                    false
                 }
             }
         });
         self.changed = 0;
-        match failed {
-            Some(error) => Err(error),
-            None => Ok(changes),
-        }
+        snapshot.into_snapshot()
     }
 
     /// Every record, encoded as stored.
@@ -408,19 +498,66 @@ fn not_loaded<Q: Debug + ?Sized>(tag: u8, key: &Q) -> ViewError {
     ))
 }
 
+/// A record of a [`CachedTable`], with its stored size as last encoded (what letting it go
+/// frees, roughly; 0 until first encoded), which a checkpoint's encoding reports back.
+#[derive(Debug)]
+struct Held<V> {
+    value: V,
+    weight: AtomicUsize,
+}
+
+impl<V: Clone> Clone for Held<V> {
+    fn clone(&self) -> Self {
+        Held {
+            value: self.value.clone(),
+            weight: AtomicUsize::new(self.weight.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl<V> Held<V> {
+    fn new(value: V, weight: usize) -> Arc<Self> {
+        Arc::new(Held {
+            value,
+            weight: AtomicUsize::new(weight),
+        })
+    }
+}
+
+impl<V: Record> Shared<V> for Arc<Held<V>> {
+    fn value(&self) -> &V {
+        &self.value
+    }
+
+    fn encoded(&self, size: usize) {
+        self.weight.store(size, Ordering::Relaxed);
+    }
+}
+
 /// One record of a [`CachedTable`] in memory.
 #[derive(Clone, Debug)]
 struct Slot<V> {
     /// `None`: not stored, as far as this table knows (nothing to load).
-    value: Option<V>,
+    value: Option<Arc<Held<V>>>,
     /// Written or deleted since the last checkpoint: may not be let go.
     changed: bool,
     /// The store holds a version of it (so a deletion must be written).
     stored: bool,
     /// When it was last used, on the table's clock.
     used: u64,
-    /// Its stored size, as last encoded (what letting it go frees, roughly); 0 until then.
-    weight: usize,
+}
+
+impl<V> Slot<V> {
+    /// What letting it go frees, about.
+    fn weight(&self) -> usize {
+        match &self.value {
+            Some(held) => match held.weight.load(Ordering::Relaxed) {
+                0 => UNENCODED_WEIGHT,
+                weight => weight,
+            },
+            None => 64,
+        }
+    }
 }
 
 /// What a changed record is taken to weigh before it is first encoded.
@@ -432,7 +569,8 @@ pub struct CachedTable<K: Key, V: Record> {
     tag: u8,
     slots: FastMap<K, Slot<V>>,
     clock: u64,
-    /// Sum of the weights of the slots in memory.
+    /// The slots' weight when last summed (after each checkpoint), plus what was loaded
+    /// since.
     weight: usize,
     /// Slots changed since the last checkpoint.
     changed: usize,
@@ -494,10 +632,9 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             key,
             Slot {
                 stored: value.is_some(),
-                value,
+                value: value.map(|value| Held::new(value, weight)),
                 changed: false,
                 used,
-                weight,
             },
         );
         Ok(())
@@ -512,7 +649,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         match self.slots.get_mut(key) {
             Some(slot) => {
                 slot.used = used;
-                Ok(slot.value.as_ref())
+                Ok(slot.value.as_deref().map(|held| &held.value))
             }
             None => Err(not_loaded(self.tag, key)),
         }
@@ -534,7 +671,10 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         if slot.value.is_some() {
             Self::mark(&mut self.changed, slot);
         }
-        Ok(slot.value.as_mut())
+        Ok(slot
+            .value
+            .as_mut()
+            .map(|held| &mut Arc::make_mut(held).value))
     }
 
     /// The record, created with `make` if there is none (it must have been loaded).
@@ -552,7 +692,8 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         };
         slot.used = used;
         Self::mark(&mut self.changed, slot);
-        Ok(slot.value.get_or_insert_with(make))
+        let held = slot.value.get_or_insert_with(|| Held::new(make(), 0));
+        Ok(&mut Arc::make_mut(held).value)
     }
 
     /// Writes a record without reading it first (a blind write: nothing to load).
@@ -563,15 +704,14 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             changed: false,
             stored: false,
             used,
-            weight: 0,
         });
-        slot.value = Some(value);
+        slot.value = Some(Held::new(value, 0));
         slot.used = used;
         Self::mark(&mut self.changed, slot);
     }
 
-    /// Takes a loaded record out to change it (no copy); it is deleted unless put back with
-    /// [`CachedTable::put_back`].
+    /// Takes a loaded record out to change it (a copy only if a checkpoint is encoding
+    /// it); it is deleted unless put back with [`CachedTable::put_back`].
     pub fn take<Q: Hash + Eq + Debug + ?Sized>(&mut self, key: &Q) -> Result<Option<V>, ViewError>
     where
         K: Borrow<Q>,
@@ -583,7 +723,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         slot.used = used;
         let taken = slot.value.take();
         Self::settle(&mut self.changed, slot);
-        Ok(taken)
+        Ok(taken.map(|held| Arc::unwrap_or_clone(held).value))
     }
 
     /// After a deletion: a record the store never held needs no write (and may be let go).
@@ -607,7 +747,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     {
         match self.slots.get_mut(key) {
             Some(slot) => {
-                slot.value = Some(value);
+                slot.value = Some(Held::new(value, 0));
                 Self::mark(&mut self.changed, slot);
             }
             None => self.insert(key.to_owned(), value),
@@ -635,7 +775,6 @@ impl<K: Key, V: Record> CachedTable<K, V> {
                         changed: true,
                         stored: true,
                         used,
-                        weight: 0,
                     },
                 );
                 self.changed += 1;
@@ -650,7 +789,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         source: &dyn RecordSource,
     ) -> Result<Option<Cow<'a, V>>, ViewError> {
         if let Some(slot) = self.slots.get(key) {
-            return Ok(slot.value.as_ref().map(Cow::Borrowed));
+            return Ok(slot.value.as_deref().map(|held| Cow::Borrowed(&held.value)));
         }
         let stored = self.stored_key(key)?;
         match source.get(&stored)? {
@@ -672,7 +811,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         for (key, slot) in &self.slots {
             let stored = self.stored_key(key)?;
             if stored.starts_with(prefix) {
-                found.insert(stored, slot.value.clone());
+                found.insert(stored, slot.value.as_deref().map(|held| held.value.clone()));
             }
         }
         found
@@ -682,49 +821,41 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             .collect()
     }
 
-    /// The changes since the last call, encoded; the slots become clean (and so may be let
-    /// go once written).
-    pub fn take_changes(&mut self) -> Result<Changes, ViewError> {
-        let mut changes = Changes::default();
+    /// The changes since the last call, to encode (see [`Snapshot`]); the slots become
+    /// clean (and so may be let go once written).
+    pub fn take_changes(&mut self) -> Snapshot {
         if self.changed == 0 {
-            return Ok(changes);
+            return Snapshot::default();
         }
-        let mut weight = self.weight;
+        let mut snapshot: TableSnapshot<K, V, Arc<Held<V>>> = TableSnapshot::new(self.tag);
+        snapshot.puts.reserve(self.changed);
         for (key, slot) in &mut self.slots {
             if !slot.changed {
                 continue;
             }
             slot.changed = false;
-            let stored = stored_key(self.tag, key)?;
-            weight -= slot.weight;
             match &slot.value {
-                Some(value) => {
-                    let bytes = encode_value(value)?;
-                    slot.weight = stored.len() + bytes.len() + 64;
+                Some(held) => {
                     slot.stored = true;
-                    changes.puts.push((stored, bytes));
+                    snapshot.puts.push((key.clone(), held.clone()));
                 }
                 None => {
-                    slot.weight = stored.len() + 64;
                     if slot.stored {
                         slot.stored = false;
-                        changes.deletes.push(stored);
+                        snapshot.deletes.push(key.clone());
                     }
                 }
             }
-            weight += slot.weight;
         }
-        self.weight = weight;
         self.changed = 0;
-        // Sorted, so that a checkpoint's write is in key order (cheaper for the store).
-        changes.puts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        changes.deletes.sort_unstable();
-        Ok(changes)
+        snapshot.into_snapshot()
     }
 
     /// Lets go of clean records, least recently used first, until the table weighs at most
-    /// `budget` bytes (records changed since the last checkpoint stay).
+    /// `budget` bytes (records changed since the last checkpoint stay). The weight is
+    /// summed again first, with the sizes the last checkpoint's encoding reported.
     pub fn evict(&mut self, budget: usize) {
+        self.weight = self.slots.values().map(Slot::weight).sum();
         if self.weight() <= budget {
             return;
         }
@@ -740,7 +871,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
                 break;
             }
             if let Some(slot) = self.slots.remove(&key) {
-                self.weight -= slot.weight;
+                self.weight -= slot.weight();
             }
         }
         // A table emptied of most of its records gives its memory back.
@@ -768,8 +899,8 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     /// and benchmarks compare states by it).
     pub fn dump(&self, out: &mut Entries) -> Result<(), ViewError> {
         for (key, slot) in &self.slots {
-            if let Some(value) = &slot.value {
-                out.push((stored_key(self.tag, key)?, encode_value(value)?));
+            if let Some(held) = &slot.value {
+                out.push((stored_key(self.tag, key)?, encode_value(&held.value)?));
             }
         }
         Ok(())
@@ -784,8 +915,8 @@ pub trait ViewState: Send + Sync + 'static {
     /// Puts a stored record (or, for a cached table, its absence) in memory.
     fn restore(&mut self, stored: &[u8], value: Option<&[u8]>) -> Result<(), ViewError>;
 
-    /// The changes since the last call, encoded.
-    fn take_changes(&mut self) -> Result<Changes, ViewError>;
+    /// The changes since the last call, to encode once the state's lock is released.
+    fn take_changes(&mut self) -> Result<Snapshot, ViewError>;
 
     /// Lets go of clean cached records until the cached tables weigh at most `budget`.
     fn evict(&mut self, _budget: usize) {}
@@ -801,12 +932,10 @@ pub trait ViewState: Send + Sync + 'static {
 }
 
 /// Takes the changes of several tables at once.
-pub fn changes_of(
-    tables: impl IntoIterator<Item = Result<Changes, ViewError>>,
-) -> Result<Changes, ViewError> {
-    let mut all = Changes::default();
-    for changes in tables {
-        all.extend(changes?);
+pub fn changes_of(tables: impl IntoIterator<Item = Snapshot>) -> Result<Snapshot, ViewError> {
+    let mut all = Snapshot::default();
+    for snapshot in tables {
+        all.merge(snapshot);
     }
     Ok(all)
 }
@@ -836,7 +965,7 @@ mod tests {
         table.insert("a".into(), 1);
         table.insert("b".into(), 2);
         // The checkpoint took the changes; the store (here: empty) has not written them yet.
-        assert_eq!(table.take_changes().unwrap().puts.len(), 2);
+        assert_eq!(table.take_changes().encode().unwrap().puts.len(), 2);
         let seen = table.scan(b"c", &NoRecords).unwrap();
         assert_eq!(seen, vec![("a".to_owned(), 1), ("b".to_owned(), 2)]);
     }
@@ -847,11 +976,11 @@ mod tests {
         table.insert("a".into(), 1);
         table.insert("b".into(), 2);
         *table.get_mut(&"a".to_owned()).unwrap() += 10;
-        let changes = table.take_changes().unwrap();
+        let changes = table.take_changes().encode().unwrap();
         assert_eq!(changes.puts.len(), 2);
-        assert!(table.take_changes().unwrap().is_empty());
+        assert!(table.take_changes().encode().unwrap().is_empty());
         table.remove(&"b".to_owned());
-        let changes = table.take_changes().unwrap();
+        let changes = table.take_changes().encode().unwrap();
         assert_eq!(
             changes.deletes,
             vec![stored_key(b't', &"b".to_owned()).unwrap()]
@@ -863,7 +992,7 @@ mod tests {
             restored.restore(key, value).unwrap();
         }
         assert_eq!(restored.get(&"a".to_owned()), Some(&11));
-        assert!(restored.take_changes().unwrap().is_empty());
+        assert!(restored.take_changes().encode().unwrap().is_empty());
     }
 
     #[test]
@@ -874,17 +1003,17 @@ mod tests {
         table.discard("new");
         table.insert("gone".into(), 2);
         table.remove("gone");
-        assert!(table.take_changes().unwrap().is_empty());
+        assert!(table.take_changes().encode().unwrap().is_empty());
         assert!(table.is_empty());
         // A stored record taken and not put back is deleted; one put back is written.
         table.insert("kept".into(), 3);
         table.insert("deleted".into(), 4);
-        assert_eq!(table.take_changes().unwrap().puts.len(), 2);
+        assert_eq!(table.take_changes().encode().unwrap().puts.len(), 2);
         let kept = table.take("kept").unwrap();
         table.put_back("kept", kept + 1).unwrap();
         table.take("deleted").unwrap();
         table.discard("deleted");
-        let changes = table.take_changes().unwrap();
+        let changes = table.take_changes().encode().unwrap();
         assert_eq!(changes.puts.len(), 1);
         assert_eq!(
             changes.deletes,
@@ -894,12 +1023,12 @@ mod tests {
         let mut cached: CachedTable<String, u32> = CachedTable::new(b'c');
         cached.insert("new".into(), 1);
         assert_eq!(cached.take("new").unwrap(), Some(1));
-        assert!(cached.take_changes().unwrap().is_empty());
+        assert!(cached.take_changes().encode().unwrap().is_empty());
         cached
             .restore(&stored_key(b'c', &"old".to_owned()).unwrap(), Some(&[5]))
             .unwrap();
         assert_eq!(cached.take("old").unwrap(), Some(5));
-        assert_eq!(cached.take_changes().unwrap().deletes.len(), 1);
+        assert_eq!(cached.take_changes().encode().unwrap().deletes.len(), 1);
     }
 
     #[test]
@@ -916,7 +1045,7 @@ mod tests {
         // Changed records stay whatever the budget.
         table.evict(0);
         assert_eq!(table.len(), 2);
-        let changes = table.take_changes().unwrap();
+        let changes = table.take_changes().encode().unwrap();
         assert_eq!(changes.puts.len(), 2);
         table.evict(0);
         assert!(table.is_empty());

@@ -1,0 +1,474 @@
+//! The task that folds the log into running versions: several at once, reading and
+//! decoding each record once for all of them.
+//!
+//! The live views of a server fold the same records. Each reading and decoding them for
+//! itself cost a live server three decodes of every event, more than the folds; so the
+//! versions a runtime starts together fold as a group, the way `omnilog replay` does: one
+//! read of each partition from the furthest-behind member's position, one decode, then
+//! every member folds, in parallel, the records at or past its own position. A member that
+//! fails goes back to its last checkpoint and sits out with a growing backoff while the
+//! others go on; when it comes back, the group reads from its position again and the
+//! others pass over what they already hold. A rebuild runs as a group of one until it
+//! replaces the live version.
+//!
+//! Each member checkpoints on its own epoch, and whenever the log has been quiet a moment
+//! with folds not yet written. A checkpoint is written beside the folds: the fold waits
+//! only while the checkpoint takes the changed records (see `omnilog_views::Snapshot`),
+//! not while they are encoded and synced. Stopping a [`Projection`] takes its version out of the
+//! group after the batch in progress, with a last checkpoint; the task ends with its last
+//! member.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use omnilog_log::{LogRecord, SharedLog};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::metrics::ProjectorMetrics;
+use crate::projection::{AnyVersion, Decoded, Phase, decode_all, destination_of, topic_of};
+use crate::{ProjectorConfig, ProjectorError};
+
+/// One version being folded by a group's task. Stop it with [`Projection::stop`].
+#[derive(Debug)]
+pub struct Projection {
+    version: Arc<dyn AnyVersion>,
+    id: usize,
+    /// Where to ask the group's task to let this version go.
+    detach: mpsc::UnboundedSender<Detach>,
+    /// Set once stopped, so a second stop returns at once.
+    stopped: Mutex<bool>,
+}
+
+/// Asks the group's task to checkpoint a member and let it go; answered once done.
+struct Detach {
+    id: usize,
+    done: oneshot::Sender<()>,
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ProjectorError> + Send + 'static,
+) -> Result<T, ProjectorError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ProjectorError::Task(e.to_string()))?
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const LAST_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Projection {
+    /// Starts folding `log` into `version`, from where it stands.
+    pub fn spawn(
+        log: SharedLog,
+        version: Arc<dyn AnyVersion>,
+        config: ProjectorConfig,
+        metrics: ProjectorMetrics,
+    ) -> Self {
+        let mut group = Self::spawn_group(log, vec![version], config, metrics);
+        group.remove(0)
+    }
+
+    /// Starts folding `log` into every one of `versions`, each from where it stands, with
+    /// one read and one decode of each record for all of them. One projection per version,
+    /// in order.
+    pub fn spawn_group(
+        log: SharedLog,
+        versions: Vec<Arc<dyn AnyVersion>>,
+        config: ProjectorConfig,
+        metrics: ProjectorMetrics,
+    ) -> Vec<Self> {
+        let (detach, requests) = mpsc::unbounded_channel();
+        let mut members = Vec::with_capacity(versions.len());
+        let mut projections = Vec::with_capacity(versions.len());
+        for (id, version) in versions.into_iter().enumerate() {
+            version.status().set_phase(Phase::Running);
+            members.push(Member {
+                id,
+                version: version.clone(),
+                backoff: FIRST_BACKOFF,
+                retry_at: None,
+                writing: None,
+            });
+            projections.push(Projection {
+                version,
+                id,
+                detach: detach.clone(),
+                stopped: Mutex::new(false),
+            });
+        }
+        let worker = Worker {
+            log,
+            config,
+            metrics,
+            members,
+            requests,
+            waiting: Vec::new(),
+            quiet_polls: 0,
+        };
+        tokio::spawn(worker.run());
+        projections
+    }
+
+    pub fn version(&self) -> &Arc<dyn AnyVersion> {
+        &self.version
+    }
+
+    /// Stops folding this version after the batch in progress, writing a last checkpoint.
+    pub async fn stop(&self) {
+        {
+            let mut stopped = self.stopped.lock().unwrap_or_else(PoisonError::into_inner);
+            if *stopped {
+                return;
+            }
+            *stopped = true;
+        }
+        let (done, answer) = oneshot::channel();
+        let asked = self.detach.send(Detach { id: self.id, done }).is_ok();
+        if !asked || answer.await.is_err() {
+            tracing::error!(
+                view = self.version.status().view,
+                "the projection task ended early (a panic?)"
+            );
+        }
+        self.version.status().set_phase(Phase::Stopped);
+    }
+}
+
+/// A version in a group, and how its failures are going.
+struct Member {
+    id: usize,
+    version: Arc<dyn AnyVersion>,
+    backoff: Duration,
+    /// Failing: sits out until then.
+    retry_at: Option<Instant>,
+    /// The checkpoint being written, if one is: it goes on beside the folds.
+    writing: Option<JoinHandle<Result<(), ProjectorError>>>,
+}
+
+impl Member {
+    fn view(&self) -> &'static str {
+        self.version.status().view
+    }
+
+    /// Whether it folds now (not sitting out a failure).
+    fn active(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|at| at <= now)
+    }
+
+    /// Starts writing a checkpoint beside the folds, unless one is being written.
+    fn start_checkpoint(&mut self) {
+        if self.writing.is_none() {
+            let version = self.version.clone();
+            self.writing = Some(tokio::task::spawn_blocking(move || version.checkpoint()));
+        }
+    }
+
+    /// Waits for the checkpoint being written, if any.
+    async fn written(&mut self) -> Result<(), ProjectorError> {
+        match self.writing.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| ProjectorError::Task(e.to_string()))
+                .and_then(|written| written),
+            None => Ok(()),
+        }
+    }
+
+    /// The outcome of the checkpoint being written, if it is done.
+    async fn reap(&mut self) -> Result<(), ProjectorError> {
+        if self.writing.as_ref().is_some_and(JoinHandle::is_finished) {
+            self.written().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes what was folded and not yet written, after the checkpoint in flight.
+    async fn checkpoint_now(&mut self) -> Result<(), ProjectorError> {
+        self.written().await?;
+        if self.version.has_pending() {
+            self.start_checkpoint();
+            self.written().await?;
+        }
+        Ok(())
+    }
+
+    /// Goes back to the last checkpoint and sits out a while.
+    async fn failed(&mut self, error: ProjectorError) {
+        // The checkpoint in flight lands (or fails) before the state is read back.
+        if let Err(error) = self.written().await {
+            tracing::warn!(view = self.view(), %error, "a checkpoint failed");
+        }
+        let status = self.version.status();
+        tracing::warn!(view = status.view, %error, retry_in = ?self.backoff, "projection step failed");
+        status.set_phase(Phase::Failing(error.to_string()));
+        // Whatever failed, the last checkpoint is the truth to go on from.
+        let version = self.version.clone();
+        if let Err(error) = blocking(move || version.reset()).await {
+            tracing::warn!(view = status.view, %error, "could not go back to the last checkpoint");
+        }
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(LAST_BACKOFF);
+    }
+
+    fn succeeded(&mut self) {
+        self.backoff = FIRST_BACKOFF;
+        self.retry_at = None;
+        if self.version.status().phase() != Phase::Running {
+            self.version.status().set_phase(Phase::Running);
+        }
+    }
+}
+
+struct Worker {
+    log: SharedLog,
+    config: ProjectorConfig,
+    metrics: ProjectorMetrics,
+    members: Vec<Member>,
+    requests: mpsc::UnboundedReceiver<Detach>,
+    /// Detach requests received while waiting, handled at the top of the loop.
+    waiting: Vec<Detach>,
+    /// Polls in a row that found nothing (for a log that cannot notify).
+    quiet_polls: u32,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut batch = self.config.min_batch.max(1);
+        let mut appended = self.log.appended();
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            self.detach_requested().await;
+            if self.members.is_empty() {
+                return;
+            }
+            // Taken before reading, so an append that lands during the read still wakes us.
+            if let Some(receiver) = appended.as_mut() {
+                receiver.borrow_and_update();
+            }
+            match self.step(batch).await {
+                Ok(0) => {
+                    backoff = FIRST_BACKOFF;
+                    batch = (batch / 2).max(self.config.min_batch.max(1));
+                    // Caught up. Once the log stays quiet a moment, whatever was folded is
+                    // written, not a whole epoch later; under a steady stream the fold
+                    // catches up many times a second, and a checkpoint each time would
+                    // cost more than the folds.
+                    let pending = self.members.iter().any(|m| m.version.has_pending());
+                    let wait = if pending {
+                        self.config.quiet_checkpoint
+                    } else {
+                        self.config.idle_wait
+                    };
+                    let woken = self.idle(appended.as_mut(), wait).await;
+                    if pending && !woken {
+                        self.checkpoint_pending().await;
+                    }
+                }
+                Ok(read) => {
+                    backoff = FIRST_BACKOFF;
+                    self.quiet_polls = 0;
+                    // A batch that filled up means more is waiting: take more next time.
+                    if read >= batch {
+                        batch = (batch * 2).min(self.config.max_batch.max(1));
+                    }
+                }
+                // The log could not be read: every member waits.
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "reading the log failed");
+                    for member in &self.members {
+                        member
+                            .version
+                            .status()
+                            .set_phase(Phase::Failing(error.to_string()));
+                    }
+                    let _ = self.idle(None, backoff).await;
+                    backoff = (backoff * 2).min(LAST_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Lets go of the members whose projections were stopped, each after a last checkpoint.
+    async fn detach_requested(&mut self) {
+        while let Ok(request) = self.requests.try_recv() {
+            self.waiting.push(request);
+        }
+        for request in std::mem::take(&mut self.waiting) {
+            if let Some(index) = self.members.iter().position(|m| m.id == request.id) {
+                let mut member = self.members.remove(index);
+                if let Err(error) = member.checkpoint_now().await {
+                    tracing::warn!(view = member.view(), %error, "the last checkpoint failed");
+                }
+            }
+            let _ = request.done.send(());
+        }
+    }
+
+    /// Writes a checkpoint of every member with folds not yet written, in parallel.
+    async fn checkpoint_pending(&mut self) {
+        let now = Instant::now();
+        for member in &mut self.members {
+            if member.active(now) && member.version.has_pending() {
+                if let Err(error) = member.written().await {
+                    member.failed(error).await;
+                    continue;
+                }
+                member.start_checkpoint();
+            }
+        }
+        for member in &mut self.members {
+            if let Err(error) = member.written().await {
+                member.failed(error).await;
+            }
+        }
+    }
+
+    /// Waits for new records, a stop, a member's retry, or `wait`; `true` when woken by an
+    /// append or a stop (a log that cannot notify wakes after its poll interval, as if
+    /// appended to, so the caller reads again before deciding the log is quiet).
+    async fn idle(&mut self, appended: Option<&mut watch::Receiver<u64>>, wait: Duration) -> bool {
+        let now = Instant::now();
+        let retry = self
+            .members
+            .iter()
+            .filter_map(|m| m.retry_at)
+            .map(|at| at.saturating_duration_since(now))
+            .min();
+        let wait = retry.map_or(wait, |retry| retry.min(wait));
+        match appended {
+            Some(receiver) => {
+                tokio::select! {
+                    _ = receiver.changed() => true,
+                    request = self.requests.recv() => {
+                        self.waiting.extend(request);
+                        true
+                    }
+                    _ = tokio::time::sleep(wait) => false,
+                }
+            }
+            None => {
+                let poll = self.config.poll_interval.min(wait);
+                tokio::select! {
+                    request = self.requests.recv() => {
+                        self.waiting.extend(request);
+                        true
+                    }
+                    _ = tokio::time::sleep(poll) => {
+                        // Polling: quiet for good once a whole quiet period passed.
+                        self.quiet_polls += 1;
+                        poll * self.quiet_polls < wait
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads each partition once from the furthest-behind active member's position,
+    /// decodes once, and folds into every active member what is at or past its position;
+    /// checkpoints the members whose epoch is over. Returns the largest read of one
+    /// partition.
+    async fn step(&mut self, batch: usize) -> Result<usize, ProjectorError> {
+        for member in &mut self.members {
+            if let Err(error) = member.reap().await {
+                member.failed(error).await;
+            }
+        }
+        let now = Instant::now();
+        let active: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].active(now))
+            .collect();
+        if active.is_empty() {
+            return Ok(0);
+        }
+        let positions: Vec<_> = active
+            .iter()
+            .map(|&i| self.members[i].version.status().checkpoint())
+            .collect();
+        let mut records: Vec<LogRecord> = Vec::new();
+        let mut largest_read = 0;
+        let mut destinations: Vec<_> = active
+            .iter()
+            .flat_map(|&i| self.members[i].version.status().topics.iter().copied())
+            .collect();
+        destinations.sort_unstable();
+        destinations.dedup();
+        for destination in destinations {
+            let topic = topic_of(destination);
+            for partition in 0..self.log.partitions(topic) {
+                let from = active
+                    .iter()
+                    .zip(&positions)
+                    .filter(|(i, _)| {
+                        self.members[**i]
+                            .version
+                            .status()
+                            .topics
+                            .contains(&destination)
+                    })
+                    .map(|(_, checkpoint)| checkpoint.next_offset(destination, partition))
+                    .min()
+                    .unwrap_or(0);
+                let read = self.log.read(topic, partition, from, batch).await?;
+                largest_read = largest_read.max(read.len());
+                records.extend(read);
+            }
+        }
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let started = Instant::now();
+        let decoded = Arc::new(blocking(move || Ok(decode_all(records))).await?);
+        // Every member folds its part at once, each on its own thread.
+        let mut folding = Vec::with_capacity(active.len());
+        for (&index, checkpoint) in active.iter().zip(positions) {
+            let version = self.members[index].version.clone();
+            let decoded = decoded.clone();
+            folding.push((
+                index,
+                tokio::task::spawn_blocking(move || {
+                    let topics = version.status().topics;
+                    let mine: Vec<&Decoded> = decoded
+                        .iter()
+                        .filter(|d| {
+                            let destination = destination_of(d.record.topic);
+                            topics.contains(&destination)
+                                && d.record.offset
+                                    >= checkpoint.next_offset(destination, d.record.partition)
+                        })
+                        .collect();
+                    let dead_letters = version.fold(&mine, None)?;
+                    Ok::<_, ProjectorError>((mine.len(), dead_letters))
+                }),
+            ));
+        }
+        for (index, task) in folding {
+            let outcome = task
+                .await
+                .map_err(|e| ProjectorError::Task(e.to_string()))
+                .and_then(|folded| folded);
+            let member = &mut self.members[index];
+            let view = member.view();
+            match outcome {
+                Ok((events, dead_letters)) => {
+                    if !dead_letters.is_empty() {
+                        let count = dead_letters.len() as u64;
+                        if let Err(error) = self.log.append(dead_letters).await {
+                            member.failed(error.into()).await;
+                            continue;
+                        }
+                        self.metrics.dead_letter(view, count);
+                    }
+                    self.metrics.batch(view, events, started.elapsed());
+                    member.succeeded();
+                    if member.version.checkpoint_due() {
+                        member.start_checkpoint();
+                    }
+                }
+                Err(error) => member.failed(error).await,
+            }
+        }
+        Ok(largest_read)
+    }
+}
