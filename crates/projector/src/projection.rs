@@ -314,6 +314,10 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     /// checkpoints of a version at once.
     fn checkpoint(&self) -> Result<(), ProjectorError>;
 
+    /// Lets go of every clean cached record (those a checkpoint wrote): for a replay that
+    /// is done with the records of a partition, which nothing will touch again.
+    fn let_go(&self) -> Result<(), ProjectorError>;
+
     /// Goes back to the last checkpoint (after a failure in the middle of a fold, the state
     /// in memory may hold part of a batch). Blocks.
     fn reset(&self) -> Result<(), ProjectorError>;
@@ -445,11 +449,18 @@ impl<V: View> AnyVersion for Version<V> {
             self.table.flush()?;
         }
         self.status.committed.send_replace(checkpoint);
-        // Written: clean records may go now.
+        // Written: clean records may go now, down to three quarters of the budget, so
+        // that a full cache does not ask for a checkpoint again after the next batch
+        // (each checkpoint re-encodes what changed and, in bulk, adds a disk table).
         self.state
             .write()
             .map_err(lock_error)?
-            .evict(self.config.cache_bytes);
+            .evict(self.config.cache_bytes / 4 * 3);
+        Ok(())
+    }
+
+    fn let_go(&self) -> Result<(), ProjectorError> {
+        self.state.write().map_err(lock_error)?.evict(0);
         Ok(())
     }
 

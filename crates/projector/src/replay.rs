@@ -3,11 +3,18 @@
 //! offline or to ask what was true last March, and what `omnilog bench` measures.
 //!
 //! The log is read and decoded once for every view: one reader scans the partitions the
-//! views fold, in the order the log reads fastest, decodes each batch once and hands it to
-//! one worker thread per view (and one for the identity view), which fold it into their
-//! state in memory. A worker writes a checkpoint when its cached records outgrow their
-//! budget (then lets the least recently used go) and at the end; so memory is bounded by the
-//! budgets, not by the history. The views fold the same records through the same code as a
+//! views fold, decodes each batch once and hands it to one worker thread per view (and one
+//! for the identity view), which fold it into their state in memory.
+//!
+//! The reader takes the history one partition at a time (each pass reads partition `p` of
+//! the interactions and of the agents, in the order the log reads fastest). A customer's
+//! events all lie in one partition, so once a pass is done nothing will touch its
+//! customers' journeys again: each worker writes a checkpoint then and lets its cached
+//! records go. Memory is bounded by what one partition's customers weigh, not by the
+//! history, and each customer's record is encoded and written once, however long the
+//! history. (Views do not depend on how partitions interleave, so the order changes
+//! nothing of what is built.) A pass whose records outgrow a view's budget checkpoints in
+//! its middle too, and lets the least recently used records go. The views fold the same records through the same code as a
 //! live projection, so a replayed view equals the live one folded to the same positions.
 //! The source log is only read: records that cannot be decoded or applied are counted
 //! (`dead_letters`), not appended anywhere.
@@ -68,6 +75,14 @@ pub struct ReplayedView {
 /// topics its view folds).
 type Shared = Arc<Vec<Decoded>>;
 
+/// What the reader hands the workers.
+#[derive(Clone)]
+enum Feed {
+    Batch(Shared),
+    /// Every record of a group of partitions has been handed over.
+    PassDone,
+}
+
 /// A view's replay worker: its name, how many records it folded, how many it will fold,
 /// and its thread (which returns the last checkpoint).
 type Worker = (
@@ -119,14 +134,14 @@ pub async fn replay(
     if reads_agents {
         topics.push(Topic::Agents);
     }
-    let mut scan = Scan::to_ends(&*log, &topics).await?;
+    let scan = Scan::to_ends(&*log, &topics).await?;
     let total = scan.remaining();
 
     // One worker thread per view, fed the decoded batches through bounded channels.
-    let mut feeds: Vec<mpsc::SyncSender<Shared>> = Vec::new();
+    let mut feeds: Vec<mpsc::SyncSender<Feed>> = Vec::new();
     let mut workers: Vec<Worker> = Vec::new();
     for version in versions {
-        let (feed, batches) = mpsc::sync_channel::<Shared>(4);
+        let (feed, batches) = mpsc::sync_channel::<Feed>(4);
         let folded = Arc::new(AtomicU64::new(0));
         let status = version.status().clone();
         let folds_agents = status.topics.contains(&omnilog_events::Destination::Agents);
@@ -148,13 +163,16 @@ pub async fn replay(
         workers.push((status.view, folded, view_total, worker));
     }
     let identity_worker = if options.identity {
-        let (feed, batches) = mpsc::sync_channel::<Shared>(4);
+        let (feed, batches) = mpsc::sync_channel::<Feed>(4);
         let until = options.until;
         let worker = std::thread::Builder::new()
             .name("omnilog-replay-identity".to_owned())
             .spawn(move || {
                 let mut identity = IdentityView::new();
-                while let Ok(batch) = batches.recv() {
+                while let Ok(feed) = batches.recv() {
+                    let Feed::Batch(batch) = feed else {
+                        continue;
+                    };
                     for decoded in batch.iter() {
                         if decoded.record.topic == Topic::Interactions
                             && let Ok(event) = &decoded.event
@@ -175,56 +193,30 @@ pub async fn replay(
 
     on_progress("log", ReplayProgress { read: 0, total });
     let mut read = 0u64;
-    let mut beyond = false;
-    let mut passes_beyond = 0;
-    loop {
-        let records = if beyond {
-            read_beyond(&log, &mut scan, options.batch).await?
-        } else {
-            log.scan_next(&mut scan, options.batch.max(1)).await?
-        };
-        if records.is_empty() {
-            // Once the ends are reached, one more look beyond each: a broker may report an
-            // end short of what is readable (tansu's ListOffsets leaves out the last batch),
-            // and a replay must not stop before what a live projection has already folded.
-            if beyond || passes_beyond > 16 {
+    for mut pass in passes(&scan) {
+        loop {
+            let records = log.scan_next(&mut pass, options.batch.max(1)).await?;
+            if records.is_empty() {
                 break;
             }
-            beyond = true;
-            continue;
+            read += records.len() as u64;
+            hand_over(&feeds, decode_batch(records).await?).await?;
+            report(&mut on_progress, read, total, &workers);
         }
-        if beyond {
-            passes_beyond += 1;
+        hand_over(&feeds, Feed::PassDone).await?;
+    }
+    // Once the ends are reached, one more look beyond each: a broker may report an end
+    // short of what is readable (tansu's ListOffsets leaves out the last batch), and a
+    // replay must not stop before what a live projection has already folded.
+    let mut beyond = scan;
+    for _ in 0..16 {
+        let records = read_beyond(&log, &mut beyond, options.batch).await?;
+        if records.is_empty() {
+            break;
         }
         read += records.len() as u64;
-        let batch = tokio::task::spawn_blocking(move || Arc::new(decode_all(records)))
-            .await
-            .map_err(|e| ProjectorError::Task(e.to_string()))?;
-        for feed in &feeds {
-            let feed = feed.clone();
-            let batch = batch.clone();
-            // A full channel waits for its worker: reading never runs far ahead of folding.
-            tokio::task::spawn_blocking(move || feed.send(batch))
-                .await
-                .map_err(|e| ProjectorError::Task(e.to_string()))?
-                .map_err(|_| ProjectorError::Task("a replay worker stopped early".to_owned()))?;
-        }
-        on_progress(
-            "log",
-            ReplayProgress {
-                read,
-                total: total.max(read),
-            },
-        );
-        for (name, folded, view_total, _) in &workers {
-            on_progress(
-                name,
-                ReplayProgress {
-                    read: folded.load(Ordering::Relaxed),
-                    total: *view_total,
-                },
-            );
-        }
+        hand_over(&feeds, decode_batch(records).await?).await?;
+        report(&mut on_progress, read, total, &workers);
     }
     drop(feeds);
     let mut replayed = Vec::new();
@@ -268,15 +260,93 @@ pub async fn replay(
     Ok((replayed, identity))
 }
 
+/// The passes of a replay: one per partition number, each reading that partition of every
+/// topic.
+fn passes(scan: &Scan) -> Vec<Scan> {
+    let mut partitions: Vec<u32> = scan.ranges().iter().map(|r| r.partition).collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    partitions
+        .into_iter()
+        .map(|partition| {
+            Scan::new(
+                scan.ranges()
+                    .iter()
+                    .filter(|r| r.partition == partition)
+                    .copied()
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Decodes a batch off the async threads.
+async fn decode_batch(records: Vec<omnilog_log::LogRecord>) -> Result<Feed, ProjectorError> {
+    let batch = tokio::task::spawn_blocking(move || Arc::new(decode_all(records)))
+        .await
+        .map_err(|e| ProjectorError::Task(e.to_string()))?;
+    Ok(Feed::Batch(batch))
+}
+
+/// Hands the same feed to every worker. A full channel waits for its worker: reading never
+/// runs far ahead of folding.
+async fn hand_over(feeds: &[mpsc::SyncSender<Feed>], feed: Feed) -> Result<(), ProjectorError> {
+    for channel in feeds {
+        let channel = channel.clone();
+        let feed = feed.clone();
+        tokio::task::spawn_blocking(move || channel.send(feed))
+            .await
+            .map_err(|e| ProjectorError::Task(e.to_string()))?
+            .map_err(|_| ProjectorError::Task("a replay worker stopped early".to_owned()))?;
+    }
+    Ok(())
+}
+
+/// Tells how far the reading and each view's folding have come.
+fn report(
+    on_progress: &mut impl FnMut(&str, ReplayProgress),
+    read: u64,
+    total: u64,
+    workers: &[Worker],
+) {
+    on_progress(
+        "log",
+        ReplayProgress {
+            read,
+            total: total.max(read),
+        },
+    );
+    for (name, folded, view_total, _) in workers {
+        on_progress(
+            name,
+            ReplayProgress {
+                read: folded.load(Ordering::Relaxed),
+                total: *view_total,
+            },
+        );
+    }
+}
+
 /// Folds batches into one version until the reader is done, then writes the last
-/// checkpoint; returns it.
+/// checkpoint; returns it. At the end of each pass, the records folded so far are written
+/// and let go: nothing of the next pass touches them.
 fn fold_batches(
     version: &dyn AnyVersion,
-    batches: &mpsc::Receiver<Shared>,
+    batches: &mpsc::Receiver<Feed>,
     until: Option<DateTime<Utc>>,
     folded: &AtomicU64,
 ) -> Result<Checkpoint, ProjectorError> {
-    while let Ok(batch) = batches.recv() {
+    while let Ok(feed) = batches.recv() {
+        let batch = match feed {
+            Feed::Batch(batch) => batch,
+            Feed::PassDone => {
+                if version.memory() > 0 {
+                    version.checkpoint()?;
+                    version.let_go()?;
+                }
+                continue;
+            }
+        };
         // Dead letters of a replay are counted in the checkpoint, not appended: the
         // source log is only read. The fold passes over records of other topics.
         let records: Vec<&Decoded> = batch.iter().collect();
