@@ -170,11 +170,19 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         bar.finish(done, total);
     }
     if let Some(identity) = identity {
-        std::fs::write(
-            args.out.join(IDENTITY_FILE),
-            postcard::to_stdvec(&identity)?,
-        )
-        .context("saving the identity view")?;
+        // Streamed to the file rather than encoded whole first: at 10M events the encoding
+        // alone is about 90 MB.
+        let save = || -> anyhow::Result<()> {
+            let file = std::fs::File::create(args.out.join(IDENTITY_FILE))?;
+            let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+            postcard::to_io(&identity, &mut writer)?;
+            writer
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()?;
+            Ok(())
+        };
+        save().context("saving the identity view")?;
     }
     std::fs::write(
         args.out.join(SOURCE_FILE),

@@ -441,7 +441,9 @@ impl<V: View> AnyVersion for Version<V> {
             };
             (state.take_changes()?, self.status.checkpoint())
         };
+        let started = Instant::now();
         let changes = snapshot.encode()?;
+        let records = changes.len();
         if self.config.bulk {
             self.table.ingest(changes, &checkpoint)?;
         } else {
@@ -456,6 +458,14 @@ impl<V: View> AnyVersion for Version<V> {
             .write()
             .map_err(lock_error)?
             .evict(self.config.cache_bytes / 4 * 3);
+        tracing::debug!(
+            view = self.status.view,
+            version = self.status.version,
+            records,
+            cached_bytes = self.memory(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "checkpoint written"
+        );
         Ok(())
     }
 

@@ -154,10 +154,11 @@ pub async fn replay(
         let worker_version = version;
         let counter = folded.clone();
         let until = options.until;
+        let cache_bytes = options.cache_bytes;
         let worker = std::thread::Builder::new()
             .name(format!("omnilog-replay-{}", status.view))
             // The worker owns its version: its state is let go on its own thread at the end.
-            .spawn(move || fold_batches(&*worker_version, &batches, until, &counter))
+            .spawn(move || fold_batches(&worker_version, &batches, until, &counter, cache_bytes))
             .map_err(|e| ProjectorError::Task(format!("starting a replay worker: {e}")))?;
         feeds.push(feed);
         workers.push((status.view, folded, view_total, worker));
@@ -328,21 +329,47 @@ fn report(
 }
 
 /// Folds batches into one version until the reader is done, then writes the last
-/// checkpoint; returns it. At the end of each pass, the records folded so far are written
-/// and let go: nothing of the next pass touches them.
+/// checkpoint; returns it. At the end of a pass, once the cached records weigh more than a
+/// quarter of the budget, they are written and let go: nothing of the next passes touches
+/// them. (Below that they stay: a short history is then written once, in one disk table,
+/// rather than in a table per partition that the store would have to compact.) That
+/// checkpoint is written on a thread of its own while the next pass folds (the fold takes
+/// the changes without copying them, and goes on); its records are let go once written, so
+/// a fold that did reach back for one reads it from memory or from the store, never a gap.
 fn fold_batches(
-    version: &dyn AnyVersion,
+    version: &Arc<dyn AnyVersion>,
     batches: &mpsc::Receiver<Feed>,
     until: Option<DateTime<Utc>>,
     folded: &AtomicU64,
+    cache_bytes: usize,
 ) -> Result<Checkpoint, ProjectorError> {
+    let mut writing: Option<JoinHandle<Result<(), ProjectorError>>> = None;
+    // Waits for the checkpoint being written (if any), then lets its records go.
+    let written =
+        |writing: &mut Option<JoinHandle<Result<(), ProjectorError>>>| match writing.take() {
+            Some(handle) => {
+                handle.join().map_err(|_| {
+                    ProjectorError::Task("a replay checkpoint panicked".to_owned())
+                })??;
+                version.let_go()
+            }
+            None => Ok(()),
+        };
     while let Ok(feed) = batches.recv() {
         let batch = match feed {
             Feed::Batch(batch) => batch,
             Feed::PassDone => {
-                if version.memory() > 0 {
-                    version.checkpoint()?;
-                    version.let_go()?;
+                if version.memory() > cache_bytes / 4 {
+                    written(&mut writing)?;
+                    let writer = version.clone();
+                    writing = Some(
+                        std::thread::Builder::new()
+                            .name(format!("omnilog-replay-{}-write", version.status().view))
+                            .spawn(move || writer.checkpoint())
+                            .map_err(|e| {
+                                ProjectorError::Task(format!("starting a replay writer: {e}"))
+                            })?,
+                    );
                 }
                 continue;
             }
@@ -352,10 +379,16 @@ fn fold_batches(
         let records: Vec<&Decoded> = batch.iter().collect();
         version.fold(&records, until)?;
         folded.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if writing.as_ref().is_some_and(JoinHandle::is_finished) {
+            written(&mut writing)?;
+        }
         if version.checkpoint_due() {
+            // Never two checkpoints of a version at once.
+            written(&mut writing)?;
             version.checkpoint()?;
         }
     }
+    written(&mut writing)?;
     version.checkpoint()?;
     Ok(version.status().checkpoint())
 }
