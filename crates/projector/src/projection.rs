@@ -212,7 +212,12 @@ impl<V: View> Version<V> {
     fn load(view: &V, table: &ViewTable) -> Result<(V::State, Checkpoint), ProjectorError> {
         let checkpoint = table.checkpoint()?;
         let mut state = view.new_state();
-        table.restore_whole(&mut state)?;
+        if table.holds_records()? {
+            table.restore_whole(&mut state)?;
+        } else {
+            // A new version: the fold need not ask the store for what it does not hold.
+            state.starts_empty();
+        }
         Ok((state, checkpoint))
     }
 

@@ -442,6 +442,17 @@ impl ViewTable {
         Ok(())
     }
 
+    /// Whether this version holds any record of a state (its checkpoint and layout aside).
+    pub fn holds_records(&self) -> Result<bool, StoreError> {
+        match self.keyspace.first_key_value() {
+            None => Ok(false),
+            Some(entry) => {
+                let key = entry.key()?;
+                Ok(key.first() != Some(&RESERVED_PREFIX))
+            }
+        }
+    }
+
     /// Reads the whole tables of a state into it (when a view starts).
     pub fn restore_whole(&self, state: &mut dyn ViewState) -> Result<(), ViewError> {
         for tag in state.whole_tags() {

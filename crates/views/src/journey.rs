@@ -196,6 +196,12 @@ impl ViewState for JourneyState {
         self.customers.weight() + self.facts.weight() + self.index.weight()
     }
 
+    fn starts_empty(&mut self) {
+        self.customers.starts_empty();
+        self.facts.starts_empty();
+        self.index.starts_empty();
+    }
+
     fn dump(&self) -> Result<Entries, ViewError> {
         let mut entries = Vec::new();
         self.customers.dump(&mut entries)?;

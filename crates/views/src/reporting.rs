@@ -207,6 +207,10 @@ impl ViewState for ReportingState {
         self.tracked.weight()
     }
 
+    fn starts_empty(&mut self) {
+        self.tracked.starts_empty();
+    }
+
     fn dump(&self) -> Result<Entries, ViewError> {
         let mut entries = Vec::new();
         self.tracked.dump(&mut entries)?;

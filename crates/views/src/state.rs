@@ -30,7 +30,7 @@
 use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -563,11 +563,40 @@ impl<V> Slot<V> {
 /// What a changed record is taken to weigh before it is first encoded.
 const UNENCODED_WEIGHT: usize = 512;
 
+/// What a [`CachedTable`] knows of the records the store holds that are not in memory.
+#[derive(Clone, Debug)]
+enum StoreKnowledge {
+    /// The store may hold any record: the table was opened over stored state.
+    Anything,
+    /// The table started over an empty store, so the store holds only records written and
+    /// then let go from memory; their keys hash to these. A key not among them is absent
+    /// from the store without asking it: a replay or a new version (whose records are
+    /// nearly all new) reads nothing from the store for them.
+    OnlyLetGo(std::collections::HashSet<u64, foldhash::fast::RandomState>),
+}
+
+/// Whether `store` knows the record of `key` to be absent (see [`StoreKnowledge`]).
+fn known_absent<K: Hash + Eq + Borrow<Q>, Q: Hash + ?Sized, S>(
+    store: &StoreKnowledge,
+    slots: &HashMap<K, S, foldhash::fast::RandomState>,
+    key: &Q,
+) -> bool {
+    match store {
+        StoreKnowledge::Anything => false,
+        StoreKnowledge::OnlyLetGo(let_go) => !let_go.contains(&slots.hasher().hash_one(key)),
+    }
+}
+
+/// Past this many keys let go, a table stops remembering them and asks the store (about
+/// 16 bytes a key: 64 MiB at most).
+const LET_GO_REMEMBERED: usize = 4_000_000;
+
 /// A table whose records come into memory when needed. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct CachedTable<K: Key, V: Record> {
     tag: u8,
     slots: FastMap<K, Slot<V>>,
+    store: StoreKnowledge,
     clock: u64,
     /// The slots' weight when last summed (after each checkpoint), plus what was loaded
     /// since.
@@ -581,6 +610,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         CachedTable {
             tag,
             slots: FastMap::default(),
+            store: StoreKnowledge::Anything,
             clock: 0,
             weight: 0,
             changed: 0,
@@ -591,12 +621,57 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         self.tag
     }
 
+    /// Declares that the store holds no record of this table (a new version): records
+    /// not in memory are then known to be absent until some are written and let go.
+    pub fn starts_empty(&mut self) {
+        if self.slots.is_empty() {
+            self.store = StoreKnowledge::OnlyLetGo(Default::default());
+        }
+    }
+
+    /// Whether the store is known not to hold the record of `key`.
+    fn known_absent<Q: Hash + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
+        known_absent(&self.store, &self.slots, key)
+    }
+
     /// Whether the record is in memory (or known to be absent from the store).
     pub fn is_loaded<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
     {
-        self.slots.contains_key(key)
+        self.slots.contains_key(key) || self.known_absent(key)
+    }
+
+    /// The slot of a loaded record; for a record known to be absent from the store, an
+    /// empty slot made now. (Takes the fields it needs, so that the caller may still count
+    /// changes in `self.changed`.)
+    fn loaded_slot<'a, Q: Hash + Eq + Debug + ToOwned<Owned = K> + ?Sized>(
+        slots: &'a mut FastMap<K, Slot<V>>,
+        store: &StoreKnowledge,
+        tag: u8,
+        key: &Q,
+    ) -> Result<&'a mut Slot<V>, ViewError>
+    where
+        K: Borrow<Q>,
+    {
+        if !slots.contains_key(key) {
+            if !known_absent(store, slots, key) {
+                return Err(not_loaded(tag, key));
+            }
+            slots.insert(
+                key.to_owned(),
+                Slot {
+                    value: None,
+                    changed: false,
+                    stored: false,
+                    used: 0,
+                },
+            );
+        }
+        slots.get_mut(key).ok_or_else(|| not_loaded(tag, key))
     }
 
     /// The stored key of `key`, for the runtime to load it.
@@ -641,22 +716,21 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     }
 
     /// A record the fold needs (it must have been loaded).
-    pub fn get<Q: Hash + Eq + Debug + ?Sized>(&mut self, key: &Q) -> Result<Option<&V>, ViewError>
+    pub fn get<Q: Hash + Eq + Debug + ToOwned<Owned = K> + ?Sized>(
+        &mut self,
+        key: &Q,
+    ) -> Result<Option<&V>, ViewError>
     where
         K: Borrow<Q>,
     {
         let used = self.tick();
-        match self.slots.get_mut(key) {
-            Some(slot) => {
-                slot.used = used;
-                Ok(slot.value.as_deref().map(|held| &held.value))
-            }
-            None => Err(not_loaded(self.tag, key)),
-        }
+        let slot = Self::loaded_slot(&mut self.slots, &self.store, self.tag, key)?;
+        slot.used = used;
+        Ok(slot.value.as_deref().map(|held| &held.value))
     }
 
     /// A record the fold changes in place (it must have been loaded).
-    pub fn get_mut<Q: Hash + Eq + Debug + ?Sized>(
+    pub fn get_mut<Q: Hash + Eq + Debug + ToOwned<Owned = K> + ?Sized>(
         &mut self,
         key: &Q,
     ) -> Result<Option<&mut V>, ViewError>
@@ -664,9 +738,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         K: Borrow<Q>,
     {
         let used = self.tick();
-        let Some(slot) = self.slots.get_mut(key) else {
-            return Err(not_loaded(self.tag, key));
-        };
+        let slot = Self::loaded_slot(&mut self.slots, &self.store, self.tag, key)?;
         slot.used = used;
         if slot.value.is_some() {
             Self::mark(&mut self.changed, slot);
@@ -678,7 +750,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     }
 
     /// The record, created with `make` if there is none (it must have been loaded).
-    pub fn get_or_insert_with<Q: Hash + Eq + Debug + ?Sized>(
+    pub fn get_or_insert_with<Q: Hash + Eq + Debug + ToOwned<Owned = K> + ?Sized>(
         &mut self,
         key: &Q,
         make: impl FnOnce() -> V,
@@ -687,9 +759,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         K: Borrow<Q>,
     {
         let used = self.tick();
-        let Some(slot) = self.slots.get_mut(key) else {
-            return Err(not_loaded(self.tag, key));
-        };
+        let slot = Self::loaded_slot(&mut self.slots, &self.store, self.tag, key)?;
         slot.used = used;
         Self::mark(&mut self.changed, slot);
         let held = slot.value.get_or_insert_with(|| Held::new(make(), 0));
@@ -712,14 +782,15 @@ impl<K: Key, V: Record> CachedTable<K, V> {
 
     /// Takes a loaded record out to change it (a copy only if a checkpoint is encoding
     /// it); it is deleted unless put back with [`CachedTable::put_back`].
-    pub fn take<Q: Hash + Eq + Debug + ?Sized>(&mut self, key: &Q) -> Result<Option<V>, ViewError>
+    pub fn take<Q: Hash + Eq + Debug + ToOwned<Owned = K> + ?Sized>(
+        &mut self,
+        key: &Q,
+    ) -> Result<Option<V>, ViewError>
     where
         K: Borrow<Q>,
     {
         let used = self.tick();
-        let Some(slot) = self.slots.get_mut(key) else {
-            return Err(not_loaded(self.tag, key));
-        };
+        let slot = Self::loaded_slot(&mut self.slots, &self.store, self.tag, key)?;
         slot.used = used;
         let taken = slot.value.take();
         Self::settle(&mut self.changed, slot);
@@ -760,6 +831,10 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         K: Borrow<Q>,
     {
         let used = self.tick();
+        if !self.slots.contains_key(key) && self.known_absent(key) {
+            // Neither in memory nor in the store: nothing to delete.
+            return;
+        }
         match self.slots.get_mut(key) {
             Some(slot) => {
                 slot.used = used;
@@ -790,6 +865,9 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     ) -> Result<Option<Cow<'a, V>>, ViewError> {
         if let Some(slot) = self.slots.get(key) {
             return Ok(slot.value.as_deref().map(|held| Cow::Borrowed(&held.value)));
+        }
+        if self.known_absent(key) {
+            return Ok(None);
         }
         let stored = self.stored_key(key)?;
         match source.get(&stored)? {
@@ -872,6 +950,14 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             }
             if let Some(slot) = self.slots.remove(&key) {
                 self.weight -= slot.weight();
+                if slot.stored
+                    && let StoreKnowledge::OnlyLetGo(let_go) = &mut self.store
+                {
+                    let_go.insert(self.slots.hasher().hash_one(&key));
+                    if let_go.len() > LET_GO_REMEMBERED {
+                        self.store = StoreKnowledge::Anything;
+                    }
+                }
             }
         }
         // A table emptied of most of its records gives its memory back.
@@ -920,6 +1006,10 @@ pub trait ViewState: Send + Sync + 'static {
 
     /// Lets go of clean cached records until the cached tables weigh at most `budget`.
     fn evict(&mut self, _budget: usize) {}
+
+    /// Told when the state is opened over a store that holds none of its records (a new
+    /// version), so that cached tables need not ask the store for records they lack.
+    fn starts_empty(&mut self) {}
 
     /// About how many bytes the cached records in memory take.
     fn cached_weight(&self) -> usize {
@@ -1071,5 +1161,41 @@ mod tests {
             Some(&vec![7])
         );
         assert_eq!(table.scan(b"c", &source).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_table_that_starts_empty_asks_the_store_only_for_records_it_let_go() {
+        let mut table: CachedTable<String, u32> = CachedTable::new(b'c');
+        let (written, never) = ("written".to_owned(), "never".to_owned());
+        // Over stored state, nothing is known: every record must be loaded first.
+        assert!(!table.is_loaded(&written));
+        assert!(table.get(&written).is_err());
+        table.starts_empty();
+        // Over an empty store, a record not in memory is absent: no load needed.
+        assert!(table.is_loaded(&written));
+        assert_eq!(table.get(&never).unwrap(), None);
+        *table.get_or_insert_with(&written, || 0).unwrap() += 5;
+        assert_eq!(table.take_changes().encode().unwrap().puts.len(), 1);
+        // Written, then let go: now only the store has it, so it must be loaded again;
+        // a key never written is still known to be absent.
+        table.evict(0);
+        assert!(table.is_empty());
+        assert!(!table.is_loaded(&written));
+        assert!(table.get(&written).is_err());
+        assert!(table.is_loaded(&never));
+        // Deleting what neither memory nor the store holds writes nothing.
+        table.remove(&never);
+        assert!(table.take_changes().encode().unwrap().is_empty());
+        // A query does not read through for a record known to be absent.
+        struct Refuses;
+        impl RecordSource for Refuses {
+            fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
+                panic!("asked the store for {key:?}")
+            }
+            fn scan(&self, _prefix: &[u8]) -> Result<Entries, ViewError> {
+                Ok(Vec::new())
+            }
+        }
+        assert_eq!(table.read(&never, &Refuses).unwrap(), None);
     }
 }
