@@ -223,13 +223,20 @@ async fn for_each_event(
             to: end,
         })
         .collect();
-    let mut scan = Scan::new(ranges);
-    let mut count = 0;
-    loop {
-        let records = log.scan_next(&mut scan, 8_192).await?;
-        if records.is_empty() {
-            break;
+    // The next batch is read while this one is decoded, as a replay's reader does.
+    let (batches, mut read) = tokio::sync::mpsc::channel(2);
+    let reader_log = log.clone();
+    let reader = tokio::spawn(async move {
+        let mut scan = Scan::new(ranges);
+        loop {
+            let records = reader_log.scan_next(&mut scan, 8_192).await?;
+            if records.is_empty() || batches.send(records).await.is_err() {
+                return Ok::<_, omnilog_log::LogError>(());
+            }
         }
+    });
+    let mut count = 0;
+    while let Some(records) = read.recv().await {
         for record in &records {
             let position = LogPosition {
                 partition: record.partition,
@@ -239,6 +246,7 @@ async fn for_each_event(
             count += 1;
         }
     }
+    reader.await??;
     Ok(count)
 }
 
