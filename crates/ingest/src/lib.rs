@@ -116,7 +116,9 @@ struct Remembered {
 struct RecentIds {
     capacity: usize,
     order: VecDeque<Uuid>,
-    entries: HashMap<Uuid, Remembered>,
+    /// Ids are hashed with foldhash (seeded per process), not SipHash: this map is probed
+    /// for every event ingested, and SipHash was a visible part of ingest's CPU.
+    entries: HashMap<Uuid, Remembered, foldhash::fast::RandomState>,
 }
 
 impl RecentIds {
