@@ -250,6 +250,30 @@ async fn for_each_event(
     Ok(count)
 }
 
+/// A server with its projectors, on loopback over a fresh data dir, and its base URL.
+async fn loopback_server(data_dir: PathBuf) -> anyhow::Result<(serve::Server, String)> {
+    let config = ServerArgs {
+        data_dir: Some(data_dir),
+        listen: Some("127.0.0.1:0".parse()?),
+        ..ServerArgs::default()
+    }
+    .resolve()?;
+    let server = serve::start(config).await?;
+    let base = format!("http://{}", server.addr);
+    Ok((server, base))
+}
+
+/// Request bodies of `per_request` canonical JSON events each (JSON arrays).
+fn json_bodies(events: &[impl AsRef<str>], per_request: usize) -> Vec<Bytes> {
+    events
+        .chunks(per_request)
+        .map(|chunk| {
+            let events: Vec<&str> = chunk.iter().map(AsRef::as_ref).collect();
+            Bytes::from(format!("[{}]", events.join(",")))
+        })
+        .collect()
+}
+
 /// Folds one view in memory over the topics it reads, up to `ends`; returns the events
 /// folded and the state (dropped by the caller, after its clock stops).
 async fn fold_in_memory<V: View>(
@@ -641,14 +665,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // (d) and (e): a real server on loopback.
-    let config = ServerArgs {
-        data_dir: Some(scratch.path().join("server")),
-        listen: Some("127.0.0.1:0".parse()?),
-        ..ServerArgs::default()
-    }
-    .resolve()?;
-    let server = serve::start(config).await?;
-    let base = format!("http://{}", server.addr);
+    let (server, base) = loopback_server(scratch.path().join("server")).await?;
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     // Fresh histories (other seeds), so nothing is a duplicate of what came before.
@@ -658,10 +675,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ))
     .map(|e| to_canonical_json(&e))
     .collect();
-    let bodies: Vec<Bytes> = batched
-        .chunks(1_000)
-        .map(|chunk| Bytes::from(format!("[{}]", chunk.join(","))))
-        .collect();
+    let bodies = json_bodies(&batched, 1_000);
     let (count, seconds) = post_all(&client, &base, bodies, args.clients).await?;
     rows.push(measured(Row {
         stage: "d",
@@ -703,21 +717,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // For the side-by-side with the peer: the same history through the API, on a fresh
     // server, until every view has folded it.
     if let Some((file, _)) = &peer {
-        let config = ServerArgs {
-            data_dir: Some(scratch.path().join("peer-server")),
-            listen: Some("127.0.0.1:0".parse()?),
-            ..ServerArgs::default()
-        }
-        .resolve()?;
-        let server = serve::start(config).await?;
-        let base = format!("http://{}", server.addr);
+        let (server, base) = loopback_server(scratch.path().join("peer-server")).await?;
         let text = std::fs::read_to_string(file)?;
         let lines: Vec<&str> = text.lines().collect();
         // Bodies in the history's order (the clients take them from the front).
-        let mut bodies: Vec<Bytes> = lines
-            .chunks(1_000)
-            .map(|chunk| Bytes::from(format!("[{}]", chunk.join(","))))
-            .collect();
+        let mut bodies = json_bodies(&lines, 1_000);
         bodies.reverse();
         let started = Instant::now();
         let (count, _) = post_all(&client, &base, bodies, args.clients).await?;

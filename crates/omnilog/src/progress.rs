@@ -24,42 +24,32 @@ impl Progress {
     /// One of the tasks running at once under `group`: on a terminal their bars share it,
     /// so they are drawn one under the other instead of over each other.
     pub fn in_group(group: &MultiProgress, label: &str, total: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{prefix:>10} [{bar:40}] {pos}/{len} events {per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-            bar.set_style(style);
-            bar.set_prefix(label.to_owned());
-            group.add(bar)
-        });
-        Progress {
-            label: label.to_owned(),
-            unit: "events",
-            bar,
-            started: Instant::now(),
-            last_line: Instant::now(),
-        }
+        let template = "{prefix:>10} [{bar:40}] {pos}/{len} events {per_sec} ETA {eta}";
+        let mut progress = Self::new(label, total, "events", template);
+        progress.bar = progress.bar.map(|bar| group.add(bar));
+        progress
     }
 
     /// A task measured in bytes (reading a file).
     pub fn bytes(label: &str, total: u64) -> Self {
+        let template = "{prefix:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}";
+        Self::new(label, total, "bytes", template)
+    }
+
+    /// A bar drawn with `template` on a terminal, plain lines counting `unit` otherwise.
+    fn new(label: &str, total: u64, unit: &'static str, template: &str) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{prefix:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+            let style = ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(label.to_owned());
             bar
         });
         Progress {
             label: label.to_owned(),
-            unit: "bytes",
+            unit,
             bar,
             started: Instant::now(),
             last_line: Instant::now(),

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::ProjectorMetrics;
 use crate::projection::{AnyVersion, Decoded, Phase, decode_all, destination_of, topic_of};
-use crate::{ProjectorConfig, ProjectorError};
+use crate::{ProjectorConfig, ProjectorError, blocking};
 
 /// One version being folded by a group's task. Stop it with [`Projection::stop`].
 #[derive(Debug)]
@@ -44,14 +44,6 @@ pub struct Projection {
 struct Detach {
     id: usize,
     done: oneshot::Sender<()>,
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ProjectorError> + Send + 'static,
-) -> Result<T, ProjectorError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ProjectorError::Task(e.to_string()))?
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);

@@ -260,7 +260,8 @@ pub struct ViewRuntime {
     slots: BTreeMap<&'static str, Arc<ViewSlot>>,
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs blocking work (folds, store IO) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ProjectorError> + Send + 'static,
 ) -> Result<T, ProjectorError> {
     tokio::task::spawn_blocking(work)

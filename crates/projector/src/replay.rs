@@ -14,8 +14,9 @@
 //! history, and each customer's record is encoded and written once, however long the
 //! history. (Views do not depend on how partitions interleave, so the order changes
 //! nothing of what is built.) A pass whose records outgrow a view's budget checkpoints in
-//! its middle too, and lets the least recently used records go. The views fold the same records through the same code as a
-//! live projection, so a replayed view equals the live one folded to the same positions.
+//! its middle too, and lets the least recently used records go. The views fold the same
+//! records through the same code as a live projection, so a replayed view equals the live
+//! one folded to the same positions.
 //! The source log is only read: records that cannot be decoded or applied are counted
 //! (`dead_letters`), not appended anywhere.
 
@@ -29,7 +30,7 @@ use omnilog_store::{Checkpoint, ViewStore};
 use omnilog_views::IdentityView;
 
 use crate::projection::{AnyVersion, Decoded, Phase, Projectable, decode_all};
-use crate::{ProjectorConfig, ProjectorError};
+use crate::{ProjectorConfig, ProjectorError, blocking};
 
 /// How far a replay has come.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,13 +117,12 @@ pub async fn replay(
         let layout = view.layout();
         let store = store.clone();
         let version_config = config.clone();
-        let version = tokio::task::spawn_blocking(move || {
+        let version = blocking(move || {
             let table = store.table_with_layout(name, 1, layout)?;
             store.set_active(name, 1)?;
             view.open_version(table, version_config, Phase::Running)
         })
-        .await
-        .map_err(|e| ProjectorError::Task(e.to_string()))??;
+        .await?;
         versions.push(version);
     }
     let reads_agents = versions.iter().any(|v| {
@@ -255,9 +255,7 @@ pub async fn replay(
         None => None,
     };
     let flushing = store.clone();
-    tokio::task::spawn_blocking(move || flushing.flush())
-        .await
-        .map_err(|e| ProjectorError::Task(e.to_string()))??;
+    blocking(move || Ok(flushing.flush()?)).await?;
     Ok((replayed, identity))
 }
 
@@ -283,10 +281,7 @@ fn passes(scan: &Scan) -> Vec<Scan> {
 
 /// Decodes a batch off the async threads.
 async fn decode_batch(records: Vec<omnilog_log::LogRecord>) -> Result<Feed, ProjectorError> {
-    let batch = tokio::task::spawn_blocking(move || Arc::new(decode_all(records)))
-        .await
-        .map_err(|e| ProjectorError::Task(e.to_string()))?;
-    Ok(Feed::Batch(batch))
+    blocking(move || Ok(Feed::Batch(Arc::new(decode_all(records))))).await
 }
 
 /// Hands the same feed to every worker. A full channel waits for its worker: reading never
@@ -295,10 +290,12 @@ async fn hand_over(feeds: &[mpsc::SyncSender<Feed>], feed: Feed) -> Result<(), P
     for channel in feeds {
         let channel = channel.clone();
         let feed = feed.clone();
-        tokio::task::spawn_blocking(move || channel.send(feed))
-            .await
-            .map_err(|e| ProjectorError::Task(e.to_string()))?
-            .map_err(|_| ProjectorError::Task("a replay worker stopped early".to_owned()))?;
+        blocking(move || {
+            channel
+                .send(feed)
+                .map_err(|_| ProjectorError::Task("a replay worker stopped early".to_owned()))
+        })
+        .await?;
     }
     Ok(())
 }

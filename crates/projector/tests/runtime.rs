@@ -41,7 +41,10 @@ impl ViewState for Counts {
     }
 
     fn take_changes(&mut self) -> Result<Snapshot, ViewError> {
-        changes_of([self.by_type.take_changes(), self.by_customer.take_changes()])
+        Ok(changes_of([
+            self.by_type.take_changes(),
+            self.by_customer.take_changes(),
+        ]))
     }
 
     fn evict(&mut self, budget: usize) {

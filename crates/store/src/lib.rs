@@ -144,6 +144,12 @@ fn open_database(dir: &Path) -> Result<Database, fjall::Error> {
         .open()
 }
 
+/// Whether `dir` holds sled's files: a store of the builds before fjall, which this build
+/// cannot read.
+fn holds_sled_store(dir: &Path) -> bool {
+    dir.join("conf").exists() || dir.join("db").exists()
+}
+
 /// Whether an open failed because another process holds the store.
 fn is_locked(error: &fjall::Error) -> bool {
     let text = error.to_string().to_lowercase();
@@ -156,8 +162,7 @@ impl ViewStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Storage(format!("creating {}: {e}", dir.display())))?;
-        // sled's files: a store of the builds before fjall, which this build cannot read.
-        let older = dir.join("conf").exists() || dir.join("db").exists();
+        let older = holds_sled_store(dir);
         let db = if older {
             Err(None)
         } else {
@@ -179,18 +184,13 @@ impl ViewStore {
                 open_database(dir)?
             }
         };
-        let meta = db.keyspace(META, keyspace_options)?;
-        Ok(ViewStore {
-            db,
-            meta,
-            dir: dir.to_path_buf(),
-        })
+        Self::over(db, dir)
     }
 
     /// Opens an existing store as it is, to read it: nothing is created or set aside, and
     /// a store that cannot be opened is an error.
     pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
-        if dir.join("conf").exists() || dir.join("db").exists() {
+        if holds_sled_store(dir) {
             return Err(StoreError::Storage(format!(
                 "{} holds a view store of an older build (on sled); a server of this build sets it aside and folds the views again",
                 dir.display()
@@ -203,6 +203,11 @@ impl ViewStore {
             }
             Err(error) => return Err(error.into()),
         };
+        Self::over(db, dir)
+    }
+
+    /// The store over an opened database.
+    fn over(db: Database, dir: &Path) -> Result<Self, StoreError> {
         let meta = db.keyspace(META, keyspace_options)?;
         Ok(ViewStore {
             db,

@@ -178,11 +178,11 @@ impl ViewState for JourneyState {
     }
 
     fn take_changes(&mut self) -> Result<Snapshot, ViewError> {
-        changes_of([
+        Ok(changes_of([
             self.customers.take_changes(),
             self.facts.take_changes(),
             self.index.take_changes(),
-        ])
+        ]))
     }
 
     fn evict(&mut self, budget: usize) {

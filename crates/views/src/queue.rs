@@ -139,7 +139,7 @@ impl ViewState for QueueState {
     }
 
     fn take_changes(&mut self) -> Result<Snapshot, ViewError> {
-        changes_of([
+        Ok(changes_of([
             self.interactions.take_changes(),
             self.items.take_changes(),
             self.queue_assigned.take_changes(),
@@ -147,7 +147,7 @@ impl ViewState for QueueState {
             self.last_end.take_changes(),
             self.queue_names.take_changes(),
             self.agents.take_changes(),
-        ])
+        ]))
     }
 
     fn dump(&self) -> Result<Entries, ViewError> {

@@ -191,12 +191,12 @@ impl ViewState for ReportingState {
     }
 
     fn take_changes(&mut self) -> Result<Snapshot, ViewError> {
-        changes_of([
+        Ok(changes_of([
             self.tracked.take_changes(),
             self.buckets.take_changes(),
             self.waits.take_changes(),
             self.topics.take_changes(),
-        ])
+        ]))
     }
 
     fn evict(&mut self, budget: usize) {

@@ -1022,12 +1022,12 @@ pub trait ViewState: Send + Sync + 'static {
 }
 
 /// Takes the changes of several tables at once.
-pub fn changes_of(tables: impl IntoIterator<Item = Snapshot>) -> Result<Snapshot, ViewError> {
+pub fn changes_of(tables: impl IntoIterator<Item = Snapshot>) -> Snapshot {
     let mut all = Snapshot::default();
     for snapshot in tables {
         all.merge(snapshot);
     }
-    Ok(all)
+    all
 }
 
 /// Sorts dump entries into key order.
