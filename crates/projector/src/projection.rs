@@ -17,6 +17,7 @@
 //! dead letter again and the log keeps it once.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
@@ -24,7 +25,7 @@ use chrono::{DateTime, Utc};
 use omnilog_events::{Destination, Event};
 use omnilog_log::{AppendRecord, LogRecord, Topic};
 use omnilog_store::{Checkpoint, TableReader, ViewTable};
-use omnilog_views::{LogPosition, View, ViewError, ViewState};
+use omnilog_views::{Changes, LogPosition, View, ViewError, ViewState};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -150,6 +151,11 @@ pub struct Version<V: View> {
     status: Arc<ProjectionStatus>,
     config: ProjectorConfig,
     epoch: Mutex<Epoch>,
+    /// Changes encoded ahead of the next checkpoint, which writes them first (a replay's
+    /// records that are final: see [`AnyVersion::encode_ahead`]).
+    encoded_ahead: Mutex<Vec<Changes>>,
+    /// What they weigh, about.
+    encoded_ahead_bytes: AtomicUsize,
 }
 
 impl<V: View> std::fmt::Debug for Version<V> {
@@ -206,6 +212,8 @@ impl<V: View> Version<V> {
                 events: 0,
                 started: Instant::now(),
             }),
+            encoded_ahead: Mutex::new(Vec::new()),
+            encoded_ahead_bytes: AtomicUsize::new(0),
         })
     }
 
@@ -240,6 +248,53 @@ impl<V: View> Version<V> {
         let reader = self.table.reader();
         let state = self.state();
         query(&state, &reader)
+    }
+
+    /// Writes a checkpoint ([`AnyVersion::checkpoint`]); with `evict`, lets clean records
+    /// go after it, down to the budget.
+    fn write_checkpoint(&self, evict: bool) -> Result<(), ProjectorError> {
+        // Under the lock only the changed records are taken (shared, not copied); they are
+        // encoded after it is released, while the fold and the queries go on.
+        // What is folded from here on belongs to the next epoch.
+        let (snapshot, checkpoint) = {
+            let mut state = self.state.write().map_err(lock_error)?;
+            *self.epoch.lock().map_err(lock_error)? = Epoch {
+                events: 0,
+                started: Instant::now(),
+            };
+            (state.take_changes()?, self.status.checkpoint())
+        };
+        let started = Instant::now();
+        let mut sets = std::mem::take(&mut *self.encoded_ahead.lock().map_err(lock_error)?);
+        sets.push(snapshot.encode()?);
+        let changes = Changes::in_order(sets);
+        self.encoded_ahead_bytes.store(0, Ordering::Relaxed);
+        let records = changes.len();
+        if self.config.bulk {
+            self.table.ingest(changes, &checkpoint)?;
+        } else {
+            self.table.commit(changes, &checkpoint)?;
+            self.table.flush()?;
+        }
+        self.status.committed.send_replace(checkpoint);
+        // Written: clean records may go now, down to three quarters of the budget, so
+        // that a full cache does not ask for a checkpoint again after the next batch
+        // (each checkpoint re-encodes what changed and, in bulk, adds a disk table).
+        if evict {
+            self.state
+                .write()
+                .map_err(lock_error)?
+                .evict(self.config.cache_bytes / 4 * 3);
+        }
+        tracing::debug!(
+            view = self.status.view,
+            version = self.status.version,
+            records,
+            cached_bytes = self.memory(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "checkpoint written"
+        );
+        Ok(())
     }
 
     /// The state's records in memory, encoded, in key order (a state wholly in memory
@@ -319,9 +374,24 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     /// checkpoints of a version at once.
     fn checkpoint(&self) -> Result<(), ProjectorError>;
 
+    /// Writes the last checkpoint of a version about to be let go whole (the end of a
+    /// replay): as [`AnyVersion::checkpoint`], without sorting out which records to keep.
+    fn last_checkpoint(&self) -> Result<(), ProjectorError>;
+
     /// Lets go of every clean cached record (those a checkpoint wrote): for a replay that
     /// is done with the records of a partition, which nothing will touch again.
     fn let_go(&self) -> Result<(), ProjectorError>;
+
+    /// Whether the view's records are each touched by one partition only
+    /// ([`omnilog_views::View::partition_local`]).
+    fn partition_local(&self) -> bool;
+
+    /// Takes and encodes the changes since the last checkpoint (or encoding ahead) now,
+    /// for the next checkpoint to write with the positions: a replay does it once a
+    /// partition is folded, while the next one folds, so the last checkpoint does not
+    /// encode the whole history after the fold. The records stay in memory until written.
+    /// Blocks; never runs beside a checkpoint of the same version.
+    fn encode_ahead(&self) -> Result<(), ProjectorError>;
 
     /// Goes back to the last checkpoint (after a failure in the middle of a fold, the state
     /// in memory may hold part of a batch). Blocks.
@@ -435,43 +505,11 @@ impl<V: View> AnyVersion for Version<V> {
     }
 
     fn checkpoint(&self) -> Result<(), ProjectorError> {
-        // Under the lock only the changed records are taken (shared, not copied); they are
-        // encoded after it is released, while the fold and the queries go on.
-        // What is folded from here on belongs to the next epoch.
-        let (snapshot, checkpoint) = {
-            let mut state = self.state.write().map_err(lock_error)?;
-            *self.epoch.lock().map_err(lock_error)? = Epoch {
-                events: 0,
-                started: Instant::now(),
-            };
-            (state.take_changes()?, self.status.checkpoint())
-        };
-        let started = Instant::now();
-        let changes = snapshot.encode()?;
-        let records = changes.len();
-        if self.config.bulk {
-            self.table.ingest(changes, &checkpoint)?;
-        } else {
-            self.table.commit(changes, &checkpoint)?;
-            self.table.flush()?;
-        }
-        self.status.committed.send_replace(checkpoint);
-        // Written: clean records may go now, down to three quarters of the budget, so
-        // that a full cache does not ask for a checkpoint again after the next batch
-        // (each checkpoint re-encodes what changed and, in bulk, adds a disk table).
-        self.state
-            .write()
-            .map_err(lock_error)?
-            .evict(self.config.cache_bytes / 4 * 3);
-        tracing::debug!(
-            view = self.status.view,
-            version = self.status.version,
-            records,
-            cached_bytes = self.memory(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "checkpoint written"
-        );
-        Ok(())
+        self.write_checkpoint(true)
+    }
+
+    fn last_checkpoint(&self) -> Result<(), ProjectorError> {
+        self.write_checkpoint(false)
     }
 
     fn let_go(&self) -> Result<(), ProjectorError> {
@@ -479,9 +517,24 @@ impl<V: View> AnyVersion for Version<V> {
         Ok(())
     }
 
+    fn partition_local(&self) -> bool {
+        self.view.partition_local()
+    }
+
+    fn encode_ahead(&self) -> Result<(), ProjectorError> {
+        let snapshot = self.state.write().map_err(lock_error)?.take_changes()?;
+        let changes = snapshot.encode()?;
+        self.encoded_ahead_bytes
+            .fetch_add(changes.weight(), Ordering::Relaxed);
+        self.encoded_ahead.lock().map_err(lock_error)?.push(changes);
+        Ok(())
+    }
+
     fn reset(&self) -> Result<(), ProjectorError> {
         let (state, checkpoint) = Self::load(&self.view, &self.table)?;
         *self.state.write().map_err(lock_error)? = state;
+        self.encoded_ahead.lock().map_err(lock_error)?.clear();
+        self.encoded_ahead_bytes.store(0, Ordering::Relaxed);
         self.status.applied.send_replace(checkpoint.clone());
         self.status.committed.send_replace(checkpoint);
         *self.epoch.lock().map_err(lock_error)? = Epoch {
@@ -492,7 +545,7 @@ impl<V: View> AnyVersion for Version<V> {
     }
 
     fn memory(&self) -> usize {
-        self.state().cached_weight()
+        self.state().cached_weight() + self.encoded_ahead_bytes.load(Ordering::Relaxed)
     }
 
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {

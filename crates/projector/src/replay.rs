@@ -333,6 +333,9 @@ fn report(
 /// checkpoint is written on a thread of its own while the next pass folds (the fold takes
 /// the changes without copying them, and goes on); its records are let go once written, so
 /// a fold that did reach back for one reads it from memory or from the store, never a gap.
+/// Below the quarter, a view whose records are final once their partition is folded
+/// ([`AnyVersion::partition_local`]) encodes them on that thread instead, so the last
+/// checkpoint writes them without encoding the whole history after the fold.
 fn fold_batches(
     version: &Arc<dyn AnyVersion>,
     batches: &mpsc::Receiver<Feed>,
@@ -340,34 +343,42 @@ fn fold_batches(
     folded: &AtomicU64,
     cache_bytes: usize,
 ) -> Result<Checkpoint, ProjectorError> {
-    let mut writing: Option<JoinHandle<Result<(), ProjectorError>>> = None;
+    let mut writing: Option<Background> = None;
     // Waits for the checkpoint being written (if any), then lets its records go.
-    let written =
-        |writing: &mut Option<JoinHandle<Result<(), ProjectorError>>>| match writing.take() {
-            Some(handle) => {
-                handle.join().map_err(|_| {
-                    ProjectorError::Task("a replay checkpoint panicked".to_owned())
-                })??;
-                version.let_go()
+    let written = |writing: &mut Option<Background>| match writing.take() {
+        Some(background) => {
+            background
+                .handle
+                .join()
+                .map_err(|_| ProjectorError::Task("a replay checkpoint panicked".to_owned()))??;
+            match background.job {
+                Job::Checkpoint => version.let_go(),
+                Job::EncodeAhead => Ok(()),
             }
-            None => Ok(()),
-        };
+        }
+        None => Ok(()),
+    };
     while let Ok(feed) = batches.recv() {
         let batch = match feed {
             Feed::Batch(batch) => batch,
             Feed::PassDone => {
-                if version.memory() > cache_bytes / 4 {
-                    written(&mut writing)?;
-                    let writer = version.clone();
-                    writing = Some(
-                        std::thread::Builder::new()
-                            .name(format!("omnilog-replay-{}-write", version.status().view))
-                            .spawn(move || writer.checkpoint())
-                            .map_err(|e| {
-                                ProjectorError::Task(format!("starting a replay writer: {e}"))
-                            })?,
-                    );
-                }
+                let job = if version.memory() > cache_bytes / 4 {
+                    Job::Checkpoint
+                } else if version.partition_local() {
+                    Job::EncodeAhead
+                } else {
+                    continue;
+                };
+                written(&mut writing)?;
+                let writer = version.clone();
+                let handle = std::thread::Builder::new()
+                    .name(format!("omnilog-replay-{}-write", version.status().view))
+                    .spawn(move || match job {
+                        Job::Checkpoint => writer.checkpoint(),
+                        Job::EncodeAhead => writer.encode_ahead(),
+                    })
+                    .map_err(|e| ProjectorError::Task(format!("starting a replay writer: {e}")))?;
+                writing = Some(Background { job, handle });
                 continue;
             }
         };
@@ -376,7 +387,10 @@ fn fold_batches(
         let records: Vec<&Decoded> = batch.iter().collect();
         version.fold(&records, until)?;
         folded.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if writing.as_ref().is_some_and(JoinHandle::is_finished) {
+        if writing
+            .as_ref()
+            .is_some_and(|background| background.handle.is_finished())
+        {
             written(&mut writing)?;
         }
         if version.checkpoint_due() {
@@ -386,8 +400,23 @@ fn fold_batches(
         }
     }
     written(&mut writing)?;
-    version.checkpoint()?;
+    version.last_checkpoint()?;
     Ok(version.status().checkpoint())
+}
+
+/// What a replay worker's background thread does at the end of a pass.
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    /// Writes a checkpoint; the records it wrote are let go once it is done.
+    Checkpoint,
+    /// Encodes the pass's changes for the next checkpoint.
+    EncodeAhead,
+}
+
+/// A replay worker's background thread.
+struct Background {
+    job: Job,
+    handle: JoinHandle<Result<(), ProjectorError>>,
 }
 
 /// Records past the ends a scan started with (see the look beyond in [`replay`]); moves the

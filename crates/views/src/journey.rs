@@ -264,6 +264,12 @@ impl View for JourneyView {
         JourneyState::default()
     }
 
+    /// A customer's record, its journeys' facts and its interactions' index entries are
+    /// all folded from that customer's events, which lie in one partition.
+    fn partition_local(&self) -> bool {
+        true
+    }
+
     fn missing(
         &self,
         state: &JourneyState,

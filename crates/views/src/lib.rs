@@ -72,6 +72,14 @@ pub trait View: Send + Sync + std::fmt::Debug + 'static {
     /// An empty state.
     fn new_state(&self) -> Self::State;
 
+    /// Whether each record of the state is only ever touched by the events of one
+    /// partition (the journey view's records are a customer's, and all of a customer's
+    /// events lie in one partition). A replay that has folded a partition then knows its
+    /// records are final, and encodes them while it folds the next one.
+    fn partition_local(&self) -> bool {
+        false
+    }
+
     /// The stored keys of the records the fold of `event` needs that `state` does not hold
     /// in memory: the runtime loads them ([`ViewState::restore`]) before folding, so the
     /// fold never does IO.

@@ -71,6 +71,43 @@ impl Changes {
     pub fn len(&self) -> usize {
         self.puts.len() + self.deletes.len()
     }
+
+    /// About how many bytes the encoded changes take.
+    pub fn weight(&self) -> usize {
+        let puts: usize = self.puts.iter().map(|(k, v)| k.len() + v.len() + 48).sum();
+        let deletes: usize = self.deletes.iter().map(|k| k.len() + 24).sum();
+        puts + deletes
+    }
+
+    /// Several sets of changes, oldest first, as one set in stored-key order: where two
+    /// touch a key, the newer put or delete is the one kept.
+    pub fn in_order(sets: Vec<Changes>) -> Changes {
+        let mut sets: Vec<Changes> = sets.into_iter().filter(|set| !set.is_empty()).collect();
+        if sets.len() <= 1 {
+            return sets.pop().unwrap_or_default();
+        }
+        let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            Vec::with_capacity(sets.iter().map(Changes::len).sum());
+        for changes in sets {
+            entries.extend(changes.puts.into_iter().map(|(k, v)| (k, Some(v))));
+            entries.extend(changes.deletes.into_iter().map(|k| (k, None)));
+        }
+        // Stable (and quick over the sorted runs the sets are): of equal keys the newer
+        // comes last, and is the one kept.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut merged = Changes::default();
+        let mut entries = entries.into_iter().peekable();
+        while let Some((key, value)) = entries.next() {
+            if entries.peek().is_some_and(|(next, _)| *next == key) {
+                continue;
+            }
+            match value {
+                Some(value) => merged.puts.push((key, value)),
+                None => merged.deletes.push(key),
+            }
+        }
+        merged
+    }
 }
 
 /// The view store as a query or a load sees it: stored records by stored key.
@@ -112,6 +149,18 @@ pub fn stored_key<K: Serialize>(tag: u8, key: &K) -> Result<Vec<u8>, ViewError> 
 
 fn encode_value<V: Serialize>(value: &V) -> Result<Vec<u8>, ViewError> {
     postcard::to_stdvec(value).map_err(|e| encoding_failed("a record", e))
+}
+
+/// Encodes a record through `scratch`, a buffer kept warm across records: the record is
+/// written once into memory already in the cache, then copied into a vector of its exact
+/// size, instead of growing a fresh vector step by step (each step a copy into new pages).
+fn encode_value_via<V: Serialize>(value: &V, scratch: &mut Vec<u8>) -> Result<Vec<u8>, ViewError> {
+    scratch.clear();
+    let written = postcard::to_extend(value, std::mem::take(scratch))
+        .map_err(|e| encoding_failed("a record", e))?;
+    let bytes = written.as_slice().to_vec();
+    *scratch = written;
+    Ok(bytes)
 }
 
 fn decode_key<K: DeserializeOwned>(stored: &[u8]) -> Result<K, ViewError> {
@@ -215,9 +264,10 @@ impl<K: Key, V: Record, S: Shared<V>> SnapshotPart for TableSnapshot<K, V, S> {
 
     fn encode(self: Box<Self>, into: &mut Changes) -> Result<(), ViewError> {
         into.puts.reserve(self.puts.len());
+        let mut scratch = Vec::with_capacity(4096);
         for (key, shared) in &self.puts {
             let stored = stored_key(self.tag, key)?;
-            let bytes = encode_value(shared.value())?;
+            let bytes = encode_value_via(shared.value(), &mut scratch)?;
             shared.encoded(stored.len() + bytes.len() + 64);
             into.puts.push((stored, bytes));
         }
@@ -1047,6 +1097,36 @@ mod tests {
         assert_ne!(a, b);
         let decoded: (String, String) = decode_key(&a).unwrap();
         assert_eq!(decoded, ("a\0b".to_owned(), "c".to_owned()));
+    }
+
+    #[test]
+    fn changes_in_order_keep_the_newest_put_or_delete_of_each_key() {
+        let put = |k: &str, v: &str| (k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        let oldest = Changes {
+            puts: vec![put("a", "1"), put("c", "1"), put("d", "1")],
+            deletes: vec![b"b".to_vec()],
+        };
+        let middle = Changes {
+            puts: vec![put("b", "2"), put("c", "2")],
+            deletes: vec![b"d".to_vec()],
+        };
+        let newest = Changes {
+            puts: vec![put("c", "3"), put("e", "3")],
+            deletes: vec![],
+        };
+        let merged = Changes::in_order(vec![oldest, Changes::default(), middle, newest]);
+        assert_eq!(
+            merged,
+            Changes {
+                puts: vec![put("a", "1"), put("b", "2"), put("c", "3"), put("e", "3")],
+                deletes: vec![b"d".to_vec()],
+            }
+        );
+        let single = Changes {
+            puts: vec![put("x", "1")],
+            deletes: vec![],
+        };
+        assert_eq!(Changes::in_order(vec![single.clone()]), single);
     }
 
     #[test]
