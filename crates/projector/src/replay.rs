@@ -194,6 +194,7 @@ pub async fn replay(
 
     on_progress("log", ReplayProgress { read: 0, total });
     let mut read = 0u64;
+    let mut handed: Vec<Shared> = Vec::new();
     for mut pass in passes(&scan) {
         loop {
             let records = log.scan_next(&mut pass, options.batch.max(1)).await?;
@@ -201,7 +202,12 @@ pub async fn replay(
                 break;
             }
             read += records.len() as u64;
-            hand_over(&feeds, decode_batch(records).await?).await?;
+            let (feed, still_held) = decode_batch(records, std::mem::take(&mut handed)).await?;
+            handed = still_held;
+            if let Feed::Batch(batch) = &feed {
+                handed.push(batch.clone());
+            }
+            hand_over(&feeds, feed).await?;
             report(&mut on_progress, read, total, &workers);
         }
         hand_over(&feeds, Feed::PassDone).await?;
@@ -216,7 +222,8 @@ pub async fn replay(
             break;
         }
         read += records.len() as u64;
-        hand_over(&feeds, decode_batch(records).await?).await?;
+        let (feed, _) = decode_batch(records, Vec::new()).await?;
+        hand_over(&feeds, feed).await?;
         report(&mut on_progress, read, total, &workers);
     }
     drop(feeds);
@@ -279,9 +286,21 @@ fn passes(scan: &Scan) -> Vec<Scan> {
         .collect()
 }
 
-/// Decodes a batch off the async threads.
-async fn decode_batch(records: Vec<omnilog_log::LogRecord>) -> Result<Feed, ProjectorError> {
-    blocking(move || Ok(Feed::Batch(Arc::new(decode_all(records))))).await
+/// Decodes a batch off the async threads. `handed` are batches handed over before: those
+/// every worker is done with are let go here, on the reader's side, so that their events'
+/// thousands of small frees do not fall to the slowest worker; the others are returned.
+async fn decode_batch(
+    records: Vec<omnilog_log::LogRecord>,
+    handed: Vec<Shared>,
+) -> Result<(Feed, Vec<Shared>), ProjectorError> {
+    blocking(move || {
+        let still_held: Vec<Shared> = handed
+            .into_iter()
+            .filter(|batch| Arc::strong_count(batch) > 1)
+            .collect();
+        Ok((Feed::Batch(Arc::new(decode_all(records))), still_held))
+    })
+    .await
 }
 
 /// Hands the same feed to every worker. A full channel waits for its worker: reading never
