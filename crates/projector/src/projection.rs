@@ -17,7 +17,6 @@
 //! dead letter again and the log keeps it once.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
@@ -153,9 +152,14 @@ pub struct Version<V: View> {
     epoch: Mutex<Epoch>,
     /// Changes encoded ahead of the next checkpoint, which writes them first (a replay's
     /// records that are final: see [`AnyVersion::encode_ahead`]).
-    encoded_ahead: Mutex<Vec<Changes>>,
-    /// What they weigh, about.
-    encoded_ahead_bytes: AtomicUsize,
+    encoded_ahead: Mutex<EncodedAhead>,
+}
+
+/// Sets of changes encoded ahead of a checkpoint, oldest first, and what they weigh.
+#[derive(Debug, Default)]
+struct EncodedAhead {
+    sets: Vec<Changes>,
+    bytes: usize,
 }
 
 impl<V: View> std::fmt::Debug for Version<V> {
@@ -212,8 +216,7 @@ impl<V: View> Version<V> {
                 events: 0,
                 started: Instant::now(),
             }),
-            encoded_ahead: Mutex::new(Vec::new()),
-            encoded_ahead_bytes: AtomicUsize::new(0),
+            encoded_ahead: Mutex::new(EncodedAhead::default()),
         })
     }
 
@@ -265,10 +268,9 @@ impl<V: View> Version<V> {
             (state.take_changes()?, self.status.checkpoint())
         };
         let started = Instant::now();
-        let mut sets = std::mem::take(&mut *self.encoded_ahead.lock().map_err(lock_error)?);
+        let mut sets = std::mem::take(&mut *self.encoded_ahead.lock().map_err(lock_error)?).sets;
         sets.push(snapshot.encode()?);
         let changes = Changes::in_order(sets);
-        self.encoded_ahead_bytes.store(0, Ordering::Relaxed);
         let records = changes.len();
         if self.config.bulk {
             self.table.ingest(changes, &checkpoint)?;
@@ -524,17 +526,16 @@ impl<V: View> AnyVersion for Version<V> {
     fn encode_ahead(&self) -> Result<(), ProjectorError> {
         let snapshot = self.state.write().map_err(lock_error)?.take_changes()?;
         let changes = snapshot.encode()?;
-        self.encoded_ahead_bytes
-            .fetch_add(changes.weight(), Ordering::Relaxed);
-        self.encoded_ahead.lock().map_err(lock_error)?.push(changes);
+        let mut ahead = self.encoded_ahead.lock().map_err(lock_error)?;
+        ahead.bytes += changes.weight();
+        ahead.sets.push(changes);
         Ok(())
     }
 
     fn reset(&self) -> Result<(), ProjectorError> {
         let (state, checkpoint) = Self::load(&self.view, &self.table)?;
         *self.state.write().map_err(lock_error)? = state;
-        self.encoded_ahead.lock().map_err(lock_error)?.clear();
-        self.encoded_ahead_bytes.store(0, Ordering::Relaxed);
+        *self.encoded_ahead.lock().map_err(lock_error)? = EncodedAhead::default();
         self.status.applied.send_replace(checkpoint.clone());
         self.status.committed.send_replace(checkpoint);
         *self.epoch.lock().map_err(lock_error)? = Epoch {
@@ -545,7 +546,12 @@ impl<V: View> AnyVersion for Version<V> {
     }
 
     fn memory(&self) -> usize {
-        self.state().cached_weight() + self.encoded_ahead_bytes.load(Ordering::Relaxed)
+        let ahead = self
+            .encoded_ahead
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .bytes;
+        self.state().cached_weight() + ahead
     }
 
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {

@@ -363,7 +363,8 @@ fn fold_batches(
     cache_bytes: usize,
 ) -> Result<Checkpoint, ProjectorError> {
     let mut writing: Option<Background> = None;
-    // Waits for the checkpoint being written (if any), then lets its records go.
+    // Waits for the background job (if any); once a checkpoint is written, lets its records
+    // go (encoded-ahead records stay until a checkpoint writes them).
     let written = |writing: &mut Option<Background>| match writing.take() {
         Some(background) => {
             background
