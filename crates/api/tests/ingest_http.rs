@@ -752,3 +752,47 @@ async fn meta_subscription_handshake_echoes_the_challenge_for_the_configured_tok
     assert_eq!(no_mode.body["field"], "hub.mode");
     assert_eq!(log_size(&h.log).await, 0, "a handshake writes nothing");
 }
+
+#[tokio::test]
+async fn a_control_character_in_an_identifier_is_refused_in_json_and_protobuf_and_writes_nothing() {
+    let h = harness(AccessControl::open(), &[]).await;
+    let mut poisoned = interaction(
+        "c0",
+        json!([{"kind": "phone", "value": "+15550000001"}]),
+        "queued",
+        "2026-03-02T09:00:00Z",
+    );
+    poisoned["queue"] = json!("a\u{0}b");
+    poisoned["skills"] = json!([]);
+    let answer = post_events(&h.app, json!([poisoned])).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert_eq!(answer.body["field"], "[0].queue");
+
+    // The same event as protobuf: the wire type cannot be validated by JSON's parser, so
+    // it is built unchecked and must still be refused at ingest.
+    let mut event = omnilog_events::parse_event(
+        interaction(
+            "c0",
+            json!([{"kind": "phone", "value": "+15550000001"}]),
+            "hold",
+            "2026-03-02T09:00:00Z",
+        )
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    event.interaction_id = Some("c\u{0}0".to_owned());
+    let answer = send(
+        &h.app,
+        post(
+            "/v1/events",
+            "application/x-protobuf",
+            omnilog_events::encode_batch(&[event]),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{:?}", answer.body);
+    assert_eq!(answer.body["field"], "[0].interaction_id");
+    assert_eq!(log_size(&h.log).await, 0);
+}

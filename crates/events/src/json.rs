@@ -342,12 +342,6 @@ impl RawEvent {
             .transpose()?;
         let source = non_empty("source", self.source.take())?;
         let source_event_id = non_empty("source_event_id", self.source_event_id.take())?;
-        if source.as_deref().is_some_and(|s| s.contains('\0')) {
-            return Err(EventError::invalid(
-                "source",
-                "must not contain NUL".to_owned(),
-            ));
-        }
         let customer = self.customer.take().map(validate_customer).transpose()?;
         let interaction_id = non_empty("interaction_id", self.interaction_id.take())?;
         let channel = self
@@ -405,6 +399,7 @@ impl RawEvent {
             attributes: self.attributes.take().unwrap_or_default(),
             body,
         };
+        crate::text_rules::check_event_text(&event)?;
         event.event_id = match (self.event_id.as_deref(), event.source_event_id.as_deref()) {
             (Some(id), _) => Uuid::parse_str(id.trim())
                 .map_err(|e| EventError::invalid("event_id", format!("not a UUID ({e})")))?,

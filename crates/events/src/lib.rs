@@ -9,6 +9,7 @@ pub mod identity;
 pub mod json;
 pub mod model;
 pub mod proto;
+pub mod text_rules;
 pub mod upcast;
 
 /// The prost types of `omnilog.v1`.

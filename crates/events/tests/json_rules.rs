@@ -142,3 +142,36 @@ fn canonical_output_reads_back_to_the_same_event() {
         other => panic!("unexpected body {other:?}"),
     }
 }
+
+#[test]
+fn control_characters_in_identifiers_and_text_are_refused_naming_the_field() {
+    let queued = |queue: &str, extra: &str| {
+        format!(
+            r#"[{{"occurred_at":"2026-03-02T09:00:00Z","customer":{{"handles":[{{"kind":"phone","value":"+15550000001"}}]}},
+            "interaction_id":"c0","channel":"ivr","type":"queued","queue":{queue},"skills":[]{extra}}}]"#
+        )
+    };
+    assert_eq!(error_field(&queued(r#""a\u0000b""#, "")), "[0].queue");
+    assert_eq!(error_field(&queued(r#""a\u001bb""#, "")), "[0].queue");
+    assert_eq!(
+        error_field(&queued(
+            r#""billing""#,
+            r#","attributes":{"k":"bell\u0007"}"#
+        )),
+        "[0].attributes.k"
+    );
+    assert_eq!(
+        error_field(&queued(r#""billing""#, "").replace(r#""c0""#, r#""c\u0000""#)),
+        "[0].interaction_id"
+    );
+    let assigned = r#"{"occurred_at":"2026-03-02T09:00:00Z","customer":{"id":"k"},"interaction_id":"c0",
+        "channel":"chat","type":"assigned","agent_id":"alice\u0000bob"}"#;
+    assert_eq!(error_field(assigned), "agent_id");
+    let handle = r#"{"occurred_at":"2026-03-02T09:00:00Z","customer":{"handles":[{"kind":"email","value":"a\u0000@example.com"}]},
+        "interaction_id":"c0","channel":"email","type":"hold"}"#;
+    assert_eq!(error_field(handle), "customer.handles[0].value");
+    // A message keeps its line breaks and tabs.
+    let message = r#"{"occurred_at":"2026-03-02T09:00:00Z","customer":{"id":"k"},"interaction_id":"c0","channel":"email",
+        "type":"message","direction":"inbound","author":"customer","text":"Hello,\r\n\tthe invoice is wrong.\n"}"#;
+    assert!(parse_event(message.as_bytes()).is_ok());
+}

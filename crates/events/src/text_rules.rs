@@ -1,0 +1,159 @@
+//! What characters an event's text may hold, checked at the door.
+//!
+//! An event is in the log for ever, so a value that could confuse a reader later must be
+//! refused before it is acknowledged. Identifiers, names and codes (ids, handles, queues,
+//! skills, topics, agent ids, reasons, attribute keys) must hold no control character
+//! at all: a NUL or an escape in a queue name is never intended, and downstream stores
+//! (PostgreSQL's `jsonb`, terminals, CSV readers) refuse or misread them. Free text
+//! (a subject, a message, a note, an attribute's value) may hold tab, line feed and
+//! carriage return, which real messages do, and no other control character.
+//!
+//! Every error names the field, as the rest of validation does.
+
+use crate::error::EventError;
+use crate::model::{Body, Event};
+
+/// Whether a value is an identifier or free text.
+#[derive(Clone, Copy)]
+enum Kind {
+    Identifier,
+    FreeText,
+}
+
+/// The first character of `value` that `kind` does not allow.
+fn first_refused(value: &str, kind: Kind) -> Option<char> {
+    value.chars().find(|&c| match kind {
+        Kind::Identifier => c.is_control(),
+        Kind::FreeText => c.is_control() && !matches!(c, '\t' | '\n' | '\r'),
+    })
+}
+
+fn check(field: &str, value: &str, kind: Kind) -> Result<(), EventError> {
+    match first_refused(value, kind) {
+        None => Ok(()),
+        Some(refused) => {
+            let allowed = match kind {
+                Kind::Identifier => "an identifier may hold no control character",
+                Kind::FreeText => {
+                    "text may hold tab, line feed and carriage return but no other control character"
+                }
+            };
+            Err(EventError::invalid(
+                field,
+                format!(
+                    "holds the control character U+{:04X}: {allowed}",
+                    refused as u32
+                ),
+            ))
+        }
+    }
+}
+
+fn identifier(field: &str, value: &str) -> Result<(), EventError> {
+    check(field, value, Kind::Identifier)
+}
+
+fn optional_identifier(field: &str, value: Option<&String>) -> Result<(), EventError> {
+    value.map_or(Ok(()), |value| identifier(field, value))
+}
+
+fn free_text(field: &str, value: Option<&String>) -> Result<(), EventError> {
+    value.map_or(Ok(()), |value| check(field, value, Kind::FreeText))
+}
+
+fn identifiers(field: &str, values: &[String]) -> Result<(), EventError> {
+    for (index, value) in values.iter().enumerate() {
+        identifier(&format!("{field}[{index}]"), value)?;
+    }
+    Ok(())
+}
+
+/// Refuses an event whose text holds a character its field does not allow.
+pub fn check_event_text(event: &Event) -> Result<(), EventError> {
+    optional_identifier("source", event.source.as_ref())?;
+    optional_identifier("source_event_id", event.source_event_id.as_ref())?;
+    optional_identifier("interaction_id", event.interaction_id.as_ref())?;
+    if let Some(customer) = &event.customer {
+        optional_identifier("customer.id", customer.id.as_ref())?;
+        for (index, handle) in customer.handles.iter().enumerate() {
+            identifier(&format!("customer.handles[{index}].kind"), &handle.kind)?;
+            identifier(&format!("customer.handles[{index}].value"), &handle.value)?;
+        }
+    }
+    for (key, value) in &event.attributes {
+        identifier("attributes", key)?;
+        free_text(&format!("attributes.{key}"), Some(value))?;
+    }
+    match &event.body {
+        Body::InteractionStarted { subject, .. } => free_text("subject", subject.as_ref()),
+        Body::Message { agent_id, text, .. } => {
+            optional_identifier("agent_id", agent_id.as_ref())?;
+            free_text("text", text.as_ref())
+        }
+        Body::Queued { queue, skills, .. } => {
+            identifier("queue", queue)?;
+            identifiers("skills", skills)
+        }
+        Body::Offered { agent_id }
+        | Body::OfferDeclined { agent_id }
+        | Body::OfferTimedOut { agent_id }
+        | Body::Assigned { agent_id } => identifier("agent_id", agent_id),
+        Body::Transferred { to_queue, to_agent } => {
+            optional_identifier("to_queue", to_queue.as_ref())?;
+            optional_identifier("to_agent", to_agent.as_ref())
+        }
+        Body::Ended { reason } => optional_identifier("reason", reason.as_ref()),
+        Body::WrappedUp {
+            agent_id,
+            disposition,
+            topics,
+            ..
+        } => {
+            identifier("agent_id", agent_id)?;
+            optional_identifier("disposition", disposition.as_ref())?;
+            identifiers("topics", topics)
+        }
+        Body::Note { agent_id, text } => {
+            identifier("agent_id", agent_id)?;
+            free_text("text", Some(text))
+        }
+        Body::Tagged { topics } => identifiers("topics", topics),
+        Body::CustomersMerged {
+            from_customer,
+            into_customer,
+        } => {
+            identifier("from_customer", from_customer)?;
+            identifier("into_customer", into_customer)
+        }
+        Body::ProactiveNotice { reason, text } => {
+            identifier("reason", reason)?;
+            free_text("text", text.as_ref())
+        }
+        Body::AgentState {
+            agent_id, skills, ..
+        } => {
+            identifier("agent_id", agent_id)?;
+            identifiers("skills", skills.as_deref().unwrap_or_default())
+        }
+        Body::Hold | Body::Resumed | Body::Abandoned | Body::Csat { .. } | Body::IdentityLinked => {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_refuse_every_control_character_and_text_keeps_line_breaks() {
+        assert_eq!(first_refused("billing", Kind::Identifier), None);
+        assert_eq!(first_refused("a\0b", Kind::Identifier), Some('\0'));
+        assert_eq!(first_refused("a\tb", Kind::Identifier), Some('\t'));
+        assert_eq!(first_refused("a\u{85}b", Kind::Identifier), Some('\u{85}'));
+        assert_eq!(first_refused("Grüße, 東京", Kind::Identifier), None);
+        assert_eq!(first_refused("line\r\nnext\tcol", Kind::FreeText), None);
+        assert_eq!(first_refused("bell\u{7}", Kind::FreeText), Some('\u{7}'));
+        assert_eq!(first_refused("nul\0", Kind::FreeText), Some('\0'));
+    }
+}
