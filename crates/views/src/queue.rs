@@ -59,7 +59,7 @@ use chrono::{DateTime, Utc};
 use omnilog_events::{AgentStatus, Body, Channel, Destination, Event};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Entries, Snapshot, Table, ViewState, changes_of, sorted};
+use crate::state::{Entries, HashedTable, Snapshot, Table, ViewState, changes_of, sorted};
 use crate::{LogPosition, View, ViewError};
 
 const INTERACTION: u8 = b'i';
@@ -77,7 +77,7 @@ pub(crate) type ItemKey = (String, i64, i64, String);
 /// The queue view's state. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct QueueState {
-    interactions: Table<String, InteractionRecord>,
+    interactions: HashedTable<String, InteractionRecord>,
     items: Table<ItemKey, ItemRecord>,
     queue_assigned: Table<(String, String), ()>,
     assignments: Table<(String, String), AssignmentRecord>,
@@ -89,7 +89,7 @@ pub struct QueueState {
 impl Default for QueueState {
     fn default() -> Self {
         QueueState {
-            interactions: Table::new(INTERACTION),
+            interactions: HashedTable::new(INTERACTION),
             items: Table::new(ITEM),
             queue_assigned: Table::new(QUEUE_ASSIGNED),
             assignments: Table::new(ASSIGNMENT),

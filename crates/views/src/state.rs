@@ -302,7 +302,7 @@ impl<K: Key, V: Record, S: Shared<V>> TableSnapshot<K, V, S> {
 /// second lookup: a deleted record stays as a tombstone (`value: None`) until the next
 /// checkpoint writes the deletion.
 #[derive(Clone, Debug)]
-struct Entry<V> {
+pub struct Entry<V> {
     value: Option<Arc<V>>,
     /// Written or deleted since the last checkpoint.
     changed: bool,
@@ -310,24 +310,153 @@ struct Entry<V> {
     stored: bool,
 }
 
-/// A table wholly in memory, ordered by key. See the module documentation.
+impl<V> Entry<V> {
+    fn vacant() -> Self {
+        Entry {
+            value: None,
+            changed: false,
+            stored: false,
+        }
+    }
+}
+
+/// How a [`Table`] holds its entries: a `BTreeMap` (ordered, for tables that queries read
+/// by range) or a hash map ([`HashedTable`], for tables only looked up by key, where a
+/// B-tree's key comparisons cost a fold several times what one hash does).
+pub trait RecordMap<K: Key, V: Record>: Default + Clone + Debug + Send + Sync + 'static {
+    /// Entries in no particular order (in key order for an ordered map).
+    type Iter<'a>: Iterator<Item = (&'a K, &'a Entry<V>)>
+    where
+        Self: 'a;
+
+    fn find<Q: Ord + Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&Entry<V>>
+    where
+        K: Borrow<Q>;
+
+    fn find_mut<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut Entry<V>>
+    where
+        K: Borrow<Q>;
+
+    /// The entry of `key`, vacant if there was none.
+    fn entry_of(&mut self, key: K) -> &mut Entry<V>;
+
+    fn put(&mut self, key: K, entry: Entry<V>) -> Option<Entry<V>>;
+
+    fn delete<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>;
+
+    fn keep(&mut self, keep: impl FnMut(&K, &mut Entry<V>) -> bool);
+
+    fn entries(&self) -> Self::Iter<'_>;
+}
+
+impl<K: Key, V: Record> RecordMap<K, V> for BTreeMap<K, Entry<V>> {
+    type Iter<'a> = std::collections::btree_map::Iter<'a, K, Entry<V>>;
+
+    fn find<Q: Ord + Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&Entry<V>>
+    where
+        K: Borrow<Q>,
+    {
+        self.get(key)
+    }
+
+    fn find_mut<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut Entry<V>>
+    where
+        K: Borrow<Q>,
+    {
+        self.get_mut(key)
+    }
+
+    fn entry_of(&mut self, key: K) -> &mut Entry<V> {
+        self.entry(key).or_insert_with(Entry::vacant)
+    }
+
+    fn put(&mut self, key: K, entry: Entry<V>) -> Option<Entry<V>> {
+        self.insert(key, entry)
+    }
+
+    fn delete<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
+        self.remove(key);
+    }
+
+    fn keep(&mut self, keep: impl FnMut(&K, &mut Entry<V>) -> bool) {
+        self.retain(keep);
+    }
+
+    fn entries(&self) -> Self::Iter<'_> {
+        self.iter()
+    }
+}
+
+impl<K: Key, V: Record> RecordMap<K, V> for FastMap<K, Entry<V>> {
+    type Iter<'a> = std::collections::hash_map::Iter<'a, K, Entry<V>>;
+
+    fn find<Q: Ord + Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&Entry<V>>
+    where
+        K: Borrow<Q>,
+    {
+        self.get(key)
+    }
+
+    fn find_mut<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut Entry<V>>
+    where
+        K: Borrow<Q>,
+    {
+        self.get_mut(key)
+    }
+
+    fn entry_of(&mut self, key: K) -> &mut Entry<V> {
+        self.entry(key).or_insert_with(Entry::vacant)
+    }
+
+    fn put(&mut self, key: K, entry: Entry<V>) -> Option<Entry<V>> {
+        self.insert(key, entry)
+    }
+
+    fn delete<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
+        self.remove(key);
+    }
+
+    fn keep(&mut self, keep: impl FnMut(&K, &mut Entry<V>) -> bool) {
+        self.retain(keep);
+    }
+
+    fn entries(&self) -> Self::Iter<'_> {
+        self.iter()
+    }
+}
+
+/// A table wholly in memory, ordered by key unless it is a [`HashedTable`]. See the module
+/// documentation.
 #[derive(Clone, Debug)]
-pub struct Table<K: Key, V: Record> {
+pub struct Table<K: Key, V: Record, M: RecordMap<K, V> = BTreeMap<K, Entry<V>>> {
     tag: u8,
-    records: BTreeMap<K, Entry<V>>,
+    records: M,
     /// Records (live or deleted) changed since the last checkpoint.
     changed: usize,
     /// Live records.
     live: usize,
+    _types: std::marker::PhantomData<fn() -> (K, V)>,
 }
 
-impl<K: Key, V: Record> Table<K, V> {
+/// A [`Table`] looked up by key only: no `range`, and `iter` in no particular order.
+pub type HashedTable<K, V> = Table<K, V, FastMap<K, Entry<V>>>;
+
+impl<K: Key, V: Record, M: RecordMap<K, V>> Table<K, V, M> {
     pub fn new(tag: u8) -> Self {
         Table {
             tag,
-            records: BTreeMap::new(),
+            records: M::default(),
             changed: 0,
             live: 0,
+            _types: std::marker::PhantomData,
         }
     }
 
@@ -342,21 +471,21 @@ impl<K: Key, V: Record> Table<K, V> {
         }
     }
 
-    pub fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<&V>
+    pub fn get<Q: Ord + Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
     {
         self.records
-            .get(key)
+            .find(key)
             .and_then(|entry| entry.value.as_deref())
     }
 
     /// The record, to change in place: it is written at the next checkpoint.
-    pub fn get_mut<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<&mut V>
+    pub fn get_mut<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
     {
-        let entry = self.records.get_mut(key)?;
+        let entry = self.records.find_mut(key)?;
         entry.value.as_ref()?;
         Self::mark(&mut self.changed, entry);
         entry.value.as_mut().map(Arc::make_mut)
@@ -364,11 +493,7 @@ impl<K: Key, V: Record> Table<K, V> {
 
     /// The record, created with `make` if there is none, to change in place.
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        let entry = self.records.entry(key).or_insert(Entry {
-            value: None,
-            changed: false,
-            stored: false,
-        });
+        let entry = self.records.entry_of(key);
         Self::mark(&mut self.changed, entry);
         if entry.value.is_none() {
             self.live += 1;
@@ -377,22 +502,18 @@ impl<K: Key, V: Record> Table<K, V> {
     }
 
     pub fn insert(&mut self, key: K, value: V) {
-        let entry = self.records.entry(key).or_insert(Entry {
-            value: None,
-            changed: false,
-            stored: false,
-        });
+        let entry = self.records.entry_of(key);
         Self::mark(&mut self.changed, entry);
         if entry.value.replace(Arc::new(value)).is_none() {
             self.live += 1;
         }
     }
 
-    pub fn remove<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
+    pub fn remove<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
     {
-        let entry = self.records.get_mut(key)?;
+        let entry = self.records.find_mut(key)?;
         let removed = entry.value.take()?;
         self.live -= 1;
         if entry.stored {
@@ -403,12 +524,12 @@ impl<K: Key, V: Record> Table<K, V> {
             if entry.changed {
                 self.changed -= 1;
             }
-            self.records.remove(key);
+            self.records.delete(key);
         }
         Some(Arc::unwrap_or_clone(removed))
     }
 
-    pub fn contains<Q: Ord + ?Sized>(&self, key: &Q) -> bool
+    pub fn contains<Q: Ord + Hash + Eq + ?Sized>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
     {
@@ -417,11 +538,11 @@ impl<K: Key, V: Record> Table<K, V> {
 
     /// Takes a record out to change it (a copy only if a checkpoint is encoding it); it is
     /// deleted unless put back with [`Table::put_back`].
-    pub fn take<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
+    pub fn take<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
     {
-        let entry = self.records.get_mut(key)?;
+        let entry = self.records.find_mut(key)?;
         let taken = entry.value.take()?;
         self.live -= 1;
         Self::mark(&mut self.changed, entry);
@@ -430,28 +551,28 @@ impl<K: Key, V: Record> Table<K, V> {
 
     /// Ends a [`Table::take`] whose record is not put back: it is deleted (a record the
     /// store never held leaves nothing behind).
-    pub fn discard<Q: Ord + ?Sized>(&mut self, key: &Q)
+    pub fn discard<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q)
     where
         K: Borrow<Q>,
     {
-        if let Some(entry) = self.records.get(key)
+        if let Some(entry) = self.records.find(key)
             && entry.value.is_none()
             && !entry.stored
         {
             if entry.changed {
                 self.changed -= 1;
             }
-            self.records.remove(key);
+            self.records.delete(key);
         }
     }
 
     /// Puts a record back where [`Table::take`] took it from; `Err` (and nothing done) if
     /// the table never held the key, which the caller then inserts.
-    pub fn put_back<Q: Ord + ?Sized>(&mut self, key: &Q, value: V) -> Result<(), V>
+    pub fn put_back<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q, value: V) -> Result<(), V>
     where
         K: Borrow<Q>,
     {
-        let Some(entry) = self.records.get_mut(key) else {
+        let Some(entry) = self.records.find_mut(key) else {
             return Err(value);
         };
         if entry.value.replace(Arc::new(value)).is_none() {
@@ -469,18 +590,10 @@ impl<K: Key, V: Record> Table<K, V> {
         self.live == 0
     }
 
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> {
+    /// Live records, in key order for an ordered table.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.records
-            .iter()
-            .filter_map(|(key, entry)| entry.value.as_deref().map(|value| (key, value)))
-    }
-
-    pub fn range<R: std::ops::RangeBounds<K>>(
-        &self,
-        range: R,
-    ) -> impl DoubleEndedIterator<Item = (&K, &V)> {
-        self.records
-            .range(range)
+            .entries()
             .filter_map(|(key, entry)| entry.value.as_deref().map(|value| (key, value)))
     }
 
@@ -488,7 +601,7 @@ impl<K: Key, V: Record> Table<K, V> {
     pub fn restore(&mut self, stored: &[u8], value: &[u8]) -> Result<(), ViewError> {
         let key: K = decode_key(stored)?;
         let value: V = decode_value(stored, value)?;
-        let previous = self.records.insert(
+        let previous = self.records.put(
             key,
             Entry {
                 value: Some(Arc::new(value)),
@@ -509,7 +622,7 @@ impl<K: Key, V: Record> Table<K, V> {
         if self.changed == 0 {
             return Snapshot::default();
         }
-        self.records.retain(|key, entry| {
+        self.records.keep(|key, entry| {
             if !entry.changed {
                 return true;
             }
@@ -532,12 +645,24 @@ impl<K: Key, V: Record> Table<K, V> {
         snapshot.into_snapshot()
     }
 
-    /// Every record, encoded as stored.
+    /// Every record, encoded as stored (in no particular order: callers sort).
     pub fn dump(&self, out: &mut Entries) -> Result<(), ViewError> {
         for (key, value) in self.iter() {
             out.push((stored_key(self.tag, key)?, encode_value(value)?));
         }
         Ok(())
+    }
+}
+
+impl<K: Key, V: Record> Table<K, V> {
+    /// Live records whose keys are in `range`, in key order.
+    pub fn range<R: std::ops::RangeBounds<K>>(
+        &self,
+        range: R,
+    ) -> impl DoubleEndedIterator<Item = (&K, &V)> {
+        self.records
+            .range(range)
+            .filter_map(|(key, entry)| entry.value.as_deref().map(|value| (key, value)))
     }
 }
 
