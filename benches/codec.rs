@@ -1,9 +1,9 @@
 //! The codecs and the partitioner, per event: protobuf decode (what every projector does
-//! for every record), canonical JSON decode (what `POST /v1/events` does), canonical JSON
+//! for every record; the direct reader and prost's path side by side), canonical JSON decode (what `POST /v1/events` does), canonical JSON
 //! encode (what export does), and Kafka's murmur2 partitioner (what every append does).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use omnilog_events::{decode, encode, parse_event, to_canonical_json};
+use omnilog_events::{decode, decode_through_prost, encode, parse_event, to_canonical_json};
 use omnilog_testkit::{HistoryConfig, history};
 
 fn codecs(c: &mut Criterion) {
@@ -22,6 +22,13 @@ fn codecs(c: &mut Criterion) {
         b.iter(|| {
             for bytes in &protobuf {
                 std::hint::black_box(decode(bytes).expect("decodes"));
+            }
+        })
+    });
+    group.bench_function("protobuf decode through prost", |b| {
+        b.iter(|| {
+            for bytes in &protobuf {
+                std::hint::black_box(decode_through_prost(bytes).expect("decodes"));
             }
         })
     });

@@ -11,6 +11,7 @@ pub mod model;
 pub mod proto;
 pub mod text_rules;
 pub mod upcast;
+mod wire;
 
 /// The prost types of `omnilog.v1`.
 #[allow(missing_docs, clippy::all, unused_qualifications)]
@@ -24,4 +25,4 @@ pub use model::{
     AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Destination,
     Direction, Event, EventType, Handle, normalise_topic,
 };
-pub use proto::{decode, decode_batch, encode, encode_batch};
+pub use proto::{decode, decode_batch, decode_through_prost, encode, encode_batch};

@@ -25,6 +25,16 @@ pub fn encode(event: &Event) -> Vec<u8> {
 
 /// Decodes a protobuf `omnilog.v1.Event` and checks it against the contract.
 pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
+    match crate::wire::decode_canonical(bytes) {
+        Some(event) => Ok(event),
+        None => decode_through_prost(bytes),
+    }
+}
+
+/// [`decode`] through prost's generated types: reads anything the schema allows (unknown
+/// fields skipped, repeated messages merged) and names what is wrong. `decode` takes this
+/// path for whatever its direct reader (`wire.rs`) leaves to it.
+pub fn decode_through_prost(bytes: &[u8]) -> Result<Event, EventError> {
     let message = pb::Event::decode(bytes).map_err(|e| EventError::Decode(e.to_string()))?;
     Event::try_from(message)
 }
@@ -86,7 +96,7 @@ fn channel_to_pb(channel: Channel) -> pb::Channel {
     }
 }
 
-fn channel_from_pb(value: i32) -> Result<Option<Channel>, EventError> {
+pub(crate) fn channel_from_pb(value: i32) -> Result<Option<Channel>, EventError> {
     let channel = pb::Channel::try_from(value)
         .map_err(|_| EventError::invalid("channel", format!("unknown channel number {value}")))?;
     Ok(Some(match channel {
@@ -115,7 +125,7 @@ fn direction_to_pb(direction: Direction) -> i32 {
     .into()
 }
 
-fn direction_from_pb(value: i32) -> Result<Direction, EventError> {
+pub(crate) fn direction_from_pb(value: i32) -> Result<Direction, EventError> {
     match pb::Direction::try_from(value) {
         Ok(pb::Direction::Inbound) => Ok(Direction::Inbound),
         Ok(pb::Direction::Outbound) => Ok(Direction::Outbound),
@@ -136,7 +146,7 @@ fn author_to_pb(author: Author) -> i32 {
     .into()
 }
 
-fn author_from_pb(value: i32) -> Result<Author, EventError> {
+pub(crate) fn author_from_pb(value: i32) -> Result<Author, EventError> {
     match pb::Author::try_from(value) {
         Ok(pb::Author::Customer) => Ok(Author::Customer),
         Ok(pb::Author::Agent) => Ok(Author::Agent),
@@ -159,7 +169,7 @@ fn status_to_pb(status: AgentStatus) -> i32 {
     .into()
 }
 
-fn status_from_pb(value: i32) -> Result<AgentStatus, EventError> {
+pub(crate) fn status_from_pb(value: i32) -> Result<AgentStatus, EventError> {
     match pb::AgentStatus::try_from(value) {
         Ok(pb::AgentStatus::Available) => Ok(AgentStatus::Available),
         Ok(pb::AgentStatus::Busy) => Ok(AgentStatus::Busy),

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use omnilog_events::identity::normalise_handle;
 use omnilog_events::{
     AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Direction, Event,
-    EventType, decode, decode_batch, encode, encode_batch, parse_event, to_canonical_json,
+    EventType, decode, decode_batch, decode_through_prost, encode, encode_batch, parse_event,
+    to_canonical_json,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::option;
@@ -240,6 +241,27 @@ proptest! {
         let decoded = decode(&encode(&parsed)).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(&decoded, &event);
         prop_assert_eq!(to_canonical_json(&decoded), json);
+    }
+
+    #[test]
+    fn direct_decoding_equals_prost_decoding(
+        event in event(),
+        at in any::<proptest::sample::Index>(),
+        byte in any::<u8>(),
+        damage in 0u8..4,
+    ) {
+        let mut bytes = encode(&event);
+        prop_assert_eq!(decode(&bytes), decode_through_prost(&bytes));
+        // The same record damaged: a byte changed, cut short, a byte inserted, or an
+        // unknown field appended. Both paths give the same event or the same error.
+        let index = at.index(bytes.len());
+        match damage {
+            0 => bytes[index] = byte,
+            1 => bytes.truncate(index),
+            2 => bytes.insert(index, byte),
+            _ => bytes.extend_from_slice(&[0x98, 0x06, byte & 0x7f]), // field 99, varint
+        }
+        prop_assert_eq!(decode(&bytes), decode_through_prost(&bytes));
     }
 
     #[test]
