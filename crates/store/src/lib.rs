@@ -354,6 +354,39 @@ impl std::fmt::Debug for ViewTable {
     }
 }
 
+/// Puts and deletes as one list in key order, each key once (a bulk ingestion takes keys in
+/// order). A checkpoint's changes come with both lists sorted already, which a linear merge
+/// keeps; in any other order they are sorted here.
+fn in_key_order(changes: Changes) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let Changes { puts, deletes } = changes;
+    let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+        Vec::with_capacity(puts.len() + deletes.len());
+    if puts.is_sorted_by(|a, b| a.0 < b.0) && deletes.is_sorted_by(|a, b| a < b) {
+        let mut puts = puts.into_iter().peekable();
+        let mut deletes = deletes.into_iter().peekable();
+        loop {
+            let put_first = match (puts.peek(), deletes.peek()) {
+                (Some((put, _)), Some(delete)) => put <= delete,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if put_first {
+                puts.next().map(|(key, value)| (key, Some(value)))
+            } else {
+                deletes.next().map(|key| (key, None))
+            };
+            entries.extend(next);
+        }
+    } else {
+        entries.extend(puts.into_iter().map(|(k, v)| (k, Some(v))));
+        entries.extend(deletes.into_iter().map(|k| (k, None)));
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    }
+    entries.dedup_by(|later, earlier| later.0 == earlier.0);
+    entries
+}
+
 impl ViewTable {
     pub fn version(&self) -> u32 {
         self.version
@@ -414,12 +447,7 @@ impl ViewTable {
     /// tables (fjall's bulk ingestion: no journal, no memtable), for replays into a fresh
     /// store. All or nothing as well: the tables join the store in one step when complete.
     pub fn ingest(&self, changes: Changes, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            Vec::with_capacity(changes.puts.len() + changes.deletes.len());
-        entries.extend(changes.puts.into_iter().map(|(k, v)| (k, Some(v))));
-        entries.extend(changes.deletes.into_iter().map(|k| (k, None)));
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        entries.dedup_by(|later, earlier| later.0 == earlier.0);
+        let entries = in_key_order(changes);
         let mut ingestion = self.keyspace.start_ingestion()?;
         for (key, value) in entries {
             if key.first() == Some(&RESERVED_PREFIX) {
@@ -554,6 +582,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn changes_reach_the_ingestion_in_key_order_each_key_once_however_they_come() {
+        let expected: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![
+            (b"a".to_vec(), Some(b"1".to_vec())),
+            (b"b".to_vec(), None),
+            (b"c".to_vec(), Some(b"3".to_vec())),
+            (b"d".to_vec(), None),
+        ];
+        let sorted = changes(&[(b"a", b"1"), (b"c", b"3")], &[b"b", b"d"]);
+        assert_eq!(in_key_order(sorted), expected);
+        let unsorted = changes(&[(b"c", b"3"), (b"a", b"1")], &[b"d", b"b"]);
+        assert_eq!(in_key_order(unsorted), expected);
+        let repeated = changes(&[(b"a", b"1"), (b"a", b"1")], &[]);
+        assert_eq!(in_key_order(repeated), expected[..1].to_vec());
+    }
     #[test]
     fn a_commit_writes_changes_and_checkpoint_together() {
         let dir = tempfile::tempdir().unwrap();

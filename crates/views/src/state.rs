@@ -1108,6 +1108,10 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     /// `budget` bytes (records changed since the last checkpoint stay). The weight is
     /// summed again first, with the sizes the last checkpoint's encoding reported.
     pub fn evict(&mut self, budget: usize) {
+        if budget == 0 {
+            self.let_go_all_clean();
+            return;
+        }
         self.weight = self.slots.values().map(Slot::weight).sum();
         if self.weight() <= budget {
             return;
@@ -1136,6 +1140,33 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             }
         }
         // A table emptied of most of its records gives its memory back.
+        if self.slots.capacity() > 4 * self.slots.len().max(1024) {
+            self.slots.shrink_to_fit();
+        }
+    }
+
+    /// [`CachedTable::evict`] to nothing: every clean record goes, so no order is needed and
+    /// no key is copied (a pass of a replay lets go of hundreds of thousands at once).
+    fn let_go_all_clean(&mut self) {
+        let hasher = self.slots.hasher().clone();
+        let mut weight = 0;
+        let store = &mut self.store;
+        self.slots.retain(|key, slot| {
+            if slot.changed {
+                weight += slot.weight();
+                return true;
+            }
+            if slot.stored
+                && let StoreKnowledge::OnlyLetGo(let_go) = store
+            {
+                let_go.insert(hasher.hash_one(key));
+                if let_go.len() > LET_GO_REMEMBERED {
+                    *store = StoreKnowledge::Anything;
+                }
+            }
+            false
+        });
+        self.weight = weight;
         if self.slots.capacity() > 4 * self.slots.len().max(1024) {
             self.slots.shrink_to_fit();
         }
