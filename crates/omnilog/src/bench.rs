@@ -323,7 +323,7 @@ async fn replay_into(
     identity: bool,
     args: &BenchArgs,
 ) -> anyhow::Result<u64> {
-    let store = ViewStore::open(dir)?;
+    let store = ViewStore::open_for_replay(dir)?;
     let options = ReplayOptions {
         until: None,
         batch: args.replay_batch,

@@ -140,7 +140,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let store = ViewStore::open(&views_dir)
+    let store = ViewStore::open_for_replay(&views_dir)
         .with_context(|| format!("creating the view store in {}", views_dir.display()))?;
     let started = std::time::Instant::now();
     let group = indicatif::MultiProgress::new();

@@ -51,25 +51,31 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// fjall's memtable of each version: writes held in memory until flushed to a disk table.
 const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Disk tables a version's first level gathers before fjall compacts them into the next:
-/// fjall's default is 4. A view store takes large sorted writes (a checkpoint's changes, a
-/// replay's pass) and reads little from disk (queries read the records in memory first,
-/// and a bloom filter answers for each table a point read skips), so compacting often
-/// mostly rewrites data again. A replay of 10M events writes about fourteen tables into the
-/// journey view's version, which overlap in key range (customer ids hash across
-/// partitions): at 4, fjall merged them three times over while the replay ran (a fifth of
-/// its CPU in `perf`); at 16, not at all. Three alternated pairs of `/usr/bin/time omnilog
-/// replay` on 10M events: 38.2 s median (62 to 67 s of CPU) at 4, 35.5 s (55 s) at 16.
-/// Kept below 20, where fjall starts to slow writes down for a crowded first level. fjall
-/// stores a keyspace's options with it: a version created by an older build keeps its 4.
-const FIRST_LEVEL_TABLES: u8 = 16;
+/// Disk tables a first level gathers before fjall compacts them into the next, in a store
+/// a replay builds (see [`ViewStore::open_for_replay`]); a server's store keeps fjall's 4.
+///
+/// A replay writes each pass of the log as one large sorted table set, and reads nothing
+/// back. A replay of 10M events writes about fourteen such sets into the journey view's
+/// version, which overlap in key range (customer ids hash across partitions): at 4, fjall
+/// merged them three times over while the replay ran (a fifth of its CPU in `perf`); at
+/// 16, not at all. Three alternated pairs of `/usr/bin/time omnilog replay` on 10M events:
+/// 38.2 s median (62 to 67 s of CPU) at 4, 35.5 s (55 s) at 16. A live server is another
+/// matter: it reads records back from disk (a customer not in memory), and more tables
+/// to look in cost it more than the compactions saved (alternated `omnilog bench` runs:
+/// one event a request 14.7k and 13.8k req/s at 16 against 16.5k and 17.5k at 4, p99
+/// latency 11.8 and 7.8 ms against 3.3 and 4.9 ms). fjall stores a keyspace's options with
+/// it, so a replayed store keeps 16 when served (read-only). Kept below 20, where fjall
+/// starts to slow writes down for a crowded first level.
+const REPLAY_FIRST_LEVEL_TABLES: u8 = 16;
 
 fn keyspace_options() -> KeyspaceCreateOptions {
-    KeyspaceCreateOptions::default()
-        .max_memtable_size(MEMTABLE_BYTES)
-        .compaction_strategy(std::sync::Arc::new(
-            fjall::compaction::Leveled::default().with_l0_threshold(FIRST_LEVEL_TABLES),
-        ))
+    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+}
+
+fn replay_keyspace_options() -> KeyspaceCreateOptions {
+    keyspace_options().compaction_strategy(std::sync::Arc::new(
+        fjall::compaction::Leveled::default().with_l0_threshold(REPLAY_FIRST_LEVEL_TABLES),
+    ))
 }
 
 /// What went wrong in the store.
@@ -133,6 +139,8 @@ pub struct ViewStore {
     db: Database,
     meta: Keyspace,
     dir: PathBuf,
+    /// The options of the keyspaces this store creates.
+    options: fn() -> KeyspaceCreateOptions,
 }
 
 impl std::fmt::Debug for ViewStore {
@@ -204,6 +212,14 @@ impl ViewStore {
         Self::over(db, dir)
     }
 
+    /// Creates a store for a replay to build (in `dir`, which holds no store yet): its
+    /// versions defer compaction (see [`REPLAY_FIRST_LEVEL_TABLES`]).
+    pub fn open_for_replay(dir: &Path) -> Result<Self, StoreError> {
+        let mut store = Self::open(dir)?;
+        store.options = replay_keyspace_options;
+        Ok(store)
+    }
+
     /// Opens an existing store as it is, to read it: nothing is created or set aside, and
     /// a store that cannot be opened is an error.
     pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
@@ -230,6 +246,7 @@ impl ViewStore {
             db,
             meta,
             dir: dir.to_path_buf(),
+            options: keyspace_options,
         })
     }
 
@@ -270,7 +287,7 @@ impl ViewStore {
     pub fn table(&self, view: &str, version: u32) -> Result<ViewTable, StoreError> {
         let keyspace = self
             .db
-            .keyspace(&keyspace_name(view, version), keyspace_options)?;
+            .keyspace(&keyspace_name(view, version), self.options)?;
         Ok(ViewTable {
             db: self.db.clone(),
             keyspace,
