@@ -190,13 +190,19 @@ pub async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, A
 }
 
 /// `GET /metrics`: Prometheus text.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    // Series name views, queues and partitions: with tokens configured, a scraper needs
+    // the `metrics` scope (or `admin`) like any other reader.
+    state.access.check(&headers, Scope::Metrics)?;
     let text = state.metrics.render(state.views.as_deref()).await;
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         )],
         text,
-    )
+    ))
 }

@@ -1,5 +1,6 @@
-//! Access control: bearer tokens, each with scopes (`ingest`, `read`, `admin`), from the
-//! configuration. `admin` implies the other two. With no token configured every request
+//! Access control: bearer tokens, each with scopes (`ingest`, `read`, `metrics`, `admin`),
+//! from the configuration. `admin` implies the others; `metrics` lets a scraper read
+//! `/metrics` and nothing else. With no token configured every request
 //! is allowed: the binary then refuses to listen anywhere but on loopback.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,8 @@ pub enum Scope {
     Ingest,
     /// Query views.
     Read,
+    /// Scrape `/metrics` (what a Prometheus server is given).
+    Metrics,
     /// Operate views (rebuild) and everything else.
     Admin,
 }
@@ -28,8 +31,11 @@ impl FromStr for Scope {
         match text.trim() {
             "ingest" => Ok(Scope::Ingest),
             "read" => Ok(Scope::Read),
+            "metrics" => Ok(Scope::Metrics),
             "admin" => Ok(Scope::Admin),
-            other => Err(format!("unknown scope {other:?} (ingest, read, admin)")),
+            other => Err(format!(
+                "unknown scope {other:?} (ingest, read, metrics, admin)"
+            )),
         }
     }
 }

@@ -17,7 +17,6 @@ pub mod read;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -199,16 +198,35 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(format!(
-                "the body is larger than this server accepts: {rejection}"
-            ))
-        } else {
-            ApiError::invalid("body", rejection.body_text())
-        }
-    })
+/// Reads a request's body, at most `limit` bytes. Handlers take the body unread and call
+/// this only once the request is allowed (its token checked), so an unauthenticated
+/// client cannot make the server hold its body; a declared `Content-Length` over the limit
+/// is refused before anything is read.
+async fn read_body(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|declared| declared > limit as u64) {
+        return Err(ApiError::TooLarge(format!(
+            "the body declares {} bytes; this server accepts at most {limit}",
+            declared.unwrap_or_default()
+        )));
+    }
+    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(
+            format!("the body is larger than this server accepts ({limit} bytes)"),
+        )),
+        Err(error) => Err(ApiError::invalid(
+            "body",
+            format!("the body could not be read: {error}"),
+        )),
+    }
 }
 
 /// The JSON of a receipt, serialised straight from the receipt (a request of 1,000 events
@@ -265,10 +283,10 @@ async fn write(
 async fn post_events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<impl IntoResponse, ApiError> {
     state.access.check(&headers, Scope::Ingest)?;
-    let body = body_bytes(body)?;
+    let body = read_body(&headers, body, state.config.max_body_bytes).await?;
     let events = match media_type(&headers).as_deref() {
         None | Some("application/json") => omnilog_events::parse_batch(&body)?,
         Some("application/x-protobuf" | "application/protobuf") => {
@@ -342,7 +360,7 @@ async fn post_channel(
     Path(channel): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let ingestor = state.channels.get(&channel).cloned().ok_or_else(|| {
         ApiError::NotFound(format!(
@@ -363,7 +381,13 @@ async fn post_channel(
                 .unwrap_or("a body without a content type")
         )));
     }
-    let body = body_bytes(body)?;
+    // A platform cannot send our bearer token; its own signature (over the body)
+    // authenticates it. Without a secret the token is checked before the body is read.
+    let secret = state.config.channel_secrets.get(&channel);
+    if secret.is_none() {
+        state.access.check(&headers, Scope::Ingest)?;
+    }
+    let body = read_body(&headers, body, state.config.max_body_bytes).await?;
     let request = WebhookRequest {
         url: called_url(&state, &headers, &uri),
         content_type,
@@ -376,10 +400,8 @@ async fn post_channel(
         body: body.to_vec(),
         received_at: Utc::now(),
     };
-    // A platform cannot send our bearer token; its own signature authenticates it.
-    match state.config.channel_secrets.get(&channel) {
-        Some(secret) => ingestor.signature().verify(&request, secret)?,
-        None => state.access.check(&headers, Scope::Ingest)?,
+    if let Some(secret) = secret {
+        ingestor.signature().verify(&request, secret)?;
     }
     let events = ingestor.parse(&request)?;
     write(&state, events).await

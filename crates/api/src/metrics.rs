@@ -1,6 +1,7 @@
 //! `/metrics`: Prometheus text (OpenMetrics) of the whole process. HTTP requests are
 //! counted and timed by route template (never by raw path, so ids cannot explode the
-//! series), the projectors register their own series, and per-partition lag is read from
+//! series) and by method (a method HTTP does not define counts as `other`, so made-up
+//! methods cannot either), the projectors register their own series, and per-partition lag is read from
 //! the view runtime at scrape time.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -142,13 +143,30 @@ impl ApiMetrics {
 }
 
 /// Middleware: counts and times every request by its route template.
+/// The method as a label: one of HTTP's own, or `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 pub async fn track(
     State(metrics): State<Arc<ApiMetrics>>,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method()).to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -405,6 +405,7 @@ async fn tokens_guard_ingest_query_and_admin_routes() {
     let access = AccessControl::open()
         .with_token("writer", vec![Scope::Ingest])
         .with_token("reader", vec![Scope::Read])
+        .with_token("scraper", vec![Scope::Metrics])
         .with_token("operator", vec![Scope::Admin]);
     let h = harness(access, &[]).await;
     let body = json!([interaction(
@@ -417,9 +418,11 @@ async fn tokens_guard_ingest_query_and_admin_routes() {
     let ingest = || post("/v1/events", "application/json", body.clone());
     let query = || get("/v1/customers/resolve?kind=email&value=t@example.com");
     let admin = || get("/v1/admin/channels");
+    let metrics = || get("/metrics");
     for (route, allowed) in [
         (&ingest as &dyn Fn() -> Request<Body>, "writer"),
         (&query, "reader"),
+        (&metrics, "scraper"),
         (&admin, "operator"),
     ] {
         let missing = send(&h.app, route()).await;
@@ -794,5 +797,88 @@ async fn a_control_character_in_an_identifier_is_refused_in_json_and_protobuf_an
     .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{:?}", answer.body);
     assert_eq!(answer.body["field"], "[0].interaction_id");
+    assert_eq!(log_size(&h.log).await, 0);
+}
+
+#[tokio::test]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let h = harness(AccessControl::open(), &[]).await;
+    let made_up = |from: usize, to: usize| {
+        let app = h.app.clone();
+        async move {
+            for n in from..to {
+                let request = Request::builder()
+                    .method(
+                        axum::http::Method::from_bytes(format!("MADEUP{n}").as_bytes()).unwrap(),
+                    )
+                    .uri("/v1/queues")
+                    .body(Body::empty())
+                    .unwrap();
+                send(&app, request).await;
+            }
+        }
+    };
+    // The series of a route: the lines that name it.
+    let series_of_queues = || async {
+        let response = h.app.clone().oneshot(get("/metrics")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(!text.contains("MADEUP"), "{text}");
+        text.lines()
+            .filter(|line| line.contains("route=\"/v1/queues\""))
+            .count()
+    };
+    made_up(0, 5).await;
+    let after_five = series_of_queues().await;
+    made_up(5, 200).await;
+    assert!(after_five > 0);
+    assert_eq!(series_of_queues().await, after_five);
+}
+
+#[tokio::test]
+async fn a_body_is_read_only_after_its_token_and_a_declared_length_over_the_limit_is_refused_at_once()
+ {
+    let access = AccessControl::open().with_token("writer", vec![Scope::Ingest]);
+    let h = harness(access, &[]).await;
+    // A body that never comes: answered anyway, so nothing waited for it.
+    let never_ending = || {
+        Body::from_stream(futures_util::stream::pending::<
+            Result<bytes::Bytes, std::io::Error>,
+        >())
+    };
+    let answered = |request: Request<Body>| {
+        let app = h.app.clone();
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(10), send(&app, request))
+                .await
+                .expect("answered without reading the body")
+        }
+    };
+    for path in ["/v1/events", "/v1/channels/chat"] {
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(never_ending())
+            .unwrap();
+        let answer = answered(request).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(answer.content_type, "application/problem+json");
+    }
+    let request = with_token(
+        Request::post("/v1/events")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, "99999999999999")
+            .body(never_ending())
+            .unwrap(),
+        "writer",
+    );
+    let answer = answered(request).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        answer.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("99999999999999")
+    );
     assert_eq!(log_size(&h.log).await, 0);
 }

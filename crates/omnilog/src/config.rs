@@ -36,7 +36,8 @@ pub struct ServerArgs {
     /// The largest request body accepted, in bytes [default: 8 MiB].
     #[arg(long, env = "OMNILOG_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// A bearer token and its scopes, as TOKEN=scope,scope (scopes: ingest, read, admin).
+    /// A bearer token and its scopes, as TOKEN=scope,scope (scopes: ingest, read, metrics,
+    /// admin).
     /// Repeatable; in the environment, separate tokens with ';'.
     #[arg(long = "token", env = "OMNILOG_TOKENS", value_delimiter = ';')]
     pub tokens: Vec<String>,
