@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod problem;
 pub mod queries;
 pub mod read;
+pub mod serving;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub struct ApiConfig {
     /// The verify token of Meta's subscription handshake (`GET` on a Meta channel's URL),
     /// as set in the Meta app dashboard. Without it the handshake is refused.
     pub meta_verify_token: Option<String>,
+    /// How long a client may take to send a request's body (408 after it).
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -57,6 +60,7 @@ impl Default for ApiConfig {
             public_url: None,
             meta_verify_token: None,
             channel_secrets: BTreeMap::new(),
+            body_timeout: serving::BODY_TIMEOUT,
         }
     }
 }
@@ -205,8 +209,9 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
 async fn read_body(
     headers: &HeaderMap,
     body: axum::body::Body,
-    limit: usize,
+    config: &ApiConfig,
 ) -> Result<Bytes, ApiError> {
+    let limit = config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -217,7 +222,14 @@ async fn read_body(
             declared.unwrap_or_default()
         )));
     }
-    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+    let reading = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit));
+    let Ok(read) = tokio::time::timeout(config.body_timeout, reading).await else {
+        return Err(ApiError::SlowBody(format!(
+            "the body did not arrive within {:.1} s",
+            config.body_timeout.as_secs_f64()
+        )));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(
             format!("the body is larger than this server accepts ({limit} bytes)"),
@@ -286,7 +298,7 @@ async fn post_events(
     body: axum::body::Body,
 ) -> Result<impl IntoResponse, ApiError> {
     state.access.check(&headers, Scope::Ingest)?;
-    let body = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let body = read_body(&headers, body, &state.config).await?;
     let events = match media_type(&headers).as_deref() {
         None | Some("application/json") => omnilog_events::parse_batch(&body)?,
         Some("application/x-protobuf" | "application/protobuf") => {
@@ -387,7 +399,7 @@ async fn post_channel(
     if secret.is_none() {
         state.access.check(&headers, Scope::Ingest)?;
     }
-    let body = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let body = read_body(&headers, body, &state.config).await?;
     let request = WebhookRequest {
         url: called_url(&state, &headers, &uri),
         content_type,

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The request conflicts with work in progress (409).
     #[error("{0}")]
     Conflict(String),
+    /// The client did not send its body in time (408).
+    #[error("{0}")]
+    SlowBody(String),
     /// The body is larger than the server accepts (413).
     #[error("{0}")]
     TooLarge(String),
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::Rebalancing(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -70,6 +74,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::SlowBody(_) => "body-too-slow",
             ApiError::TooLarge(_) => "body-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Unavailable(_) => "log-unavailable",

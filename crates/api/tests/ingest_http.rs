@@ -39,6 +39,7 @@ async fn harness(access: AccessControl, secrets: &[(&str, &str)]) -> Harness {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         meta_verify_token: Some("meatyhamhock".to_owned()),
+        body_timeout: std::time::Duration::from_millis(500),
     };
     let app = router(AppState::new(
         ingest,
@@ -878,7 +879,20 @@ async fn a_body_is_read_only_after_its_token_and_a_declared_length_over_the_limi
         answer.body["detail"]
             .as_str()
             .unwrap()
-            .contains("99999999999999")
+            .contains("99999999999999"),
+        "{:?}",
+        answer.body
     );
+    // Allowed, but the body never comes: 408 once the body's time is up.
+    let request = with_token(
+        Request::post("/v1/events")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(never_ending())
+            .unwrap(),
+        "writer",
+    );
+    let answer = answered(request).await;
+    assert_eq!(answer.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(answer.content_type, "application/problem+json");
     assert_eq!(log_size(&h.log).await, 0);
 }

@@ -292,6 +292,7 @@ impl ServerArgs {
                 public_url: self.public_url.or(file.public_url),
                 channel_secrets,
                 meta_verify_token: self.meta_verify_token.or(file.meta_verify_token),
+                body_timeout: defaults.body_timeout,
             },
         })
     }

@@ -387,11 +387,10 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
     let app = router(serve::write_side(ingest, &config).with_cluster(instance.clone(), metrics));
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
+        omnilog_api::serving::serve(listener, app, async {
+            let _ = stopped.await;
+        })
+        .await
     });
     {
         use std::io::Write as _;

@@ -188,12 +188,11 @@ async fn serve_app(
     let (shutdown, stopped) = oneshot::channel::<()>();
     let running_views = views.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-            .context("serving HTTP")?;
+        omnilog_api::serving::serve(listener, app, async {
+            let _ = stopped.await;
+        })
+        .await
+        .context("serving HTTP")?;
         // The router stops before the write path it writes through.
         if let Some(routing) = routing {
             routing.stop().await;

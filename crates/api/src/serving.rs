@@ -1,0 +1,104 @@
+//! The HTTP server loop: hyper's HTTP/1 over a TCP listener, with time limits, so that no
+//! client can hold a connection: headers (of the first request, and of the next one on a
+//! kept-alive connection) must arrive within [`HEADER_TIMEOUT`], a body within
+//! [`BODY_TIMEOUT`] (answered 408 otherwise, see `read_body`), and on shutdown the
+//! connections in flight get [`DRAIN_TIMEOUT`] to finish before they are closed.
+//!
+//! `axum::serve` takes none of these limits, which is why the loop is here: each connection
+//! is hyper's, configured, and watched for a graceful shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+/// How long a client may take to send a request's headers, or to start the next request
+/// on a kept-alive connection.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the requests in flight (and live streams) get to finish once the server stops.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The time limits of [`serve_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct TimeLimits {
+    pub headers: Duration,
+    pub drain: Duration,
+}
+
+impl Default for TimeLimits {
+    fn default() -> Self {
+        TimeLimits {
+            headers: HEADER_TIMEOUT,
+            drain: DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets the
+/// connections in flight finish for up to [`DRAIN_TIMEOUT`] and closes the rest.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve_with(listener, app, shutdown, TimeLimits::default()).await
+}
+
+/// [`serve`] with other time limits (tests use short ones).
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    limits: TimeLimits,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut connection = http1::Builder::new();
+    connection
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.headers)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Out of file descriptors, say: wait a little rather than spin.
+                        tracing::warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                let served = connection.serve_connection(TokioIo::new(stream), service);
+                let watched = graceful.watch(served);
+                tokio::spawn(async move {
+                    // A client that goes away or times out ends its connection; nothing
+                    // to report.
+                    let _ = watched.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.drain) => {
+            tracing::warn!(
+                seconds = limits.drain.as_secs_f64(),
+                "connections still open after the drain time are closed"
+            );
+        }
+    }
+    Ok(())
+}

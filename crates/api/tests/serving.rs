@@ -1,0 +1,75 @@
+//! The server loop's time limits: a client that stalls its headers or idles on a kept-alive
+//! connection is disconnected, and a stop does not wait for stalled clients beyond the
+//! drain time.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use omnilog_api::serving::{TimeLimits, serve_with};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const LIMITS: TimeLimits = TimeLimits {
+    headers: Duration::from_millis(300),
+    drain: Duration::from_millis(500),
+};
+
+/// Reads until the server closes the connection; the bytes read. Bounded: fails after 5 s.
+async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut read = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut read))
+        .await
+        .expect("the server closed the connection within 5 s")
+        .expect("read");
+    read
+}
+
+#[tokio::test]
+async fn stalled_headers_and_idle_connections_are_closed_and_a_stop_does_not_wait_for_them() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_with(
+        listener,
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        LIMITS,
+    ));
+
+    // Headers that never end.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    until_closed(&mut stalled).await;
+    assert!(started.elapsed() >= Duration::from_millis(250));
+
+    // A kept-alive connection left idle after its answer.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut idle).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+
+    // A stop with a client in the middle of its headers: the server is done within the
+    // drain time, whatever that client does.
+    let mut mid_request = TcpStream::connect(addr).await.unwrap();
+    mid_request.write_all(b"GET /hea").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopping = Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stopped within 5 s")
+        .unwrap()
+        .unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(2));
+    assert!(TcpStream::connect(addr).await.is_err());
+}
