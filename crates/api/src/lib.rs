@@ -184,6 +184,7 @@ pub fn router(state: AppState) -> Router {
             metrics,
             metrics::track,
         ))
+        .layer(axum::middleware::from_fn(problem::as_problem))
         .with_state(state)
 }
 
@@ -212,6 +213,19 @@ async fn read_body(
     config: &ApiConfig,
 ) -> Result<Bytes, ApiError> {
     let limit = config.max_body_bytes;
+    if let Some(encoding) = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|value| {
+            String::from_utf8_lossy(value.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|encoding| !encoding.is_empty() && encoding != "identity")
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "content encoding {encoding:?} is not accepted: send the body uncompressed"
+        )));
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())

@@ -2,7 +2,9 @@
 //! and `field` when one field is to blame. Every handler returns [`ApiError`], so no
 //! error leaves the server in another shape.
 
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -132,6 +134,52 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The longest text of an answer [`as_problem`] reads to put into a problem's `detail`.
+const FOREIGN_DETAIL_BYTES: usize = 2048;
+
+/// Makes every error answer a problem: what the handlers answer already is one, and this
+/// rewrites the few that axum answers itself before a handler runs (405 with an empty body
+/// for a method a route does not take, a path that is not UTF-8, a query field given
+/// twice) into `application/problem+json`, keeping their status and headers (`Allow`).
+pub async fn as_problem(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, FOREIGN_DETAIL_BYTES)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let title = status.canonical_reason().unwrap_or("Error");
+    let detail = match text.trim() {
+        "" => title.to_owned(),
+        text => text.to_owned(),
+    };
+    let slug = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed".to_owned(),
+        StatusCode::BAD_REQUEST => "invalid-request".to_owned(),
+        other => format!("http-{}", other.as_u16()),
+    };
+    let body = json!({
+        "type": format!("/problems/{slug}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
 }
 
 impl From<omnilog_events::EventError> for ApiError {

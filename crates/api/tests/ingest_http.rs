@@ -896,3 +896,76 @@ async fn a_body_is_read_only_after_its_token_and_a_declared_length_over_the_limi
     assert_eq!(answer.content_type, "application/problem+json");
     assert_eq!(log_size(&h.log).await, 0);
 }
+
+#[tokio::test]
+async fn axum_s_own_refusals_and_encoded_bodies_are_problems_too() {
+    let h = harness(AccessControl::open(), &[]).await;
+    let request = |method: &str, uri: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for (request, status) in [
+        (
+            request("DELETE", "/v1/views"),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            request("OPTIONS", "/v1/queues"),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            request("GET", "/v1/interactions/%ff"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            request("GET", "/v1/customers/resolve?kind=phone&kind=email"),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let uri = request.uri().clone();
+        let answer = send(&h.app, request).await;
+        assert_eq!(answer.status, status, "{uri}");
+        assert_eq!(answer.content_type, "application/problem+json", "{uri}");
+        assert_eq!(answer.body["status"], status.as_u16(), "{uri}");
+        assert!(!answer.body["detail"].as_str().unwrap().is_empty(), "{uri}");
+    }
+    let not_allowed = h
+        .app
+        .clone()
+        .oneshot(request("DELETE", "/v1/views"))
+        .await
+        .unwrap();
+    assert!(not_allowed.headers().contains_key(header::ALLOW));
+
+    let body = json!([interaction(
+        "z1",
+        json!([{"kind": "phone", "value": "+15550000009"}]),
+        "hold",
+        "2026-03-02T09:00:00Z"
+    )])
+    .to_string();
+    for encoding in ["gzip", "br", "x-unknown"] {
+        let mut encoded = post("/v1/events", "application/json", body.clone());
+        encoded.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static(encoding),
+        );
+        let answer = send(&h.app, encoded).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{encoding}"
+        );
+        assert!(answer.body["detail"].as_str().unwrap().contains(encoding));
+    }
+    assert_eq!(log_size(&h.log).await, 0);
+    let mut identity = post("/v1/events", "application/json", body);
+    identity.headers_mut().insert(
+        header::CONTENT_ENCODING,
+        header::HeaderValue::from_static("identity"),
+    );
+    assert_eq!(send(&h.app, identity).await.status, StatusCode::ACCEPTED);
+}
