@@ -57,10 +57,14 @@ fn for_each_field<'a>(
     Some(())
 }
 
-/// A base-128 varint, at most ten bytes.
+/// A base-128 varint, at most ten bytes; a tenth byte above 1 would overflow 64 bits (prost
+/// refuses it too).
 fn varint(bytes: &mut &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for (index, &byte) in bytes.iter().enumerate().take(10) {
+        if index == 9 && byte > 1 {
+            return None;
+        }
         value |= u64::from(byte & 0x7f) << (7 * index);
         if byte < 0x80 {
             *bytes = &bytes[index + 1..];
@@ -509,6 +513,9 @@ mod tests {
             assert!(read.is_empty());
         }
         assert_eq!(varint(&mut [0x80u8; 11].as_slice()), None);
+        let mut overflowing = [0xffu8; 10];
+        overflowing[9] = 0x02;
+        assert_eq!(varint(&mut overflowing.as_slice()), None);
         assert_eq!(varint(&mut [0x80u8].as_slice()), None);
     }
 }
