@@ -87,8 +87,93 @@ pub fn parse_event(text: &[u8]) -> Result<Event, EventError> {
     }
 }
 
+/// Refuses JSON text in which an object gives a key twice, naming the key by its path:
+/// [`serde_json::Value`] would keep the last of them silently, and which of two values a
+/// producer meant is not for us to guess.
+fn refuse_repeated_keys(text: &[u8]) -> Result<(), EventError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize::<_, UniqueKeys>(&mut deserializer)
+        .map(|_| ())
+        .map_err(|e| EventError::json(String::new(), e))
+}
+
+/// Any JSON value, read only to check that no object in it gives a key twice.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                // Failed while reading the value, so the error's path ends with the key.
+                return map.next_value_seed(RepeatedKey);
+            }
+            map.next_value::<UniqueKeys>()?;
+            seen.insert(key);
+        }
+        Ok(UniqueKeys)
+    }
+}
+
+/// The value of a key given a second time: always an error.
+struct RepeatedKey;
+
+impl<'de> serde::de::DeserializeSeed<'de> for RepeatedKey {
+    type Value = UniqueKeys;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, _: D) -> Result<UniqueKeys, D::Error> {
+        Err(serde::de::Error::custom(
+            "the key is given twice in one object",
+        ))
+    }
+}
+
 /// [`parse_event`] through a [`serde_json::Value`]: any schema version, named errors.
 fn parse_event_general(text: &[u8]) -> Result<Event, EventError> {
+    refuse_repeated_keys(text)?;
     let mut deserializer = serde_json::Deserializer::from_slice(text);
     let value: serde_json::Value = serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|e| EventError::json(String::new(), e))?;
@@ -125,6 +210,7 @@ pub fn parse_batch(text: &[u8]) -> Result<Vec<Event>, EventError> {
 
 /// [`parse_batch`] through a [`serde_json::Value`]: any schema version, named errors.
 fn parse_batch_general(text: &[u8]) -> Result<Vec<Event>, EventError> {
+    refuse_repeated_keys(text)?;
     let mut deserializer = serde_json::Deserializer::from_slice(text);
     let value: serde_json::Value = serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|e| EventError::json(String::new(), e))?;

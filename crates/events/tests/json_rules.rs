@@ -175,3 +175,15 @@ fn control_characters_in_identifiers_and_text_are_refused_naming_the_field() {
         "type":"message","direction":"inbound","author":"customer","text":"Hello,\r\n\tthe invoice is wrong.\n"}"#;
     assert!(parse_event(message.as_bytes()).is_ok());
 }
+
+#[test]
+fn a_key_given_twice_is_refused_naming_it() {
+    let text = r#"[{"occurred_at":"2026-03-02T09:00:00Z","customer":{"id":"k"},"interaction_id":"c0",
+        "channel":"chat","type":"queued","queue":"first","queue":"billing"}]"#;
+    let error = parse_batch(text.as_bytes()).expect_err("a key given twice");
+    assert_eq!(error.field(), Some("[0].queue"), "{error}");
+    assert!(error.to_string().contains("twice"), "{error}");
+    let nested = r#"{"occurred_at":"2026-03-02T09:00:00Z","customer":{"id":"k","id":"j"},
+        "interaction_id":"c0","channel":"chat","type":"hold"}"#;
+    assert_eq!(error_field(nested), "customer.id");
+}
