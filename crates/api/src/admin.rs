@@ -153,7 +153,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, A
         && let Some(lag) = ingest.identity_lag().await.map_err(ApiError::from)?
         && lag > 0
     {
-        return Err(ApiError::Unavailable(format!(
+        return Err(ApiError::NotReady(format!(
             "the identity view is {lag} records behind the log"
         )));
     }
@@ -163,7 +163,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, A
         let local = cluster.local();
         for runtime in local.values() {
             if !runtime.caught_up().await? {
-                return Err(ApiError::Unavailable(
+                return Err(ApiError::NotReady(
                     "this instance's partitions are still catching up; see /v1/views".to_owned(),
                 ));
             }
@@ -183,7 +183,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, A
     if views.caught_up().await? {
         Ok((StatusCode::OK, "ready\n"))
     } else {
-        Err(ApiError::Unavailable(
+        Err(ApiError::NotReady(
             "the views are still catching up with the log; see /v1/views".to_owned(),
         ))
     }

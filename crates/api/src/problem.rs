@@ -41,6 +41,10 @@ pub enum ApiError {
     /// The log cannot make writes durable now; nothing was written (503, retry).
     #[error("{0}")]
     Unavailable(String),
+    /// The server is up but not ready to answer (views or identity behind the log) (503,
+    /// retry).
+    #[error("{0}")]
+    NotReady(String),
     /// Partitions are moving between projector instances (503, retry).
     #[error("{0}")]
     Rebalancing(String),
@@ -63,7 +67,9 @@ impl ApiError {
             ApiError::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) | ApiError::Rebalancing(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::NotReady(_) | ApiError::Rebalancing(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -80,6 +86,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "body-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Unavailable(_) => "log-unavailable",
+            ApiError::NotReady(_) => "not-ready",
             ApiError::Rebalancing(_) => "rebalancing",
             ApiError::Timeout(_) => "wait-timed-out",
             ApiError::Internal(_) => "internal-error",
@@ -118,7 +125,7 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         match &self {
-            ApiError::Unavailable(_) | ApiError::Rebalancing(_) => {
+            ApiError::Unavailable(_) | ApiError::NotReady(_) | ApiError::Rebalancing(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized(_) => {
@@ -220,5 +227,22 @@ impl From<omnilog_channels::ChannelError> for ApiError {
             }
             bad @ ChannelError::BadSignature(_) => ApiError::Unauthorized(bad.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn not_ready_is_its_own_problem_and_asks_to_retry() {
+        let response = ApiError::NotReady("the views are catching up".to_owned()).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["type"], "/problems/not-ready");
     }
 }
