@@ -59,7 +59,7 @@ const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// version, which overlap in key range (customer ids hash across partitions): at 4, fjall
 /// merged them three times over while the replay ran (a fifth of its CPU in `perf`); at
 /// 16, not at all. Three alternated pairs of `/usr/bin/time omnilog replay` on 10M events:
-/// 38.2 s median (62 to 67 s of CPU) at 4, 35.5 s (55 s) at 16. A live server is another
+/// 38.2 s median (62 to 67 s of CPU) at 4, 35.5 s (55 s) at 16 (alternated, one hour). A live server is another
 /// matter: it reads records back from disk (a customer not in memory), and more tables
 /// to look in cost it more than the compactions saved (alternated `omnilog bench` runs:
 /// one event a request 14.7k and 13.8k req/s at 16 against 16.5k and 17.5k at 4, p99
