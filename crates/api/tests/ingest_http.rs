@@ -898,7 +898,7 @@ async fn a_body_is_read_only_after_its_token_and_a_declared_length_over_the_limi
 }
 
 #[tokio::test]
-async fn axum_s_own_refusals_and_encoded_bodies_are_problems_too() {
+async fn axum_s_own_refusals_are_problems_and_only_gzip_bodies_are_decoded() {
     let h = harness(AccessControl::open(), &[]).await;
     let request = |method: &str, uri: &str| {
         Request::builder()
@@ -947,7 +947,7 @@ async fn axum_s_own_refusals_and_encoded_bodies_are_problems_too() {
         "2026-03-02T09:00:00Z"
     )])
     .to_string();
-    for encoding in ["gzip", "br", "x-unknown"] {
+    for encoding in ["br", "deflate", "x-unknown"] {
         let mut encoded = post("/v1/events", "application/json", body.clone());
         encoded.headers_mut().insert(
             header::CONTENT_ENCODING,
@@ -968,4 +968,40 @@ async fn axum_s_own_refusals_and_encoded_bodies_are_problems_too() {
         header::HeaderValue::from_static("identity"),
     );
     assert_eq!(send(&h.app, identity).await.status, StatusCode::ACCEPTED);
+
+    // gzip is read, within the same limit once decompressed.
+    let gzip = |bytes: &[u8]| {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    };
+    let gzipped = |bytes: Vec<u8>| {
+        let mut request = post("/v1/events", "application/json", bytes);
+        request.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
+        request
+    };
+    let other = json!([interaction(
+        "z2",
+        json!([{"kind": "phone", "value": "+15550000010"}]),
+        "hold",
+        "2026-03-02T09:00:00Z"
+    )])
+    .to_string();
+    let size = log_size(&h.log).await;
+    let answer = send(&h.app, gzipped(gzip(other.as_bytes()))).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
+    assert_eq!(log_size(&h.log).await, size + 1);
+    // A bomb: a small body that decompresses past the limit (64 KiB here).
+    let bomb = gzip(&vec![b' '; 1024 * 1024]);
+    assert!(bomb.len() < 64 * 1024);
+    let answer = send(&h.app, gzipped(bomb)).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let answer = send(&h.app, gzipped(b"not gzip at all".to_vec())).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert_eq!(log_size(&h.log).await, size + 1);
 }
