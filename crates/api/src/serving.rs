@@ -2,7 +2,9 @@
 //! client can hold a connection: headers (of the first request, and of the next one on a
 //! kept-alive connection) must arrive within [`HEADER_TIMEOUT`], a body within
 //! [`BODY_TIMEOUT`] (answered 408 otherwise, see `read_body`), and on shutdown the
-//! connections in flight get [`DRAIN_TIMEOUT`] to finish before they are closed.
+//! connections in flight get [`DRAIN_TIMEOUT`] to finish before they are closed. At most
+//! [`MAX_CONNECTIONS`] are served at once; more wait in the listen backlog, so a flood of
+//! connections cannot exhaust the process's file descriptors or memory.
 //!
 //! `axum::serve` takes none of these limits, which is why the loop is here: each connection
 //! is hyper's, configured, and watched for a graceful shutdown.
@@ -25,18 +27,24 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the requests in flight (and live streams) get to finish once the server stops.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The time limits of [`serve_with`].
+/// Connections served at once (the default file descriptor limit of a process is often
+/// 1,024; the log, the store and Kafka need some of them too).
+pub const MAX_CONNECTIONS: usize = 768;
+
+/// The limits of [`serve_with`].
 #[derive(Clone, Copy, Debug)]
-pub struct TimeLimits {
+pub struct Limits {
     pub headers: Duration,
     pub drain: Duration,
+    pub connections: usize,
 }
 
-impl Default for TimeLimits {
+impl Default for Limits {
     fn default() -> Self {
-        TimeLimits {
+        Limits {
             headers: HEADER_TIMEOUT,
             drain: DRAIN_TIMEOUT,
+            connections: MAX_CONNECTIONS,
         }
     }
 }
@@ -48,16 +56,17 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    serve_with(listener, app, shutdown, TimeLimits::default()).await
+    serve_with(listener, app, shutdown, Limits::default()).await
 }
 
-/// [`serve`] with other time limits (tests use short ones).
+/// [`serve`] with other limits (tests use small ones).
 pub async fn serve_with(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()>,
-    limits: TimeLimits,
+    limits: Limits,
 ) -> std::io::Result<()> {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.connections));
     let graceful = GracefulShutdown::new();
     let mut connection = http1::Builder::new();
     connection
@@ -66,6 +75,14 @@ pub async fn serve_with(
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
+        // A slot first: with every slot taken, new connections wait in the backlog.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let stream = match accepted {
@@ -83,8 +100,9 @@ pub async fn serve_with(
                 let watched = graceful.watch(served);
                 tokio::spawn(async move {
                     // A client that goes away or times out ends its connection; nothing
-                    // to report.
+                    // to report. Its slot is free again once it is done.
                     let _ = watched.await;
+                    drop(slot);
                 });
             }
             () = &mut shutdown => break,

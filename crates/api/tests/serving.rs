@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use omnilog_api::serving::{TimeLimits, serve_with};
+use omnilog_api::serving::{Limits, serve_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const LIMITS: TimeLimits = TimeLimits {
+const LIMITS: Limits = Limits {
     headers: Duration::from_millis(300),
     drain: Duration::from_millis(500),
+    connections: 64,
 };
 
 /// Reads until the server closes the connection; the bytes read. Bounded: fails after 5 s.
@@ -72,4 +73,50 @@ async fn stalled_headers_and_idle_connections_are_closed_and_a_stop_does_not_wai
         .unwrap();
     assert!(stopping.elapsed() < Duration::from_secs(2));
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_until_one_is_done() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = Limits {
+        headers: Duration::from_secs(5),
+        drain: Duration::from_millis(500),
+        connections: 1,
+    };
+    let server = tokio::spawn(serve_with(
+        listener,
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        limits,
+    ));
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let mut answer = [0u8; 12];
+    first.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    // The first connection is kept alive and holds the only slot: the second waits.
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    second.write_all(request).await.unwrap();
+    let waited =
+        tokio::time::timeout(Duration::from_millis(500), second.read_exact(&mut answer)).await;
+    assert!(waited.is_err(), "answered beyond the connection limit");
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut answer))
+        .await
+        .expect("answered once the first connection closed")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    drop(second);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("stopped")
+        .unwrap()
+        .unwrap();
 }
