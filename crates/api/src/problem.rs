@@ -103,6 +103,27 @@ impl ApiError {
     }
 }
 
+/// Numbers the failures whose details only the server's log gets.
+static INCIDENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl ApiError {
+    /// What the answer says. A failure of the server's own (a storage error, a bug) is said
+    /// in words, with the number under which the log has its details: the raw error names
+    /// files, record keys and OS codes, which are for the operator, not the client.
+    fn public_detail(&self) -> String {
+        let words = match self {
+            ApiError::Internal(_) => "the server could not answer this request",
+            ApiError::Unavailable(_) => {
+                "the log cannot take writes now; nothing of this request was written, retry later"
+            }
+            other => return other.to_string(),
+        };
+        let incident = INCIDENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(incident, status = self.status().as_u16(), error = %self, "request failed");
+        format!("{words} (incident {incident} in the server's log)")
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -110,7 +131,7 @@ impl IntoResponse for ApiError {
             "type": format!("/problems/{}", self.slug()),
             "title": status.canonical_reason().unwrap_or("Error"),
             "status": status.as_u16(),
-            "detail": self.to_string(),
+            "detail": self.public_detail(),
         });
         if let ApiError::Invalid {
             field: Some(field), ..
@@ -136,7 +157,9 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        if status.is_server_error() {
+        if status.is_server_error()
+            && !matches!(self, ApiError::Internal(_) | ApiError::Unavailable(_))
+        {
             tracing::warn!(status = status.as_u16(), detail = %self, "request failed");
         }
         response
@@ -233,6 +256,37 @@ impl From<omnilog_channels::ChannelError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn detail_of(error: ApiError) -> String {
+        let response = error.into_response();
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        body["detail"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn server_failures_are_said_in_words_and_their_internals_go_to_the_log() {
+        let internal = detail_of(ApiError::Internal(
+            "view state record \"rb\\0x\" is unreadable".to_owned(),
+        ))
+        .await;
+        assert!(!internal.contains("rb"), "{internal}");
+        assert!(internal.contains("incident"), "{internal}");
+        let full = detail_of(ApiError::Unavailable(
+            "storage: IO error: Os { code: 28, kind: StorageFull }".to_owned(),
+        ))
+        .await;
+        assert!(!full.contains("Os {"), "{full}");
+        assert!(
+            full.contains("nothing of this request was written"),
+            "{full}"
+        );
+        // The client's own mistakes keep their words.
+        let invalid = detail_of(ApiError::invalid("[0].queue", "must not be empty")).await;
+        assert_eq!(invalid, "must not be empty");
+    }
 
     #[tokio::test]
     async fn not_ready_is_its_own_problem_and_asks_to_retry() {
