@@ -36,6 +36,19 @@ pub struct ServerArgs {
     /// The largest request body accepted, in bytes [default: 8 MiB].
     #[arg(long, env = "OMNILOG_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Seconds a client may take to send a request's headers, or to start its next request
+    /// on a kept-alive connection [default: 10].
+    #[arg(long, env = "OMNILOG_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a client may take to send a request's body (408 after) [default: 30].
+    #[arg(long, env = "OMNILOG_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Seconds the requests in flight get to finish when the server stops [default: 10].
+    #[arg(long, env = "OMNILOG_DRAIN_SECS")]
+    pub drain_secs: Option<u64>,
+    /// Connections served at once; more wait in the listen backlog [default: 768].
+    #[arg(long, env = "OMNILOG_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// A bearer token and its scopes, as TOKEN=scope,scope (scopes: ingest, read, metrics,
     /// admin).
     /// Repeatable; in the environment, separate tokens with ';'.
@@ -117,6 +130,10 @@ struct FileConfig {
     partitions: Option<u32>,
     public_url: Option<String>,
     max_body_bytes: Option<usize>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    drain_secs: Option<u64>,
+    max_connections: Option<usize>,
     #[serde(default)]
     tokens: Vec<FileToken>,
     #[serde(default)]
@@ -156,6 +173,8 @@ pub struct ServerConfig {
     pub reporting: ReportingConfig,
     pub access: AccessControl,
     pub api: ApiConfig,
+    /// The HTTP server's time and connection limits.
+    pub http: omnilog_api::serving::Limits,
     pub log: LogBackend,
     /// `omnilog projector`'s settings from the file, which its flags override.
     pub projector_file: ProjectorFileSettings,
@@ -229,6 +248,26 @@ impl ServerArgs {
             }
             router.offer_timeout = std::time::Duration::from_secs(seconds);
         }
+        for (flag, value) in [
+            (
+                "--header-timeout-secs",
+                self.header_timeout_secs.or(file.header_timeout_secs),
+            ),
+            (
+                "--body-timeout-secs",
+                self.body_timeout_secs.or(file.body_timeout_secs),
+            ),
+            (
+                "--max-connections",
+                self.max_connections
+                    .or(file.max_connections)
+                    .map(|n| n as u64),
+            ),
+        ] {
+            if value == Some(0) {
+                bail!("{flag} must be at least 1");
+            }
+        }
         let mut levels: Vec<(String, u32)> = file.service_level.into_iter().collect();
         for entry in &self.service_levels {
             levels.push(parse_service_level(entry)?);
@@ -292,7 +331,27 @@ impl ServerArgs {
                 public_url: self.public_url.or(file.public_url),
                 channel_secrets,
                 meta_verify_token: self.meta_verify_token.or(file.meta_verify_token),
-                body_timeout: defaults.body_timeout,
+                body_timeout: self
+                    .body_timeout_secs
+                    .or(file.body_timeout_secs)
+                    .map_or(defaults.body_timeout, std::time::Duration::from_secs),
+            },
+            http: {
+                let limits = omnilog_api::serving::Limits::default();
+                omnilog_api::serving::Limits {
+                    headers: self
+                        .header_timeout_secs
+                        .or(file.header_timeout_secs)
+                        .map_or(limits.headers, std::time::Duration::from_secs),
+                    drain: self
+                        .drain_secs
+                        .or(file.drain_secs)
+                        .map_or(limits.drain, std::time::Duration::from_secs),
+                    connections: self
+                        .max_connections
+                        .or(file.max_connections)
+                        .unwrap_or(limits.connections),
+                }
             },
         })
     }
@@ -422,6 +481,47 @@ mod tests {
             ..ServerArgs::default()
         };
         assert!(format!("{:#}", bad_channel.resolve().unwrap_err()).contains("pigeon"));
+        let no_connections = ServerArgs {
+            max_connections: Some(0),
+            ..ServerArgs::default()
+        };
+        assert!(
+            format!("{:#}", no_connections.resolve().unwrap_err()).contains("--max-connections")
+        );
+    }
+
+    #[test]
+    fn http_limits_come_from_the_file_and_flags_with_defaults() {
+        let defaults = ServerArgs::default().resolve().unwrap();
+        assert_eq!(
+            defaults.http.connections,
+            omnilog_api::serving::MAX_CONNECTIONS
+        );
+        assert_eq!(
+            defaults.api.body_timeout,
+            omnilog_api::serving::BODY_TIMEOUT
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("omnilog.toml");
+        std::fs::write(
+            &path,
+            "header_timeout_secs = 3
+body_timeout_secs = 4
+drain_secs = 5
+max_connections = 6
+",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            drain_secs: Some(7),
+            ..ServerArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.http.headers, std::time::Duration::from_secs(3));
+        assert_eq!(config.api.body_timeout, std::time::Duration::from_secs(4));
+        assert_eq!(config.http.drain, std::time::Duration::from_secs(7));
+        assert_eq!(config.http.connections, 6);
     }
 
     #[test]

@@ -386,10 +386,16 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
 
     let app = router(serve::write_side(ingest, &config).with_cluster(instance.clone(), metrics));
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = config.http;
     let http = tokio::spawn(async move {
-        omnilog_api::serving::serve(listener, app, async {
-            let _ = stopped.await;
-        })
+        omnilog_api::serving::serve_with(
+            listener,
+            app,
+            async {
+                let _ = stopped.await;
+            },
+            limits,
+        )
         .await
     });
     {

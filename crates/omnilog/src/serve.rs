@@ -187,10 +187,16 @@ async fn serve_app(
     let addr = listener.local_addr()?;
     let (shutdown, stopped) = oneshot::channel::<()>();
     let running_views = views.clone();
+    let limits = config.http;
     let task = tokio::spawn(async move {
-        omnilog_api::serving::serve(listener, app, async {
-            let _ = stopped.await;
-        })
+        omnilog_api::serving::serve_with(
+            listener,
+            app,
+            async {
+                let _ = stopped.await;
+            },
+            limits,
+        )
         .await
         .context("serving HTTP")?;
         // The router stops before the write path it writes through.
