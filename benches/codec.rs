@@ -1,6 +1,7 @@
 //! The codecs and the partitioner, per event: protobuf decode (what every projector does
-//! for every record; the direct reader and prost's path side by side), canonical JSON decode (what `POST /v1/events` does), canonical JSON
-//! encode (what export does), and Kafka's murmur2 partitioner (what every append does).
+//! for every record; the direct reader and prost's path side by side), canonical JSON
+//! decode (what `POST /v1/events` does), canonical JSON encode (what export does), and
+//! Kafka's murmur2 partitioner (what every append does).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use omnilog_events::{decode, decode_through_prost, encode, parse_event, to_canonical_json};

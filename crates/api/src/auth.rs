@@ -1,7 +1,7 @@
 //! Access control: bearer tokens, each with scopes (`ingest`, `read`, `metrics`, `admin`),
 //! from the configuration. `admin` implies the others; `metrics` lets a scraper read
-//! `/metrics` and nothing else. With no token configured every request
-//! is allowed: the binary then refuses to listen anywhere but on loopback.
+//! `/metrics` and nothing else. With no token configured every request is allowed: the
+//! binary then refuses to listen anywhere but on loopback.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

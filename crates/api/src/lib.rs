@@ -18,7 +18,7 @@ pub mod serving;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -146,7 +146,6 @@ impl AppState {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let limit = state.config.max_body_bytes;
     let metrics = state.metrics.clone();
     Router::new()
         .route("/v1/events", post(post_events))
@@ -179,7 +178,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(|uri: OriginalUri| async move {
             ApiError::NotFound(format!("no route for {}", uri.0.path()))
         })
-        .layer(DefaultBodyLimit::max(limit))
         .route_layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,

@@ -1,8 +1,8 @@
 //! `/metrics`: Prometheus text (OpenMetrics) of the whole process. HTTP requests are
 //! counted and timed by route template (never by raw path, so ids cannot explode the
 //! series) and by method (a method HTTP does not define counts as `other`, so made-up
-//! methods cannot either), the projectors register their own series, and per-partition lag is read from
-//! the view runtime at scrape time.
+//! methods cannot either), the projectors register their own series, and per-partition
+//! lag is read from the view runtime at scrape time.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -142,7 +142,6 @@ impl ApiMetrics {
     }
 }
 
-/// Middleware: counts and times every request by its route template.
 /// The method as a label: one of HTTP's own, or `other`.
 fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
@@ -160,6 +159,7 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
+/// Middleware: counts and times every request by its route template.
 pub async fn track(
     State(metrics): State<Arc<ApiMetrics>>,
     request: Request,

@@ -856,24 +856,23 @@ async fn a_body_is_read_only_after_its_token_and_a_declared_length_over_the_limi
                 .expect("answered without reading the body")
         }
     };
-    for path in ["/v1/events", "/v1/channels/chat"] {
-        let request = Request::post(path)
+    let never_ending_post = |path: &str| {
+        Request::post(path)
             .header(header::CONTENT_TYPE, "application/json")
             .body(never_ending())
-            .unwrap();
-        let answer = answered(request).await;
+            .unwrap()
+    };
+    for path in ["/v1/events", "/v1/channels/chat"] {
+        let answer = answered(never_ending_post(path)).await;
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path}");
         assert_eq!(answer.content_type, "application/problem+json");
     }
-    let request = with_token(
-        Request::post("/v1/events")
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::CONTENT_LENGTH, "99999999999999")
-            .body(never_ending())
-            .unwrap(),
-        "writer",
+    let mut declared_huge = with_token(never_ending_post("/v1/events"), "writer");
+    declared_huge.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        header::HeaderValue::from_static("99999999999999"),
     );
-    let answer = answered(request).await;
+    let answer = answered(declared_huge).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(
         answer.body["detail"]
@@ -884,14 +883,7 @@ async fn a_body_is_read_only_after_its_token_and_a_declared_length_over_the_limi
         answer.body
     );
     // Allowed, but the body never comes: 408 once the body's time is up.
-    let request = with_token(
-        Request::post("/v1/events")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(never_ending())
-            .unwrap(),
-        "writer",
-    );
-    let answer = answered(request).await;
+    let answer = answered(with_token(never_ending_post("/v1/events"), "writer")).await;
     assert_eq!(answer.status, StatusCode::REQUEST_TIMEOUT);
     assert_eq!(answer.content_type, "application/problem+json");
     assert_eq!(log_size(&h.log).await, 0);

@@ -1,6 +1,6 @@
-//! The server loop's time limits: a client that stalls its headers or idles on a kept-alive
-//! connection is disconnected, and a stop does not wait for stalled clients beyond the
-//! drain time.
+//! The server loop's limits: a client that stalls its headers or idles on a kept-alive
+//! connection is disconnected, a stop does not wait for stalled clients beyond the drain
+//! time, and connections beyond the limit wait their turn.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,29 @@ const LIMITS: Limits = Limits {
     connections: 64,
 };
 
+/// A server of one route on a free loopback port: its address, what stops it, and its task.
+async fn start(
+    limits: Limits,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_with(
+        listener,
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        limits,
+    ));
+    (addr, stop, server)
+}
+
 /// Reads until the server closes the connection; the bytes read. Bounded: fails after 5 s.
 async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
     let mut read = Vec::new();
@@ -28,18 +51,7 @@ async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test]
 async fn stalled_headers_and_idle_connections_are_closed_and_a_stop_does_not_wait_for_them() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_with(
-        listener,
-        app,
-        async {
-            let _ = stopped.await;
-        },
-        LIMITS,
-    ));
+    let (addr, stop, server) = start(LIMITS).await;
 
     // Headers that never end.
     let mut stalled = TcpStream::connect(addr).await.unwrap();
@@ -77,23 +89,12 @@ async fn stalled_headers_and_idle_connections_are_closed_and_a_stop_does_not_wai
 
 #[tokio::test]
 async fn connections_beyond_the_limit_wait_until_one_is_done() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let limits = Limits {
+    let (addr, stop, server) = start(Limits {
         headers: Duration::from_secs(5),
         drain: Duration::from_millis(500),
         connections: 1,
-    };
-    let server = tokio::spawn(serve_with(
-        listener,
-        app,
-        async {
-            let _ = stopped.await;
-        },
-        limits,
-    ));
+    })
+    .await;
     let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut first = TcpStream::connect(addr).await.unwrap();
     first.write_all(request).await.unwrap();

@@ -175,15 +175,22 @@ fn map_entry<T: Default>(
     Some((key, entry))
 }
 
-/// A body message whose only field is a required `agent_id = 1`.
-fn agent_only(bytes: &[u8]) -> Option<String> {
-    let mut agent = String::new();
+/// A message whose fields are strings numbered 1 to `N`, each given at most as written
+/// (`None` for one absent, which proto3 reads as empty unless the field is `optional`).
+fn texts<const N: usize>(bytes: &[u8]) -> Option<[Option<String>; N]> {
+    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
     for_each_field(bytes, |field, value| {
-        (field == 1).then_some(())?;
-        agent = text(value)?;
+        let slot = found.get_mut(usize::try_from(field).ok()?.checked_sub(1)?)?;
+        *slot = Some(text(value)?);
         Some(())
     })?;
-    required(agent)
+    Some(found)
+}
+
+/// A body message whose only field is a required `agent_id = 1`.
+fn agent_only(bytes: &[u8]) -> Option<String> {
+    let [agent] = texts(bytes)?;
+    required(agent.unwrap_or_default())
 }
 
 /// A body message with no fields.
@@ -261,27 +268,14 @@ fn body(field: u64, bytes: &[u8]) -> Option<Body> {
             agent_id: agent_only(bytes)?,
         },
         27 => {
-            let (mut to_queue, mut to_agent) = (None, None);
-            for_each_field(bytes, |field, value| {
-                match field {
-                    1 => to_queue = Some(text(value)?),
-                    2 => to_agent = Some(text(value)?),
-                    _ => return None,
-                }
-                Some(())
-            })?;
+            let [to_queue, to_agent] = texts(bytes)?;
             Body::Transferred { to_queue, to_agent }
         }
         28 => empty(bytes, Body::Hold)?,
         29 => empty(bytes, Body::Resumed)?,
         30 => empty(bytes, Body::Abandoned)?,
         31 => {
-            let mut reason = None;
-            for_each_field(bytes, |field, value| {
-                (field == 1).then_some(())?;
-                reason = Some(text(value)?);
-                Some(())
-            })?;
+            let [reason] = texts(bytes)?;
             Body::Ended { reason }
         }
         32 => {
@@ -315,18 +309,10 @@ fn body(field: u64, bytes: &[u8]) -> Option<Body> {
             Body::Csat { score }
         }
         34 => {
-            let (mut agent_id, mut note) = (String::new(), String::new());
-            for_each_field(bytes, |field, value| {
-                match field {
-                    1 => agent_id = text(value)?,
-                    2 => note = text(value)?,
-                    _ => return None,
-                }
-                Some(())
-            })?;
+            let [agent_id, note] = texts(bytes)?;
             Body::Note {
-                agent_id: required(agent_id)?,
-                text: note,
+                agent_id: required(agent_id.unwrap_or_default())?,
+                text: note.unwrap_or_default(),
             }
         }
         35 => {
@@ -340,32 +326,16 @@ fn body(field: u64, bytes: &[u8]) -> Option<Body> {
         }
         36 => empty(bytes, Body::IdentityLinked)?,
         37 => {
-            let (mut from_customer, mut into_customer) = (String::new(), String::new());
-            for_each_field(bytes, |field, value| {
-                match field {
-                    1 => from_customer = text(value)?,
-                    2 => into_customer = text(value)?,
-                    _ => return None,
-                }
-                Some(())
-            })?;
+            let [from_customer, into_customer] = texts(bytes)?;
             Body::CustomersMerged {
-                from_customer: required(from_customer)?,
-                into_customer: required(into_customer)?,
+                from_customer: required(from_customer.unwrap_or_default())?,
+                into_customer: required(into_customer.unwrap_or_default())?,
             }
         }
         38 => {
-            let (mut reason, mut notice) = (String::new(), None);
-            for_each_field(bytes, |field, value| {
-                match field {
-                    1 => reason = text(value)?,
-                    2 => notice = Some(text(value)?),
-                    _ => return None,
-                }
-                Some(())
-            })?;
+            let [reason, notice] = texts(bytes)?;
             Body::ProactiveNotice {
-                reason,
+                reason: reason.unwrap_or_default(),
                 text: notice,
             }
         }
@@ -480,23 +450,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_as_this_build_encodes_them_take_the_direct_path() {
-        let events = crate::parse_batch(
-            br#"[
-            {"event_id": "0b6c6c2e-3c41-4f5e-9d0e-7d3b1c2a9f10", "source": "voice.twilio",
-             "source_event_id": "CA1:q", "occurred_at": "2026-03-02T09:00:00.5Z",
-             "recorded_at": "2026-03-02T09:00:01Z",
-             "customer": {"id": "k", "handles": [{"kind": "phone", "value": "+15550000001"}]},
-             "interaction_id": "CA1", "channel": "voice", "type": "queued", "queue": "billing",
-             "priority": -2, "skills": ["billing", "fr"], "attributes": {"duration": "12"}},
-            {"occurred_at": "2026-03-02T09:00:00Z", "type": "agent_state", "agent_id": "ann",
-             "state": "available", "skills": [], "capacity": {"chat": 3, "voice": 1}},
-            {"occurred_at": "2026-03-02T09:00:00Z", "customer": {"id": "k"}, "interaction_id": "c",
-             "channel": "chat", "type": "wrapped_up", "agent_id": "ann", "resolved": true,
-             "topics": ["refund"]}
-        ]"#,
-        )
-        .unwrap();
+    fn records_of_every_type_as_this_build_encodes_them_take_the_direct_path() {
+        let envelope = r#""event_id": "0b6c6c2e-3c41-4f5e-9d0e-7d3b1c2a9f10", "source": "voice.twilio",
+            "source_event_id": "CA1:q", "occurred_at": "2026-03-02T09:00:00.5Z", "recorded_at": "2026-03-02T09:00:01Z",
+            "customer": {"id": "k", "handles": [{"kind": "phone", "value": "+15550000001"}]},
+            "interaction_id": "CA1", "channel": "voice", "attributes": {"duration": "12"}"#;
+        let bodies = [
+            r#""type": "interaction_started", "direction": "inbound", "subject": "s", "self_service": true"#,
+            r#""type": "message", "direction": "outbound", "author": "agent", "agent_id": "ann", "text": "t""#,
+            r#""type": "queued", "queue": "billing", "priority": -2, "skills": ["billing", "fr"]"#,
+            r#""type": "offered", "agent_id": "ann""#,
+            r#""type": "offer_declined", "agent_id": "ann""#,
+            r#""type": "offer_timed_out", "agent_id": "ann""#,
+            r#""type": "assigned", "agent_id": "ann""#,
+            r#""type": "transferred", "to_queue": "tech", "to_agent": "bo""#,
+            r#""type": "hold""#,
+            r#""type": "resumed""#,
+            r#""type": "abandoned""#,
+            r#""type": "ended", "reason": "hung up""#,
+            r#""type": "wrapped_up", "agent_id": "ann", "resolved": true, "disposition": "d", "topics": ["refund"]"#,
+            r#""type": "csat", "score": 4"#,
+            r#""type": "note", "agent_id": "ann", "text": "called back""#,
+            r#""type": "tagged", "topics": ["refund", "invoice"]"#,
+            r#""type": "proactive_notice", "reason": "outage", "text": "t""#,
+        ];
+        let mut events: Vec<Event> = bodies
+            .iter()
+            .map(|body| {
+                crate::parse_event(format!("{{{envelope}, {body}}}").as_bytes())
+                    .unwrap_or_else(|e| panic!("{body}: {e}"))
+            })
+            .collect();
+        events.extend(
+            crate::parse_batch(
+                br#"[
+                {"occurred_at": "2026-03-02T09:00:00Z", "type": "identity_linked",
+                 "customer": {"id": "k", "handles": [{"kind": "email", "value": "k@example.com"}]}},
+                {"occurred_at": "2026-03-02T09:00:00Z", "type": "customers_merged",
+                 "from_customer": "a", "into_customer": "b"},
+                {"occurred_at": "2026-03-02T09:00:00Z", "type": "agent_state", "agent_id": "ann",
+                 "state": "available", "skills": [], "capacity": {"chat": 3, "voice": 1}}
+            ]"#,
+            )
+            .unwrap(),
+        );
+        let types: std::collections::BTreeSet<&str> =
+            events.iter().map(|e| e.event_type().as_str()).collect();
+        assert_eq!(types.len(), crate::EventType::ALL.len(), "{types:?}");
         for event in events {
             let bytes = crate::encode(&event);
             assert_eq!(decode_canonical(&bytes).as_ref(), Some(&event));

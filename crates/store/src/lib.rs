@@ -51,21 +51,22 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// fjall's memtable of each version: writes held in memory until flushed to a disk table.
 const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Disk tables a first level gathers before fjall compacts them into the next, in a store
-/// a replay builds (see [`ViewStore::open_for_replay`]); a server's store keeps fjall's 4.
+/// Disk tables a first level gathers before fjall compacts them into the next, in a store a
+/// replay builds (see [`ViewStore::open_for_replay`]); a server's store keeps fjall's 4.
 ///
 /// A replay writes each pass of the log as one large sorted table set, and reads nothing
 /// back. A replay of 10M events writes about fourteen such sets into the journey view's
 /// version, which overlap in key range (customer ids hash across partitions): at 4, fjall
-/// merged them three times over while the replay ran (a fifth of its CPU in `perf`); at
-/// 16, not at all. Three alternated pairs of `/usr/bin/time omnilog replay` on 10M events:
-/// 38.2 s median (62 to 67 s of CPU) at 4, 35.5 s (55 s) at 16 (alternated, one hour). A live server is another
-/// matter: it reads records back from disk (a customer not in memory), and more tables
-/// to look in cost it more than the compactions saved (alternated `omnilog bench` runs:
-/// one event a request 14.7k and 13.8k req/s at 16 against 16.5k and 17.5k at 4, p99
-/// latency 11.8 and 7.8 ms against 3.3 and 4.9 ms). fjall stores a keyspace's options with
-/// it, so a replayed store keeps 16 when served (read-only). Kept below 20, where fjall
-/// starts to slow writes down for a crowded first level.
+/// merged them three times over while the replay ran (a fifth of its CPU in `perf`); at 16,
+/// not at all. Three alternated pairs of `/usr/bin/time omnilog replay` on 10M events: 38.2
+/// s median (62 to 67 s of CPU) at 4, 35.5 s (55 s) at 16 (alternated, one hour). A live
+/// server is another matter: it reads records back from disk (a customer not in memory),
+/// and more tables to look in cost it more than the compactions saved (alternated runs of
+/// `omnilog bench --events 2000 --ingest-events 200000 --single-requests 20000
+/// --latency-seconds 10`: one event a request 14.7k and 13.8k req/s at 16 against 16.5k and
+/// 17.5k at 4, p99 latency 11.8 and 7.8 ms against 3.3 and 4.9 ms). fjall stores a
+/// keyspace's options with it, so a replayed store keeps 16 when served (read-only). Kept
+/// below 20, where fjall starts to slow writes down for a crowded first level.
 const REPLAY_FIRST_LEVEL_TABLES: u8 = 16;
 
 fn keyspace_options() -> KeyspaceCreateOptions {
@@ -389,34 +390,15 @@ impl std::fmt::Debug for ViewTable {
 }
 
 /// Puts and deletes as one list in key order, each key once (a bulk ingestion takes keys in
-/// order). A checkpoint's changes come with both lists sorted already, which a linear merge
-/// keeps; in any other order they are sorted here.
+/// order). The sort is stable and merges sorted runs in one pass: a checkpoint's changes
+/// come as two sorted lists, which cost it a linear merge, not a sort.
 fn in_key_order(changes: Changes) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     let Changes { puts, deletes } = changes;
     let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> =
         Vec::with_capacity(puts.len() + deletes.len());
-    if puts.is_sorted_by(|a, b| a.0 < b.0) && deletes.is_sorted_by(|a, b| a < b) {
-        let mut puts = puts.into_iter().peekable();
-        let mut deletes = deletes.into_iter().peekable();
-        loop {
-            let put_first = match (puts.peek(), deletes.peek()) {
-                (Some((put, _)), Some(delete)) => put <= delete,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            let next = if put_first {
-                puts.next().map(|(key, value)| (key, Some(value)))
-            } else {
-                deletes.next().map(|key| (key, None))
-            };
-            entries.extend(next);
-        }
-    } else {
-        entries.extend(puts.into_iter().map(|(k, v)| (k, Some(v))));
-        entries.extend(deletes.into_iter().map(|k| (k, None)));
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    }
+    entries.extend(puts.into_iter().map(|(k, v)| (k, Some(v))));
+    entries.extend(deletes.into_iter().map(|k| (k, None)));
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
     entries.dedup_by(|later, earlier| later.0 == earlier.0);
     entries
 }
@@ -631,6 +613,7 @@ mod tests {
         let repeated = changes(&[(b"a", b"1"), (b"a", b"1")], &[]);
         assert_eq!(in_key_order(repeated), expected[..1].to_vec());
     }
+
     #[test]
     fn a_commit_writes_changes_and_checkpoint_together() {
         let dir = tempfile::tempdir().unwrap();

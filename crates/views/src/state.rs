@@ -351,87 +351,54 @@ pub trait RecordMap<K: Key, V: Record>: Default + Clone + Debug + Send + Sync + 
     fn entries(&self) -> Self::Iter<'_>;
 }
 
-impl<K: Key, V: Record> RecordMap<K, V> for BTreeMap<K, Entry<V>> {
-    type Iter<'a> = std::collections::btree_map::Iter<'a, K, Entry<V>>;
+/// Implements [`RecordMap`] for a standard map whose methods have the same names.
+macro_rules! record_map {
+    ($map:ident, $iter:ty) => {
+        impl<K: Key, V: Record> RecordMap<K, V> for $map<K, Entry<V>> {
+            type Iter<'a> = $iter;
 
-    fn find<Q: Ord + Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&Entry<V>>
-    where
-        K: Borrow<Q>,
-    {
-        self.get(key)
-    }
+            fn find<Q: Ord + Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&Entry<V>>
+            where
+                K: Borrow<Q>,
+            {
+                self.get(key)
+            }
 
-    fn find_mut<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut Entry<V>>
-    where
-        K: Borrow<Q>,
-    {
-        self.get_mut(key)
-    }
+            fn find_mut<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut Entry<V>>
+            where
+                K: Borrow<Q>,
+            {
+                self.get_mut(key)
+            }
 
-    fn entry_of(&mut self, key: K) -> &mut Entry<V> {
-        self.entry(key).or_insert_with(Entry::vacant)
-    }
+            fn entry_of(&mut self, key: K) -> &mut Entry<V> {
+                self.entry(key).or_insert_with(Entry::vacant)
+            }
 
-    fn put(&mut self, key: K, entry: Entry<V>) -> Option<Entry<V>> {
-        self.insert(key, entry)
-    }
+            fn put(&mut self, key: K, entry: Entry<V>) -> Option<Entry<V>> {
+                self.insert(key, entry)
+            }
 
-    fn delete<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q)
-    where
-        K: Borrow<Q>,
-    {
-        self.remove(key);
-    }
+            fn delete<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q)
+            where
+                K: Borrow<Q>,
+            {
+                self.remove(key);
+            }
 
-    fn keep(&mut self, keep: impl FnMut(&K, &mut Entry<V>) -> bool) {
-        self.retain(keep);
-    }
+            fn keep(&mut self, keep: impl FnMut(&K, &mut Entry<V>) -> bool) {
+                self.retain(keep);
+            }
 
-    fn entries(&self) -> Self::Iter<'_> {
-        self.iter()
-    }
+            fn entries(&self) -> Self::Iter<'_> {
+                self.iter()
+            }
+        }
+    };
 }
 
-impl<K: Key, V: Record> RecordMap<K, V> for FastMap<K, Entry<V>> {
-    type Iter<'a> = std::collections::hash_map::Iter<'a, K, Entry<V>>;
-
-    fn find<Q: Ord + Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&Entry<V>>
-    where
-        K: Borrow<Q>,
-    {
-        self.get(key)
-    }
-
-    fn find_mut<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut Entry<V>>
-    where
-        K: Borrow<Q>,
-    {
-        self.get_mut(key)
-    }
-
-    fn entry_of(&mut self, key: K) -> &mut Entry<V> {
-        self.entry(key).or_insert_with(Entry::vacant)
-    }
-
-    fn put(&mut self, key: K, entry: Entry<V>) -> Option<Entry<V>> {
-        self.insert(key, entry)
-    }
-
-    fn delete<Q: Ord + Hash + Eq + ?Sized>(&mut self, key: &Q)
-    where
-        K: Borrow<Q>,
-    {
-        self.remove(key);
-    }
-
-    fn keep(&mut self, keep: impl FnMut(&K, &mut Entry<V>) -> bool) {
-        self.retain(keep);
-    }
-
-    fn entries(&self) -> Self::Iter<'_> {
-        self.iter()
-    }
-}
+record_map!(BTreeMap, std::collections::btree_map::Iter<'a, K, Entry<V>>);
+record_map!(FastMap, std::collections::hash_map::Iter<'a, K, Entry<V>>);
 
 /// A table wholly in memory, ordered by key unless it is a [`HashedTable`]. See the module
 /// documentation.
@@ -748,6 +715,19 @@ enum StoreKnowledge {
     /// from the store without asking it: a replay or a new version (whose records are
     /// nearly all new) reads nothing from the store for them.
     OnlyLetGo(std::collections::HashSet<u64, foldhash::fast::RandomState>),
+}
+
+impl StoreKnowledge {
+    /// Notes that the record whose key hashes to `hash` was let go from memory (it stays
+    /// in the store); past [`LET_GO_REMEMBERED`] keys, the store may hold anything.
+    fn let_go(&mut self, hash: u64) {
+        if let StoreKnowledge::OnlyLetGo(let_go) = self {
+            let_go.insert(hash);
+            if let_go.len() > LET_GO_REMEMBERED {
+                *self = StoreKnowledge::Anything;
+            }
+        }
+    }
 }
 
 /// Whether `store` knows the record of `key` to be absent (see [`StoreKnowledge`]).
@@ -1129,17 +1109,16 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             }
             if let Some(slot) = self.slots.remove(&key) {
                 self.weight -= slot.weight();
-                if slot.stored
-                    && let StoreKnowledge::OnlyLetGo(let_go) = &mut self.store
-                {
-                    let_go.insert(self.slots.hasher().hash_one(&key));
-                    if let_go.len() > LET_GO_REMEMBERED {
-                        self.store = StoreKnowledge::Anything;
-                    }
+                if slot.stored {
+                    self.store.let_go(self.slots.hasher().hash_one(&key));
                 }
             }
         }
-        // A table emptied of most of its records gives its memory back.
+        self.give_memory_back();
+    }
+
+    /// A table emptied of most of its records gives its memory back.
+    fn give_memory_back(&mut self) {
         if self.slots.capacity() > 4 * self.slots.len().max(1024) {
             self.slots.shrink_to_fit();
         }
@@ -1156,20 +1135,13 @@ impl<K: Key, V: Record> CachedTable<K, V> {
                 weight += slot.weight();
                 return true;
             }
-            if slot.stored
-                && let StoreKnowledge::OnlyLetGo(let_go) = store
-            {
-                let_go.insert(hasher.hash_one(key));
-                if let_go.len() > LET_GO_REMEMBERED {
-                    *store = StoreKnowledge::Anything;
-                }
+            if slot.stored {
+                store.let_go(hasher.hash_one(key));
             }
             false
         });
         self.weight = weight;
-        if self.slots.capacity() > 4 * self.slots.len().max(1024) {
-            self.slots.shrink_to_fit();
-        }
+        self.give_memory_back();
     }
 
     /// About how many bytes the records in memory take: as last encoded, and an estimate
