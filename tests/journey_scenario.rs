@@ -229,3 +229,99 @@ async fn a_contact_within_seven_days_of_a_resolution_reopens_and_later_opens_ane
     assert_eq!(report.body["resolved"], 2);
     server.stop();
 }
+
+/// A channel fixture (a real payload shape) of the channels crate.
+fn channel_fixture(channel: &str, name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../channels/fixtures/{channel}/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fax_a_call_and_a_mobile_app_request_of_one_person_meet_in_one_journey() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::default();
+    let post = |path: &str, content_type: &str, body: Vec<u8>| {
+        let http = http.clone();
+        let url = server.url(path);
+        let content_type = content_type.to_owned();
+        async move {
+            let answer = http.send("POST", &url, &content_type, body).await;
+            assert_eq!(answer.status, 202, "{url}: {:?}", answer.body);
+            answer.body
+        }
+    };
+    // 10:01, a 3-page fax from +1 555 123 0001 (Sinch's multipart form, its default).
+    post(
+        "/v1/channels/fax",
+        "multipart/form-data; boundary=------------------------5c1fd3b2a7e04f18",
+        channel_fixture("fax", "incoming-completed.multipart"),
+    )
+    .await;
+    // 10:30, a call from the same number, written differently.
+    for status in [
+        "ringing&Timestamp=Mon%2C%2002%20Mar%202026%2010%3A30%3A00%20%2B0000",
+        "completed&CallDuration=95&Timestamp=Mon%2C%2002%20Mar%202026%2010%3A32%3A00%20%2B0000",
+    ] {
+        post(
+            "/v1/channels/voice",
+            "application/x-www-form-urlencoded",
+            format!("CallSid=CAfax1&From=%2B1%20(555)%20123-0001&To=%2B15559990000&Direction=inbound&CallStatus={status}")
+                .into_bytes(),
+        )
+        .await;
+    }
+    // 11:40, a "contact me" from the mobile app, with the phone in the user's profile.
+    let receipt = post(
+        "/v1/channels/mobile_app",
+        "application/json",
+        channel_fixture("mobile_app", "contact-me.json"),
+    )
+    .await;
+    let token = receipt["token"].as_str().unwrap().to_owned();
+
+    let resolved = http
+        .get(&server.url("/v1/customers/resolve?kind=app_user&value=u-77812"))
+        .await;
+    assert_eq!(resolved.status, 200, "{:?}", resolved.body);
+    let customer = resolved.body["customer_id"].as_str().unwrap().to_owned();
+    let answer = journey(&http, &server, &customer, &token).await;
+    let journeys = answer["journeys"].as_array().unwrap();
+    assert_eq!(journeys.len(), 1, "{answer:#}");
+    let only = &journeys[0];
+    let channels: Vec<&str> = only["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(channels, ["fax", "voice", "mobile_app"], "{answer:#}");
+    assert_eq!(only["channels"], json!(["fax", "voice", "mobile_app"]));
+    // What the app knew reaches the next agent: the screen, the last actions and how to
+    // get back, in the context's notes; the topic the user picked, in its topics.
+    let context = &answer["context"];
+    assert_eq!(context["open_journey_id"], only["journey_id"]);
+    assert_eq!(context["last_channel"], "mobile_app");
+    let notes = context["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{context:#}");
+    assert_eq!(notes[0]["agent"], "mobile_app");
+    let note = notes[0]["text"].as_str().unwrap();
+    assert!(note.contains("on screen orders/A-1009/refund"), "{note}");
+    assert!(note.contains("saw error REFUND_WINDOW_CLOSED"), "{note}");
+    assert!(note.contains("call back, today after 14:00"), "{note}");
+    assert_eq!(context["topics"], json!(["refund"]));
+    // The request waits in the callback queue for an agent.
+    let queue = http
+        .get(&server.url(&format!("/v1/queues/callback?after={token}")))
+        .await;
+    assert_eq!(queue.status, 200, "{:?}", queue.body);
+    assert_eq!(queue.body["waiting"], 1, "{:?}", queue.body);
+    assert_eq!(
+        queue.body["items"][0]["interaction_id"],
+        "mobile_app:contact:7d1e4f0a-3b9c-4c55-9f1e-2a6b8c0d4e11"
+    );
+    server.stop();
+}

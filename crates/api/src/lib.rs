@@ -373,33 +373,55 @@ fn called_url(state: &AppState, headers: &HeaderMap, uri: &axum::http::Uri) -> S
     }
 }
 
-/// `GET /v1/channels/{channel}?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`:
-/// Meta's subscription handshake for `messenger` and `whatsapp`, answered with the
-/// challenge when the verify token is the configured one (Meta calls it before it delivers
-/// anything, with no bearer token).
+/// `GET /v1/channels/{channel}`: a platform's check of its webhook URL, made before it
+/// delivers anything and with no bearer token, answered the way the channel's signature
+/// scheme says:
+///
+/// - Meta (`messenger`, `whatsapp`, `instagram`): the subscription handshake
+///   `?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`, answered with the challenge
+///   when the verify token is the configured `meta_verify_token`.
+/// - X (`x`): the challenge-response check `?crc_token=T`, answered
+///   `{"response_token": "sha256=<base64 HMAC-SHA256 of T>"}` under the channel's secret
+///   (X's consumer secret, the one its deliveries are signed with).
 async fn channel_handshake(
     State(state): State<AppState>,
     Path(channel): Path<String>,
     OriginalUri(uri): OriginalUri,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let ingestor = state
         .channels
         .get(&channel)
         .ok_or_else(|| ApiError::NotFound(format!("no channel {channel:?}")))?;
-    if ingestor.signature() != SignatureScheme::Meta {
-        return Err(ApiError::NotFound(format!(
-            "channel {channel:?} has no subscription handshake (only Meta's channels do)"
-        )));
-    }
-    let token = state.config.meta_verify_token.as_deref().ok_or_else(|| {
-        ApiError::Forbidden("no Meta verify token is configured (meta_verify_token)".to_owned())
-    })?;
-    let challenge = omnilog_channels::meta::verify_subscription(uri.query().unwrap_or(""), token)
-        .map_err(|error| match error {
+    let query = uri.query().unwrap_or("");
+    let refused = |error: ChannelError| match error {
         ChannelError::BadSignature(why) => ApiError::Forbidden(why),
         other => ApiError::from(other),
-    })?;
-    Ok(([(header::CONTENT_TYPE, "text/plain")], challenge))
+    };
+    match ingestor.signature() {
+        SignatureScheme::Meta => {
+            let token = state.config.meta_verify_token.as_deref().ok_or_else(|| {
+                ApiError::Forbidden(
+                    "no Meta verify token is configured (meta_verify_token)".to_owned(),
+                )
+            })?;
+            let challenge =
+                omnilog_channels::meta::verify_subscription(query, token).map_err(refused)?;
+            Ok(([(header::CONTENT_TYPE, "text/plain")], challenge).into_response())
+        }
+        SignatureScheme::X => {
+            let secret = state.config.channel_secrets.get(&channel).ok_or_else(|| {
+                ApiError::Forbidden(format!(
+                    "no X consumer secret is configured for channel {channel:?} \
+                     (channel_secrets: --channel-secret {channel}=SECRET)"
+                ))
+            })?;
+            let token = omnilog_channels::x::crc_response(query, secret).map_err(refused)?;
+            Ok(Json(json!({ "response_token": token })).into_response())
+        }
+        SignatureScheme::Twilio | SignatureScheme::OmnilogHmac => Err(ApiError::NotFound(format!(
+            "channel {channel:?} has no webhook check (only Meta's channels and X have one)"
+        ))),
+    }
 }
 
 /// `POST /v1/channels/{channel}`: a platform's own webhook payload.

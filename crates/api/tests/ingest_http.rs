@@ -997,3 +997,180 @@ async fn axum_s_own_refusals_are_problems_and_only_gzip_bodies_are_decoded() {
     assert_eq!(answer.content_type, "application/problem+json");
     assert_eq!(log_size(&h.log).await, size + 1);
 }
+
+/// A channel fixture (a real payload shape) of the channels crate.
+fn channel_fixture(channel: &str, name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../channels/fixtures/{channel}/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+const X_SECRET: &str = "x-consumer-secret";
+
+#[tokio::test]
+async fn x_challenge_response_check_answers_the_hmac_of_the_crc_token() {
+    let h = harness(AccessControl::open(), &[("x", X_SECRET)]).await;
+    let answer = send(&h.app, get("/v1/channels/x?crc_token=crc-7Hq2ZpW")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(answer.content_type, "application/json");
+    // Computed outside omnilog: base64(HMAC-SHA256(key "x-consumer-secret", "crc-7Hq2ZpW")).
+    assert_eq!(
+        answer.body,
+        json!({"response_token": "sha256=fBdpyBQtV9YN54ZIE1pjdxrampiVijD5nD/gc5rQy4o="})
+    );
+    let no_token = send(&h.app, get("/v1/channels/x?nonce=1")).await;
+    assert_eq!(no_token.status, StatusCode::BAD_REQUEST);
+    assert_eq!(no_token.body["field"], "crc_token");
+    // Instagram is Meta's: its URL answers Meta's handshake, not X's check.
+    let meta = send(
+        &h.app,
+        get("/v1/channels/instagram?hub.mode=subscribe&hub.challenge=42&hub.verify_token=meatyhamhock"),
+    )
+    .await;
+    assert_eq!(meta.status, StatusCode::OK);
+    let crc_at_meta = send(&h.app, get("/v1/channels/instagram?crc_token=t")).await;
+    assert_eq!(crc_at_meta.status, StatusCode::BAD_REQUEST);
+    assert_eq!(crc_at_meta.body["field"], "hub.mode");
+    let no_check = send(&h.app, get("/v1/channels/fax?crc_token=t")).await;
+    assert_eq!(no_check.status, StatusCode::NOT_FOUND);
+    assert_eq!(log_size(&h.log).await, 0, "a check writes nothing");
+
+    // Without a consumer secret there is nothing to answer with: a clear refusal.
+    let unconfigured = harness(AccessControl::open(), &[]).await;
+    let answer = send(&unconfigured.app, get("/v1/channels/x?crc_token=t")).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert!(
+        answer.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("consumer secret")),
+        "{:?}",
+        answer.body
+    );
+}
+
+/// An X delivery signed the way X signs it (or not at all).
+fn x_delivery(body: Vec<u8>, secret: Option<&str>) -> Request<Body> {
+    let mut request = post("/v1/channels/x", "application/json", body.clone());
+    if let Some(secret) = secret {
+        let signature = SignatureScheme::X
+            .sign(
+                &WebhookRequest {
+                    url: "https://desk.example.com/v1/channels/x".to_owned(),
+                    content_type: Some("application/json".to_owned()),
+                    headers: BTreeMap::new(),
+                    body,
+                    received_at: chrono::Utc::now(),
+                },
+                secret,
+            )
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("x-twitter-webhooks-signature", signature.parse().unwrap());
+    }
+    request
+}
+
+#[tokio::test]
+async fn x_deliveries_are_checked_and_a_mention_and_a_dm_of_one_person_are_one_customer() {
+    let h = harness(AccessControl::open(), &[("x", X_SECRET)]).await;
+    let mention = channel_fixture("x", "mention.json");
+    let unsigned = send(&h.app, x_delivery(mention.clone(), None)).await;
+    assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+    let forged = send(&h.app, x_delivery(mention.clone(), Some("guess"))).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(log_size(&h.log).await, 0);
+
+    let answer = send(&h.app, x_delivery(mention.clone(), Some(X_SECRET))).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
+    assert_eq!(answer.body["accepted"], 1);
+    let again = send(&h.app, x_delivery(mention, Some(X_SECRET))).await;
+    assert_eq!(again.body["duplicates"], 1, "{:?}", again.body);
+    let by_mention = customer_of(&h.app, "x", "1461852037716221955").await;
+    let dm = send(
+        &h.app,
+        x_delivery(channel_fixture("x", "direct-message.json"), Some(X_SECRET)),
+    )
+    .await;
+    assert_eq!(dm.status, StatusCode::ACCEPTED, "{:?}", dm.body);
+    assert_eq!(dm.body["accepted"], 1);
+    assert_eq!(
+        customer_of(&h.app, "x", "1461852037716221955").await,
+        by_mention
+    );
+
+    // The desk's own tweets and DMs, retweets and likes: nothing to write, still 2xx, so
+    // X does not redeliver them.
+    let size = log_size(&h.log).await;
+    let own = serde_json::to_vec(&json!({
+        "for_user_id": "2244994945",
+        "direct_message_events": [{
+            "type": "message_create", "id": "9", "created_timestamp": "1772444300000",
+            "message_create": {"target": {"recipient_id": "1461852037716221955"},
+                "sender_id": "2244994945", "message_data": {"text": "We are on it."}}
+        }]
+    }))
+    .unwrap();
+    let answer = send(&h.app, x_delivery(own, Some(X_SECRET))).await;
+    assert!(answer.status.is_success(), "{:?}", answer.body);
+    assert_eq!(answer.body["accepted"], 0);
+    assert_eq!(log_size(&h.log).await, size);
+}
+
+#[tokio::test]
+async fn a_fax_a_call_and_an_app_request_of_one_number_are_one_customer() {
+    let h = harness(AccessControl::open(), &[]).await;
+    let fax = send(
+        &h.app,
+        post(
+            "/v1/channels/fax",
+            "application/json",
+            channel_fixture("fax", "incoming-completed.json"),
+        ),
+    )
+    .await;
+    assert_eq!(fax.status, StatusCode::ACCEPTED, "{:?}", fax.body);
+    assert_eq!(fax.body["accepted"], 2);
+    let by_fax = customer_of(&h.app, "phone", "+15551230001").await;
+    let call = send(
+        &h.app,
+        post(
+            "/v1/channels/voice",
+            "application/x-www-form-urlencoded",
+            "CallSid=CA77&From=%2B1%20555%20123%200001&To=%2B15559990000&Direction=inbound&CallStatus=ringing",
+        ),
+    )
+    .await;
+    assert_eq!(call.status, StatusCode::ACCEPTED, "{:?}", call.body);
+    let app = send(
+        &h.app,
+        post(
+            "/v1/channels/mobile_app",
+            "application/json",
+            channel_fixture("mobile_app", "contact-me.json"),
+        ),
+    )
+    .await;
+    assert_eq!(app.status, StatusCode::ACCEPTED, "{:?}", app.body);
+    assert_eq!(customer_of(&h.app, "phone", "+15551230001").await, by_fax);
+    // The app's own identity now leads to the same customer.
+    assert_eq!(customer_of(&h.app, "app_user", "u-77812").await, by_fax);
+    // Sinch's default form, multipart, is the same fax: stored once.
+    let mut multipart = post(
+        "/v1/channels/fax",
+        "multipart/form-data",
+        channel_fixture("fax", "incoming-completed.multipart"),
+    );
+    multipart.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "multipart/form-data; boundary=------------------------5c1fd3b2a7e04f18"
+            .parse()
+            .unwrap(),
+    );
+    let again = send(&h.app, multipart).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{:?}", again.body);
+    assert_eq!(again.body["duplicates"], 2, "{:?}", again.body);
+}

@@ -13,9 +13,13 @@
 pub mod alert;
 pub mod chat;
 pub mod email;
+pub mod fax;
+pub mod instagram;
 pub mod mapping;
 pub mod messenger;
 pub mod meta;
+pub mod meta_feed;
+pub mod mobile_app;
 pub mod self_service;
 pub mod signature;
 pub mod sms;
@@ -23,6 +27,7 @@ pub mod voice;
 pub mod walk_in;
 pub mod web_portal;
 pub mod whatsapp;
+pub mod x;
 
 #[cfg(test)]
 mod testing;
@@ -171,6 +176,10 @@ impl Registry {
             .register(self_service::SelfService::CHATBOT)
             .register(self_service::SelfService::IVR)
             .register(alert::Alertmanager)
+            .register(x::XAccountActivity)
+            .register(instagram::MetaInstagram)
+            .register(fax::SinchFax)
+            .register(mobile_app::MobileApp)
     }
 
     /// Adds (or replaces) a channel.

@@ -14,6 +14,11 @@
 //!
 //! Times are `timestamp` (milliseconds). A batch is mapped whole or refused whole, with
 //! the field named by its path (`entry[0].messaging[1].sender.id`).
+//!
+//! A Page's other subscribed fields arrive at the same URL as `entry[].changes[]`: its
+//! `feed` (comments and visitor posts on the Page) gives channel `social`, mapped by
+//! [`crate::meta_feed`]; the other fields map to nothing. Instagram DMs have the shape of
+//! `messaging[]` items and are mapped by the same code, at `POST /v1/channels/instagram`.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::mapping::{Interaction, attributes, handle, required, text, unix_millis};
+use crate::meta_feed::{self, Change};
 use crate::{ChannelError, ChannelIngestor, SignatureScheme, WebhookRequest, json_body};
 
 /// The `source` of every event of this channel.
@@ -30,6 +36,25 @@ pub const SOURCE: &str = "messaging.meta-messenger";
 /// Meta Messenger Platform webhooks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MetaMessenger;
+
+/// Who a Messenger-shaped conversation is with: Messenger itself, or Instagram messaging,
+/// whose `messaging[]` items have the same shape.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Conversations {
+    /// The events' `source`.
+    pub source: &'static str,
+    /// The customer's handle kind, also the first part of the `interaction_id`.
+    pub kind: &'static str,
+    /// The attribute that keeps the business account's id (the Page, the Instagram account).
+    pub account_attribute: &'static str,
+}
+
+/// Messenger conversations with a Page.
+const MESSENGER: Conversations = Conversations {
+    source: SOURCE,
+    kind: "messenger",
+    account_attribute: "page_id",
+};
 
 // Platform payloads are read leniently (unknown fields ignored): Meta adds fields without
 // notice, and a new field must not make us refuse a customer's message.
@@ -42,12 +67,16 @@ struct Webhook {
 
 #[derive(Debug, Deserialize)]
 struct Entry {
+    /// The Page's id.
+    id: Option<String>,
     #[serde(default)]
     messaging: Vec<Messaging>,
+    #[serde(default)]
+    changes: Vec<Change>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Messaging {
+pub(crate) struct Messaging {
     sender: Party,
     recipient: Party,
     timestamp: i64,
@@ -130,15 +159,32 @@ impl ChannelIngestor for MetaMessenger {
         for (e, entry) in webhook.entry.iter().enumerate() {
             for (m, item) in entry.messaging.iter().enumerate() {
                 let at = format!("entry[{e}].messaging[{m}]");
-                events.extend(map_item(item, &at)?);
+                events.extend(map_item(&MESSENGER, item, &at)?);
+            }
+            for (c, change) in entry.changes.iter().enumerate() {
+                if change.field != "feed" {
+                    continue;
+                }
+                let page_field = format!("entry[{e}].id");
+                let page = entry
+                    .id
+                    .as_deref()
+                    .ok_or_else(|| ChannelError::missing(&page_field))?;
+                let page = required(&page_field, page)?;
+                let at = format!("entry[{e}].changes[{c}]");
+                events.extend(meta_feed::page_feed(&change.value, page, &at)?);
             }
         }
         Ok(events)
     }
 }
 
-/// The events of one `messaging[]` item; `at` is its path, for errors.
-fn map_item(item: &Messaging, at: &str) -> Result<Vec<Event>, ChannelError> {
+/// The events of one `messaging[]` item of `platform`; `at` is its path, for errors.
+pub(crate) fn map_item(
+    platform: &Conversations,
+    item: &Messaging,
+    at: &str,
+) -> Result<Vec<Event>, ChannelError> {
     let sender = required(&format!("{at}.sender.id"), &item.sender.id)?;
     let recipient = required(&format!("{at}.recipient.id"), &item.recipient.id)?;
     let occurred_at = unix_millis(&format!("{at}.timestamp"), item.timestamp)?;
@@ -149,11 +195,11 @@ fn map_item(item: &Messaging, at: &str) -> Result<Vec<Event>, ChannelError> {
     } else {
         (sender, "sender.id", recipient)
     };
-    let customer = handle(&format!("{at}.{psid_field}"), "messenger", psid)?;
+    let customer = handle(&format!("{at}.{psid_field}"), platform.kind, psid)?;
     let conversation = Interaction::new(
-        SOURCE,
+        platform.source,
         Channel::Messaging,
-        format!("messenger:{page}:{psid}"),
+        format!("{}:{page}:{psid}", platform.kind),
         vec![customer],
     );
     if let Some(message) = &item.message {
@@ -179,7 +225,7 @@ fn map_item(item: &Messaging, at: &str) -> Result<Vec<Event>, ChannelError> {
         let types_joined = attachment_types.join(",");
         let kept = attributes(
             [
-                ("page_id", Some(page)),
+                (platform.account_attribute, Some(page)),
                 ("attachment_types", Some(types_joined.as_str())),
                 (
                     "quick_reply_payload",
@@ -238,7 +284,7 @@ fn map_item(item: &Messaging, at: &str) -> Result<Vec<Event>, ChannelError> {
                 "author": "customer",
                 "text": text(postback.title.as_deref()),
                 "attributes": attributes([
-                    ("page_id", Some(page)),
+                    (platform.account_attribute, Some(page)),
                     ("postback_payload", postback.payload.as_deref()),
                 ]),
             }),
@@ -250,7 +296,7 @@ fn map_item(item: &Messaging, at: &str) -> Result<Vec<Event>, ChannelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_fixture, refused_field, request, types};
+    use crate::testing::{assert_fixture, ids, refused_field, request, types};
 
     const JSON: &str = "application/json";
 
@@ -309,6 +355,112 @@ mod tests {
         assert_eq!(events[1].interaction_id, events[0].interaction_id);
         assert_eq!(events[1].customer, events[0].customer);
         assert_eq!(events[2].attributes["postback_payload"], "TRACK_ORDER");
+    }
+
+    #[test]
+    fn page_feed_comments_and_visitor_posts_are_social_messages() {
+        let events = assert_fixture(&MetaMessenger, "page-feed.json", JSON);
+        // Alice's comment and its edit, Bob's visitor post; the Page's own reply, a
+        // reaction, a removal and a rating carry no customer's new words.
+        assert_eq!(types(&events), ["message", "message", "message"]);
+        assert!(events.iter().all(|e| e.channel == Some(Channel::Social)));
+        assert_eq!(
+            events[0].interaction_id.as_deref(),
+            Some("facebook:106540352242922_987654321012345:24680135792468013")
+        );
+        let handle = &events[0].customer.as_ref().unwrap().handles[0];
+        assert_eq!(
+            (handle.kind.as_str(), handle.value.as_str()),
+            ("facebook", "24680135792468013")
+        );
+        assert_eq!(
+            events[0].source_event_id.as_deref(),
+            Some("feed:987654321012345_1122334455667788")
+        );
+        assert_eq!(
+            events[0].occurred_at.to_rfc3339(),
+            "2026-03-02T09:14:58+00:00"
+        );
+        // The edit is the same thread, kept as a new version of the text.
+        assert_eq!(events[1].interaction_id, events[0].interaction_id);
+        assert_eq!(events[1].attributes["edited"], "true");
+        assert!(
+            events[1]
+                .source_event_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("feed:987654321012345_1122334455667788:edited:"))
+        );
+        assert_eq!(
+            events[2].interaction_id.as_deref(),
+            Some("facebook:106540352242922_987650000000001:13579246801357924")
+        );
+        assert_eq!(events[2].attributes["facebook_item"], "status");
+    }
+
+    #[test]
+    fn a_second_edit_is_a_new_event_and_a_redelivered_edit_is_not() {
+        let edit = |message: &str| {
+            json!({"object": "page", "entry": [{"id": "1", "changes": [{"field": "feed", "value": {
+                "from": {"id": "2"}, "item": "comment", "verb": "edited", "post_id": "1_3",
+                "comment_id": "3_4", "created_time": 1772442962, "message": message
+            }}]}]})
+            .to_string()
+        };
+        let parse = |body: String| MetaMessenger.parse(&request(JSON, body)).unwrap();
+        assert_eq!(ids(&parse(edit("first"))), ids(&parse(edit("first"))));
+        assert_ne!(ids(&parse(edit("first"))), ids(&parse(edit("second"))));
+    }
+
+    #[test]
+    fn malformed_feed_changes_name_the_field() {
+        let feed = |value: Value| {
+            let body = json!({"object": "page", "entry": [{"id": "1", "changes": [
+                {"field": "feed", "value": value}
+            ]}]});
+            MetaMessenger.parse(&request(JSON, body.to_string()))
+        };
+        let valid = json!({"from": {"id": "2", "name": "A"}, "item": "comment", "verb": "add",
+            "post_id": "1_3", "comment_id": "3_4", "created_time": 1772442898, "message": "hi"});
+        assert!(feed(valid.clone()).is_ok());
+        let without = |field: &str| {
+            let mut value = valid.clone();
+            value.as_object_mut().unwrap().remove(field);
+            value
+        };
+        assert_eq!(
+            refused_field(feed(without("comment_id"))),
+            "entry[0].changes[0].value.comment_id"
+        );
+        assert_eq!(
+            refused_field(feed(without("post_id"))),
+            "entry[0].changes[0].value.post_id"
+        );
+        assert_eq!(
+            refused_field(feed(without("created_time"))),
+            "entry[0].changes[0].value.created_time"
+        );
+        assert_eq!(
+            refused_field(feed(without("verb"))),
+            "entry[0].changes[0].value"
+        );
+        let mut bad_time = valid.clone();
+        bad_time["created_time"] = json!("noon");
+        assert_eq!(
+            refused_field(feed(bad_time)),
+            "entry[0].changes[0].value.created_time"
+        );
+        let mut blank_from = valid.clone();
+        blank_from["from"] = json!({"id": ""});
+        assert_eq!(
+            refused_field(feed(blank_from)),
+            "entry[0].changes[0].value.from.id"
+        );
+        let without_page =
+            json!({"object": "page", "entry": [{"changes": [{"field": "feed", "value": valid}]}]});
+        assert_eq!(
+            refused_field(MetaMessenger.parse(&request(JSON, without_page.to_string()))),
+            "entry[0].id"
+        );
     }
 
     #[test]

@@ -15,6 +15,10 @@ pub enum SignatureScheme {
     /// Meta (Messenger, WhatsApp): `X-Hub-Signature-256` = `sha256=` + hex(HMAC-SHA256(app
     /// secret, raw body)).
     Meta,
+    /// X (Twitter) Account Activity webhooks: `X-Twitter-Webhooks-Signature` = `sha256=` +
+    /// base64(HMAC-SHA256(consumer secret, raw body)). The same secret answers X's
+    /// challenge-response check ([`crate::x::crc_response_token`]).
+    X,
     /// Our own widgets and forms, and any platform without a scheme of its own:
     /// `X-Omnilog-Signature` = `sha256=` + hex(HMAC-SHA256(secret, raw body)).
     OmnilogHmac,
@@ -26,6 +30,7 @@ impl SignatureScheme {
         match self {
             SignatureScheme::Twilio => "x-twilio-signature",
             SignatureScheme::Meta => "x-hub-signature-256",
+            SignatureScheme::X => "x-twitter-webhooks-signature",
             SignatureScheme::OmnilogHmac => "x-omnilog-signature",
         }
     }
@@ -60,6 +65,17 @@ impl SignatureScheme {
                 mac.verify_slice(&expected)
                     .map_err(|_| ChannelError::BadSignature(format!("{header} does not match")))
             }
+            SignatureScheme::X => {
+                let encoded = given.strip_prefix("sha256=").ok_or_else(|| {
+                    ChannelError::BadSignature(format!("{header} must start with sha256="))
+                })?;
+                let expected = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|_| ChannelError::BadSignature(format!("{header} is not base64")))?;
+                hmac_sha256(secret, &request.body)?
+                    .verify_slice(&expected)
+                    .map_err(|_| ChannelError::BadSignature(format!("{header} does not match")))
+            }
         }
     }
 
@@ -78,8 +94,24 @@ impl SignatureScheme {
                 mac.update(&request.body);
                 format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
             }
+            SignatureScheme::X => format!(
+                "sha256={}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(hmac_sha256(secret, &request.body)?.finalize().into_bytes())
+            ),
         })
     }
+}
+
+/// An HMAC-SHA256 of `message` under `secret`, ready to finalise or verify.
+pub(crate) fn hmac_sha256(
+    secret: &str,
+    message: &[u8],
+) -> Result<Hmac<sha2::Sha256>, ChannelError> {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .map_err(|_| ChannelError::BadSignature("unusable secret".to_owned()))?;
+    mac.update(message);
+    Ok(mac)
 }
 
 /// What Twilio signs: the URL, then each POST field name and value, sorted by name.
@@ -145,6 +177,46 @@ mod tests {
         assert!(matches!(
             SignatureScheme::Meta.verify(&signed, "app-secret"),
             Err(ChannelError::BadSignature(_))
+        ));
+    }
+
+    #[test]
+    fn x_signature_is_base64_hmac_sha256_of_the_body() {
+        let body = r#"{"for_user_id":"2244994945"}"#;
+        let mut signed = request("application/json", body, &[]);
+        // Computed independently: the HMAC of the body under the consumer secret, base64.
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"consumer-secret").unwrap();
+        mac.update(body.as_bytes());
+        let expected = format!(
+            "sha256={}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        );
+        assert_eq!(
+            SignatureScheme::X.sign(&signed, "consumer-secret").unwrap(),
+            expected
+        );
+        signed
+            .headers
+            .insert("x-twitter-webhooks-signature".to_owned(), expected.clone());
+        SignatureScheme::X
+            .verify(&signed, "consumer-secret")
+            .unwrap();
+        assert!(SignatureScheme::X.verify(&signed, "other-secret").is_err());
+        // Meta's hex form of the same digest is not X's form.
+        let hex_form = SignatureScheme::Meta
+            .sign(&signed, "consumer-secret")
+            .unwrap();
+        signed
+            .headers
+            .insert("x-twitter-webhooks-signature".to_owned(), hex_form);
+        assert!(matches!(
+            SignatureScheme::X.verify(&signed, "consumer-secret"),
+            Err(ChannelError::BadSignature(_))
+        ));
+        signed.headers.clear();
+        assert!(matches!(
+            SignatureScheme::X.verify(&signed, "consumer-secret"),
+            Err(ChannelError::BadSignature(why)) if why.contains("missing")
         ));
     }
 
