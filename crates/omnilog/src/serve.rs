@@ -232,7 +232,7 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
     let store = ViewStore::open(&views_dir)
         .with_context(|| format!("opening the view store in {}", views_dir.display()))?;
     let identity_file = config.data_dir.join(crate::replay::IDENTITY_FILE);
-    let identity: IdentityView = postcard::from_bytes(
+    let identity = IdentityView::from_saved_bytes(
         &std::fs::read(&identity_file)
             .with_context(|| format!("reading {}", identity_file.display()))?,
     )
