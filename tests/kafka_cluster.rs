@@ -182,21 +182,26 @@ async fn post_channel_fixtures(http: &Http, servers: &[&Server]) -> u64 {
             if file_name.ends_with(".events.json") {
                 continue;
             }
+            let body = std::fs::read(file.path()).expect("a fixture");
             let content_type = if file_name.ends_with(".form") {
-                "application/x-www-form-urlencoded"
+                "application/x-www-form-urlencoded".to_owned()
             } else if file_name.ends_with(".eml") {
-                "message/rfc822"
+                "message/rfc822".to_owned()
+            } else if file_name.ends_with(".multipart") {
+                // The body's first line is its first delimiter: `--` and the boundary.
+                let first_line = body.split(|b| *b == b'\r').next().unwrap_or_default();
+                let boundary = String::from_utf8_lossy(first_line.get(2..).unwrap_or_default());
+                format!("multipart/form-data; boundary={boundary}")
             } else {
-                "application/json"
+                "application/json".to_owned()
             };
             let server = servers[turn % servers.len()];
             turn += 1;
-            let body = std::fs::read(file.path()).expect("a fixture");
             let answer = http
                 .send(
                     "POST",
                     &server.url(&format!("/v1/channels/{name}")),
-                    content_type,
+                    &content_type,
                     body,
                 )
                 .await;
