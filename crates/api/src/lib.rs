@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cluster;
+pub mod console;
 pub mod identity;
 pub mod metrics;
 pub mod problem;
@@ -175,6 +176,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(admin::ready))
         .route("/metrics", get(admin::metrics))
+        .merge(console::routes())
         .fallback(|uri: OriginalUri| async move {
             ApiError::NotFound(format!("no route for {}", uri.0.path()))
         })

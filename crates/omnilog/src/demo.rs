@@ -1,20 +1,35 @@
 //! `omnilog demo`: a first look without installing anything. It runs `serve` on a fresh
-//! data directory and drives it with the built-in simulator (realistic cross-channel
-//! journeys, agents, queues) through the public ingest API, and prints where to look.
-//! It runs until Ctrl-C, or with `--exit` stops once the simulated events are projected.
+//! data directory, prints the console's URL, and drives it with the built-in simulator
+//! (realistic cross-channel journeys, agents, queues) through the public ingest API.
+//!
+//! The desk shows at once: the simulator first back-fills a working day of history (sent
+//! as fast as the server takes it, through the same ingest path as live traffic), then goes
+//! on in real time from where that day left off, so queues already hold waiting items,
+//! agents already hold work, reports have rows and customers have journeys across
+//! channels. The customer the demo names is one whose journey spans two channels early in
+//! the day, and it is named only once its journey answers. It runs until Ctrl-C, or with
+//! `--exit` stops once the simulated events are projected.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
+use chrono::{DateTime, TimeDelta, Utc};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use omnilog_events::{Channel, Handle};
 
 use crate::config::ServerArgs;
 use crate::serve;
 use crate::simulate::{self, SimulateArgs};
 use omnilog_events::identity::customer_id_for_handle;
-use omnilog_testkit::history;
+use omnilog_testkit::{HistoryConfig, history};
 
 /// Options of `omnilog demo`.
 #[derive(Debug, clap::Args)]
@@ -25,18 +40,22 @@ pub struct DemoArgs {
     /// Keep the data here instead of a temporary directory.
     #[arg(long, env = "OMNILOG_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Simulated events per second.
-    #[arg(long, default_value_t = 100.0)]
+    /// Simulated events per second: about two contacts a second, a large desk's day. The
+    /// back-fill of a day at this rate is about 600,000 events.
+    #[arg(long, default_value_t = 20.0)]
     rate: f64,
+    /// Hours of history back-filled before going live (0: start from an empty desk).
+    #[arg(long, default_value_t = 8.0)]
+    backfill_hours: f64,
     /// Stop simulating after this many events [default: run until Ctrl-C].
     #[arg(long)]
     events: Option<u64>,
     /// Seed of the simulated history.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Distinct customers of the simulated desk: few enough that some come back and switch
-    /// channels within the first minutes, enough that most journeys stay short.
-    #[arg(long, default_value_t = 2_000)]
+    /// Distinct customers of the simulated desk: over a back-filled day, few enough that
+    /// many come back and switch channels, enough that most journeys stay short.
+    #[arg(long, default_value_t = 20_000)]
     customers: u64,
     /// Exit once the simulated events are sent and projected (for scripts and tests).
     #[arg(long, requires = "events")]
@@ -65,34 +84,64 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         events: Some(args.events.unwrap_or(u64::MAX / 2)),
         seed: args.seed,
         start: None,
-        batch: 50,
-        concurrency: 4,
+        // Large requests while back-filling; live, a request goes as soon as the next
+        // event is not due yet, so live requests stay small. One request at a time (the
+        // next batch is generated while it is in flight): requests in flight together may
+        // land in either order, and a call's `abandoned` folded before its `queued` would
+        // leave it waiting for ever.
+        batch: 2_000,
+        concurrency: 1,
         token: None,
-        quiet: false,
+        quiet: true,
+        backfill_hours: args.backfill_hours,
     };
-    // The first customer the simulation sends: the demo can name a journey that exists
-    // from the first second instead of asking the user to find a customer id.
-    let first_phone = history(simulate::history_config(&simulation_args)).find_map(|event| {
-        event
-            .customer
-            .as_ref()?
-            .handles
-            .iter()
-            .find(|h| h.kind == "phone")
-            .cloned()
-    });
+    writeln!(
+        std::io::stdout(),
+        "omnilog demo: open the console at {base}/ (data in {})",
+        data_dir.display()
+    )?;
+    let config = simulate::history_config(&simulation_args);
+    let live_from =
+        config.start + TimeDelta::milliseconds((args.backfill_hours * 3_600_000.0) as i64);
+    // With a back-fill, a customer the simulation sends early whose journey spans two
+    // channels: the demo names a journey worth opening instead of asking the user to find
+    // a customer id. Without one, the first customer, whose journey exists at once.
+    let featured = if args.backfill_hours > 0.0 {
+        featured_customer(config, live_from)
+    } else {
+        history(config).find_map(|event| {
+            event
+                .customer
+                .as_ref()?
+                .handles
+                .iter()
+                .find(|h| h.kind == "phone")
+                .cloned()
+        })
+    };
+    let simulation = tokio::spawn(simulate::run(simulation_args));
+    if let Some(phone) = &featured
+        && args.backfill_hours > 0.0
+    {
+        let id = customer_id_for_handle(phone);
+        wait_for_journey(&base, &id, Duration::from_secs(60)).await;
+    }
     {
         let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "omnilog demo listening on {base} (data in {})",
-            data_dir.display()
-        )?;
-        writeln!(
-            out,
-            "simulating a service desk at {} events/s; look at:",
-            args.rate
-        )?;
+        if args.backfill_hours > 0.0 {
+            writeln!(
+                out,
+                "back-filling {} h of a service desk's day (in seconds; the console fills as it goes), then {} events/s live; look at:",
+                args.backfill_hours, args.rate
+            )?;
+        } else {
+            writeln!(
+                out,
+                "simulating a service desk at {} events/s; look at:",
+                args.rate
+            )?;
+        }
+        writeln!(out, "  {:<36} {base}/#/wallboard", "the console: wallboard")?;
         for (what, path) in [
             ("queues, items in routing order", "/v1/queues"),
             ("agents, their load and state", "/v1/agents"),
@@ -105,23 +154,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ] {
             writeln!(out, "  {what:<36} curl -s '{base}{path}'")?;
         }
-        if let Some(phone) = &first_phone {
+        if let Some(phone) = &featured {
             let encoded = phone.value.replace('+', "%2B");
+            let id = customer_id_for_handle(phone);
             writeln!(
                 out,
-                "  {:<36} curl -s '{base}/v1/customers/resolve?kind=phone&value={encoded}'",
-                "the first customer, by phone"
+                "  {:<36} {base}/#/customer/{id}",
+                "the console: a customer's journey"
             )?;
             writeln!(
                 out,
-                "  {:<36} curl -s '{base}/v1/customers/{}/journey'",
-                "their journey across channels",
-                customer_id_for_handle(phone)
+                "  {:<36} curl -s '{base}/v1/customers/resolve?kind=phone&value={encoded}'",
+                "that customer, by phone"
+            )?;
+            writeln!(
+                out,
+                "  {:<36} curl -s '{base}/v1/customers/{id}/journey'",
+                "their journey across channels"
             )?;
         }
         writeln!(out, "Ctrl-C stops it.")?;
     }
-    let simulation = simulate::run(simulation_args);
+    let simulation = async move { simulation.await.context("the simulation task")? };
     if args.exit {
         let report = simulation.await?;
         server.wait_caught_up(Duration::from_secs(120)).await?;
@@ -144,4 +198,69 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     server.stop().await
+}
+
+/// Among the events of the history before `until`, the first customer to use a second
+/// channel (within a day, so within one journey): the phone handle its id comes from.
+fn featured_customer(config: HistoryConfig, until: DateTime<Utc>) -> Option<Handle> {
+    // The same history with the resolved ids written on every event (they are the phone
+    // handles' ids), so this scan needs no identity resolution of its own.
+    let mut channels: HashMap<String, (Channel, Option<Handle>)> = HashMap::new();
+    for event in history(config.with_customer_ids())
+        .take(2_000_000)
+        .take_while(|event| event.occurred_at <= until)
+    {
+        let (Some(customer), Some(channel)) = (&event.customer, event.channel) else {
+            continue;
+        };
+        let Some(id) = &customer.id else { continue };
+        let phone = customer.handles.iter().find(|h| h.kind == "phone").cloned();
+        match channels.get_mut(id) {
+            None => {
+                channels.insert(id.clone(), (channel, phone));
+            }
+            Some((first, known)) => {
+                if known.is_none() {
+                    *known = phone;
+                }
+                if *first != channel
+                    && let Some(phone) = known.clone()
+                    && customer_id_for_handle(&phone) == *id
+                {
+                    return Some(phone);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Waits (bounded) until the customer's journey answers with two channels, so the link
+/// the demo prints answers at once.
+async fn wait_for_journey(base: &str, customer: &str, timeout: Duration) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let Ok(url) = format!("{base}/v1/customers/{customer}/journey?wait_ms=0").parse::<hyper::Uri>()
+    else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(response) = client.get(url.clone()).await
+            && response.status() == hyper::StatusCode::OK
+            && let Ok(body) = response.into_body().collect().await
+            && let Ok(journey) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes())
+            && journey["journeys"].as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|j| j["channels"].as_array().is_some_and(|c| c.len() >= 2))
+            })
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!(
+        customer,
+        "the featured customer's journey did not show two channels in time"
+    );
 }

@@ -8,6 +8,11 @@
 //! follow the wall clock so that queue ages look live. A request the server refuses for
 //! load (503) is retried with the same body: event ids are stable, so a retry that had in
 //! fact landed is stored once.
+//!
+//! `--backfill-hours H` starts the history H hours ago: the part already past is sent as
+//! fast as the server takes it (a working day in seconds, through the same ingest API),
+//! then the rest follows the wall clock, each event sent when its time comes. Because it
+//! is one history, contacts that were waiting or with an agent at the switch carry on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +64,11 @@ pub struct SimulateArgs {
     /// Print no progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Start the history this many hours ago and send what is already past at once, then
+    /// go on in real time [default: 0, no back-fill]. Requests in flight together may land
+    /// in either order: `--concurrency 1` keeps the history's order, as the demo does.
+    #[arg(long, default_value_t = 0.0, env = "OMNILOG_BACKFILL_HOURS")]
+    pub backfill_hours: f64,
 }
 
 /// What a run did.
@@ -70,6 +80,11 @@ pub struct SimulateReport {
     pub requests: u64,
     pub retries: u64,
     pub elapsed: Duration,
+}
+
+/// How far back a back-fill starts.
+fn backfill(args: &SimulateArgs) -> TimeDelta {
+    TimeDelta::milliseconds((args.backfill_hours.max(0.0) * 3_600_000.0) as i64)
 }
 
 #[derive(Debug, Default)]
@@ -109,7 +124,7 @@ pub fn history_config(args: &SimulateArgs) -> HistoryConfig {
             .unwrap_or((events_wanted / 30).clamp(1_000, 1_000_000)),
     );
     config.agents = (AGENT_SECONDS_PER_CONTACT / arrival_gap_seconds).clamp(8.0, 2_000.0) as u32;
-    config.start = args.start.unwrap_or_else(Utc::now);
+    config.start = args.start.unwrap_or_else(|| Utc::now() - backfill(args));
     config.mean_arrival_gap =
         TimeDelta::microseconds((arrival_gap_seconds * 1_000_000.0).max(1.0) as i64);
     config
@@ -122,6 +137,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
     }
     if args.batch == 0 || args.concurrency == 0 {
         bail!("--batch and --concurrency must be at least 1");
+    }
+    if !(args.backfill_hours >= 0.0 && args.backfill_hours <= 24.0 * 31.0) {
+        bail!("--backfill-hours must be between 0 and 744 (a month)");
     }
     let target = args.target.trim_end_matches('/').to_owned();
     let url: hyper::Uri = format!("{target}/v1/events")
@@ -143,21 +161,48 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
     let mut batch: Vec<String> = Vec::with_capacity(args.batch);
     let mut queued: u64 = 0;
     let mut last_report = Instant::now();
-    let mut generated = history(config);
+    // With a back-fill, event time decides when an event is sent: at once while it is
+    // past, at its time once the history has caught up with the wall clock.
+    let by_event_time = args.backfill_hours > 0.0;
+    let mut caught_up_logged = false;
+    let mut generated = history(config).peekable();
     loop {
         let next = generated.next();
         if let Some(event) = &next {
             batch.push(omnilog_events::to_canonical_json(event));
         }
         let end = next.is_none() || deadline.is_some_and(|d| Instant::now() >= d);
-        if batch.len() < args.batch && !end {
+        // In real time, the batch goes as soon as the next event is not due yet.
+        let next_wait = if by_event_time {
+            generated
+                .peek()
+                .map(|event| {
+                    (event.occurred_at - Utc::now())
+                        .to_std()
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default()
+        } else {
+            Duration::ZERO
+        };
+        if batch.len() < args.batch && !end && next_wait.is_zero() {
             continue;
         }
+        if by_event_time && !next_wait.is_zero() && !caught_up_logged {
+            caught_up_logged = true;
+            tracing::info!(
+                sent = queued + batch.len() as u64,
+                seconds = started.elapsed().as_secs_f64(),
+                "back-fill sent; the history goes on in real time"
+            );
+        }
         if !batch.is_empty() {
-            // Pace: the batch is due when the offered rate reaches it.
             queued += batch.len() as u64;
-            let due = started + Duration::from_secs_f64(queued as f64 / args.rate);
-            tokio::time::sleep_until(due.into()).await;
+            if !by_event_time {
+                // Pace: the batch is due when the offered rate reaches it.
+                let due = started + Duration::from_secs_f64(queued as f64 / args.rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
             let body = Bytes::from(format!("[{}]", batch.join(",")));
             let count = batch.len() as u64;
             batch.clear();
@@ -183,6 +228,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
         }
         if end {
             break;
+        }
+        if !next_wait.is_zero() {
+            tokio::time::sleep(next_wait).await;
         }
     }
     while let Some(done) = tasks.join_next().await {
