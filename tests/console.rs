@@ -39,21 +39,14 @@ fn event(
     kind: &str,
     extra: Value,
 ) -> Value {
-    let mut event = json!({
-        "source": "console-test",
-        "source_event_id": format!("{interaction}:{kind}:{}", at(time)),
-        "occurred_at": at(time),
-        "customer": {"handles": [{"kind": "phone", "value": phone}]},
-        "interaction_id": interaction,
-        "channel": channel,
-        "type": kind,
-    });
-    if let (Some(target), Some(fields)) = (event.as_object_mut(), extra.as_object()) {
-        for (key, value) in fields {
-            target.insert(key.clone(), value.clone());
-        }
-    }
-    event
+    support::interaction_event(
+        interaction,
+        channel,
+        ("phone", phone),
+        &at(time),
+        kind,
+        extra,
+    )
 }
 
 fn agent(id: &str, state: &str, time: DateTime<Utc>) -> Value {

@@ -7,32 +7,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Http, Server};
-
-fn event(
-    interaction: &str,
-    channel: &str,
-    handle: (&str, &str),
-    at: &str,
-    kind: &str,
-    extra: Value,
-) -> Value {
-    let mut event = json!({
-        "source": "test",
-        "source_event_id": format!("{interaction}:{kind}:{at}"),
-        "occurred_at": at,
-        "customer": {"handles": [{"kind": handle.0, "value": handle.1}]},
-        "interaction_id": interaction,
-        "channel": channel,
-        "type": kind,
-    });
-    if let (Some(target), Some(fields)) = (event.as_object_mut(), extra.as_object()) {
-        for (key, value) in fields {
-            target.insert(key.clone(), value.clone());
-        }
-    }
-    event
-}
+use support::{Http, Server, interaction_event as event};
 
 async fn journey(http: &Http, server: &Server, customer: &str, token: &str) -> Value {
     let answer = http
@@ -40,6 +15,17 @@ async fn journey(http: &Http, server: &Server, customer: &str, token: &str) -> V
         .await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     answer.body
+}
+
+/// The journeys of the customer a handle resolves to (asserted found), once the write
+/// behind `token` is folded.
+async fn journey_by_handle(http: &Http, server: &Server, query: &str, token: &str) -> Value {
+    let resolved = http
+        .get(&server.url(&format!("/v1/customers/resolve?{query}")))
+        .await;
+    assert_eq!(resolved.status, 200, "{:?}", resolved.body);
+    let customer = resolved.body["customer_id"].as_str().unwrap().to_owned();
+    journey(http, server, &customer, token).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,12 +110,8 @@ async fn a_call_then_a_chat_then_an_email_make_one_journey_with_context() {
     let receipt = http.post_events(&server, &mail).await;
     let token = receipt["token"].as_str().unwrap().to_owned();
 
-    let resolved = http
-        .get(&server.url("/v1/customers/resolve?kind=email&value=ALICE@example.com"))
-        .await;
-    assert_eq!(resolved.status, 200, "{:?}", resolved.body);
-    let customer = resolved.body["customer_id"].as_str().unwrap().to_owned();
-    let answer = journey(&http, &server, &customer, &token).await;
+    let answer =
+        journey_by_handle(&http, &server, "kind=email&value=ALICE@example.com", &token).await;
 
     let journeys = answer["journeys"].as_array().unwrap();
     assert_eq!(journeys.len(), 1, "{answer:#}");
@@ -283,12 +265,7 @@ async fn a_fax_a_call_and_a_mobile_app_request_of_one_person_meet_in_one_journey
     .await;
     let token = receipt["token"].as_str().unwrap().to_owned();
 
-    let resolved = http
-        .get(&server.url("/v1/customers/resolve?kind=app_user&value=u-77812"))
-        .await;
-    assert_eq!(resolved.status, 200, "{:?}", resolved.body);
-    let customer = resolved.body["customer_id"].as_str().unwrap().to_owned();
-    let answer = journey(&http, &server, &customer, &token).await;
+    let answer = journey_by_handle(&http, &server, "kind=app_user&value=u-77812", &token).await;
     let journeys = answer["journeys"].as_array().unwrap();
     assert_eq!(journeys.len(), 1, "{answer:#}");
     let only = &journeys[0];

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_omnilog");
 
@@ -223,4 +223,32 @@ pub async fn wait_ready(http: &Http, server: &Server) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A canonical interaction event as a producer posts it (`source` `test`), its
+/// `source_event_id` made of its interaction, type and time; `extra` adds the fields of its
+/// type.
+pub fn interaction_event(
+    interaction: &str,
+    channel: &str,
+    handle: (&str, &str),
+    at: &str,
+    kind: &str,
+    extra: Value,
+) -> Value {
+    let mut event = json!({
+        "source": "test",
+        "source_event_id": format!("{interaction}:{kind}:{at}"),
+        "occurred_at": at,
+        "customer": {"handles": [{"kind": handle.0, "value": handle.1}]},
+        "interaction_id": interaction,
+        "channel": channel,
+        "type": kind,
+    });
+    if let (Some(target), Some(fields)) = (event.as_object_mut(), extra.as_object()) {
+        for (key, value) in fields {
+            target.insert(key.clone(), value.clone());
+        }
+    }
+    event
 }

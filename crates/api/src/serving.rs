@@ -49,12 +49,13 @@ impl Default for Limits {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets the
+/// Serves `app` on `listener` until `shutdown` completes (whatever its output: a oneshot
+/// receiver stops it when told, or when its sender is dropped), then stops accepting, lets the
 /// connections in flight finish for up to [`DRAIN_TIMEOUT`] and closes the rest.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future,
 ) -> std::io::Result<()> {
     serve_with(listener, app, shutdown, Limits::default()).await
 }
@@ -63,7 +64,7 @@ pub async fn serve(
 pub async fn serve_with(
     listener: TcpListener,
     app: Router,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future,
     limits: Limits,
 ) -> std::io::Result<()> {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.connections));
@@ -81,7 +82,7 @@ pub async fn serve_with(
                 Ok(slot) => slot,
                 Err(_) => break,
             },
-            () = &mut shutdown => break,
+            _ = &mut shutdown => break,
         };
         tokio::select! {
             accepted = listener.accept() => {
@@ -105,7 +106,7 @@ pub async fn serve_with(
                     drop(slot);
                 });
             }
-            () = &mut shutdown => break,
+            _ = &mut shutdown => break,
         }
     }
     drop(listener);

@@ -28,14 +28,7 @@ async fn start(
     let addr = listener.local_addr().unwrap();
     let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_with(
-        listener,
-        app,
-        async {
-            let _ = stopped.await;
-        },
-        limits,
-    ));
+    let server = tokio::spawn(serve_with(listener, app, stopped, limits));
     (addr, stop, server)
 }
 

@@ -40,11 +40,10 @@ use chrono::{DateTime, Utc};
 use mail_parser::{MessageParser, MimeHeaders};
 use omnilog_events::{Channel, Event};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::mapping::{Interaction, attributes, handle, required, rfc3339};
-use crate::{ChannelError, ChannelIngestor, SignatureScheme, WebhookRequest, json_body};
+use crate::{ChannelError, ChannelIngestor, SignatureScheme, WebhookRequest, json_at, json_body};
 
 /// The `source` of every event of this channel.
 pub const SOURCE: &str = "fax.sinch";
@@ -255,20 +254,6 @@ fn from_multipart(request: &WebhookRequest) -> Result<Incoming, ChannelError> {
         event_time: text("eventTime")?,
         fax: json_at(fax_json, "fax")?,
         file_type: None,
-    })
-}
-
-/// Reads JSON into `T`, naming the field of the first error under `prefix`.
-fn json_at<T: DeserializeOwned>(bytes: &[u8], prefix: &str) -> Result<T, ChannelError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            prefix.to_owned()
-        } else {
-            format!("{prefix}.{path}")
-        };
-        ChannelError::malformed(field, e.into_inner().to_string())
     })
 }
 

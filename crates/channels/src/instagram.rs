@@ -74,15 +74,7 @@ impl ChannelIngestor for MetaInstagram {
 
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<Event>, ChannelError> {
         let webhook: Webhook = json_body(&request.body)?;
-        if webhook.object != "instagram" {
-            return Err(ChannelError::malformed(
-                "object",
-                format!(
-                    "{:?} is not an Instagram webhook (object \"instagram\")",
-                    webhook.object
-                ),
-            ));
-        }
+        crate::meta::expect_object(&webhook.object, "instagram", "an Instagram")?;
         let mut events = Vec::new();
         for (e, entry) in webhook.entry.iter().enumerate() {
             for (m, item) in entry.messaging.iter().enumerate() {

@@ -145,14 +145,39 @@ pub fn form_field<'a>(
 
 /// Reads a JSON body into `T`, naming the field of the first error.
 pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ChannelError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        ChannelError::malformed(
-            if path == "." { "body".to_owned() } else { path },
-            e.into_inner().to_string(),
-        )
-    })
+    json_at(body, "")
+}
+
+/// Reads JSON text found at `prefix` of a payload (a form field holding JSON, say) into
+/// `T`, naming the field of the first error under `prefix`.
+pub fn json_at<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    prefix: &str,
+) -> Result<T, ChannelError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| field_error(prefix, e))
+}
+
+/// Reads a JSON value found at `prefix` of a payload into `T`, naming the field of the
+/// first error under `prefix`.
+pub fn value_at<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+    prefix: &str,
+) -> Result<T, ChannelError> {
+    serde_path_to_error::deserialize(value).map_err(|e| field_error(prefix, e))
+}
+
+/// A deserialisation error as a malformed field: its path under `prefix` (the whole
+/// body is `body`).
+fn field_error(prefix: &str, error: serde_path_to_error::Error<serde_json::Error>) -> ChannelError {
+    let path = error.path().to_string();
+    let field = match (prefix, path.as_str()) {
+        ("", ".") => "body".to_owned(),
+        ("", _) => path,
+        (_, ".") => prefix.to_owned(),
+        _ => format!("{prefix}.{path}"),
+    };
+    ChannelError::malformed(field, error.into_inner().to_string())
 }
 
 /// The channels this build knows, by path.

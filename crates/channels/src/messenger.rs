@@ -146,15 +146,7 @@ impl ChannelIngestor for MetaMessenger {
 
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<Event>, ChannelError> {
         let webhook: Webhook = json_body(&request.body)?;
-        if webhook.object != "page" {
-            return Err(ChannelError::malformed(
-                "object",
-                format!(
-                    "{:?} is not a Messenger webhook (object \"page\")",
-                    webhook.object
-                ),
-            ));
-        }
+        crate::meta::expect_object(&webhook.object, "page", "a Messenger")?;
         let mut events = Vec::new();
         for (e, entry) in webhook.entry.iter().enumerate() {
             for (m, item) in entry.messaging.iter().enumerate() {

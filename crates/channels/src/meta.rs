@@ -8,6 +8,18 @@
 
 use crate::ChannelError;
 
+/// Checks a webhook's `object`: each of Meta's webhook URLs receives one object type
+/// (`page` for Messenger, `instagram`, `whatsapp_business_account`).
+pub fn expect_object(object: &str, expected: &str, platform: &str) -> Result<(), ChannelError> {
+    if object == expected {
+        return Ok(());
+    }
+    Err(ChannelError::malformed(
+        "object",
+        format!("{object:?} is not {platform} webhook (object {expected:?})"),
+    ))
+}
+
 /// Answers Meta's subscription handshake: the challenge to echo when the query's mode is
 /// `subscribe` and its verify token is `verify_token`.
 pub fn verify_subscription(query: &str, verify_token: &str) -> Result<String, ChannelError> {

@@ -40,12 +40,11 @@
 use chrono::{DateTime, TimeZone, Utc};
 use omnilog_events::{Channel, Event};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::ChannelError;
 use crate::mapping::{Interaction, attributes, handle, required, text};
+use crate::{ChannelError, value_at};
 
 /// The `source` of the Page feed's events.
 pub const PAGE_FEED_SOURCE: &str = "social.meta-page-feed";
@@ -110,19 +109,6 @@ struct InstagramMedia {
     media_product_type: Option<String>,
 }
 
-/// Reads a change's value into `T`, naming the field of the first error under `at`.
-fn typed<T: DeserializeOwned>(value: &Value, at: &str) -> Result<T, ChannelError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            at.to_owned()
-        } else {
-            format!("{at}.{path}")
-        };
-        ChannelError::malformed(field, e.into_inner().to_string())
-    })
-}
-
 /// A Meta time: Unix seconds (a number or digits; milliseconds when the value is too large
 /// to be seconds), or Graph's `2026-03-02T09:05:10+0000`.
 pub(crate) fn meta_time(field: &str, value: &Value) -> Result<DateTime<Utc>, ChannelError> {
@@ -163,7 +149,7 @@ pub(crate) fn page_feed(
     at: &str,
 ) -> Result<Option<Event>, ChannelError> {
     let at = format!("{at}.value");
-    let feed: FeedValue = typed(value, &at)?;
+    let feed: FeedValue = value_at(value, &at)?;
     let edited = match feed.verb.as_str() {
         "add" => false,
         "edited" => true,
@@ -255,7 +241,7 @@ pub(crate) fn instagram_comment(
     at: &str,
 ) -> Result<Option<Event>, ChannelError> {
     let at = format!("{at}.value");
-    let comment: InstagramComment = typed(value, &at)?;
+    let comment: InstagramComment = value_at(value, &at)?;
     let id = required(&format!("{at}.id"), &comment.id)?;
     let Some(from) = &comment.from else {
         return Ok(None);

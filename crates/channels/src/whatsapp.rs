@@ -156,15 +156,7 @@ impl ChannelIngestor for WhatsAppCloud {
 
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<Event>, ChannelError> {
         let webhook: Webhook = json_body(&request.body)?;
-        if webhook.object != "whatsapp_business_account" {
-            return Err(ChannelError::malformed(
-                "object",
-                format!(
-                    "{:?} is not a WhatsApp webhook (object \"whatsapp_business_account\")",
-                    webhook.object
-                ),
-            ));
-        }
+        crate::meta::expect_object(&webhook.object, "whatsapp_business_account", "a WhatsApp")?;
         let mut events = Vec::new();
         for (e, entry) in webhook.entry.iter().enumerate() {
             for (c, change) in entry.changes.iter().enumerate() {

@@ -12,63 +12,36 @@ pub struct Asset {
     pub content_type: &'static str,
 }
 
+/// One embedded file of `assets/`, by its name, with its media type.
+macro_rules! embedded {
+    ($name:literal, $content_type:expr) => {
+        (
+            $name,
+            Asset {
+                bytes: include_bytes!(concat!("../assets/", $name)),
+                content_type: $content_type,
+            },
+        )
+    };
+}
+
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
 /// Every embedded file by its path under `/console/`. A fixed list (not a directory walk)
 /// so an asset cannot be served by accident and a missing one fails the build.
 const ASSETS: &[(&str, Asset)] = &[
-    (
-        "index.html",
-        Asset {
-            bytes: include_bytes!("../assets/index.html"),
-            content_type: "text/html; charset=utf-8",
-        },
-    ),
-    (
-        "console.css",
-        Asset {
-            bytes: include_bytes!("../assets/console.css"),
-            content_type: "text/css; charset=utf-8",
-        },
-    ),
-    (
-        "app.js",
-        Asset {
-            bytes: include_bytes!("../assets/app.js"),
-            content_type: "text/javascript; charset=utf-8",
-        },
-    ),
-    (
-        "api.js",
-        Asset {
-            bytes: include_bytes!("../assets/api.js"),
-            content_type: "text/javascript; charset=utf-8",
-        },
-    ),
-    (
-        "ui.js",
-        Asset {
-            bytes: include_bytes!("../assets/ui.js"),
-            content_type: "text/javascript; charset=utf-8",
-        },
-    ),
-    (
-        "pages.js",
-        Asset {
-            bytes: include_bytes!("../assets/pages.js"),
-            content_type: "text/javascript; charset=utf-8",
-        },
-    ),
-    (
-        "favicon.svg",
-        Asset {
-            bytes: include_bytes!("../assets/favicon.svg"),
-            content_type: "image/svg+xml",
-        },
-    ),
+    embedded!("index.html", "text/html; charset=utf-8"),
+    embedded!("console.css", "text/css; charset=utf-8"),
+    embedded!("app.js", JAVASCRIPT),
+    embedded!("api.js", JAVASCRIPT),
+    embedded!("ui.js", JAVASCRIPT),
+    embedded!("pages.js", JAVASCRIPT),
+    embedded!("favicon.svg", "image/svg+xml"),
 ];
 
 /// The page `/` answers with.
 pub fn index() -> Asset {
-    ASSETS[0].1
+    asset("index.html").expect("index.html is embedded")
 }
 
 /// The file at `path` (relative to `/console/`), if there is one.

@@ -388,15 +388,7 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = config.http;
     let http = tokio::spawn(async move {
-        omnilog_api::serving::serve_with(
-            listener,
-            app,
-            async {
-                let _ = stopped.await;
-            },
-            limits,
-        )
-        .await
+        omnilog_api::serving::serve_with(listener, app, stopped, limits).await
     });
     {
         use std::io::Write as _;

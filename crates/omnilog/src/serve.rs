@@ -189,16 +189,9 @@ async fn serve_app(
     let running_views = views.clone();
     let limits = config.http;
     let task = tokio::spawn(async move {
-        omnilog_api::serving::serve_with(
-            listener,
-            app,
-            async {
-                let _ = stopped.await;
-            },
-            limits,
-        )
-        .await
-        .context("serving HTTP")?;
+        omnilog_api::serving::serve_with(listener, app, stopped, limits)
+            .await
+            .context("serving HTTP")?;
         // The router stops before the write path it writes through.
         if let Some(routing) = routing {
             routing.stop().await;
