@@ -63,7 +63,8 @@ fn agent(id: &str, state: &str, time: DateTime<Utc>) -> Value {
 }
 
 /// A morning at a small desk: Alice calls (answered in 12 s, not resolved), continues on
-/// chat an hour later (resolved, CSAT 5); Bob's call and Carol's chat still wait.
+/// chat an hour later (resolved, CSAT 5); Bob's call (2 min) and Carol's chat (2.5 min)
+/// still wait.
 fn history(now: DateTime<Utc>) -> Vec<Value> {
     let t0 = now - TimeDelta::hours(3);
     let s = TimeDelta::seconds;
@@ -170,7 +171,7 @@ fn history(now: DateTime<Utc>) -> Vec<Value> {
             "chat-2",
             "chat",
             "+15550003333",
-            now - s(60),
+            now - s(152),
             "interaction_started",
             json!({"direction": "inbound"}),
         ),
@@ -178,7 +179,7 @@ fn history(now: DateTime<Utc>) -> Vec<Value> {
             "chat-2",
             "chat",
             "+15550003333",
-            now - s(58),
+            now - s(150),
             "queued",
             json!({"queue": "support", "skills": ["support"]}),
         ),
@@ -311,8 +312,18 @@ fn number(value: &Value) -> Option<f64> {
 async fn the_console_shows_what_the_api_answers_and_follows_it_live() {
     browser::require_chromium();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    // Thresholds other than the contract's defaults (voice 20 s, chat 1 min): the console
+    // must hold queues to the server's.
+    let server = Server::start(
+        dir.path(),
+        &["--service-level", "voice=90", "--service-level", "chat=600"],
+    );
     let http = Http::default();
+    let thresholds = api(&http, &server, "/v1/reports/service-levels").await;
+    assert_eq!(thresholds["thresholds"]["voice"], 90, "{thresholds}");
+    assert_eq!(thresholds["thresholds"]["chat"], 600, "{thresholds}");
+    assert_eq!(thresholds["thresholds"]["messaging"], 60, "{thresholds}");
+    assert_eq!(thresholds["thresholds"]["email"], 3600, "{thresholds}");
     let now = Utc::now();
     http.post_events(&server, &Value::Array(history(now))).await;
     support::wait_ready(&http, &server).await;
@@ -432,14 +443,49 @@ async fn the_console_shows_what_the_api_answers_and_follows_it_live() {
             .await;
         assert_eq!(shown, expected.to_string(), "agents {state}");
     }
-    // Bob's call has waited about two minutes: over voice's 20 s, said on the card.
+    // Bob's call has waited about two minutes: over the server's voice threshold of 90 s,
+    // said on the card. Carol's chat has waited 2.5 minutes: over the contract's default
+    // of 1 min, but not over this server's 10 min.
     browser
         .wait_for(
-            "the billing queue's voice threshold breached",
-            "return !!document.querySelector('[data-queue=\"billing\"][data-breached=yes] [data-channel=voice][data-breached=yes]');",
+            "the server's thresholds",
+            "return document.querySelector('#wallboard-summary').textContent.includes('voice 90 s');",
             LOAD,
         )
         .await;
+    let said = browser
+        .wait_for(
+            "the billing queue's voice threshold breached",
+            "const e = document.querySelector('[data-queue=\"billing\"][data-breached=yes] [data-channel=voice][data-breached=yes]');
+             return e && e.textContent;",
+            LOAD,
+        )
+        .await;
+    assert_eq!(said, "voice 1, over 90 s");
+    let chat = browser
+        .eval(
+            "const e = document.querySelector('[data-queue=\"support\"] [data-channel=chat]');
+             return e && [e.textContent, e.dataset.breached || null];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        chat,
+        json!(["chat 1", null]),
+        "Carol's chat is within 10 min"
+    );
+    let summary = browser
+        .eval(
+            "return document.querySelector('#wallboard-summary').textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        summary.as_str().unwrap().ends_with(
+            "messaging 1 min · voice 90 s · sms, social 5 min · chat 10 min · others 1 h"
+        ),
+        "{summary}"
+    );
     screenshot(&browser, "wallboard-1280").await;
 
     // A call queued while the wallboard is open shows within 2 s.
@@ -523,6 +569,16 @@ async fn the_console_shows_what_the_api_answers_and_follows_it_live() {
         .unwrap();
     assert_eq!(voice["offered"], 3, "{voice}");
     assert_eq!(number(&voice["asa_seconds"]), Some(12.0), "{voice}");
+    let thresholds = browser
+        .eval(
+            "return document.querySelector('#service-level-thresholds').textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        thresholds.as_str().unwrap().contains("voice 90 s"),
+        "{thresholds}"
+    );
     let csv_buttons = browser
         .eval(
             "return document.querySelectorAll('[data-csv]').length;",
@@ -731,59 +787,318 @@ async fn with_tokens_the_console_asks_for_one_and_shows_its_scopes() {
     server.stop();
 }
 
+/// A stand-in for a projector instance's `/v1/views`: the real server behind a small
+/// proxy on a free loopback port that passes every request through (the live stream too)
+/// and adds to `/v1/views` the `ownership` document `ownership` (what a projector
+/// instance's `Cluster::describe` publishes). Dropping it stops the proxy.
+struct OwnershipProxy {
+    base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for OwnershipProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn ownership_proxy(
+    upstream: &str,
+    ownership: impl Fn(&str) -> Value + Send + Sync + 'static,
+) -> OwnershipProxy {
+    use axum::body::Body;
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse as _;
+    use http_body_util::{BodyExt as _, Full};
+    type Upstream = hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<bytes::Bytes>,
+    >;
+    let client: Upstream =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream.to_owned();
+    let document = std::sync::Arc::new(ownership(&base));
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (client, upstream, document) = (client.clone(), upstream.clone(), document.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let path = parts.uri.path().to_owned();
+            let target = format!(
+                "{upstream}{}",
+                parts.uri.path_and_query().map_or("/", |p| p.as_str())
+            );
+            let body = body.collect().await.unwrap().to_bytes();
+            let mut forward = hyper::Request::builder()
+                .method(parts.method.clone())
+                .uri(target);
+            for (name, value) in &parts.headers {
+                if name != header::HOST {
+                    forward = forward.header(name, value);
+                }
+            }
+            let answer = client
+                .request(forward.body(Full::new(body)).unwrap())
+                .await
+                .unwrap();
+            if parts.method == axum::http::Method::GET
+                && path == "/v1/views"
+                && answer.status() == StatusCode::OK
+            {
+                let bytes = answer.into_body().collect().await.unwrap().to_bytes();
+                let mut views: Value = serde_json::from_slice(&bytes).unwrap();
+                views["ownership"] = (*document).clone();
+                return (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    views.to_string(),
+                )
+                    .into_response();
+            }
+            let (mut parts, incoming) = answer.into_parts();
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts.headers.remove(header::CONNECTION);
+            axum::response::Response::from_parts(parts, Body::new(incoming))
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    OwnershipProxy { base, task }
+}
+
+/// The operations page of a projector group's instance shows every instance's claims
+/// (`ownership` of `GET /v1/views`): a browser test of a real group needs Kafka, so the
+/// page is shown a real server's views with the ownership document a projector instance
+/// publishes (see `ownership_proxy`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operations_page_shows_each_instance_claims_in_a_projector_group() {
+    browser::require_chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::default();
+    http.post_events(&server, &Value::Array(history(Utc::now())))
+        .await;
+    support::wait_ready(&http, &server).await;
+    // Three instances of group "desk" share 12 partitions; partition 8 is moving from b to
+    // c (both claim it, c has not caught up on it yet). The page is served by instance b.
+    let views = ["journey", "queue", "reporting"];
+    let proxy = ownership_proxy(&server.base, move |me| {
+        let claim = |url: &str, assigned: &[u32], ready: &[u32]| {
+            json!({
+                "instance": format!("{url}#4242-1764590000000"), "url": url, "group": "desk",
+                "views": views, "assigned": assigned, "ready": ready,
+            })
+        };
+        json!({
+            "instance": format!("{me}#4242-1764590000000"),
+            "group": "desk",
+            "instances": [
+                claim("http://127.0.0.1:18081", &[0, 1, 2, 3], &[0, 1, 2, 3]),
+                claim(me, &[4, 5, 6, 7, 8], &[4, 5, 6, 7, 8]),
+                claim("http://127.0.0.1:18083", &[8, 9, 10, 11], &[9, 10, 11]),
+            ],
+        })
+    })
+    .await;
+    let me = format!("{}#4242-1764590000000", proxy.base);
+    let browser = Browser::start(WIDE.0, WIDE.1).await;
+    browser.goto(&format!("{}/#/operations", proxy.base)).await;
+    browser
+        .wait_for(
+            "the claims of the projector group",
+            "return document.querySelectorAll('#claims-table tbody tr').length === 3;",
+            LOAD,
+        )
+        .await;
+    let heading = browser
+        .eval(
+            "return document.querySelector('#ownership-heading').textContent;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(heading, "Projector group desk: claims of each instance");
+    let rows = browser
+        .eval(
+            "return [...document.querySelectorAll('#claims-table tbody tr')].map((tr) => [
+               tr.dataset.instance,
+               ...[...tr.querySelectorAll('td')].map((td) => td.textContent),
+               tr.querySelector('a') && tr.querySelector('a').getAttribute('href')]);",
+            json!([]),
+        )
+        .await;
+    let expected = json!([
+        [
+            "http://127.0.0.1:18081#4242-1764590000000",
+            "http://127.0.0.1:18081#4242-1764590000000",
+            "http://127.0.0.1:18081",
+            "journey, queue, reporting",
+            "0–3",
+            "0–3",
+            "http://127.0.0.1:18081/#/operations"
+        ],
+        [
+            "http://127.0.0.1:18083#4242-1764590000000",
+            "http://127.0.0.1:18083#4242-1764590000000",
+            "http://127.0.0.1:18083",
+            "journey, queue, reporting",
+            "8–11",
+            "9–11 catching up on 8",
+            "http://127.0.0.1:18083/#/operations"
+        ],
+        [
+            me,
+            format!("{me} this page"),
+            proxy.base,
+            "journey, queue, reporting",
+            "4–8",
+            "4–8",
+            format!("{}/#/operations", proxy.base)
+        ],
+    ]);
+    // Rows come in the order of the instances' ids.
+    let mut expected = expected.as_array().unwrap().clone();
+    expected.sort_by_key(|row| row[0].as_str().unwrap().to_owned());
+    assert_eq!(rows, Value::Array(expected));
+    let moving = browser
+        .eval(
+            "const e = document.querySelector('[data-field=claimed-twice]'); return e && e.textContent;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(moving, "claimed twice while they move: 8");
+    // The views themselves are still the server's.
+    let views_answer = api(&http, &server, "/v1/views").await;
+    let names: Vec<&str> = views_answer["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["view"].as_str().unwrap())
+        .collect();
+    let shown = browser
+        .eval(
+            "return [...document.querySelectorAll('#views-table tr[data-view]')].map((tr) => tr.dataset.view);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(shown, json!(names));
+    screenshot(&browser, "operations-group-1280").await;
+    let missing = unreachable_by_keyboard(&browser).await;
+    assert!(
+        missing.is_empty(),
+        "the keyboard never reaches:\n{}",
+        missing.join("\n")
+    );
+    check_page(&browser, "operations in a group", WIDE.0).await;
+    browser.set_size(NARROW.0, NARROW.1).await;
+    browser.goto(&format!("{}/#/operations", proxy.base)).await;
+    browser
+        .wait_for(
+            "the claims at 390 px",
+            "return document.querySelectorAll('#claims-table tbody tr').length === 3;",
+            LOAD,
+        )
+        .await;
+    check_page(&browser, "operations in a group", NARROW.0).await;
+    screenshot(&browser, "operations-group-390").await;
+    browser.quit();
+    drop(proxy);
+    server.stop();
+}
+
+/// A running `omnilog demo` (killed by its pid, through the handle, however the test
+/// ends), with its stdout's lines.
+struct Demo {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// The console's URL, from the demo's first line.
+    base: String,
+}
+
+impl Demo {
+    /// Starts `omnilog demo` on a free port and `dir`, plus `extra` flags; waits at most
+    /// `within` for its first line, which names the console.
+    fn start(dir: &std::path::Path, extra: &[&str], within: Duration) -> Demo {
+        use std::io::{BufRead as _, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(support::BINARY)
+            .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting omnilog demo");
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut demo = Demo {
+            child,
+            lines,
+            base: String::new(),
+        };
+        let first = demo
+            .lines
+            .recv_timeout(within)
+            .expect("the demo's first line");
+        assert!(
+            first.contains("console"),
+            "the console's URL comes first: {first}"
+        );
+        demo.base = first
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| panic!("the demo's first line names the console: {first}"));
+        demo
+    }
+
+    /// The first line (from here on) that `wanted` accepts, within `within`.
+    fn line(&self, what: &str, wanted: impl Fn(&str) -> bool, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("the demo did not say {what} within {within:?}"));
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `omnilog demo` shows a working desk at once: within 5 s of its start the console shows
 /// queues with waiting items, agents holding work, a report with rows, and the journey the
 /// demo names, across at least two channels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_a_working_desk_within_5_seconds() {
-    use std::io::{BufRead as _, BufReader};
-    use std::process::{Command, Stdio};
-
     browser::require_chromium();
     // The browser starts first: its own start-up is not the demo's.
     let browser = Browser::start(WIDE.0, WIDE.1).await;
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let mut demo = Command::new(support::BINARY)
-        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting omnilog demo");
-    // Killed (by its pid, through the handle) however the test ends.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = demo.stdout.take().unwrap();
-    let _demo = Reap(demo);
-    let (lines, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
     let budget = Duration::from_secs(5);
     let left = |started: Instant| budget.saturating_sub(started.elapsed());
-    let first = receive
-        .recv_timeout(left(started))
-        .expect("the demo's first line");
-    let base = first
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .map(|url| url.trim_end_matches('/').to_owned())
-        .unwrap_or_else(|| panic!("the demo's first line names the console: {first}"));
-    assert!(
-        first.contains("console"),
-        "the console's URL comes first: {first}"
-    );
+    let demo = Demo::start(dir.path(), &[], left(started));
+    let base = demo.base.clone();
 
     browser.goto(&format!("{base}/#/wallboard")).await;
     browser
@@ -813,17 +1128,16 @@ async fn the_demo_shows_a_working_desk_within_5_seconds() {
         started.elapsed()
     );
 
-    let journey_url = loop {
-        let line = receive
-            .recv_timeout(left(started))
-            .expect("the demo names a customer's journey within 5 s");
-        if let Some(url) = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://") && w.contains("#/customer/"))
-        {
-            break url.to_owned();
-        }
-    };
+    let journey_line = demo.line(
+        "a customer's journey",
+        |line| line.contains("#/customer/"),
+        left(started),
+    );
+    let journey_url = journey_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.contains("#/customer/"))
+        .unwrap()
+        .to_owned();
     browser.goto(&journey_url).await;
     let channels = browser
         .wait_for(
@@ -839,4 +1153,180 @@ async fn the_demo_shows_a_working_desk_within_5_seconds() {
     );
     screenshot(&browser, "demo-customer-1280").await;
     browser.quit();
+}
+
+/// Reads `/v1/queues/stream` for at most `within`: each queue's waiting counts in the
+/// order the stream said them. Stops early once some queue's count went up and then down.
+async fn streamed_waiting_counts(
+    base: &str,
+    within: Duration,
+) -> std::collections::BTreeMap<String, Vec<u64>> {
+    use http_body_util::BodyExt as _;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let response = client
+        .get(format!("{base}/v1/queues/stream").parse().unwrap())
+        .await
+        .expect("the queue stream");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let deadline = Instant::now() + within;
+    let mut text = String::new();
+    let mut counts: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let up_then_down = |counts: &Vec<u64>| {
+        let rose = counts.windows(2).position(|w| w[1] > w[0]);
+        rose.is_some_and(|at| counts[at + 1..].windows(2).any(|w| w[1] < w[0]))
+    };
+    while !counts.values().any(up_then_down) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(Ok(frame))) = tokio::time::timeout(left, body.frame()).await else {
+            break;
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        text.push_str(&String::from_utf8_lossy(&data));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            for line in block.lines() {
+                if let Some(json) = line.strip_prefix("data:")
+                    && let Ok(stats) = serde_json::from_str::<Value>(json.trim())
+                    && let (Some(queue), Some(waiting)) =
+                        (stats["queue"].as_str(), stats["waiting"].as_u64())
+                {
+                    counts.entry(queue.to_owned()).or_default().push(waiting);
+                }
+            }
+        }
+    }
+    counts
+}
+
+/// `omnilog demo` keeps the desk moving as a real one does: once the back-fill is in, the
+/// router assigns waiting contacts (`assigned` by `omnilog.router`, held by that agent),
+/// waiting counts go down as well as up, and the back-filled day answered most contacts
+/// within the service level while its peak strained it, with some callers lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_router_keeps_the_queues_moving_and_most_contacts_are_answered_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four hours: the desk's load peaks at the start and again at the end (see
+    // omnilog_testkit::load_factor), by then with the day's follow-ups.
+    let demo = Demo::start(
+        dir.path(),
+        &["--backfill-hours", "4"],
+        Duration::from_secs(30),
+    );
+    let base = demo.base.clone();
+    let went_live = Instant::now();
+    demo.line(
+        "that it went live",
+        |line| line.starts_with("live:"),
+        Duration::from_secs(240),
+    );
+    let live_at = Utc::now();
+    eprintln!(
+        "the demo went live {:?} after its start",
+        went_live.elapsed()
+    );
+    let http = Http::default();
+    let get = |path: String| {
+        let http = http.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let answer = http.get(&url).await;
+            assert_eq!(answer.status, 200, "GET {url}: {:?}", answer.body);
+            answer.body
+        }
+    };
+
+    // Queues move: waiting counts go up and down while the router assigns.
+    let counts = streamed_waiting_counts(&base, Duration::from_secs(60)).await;
+    assert!(
+        counts.values().any(|c| {
+            let rose = c.windows(2).position(|w| w[1] > w[0]);
+            rose.is_some_and(|at| c[at + 1..].windows(2).any(|w| w[1] < w[0]))
+        }),
+        "no queue's waiting count went up and then down: {counts:?}"
+    );
+
+    // Contacts are assigned by the router, and the agent it named holds them.
+    let agents = get("/v1/agents".to_owned()).await;
+    let held: Vec<(String, String)> = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|agent| {
+            let id = agent["agent_id"].as_str().unwrap().to_owned();
+            agent["assignments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |i| (id.clone(), i.as_str().unwrap().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut routed = 0;
+    for (agent, interaction) in held.iter().rev().take(400) {
+        let answer = get(format!("/v1/interactions/{interaction}")).await;
+        let assigned = answer["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rfind(|e| e["type"] == "assigned")
+            .cloned()
+            .unwrap_or_default();
+        if assigned["source"] == "omnilog.router" {
+            assert_eq!(assigned["agent_id"], agent.as_str(), "{answer}");
+            routed += 1;
+            if routed >= 5 {
+                break;
+            }
+        }
+    }
+    assert!(
+        routed >= 5,
+        "of {} contacts agents hold, {routed} were assigned by the router",
+        held.len()
+    );
+
+    // The back-filled day: most contacts answered within their channel's threshold, some
+    // lost; hour by hour, calm hours answer voice within 20 s and the peak does not.
+    let to = live_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let day = get(format!("/v1/reports/summary?to={to}")).await;
+    let all = &day["rows"][0];
+    let level = number(&all["service_level"]).unwrap();
+    assert!(
+        all["offered"].as_u64().unwrap() > 10_000 && (0.8..0.995).contains(&level),
+        "the day's service level: {all}"
+    );
+    assert!(all["abandoned"].as_u64().unwrap() > 0, "{all}");
+    let hours = get(format!("/v1/reports/summary?group_by=hour&to={to}")).await;
+    let mut voice_by_hour = Vec::new();
+    for row in hours["rows"].as_array().unwrap() {
+        let hour = row["key"].as_str().unwrap();
+        let from = DateTime::parse_from_rfc3339(hour)
+            .unwrap()
+            .with_timezone(&Utc);
+        let until = at(from + TimeDelta::hours(1)).min(to.clone());
+        let channels = get(format!(
+            "/v1/reports/summary?group_by=channel&from={}&to={until}",
+            at(from)
+        ))
+        .await;
+        if let Some(voice) = channels["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == "voice")
+            && voice["offered"].as_u64().unwrap() >= 300
+        {
+            voice_by_hour.push((hour.to_owned(), number(&voice["service_level"]).unwrap()));
+        }
+    }
+    eprintln!("voice service level by hour: {voice_by_hour:?}");
+    assert!(
+        voice_by_hour.iter().any(|(_, l)| *l >= 0.9) && voice_by_hour.iter().any(|(_, l)| *l < 0.9),
+        "voice service level by hour: {voice_by_hour:?}"
+    );
 }

@@ -6,7 +6,10 @@
 //! - for older versions, `events.current.jsonl`: what they read as today, through the
 //!   upcasters; it changes only with a new version, by review;
 //! - `twin.pb`: a small desk history written by that version; the twins of all versions
-//!   hold the same history, and must project to the same views.
+//!   hold the same history, and must project to the same views;
+//! - `added-{name}.pb` and `added-{name}.jsonl`: events of what was added to that version
+//!   after its fixture was written (a new body type or an optional field is additive and
+//!   makes no new version, see `proto/`), checked like `events.pb`.
 //!
 //! Missing files are written by `OMNILOG_BLESS=1 cargo nextest run -p omnilog --test golden`;
 //! existing ones are never overwritten.
@@ -95,6 +98,99 @@ fn rare_events() -> Vec<serde_json::Value> {
     .clone()
 }
 
+/// What was added to a schema version after its fixture was written: its own fixture, the
+/// types it adds and the events it holds.
+struct Addition {
+    version: u32,
+    name: &'static str,
+    adds: &'static [EventType],
+    events: fn() -> Vec<serde_json::Value>,
+}
+
+fn additions() -> Vec<Addition> {
+    vec![Addition {
+        version: 2,
+        name: "customer-profile",
+        // Also: the envelope (`interaction_id`, `channel`) on every type, an
+        // `identity_linked` by handles alone, and `customer.attributes` on any event.
+        adds: &[EventType::CustomerProfile],
+        events: || {
+            serde_json::json!([
+                {"source": "crm", "source_event_id": "profile-1", "occurred_at": "2026-03-02T10:00:00Z",
+                 "customer": {"id": "c-alice"}, "interaction_id": "CA1", "channel": "voice",
+                 "type": "customer_profile", "attributes": {"segment": "finance", "tier": ""}},
+                {"source": "desk", "source_event_id": "link-2", "occurred_at": "2026-03-02T10:01:00Z",
+                 "customer": {"id": "c-alice", "handles": [{"kind": "email", "value": "alice@example.com"}],
+                              "attributes": {"department": "billing"}},
+                 "interaction_id": "CA1", "channel": "voice",
+                 "type": "identity_linked", "by_handles": true},
+                {"source": "desk", "source_event_id": "merge-2", "occurred_at": "2026-03-02T10:02:00Z",
+                 "customer": {"id": "c-alice"}, "interaction_id": "CA1", "channel": "voice",
+                 "type": "customers_merged", "from_customer": "c-alice-old", "into_customer": "c-alice"},
+                {"source": "voice.twilio", "source_event_id": "CA2:queued", "occurred_at": "2026-03-02T10:03:00Z",
+                 "customer": {"id": "c-bob", "handles": [{"kind": "phone", "value": "+15550002"}],
+                              "attributes": {"segment": "medical"}},
+                 "interaction_id": "CA2", "channel": "voice", "type": "queued", "queue": "billing"},
+                {"source": "desk", "source_event_id": "ann-busy", "occurred_at": "2026-03-02T10:04:00Z",
+                 "interaction_id": "CA2", "channel": "voice",
+                 "type": "agent_state", "agent_id": "ann", "state": "busy"}
+            ])
+            .as_array()
+            .unwrap()
+            .clone()
+        },
+    }]
+}
+
+#[test]
+fn every_addition_decodes_to_its_committed_canonical_json() {
+    for addition in additions() {
+        let pb = golden(addition.version, &format!("added-{}.pb", addition.name));
+        let jsonl = golden(addition.version, &format!("added-{}.jsonl", addition.name));
+        if addition.version == CURRENT_SCHEMA_VERSION {
+            let events: Vec<Event> = (addition.events)()
+                .into_iter()
+                .map(|value| omnilog_events::json::event_from_value(value).expect("a valid event"))
+                .collect();
+            bless_new(&pb, encode_batch(&events));
+            bless_new(&jsonl, lines(&events));
+        }
+        let bytes = read(&pb);
+        let decoded = decode_batch(&bytes).expect("the golden batch decodes");
+        for added in addition.adds {
+            assert!(
+                decoded.iter().any(|e| e.event_type() == *added),
+                "{}: {added} is in its fixture",
+                addition.name
+            );
+        }
+        let written = String::from_utf8(read(&jsonl)).unwrap();
+        assert_eq!(decoded.len(), written.lines().count());
+        for (index, (event, line)) in decoded.iter().zip(written.lines()).enumerate() {
+            assert_eq!(
+                to_canonical_json(event),
+                line,
+                "{} event {index} reads differently",
+                addition.name
+            );
+            let parsed = parse_event(line.as_bytes()).expect("the golden JSON parses");
+            assert_eq!(
+                &parsed, event,
+                "{} event {index}: JSON and protobuf disagree",
+                addition.name
+            );
+        }
+        if addition.version == CURRENT_SCHEMA_VERSION {
+            assert_eq!(
+                encode_batch(&decoded),
+                bytes,
+                "the encoding of {} changed",
+                addition.name
+            );
+        }
+    }
+}
+
 #[test]
 fn every_version_decodes_to_its_committed_canonical_json() {
     for version in 1..=CURRENT_SCHEMA_VERSION {
@@ -109,7 +205,12 @@ fn every_version_decodes_to_its_committed_canonical_json() {
         }
         let bytes = read(&pb);
         let decoded = decode_batch(&bytes).expect("the golden batch decodes");
-        let types: BTreeSet<&str> = decoded.iter().map(|e| e.event_type().as_str()).collect();
+        // Every type is in the fixture, or was added to this version or a later one after
+        // it was written (and is in that addition's fixture).
+        let mut types: BTreeSet<&str> = decoded.iter().map(|e| e.event_type().as_str()).collect();
+        for addition in additions().iter().filter(|a| a.version >= version) {
+            types.extend(addition.adds.iter().map(|t| t.as_str()));
+        }
         assert_eq!(
             types.len(),
             EventType::ALL.len(),

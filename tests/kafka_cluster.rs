@@ -228,14 +228,38 @@ fn wait_success(mut child: Child, what: &str, limit: Duration) {
     }
 }
 
+/// Each instance's process state, readiness and ownership, for a failure's message.
+async fn what_instances_say(http: &Http, instances: &[&Server]) -> String {
+    let mut said = String::new();
+    for instance in instances {
+        let pid = instance.child.id();
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let after_name = stat.rsplit_once(')')?.1;
+                after_name.split_whitespace().next().map(str::to_owned)
+            })
+            .unwrap_or_else(|| "gone".to_owned());
+        let ready = http.get(&instance.url("/readyz")).await;
+        let views = http.get(&instance.url("/v1/views")).await;
+        said.push_str(&format!(
+            "{} (pid {pid}, state {state}): /readyz {} {}; ownership {}\n",
+            instance.base, ready.status, ready.body, views.body["ownership"]
+        ));
+    }
+    said
+}
+
 /// Waits until every instance is ready and answers a global query of each view.
 async fn settle(http: &Http, instances: &[&Server]) {
     let deadline = Instant::now() + Duration::from_secs(240);
     'again: loop {
-        assert!(
-            Instant::now() < deadline,
-            "the projector group did not settle within 240 s"
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "the projector group did not settle within 240 s:\n{}",
+                what_instances_say(http, instances).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         for instance in instances {
             for path in [
@@ -243,6 +267,7 @@ async fn settle(http: &Http, instances: &[&Server]) {
                 "/v1/reports/journeys",
                 "/v1/queues",
                 "/v1/reports/summary",
+                "/v1/reports/channels",
             ] {
                 if http.get(&instance.url(path)).await.status != 200 {
                     continue 'again;
@@ -380,6 +405,7 @@ async fn a_projector_group_that_loses_and_gains_instances_answers_what_replay_an
     let mut paths: Vec<String> = vec![
         "/v1/reports/journeys".to_owned(),
         "/v1/reports/topics".to_owned(),
+        "/v1/reports/channels?group_by=segment".to_owned(),
         "/v1/queues?now=2026-03-03T00:00:00Z".to_owned(),
         "/v1/agents".to_owned(),
     ];

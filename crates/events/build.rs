@@ -2,7 +2,13 @@
 //! fresh machine builds with cargo alone.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not compiled in (`env!`): cargo names build scripts by a
+    // hash of the package's path relative to its workspace, so two checkouts of this
+    // workspace sharing one target directory share one compiled script and one OUT_DIR, and
+    // each must generate from its own `proto/`.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").ok_or("cargo did not set CARGO_MANIFEST_DIR")?;
+    let proto_root = std::path::Path::new(&manifest_dir).join("../../proto");
     let event_proto = proto_root.join("omnilog/v1/event.proto");
     println!("cargo:rerun-if-changed={}", event_proto.display());
 

@@ -40,7 +40,12 @@ impl Server {
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // OMNILOG_TEST_SERVER_LOG (e.g. `info`) makes the servers say more when a
+            // test needs to be understood.
+            .env(
+                "RUST_LOG",
+                std::env::var("OMNILOG_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -251,4 +256,135 @@ pub fn interaction_event(
         }
     }
     event
+}
+
+/// An HTTP answer with its headers and raw body (for answers that may not be JSON, and for
+/// checking headers such as `Allow`).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The `Content-Type` header, or "".
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl Http {
+    /// Sends any request: a method of any name, any headers (values as raw bytes, so they
+    /// may be invalid UTF-8), any body. A lost connection or no answer within 30 s is an
+    /// error, not a panic.
+    pub async fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &[u8])],
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
+        let mut request = hyper::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(
+                *name,
+                hyper::header::HeaderValue::from_bytes(value).map_err(|e| e.to_string())?,
+            );
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .map_err(|_| "no answer within 30 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = tokio::time::timeout(Duration::from_secs(30), response.into_body().collect())
+            .await
+            .map_err(|_| "no whole body within 30 s".to_owned())?
+            .map_err(|e| e.to_string())?
+            .to_bytes()
+            .to_vec();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Memory of a process as Linux reports it (`/proc/<pid>/status`), in KiB: resident now
+/// (`VmRSS`) and the peak resident so far (`VmHWM`).
+#[derive(Clone, Copy, Debug)]
+pub struct Memory {
+    pub rss_kib: u64,
+    pub peak_kib: u64,
+}
+
+/// The memory of process `pid`; panics when it cannot be read (the process is gone).
+pub fn memory_of(pid: u32) -> Memory {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    Memory {
+        rss_kib: field("VmRSS:"),
+        peak_kib: field("VmHWM:"),
+    }
+}
+
+/// How many records the log holds, as the server reports it (`GET /v1/views`, with
+/// `token` as the bearer token if given): per topic and partition the end of the log the
+/// views report, the largest where they differ, summed.
+pub async fn log_records(http: &Http, server: &Server, token: Option<&str>) -> u64 {
+    let bearer = token.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &[u8])> = bearer
+        .iter()
+        .map(|bearer| ("authorization", bearer.as_bytes()))
+        .collect();
+    let views = http
+        .request("GET", &server.url("/v1/views"), &headers, Vec::new())
+        .await
+        .expect("GET /v1/views");
+    assert_eq!(
+        views.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&views.body)
+    );
+    let views = views.json();
+    let mut ends = std::collections::BTreeMap::<(String, u64), u64>::new();
+    for view in views["views"].as_array().expect("a list of views") {
+        for partition in view["partitions"].as_array().expect("partitions") {
+            let key = (
+                partition["topic"].as_str().unwrap_or_default().to_owned(),
+                partition["partition"].as_u64().unwrap_or_default(),
+            );
+            let end = partition["end"].as_u64().unwrap_or_default();
+            let known = ends.entry(key).or_default();
+            *known = (*known).max(end);
+        }
+    }
+    ends.values().sum()
 }

@@ -42,6 +42,14 @@ fn version_json(report: &VersionReport) -> Value {
     })
 }
 
+/// Stored records of a view's live version that queries could not decode and passed over
+/// (each logged once by the store): a number above zero asks for a rebuild.
+fn unreadable_records(views: &omnilog_projector::ViewRuntime, view: &str) -> u64 {
+    views
+        .live(view)
+        .map_or(0, |live| live.table().unreadable_records())
+}
+
 /// `GET /v1/views`.
 pub async fn list_views(
     State(state): State<AppState>,
@@ -60,6 +68,7 @@ pub async fn list_views(
         .map(|report| {
             let mut entry = version_json(&report.live);
             entry["view"] = json!(report.view);
+            entry["unreadable_records"] = json!(unreadable_records(views, report.view));
             entry["rebuilding"] = match &report.rebuilding {
                 Some(rebuild) => version_json(rebuild),
                 None => Value::Null,
@@ -104,6 +113,10 @@ async fn cluster_views(cluster: &dyn crate::cluster::Cluster) -> Result<Value, A
                 .collect();
             let lag: u64 = parts.iter().filter_map(|p| p["lag"].as_u64()).sum();
             entry["lag"] = json!(entry["lag"].as_u64().unwrap_or(0) + lag);
+            entry["unreadable_records"] = json!(
+                entry["unreadable_records"].as_u64().unwrap_or(0)
+                    + unreadable_records(&runtime, report.view)
+            );
             entry["events_applied"] =
                 json!(entry["events_applied"].as_u64().unwrap_or(0) + report.live.events_applied);
             if version["status"] != "running" {

@@ -34,7 +34,8 @@ use omnilog_views::queue::{AgentsPartial, QueuePartial, QueueState, QueueView, Q
 use omnilog_views::reporting::{
     GroupBy, ReportingState, ReportingView, SummaryPartial, TopicsPartial,
 };
-use omnilog_views::{View, ViewError, ViewState, journey};
+use omnilog_views::segments::{ChannelsPartial, ProfileAnswer, SegmentsState, SegmentsView};
+use omnilog_views::{View, ViewError, ViewState, journey, segments};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -84,6 +85,9 @@ struct Ask {
     subject: Option<String>,
     /// For a customer's journey: the ids merged into it and its handles (JSON).
     identity: Option<Value>,
+    /// The customer attribute the channels report groups by (its `group_by`, passed on as
+    /// `attribute`: `group_by` names the summary's groupings).
+    attribute: Option<String>,
 }
 
 impl Ask {
@@ -101,6 +105,10 @@ impl Ask {
                 .map(|text| serde_json::from_str(text))
                 .transpose()
                 .map_err(|e| ApiError::invalid("identity", e.to_string()))?,
+            attribute: params
+                .get("attribute")
+                .map(|text| segments::parse_group_by(Some(text)))
+                .transpose()?,
         })
     }
 
@@ -219,6 +227,46 @@ impl Gathered for JourneyReportPartial {
     }
     fn merge(&mut self, other: Self) {
         JourneyReportPartial::merge(self, &other);
+    }
+}
+
+impl Gathered for ChannelsPartial {
+    const KIND: &'static str = "channels";
+    const VIEW: &'static str = crate::queries::SEGMENTS;
+    type Of = SegmentsView;
+    fn compute(state: &SegmentsState, reads: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
+        segments::channels_report(
+            state,
+            reads.records,
+            ask.attribute
+                .as_deref()
+                .unwrap_or(segments::DEFAULT_GROUP_BY),
+            ask.from.unwrap_or(DateTime::<Utc>::MIN_UTC),
+            ask.to.unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
+    }
+    fn merge(&mut self, other: Self) {
+        ChannelsPartial::merge(self, other);
+    }
+}
+
+/// One customer's profile record, for the profile of a customer and the ids merged into it.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct ProfileEntries(Vec<(Vec<u8>, Vec<u8>)>);
+
+impl Gathered for ProfileEntries {
+    const KIND: &'static str = "profile-entries";
+    const VIEW: &'static str = crate::queries::SEGMENTS;
+    type Of = SegmentsView;
+    fn compute(state: &SegmentsState, reads: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
+        Ok(ProfileEntries(segments::profile_entries(
+            state,
+            reads.records,
+            ask.subject(),
+        )?))
+    }
+    fn merge(&mut self, other: Self) {
+        self.0.extend(other.0);
     }
 }
 
@@ -520,6 +568,12 @@ pub async fn internal_partial(
         JourneyEntries::KIND => {
             one::<JourneyEntries>(cluster, &partitions, &ask, &consistency).await?
         }
+        ChannelsPartial::KIND => {
+            one::<ChannelsPartial>(cluster, &partitions, &ask, &consistency).await?
+        }
+        ProfileEntries::KIND => {
+            one::<ProfileEntries>(cluster, &partitions, &ask, &consistency).await?
+        }
         other => return Err(ApiError::NotFound(format!("no partial of kind {other:?}"))),
     };
     Ok(Json(answer))
@@ -538,12 +592,15 @@ pub async fn customer_journey(
         Some(identity) => (identity.customer_id, identity.merged_from, identity.handles),
         None => (id.to_owned(), Vec::new(), Vec::new()),
     };
+    let members: Vec<String> = std::iter::once(customer_id.clone())
+        .chain(merged_from.iter().cloned())
+        .collect();
     let partition = cluster.partition_of(&customer_id);
     let spread = merged_from
         .iter()
         .any(|member| cluster.partition_of(member) != partition);
-    if spread {
-        return merged_journey(
+    let mut answer = if spread {
+        merged_journey(
             &**cluster,
             headers,
             id,
@@ -552,17 +609,62 @@ pub async fn customer_journey(
             &handles,
             params,
         )
-        .await;
-    }
-    let ask = Ask {
-        subject: Some(customer_id),
-        identity: Some(json!({ "merged_from": merged_from, "handles": handles })),
-        ..Ask::default()
-    };
-    gather::<FoundJourney>(&**cluster, params, headers, &ask, Some(partition))
         .await?
-        .and_then(|found| found.0)
-        .ok_or_else(|| ApiError::NotFound(format!("no journey of customer {id:?}")))
+    } else {
+        let ask = Ask {
+            subject: Some(customer_id),
+            identity: Some(json!({ "merged_from": merged_from, "handles": handles })),
+            ..Ask::default()
+        };
+        gather::<FoundJourney>(&**cluster, params, headers, &ask, Some(partition))
+            .await?
+            .and_then(|found| found.0)
+            .ok_or_else(|| ApiError::NotFound(format!("no journey of customer {id:?}")))?
+    };
+    if let Some(profile) = customer_profile(state, headers, params, &members).await? {
+        crate::queries::attach_profile(&mut answer, profile);
+    }
+    Ok(answer)
+}
+
+/// The profile of a customer and the ids merged into it (`members`) in distributed mode:
+/// each member's record from the owner of its partition, loaded side by side and asked as
+/// one state. `None` while no owners cover the segments view (it is not projected in this
+/// group, or its partitions are moving): a journey is then answered without the profile.
+pub async fn customer_profile(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &BTreeMap<String, String>,
+    members: &[String],
+) -> Result<Option<ProfileAnswer>, ApiError> {
+    let cluster = cluster_of(state)?;
+    if cluster.owners(crate::queries::SEGMENTS).is_none() {
+        return Ok(None);
+    }
+    let mut local = SegmentsView::default().new_state();
+    for member in members {
+        let ask = Ask {
+            subject: Some(member.clone()),
+            ..Ask::default()
+        };
+        let entries = gather::<ProfileEntries>(
+            &**cluster,
+            params,
+            headers,
+            &ask,
+            Some(cluster.partition_of(member)),
+        )
+        .await?
+        .unwrap_or_default();
+        for (key, value) in entries.0 {
+            local.restore(&key, Some(&value)).map_err(ApiError::from)?;
+        }
+    }
+    Ok(Some(
+        segments::customer_profile(&local, &omnilog_views::NoRecords, members)
+            .map_err(ApiError::from)?
+            .unwrap_or_default(),
+    ))
 }
 
 /// The journey of customers merged across partitions: every member's entries from the
@@ -724,6 +826,27 @@ pub async fn report_journeys(
         gather::<JourneyReportPartial>(&**cluster_of(state)?, params, headers, &ask, None)
             .await?
             .unwrap_or_default();
+    Ok(serde_json::to_value(partial.finish()).unwrap_or_default())
+}
+
+/// `GET /v1/reports/channels` in distributed mode. The attribute travels to the owners as
+/// `attribute` (their `group_by` is the summary's).
+pub async fn report_channels(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &BTreeMap<String, String>,
+) -> Result<Value, ApiError> {
+    let group_by = segments::parse_group_by(params.get("group_by").map(String::as_str))?;
+    let mut forwarded = params.clone();
+    forwarded.remove("group_by");
+    forwarded.insert("attribute".to_owned(), group_by.clone());
+    let ask = Ask::from_params(&forwarded)?;
+    let partial = gather::<ChannelsPartial>(&**cluster_of(state)?, &forwarded, headers, &ask, None)
+        .await?
+        .unwrap_or_else(|| ChannelsPartial {
+            group_by,
+            groups: Vec::new(),
+        });
     Ok(serde_json::to_value(partial.finish()).unwrap_or_default())
 }
 

@@ -52,6 +52,9 @@ pub struct ApiConfig {
     pub meta_verify_token: Option<String>,
     /// How long a client may take to send a request's body (408 after it).
     pub body_timeout: std::time::Duration,
+    /// The service-level thresholds the server's reporting view measures with, published
+    /// at `GET /v1/reports/service-levels` (the console holds queues to them).
+    pub service_levels: omnilog_views::reporting::ReportingConfig,
 }
 
 impl Default for ApiConfig {
@@ -62,6 +65,7 @@ impl Default for ApiConfig {
             meta_verify_token: None,
             channel_secrets: BTreeMap::new(),
             body_timeout: serving::BODY_TIMEOUT,
+            service_levels: Default::default(),
         }
     }
 }
@@ -166,6 +170,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/summary", get(queries::report_summary))
         .route("/v1/reports/journeys", get(queries::report_journeys))
         .route("/v1/reports/topics", get(queries::report_topics))
+        .route("/v1/reports/service-levels", get(queries::service_levels))
+        .route("/v1/reports/channels", get(queries::report_channels))
         .route("/v1/views", get(admin::list_views))
         .route(
             "/v1/internal/partials/{kind}",
@@ -339,15 +345,7 @@ async fn post_events(
     let body = read_body(&headers, body, &state.config).await?;
     let events = match media_type(&headers).as_deref() {
         None | Some("application/json") => omnilog_events::parse_batch(&body)?,
-        Some("application/x-protobuf" | "application/protobuf") => {
-            omnilog_events::decode_batch(&body)?
-                .iter()
-                .enumerate()
-                .map(|(index, event)| {
-                    omnilog_events::revalidate(event).map_err(|e| e.within(&format!("[{index}]")))
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        }
+        Some("application/x-protobuf" | "application/protobuf") => protobuf_batch(&body)?,
         Some(other) => {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "{other} is not accepted here; send application/json or application/x-protobuf"
@@ -358,6 +356,36 @@ async fn post_events(
         return Err(ApiError::invalid("body", "the batch holds no event"));
     }
     write(&state, events).await
+}
+
+/// The events of a protobuf `EventBatch`, checked with the rules of JSON input. An event
+/// must name its `schema_version`: protobuf cannot tell 0 from absent, and JSON refuses
+/// version 0, so a batch of unversioned events is refused rather than read as some
+/// version (issue 16: protobuf and JSON refuse the same). Log records keep reading an
+/// unset version as 1, as they always have.
+fn protobuf_batch(body: &[u8]) -> Result<Vec<Event>, ApiError> {
+    use omnilog_events::{CURRENT_SCHEMA_VERSION, EventError, pb};
+    let batch = <pb::EventBatch as prost::Message>::decode(body)
+        .map_err(|e| EventError::Decode(e.to_string()))?;
+    batch
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(index, message)| {
+            let at = format!("[{index}]");
+            if message.schema_version == 0 {
+                return Err(ApiError::from(EventError::invalid(
+                    &format!("{at}.schema_version"),
+                    format!(
+                        "is 0 or absent; a protobuf event names its version \
+                         (this build reads 1..={CURRENT_SCHEMA_VERSION})"
+                    ),
+                )));
+            }
+            let event = Event::try_from(message).map_err(|e| e.within(&at))?;
+            Ok(omnilog_events::revalidate(&event).map_err(|e| e.within(&at))?)
+        })
+        .collect()
 }
 
 /// The URL the platform called, as it signed it.
@@ -514,18 +542,33 @@ async fn get_customer(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
     state.access.check(&headers, Scope::Read)?;
     let identity = state
         .identity
         .customer(&id)
         .ok_or_else(|| ApiError::NotFound(format!("no customer {id:?}")))?;
-    Ok(Json(json!({
+    let mut answer = json!({
         "customer_id": identity.customer_id,
         "handles": identity.handles.iter().map(|h| json!({"kind": h.kind, "value": h.value})).collect::<Vec<_>>(),
         "merged_from": identity.merged_from,
         "merge_candidates": identity.merge_candidates,
-    })))
+    });
+    // The profile (attributes, preferred channel) where this instance can read it.
+    let members = std::iter::once(identity.customer_id.clone())
+        .chain(identity.merged_from.iter().cloned())
+        .collect();
+    if let Some(profile) = queries::profile_for(&state, &headers, &params, members).await?
+        && let Some(object) = answer.as_object_mut()
+    {
+        object.insert("attributes".to_owned(), json!(profile.attributes));
+        object.insert(
+            "preferred_channel".to_owned(),
+            json!(profile.preferred_channel),
+        );
+    }
+    Ok(Json(answer))
 }
 
 /// `GET /v1/admin/channels`: every channel path, what it accepts, how it is signed and

@@ -6,6 +6,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use omnilog_events::error::in_contract_words;
 use serde_json::json;
 
 /// An HTTP error answer.
@@ -109,14 +110,16 @@ static INCIDENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 impl ApiError {
     /// What the answer says. A failure of the server's own (a storage error, a bug) is said
     /// in words, with the number under which the log has its details: the raw error names
-    /// files, record keys and OS codes, which are for the operator, not the client.
+    /// files, record keys and OS codes, which are for the operator, not the client. A
+    /// client's mistake is said in the contract's words: a deserialiser's message naming a
+    /// Rust type (`expected struct ...`) is rewritten in JSON's.
     fn public_detail(&self) -> String {
         let words = match self {
             ApiError::Internal(_) => "the server could not answer this request",
             ApiError::Unavailable(_) => {
                 "the log cannot take writes now; nothing of this request was written, retry later"
             }
-            other => return other.to_string(),
+            other => return in_contract_words(&other.to_string()),
         };
         let incident = INCIDENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::error!(incident, status = self.status().as_u16(), error = %self, "request failed");
@@ -191,7 +194,7 @@ pub async fn as_problem(request: Request, next: Next) -> Response {
     let title = status.canonical_reason().unwrap_or("Error");
     let detail = match text.trim() {
         "" => title.to_owned(),
-        text => text.to_owned(),
+        text => in_contract_words(text),
     };
     let slug = match status {
         StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed".to_owned(),

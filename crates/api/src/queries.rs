@@ -21,7 +21,8 @@ use omnilog_projector::ViewRuntime;
 use omnilog_views::journey::JourneyView;
 use omnilog_views::queue::QueueView;
 use omnilog_views::reporting::ReportingView;
-use omnilog_views::{journey, queue, reporting};
+use omnilog_views::segments::{ProfileAnswer, SegmentsView};
+use omnilog_views::{journey, queue, reporting, segments};
 use serde_json::json;
 
 use crate::read::{Consistency, live_version, query};
@@ -33,6 +34,7 @@ type Params = Query<BTreeMap<String, String>>;
 const JOURNEY: &str = "journey";
 const QUEUE: &str = "queue";
 const REPORTING: &str = "reporting";
+pub(crate) const SEGMENTS: &str = "segments";
 
 fn views(state: &AppState) -> Result<&Arc<ViewRuntime>, ApiError> {
     state.views.as_ref().ok_or_else(|| {
@@ -93,12 +95,78 @@ pub async fn customer_journey(
         Some(identity) => (identity.customer_id, identity.merged_from, identity.handles),
         None => (id.clone(), Vec::new(), Vec::new()),
     };
+    let members: Vec<String> = std::iter::once(customer_id.clone())
+        .chain(merged_from.iter().cloned())
+        .collect();
     let answer = query::<JourneyView, _>(views, live, move |state, reads| {
         journey::customer_journey(state, reads.records, &customer_id, &merged_from, &handles)
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no journey of customer {id:?}")))?;
+    let mut answer = serde_json::to_value(answer).unwrap_or_default();
+    if let Some(profile) = local_profile(views, &consistency, members).await? {
+        attach_profile(&mut answer, profile);
+    }
     Ok(Json(answer).into_response())
+}
+
+/// The profile of a customer and the ids merged into it from this instance's segments
+/// view; `None` when this instance does not project that view (a projector started for
+/// other views), so a journey is still answered, without the profile.
+pub(crate) async fn local_profile(
+    views: &Arc<ViewRuntime>,
+    consistency: &Consistency,
+    members: Vec<String>,
+) -> Result<Option<ProfileAnswer>, ApiError> {
+    match views.live(SEGMENTS) {
+        Err(omnilog_projector::ProjectorError::UnknownView(_)) => return Ok(None),
+        Err(other) => return Err(other.into()),
+        Ok(_) => {}
+    }
+    let live = live_version(views, SEGMENTS, consistency).await?;
+    let profile = query::<SegmentsView, _>(views, live, move |state, reads| {
+        segments::customer_profile(state, reads.records, &members)
+    })
+    .await?;
+    Ok(Some(profile.unwrap_or_default()))
+}
+
+/// The profile of a customer and the ids merged into it (`members`, the customer first),
+/// wherever this deployment keeps it: this instance's segments view, the owners of the
+/// members' partitions (distributed mode), or nowhere (an ingest server: `None`).
+pub(crate) async fn profile_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &BTreeMap<String, String>,
+    members: Vec<String>,
+) -> Result<Option<ProfileAnswer>, ApiError> {
+    if state.cluster.is_some() {
+        return cluster::customer_profile(state, headers, params, &members).await;
+    }
+    match &state.views {
+        None => Ok(None),
+        Some(views) => {
+            let consistency = Consistency::from_request(params, headers)?;
+            local_profile(views, &consistency, members).await
+        }
+    }
+}
+
+/// Adds a customer's profile to a journey answer: its `attributes` beside the journeys,
+/// its `preferred_channel` in the context an agent reads first.
+pub(crate) fn attach_profile(answer: &mut serde_json::Value, profile: ProfileAnswer) {
+    if let Some(object) = answer.as_object_mut() {
+        object.insert("attributes".to_owned(), json!(profile.attributes));
+        if let Some(context) = object
+            .get_mut("context")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            context.insert(
+                "preferred_channel".to_owned(),
+                json!(profile.preferred_channel),
+            );
+        }
+    }
 }
 
 /// `GET /v1/interactions/{id}`: the interaction and its events.
@@ -273,6 +341,31 @@ pub async fn report_journeys(
     Ok(Json(partial.finish()).into_response())
 }
 
+/// `GET /v1/reports/channels?from&to&group_by=ATTRIBUTE`: channel use per segment (or any
+/// customer attribute), over the interactions started in the range.
+pub async fn report_channels(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<impl IntoResponse, ApiError> {
+    if state.cluster.is_some() {
+        state.access.check(&headers, Scope::Read)?;
+        return Ok(
+            Json(cluster::report_channels(&state, &headers, &params).await?).into_response(),
+        );
+    }
+    let (views, consistency) = prepare(&state, &headers, &params)?;
+    let group_by = segments::parse_group_by(params.get("group_by").map(String::as_str))?;
+    let from = time_param(&params, "from")?.unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let to = time_param(&params, "to")?.unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let live = live_version(views, SEGMENTS, &consistency).await?;
+    let partial = query::<SegmentsView, _>(views, live, move |state, reads| {
+        segments::channels_report(state, reads.records, &group_by, from, to)
+    })
+    .await?;
+    Ok(Json(partial.finish()).into_response())
+}
+
 /// How often the queue stream looks for changes at most.
 const STREAM_TICK: Duration = Duration::from_millis(100);
 
@@ -364,4 +457,25 @@ pub async fn queue_stream(
     Ok(Sse::new(events.boxed())
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// `GET /v1/reports/service-levels`: the answer-time threshold of every channel, in
+/// seconds, that `service_level` counts against, as this server is configured
+/// (`--service-level`). Configuration, not a view: any instance answers from its own.
+pub async fn service_levels(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    state.access.check(&headers, Scope::Read)?;
+    let levels = &state.config.service_levels;
+    let thresholds: serde_json::Map<String, serde_json::Value> = omnilog_events::Channel::ALL
+        .iter()
+        .map(|&channel| {
+            (
+                channel.as_str().to_owned(),
+                json!(levels.threshold(channel)),
+            )
+        })
+        .collect();
+    Ok(Json(json!({ "thresholds": thresholds })))
 }

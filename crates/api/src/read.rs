@@ -114,6 +114,25 @@ pub async fn live_version(
     if consistency.awaited.is_empty() {
         return Ok(views.live(view)?);
     }
+    // A position in a partition the log does not have is never reached and no ingest
+    // answer gives one: refused, instead of waited for until a 504.
+    if let Some(log) = views.log() {
+        for awaited in &consistency.awaited {
+            let topic = omnilog_projector::topic_of(awaited.topic);
+            let partitions = log.partitions(topic);
+            if awaited.partition >= partitions {
+                return Err(ApiError::invalid(
+                    "after",
+                    format!(
+                        "the token names partition {} of {}, which has {partitions} partitions; \
+                         pass the token of an ingest answer",
+                        awaited.partition,
+                        topic.name()
+                    ),
+                ));
+            }
+        }
+    }
     Ok(views
         .live_after(view, &consistency.awaited, consistency.wait)
         .await?)

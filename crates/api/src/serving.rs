@@ -8,11 +8,27 @@
 //!
 //! `axum::serve` takes none of these limits, which is why the loop is here: each connection
 //! is hyper's, configured, and watched for a graceful shutdown.
+//!
+//! An answer given without reading the request's whole body (a refusal from the headers: no
+//! token, a declared length over the limit, a content type not taken) says
+//! `Connection: close`. hyper closes such a connection, as the unread rest of the body
+//! stands between it and the next request; without the header a client would keep the
+//! connection for its next request and see it fail.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use hyper::body::{Body as _, Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -67,7 +83,8 @@ pub async fn serve_with(
     shutdown: impl Future,
     limits: Limits,
 ) -> std::io::Result<()> {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    let app = app.layer(axum::middleware::from_fn(close_unless_body_read));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
     let graceful = GracefulShutdown::new();
     let mut connection = http1::Builder::new();
     connection
@@ -120,4 +137,56 @@ pub async fn serve_with(
         }
     }
     Ok(())
+}
+
+/// A request body that notes when it has been read to its end.
+struct Watched {
+    inner: axum::body::Body,
+    read_to_end: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.read_to_end.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Middleware: an answer to a request whose body was not read to its end says
+/// `Connection: close` (see the module's comment).
+async fn close_unless_body_read(request: Request, next: Next) -> Response {
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let read_to_end = Arc::new(AtomicBool::new(false));
+    let (parts, body) = request.into_parts();
+    let watched = Watched {
+        inner: body,
+        read_to_end: read_to_end.clone(),
+    };
+    let request = Request::from_parts(parts, axum::body::Body::new(watched));
+    let mut response = next.run(request).await;
+    if !read_to_end.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }

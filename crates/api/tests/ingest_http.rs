@@ -40,6 +40,7 @@ async fn harness(access: AccessControl, secrets: &[(&str, &str)]) -> Harness {
             .collect::<BTreeMap<_, _>>(),
         meta_verify_token: Some("meatyhamhock".to_owned()),
         body_timeout: std::time::Duration::from_millis(500),
+        service_levels: Default::default(),
     };
     let app = router(AppState::new(
         ingest,

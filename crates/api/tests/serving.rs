@@ -1,6 +1,7 @@
 //! The server loop's limits: a client that stalls its headers or idles on a kept-alive
 //! connection is disconnected, a stop does not wait for stalled clients beyond the drain
-//! time, and connections beyond the limit wait their turn.
+//! time, connections beyond the limit wait their turn, and an answer that leaves a body
+//! unread closes its connection, saying so.
 
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,54 @@ async fn connections_beyond_the_limit_wait_until_one_is_done() {
         .unwrap();
     assert_eq!(&answer, b"HTTP/1.1 200");
     drop(second);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("stopped")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_answer_that_leaves_the_body_unread_says_the_connection_closes() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route(
+            "/refuses",
+            axum::routing::post(|| async { (axum::http::StatusCode::UNAUTHORIZED, "no") }),
+        )
+        .route(
+            "/reads",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_with(listener, app, stopped, LIMITS));
+    let head_of =
+        |path: &str| format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    // Refused unread: the answer says close, and the server closes.
+    let mut refused = TcpStream::connect(addr).await.unwrap();
+    refused
+        .write_all(head_of("/refuses").as_bytes())
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&until_closed(&mut refused).await).to_lowercase();
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    // Read to its end: the connection is kept for the next request.
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..2 {
+        kept.write_all(head_of("/reads").as_bytes()).await.unwrap();
+        let mut answer = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut answer))
+            .await
+            .expect("answered within 5 s")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).to_lowercase();
+        assert!(answer.starts_with("http/1.1 200"), "{answer}");
+        assert!(!answer.contains("connection: close"), "{answer}");
+    }
+    drop(kept);
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), server)
         .await

@@ -27,6 +27,9 @@ use crate::{
 /// The `source` of every event of this channel.
 pub const SOURCE: &str = "sms.twilio";
 
+/// The most media one Twilio message carries (an MMS has at most 10).
+pub const MAX_MEDIA: usize = 10;
+
 /// Twilio Messaging webhooks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TwilioSms;
@@ -65,6 +68,16 @@ impl ChannelIngestor for TwilioSms {
                 ChannelError::malformed("NumMedia", format!("{n:?} is not a count"))
             })?,
         };
+        // The count drives the loop below: an unchecked one (found by the fuzzer:
+        // `NumMedia=9990000`) made a small form cost seconds and a gigabyte.
+        if media_count > MAX_MEDIA {
+            return Err(ChannelError::malformed(
+                "NumMedia",
+                format!(
+                    "{media_count} is more than the {MAX_MEDIA} media a Twilio message carries"
+                ),
+            ));
+        }
         if body.trim().is_empty() && media_count == 0 {
             return Err(ChannelError::malformed(
                 "Body",
@@ -183,5 +196,20 @@ mod tests {
             refused_field(parse(format!("{base}&NumMedia=many"))),
             "NumMedia"
         );
+    }
+
+    #[test]
+    fn a_media_count_past_twilio_s_ten_is_refused_before_any_media_is_looked_up() {
+        let base = "MessageSid=SM1&From=%2B15551230001&To=%2B15559990000&Body=hello";
+        let parse = |body: String| TwilioSms.parse(&request(FORM, body));
+        let ten = parse(format!("{base}&NumMedia=10")).unwrap();
+        assert_eq!(ten.len(), 1);
+        for count in ["11", "9990000", "18446744073709551615"] {
+            assert_eq!(
+                refused_field(parse(format!("{base}&NumMedia={count}"))),
+                "NumMedia",
+                "{count}"
+            );
+        }
     }
 }

@@ -5,8 +5,8 @@
 
 import { api, ApiError } from "./api.js";
 import {
-  SERVICE_LEVEL_TARGET, barChart, clear, errorBox, fmtNumber, fmtPercent, fmtSeconds, fmtThreshold, fmtTime, h, table,
-  thresholdOf,
+  SERVICE_LEVEL_TARGET, barChart, clear, errorBox, fmtNumber, fmtPercent, fmtSeconds, fmtThreshold, fmtTime, h, setThresholds,
+  table, thresholdOf, thresholdsText,
 } from "./ui.js";
 
 /** Redraws `container` with `build()` and puts focus back on the element with the same id. */
@@ -32,6 +32,20 @@ function every(ms, tick) {
   run();
   timer = setInterval(run, ms);
   return { stop() { stopped = true; clearInterval(timer); }, now: run };
+}
+
+/**
+ * The server's answer-time thresholds (GET /v1/reports/service-levels), asked once per
+ * page load; until it answers (or if it cannot) the contract's defaults stand.
+ */
+let thresholdsAsked = null;
+function serverThresholds() {
+  if (!thresholdsAsked) {
+    thresholdsAsked = api("/v1/reports/service-levels")
+      .then((answer) => { setThresholds(answer.thresholds); return true; })
+      .catch(() => { thresholdsAsked = null; return false; });
+  }
+  return thresholdsAsked;
 }
 
 const qs = (params) => {
@@ -276,7 +290,7 @@ function mountWallboard(main, _argument, context) {
     const now = Date.now();
     const entries = [...context.queues.values()].sort((a, b) => a.stats.queue.localeCompare(b.stats.queue));
     const waiting = entries.reduce((sum, e) => sum + e.stats.waiting, 0);
-    summary.textContent = `${entries.length} queues · ${waiting} waiting · service-level target ${Math.round(SERVICE_LEVEL_TARGET * 100)} %, answer-time thresholds per channel (voice 20 s, chat and messaging 1 min, sms and social 5 min, others 1 h)`;
+    summary.textContent = `${entries.length} queues · ${waiting} waiting · service-level target ${Math.round(SERVICE_LEVEL_TARGET * 100)} %, answer-time thresholds per channel: ${thresholdsText()}`;
     redraw(cards, entries.length ? entries.map((e) => queueCard(e, serviceLevels[e.stats.queue], waits[e.stats.queue], now)) : h("p", {}, "No queue has had an item yet."));
   };
   // Seed from a plain query when the stream has not spoken yet, so the page is never
@@ -310,6 +324,7 @@ function mountWallboard(main, _argument, context) {
       redraw(agentsBox, h("h2", {}, "Agents"), errorBox(error));
     }
   });
+  serverThresholds().then(draw);
   const levelTimer = every(5000, async () => {
     try {
       const from = new Date(Date.now() - 24 * 3600 * 1000).toISOString().replace(/\.\d+Z$/, "Z");
@@ -385,6 +400,7 @@ function mountReports(main) {
   clear(main, h("h1", {}, "Reports"), form, results);
   async function load() {
     clear(results, h("p", {}, "Loading…"));
+    await serverThresholds();
     const range = { from: utc(reportState.from), to: utc(reportState.to) };
     try {
       const [summary, journeys, topics] = await Promise.all([
@@ -402,6 +418,7 @@ function mountReports(main) {
       clear(results,
         h("section", { "aria-labelledby": "summary-heading" },
           h("h2", { id: "summary-heading" }, `Volume and service by ${reportState.group_by}`),
+          h("p", { class: "muted", id: "service-level-thresholds" }, `Service level: answered within the channel's threshold (${thresholdsText()}).`),
           rows.length ? h("div", { class: "charts" },
             barChart("Offered", rows.map((r) => ({ label: r.key, value: r.offered })), (v) => fmtNumber(v)),
             barChart("Average speed of answer (s)", rows.map((r) => ({ label: r.key, value: r.asa_seconds }))),
@@ -433,6 +450,51 @@ function mountReports(main) {
 }
 
 // ---------------------------------------------------------------- Operations
+
+/** Partition numbers as ranges: [0, 1, 2, 5, 7, 8] → "0–2, 5, 7–8". */
+function ranges(numbers) {
+  const sorted = [...new Set(numbers || [])].sort((a, b) => a - b);
+  const parts = [];
+  for (let i = 0; i < sorted.length;) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
+    parts.push(i === j ? `${sorted[i]}` : `${sorted[i]}–${sorted[j]}`);
+    i = j + 1;
+  }
+  return parts.join(", ") || "none";
+}
+
+/**
+ * A projector group's claims (the `ownership` of GET /v1/views on a projector instance):
+ * every live instance, its views, the interactions partitions its consumer group gave it,
+ * and those it has caught up on and answers for.
+ */
+function ownershipSection(ownership) {
+  const instances = [...(ownership.instances || [])].sort((a, b) => a.instance.localeCompare(b.instance));
+  const claimed = new Map();
+  for (const claim of instances) for (const p of claim.assigned || []) claimed.set(p, (claimed.get(p) || 0) + 1);
+  const twice = [...claimed].filter(([, n]) => n > 1).map(([p]) => p);
+  return h("section", { id: "ownership", "aria-labelledby": "ownership-heading" },
+    h("h2", { id: "ownership-heading" }, `Projector group ${ownership.group}: claims of each instance`),
+    h("p", {}, `${instances.length} instances claim ${claimed.size} interactions partitions (${ranges([...claimed.keys()])}). `,
+      twice.length ? h("span", { class: "pill warn", "data-field": "claimed-twice" }, `claimed twice while they move: ${ranges(twice)}`) : null,
+      ` This page comes from instance ${ownership.instance}; any instance answers any query.`),
+    table({
+      caption: "Claims of each instance", id: "claims-table", csvName: "claims.csv",
+      columns: [
+        { key: "instance", label: "instance", format: (v) => (v === ownership.instance ? [v, " ", h("span", { class: "pill ok" }, "this page")] : v) },
+        { key: "url", label: "API", format: (v) => (v ? h("a", { href: `${v}/#/operations` }, v) : "–") },
+        { key: "views", label: "views", format: (v) => (v || []).join(", ") || "–" },
+        { key: "assigned", label: "partitions claimed", format: (v) => ranges(v) },
+        { key: "ready", label: "answers for (caught up)", format: (v, row) => {
+          const behind = (row.assigned || []).filter((p) => !(v || []).includes(p));
+          return behind.length ? [ranges(v), " ", h("span", { class: "pill warn" }, `catching up on ${ranges(behind)}`)] : ranges(v);
+        } },
+      ],
+      rows: instances,
+      rowAttrs: (row) => ({ "data-instance": row.instance }),
+    }));
+}
 
 function mountOperations(main, _argument, context) {
   const ready = h("p", { id: "readiness" });
@@ -500,8 +562,7 @@ function mountOperations(main, _argument, context) {
             ],
             rows: v.partitions || [],
           }))),
-        answer.ownership ? [h("h2", {}, "Projector group: claims of each instance"),
-          h("pre", { class: "scroll", tabindex: "0", "aria-label": "Partition ownership" }, JSON.stringify(answer.ownership, null, 2))] : null);
+        answer.ownership ? ownershipSection(answer.ownership) : null);
     } catch (error) {
       last = "";
       redraw(body, errorBox(error));

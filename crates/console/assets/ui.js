@@ -156,9 +156,45 @@ export function barChart(title, bars, format = (v) => fmtNumber(v, 1)) {
   return h("figure", { class: "chart-figure" }, h("figcaption", {}, title), chart);
 }
 
-/** The contract's default answer-time thresholds per channel (seconds). */
-export const THRESHOLDS = { voice: 20, chat: 60, messaging: 60, sms: 300, social: 300 };
-export const thresholdOf = (channel) => THRESHOLDS[channel] ?? 3600;
+/**
+ * Answer-time thresholds per channel (seconds): the contract's defaults (voice 20 s, chat
+ * and messaging 1 min, sms and social 5 min, others 1 h) until the server says its own
+ * (GET /v1/reports/service-levels, see setThresholds).
+ */
+const THRESHOLDS = { voice: 20, chat: 60, messaging: 60, sms: 300, social: 300 };
+const OTHERS = { seconds: 3600 };
+export const thresholdOf = (channel) => THRESHOLDS[channel] ?? OTHERS.seconds;
+
+/** Channels grouped by threshold: [[seconds, [channel…]]…], shortest first. */
+function byThreshold() {
+  const groups = new Map();
+  for (const [channel, seconds] of Object.entries(THRESHOLDS)) {
+    if (!groups.has(seconds)) groups.set(seconds, []);
+    groups.get(seconds).push(channel);
+  }
+  return [...groups].sort(([a], [b]) => a - b);
+}
+
+/**
+ * Takes the server's thresholds ({channel: seconds}, every channel named). The one most
+ * channels share is kept as the threshold of "others" (a channel this console does not
+ * know yet), and those channels are no longer listed one by one.
+ */
+export function setThresholds(thresholds) {
+  const given = Object.entries(thresholds || {}).filter(([, s]) => Number.isFinite(s) && s > 0);
+  if (!given.length) return;
+  for (const key of Object.keys(THRESHOLDS)) delete THRESHOLDS[key];
+  for (const [channel, seconds] of given) THRESHOLDS[channel] = seconds;
+  const [common, channels] = byThreshold().reduce((best, group) => (group[1].length > best[1].length ? group : best));
+  OTHERS.seconds = common;
+  for (const channel of channels) delete THRESHOLDS[channel];
+}
+
+/** The thresholds in words: "voice 20 s · chat, messaging 1 min · sms, social 5 min · others 1 h". */
+export function thresholdsText() {
+  const named = byThreshold().map(([seconds, channels]) => `${channels.sort().join(", ")} ${fmtThreshold(seconds)}`);
+  return [...named, `others ${fmtThreshold(OTHERS.seconds)}`].join(" · ");
+}
 
 /** A service-level target: below it a queue counts as breached. */
 export const SERVICE_LEVEL_TARGET = 0.8;

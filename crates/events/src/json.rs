@@ -61,6 +61,7 @@ pub struct RawEvent {
     pub into_customer: Option<String>,
     pub state: Option<String>,
     pub capacity: Option<BTreeMap<String, i64>>,
+    pub by_handles: Option<bool>,
 }
 
 /// The customer part of a [`RawEvent`].
@@ -69,6 +70,7 @@ pub struct RawEvent {
 pub struct RawCustomer {
     pub id: Option<String>,
     pub handles: Option<Vec<RawHandle>>,
+    pub attributes: Option<BTreeMap<String, String>>,
 }
 
 /// A handle as given, before normalisation.
@@ -374,6 +376,7 @@ impl RawEvent {
         note("into_customer", self.into_customer.is_some());
         note("state", self.state.is_some());
         note("capacity", self.capacity.is_some());
+        note("by_handles", self.by_handles.is_some());
         present
     }
 
@@ -429,6 +432,17 @@ impl RawEvent {
         let source = non_empty("source", self.source.take())?;
         let source_event_id = non_empty("source_event_id", self.source_event_id.take())?;
         let customer = self.customer.take().map(validate_customer).transpose()?;
+        let attributes = self.attributes.take().unwrap_or_default();
+        if event_type == EventType::CustomerProfile {
+            // A profile's attributes are the customer's: named as attribute keys are.
+            if attributes.is_empty() {
+                return Err(EventError::invalid(
+                    "attributes",
+                    "a customer_profile sets at least one attribute".to_owned(),
+                ));
+            }
+            check_customer_attributes("attributes", &attributes)?;
+        }
         let interaction_id = non_empty("interaction_id", self.interaction_id.take())?;
         let channel = self
             .channel
@@ -457,18 +471,13 @@ impl RawEvent {
                 }
                 Some(_) => {}
             }
-        } else {
-            for (field, present) in [
-                ("channel", channel.is_some()),
-                ("interaction_id", interaction_id.is_some()),
-            ] {
-                if present {
-                    return Err(EventError::invalid(
-                        field,
-                        format!("does not belong to an event of type {type_name}"),
-                    ));
-                }
-            }
+        } else if interaction_id.is_some() && channel.is_none() {
+            // The envelope is provenance on the other types (the interaction a link or a
+            // profile was made during), and an interaction is only known with its channel.
+            return Err(EventError::invalid(
+                "channel",
+                "is required with interaction_id: the interaction is named by both".to_owned(),
+            ));
         }
 
         let body = self.body(event_type, &customer)?;
@@ -482,7 +491,7 @@ impl RawEvent {
             customer,
             interaction_id,
             channel,
-            attributes: self.attributes.take().unwrap_or_default(),
+            attributes,
             body,
         };
         crate::text_rules::check_event_text(&event)?;
@@ -608,16 +617,17 @@ impl RawEvent {
                 Body::Tagged { topics }
             }
             EventType::IdentityLinked => {
-                match customer {
-                    Some(c) if c.id.is_some() && !c.handles.is_empty() => {}
-                    _ => {
-                        return Err(EventError::invalid(
-                            "customer",
-                            "identity_linked needs customer.id and at least one handle".to_owned(),
-                        ));
-                    }
+                let Some(customer) = customer.as_ref().filter(|c| !c.handles.is_empty()) else {
+                    return Err(EventError::invalid(
+                        "customer.handles",
+                        "identity_linked needs at least one handle (and customer.id, unless the handles alone name the customer)".to_owned(),
+                    ));
+                };
+                // Without an id the handles name the customer ("these handles are one
+                // person"); ingest resolves it, and the event keeps saying so.
+                Body::IdentityLinked {
+                    by_handles: customer.id.is_none() || self.by_handles == Some(true),
                 }
-                Body::IdentityLinked
             }
             EventType::CustomersMerged => {
                 let from_customer = required_text("from_customer", self.from_customer.take())?;
@@ -632,6 +642,26 @@ impl RawEvent {
                     from_customer,
                     into_customer,
                 }
+            }
+            EventType::CustomerProfile => {
+                match customer {
+                    None => return Err(EventError::missing("customer")),
+                    Some(c) if c.id.is_none() && c.handles.is_empty() => {
+                        return Err(EventError::invalid(
+                            "customer",
+                            "needs an id or at least one handle".to_owned(),
+                        ));
+                    }
+                    Some(c) if !c.attributes.is_empty() => {
+                        return Err(EventError::invalid(
+                            "customer.attributes",
+                            "a customer_profile gives the customer's attributes in `attributes`"
+                                .to_owned(),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+                Body::CustomerProfile
             }
             EventType::ProactiveNotice => Body::ProactiveNotice {
                 reason: required_text("reason", self.reason.take())?,
@@ -688,6 +718,43 @@ impl RawEvent {
     }
 }
 
+/// The longest attribute key, in bytes.
+const ATTRIBUTE_KEY_LIMIT: usize = 64;
+/// The longest attribute value, in characters.
+const ATTRIBUTE_VALUE_LIMIT: usize = 256;
+
+/// Checks a customer's attributes: each key a name (`segment`, `cost_centre`,
+/// `crm.tier`: lower-case ASCII letters, digits, `_`, `-` and `.`, starting with a letter,
+/// at most 64 bytes) so that `?group_by=` can name it; each value at most 256 characters
+/// (empty removes the key).
+fn check_customer_attributes(
+    field: &str,
+    attributes: &BTreeMap<String, String>,
+) -> Result<(), EventError> {
+    for (key, value) in attributes {
+        let valid_key = key.len() <= ATTRIBUTE_KEY_LIMIT
+            && key.starts_with(|c: char| c.is_ascii_lowercase())
+            && key.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')
+            });
+        if !valid_key {
+            return Err(EventError::invalid(
+                &format!("{field}.{key}"),
+                format!(
+                    "an attribute key is lower-case ASCII letters, digits, `_`, `-` and `.`, starting with a letter, at most {ATTRIBUTE_KEY_LIMIT} bytes"
+                ),
+            ));
+        }
+        if value.chars().count() > ATTRIBUTE_VALUE_LIMIT {
+            return Err(EventError::invalid(
+                &format!("{field}.{key}"),
+                format!("an attribute value is at most {ATTRIBUTE_VALUE_LIMIT} characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_customer(raw: RawCustomer) -> Result<CustomerRef, EventError> {
     let id = non_empty("customer.id", raw.id)?.map(|id| id.trim().to_owned());
     let handles = raw
@@ -701,7 +768,13 @@ fn validate_customer(raw: RawCustomer) -> Result<CustomerRef, EventError> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(CustomerRef { id, handles })
+    let attributes = raw.attributes.unwrap_or_default();
+    check_customer_attributes("customer.attributes", &attributes)?;
+    Ok(CustomerRef {
+        id,
+        handles,
+        attributes,
+    })
 }
 
 /// The body fields an event of each type may carry.
@@ -715,9 +788,11 @@ fn body_fields(event_type: EventType) -> &'static [&'static str] {
         | EventType::OfferTimedOut
         | EventType::Assigned => &["agent_id"],
         EventType::Transferred => &["to_queue", "to_agent"],
-        EventType::Hold | EventType::Resumed | EventType::Abandoned | EventType::IdentityLinked => {
-            &[]
-        }
+        EventType::Hold
+        | EventType::Resumed
+        | EventType::Abandoned
+        | EventType::CustomerProfile => &[],
+        EventType::IdentityLinked => &["by_handles"],
         EventType::Ended => &["reason"],
         EventType::WrappedUp => &["agent_id", "resolved", "disposition", "topics"],
         EventType::Csat => &["score"],
@@ -750,6 +825,9 @@ impl Serialize for HandlesJson<'_> {
             .map(|h| BTreeMap::from([("kind", h.kind.as_str()), ("value", h.value.as_str())]))
             .collect();
         map.serialize_entry("handles", &handles)?;
+        if !customer.attributes.is_empty() {
+            map.serialize_entry("attributes", &customer.attributes)?;
+        }
         map.end()
     }
 }
@@ -836,7 +914,12 @@ fn serialize_body<M: SerializeMap>(body: &Body, map: &mut M) -> Result<(), M::Er
             opt(map, "to_queue", to_queue.as_ref())?;
             opt(map, "to_agent", to_agent.as_ref())?;
         }
-        Body::Hold | Body::Resumed | Body::Abandoned | Body::IdentityLinked => {}
+        Body::Hold | Body::Resumed | Body::Abandoned | Body::CustomerProfile => {}
+        Body::IdentityLinked { by_handles } => {
+            if *by_handles {
+                map.serialize_entry("by_handles", &true)?;
+            }
+        }
         Body::Ended { reason } => opt(map, "reason", reason.as_ref())?,
         Body::WrappedUp {
             agent_id,

@@ -125,16 +125,21 @@ named_enum!(
         CustomersMerged => "customers_merged",
         ProactiveNotice => "proactive_notice",
         AgentState => "agent_state",
+        CustomerProfile => "customer_profile",
     }
 );
 
 impl EventType {
     /// Interaction events need a channel, an interaction id and a customer; the
-    /// others (agent state and the two identity events) do not.
+    /// others (agent state, the two identity events and the customer's profile) do not,
+    /// and carry them only as provenance: the interaction they were made during.
     pub fn is_interaction_event(self) -> bool {
         !matches!(
             self,
-            EventType::AgentState | EventType::IdentityLinked | EventType::CustomersMerged
+            EventType::AgentState
+                | EventType::IdentityLinked
+                | EventType::CustomersMerged
+                | EventType::CustomerProfile
         )
     }
 }
@@ -165,6 +170,10 @@ pub struct CustomerRef {
     /// Set by the producer, or by identity resolution at ingest. Always set in the log.
     pub id: Option<String>,
     pub handles: Vec<Handle>,
+    /// Attributes of the customer carried on the event (`segment`, `department`, any key;
+    /// see [`crate::json`] for the rules of keys): folded into the customer's profile, the
+    /// latest value of a key winning; an empty value removes the key.
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// The type-specific part of an event (CONTRACT §3's table).
@@ -229,7 +238,13 @@ pub enum Body {
         topics: Vec<String>,
     },
     /// The event's customer handles become handles of its customer id.
-    IdentityLinked,
+    IdentityLinked {
+        /// The producer named no customer ("these handles are one person"): ingest
+        /// resolved it from the handles (the first known handle's customer, or a new one),
+        /// and the handles are claimed as an interaction's are, never taken from another
+        /// customer (the two become merge candidates).
+        by_handles: bool,
+    },
     CustomersMerged {
         from_customer: String,
         into_customer: String,
@@ -246,6 +261,9 @@ pub enum Body {
         /// `None`: unchanged. Concurrent assignments per channel.
         capacity: Option<BTreeMap<Channel, u32>>,
     },
+    /// The customer's attributes are the event's `attributes` (the latest value of each key
+    /// wins; an empty value removes the key).
+    CustomerProfile,
 }
 
 impl Body {
@@ -268,10 +286,11 @@ impl Body {
             Body::Csat { .. } => EventType::Csat,
             Body::Note { .. } => EventType::Note,
             Body::Tagged { .. } => EventType::Tagged,
-            Body::IdentityLinked => EventType::IdentityLinked,
+            Body::IdentityLinked { .. } => EventType::IdentityLinked,
             Body::CustomersMerged { .. } => EventType::CustomersMerged,
             Body::ProactiveNotice { .. } => EventType::ProactiveNotice,
             Body::AgentState { .. } => EventType::AgentState,
+            Body::CustomerProfile => EventType::CustomerProfile,
         }
     }
 }
@@ -297,7 +316,8 @@ pub struct Event {
     pub occurred_at: DateTime<Utc>,
     /// Set by the ingest server when it accepts the event.
     pub recorded_at: Option<DateTime<Utc>>,
-    /// `None` only for `agent_state` (and identity events that name customers in their body).
+    /// `None` only for `agent_state` (and a `customers_merged`, which names its customers in
+    /// its body).
     pub customer: Option<CustomerRef>,
     pub interaction_id: Option<String>,
     pub channel: Option<Channel>,

@@ -241,7 +241,8 @@ fn body_to_pb(body: &Body) -> pb::event::Body {
         }),
         Body::Note { agent_id, text } => B::Note(pb::Note { agent_id, text }),
         Body::Tagged { topics } => B::Tagged(pb::Tagged { topics }),
-        Body::IdentityLinked => B::IdentityLinked(pb::IdentityLinked {}),
+        Body::IdentityLinked { by_handles } => B::IdentityLinked(pb::IdentityLinked { by_handles }),
+        Body::CustomerProfile => B::CustomerProfile(pb::CustomerProfile {}),
         Body::CustomersMerged {
             from_customer,
             into_customer,
@@ -337,7 +338,11 @@ fn body_from_pb(body: pb::event::Body) -> Result<Body, EventError> {
             text: b.text,
         },
         B::Tagged(b) => Body::Tagged { topics: b.topics },
-        B::IdentityLinked(_) => Body::IdentityLinked,
+        // A record written before `by_handles` existed is an explicit link (false).
+        B::IdentityLinked(b) => Body::IdentityLinked {
+            by_handles: b.by_handles,
+        },
+        B::CustomerProfile(_) => Body::CustomerProfile,
         B::CustomersMerged(b) => Body::CustomersMerged {
             from_customer: required("from_customer", b.from_customer)?,
             into_customer: required("into_customer", b.into_customer)?,
@@ -391,6 +396,7 @@ impl From<&Event> for pb::Event {
                         value: h.value.clone(),
                     })
                     .collect(),
+                attributes: c.attributes.clone(),
             }),
             interaction_id: event.interaction_id.clone(),
             channel: event
@@ -444,6 +450,7 @@ impl TryFrom<pb::Event> for Event {
                         value: h.value,
                     })
                     .collect(),
+                attributes: c.attributes,
             }),
             interaction_id: message.interaction_id,
             channel: channel_from_pb(message.channel)?,

@@ -79,6 +79,11 @@ pub fn check_event_text(event: &Event) -> Result<(), EventError> {
             identifier(&format!("customer.handles[{index}].kind"), &handle.kind)?;
             identifier(&format!("customer.handles[{index}].value"), &handle.value)?;
         }
+        // A customer's attributes are names and values to group by: no control character.
+        for (key, value) in &customer.attributes {
+            identifier("customer.attributes", key)?;
+            identifier(&format!("customer.attributes.{key}"), value)?;
+        }
     }
     for (key, value) in &event.attributes {
         identifier("attributes", key)?;
@@ -135,9 +140,19 @@ pub fn check_event_text(event: &Event) -> Result<(), EventError> {
             identifier("agent_id", agent_id)?;
             identifiers("skills", skills.as_deref().unwrap_or_default())
         }
-        Body::Hold | Body::Resumed | Body::Abandoned | Body::Csat { .. } | Body::IdentityLinked => {
+        // A profile's attributes are its envelope's, checked above as free text; a value
+        // to group by holds no control character either.
+        Body::CustomerProfile => {
+            for (key, value) in &event.attributes {
+                identifier(&format!("attributes.{key}"), value)?;
+            }
             Ok(())
         }
+        Body::Hold
+        | Body::Resumed
+        | Body::Abandoned
+        | Body::Csat { .. }
+        | Body::IdentityLinked { .. } => Ok(()),
     }
 }
 

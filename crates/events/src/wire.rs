@@ -130,6 +130,7 @@ fn time(value: Value<'_>) -> Option<DateTime<Utc>> {
 fn customer(value: Value<'_>) -> Option<CustomerRef> {
     let mut id = String::new();
     let mut handles = Vec::new();
+    let mut attributes = BTreeMap::new();
     for_each_field(message(value)?, |field, value| {
         match field {
             1 => id = text(value)?,
@@ -148,6 +149,10 @@ fn customer(value: Value<'_>) -> Option<CustomerRef> {
                     value: handle,
                 });
             }
+            3 => {
+                let (key, entry) = map_entry(value, text)?;
+                attributes.insert(key, entry);
+            }
             _ => return None,
         }
         Some(())
@@ -155,6 +160,7 @@ fn customer(value: Value<'_>) -> Option<CustomerRef> {
     Some(CustomerRef {
         id: required(id),
         handles,
+        attributes,
     })
 }
 
@@ -324,7 +330,15 @@ fn body(field: u64, bytes: &[u8]) -> Option<Body> {
             })?;
             Body::Tagged { topics }
         }
-        36 => empty(bytes, Body::IdentityLinked)?,
+        36 => {
+            let mut by_handles = false;
+            for_each_field(bytes, |field, value| {
+                (field == 1).then_some(())?;
+                by_handles = flag(value)?;
+                Some(())
+            })?;
+            Body::IdentityLinked { by_handles }
+        }
         37 => {
             let [from_customer, into_customer] = texts(bytes)?;
             Body::CustomersMerged {
@@ -340,6 +354,7 @@ fn body(field: u64, bytes: &[u8]) -> Option<Body> {
             }
         }
         39 => agent_state(bytes)?,
+        40 => empty(bytes, Body::CustomerProfile)?,
         _ => return None,
     })
 }
@@ -418,7 +433,7 @@ pub(crate) fn decode_canonical(bytes: &[u8]) -> Option<Event> {
                 let (key, entry) = map_entry(value, text)?;
                 attributes.insert(key, entry);
             }
-            20..=39 if event_body.is_none() => event_body = Some(body(field, message(value)?)?),
+            20..=40 if event_body.is_none() => event_body = Some(body(field, message(value)?)?),
             _ => return None,
         }
         Some(())
@@ -486,8 +501,14 @@ mod tests {
                 br#"[
                 {"occurred_at": "2026-03-02T09:00:00Z", "type": "identity_linked",
                  "customer": {"id": "k", "handles": [{"kind": "email", "value": "k@example.com"}]}},
+                {"occurred_at": "2026-03-02T09:00:00Z", "type": "identity_linked",
+                 "customer": {"handles": [{"kind": "email", "value": "k@example.com"}],
+                              "attributes": {"segment": "finance", "tier": ""}},
+                 "interaction_id": "CA1", "channel": "voice"},
                 {"occurred_at": "2026-03-02T09:00:00Z", "type": "customers_merged",
                  "from_customer": "a", "into_customer": "b"},
+                {"occurred_at": "2026-03-02T09:00:00Z", "type": "customer_profile",
+                 "customer": {"id": "k"}, "attributes": {"segment": "finance", "department": "tax"}},
                 {"occurred_at": "2026-03-02T09:00:00Z", "type": "agent_state", "agent_id": "ann",
                  "state": "available", "skills": [], "capacity": {"chat": 3, "voice": 1}}
             ]"#,

@@ -23,6 +23,11 @@ fn free_text() -> impl Strategy<Value = String> {
     "\\PC{0,24}"
 }
 
+/// A customer attribute's key, as the contract names them.
+fn attribute_key() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9_.-]{0,11}"
+}
+
 fn time() -> impl Strategy<Value = DateTime<Utc>> {
     let seconds = 946_684_800i64..4_102_444_800i64;
     let nanos = prop_oneof![
@@ -141,7 +146,10 @@ fn body(event_type: EventType) -> BoxedStrategy<Body> {
         EventType::Tagged => vec(word(), 1..4)
             .prop_map(|topics| Body::Tagged { topics })
             .boxed(),
-        EventType::IdentityLinked => Just(Body::IdentityLinked).boxed(),
+        EventType::IdentityLinked => any::<bool>()
+            .prop_map(|by_handles| Body::IdentityLinked { by_handles })
+            .boxed(),
+        EventType::CustomerProfile => Just(Body::CustomerProfile).boxed(),
         EventType::CustomersMerged => (word(), word())
             .prop_map(|(from, into)| Body::CustomersMerged {
                 into_customer: format!("{into}-into"),
@@ -180,7 +188,12 @@ fn event() -> impl Strategy<Value = Event> {
             pick(Channel::ALL),
             btree_map(word(), free_text(), 0..3),
         );
-        (envelope, body(event_type)).prop_map(move |(envelope, body)| {
+        let profile = (
+            btree_map(attribute_key(), free_text(), 0..3),
+            btree_map(attribute_key(), free_text(), 1..3),
+            any::<bool>(),
+        );
+        (envelope, body(event_type), profile).prop_map(move |(envelope, body, profile)| {
             let (
                 id,
                 source,
@@ -192,17 +205,26 @@ fn event() -> impl Strategy<Value = Event> {
                 channel,
                 attributes,
             ) = envelope;
-            let interaction = event_type.is_interaction_event();
-            let customer = match event_type {
-                EventType::AgentState => None,
-                EventType::CustomersMerged => None,
-                EventType::IdentityLinked => Some(CustomerRef {
-                    id: Some(customer_id.unwrap_or_else(|| "c-linked".to_owned())),
+            let (carried, profiled, provenance) = profile;
+            // Interaction events need the envelope; the others carry it as provenance,
+            // or not at all.
+            let interaction = event_type.is_interaction_event() || provenance;
+            let customer = match &body {
+                Body::AgentState { .. } => None,
+                Body::CustomersMerged { .. } => None,
+                Body::IdentityLinked { by_handles } => Some(CustomerRef {
+                    // A link by handles alone may name no customer (ingest resolves it).
+                    id: if *by_handles {
+                        customer_id
+                    } else {
+                        Some(customer_id.unwrap_or_else(|| "c-linked".to_owned()))
+                    },
                     handles: if handles.is_empty() {
                         vec![normalise_handle("email", "x@y.z").unwrap()]
                     } else {
                         handles
                     },
+                    attributes: carried,
                 }),
                 _ => Some(CustomerRef {
                     id: if handles.is_empty() {
@@ -211,7 +233,18 @@ fn event() -> impl Strategy<Value = Event> {
                         customer_id
                     },
                     handles,
+                    // A profile gives its attributes in `attributes`, not on its customer.
+                    attributes: if event_type == EventType::CustomerProfile {
+                        BTreeMap::new()
+                    } else {
+                        carried
+                    },
                 }),
+            };
+            let attributes = if event_type == EventType::CustomerProfile {
+                profiled
+            } else {
+                attributes.into_iter().collect::<BTreeMap<_, _>>()
             };
             Event {
                 event_id: Uuid::from_u128(id),
@@ -223,7 +256,7 @@ fn event() -> impl Strategy<Value = Event> {
                 customer,
                 interaction_id: interaction.then_some(interaction_id),
                 channel: interaction.then_some(channel),
-                attributes: attributes.into_iter().collect::<BTreeMap<_, _>>(),
+                attributes,
                 body,
             }
         })
@@ -274,6 +307,6 @@ proptest! {
 #[test]
 fn every_event_type_is_generated() {
     // The strategy above draws the type first from EventType::ALL; this pins that list to
-    // the contract's nineteen types plus agent_state, so a type added later is covered.
-    assert_eq!(EventType::ALL.len(), 20);
+    // the contract's twenty types plus agent_state, so a type added later is covered.
+    assert_eq!(EventType::ALL.len(), 21);
 }

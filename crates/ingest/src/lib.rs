@@ -225,7 +225,15 @@ impl State {
         let placement = match &event.body {
             Body::AgentState { agent_id, .. } => (Topic::Agents, agent_id.clone()),
             Body::CustomersMerged { into_customer, .. } => {
-                (Topic::Interactions, self.identity.canonical(into_customer))
+                let key = self.identity.canonical(into_customer);
+                // A merge made during an interaction is provenance on the timeline of the
+                // customer merged into: the event names that customer, the one it is
+                // keyed (and so partitioned) by, so the journey finds it there.
+                if event.interaction_id.is_some() {
+                    let customer = event.customer.get_or_insert_with(Default::default);
+                    customer.id = Some(key.clone());
+                }
+                (Topic::Interactions, key)
             }
             _ => {
                 let remembered = self

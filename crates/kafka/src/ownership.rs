@@ -29,6 +29,9 @@ use crate::{KafkaConfig, KafkaError};
 /// The topic of claims: one partition, compacted (the latest claim per instance).
 pub const OWNERSHIP_TOPIC: &str = "omnilog.ownership";
 
+/// How long a claim is tried before it is given up: a newer one follows within a second.
+pub const CLAIM_DELIVERY_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// What one projector instance says about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
@@ -97,10 +100,20 @@ impl OwnershipBoard {
                 }
             }
         }
+        // A claim is said again every second and readers keep the newest by its time, so
+        // a claim that is lost, doubled or late harms nothing. Not idempotent, then: an
+        // idempotent producer that loses track of its sequence stops for good, and
+        // librdkafka's default message timeout (five minutes) would hold a publisher that
+        // long on a broker that does not answer. A claim older than its lifetime is
+        // useless, so it is given up after CLAIM_DELIVERY_TIMEOUT.
         let producer: FutureProducer = config
             .client()
-            .set("enable.idempotence", "true")
+            .set("enable.idempotence", "false")
             .set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                CLAIM_DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
             .create()?;
         let consumer: BaseConsumer = config
             .client()
@@ -140,7 +153,7 @@ impl OwnershipBoard {
             .key(claim.instance.as_bytes())
             .payload(&payload);
         self.producer
-            .send(record, self.timeout)
+            .send(record, self.timeout.min(CLAIM_DELIVERY_TIMEOUT))
             .await
             .map_err(|(error, _)| KafkaError::Client(error))?;
         // Seen by this instance at once, not only when its reader comes round.

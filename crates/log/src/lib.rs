@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
 
-pub use embedded::{EmbeddedLog, LogOptions};
+pub use embedded::{DiskFault, EmbeddedLog, LogOptions};
 pub use partitioner::{murmur2, partition_for};
 
 /// The topics of CONTRACT §2.

@@ -311,7 +311,7 @@ impl ServerArgs {
             projector_file,
             log,
             router,
-            reporting,
+            reporting: reporting.clone(),
             read_only: self.read_only,
             data_dir: self
                 .data_dir
@@ -324,6 +324,7 @@ impl ServerArgs {
             partitions,
             access,
             api: ApiConfig {
+                service_levels: reporting.clone(),
                 max_body_bytes: self
                     .max_body_bytes
                     .or(file.max_body_bytes)

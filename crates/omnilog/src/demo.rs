@@ -9,6 +9,13 @@
 //! channels. The customer the demo names is one whose journey spans two channels early in
 //! the day, and it is named only once its journey answers. It runs until Ctrl-C, or with
 //! `--exit` stops once the simulated events are projected.
+//!
+//! The back-filled day carries its own routing (the generator's desk answered it, see
+//! `omnilog_testkit`); from the present on the server's router routes (`auto-accept`),
+//! started once the back-fill is in, and the simulated agents handle what it gives them
+//! (`omnilog simulate --routed`). The desk is staffed for its average load, so the queues
+//! move, most contacts are answered within their service level, and the day's peaks
+//! breach it and lose some callers.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -26,6 +33,7 @@ use hyper_util::rt::TokioExecutor;
 use omnilog_events::{Channel, Handle};
 
 use crate::config::ServerArgs;
+use crate::router::RouteMode;
 use crate::serve;
 use crate::simulate::{self, SimulateArgs};
 use omnilog_events::identity::customer_id_for_handle;
@@ -40,8 +48,8 @@ pub struct DemoArgs {
     /// Keep the data here instead of a temporary directory.
     #[arg(long, env = "OMNILOG_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Simulated events per second: about two contacts a second, a large desk's day. The
-    /// back-fill of a day at this rate is about 600,000 events.
+    /// Simulated events per second: about two contacts a second, a large desk's day (some
+    /// 500 agents). The back-fill of 8 hours at this rate is about 550,000 events.
     #[arg(long, default_value_t = 20.0)]
     rate: f64,
     /// Hours of history back-filled before going live (0: start from an empty desk).
@@ -68,12 +76,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| temporary.path().to_path_buf());
-    let config = ServerArgs {
+    let mut config = ServerArgs {
         data_dir: Some(data_dir.clone()),
         listen: Some(args.listen),
         ..ServerArgs::default()
     }
     .resolve()?;
+    // The router answers the present; the back-filled past carries its own routing, so
+    // the router is held until the back-fill is in.
+    config.router.mode = RouteMode::AutoAccept;
+    config.router.held = args.backfill_hours > 0.0;
     let server = serve::start(config).await?;
     let base = format!("http://{}", server.addr);
     let simulation_args = SimulateArgs {
@@ -94,6 +106,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         token: None,
         quiet: true,
         backfill_hours: args.backfill_hours,
+        routed: true,
     };
     writeln!(
         std::io::stdout(),
@@ -119,7 +132,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .cloned()
         })
     };
-    let simulation = tokio::spawn(simulate::run(simulation_args));
+    let (live, gone_live) = tokio::sync::oneshot::channel();
+    let simulation = tokio::spawn(simulate::run_with(simulation_args, Some(live)));
     if let Some(phone) = &featured
         && args.backfill_hours > 0.0
     {
@@ -131,13 +145,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         if args.backfill_hours > 0.0 {
             writeln!(
                 out,
-                "back-filling {} h of a service desk's day (in seconds; the console fills as it goes), then {} events/s live; look at:",
+                "back-filling {} h of a service desk's day (in seconds; the console fills as it goes), then {} events/s live, routed by the router (auto-accept); look at:",
                 args.backfill_hours, args.rate
             )?;
         } else {
             writeln!(
                 out,
-                "simulating a service desk at {} events/s; look at:",
+                "simulating a service desk at {} events/s, routed by the router (auto-accept); look at:",
                 args.rate
             )?;
         }
@@ -175,29 +189,60 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         writeln!(out, "Ctrl-C stops it.")?;
     }
+    let stop_simulation = simulation.abort_handle();
     let simulation = async move { simulation.await.context("the simulation task")? };
-    if args.exit {
-        let report = simulation.await?;
-        server.wait_caught_up(Duration::from_secs(120)).await?;
-        writeln!(
-            std::io::stdout(),
-            "sent {} events ({} accepted, {} duplicates) in {:.1} s; every view caught up",
-            report.sent,
-            report.accepted,
-            report.duplicates,
-            report.elapsed.as_secs_f64()
-        )?;
-    } else {
+    tokio::pin!(simulation);
+    let mut gone_live = Some(gone_live);
+    loop {
         tokio::select! {
-            outcome = simulation => {
+            outcome = &mut simulation => {
                 let report = outcome?;
-                tracing::info!(sent = report.sent, "the simulation finished; still serving");
-                serve::shutdown_signal().await;
+                if args.exit {
+                    server.wait_caught_up(Duration::from_secs(120)).await?;
+                    writeln!(
+                        std::io::stdout(),
+                        "sent {} events ({} accepted, {} duplicates) in {:.1} s; live, the router assigned {} contacts and {} customers hung up waiting; every view caught up",
+                        report.sent,
+                        report.accepted,
+                        report.duplicates,
+                        report.elapsed.as_secs_f64(),
+                        report.routed_answered,
+                        report.routed_abandoned,
+                    )?;
+                } else {
+                    tracing::info!(sent = report.sent, "the simulation finished; still serving");
+                    serve::shutdown_signal().await;
+                }
+                break;
             }
-            () = serve::shutdown_signal() => {}
+            Ok(()) = async { gone_live.as_mut().expect("guarded").await }, if gone_live.is_some() => {
+                gone_live = None;
+                go_live(&server, args.backfill_hours).await?;
+            }
+            () = serve::shutdown_signal(), if !args.exit => break,
         }
     }
+    // Nothing is sent to a server that is stopping.
+    stop_simulation.abort();
     server.stop().await
+}
+
+/// The back-fill is sent: once the views hold it, the router takes over from the
+/// generator's desk.
+async fn go_live(server: &serve::Server, backfill_hours: f64) -> anyhow::Result<()> {
+    if backfill_hours > 0.0 {
+        // Bounded: live traffic keeps arriving meanwhile, so the views may never be
+        // exactly caught up; the router then starts anyway.
+        if let Err(error) = server.wait_caught_up(Duration::from_secs(60)).await {
+            tracing::warn!(%error, "starting the router before the views caught up");
+        }
+    }
+    server.open_routing();
+    writeln!(
+        std::io::stdout(),
+        "live: the router assigns waiting contacts (auto-accept) and the simulated agents handle them"
+    )?;
+    Ok(())
 }
 
 /// Among the events of the history before `until`, the first customer to use a second

@@ -4,8 +4,9 @@
 //! order). Two stores with the same digest hold the same bytes: this is how a live view
 //! is compared with a clean rebuild. The log part reads a running server's log too (read-only,
 //! up to what was durable); the view store is held by a running server, so then the views
-//! part says so and points at `GET /v1/views`. Inspecting neither creates nor sets aside
-//! anything.
+//! part says so and points at `GET /v1/views`. Inspecting writes nothing in the data dir (the
+//! log is opened read-only, the view store through a private mirror, see
+//! [`ViewStore::open_read_only`]), so it works on a read-only or full disk.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -62,7 +63,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
     }
     let views_dir = args.data_dir.join("views");
     if views_dir.exists() {
-        let store = match ViewStore::open_existing(&views_dir) {
+        let store = match ViewStore::open_read_only(&views_dir) {
             Ok(store) => store,
             // A running server holds its view store; its views answer on GET /v1/views.
             Err(StoreError::Locked(dir)) => {

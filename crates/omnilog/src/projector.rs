@@ -91,13 +91,26 @@ impl Instance {
     }
 
     fn claim(&self, leaving: bool) -> Claim {
+        // One read of `owned` for both lists: a second read taken while the first is held
+        // waits behind a writer that waits for the first (std's lock lets writers go first),
+        // and the claim is published from its own task, beside the loop that writes.
+        let (assigned, ready) = {
+            let owned = read(&self.owned);
+            let assigned = owned.keys().copied().collect();
+            let ready = owned
+                .iter()
+                .filter(|(_, owned)| owned.ready)
+                .map(|(&p, _)| p)
+                .collect();
+            (assigned, ready)
+        };
         Claim {
             instance: self.id.clone(),
             url: self.url.clone(),
             group: self.group.clone(),
             views: self.views.iter().map(|v| (*v).to_owned()).collect(),
-            assigned: read(&self.owned).keys().copied().collect(),
-            ready: self.ready_partitions(),
+            assigned,
+            ready,
             at_ms: omnilog_kafka::now_ms(),
             leaving,
         }
@@ -399,6 +412,11 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
 
     let mut assignment = membership.owned();
     let mut tick = tokio::time::interval(TICK);
+    let claim_changed = Arc::new(tokio::sync::Notify::new());
+    let publisher = spawn_publisher(instance.clone(), claim_changed.clone());
+    // The group's latest assignment, and whether every partition of it was started.
+    let mut wanted = BTreeSet::new();
+    let mut following = true;
     let signal = serve::shutdown_signal();
     tokio::pin!(signal);
     loop {
@@ -410,29 +428,79 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
                 }
                 let assigned = assignment.borrow_and_update().clone();
                 if let Some(assigned) = assigned {
-                    follow_assignment(&instance, &log, &config.data_dir, &views, &projector_metrics, &assigned).await?;
-                    publish(&instance, false).await;
+                    wanted = assigned;
+                    following = follow(&instance, &log, &config.data_dir, &views, &projector_metrics, &wanted).await;
+                    claim_changed.notify_one();
                 }
             }
             _ = tick.tick() => {
+                if !following {
+                    // A partition that could not be started is tried again each tick.
+                    following = follow(&instance, &log, &config.data_dir, &views, &projector_metrics, &wanted).await;
+                }
                 let positions = check_progress(&instance);
                 membership.report_progress(positions);
-                publish(&instance, false).await;
+                claim_changed.notify_one();
             }
         }
     }
     tracing::info!("shutting down: leaving the group");
+    publisher.abort();
     publish(&instance, true).await;
-    membership.leave();
+    // Leaving the group, draining the HTTP server and writing each partition's last
+    // checkpoints go on at once: one after the other, an instance with several partitions
+    // took longer to stop than an orchestrator waits on a loaded machine.
+    let leaving = tokio::task::spawn_blocking(move || membership.leave());
     let _ = shutdown.send(());
-    http.await.context("the HTTP task panicked")??;
     let owned: Vec<Owned> = std::mem::take(&mut *write(&instance.owned))
         .into_values()
         .collect();
-    for owned in owned {
-        owned.runtime.stop().await?;
+    let stops = futures_util::future::join_all(owned.iter().map(|owned| owned.runtime.stop()));
+    let (served, stopped) = tokio::join!(http, stops);
+    served.context("the HTTP task panicked")??;
+    for stopped in stopped {
+        stopped?;
     }
+    leaving.await.context("leaving the group panicked")?;
     Ok(())
+}
+
+/// Starts or stops partitions' projectors to match `assigned`; false (logged) when one
+/// could not be started or stopped, to be tried again. The instance keeps serving what it
+/// holds meanwhile: a store that cannot open now (one being let go, a full disk) must not
+/// take the whole instance down.
+async fn follow(
+    instance: &Instance,
+    log: &SharedLog,
+    data_dir: &std::path::Path,
+    views: &[Arc<dyn Projectable>],
+    metrics: &ProjectorMetrics,
+    assigned: &BTreeSet<u32>,
+) -> bool {
+    match follow_assignment(instance, log, data_dir, views, metrics, assigned).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not follow the group's assignment; trying again in a second"
+            );
+            false
+        }
+    }
+}
+
+/// Publishes this instance's claim every [`TICK`] and whenever `changed` is notified, on a
+/// task of its own: a broker slow to confirm never holds the loop that follows the group.
+fn spawn_publisher(
+    instance: Arc<Instance>,
+    changed: Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            publish(&instance, false).await;
+            let _ = tokio::time::timeout(TICK, changed.notified()).await;
+        }
+    })
 }
 
 async fn publish(instance: &Instance, leaving: bool) {

@@ -12,6 +12,11 @@
 //!
 //! Only one router acts on a log: in `serve` it is a task of the one process that owns the
 //! embedded log (one process writes a log).
+//!
+//! A router can start held ([`RouterConfig::held`]) and route only once its
+//! [`RouterGate`] opens: `omnilog demo` holds it while it back-fills past hours, whose
+//! routing the history already holds (a router acts in the present, so it would answer a
+//! call of 9 o'clock at noon).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +55,8 @@ pub struct RouterConfig {
     pub offer_timeout: Duration,
     /// The longest pause between rounds (a round also starts when the queue view moves).
     pub interval: Duration,
+    /// Start held: route only once [`RouterGate::open`] is called.
+    pub held: bool,
 }
 
 impl Default for RouterConfig {
@@ -58,6 +65,7 @@ impl Default for RouterConfig {
             mode: RouteMode::Off,
             offer_timeout: Duration::from_secs(30),
             interval: Duration::from_millis(500),
+            held: false,
         }
     }
 }
@@ -66,7 +74,22 @@ impl Default for RouterConfig {
 #[derive(Debug)]
 pub struct Router {
     stop: watch::Sender<bool>,
+    gate: RouterGate,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Opens a router started held (see [`RouterConfig::held`]).
+#[derive(Clone, Debug)]
+pub struct RouterGate(Arc<watch::Sender<bool>>);
+
+impl RouterGate {
+    /// Lets the router route from now on (again: it is never closed).
+    pub fn open(&self) {
+        if !*self.0.borrow() {
+            tracing::info!("the router routes from now on");
+        }
+        self.0.send_replace(true);
+    }
 }
 
 impl Router {
@@ -76,9 +99,29 @@ impl Router {
             return None;
         }
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(ingest, views, config, stopped));
-        tracing::info!(mode = ?config.mode, "router started");
-        Some(Router { stop, task })
+        let (gate, open) = watch::channel(!config.held);
+        let task = tokio::spawn(async move {
+            let mut open = open;
+            let mut waiting = stopped.clone();
+            let go = tokio::select! {
+                opened = open.wait_for(|open| *open) => opened.is_ok(),
+                _ = waiting.wait_for(|stop| *stop) => false,
+            };
+            if go {
+                run(ingest, views, config, stopped).await;
+            }
+        });
+        tracing::info!(mode = ?config.mode, held = config.held, "router started");
+        Some(Router {
+            stop,
+            gate: RouterGate(Arc::new(gate)),
+            task,
+        })
+    }
+
+    /// What opens this router when it was started held.
+    pub fn gate(&self) -> RouterGate {
+        self.gate.clone()
     }
 
     /// Stops after the round in progress.

@@ -21,11 +21,12 @@ use omnilog_views::IdentityView;
 use omnilog_views::journey::{JourneyConfig, JourneyView};
 use omnilog_views::queue::QueueView;
 use omnilog_views::reporting::{ReportingConfig, ReportingView};
+use omnilog_views::segments::SegmentsView;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{LogBackend, ServerArgs, ServerConfig};
-use crate::router::Router;
+use crate::router::{Router, RouterGate};
 
 /// A running server.
 #[derive(Debug)]
@@ -33,11 +34,20 @@ pub struct Server {
     /// Where it listens (the port is real even if 0 was asked for).
     pub addr: SocketAddr,
     views: Option<Arc<ViewRuntime>>,
+    /// Opens the router when it was started held.
+    routing: Option<RouterGate>,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Server {
+    /// Lets a router started held route (`omnilog demo`, once its back-fill is in).
+    pub fn open_routing(&self) {
+        if let Some(gate) = &self.routing {
+            gate.open();
+        }
+    }
+
     /// Waits until every view has folded the whole log.
     pub async fn wait_caught_up(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
         let Some(views) = &self.views else {
@@ -105,8 +115,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
     .await
     .context("starting the projectors")?;
     let routing = Router::start(ingest.clone(), views.clone(), config.router);
+    let gate = routing.as_ref().map(Router::gate);
     let app = router(write_side(ingest, &config).with_views(views.clone(), metrics));
-    serve_app(config, app, Some(views), Some(log), routing).await
+    let mut server = serve_app(config, app, Some(views), Some(log), routing).await?;
+    server.routing = gate;
+    Ok(server)
 }
 
 /// `omnilog ingest-server`: the write side only (ingest API, channel webhooks, identity
@@ -207,6 +220,7 @@ async fn serve_app(
     Ok(Server {
         addr,
         views: running_views,
+        routing: None,
         shutdown,
         task,
     })
@@ -251,7 +265,8 @@ pub fn views_with(reporting: ReportingConfig) -> Vec<Arc<dyn Projectable>> {
     vec![
         Arc::new(JourneyView::new(JourneyConfig::default())),
         Arc::new(QueueView),
-        Arc::new(ReportingView::new(reporting)),
+        Arc::new(ReportingView::new(reporting.clone())),
+        Arc::new(SegmentsView::new(reporting)),
     ]
 }
 

@@ -13,6 +13,16 @@
 //! fast as the server takes it (a working day in seconds, through the same ingest API),
 //! then the rest follows the wall clock, each event sent when its time comes. Because it
 //! is one history, contacts that were waiting or with an agent at the switch carry on.
+//!
+//! `--routed` leaves routing to the server's router (`serve --route auto-accept`) from
+//! the end of the back-fill on (the history decides the past's): a contact is sent up to
+//! its `queued` event and then waits; the simulated desk learns from `GET /v1/agents`
+//! (twice a second) whom the router gave it to, and sends what that agent and the
+//! customer do from then on (messages, notes, now and then a transfer to another queue,
+//! whose next agent carries on, the end, the wrap-up, a rating), each when due; a customer
+//! nobody took within their patience hangs up (`abandoned`). The desk's
+//! staffing is the generator's ([`omnilog_testkit::agents_for`]): the router keeps the
+//! queues moving, and at the day's peaks they grow.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +35,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use omnilog_testkit::{HistoryConfig, history};
-use tokio::sync::Semaphore;
+use omnilog_events::{Event, to_canonical_json};
+use omnilog_testkit::{HistoryConfig, Item, RoutedContact, history};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 /// Options of `omnilog simulate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,6 +80,13 @@ pub struct SimulateArgs {
     /// in either order: `--concurrency 1` keeps the history's order, as the demo does.
     #[arg(long, default_value_t = 0.0, env = "OMNILOG_BACKFILL_HOURS")]
     pub backfill_hours: f64,
+    /// Leave routing to the server's router (`serve --route auto-accept`) from the end of
+    /// the back-fill on: contacts wait in their queues until the router assigns them, and
+    /// the simulated agents handle what they are given. Reads `GET /v1/agents`, so a token
+    /// needs the read scope too. The router must not route while the back-fill is sent
+    /// (`omnilog demo` starts it after).
+    #[arg(long)]
+    pub routed: bool,
 }
 
 /// What a run did.
@@ -80,6 +98,9 @@ pub struct SimulateReport {
     pub requests: u64,
     pub retries: u64,
     pub elapsed: Duration,
+    /// With `--routed`: contacts the router assigned, and customers who hung up waiting.
+    pub routed_answered: u64,
+    pub routed_abandoned: u64,
 }
 
 /// How far back a back-fill starts.
@@ -99,8 +120,11 @@ struct Counters {
 /// About how many events one contact of the generated history makes: used to pace event
 /// time with the offered rate, so that generated times stay close to the wall clock.
 const EVENTS_PER_CONTACT: f64 = 11.0;
-/// About how long one contact keeps an agent of the generated desk busy, waits included.
-const AGENT_SECONDS_PER_CONTACT: f64 = 900.0;
+/// How often a routed run asks the server which agent holds what.
+const ASSIGNMENT_POLL: Duration = Duration::from_millis(500);
+/// How long after a transfer is sent an agent holding the contact is taken for the next
+/// one (before, the answer may still show the agent who transferred it).
+const TRANSFER_SETTLE: TimeDelta = TimeDelta::seconds(2);
 
 /// How many events a run sends.
 fn events_wanted(args: &SimulateArgs) -> u64 {
@@ -116,22 +140,211 @@ fn events_wanted(args: &SimulateArgs) -> u64 {
 pub fn history_config(args: &SimulateArgs) -> HistoryConfig {
     let events_wanted = events_wanted(args);
     // Event time runs with the wall clock: contacts arrive at the pace the offered rate
-    // implies, and the desk has the agents such a pace needs (each contact holds an agent
-    // for about AGENT_SECONDS_PER_CONTACT), so queues stay as short as a real desk's.
+    // implies, and the desk has the agents such a pace needs (the generator staffs it for
+    // its average load), so queues stay as short as a real desk's but for its peaks.
     let arrival_gap_seconds = EVENTS_PER_CONTACT / args.rate;
-    let mut config = HistoryConfig::with_events(args.seed, events_wanted).with_customers(
-        args.customers
-            .unwrap_or((events_wanted / 30).clamp(1_000, 1_000_000)),
-    );
-    config.agents = (AGENT_SECONDS_PER_CONTACT / arrival_gap_seconds).clamp(8.0, 2_000.0) as u32;
+    let mut config = HistoryConfig::with_events(args.seed, events_wanted)
+        .with_customers(
+            args.customers
+                .unwrap_or((events_wanted / 30).clamp(1_000, 1_000_000)),
+        )
+        .with_arrival_gap(TimeDelta::microseconds(
+            (arrival_gap_seconds * 1_000_000.0).max(1.0) as i64,
+        ));
     config.start = args.start.unwrap_or_else(|| Utc::now() - backfill(args));
-    config.mean_arrival_gap =
-        TimeDelta::microseconds((arrival_gap_seconds * 1_000_000.0).max(1.0) as i64);
+    if args.routed {
+        let live_from = config.start + backfill(args);
+        config = config.routed_from(live_from);
+    }
     config
+}
+
+/// The simulated desk of a routed run: contacts waiting for the router, and the events of
+/// those it assigned, each sent when due (see the module documentation).
+#[derive(Debug, Default)]
+struct Desk {
+    /// Waiting for an agent, by interaction.
+    waiting: std::collections::HashMap<String, RoutedContact>,
+    /// Transferred by their first agent, waiting for the next: by interaction, with when.
+    transferred: std::collections::HashMap<String, (RoutedContact, DateTime<Utc>)>,
+    /// When each waiting customer hangs up: (time, interaction).
+    deadlines: std::collections::BTreeSet<(DateTime<Utc>, String)>,
+    /// Events to send later, by (time, arrival).
+    due: std::collections::BTreeMap<(DateTime<Utc>, u64), Event>,
+    arrivals: u64,
+    answered: u64,
+    abandoned: u64,
+}
+
+impl Desk {
+    fn wait(&mut self, contact: RoutedContact) {
+        self.deadlines.insert((
+            contact.queued_at + contact.patience,
+            contact.interaction_id.clone(),
+        ));
+        self.waiting.insert(contact.interaction_id.clone(), contact);
+    }
+
+    /// `agent` holds `interaction` in an answer asked for at `asked` (seen at `at`): when
+    /// that is the router's assignment of a contact waiting for one, what follows is
+    /// scheduled.
+    fn held(&mut self, interaction: &str, agent: &str, asked: DateTime<Utc>, at: DateTime<Utc>) {
+        if let Some(contact) = self.waiting.remove(interaction) {
+            self.deadlines.remove(&(
+                contact.queued_at + contact.patience,
+                contact.interaction_id.clone(),
+            ));
+            self.answered += 1;
+            match contact.transferred_after(at) {
+                Some(transfer) => {
+                    let when = transfer.occurred_at;
+                    self.schedule(transfer);
+                    self.deadlines
+                        .insert((when + contact.patience, contact.interaction_id.clone()));
+                    self.transferred
+                        .insert(contact.interaction_id.clone(), (contact, when));
+                }
+                None => {
+                    for event in contact.handled_by(agent, at) {
+                        self.schedule(event);
+                    }
+                }
+            }
+        } else if let Some((_, when)) = self.transferred.get(interaction)
+            && asked > *when + TRANSFER_SETTLE
+            && let Some((contact, when)) = self.transferred.remove(interaction)
+        {
+            self.deadlines
+                .remove(&(when + contact.patience, contact.interaction_id.clone()));
+            for event in contact.handled_by(agent, at) {
+                self.schedule(event);
+            }
+        }
+    }
+
+    fn schedule(&mut self, event: Event) {
+        self.arrivals += 1;
+        self.due.insert((event.occurred_at, self.arrivals), event);
+    }
+
+    /// Everything due by `now`: customers out of patience hang up, the agents' events go.
+    fn take_due(&mut self, now: DateTime<Utc>) -> Vec<Event> {
+        while let Some((deadline, interaction)) = self.deadlines.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let left = self
+                .waiting
+                .remove(&interaction)
+                .or_else(|| self.transferred.remove(&interaction).map(|(c, _)| c));
+            if let Some(contact) = left {
+                self.abandoned += 1;
+                for event in contact.abandoned_at(deadline) {
+                    self.schedule(event);
+                }
+            }
+        }
+        let mut events = Vec::new();
+        while let Some(entry) = self.due.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            events.push(entry.remove());
+        }
+        events
+    }
+
+    /// When the desk next has something to do.
+    fn next_due(&self) -> Option<DateTime<Utc>> {
+        let due = self.due.keys().next().map(|(at, _)| *at);
+        let deadline = self.deadlines.first().map(|(at, _)| *at);
+        due.into_iter().chain(deadline).min()
+    }
+}
+
+/// Who holds what, as `GET /v1/agents` answered when asked at the time it names:
+/// (agent, interaction) pairs.
+type Holdings = Arc<(DateTime<Utc>, Vec<(String, String)>)>;
+
+/// Asks the server twice a second which agent holds which interaction, until the receiver
+/// is gone.
+async fn follow_assignments(
+    client: Client<HttpConnector, Full<Bytes>>,
+    target: String,
+    token: Option<String>,
+    holdings: watch::Sender<Holdings>,
+) {
+    let Ok(url) = format!("{target}/v1/agents").parse::<hyper::Uri>() else {
+        return;
+    };
+    let mut last_problem = String::new();
+    while !holdings.is_closed() {
+        let asked = Utc::now();
+        let mut request = hyper::Request::get(url.clone());
+        if let Some(token) = &token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let answer = match request.body(Full::new(Bytes::new())) {
+            Ok(request) => match client.request(request).await {
+                Ok(response) if response.status().is_success() => response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|body| {
+                        serde_json::from_slice::<serde_json::Value>(&body.to_bytes())
+                            .map_err(|e| e.to_string())
+                    }),
+                Ok(response) => Err(format!("GET /v1/agents answered {}", response.status())),
+                Err(error) => Err(error.to_string()),
+            },
+            Err(error) => Err(error.to_string()),
+        };
+        match answer {
+            Ok(answer) => {
+                last_problem.clear();
+                let pairs = answer["agents"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|agent| {
+                        let id = agent["agent_id"].as_str().unwrap_or_default().to_owned();
+                        agent["assignments"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|i| i.as_str())
+                            .map(move |i| (id.clone(), i.to_owned()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                holdings.send_replace(Arc::new((asked, pairs)));
+            }
+            Err(problem) => {
+                // Said once per kind of problem, not twice a second.
+                if problem != last_problem {
+                    tracing::warn!(%problem, "the simulated desk cannot see the router's assignments");
+                    last_problem = problem;
+                }
+            }
+        }
+        tokio::time::sleep(ASSIGNMENT_POLL).await;
+    }
 }
 
 /// Runs the simulation to its end.
 pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
+    run_with(args, None).await
+}
+
+/// [`run`], saying on `live` when the back-fill is sent and the history goes on in real
+/// time (at once without a back-fill).
+pub async fn run_with(
+    args: SimulateArgs,
+    live: Option<oneshot::Sender<()>>,
+) -> anyhow::Result<SimulateReport> {
+    let mut live = live;
     if !(args.rate > 0.0 && args.rate.is_finite()) {
         bail!("--rate must be a positive number of events per second");
     }
@@ -140,6 +353,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
     }
     if !(args.backfill_hours >= 0.0 && args.backfill_hours <= 24.0 * 31.0) {
         bail!("--backfill-hours must be between 0 and 744 (a month)");
+    }
+    if args.routed && args.start.is_some() {
+        bail!("--routed follows the wall clock, as the router does: drop --start");
     }
     let target = args.target.trim_end_matches('/').to_owned();
     let url: hyper::Uri = format!("{target}/v1/events")
@@ -161,32 +377,49 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
     let mut batch: Vec<String> = Vec::with_capacity(args.batch);
     let mut queued: u64 = 0;
     let mut last_report = Instant::now();
-    // With a back-fill, event time decides when an event is sent: at once while it is
-    // past, at its time once the history has caught up with the wall clock.
-    let by_event_time = args.backfill_hours > 0.0;
+    // With a back-fill (and always when routed), event time decides when an event is
+    // sent: at once while it is past, at its time once the history has caught up with the
+    // wall clock.
+    let by_event_time = args.backfill_hours > 0.0 || args.routed;
     let mut caught_up_logged = false;
-    let mut generated = history(config).peekable();
+    let mut generated = history(config);
+    let mut desk = Desk::default();
+    // With --routed, once live: who holds what, from the server.
+    let mut holdings: Option<watch::Receiver<Holdings>> = None;
+    let mut follower: Option<tokio::task::JoinHandle<()>> = None;
     loop {
-        let next = generated.next();
-        if let Some(event) = &next {
-            batch.push(omnilog_events::to_canonical_json(event));
+        let now = Utc::now();
+        if let Some(holdings) = &mut holdings
+            && holdings.has_changed().unwrap_or(false)
+        {
+            let answer = holdings.borrow_and_update().clone();
+            let (asked, pairs) = &*answer;
+            for (agent, interaction) in pairs {
+                desk.held(interaction, agent, *asked, now);
+            }
         }
-        let end = next.is_none() || deadline.is_some_and(|d| Instant::now() >= d);
+        batch.extend(desk.take_due(now).iter().map(to_canonical_json));
+        let mut end = deadline.is_some_and(|d| Instant::now() >= d);
         // In real time, the batch goes as soon as the next event is not due yet.
-        let next_wait = if by_event_time {
-            generated
-                .peek()
-                .map(|event| {
-                    (event.occurred_at - Utc::now())
-                        .to_std()
-                        .unwrap_or_default()
-                })
-                .unwrap_or_default()
-        } else {
-            Duration::ZERO
-        };
-        if batch.len() < args.batch && !end && next_wait.is_zero() {
-            continue;
+        let mut next_wait = Duration::ZERO;
+        while !end && batch.len() < args.batch {
+            match generated.peek_time() {
+                None => end = true,
+                Some(at) if by_event_time && at > now => {
+                    next_wait = (at - now).to_std().unwrap_or_default();
+                    break;
+                }
+                Some(_) => match generated.next_item() {
+                    Some(Item::Event(event)) => batch.push(to_canonical_json(&event)),
+                    Some(Item::Routed(contact)) => desk.wait(contact),
+                    None => end = true,
+                },
+            }
+        }
+        if let Some(at) = desk.next_due()
+            && !next_wait.is_zero()
+        {
+            next_wait = next_wait.min((at - now).to_std().unwrap_or_default());
         }
         if by_event_time && !next_wait.is_zero() && !caught_up_logged {
             caught_up_logged = true;
@@ -195,8 +428,22 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
                 seconds = started.elapsed().as_secs_f64(),
                 "back-fill sent; the history goes on in real time"
             );
+            if let Some(live) = live.take() {
+                let _ = live.send(());
+            }
+            if args.routed {
+                let (sender, receiver) =
+                    watch::channel(Holdings::new((DateTime::<Utc>::MIN_UTC, Vec::new())));
+                follower = Some(tokio::spawn(follow_assignments(
+                    client.clone(),
+                    target.clone(),
+                    args.token.clone(),
+                    sender,
+                )));
+                holdings = Some(receiver);
+            }
         }
-        if !batch.is_empty() {
+        if !batch.is_empty() && (batch.len() >= args.batch || end || !next_wait.is_zero()) {
             queued += batch.len() as u64;
             if !by_event_time {
                 // Pace: the batch is due when the offered rate reaches it.
@@ -224,14 +471,31 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
         }
         if !args.quiet && last_report.elapsed() >= Duration::from_secs(2) {
             last_report = Instant::now();
-            progress(&counters, started, events_wanted);
+            progress(
+                &counters,
+                started,
+                events_wanted,
+                args.routed.then_some(&desk),
+            );
         }
         if end {
             break;
         }
         if !next_wait.is_zero() {
-            tokio::time::sleep(next_wait).await;
+            // Asleep until the next event is due, or the router assigned something.
+            match &mut holdings {
+                Some(holdings) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(next_wait) => {}
+                        _ = holdings.changed() => {}
+                    }
+                }
+                None => tokio::time::sleep(next_wait).await,
+            }
         }
+    }
+    if let Some(follower) = follower {
+        follower.abort();
     }
     while let Some(done) = tasks.join_next().await {
         done??;
@@ -243,14 +507,21 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<SimulateReport> {
         requests: counters.requests.load(Ordering::Relaxed),
         retries: counters.retries.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
+        routed_answered: desk.answered,
+        routed_abandoned: desk.abandoned,
     };
     if !args.quiet {
-        progress(&counters, started, events_wanted);
+        progress(
+            &counters,
+            started,
+            events_wanted,
+            args.routed.then_some(&desk),
+        );
     }
     Ok(report)
 }
 
-fn progress(counters: &Counters, started: Instant, wanted: u64) {
+fn progress(counters: &Counters, started: Instant, wanted: u64, desk: Option<&Desk>) {
     let sent = counters.sent.load(Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64().max(0.001);
     // A run without an end (the demo) has no total worth printing.
@@ -266,6 +537,9 @@ fn progress(counters: &Counters, started: Instant, wanted: u64) {
         duplicates = counters.duplicates.load(Ordering::Relaxed),
         retries = counters.retries.load(Ordering::Relaxed),
         rate = format!("{:.0} events/s", sent as f64 / seconds),
+        waiting_for_the_router = desk.map(|d| d.waiting.len() + d.transferred.len()),
+        routed_answered = desk.map(|d| d.answered),
+        routed_abandoned = desk.map(|d| d.abandoned),
         "simulating"
     );
 }

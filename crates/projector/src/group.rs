@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use omnilog_log::{LogRecord, SharedLog};
+use omnilog_store::Checkpoint;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -411,35 +412,51 @@ impl Worker {
             return Ok(0);
         }
         let started = Instant::now();
-        let decoded = Arc::new(blocking(move || Ok(decode_all(records))).await?);
-        // Every member folds its part at once, each on its own thread.
-        let mut folding = Vec::with_capacity(active.len());
-        for (&index, checkpoint) in active.iter().zip(positions) {
-            let version = self.members[index].version.clone();
-            let decoded = decoded.clone();
-            folding.push((
-                index,
-                tokio::task::spawn_blocking(move || {
-                    let topics = version.status().topics;
-                    let mine: Vec<&Decoded> = decoded
-                        .iter()
-                        .filter(|d| {
-                            let destination = destination_of(d.record.topic);
-                            topics.contains(&destination)
-                                && d.record.offset
-                                    >= checkpoint.next_offset(destination, d.record.partition)
-                        })
-                        .collect();
-                    let dead_letters = version.fold(&mine, None)?;
-                    Ok::<_, ProjectorError>((mine.len(), dead_letters))
-                }),
-            ));
-        }
-        for (index, task) in folding {
-            let outcome = task
-                .await
-                .map_err(|e| ProjectorError::Task(e.to_string()))
-                .and_then(|folded| folded);
+        let members: Vec<(usize, Arc<dyn AnyVersion>, Checkpoint)> = active
+            .iter()
+            .zip(positions)
+            .map(|(&index, checkpoint)| (index, self.members[index].version.clone(), checkpoint))
+            .collect();
+        let folding: Vec<(usize, FoldOutcome)> = if records.len() <= INLINE_FOLD_RECORDS {
+            // A few records (a live server under single-event requests): decoding them and
+            // folding them into every member on one blocking thread costs less than waking
+            // a thread per member, which took more CPU than the folds themselves.
+            blocking(move || {
+                let decoded = decode_all(records);
+                Ok(members
+                    .into_iter()
+                    .map(|(index, version, checkpoint)| {
+                        (index, fold_member(&*version, &decoded, &checkpoint))
+                    })
+                    .collect())
+            })
+            .await?
+        } else {
+            let decoded = Arc::new(blocking(move || Ok(decode_all(records))).await?);
+            // Every member folds its part at once, each on its own thread.
+            let tasks: Vec<_> = members
+                .into_iter()
+                .map(|(index, version, checkpoint)| {
+                    let decoded = decoded.clone();
+                    (
+                        index,
+                        tokio::task::spawn_blocking(move || {
+                            fold_member(&*version, &decoded, &checkpoint)
+                        }),
+                    )
+                })
+                .collect();
+            let mut outcomes = Vec::with_capacity(tasks.len());
+            for (index, task) in tasks {
+                let outcome = task
+                    .await
+                    .map_err(|e| ProjectorError::Task(e.to_string()))
+                    .and_then(|folded| folded);
+                outcomes.push((index, outcome));
+            }
+            outcomes
+        };
+        for (index, outcome) in folding {
             let member = &mut self.members[index];
             let view = member.view();
             match outcome {
@@ -463,4 +480,30 @@ impl Worker {
         }
         Ok(largest_read)
     }
+}
+
+/// Records folded, and the dead letters to append, or why the fold failed.
+type FoldOutcome = Result<(usize, Vec<omnilog_log::AppendRecord>), ProjectorError>;
+
+/// At most this many records read at once are decoded and folded into every member on one
+/// thread; more are folded by each member on its own thread.
+const INLINE_FOLD_RECORDS: usize = 64;
+
+/// Folds into `version` the records of its topics at or past its position.
+fn fold_member(
+    version: &dyn AnyVersion,
+    decoded: &[Decoded],
+    checkpoint: &Checkpoint,
+) -> FoldOutcome {
+    let topics = version.status().topics;
+    let mine: Vec<&Decoded> = decoded
+        .iter()
+        .filter(|d| {
+            let destination = destination_of(d.record.topic);
+            topics.contains(&destination)
+                && d.record.offset >= checkpoint.next_offset(destination, d.record.partition)
+        })
+        .collect();
+    let dead_letters = version.fold(&mine, None)?;
+    Ok((mine.len(), dead_letters))
 }

@@ -307,6 +307,10 @@ impl<V: View> Version<V> {
 }
 
 /// The id of the dead letter of one record for one view: the same on every re-fold.
+/// How many times a fold asks for the records it needs: each round may find records that
+/// name others (see [`View::missing`]).
+const MISSING_ROUNDS: usize = 3;
+
 fn dead_letter_id(view: &str, record: &LogRecord) -> Uuid {
     let name = format!(
         "dead-letter\0{view}\0{}\0{}\0{}",
@@ -423,16 +427,21 @@ impl<V: View> AnyVersion for Version<V> {
         // the disk and holds the write lock only for in-memory work.
         let topics = self.status.topics;
         let folds = |decoded: &Decoded| topics.contains(&destination_of(decoded.record.topic));
-        let mut missing = Vec::new();
-        {
-            let state = self.state.read().map_err(lock_error)?;
-            for decoded in batch.iter().filter(|d| folds(d)) {
-                if let Ok(event) = &decoded.event {
-                    self.view.missing(&state, event, &mut missing)?;
+        // A record loaded in one round may name another the fold needs (the reports'
+        // pending self-service session names its session): ask again after each load.
+        for _round in 0..MISSING_ROUNDS {
+            let mut missing = Vec::new();
+            {
+                let state = self.state.read().map_err(lock_error)?;
+                for decoded in batch.iter().filter(|d| folds(d)) {
+                    if let Ok(event) = &decoded.event {
+                        self.view.missing(&state, event, &mut missing)?;
+                    }
                 }
             }
-        }
-        if !missing.is_empty() {
+            if missing.is_empty() {
+                break;
+            }
             missing.sort_unstable();
             missing.dedup();
             let loaded = self.table.get_many(missing)?;

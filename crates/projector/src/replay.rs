@@ -193,40 +193,19 @@ pub async fn replay(
     };
 
     on_progress("log", ReplayProgress { read: 0, total });
-    let mut read = 0u64;
-    let mut handed: Vec<Shared> = Vec::new();
-    for mut pass in passes(&scan) {
-        loop {
-            let records = log.scan_next(&mut pass, options.batch.max(1)).await?;
-            if records.is_empty() {
-                break;
-            }
-            read += records.len() as u64;
-            let (feed, still_held) = decode_batch(records, std::mem::take(&mut handed)).await?;
-            handed = still_held;
-            if let Feed::Batch(batch) = &feed {
-                handed.push(batch.clone());
-            }
-            hand_over(&feeds, feed).await?;
-            report(&mut on_progress, read, total, &workers);
-        }
-        hand_over(&feeds, Feed::PassDone).await?;
-    }
-    // Once the ends are reached, one more look beyond each: a broker may report an end
-    // short of what is readable (tansu's ListOffsets leaves out the last batch), and a
-    // replay must not stop before what a live projection has already folded.
-    let mut beyond = scan;
-    for _ in 0..16 {
-        let records = read_beyond(&log, &mut beyond, options.batch).await?;
-        if records.is_empty() {
-            break;
-        }
-        read += records.len() as u64;
-        let (feed, _) = decode_batch(records, Vec::new()).await?;
-        hand_over(&feeds, feed).await?;
-        report(&mut on_progress, read, total, &workers);
-    }
+    let reading = read_all(&log, scan, &options, &feeds, &workers, &mut on_progress).await;
     drop(feeds);
+    if let Err(error) = reading {
+        // A worker that failed closes its channel, and the reader only sees that it
+        // stopped: its own error is what to tell.
+        for (name, _, _, worker) in workers {
+            if let Ok(Ok(Err(failed))) = tokio::task::spawn_blocking(move || worker.join()).await {
+                tracing::error!(view = name, error = %failed, "a replay worker failed");
+                return Err(failed);
+            }
+        }
+        return Err(error);
+    }
     let mut replayed = Vec::new();
     for (name, folded, _, worker) in workers {
         let checkpoint = tokio::task::spawn_blocking(move || worker.join())
@@ -264,6 +243,53 @@ pub async fn replay(
     let flushing = store.clone();
     blocking(move || Ok(flushing.flush()?)).await?;
     Ok((replayed, identity))
+}
+
+/// Reads the log pass by pass (then a look beyond each end), decodes each batch once and
+/// hands it to every worker.
+async fn read_all(
+    log: &SharedLog,
+    scan: Scan,
+    options: &ReplayOptions,
+    feeds: &[mpsc::SyncSender<Feed>],
+    workers: &[Worker],
+    on_progress: &mut (impl FnMut(&str, ReplayProgress) + Send),
+) -> Result<(), ProjectorError> {
+    let total = scan.remaining();
+    let mut read = 0u64;
+    let mut handed: Vec<Shared> = Vec::new();
+    for mut pass in passes(&scan) {
+        loop {
+            let records = log.scan_next(&mut pass, options.batch.max(1)).await?;
+            if records.is_empty() {
+                break;
+            }
+            read += records.len() as u64;
+            let (feed, still_held) = decode_batch(records, std::mem::take(&mut handed)).await?;
+            handed = still_held;
+            if let Feed::Batch(batch) = &feed {
+                handed.push(batch.clone());
+            }
+            hand_over(feeds, feed).await?;
+            report(on_progress, read, total, workers);
+        }
+        hand_over(feeds, Feed::PassDone).await?;
+    }
+    // Once the ends are reached, one more look beyond each: a broker may report an end
+    // short of what is readable (tansu's ListOffsets leaves out the last batch), and a
+    // replay must not stop before what a live projection has already folded.
+    let mut beyond = scan;
+    for _ in 0..16 {
+        let records = read_beyond(log, &mut beyond, options.batch).await?;
+        if records.is_empty() {
+            break;
+        }
+        read += records.len() as u64;
+        let (feed, _) = decode_batch(records, Vec::new()).await?;
+        hand_over(feeds, feed).await?;
+        report(on_progress, read, total, workers);
+    }
+    Ok(())
 }
 
 /// The passes of a replay: one per partition number, each reading that partition of every

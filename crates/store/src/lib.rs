@@ -27,6 +27,10 @@
 //! views are folded again from the log, with a warning. A server never refuses to start
 //! because of its view store.
 //!
+//! A store can also be opened only to read it ([`ViewStore::open_read_only`], for `omnilog
+//! inspect`): nothing is written in its directory, so a read-only or full disk is no
+//! obstacle.
+//!
 //! fjall calls block: callers on an async runtime run them on blocking threads.
 
 use std::collections::BTreeMap;
@@ -142,6 +146,9 @@ pub struct ViewStore {
     dir: PathBuf,
     /// The options of the keyspaces this store creates.
     options: fn() -> KeyspaceCreateOptions,
+    /// For a store opened read-only: the lock and mirror it reads through (dropped after
+    /// the database above it).
+    hold: Option<std::sync::Arc<ReadOnlyHold>>,
 }
 
 impl std::fmt::Debug for ViewStore {
@@ -176,10 +183,67 @@ fn holds_sled_store(dir: &Path) -> bool {
     dir.join("conf").exists() || dir.join("db").exists()
 }
 
-/// Whether an open failed because another process holds the store.
+/// Whether an open failed because another process holds the store (fjall's own answer,
+/// not a guess from an error's words: a full or read-only disk is not a running server).
 fn is_locked(error: &fjall::Error) -> bool {
-    let text = error.to_string().to_lowercase();
-    text.contains("lock") || text.contains("would block") || text.contains("wouldblock")
+    matches!(error, fjall::Error::Locked)
+}
+
+/// fjall's lock file in a store's directory.
+const LOCK_FILE: &str = "lock";
+
+/// What a store opened with [`ViewStore::open_read_only`] stands on: the source directory's
+/// lock, held so that no server starts on it and compacts away the tables being read, and
+/// the private directory fjall opens instead of the source (removed when the store goes).
+struct ReadOnlyHold {
+    _lock: std::fs::File,
+    _scratch: tempfile::TempDir,
+}
+
+/// Fills `to` with what fjall needs to open the store in `from` without writing there:
+/// table and blob files (immutable once written) as links to the originals, everything else
+/// (journals, version files, the lock) copied.
+fn mirror(from: &Path, to: &Path) -> std::io::Result<()> {
+    let immutable = matches!(
+        from.file_name().and_then(|n| n.to_str()),
+        Some("tables" | "blobs")
+    );
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let source = entry.path();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            std::fs::create_dir(&target)?;
+            mirror(&source, &target)?;
+        } else if immutable {
+            std::os::unix::fs::symlink(std::path::absolute(&source)?, &target)?;
+        } else {
+            copy_sparse(&source, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a file, leaving its runs of zeros as holes: a journal is allocated whole (64 MiB)
+/// and mostly empty, which a plain copy would write out in full.
+fn copy_sparse(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 1 << 20;
+    let source = std::fs::File::open(from)?;
+    let len = source.metadata()?.len();
+    let target = std::fs::File::create_new(to)?;
+    let mut buffer = vec![0u8; CHUNK.min(len) as usize];
+    let mut at = 0;
+    while at < len {
+        let n = CHUNK.min(len - at) as usize;
+        source.read_exact_at(&mut buffer[..n], at)?;
+        if buffer[..n].iter().any(|&byte| byte != 0) {
+            target.write_all_at(&buffer[..n], at)?;
+        }
+        at += n as u64;
+    }
+    target.set_len(len)
 }
 
 impl ViewStore {
@@ -221,23 +285,56 @@ impl ViewStore {
         Ok(store)
     }
 
-    /// Opens an existing store as it is, to read it: nothing is created or set aside, and
-    /// a store that cannot be opened is an error.
-    pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens an existing store to read it, without writing anything in `dir`: it works on
+    /// a read-only or full disk, and leaves the store as it was. fjall writes whenever it
+    /// opens a database (its lock, its journal), so it opens a private mirror in the
+    /// temporary directory instead: the store's disk tables are linked, not copied (they are
+    /// never changed once written), and its journals and small files copied (journals
+    /// sparsely). While the returned store lives it holds the store's lock, so no server
+    /// starts on `dir` and compacts the linked tables away; a store a running server holds
+    /// is [`StoreError::Locked`]. Writes to the returned store go to the mirror and are
+    /// dropped with it.
+    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
         if holds_sled_store(dir) {
             return Err(StoreError::Storage(format!(
                 "{} holds a view store of an older build (on sled); a server of this build sets it aside and folds the views again",
                 dir.display()
             )));
         }
-        let db = match open_database(dir) {
-            Ok(db) => db,
-            Err(error) if is_locked(&error) => {
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = std::fs::File::open(&lock_path).map_err(|e| {
+            StoreError::Storage(format!("{} holds no view store: {e}", dir.display()))
+        })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(StoreError::Locked(dir.display().to_string()));
             }
-            Err(error) => return Err(error.into()),
-        };
-        Self::over(db, dir)
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Storage(format!(
+                    "locking {}: {e}",
+                    lock_path.display()
+                )));
+            }
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix("omnilog-views-")
+            .tempdir()
+            .map_err(|e| StoreError::Storage(format!("creating a temporary directory: {e}")))?;
+        mirror(dir, scratch.path()).map_err(|e| {
+            StoreError::Storage(format!(
+                "mirroring {} into {}: {e}",
+                dir.display(),
+                scratch.path().display()
+            ))
+        })?;
+        let db = open_database(scratch.path())?;
+        let mut store = Self::over(db, dir)?;
+        store.hold = Some(std::sync::Arc::new(ReadOnlyHold {
+            _lock: lock,
+            _scratch: scratch,
+        }));
+        Ok(store)
     }
 
     /// The store over an opened database.
@@ -248,6 +345,7 @@ impl ViewStore {
             meta,
             dir: dir.to_path_buf(),
             options: keyspace_options,
+            hold: None,
         })
     }
 
@@ -293,6 +391,7 @@ impl ViewStore {
             db: self.db.clone(),
             keyspace,
             version,
+            unreadable: std::sync::Arc::new(Unreadable::new(keyspace_name(view, version))),
         })
     }
 
@@ -379,6 +478,70 @@ pub struct ViewTable {
     db: Database,
     keyspace: Keyspace,
     version: u32,
+    /// Records queries found undecodable, shared with every reader of this table.
+    unreadable: std::sync::Arc<Unreadable>,
+}
+
+/// The stored records of one version that queries could not decode, by key: each is
+/// logged once, and counted for `GET /v1/views`. A view folds again from the log when
+/// rebuilt, which writes every record anew.
+#[derive(Debug)]
+struct Unreadable {
+    /// The keyspace, to name in the log.
+    name: String,
+    keys: std::sync::Mutex<std::collections::BTreeSet<Vec<u8>>>,
+    /// Keys seen beyond the ones remembered.
+    more: std::sync::atomic::AtomicU64,
+}
+
+/// How many unreadable keys a version remembers (beyond it they are only counted).
+const UNREADABLE_KEYS_KEPT: usize = 1_000;
+
+impl Unreadable {
+    fn new(name: String) -> Self {
+        Unreadable {
+            name,
+            keys: Default::default(),
+            more: Default::default(),
+        }
+    }
+
+    fn note(&self, key: &[u8], error: &ViewError) {
+        let mut keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if keys.contains(key) {
+            return;
+        }
+        if keys.len() < UNREADABLE_KEYS_KEPT {
+            keys.insert(key.to_vec());
+        } else {
+            self.more.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        tracing::error!(
+            keyspace = %self.name,
+            %error,
+            "a stored record of a view cannot be decoded; queries pass over it until the view is rebuilt (POST /v1/views/VIEW/rebuild)"
+        );
+    }
+
+    fn count(&self) -> u64 {
+        let kept = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len() as u64;
+        kept + self.more.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn forget(&self) {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        self.more.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for ViewTable {
@@ -536,7 +699,14 @@ impl ViewTable {
     pub fn reader(&self) -> TableReader {
         TableReader {
             keyspace: self.keyspace.clone(),
+            unreadable: self.unreadable.clone(),
         }
+    }
+
+    /// How many stored records of this version queries found they could not decode (and
+    /// passed over) since it was opened or cleared.
+    pub fn unreadable_records(&self) -> u64 {
+        self.unreadable.count()
     }
 
     /// Every record (the reserved keys excluded), in key order: the canonical dump two
@@ -555,6 +725,7 @@ impl ViewTable {
     /// Forgets the state and the checkpoint.
     pub fn clear(&self) -> Result<(), StoreError> {
         self.keyspace.clear()?;
+        self.unreadable.forget();
         Ok(())
     }
 }
@@ -563,6 +734,7 @@ impl ViewTable {
 #[derive(Clone)]
 pub struct TableReader {
     keyspace: Keyspace,
+    unreadable: std::sync::Arc<Unreadable>,
 }
 
 impl std::fmt::Debug for TableReader {
@@ -584,6 +756,10 @@ impl RecordSource for TableReader {
                 Ok((key.to_vec(), value.to_vec()))
             })
             .collect()
+    }
+
+    fn unreadable(&self, key: &[u8], error: &ViewError) {
+        self.unreadable.note(key, error);
     }
 }
 
@@ -725,6 +901,78 @@ mod tests {
         }
         let store = ViewStore::open(&views).unwrap();
         assert_eq!(store.versions("queue"), Vec::<u32>::new());
+    }
+
+    /// Every file under `dir` with its length, modification time and bytes: what "nothing
+    /// was written" is checked against.
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime, Vec<u8>)> {
+        let mut files: Vec<_> = walk(dir)
+            .into_iter()
+            .map(|path| {
+                let metadata = std::fs::metadata(&path).unwrap();
+                let bytes = std::fs::read(&path).unwrap();
+                (path, metadata.len(), metadata.modified().unwrap(), bytes)
+            })
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        files
+    }
+
+    #[test]
+    fn a_store_opened_read_only_is_read_whole_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let views = dir.path().join("views");
+        let store = ViewStore::open(&views).unwrap();
+        let table = store.table("journey", 1).unwrap();
+        let checkpoint = Checkpoint {
+            events_applied: 3,
+            ..Checkpoint::default()
+        };
+        table
+            .commit(
+                changes(&[(b"a1", b"one"), (b"a2", b"two"), (b"b1", b"three")], &[]),
+                &checkpoint,
+            )
+            .unwrap();
+        store.set_active("journey", 1).unwrap();
+        store.flush().unwrap();
+        // Held by a writer (a running server): said so, and nothing else is tried.
+        assert!(matches!(
+            ViewStore::open_read_only(&views),
+            Err(StoreError::Locked(_))
+        ));
+        drop(table);
+        drop(store);
+
+        let before = snapshot(&views);
+        let store = ViewStore::open_read_only(&views).unwrap();
+        // While it is read, no server can start on it and compact its tables away.
+        assert!(matches!(
+            ViewStore::open(&views),
+            Err(StoreError::Locked(_))
+        ));
+        assert_eq!(store.active_version("journey").unwrap(), Some(1));
+        let table = store.table("journey", 1).unwrap();
+        assert_eq!(table.checkpoint().unwrap(), checkpoint);
+        assert_eq!(table.dump().unwrap().len(), 3);
+        drop(table);
+        drop(store);
+        assert_eq!(snapshot(&views), before, "the store's files were changed");
+        // And a writer opens it afterwards as before.
+        let store = ViewStore::open(&views).unwrap();
+        assert_eq!(store.table("journey", 1).unwrap().dump().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_directory_without_a_store_is_not_taken_for_a_locked_one() {
+        let dir = tempfile::tempdir().unwrap();
+        match ViewStore::open_read_only(dir.path()) {
+            Err(StoreError::Storage(message)) => {
+                assert!(message.contains("holds no view store"), "{message}")
+            }
+            other => panic!("expected a storage error, got {other:?}"),
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

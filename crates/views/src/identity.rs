@@ -6,7 +6,9 @@
 //!
 //! - every interaction event *claims* its handles for its customer;
 //! - a handle belongs to its earliest claim (by `recorded_at`, then `event_id`), unless an
-//!   `identity_linked` event linked it explicitly: then the latest link wins;
+//!   `identity_linked` event linked it explicitly: then the latest link wins. A link by
+//!   handles alone (`by_handles`: the producer named no customer, ingest resolved it like
+//!   any event's) claims its handles implicitly, like an interaction event;
 //! - two customers that claimed the same handle are each other's merge candidates (never
 //!   merged on a guess);
 //! - `customers_merged` points one customer at another: queries for either answer for
@@ -366,7 +368,10 @@ impl IdentityView {
                 let Some(id) = &customer.id else {
                     return;
                 };
-                let explicit = matches!(body, Body::IdentityLinked);
+                // A link by handles alone names no customer of its own: its handles are
+                // claimed as an interaction's are, so it never takes a handle from another
+                // customer (the two become merge candidates instead).
+                let explicit = matches!(body, Body::IdentityLinked { by_handles: false });
                 let customer_index = self.customer_index_or_insert(id);
                 let claim = Claim {
                     key,
@@ -789,6 +794,7 @@ mod tests {
             customer: Some(CustomerRef {
                 id: Some(customer.to_owned()),
                 handles,
+                ..CustomerRef::default()
             }),
             interaction_id: Some(format!("i{n}")),
             channel: Some(Channel::Chat),
@@ -818,6 +824,7 @@ mod tests {
             .resolve(&CustomerRef {
                 id: None,
                 handles: handles.clone(),
+                ..CustomerRef::default()
             })
             .unwrap();
         view.apply(&event(n, &resolution.customer_id, handles, Body::Hold));
@@ -904,7 +911,12 @@ mod tests {
         let mut view = IdentityView::new();
         let phone = handle("phone", "+15550000009");
         let first = ingest(&mut view, 1, vec![phone.clone()]).customer_id;
-        let mut link = event(2, "crm-42", vec![phone.clone()], Body::IdentityLinked);
+        let mut link = event(
+            2,
+            "crm-42",
+            vec![phone.clone()],
+            Body::IdentityLinked { by_handles: false },
+        );
         link.interaction_id = None;
         link.channel = None;
         view.apply(&link);
@@ -913,6 +925,82 @@ mod tests {
             view.customer("crm-42").unwrap().merge_candidates,
             vec![first]
         );
+    }
+
+    /// Ingest's loop for a link by handles alone: resolve, stamp, fold.
+    fn link_by_handles(view: &mut IdentityView, n: u128, handles: Vec<Handle>) -> Resolution {
+        let resolution = view
+            .resolve(&CustomerRef {
+                id: None,
+                handles: handles.clone(),
+                ..CustomerRef::default()
+            })
+            .unwrap();
+        let mut link = event(
+            n,
+            &resolution.customer_id,
+            handles,
+            Body::IdentityLinked { by_handles: true },
+        );
+        link.interaction_id = None;
+        link.channel = None;
+        view.apply(&link);
+        resolution
+    }
+
+    #[test]
+    fn a_link_by_handles_joins_new_handles_to_the_first_known_handles_customer() {
+        let mut view = IdentityView::new();
+        let phone = handle("phone", "+15550000001");
+        let alice = ingest(&mut view, 1, vec![phone.clone()]).customer_id;
+        let email = handle("email", "alice@example.com");
+        let link = link_by_handles(&mut view, 2, vec![email.clone(), phone.clone()]);
+        assert_eq!(
+            link,
+            Resolution {
+                customer_id: alice.clone(),
+                is_new: false
+            }
+        );
+        assert_eq!(view.owner(&email), Some(alice.clone()));
+        let identity = view.customer(&alice).unwrap();
+        assert_eq!(identity.handles, vec![email.clone(), phone]);
+        assert!(identity.merge_candidates.is_empty());
+        // A later contact by the email alone is Alice's.
+        assert_eq!(ingest(&mut view, 3, vec![email]).customer_id, alice);
+    }
+
+    #[test]
+    fn a_link_by_handles_of_unknown_handles_makes_one_new_customer() {
+        let mut view = IdentityView::new();
+        let (phone, email) = (
+            handle("phone", "+15550000002"),
+            handle("email", "new@example.com"),
+        );
+        let link = link_by_handles(&mut view, 1, vec![phone.clone(), email.clone()]);
+        assert!(link.is_new);
+        assert_eq!(link.customer_id, customer_id_for_handle(&phone));
+        assert_eq!(view.owner(&email), Some(link.customer_id.clone()));
+        assert_eq!(view.owner(&phone), Some(link.customer_id));
+    }
+
+    #[test]
+    fn a_link_by_handles_never_merges_two_known_customers() {
+        let mut view = IdentityView::new();
+        let phone = handle("phone", "+15550000003");
+        let email = handle("email", "bob@example.com");
+        let alice = ingest(&mut view, 1, vec![phone.clone()]).customer_id;
+        let bob = ingest(&mut view, 2, vec![email.clone()]).customer_id;
+        let link = link_by_handles(&mut view, 3, vec![phone.clone(), email.clone()]);
+        assert_eq!(link.customer_id, alice);
+        // Bob keeps his email; the two are candidates, as after any event naming both.
+        assert_eq!(view.owner(&email), Some(bob.clone()));
+        assert_eq!(view.owner(&phone), Some(alice.clone()));
+        assert_eq!(
+            view.customer(&alice).unwrap().merge_candidates,
+            vec![bob.clone()]
+        );
+        assert_eq!(view.customer(&bob).unwrap().merge_candidates, vec![alice]);
     }
 
     #[test]
@@ -940,7 +1028,7 @@ mod tests {
                 5,
                 "z",
                 vec![handle("email", "y@e.com")],
-                Body::IdentityLinked,
+                Body::IdentityLinked { by_handles: false },
             ),
             event(6, "x", vec![handle("email", "x@e.com")], Body::Hold),
         ];
@@ -1005,7 +1093,7 @@ mod tests {
         /// One step of a history over a few customers and handles, so that claims collide.
         fn step() -> impl Strategy<Value = (u8, u8, Vec<u8>, u8)> {
             (
-                0u8..4,
+                0u8..5,
                 0u8..6,
                 proptest::collection::vec(0u8..6, 0..3),
                 0u8..6,
@@ -1032,8 +1120,14 @@ mod tests {
                         .collect();
                     match kind {
                         0 => merge(n, &customer(*who), &customer(*other)),
-                        1 => {
-                            let mut link = event(n, &customer(*who), handles, Body::IdentityLinked);
+                        1 | 2 => {
+                            let by_handles = *kind == 2;
+                            let mut link = event(
+                                n,
+                                &customer(*who),
+                                handles,
+                                Body::IdentityLinked { by_handles },
+                            );
                             link.interaction_id = None;
                             link.channel = None;
                             link

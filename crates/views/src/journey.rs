@@ -31,8 +31,14 @@
 //!   `note` is kept whole for the context's notes; `tagged` and a wrap-up's `topics` add to
 //!   the journey's topics; `csat` is shown on its interaction; `transferred` moves the
 //!   interaction to its queue or agent; `proactive_notice` starts an outbound interaction.
-//!   `agent_state`, `identity_linked` and `customers_merged` change no journey: merges are
-//!   answered at query time, by querying the ids merged together (see [`customer_journey`]).
+//!   `agent_state` changes no journey. `identity_linked`, `customers_merged` and
+//!   `customer_profile` change none either, unless they carry an interaction (its
+//!   `interaction_id` and `channel`: provenance, the interaction they were made during):
+//!   then they are lines of that interaction's timeline, under the event's customer (the
+//!   customer linked to, merged into, or profiled), starting the interaction there if it is
+//!   the first event of it the customer has. They are the desk's doing, not a contact:
+//!   they reopen no journey and are not the last contact. Merges themselves are answered
+//!   at query time, by querying the ids merged together (see [`customer_journey`]).
 //! - **Agents.** An agent handles an interaction by `assigned`, by a `transferred` to them,
 //!   by a message they author, or by its `wrapped_up` (an `offered` is only a reservation,
 //!   a `note` may be anyone's). The context's last agent is the latest such event; FCR's
@@ -73,7 +79,10 @@ pub use query::{
     customer_journey_with, interaction, interaction_with,
 };
 pub use records::{InteractionStatus, JourneyStatus, Outcome};
-pub use report::{JourneyReport, JourneyReportPartial, PathCount, journeys_report};
+pub use report::{
+    JourneyReport, JourneyReportPartial, PathCount, SelfServiceCounts, SelfServiceFigures,
+    SelfServiceReport, journeys_report,
+};
 
 use std::borrow::Cow;
 
@@ -87,7 +96,7 @@ use crate::{LogPosition, View, ViewError};
 use records::{
     CustomerRecord, InteractionRecord, InteractionStatus as Status, JourneyFacts, JourneyRecord,
     JourneySummary, Line, NoteRecord, PATH_LIMIT, PathEntry, Stamp, Time, channel_code,
-    event_type_code,
+    event_type_code, is_self_service_channel,
 };
 
 /// The windows of the journey rules (CONTRACT §5).
@@ -223,9 +232,22 @@ struct Checked<'a> {
 
 fn check(event: &Event) -> Result<Option<Checked<'_>>, ViewError> {
     match event.body {
-        // No journey changes: merges are answered at query time.
-        Body::AgentState { .. } | Body::IdentityLinked | Body::CustomersMerged { .. } => {
-            return Ok(None);
+        Body::AgentState { .. } => return Ok(None),
+        // Provenance only: on the timeline of the interaction they were made during, if
+        // they name one; merges themselves are answered at query time.
+        Body::IdentityLinked { .. } | Body::CustomersMerged { .. } | Body::CustomerProfile => {
+            let (Some(customer), Some(interaction_id), Some(channel)) = (
+                event.customer_id(),
+                event.interaction_id.as_deref(),
+                event.channel,
+            ) else {
+                return Ok(None);
+            };
+            return Ok(Some(Checked {
+                customer,
+                interaction_id,
+                channel: channel_code(channel),
+            }));
         }
         _ => {}
     }
@@ -257,9 +279,9 @@ impl View for JourneyView {
     }
 
     /// 4: a customer's journeys in one record, the timeline as rendered lines naming
-    /// their interaction by number.
+    /// their interaction by number. 5: a journey's facts carry its self-service figures.
     fn layout(&self) -> u32 {
-        4
+        5
     }
 
     fn new_state(&self) -> JourneyState {
@@ -392,6 +414,29 @@ impl Fold<'_> {
             update_path(journey, self.interaction_id, &record);
             facts_changed = true;
         }
+        // A chatbot or IVR session's escalation or end changes the self-service facts.
+        facts_changed |= is_self_service_channel(record.channel)
+            && matches!(
+                event.body,
+                Body::Queued { .. }
+                    | Body::Offered { .. }
+                    | Body::Assigned { .. }
+                    | Body::Transferred { .. }
+                    | Body::Ended { .. }
+                    | Body::Abandoned
+                    | Body::WrappedUp { .. }
+                    | Body::Message {
+                        author: Author::Agent,
+                        ..
+                    }
+            );
+        // A start can make another interaction outbound, which is no contact after a session.
+        facts_changed |= matches!(event.body, Body::InteractionStarted { .. })
+            && journey
+                .summary
+                .channels
+                .iter()
+                .any(|code| is_self_service_channel(*code));
         let line = Line {
             stamp,
             interaction: interaction_number,
@@ -425,7 +470,7 @@ impl Fold<'_> {
         }
         FoldOutcome {
             new_interaction: is_new,
-            facts: facts_changed.then(|| (seq, journey.summary.facts())),
+            facts: facts_changed.then(|| (seq, journey.facts(&self.customer.interactions))),
         }
     }
 
@@ -433,7 +478,9 @@ impl Fold<'_> {
     /// number, the latest journey reopened or joined, or a new one.
     fn place(&mut self) -> u32 {
         let at = self.stamp.at.total_nanos();
-        let outbound = self.is_outbound();
+        // The desk's doing (an outbound start, a link or profile made during a call) is
+        // not a repeat contact.
+        let outbound = self.is_outbound() || is_provenance(&self.event.body);
         let count = self.customer.journeys.len();
         if let Some(latest) = self.customer.journeys.last_mut() {
             let seq = (count - 1) as u32;
@@ -777,8 +824,9 @@ fn apply_to_interaction(record: &mut InteractionRecord, event: &Event, at: Time)
         Body::Note { .. }
         | Body::Tagged { .. }
         | Body::ProactiveNotice { .. }
-        | Body::IdentityLinked
+        | Body::IdentityLinked { .. }
         | Body::CustomersMerged { .. }
+        | Body::CustomerProfile
         | Body::AgentState { .. } => {}
     }
     if let Some(agent) = handled_by
@@ -802,11 +850,20 @@ fn handling_agent(body: &Body) -> Option<&str> {
     }
 }
 
-/// Whether an event is in contact with the customer (not the desk's after-work).
+/// Whether an event is in contact with the customer (not the desk's after-work, nor the
+/// provenance of a link, merge or profile).
 fn is_contact(body: &Body) -> bool {
     !matches!(
         body,
         Body::Note { .. } | Body::Tagged { .. } | Body::WrappedUp { .. } | Body::Csat { .. }
+    ) && !is_provenance(body)
+}
+
+/// Whether an event is in a timeline only as provenance (see the module's rules).
+fn is_provenance(body: &Body) -> bool {
+    matches!(
+        body,
+        Body::IdentityLinked { .. } | Body::CustomersMerged { .. } | Body::CustomerProfile
     )
 }
 
@@ -959,9 +1016,40 @@ fn describe(event: &Event) -> String {
         Body::ProactiveNotice { reason, text } => {
             joined_with_text(&["proactive notice (", reason, ")"], text.as_deref())
         }
-        Body::IdentityLinked | Body::CustomersMerged { .. } | Body::AgentState { .. } => {
-            event.event_type().as_str().to_owned()
+        Body::IdentityLinked { by_handles } => {
+            let mut parts = vec![if *by_handles {
+                "handles linked as one customer: "
+            } else {
+                "identity linked: "
+            }];
+            let handles = event.customer.as_ref().map_or(&[][..], |c| &c.handles[..]);
+            for (index, handle) in handles.iter().enumerate() {
+                parts.extend([
+                    if index == 0 { "" } else { ", " },
+                    &handle.kind,
+                    " ",
+                    &handle.value,
+                ]);
+            }
+            excerpt(&joined(&parts)).into_owned()
         }
+        Body::CustomersMerged {
+            from_customer,
+            into_customer,
+        } => joined(&["customers merged: ", from_customer, " into ", into_customer]),
+        Body::CustomerProfile => {
+            let mut parts = vec!["profile:"];
+            for (index, (key, value)) in event.attributes.iter().enumerate() {
+                parts.extend([if index == 0 { " " } else { ", " }, key]);
+                if value.is_empty() {
+                    parts.push(" removed");
+                } else {
+                    parts.extend([" ", value]);
+                }
+            }
+            excerpt(&joined(&parts)).into_owned()
+        }
+        Body::AgentState { .. } => event.event_type().as_str().to_owned(),
     }
 }
 

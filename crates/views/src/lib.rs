@@ -8,14 +8,16 @@
 //! Two kinds of view live here:
 //! - the identity view ([`identity`]), small and held in memory by ingest, which consults
 //!   it to resolve every event's customer;
-//! - the projected views ([`View`] implementations), which fold into typed state in
-//!   memory ([`state`]): tables whose changed records the projector writes to disk
-//!   together with the log positions they came from, and which the query API reads.
+//! - the projected views ([`View`] implementations: journey, queue, reporting, segments),
+//!   which fold into typed state in memory ([`state`]): tables whose changed records the
+//!   projector writes to disk together with the log positions they came from, and which
+//!   the query API reads.
 
 pub mod identity;
 pub mod journey;
 pub mod queue;
 pub mod reporting;
+pub mod segments;
 pub mod state;
 
 pub use identity::{IdentityView, Resolution};
@@ -82,7 +84,9 @@ pub trait View: Send + Sync + std::fmt::Debug + 'static {
 
     /// The stored keys of the records the fold of `event` needs that `state` does not hold
     /// in memory: the runtime loads them ([`ViewState::restore`]) before folding, so the
-    /// fold never does IO.
+    /// fold never does IO. The runtime asks again after each load (a few rounds), so a
+    /// record that names another (found with `CachedTable::peek`) can ask for it once it
+    /// is loaded.
     fn missing(
         &self,
         _state: &Self::State,

@@ -32,6 +32,17 @@
 //! the minute up to a day and by the hour beyond; percentiles are nearest-rank over the
 //! waits of answered and abandoned entries, reported as the bucket's lower bound.
 //!
+//! Self-service (issue 18, the rules of the journeys report in `journey/report.rs`, counted
+//! by the hour of the session's first event and its channel, under the queue [`NO_QUEUE`]):
+//! a *session* is an interaction on channel `chatbot` or `ivr`, counted by its first event.
+//! It is *escalated* by its first `queued`, `offered`, `assigned`, `transferred`, agent's
+//! message or `wrapped_up`; *contained* at `ended` or `abandoned` when not escalated (an
+//! escalation folded after that moves it from contained to escalated). A contained
+//! session *came back* when the next contact of the same customer folded after its end
+//! (an inbound `interaction_started`, an inbound customer message, or a `queued`, of another
+//! interaction) occurred after the session's start and at most 24 h after its end; only a
+//! customer's latest contained session waits for that contact.
+//!
 //! Topics (`GET /v1/reports/topics`): each distinct topic of a `tagged` or `wrapped_up`
 //! event counts once in the UTC hour of that event.
 //!
@@ -43,6 +54,9 @@
 //! | `b` | hour, channel, queue | [`BucketCounts`]: integer counts and sums | every partition: sums |
 //! | `w` | hour, channel, queue, seconds | `u64`: waits in that histogram bucket | every partition: sums |
 //! | `p` | hour, topic | `u64`: topic count | every partition: sums |
+//! | `s` | hour, channel | [`SelfServiceCounts`]: self-service sessions | every partition: sums |
+//! | `v` | customer, interaction | `Session`: a self-service session's bucket and outcome | its customer's partition |
+//! | `k` | customer | `Pending`: the customer's latest contained session awaiting a contact | its customer's partition |
 //!
 //! The figures (`b`, `w`, `p`) are whole tables in memory, ordered by hour, which the
 //! range queries walk. Shared records are only integer sums, so the state does not depend
@@ -52,12 +66,15 @@
 //! few dozen bytes) so that a rating, which may come days later, lands in the interaction's
 //! bucket and replaces rather than adds to an earlier one. Those grow with the history, so
 //! `t` is a cached table: a record is brought into memory when its interaction's next event
-//! comes.
+//! comes. `v` records stay (a late event of a session must not count it again), a `k`
+//! record goes at the customer's next contact (counted, or too late to count); both are
+//! cached tables.
 //!
 //! Queries live in `query`.
 
 mod query;
 
+pub use crate::journey::{SelfServiceCounts, SelfServiceFigures};
 pub use query::{
     GroupBy, RowPartial, SummaryAnswer, SummaryPartial, SummaryRow, TopicRow, TopicsAnswer,
     TopicsPartial, summary, topics,
@@ -65,7 +82,7 @@ pub use query::{
 
 use std::collections::BTreeMap;
 
-use omnilog_events::{Body, Channel, Destination, Event};
+use omnilog_events::{Author, Body, Channel, Destination, Direction, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::queue::channel_name;
@@ -79,6 +96,12 @@ const TRACKED: u8 = b't';
 const BUCKET: u8 = b'b';
 const WAITS: u8 = b'w';
 const TOPIC: u8 = b'p';
+const SELF_SERVICE: u8 = b's';
+const SESSION: u8 = b'v';
+const PENDING: u8 = b'k';
+
+/// How long after a contained session's end a contact counts as coming back.
+const CAME_BACK_MS: i64 = 24 * HOUR_MS;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -148,6 +171,12 @@ pub struct ReportingState {
     waits: Table<(i64, u8, String, u32), u64>,
     /// (hour, topic) → count.
     topics: Table<(i64, String), u64>,
+    /// (hour, channel code) → self-service sessions.
+    self_service: Table<(i64, u8), SelfServiceCounts>,
+    /// (customer, interaction) → a self-service session.
+    sessions: CachedTable<(String, String), Session>,
+    /// customer → the latest contained session awaiting a contact.
+    pending: CachedTable<String, Pending>,
 }
 
 impl Default for ReportingState {
@@ -157,6 +186,9 @@ impl Default for ReportingState {
             buckets: Table::new(BUCKET),
             waits: Table::new(WAITS),
             topics: Table::new(TOPIC),
+            self_service: Table::new(SELF_SERVICE),
+            sessions: CachedTable::new(SESSION),
+            pending: CachedTable::new(PENDING),
         }
     }
 }
@@ -170,12 +202,15 @@ impl PartialEq for ReportingState {
 
 impl ViewState for ReportingState {
     fn whole_tags(&self) -> Vec<u8> {
-        vec![BUCKET, WAITS, TOPIC]
+        vec![BUCKET, WAITS, TOPIC, SELF_SERVICE]
     }
 
     fn restore(&mut self, stored: &[u8], value: Option<&[u8]>) -> Result<(), ViewError> {
-        if stored.first() == Some(&TRACKED) {
-            return self.tracked.restore(stored, value);
+        match stored.first() {
+            Some(&TRACKED) => return self.tracked.restore(stored, value),
+            Some(&SESSION) => return self.sessions.restore(stored, value),
+            Some(&PENDING) => return self.pending.restore(stored, value),
+            _ => {}
         }
         let value = value
             .ok_or_else(|| ViewError::Storage("a whole table's record without a value".into()))?;
@@ -183,6 +218,7 @@ impl ViewState for ReportingState {
             Some(&BUCKET) => self.buckets.restore(stored, value),
             Some(&WAITS) => self.waits.restore(stored, value),
             Some(&TOPIC) => self.topics.restore(stored, value),
+            Some(&SELF_SERVICE) => self.self_service.restore(stored, value),
             _ => Err(ViewError::Corrupt {
                 key: String::from_utf8_lossy(stored).into_owned(),
                 reason: "not a key of the reporting view".to_owned(),
@@ -196,19 +232,26 @@ impl ViewState for ReportingState {
             self.buckets.take_changes(),
             self.waits.take_changes(),
             self.topics.take_changes(),
+            self.self_service.take_changes(),
+            self.sessions.take_changes(),
+            self.pending.take_changes(),
         ]))
     }
 
     fn evict(&mut self, budget: usize) {
         self.tracked.evict(budget);
+        self.sessions.evict(budget);
+        self.pending.evict(budget);
     }
 
     fn cached_weight(&self) -> usize {
-        self.tracked.weight()
+        self.tracked.weight() + self.sessions.weight() + self.pending.weight()
     }
 
     fn starts_empty(&mut self) {
         self.tracked.starts_empty();
+        self.sessions.starts_empty();
+        self.pending.starts_empty();
     }
 
     fn dump(&self) -> Result<Entries, ViewError> {
@@ -217,6 +260,9 @@ impl ViewState for ReportingState {
         self.buckets.dump(&mut entries)?;
         self.waits.dump(&mut entries)?;
         self.topics.dump(&mut entries)?;
+        self.self_service.dump(&mut entries)?;
+        self.sessions.dump(&mut entries)?;
+        self.pending.dump(&mut entries)?;
         Ok(sorted(entries))
     }
 }
@@ -309,9 +355,9 @@ impl View for ReportingView {
         &[Destination::Interactions]
     }
 
-    /// 2: typed tables (layout 1 was a key-value state).
+    /// 2: typed tables (layout 1 was a key-value state). 3: self-service sessions.
     fn layout(&self) -> u32 {
-        2
+        3
     }
 
     fn new_state(&self) -> ReportingState {
@@ -340,6 +386,30 @@ impl View for ReportingView {
         {
             missing.push(state.tracked.stored_key(&interaction.to_owned())?);
         }
+        if let (Some(customer), Some(interaction)) =
+            (event.customer_id(), event.interaction_id.as_deref())
+        {
+            if event.channel.is_some_and(is_self_service) {
+                let key = (customer.to_owned(), interaction.to_owned());
+                if !state.sessions.is_loaded(&key) {
+                    missing.push(state.sessions.stored_key(&key)?);
+                }
+            }
+            if is_self_service_contact(event) {
+                if !state.pending.is_loaded(customer) {
+                    missing.push(state.pending.stored_key(&customer.to_owned())?);
+                } else if let Some(pending) = state.pending.peek(customer)
+                    && pending.interaction != interaction
+                {
+                    // A contact marks the pending session as come back: its record too
+                    // (asked for in the runtime's next round once `pending` is loaded).
+                    let key = (customer.to_owned(), pending.interaction.clone());
+                    if !state.sessions.is_loaded(&key) {
+                        missing.push(state.sessions.stored_key(&key)?);
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -350,6 +420,7 @@ impl View for ReportingView {
         _position: LogPosition,
     ) -> Result<(), ViewError> {
         let at = event.occurred_at.timestamp_millis();
+        count_self_service(state, event)?;
         match &event.body {
             Body::Tagged { topics } => {
                 count_topics(state, topics, at);
@@ -396,6 +467,161 @@ impl View for ReportingView {
             _ => Ok(()),
         }
     }
+}
+
+/// A self-service session: `v customer interaction`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Session {
+    /// Its bucket: the hour of its first event, its channel code.
+    hour: i64,
+    channel: u8,
+    /// The `occurred_at` of its first event folded.
+    started_ms: i64,
+    escalated: bool,
+    /// When it ended contained (while not escalated).
+    contained_ms: Option<i64>,
+    /// Whether its coming back was counted.
+    came_back: bool,
+}
+
+/// A customer's latest contained session, awaiting a contact: `k customer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Pending {
+    interaction: String,
+    started_ms: i64,
+    ended_ms: i64,
+}
+
+fn is_self_service(channel: Channel) -> bool {
+    matches!(channel, Channel::Chatbot | Channel::Ivr)
+}
+
+/// Whether an event escalates a self-service session to a queue or an agent.
+fn escalates(body: &Body) -> bool {
+    matches!(
+        body,
+        Body::Queued { .. }
+            | Body::Offered { .. }
+            | Body::Assigned { .. }
+            | Body::Transferred { .. }
+            | Body::WrappedUp { .. }
+            | Body::Message {
+                author: Author::Agent,
+                ..
+            }
+    )
+}
+
+/// Whether an event is the customer contacting the desk, for "contained but came back".
+fn is_contact(body: &Body) -> bool {
+    match body {
+        Body::InteractionStarted { direction, .. } => *direction == Direction::Inbound,
+        Body::Message {
+            direction, author, ..
+        } => *direction == Direction::Inbound && *author == Author::Customer,
+        Body::Queued { .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether the fold of `event` needs its customer's pending record.
+fn is_self_service_contact(event: &Event) -> bool {
+    is_contact(&event.body)
+        || (event.channel.is_some_and(is_self_service) && escalates(&event.body))
+}
+
+/// Counts what `event` changes of self-service sessions (see the module notes). Changes
+/// nothing for an event without a customer, an interaction or a channel.
+fn count_self_service(state: &mut ReportingState, event: &Event) -> Result<(), ViewError> {
+    let (Some(customer), Some(interaction), Some(channel)) = (
+        event.customer_id(),
+        event.interaction_id.as_deref(),
+        event.channel,
+    ) else {
+        return Ok(());
+    };
+    let at = event.occurred_at.timestamp_millis();
+    // A contact of another interaction answers the customer's pending contained session.
+    if is_contact(&event.body)
+        && let Some(pending) = state.pending.get(customer)?
+        && pending.interaction != interaction
+    {
+        let pending = pending.clone();
+        if at > pending.started_ms && at <= pending.ended_ms.saturating_add(CAME_BACK_MS) {
+            let key = (customer.to_owned(), pending.interaction.clone());
+            if let Some(session) = state.sessions.get_mut(&key)? {
+                session.came_back = true;
+                let bucket = (session.hour, session.channel);
+                state
+                    .self_service
+                    .get_or_insert_with(bucket, SelfServiceCounts::default)
+                    .came_back += 1;
+            }
+            state.pending.remove(customer);
+        } else if at > pending.ended_ms.saturating_add(CAME_BACK_MS) {
+            // Too late to ever count: nothing awaits a contact any more.
+            state.pending.remove(customer);
+        }
+    }
+    if !is_self_service(channel) {
+        return Ok(());
+    }
+    let key = (customer.to_owned(), interaction.to_owned());
+    let mut change = SelfServiceCounts::default();
+    if state.sessions.get(&key)?.is_none() {
+        change.sessions = 1;
+    }
+    let session = state.sessions.get_or_insert_with(&key, || Session {
+        hour: hour_of(at),
+        channel: channel_code(channel),
+        started_ms: at,
+        escalated: false,
+        contained_ms: None,
+        came_back: false,
+    })?;
+    let bucket = (session.hour, session.channel);
+    let mut uncount = SelfServiceCounts::default();
+    let mut pending = None;
+    let mut unpend = false;
+    if escalates(&event.body) && !session.escalated {
+        session.escalated = true;
+        change.escalated = 1;
+        if session.contained_ms.take().is_some() {
+            // Escalated after all: no longer contained, nor came back.
+            uncount.contained = 1;
+            uncount.came_back = u64::from(std::mem::take(&mut session.came_back));
+            unpend = true;
+        }
+    } else if matches!(event.body, Body::Ended { .. } | Body::Abandoned)
+        && !session.escalated
+        && session.contained_ms.is_none()
+    {
+        session.contained_ms = Some(at);
+        change.contained = 1;
+        pending = Some(Pending {
+            interaction: interaction.to_owned(),
+            started_ms: session.started_ms,
+            ended_ms: at,
+        });
+    }
+    let counts = state
+        .self_service
+        .get_or_insert_with(bucket, SelfServiceCounts::default);
+    counts.sessions += change.sessions;
+    counts.escalated += change.escalated;
+    counts.contained = (counts.contained + change.contained).saturating_sub(uncount.contained);
+    counts.came_back = counts.came_back.saturating_sub(uncount.came_back);
+    if let Some(pending) = pending {
+        state.pending.insert(customer.to_owned(), pending);
+    } else if unpend
+        && state
+            .pending
+            .get(customer)?
+            .is_some_and(|p| p.interaction == interaction)
+    {
+        state.pending.remove(customer);
+    }
+    Ok(())
 }
 
 fn count_topics(state: &mut ReportingState, topics: &[String], at: i64) {

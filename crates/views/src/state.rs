@@ -117,6 +117,12 @@ pub trait RecordSource {
 
     /// Every stored entry whose key starts with `prefix`, in key order.
     fn scan(&self, prefix: &[u8]) -> Result<Entries, ViewError>;
+
+    /// Told of a stored record a query could not decode (damaged on disk, say). The query
+    /// passes over it and answers with the rest: one bad record never fails every query
+    /// that reads near it. The store behind a source logs it and counts it where operators
+    /// look (`GET /v1/views`); the default forgets it.
+    fn unreadable(&self, _key: &[u8], _error: &ViewError) {}
 }
 
 /// A source with nothing in it: for a state that is wholly in memory (tests, benchmarks).
@@ -829,6 +835,17 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         slots.get_mut(key).ok_or_else(|| not_loaded(tag, key))
     }
 
+    /// The record if it is in memory, without counting a use: for [`crate::View::missing`],
+    /// which decides from records already loaded what else a fold needs.
+    pub fn peek<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
+        self.slots
+            .get(key)
+            .and_then(|slot| slot.value.as_deref().map(|held| &held.value))
+    }
+
     /// The stored key of `key`, for the runtime to load it.
     pub fn stored_key(&self, key: &K) -> Result<Vec<u8>, ViewError> {
         stored_key(self.tag, key)
@@ -1026,7 +1043,14 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         }
         let stored = self.stored_key(key)?;
         match source.get(&stored)? {
-            Some(bytes) => Ok(Some(Cow::Owned(decode_value(&stored, &bytes)?))),
+            Some(bytes) => match decode_value(&stored, &bytes) {
+                Ok(value) => Ok(Some(Cow::Owned(value))),
+                // Passed over as if absent (see [`RecordSource::unreadable`]).
+                Err(error) => {
+                    source.unreadable(&stored, &error);
+                    Ok(None)
+                }
+            },
             None => Ok(None),
         }
     }
@@ -1036,8 +1060,14 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     pub fn scan(&self, prefix: &[u8], source: &dyn RecordSource) -> Result<Vec<(K, V)>, ViewError> {
         let mut found: BTreeMap<Vec<u8>, Option<V>> = BTreeMap::new();
         for (stored, bytes) in source.scan(prefix)? {
-            let value: V = decode_value(&stored, &bytes)?;
-            found.insert(stored, Some(value));
+            // A record that does not decode is passed over (see
+            // [`RecordSource::unreadable`]); one held in memory wins below in any case.
+            match decode_value(&stored, &bytes) {
+                Ok(value) => {
+                    found.insert(stored, Some(value));
+                }
+                Err(error) => source.unreadable(&stored, &error),
+            }
         }
         // Every slot in memory wins, clean ones too: a checkpoint marks its records clean
         // before the store has them, and a query may scan in between.
@@ -1047,11 +1077,17 @@ impl<K: Key, V: Record> CachedTable<K, V> {
                 found.insert(stored, slot.value.as_deref().map(|held| held.value.clone()));
             }
         }
-        found
+        Ok(found
             .into_iter()
             .filter_map(|(stored, value)| value.map(|v| (stored, v)))
-            .map(|(stored, value)| Ok((decode_key(&stored)?, value)))
-            .collect()
+            .filter_map(|(stored, value)| match decode_key(&stored) {
+                Ok(key) => Some((key, value)),
+                Err(error) => {
+                    source.unreadable(&stored, &error);
+                    None
+                }
+            })
+            .collect())
     }
 
     /// The changes since the last call, to encode (see [`Snapshot`]); the slots become
@@ -1327,6 +1363,53 @@ mod tests {
             .unwrap();
         assert_eq!(cached.take("old").unwrap(), Some(5));
         assert_eq!(cached.take_changes().encode().unwrap().deletes.len(), 1);
+    }
+
+    #[test]
+    fn a_query_passes_over_a_stored_record_that_does_not_decode_and_says_so() {
+        struct Damaged {
+            records: BTreeMap<Vec<u8>, Vec<u8>>,
+            told: std::sync::Mutex<Vec<Vec<u8>>>,
+        }
+        impl RecordSource for Damaged {
+            fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
+                Ok(self.records.get(key).cloned())
+            }
+            fn scan(&self, prefix: &[u8]) -> Result<Entries, ViewError> {
+                Ok(self
+                    .records
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect())
+            }
+            fn unreadable(&self, key: &[u8], _error: &ViewError) {
+                self.told.lock().unwrap().push(key.to_vec());
+            }
+        }
+        let table: CachedTable<String, (u64, String)> = CachedTable::new(b'c');
+        let key = |name: &str| table.stored_key(&name.to_owned()).unwrap();
+        let value = |n: u64| encode_value(&(n, "fine".to_owned())).unwrap();
+        let mut records = BTreeMap::new();
+        records.insert(key("a"), value(1));
+        // A length prefix that runs past the end: postcard cannot decode it.
+        records.insert(key("b"), vec![7, 0xff, 0xff]);
+        records.insert(key("c"), value(3));
+        let source = Damaged {
+            records,
+            told: Default::default(),
+        };
+        let found = table.scan(b"c", &source).unwrap();
+        assert_eq!(
+            found.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["a", "c"]
+        );
+        assert_eq!(table.read(&"b".to_owned(), &source).unwrap(), None);
+        assert_eq!(
+            table.read(&"c".to_owned(), &source).unwrap().as_deref(),
+            Some(&(3, "fine".to_owned()))
+        );
+        assert_eq!(*source.told.lock().unwrap(), vec![key("b"), key("b")]);
     }
 
     #[test]

@@ -890,6 +890,15 @@ mod journey {
                     {"path": "ivr", "count": 1},
                     {"path": "voice>chat", "count": 1},
                 ],
+                // deb's IVR session: contained, and deb did not come back.
+                "self_service": {
+                    "sessions": 1, "contained": 1, "escalated": 0, "contained_came_back": 0,
+                    "containment_rate": 1.0, "escalation_rate": 0.0, "came_back_rate": 0.0,
+                    "by_channel": {"ivr": {
+                        "sessions": 1, "contained": 1, "escalated": 0, "contained_came_back": 0,
+                        "containment_rate": 1.0, "escalation_rate": 0.0, "came_back_rate": 0.0,
+                    }},
+                },
             })
         );
         let ivr = &journey_of(&state, "deb").journeys[0].interactions[0];

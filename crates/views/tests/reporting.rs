@@ -7,8 +7,8 @@ use omnilog_events::Event;
 use omnilog_events::json::event_from_value;
 use omnilog_views::reporting::ReportingState;
 use omnilog_views::reporting::{
-    GroupBy, ReportingConfig, ReportingView, SummaryPartial, SummaryRow, TopicsPartial, summary,
-    topics,
+    GroupBy, ReportingConfig, ReportingView, SelfServiceCounts, SummaryPartial, SummaryRow,
+    TopicsPartial, summary, topics,
 };
 use omnilog_views::{LogPosition, ViewError, ViewState, apply_in_memory};
 
@@ -479,8 +479,32 @@ fn row(
         csat_responses,
         wait_p50: p50,
         wait_p90: p90,
+        self_service: None,
     }
 }
+
+/// `row` with the self-service figures of its sessions: [sessions, contained, escalated,
+/// contained and came back].
+fn with_sessions(
+    mut row: SummaryRow,
+    [sessions, contained, escalated, came_back]: [u64; 4],
+) -> SummaryRow {
+    row.self_service = Some(
+        SelfServiceCounts {
+            sessions,
+            contained,
+            escalated,
+            came_back,
+        }
+        .finish(),
+    );
+    row
+}
+
+/// The fixture's one self-service session, s1 (k4's IVR call, 09:00:50–09:01:30): contained;
+/// k4 contacts the desk again within 24 h (v13 queued at 10:08:20, among others), so it
+/// came back.
+const S1: [u64; 4] = [1, 1, 0, 1];
 
 #[test]
 fn the_fixture_has_about_thirty_interactions_over_three_channels_and_two_queues() {
@@ -500,14 +524,17 @@ fn every_figure_of_the_whole_fixture_matches_the_hand_count() {
     //   120 300 [700] 1800 3660 → p50 = rank 14 = 45, p90 = rank ceil(24.3)=25 = 700
     assert_eq!(
         report(&state, GroupBy::None),
-        [row(
-            "all",
-            [29, 20, 7, 12],
-            Some(315.5),
-            [17, 3],
-            Some(549.118),
-            (Some(20.0 / 6.0), 6),
-            (Some(45), Some(700)),
+        [with_sessions(
+            row(
+                "all",
+                [29, 20, 7, 12],
+                Some(315.5),
+                [17, 3],
+                Some(549.118),
+                (Some(20.0 / 6.0), 6),
+                (Some(45), Some(700)),
+            ),
+            S1
         )]
     );
 }
@@ -541,6 +568,11 @@ fn figures_by_channel_match_the_hand_count() {
                 (Some(1.0), 1),
                 (Some(700), Some(3660)),
             ),
+            // ivr: no queue figures, only its self-service session s1.
+            with_sessions(
+                row("ivr", [0; 4], None, [0, 0], None, (None, 0), (None, None)),
+                S1
+            ),
             // voice = A + D: offered 14, answered 10, abandoned 4, within 6
             // ASA (165+55)/10 = 22; handled 4+3, AHT (1320+785)/7 = 300.714; transfers 2
             // CSAT 5 3 4 → 4.0; waits 3 5 10 10 12 15 [20] 25 30 30 40 45 [60] 60:
@@ -564,15 +596,19 @@ fn figures_by_queue_match_the_hand_count_and_unqueued_work_has_its_own_row() {
     assert_eq!(
         report(&state, GroupBy::Queue),
         [
-            // (none): o1 only. Nothing offered: rates 0, averages of nothing null.
-            row(
-                "(none)",
-                [0, 0, 0, 0],
-                None,
-                [1, 0],
-                Some(600.0),
-                (None, 0),
-                (None, None)
+            // (none): o1 only. Nothing offered: rates 0, averages of nothing null. The
+            // self-service session s1 counts here too.
+            with_sessions(
+                row(
+                    "(none)",
+                    [0, 0, 0, 0],
+                    None,
+                    [1, 0],
+                    Some(600.0),
+                    (None, 0),
+                    (None, None)
+                ),
+                S1
             ),
             // billing = A + B: offered 14, answered 10, abandoned 3, within 5
             // ASA 465/10 = 46.5; handled 7, AHT 3150/7 = 450; transfers 2
@@ -613,14 +649,18 @@ fn figures_by_hour_and_day_match_the_hand_count() {
     //   AHT 6750/11 = 613.636; transfers 2 (v5 counts in A, its entry's hour)
     //   CSAT 5 3 2 1 → 2.75; waits (N 18) 5 10 20 30 30 30 40 45 [60] 60 60 90 100 120
     //   120 700 [1800] 3660 → p50 rank 9 = 60, p90 rank ceil(16.2)=17 = 1800
-    let nine = row(
-        "2026-03-01T09:00:00Z",
-        [20, 14, 4, 8],
-        Some(437.5),
-        [11, 2],
-        Some(613.636),
-        (Some(2.75), 4),
-        (Some(60), Some(1800)),
+    // and s1, which started at 09:00:50.
+    let nine = with_sessions(
+        row(
+            "2026-03-01T09:00:00Z",
+            [20, 14, 4, 8],
+            Some(437.5),
+            [11, 2],
+            Some(613.636),
+            (Some(2.75), 4),
+            (Some(60), Some(1800)),
+        ),
+        S1,
     );
     // 10h = D + E + (none): offered 6+3, answered 4+2, abandoned 2+1, within 3+1
     //   ASA (55+130)/6 = 30.833; handled 3+2+1 = 6, AHT (785+1200+600)/6 = 430.833

@@ -224,9 +224,11 @@ pub(crate) fn read_durable_end(dir: &Path) -> Option<DurableEnd> {
     None
 }
 
-/// Whether another process holds the writer's lock now.
+/// Whether another process holds the writer's lock now. The lock file is opened for
+/// reading only (a lock needs no more), so a reader that may not write the directory, or a
+/// read-only disk, still sees a running writer and reads no further than what it synced.
 pub(crate) fn writer_is_running(dir: &Path) -> bool {
-    let Ok(file) = OpenOptions::new().write(true).open(dir.join(LOCK_FILE)) else {
+    let Ok(file) = File::open(dir.join(LOCK_FILE)) else {
         return false;
     };
     match file.try_lock() {

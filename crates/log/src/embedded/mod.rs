@@ -25,6 +25,14 @@
 //! commit, one sync shared by every request in it. A new segment is created (and its
 //! directory entry synced) before a frame goes into it.
 //!
+//! A full disk: a frame whose write or sync fails is answered with
+//! [`LogError::Unavailable`], and whatever part of it reached the file is cut off (and the
+//! cut synced) before another frame is written, at the same place; until the cut succeeds,
+//! writes are refused. A segment that cannot be started leaves the active one taking frames,
+//! and is tried again after the next group. Nothing latches: the first write after the disk
+//! has room again succeeds, without a restart, and nothing of a failed frame is ever readable
+//! (its records were never indexed nor their ends published).
+//!
 //! Opening: every frame of the last segment is checked; a torn or damaged tail (a crash in
 //! the middle of a write) is cut back to the last whole frame, with a warning naming what
 //! was dropped. Nothing cut was ever acknowledged: an answer waits for the sync, and a
@@ -36,6 +44,7 @@
 //! nothing, and reads up to the durable end the writer published when it opened.
 
 mod dedup;
+mod faults;
 mod format;
 mod meta;
 mod segments;
@@ -55,6 +64,8 @@ use crate::{
     Topic,
 };
 use dedup::{DedupIndex, DedupKey, SealedRun};
+pub use faults::DiskFault;
+use faults::Faults;
 use format::{FrameBuilder, topic_code};
 use meta::{DurableEnd, DurableEndWriter, WriterLock, io_error};
 use segments::{BatchEntry, NextOffsets, SegmentIndex};
@@ -101,6 +112,8 @@ struct Shared {
     /// Moves once per durable group: what tailers of many partitions wait on.
     appended: watch::Sender<u64>,
     flushes: AtomicU64,
+    /// Disk failures a test asked for (none otherwise).
+    faults: Faults,
 }
 
 impl Shared {
@@ -242,6 +255,24 @@ fn load(
     let mut segment_numbers = segments::list_segments(dir)?;
     if let Some(limit) = limit {
         segment_numbers.retain(|&segment| segment <= limit.segment);
+    }
+    // A last segment too short for its header was being created when the disk filled up or
+    // the process died: no frame was ever written to it. The writer removes it (and creates
+    // it again when it rolls); a reader passes over it.
+    if let Some(&last) = segment_numbers.last() {
+        let path = segments::segment_path(dir, last);
+        let len = std::fs::metadata(&path)
+            .map_err(|error| io_error(format!("reading {}", path.display()), error))?
+            .len();
+        if len < format::SEGMENT_HEADER_BYTES {
+            if writing {
+                tracing::warn!(path = %path.display(), bytes = len, "removing a segment whose creation never finished (it holds no frame)");
+                std::fs::remove_file(&path)
+                    .map_err(|error| io_error(format!("removing {}", path.display()), error))?;
+                meta::sync_dir(dir)?;
+            }
+            segment_numbers.pop();
+        }
     }
     if segment_numbers.is_empty() {
         if !writing {
@@ -476,7 +507,7 @@ impl EmbeddedLog {
             durable,
             sealers: Vec::new(),
             sealed: mpsc::channel(),
-            broken: None,
+            unsettled: None,
         };
         let (requests, receiver) = mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -543,6 +574,13 @@ impl EmbeddedLog {
                 .map_err(|_| LogError::Storage("the writer thread panicked".to_owned()))?;
         }
         Ok(())
+    }
+
+    /// Makes the writer's next `times` disk operations of one kind fail as on a full disk
+    /// (see [`DiskFault`]), for tests of what the log does then.
+    #[doc(hidden)]
+    pub fn inject_disk_fault(&self, fault: DiskFault, times: u32) {
+        self.shared.faults.inject(fault, times);
     }
 
     /// How many times the writer synced (for tests of group commit).
@@ -675,6 +713,7 @@ fn shared_of(dir: &Path, counts: PartitionCounts, opened: &Opened) -> Shared {
         ends,
         appended: watch::channel(0).0,
         flushes: AtomicU64::new(0),
+        faults: Faults::default(),
     }
 }
 
@@ -707,9 +746,11 @@ struct Writer {
     /// Threads writing the derived files of sealed segments.
     sealers: Vec<JoinHandle<()>>,
     sealed: (mpsc::Sender<SealedOutcome>, mpsc::Receiver<SealedOutcome>),
-    /// Set when a sync failed: what is on disk is no longer known, so nothing more is
-    /// written until the log is opened again (which checks every frame).
-    broken: Option<String>,
+    /// Set when a write or a sync of a frame failed (a full disk): the active segment may
+    /// hold bytes of that frame past this position, none of which counts. Nothing more is
+    /// written until the file is cut back here and that cut is synced (see
+    /// [`Writer::settle`]); then the log takes writes again, without a restart.
+    unsettled: Option<u64>,
 }
 
 type Reply = oneshot::Sender<Result<Vec<AppendOutcome>, LogError>>;
@@ -735,12 +776,15 @@ impl Writer {
             if self.frame.capacity() > 4 * MAX_GROUP_BYTES {
                 self.frame.shrink();
             }
+            // A segment whose tail is unsettled is not sealed: its index would not describe
+            // the file. A roll that fails (a full disk) is tried again after the next group;
+            // meanwhile frames go on into the active segment, which only grows past its
+            // target size.
             if self.active_len >= self.options.segment_bytes
-                && self.broken.is_none()
+                && self.unsettled.is_none()
                 && let Err(error) = self.roll()
             {
-                tracing::error!(%error, "could not start a new segment; the log stops taking writes");
-                self.broken = Some(error.to_string());
+                tracing::warn!(%error, "could not start a new segment; the active one takes the next writes and the roll is tried again after them");
             }
         }
         for sealer in self.sealers.drain(..) {
@@ -764,10 +808,37 @@ impl Writer {
     fn roll(&mut self) -> Result<(), LogError> {
         let sealed = self.active_segment;
         let segment = sealed + 1;
-        let file = segments::create_segment(&self.shared.dir, segment, self.next_sequence)?;
-        let reader = file
-            .try_clone()
-            .map_err(|error| io_error("opening the new segment for reading", error))?;
+        let dir = &self.shared.dir;
+        let path = segments::segment_path(dir, segment);
+        // A file of this number can only be what an earlier roll that failed left (this
+        // writer holds the lock, and the active segment is the last): no frame was ever
+        // written to it.
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed a segment a failed roll left empty")
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_error(format!("removing {}", path.display()), error)),
+        }
+        let file = if self.shared.faults.strikes(DiskFault::CreateSegment) {
+            File::create_new(&path)
+                .map_err(|error| io_error(format!("creating {}", path.display()), error))?;
+            return Err(io_error(
+                format!("writing {}", path.display()),
+                faults::no_space(),
+            ));
+        } else {
+            segments::create_segment(dir, segment, self.next_sequence)?
+        };
+        let reader = match file.try_clone() {
+            Ok(reader) => reader,
+            Err(error) => {
+                // Not started: the frames go on into the active segment, whose sequence
+                // would no longer follow on from this one's header.
+                let _ = std::fs::remove_file(&path);
+                return Err(io_error("opening the new segment for reading", error));
+            }
+        };
         self.shared
             .files
             .write()
@@ -791,9 +862,15 @@ impl Writer {
                 let run = segments::write_index(&dir, sealed, &index)
                     .and_then(|()| dedup::write_run(&dir, sealed, &ids));
                 let _ = done.send(run);
-            })
-            .map_err(|e| LogError::Storage(format!("starting a sealer thread: {e}")))?;
-        self.sealers.push(sealer);
+            });
+        match sealer {
+            Ok(sealer) => self.sealers.push(sealer),
+            // The segment is sealed all the same: its ids stay in memory (in `sealing`), and
+            // the next open writes its derived files from the segment.
+            Err(error) => {
+                tracing::warn!(%error, sealed, "could not start a thread to write a sealed segment's index")
+            }
+        }
         self.durable.publish(DurableEnd {
             segment,
             position: self.active_len,
@@ -804,14 +881,6 @@ impl Writer {
     }
 
     fn commit(&mut self, group: Vec<WriteRequest>) {
-        if let Some(broken) = &self.broken {
-            for request in group {
-                let _ = request.reply.send(Err(LogError::Unavailable(format!(
-                    "the log stopped taking writes after a failed sync ({broken}); restart omnilog to check and reopen it"
-                ))));
-            }
-            return;
-        }
         let before = self.next.clone();
         // Event ids stored by this group so far, so a duplicate inside the group is caught.
         let mut pending: HashMap<DedupKey, u64> = HashMap::new();
@@ -880,6 +949,19 @@ impl Writer {
             }
             return;
         }
+        if let Err(error) = self.settle() {
+            let message = format!(
+                "a write failed earlier and what it left in the log could not be cut off yet: {error}"
+            );
+            tracing::warn!(error = %message, "the embedded log refuses a group until it can cut its tail back");
+            self.next = before;
+            for (_, reply, _) in requests {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(LogError::Unavailable(message.clone())));
+                }
+            }
+            return;
+        }
         let sequence = self.next_sequence;
         self.frame.start(sequence);
         for (&(topic, partition), records) in &placements {
@@ -897,31 +979,19 @@ impl Writer {
         let (bytes, batches) = self.frame.finish();
         let frame_len = bytes.len() as u64;
         let position = self.active_len;
-        use std::os::unix::fs::FileExt;
-        let written = self
-            .active
-            .write_all_at(bytes, position)
-            .map_err(|error| (false, error))
-            .and_then(|()| self.active.sync_data().map_err(|error| (true, error)));
+        let written = write_frame(&self.active, &self.shared.faults, bytes, position);
         self.shared.flushes.fetch_add(1, Ordering::Relaxed);
-        let failure = match written {
-            Ok(()) => None,
-            Err((false, error)) => {
-                // Nothing of the frame counts: cut whatever part of it reached the file, so
-                // the next frame goes where this one should have (the disk may have room
-                // again by then).
-                if let Err(cut) = self.active.set_len(position) {
-                    self.broken = Some(format!("could not cut a failed write back: {cut}"));
-                }
-                Some(format!("writing the log: {error}"))
-            }
-            Err((true, error)) => {
-                self.broken = Some(error.to_string());
-                Some(format!("syncing the log: {error}"))
-            }
-        };
-        if let Some(message) = failure {
+        if let Err((what, error)) = written {
+            let message = format!("{what} the log: {error}");
             tracing::error!(error = %message, "the embedded log could not write a group");
+            // Nothing of the frame counts, whatever part of it reached the file (or the disk:
+            // after a failed sync, which pages did is unknown). Cut it off now; if that fails
+            // too, before the next frame. The next frame goes where this one should have,
+            // once the disk has room again.
+            self.unsettled = Some(position);
+            if let Err(cut) = self.settle() {
+                tracing::warn!(error = %cut, "could not cut the failed write off yet; tried again before the next write");
+            }
             self.next = before;
             for (_, reply, _) in requests {
                 if let Some(reply) = reply {
@@ -971,6 +1041,28 @@ impl Writer {
         }
     }
 
+    /// Cuts the active segment back to the end of its last durable frame, if a failed write
+    /// left bytes past it, and syncs the cut. Afterwards the file holds exactly the frames
+    /// acknowledged, as on disk: every one of them was synced before it was acknowledged, and
+    /// whatever the failed sync did or did not write lies past the cut.
+    fn settle(&mut self) -> std::io::Result<()> {
+        let Some(position) = self.unsettled else {
+            return Ok(());
+        };
+        self.active.set_len(position)?;
+        if self.shared.faults.strikes(DiskFault::Sync) {
+            return Err(faults::no_space());
+        }
+        self.active.sync_all()?;
+        self.unsettled = None;
+        tracing::info!(
+            segment = self.active_segment,
+            position,
+            "the failed write is cut off the log; it takes writes again"
+        );
+        Ok(())
+    }
+
     /// Checks a request on its own, so a bad one fails alone.
     fn validate(&self, batch: &[AppendRecord]) -> Result<(), LogError> {
         for record in batch {
@@ -979,6 +1071,28 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// Writes a frame at `position` of the active segment and syncs it; on failure, which of
+/// the two failed.
+fn write_frame(
+    file: &File,
+    faults: &Faults,
+    bytes: &[u8],
+    position: u64,
+) -> Result<(), (&'static str, std::io::Error)> {
+    use std::os::unix::fs::FileExt;
+    if faults.strikes(DiskFault::Write) {
+        // What a disk that fills up in the middle of a frame leaves: part of it in the file.
+        let _ = file.write_all_at(&bytes[..bytes.len() / 2], position);
+        return Err(("writing", faults::no_space()));
+    }
+    file.write_all_at(bytes, position)
+        .map_err(|error| ("writing", error))?;
+    if faults.strikes(DiskFault::Sync) {
+        return Err(("syncing", faults::no_space()));
+    }
+    file.sync_data().map_err(|error| ("syncing", error))
 }
 
 #[async_trait::async_trait]

@@ -25,10 +25,13 @@
 //! index in the events crate (new values are appended there, so stored codes keep their
 //! meaning).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use omnilog_events::{Channel, format_time};
 use serde::{Deserialize, Serialize};
 
+use super::report::SelfServiceCounts;
 use crate::ViewError;
 
 /// A point in event time, stored compactly and ordered as time.
@@ -124,7 +127,7 @@ pub(crate) struct CustomerRecord {
     /// By sequence: the latest is the last.
     pub journeys: Vec<JourneyRecord>,
     /// By interaction id.
-    pub interactions: std::collections::BTreeMap<String, InteractionRecord>,
+    pub interactions: BTreeMap<String, InteractionRecord>,
     /// Interaction ids by number, in the order the customer's interactions began: what a
     /// timeline line names its interaction by.
     pub ids: Vec<String>,
@@ -217,8 +220,70 @@ impl JourneySummary {
             channel_count: u8::try_from(self.channels.len()).unwrap_or(u8::MAX),
             path: self.path.clone(),
             path_truncated: self.path_truncated,
+            self_service: Vec::new(),
         }
     }
+}
+
+impl JourneyRecord {
+    /// The journey's report facts: its summary's, and the self-service figures of its
+    /// chatbot and IVR sessions (rules in `journey/report.rs`), which need its
+    /// interactions' records.
+    pub fn facts(&self, interactions: &BTreeMap<String, InteractionRecord>) -> JourneyFacts {
+        let mut facts = self.summary.facts();
+        facts.self_service = self_service_facts(&self.path, interactions);
+        facts
+    }
+}
+
+/// Whether a channel's sessions are self-service ones: chatbot and IVR.
+pub(crate) fn is_self_service_channel(code: u8) -> bool {
+    code == channel_code(Channel::Chatbot) || code == channel_code(Channel::Ivr)
+}
+
+/// How long after a contained session's end another contact counts as coming back.
+const CAME_BACK_NANOS: i128 = 24 * 3_600 * 1_000_000_000;
+
+/// The self-service figures of a journey's interactions (`path`, in start order), by
+/// channel code in ascending order; empty when it has no chatbot or IVR session.
+fn self_service_facts(
+    path: &[PathEntry],
+    interactions: &BTreeMap<String, InteractionRecord>,
+) -> Vec<(u8, SelfServiceCounts)> {
+    let mut by_channel: Vec<(u8, SelfServiceCounts)> = Vec::new();
+    for (index, entry) in path.iter().enumerate() {
+        if !is_self_service_channel(entry.channel) {
+            continue;
+        }
+        let Some(session) = interactions.get(&entry.interaction) else {
+            continue;
+        };
+        let escalated = session.escalated();
+        let contained = !escalated && session.ended.is_some();
+        let came_back = contained
+            && session.ended.is_some_and(|ended| {
+                let limit = ended.total_nanos() + CAME_BACK_NANOS;
+                path[index + 1..].iter().any(|later| {
+                    later.started.total_nanos() <= limit
+                        && interactions
+                            .get(&later.interaction)
+                            .is_some_and(|record| !record.outbound)
+                })
+            });
+        let at = match by_channel.binary_search_by_key(&entry.channel, |(code, _)| *code) {
+            Ok(at) => at,
+            Err(at) => {
+                by_channel.insert(at, (entry.channel, SelfServiceCounts::default()));
+                at
+            }
+        };
+        let counts = &mut by_channel[at].1;
+        counts.sessions += 1;
+        counts.escalated += u64::from(escalated);
+        counts.contained += u64::from(contained);
+        counts.came_back += u64::from(came_back);
+    }
+    by_channel
 }
 
 /// What the journeys report reads of a journey: a few bytes in their own table, so the
@@ -233,6 +298,8 @@ pub(crate) struct JourneyFacts {
     pub channel_count: u8,
     pub path: Vec<u8>,
     pub path_truncated: bool,
+    /// The self-service figures of its chatbot and IVR sessions, by channel code.
+    pub self_service: Vec<(u8, SelfServiceCounts)>,
 }
 
 /// One interaction of a journey, in the order of the journey's interactions.
@@ -280,6 +347,17 @@ pub(crate) struct InteractionRecord {
 }
 
 impl InteractionRecord {
+    /// Whether it reached a queue or an agent: queued, offered, assigned, transferred, or
+    /// handled by an agent's message or wrap-up.
+    pub fn escalated(&self) -> bool {
+        self.was_queued
+            || !self.agents.is_empty()
+            || matches!(
+                self.status,
+                InteractionStatus::Queued | InteractionStatus::Assigned | InteractionStatus::OnHold
+            )
+    }
+
     pub fn outcome(&self) -> Option<Outcome> {
         match self.wrapped {
             Some(true) => Some(Outcome::Resolved),

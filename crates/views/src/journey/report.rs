@@ -15,6 +15,26 @@
 //!   consecutive repeats collapsed: `voice>chat>email`; longer than 12 channels ends in
 //!   `>…`), the 10 most common by count, then path.
 //!
+//! - `self_service`: the chatbot and IVR sessions (CONTRACT §3 channels `chatbot` and
+//!   `ivr`; one interaction is one session) of those journeys, in total and `by_channel`
+//!   (a key only for a channel with sessions):
+//!   - `sessions`: every such interaction of the journeys;
+//!   - `escalated`: sessions that reached a queue or an agent: a `queued`, an `offered`, an
+//!     `assigned`, a `transferred` (to a queue or an agent), or an agent's message or
+//!     wrap-up on the session itself. A later interaction on another channel is not an
+//!     escalation of the session: it is a contact after it (below);
+//!   - `contained`: sessions that ended (`ended` or `abandoned`) without escalating;
+//!     sessions still running are neither contained nor escalated;
+//!   - `contained_came_back`: contained sessions followed by another contact of the same
+//!     customer: an interaction of the journey that is not the desk's doing (not outbound),
+//!     starting after the session started (later in the journey's start order) and at
+//!     most 24 h after the session's end, in event time. With the journey windows of at
+//!     least 24 h (join 72 h, reopen 7 days) such a contact always joins the session's
+//!     journey, so looking within the journey finds every one; a session lasting longer than
+//!     the reopen window is the exception;
+//!   - `containment_rate` = `contained / sessions`, `escalation_rate` =
+//!     `escalated / sessions`, `came_back_rate` = `contained_came_back / contained`.
+//!
 //! Rates are 0.0 when their denominator is 0. A [`JourneyReportPartial`] holds integer
 //! counts only, so partials of disjoint partitions merge exactly, in any order, into the
 //! partial of all of them; [`JourneyReportPartial::finish`] divides at the end.
@@ -41,6 +61,62 @@ pub struct JourneyReportPartial {
     pub first_contact_resolved: u64,
     /// Journeys per channel path.
     pub paths: BTreeMap<String, u64>,
+    /// Self-service session counts by channel name (chatbot, ivr).
+    #[serde(default)]
+    pub self_service: BTreeMap<String, SelfServiceCounts>,
+}
+
+/// Counts of self-service sessions (see the module's rules). Integers only, so they add.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfServiceCounts {
+    pub sessions: u64,
+    pub contained: u64,
+    pub escalated: u64,
+    /// Contained sessions followed by another contact within 24 h of their end.
+    pub came_back: u64,
+}
+
+impl SelfServiceCounts {
+    /// Adds another's counts (of other sessions).
+    pub fn add(&mut self, other: &SelfServiceCounts) {
+        self.sessions += other.sessions;
+        self.contained += other.contained;
+        self.escalated += other.escalated;
+        self.came_back += other.came_back;
+    }
+
+    /// The figures: counts and rates.
+    pub fn finish(&self) -> SelfServiceFigures {
+        SelfServiceFigures {
+            sessions: self.sessions,
+            contained: self.contained,
+            escalated: self.escalated,
+            contained_came_back: self.came_back,
+            containment_rate: ratio(self.contained, self.sessions),
+            escalation_rate: ratio(self.escalated, self.sessions),
+            came_back_rate: ratio(self.came_back, self.contained),
+        }
+    }
+}
+
+/// The self-service figures of the report, in total or of one channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelfServiceFigures {
+    pub sessions: u64,
+    pub contained: u64,
+    pub escalated: u64,
+    pub contained_came_back: u64,
+    pub containment_rate: f64,
+    pub escalation_rate: f64,
+    pub came_back_rate: f64,
+}
+
+/// The report's `self_service` object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelfServiceReport {
+    #[serde(flatten)]
+    pub total: SelfServiceFigures,
+    pub by_channel: BTreeMap<String, SelfServiceFigures>,
 }
 
 /// `GET /v1/reports/journeys`.
@@ -53,6 +129,7 @@ pub struct JourneyReport {
     pub fcr_rate: f64,
     pub repeat_contact_rate: f64,
     pub top_paths: Vec<PathCount>,
+    pub self_service: SelfServiceReport,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +153,12 @@ impl JourneyReportPartial {
         for (path, count) in &other.paths {
             *self.paths.entry(path.clone()).or_default() += count;
         }
+        for (channel, counts) in &other.self_service {
+            self.self_service
+                .entry(channel.clone())
+                .or_default()
+                .add(counts);
+        }
     }
 
     /// The report: the rates and the top paths.
@@ -90,6 +173,10 @@ impl JourneyReportPartial {
             .collect();
         paths.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
         paths.truncate(TOP_PATHS);
+        let mut total = SelfServiceCounts::default();
+        for counts in self.self_service.values() {
+            total.add(counts);
+        }
         JourneyReport {
             journeys: self.journeys,
             resolved: self.resolved,
@@ -98,6 +185,14 @@ impl JourneyReportPartial {
             fcr_rate: ratio(self.first_contact_resolved, self.resolved),
             repeat_contact_rate: ratio(self.reopened, self.ever_resolved),
             top_paths: paths,
+            self_service: SelfServiceReport {
+                total: total.finish(),
+                by_channel: self
+                    .self_service
+                    .iter()
+                    .map(|(channel, counts)| (channel.clone(), counts.finish()))
+                    .collect(),
+            },
         }
     }
 
@@ -119,6 +214,12 @@ impl JourneyReportPartial {
             path.push_str(">…");
         }
         *self.paths.entry(path).or_default() += 1;
+        for (code, counts) in &facts.self_service {
+            self.self_service
+                .entry(channel_name(*code)?.to_owned())
+                .or_default()
+                .add(counts);
+        }
         Ok(())
     }
 }

@@ -30,8 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use omnilog_events::Channel;
 
-use super::{BucketCounts, HOUR_MS, ReportingState, hour_of};
+use super::{BucketCounts, HOUR_MS, NO_QUEUE, ReportingState, hour_of};
 use crate::ViewError;
+use crate::journey::{SelfServiceCounts, SelfServiceFigures};
 
 /// How summary rows are keyed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -135,6 +136,10 @@ pub struct RowPartial {
     pub counts: BucketCounts,
     /// Wait histogram: bucket seconds → entries.
     pub waits: BTreeMap<u32, u64>,
+    /// Self-service sessions (chatbot and IVR). Absent from a partial of an older
+    /// instance, which had none.
+    #[serde(default)]
+    pub self_service: SelfServiceCounts,
 }
 
 impl RowPartial {
@@ -143,6 +148,7 @@ impl RowPartial {
         for (bucket, n) in &other.waits {
             *self.waits.entry(*bucket).or_insert(0) += n;
         }
+        self.self_service.add(&other.self_service);
     }
 
     fn finish(&self, key: String) -> SummaryRow {
@@ -163,6 +169,7 @@ impl RowPartial {
             csat_responses: c.csat_responses,
             wait_p50: percentile(&self.waits, 50),
             wait_p90: percentile(&self.waits, 90),
+            self_service: (self.self_service.sessions > 0).then(|| self.self_service.finish()),
         }
     }
 }
@@ -265,6 +272,9 @@ pub struct SummaryRow {
     pub csat_responses: u64,
     pub wait_p50: Option<u32>,
     pub wait_p90: Option<u32>,
+    /// The row's chatbot and IVR sessions (see the view's notes); absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_service: Option<SelfServiceFigures>,
 }
 
 /// This instance's summary of the whole hours in `[from, to)` (see the module notes).
@@ -297,6 +307,16 @@ pub fn summary(
             .entry(group_by.key(*hour, channel_of(*channel)?, queue))
             .or_default();
         *row.waits.entry(*bucket).or_insert(0) += count;
+    }
+    for ((hour, channel), counts) in state.self_service.range((range.first, 0u8)..) {
+        if !range.contains(*hour) {
+            break;
+        }
+        let row = partial
+            .rows
+            .entry(group_by.key(*hour, channel_of(*channel)?, NO_QUEUE))
+            .or_default();
+        row.self_service.add(counts);
     }
     Ok(partial)
 }

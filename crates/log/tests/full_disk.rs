@@ -1,0 +1,257 @@
+//! A full disk never needs a restart: a frame whose write or sync fails is refused, what
+//! part of it reached the file is cut off, and the next append once the disk has room
+//! succeeds where the failed one would have gone; a segment that cannot be started leaves
+//! the log writing into the active one and is started later; nothing of a failed append is
+//! ever readable, and reopening finds exactly what was acknowledged.
+//!
+//! The failures are injected at the writer's disk operations
+//! ([`EmbeddedLog::inject_disk_fault`]), each as the kernel's `ENOSPC`: no unprivileged test
+//! can fill a disk at a chosen instant, and nothing short of a failing device makes
+//! `fdatasync` fail. The end-to-end test against `omnilog serve` (`tests/hardening_disk.rs`)
+//! adds a real kernel refusal: a file-size limit (`RLIMIT_FSIZE`) lowered on the running
+//! server and raised again.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use omnilog_log::{
+    AppendOutcome, DiskFault, EmbeddedLog, EventLog, LogError, LogOptions, PartitionCounts, Topic,
+};
+use uuid::Uuid;
+
+use common::{PARTITIONS, event_id, read_partition, record};
+
+/// Appends records named `{name}/{i}` for `i` in `range`, as one request.
+async fn append_named(
+    log: &EmbeddedLog,
+    name: &str,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<AppendOutcome>, LogError> {
+    let batch = range
+        .map(|i| {
+            let label = format!("{name}/{i}");
+            record(
+                format!("customer-{}", i % 17),
+                event_id(&label),
+                format!("{label}|{}", "p".repeat(120)),
+            )
+        })
+        .collect();
+    log.append(batch).await
+}
+
+/// Every record of the interactions topic: event id → (partition, offset), each checked to
+/// be whole, where its partition's offsets say, and stored once.
+async fn stored(log: &dyn EventLog) -> HashMap<Uuid, (u32, u64)> {
+    let mut found = HashMap::new();
+    for partition in 0..PARTITIONS {
+        for (offset, r) in read_partition(log, Topic::Interactions, partition, 1_000)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(r.offset, offset as u64);
+            let text = std::str::from_utf8(&r.payload).expect("a payload of this test");
+            let (label, _) = text.split_once('|').expect("a payload of this test");
+            assert_eq!(r.event_id, event_id(label), "the record is not its own");
+            assert!(found.insert(r.event_id, (partition, r.offset)).is_none());
+        }
+    }
+    found
+}
+
+fn ids(name: &str, range: std::ops::Range<usize>) -> Vec<Uuid> {
+    range.map(|i| event_id(&format!("{name}/{i}"))).collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .expect("listing the log")
+        .map(|entry| entry.expect("an entry"))
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".seg"))
+        .map(|entry| {
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.metadata().expect("its size").len(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The segment files once they satisfy `settled` (the writer rolls after it answered the
+/// group that filled a segment, so a test waits for it), within five seconds.
+fn segments_once(dir: &Path, settled: impl Fn(&[(String, u64)]) -> bool) -> Vec<(String, u64)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let files = segment_files(dir);
+        if settled(&files) {
+            return files;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the segments did not get there within 5 s: {files:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn assert_unavailable(outcome: Result<Vec<AppendOutcome>, LogError>) {
+    match outcome {
+        Err(LogError::Unavailable(message)) => {
+            assert!(message.contains("No space left"), "{message}")
+        }
+        other => panic!("expected the log to refuse the append as unavailable, got {other:?}"),
+    }
+}
+
+/// Opens the log again (a restart) and checks it holds exactly `expected`.
+async fn reopened_holds_exactly(dir: &Path, expected: &[Uuid]) {
+    let log = EmbeddedLog::open(dir, PartitionCounts::default()).expect("reopening the log");
+    let found = stored(&log).await;
+    assert_eq!(found.len(), expected.len(), "records after reopening");
+    for id in expected {
+        assert!(found.contains_key(id), "an acknowledged record was lost");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_sync_is_refused_and_the_next_append_goes_where_it_would_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    append_named(&log, "before", 0..40).await.unwrap();
+    let ends = log.end_offsets(Topic::Interactions).await.unwrap();
+    let segment = segment_files(dir.path());
+
+    log.inject_disk_fault(DiskFault::Sync, 1);
+    assert_unavailable(append_named(&log, "failed", 0..25).await);
+    // Nothing of it is readable, and the file is back to what was acknowledged.
+    assert_eq!(log.end_offsets(Topic::Interactions).await.unwrap(), ends);
+    assert_eq!(stored(&log).await.len(), 40);
+    assert_eq!(segment_files(dir.path()), segment);
+
+    // The disk has room again: the same records are appended (not taken for duplicates of
+    // the refused ones) at the offsets the refused append would have had.
+    let outcomes = append_named(&log, "failed", 0..25).await.unwrap();
+    assert!(outcomes.iter().all(|o| !o.is_duplicate()));
+    let mut next = ends.clone();
+    for outcome in &outcomes {
+        let position = outcome.position();
+        assert_eq!(position.offset, next[position.partition as usize]);
+        next[position.partition as usize] += 1;
+    }
+    let mut expected = ids("before", 0..40);
+    expected.extend(ids("failed", 0..25));
+    assert_eq!(stored(&log).await.len(), expected.len());
+    log.close().unwrap();
+    reopened_holds_exactly(dir.path(), &expected).await;
+}
+
+#[tokio::test]
+async fn a_frame_half_written_when_the_disk_filled_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    append_named(&log, "before", 0..30).await.unwrap();
+    let segment = segment_files(dir.path());
+
+    log.inject_disk_fault(DiskFault::Write, 1);
+    assert_unavailable(append_named(&log, "half", 0..30).await);
+    assert_eq!(
+        segment_files(dir.path()),
+        segment,
+        "the half frame was cut off"
+    );
+    // A reader in another process sees only what was acknowledged.
+    let reader = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert_eq!(stored(&reader).await.len(), 30);
+    drop(reader);
+
+    append_named(&log, "after", 0..10).await.unwrap();
+    let mut expected = ids("before", 0..30);
+    expected.extend(ids("after", 0..10));
+    assert_eq!(stored(&log).await.len(), expected.len());
+    // Killed without a close: what the next open finds is what was acknowledged.
+    drop(log);
+    reopened_holds_exactly(dir.path(), &expected).await;
+}
+
+#[tokio::test]
+async fn a_cut_that_cannot_be_synced_yet_holds_writes_back_until_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    append_named(&log, "before", 0..10).await.unwrap();
+    // The frame's sync fails, then the cut's sync, then the cut's sync again when the next
+    // append tries it first.
+    log.inject_disk_fault(DiskFault::Sync, 3);
+    assert_unavailable(append_named(&log, "first", 0..5).await);
+    assert_unavailable(append_named(&log, "second", 0..5).await);
+    assert_eq!(stored(&log).await.len(), 10);
+    // A request that only repeats stored records needs no write: it is answered.
+    let repeated = append_named(&log, "before", 0..10).await.unwrap();
+    assert!(repeated.iter().all(AppendOutcome::is_duplicate));
+
+    let outcomes = append_named(&log, "third", 0..5).await.unwrap();
+    assert!(outcomes.iter().all(|o| !o.is_duplicate()));
+    let mut expected = ids("before", 0..10);
+    expected.extend(ids("third", 0..5));
+    assert_eq!(stored(&log).await.len(), expected.len());
+    log.close().unwrap();
+    reopened_holds_exactly(dir.path(), &expected).await;
+}
+
+#[tokio::test]
+async fn a_segment_that_cannot_be_started_is_started_later_and_the_log_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        segment_bytes: 4 * 1024,
+    };
+    let log = EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), options).unwrap();
+    log.inject_disk_fault(DiskFault::CreateSegment, 1);
+    // One request past the segment's size: the roll after it fails, leaving the new
+    // segment's file empty, as a full disk does.
+    append_named(&log, "first", 0..40).await.unwrap();
+    let files = segments_once(dir.path(), |files| files.len() == 2);
+    assert_eq!(files[1].1, 0, "the new segment was left empty: {files:?}");
+    let first_len = files[0].1;
+    // The log goes on writing into the active segment...
+    append_named(&log, "second", 0..5).await.unwrap();
+    // ...and starts the next segment after that group: the empty file is replaced by one
+    // with a header.
+    let files = segments_once(dir.path(), |files| files.len() == 2 && files[1].1 > 0);
+    assert!(files[0].1 > first_len, "{files:?}");
+    append_named(&log, "third", 0..40).await.unwrap();
+    let mut expected = ids("first", 0..40);
+    expected.extend(ids("second", 0..5));
+    expected.extend(ids("third", 0..40));
+    assert_eq!(stored(&log).await.len(), expected.len());
+    log.close().unwrap();
+    reopened_holds_exactly(dir.path(), &expected).await;
+}
+
+#[tokio::test]
+async fn a_segment_left_empty_by_a_failed_roll_does_not_stop_the_log_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        segment_bytes: 4 * 1024,
+    };
+    let log = EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), options).unwrap();
+    log.inject_disk_fault(DiskFault::CreateSegment, 1);
+    append_named(&log, "first", 0..40).await.unwrap();
+    let files = segments_once(dir.path(), |files| files.len() == 2);
+    assert_eq!(files[1].1, 0, "{files:?}");
+    // Stopped right there, with the empty segment on disk.
+    drop(log);
+
+    // A reader passes over it and changes nothing...
+    let reader = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert_eq!(stored(&reader).await.len(), 40);
+    drop(reader);
+    assert_eq!(segment_files(dir.path()), files);
+    // ...and the writer removes it, then rolls as usual.
+    let expected = ids("first", 0..40);
+    reopened_holds_exactly(dir.path(), &expected).await;
+    assert_eq!(segment_files(dir.path()).len(), 1);
+}
