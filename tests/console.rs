@@ -1219,6 +1219,17 @@ async fn the_demos_router_keeps_the_queues_moving_and_most_contacts_are_answered
     );
     let base = demo.base.clone();
     let went_live = Instant::now();
+    let journey_line = demo.line(
+        "a customer's journey",
+        |line| line.contains("#/customer/"),
+        Duration::from_secs(240),
+    );
+    let customer = journey_line
+        .rsplit("#/customer/")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
     demo.line(
         "that it went live",
         |line| line.starts_with("live:"),
@@ -1289,6 +1300,31 @@ async fn the_demos_router_keeps_the_queues_moving_and_most_contacts_are_answered
         "of {} contacts agents hold, {routed} were assigned by the router",
         held.len()
     );
+
+    // The router was held while the past was back-filled: the named customer's contacts,
+    // early in the day, were routed by the history's own desk.
+    let journey = get(format!("/v1/customers/{customer}/journey")).await;
+    let mut past = 0;
+    for interaction in journey["journeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|j| j["interactions"].as_array().unwrap())
+    {
+        let id = interaction["interaction_id"].as_str().unwrap();
+        let events = get(format!("/v1/interactions/{id}")).await;
+        for event in events["events"].as_array().unwrap() {
+            let occurred = DateTime::parse_from_rfc3339(event["occurred_at"].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&Utc);
+            // The back-fill ends before the demo says it is live.
+            if occurred < live_at - TimeDelta::minutes(1) {
+                past += 1;
+                assert_ne!(event["source"], "omnilog.router", "{events}");
+            }
+        }
+    }
+    assert!(past > 0, "{journey}");
 
     // The back-filled day: most contacts answered within their channel's threshold, some
     // lost; hour by hour, calm hours answer voice within 20 s and the peak does not.
