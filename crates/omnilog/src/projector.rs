@@ -83,11 +83,7 @@ struct Instance {
 
 impl Instance {
     fn ready_partitions(&self) -> Vec<u32> {
-        read(&self.owned)
-            .iter()
-            .filter(|(_, owned)| owned.ready)
-            .map(|(&p, _)| p)
-            .collect()
+        ready_of(&read(&self.owned))
     }
 
     fn claim(&self, leaving: bool) -> Claim {
@@ -96,13 +92,7 @@ impl Instance {
         // and the claim is published from its own task, beside the loop that writes.
         let (assigned, ready) = {
             let owned = read(&self.owned);
-            let assigned = owned.keys().copied().collect();
-            let ready = owned
-                .iter()
-                .filter(|(_, owned)| owned.ready)
-                .map(|(&p, _)| p)
-                .collect();
-            (assigned, ready)
+            (owned.keys().copied().collect(), ready_of(&owned))
         };
         Claim {
             instance: self.id.clone(),
@@ -115,6 +105,15 @@ impl Instance {
             leaving,
         }
     }
+}
+
+/// The partitions of `owned` caught up since they were assigned: the ones answered for.
+fn ready_of(owned: &BTreeMap<u32, Owned>) -> Vec<u32> {
+    owned
+        .iter()
+        .filter(|(_, owned)| owned.ready)
+        .map(|(&p, _)| p)
+        .collect()
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -1,7 +1,10 @@
 //! The journey view's behaviour (CONTRACT §5 and §6), folded in memory.
 
 // One module, so `cargo test -p omnilog-views journey` selects every test here.
+mod support;
+
 mod journey {
+    use crate::support;
     use std::collections::BTreeMap;
 
     use chrono::{DateTime, Utc};
@@ -18,19 +21,15 @@ mod journey {
     /// Builds a validated event of `customer` from its type-specific fields, with `recorded_at`
     /// set as ingest would.
     fn event(customer: &str, at: &str, interaction: &str, channel: &str, body: Value) -> Event {
-        let mut value = json!({
-            "occurred_at": at,
-            "customer": {"id": customer},
-            "interaction_id": interaction,
-            "channel": channel,
-        });
-        let object = value.as_object_mut().unwrap();
-        for (field, field_value) in body.as_object().unwrap() {
-            object.insert(field.clone(), field_value.clone());
-        }
-        let mut event = event_from_value(value).unwrap();
-        event.recorded_at = Some(event.occurred_at);
-        event
+        support::ingested(
+            json!({
+                "occurred_at": at,
+                "customer": {"id": customer},
+                "interaction_id": interaction,
+                "channel": channel,
+            }),
+            &body,
+        )
     }
 
     /// Events with the positions they got in the log.

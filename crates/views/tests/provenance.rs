@@ -3,22 +3,18 @@
 //! the desk's doing rather than a contact; without an interaction it changes no journey.
 
 // One module, so `cargo test -p omnilog-views provenance` selects every test here.
+mod support;
+
 mod provenance {
+    use crate::support;
     use omnilog_events::Event;
-    use omnilog_events::json::event_from_value;
     use omnilog_views::journey::{JourneyAnswer, JourneyState, JourneyView, customer_journey};
     use omnilog_views::{LogPosition, NoRecords, View, ViewState, apply_in_memory};
     use serde_json::{Value, json};
 
     /// A validated event; `fields` holds everything but the time.
     fn event(at: &str, fields: Value) -> Event {
-        let mut value = json!({"occurred_at": at});
-        for (field, field_value) in fields.as_object().unwrap() {
-            value[field] = field_value.clone();
-        }
-        let mut event = event_from_value(value).unwrap();
-        event.recorded_at = Some(event.occurred_at);
-        event
+        support::ingested(json!({"occurred_at": at}), &fields)
     }
 
     fn call(customer: &str, at: &str, kind: &str, extra: Value) -> Event {

@@ -3,10 +3,12 @@
 //! memory in two partition orders.
 
 // One module, so `cargo test -p omnilog-views segments` selects every test here.
+mod support;
+
 mod segments {
+    use crate::support;
     use chrono::{DateTime, Utc};
     use omnilog_events::Event;
-    use omnilog_events::json::event_from_value;
     use omnilog_views::segments::{
         ChannelsAnswer, ChannelsPartial, ProfileAnswer, SegmentsState, SegmentsView,
         channels_report, customer_profile, parse_group_by,
@@ -22,12 +24,7 @@ mod segments {
             value["interaction_id"] = json!(id);
             value["channel"] = json!(channel);
         }
-        for (field, field_value) in fields.as_object().unwrap() {
-            value[field] = field_value.clone();
-        }
-        let mut event = event_from_value(value).unwrap();
-        event.recorded_at = Some(event.occurred_at);
-        event
+        support::ingested(value, &fields)
     }
 
     fn profile(customer: &str, at: &str, attributes: Value) -> Event {

@@ -3,11 +3,12 @@
 //! same after folding the log again from offset 0, and partials of two partitions merge
 //! into the figures of the whole.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use omnilog_events::Event;
-use omnilog_events::json::event_from_value;
 use omnilog_views::journey::{
     JourneyReport, JourneyReportPartial, JourneyState, JourneyView, SelfServiceCounts,
     SelfServiceFigures, journeys_report,
@@ -19,19 +20,15 @@ use serde_json::{Value, json};
 /// An event of `customer` at `at` (minutes after 2026-03-02T08:00:00Z).
 fn event(customer: &str, minutes: i64, interaction: &str, channel: &str, body: Value) -> Event {
     let at = start() + chrono::TimeDelta::minutes(minutes);
-    let mut value = json!({
-        "occurred_at": omnilog_events::format_time(&at),
-        "customer": {"id": customer},
-        "interaction_id": interaction,
-        "channel": channel,
-    });
-    let object = value.as_object_mut().unwrap();
-    for (field, field_value) in body.as_object().unwrap() {
-        object.insert(field.clone(), field_value.clone());
-    }
-    let mut event = event_from_value(value).unwrap();
-    event.recorded_at = Some(event.occurred_at);
-    event
+    support::ingested(
+        json!({
+            "occurred_at": omnilog_events::format_time(&at),
+            "customer": {"id": customer},
+            "interaction_id": interaction,
+            "channel": channel,
+        }),
+        &body,
+    )
 }
 
 fn start() -> DateTime<Utc> {
