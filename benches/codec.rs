@@ -1,10 +1,13 @@
 //! The codecs and the partitioner, per event: protobuf decode (what every projector does
-//! for every record; the direct reader and prost's path side by side), canonical JSON
+//! for every record; the direct reader and prost's path side by side), protobuf encode
+//! (what every append does; the direct writer and prost's side by side), canonical JSON
 //! decode (what `POST /v1/events` does), canonical JSON encode (what export does), and
 //! Kafka's murmur2 partitioner (what every append does).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use omnilog_events::{decode, decode_through_prost, encode, parse_event, to_canonical_json};
+use omnilog_events::{
+    decode, decode_through_prost, encode, encode_through_prost, parse_event, to_canonical_json,
+};
 use omnilog_testkit::{HistoryConfig, history};
 
 fn codecs(c: &mut Criterion) {
@@ -37,6 +40,13 @@ fn codecs(c: &mut Criterion) {
         b.iter(|| {
             for event in &events {
                 std::hint::black_box(encode(event));
+            }
+        })
+    });
+    group.bench_function("protobuf encode through prost", |b| {
+        b.iter(|| {
+            for event in &events {
+                std::hint::black_box(encode_through_prost(event));
             }
         })
     });

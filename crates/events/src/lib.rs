@@ -12,6 +12,7 @@ pub mod proto;
 pub mod text_rules;
 pub mod upcast;
 mod wire;
+mod wire_encode;
 
 /// The prost types of `omnilog.v1`.
 #[allow(missing_docs, clippy::all, unused_qualifications)]
@@ -25,4 +26,6 @@ pub use model::{
     AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Destination,
     Direction, Event, EventType, Handle, normalise_topic,
 };
-pub use proto::{decode, decode_batch, decode_through_prost, encode, encode_batch};
+pub use proto::{
+    decode, decode_batch, decode_through_prost, encode, encode_batch, encode_through_prost,
+};

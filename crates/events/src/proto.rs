@@ -18,8 +18,15 @@ use crate::model::{
 };
 use crate::pb;
 
-/// Encodes an event as a protobuf `omnilog.v1.Event`.
+/// Encodes an event as a protobuf `omnilog.v1.Event` (through the direct encoder,
+/// `wire_encode.rs`, which writes prost's bytes without copying the event first).
 pub fn encode(event: &Event) -> Vec<u8> {
+    crate::wire_encode::encode_canonical(event)
+}
+
+/// [`encode`] through prost's generated types: the reference the direct encoder is tested
+/// against.
+pub fn encode_through_prost(event: &Event) -> Vec<u8> {
     pb::Event::from(event).encode_to_vec()
 }
 
@@ -78,7 +85,7 @@ fn time_from(
     .transpose()
 }
 
-fn channel_to_pb(channel: Channel) -> pb::Channel {
+pub(crate) fn channel_to_pb(channel: Channel) -> pb::Channel {
     match channel {
         Channel::Voice => pb::Channel::Voice,
         Channel::Email => pb::Channel::Email,
@@ -117,7 +124,7 @@ pub(crate) fn channel_from_pb(value: i32) -> Result<Option<Channel>, EventError>
     }))
 }
 
-fn direction_to_pb(direction: Direction) -> i32 {
+pub(crate) fn direction_to_pb(direction: Direction) -> i32 {
     match direction {
         Direction::Inbound => pb::Direction::Inbound,
         Direction::Outbound => pb::Direction::Outbound,
@@ -136,7 +143,7 @@ pub(crate) fn direction_from_pb(value: i32) -> Result<Direction, EventError> {
     }
 }
 
-fn author_to_pb(author: Author) -> i32 {
+pub(crate) fn author_to_pb(author: Author) -> i32 {
     match author {
         Author::Customer => pb::Author::Customer,
         Author::Agent => pb::Author::Agent,
@@ -159,7 +166,7 @@ pub(crate) fn author_from_pb(value: i32) -> Result<Author, EventError> {
     }
 }
 
-fn status_to_pb(status: AgentStatus) -> i32 {
+pub(crate) fn status_to_pb(status: AgentStatus) -> i32 {
     match status {
         AgentStatus::Available => pb::AgentStatus::Available,
         AgentStatus::Busy => pb::AgentStatus::Busy,

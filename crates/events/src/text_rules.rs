@@ -22,6 +22,12 @@ enum Kind {
 
 /// The first character of `value` that `kind` does not allow.
 fn first_refused(value: &str, kind: Kind) -> Option<char> {
+    // Every control character is below U+0020, U+007F, or U+0080..=U+009F (0xC2 then
+    // 0x80..=0x9F in UTF-8): text without such a byte (nearly all of it) is let through on
+    // a scan of its bytes, without decoding its characters.
+    if !value.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+        return None;
+    }
     value.chars().find(|&c| match kind {
         Kind::Identifier => c.is_control(),
         Kind::FreeText => c.is_control() && !matches!(c, '\t' | '\n' | '\r'),
@@ -29,6 +35,11 @@ fn first_refused(value: &str, kind: Kind) -> Option<char> {
 }
 
 fn check(field: &str, value: &str, kind: Kind) -> Result<(), EventError> {
+    check_named(|| field.to_owned(), value, kind)
+}
+
+/// [`check`] of a field whose name is built (an index, a key): only when it is refused.
+fn check_named(field: impl FnOnce() -> String, value: &str, kind: Kind) -> Result<(), EventError> {
     match first_refused(value, kind) {
         None => Ok(()),
         Some(refused) => {
@@ -39,7 +50,7 @@ fn check(field: &str, value: &str, kind: Kind) -> Result<(), EventError> {
                 }
             };
             Err(EventError::invalid(
-                field,
+                &field(),
                 format!(
                     "holds the control character U+{:04X}: {allowed}",
                     refused as u32
@@ -61,9 +72,14 @@ fn free_text(field: &str, value: Option<&String>) -> Result<(), EventError> {
     value.map_or(Ok(()), |value| check(field, value, Kind::FreeText))
 }
 
+/// [`identifier`] of a field whose name is built: only when it is refused.
+fn identifier_named(field: impl FnOnce() -> String, value: &str) -> Result<(), EventError> {
+    check_named(field, value, Kind::Identifier)
+}
+
 fn identifiers(field: &str, values: &[String]) -> Result<(), EventError> {
     for (index, value) in values.iter().enumerate() {
-        identifier(&format!("{field}[{index}]"), value)?;
+        identifier_named(|| format!("{field}[{index}]"), value)?;
     }
     Ok(())
 }
@@ -76,18 +92,18 @@ pub fn check_event_text(event: &Event) -> Result<(), EventError> {
     if let Some(customer) = &event.customer {
         optional_identifier("customer.id", customer.id.as_ref())?;
         for (index, handle) in customer.handles.iter().enumerate() {
-            identifier(&format!("customer.handles[{index}].kind"), &handle.kind)?;
-            identifier(&format!("customer.handles[{index}].value"), &handle.value)?;
+            identifier_named(|| format!("customer.handles[{index}].kind"), &handle.kind)?;
+            identifier_named(|| format!("customer.handles[{index}].value"), &handle.value)?;
         }
         // A customer's attributes are names and values to group by: no control character.
         for (key, value) in &customer.attributes {
             identifier("customer.attributes", key)?;
-            identifier(&format!("customer.attributes.{key}"), value)?;
+            identifier_named(|| format!("customer.attributes.{key}"), value)?;
         }
     }
     for (key, value) in &event.attributes {
         identifier("attributes", key)?;
-        free_text(&format!("attributes.{key}"), Some(value))?;
+        check_named(|| format!("attributes.{key}"), value, Kind::FreeText)?;
     }
     match &event.body {
         Body::InteractionStarted { subject, .. } => free_text("subject", subject.as_ref()),
@@ -144,7 +160,7 @@ pub fn check_event_text(event: &Event) -> Result<(), EventError> {
         // to group by holds no control character either.
         Body::CustomerProfile => {
             for (key, value) in &event.attributes {
-                identifier(&format!("attributes.{key}"), value)?;
+                identifier_named(|| format!("attributes.{key}"), value)?;
             }
             Ok(())
         }
@@ -159,6 +175,19 @@ pub fn check_event_text(event: &Event) -> Result<(), EventError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_byte_scan_lets_through_only_characters_that_are_not_control_characters() {
+        // Every character, alone and amid text: refused exactly when it is a control
+        // character (and, as free text, not a tab or a line break).
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            let text = format!("a{c}\u{e9}");
+            let identifier = c.is_control().then_some(c);
+            let free = (c.is_control() && !matches!(c, '\t' | '\n' | '\r')).then_some(c);
+            assert_eq!(first_refused(&text, Kind::Identifier), identifier, "{c:?}");
+            assert_eq!(first_refused(&text, Kind::FreeText), free, "{c:?}");
+        }
+    }
 
     #[test]
     fn identifiers_refuse_every_control_character_and_text_keeps_line_breaks() {

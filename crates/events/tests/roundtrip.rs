@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use omnilog_events::identity::normalise_handle;
 use omnilog_events::{
     AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Direction, Event,
-    EventType, decode, decode_batch, decode_through_prost, encode, encode_batch, parse_event,
-    to_canonical_json,
+    EventType, decode, decode_batch, decode_through_prost, encode, encode_batch,
+    encode_through_prost, parse_event, to_canonical_json,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::option;
@@ -295,6 +295,11 @@ proptest! {
             _ => bytes.extend_from_slice(&[0x98, 0x06, byte & 0x7f]), // field 99, varint
         }
         prop_assert_eq!(decode(&bytes), decode_through_prost(&bytes));
+    }
+
+    #[test]
+    fn direct_encoding_equals_prost_encoding(event in event()) {
+        prop_assert_eq!(encode(&event), encode_through_prost(&event));
     }
 
     #[test]

@@ -374,25 +374,21 @@ struct Fold<'a> {
 
 impl Fold<'_> {
     fn run(mut self) -> FoldOutcome {
-        let is_new = !self.customer.interactions.contains_key(self.interaction_id);
         let (stamp, event) = (self.stamp, self.event);
-        let record = if is_new {
-            let seq = self.place();
-            let record = self.new_interaction(seq);
-            self.customer.ids.push(self.interaction_id.to_owned());
-            self.customer
-                .interactions
-                .entry(self.interaction_id.to_owned())
-                .or_insert(record)
-        } else {
-            match self.customer.interactions.get_mut(self.interaction_id) {
-                Some(record) => record,
-                None => {
-                    return FoldOutcome {
-                        new_interaction: false,
-                        facts: None,
-                    };
-                }
+        // One lookup for a known interaction (nearly every event): the map is keyed by
+        // strings, and its comparisons were a tenth of this fold.
+        let (record, is_new) = match self.customer.interactions.get_mut(self.interaction_id) {
+            Some(record) => (record, false),
+            None => {
+                let seq = self.place();
+                let record = self.new_interaction(seq);
+                self.customer.ids.push(self.interaction_id.to_owned());
+                let record = self
+                    .customer
+                    .interactions
+                    .entry(self.interaction_id.to_owned())
+                    .or_insert(record);
+                (record, true)
             }
         };
         let seq = record.journey;

@@ -49,7 +49,7 @@ mod format;
 mod meta;
 mod segments;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,7 +63,7 @@ use crate::{
     AppendOutcome, AppendRecord, EventLog, LogError, LogRecord, PartitionCounts, Position, Scan,
     Topic,
 };
-use dedup::{DedupIndex, DedupKey, SealedRun};
+use dedup::{DedupIndex, DedupKey, IdMap, SealedRun};
 pub use faults::DiskFault;
 use faults::Faults;
 use format::{FrameBuilder, topic_code};
@@ -224,7 +224,7 @@ struct Opened {
     next_sequence: u64,
     /// The last segment's batches and ids (the writer keeps adding to them).
     active_batches: Vec<(Topic, u32, BatchEntry)>,
-    active_ids: HashMap<DedupKey, u64>,
+    active_ids: IdMap,
     sealed_runs: Vec<SealedRun>,
 }
 
@@ -425,7 +425,7 @@ fn rescan_for_ids(
     segment: u64,
     loaded: &SegmentIndex,
     counts: &PartitionCounts,
-) -> Result<HashMap<DedupKey, u64>, LogError> {
+) -> Result<IdMap, LogError> {
     // Start every partition at the offset its first batch in this segment has, so the scan's
     // offset checks hold without the segments before it.
     let mut scratch = empty_next(counts);
@@ -883,7 +883,7 @@ impl Writer {
     fn commit(&mut self, group: Vec<WriteRequest>) {
         let before = self.next.clone();
         // Event ids stored by this group so far, so a duplicate inside the group is caught.
-        let mut pending: HashMap<DedupKey, u64> = HashMap::new();
+        let mut pending = IdMap::default();
         // Where each stored record goes: (topic, partition) → (request, record) in order.
         let mut placements: BTreeMap<(u8, u32), Vec<(usize, usize)>> = BTreeMap::new();
         let mut requests: Vec<(Vec<AppendRecord>, Option<Reply>, Vec<AppendOutcome>)> =

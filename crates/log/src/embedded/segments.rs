@@ -2,7 +2,6 @@
 //! cutting a torn tail), and the batch index of a sealed segment kept beside it
 //! (`NNNN.idx`), so a restart does not read the whole log again.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -10,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::dedup::DedupKey;
+use super::dedup::{DedupKey, IdMap};
 use super::format::{
     self, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, parse_frame_header, parse_segment_header,
     topic_code, topic_of_code,
@@ -88,7 +87,7 @@ pub(crate) fn create_segment(
 pub(crate) struct ScannedSegment {
     pub(crate) batches: Vec<(Topic, u32, BatchEntry)>,
     /// Event ids with their offsets (only when asked for).
-    pub(crate) ids: HashMap<DedupKey, u64>,
+    pub(crate) ids: IdMap,
     /// Bytes of the segment that hold whole, checked frames.
     pub(crate) valid_len: u64,
     /// The file's length, which is more than `valid_len` when the tail is torn.
