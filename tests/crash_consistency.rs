@@ -140,7 +140,7 @@ async fn sigkilled_ten_times_while_ingesting_it_loses_nothing_and_views_equal_a_
     let clean: Value =
         serde_json::from_str(&run(&["inspect", "--data-dir", rebuilt.to_str().unwrap()])).unwrap();
     let views = live["views"].as_array().unwrap();
-    assert_eq!(views.len(), 4);
+    assert_eq!(views.len(), 5);
     for (live, clean) in views.iter().zip(clean["views"].as_array().unwrap()) {
         assert_eq!(live["view"], clean["view"]);
         assert_eq!(

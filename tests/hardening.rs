@@ -684,7 +684,8 @@ async fn duplicate_keys_unknown_encodings_and_version_zero_are_refused_alike() {
 
 /// Finding 7: the answers axum gives before a handler runs are problems too: 405 for a
 /// method a route does not take (with `Allow`), OPTIONS anywhere, a path that is not
-/// UTF-8, a query field given twice, a path that matches nothing.
+/// UTF-8, a query field given twice (refused naming it, on every route that reads a
+/// query), a path that matches nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_before_any_handler_are_problems_too() {
     let dir = tempfile::tempdir().unwrap();
@@ -699,6 +700,16 @@ async fn refusals_before_any_handler_are_problems_too() {
         ("GET", "/v1/interactions/%ff", 400),
         ("GET", "/v1/customers/%c3%28/journey", 400),
         ("GET", "/v1/customers/resolve?kind=phone&kind=email", 400),
+        (
+            "GET",
+            "/v1/reports/summary?group_by=queue&group_by=hour",
+            400,
+        ),
+        (
+            "GET",
+            "/v1/queues?now=2026-03-02T09:00:00Z&now=2026-03-02T10:00:00Z",
+            400,
+        ),
         ("GET", "/v1/nothing/here", 404),
     ] {
         let reply = http
@@ -706,7 +717,12 @@ async fn refusals_before_any_handler_are_problems_too() {
             .await
             .unwrap();
         let what = format!("{method} {path}");
-        assert_problem(&reply, status, &what);
+        let problem = assert_problem(&reply, status, &what);
+        if let Some((_, query)) = path.split_once('?') {
+            // The field given twice is named (it was read as its last value before).
+            let repeated = query.split('&').next().unwrap().split('=').next().unwrap();
+            assert_eq!(problem["field"], repeated, "{what}: {problem}");
+        }
         if status == 405 {
             assert!(reply.headers.contains_key("allow"), "{what}: no Allow");
         }

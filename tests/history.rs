@@ -205,7 +205,7 @@ async fn a_rebuild_under_query_load_never_fails_nor_goes_back_in_time() {
         })
     };
     let mut saw_progress = false;
-    for view in ["journey", "queue", "reporting", "segments"] {
+    for view in ["journey", "queue", "reporting", "segments", "engagement"] {
         let answer = http
             .send(
                 "POST",

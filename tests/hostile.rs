@@ -12,10 +12,11 @@
 //! status in the body; the log grows by exactly the events the 202 answers say were
 //! written; the server's resident memory after the run is within 100 MB of before it, and
 //! its peak under 500 MB. A few requests that only a raw socket can send (bodies cut short,
-//! a chunked body past the limit, malformed HTTP) end the run: those that are HTTP get
-//! problems; HTTP that does not parse gets hyper's bodiless 400 or 431 and a closed
-//! connection, as it never reaches the router. `/readyz` may answer its 503 "not ready"
-//! problem while the views catch up with a burst of writes: that is its contract.
+//! a chunked body past the limit, malformed HTTP) end the run: each gets a problem too
+//! (HTTP that does not parse never reaches the router: the server loop turns hyper's
+//! bodiless 400 or 431 into a problem, and closes the connection). `/readyz` is probed
+//! throughout, and answers 200: the views fold the run's writes well within the lag a
+//! readiness probe allows (`--ready-max-lag-secs`, 5 s), so no answer of the run is 5xx.
 
 mod support;
 
@@ -455,8 +456,13 @@ const QUERY_ROUTES: &[&str] = &[
     "/v1/reports/summary",
     "/v1/reports/journeys",
     "/v1/reports/topics",
+    "/v1/reports/channels",
+    "/v1/reports/engagement",
+    "/v1/reports/service-levels",
     "/v1/views",
     "/v1/admin/channels",
+    "/v1/channels/messenger?hub.mode=subscribe&hub.verify_token=t&hub.challenge=1",
+    "/v1/channels/x?crc_token=abc",
     "/v1/internal/partials/queues",
     "/healthz",
     "/readyz",
@@ -788,8 +794,8 @@ struct Tally {
     by_status: BTreeMap<u16, usize>,
     /// Events the 202 answers say were written (not duplicates).
     written: u64,
-    /// `/readyz` answers "not ready" (503) while the views are behind.
-    not_ready: usize,
+    /// `GET /readyz` answered 200 during the run.
+    ready: usize,
     failures: Vec<String>,
 }
 
@@ -808,17 +814,10 @@ fn judge(tally: &mut Tally, request: &Hostile, reply: Result<Reply, String>) {
         }
     };
     *tally.by_status.entry(reply.status).or_default() += 1;
-    let path = request.path.split('?').next().unwrap_or_default();
-    if reply.status == 503 && path == "/readyz" && request.method == "GET" {
-        // A readiness probe says "not yet" with 503 while the views catch up with a
-        // burst of writes: its contract, and a problem like the others.
-        tally.not_ready += 1;
-        if reply.json()["type"] != "/problems/not-ready" {
-            tally
-                .failures
-                .push(format!("{what}: 503 but not the not-ready problem"));
-        }
-    } else if reply.status >= 500 {
+    if request.method == "GET" && request.path.split('?').next() == Some("/readyz") {
+        tally.ready += usize::from(reply.status == 200);
+    }
+    if reply.status >= 500 {
         tally.failures.push(format!(
             "{what}: {} {}",
             reply.status,
@@ -951,6 +950,10 @@ async fn twelve_thousand_hostile_requests_get_no_5xx_only_problems_and_write_onl
             &format!("x={X_SECRET}"),
             "--body-timeout-secs",
             "5",
+            // Readiness as a deployment has it (test servers are strict by default): the
+            // probes of the run are judged with the default lag a probe allows.
+            "--ready-max-lag-secs",
+            "5",
         ],
     );
     let http = Http::default();
@@ -1005,13 +1008,13 @@ async fn twelve_thousand_hostile_requests_get_no_5xx_only_problems_and_write_onl
             *tally.by_status.entry(status).or_default() += count;
         }
         tally.written += done.written;
-        tally.not_ready += done.not_ready;
+        tally.ready += done.ready;
         tally.failures.extend(done.failures);
     }
     let sent_in = started.elapsed();
 
     // What only a raw socket sends: bodies cut short, a chunked body past the limit,
-    // broken chunking, malformed HTTP. The server answers (or closes) and stays up.
+    // broken chunking, malformed HTTP. The server answers each with a problem and stays up.
     let address = server.base.trim_start_matches("http://").to_owned();
     let raw: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
         (
@@ -1049,10 +1052,24 @@ async fn twelve_thousand_hostile_requests_get_no_5xx_only_problems_and_write_onl
             Vec::new(),
         ),
         ("a request line of bad bytes", b"GET /v1/\xff\x00 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), Vec::new()),
-        ("not HTTP", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(), Vec::new()),
+        ("not HTTP", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(), Vec::new()),
         (
             "a header of 100 KB",
             format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(100_000)).into_bytes(),
+            Vec::new(),
+        ),
+        (
+            "a header of 500 KB",
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(500_000)).into_bytes(),
+            Vec::new(),
+        ),
+        (
+            "120 headers",
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                (0..120).map(|n| format!("X-H{n}: v\r\n")).collect::<String>()
+            )
+            .into_bytes(),
             Vec::new(),
         ),
         ("HTTP/1.0 without a host", b"GET /v1/queues HTTP/1.0\r\n\r\n".to_vec(), Vec::new()),
@@ -1063,19 +1080,23 @@ async fn twelve_thousand_hostile_requests_get_no_5xx_only_problems_and_write_onl
         assert!((200..500).contains(&status), "{what}: {text}");
         let lower = text.to_ascii_lowercase();
         if status >= 400 {
-            if lower.contains("content-length: 0\r\n") {
-                // HTTP that does not parse never reaches the router: hyper refuses it with
-                // a bodiless 400 (or 431 for headers too large) and closes.
-                assert!(matches!(status, 400 | 431), "{what}: {text}");
-                assert!(lower.contains("connection: close"), "{what}: {text}");
-            } else {
-                assert!(
-                    lower.contains("content-type: application/problem+json"),
-                    "{what}: {text}"
-                );
-            }
+            assert!(
+                lower.contains("content-type: application/problem+json"),
+                "{what}: {text}"
+            );
+            let (_, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+            let problem: Value = serde_json::from_str(body).unwrap_or_else(|e| {
+                panic!("{what}: a problem body that is not JSON ({e}): {text}")
+            });
+            assert_eq!(problem["status"], status, "{what}: {text}");
         }
         raw_statuses.push((*what, status));
+    }
+    for (what, status) in [("a header of 500 KB", 431), ("120 headers", 431)] {
+        assert!(
+            raw_statuses.contains(&(what, status)),
+            "{what}: {raw_statuses:?}"
+        );
     }
     assert_eq!(
         http.get(&server.url("/healthz")).await.status,
@@ -1088,15 +1109,9 @@ async fn twelve_thousand_hostile_requests_get_no_5xx_only_problems_and_write_onl
     let after = memory_of(pid);
     let total: usize = tally.by_status.values().sum();
     eprintln!(
-        "{total} hostile requests in {sent_in:.1?} over {CONNECTIONS} connections; answers by status: {:?} \
-         (of the 503s, {} from /readyz while the views caught up); events written: {}; raw-socket \
-         answers: {raw_statuses:?}; RSS {} -> {} KiB, peak {} KiB",
-        tally.by_status,
-        tally.not_ready,
-        tally.written,
-        before.rss_kib,
-        after.rss_kib,
-        after.peak_kib
+        "{total} hostile requests in {sent_in:.1?} over {CONNECTIONS} connections; answers by status: {:?}; \
+         events written: {}; raw-socket answers: {raw_statuses:?}; RSS {} -> {} KiB, peak {} KiB",
+        tally.by_status, tally.written, before.rss_kib, after.rss_kib, after.peak_kib
     );
     let mut kinds = BTreeMap::<String, (usize, &String)>::new();
     for failure in &tally.failures {
@@ -1118,6 +1133,11 @@ async fn twelve_thousand_hostile_requests_get_no_5xx_only_problems_and_write_onl
             .join("\n")
     );
     assert_eq!(total, REQUESTS);
+    assert!(
+        tally.ready > 10,
+        "too few readiness probes answered ready during the run: {}",
+        tally.ready
+    );
     assert!(
         tally.written > 100,
         "too few valid requests to prove the log's growth: {}",

@@ -406,6 +406,7 @@ async fn a_projector_group_that_loses_and_gains_instances_answers_what_replay_an
         "/v1/reports/journeys".to_owned(),
         "/v1/reports/topics".to_owned(),
         "/v1/reports/channels?group_by=segment".to_owned(),
+        "/v1/reports/engagement".to_owned(),
         "/v1/queues?now=2026-03-03T00:00:00Z".to_owned(),
         "/v1/agents".to_owned(),
     ];

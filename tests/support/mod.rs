@@ -40,6 +40,10 @@ impl Server {
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
+            // Readiness judged strictly (the views at the log's end at every probe), so
+            // [`wait_ready`] is a barrier: every view folded every write answered before
+            // it. Through the environment, so a test's own `--ready-max-lag-secs` wins.
+            .env("OMNILOG_READY_MAX_LAG_SECS", "0")
             // OMNILOG_TEST_SERVER_LOG (e.g. `info`) makes the servers say more when a
             // test needs to be understood.
             .env(
@@ -215,7 +219,8 @@ impl Http {
     }
 }
 
-/// Waits until every view has folded the whole log (`/readyz`).
+/// Waits until every view has folded the whole log (`/readyz`, strict on test servers: see
+/// [`Server::start_command`]).
 pub async fn wait_ready(http: &Http, server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -29,6 +29,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use omnilog_events::Destination;
 use omnilog_projector::ViewRuntime;
+use omnilog_views::engagement::{self, EngagementPartial, EngagementState, EngagementView};
 use omnilog_views::journey::{JourneyReportPartial, JourneyState, JourneyView};
 use omnilog_views::queue::{AgentsPartial, QueuePartial, QueueState, QueueView, QueuesPartial};
 use omnilog_views::reporting::{
@@ -42,7 +43,7 @@ use serde_json::{Value, json};
 
 use crate::queries::{now_param, time_param};
 use crate::read::{Consistency, Reads, live_version, query};
-use crate::{ApiError, AppState, Scope};
+use crate::{ApiError, AppState, Params, Scope};
 
 /// An instance that answers for a set of partitions of a view.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,6 +248,23 @@ impl Gathered for ChannelsPartial {
     }
     fn merge(&mut self, other: Self) {
         ChannelsPartial::merge(self, other);
+    }
+}
+
+impl Gathered for EngagementPartial {
+    const KIND: &'static str = "engagement";
+    const VIEW: &'static str = crate::queries::ENGAGEMENT;
+    type Of = EngagementView;
+    fn compute(state: &EngagementState, reads: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
+        engagement::engagement_report(
+            state,
+            reads.records,
+            ask.from.unwrap_or(DateTime::<Utc>::MIN_UTC),
+            ask.to.unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
+    }
+    fn merge(&mut self, other: Self) {
+        EngagementPartial::merge(self, other);
     }
 }
 
@@ -510,14 +528,12 @@ fn cluster_of(state: &AppState) -> Result<&Arc<dyn Cluster>, ApiError> {
     })
 }
 
-type Params = Query<BTreeMap<String, String>>;
-
 /// `GET /v1/internal/partials/{kind}?partitions=...`: this instance's partial.
 pub async fn internal_partial(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(kind): Path<String>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     state.access.check(&headers, Scope::Read)?;
     let cluster = cluster_of(&state)?;
@@ -573,6 +589,9 @@ pub async fn internal_partial(
         }
         ProfileEntries::KIND => {
             one::<ProfileEntries>(cluster, &partitions, &ask, &consistency).await?
+        }
+        EngagementPartial::KIND => {
+            one::<EngagementPartial>(cluster, &partitions, &ask, &consistency).await?
         }
         other => return Err(ApiError::NotFound(format!("no partial of kind {other:?}"))),
     };
@@ -847,6 +866,19 @@ pub async fn report_channels(
             group_by,
             groups: Vec::new(),
         });
+    Ok(serde_json::to_value(partial.finish()).unwrap_or_default())
+}
+
+/// `GET /v1/reports/engagement` in distributed mode.
+pub async fn report_engagement(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &BTreeMap<String, String>,
+) -> Result<Value, ApiError> {
+    let ask = Ask::from_params(params)?;
+    let partial = gather::<EngagementPartial>(&**cluster_of(state)?, params, headers, &ask, None)
+        .await?
+        .unwrap_or_default();
     Ok(serde_json::to_value(partial.finish()).unwrap_or_default())
 }
 

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod console;
 pub mod identity;
 pub mod metrics;
+pub mod params;
 pub mod problem;
 pub mod queries;
 pub mod read;
@@ -19,7 +20,7 @@ pub mod serving;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -29,12 +30,12 @@ use chrono::Utc;
 use omnilog_channels::{ChannelError, Registry, SignatureScheme, WebhookRequest};
 use omnilog_events::Event;
 use omnilog_ingest::{Ingest, Receipt};
-use serde::Deserialize;
 use serde_json::json;
 
 pub use auth::{AccessControl, Scope};
 pub use identity::{FrozenIdentities, Identities};
 pub use metrics::ApiMetrics;
+pub use params::Params;
 pub use problem::ApiError;
 
 /// Settings of the HTTP API.
@@ -55,6 +56,9 @@ pub struct ApiConfig {
     /// The service-level thresholds the server's reporting view measures with, published
     /// at `GET /v1/reports/service-levels` (the console holds queues to them).
     pub service_levels: omnilog_views::reporting::ReportingConfig,
+    /// How far behind the log the views may be and `/readyz` still answer ready (see
+    /// [`admin::Readiness`]).
+    pub ready_max_lag: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -66,6 +70,7 @@ impl Default for ApiConfig {
             channel_secrets: BTreeMap::new(),
             body_timeout: serving::BODY_TIMEOUT,
             service_levels: Default::default(),
+            ready_max_lag: admin::READY_MAX_LAG,
         }
     }
 }
@@ -85,6 +90,8 @@ pub struct AppState {
     /// In distributed mode: the partitions this instance owns and who owns the others.
     pub cluster: Option<Arc<dyn cluster::Cluster>>,
     pub metrics: Arc<ApiMetrics>,
+    /// What `/readyz` remembers between probes.
+    pub readiness: Arc<admin::Readiness>,
 }
 
 impl AppState {
@@ -104,6 +111,7 @@ impl AppState {
             views: None,
             cluster: None,
             metrics: Arc::new(ApiMetrics::default()),
+            readiness: Arc::default(),
         }
     }
 
@@ -123,6 +131,7 @@ impl AppState {
             views: Some(views),
             cluster: None,
             metrics: Arc::new(ApiMetrics::default()),
+            readiness: Arc::default(),
         }
     }
 
@@ -172,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/topics", get(queries::report_topics))
         .route("/v1/reports/service-levels", get(queries::service_levels))
         .route("/v1/reports/channels", get(queries::report_channels))
+        .route("/v1/reports/engagement", get(queries::report_engagement))
         .route("/v1/views", get(admin::list_views))
         .route(
             "/v1/internal/partials/{kind}",
@@ -423,6 +433,9 @@ async fn channel_handshake(
         .get(&channel)
         .ok_or_else(|| ApiError::NotFound(format!("no channel {channel:?}")))?;
     let query = uri.query().unwrap_or("");
+    // The platforms' own readers of these fields keep the first or the last of a field
+    // given twice; refuse it as every other route does, naming the field.
+    params::unique_fields(query)?;
     let refused = |error: ChannelError| match error {
         ChannelError::BadSignature(why) => ApiError::Forbidden(why),
         other => ApiError::from(other),
@@ -507,24 +520,18 @@ async fn post_channel(
     write(&state, events).await
 }
 
-#[derive(Debug, Deserialize)]
-struct HandleQuery {
-    kind: Option<String>,
-    value: Option<String>,
-}
-
 /// `GET /v1/customers/resolve?kind=K&value=V`.
 async fn resolve_customer(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<HandleQuery>,
+    Params(mut query): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     state.access.check(&headers, Scope::Read)?;
     let kind = query
-        .kind
+        .remove("kind")
         .ok_or_else(|| ApiError::invalid("kind", "kind is required"))?;
     let value = query
-        .value
+        .remove("value")
         .ok_or_else(|| ApiError::invalid("value", "value is required"))?;
     omnilog_events::identity::normalise_handle(&kind, &value)
         .map_err(|problem| ApiError::invalid("value", problem.to_string()))?;
@@ -542,7 +549,7 @@ async fn get_customer(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(params): Query<BTreeMap<String, String>>,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     state.access.check(&headers, Scope::Read)?;
     let identity = state

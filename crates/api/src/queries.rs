@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use futures_util::stream;
 use omnilog_projector::ViewRuntime;
+use omnilog_views::engagement::{self, EngagementView};
 use omnilog_views::journey::JourneyView;
 use omnilog_views::queue::QueueView;
 use omnilog_views::reporting::ReportingView;
@@ -26,15 +27,14 @@ use omnilog_views::{journey, queue, reporting, segments};
 use serde_json::json;
 
 use crate::read::{Consistency, live_version, query};
-use crate::{ApiError, AppState, Scope, cluster};
-
-type Params = Query<BTreeMap<String, String>>;
+use crate::{ApiError, AppState, Params, Scope, cluster};
 
 /// The views' names (their `View::name`), as the runtime knows them.
 const JOURNEY: &str = "journey";
 const QUEUE: &str = "queue";
 const REPORTING: &str = "reporting";
 pub(crate) const SEGMENTS: &str = "segments";
+pub(crate) const ENGAGEMENT: &str = "engagement";
 
 fn views(state: &AppState) -> Result<&Arc<ViewRuntime>, ApiError> {
     state.views.as_ref().ok_or_else(|| {
@@ -80,7 +80,7 @@ pub async fn customer_journey(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.cluster.is_some() {
         state.access.check(&headers, Scope::Read)?;
@@ -174,7 +174,7 @@ pub async fn interaction(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.cluster.is_some() {
         state.access.check(&headers, Scope::Read)?;
@@ -197,7 +197,7 @@ pub async fn interaction(
 pub async fn queues(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.cluster.is_some() {
         state.access.check(&headers, Scope::Read)?;
@@ -216,7 +216,7 @@ pub async fn one_queue(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.cluster.is_some() {
         state.access.check(&headers, Scope::Read)?;
@@ -240,7 +240,7 @@ pub async fn one_queue(
 pub async fn agents(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.cluster.is_some() {
         state.access.check(&headers, Scope::Read)?;
@@ -257,7 +257,7 @@ pub async fn one_agent(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.cluster.is_some() {
         state.access.check(&headers, Scope::Read)?;
@@ -278,7 +278,7 @@ pub async fn one_agent(
 pub async fn report_summary(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.cluster.is_some() {
         state.access.check(&headers, Scope::Read)?;
@@ -301,7 +301,7 @@ pub async fn report_summary(
 pub async fn report_topics(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.cluster.is_some() {
         state.access.check(&headers, Scope::Read)?;
@@ -322,7 +322,7 @@ pub async fn report_topics(
 pub async fn report_journeys(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.cluster.is_some() {
         state.access.check(&headers, Scope::Read)?;
@@ -346,7 +346,7 @@ pub async fn report_journeys(
 pub async fn report_channels(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.cluster.is_some() {
         state.access.check(&headers, Scope::Read)?;
@@ -361,6 +361,31 @@ pub async fn report_channels(
     let live = live_version(views, SEGMENTS, &consistency).await?;
     let partial = query::<SegmentsView, _>(views, live, move |state, reads| {
         segments::channels_report(state, reads.records, &group_by, from, to)
+    })
+    .await?;
+    Ok(Json(partial.finish()).into_response())
+}
+
+/// `GET /v1/reports/engagement?from&to`: the reactors' notices by reason and how many
+/// notified customers contacted the desk within 24 h, against the held-out ones, over the
+/// decisions due in the range.
+pub async fn report_engagement(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Params(params): Params,
+) -> Result<impl IntoResponse, ApiError> {
+    if state.cluster.is_some() {
+        state.access.check(&headers, Scope::Read)?;
+        return Ok(
+            Json(cluster::report_engagement(&state, &headers, &params).await?).into_response(),
+        );
+    }
+    let (views, consistency) = prepare(&state, &headers, &params)?;
+    let from = time_param(&params, "from")?.unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let to = time_param(&params, "to")?.unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let live = live_version(views, ENGAGEMENT, &consistency).await?;
+    let partial = query::<EngagementView, _>(views, live, move |state, reads| {
+        engagement::engagement_report(state, reads.records, from, to)
     })
     .await?;
     Ok(Json(partial.finish()).into_response())
@@ -387,7 +412,7 @@ pub(crate) fn stats_fingerprint(answer: &queue::QueueAnswer) -> String {
 pub async fn queue_stream(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.cluster.is_some() {
         state.access.check(&headers, Scope::Read)?;

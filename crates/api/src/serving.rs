@@ -14,8 +14,18 @@
 //! `Connection: close`. hyper closes such a connection, as the unread rest of the body
 //! stands between it and the next request; without the header a client would keep the
 //! connection for its next request and see it fail.
+//!
+//! HTTP that hyper cannot parse (a malformed request line or header, a head past
+//! [`MAX_HEADER_BYTES`], more than 100 headers, a URI past 64 KiB) never reaches the router: hyper answers it
+//! itself with a bodiless 400, 431 or 414 and closes, and offers no hook to shape that
+//! answer (hyper 1.x writes it from `Conn::on_parse_error`, a head and no body). So the
+//! connection's socket is wrapped ([`ProblemAnswers`]): when hyper writes one of those
+//! answers, the same status goes out as a problem instead. Nothing else hyper writes is
+//! touched: the router never answers a 4xx without a problem body, so a bodiless 400, 414
+//! or 431 can only be hyper's own.
 
 use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +43,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
 /// How long a client may take to send a request's headers, or to start the next request
@@ -46,6 +57,11 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once (the default file descriptor limit of a process is often
 /// 1,024; the log, the store and Kafka need some of them too).
 pub const MAX_CONNECTIONS: usize = 768;
+
+/// The largest request head (request line and headers) read, in bytes; a larger one is 431.
+/// Without it hyper's limit is its read buffer's (about 400 KiB), which a head of 500 KB
+/// passes or not depending on how the socket's reads fall.
+pub const MAX_HEADER_BYTES: usize = 128 * 1024;
 
 /// The limits of [`serve_with`].
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +106,7 @@ pub async fn serve_with(
     connection
         .timer(TokioTimer::new())
         .header_read_timeout(limits.headers)
+        .max_header_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
@@ -114,6 +131,7 @@ pub async fn serve_with(
                 };
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(app.clone());
+                let stream = ProblemAnswers::new(stream);
                 let served = connection.serve_connection(TokioIo::new(stream), service);
                 let watched = graceful.watch(served);
                 tokio::spawn(async move {
@@ -189,4 +207,204 @@ async fn close_unless_body_read(request: Request, next: Next) -> Response {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// A connection's socket that turns hyper's own answers to HTTP it cannot parse (a head
+/// with `content-length: 0` and status 400, 414 or 431, written before any request of
+/// the connection reached the router or after the last was answered) into problems: see
+/// the module's comment. Reads pass through untouched.
+struct ProblemAnswers<S> {
+    inner: S,
+    /// A problem being written in place of hyper's answer: its bytes, how many went out,
+    /// and how many of hyper's bytes to report written once they all did.
+    replacing: Option<(Vec<u8>, usize, usize)>,
+}
+
+impl<S> ProblemAnswers<S> {
+    fn new(inner: S) -> Self {
+        ProblemAnswers {
+            inner,
+            replacing: None,
+        }
+    }
+}
+
+/// hyper's automatic answers: its status line, and what the problem says.
+const AUTOMATIC_ANSWERS: [(&str, u16, &str, &str); 3] = [
+    (
+        "HTTP/1.1 400 Bad Request\r\n",
+        400,
+        "/problems/invalid-request",
+        "the request is not HTTP/1.1 this server can read (a malformed request line or header)",
+    ),
+    (
+        "HTTP/1.1 431 Request Header Fields Too Large\r\n",
+        431,
+        "/problems/http-431",
+        // In step with MAX_HEADER_BYTES.
+        "the request's head is larger than this server reads (128 KiB of request line and headers, at most 100 headers)",
+    ),
+    (
+        "HTTP/1.1 414 URI Too Long\r\n",
+        414,
+        "/problems/http-414",
+        "the request's URI is longer than this server reads (64 KiB)",
+    ),
+];
+
+/// The problem to write instead of `written`, when `written` is one of hyper's bodiless
+/// automatic answers (a whole head and nothing after it); `None` for anything else.
+fn problem_for(written: &[u8]) -> Option<Vec<u8>> {
+    let (status_line, status, kind, detail) = AUTOMATIC_ANSWERS
+        .iter()
+        .find(|(line, ..)| written.starts_with(line.as_bytes()))?;
+    let head = std::str::from_utf8(written).ok()?;
+    let fields = head.strip_prefix(status_line)?.strip_suffix("\r\n\r\n")?;
+    let mut bodiless = false;
+    let mut kept = Vec::new();
+    for field in fields.split("\r\n") {
+        let (name, value) = field.split_once(':')?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" if value.trim() == "0" => bodiless = true,
+            "content-length" | "content-type" | "transfer-encoding" => return None,
+            "connection" => {}
+            _ => kept.push(field),
+        }
+    }
+    if !bodiless {
+        return None;
+    }
+    let title = status_line
+        .trim_end()
+        .splitn(3, ' ')
+        .nth(2)
+        .unwrap_or_default();
+    let body = serde_json::json!({
+        "type": kind,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    })
+    .to_string();
+    let mut answer = format!(
+        "{status_line}content-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for field in kept {
+        answer.push_str(field);
+        answer.push_str("\r\n");
+    }
+    answer.push_str("\r\n");
+    answer.push_str(&body);
+    Some(answer.into_bytes())
+}
+
+impl<S: AsyncWrite + Unpin> ProblemAnswers<S> {
+    /// Writes the problem in place of hyper's answer; once it is all out, reports hyper's
+    /// bytes written.
+    fn poll_replace(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        while let Some((problem, sent, _)) = &mut self.replacing {
+            if *sent == problem.len() {
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &problem[*sent..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => *sent += n,
+                other => return other,
+            }
+        }
+        let consumed = self.replacing.take().map_or(0, |(_, _, consumed)| consumed);
+        Poll::Ready(Ok(consumed))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ProblemAnswers<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ProblemAnswers<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.replacing.is_none() {
+            match problem_for(buf) {
+                Some(problem) => self.replacing = Some((problem, 0, buf.len())),
+                None => return Pin::new(&mut self.inner).poll_write(cx, buf),
+            }
+        }
+        self.poll_replace(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.replacing.is_none() {
+            // hyper's automatic answer is a head alone: the first slice, with none after.
+            let mut filled = bufs.iter().filter(|b| !b.is_empty());
+            let problem = match (filled.next(), filled.next()) {
+                (Some(only), None) => problem_for(only).map(|p| (p, only.len())),
+                _ => None,
+            };
+            match problem {
+                Some((problem, consumed)) => self.replacing = Some((problem, 0, consumed)),
+                None => return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+            }
+        }
+        self.poll_replace(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hyper_s_bodiless_answers_become_problems() {
+        let hyper_s = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\ndate: Tue, 01 Dec 2026 13:00:00 GMT\r\n\r\n";
+        let problem = String::from_utf8(problem_for(hyper_s).unwrap()).unwrap();
+        let (head, body) = problem.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(head.contains("content-type: application/problem+json\r\n"));
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())));
+        assert!(head.contains("date: Tue, 01 Dec 2026 13:00:00 GMT"));
+        assert_eq!(head.matches("connection: close").count(), 1);
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["status"], 431);
+        assert_eq!(body["title"], "Request Header Fields Too Large");
+        // What the router answers is never touched: a problem of its own, a body after the
+        // head, another status, a 400 of the router with a body.
+        for untouched in [
+            &b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\ncontent-length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n{}",
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            b"{\"HTTP/1.1 400 Bad Request\r\n\"}",
+        ] {
+            assert!(problem_for(untouched).is_none(), "{untouched:?}");
+        }
+    }
 }

@@ -30,6 +30,7 @@ async fn app(dir: &std::path::Path) -> Router {
         meta_verify_token: None,
         body_timeout: std::time::Duration::from_secs(5),
         service_levels: Default::default(),
+        ready_max_lag: ApiConfig::default().ready_max_lag,
     };
     router(AppState::new(
         ingest,

@@ -41,6 +41,7 @@ async fn harness(access: AccessControl, secrets: &[(&str, &str)]) -> Harness {
         meta_verify_token: Some("meatyhamhock".to_owned()),
         body_timeout: std::time::Duration::from_millis(500),
         service_levels: Default::default(),
+        ready_max_lag: ApiConfig::default().ready_max_lag,
     };
     let app = router(AppState::new(
         ingest,
@@ -888,6 +889,89 @@ async fn a_body_is_read_only_after_its_token_and_a_declared_length_over_the_limi
     assert_eq!(answer.status, StatusCode::REQUEST_TIMEOUT);
     assert_eq!(answer.content_type, "application/problem+json");
     assert_eq!(log_size(&h.log).await, 0);
+}
+
+/// A query field given twice (`?kind=phone&kind=email`) was read as its last value on
+/// every route that reads a query into a map: each of them refuses it, naming the field.
+#[tokio::test]
+async fn a_query_field_given_twice_is_refused_naming_it_on_every_route_that_takes_a_query() {
+    let h = harness(AccessControl::open(), &[("x", "x-consumer-secret")]).await;
+    let customer = "9b2f6c1e-0000-5000-8000-000000000000";
+    for (path, field) in [
+        (
+            "/v1/customers/resolve?kind=phone&kind=email&value=1",
+            "kind",
+        ),
+        (
+            "/v1/customers/resolve?kind=phone&value=%2B1555&value=%2B1556",
+            "value",
+        ),
+        (
+            &format!("/v1/customers/{customer}?after=i0:1&after=i0:2") as &str,
+            "after",
+        ),
+        (
+            &format!("/v1/customers/{customer}/journey?wait_ms=1&wait_ms=2"),
+            "wait_ms",
+        ),
+        ("/v1/interactions/chat-1?after=i0:1&after=i0:1", "after"),
+        (
+            "/v1/queues?now=2026-03-02T09:00:00Z&now=2026-03-02T10:00:00Z",
+            "now",
+        ),
+        ("/v1/queues/billing?now=a&now=b", "now"),
+        ("/v1/queues/stream?after=a&after=b", "after"),
+        ("/v1/agents?wait_ms=1&wait_ms=1", "wait_ms"),
+        ("/v1/agents/agent-1?after=a&after=b", "after"),
+        (
+            "/v1/reports/summary?group_by=queue&group_by=hour",
+            "group_by",
+        ),
+        ("/v1/reports/journeys?from=a&to=b&from=c", "from"),
+        ("/v1/reports/topics?to=a&to=b", "to"),
+        ("/v1/reports/engagement?from=a&from=b", "from"),
+        (
+            "/v1/reports/channels?group_by=segment&group_by=tier",
+            "group_by",
+        ),
+        (
+            "/v1/internal/partials/queues?partitions=1&partitions=2",
+            "partitions",
+        ),
+        (
+            "/v1/channels/messenger?hub.mode=subscribe&hub.verify_token=meatyhamhock&hub.challenge=1&hub.challenge=2",
+            "hub.challenge",
+        ),
+        ("/v1/channels/x?crc_token=a&crc_token=b", "crc_token"),
+    ] {
+        let answer = send(&h.app, get(path)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            answer.body
+        );
+        assert_eq!(answer.content_type, "application/problem+json", "{path}");
+        assert_eq!(answer.body["status"], 400, "{path}");
+        assert_eq!(answer.body["field"], field, "{path}: {}", answer.body);
+        assert!(
+            answer.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("more than once"),
+            "{path}: {}",
+            answer.body
+        );
+    }
+    // Given once, the same fields are read as before.
+    let once = send(
+        &h.app,
+        get("/v1/customers/resolve?kind=phone&value=%2B15550000001"),
+    )
+    .await;
+    assert_eq!(once.status, StatusCode::NOT_FOUND, "{}", once.body);
+    let crc = send(&h.app, get("/v1/channels/x?crc_token=a")).await;
+    assert_eq!(crc.status, StatusCode::OK, "{}", crc.body);
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The server loop's limits: a client that stalls its headers or idles on a kept-alive
 //! connection is disconnected, a stop does not wait for stalled clients beyond the drain
-//! time, connections beyond the limit wait their turn, and an answer that leaves a body
-//! unread closes its connection, saying so.
+//! time, connections beyond the limit wait their turn, an answer that leaves a body
+//! unread closes its connection, saying so, and HTTP that does not parse is answered with
+//! a problem too.
 
 use std::time::{Duration, Instant};
 
@@ -156,6 +157,123 @@ async fn an_answer_that_leaves_the_body_unread_says_the_connection_closes() {
         assert!(!answer.contains("connection: close"), "{answer}");
     }
     drop(kept);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("stopped")
+        .unwrap()
+        .unwrap();
+}
+
+/// HTTP that hyper cannot parse never reaches the router; hyper's own answer (a bodiless
+/// 400, 431 or 414) goes out as a problem of the same status, and the connection closes.
+#[tokio::test]
+async fn http_that_does_not_parse_is_answered_with_a_problem_and_closed() {
+    let (addr, stop, server) = start(LIMITS).await;
+    let many_headers: String = (0..120).map(|n| format!("X-H{n}: v\r\n")).collect();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "a request line of bad bytes",
+            b"GET /v1/\xff\x00 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "not HTTP (a TLS hello)",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "a header without a colon",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nnonsense\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "two content lengths",
+            b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n[]"
+                .to_vec(),
+            400,
+        ),
+        (
+            "a header of 500 KB",
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(500_000)
+            )
+            .into_bytes(),
+            431,
+        ),
+        (
+            "a head just past 128 KiB",
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(128 * 1024)
+            )
+            .into_bytes(),
+            431,
+        ),
+        (
+            "120 headers",
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes(),
+            431,
+        ),
+        (
+            "a URI of 70 KB",
+            format!(
+                "GET /healthz?{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                "a".repeat(70_000)
+            )
+            .into_bytes(),
+            414,
+        ),
+    ];
+    for (what, request, status) in cases {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        // The server answers and closes before it has read everything of a large head:
+        // the answer is read while the request goes out.
+        let (mut reader, mut writer) = stream.into_split();
+        let writing = tokio::spawn(async move {
+            let _ = writer.write_all(&request).await;
+            writer
+        });
+        let mut read = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut read))
+            .await
+            .expect("the server closed the connection within 5 s")
+            .expect("read");
+        drop(writing.await);
+        let answer = String::from_utf8_lossy(&read).into_owned();
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{what}: {answer:?}"));
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.starts_with(&format!("http/1.1 {status} ")),
+            "{what}: {head}"
+        );
+        assert!(
+            head.contains("content-type: application/problem+json\r\n"),
+            "{what}: {head}"
+        );
+        assert!(head.contains("connection: close"), "{what}: {head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{what}: {head}"
+        );
+        let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(problem["status"], status, "{what}: {problem}");
+        assert!(
+            problem["type"].as_str().unwrap().starts_with("/problems/"),
+            "{what}: {problem}"
+        );
+        assert!(!problem["detail"].as_str().unwrap().is_empty(), "{what}");
+    }
+    // And the server goes on answering.
+    let mut fine = TcpStream::connect(addr).await.unwrap();
+    fine.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&until_closed(&mut fine).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), server)
         .await

@@ -71,6 +71,7 @@ async fn start(dir: &Path) -> (Router, Arc<ViewRuntime>) {
         meta_verify_token: None,
         body_timeout: Duration::from_secs(5),
         service_levels: Default::default(),
+        ready_max_lag: ApiConfig::default().ready_max_lag,
     };
     let state = AppState::new(
         ingest,
@@ -211,5 +212,96 @@ async fn a_damaged_view_record_is_passed_over_and_counted_not_a_failed_query() {
     let customer = std::str::from_utf8(&damaged_key[2..2 + length]).unwrap();
     let (status, body) = get(&app, &format!("/v1/customers/{customer}/journey")).await;
     assert!(!status.is_server_error(), "{status} {body}");
+    runtime.stop().await.unwrap();
+}
+
+/// The fold side of the same damage: a customer's record is damaged on disk while the
+/// server is down, then that customer writes again. The fold that needs the record passes
+/// over it (counted, as queries count it) instead of failing and folding the same batch
+/// again for ever: the view catches up, and the customer's journey answers with the new
+/// event (its earlier history waits for a rebuild).
+#[tokio::test]
+async fn a_damaged_record_the_fold_needs_is_passed_over_and_the_view_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let post = |app: Router, events: Vec<Value>| async move {
+        let request = Request::post("/v1/events")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(Value::Array(events).to_string()))
+            .unwrap();
+        let (status, body) = call(&app, request).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    };
+    {
+        let (app, runtime) = start(dir.path()).await;
+        let events = (0..CUSTOMERS)
+            .map(|c| {
+                event(
+                    c,
+                    "interaction_started",
+                    "2026-03-02T09:00:00Z",
+                    json!({"direction": "inbound"}),
+                )
+            })
+            .collect();
+        post(app.clone(), events).await;
+        caught_up(&runtime).await;
+        runtime.stop().await.unwrap();
+    }
+
+    // The server is down: one customer's record is damaged on disk.
+    let customer = {
+        let store = once_free(|| ViewStore::open(&dir.path().join("views"))).await;
+        let version = store.active_version("journey").unwrap().unwrap();
+        let table = store.table("journey", version).unwrap();
+        let customers: Vec<Vec<u8>> = table
+            .dump()
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| key.first() == Some(&b'c'))
+            .collect();
+        assert_eq!(customers.len(), CUSTOMERS, "one record per customer");
+        let key = customers[5].clone();
+        let checkpoint = table.checkpoint().unwrap();
+        table
+            .commit(
+                Changes {
+                    puts: vec![(key.clone(), vec![0xff; 5])],
+                    deletes: Vec::new(),
+                },
+                &checkpoint,
+            )
+            .unwrap();
+        store.flush().unwrap();
+        // The key is the tag, then the customer id in postcard: its length, its bytes.
+        let length = usize::from(key[1]);
+        std::str::from_utf8(&key[2..2 + length]).unwrap().to_owned()
+    };
+
+    let (app, runtime) = start(dir.path()).await;
+    caught_up(&runtime).await;
+    // Every customer writes again, the damaged one among them: the fold needs its record.
+    let events = (0..CUSTOMERS)
+        .map(|c| {
+            event(
+                c,
+                "wrapped_up",
+                "2026-03-02T09:10:00Z",
+                json!({"agent_id": "alice", "resolved": true, "topics": ["billing"]}),
+            )
+        })
+        .collect();
+    post(app.clone(), events).await;
+    caught_up(&runtime).await;
+    let (_, views) = get(&app, "/v1/views").await;
+    assert_eq!(views["views"][0]["unreadable_records"], 1, "{views}");
+    let (status, journey) = get(&app, &format!("/v1/customers/{customer}/journey")).await;
+    assert_eq!(status, StatusCode::OK, "{journey}");
+    let text = journey.to_string();
+    assert!(text.contains("wrapped up by alice"), "{journey}");
+    // The others kept their whole history.
+    let (status, report) = get(&app, "/v1/reports/journeys").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["journeys"], CUSTOMERS, "{report}");
     runtime.stop().await.unwrap();
 }

@@ -15,7 +15,9 @@
 //!   with reason `resolved` at `endsAt`.
 //!
 //! The "customer" of an alert is the service that raised it (handle kind `service`): the
-//! `service` label, else `job`, else `instance`, else the alert name.
+//! `service` label, else `job`, else `instance`, else the alert name. A `segment` label is
+//! kept in the `interaction_started`'s attributes: the alert fires for the customers of
+//! that segment (the reactors' `segment_alert` rules notify them).
 
 use std::collections::BTreeMap;
 
@@ -129,7 +131,10 @@ impl ChannelIngestor for Alertmanager {
                 .filter(|s| !s.is_empty())
                 .or(summary)
                 .unwrap_or(alert_name);
+            // `segment` names the customers the alert concerns (the reactors' segment
+            // alerts notify them).
             let kept = attributes([
+                ("segment", alert.labels.get("segment")),
                 ("severity", alert.labels.get("severity")),
                 ("generator_url", alert.generator_url.as_ref()),
                 ("receiver", notification.receiver.as_ref()),
@@ -200,6 +205,21 @@ mod tests {
             .collect();
         assert_eq!(services[0], "checkout");
         assert_eq!(services[3], "node-exporter");
+    }
+
+    #[test]
+    fn a_segment_label_is_kept_on_the_firing() {
+        let mut body: serde_json::Value = serde_json::from_slice(&crate::testing::fixture(
+            "alert",
+            "firing-and-resolved.json",
+        ))
+        .unwrap();
+        body["alerts"][0]["labels"]["segment"] = json!("retail");
+        let events = Alertmanager
+            .parse(&request(JSON, body.to_string()))
+            .unwrap();
+        assert_eq!(events[0].attributes["segment"], "retail");
+        assert!(!events[3].attributes.contains_key("segment"));
     }
 
     #[test]

@@ -12,8 +12,12 @@
 //! ingest decided.
 //!
 //! Resolution folds a request's events into the view before the append completes, so the
-//! next event of the same batch sees them. If the append fails, nothing was written and
-//! the view is rebuilt from the log, so no decision survives that the log does not hold.
+//! next event of the same batch (and the next request of the group) sees them. The view
+//! records what those folds change meanwhile ([`IdentityView::mark`]): if the append fails,
+//! nothing was written and exactly those changes are taken back, so no decision survives
+//! that the log does not hold, at the cost of what the group changed. (Folding the view
+//! again from the whole log would cost the whole history on every refused group, and a
+//! full disk refuses every retry.)
 
 pub mod token;
 
@@ -24,7 +28,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use omnilog_events::{Body, Destination, Event, EventError};
 use omnilog_log::{AppendRecord, EventLog, LogError, Topic};
 use omnilog_views::IdentityView;
-use omnilog_views::identity::{CustomerId, CustomerIdentity};
+use omnilog_views::identity::{CustomerId, CustomerIdentity, Mark};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -119,6 +123,19 @@ struct RecentIds {
     /// Ids are hashed with foldhash (seeded per process), not SipHash: this map is probed
     /// for every event ingested, and SipHash was a visible part of ingest's CPU.
     entries: HashMap<Uuid, Remembered, foldhash::fast::RandomState>,
+    /// While a group is staged (see [`State::stage`]): how to take back each change.
+    undo: Option<Vec<RecentUndo>>,
+}
+
+/// A change to [`RecentIds`] made while a group is staged, as it is taken back.
+#[derive(Debug)]
+enum RecentUndo {
+    /// An id was added at the back.
+    Inserted,
+    /// The oldest id made room.
+    Evicted(Uuid, Remembered),
+    /// An id learnt where the log holds it.
+    Stored(Uuid),
 }
 
 impl RecentIds {
@@ -128,15 +145,20 @@ impl RecentIds {
         }
         if let Some(entry) = self.entries.get_mut(&event_id) {
             // The first copy's position is the one a duplicate answers with.
-            if entry.stored.is_none() {
+            if entry.stored.is_none() && stored.is_some() {
                 entry.stored = stored;
+                if let Some(undo) = &mut self.undo {
+                    undo.push(RecentUndo::Stored(event_id));
+                }
             }
             return;
         }
         if self.order.len() == self.capacity
             && let Some(oldest) = self.order.pop_front()
+            && let Some(evicted) = self.entries.remove(&oldest)
+            && let Some(undo) = &mut self.undo
         {
-            self.entries.remove(&oldest);
+            undo.push(RecentUndo::Evicted(oldest, evicted));
         }
         self.order.push_back(event_id);
         self.entries.insert(
@@ -146,6 +168,36 @@ impl RecentIds {
                 stored,
             },
         );
+        if let Some(undo) = &mut self.undo {
+            undo.push(RecentUndo::Inserted);
+        }
+    }
+
+    /// Takes back the changes recorded since the record held `to` of them, newest first.
+    fn rollback_to(&mut self, to: usize) {
+        let Some(mut undo) = self.undo.take() else {
+            return;
+        };
+        while undo.len() > to {
+            match undo.pop() {
+                Some(RecentUndo::Inserted) => {
+                    if let Some(id) = self.order.pop_back() {
+                        self.entries.remove(&id);
+                    }
+                }
+                Some(RecentUndo::Evicted(id, remembered)) => {
+                    self.order.push_front(id);
+                    self.entries.insert(id, remembered);
+                }
+                Some(RecentUndo::Stored(id)) => {
+                    if let Some(entry) = self.entries.get_mut(&id) {
+                        entry.stored = None;
+                    }
+                }
+                None => break,
+            }
+        }
+        self.undo = Some(undo);
     }
 
     /// Where the log already holds this event, if ingest knows.
@@ -160,6 +212,13 @@ enum Prepared {
     Append(Topic, String),
     /// The log already holds it there.
     Stored(EventPosition),
+}
+
+/// Where a staged group (or one request of it) can be taken back to.
+#[derive(Clone, Copy, Debug)]
+struct StagePoint {
+    identity: Mark,
+    recent: usize,
 }
 
 /// What the sequencer and the queries share.
@@ -186,6 +245,34 @@ impl State {
             last_recorded: DateTime::UNIX_EPOCH,
             folded_to: Vec::new(),
         }
+    }
+
+    /// Starts recording the changes folds make (or notes where the record is), so they
+    /// can be taken back to here: the sequencer stages each group, and each request of it,
+    /// until the log has the group's events. `last_recorded` is not taken back: stamps
+    /// only ever move forward, and a stamp handed to a refused event is simply unused.
+    fn stage(&mut self) -> StagePoint {
+        StagePoint {
+            identity: self.identity.mark(),
+            recent: self.recent.undo.get_or_insert_with(Vec::new).len(),
+        }
+    }
+
+    /// Whether a group is staged (its decisions are not in the log yet).
+    fn is_staged(&self) -> bool {
+        self.identity.is_marked()
+    }
+
+    /// Takes back every fold since `point`; staging goes on until [`Self::keep`].
+    fn take_back_to(&mut self, point: StagePoint) {
+        self.identity.rollback_to(point.identity);
+        self.recent.rollback_to(point.recent);
+    }
+
+    /// Keeps what is staged (the log has it) and stops recording.
+    fn keep(&mut self) {
+        self.identity.commit();
+        self.recent.undo = None;
     }
 
     fn fold(&mut self, event: &Event) {
@@ -356,10 +443,11 @@ impl Ingest {
         answer.await.map_err(|_| IngestError::ShuttingDown)?
     }
 
-    /// How many interaction records other writers appended that the identity view has not
-    /// folded yet; `None` when this ingest does not follow other writers (it is the only
-    /// one, so its view is always current).
-    pub async fn identity_lag(&self) -> Result<Option<u64>, IngestError> {
+    /// Per interactions partition (by index), how far the identity view has folded the log
+    /// and where the log ends: what other writers appended that it has not folded yet lies
+    /// between. `None` when this ingest does not follow other writers (it is the only one,
+    /// so its view is always current).
+    pub async fn identity_progress(&self) -> Result<Option<Vec<(u64, u64)>>, IngestError> {
         let Some(log) = &self.followed else {
             return Ok(None);
         };
@@ -368,10 +456,8 @@ impl Ingest {
         Ok(Some(
             ends.iter()
                 .enumerate()
-                .map(|(partition, end)| {
-                    end.saturating_sub(folded.get(partition).copied().unwrap_or(0))
-                })
-                .sum(),
+                .map(|(partition, &end)| (folded.get(partition).copied().unwrap_or(0), end))
+                .collect(),
         ))
     }
 
@@ -384,6 +470,13 @@ impl Ingest {
     /// A customer's identity as ingest knows it.
     pub fn customer(&self, id: &str) -> Option<CustomerIdentity> {
         lock(&self.state).identity.customer(id)
+    }
+
+    /// A copy of the whole identity view as ingest holds it now (decisions of a group whose
+    /// append is pending included), for checks and tools: it copies every customer and
+    /// handle, so it is not for a request's path.
+    pub fn identity_snapshot(&self) -> IdentityView {
+        lock(&self.state).identity.clone()
     }
 }
 
@@ -464,8 +557,10 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
                 continue;
             };
             let mut state = lock(&state);
-            // A rebuild in between replaced the view and its positions: read again.
-            if state.folded_to.get(partition) != Some(&from) {
+            // A rebuild in between replaced the view and its positions: read again. While
+            // a group of this server's is staged, wait: taking it back restores the states
+            // it changed as they were before it, which would take these folds back too.
+            if state.folded_to.get(partition) != Some(&from) || state.is_staged() {
                 continue;
             }
             for record in &records {
@@ -522,11 +617,13 @@ async fn commit_group(log: &dyn EventLog, state: &Mutex<State>, jobs: Vec<Job>) 
     let mut records: Vec<AppendRecord> = Vec::new();
     let mut pending: HashMap<Uuid, usize> = HashMap::new();
     let mut accepted_jobs = Vec::with_capacity(jobs.len());
-    {
+    let group = {
         let mut state = lock(state);
+        let group = state.stage();
         for mut job in jobs {
             let mut slots = Vec::with_capacity(job.events.len());
             let first_record = records.len();
+            let job_start = state.stage();
             let mut failure = None;
             for (index, event) in job.events.iter_mut().enumerate() {
                 match state.prepare(event) {
@@ -551,8 +648,10 @@ async fn commit_group(log: &dyn EventLog, state: &Mutex<State>, jobs: Vec<Job>) 
             }
             match failure {
                 // Validation upstream makes this unreachable in practice; if it happens the
-                // events already folded for this job are undone by the rebuild below.
+                // events already folded for this job are taken back before the next job
+                // resolves, so the jobs after it resolve as if it had never come.
                 Some(error) => {
+                    state.take_back_to(job_start);
                     for dropped in records.drain(first_record..) {
                         pending.remove(&dropped.event_id);
                     }
@@ -562,8 +661,8 @@ async fn commit_group(log: &dyn EventLog, state: &Mutex<State>, jobs: Vec<Job>) 
                 None => accepted_jobs.push((Some(job.reply), slots)),
             }
         }
-    }
-    let any_refused = accepted_jobs.iter().any(|(reply, _)| reply.is_none());
+        group
+    };
     let written: Vec<(Uuid, String, Topic)> = records
         .iter()
         .map(|r| (r.event_id, r.key.clone(), r.topic))
@@ -587,6 +686,7 @@ async fn commit_group(log: &dyn EventLog, state: &Mutex<State>, jobs: Vec<Job>) 
                 .collect();
             {
                 let mut state = lock(state);
+                state.keep();
                 for (position, (event_id, key, _)) in positions.iter().zip(&written) {
                     let stored = EventPosition {
                         duplicate: true,
@@ -624,20 +724,23 @@ async fn commit_group(log: &dyn EventLog, state: &Mutex<State>, jobs: Vec<Job>) 
                 }
                 let _ = reply.send(Ok(receipt));
             }
-            if any_refused && let Err(error) = rebuild(log, state).await {
-                tracing::error!(%error, "could not rebuild the identity view after a refused request");
-            }
         }
         Err(error) => {
             tracing::warn!(%error, "append failed; every request of the group is refused");
+            {
+                // Taken back before anyone hears of the refusal, so a retry resolves
+                // against the view as it was before the group. (On Kafka a refused append
+                // may still have landed in part: the follower of the log folds whatever
+                // did, as it folds any other writer's records.)
+                let mut state = lock(state);
+                state.take_back_to(group);
+                state.keep();
+            }
             let message = error.to_string();
             for (reply, _) in accepted_jobs {
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(IngestError::Unavailable(message.clone())));
                 }
-            }
-            if let Err(error) = rebuild(log, state).await {
-                tracing::error!(%error, "could not rebuild the identity view after a failed append");
             }
         }
     }

@@ -2,16 +2,22 @@
 //! answers 503 with `Retry-After`), no decision of the refused request survives in the
 //! identity view, and the same request sent again once the disk has room is accepted, as
 //! new, with nothing lost or doubled. The disk failure is injected at the embedded log's
-//! sync (see `crates/log/tests/full_disk.rs` for why injected).
+//! sync (see `crates/log/tests/full_disk.rs` for why injected). A refused append takes back
+//! exactly its own decisions, without reading the log again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use omnilog_events::Event;
 use omnilog_ingest::{Ingest, IngestConfig, IngestError};
-use omnilog_log::{DiskFault, EmbeddedLog, EventLog, PartitionCounts, Topic};
-use serde_json::json;
+use omnilog_log::{
+    AppendOutcome, AppendRecord, DiskFault, EmbeddedLog, EventLog, LogError, LogRecord,
+    PartitionCounts, Topic,
+};
+use serde_json::{Value, json};
 
-fn event(source_event_id: &str, customer: serde_json::Value) -> Event {
+fn event(source_event_id: &str, customer: Value) -> Event {
     let text = json!({
         "source": "test",
         "source_event_id": source_event_id,
@@ -87,4 +93,181 @@ async fn a_request_refused_on_a_full_disk_leaves_no_trace_and_is_accepted_once_t
     let repeated = ingest.submit(linking()).await.unwrap();
     assert_eq!((repeated.accepted, repeated.duplicates), (0, 1));
     assert_eq!(records_in_log(&log).await, 2);
+}
+
+/// The embedded log, counting the reads of the interactions topic: folding the identity
+/// view from the log reads every partition of it, so a count that does not move shows
+/// that nothing was folded again.
+#[derive(Debug)]
+struct CountingLog {
+    inner: Arc<EmbeddedLog>,
+    interaction_reads: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl EventLog for CountingLog {
+    fn partitions(&self, topic: Topic) -> u32 {
+        self.inner.partitions(topic)
+    }
+
+    async fn append(&self, batch: Vec<AppendRecord>) -> Result<Vec<AppendOutcome>, LogError> {
+        self.inner.append(batch).await
+    }
+
+    async fn read(
+        &self,
+        topic: Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        if topic == Topic::Interactions {
+            self.interaction_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.read(topic, partition, from, max).await
+    }
+
+    async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
+        self.inner.end_offsets(topic).await
+    }
+
+    async fn wait_beyond(
+        &self,
+        topic: Topic,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<u64, LogError> {
+        self.inner
+            .wait_beyond(topic, partition, offset, timeout)
+            .await
+    }
+}
+
+/// A canonical event of `kind` from the CRM, with `fields` beside the envelope.
+fn crm_event(source_event_id: &str, customer: Value, kind: &str, fields: Value) -> Event {
+    let mut text = json!({
+        "source": "crm",
+        "source_event_id": source_event_id,
+        "occurred_at": "2026-03-02T09:00:00Z",
+        "customer": customer,
+        "type": kind,
+    });
+    for (name, value) in fields.as_object().unwrap() {
+        text[name] = value.clone();
+    }
+    omnilog_events::parse_event(text.to_string().as_bytes()).expect("a valid event")
+}
+
+#[tokio::test]
+async fn a_refused_append_takes_back_exactly_its_decisions_without_folding_the_log_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
+    let log = Arc::new(CountingLog {
+        inner: embedded.clone(),
+        interaction_reads: AtomicU64::new(0),
+    });
+    let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
+        .await
+        .unwrap();
+    // A history with two customers sharing nothing yet, one of them linked by the CRM.
+    let history = vec![
+        event(
+            "h1",
+            json!({"handles": [{"kind": "phone", "value": "+15550000011"}]}),
+        ),
+        event(
+            "h2",
+            json!({"handles": [{"kind": "phone", "value": "+15550000022"}]}),
+        ),
+        crm_event(
+            "h3",
+            json!({"id": "crm-3", "handles": [{"kind": "email", "value": "three@example.com"}]}),
+            "identity_linked",
+            json!({}),
+        ),
+    ];
+    let written = ingest.submit(history).await.unwrap();
+    assert_eq!(written.accepted, 3);
+    let first_phone = ingest.resolve_handle("phone", "+15550000011").unwrap();
+    let second_phone = ingest.resolve_handle("phone", "+15550000022").unwrap();
+    let before = ingest.identity_snapshot();
+    let reads_before = log.interaction_reads.load(Ordering::Relaxed);
+
+    // One request whose decisions touch what the view already holds: the first phone's
+    // customer claims the second phone (two claimants: merge candidates), the CRM links
+    // the email elsewhere and merges two customers, a new customer arrives with a handle
+    // kind the view has not seen. The disk refuses its append.
+    let refused = || {
+        vec![
+            event(
+                "r1",
+                json!({"handles": [
+                    {"kind": "phone", "value": "+15550000011"},
+                    {"kind": "phone", "value": "+15550000022"},
+                ]}),
+            ),
+            crm_event(
+                "r2",
+                json!({"id": first_phone, "handles": [{"kind": "email", "value": "three@example.com"}]}),
+                "identity_linked",
+                json!({}),
+            ),
+            crm_event(
+                "r3",
+                json!({"id": first_phone, "handles": []}),
+                "customers_merged",
+                json!({"from_customer": second_phone, "into_customer": first_phone}),
+            ),
+            event(
+                "r4",
+                json!({"handles": [{"kind": "fax", "value": "+15550000044"}]}),
+            ),
+        ]
+    };
+    embedded.inject_disk_fault(DiskFault::Sync, 1);
+    match ingest.submit(refused()).await {
+        Err(IngestError::Unavailable(_)) => {}
+        other => panic!("expected the request to be refused as unavailable, got {other:?}"),
+    }
+    assert_eq!(
+        ingest.identity_snapshot(),
+        before,
+        "the identity view is exactly what it was before the refused request"
+    );
+    assert_eq!(
+        log.interaction_reads.load(Ordering::Relaxed),
+        reads_before,
+        "the refusal was taken back without reading the log again"
+    );
+    assert_eq!(ingest.resolve_handle("fax", "+15550000044"), None);
+    assert_eq!(
+        ingest
+            .resolve_handle("email", "three@example.com")
+            .as_deref(),
+        Some("crm-3")
+    );
+    assert!(
+        ingest
+            .customer(&second_phone)
+            .unwrap()
+            .merged_from
+            .is_empty()
+    );
+
+    // Once the disk has room, the same request is written, and the view ingest holds is the
+    // one a fold of the whole log gives.
+    let again = ingest.submit(refused()).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (4, 0));
+    assert_eq!(
+        ingest.resolve_handle("phone", "+15550000022").as_deref(),
+        Some(first_phone.as_str())
+    );
+    let refolded = Ingest::start(
+        embedded.clone() as Arc<dyn EventLog>,
+        IngestConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ingest.identity_snapshot(), refolded.identity_snapshot());
 }

@@ -13,6 +13,7 @@ use omnilog_events::Channel;
 use omnilog_views::reporting::ReportingConfig;
 use serde::Deserialize;
 
+use crate::reactor::{ReactorConfig, ReactorMode};
 use crate::router::{RouteMode, RouterConfig};
 
 /// The flags shared by `serve` (and, later, the distributed commands).
@@ -49,6 +50,10 @@ pub struct ServerArgs {
     /// Connections served at once; more wait in the listen backlog [default: 768].
     #[arg(long, env = "OMNILOG_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Seconds the views may be behind the log and `/readyz` still answer ready; 0 wants
+    /// them at the log's end at every probe [default: 5].
+    #[arg(long, env = "OMNILOG_READY_MAX_LAG_SECS")]
+    pub ready_max_lag_secs: Option<u64>,
     /// A bearer token and its scopes, as TOKEN=scope,scope (scopes: ingest, read, metrics,
     /// admin).
     /// Repeatable; in the environment, separate tokens with ';'.
@@ -69,6 +74,14 @@ pub struct ServerArgs {
     /// Seconds an offer waits for an answer before it times out [default: 30].
     #[arg(long, env = "OMNILOG_OFFER_TIMEOUT_SECS")]
     pub offer_timeout_secs: Option<u64>,
+    /// Whether this process runs the proactive-engagement rules (`[[reactors]]` in the
+    /// config file): `on` or `off`. One process per log runs them [default: on].
+    #[arg(long, value_enum, env = "OMNILOG_REACTOR")]
+    pub reactor: Option<ReactorMode>,
+    /// Minutes after a notice fell due that the reactor still sends it (older ones, such as
+    /// those of a back-filled history, are never sent) [default: 60].
+    #[arg(long, env = "OMNILOG_REACTOR_MAX_LATE_MINUTES")]
+    pub reactor_max_late_minutes: Option<u64>,
     /// The verify token of Meta's webhook subscription handshake (messenger, whatsapp).
     #[arg(long, env = "OMNILOG_META_VERIFY_TOKEN")]
     pub meta_verify_token: Option<String>,
@@ -134,12 +147,18 @@ struct FileConfig {
     body_timeout_secs: Option<u64>,
     drain_secs: Option<u64>,
     max_connections: Option<usize>,
+    ready_max_lag_secs: Option<u64>,
     #[serde(default)]
     tokens: Vec<FileToken>,
     #[serde(default)]
     channel_secrets: BTreeMap<String, String>,
     route: Option<RouteMode>,
     offer_timeout_secs: Option<u64>,
+    reactor: Option<ReactorMode>,
+    reactor_max_late_minutes: Option<u64>,
+    /// The proactive-engagement rules.
+    #[serde(default)]
+    reactors: Vec<omnilog_reactor::RuleSpec>,
     meta_verify_token: Option<String>,
     #[serde(default)]
     service_level: BTreeMap<String, u32>,
@@ -170,6 +189,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub partitions: u32,
     pub router: RouterConfig,
+    pub reactor: ReactorConfig,
     pub reporting: ReportingConfig,
     pub access: AccessControl,
     pub api: ApiConfig,
@@ -248,6 +268,27 @@ impl ServerArgs {
             }
             router.offer_timeout = std::time::Duration::from_secs(seconds);
         }
+        let reactor = ReactorConfig {
+            mode: self.reactor.or(file.reactor).unwrap_or(ReactorMode::On),
+            rules: omnilog_reactor::check_rules(&file.reactors)
+                .context("a rule of the config file's [[reactors]]")?,
+            max_late: match self
+                .reactor_max_late_minutes
+                .or(file.reactor_max_late_minutes)
+            {
+                None => ReactorConfig::default().max_late,
+                Some(minutes) => i64::try_from(minutes)
+                    .ok()
+                    .filter(|m| (1..=7 * 24 * 60).contains(m))
+                    .map(chrono::TimeDelta::minutes)
+                    .with_context(|| {
+                        format!(
+                            "--reactor-max-late-minutes must be between 1 and 10080 (a week), not {minutes}"
+                        )
+                    })?,
+            },
+            ..ReactorConfig::default()
+        };
         for (flag, value) in [
             (
                 "--header-timeout-secs",
@@ -311,6 +352,7 @@ impl ServerArgs {
             projector_file,
             log,
             router,
+            reactor,
             reporting: reporting.clone(),
             read_only: self.read_only,
             data_dir: self
@@ -336,6 +378,10 @@ impl ServerArgs {
                     .body_timeout_secs
                     .or(file.body_timeout_secs)
                     .map_or(defaults.body_timeout, std::time::Duration::from_secs),
+                ready_max_lag: self
+                    .ready_max_lag_secs
+                    .or(file.ready_max_lag_secs)
+                    .map_or(defaults.ready_max_lag, std::time::Duration::from_secs),
             },
             http: {
                 let limits = omnilog_api::serving::Limits::default();
@@ -510,6 +556,7 @@ mod tests {
 body_timeout_secs = 4
 drain_secs = 5
 max_connections = 6
+ready_max_lag_secs = 0
 ",
         )
         .unwrap();
@@ -523,6 +570,67 @@ max_connections = 6
         assert_eq!(config.api.body_timeout, std::time::Duration::from_secs(4));
         assert_eq!(config.http.drain, std::time::Duration::from_secs(7));
         assert_eq!(config.http.connections, 6);
+        assert_eq!(config.api.ready_max_lag, std::time::Duration::ZERO);
+        assert_eq!(
+            defaults.api.ready_max_lag,
+            omnilog_api::admin::READY_MAX_LAG
+        );
+    }
+
+    #[test]
+    fn reactor_rules_come_from_the_file_and_a_bad_one_names_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("omnilog.toml");
+        std::fs::write(
+            &path,
+            "reactor_max_late_minutes = 30\n[[reactors]]\nreason = \"callback\"\nkind = \"abandoned_callback\"\nafter_minutes = 10\n",
+        )
+        .unwrap();
+        let config = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.reactor.mode, ReactorMode::On);
+        assert_eq!(config.reactor.rules.len(), 1);
+        assert_eq!(config.reactor.rules[0].reason, "callback");
+        assert_eq!(config.reactor.max_late, chrono::TimeDelta::minutes(30));
+        let off = ServerArgs {
+            config: Some(path),
+            reactor: Some(ReactorMode::Off),
+            reactor_max_late_minutes: Some(90),
+            ..ServerArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(off.reactor.mode, ReactorMode::Off, "the flag wins");
+        assert_eq!(off.reactor.max_late, chrono::TimeDelta::minutes(90));
+        for (text, says) in [
+            (
+                "[[reactors]]\nreason = \"callback\"\nkind = \"abandoned_callback\"\nchannel = \"pigeon\"\n",
+                "reactors[0].channel",
+            ),
+            (
+                "[[reactors]]\nreason = \"callback\"\nkind = \"callback_please\"\n",
+                "callback_please",
+            ),
+            (
+                "reactor_max_late_minutes = 0\n",
+                "--reactor-max-late-minutes",
+            ),
+        ] {
+            let bad = dir.path().join("bad.toml");
+            std::fs::write(&bad, text).unwrap();
+            let error = ServerArgs {
+                config: Some(bad),
+                ..ServerArgs::default()
+            }
+            .resolve()
+            .unwrap_err();
+            let error = format!("{error:#}");
+            assert!(error.contains(says), "{text}: {error}");
+        }
     }
 
     #[test]

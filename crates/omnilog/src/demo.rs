@@ -86,6 +86,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // the router is held until the back-fill is in.
     config.router.mode = RouteMode::AutoAccept;
     config.router.held = args.backfill_hours > 0.0;
+    // Likewise a reactor (when rules are configured) acts only on notices due once the
+    // demo is live, never on the back-filled day's triggers.
+    config.reactor.held = args.backfill_hours > 0.0;
     let server = serve::start(config).await?;
     let base = format!("http://{}", server.addr);
     let simulation_args = SimulateArgs {

@@ -9,6 +9,7 @@ mod import;
 mod inspect;
 mod progress;
 mod projector;
+mod reactor;
 mod replay;
 mod router;
 mod serve;

@@ -18,6 +18,7 @@ use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
 use omnilog_projector::{Projectable, ProjectorConfig, ProjectorMetrics, ViewRuntime};
 use omnilog_store::ViewStore;
 use omnilog_views::IdentityView;
+use omnilog_views::engagement::EngagementView;
 use omnilog_views::journey::{JourneyConfig, JourneyView};
 use omnilog_views::queue::QueueView;
 use omnilog_views::reporting::{ReportingConfig, ReportingView};
@@ -26,6 +27,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{LogBackend, ServerArgs, ServerConfig};
+use crate::reactor::{Reactor, ReactorGate};
 use crate::router::{Router, RouterGate};
 
 /// A running server.
@@ -36,14 +38,20 @@ pub struct Server {
     views: Option<Arc<ViewRuntime>>,
     /// Opens the router when it was started held.
     routing: Option<RouterGate>,
+    /// Opens the reactor when it was started held.
+    reacting: Option<ReactorGate>,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Server {
-    /// Lets a router started held route (`omnilog demo`, once its back-fill is in).
+    /// Lets a router and a reactor started held act (`omnilog demo`, once its back-fill is
+    /// in): the router routes from now on, the reactor acts on notices due from now on.
     pub fn open_routing(&self) {
         if let Some(gate) = &self.routing {
+            gate.open();
+        }
+        if let Some(gate) = &self.reacting {
             gate.open();
         }
     }
@@ -116,9 +124,19 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
     .context("starting the projectors")?;
     let routing = Router::start(ingest.clone(), views.clone(), config.router);
     let gate = routing.as_ref().map(Router::gate);
+    let reacting = Reactor::start(ingest.clone(), views.clone(), config.reactor.clone());
+    let reactor_gate = reacting.as_ref().map(Reactor::gate);
     let app = router(write_side(ingest, &config).with_views(views.clone(), metrics));
-    let mut server = serve_app(config, app, Some(views), Some(log), routing).await?;
+    let mut server = serve_app(
+        config,
+        app,
+        Some(views),
+        Some(log),
+        Deciders { routing, reacting },
+    )
+    .await?;
     server.routing = gate;
+    server.reacting = reactor_gate;
     Ok(server)
 }
 
@@ -133,7 +151,7 @@ pub async fn start_ingest_server(config: ServerConfig) -> anyhow::Result<Server>
     let log = open_log(&config).await?;
     let ingest = start_ingest(&config, log.clone()).await?;
     let app = router(write_side(ingest, &config));
-    serve_app(config, app, None, Some(log), None).await
+    serve_app(config, app, None, Some(log), Deciders::default()).await
 }
 
 /// The API's state for a server with a write path: every channel, the configured access
@@ -185,14 +203,22 @@ pub async fn start_ingest(config: &ServerConfig, log: Arc<dyn EventLog>) -> anyh
         .context("starting the write path")
 }
 
-/// Listens and serves `app` until stopped; then stops the router and the projectors and
-/// closes the log.
+/// The tasks that write decisions through a server's write path: the router and the
+/// reactor (neither on an ingest server or a read-only one).
+#[derive(Debug, Default)]
+struct Deciders {
+    routing: Option<Router>,
+    reacting: Option<Reactor>,
+}
+
+/// Listens and serves `app` until stopped; then stops the router, the reactor and the
+/// projectors and closes the log.
 async fn serve_app(
     config: ServerConfig,
     app: axum::Router,
     views: Option<Arc<ViewRuntime>>,
     log: Option<Arc<dyn EventLog>>,
-    routing: Option<Router>,
+    deciders: Deciders,
 ) -> anyhow::Result<Server> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -205,9 +231,12 @@ async fn serve_app(
         omnilog_api::serving::serve_with(listener, app, stopped, limits)
             .await
             .context("serving HTTP")?;
-        // The router stops before the write path it writes through.
-        if let Some(routing) = routing {
+        // The router and the reactor stop before the write path they write through.
+        if let Some(routing) = deciders.routing {
             routing.stop().await;
+        }
+        if let Some(reacting) = deciders.reacting {
+            reacting.stop().await;
         }
         // Every acknowledged write is already durable; the projectors finish their batch
         // and flush, and dropping the last log handle stops the log's writer.
@@ -221,6 +250,7 @@ async fn serve_app(
         addr,
         views: running_views,
         routing: None,
+        reacting: None,
         shutdown,
         task,
     })
@@ -252,7 +282,7 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
         Arc::new(config.api.clone()),
         views.clone(),
     ));
-    serve_app(config, app, Some(views), None, None).await
+    serve_app(config, app, Some(views), None, Deciders::default()).await
 }
 
 /// Every projected view, with the contract's defaults.
@@ -267,6 +297,7 @@ pub fn views_with(reporting: ReportingConfig) -> Vec<Arc<dyn Projectable>> {
         Arc::new(QueueView),
         Arc::new(ReportingView::new(reporting.clone())),
         Arc::new(SegmentsView::new(reporting)),
+        Arc::new(EngagementView),
     ]
 }
 

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use omnilog_events::{Destination, Event};
 use omnilog_log::{AppendRecord, LogRecord, Topic};
 use omnilog_store::{Checkpoint, TableReader, ViewTable};
-use omnilog_views::{Changes, LogPosition, View, ViewError, ViewState};
+use omnilog_views::{Changes, LogPosition, RecordSource, View, ViewError, ViewState};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -447,7 +447,19 @@ impl<V: View> AnyVersion for Version<V> {
             let loaded = self.table.get_many(missing)?;
             let mut state = self.state.write().map_err(lock_error)?;
             for (key, value) in loaded {
-                state.restore(&key, value.as_deref())?;
+                match state.restore(&key, value.as_deref()) {
+                    Ok(()) => {}
+                    // A stored record that cannot be read (damaged on disk): failing the
+                    // fold would fold the same batch again, and fail again, for ever. It is
+                    // passed over as absent, as queries pass over it: counted where
+                    // operators look (`GET /v1/views`) and logged once, and the fold
+                    // starts that record afresh (a rebuild brings its history back).
+                    Err(error @ ViewError::Corrupt { .. }) => {
+                        self.table.reader().unreadable(&key, &error);
+                        state.restore(&key, None)?;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
             }
         }
         let name = self.view.name();

@@ -161,6 +161,18 @@ impl<T> Interned<T> {
         &self.values[index as usize]
     }
 
+    /// Forgets the values from index `len` on (the newest), and their table entries.
+    fn truncate(&mut self, len: usize, hash_of: impl Fn(&T) -> u64) {
+        while self.values.len() > len {
+            let index = (self.values.len() - 1) as u32;
+            let hash = hash_of(&self.values[index as usize]);
+            if let Ok(entry) = self.indices.find_entry(hash, |&at| at == index) {
+                entry.remove();
+            }
+            self.values.pop();
+        }
+    }
+
     fn len(&self) -> usize {
         self.values.len()
     }
@@ -240,10 +252,41 @@ pub struct CustomerIdentity {
     pub merge_candidates: Vec<CustomerId>,
 }
 
+/// A state as it was before a change made while [`IdentityView::mark`] records.
+#[derive(Clone, Debug)]
+enum Undo {
+    Customer(CustomerIx, CustomerState),
+    Handle(HandleIx, HandleState),
+}
+
+/// A point the view can be rolled back to: see [`IdentityView::mark`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    undo: usize,
+    customers: usize,
+    handles: usize,
+    kinds: usize,
+    events_applied: u64,
+}
+
+/// What a view records while marked: the earlier state of every customer and handle it
+/// changes (those it adds are simply cut off), so a rollback costs what the folds since
+/// the mark changed, not the whole view.
+#[derive(Clone, Debug, Default)]
+struct Journal {
+    undo: Vec<Undo>,
+    /// The sizes at the latest mark: a state at an index past them was added since, and
+    /// any rollback cuts it off, so its changes need no record.
+    floor: Option<Mark>,
+}
+
 /// The identity view. See the module documentation for its rules. It serialises whole,
 /// so a replay can save it beside the views it built.
 #[derive(Clone, Debug, Default)]
 pub struct IdentityView {
+    /// Set between [`IdentityView::mark`] and [`IdentityView::commit`] (ingest: while a
+    /// group's append is pending); never saved nor compared.
+    journal: Journal,
     hasher: foldhash::fast::RandomState,
     customers: Interned<StoredId>,
     /// By customer index.
@@ -333,7 +376,77 @@ impl IdentityView {
     }
 
     fn customer_state(&mut self, customer: CustomerIx) -> &mut CustomerState {
+        if let Some(floor) = self.journal.floor
+            && (customer as usize) < floor.customers
+        {
+            let before = self.customer_states[customer as usize].clone();
+            self.journal.undo.push(Undo::Customer(customer, before));
+        }
         &mut self.customer_states[customer as usize]
+    }
+
+    fn handle_state(&mut self, handle: HandleIx) -> &mut HandleState {
+        if let Some(floor) = self.journal.floor
+            && (handle as usize) < floor.handles
+        {
+            let before = self.handle_states[handle as usize].clone();
+            self.journal.undo.push(Undo::Handle(handle, before));
+        }
+        &mut self.handle_states[handle as usize]
+    }
+
+    /// Starts recording (or, if it already does, notes where it is), so the view can be
+    /// rolled back to here by [`Self::rollback_to`]: ingest folds a request's events before
+    /// the log has them, and takes them back if the log refuses them. Marks nest: a
+    /// rollback to an earlier one takes back the later ones too. Recording costs a copy of
+    /// each state changed until [`Self::commit`].
+    pub fn mark(&mut self) -> Mark {
+        let mark = Mark {
+            undo: self.journal.undo.len(),
+            customers: self.customers.len(),
+            handles: self.handles.len(),
+            kinds: self.kinds.len(),
+            events_applied: self.events_applied,
+        };
+        self.journal.floor = Some(mark);
+        mark
+    }
+
+    /// Whether the view records changes (between a [`Self::mark`] and a [`Self::commit`]).
+    pub fn is_marked(&self) -> bool {
+        self.journal.floor.is_some()
+    }
+
+    /// Takes back every fold since `mark`: the view is then what it was at the mark.
+    /// Recording goes on (from `mark`) until [`Self::commit`].
+    pub fn rollback_to(&mut self, mark: Mark) {
+        // States first, newest change first, while every index they name still exists.
+        while self.journal.undo.len() > mark.undo {
+            match self.journal.undo.pop() {
+                Some(Undo::Customer(at, before)) => self.customer_states[at as usize] = before,
+                Some(Undo::Handle(at, before)) => self.handle_states[at as usize] = before,
+                None => break,
+            }
+        }
+        let hasher = &self.hasher;
+        self.customers
+            .truncate(mark.customers, |stored| hasher.hash_one(stored.as_ref()));
+        self.customer_states.truncate(mark.customers);
+        self.handles.truncate(mark.handles, |stored| {
+            hasher.hash_one((stored.kind, &*stored.value))
+        });
+        self.handle_states.truncate(mark.handles);
+        for kind in self.kinds.drain(mark.kinds..) {
+            self.kind_indices.remove(&kind);
+        }
+        self.events_applied = mark.events_applied;
+        self.journal.floor = Some(mark);
+    }
+
+    /// Keeps every fold since the first mark and stops recording.
+    pub fn commit(&mut self) {
+        self.journal.undo.clear();
+        self.journal.floor = None;
     }
 
     /// Folds one event. Idempotent: applying an event twice changes nothing more.
@@ -394,7 +507,7 @@ impl IdentityView {
                         .linked
                         .as_ref()
                         .is_none_or(|linked| self.before(linked, &claim));
-                let state = &mut self.handle_states[index as usize];
+                let state = self.handle_state(index);
                 if earlier {
                     state.first = claim;
                 }
@@ -1168,6 +1281,51 @@ mod tests {
                 let read: IdentityView =
                     postcard::from_bytes(&postcard::to_stdvec(&forward).unwrap()).unwrap();
                 prop_assert!(read == forward);
+            }
+
+            /// Folds rolled back to a mark leave the view exactly as it was at the mark
+            /// (what it says, its count of events, its lookups), whatever they changed, and
+            /// the same folds made again give the view a fold without the rollback gives.
+            #[test]
+            fn a_rollback_gives_back_the_view_of_its_mark(
+                steps in proptest::collection::vec(step(), 2..40),
+                split in any::<prop::sample::Index>(),
+                inner in any::<prop::sample::Index>(),
+            ) {
+                let events = history(&steps);
+                let split = split.index(events.len());
+                let (before, after) = events.split_at(split);
+                let mut view = IdentityView::new();
+                before.iter().for_each(|e| view.apply(e));
+                let at_mark = view.clone();
+                let mark = view.mark();
+                let inner = inner.index(after.len().max(1)).min(after.len());
+                after[..inner].iter().for_each(|e| view.apply(e));
+                // A nested mark, and a handle of a kind the view has not seen.
+                let _nested = view.mark();
+                after[inner..].iter().for_each(|e| view.apply(e));
+                let fax = handle("fax", "+15550009999");
+                view.apply(&event(999, &customer(1), vec![fax.clone()], Body::Hold));
+                view.rollback_to(mark);
+                view.commit();
+                prop_assert!(!view.is_marked());
+                prop_assert!(view == at_mark);
+                prop_assert_eq!(view.owner(&fax), None);
+                for n in 0..6 {
+                    let id = customer(n);
+                    prop_assert_eq!(view.customer(&id), at_mark.customer(&id));
+                    prop_assert_eq!(view.knows(&id), at_mark.knows(&id));
+                    let h = handle("email", &format!("p{n}@example.com"));
+                    prop_assert_eq!(view.owner(&h), at_mark.owner(&h));
+                }
+                let mut whole = IdentityView::new();
+                events.iter().for_each(|e| whole.apply(e));
+                after.iter().for_each(|e| view.apply(e));
+                prop_assert!(view == whole);
+                for n in 0..6 {
+                    let id = customer(n);
+                    prop_assert_eq!(view.customer(&id), whole.customer(&id));
+                }
             }
 
             /// Two UUIDs stored as bytes order as their text does.

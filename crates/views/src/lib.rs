@@ -8,11 +8,13 @@
 //! Two kinds of view live here:
 //! - the identity view ([`identity`]), small and held in memory by ingest, which consults
 //!   it to resolve every event's customer;
-//! - the projected views ([`View`] implementations: journey, queue, reporting, segments),
+//! - the projected views ([`View`] implementations: journey, queue, reporting, segments,
+//!   engagement),
 //!   which fold into typed state in memory ([`state`]): tables whose changed records the
 //!   projector writes to disk together with the log positions they came from, and which
 //!   the query API reads.
 
+pub mod engagement;
 pub mod identity;
 pub mod journey;
 pub mod queue;
