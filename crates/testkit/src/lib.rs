@@ -34,6 +34,11 @@
 //! memory stays bounded by the contacts in flight and the agents, not the history, so ten
 //! million events stream through without holding them.
 //!
+//! Segments (seed 000: people in finance, sales, medical and development expect different
+//! channels): every customer belongs to one of [`SEGMENTS`], by its number, carried as the
+//! `segment` attribute on its first contact, and picks channels with its segment's mix
+//! (finance writes, sales calls and chats, medical calls, development chats and messages).
+//!
 //! Customer ids: a customer's first contact carries both handles (phone first), later
 //! contacts only the channel's handle, so identity resolution at ingest links them. With
 //! [`HistoryConfig::with_customer_ids`] every event also names the id ingest would
@@ -50,6 +55,73 @@ use omnilog_events::{
     AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Direction, Event,
     Handle,
 };
+
+/// The customers' segments (the `segment` attribute), a customer's by its number.
+pub const SEGMENTS: [&str; 4] = ["finance", "sales", "medical", "development"];
+
+/// The segment of customer number `customer`.
+pub fn segment_of(customer: u64) -> &'static str {
+    SEGMENTS[(customer % SEGMENTS.len() as u64) as usize]
+}
+
+/// Each segment's channel mix, in percent (the same order as [`SEGMENTS`]). Averaged over
+/// the segments (which have as many customers each) it is the desk's overall mix (voice 30,
+/// chat 20, email 18, SMS 8, messaging 8, IVR 5, portal 4, chatbot 4, social 2, walk-in 1),
+/// for which [`agents_for`] staffs the desk.
+const CHANNEL_MIX: [[(Channel, u32); 10]; 4] = [
+    // finance: email first, and the portal
+    [
+        (Channel::Email, 32),
+        (Channel::Voice, 24),
+        (Channel::Chat, 16),
+        (Channel::WebPortal, 8),
+        (Channel::Sms, 6),
+        (Channel::Ivr, 5),
+        (Channel::Messaging, 4),
+        (Channel::Chatbot, 3),
+        (Channel::Social, 1),
+        (Channel::WalkIn, 1),
+    ],
+    // sales: the phone and chat, on the move
+    [
+        (Channel::Voice, 38),
+        (Channel::Chat, 22),
+        (Channel::Email, 10),
+        (Channel::Sms, 10),
+        (Channel::Messaging, 10),
+        (Channel::Ivr, 4),
+        (Channel::WebPortal, 2),
+        (Channel::Chatbot, 2),
+        (Channel::Social, 2),
+        (Channel::WalkIn, 0),
+    ],
+    // medical: the phone, and the desk in person
+    [
+        (Channel::Voice, 40),
+        (Channel::Email, 14),
+        (Channel::Chat, 12),
+        (Channel::Sms, 10),
+        (Channel::Ivr, 8),
+        (Channel::Chatbot, 5),
+        (Channel::Messaging, 4),
+        (Channel::Social, 3),
+        (Channel::WebPortal, 2),
+        (Channel::WalkIn, 2),
+    ],
+    // development: chat, messaging and self-service
+    [
+        (Channel::Chat, 30),
+        (Channel::Voice, 18),
+        (Channel::Email, 16),
+        (Channel::Messaging, 14),
+        (Channel::Sms, 6),
+        (Channel::Chatbot, 6),
+        (Channel::WebPortal, 4),
+        (Channel::Ivr, 3),
+        (Channel::Social, 2),
+        (Channel::WalkIn, 1),
+    ],
+];
 
 /// The queues of the generated desk, with the topics their issues are about.
 pub const QUEUES: [(&str, &[&str]); 4] = [
@@ -461,24 +533,13 @@ impl History {
         Handle::new("email", format!("customer{customer}@example.com"))
     }
 
-    fn pick_channel(&mut self, previous: Option<Channel>) -> Channel {
+    fn pick_channel(&mut self, customer: u64, previous: Option<Channel>) -> Channel {
+        let mix = &CHANNEL_MIX[(customer % SEGMENTS.len() as u64) as usize];
         // A customer who got nowhere often switches channel for the follow-up.
-        const MIX: [(Channel, u32); 10] = [
-            (Channel::Voice, 30),
-            (Channel::Chat, 20),
-            (Channel::Email, 18),
-            (Channel::Sms, 8),
-            (Channel::Messaging, 8),
-            (Channel::WebPortal, 4),
-            (Channel::Ivr, 5),
-            (Channel::Chatbot, 4),
-            (Channel::Social, 2),
-            (Channel::WalkIn, 1),
-        ];
         loop {
             let mut roll = self.rng.u32(0..100);
-            let mut chosen = Channel::Voice;
-            for (channel, weight) in MIX {
+            let mut chosen = mix[0].0;
+            for &(channel, weight) in mix {
                 if roll < weight {
                     chosen = channel;
                     break;
@@ -557,7 +618,7 @@ impl History {
     /// Generates every event of one contact and schedules its follow-up, if any.
     fn start_contact(&mut self, contact: PendingContact) {
         let customer = contact.customer;
-        let channel = self.pick_channel(contact.previous);
+        let channel = self.pick_channel(customer, contact.previous);
         let seq = contact.seq;
         let interaction_id = format!("{}-{}-{seq:08}", channel.as_str(), self.config.seed);
         let first_contact = self.seen_customers.insert(customer);
@@ -577,7 +638,12 @@ impl History {
                 .customer_ids
                 .then(|| customer_id_for_handle(&Self::phone(customer))),
             handles,
-            ..CustomerRef::default()
+            // The customer's segment, as a CRM would stamp it on the first contact.
+            attributes: if first_contact {
+                BTreeMap::from([("segment".to_owned(), segment_of(customer).to_owned())])
+            } else {
+                BTreeMap::new()
+            },
         };
         let (queue, topics) = QUEUES[contact.queue];
         let topic = topics[self.rng.usize(0..topics.len())];
@@ -1146,6 +1212,57 @@ mod tests {
         assert_eq!(a, b);
         let c: Vec<String> = generate(8, 3_000).iter().map(to_canonical_json).collect();
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn every_segment_prefers_its_channel_and_each_customer_says_its_segment_on_its_first_contact() {
+        let mut contacts: BTreeMap<&str, BTreeMap<Channel, u64>> = BTreeMap::new();
+        let mut stamped: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+        for event in generate(3, 60_000) {
+            let Some(customer) = event.customer.as_ref() else {
+                continue;
+            };
+            // A customer's number is in its handles (`+1555` then seven digits, or
+            // `customer<n>@example.com`); later contacts carry one of them.
+            let Some(number) = customer.handles.iter().find_map(|h| match h.kind.as_str() {
+                "phone" => h.value[5..].parse::<u64>().ok(),
+                _ => h
+                    .value
+                    .strip_prefix("customer")?
+                    .split('@')
+                    .next()?
+                    .parse()
+                    .ok(),
+            }) else {
+                continue;
+            };
+            if let Some(segment) = customer.attributes.get("segment") {
+                assert_eq!(segment, segment_of(number), "{event:?}");
+                let interaction = event.interaction_id.clone().unwrap_or_default();
+                stamped.entry(number).or_default().insert(interaction);
+            }
+            if matches!(event.body, Body::InteractionStarted { .. }) {
+                *contacts
+                    .entry(segment_of(number))
+                    .or_default()
+                    .entry(event.channel.unwrap())
+                    .or_default() += 1;
+            }
+        }
+        // Stamped on the events of the first contact only (the one with both handles).
+        assert!(stamped.len() > 1_000, "{} customers", stamped.len());
+        assert!(stamped.values().all(|interactions| interactions.len() == 1));
+        let preferred = |segment: &str| {
+            contacts[segment]
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(c, _)| *c)
+                .unwrap()
+        };
+        assert_eq!(preferred("finance"), Channel::Email);
+        assert_eq!(preferred("sales"), Channel::Voice);
+        assert_eq!(preferred("medical"), Channel::Voice);
+        assert_eq!(preferred("development"), Channel::Chat);
     }
 
     #[test]

@@ -501,8 +501,14 @@ fn fold_customer(record: &mut CustomerFacts, event: &Event, stamp: Stamp) {
         return;
     };
     if is_contact(event) {
-        let contact = record.contacts.entry(interaction.clone()).or_insert(at);
-        *contact = (*contact).min(at);
+        // Looked up before inserting: most contacts are of a known interaction, and the
+        // map's entry would copy the id for each of them.
+        match record.contacts.get_mut(interaction) {
+            Some(contact) => *contact = (*contact).min(at),
+            None => {
+                record.contacts.insert(interaction.clone(), at);
+            }
+        }
         if waits_for_agent(event) && record.last_agent_ms.is_none_or(|agent| at > agent) {
             let place = record.waiting.partition_point(|&t| t < at);
             record.waiting.insert(place, at);
