@@ -363,6 +363,14 @@ impl View for EngagementView {
         &[Destination::Interactions]
     }
 
+    /// A customer's facts and trigger entries are its own events' doing, and an alert's
+    /// record its own interaction's: all in one partition. A replay writes them and lets
+    /// them go once that partition is folded, instead of holding them until the view's
+    /// budget fills (a 10M-event replay of this view alone peaked at 626 MB instead of 929).
+    fn partition_local(&self) -> bool {
+        true
+    }
+
     fn new_state(&self) -> EngagementState {
         EngagementState::default()
     }
