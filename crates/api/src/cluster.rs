@@ -78,7 +78,7 @@ fn rebalancing(view: &str) -> ApiError {
 
 /// The query's parameters an owner needs.
 #[derive(Clone, Debug, Default)]
-struct Ask {
+pub(crate) struct Ask {
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     group_by: Option<GroupBy>,
@@ -119,7 +119,7 @@ impl Ask {
 }
 
 /// A partial answer that owners compute over their partitions and the asker merges.
-trait Gathered: Serialize + DeserializeOwned + Send + 'static {
+pub(crate) trait Gathered: Serialize + DeserializeOwned + Send + 'static {
     /// The kind in `/v1/internal/partials/{kind}`.
     const KIND: &'static str;
     const VIEW: &'static str;
@@ -806,6 +806,35 @@ pub async fn agents(
     }
 }
 
+/// A report that is one [`Gathered`] partial finished: merged from the owners of its
+/// view's partitions in distributed mode, computed over the local view otherwise. Both
+/// modes compute it with the same [`Gathered::compute`] from the same [`Ask`], so they
+/// read the same parameters and give the same answer.
+pub(crate) async fn gathered_report<T: Gathered + Default, A: Serialize>(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &BTreeMap<String, String>,
+    finish: impl FnOnce(T) -> A,
+) -> Result<Value, ApiError> {
+    state.access.check(headers, Scope::Read)?;
+    let ask = Ask::from_params(params)?;
+    let partial = match &state.cluster {
+        Some(cluster) => gather::<T>(&**cluster, params, headers, &ask, None)
+            .await?
+            .unwrap_or_default(),
+        None => {
+            let views = crate::queries::views(state)?;
+            let consistency = Consistency::from_request(params, headers)?;
+            let live = live_version(views, T::VIEW, &consistency).await?;
+            query::<T::Of, _>(views, live, move |state, reads| {
+                T::compute(state, reads, &ask)
+            })
+            .await?
+        }
+    };
+    Ok(serde_json::to_value(finish(partial)).unwrap_or_default())
+}
+
 /// `GET /v1/reports/summary` in distributed mode.
 pub async fn report_summary(
     state: &AppState,
@@ -818,33 +847,6 @@ pub async fn report_summary(
     let partial = gather::<SummaryPartial>(&**cluster_of(state)?, params, headers, &ask, None)
         .await?
         .unwrap_or_else(|| SummaryPartial::empty(group_by));
-    Ok(serde_json::to_value(partial.finish()).unwrap_or_default())
-}
-
-/// `GET /v1/reports/topics` in distributed mode.
-pub async fn report_topics(
-    state: &AppState,
-    headers: &HeaderMap,
-    params: &BTreeMap<String, String>,
-) -> Result<Value, ApiError> {
-    let ask = Ask::from_params(params)?;
-    let partial = gather::<TopicsPartial>(&**cluster_of(state)?, params, headers, &ask, None)
-        .await?
-        .unwrap_or_default();
-    Ok(serde_json::to_value(partial.finish()).unwrap_or_default())
-}
-
-/// `GET /v1/reports/journeys` in distributed mode.
-pub async fn report_journeys(
-    state: &AppState,
-    headers: &HeaderMap,
-    params: &BTreeMap<String, String>,
-) -> Result<Value, ApiError> {
-    let ask = Ask::from_params(params)?;
-    let partial =
-        gather::<JourneyReportPartial>(&**cluster_of(state)?, params, headers, &ask, None)
-            .await?
-            .unwrap_or_default();
     Ok(serde_json::to_value(partial.finish()).unwrap_or_default())
 }
 
@@ -866,19 +868,6 @@ pub async fn report_channels(
             group_by,
             groups: Vec::new(),
         });
-    Ok(serde_json::to_value(partial.finish()).unwrap_or_default())
-}
-
-/// `GET /v1/reports/engagement` in distributed mode.
-pub async fn report_engagement(
-    state: &AppState,
-    headers: &HeaderMap,
-    params: &BTreeMap<String, String>,
-) -> Result<Value, ApiError> {
-    let ask = Ask::from_params(params)?;
-    let partial = gather::<EngagementPartial>(&**cluster_of(state)?, params, headers, &ask, None)
-        .await?
-        .unwrap_or_default();
     Ok(serde_json::to_value(partial.finish()).unwrap_or_default())
 }
 

@@ -18,10 +18,10 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use futures_util::stream;
 use omnilog_projector::ViewRuntime;
-use omnilog_views::engagement::{self, EngagementView};
-use omnilog_views::journey::JourneyView;
+use omnilog_views::engagement::EngagementPartial;
+use omnilog_views::journey::{JourneyReportPartial, JourneyView};
 use omnilog_views::queue::QueueView;
-use omnilog_views::reporting::ReportingView;
+use omnilog_views::reporting::{ReportingView, TopicsPartial};
 use omnilog_views::segments::{ProfileAnswer, SegmentsView};
 use omnilog_views::{journey, queue, reporting, segments};
 use serde_json::json;
@@ -36,7 +36,7 @@ const REPORTING: &str = "reporting";
 pub(crate) const SEGMENTS: &str = "segments";
 pub(crate) const ENGAGEMENT: &str = "engagement";
 
-fn views(state: &AppState) -> Result<&Arc<ViewRuntime>, ApiError> {
+pub(crate) fn views(state: &AppState) -> Result<&Arc<ViewRuntime>, ApiError> {
     state.views.as_ref().ok_or_else(|| {
         ApiError::NotFound("this instance serves no views (it is an ingest server)".to_owned())
     })
@@ -303,19 +303,8 @@ pub async fn report_topics(
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
-    if state.cluster.is_some() {
-        state.access.check(&headers, Scope::Read)?;
-        return Ok(Json(cluster::report_topics(&state, &headers, &params).await?).into_response());
-    }
-    let (views, consistency) = prepare(&state, &headers, &params)?;
-    let from = time_param(&params, "from")?;
-    let to = time_param(&params, "to")?;
-    let live = live_version(views, REPORTING, &consistency).await?;
-    let partial = query::<ReportingView, _>(views, live, move |state, _| {
-        reporting::topics(state, from, to)
-    })
-    .await?;
-    Ok(Json(partial.finish()).into_response())
+    let answer = cluster::gathered_report(&state, &headers, &params, TopicsPartial::finish).await?;
+    Ok(Json(answer))
 }
 
 /// `GET /v1/reports/journeys?from&to`: over journeys opened in the range.
@@ -324,21 +313,11 @@ pub async fn report_journeys(
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
-    if state.cluster.is_some() {
-        state.access.check(&headers, Scope::Read)?;
-        return Ok(
-            Json(cluster::report_journeys(&state, &headers, &params).await?).into_response(),
-        );
-    }
-    let (views, consistency) = prepare(&state, &headers, &params)?;
-    let from = time_param(&params, "from")?.unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let to = time_param(&params, "to")?.unwrap_or(DateTime::<Utc>::MAX_UTC);
-    let live = live_version(views, JOURNEY, &consistency).await?;
-    let partial = query::<JourneyView, _>(views, live, move |state, reads| {
-        journey::journeys_report(state, reads.records, from, to)
+    let answer = cluster::gathered_report(&state, &headers, &params, |p: JourneyReportPartial| {
+        p.finish()
     })
     .await?;
-    Ok(Json(partial.finish()).into_response())
+    Ok(Json(answer))
 }
 
 /// `GET /v1/reports/channels?from&to&group_by=ATTRIBUTE`: channel use per segment (or any
@@ -374,21 +353,10 @@ pub async fn report_engagement(
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
-    if state.cluster.is_some() {
-        state.access.check(&headers, Scope::Read)?;
-        return Ok(
-            Json(cluster::report_engagement(&state, &headers, &params).await?).into_response(),
-        );
-    }
-    let (views, consistency) = prepare(&state, &headers, &params)?;
-    let from = time_param(&params, "from")?.unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let to = time_param(&params, "to")?.unwrap_or(DateTime::<Utc>::MAX_UTC);
-    let live = live_version(views, ENGAGEMENT, &consistency).await?;
-    let partial = query::<EngagementView, _>(views, live, move |state, reads| {
-        engagement::engagement_report(state, reads.records, from, to)
-    })
-    .await?;
-    Ok(Json(partial.finish()).into_response())
+    let answer =
+        cluster::gathered_report(&state, &headers, &params, |p: EngagementPartial| p.finish())
+            .await?;
+    Ok(Json(answer))
 }
 
 /// How often the queue stream looks for changes at most.

@@ -83,6 +83,39 @@ async fn start(dir: &Path) -> (Router, Arc<ViewRuntime>) {
     (router(state), runtime)
 }
 
+/// With the server down: damages the `index`-th of the journey view's records of table
+/// `tag` (one per customer, `CUSTOMERS` of them) on disk; returns its stored key.
+async fn damage_one(dir: &Path, tag: u8, index: usize) -> Vec<u8> {
+    let store = once_free(|| ViewStore::open(&dir.join("views"))).await;
+    let version = store.active_version("journey").unwrap().unwrap();
+    let table = store.table("journey", version).unwrap();
+    let keys: Vec<Vec<u8>> = table
+        .dump()
+        .unwrap()
+        .into_iter()
+        .map(|(key, _)| key)
+        .filter(|key| key.first() == Some(&tag))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        CUSTOMERS,
+        "one record of table {tag} per customer"
+    );
+    let key = keys[index].clone();
+    let checkpoint = table.checkpoint().unwrap();
+    table
+        .commit(
+            Changes {
+                puts: vec![(key.clone(), vec![0xff; 5])],
+                deletes: Vec::new(),
+            },
+            &checkpoint,
+        )
+        .unwrap();
+    store.flush().unwrap();
+    key
+}
+
 async fn call(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
@@ -160,33 +193,8 @@ async fn a_damaged_view_record_is_passed_over_and_counted_not_a_failed_query() {
         runtime.stop().await.unwrap();
     }
 
-    // The server is down: one journey's facts record is damaged on disk.
-    let damaged_key = {
-        let store = once_free(|| ViewStore::open(&dir.path().join("views"))).await;
-        let version = store.active_version("journey").unwrap().unwrap();
-        let table = store.table("journey", version).unwrap();
-        let facts: Vec<Vec<u8>> = table
-            .dump()
-            .unwrap()
-            .into_iter()
-            .map(|(key, _)| key)
-            .filter(|key| key.first() == Some(&b'f'))
-            .collect();
-        assert_eq!(facts.len(), CUSTOMERS, "one facts record per journey");
-        let key = facts[3].clone();
-        let checkpoint = table.checkpoint().unwrap();
-        table
-            .commit(
-                Changes {
-                    puts: vec![(key.clone(), vec![0xff; 5])],
-                    deletes: Vec::new(),
-                },
-                &checkpoint,
-            )
-            .unwrap();
-        store.flush().unwrap();
-        key
-    };
+    // The server is down: one journey's facts record (tag `f`) is damaged on disk.
+    let damaged_key = damage_one(dir.path(), b'f', 3).await;
 
     let (app, runtime) = start(dir.path()).await;
     caught_up(&runtime).await;
@@ -248,35 +256,11 @@ async fn a_damaged_record_the_fold_needs_is_passed_over_and_the_view_goes_on() {
         runtime.stop().await.unwrap();
     }
 
-    // The server is down: one customer's record is damaged on disk.
-    let customer = {
-        let store = once_free(|| ViewStore::open(&dir.path().join("views"))).await;
-        let version = store.active_version("journey").unwrap().unwrap();
-        let table = store.table("journey", version).unwrap();
-        let customers: Vec<Vec<u8>> = table
-            .dump()
-            .unwrap()
-            .into_iter()
-            .map(|(key, _)| key)
-            .filter(|key| key.first() == Some(&b'c'))
-            .collect();
-        assert_eq!(customers.len(), CUSTOMERS, "one record per customer");
-        let key = customers[5].clone();
-        let checkpoint = table.checkpoint().unwrap();
-        table
-            .commit(
-                Changes {
-                    puts: vec![(key.clone(), vec![0xff; 5])],
-                    deletes: Vec::new(),
-                },
-                &checkpoint,
-            )
-            .unwrap();
-        store.flush().unwrap();
-        // The key is the tag, then the customer id in postcard: its length, its bytes.
-        let length = usize::from(key[1]);
-        std::str::from_utf8(&key[2..2 + length]).unwrap().to_owned()
-    };
+    // The server is down: one customer's record (tag `c`) is damaged on disk.
+    let key = damage_one(dir.path(), b'c', 5).await;
+    // The key is the tag, then the customer id in postcard: its length, its bytes.
+    let length = usize::from(key[1]);
+    let customer = std::str::from_utf8(&key[2..2 + length]).unwrap().to_owned();
 
     let (app, runtime) = start(dir.path()).await;
     caught_up(&runtime).await;

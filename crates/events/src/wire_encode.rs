@@ -211,14 +211,13 @@ struct BodyPart<'a>(&'a Body);
 
 impl Part for BodyPart<'_> {
     fn write<S: Sink>(&self, sink: &mut S) {
-        let enum_value = |value: i32| i64::from(value) as u64;
         match self.0 {
             Body::InteractionStarted {
                 direction,
                 subject,
                 self_service,
             } => {
-                plain_varint(sink, 1, enum_value(direction_to_pb(*direction)));
+                plain_varint(sink, 1, enum_number(direction_to_pb(*direction)));
                 optional_string(sink, 2, subject.as_ref());
                 if let Some(self_service) = self_service {
                     key(sink, 3, VARINT);
@@ -231,8 +230,8 @@ impl Part for BodyPart<'_> {
                 agent_id,
                 text,
             } => {
-                plain_varint(sink, 1, enum_value(direction_to_pb(*direction)));
-                plain_varint(sink, 2, enum_value(author_to_pb(*author)));
+                plain_varint(sink, 1, enum_number(direction_to_pb(*direction)));
+                plain_varint(sink, 2, enum_number(author_to_pb(*author)));
                 optional_string(sink, 3, agent_id.as_ref());
                 optional_string(sink, 4, text.as_ref());
             }
@@ -299,7 +298,7 @@ impl Part for BodyPart<'_> {
                 capacity,
             } => {
                 plain_string(sink, 1, agent_id);
-                plain_varint(sink, 2, enum_value(status_to_pb(*state)));
+                plain_varint(sink, 2, enum_number(status_to_pb(*state)));
                 if let Some(skills) = skills {
                     message(sink, 3, &Skills(skills));
                 }
@@ -359,12 +358,14 @@ impl Part for EventPart<'_> {
         let channel = event
             .channel
             .map_or(pb::Channel::Unspecified, channel_to_pb);
-        plain_varint(sink, 9, enum_value_of(channel));
+        plain_varint(sink, 9, enum_number(channel as i32));
         string_map(sink, 10, &event.attributes);
         message(sink, body_field(&event.body), &BodyPart(&event.body));
     }
 }
 
-fn enum_value_of(channel: pb::Channel) -> u64 {
-    i64::from(channel as i32) as u64
+/// An enum's number as protobuf writes it: an `int32` (negative ones as 64-bit two's
+/// complement, though no enum of this schema has one).
+fn enum_number(value: i32) -> u64 {
+    i64::from(value) as u64
 }

@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod demo;
 mod export;
+mod gate;
 mod import;
 mod inspect;
 mod progress;

@@ -31,6 +31,8 @@ use omnilog_reactor::{Decision, Rule, ViewFacts, Window, decide};
 use omnilog_views::engagement::EngagementView;
 use tokio::sync::watch;
 
+use crate::gate::Gate;
+
 /// The view the reactor reads.
 const VIEW: &str = "engagement";
 
@@ -53,7 +55,7 @@ pub struct ReactorConfig {
     pub max_late: TimeDelta,
     /// The pause between rounds.
     pub interval: Duration,
-    /// Start held: act only once [`ReactorGate::open`] is called.
+    /// Start held: act only once its [`Gate`] opens.
     pub held: bool,
 }
 
@@ -73,26 +75,8 @@ impl Default for ReactorConfig {
 #[derive(Debug)]
 pub struct Reactor {
     stop: watch::Sender<bool>,
-    gate: ReactorGate,
+    gate: Gate,
     task: tokio::task::JoinHandle<()>,
-}
-
-/// Opens a reactor started held.
-#[derive(Clone, Debug)]
-pub struct ReactorGate(Arc<watch::Sender<Option<DateTime<Utc>>>>);
-
-impl ReactorGate {
-    /// Lets the reactor act from now on, on notices due from now on.
-    pub fn open(&self) {
-        self.0.send_if_modified(|opened| {
-            if opened.is_some() {
-                return false;
-            }
-            tracing::info!("the reactor acts from now on");
-            *opened = Some(Utc::now());
-            true
-        });
-    }
 }
 
 impl Reactor {
@@ -103,33 +87,19 @@ impl Reactor {
         }
         let (stop, stopped) = watch::channel(false);
         // Not held: open from the start, with no lower bound but `max_late`.
-        let (gate, opened) = watch::channel(if config.held {
-            None
-        } else {
-            Some(DateTime::<Utc>::MIN_UTC)
-        });
+        let (gate, held) = Gate::new(config.held, "the reactor acts from now on");
         let rules: Vec<&str> = config.rules.iter().map(|r| r.reason.as_str()).collect();
         tracing::info!(?rules, held = config.held, "reactor started");
         let task = tokio::spawn(async move {
-            let mut opened = opened;
-            let mut waiting = stopped.clone();
-            let since = tokio::select! {
-                opened = opened.wait_for(Option::is_some) => opened.ok().and_then(|at| *at),
-                _ = waiting.wait_for(|stop| *stop) => None,
-            };
-            if let Some(since) = since {
+            if let Some(since) = held.opened(&stopped).await {
                 run(ingest, views, config, since, stopped).await;
             }
         });
-        Some(Reactor {
-            stop,
-            gate: ReactorGate(Arc::new(gate)),
-            task,
-        })
+        Some(Reactor { stop, gate, task })
     }
 
     /// What opens this reactor when it was started held.
-    pub fn gate(&self) -> ReactorGate {
+    pub fn gate(&self) -> Gate {
         self.gate.clone()
     }
 

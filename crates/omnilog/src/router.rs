@@ -14,7 +14,7 @@
 //! embedded log (one process writes a log).
 //!
 //! A router can start held ([`RouterConfig::held`]) and route only once its
-//! [`RouterGate`] opens: `omnilog demo` holds it while it back-fills past hours, whose
+//! [`Gate`] opens: `omnilog demo` holds it while it back-fills past hours, whose
 //! routing the history already holds (a router acts in the present, so it would answer a
 //! call of 9 o'clock at noon).
 
@@ -31,6 +31,8 @@ use omnilog_projector::{AwaitedPosition, ViewRuntime};
 use omnilog_views::queue::{self, AgentsPartial, QueueView};
 use serde_json::json;
 use tokio::sync::watch;
+
+use crate::gate::Gate;
 
 /// The `source` of the router's events.
 pub const SOURCE: &str = "omnilog.router";
@@ -55,7 +57,7 @@ pub struct RouterConfig {
     pub offer_timeout: Duration,
     /// The longest pause between rounds (a round also starts when the queue view moves).
     pub interval: Duration,
-    /// Start held: route only once [`RouterGate::open`] is called.
+    /// Start held: route only once its [`Gate`] opens.
     pub held: bool,
 }
 
@@ -74,22 +76,8 @@ impl Default for RouterConfig {
 #[derive(Debug)]
 pub struct Router {
     stop: watch::Sender<bool>,
-    gate: RouterGate,
+    gate: Gate,
     task: tokio::task::JoinHandle<()>,
-}
-
-/// Opens a router started held (see [`RouterConfig::held`]).
-#[derive(Clone, Debug)]
-pub struct RouterGate(Arc<watch::Sender<bool>>);
-
-impl RouterGate {
-    /// Lets the router route from now on (again: it is never closed).
-    pub fn open(&self) {
-        if !*self.0.borrow() {
-            tracing::info!("the router routes from now on");
-        }
-        self.0.send_replace(true);
-    }
 }
 
 impl Router {
@@ -99,28 +87,18 @@ impl Router {
             return None;
         }
         let (stop, stopped) = watch::channel(false);
-        let (gate, open) = watch::channel(!config.held);
+        let (gate, held) = Gate::new(config.held, "the router routes from now on");
         let task = tokio::spawn(async move {
-            let mut open = open;
-            let mut waiting = stopped.clone();
-            let go = tokio::select! {
-                opened = open.wait_for(|open| *open) => opened.is_ok(),
-                _ = waiting.wait_for(|stop| *stop) => false,
-            };
-            if go {
+            if held.opened(&stopped).await.is_some() {
                 run(ingest, views, config, stopped).await;
             }
         });
         tracing::info!(mode = ?config.mode, held = config.held, "router started");
-        Some(Router {
-            stop,
-            gate: RouterGate(Arc::new(gate)),
-            task,
-        })
+        Some(Router { stop, gate, task })
     }
 
     /// What opens this router when it was started held.
-    pub fn gate(&self) -> RouterGate {
+    pub fn gate(&self) -> Gate {
         self.gate.clone()
     }
 

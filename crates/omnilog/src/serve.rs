@@ -27,8 +27,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{LogBackend, ServerArgs, ServerConfig};
-use crate::reactor::{Reactor, ReactorGate};
-use crate::router::{Router, RouterGate};
+use crate::gate::Gate;
+use crate::reactor::Reactor;
+use crate::router::Router;
 
 /// A running server.
 #[derive(Debug)]
@@ -37,9 +38,9 @@ pub struct Server {
     pub addr: SocketAddr,
     views: Option<Arc<ViewRuntime>>,
     /// Opens the router when it was started held.
-    routing: Option<RouterGate>,
+    routing: Option<Gate>,
     /// Opens the reactor when it was started held.
-    reacting: Option<ReactorGate>,
+    reacting: Option<Gate>,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
 }
