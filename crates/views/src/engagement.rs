@@ -77,7 +77,8 @@ use omnilog_events::{Author, Body, Channel, Destination, Direction, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{
-    CachedTable, Entries, RecordSource, Snapshot, Table, ViewState, changes_of, sorted, stored_key,
+    CachedTable, Entries, RecordSource, Snapshot, Table, ViewState, changes_of, evict_together,
+    sorted, stored_key,
 };
 use crate::{LogPosition, View, ViewError};
 
@@ -271,8 +272,7 @@ impl ViewState for EngagementState {
     }
 
     fn evict(&mut self, budget: usize) {
-        self.customers.evict(budget);
-        self.triggers.evict(budget);
+        evict_together(budget, &mut [&mut self.customers, &mut self.triggers]);
     }
 
     fn cached_weight(&self) -> usize {

@@ -107,6 +107,14 @@ impl PartialEq for QueueState {
     }
 }
 
+impl QueueState {
+    /// Interaction entries in memory, live or awaiting a checkpoint: bounded by the open
+    /// interactions, not by the history (for tests and memory checks).
+    pub fn interactions_held(&self) -> usize {
+        self.interactions.held()
+    }
+}
+
 impl ViewState for QueueState {
     fn whole_tags(&self) -> Vec<u8> {
         vec![
@@ -610,9 +618,12 @@ impl<'a> Fold<'a> {
         let Some(record) = self.record else {
             return;
         };
+        // `open` took the record out of the table: it is put back, or its taken entry is
+        // discarded (a `remove` would find nothing to remove and leave the empty entry
+        // behind until the next checkpoint: a replay's whole history of them).
         if record.waiting.is_none() && record.assignment.is_none() {
-            self.state.interactions.remove(self.interaction);
-        } else if self.state.interactions.get(self.interaction) != Some(&record) {
+            self.state.interactions.discard(self.interaction);
+        } else if let Err(record) = self.state.interactions.put_back(self.interaction, record) {
             self.state
                 .interactions
                 .insert(self.interaction.to_owned(), record);

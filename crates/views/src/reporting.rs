@@ -86,7 +86,9 @@ use omnilog_events::{Author, Body, Channel, Destination, Direction, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::queue::channel_name;
-use crate::state::{CachedTable, Entries, Snapshot, Table, ViewState, changes_of, sorted};
+use crate::state::{
+    CachedTable, Entries, Snapshot, Table, ViewState, changes_of, evict_together, sorted,
+};
 use crate::{LogPosition, View, ViewError};
 
 /// The queue name of work that never entered a queue.
@@ -239,9 +241,10 @@ impl ViewState for ReportingState {
     }
 
     fn evict(&mut self, budget: usize) {
-        self.tracked.evict(budget);
-        self.sessions.evict(budget);
-        self.pending.evict(budget);
+        evict_together(
+            budget,
+            &mut [&mut self.tracked, &mut self.sessions, &mut self.pending],
+        );
     }
 
     fn cached_weight(&self) -> usize {
@@ -830,12 +833,15 @@ impl<'a> Fold<'a> {
     /// contact, a transfer without a target).
     fn save(self) -> Result<(), ViewError> {
         let Some(tracked) = self.tracked else {
+            self.state.tracked.discard(self.interaction);
             return Ok(());
         };
         let done =
             tracked.waiting_since_ms.is_none() && tracked.assigned_ms.is_none() && !tracked.keep;
         // Done: left out (`open` took it out of the table).
-        if !done {
+        if done {
+            self.state.tracked.discard(self.interaction);
+        } else {
             self.state.tracked.put_back(self.interaction, tracked);
         }
         Ok(())

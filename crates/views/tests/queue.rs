@@ -174,6 +174,39 @@ fn an_abandoned_item_leaves_its_queue() {
 }
 
 #[test]
+fn interactions_that_end_leave_nothing_behind_before_a_checkpoint() {
+    let mut state = QueueState::default();
+    let mut events = Vec::new();
+    for n in 0..1_000 {
+        let (customer, interaction) = (format!("c{n}"), format!("i{n}"));
+        let at = n * 10;
+        events.push(queued(at, &customer, &interaction, "chat", "support", 0));
+        events.push(with_agent(
+            at + 1,
+            &customer,
+            &interaction,
+            "chat",
+            "assigned",
+            "a1",
+        ));
+        let ending = if n % 2 == 0 { "ended" } else { "abandoned" };
+        events.push(ev(
+            at + 5,
+            &customer,
+            &interaction,
+            "chat",
+            ending,
+            json!({}),
+        ));
+    }
+    events.push(queued(20_000, "c-open", "i-open", "chat", "support", 0));
+    apply_all(&mut state, &events);
+    // No checkpoint was taken: an ended interaction that the store never held must not
+    // stay as an empty entry (a replay folds millions before its first checkpoint).
+    assert_eq!(state.interactions_held(), 1);
+}
+
+#[test]
 fn an_assigned_item_leaves_the_queue_and_loads_its_agent_until_it_ends() {
     let mut state = fold(&[
         agent_state(
