@@ -17,6 +17,7 @@
 //! dead letter again and the log keeps it once.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
@@ -153,6 +154,9 @@ pub struct Version<V: View> {
     /// Changes encoded ahead of the next checkpoint, which writes them first (a replay's
     /// records that are final: see [`AnyVersion::encode_ahead`]).
     encoded_ahead: Mutex<EncodedAhead>,
+    /// Counts the times cached records were let go (under the state's write lock), so a
+    /// fold knows whether what it loaded is still there when it applies (see `fold`).
+    evictions: AtomicU64,
 }
 
 /// Sets of changes encoded ahead of a checkpoint, oldest first, and what they weigh.
@@ -217,6 +221,7 @@ impl<V: View> Version<V> {
                 started: Instant::now(),
             }),
             encoded_ahead: Mutex::new(EncodedAhead::default()),
+            evictions: AtomicU64::new(0),
         })
     }
 
@@ -283,10 +288,9 @@ impl<V: View> Version<V> {
         // that a full cache does not ask for a checkpoint again after the next batch
         // (each checkpoint re-encodes what changed and, in bulk, adds a disk table).
         if evict {
-            self.state
-                .write()
-                .map_err(lock_error)?
-                .evict(self.config.cache_bytes / 4 * 3);
+            let mut state = self.state.write().map_err(lock_error)?;
+            state.evict(self.config.cache_bytes / 4 * 3);
+            self.evictions.fetch_add(1, Ordering::Release);
         }
         tracing::debug!(
             view = self.status.view,
@@ -360,7 +364,9 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     /// Folds a batch of decoded records (each partition's in order, starting where the
     /// version stands; records of topics the view does not fold are passed over); returns
     /// the dead letters to append. With `until`, events that occurred later are passed over
-    /// (their positions still move). Blocks (it may read the store).
+    /// (their positions still move). Blocks (it may read the store). A checkpoint written
+    /// meanwhile on another thread may let records go that the fold loaded: it loads them
+    /// again before it applies anything.
     fn fold(
         &self,
         batch: &[&Decoded],
@@ -427,44 +433,53 @@ impl<V: View> AnyVersion for Version<V> {
         // the disk and holds the write lock only for in-memory work.
         let topics = self.status.topics;
         let folds = |decoded: &Decoded| topics.contains(&destination_of(decoded.record.topic));
-        // A record loaded in one round may name another the fold needs (the reports'
-        // pending self-service session names its session): ask again after each load.
-        for _round in 0..MISSING_ROUNDS {
-            let mut missing = Vec::new();
-            {
-                let state = self.state.read().map_err(lock_error)?;
-                for decoded in batch.iter().filter(|d| folds(d)) {
-                    if let Ok(event) = &decoded.event {
-                        self.view.missing(&state, event, &mut missing)?;
+        // A checkpoint written beside the fold (on another thread) may let clean records go
+        // between their loading and the fold's write lock: the fold then loads again, so it
+        // never applies an event to a record that is neither in memory nor known absent.
+        let mut state = loop {
+            let evictions = self.evictions.load(Ordering::Acquire);
+            // A record loaded in one round may name another the fold needs (the reports'
+            // pending self-service session names its session): ask again after each load.
+            for _round in 0..MISSING_ROUNDS {
+                let mut missing = Vec::new();
+                {
+                    let state = self.state.read().map_err(lock_error)?;
+                    for decoded in batch.iter().filter(|d| folds(d)) {
+                        if let Ok(event) = &decoded.event {
+                            self.view.missing(&state, event, &mut missing)?;
+                        }
+                    }
+                }
+                if missing.is_empty() {
+                    break;
+                }
+                missing.sort_unstable();
+                missing.dedup();
+                let loaded = self.table.get_many(missing)?;
+                let mut state = self.state.write().map_err(lock_error)?;
+                for (key, value) in loaded {
+                    match state.restore(&key, value.as_deref()) {
+                        Ok(()) => {}
+                        // A stored record that cannot be read (damaged on disk): failing the
+                        // fold would fold the same batch again, and fail again, for ever. It is
+                        // passed over as absent, as queries pass over it: counted where
+                        // operators look (`GET /v1/views`) and logged once, and the fold
+                        // starts that record afresh (a rebuild brings its history back).
+                        Err(error @ ViewError::Corrupt { .. }) => {
+                            self.table.reader().unreadable(&key, &error);
+                            state.restore(&key, None)?;
+                        }
+                        Err(error) => return Err(error.into()),
                     }
                 }
             }
-            if missing.is_empty() {
-                break;
+            let state = self.state.write().map_err(lock_error)?;
+            if self.evictions.load(Ordering::Acquire) == evictions {
+                break state;
             }
-            missing.sort_unstable();
-            missing.dedup();
-            let loaded = self.table.get_many(missing)?;
-            let mut state = self.state.write().map_err(lock_error)?;
-            for (key, value) in loaded {
-                match state.restore(&key, value.as_deref()) {
-                    Ok(()) => {}
-                    // A stored record that cannot be read (damaged on disk): failing the
-                    // fold would fold the same batch again, and fail again, for ever. It is
-                    // passed over as absent, as queries pass over it: counted where
-                    // operators look (`GET /v1/views`) and logged once, and the fold
-                    // starts that record afresh (a rebuild brings its history back).
-                    Err(error @ ViewError::Corrupt { .. }) => {
-                        self.table.reader().unreadable(&key, &error);
-                        state.restore(&key, None)?;
-                    }
-                    Err(error) => return Err(error.into()),
-                }
-            }
-        }
+        };
         let name = self.view.name();
         let mut dead_letters = Vec::new();
-        let mut state = self.state.write().map_err(lock_error)?;
         let mut checkpoint = self.status.checkpoint();
         let mut folded = 0;
         for decoded in batch.iter().filter(|d| folds(d)) {
@@ -536,7 +551,9 @@ impl<V: View> AnyVersion for Version<V> {
     }
 
     fn let_go(&self) -> Result<(), ProjectorError> {
-        self.state.write().map_err(lock_error)?.evict(0);
+        let mut state = self.state.write().map_err(lock_error)?;
+        state.evict(0);
+        self.evictions.fetch_add(1, Ordering::Release);
         Ok(())
     }
 

@@ -371,16 +371,25 @@ fn report(
 }
 
 /// Folds batches into one version until the reader is done, then writes the last
-/// checkpoint; returns it. At the end of a pass, a view whose records are final once their
-/// partition is folded ([`AnyVersion::partition_local`]) writes them and lets them go once
-/// they weigh more than a quarter of the budget: nothing of the next passes touches them. (Below that they stay: a short history is then written once, in one disk table,
-/// rather than in a table per partition that the store would have to compact.) That
-/// checkpoint is written on a thread of its own while the next pass folds (the fold takes
-/// the changes without copying them, and goes on); its records are let go once written, so
-/// a fold that did reach back for one reads it from memory or from the store, never a gap.
-/// Below the quarter, it encodes them on that thread instead, so the last checkpoint
-/// writes them without encoding the whole history after the fold. Other views checkpoint
-/// only when their budget is full, and at the end.
+/// checkpoint; returns it.
+///
+/// At the end of a pass, a view whose records are final once their partition is folded
+/// ([`AnyVersion::partition_local`]) writes them and lets them go once they weigh more than
+/// a quarter of the budget: nothing of the next passes touches them. (Below that they stay:
+/// a short history is then written once, in one disk table, rather than in a table per
+/// partition that the store would have to compact.) That checkpoint is written on a thread
+/// of its own while the next pass folds (the fold takes the changes without copying them,
+/// and goes on); its records are let go once written, so a fold that did reach back for
+/// one reads it from memory or from the store, never a gap. Below the quarter, it encodes
+/// them on that thread instead, so the last checkpoint writes them without encoding the
+/// whole history after the fold.
+///
+/// A view whose budget is full checkpoints in the middle of a pass, on such a thread too,
+/// while the fold goes on; once written, clean records go down to three quarters of the
+/// budget (a fold that loaded one of them meanwhile loads it again: see
+/// [`AnyVersion::fold`]). Written on the worker's own thread, it stopped the fold, the
+/// reader waited on the worker's full channel, and every other view with it (a 10M-event
+/// replay writes about thirty of the reports', a quarter of a second each).
 fn fold_batches(
     version: &Arc<dyn AnyVersion>,
     batches: &mpsc::Receiver<Feed>,
@@ -399,7 +408,7 @@ fn fold_batches(
                 .map_err(|_| ProjectorError::Task("a replay checkpoint panicked".to_owned()))??;
             match background.job {
                 Job::Checkpoint => version.let_go(),
-                Job::EncodeAhead => Ok(()),
+                Job::BudgetCheckpoint | Job::EncodeAhead => Ok(()),
             }
         }
         None => Ok(()),
@@ -428,7 +437,7 @@ fn fold_batches(
                 let handle = std::thread::Builder::new()
                     .name(format!("omnilog-replay-{}-write", version.status().view))
                     .spawn(move || match job {
-                        Job::Checkpoint => writer.checkpoint(),
+                        Job::Checkpoint | Job::BudgetCheckpoint => writer.checkpoint(),
                         Job::EncodeAhead => writer.encode_ahead(),
                     })
                     .map_err(|e| ProjectorError::Task(format!("starting a replay writer: {e}")))?;
@@ -447,10 +456,18 @@ fn fold_batches(
         {
             written(&mut writing)?;
         }
-        if version.checkpoint_due() {
-            // Never two checkpoints of a version at once.
-            written(&mut writing)?;
-            version.checkpoint()?;
+        // Never two checkpoints of a version at once: while one is being written, the
+        // fold goes on over budget (by what it folds meanwhile) until it is done.
+        if writing.is_none() && version.checkpoint_due() {
+            let writer = version.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("omnilog-replay-{}-write", version.status().view))
+                .spawn(move || writer.checkpoint())
+                .map_err(|e| ProjectorError::Task(format!("starting a replay writer: {e}")))?;
+            writing = Some(Background {
+                job: Job::BudgetCheckpoint,
+                handle,
+            });
         }
     }
     written(&mut writing)?;
@@ -463,6 +480,9 @@ fn fold_batches(
 enum Job {
     /// Writes a checkpoint; the records it wrote are let go once it is done.
     Checkpoint,
+    /// Writes a checkpoint because the budget is full; it lets clean records go down to
+    /// three quarters of the budget itself.
+    BudgetCheckpoint,
     /// Encodes the pass's changes for the next checkpoint.
     EncodeAhead,
 }

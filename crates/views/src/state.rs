@@ -27,6 +27,7 @@
 //! the live one. Records hold no `HashMap` and no floats, whose bytes could depend on the
 //! order of folding.
 
+use hashbrown::hash_map::EntryRef;
 use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -769,14 +770,14 @@ impl StoreKnowledge {
 }
 
 /// Whether `store` knows the record of `key` to be absent (see [`StoreKnowledge`]).
-fn known_absent<K: Hash + Eq + Borrow<Q>, Q: Hash + ?Sized, S>(
+fn known_absent<Q: Hash + ?Sized>(
     store: &StoreKnowledge,
-    slots: &HashMap<K, S, foldhash::fast::RandomState>,
+    hasher: &foldhash::fast::RandomState,
     key: &Q,
 ) -> bool {
     match store {
         StoreKnowledge::Anything => false,
-        StoreKnowledge::OnlyLetGo(let_go) => !let_go.contains(&slots.hasher().hash_one(key)),
+        StoreKnowledge::OnlyLetGo(let_go) => !let_go.contains(&hasher.hash_one(key)),
     }
 }
 
@@ -784,11 +785,15 @@ fn known_absent<K: Hash + Eq + Borrow<Q>, Q: Hash + ?Sized, S>(
 /// 16 bytes a key: 64 MiB at most).
 const LET_GO_REMEMBERED: usize = 4_000_000;
 
+/// A [`CachedTable`]'s slots: hashbrown's map for its `entry_ref`, which finds or makes a
+/// slot by a borrowed key in one lookup (std's map needs two, or an owned key).
+type SlotMap<K, V> = hashbrown::HashMap<K, Slot<V>, foldhash::fast::RandomState>;
+
 /// A table whose records come into memory when needed. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct CachedTable<K: Key, V: Record> {
     tag: u8,
-    slots: FastMap<K, Slot<V>>,
+    slots: SlotMap<K, V>,
     store: StoreKnowledge,
     clock: u64,
     /// The slots' weight when last summed (after each checkpoint), plus what was loaded
@@ -835,7 +840,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     pub fn new(tag: u8) -> Self {
         CachedTable {
             tag,
-            slots: FastMap::default(),
+            slots: SlotMap::default(),
             store: StoreKnowledge::Anything,
             clock: 0,
             weight: 0,
@@ -860,7 +865,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     where
         K: Borrow<Q>,
     {
-        known_absent(&self.store, &self.slots, key)
+        known_absent(&self.store, self.slots.hasher(), key)
     }
 
     /// Whether the record is in memory (or known to be absent from the store).
@@ -875,7 +880,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     /// empty slot made now. (Takes the fields it needs, so that the caller may still count
     /// changes in `self.changed`.)
     fn loaded_slot<'a, Q: Hash + Eq + Debug + ToOwned<Owned = K> + ?Sized>(
-        slots: &'a mut FastMap<K, Slot<V>>,
+        slots: &'a mut SlotMap<K, V>,
         store: &StoreKnowledge,
         weight: &mut usize,
         tag: u8,
@@ -884,22 +889,27 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     where
         K: Borrow<Q>,
     {
-        if !slots.contains_key(key) {
-            if !known_absent(store, slots, key) {
-                return Err(not_loaded(tag, key));
+        // One lookup whether the slot is there or not (the fold's hottest path: every
+        // event looks up a record of each view).
+        let hasher = slots.hasher().clone();
+        match slots.entry_ref(key) {
+            EntryRef::Occupied(slot) => Ok(slot.into_mut()),
+            EntryRef::Vacant(vacant) => {
+                if !known_absent(store, &hasher, key) {
+                    return Err(not_loaded(tag, key));
+                }
+                let slot = Slot {
+                    value: None,
+                    changed: false,
+                    stored: false,
+                    used: 0,
+                };
+                // Counted now: a table that only ever finds records absent must still see
+                // its slots' weight grow, or nothing would make it let them go.
+                *weight += slot_weight::<K, V>(&slot);
+                Ok(vacant.insert_with_key(key.to_owned(), slot))
             }
-            let slot = Slot {
-                value: None,
-                changed: false,
-                stored: false,
-                used: 0,
-            };
-            // Counted now: a table that only ever finds records absent must still see its
-            // slots' weight grow, or nothing would make it let them go.
-            *weight += slot_weight::<K, V>(&slot);
-            slots.insert(key.to_owned(), slot);
         }
-        slots.get_mut(key).ok_or_else(|| not_loaded(tag, key))
     }
 
     /// The record if it is in memory, without counting a use: for [`crate::View::missing`],
