@@ -15,7 +15,9 @@
 //!   loads what [`crate::View::missing`] names before folding a batch, so the fold itself
 //!   never waits on a disk) and let go, least recently used first, once they are written
 //!   and memory is over its budget. For state that grows with the history (a customer's
-//!   journeys). Queries read through to the store for a record not in memory.
+//!   journeys). Queries read through to the store for a record not in memory. A record is
+//!   weighed against the budget by an estimate of its size in memory: its map entry, and
+//!   three bytes for each byte of its last encoding (`MEMORY_PER_ENCODED_BYTE`).
 //!
 //! Hash maps hash with foldhash, seeded at random so that ids chosen to collide cannot slow a
 //! fold down; no result depends on a map's order (dumps and changes are sorted).
