@@ -69,9 +69,17 @@ const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// `omnilog bench --events 2000 --ingest-events 200000 --single-requests 20000
 /// --latency-seconds 10`: one event a request 14.7k and 13.8k req/s at 16 against 16.5k and
 /// 17.5k at 4, p99 latency 11.8 and 7.8 ms against 3.3 and 4.9 ms). fjall stores a
-/// keyspace's options with it, so a replayed store keeps 16 when served (read-only). Kept
-/// below 20, where fjall starts to slow writes down for a crowded first level.
-const REPLAY_FIRST_LEVEL_TABLES: u8 = 16;
+/// keyspace's options with it, so a replayed store keeps its threshold when served
+/// (read-only).
+///
+/// Later, cached records were weighed by their size in memory rather than their encoded
+/// size, and a 10M replay writes about thirty checkpoints of the journey view, so 16 let
+/// fjall compact again: 28 took 34.9, 35.0 and 35.8 s (54.6 to 58.6 s of CPU) against
+/// 36.3, 36.6 and 38.7 s (56.9 to 62.1 s) at 16, three alternated pairs. Kept below 30,
+/// where fjall halts writes that are not ingestions until it has compacted (from 20 it
+/// slows them a little: a replay writes by ingestion, and a replayed store is served
+/// read-only).
+const REPLAY_FIRST_LEVEL_TABLES: u8 = 28;
 
 fn keyspace_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
