@@ -92,6 +92,15 @@ pub(crate) struct Ask {
 }
 
 impl Ask {
+    /// The asked range, open ends as far as time goes.
+    fn since(&self) -> DateTime<Utc> {
+        self.from.unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    fn until(&self) -> DateTime<Utc> {
+        self.to.unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
     fn from_params(params: &BTreeMap<String, String>) -> Result<Self, ApiError> {
         Ok(Ask {
             from: time_param(params, "from")?,
@@ -219,12 +228,7 @@ impl Gathered for JourneyReportPartial {
     const VIEW: &'static str = "journey";
     type Of = JourneyView;
     fn compute(state: &JourneyState, reads: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
-        journey::journeys_report(
-            state,
-            reads.records,
-            ask.from.unwrap_or(DateTime::<Utc>::MIN_UTC),
-            ask.to.unwrap_or(DateTime::<Utc>::MAX_UTC),
-        )
+        journey::journeys_report(state, reads.records, ask.since(), ask.until())
     }
     fn merge(&mut self, other: Self) {
         JourneyReportPartial::merge(self, &other);
@@ -242,8 +246,8 @@ impl Gathered for ChannelsPartial {
             ask.attribute
                 .as_deref()
                 .unwrap_or(segments::DEFAULT_GROUP_BY),
-            ask.from.unwrap_or(DateTime::<Utc>::MIN_UTC),
-            ask.to.unwrap_or(DateTime::<Utc>::MAX_UTC),
+            ask.since(),
+            ask.until(),
         )
     }
     fn merge(&mut self, other: Self) {
@@ -256,12 +260,7 @@ impl Gathered for EngagementPartial {
     const VIEW: &'static str = crate::queries::ENGAGEMENT;
     type Of = EngagementView;
     fn compute(state: &EngagementState, reads: &Reads<'_>, ask: &Ask) -> Result<Self, ViewError> {
-        engagement::engagement_report(
-            state,
-            reads.records,
-            ask.from.unwrap_or(DateTime::<Utc>::MIN_UTC),
-            ask.to.unwrap_or(DateTime::<Utc>::MAX_UTC),
-        )
+        engagement::engagement_report(state, reads.records, ask.since(), ask.until())
     }
     fn merge(&mut self, other: Self) {
         EngagementPartial::merge(self, other);

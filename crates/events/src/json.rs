@@ -317,17 +317,11 @@ fn parse_named<T>(
     field: &str,
     text: Option<&str>,
     parse: fn(&str) -> Option<T>,
-    all: &[T],
-    name: fn(&T) -> &'static str,
+    names: fn() -> String,
 ) -> Result<T, EventError> {
     let text = text.ok_or_else(|| EventError::missing(field))?;
-    parse(text).ok_or_else(|| {
-        let allowed: Vec<&str> = all.iter().map(name).collect();
-        EventError::invalid(
-            field,
-            format!("{text:?} is not one of {}", allowed.join(", ")),
-        )
-    })
+    parse(text)
+        .ok_or_else(|| EventError::invalid(field, format!("{text:?} is not one of {}", names())))
 }
 
 fn required_text(field: &str, value: Option<String>) -> Result<String, EventError> {
@@ -409,10 +403,9 @@ impl RawEvent<'_> {
             .take()
             .ok_or_else(|| EventError::missing("type"))?;
         let event_type = EventType::parse(&type_name).ok_or_else(|| {
-            let allowed: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
             EventError::invalid(
                 "type",
-                format!("{type_name:?} is not one of {}", allowed.join(", ")),
+                format!("{type_name:?} is not one of {}", EventType::names()),
             )
         })?;
         let allowed = body_fields(event_type);
@@ -468,11 +461,7 @@ impl RawEvent<'_> {
         let channel = self
             .channel
             .take()
-            .map(|c| {
-                parse_named("channel", Some(&c), Channel::parse, Channel::ALL, |c| {
-                    c.as_str()
-                })
-            })
+            .map(|c| parse_named("channel", Some(&c), Channel::parse, Channel::names))
             .transpose()?;
 
         if event_type.is_interaction_event() {
@@ -546,8 +535,7 @@ impl RawEvent<'_> {
                 "direction",
                 raw.as_deref(),
                 Direction::parse,
-                Direction::ALL,
-                |d| d.as_str(),
+                Direction::names,
             )
         };
         let agent = |raw: &mut Option<String>| required_text("agent_id", raw.take());
@@ -563,8 +551,7 @@ impl RawEvent<'_> {
                     "author",
                     self.author.as_deref(),
                     Author::parse,
-                    Author::ALL,
-                    |a| a.as_str(),
+                    Author::names,
                 )?,
                 agent_id: non_empty("agent_id", self.agent_id.take())?,
                 text: self.text.take(),
@@ -707,8 +694,7 @@ impl RawEvent<'_> {
                                     &field,
                                     Some(&channel),
                                     Channel::parse,
-                                    Channel::ALL,
-                                    |c| c.as_str(),
+                                    Channel::names,
                                 )?;
                                 let n = u32::try_from(n).map_err(|_| {
                                     EventError::invalid(&field, format!("{n} is not a count"))
@@ -724,8 +710,7 @@ impl RawEvent<'_> {
                         "state",
                         self.state.as_deref(),
                         AgentStatus::parse,
-                        AgentStatus::ALL,
-                        |s| s.as_str(),
+                        AgentStatus::names,
                     )?,
                     skills: self
                         .skills

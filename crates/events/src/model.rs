@@ -45,6 +45,12 @@ macro_rules! named_enum {
             pub fn parse(text: &str) -> Option<Self> {
                 match text { $($text => Some($name::$variant),)+ _ => None }
             }
+
+            /// Every contract name, in declaration order, joined by ", ": what an error
+            /// about a value that is none of them lists.
+            pub fn names() -> String {
+                Self::ALL.iter().map(|value| value.as_str()).collect::<Vec<_>>().join(", ")
+            }
         }
 
         impl fmt::Display for $name {

@@ -422,11 +422,7 @@ pub fn reporting_config(levels: &[(String, u32)]) -> anyhow::Result<ReportingCon
         let channel = Channel::parse(name).with_context(|| {
             format!(
                 "service level for {name:?}: not a channel; channels: {}",
-                Channel::ALL
-                    .iter()
-                    .map(|c| c.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                Channel::names()
             )
         })?;
         if *seconds == 0 {

@@ -143,16 +143,8 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         .channel
         .as_deref()
         .map(|c| {
-            Channel::parse(c).with_context(|| {
-                format!(
-                    "--channel {c:?} is not one of {}",
-                    Channel::ALL
-                        .iter()
-                        .map(|c| c.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })
+            Channel::parse(c)
+                .with_context(|| format!("--channel {c:?} is not one of {}", Channel::names()))
         })
         .transpose()?;
     let filter = Filter {

@@ -3,6 +3,7 @@
 //! decisions the history already holds, and opens their gates once it is live. A task
 //! learns when its gate opened (the reactor acts on nothing due before).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -55,5 +56,43 @@ impl Held {
             opened = self.0.wait_for(Option::is_some) => opened.ok().and_then(|at| *at),
             _ = stopping.wait_for(|stop| *stop) => None,
         }
+    }
+}
+
+/// A task that acts once its [`Gate`] opens, until stopped: the router, the reactor.
+#[derive(Debug)]
+pub struct GatedTask {
+    stop: watch::Sender<bool>,
+    gate: Gate,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GatedTask {
+    /// Spawns `run` to start once the gate opens (at once unless `held`), with the time it
+    /// opened and the stop signal it must heed between rounds.
+    pub fn spawn<F, R>(held: bool, says: &'static str, run: R) -> Self
+    where
+        R: FnOnce(DateTime<Utc>, watch::Receiver<bool>) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = watch::channel(false);
+        let (gate, waiting) = Gate::new(held, says);
+        let task = tokio::spawn(async move {
+            if let Some(opened) = waiting.opened(&stopped).await {
+                run(opened, stopped).await;
+            }
+        });
+        GatedTask { stop, gate, task }
+    }
+
+    /// What opens the task when it was started held.
+    pub fn gate(&self) -> Gate {
+        self.gate.clone()
+    }
+
+    /// Stops after the round in progress.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
     }
 }

@@ -31,7 +31,7 @@ use omnilog_reactor::{Decision, Rule, ViewFacts, Window, decide};
 use omnilog_views::engagement::EngagementView;
 use tokio::sync::watch;
 
-use crate::gate::Gate;
+use crate::gate::GatedTask;
 
 /// The view the reactor reads.
 const VIEW: &str = "engagement";
@@ -55,7 +55,7 @@ pub struct ReactorConfig {
     pub max_late: TimeDelta,
     /// The pause between rounds.
     pub interval: Duration,
-    /// Start held: act only once its [`Gate`] opens.
+    /// Start held: act only once its [`Gate`](crate::gate::Gate) opens.
     pub held: bool,
 }
 
@@ -71,43 +71,19 @@ impl Default for ReactorConfig {
     }
 }
 
-/// A running reactor; stops with [`Reactor::stop`].
-#[derive(Debug)]
-pub struct Reactor {
-    stop: watch::Sender<bool>,
-    gate: Gate,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Reactor {
-    /// Starts the reactor; `None` when it is off or has no rule.
-    pub fn start(ingest: Ingest, views: Arc<ViewRuntime>, config: ReactorConfig) -> Option<Self> {
-        if config.mode == ReactorMode::Off || config.rules.is_empty() {
-            return None;
-        }
-        let (stop, stopped) = watch::channel(false);
-        // Not held: open from the start, with no lower bound but `max_late`.
-        let (gate, held) = Gate::new(config.held, "the reactor acts from now on");
-        let rules: Vec<&str> = config.rules.iter().map(|r| r.reason.as_str()).collect();
-        tracing::info!(?rules, held = config.held, "reactor started");
-        let task = tokio::spawn(async move {
-            if let Some(since) = held.opened(&stopped).await {
-                run(ingest, views, config, since, stopped).await;
-            }
-        });
-        Some(Reactor { stop, gate, task })
+/// Starts the reactor; `None` when it is off or has no rule. Not held, it is open from
+/// the start, with no lower bound but `max_late`.
+pub fn start(ingest: Ingest, views: Arc<ViewRuntime>, config: ReactorConfig) -> Option<GatedTask> {
+    if config.mode == ReactorMode::Off || config.rules.is_empty() {
+        return None;
     }
-
-    /// What opens this reactor when it was started held.
-    pub fn gate(&self) -> Gate {
-        self.gate.clone()
-    }
-
-    /// Stops after the round in progress.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
+    let rules: Vec<&str> = config.rules.iter().map(|r| r.reason.as_str()).collect();
+    tracing::info!(?rules, held = config.held, "reactor started");
+    Some(GatedTask::spawn(
+        config.held,
+        "the reactor acts from now on",
+        move |opened, stopped| run(ingest, views, config, opened, stopped),
+    ))
 }
 
 async fn run(

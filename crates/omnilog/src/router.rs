@@ -14,7 +14,7 @@
 //! embedded log (one process writes a log).
 //!
 //! A router can start held ([`RouterConfig::held`]) and route only once its
-//! [`Gate`] opens: `omnilog demo` holds it while it back-fills past hours, whose
+//! [`Gate`](crate::gate::Gate) opens: `omnilog demo` holds it while it back-fills past hours, whose
 //! routing the history already holds (a router acts in the present, so it would answer a
 //! call of 9 o'clock at noon).
 
@@ -32,7 +32,7 @@ use omnilog_views::queue::{self, AgentsPartial, QueueView};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::gate::Gate;
+use crate::gate::GatedTask;
 
 /// The `source` of the router's events.
 pub const SOURCE: &str = "omnilog.router";
@@ -57,7 +57,7 @@ pub struct RouterConfig {
     pub offer_timeout: Duration,
     /// The longest pause between rounds (a round also starts when the queue view moves).
     pub interval: Duration,
-    /// Start held: route only once its [`Gate`] opens.
+    /// Start held: route only once its [`Gate`](crate::gate::Gate) opens.
     pub held: bool,
 }
 
@@ -72,41 +72,17 @@ impl Default for RouterConfig {
     }
 }
 
-/// A running router; stops when dropped or with [`Router::stop`].
-#[derive(Debug)]
-pub struct Router {
-    stop: watch::Sender<bool>,
-    gate: Gate,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Router {
-    /// Starts routing; `None` when the mode is `off`.
-    pub fn start(ingest: Ingest, views: Arc<ViewRuntime>, config: RouterConfig) -> Option<Self> {
-        if config.mode == RouteMode::Off {
-            return None;
-        }
-        let (stop, stopped) = watch::channel(false);
-        let (gate, held) = Gate::new(config.held, "the router routes from now on");
-        let task = tokio::spawn(async move {
-            if held.opened(&stopped).await.is_some() {
-                run(ingest, views, config, stopped).await;
-            }
-        });
-        tracing::info!(mode = ?config.mode, held = config.held, "router started");
-        Some(Router { stop, gate, task })
+/// Starts routing; `None` when the mode is `off`.
+pub fn start(ingest: Ingest, views: Arc<ViewRuntime>, config: RouterConfig) -> Option<GatedTask> {
+    if config.mode == RouteMode::Off {
+        return None;
     }
-
-    /// What opens this router when it was started held.
-    pub fn gate(&self) -> Gate {
-        self.gate.clone()
-    }
-
-    /// Stops after the round in progress.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
+    tracing::info!(mode = ?config.mode, held = config.held, "router started");
+    Some(GatedTask::spawn(
+        config.held,
+        "the router routes from now on",
+        move |_, stopped| run(ingest, views, config, stopped),
+    ))
 }
 
 /// What one round saw and decided.

@@ -28,8 +28,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{LogBackend, ServerArgs, ServerConfig};
 use crate::gate::Gate;
-use crate::reactor::Reactor;
-use crate::router::Router;
+use crate::gate::GatedTask;
+use crate::{reactor, router};
 
 /// A running server.
 #[derive(Debug)]
@@ -123,10 +123,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
     )
     .await
     .context("starting the projectors")?;
-    let routing = Router::start(ingest.clone(), views.clone(), config.router);
-    let gate = routing.as_ref().map(Router::gate);
-    let reacting = Reactor::start(ingest.clone(), views.clone(), config.reactor.clone());
-    let reactor_gate = reacting.as_ref().map(Reactor::gate);
+    let routing = router::start(ingest.clone(), views.clone(), config.router);
+    let gate = routing.as_ref().map(GatedTask::gate);
+    let reacting = reactor::start(ingest.clone(), views.clone(), config.reactor.clone());
+    let reactor_gate = reacting.as_ref().map(GatedTask::gate);
     let app = router(write_side(ingest, &config).with_views(views.clone(), metrics));
     let mut server = serve_app(
         config,
@@ -208,8 +208,8 @@ pub async fn start_ingest(config: &ServerConfig, log: Arc<dyn EventLog>) -> anyh
 /// reactor (neither on an ingest server or a read-only one).
 #[derive(Debug, Default)]
 struct Deciders {
-    routing: Option<Router>,
-    reacting: Option<Reactor>,
+    routing: Option<GatedTask>,
+    reacting: Option<GatedTask>,
 }
 
 /// Listens and serves `app` until stopped; then stops the router, the reactor and the

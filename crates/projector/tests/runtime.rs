@@ -5,7 +5,7 @@
 //! another layout is folded again from offset 0; read-your-writes waits for a position.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use omnilog_events::{Body, Destination, Event};
 use omnilog_log::{AppendRecord, EmbeddedLog, PartitionCounts, SharedLog, Topic};
@@ -284,13 +284,22 @@ async fn a_bad_record_goes_to_the_dead_letter_and_leaves_nothing_behind() {
     let checkpoint = runtime.live("counting").unwrap().status().checkpoint();
     assert_eq!(checkpoint.dead_letters, 2);
     assert_eq!(checkpoint.events_applied, 702);
-    let dead: u64 = setup
-        .log
-        .end_offsets(Topic::DeadLetter)
-        .await
-        .unwrap()
-        .iter()
-        .sum();
+    // The group appends a batch's dead letters after the fold has moved the applied
+    // positions `caught_up` waits on: give the append a moment (bounded) before counting.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let dead = loop {
+        let dead: u64 = setup
+            .log
+            .end_offsets(Topic::DeadLetter)
+            .await
+            .unwrap()
+            .iter()
+            .sum();
+        if dead >= 2 || Instant::now() >= deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(dead, 2);
     // The refused event changed nothing: the state is the fold without it.
     let expected = fold_in_memory(&setup.log, &CountingView).await;

@@ -170,14 +170,7 @@ impl RuleSpec {
                 Channel::parse(name).ok_or_else(|| {
                     config_error(
                         format!("{field}.channel"),
-                        format!(
-                            "{name:?} is not a channel; channels: {}",
-                            Channel::ALL
-                                .iter()
-                                .map(|c| c.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
+                        format!("{name:?} is not a channel; channels: {}", Channel::names()),
                     )
                 })
             })
