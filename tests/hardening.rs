@@ -584,6 +584,31 @@ async fn stalled_and_idle_clients_are_cut_off_and_a_stop_does_not_wait_for_them(
     }
 }
 
+/// A process manager may send SIGTERM the moment a server says where it listens. The
+/// handlers are installed before that line is printed, so such a signal stops the server
+/// cleanly (exit 0) instead of killing it with the default action. (CI once saw a read-only
+/// server killed by a SIGTERM that came before its handler.) Each start is a fresh chance
+/// for the race: five of a serving server and five of a read-only one.
+#[test]
+fn a_sigterm_as_soon_as_a_server_says_where_it_listens_stops_it_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for _ in 0..5 {
+        Server::start(&data, &[]).stop();
+    }
+    let replayed = dir.path().join("replayed");
+    support::run(&[
+        "replay",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        replayed.to_str().unwrap(),
+    ]);
+    for _ in 0..5 {
+        Server::start(&replayed, &["--read-only"]).stop();
+    }
+}
+
 /// The body of `bytes` gzipped.
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write as _;

@@ -95,6 +95,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         config.reactor.rules = vec![demo_callback_rule()?];
     }
     let server = serve::start(config).await?;
+    let mut signal = serve::ShutdownSignal::listen()?;
     let base = format!("http://{}", server.addr);
     let simulation_args = SimulateArgs {
         target: base.clone(),
@@ -219,7 +220,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     )?;
                 } else {
                     tracing::info!(sent = report.sent, "the simulation finished; still serving");
-                    serve::shutdown_signal().await;
+                    signal.received().await;
                 }
                 break;
             }
@@ -227,7 +228,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 gone_live = None;
                 go_live(&server, args.backfill_hours).await?;
             }
-            () = serve::shutdown_signal(), if !args.exit => break,
+            () = signal.received(), if !args.exit => break,
         }
     }
     // Nothing is sent to a server that is stopping.

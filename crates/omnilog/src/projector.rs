@@ -402,6 +402,7 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
     let http = tokio::spawn(async move {
         omnilog_api::serving::serve_with(listener, app, stopped, limits).await
     });
+    let mut signal = serve::ShutdownSignal::listen()?;
     {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
@@ -416,11 +417,9 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
     // The group's latest assignment, and whether every partition of it was started.
     let mut wanted = BTreeSet::new();
     let mut following = true;
-    let signal = serve::shutdown_signal();
-    tokio::pin!(signal);
     loop {
         tokio::select! {
-            _ = &mut signal => break,
+            () = signal.received() => break,
             changed = assignment.changed() => {
                 if changed.is_err() {
                     bail!("the group membership stopped");

@@ -302,28 +302,42 @@ pub fn views_with(reporting: ReportingConfig) -> Vec<Arc<dyn Projectable>> {
     ]
 }
 
-/// Waits for SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, caught from the moment `listen` returns.
+///
+/// Made before a server says where it listens: a process manager (or a test) may send
+/// SIGTERM as soon as it reads that line, and a signal that came before anything listened
+/// for it would kill the process with the default action instead of stopping it cleanly.
+pub struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM; stopping on SIGINT only");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    /// Installs the handlers now; a signal from here on is kept until `received`.
+    pub fn listen() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+
+    /// Waits for SIGINT or SIGTERM (returns at once for one that already came).
+    pub async fn received(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -341,8 +355,9 @@ pub async fn run_ingest_server(args: ServerArgs) -> anyhow::Result<()> {
 
 /// Says where the server listens, serves until SIGINT or SIGTERM, then stops it cleanly.
 async fn serve_until_signal(server: Server, config: &ServerConfig) -> anyhow::Result<()> {
+    let mut signal = ShutdownSignal::listen()?;
     announce(&server, config)?;
-    shutdown_signal().await;
+    signal.received().await;
     tracing::info!("shutting down: finishing requests in flight");
     server.stop().await
 }
