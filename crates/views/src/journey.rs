@@ -95,7 +95,7 @@ use crate::state::{CachedTable, Entries, Snapshot, ViewState, changes_of, sorted
 use crate::{LogPosition, View, ViewError};
 use records::{
     CustomerRecord, InteractionRecord, InteractionStatus as Status, JourneyFacts, JourneyRecord,
-    JourneySummary, Line, NoteRecord, PATH_LIMIT, PathEntry, Stamp, Time, channel_code,
+    JourneySummary, Line, NoteRecord, PATH_LIMIT, PathEntry, Stamp, Time, Timeline, channel_code,
     event_type_code, is_self_service_channel,
 };
 
@@ -280,8 +280,9 @@ impl View for JourneyView {
 
     /// 4: a customer's journeys in one record, the timeline as rendered lines naming
     /// their interaction by number. 5: a journey's facts carry its self-service figures.
+    /// 6: a journey's timeline lines are encoded in one buffer.
     fn layout(&self) -> u32 {
-        5
+        6
     }
 
     fn new_state(&self) -> JourneyState {
@@ -336,7 +337,7 @@ impl View for JourneyView {
             interaction_id: checked.interaction_id,
             channel: checked.channel,
         }
-        .run();
+        .run()?;
         if outcome.new_interaction {
             state.index.insert(
                 (
@@ -373,7 +374,7 @@ struct Fold<'a> {
 }
 
 impl Fold<'_> {
-    fn run(mut self) -> FoldOutcome {
+    fn run(mut self) -> Result<FoldOutcome, ViewError> {
         let (stamp, event) = (self.stamp, self.event);
         // One lookup for a known interaction (nearly every event): the map is keyed by
         // strings, and its comparisons were a tenth of this fold.
@@ -399,10 +400,10 @@ impl Fold<'_> {
         let record = record.clone_for_journey();
         let journey_index = seq as usize;
         let Some(journey) = self.customer.journeys.get_mut(journey_index) else {
-            return FoldOutcome {
+            return Ok(FoldOutcome {
                 new_interaction: is_new,
                 facts: None,
-            };
+            });
         };
         let mut facts_changed =
             apply_to_summary(&mut journey.summary, &record, event, stamp, self.channel);
@@ -440,17 +441,7 @@ impl Fold<'_> {
             event_type: event_type_code(event.event_type()),
             summary: describe(event),
         };
-        // Nearly always the latest: appended; a late event is inserted in its place.
-        if journey
-            .timeline
-            .last()
-            .is_none_or(|last| last.stamp <= stamp)
-        {
-            journey.timeline.push(line);
-        } else {
-            let at = journey.timeline.partition_point(|l| l.stamp <= stamp);
-            journey.timeline.insert(at, line);
-        }
+        journey.timeline.add(&line)?;
         if let Body::Note { agent_id, text } = &event.body {
             let note = NoteRecord {
                 at: stamp.at,
@@ -464,10 +455,10 @@ impl Fold<'_> {
                 journey.notes.insert(at, (stamp, note));
             }
         }
-        FoldOutcome {
+        Ok(FoldOutcome {
             new_interaction: is_new,
             facts: facts_changed.then(|| (seq, journey.facts(&self.customer.interactions))),
-        }
+        })
     }
 
     /// Chooses the journey of a new interaction (see the module's rules): its sequence
@@ -534,7 +525,7 @@ impl Fold<'_> {
             },
             path: Vec::new(),
             notes: Vec::new(),
-            timeline: Vec::new(),
+            timeline: Timeline::default(),
         });
         seq
     }

@@ -336,9 +336,10 @@ fn journey_entry(journey: &Loaded<'_>, limits: JourneyLimits) -> Result<JourneyE
     let timeline = journey
         .journey
         .timeline
-        .iter()
+        .lines()
         .take(limits.timeline)
         .map(|line| {
+            let line = line?;
             let interaction_id = journey
                 .record
                 .ids
@@ -349,7 +350,7 @@ fn journey_entry(journey: &Loaded<'_>, limits: JourneyLimits) -> Result<JourneyE
                 channel: channel_name(line.channel)?.to_owned(),
                 interaction_id: interaction_id.clone(),
                 event_type: event_type_name(line.event_type)?.to_owned(),
-                summary: line.summary.clone(),
+                summary: line.summary,
             })
         })
         .collect::<Result<Vec<_>, ViewError>>()?;
