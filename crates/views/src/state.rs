@@ -160,16 +160,19 @@ fn encode_value<V: Serialize>(value: &V) -> Result<Vec<u8>, ViewError> {
     postcard::to_stdvec(value).map_err(|e| encoding_failed("a record", e))
 }
 
-/// Encodes a record through `scratch`, a buffer kept warm across records: the record is
-/// written once into memory already in the cache, then copied into a vector of its exact
-/// size, instead of growing a fresh vector step by step (each step a copy into new pages).
+/// Encodes a record into a vector of its exact size: postcard measures it first (a walk
+/// over the record that copies nothing), then writes it once. Written into a warm scratch
+/// buffer and copied out, each byte was copied twice: for the journey's customer records,
+/// whose timelines are long buffers, that copy was most of the checkpoints' encoding.
 /// It goes through `to_io` because postcard's `Extend` flavor copies strings a byte at a
 /// time (a fifth of the checkpoints' CPU in `perf record --call-graph dwarf omnilog replay`
 /// of 10M events); `io::Write` for a vector copies slices.
-fn encode_value_via<V: Serialize>(value: &V, scratch: &mut Vec<u8>) -> Result<Vec<u8>, ViewError> {
-    scratch.clear();
-    postcard::to_io(value, &mut *scratch).map_err(|e| encoding_failed("a record", e))?;
-    Ok(scratch.as_slice().to_vec())
+fn encode_value_exactly<V: Serialize>(value: &V) -> Result<Vec<u8>, ViewError> {
+    let size = postcard::experimental::serialized_size(value)
+        .map_err(|e| encoding_failed("a record", e))?;
+    let mut bytes = Vec::with_capacity(size);
+    postcard::to_io(value, &mut bytes).map_err(|e| encoding_failed("a record", e))?;
+    Ok(bytes)
 }
 
 fn decode_key<K: DeserializeOwned>(stored: &[u8]) -> Result<K, ViewError> {
@@ -273,10 +276,9 @@ impl<K: Key, V: Record, S: Shared<V>> SnapshotPart for TableSnapshot<K, V, S> {
 
     fn encode(self: Box<Self>, into: &mut Changes) -> Result<(), ViewError> {
         into.puts.reserve(self.puts.len());
-        let mut scratch = Vec::with_capacity(4096);
         for (key, shared) in &self.puts {
             let stored = stored_key(self.tag, key)?;
-            let bytes = encode_value_via(shared.value(), &mut scratch)?;
+            let bytes = encode_value_exactly(shared.value())?;
             shared.encoded(stored.len() + bytes.len());
             into.puts.push((stored, bytes));
         }
