@@ -288,9 +288,7 @@ impl<V: View> Version<V> {
         // that a full cache does not ask for a checkpoint again after the next batch
         // (each checkpoint re-encodes what changed and, in bulk, adds a disk table).
         if evict {
-            let mut state = self.state.write().map_err(lock_error)?;
-            state.evict(self.config.cache_bytes / 4 * 3);
-            self.evictions.fetch_add(1, Ordering::Release);
+            self.let_go_to_budget()?;
         }
         tracing::debug!(
             view = self.status.view,
@@ -386,9 +384,14 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     /// checkpoints of a version at once.
     fn checkpoint(&self) -> Result<(), ProjectorError>;
 
-    /// Writes the last checkpoint of a version about to be let go whole (the end of a
-    /// replay): as [`AnyVersion::checkpoint`], without sorting out which records to keep.
-    fn last_checkpoint(&self) -> Result<(), ProjectorError>;
+    /// Writes a checkpoint as [`AnyVersion::checkpoint`] does, and lets no record go: the
+    /// last checkpoint of a version about to be let go whole (the end of a replay), or one
+    /// whose caller lets records go itself ([`AnyVersion::let_go_to_budget`]).
+    fn checkpoint_keeping(&self) -> Result<(), ProjectorError>;
+
+    /// Lets clean cached records go, least recently used first, down to three quarters of
+    /// the budget.
+    fn let_go_to_budget(&self) -> Result<(), ProjectorError>;
 
     /// Lets go of every clean cached record (those a checkpoint wrote): for a replay that
     /// is done with the records of a partition, which nothing will touch again.
@@ -546,8 +549,15 @@ impl<V: View> AnyVersion for Version<V> {
         self.write_checkpoint(true)
     }
 
-    fn last_checkpoint(&self) -> Result<(), ProjectorError> {
+    fn checkpoint_keeping(&self) -> Result<(), ProjectorError> {
         self.write_checkpoint(false)
+    }
+
+    fn let_go_to_budget(&self) -> Result<(), ProjectorError> {
+        let mut state = self.state.write().map_err(lock_error)?;
+        state.evict(self.config.cache_bytes / 4 * 3);
+        self.evictions.fetch_add(1, Ordering::Release);
+        Ok(())
     }
 
     fn let_go(&self) -> Result<(), ProjectorError> {
