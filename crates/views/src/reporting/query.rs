@@ -297,8 +297,8 @@ pub fn summary(
             .or_default();
         row.counts.add(counts);
     }
-    let start = (range.first, 0u8, String::new(), 0u32);
-    for ((hour, channel, queue, bucket), count) in state.waits.range(start..) {
+    let start = (range.first, 0u8, String::new());
+    for ((hour, channel, queue), histogram) in state.waits.range(start..) {
         if !range.contains(*hour) {
             break;
         }
@@ -306,7 +306,9 @@ pub fn summary(
             .rows
             .entry(group_by.key(*hour, channel_of(*channel)?, queue))
             .or_default();
-        *row.waits.entry(*bucket).or_insert(0) += count;
+        for (bucket, count) in &histogram.buckets {
+            *row.waits.entry(*bucket).or_insert(0) += count;
+        }
     }
     for ((hour, channel), counts) in state.self_service.range((range.first, 0u8)..) {
         if !range.contains(*hour) {
