@@ -587,10 +587,83 @@ async fn stalled_and_idle_clients_are_cut_off_and_a_stop_does_not_wait_for_them(
 /// A process manager may send SIGTERM the moment a server says where it listens. The
 /// handlers are installed before that line is printed, so such a signal stops the server
 /// cleanly (exit 0) instead of killing it with the default action. (CI once saw a read-only
-/// server killed by a SIGTERM that came before its handler.) Each start is a fresh chance
-/// for the race: five of a serving server and five of a read-only one.
+/// server killed by a SIGTERM that came before its handler.)
+///
+/// The race is microseconds wide, so the order is checked where it happens: under
+/// `strace`, the server's `rt_sigaction` for SIGTERM comes before its write of
+/// `omnilog listening on`. Then each start is a fresh chance for the race itself: five of
+/// a serving server and five of a read-only one.
 #[test]
 fn a_sigterm_as_soon_as_a_server_says_where_it_listens_stops_it_cleanly() {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    assert!(
+        Command::new("strace").arg("-V").output().is_ok(),
+        "strace is needed (apt-get install strace; .ci/run installs it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.txt");
+    let mut traced = Command::new("strace")
+        .args(["-f", "-s", "64", "-e", "trace=rt_sigaction,write", "-o"])
+        .arg(&trace)
+        .arg(support::BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("traced"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting strace");
+    let stdout = traced.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let announced = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("omnilog listening on "));
+    assert!(announced, "the traced server never said where it listens");
+    // The server is strace's child: stop it by its own process id.
+    let children = std::fs::read_to_string(format!(
+        "/proc/{pid}/task/{pid}/children",
+        pid = traced.id()
+    ))
+    .unwrap();
+    let server = children
+        .split_whitespace()
+        .next()
+        .expect("the traced server's pid");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", server])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while traced.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the traced server did not stop within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let position = |what: &str| {
+        text.lines()
+            .position(|line| line.contains(what))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {what:?} in the trace:\n{}",
+                    &text[..text.len().min(4_000)]
+                )
+            })
+    };
+    let handler = position("rt_sigaction(SIGTERM, {sa_handler=0x");
+    let announcement = position("omnilog listening on");
+    assert!(
+        handler < announcement,
+        "the SIGTERM handler (trace line {handler}) was installed after the server said where it listens (line {announcement})"
+    );
+
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     for _ in 0..5 {

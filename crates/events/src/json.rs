@@ -398,16 +398,12 @@ impl RawEvent<'_> {
     /// Applies CONTRACT §3's rules and builds the event. Handles are normalised and a
     /// missing `event_id` is derived (see [`crate::identity`]).
     pub fn validate(mut self) -> Result<Event, EventError> {
-        let type_name = self
-            .event_type
-            .take()
-            .ok_or_else(|| EventError::missing("type"))?;
-        let event_type = EventType::parse(&type_name).ok_or_else(|| {
-            EventError::invalid(
-                "type",
-                format!("{type_name:?} is not one of {}", EventType::names()),
-            )
-        })?;
+        let event_type = parse_named(
+            "type",
+            self.event_type.take().as_deref(),
+            EventType::parse,
+            EventType::names,
+        )?;
         let allowed = body_fields(event_type);
         if let Some(stray) = self
             .present_body_fields()
@@ -416,7 +412,7 @@ impl RawEvent<'_> {
         {
             return Err(EventError::invalid(
                 stray,
-                format!("does not belong to an event of type {type_name}"),
+                format!("does not belong to an event of type {event_type}"),
             ));
         }
 

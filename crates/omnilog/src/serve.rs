@@ -27,8 +27,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{LogBackend, ServerArgs, ServerConfig};
-use crate::gate::Gate;
-use crate::gate::GatedTask;
+use crate::gate::{Gate, GatedTask};
 use crate::{reactor, router};
 
 /// A running server.

@@ -301,6 +301,15 @@ impl<V: View> Version<V> {
         Ok(())
     }
 
+    /// Lets clean cached records go until they weigh about `budget`, and counts it (under
+    /// the write lock) for folds to see.
+    fn evict_to(&self, budget: usize) -> Result<(), ProjectorError> {
+        let mut state = self.state.write().map_err(lock_error)?;
+        state.evict(budget);
+        self.evictions.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
     /// The state's records in memory, encoded, in key order (a state wholly in memory
     /// compares by it).
     pub fn dump_memory(&self) -> Result<omnilog_views::Entries, ProjectorError> {
@@ -554,17 +563,11 @@ impl<V: View> AnyVersion for Version<V> {
     }
 
     fn let_go_to_budget(&self) -> Result<(), ProjectorError> {
-        let mut state = self.state.write().map_err(lock_error)?;
-        state.evict(self.config.cache_bytes / 4 * 3);
-        self.evictions.fetch_add(1, Ordering::Release);
-        Ok(())
+        self.evict_to(self.config.cache_bytes / 4 * 3)
     }
 
     fn let_go(&self) -> Result<(), ProjectorError> {
-        let mut state = self.state.write().map_err(lock_error)?;
-        state.evict(0);
-        self.evictions.fetch_add(1, Ordering::Release);
-        Ok(())
+        self.evict_to(0)
     }
 
     fn partition_local(&self) -> bool {

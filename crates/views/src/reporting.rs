@@ -859,17 +859,16 @@ impl<'a> Fold<'a> {
     /// waiting, not awaiting a wrap-up, never taken by an agent nor rated (an abandoned
     /// contact, a transfer without a target).
     fn save(self) -> Result<(), ViewError> {
-        let Some(tracked) = self.tracked else {
-            self.state.tracked.discard(self.interaction);
-            return Ok(());
-        };
-        let done =
-            tracked.waiting_since_ms.is_none() && tracked.assigned_ms.is_none() && !tracked.keep;
-        // Done: left out (`open` took it out of the table).
-        if done {
-            self.state.tracked.discard(self.interaction);
-        } else {
-            self.state.tracked.put_back(self.interaction, tracked);
+        match self.tracked {
+            Some(tracked)
+                if tracked.waiting_since_ms.is_some()
+                    || tracked.assigned_ms.is_some()
+                    || tracked.keep =>
+            {
+                self.state.tracked.put_back(self.interaction, tracked);
+            }
+            // None, or done: left out (`open` took it out of the table).
+            _ => self.state.tracked.discard(self.interaction),
         }
         Ok(())
     }

@@ -150,7 +150,8 @@ pub(crate) struct JourneyRecord {
 ///
 /// Kept as a `Vec<Line>` (a string each), the timeline was most of a customer record:
 /// every checkpoint that found the record changed encoded each of its lines again (the
-/// customer records' encoding was 7.6 % of a 10M-event replay's CPU, `perf record`), a
+/// customer records' encoding was 7.6 % of the samples of `perf record -F 49 --call-graph
+/// dwarf,16384 omnilog replay` of 10M events), a
 /// reload decoded each into a string of its own, and letting the record go freed each. As
 /// one buffer, a checkpoint and a reload copy it, and it is one allocation. A query
 /// decodes the lines it shows.
