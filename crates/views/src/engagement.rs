@@ -77,7 +77,7 @@ use omnilog_events::{Author, Body, Channel, Destination, Direction, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{
-    CachedTable, Entries, RecordSource, Snapshot, Table, ViewState, changes_of, evict_together,
+    CachedTable, Entries, Id, RecordSource, Snapshot, Table, ViewState, changes_of, evict_together,
     sorted, stored_key,
 };
 use crate::{LogPosition, View, ViewError};
@@ -130,9 +130,9 @@ pub struct Abandonment {
 pub struct CustomerFacts {
     attributes: BTreeMap<String, Valued>,
     /// Interaction → its contact time (the earliest contact event).
-    contacts: BTreeMap<String, i64>,
+    contacts: BTreeMap<Id, i64>,
     /// Interaction → its abandonment.
-    abandoned: BTreeMap<String, Abandonment>,
+    abandoned: BTreeMap<Id, Abandonment>,
     /// The latest agent activity.
     last_agent_ms: Option<i64>,
     /// Customer activity later than `last_agent_ms`, ascending.
@@ -218,9 +218,9 @@ pub struct AlertFact {
 /// The engagement view's state. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct EngagementState {
-    customers: CachedTable<String, CustomerFacts>,
+    customers: CachedTable<Id, CustomerFacts>,
     /// (hour, customer) → the customer has an open trigger in that hour.
-    triggers: CachedTable<(i64, String), bool>,
+    triggers: CachedTable<(i64, Id), bool>,
     alerts: Table<String, AlertFact>,
 }
 
@@ -384,7 +384,7 @@ impl View for EngagementView {
         if let Some(customer) = event.customer_id()
             && !state.customers.is_loaded(customer)
         {
-            missing.push(state.customers.stored_key(&customer.to_owned())?);
+            missing.push(state.customers.stored_key(customer)?);
         }
         Ok(())
     }
@@ -437,12 +437,12 @@ impl View for EngagementView {
         if hours != record.indexed {
             for &hour in &record.indexed {
                 if hours.binary_search(&hour).is_err() {
-                    state.triggers.remove(&(hour, customer.to_owned()));
+                    state.triggers.remove(&(hour, Id::from(customer)));
                 }
             }
             for &hour in &hours {
                 if record.indexed.binary_search(&hour).is_err() {
-                    state.triggers.insert((hour, customer.to_owned()), true);
+                    state.triggers.insert((hour, Id::from(customer)), true);
                 }
             }
             record.indexed = hours;
@@ -511,10 +511,10 @@ fn fold_customer(record: &mut CustomerFacts, event: &Event, stamp: Stamp) {
     if is_contact(event) {
         // Looked up before inserting: most contacts are of a known interaction, and the
         // map's entry would copy the id for each of them.
-        match record.contacts.get_mut(interaction) {
+        match record.contacts.get_mut(interaction.as_str()) {
             Some(contact) => *contact = (*contact).min(at),
             None => {
-                record.contacts.insert(interaction.clone(), at);
+                record.contacts.insert(Id::from(interaction.as_str()), at);
             }
         }
         if waits_for_agent(event) && record.last_agent_ms.is_none_or(|agent| at > agent) {
@@ -530,7 +530,7 @@ fn fold_customer(record: &mut CustomerFacts, event: &Event, stamp: Stamp) {
     if matches!(event.body, Body::Abandoned) {
         let abandonment = record
             .abandoned
-            .entry(interaction.clone())
+            .entry(Id::from(interaction.as_str()))
             .or_insert_with(|| Abandonment {
                 at_ms: at,
                 channel: event.channel.map(|c| c.as_str().to_owned()),
@@ -545,7 +545,12 @@ pub fn customers(
     state: &EngagementState,
     records: &dyn RecordSource,
 ) -> Result<Vec<(String, CustomerFacts)>, ViewError> {
-    state.customers.scan(&[CUSTOMERS], records)
+    Ok(state
+        .customers
+        .scan(&[CUSTOMERS], records)?
+        .into_iter()
+        .map(|(customer, facts)| (customer.into_string(), facts))
+        .collect())
 }
 
 /// The customers with an open trigger (an abandonment not followed by a contact, or the
@@ -567,12 +572,12 @@ pub fn triggered(
         // encoding is self-delimiting: the hour's encoding prefixes exactly its entries.
         let prefix = stored_key(TRIGGERS, &hour)?;
         for ((_, customer), _) in state.triggers.scan(&prefix, records)? {
-            found.insert(customer);
+            found.insert(customer.into_string());
         }
     }
     let mut customers = Vec::with_capacity(found.len());
     for customer in found {
-        if let Some(facts) = state.customers.read(&customer, records)? {
+        if let Some(facts) = state.customers.read(customer.as_str(), records)? {
             customers.push((customer, facts.into_owned()));
         }
     }

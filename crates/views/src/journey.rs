@@ -91,7 +91,7 @@ use omnilog_events::identity::OMNILOG_NAMESPACE;
 use omnilog_events::{Author, Body, Destination, Direction, Event};
 use uuid::Uuid;
 
-use crate::state::{CachedTable, Entries, Snapshot, ViewState, changes_of, sorted};
+use crate::state::{CachedTable, Entries, Id, Snapshot, ViewState, changes_of, sorted};
 use crate::{LogPosition, View, ViewError};
 use records::{
     CustomerRecord, InteractionRecord, InteractionStatus as Status, JourneyFacts, JourneyRecord,
@@ -140,11 +140,11 @@ const INDEX: u8 = b'x';
 /// The journey view's state. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct JourneyState {
-    customers: CachedTable<String, CustomerRecord>,
+    customers: CachedTable<Id, CustomerRecord>,
     /// Written blind, read only by the journeys report (through the store).
-    facts: CachedTable<(String, u32), JourneyFacts>,
+    facts: CachedTable<(Id, u32), JourneyFacts>,
     /// Interaction id → customers: written blind, read only by [`interaction`].
-    index: CachedTable<(String, String), ()>,
+    index: CachedTable<(Id, Id), ()>,
 }
 
 impl Default for JourneyState {
@@ -304,7 +304,7 @@ impl View for JourneyView {
         if let Ok(Some(checked)) = check(event)
             && !state.customers.is_loaded(checked.customer)
         {
-            missing.push(state.customers.stored_key(&checked.customer.to_owned())?);
+            missing.push(state.customers.stored_key(checked.customer)?);
         }
         Ok(())
     }
@@ -340,17 +340,12 @@ impl View for JourneyView {
         .run()?;
         if outcome.new_interaction {
             state.index.insert(
-                (
-                    checked.interaction_id.to_owned(),
-                    checked.customer.to_owned(),
-                ),
+                (Id::from(checked.interaction_id), Id::from(checked.customer)),
                 (),
             );
         }
         if let Some((seq, facts)) = outcome.facts {
-            state
-                .facts
-                .insert((checked.customer.to_owned(), seq), facts);
+            state.facts.insert((Id::from(checked.customer), seq), facts);
         }
         Ok(())
     }
@@ -383,11 +378,11 @@ impl Fold<'_> {
             None => {
                 let seq = self.place();
                 let record = self.new_interaction(seq);
-                self.customer.ids.push(self.interaction_id.to_owned());
+                self.customer.ids.push(Id::from(self.interaction_id));
                 let record = self
                     .customer
                     .interactions
-                    .entry(self.interaction_id.to_owned())
+                    .entry(Id::from(self.interaction_id))
                     .or_insert(record);
                 (record, true)
             }
@@ -669,7 +664,7 @@ fn update_path(journey: &mut JourneyRecord, interaction_id: &str, record: &Inter
             started: record.started,
             partition: record.first_partition,
             offset: record.first_offset,
-            interaction: interaction_id.to_owned(),
+            interaction: Id::from(interaction_id),
             channel: record.channel,
         }),
     }

@@ -87,7 +87,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::queue::channel_name;
 use crate::state::{
-    CachedTable, Entries, Snapshot, Table, ViewState, changes_of, evict_together, sorted,
+    CachedTable, Entries, Id, Snapshot, Table, ViewState, changes_of, evict_together, sorted,
 };
 use crate::{LogPosition, View, ViewError};
 
@@ -167,7 +167,7 @@ pub(crate) type BucketKey = (i64, u8, String);
 /// The reporting view's state. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct ReportingState {
-    tracked: CachedTable<String, Tracked>,
+    tracked: CachedTable<Id, Tracked>,
     buckets: Table<BucketKey, BucketCounts>,
     /// (hour, channel code, queue) → its waits by bucket.
     waits: Table<(i64, u8, String), WaitHistogram>,
@@ -176,9 +176,9 @@ pub struct ReportingState {
     /// (hour, channel code) → self-service sessions.
     self_service: Table<(i64, u8), SelfServiceCounts>,
     /// (customer, interaction) → a self-service session.
-    sessions: CachedTable<(String, String), Session>,
+    sessions: CachedTable<(Id, Id), Session>,
     /// customer → the latest contained session awaiting a contact.
-    pending: CachedTable<String, Pending>,
+    pending: CachedTable<Id, Pending>,
 }
 
 impl Default for ReportingState {
@@ -412,26 +412,26 @@ impl View for ReportingView {
             && let Some(interaction) = event.interaction_id.as_deref()
             && !state.tracked.is_loaded(interaction)
         {
-            missing.push(state.tracked.stored_key(&interaction.to_owned())?);
+            missing.push(state.tracked.stored_key(interaction)?);
         }
         if let (Some(customer), Some(interaction)) =
             (event.customer_id(), event.interaction_id.as_deref())
         {
             if event.channel.is_some_and(is_self_service) {
-                let key = (customer.to_owned(), interaction.to_owned());
+                let key = (Id::from(customer), Id::from(interaction));
                 if !state.sessions.is_loaded(&key) {
                     missing.push(state.sessions.stored_key(&key)?);
                 }
             }
             if is_self_service_contact(event) {
                 if !state.pending.is_loaded(customer) {
-                    missing.push(state.pending.stored_key(&customer.to_owned())?);
+                    missing.push(state.pending.stored_key(customer)?);
                 } else if let Some(pending) = state.pending.peek(customer)
                     && pending.interaction != interaction
                 {
                     // A contact marks the pending session as come back: its record too
                     // (asked for in the runtime's next round once `pending` is loaded).
-                    let key = (customer.to_owned(), pending.interaction.clone());
+                    let key = (Id::from(customer), Id::from(pending.interaction.as_str()));
                     if !state.sessions.is_loaded(&key) {
                         missing.push(state.sessions.stored_key(&key)?);
                     }
@@ -576,7 +576,7 @@ fn count_self_service(state: &mut ReportingState, event: &Event) -> Result<(), V
     {
         let pending = pending.clone();
         if at > pending.started_ms && at <= pending.ended_ms.saturating_add(CAME_BACK_MS) {
-            let key = (customer.to_owned(), pending.interaction.clone());
+            let key = (Id::from(customer), Id::from(pending.interaction.as_str()));
             if let Some(session) = state.sessions.get_mut(&key)? {
                 session.came_back = true;
                 let bucket = (session.hour, session.channel);
@@ -594,7 +594,7 @@ fn count_self_service(state: &mut ReportingState, event: &Event) -> Result<(), V
     if !is_self_service(channel) {
         return Ok(());
     }
-    let key = (customer.to_owned(), interaction.to_owned());
+    let key = (Id::from(customer), Id::from(interaction));
     let mut change = SelfServiceCounts::default();
     if state.sessions.get(&key)?.is_none() {
         change.sessions = 1;
@@ -640,7 +640,7 @@ fn count_self_service(state: &mut ReportingState, event: &Event) -> Result<(), V
     counts.contained = (counts.contained + change.contained).saturating_sub(uncount.contained);
     counts.came_back = counts.came_back.saturating_sub(uncount.came_back);
     if let Some(pending) = pending {
-        state.pending.insert(customer.to_owned(), pending);
+        state.pending.insert(Id::from(customer), pending);
     } else if unpend
         && state
             .pending

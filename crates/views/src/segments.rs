@@ -66,7 +66,9 @@ use omnilog_events::{Body, Channel, Destination, Direction, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::reporting::ReportingConfig;
-use crate::state::{CachedTable, Entries, RecordSource, Snapshot, ViewState, changes_of, sorted};
+use crate::state::{
+    CachedTable, Entries, Id, RecordSource, Snapshot, ViewState, changes_of, sorted,
+};
 use crate::{LogPosition, View, ViewError};
 
 const PROFILES: u8 = b'p';
@@ -153,7 +155,7 @@ impl Contact {
 pub struct ProfileRecord {
     attributes: BTreeMap<String, Valued>,
     /// By interaction id.
-    contacts: BTreeMap<String, Contact>,
+    contacts: BTreeMap<Id, Contact>,
 }
 
 impl ProfileRecord {
@@ -187,7 +189,7 @@ impl ProfileRecord {
 /// The segments view's state. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct SegmentsState {
-    profiles: CachedTable<String, ProfileRecord>,
+    profiles: CachedTable<Id, ProfileRecord>,
 }
 
 impl Default for SegmentsState {
@@ -315,7 +317,7 @@ impl View for SegmentsView {
         if let Ok(Touch::Customer { customer, .. }) = touch(event)
             && !state.profiles.is_loaded(customer)
         {
-            missing.push(state.profiles.stored_key(&customer.to_owned())?);
+            missing.push(state.profiles.stored_key(customer)?);
         }
         Ok(())
     }
@@ -367,7 +369,7 @@ fn fold_contact(
     let at = event.occurred_at.timestamp_millis();
     let contact = record
         .contacts
-        .entry(interaction.to_owned())
+        .entry(Id::from(interaction))
         .or_insert_with(|| Contact {
             channel: channel as u8,
             started_ms: at,
@@ -690,7 +692,7 @@ pub fn customer_profile(
 ) -> Result<Option<ProfileAnswer>, ViewError> {
     let mut found: Vec<Cow<'_, ProfileRecord>> = Vec::new();
     for member in members {
-        if let Some(record) = state.profiles.read(member, records)? {
+        if let Some(record) = state.profiles.read(member.as_str(), records)? {
             found.push(record);
         }
     }
@@ -749,13 +751,12 @@ pub fn profile_entries(
     records: &dyn RecordSource,
     customer: &str,
 ) -> Result<Entries, ViewError> {
-    let key = customer.to_owned();
-    let Some(record) = state.profiles.read(&key, records)? else {
+    let Some(record) = state.profiles.read(customer, records)? else {
         return Ok(Vec::new());
     };
     let bytes = postcard::to_stdvec(record.as_ref()).map_err(|e| ViewError::Corrupt {
         key: customer.to_owned(),
         reason: format!("cannot encode: {e}"),
     })?;
-    Ok(vec![(state.profiles.stored_key(&key)?, bytes)])
+    Ok(vec![(state.profiles.stored_key(customer)?, bytes)])
 }

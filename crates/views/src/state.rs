@@ -55,6 +55,38 @@ impl<T: Serialize + DeserializeOwned + Ord + Hash + Clone + Debug + Send + Sync 
 {
 }
 
+/// A table key made from the borrowed form it is looked up by: a record made by a
+/// lookup that found none is kept under it.
+pub trait OwnKey<Q: ?Sized>: Borrow<Q> {
+    fn own(borrowed: &Q) -> Self;
+}
+
+impl<K: Clone> OwnKey<K> for K {
+    fn own(borrowed: &K) -> K {
+        borrowed.clone()
+    }
+}
+
+impl OwnKey<str> for String {
+    fn own(borrowed: &str) -> String {
+        borrowed.to_owned()
+    }
+}
+
+impl OwnKey<str> for Id {
+    fn own(borrowed: &str) -> Id {
+        Id::from_str(borrowed)
+    }
+}
+
+/// A customer's or an interaction's id as a key of a view's maps: up to 36 bytes (a UUID's
+/// text) are kept in the map's own memory. A map keyed by `String` compared each key it
+/// probed through a pointer to the key's bytes, elsewhere in memory: at a million events,
+/// `__memcmp_evex_movbe` was 8.5 % of a replay's samples (`perf record -F 499 -g omnilog
+/// replay`), most of it waiting for those bytes. It hashes, compares and encodes as the
+/// same text in a `String` would, so stored records and keys are unchanged.
+pub type Id = smallstr::SmallString<[u8; 36]>;
+
 /// What a table's record must be.
 pub trait Record: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static {}
 impl<T: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static> Record for T {}
@@ -150,7 +182,7 @@ fn encoding_failed(what: &str, error: postcard::Error) -> ViewError {
 }
 
 /// The stored key of `key` in the table tagged `tag`.
-pub fn stored_key<K: Serialize>(tag: u8, key: &K) -> Result<Vec<u8>, ViewError> {
+pub fn stored_key<K: Serialize + ?Sized>(tag: u8, key: &K) -> Result<Vec<u8>, ViewError> {
     let mut out = vec![tag];
     postcard::to_io(key, &mut out).map_err(|e| encoding_failed("a key", e))?;
     Ok(out)
@@ -885,12 +917,12 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     /// The slot of a loaded record, marked used now; for a record known to be absent from
     /// the store, an empty slot made now. With it, the count of changed slots, for the
     /// caller to keep (the slot borrows the table).
-    fn touched_slot<Q: Hash + Eq + Debug + ToOwned<Owned = K> + ?Sized>(
+    fn touched_slot<Q: Hash + Eq + Debug + ?Sized>(
         &mut self,
         key: &Q,
     ) -> Result<(&mut Slot<V>, &mut usize), ViewError>
     where
-        K: Borrow<Q>,
+        K: OwnKey<Q>,
     {
         let used = self.tick();
         // One lookup whether the slot is there or not (the fold's hottest path: every
@@ -911,7 +943,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
                 // Counted now: a table that only ever finds records absent must still see
                 // its slots' weight grow, or nothing would make it let them go.
                 self.weight += slot_weight::<K, V>(&slot);
-                vacant.insert_with_key(key.to_owned(), slot)
+                vacant.insert_with_key(K::own(key), slot)
             }
         };
         slot.used = used;
@@ -929,8 +961,12 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             .and_then(|slot| slot.value.as_deref().map(|held| &held.value))
     }
 
-    /// The stored key of `key`, for the runtime to load it.
-    pub fn stored_key(&self, key: &K) -> Result<Vec<u8>, ViewError> {
+    /// The stored key of `key`, for the runtime to load it. A borrowed key (a `str` for an
+    /// [`Id`] or a `String`) encodes as its owned form does.
+    pub fn stored_key<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Vec<u8>, ViewError>
+    where
+        K: Borrow<Q>,
+    {
         stored_key(self.tag, key)
     }
 
@@ -969,24 +1005,21 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     }
 
     /// A record the fold needs (it must have been loaded).
-    pub fn get<Q: Hash + Eq + Debug + ToOwned<Owned = K> + ?Sized>(
-        &mut self,
-        key: &Q,
-    ) -> Result<Option<&V>, ViewError>
+    pub fn get<Q: Hash + Eq + Debug + ?Sized>(&mut self, key: &Q) -> Result<Option<&V>, ViewError>
     where
-        K: Borrow<Q>,
+        K: OwnKey<Q>,
     {
         let (slot, _) = self.touched_slot(key)?;
         Ok(slot.value.as_deref().map(|held| &held.value))
     }
 
     /// A record the fold changes in place (it must have been loaded).
-    pub fn get_mut<Q: Hash + Eq + Debug + ToOwned<Owned = K> + ?Sized>(
+    pub fn get_mut<Q: Hash + Eq + Debug + ?Sized>(
         &mut self,
         key: &Q,
     ) -> Result<Option<&mut V>, ViewError>
     where
-        K: Borrow<Q>,
+        K: OwnKey<Q>,
     {
         let (slot, changed) = self.touched_slot(key)?;
         if slot.value.is_some() {
@@ -999,13 +1032,13 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     }
 
     /// The record, created with `make` if there is none (it must have been loaded).
-    pub fn get_or_insert_with<Q: Hash + Eq + Debug + ToOwned<Owned = K> + ?Sized>(
+    pub fn get_or_insert_with<Q: Hash + Eq + Debug + ?Sized>(
         &mut self,
         key: &Q,
         make: impl FnOnce() -> V,
     ) -> Result<&mut V, ViewError>
     where
-        K: Borrow<Q>,
+        K: OwnKey<Q>,
     {
         let (slot, changed) = self.touched_slot(key)?;
         Self::mark(changed, slot);
@@ -1029,12 +1062,9 @@ impl<K: Key, V: Record> CachedTable<K, V> {
 
     /// Takes a loaded record out to change it (a copy only if a checkpoint is encoding
     /// it); it is deleted unless put back with [`CachedTable::put_back`].
-    pub fn take<Q: Hash + Eq + Debug + ToOwned<Owned = K> + ?Sized>(
-        &mut self,
-        key: &Q,
-    ) -> Result<Option<V>, ViewError>
+    pub fn take<Q: Hash + Eq + Debug + ?Sized>(&mut self, key: &Q) -> Result<Option<V>, ViewError>
     where
-        K: Borrow<Q>,
+        K: OwnKey<Q>,
     {
         let (slot, changed) = self.touched_slot(key)?;
         let taken = slot.value.take();
@@ -1079,23 +1109,23 @@ impl<K: Key, V: Record> CachedTable<K, V> {
 
     /// Puts a record back where [`CachedTable::take`] took it from (or writes it, if the
     /// table has no slot for it).
-    pub fn put_back<Q: Hash + Eq + ToOwned<Owned = K> + ?Sized>(&mut self, key: &Q, value: V)
+    pub fn put_back<Q: Hash + Eq + Debug + ?Sized>(&mut self, key: &Q, value: V)
     where
-        K: Borrow<Q>,
+        K: OwnKey<Q>,
     {
         match self.slots.get_mut(key) {
             Some(slot) => {
                 slot.value = Some(Held::new(value, 0));
                 Self::mark(&mut self.changed, slot);
             }
-            None => self.insert(key.to_owned(), value),
+            None => self.insert(K::own(key), value),
         }
     }
 
     /// Deletes a record (blind: nothing to load first).
-    pub fn remove<Q: Hash + Eq + ToOwned<Owned = K> + ?Sized>(&mut self, key: &Q)
+    pub fn remove<Q: Hash + Eq + Debug + ?Sized>(&mut self, key: &Q)
     where
-        K: Borrow<Q>,
+        K: OwnKey<Q>,
     {
         let used = self.tick();
         if !self.slots.contains_key(key) && self.known_absent(key) {
@@ -1111,7 +1141,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             None => {
                 // Not in memory: the store may hold it.
                 self.slots.insert(
-                    key.to_owned(),
+                    K::own(key),
                     Slot {
                         value: None,
                         changed: true,
@@ -1125,11 +1155,14 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     }
 
     /// Reads a record for a query: from memory, or from the store.
-    pub fn read<'a>(
+    pub fn read<'a, Q: Serialize + Hash + Eq + ?Sized>(
         &'a self,
-        key: &K,
+        key: &Q,
         source: &dyn RecordSource,
-    ) -> Result<Option<Cow<'a, V>>, ViewError> {
+    ) -> Result<Option<Cow<'a, V>>, ViewError>
+    where
+        K: Borrow<Q>,
+    {
         if let Some(slot) = self.slots.get(key) {
             return Ok(slot.value.as_deref().map(|held| Cow::Borrowed(&held.value)));
         }

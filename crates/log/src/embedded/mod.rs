@@ -152,7 +152,17 @@ impl Shared {
     /// Reads batches (of one partition or many, in the order given) and decodes the records
     /// of each in its range `from..until`.
     fn read_batches(&self, wanted: &[(BatchEntry, u64, u64)]) -> Result<Vec<LogRecord>, LogError> {
-        let mut records = Vec::new();
+        // Sized once: grown as records came, the vector of a replay's 8,192 records was
+        // copied as it doubled (`grow_one<LogRecord>`: 1.3 % of a 1M-event replay's samples
+        // in `perf record`).
+        let expected: u64 = wanted
+            .iter()
+            .map(|(batch, from, until)| {
+                let end = batch.end_offset().min(*until);
+                end.saturating_sub(batch.first_offset.max(*from))
+            })
+            .sum();
+        let mut records = Vec::with_capacity(expected.min(1 << 20) as usize);
         let mut at = 0;
         while at < wanted.len() {
             // One positioned read for a run of batches close together in one segment.

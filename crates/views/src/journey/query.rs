@@ -191,7 +191,7 @@ pub fn customer_journey_with(
     let wanted = limits.journeys.max(1);
     let mut customers = Vec::new();
     for member in members {
-        if let Some(record) = state.customers.read(&member.to_owned(), records)? {
+        if let Some(record) = state.customers.read(member, records)? {
             customers.push((member, record));
         }
     }
@@ -348,7 +348,7 @@ fn journey_entry(journey: &Loaded<'_>, limits: JourneyLimits) -> Result<JourneyE
             Ok(TimelineEntry {
                 at: line.stamp.at.render()?,
                 channel: channel_name(line.channel)?.to_owned(),
-                interaction_id: interaction_id.clone(),
+                interaction_id: interaction_id.to_string(),
                 event_type: event_type_name(line.event_type)?.to_owned(),
                 summary: line.summary,
             })
@@ -428,7 +428,8 @@ pub fn interaction_with(
         .into_iter()
         .take(SHARED_INTERACTION_LIMIT)
     {
-        let Some(record) = state.customers.read(&customer, records)? else {
+        let customer = customer.into_string();
+        let Some(record) = state.customers.read(customer.as_str(), records)? else {
             return Err(missing("the customer of an indexed interaction"));
         };
         let record = record.into_owned();
@@ -485,11 +486,10 @@ pub fn customer_entries(
     records: &dyn RecordSource,
     customer: &str,
 ) -> Result<Entries, ViewError> {
-    let key = customer.to_owned();
-    let Some(record) = state.customers.read(&key, records)? else {
+    let Some(record) = state.customers.read(customer, records)? else {
         return Ok(Vec::new());
     };
-    let stored = stored_key(CUSTOMERS, &key)?;
+    let stored = stored_key(CUSTOMERS, customer)?;
     let bytes = postcard::to_stdvec(record.as_ref()).map_err(|e| ViewError::Corrupt {
         key: customer.to_owned(),
         reason: format!("cannot encode: {e}"),
