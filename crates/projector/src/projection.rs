@@ -261,17 +261,33 @@ impl<V: View> Version<V> {
     /// Writes a checkpoint ([`AnyVersion::checkpoint`]); with `evict`, lets clean records
     /// go after it, down to the budget.
     fn write_checkpoint(&self, evict: bool) -> Result<(), ProjectorError> {
-        // Under the lock only the changed records are taken (shared, not copied); they are
-        // encoded after it is released, while the fold and the queries go on.
-        // What is folded from here on belongs to the next epoch.
-        let (snapshot, checkpoint) = {
-            let mut state = self.state.write().map_err(lock_error)?;
-            *self.epoch.lock().map_err(lock_error)? = Epoch {
-                events: 0,
-                started: Instant::now(),
-            };
-            (state.take_changes()?, self.status.checkpoint())
+        let taken = self.take_changes()?;
+        self.write_taken(taken, evict)
+    }
+
+    /// Takes the changes for a checkpoint, and the positions they came from. Under the lock
+    /// only the changed records are taken (shared, not copied); they are encoded after it is
+    /// released, while the fold and the queries go on. What is folded from here on belongs
+    /// to the next epoch.
+    fn take_changes(&self) -> Result<TakenChanges, ProjectorError> {
+        let mut state = self.state.write().map_err(lock_error)?;
+        *self.epoch.lock().map_err(lock_error)? = Epoch {
+            events: 0,
+            started: Instant::now(),
         };
+        Ok(TakenChanges {
+            snapshot: state.take_changes()?,
+            checkpoint: self.status.checkpoint(),
+        })
+    }
+
+    /// Encodes and writes changes taken for a checkpoint (with those encoded ahead); with
+    /// `evict`, lets clean records go after it, down to the budget.
+    fn write_taken(&self, taken: TakenChanges, evict: bool) -> Result<(), ProjectorError> {
+        let TakenChanges {
+            snapshot,
+            checkpoint,
+        } = taken;
         let started = Instant::now();
         let mut sets = std::mem::take(&mut *self.encoded_ahead.lock().map_err(lock_error)?).sets;
         sets.push(snapshot.encode()?);
@@ -314,6 +330,21 @@ impl<V: View> Version<V> {
     /// compares by it).
     pub fn dump_memory(&self) -> Result<omnilog_views::Entries, ProjectorError> {
         Ok(self.state().dump()?)
+    }
+}
+
+/// The changes of a checkpoint, taken from a version's state, and the positions they came
+/// from: what [`AnyVersion::write_taken`] writes.
+pub struct TakenChanges {
+    snapshot: omnilog_views::Snapshot,
+    checkpoint: Checkpoint,
+}
+
+impl std::fmt::Debug for TakenChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TakenChanges")
+            .field("checkpoint", &self.checkpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -398,17 +429,33 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     /// whose caller lets records go itself ([`AnyVersion::let_go_to_budget`]).
     fn checkpoint_keeping(&self) -> Result<(), ProjectorError>;
 
+    /// The first half of [`AnyVersion::checkpoint_keeping`]: takes the changes (quickly,
+    /// under the lock), for [`AnyVersion::write_taken`] to write, on another thread if
+    /// need be. A replay takes them on its worker at the end of a pass, so that the
+    /// checkpoint holds that pass's changes and nothing of the next one.
+    fn take_checkpoint(&self) -> Result<TakenChanges, ProjectorError>;
+
+    /// The second half of [`AnyVersion::checkpoint_keeping`]: encodes and writes changes
+    /// taken by [`AnyVersion::take_checkpoint`], and lets no record go.
+    fn write_taken(&self, taken: TakenChanges) -> Result<(), ProjectorError>;
+
     /// Lets clean cached records go, least recently used first, down to three quarters of
     /// the budget.
     fn let_go_to_budget(&self) -> Result<(), ProjectorError>;
 
-    /// Lets go of every clean cached record (those a checkpoint wrote): for a replay that
-    /// is done with the records of a partition, which nothing will touch again.
-    fn let_go(&self) -> Result<(), ProjectorError>;
-
     /// Whether the view's records are each touched by one partition only
     /// ([`omnilog_views::View::partition_local`]).
     fn partition_local(&self) -> bool;
+
+    /// For a replay of a partition-local view, once the changes of a folded partition were
+    /// taken for a checkpoint (and, with `let_go`, written): forgets the keys that partition
+    /// let go, and with `let_go` lets its clean records go unremembered
+    /// ([`omnilog_views::Evictable::partition_done`]).
+    fn partition_done(&self, let_go: bool) -> Result<(), ProjectorError>;
+
+    /// Makes the cached tables ask the store for any record not in memory again (after
+    /// [`AnyVersion::partition_done`], before folding records of any partition).
+    fn store_may_hold_anything(&self) -> Result<(), ProjectorError>;
 
     /// Takes and encodes the changes since the last checkpoint (or encoding ahead) now,
     /// for the next checkpoint to write with the positions: a replay does it once a
@@ -562,16 +609,37 @@ impl<V: View> AnyVersion for Version<V> {
         self.write_checkpoint(false)
     }
 
+    fn take_checkpoint(&self) -> Result<TakenChanges, ProjectorError> {
+        self.take_changes()
+    }
+
+    fn write_taken(&self, taken: TakenChanges) -> Result<(), ProjectorError> {
+        Version::write_taken(self, taken, false)
+    }
+
     fn let_go_to_budget(&self) -> Result<(), ProjectorError> {
         self.evict_to(self.config.cache_bytes / 4 * 3)
     }
 
-    fn let_go(&self) -> Result<(), ProjectorError> {
-        self.evict_to(0)
-    }
-
     fn partition_local(&self) -> bool {
         self.view.partition_local()
+    }
+
+    fn partition_done(&self, let_go: bool) -> Result<(), ProjectorError> {
+        let mut state = self.state.write().map_err(lock_error)?;
+        for table in state.partition_tables() {
+            table.partition_done(let_go);
+        }
+        self.evictions.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    fn store_may_hold_anything(&self) -> Result<(), ProjectorError> {
+        let mut state = self.state.write().map_err(lock_error)?;
+        for table in state.partition_tables() {
+            table.store_may_hold_anything();
+        }
+        Ok(())
     }
 
     fn encode_ahead(&self) -> Result<(), ProjectorError> {

@@ -82,6 +82,8 @@ enum Feed {
     Batch(Shared),
     /// Every record of a group of partitions has been handed over.
     PassDone,
+    /// What follows may be of any partition (records past the ends the passes read).
+    Beyond,
 }
 
 /// A view's replay worker: its name, how many records it folded, how many it will fold,
@@ -279,6 +281,7 @@ async fn read_all(
     // Once the ends are reached, one more look beyond each: a broker may report an end
     // short of what is readable (tansu's ListOffsets leaves out the last batch), and a
     // replay must not stop before what a live projection has already folded.
+    hand_over(feeds, Feed::Beyond).await?;
     let mut beyond = scan;
     for _ in 0..16 {
         let records = read_beyond(log, &mut beyond, options.batch).await?;
@@ -449,9 +452,9 @@ fn fold_batches(
                 .join()
                 .map_err(|_| ProjectorError::Task("a replay checkpoint panicked".to_owned()))??;
             match background.job {
-                Job::Checkpoint => version.let_go(),
+                Job::Checkpoint => version.partition_done(true),
                 Job::BudgetCheckpoint => version.let_go_to_budget(),
-                Job::EncodeAhead => Ok(()),
+                Job::EncodeAhead => version.partition_done(false),
             }
         }
         None => Ok(()),
@@ -459,6 +462,15 @@ fn fold_batches(
     while let Ok(feed) = batches.recv() {
         let batch = match feed {
             Feed::Batch(batch) => batch,
+            Feed::Beyond => {
+                // The keys of done partitions were forgotten: from here on, a record not
+                // in memory may be in the store.
+                written(&mut writing)?;
+                if version.partition_local() {
+                    version.store_may_hold_anything()?;
+                }
+                continue;
+            }
             Feed::PassDone => {
                 // Only a view whose records are final once their partition is folded gains
                 // from a checkpoint here. Another (the reports' hourly figures) finds the
@@ -505,12 +517,14 @@ fn fold_batches(
 /// What a replay worker's background thread does at the end of a pass.
 #[derive(Clone, Copy, Debug)]
 enum Job {
-    /// Writes a checkpoint; the records it wrote are let go once it is done.
+    /// Writes a checkpoint at the end of a pass; once it is done, the records it wrote
+    /// are let go, and the keys the pass let go forgotten ([`AnyVersion::partition_done`]).
     Checkpoint,
     /// Writes a checkpoint because the budget is full; once it is done, the worker lets
     /// clean records go down to three quarters of the budget.
     BudgetCheckpoint,
-    /// Encodes the pass's changes for the next checkpoint.
+    /// Encodes the pass's changes for the next checkpoint; once it is done, the keys the
+    /// pass let go are forgotten.
     EncodeAhead,
 }
 
@@ -525,11 +539,18 @@ impl Background {
     /// the worker lets records go once it is done (see [`fold_batches`]).
     fn start(version: &Arc<dyn AnyVersion>, job: Job) -> Result<Self, ProjectorError> {
         let writer = version.clone();
+        // A pass's checkpoint takes its changes here, before the next pass folds anything:
+        // once written, every clean record is of a done partition, and may go unremembered.
+        let taken = match job {
+            Job::Checkpoint => Some(version.take_checkpoint()?),
+            Job::BudgetCheckpoint | Job::EncodeAhead => None,
+        };
         let handle = std::thread::Builder::new()
             .name(format!("omnilog-replay-{}-write", version.status().view))
-            .spawn(move || match job {
-                Job::Checkpoint | Job::BudgetCheckpoint => writer.checkpoint_keeping(),
-                Job::EncodeAhead => writer.encode_ahead(),
+            .spawn(move || match (job, taken) {
+                (Job::Checkpoint, Some(taken)) => writer.write_taken(taken),
+                (Job::Checkpoint | Job::BudgetCheckpoint, _) => writer.checkpoint_keeping(),
+                (Job::EncodeAhead, _) => writer.encode_ahead(),
             })
             .map_err(|e| ProjectorError::Task(format!("starting a replay writer: {e}")))?;
         Ok(Background { job, handle })

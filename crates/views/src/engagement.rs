@@ -77,8 +77,8 @@ use omnilog_events::{Author, Body, Channel, Destination, Direction, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{
-    CachedTable, Entries, Id, RecordSource, Snapshot, Table, ViewState, changes_of, evict_together,
-    sorted, stored_key,
+    CachedTable, Entries, Evictable, Id, RecordSource, Snapshot, Table, ViewState, changes_of,
+    evict_together, sorted, stored_key,
 };
 use crate::{LogPosition, View, ViewError};
 
@@ -282,6 +282,10 @@ impl ViewState for EngagementState {
     fn starts_empty(&mut self) {
         self.customers.starts_empty();
         self.triggers.starts_empty();
+    }
+
+    fn partition_tables(&mut self) -> Vec<&mut dyn Evictable> {
+        vec![&mut self.customers, &mut self.triggers]
     }
 
     fn dump(&self) -> Result<Entries, ViewError> {

@@ -91,7 +91,7 @@ use omnilog_events::identity::OMNILOG_NAMESPACE;
 use omnilog_events::{Author, Body, Destination, Direction, Event};
 use uuid::Uuid;
 
-use crate::state::{CachedTable, Entries, Id, Snapshot, ViewState, changes_of, sorted};
+use crate::state::{CachedTable, Entries, Evictable, Id, Snapshot, ViewState, changes_of, sorted};
 use crate::{LogPosition, View, ViewError};
 use records::{
     CustomerRecord, InteractionRecord, InteractionStatus as Status, JourneyFacts, JourneyRecord,
@@ -211,6 +211,10 @@ impl ViewState for JourneyState {
         self.customers.starts_empty();
         self.facts.starts_empty();
         self.index.starts_empty();
+    }
+
+    fn partition_tables(&mut self) -> Vec<&mut dyn Evictable> {
+        vec![&mut self.customers, &mut self.facts, &mut self.index]
     }
 
     fn dump(&self) -> Result<Entries, ViewError> {

@@ -67,7 +67,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::reporting::ReportingConfig;
 use crate::state::{
-    CachedTable, Entries, Id, RecordSource, Snapshot, ViewState, changes_of, sorted,
+    CachedTable, Entries, Evictable, Id, RecordSource, Snapshot, ViewState, changes_of, sorted,
 };
 use crate::{LogPosition, View, ViewError};
 
@@ -236,6 +236,10 @@ impl ViewState for SegmentsState {
 
     fn starts_empty(&mut self) {
         self.profiles.starts_empty();
+    }
+
+    fn partition_tables(&mut self) -> Vec<&mut dyn Evictable> {
+        vec![&mut self.profiles]
     }
 
     fn dump(&self) -> Result<Entries, ViewError> {
