@@ -335,17 +335,10 @@ impl<V: View> Version<V> {
 
 /// The changes of a checkpoint, taken from a version's state, and the positions they came
 /// from: what [`AnyVersion::write_taken`] writes.
+#[derive(Debug)]
 pub struct TakenChanges {
     snapshot: omnilog_views::Snapshot,
     checkpoint: Checkpoint,
-}
-
-impl std::fmt::Debug for TakenChanges {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TakenChanges")
-            .field("checkpoint", &self.checkpoint)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The id of the dead letter of one record for one view: the same on every re-fold.

@@ -547,10 +547,10 @@ impl Background {
         };
         let handle = std::thread::Builder::new()
             .name(format!("omnilog-replay-{}-write", version.status().view))
-            .spawn(move || match (job, taken) {
-                (Job::Checkpoint, Some(taken)) => writer.write_taken(taken),
-                (Job::Checkpoint | Job::BudgetCheckpoint, _) => writer.checkpoint_keeping(),
-                (Job::EncodeAhead, _) => writer.encode_ahead(),
+            .spawn(move || match (taken, job) {
+                (Some(taken), _) => writer.write_taken(taken),
+                (None, Job::EncodeAhead) => writer.encode_ahead(),
+                (None, _) => writer.checkpoint_keeping(),
             })
             .map_err(|e| ProjectorError::Task(format!("starting a replay writer: {e}")))?;
         Ok(Background { job, handle })
