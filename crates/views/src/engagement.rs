@@ -77,8 +77,8 @@ use omnilog_events::{Author, Body, Channel, Destination, Direction, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{
-    CachedTable, Entries, Evictable, Id, RecordSource, Snapshot, Table, ViewState, changes_of,
-    evict_together, sorted, stored_key,
+    CachedTable, Entries, Evictable, Id, RecordSource, SmallMap, Snapshot, Table, ViewState,
+    changes_of, evict_together, sorted, stored_key,
 };
 use crate::{LogPosition, View, ViewError};
 
@@ -128,11 +128,11 @@ pub struct Abandonment {
 /// What the view knows of one customer. Times are milliseconds since the epoch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerFacts {
-    attributes: BTreeMap<String, Valued>,
+    attributes: SmallMap<String, Valued>,
     /// Interaction → its contact time (the earliest contact event).
-    contacts: BTreeMap<Id, i64>,
+    contacts: SmallMap<Id, i64>,
     /// Interaction → its abandonment.
-    abandoned: BTreeMap<Id, Abandonment>,
+    abandoned: SmallMap<Id, Abandonment>,
     /// The latest agent activity.
     last_agent_ms: Option<i64>,
     /// Customer activity later than `last_agent_ms`, ascending.
@@ -140,9 +140,9 @@ pub struct CustomerFacts {
     /// The channel of the latest interaction event.
     last_channel: Option<(Stamp, String)>,
     /// (reason, trigger) → when the notice was due.
-    notices: BTreeMap<(String, String), i64>,
+    notices: SmallMap<(String, String), i64>,
     /// (reason, trigger) → when the held-out notice would have been due.
-    held_out: BTreeMap<(String, String), i64>,
+    held_out: SmallMap<(String, String), i64>,
     /// The hours under which the `d` index lists the customer.
     indexed: Vec<i64>,
 }

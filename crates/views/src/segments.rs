@@ -67,7 +67,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::reporting::ReportingConfig;
 use crate::state::{
-    CachedTable, Entries, Evictable, Id, RecordSource, Snapshot, ViewState, changes_of, sorted,
+    CachedTable, Entries, Evictable, Id, RecordSource, SmallMap, Snapshot, ViewState, changes_of,
+    sorted,
 };
 use crate::{LogPosition, View, ViewError};
 
@@ -153,9 +154,9 @@ impl Contact {
 /// A customer's profile and contacts: the view's unit of state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfileRecord {
-    attributes: BTreeMap<String, Valued>,
+    attributes: SmallMap<String, Valued>,
     /// By interaction id.
-    contacts: BTreeMap<Id, Contact>,
+    contacts: SmallMap<Id, Contact>,
 }
 
 impl ProfileRecord {
