@@ -113,20 +113,29 @@ pub async fn replay(
         bulk: true,
         ..ProjectorConfig::default()
     };
-    let mut versions: Vec<Arc<dyn AnyVersion>> = Vec::new();
-    for view in views {
-        let name = view.name();
-        let layout = view.layout();
+    // The views' tables are made at once (each new keyspace syncs its files several
+    // times) and marked active with one sync of the store.
+    let mut opening = tokio::task::JoinSet::new();
+    for (index, view) in views.into_iter().enumerate() {
         let store = store.clone();
         let version_config = config.clone();
-        let version = blocking(move || {
-            let table = store.table_with_layout(name, 1, layout)?;
-            store.set_active(name, 1)?;
-            view.open_version(table, version_config, Phase::Running)
-        })
-        .await?;
-        versions.push(version);
+        opening.spawn_blocking(move || {
+            let name = view.name();
+            let table = store.table_with_layout(name, 1, view.layout())?;
+            let version = view.open_version(table, version_config, Phase::Running)?;
+            Ok::<_, ProjectorError>((index, name, version))
+        });
     }
+    let mut opened = Vec::new();
+    while let Some(joined) = opening.join_next().await {
+        opened.push(joined.map_err(|e| ProjectorError::Task(e.to_string()))??);
+    }
+    opened.sort_by_key(|(index, _, _)| *index);
+    let active: Vec<(&'static str, u32)> = opened.iter().map(|(_, name, _)| (*name, 1)).collect();
+    let activating = store.clone();
+    blocking(move || Ok(activating.set_active_many(&active)?)).await?;
+    let versions: Vec<Arc<dyn AnyVersion>> =
+        opened.into_iter().map(|(_, _, version)| version).collect();
     let reads_agents = versions.iter().any(|v| {
         v.status()
             .topics

@@ -372,8 +372,16 @@ impl ViewStore {
 
     /// Makes `version` the one queries read, durably.
     pub fn set_active(&self, view: &str, version: u32) -> Result<(), StoreError> {
-        self.meta
-            .insert(active_key(view), version.to_be_bytes().to_vec())?;
+        self.set_active_many(&[(view, version)])
+    }
+
+    /// [`ViewStore::set_active`] for several views, synced once (each sync is a write of
+    /// the store's journal and an `fsync`: a replay marks five views at once).
+    pub fn set_active_many(&self, versions: &[(&str, u32)]) -> Result<(), StoreError> {
+        for (view, version) in versions {
+            self.meta
+                .insert(active_key(view), version.to_be_bytes().to_vec())?;
+        }
         self.flush()
     }
 
