@@ -12,7 +12,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use support::{Http, Server};
@@ -126,14 +126,11 @@ async fn every_202_follows_an_fdatasync_of_the_segment_holding_its_events() {
     }
     server.stop();
     // The traced process is gone; strace ends with it (bounded wait).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while strace.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "strace did not end with the server"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::wait_exit(
+        &mut strace,
+        "strace (ending with the server)",
+        Duration::from_secs(30),
+    );
 
     let text = std::fs::read_to_string(&trace).unwrap();
     let seen = classify(&text);

@@ -638,14 +638,7 @@ fn a_sigterm_as_soon_as_a_server_says_where_it_listens_stops_it_cleanly() {
             .unwrap()
             .success()
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while traced.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the traced server did not stop within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::wait_exit(&mut traced, "the traced server", Duration::from_secs(30));
     let text = std::fs::read_to_string(&trace).unwrap();
     let position = |what: &str| {
         text.lines()

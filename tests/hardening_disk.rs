@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{BINARY, Http, Server, wait_ready};
@@ -82,11 +82,7 @@ impl LimitedServer {
     fn stop(mut self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "the server did not stop in 30 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        support::wait_exit(&mut self.child, "the server", Duration::from_secs(30));
     }
 }
 

@@ -87,18 +87,24 @@ impl Server {
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for the server") {
-                assert!(status.success(), "omnilog serve exited with {status}");
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not stop within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let status = wait_exit(&mut self.child, "the server", Duration::from_secs(30));
+        assert!(status.success(), "omnilog serve exited with {status}");
+    }
+}
+
+/// Waits for `child` to exit, for at most `limit`; panics naming `what` past it.
+#[allow(dead_code)] // Each test binary compiles this module; not all of them call it.
+pub fn wait_exit(child: &mut Child, what: &str, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for a child process") {
+            return status;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not stop within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

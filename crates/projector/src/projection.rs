@@ -295,15 +295,15 @@ impl<V: View> Version<V> {
         let records = changes.len();
         if self.config.bulk && records >= BULK_INGEST_MIN_RECORDS {
             self.table.ingest(changes, &checkpoint)?;
-        } else if self.config.bulk {
-            // A few records: one write to the store's journal. An ingestion makes a disk
-            // table and a new version of the store, each synced, and ingestions go one
-            // at a time: a replay's five last checkpoints took about 6 ms each however
-            // few their records. The replay syncs the whole store once at its end.
-            self.table.commit(changes, &checkpoint)?;
         } else {
             self.table.commit(changes, &checkpoint)?;
-            self.table.flush()?;
+            // A bulk checkpoint of a few records is one write to the store's journal, which
+            // the replay syncs once at its end. (An ingestion makes a disk table and a new
+            // version of the store, each synced, and ingestions go one at a time: a
+            // replay's five last checkpoints took about 6 ms each however few their records.)
+            if !self.config.bulk {
+                self.table.flush()?;
+            }
         }
         self.status.committed.send_replace(checkpoint);
         // Written: clean records may go now, down to three quarters of the budget, so
@@ -630,8 +630,18 @@ impl<V: View> AnyVersion for Version<V> {
 
     fn partition_done(&self, let_go: bool) -> Result<(), ProjectorError> {
         let mut state = self.state.write().map_err(lock_error)?;
-        for table in state.partition_tables() {
-            table.partition_done(let_go);
+        let tables = state.partition_tables();
+        if tables.is_empty() {
+            // A partition-local view that does not list its tables: its clean records
+            // still go, remembered as any eviction's.
+            drop(tables);
+            if let_go {
+                state.evict(0);
+            }
+        } else {
+            for table in tables {
+                table.partition_done(let_go);
+            }
         }
         self.evictions.fetch_add(1, Ordering::Release);
         Ok(())

@@ -115,27 +115,28 @@ pub async fn replay(
     };
     // The views' tables are made at once (each new keyspace syncs its files several
     // times) and marked active with one sync of the store.
-    let mut opening = tokio::task::JoinSet::new();
-    for (index, view) in views.into_iter().enumerate() {
-        let store = store.clone();
-        let version_config = config.clone();
-        opening.spawn_blocking(move || {
-            let name = view.name();
-            let table = store.table_with_layout(name, 1, view.layout())?;
-            let version = view.open_version(table, version_config, Phase::Running)?;
-            Ok::<_, ProjectorError>((index, name, version))
-        });
+    let opening: Vec<_> = views
+        .into_iter()
+        .map(|view| {
+            let store = store.clone();
+            let version_config = config.clone();
+            tokio::task::spawn_blocking(move || {
+                let table = store.table_with_layout(view.name(), 1, view.layout())?;
+                view.open_version(table, version_config, Phase::Running)
+            })
+        })
+        .collect();
+    let mut versions: Vec<Arc<dyn AnyVersion>> = Vec::new();
+    for opened in opening {
+        versions.push(
+            opened
+                .await
+                .map_err(|e| ProjectorError::Task(e.to_string()))??,
+        );
     }
-    let mut opened = Vec::new();
-    while let Some(joined) = opening.join_next().await {
-        opened.push(joined.map_err(|e| ProjectorError::Task(e.to_string()))??);
-    }
-    opened.sort_by_key(|(index, _, _)| *index);
-    let active: Vec<(&'static str, u32)> = opened.iter().map(|(_, name, _)| (*name, 1)).collect();
+    let active: Vec<(&'static str, u32)> = versions.iter().map(|v| (v.status().view, 1)).collect();
     let activating = store.clone();
     blocking(move || Ok(activating.set_active_many(&active)?)).await?;
-    let versions: Vec<Arc<dyn AnyVersion>> =
-        opened.into_iter().map(|(_, _, version)| version).collect();
     let reads_agents = versions.iter().any(|v| {
         v.status()
             .topics
@@ -475,9 +476,7 @@ fn fold_batches(
                 // The keys of done partitions were forgotten: from here on, a record not
                 // in memory may be in the store.
                 written(&mut writing)?;
-                if version.partition_local() {
-                    version.store_may_hold_anything()?;
-                }
+                version.store_may_hold_anything()?;
                 continue;
             }
             Feed::PassDone => {

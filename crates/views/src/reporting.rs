@@ -87,7 +87,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::queue::channel_name;
 use crate::state::{
-    CachedTable, Entries, Id, Snapshot, Table, ViewState, changes_of, evict_together, sorted,
+    CachedTable, Entries, Id, SmallMap, Snapshot, Table, ViewState, changes_of, evict_together,
+    sorted,
 };
 use crate::{LogPosition, View, ViewError};
 
@@ -289,28 +290,14 @@ pub(crate) struct Tracked {
 }
 
 /// The waits of one (hour, channel, queue): `w hour channel queue`, the number of waits in
-/// each bucket ([`wait_bucket`]), by bucket. Integers only, so partitions add to it in any
-/// order.
+/// each bucket ([`wait_bucket`]), by bucket; no zero count. Integers only, so partitions
+/// add to it in any order.
 ///
 /// One record for the (hour, channel, queue), not one per bucket: keyed by the bucket, each
 /// wait second of each queue of each hour was a map entry with its own copy of the queue's
 /// name, and at 10M events (about 5,500 hours) the reports' whole tables held about 97 MB
 /// (heaptrack of `omnilog replay`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WaitHistogram {
-    /// (bucket, waits), by bucket; no bucket twice, no zero count.
-    pub buckets: Vec<(u32, u64)>,
-}
-
-impl WaitHistogram {
-    /// Counts one wait in `bucket`.
-    pub fn add(&mut self, bucket: u32) {
-        match self.buckets.binary_search_by_key(&bucket, |(b, _)| *b) {
-            Ok(at) => self.buckets[at].1 += 1,
-            Err(at) => self.buckets.insert(at, (bucket, 1)),
-        }
-    }
-}
+pub type WaitHistogram = SmallMap<u32, u64>;
 
 /// The figures of one (hour, channel, queue): `b hour channel queue`. Integers only,
 /// so partitions add to it in any order.
@@ -741,10 +728,12 @@ impl<'a> Fold<'a> {
             channel_code(tracked.channel),
             tracked.queue.clone(),
         );
-        self.state
+        *self
+            .state
             .waits
             .get_or_insert_with(key, WaitHistogram::default)
-            .add(wait_bucket(wait_ms));
+            .entry(wait_bucket(wait_ms))
+            .or_insert(0) += 1;
     }
 
     /// Starts a new entry in `queue` now.

@@ -173,16 +173,14 @@ impl Timeline {
             line.encode_into(&mut self.encoded);
             self.last = Some(line.stamp);
         } else {
+            // After the last line stamped at or before it.
             let mut at = 0;
-            let mut rest = self.encoded.as_slice();
-            while !rest.is_empty() {
-                let (earlier, after): (Line, &[u8]) =
-                    postcard::take_from_bytes(rest).map_err(|error| line_error(&error))?;
+            for entry in self.entries() {
+                let (end, earlier) = entry?;
                 if earlier.stamp > line.stamp {
                     break;
                 }
-                at = self.encoded.len() - after.len();
-                rest = after;
+                at = end;
             }
             let mut encoded = Vec::new();
             line.encode_into(&mut encoded);
@@ -193,6 +191,11 @@ impl Timeline {
 
     /// The lines, in timeline order.
     pub fn lines(&self) -> impl Iterator<Item = Result<Line, ViewError>> + '_ {
+        self.entries().map(|entry| entry.map(|(_, line)| line))
+    }
+
+    /// The lines, each with where its encoding ends in the buffer.
+    fn entries(&self) -> impl Iterator<Item = Result<(usize, Line), ViewError>> + '_ {
         let mut rest = self.encoded.as_slice();
         std::iter::from_fn(move || {
             if rest.is_empty() {
@@ -201,7 +204,7 @@ impl Timeline {
             Some(match postcard::take_from_bytes::<Line>(rest) {
                 Ok((line, after)) => {
                     rest = after;
-                    Ok(line)
+                    Ok((self.encoded.len() - after.len(), line))
                 }
                 Err(error) => {
                     rest = &[];

@@ -306,7 +306,7 @@ pub fn summary(
             .rows
             .entry(group_by.key(*hour, channel_of(*channel)?, queue))
             .or_default();
-        for (bucket, count) in &histogram.buckets {
+        for (bucket, count) in histogram.iter() {
             *row.waits.entry(*bucket).or_insert(0) += count;
         }
     }
