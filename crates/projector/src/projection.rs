@@ -298,9 +298,11 @@ impl<V: View> Version<V> {
         } else {
             self.table.commit(changes, &checkpoint)?;
             // A bulk checkpoint of a few records is one write to the store's journal, which
-            // the replay syncs once at its end. (An ingestion makes a disk table and a new
+            // the replay syncs once at its end. An ingestion makes a disk table and a new
             // version of the store, each synced, and ingestions go one at a time: a
-            // replay's five last checkpoints took about 6 ms each however few their records.)
+            // replay's five last checkpoints took about 6 ms each however few their
+            // records (the "checkpoint written" lines of
+            // `RUST_LOG=omnilog_projector=debug omnilog replay` of 100 events).
             if !self.config.bulk {
                 self.table.flush()?;
             }
