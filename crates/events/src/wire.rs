@@ -59,7 +59,22 @@ fn for_each_field<'a>(
 
 /// A base-128 varint, at most ten bytes; a tenth byte above 1 would overflow 64 bits (prost
 /// refuses it too).
+#[inline]
 fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    // One byte is the common case: every field key and nearly every length. Taken apart
+    // here it costs a compare; the loop below cost 24 instructions a varint, 31 varints an
+    // event (`valgrind --tool=callgrind omnilog replay` of the 200k history).
+    if let Some((&byte, rest)) = bytes.split_first()
+        && byte < 0x80
+    {
+        *bytes = rest;
+        return Some(u64::from(byte));
+    }
+    varint_long(bytes)
+}
+
+/// A varint of two bytes or more (or none at all).
+fn varint_long(bytes: &mut &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for (index, &byte) in bytes.iter().enumerate().take(10) {
         if index == 9 && byte > 1 {
@@ -76,9 +91,23 @@ fn varint(bytes: &mut &[u8]) -> Option<u64> {
 
 fn text(value: Value<'_>) -> Option<String> {
     match value {
-        Value::Bytes(bytes) => std::str::from_utf8(bytes).ok().map(str::to_owned),
+        Value::Bytes(bytes) => owned_text(bytes),
         Value::Varint(_) => None,
     }
+}
+
+/// The string in `bytes`, if they are UTF-8. Nearly every string of an event is ASCII
+/// (ids, handles, names), which a word-at-a-time check confirms in a few instructions;
+/// `str::from_utf8` on these short strings took about 100 instructions each, seven
+/// strings an event, a quarter of the decoder's instructions (`valgrind --tool=callgrind
+/// omnilog replay` of the 200k history).
+#[allow(unsafe_code)]
+fn owned_text(bytes: &[u8]) -> Option<String> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8.
+        return Some(unsafe { String::from_utf8_unchecked(bytes.to_vec()) });
+    }
+    std::str::from_utf8(bytes).ok().map(str::to_owned)
 }
 
 fn number(value: Value<'_>) -> Option<u64> {
@@ -129,7 +158,8 @@ fn time(value: Value<'_>) -> Option<DateTime<Utc>> {
 
 fn customer(value: Value<'_>) -> Option<CustomerRef> {
     let mut id = String::new();
-    let mut handles = Vec::new();
+    // A customer carries one or two handles: one allocation, no growth.
+    let mut handles = Vec::with_capacity(2);
     let mut attributes = BTreeMap::new();
     for_each_field(message(value)?, |field, value| {
         match field {
@@ -522,6 +552,21 @@ mod tests {
             let bytes = crate::encode(&event);
             assert_eq!(decode_canonical(&bytes).as_ref(), Some(&event));
         }
+    }
+
+    #[test]
+    fn texts_are_read_whether_ascii_or_not_and_invalid_utf8_is_refused() {
+        for text in [
+            "",
+            "crm-42",
+            "0190a6f0-7c1e-7c2a-9b3e-6f0a1b2c3d4e",
+            "Zoë",
+            "日本語のメール",
+        ] {
+            assert_eq!(owned_text(text.as_bytes()).as_deref(), Some(text));
+        }
+        assert_eq!(owned_text(&[b'a', 0xff, b'b']), None);
+        assert_eq!(owned_text(&[0xc3]), None);
     }
 
     #[test]

@@ -546,6 +546,11 @@ impl<V: View> AnyVersion for Version<V> {
         let mut dead_letters = Vec::new();
         let mut checkpoint = self.status.checkpoint();
         let mut folded = 0;
+        // The position reached in the partition being folded, written to the checkpoint's
+        // map when the batch moves to another partition or ends: a map insert per event
+        // and view was 3.6 % of a replay's instructions (`valgrind --tool=callgrind omnilog
+        // replay` of the 200k history), and a batch is mostly one partition's records.
+        let mut reached: Option<((Destination, u32), u64)> = None;
         for decoded in batch.iter().filter(|d| folds(d)) {
             folded += 1;
             let record = &decoded.record;
@@ -576,10 +581,19 @@ impl<V: View> AnyVersion for Version<V> {
                 dead_letters.push(dead_letter(name, record, &reason));
                 checkpoint.dead_letters += 1;
             }
-            checkpoint
-                .positions
-                .insert((destination, record.partition), record.offset + 1);
+            let partition = (destination, record.partition);
+            match &mut reached {
+                Some((current, end)) if *current == partition => *end = record.offset + 1,
+                _ => {
+                    if let Some((left, end)) = reached.replace((partition, record.offset + 1)) {
+                        checkpoint.positions.insert(left, end);
+                    }
+                }
+            }
             checkpoint.events_applied += 1;
+        }
+        if let Some((partition, end)) = reached {
+            checkpoint.positions.insert(partition, end);
         }
         self.status.applied.send_replace(checkpoint);
         // Counted under the state's lock, so a checkpoint taken meanwhile sees both or neither.

@@ -906,9 +906,14 @@ fn joined(parts: &[&str]) -> String {
 fn joined_with_text(parts: &[&str], text: Option<&str>) -> String {
     match text.map(excerpt) {
         Some(text) if !text.is_empty() => {
-            let mut all = parts.to_vec();
-            all.extend([": ", &text]);
-            joined(&all)
+            let parts_len: usize = parts.iter().map(|part| part.len()).sum();
+            let mut line = String::with_capacity(parts_len + 2 + text.len());
+            for part in parts {
+                line.push_str(part);
+            }
+            line.push_str(": ");
+            line.push_str(&text);
+            line
         }
         _ => joined(parts),
     }

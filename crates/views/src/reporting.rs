@@ -163,7 +163,7 @@ impl ReportingView {
 }
 
 /// The key of a bucket: (hour, channel code, queue).
-pub(crate) type BucketKey = (i64, u8, String);
+pub(crate) type BucketKey = (i64, u8, Id);
 
 /// The reporting view's state. See the module documentation.
 #[derive(Clone, Debug)]
@@ -171,9 +171,9 @@ pub struct ReportingState {
     tracked: CachedTable<Id, Tracked>,
     buckets: Table<BucketKey, BucketCounts>,
     /// (hour, channel code, queue) → its waits by bucket.
-    waits: Table<(i64, u8, String), WaitHistogram>,
+    waits: Table<(i64, u8, Id), WaitHistogram>,
     /// (hour, topic) → count.
-    topics: Table<(i64, String), u64>,
+    topics: Table<(i64, Id), u64>,
     /// (hour, channel code) → self-service sessions.
     self_service: Table<(i64, u8), SelfServiceCounts>,
     /// (customer, interaction) → a self-service session.
@@ -278,7 +278,8 @@ pub(crate) struct Tracked {
     channel: Channel,
     /// The bucket of the latest entry (or of the work without one).
     hour: i64,
-    queue: String,
+    /// Inline ([`Id`]): the buckets' keys copy it for every event counted.
+    queue: Id,
     /// Start of the entry, while it still waits.
     waiting_since_ms: Option<i64>,
     /// Start of the current agent's handling, until the wrap-up.
@@ -650,7 +651,7 @@ fn count_topics(state: &mut ReportingState, topics: &[String], at: i64) {
     for topic in distinct {
         *state
             .topics
-            .get_or_insert_with((hour, topic.to_owned()), || 0) += 1;
+            .get_or_insert_with((hour, Id::from(topic)), || 0) += 1;
     }
 }
 
@@ -687,7 +688,7 @@ impl<'a> Fold<'a> {
             tracked = Some(Tracked {
                 channel,
                 hour: hour_of(at),
-                queue: NO_QUEUE.to_owned(),
+                queue: Id::from(NO_QUEUE),
                 waiting_since_ms: None,
                 assigned_ms: None,
                 keep: false,
@@ -741,7 +742,7 @@ impl<'a> Fold<'a> {
         let at = self.at;
         if let Some(tracked) = self.tracked.as_mut() {
             tracked.hour = hour_of(at);
-            tracked.queue = queue.to_owned();
+            tracked.queue = Id::from(queue);
             tracked.waiting_since_ms = Some(at);
             tracked.assigned_ms = None;
         }

@@ -240,31 +240,49 @@ impl Line {
     /// a call to `memcpy`, and encoding lines was a tenth of the journey worker's samples
     /// (`perf record -F 199 --call-graph dwarf omnilog replay` of 1M events).
     fn encode_into(&self, out: &mut Vec<u8>) {
-        out.reserve(5 * 10 + 2 + self.summary.len());
-        push_varint(out, zigzag(self.stamp.at.secs));
-        push_varint(out, u64::from(self.stamp.at.nanos));
-        push_varint(out, u64::from(self.stamp.partition));
-        push_varint(out, self.stamp.offset);
-        push_varint(out, u64::from(self.interaction));
-        out.push(self.channel);
-        out.push(self.event_type);
-        push_varint(out, self.summary.len() as u64);
+        // The fixed fields are written into a buffer on the stack, then appended with the
+        // summary in two copies: pushed byte by byte, each push checked the vector's
+        // capacity (230 instructions a line in `valgrind --tool=callgrind omnilog replay`).
+        let mut head = [0u8; 6 * MAX_VARINT_BYTES + 2];
+        let mut at = 0;
+        for value in [
+            zigzag(self.stamp.at.secs),
+            u64::from(self.stamp.at.nanos),
+            u64::from(self.stamp.partition),
+            self.stamp.offset,
+            u64::from(self.interaction),
+        ] {
+            at += write_varint(&mut head[at..], value);
+        }
+        head[at] = self.channel;
+        head[at + 1] = self.event_type;
+        at += 2;
+        at += write_varint(&mut head[at..], self.summary.len() as u64);
+        out.reserve(at + self.summary.len());
+        out.extend_from_slice(&head[..at]);
         out.extend_from_slice(self.summary.as_bytes());
     }
 }
+
+/// The most bytes a varint of a `u64` takes.
+const MAX_VARINT_BYTES: usize = 10;
 
 /// postcard's encoding of a signed integer: zigzag, so small magnitudes take few bytes.
 fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }
 
-/// postcard's varint: seven bits a byte, low bits first, the high bit saying more follow.
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+/// Writes postcard's varint of `value` at the start of `out` (seven bits a byte, low bits
+/// first, the high bit saying more follow); returns the bytes written.
+fn write_varint(out: &mut [u8], mut value: u64) -> usize {
+    let mut written = 0;
     while value >= 0x80 {
-        out.push((value as u8) | 0x80);
+        out[written] = (value as u8) | 0x80;
         value >>= 7;
+        written += 1;
     }
-    out.push(value as u8);
+    out[written] = value as u8;
+    written + 1
 }
 
 /// A journey's summary: what every event of the journey updates, all bounded.

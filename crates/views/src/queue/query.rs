@@ -38,6 +38,7 @@ use super::{
     status_name,
 };
 use crate::ViewError;
+use crate::state::Id;
 
 /// One item of a queue as an instance holds it: the raw times, so partials merge before
 /// ages are computed.
@@ -133,7 +134,7 @@ impl QueuePartial {
             .collect();
         let assigned = state
             .queue_assigned
-            .range((queue.to_owned(), String::new())..)
+            .range((Id::from(queue), Id::new())..)
             .take_while(|((q, _), _)| q == queue)
             .count() as u64;
         Ok(QueuePartial {
@@ -304,7 +305,7 @@ fn queue_names(state: &QueueState) -> Vec<String> {
 fn items_of<'a>(state: &'a QueueState, queue: &'a str) -> impl Iterator<Item = &'a ItemRecord> {
     state
         .items
-        .range((queue.to_owned(), i64::MIN, i64::MIN, String::new())..)
+        .range((Id::from(queue), i64::MIN, i64::MIN, Id::new())..)
         .take_while(move |((q, _, _, _), _)| q == queue)
         .map(|(_, item)| item)
 }
@@ -384,15 +385,15 @@ impl AgentsPartial {
             Some(agent) => Box::new(
                 state
                     .assignments
-                    .range((agent.to_owned(), String::new())..)
+                    .range((Id::from(agent), Id::new())..)
                     .take_while(move |((a, _), _)| a == agent),
             ),
             None => Box::new(state.assignments.iter()),
         };
         for ((agent_id, interaction_id), record) in assignments {
             partial.assignments.push(Open {
-                agent_id: agent_id.clone(),
-                interaction_id: interaction_id.clone(),
+                agent_id: agent_id.to_string(),
+                interaction_id: interaction_id.to_string(),
                 channel: record.channel,
             });
         }
@@ -614,7 +615,7 @@ pub fn routable(state: &QueueState, now: DateTime<Utc>) -> Result<Vec<RoutableIt
             continue;
         }
         items.push(RoutableItem {
-            queue: queue.clone(),
+            queue: queue.to_string(),
             wait_seconds: seconds_since(item.enqueued_ms, now),
             enqueued_at: millis_to_time(item.enqueued_ms),
             interaction_id: item.interaction_id.clone(),

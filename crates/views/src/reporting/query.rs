@@ -33,6 +33,7 @@ use omnilog_events::Channel;
 use super::{BucketCounts, HOUR_MS, NO_QUEUE, ReportingState, hour_of};
 use crate::ViewError;
 use crate::journey::{SelfServiceCounts, SelfServiceFigures};
+use crate::state::Id;
 
 /// How summary rows are keyed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -286,7 +287,7 @@ pub fn summary(
 ) -> Result<SummaryPartial, ViewError> {
     let range = HourRange::new(from, to);
     let mut partial = SummaryPartial::empty(group_by);
-    let start = (range.first, 0u8, String::new());
+    let start = (range.first, 0u8, Id::new());
     for ((hour, channel, queue), counts) in state.buckets.range(start..) {
         if !range.contains(*hour) {
             break;
@@ -297,7 +298,7 @@ pub fn summary(
             .or_default();
         row.counts.add(counts);
     }
-    let start = (range.first, 0u8, String::new());
+    let start = (range.first, 0u8, Id::new());
     for ((hour, channel, queue), histogram) in state.waits.range(start..) {
         if !range.contains(*hour) {
             break;
@@ -368,11 +369,11 @@ pub fn topics(
 ) -> Result<TopicsPartial, ViewError> {
     let range = HourRange::new(from, to);
     let mut partial = TopicsPartial::default();
-    for ((hour, topic), count) in state.topics.range((range.first, String::new())..) {
+    for ((hour, topic), count) in state.topics.range((range.first, Id::new())..) {
         if !range.contains(*hour) {
             break;
         }
-        *partial.counts.entry(topic.clone()).or_insert(0) += count;
+        *partial.counts.entry(topic.to_string()).or_insert(0) += count;
     }
     Ok(partial)
 }
