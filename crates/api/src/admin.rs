@@ -3,7 +3,7 @@
 //! (see [`Readiness`]) and `/metrics`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -56,7 +56,7 @@ fn unreadable_records(views: &omnilog_projector::ViewRuntime, view: &str) -> u64
 
 /// `GET /v1/views`.
 pub async fn list_views(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     state.access.check(&headers, Scope::Read)?;
@@ -141,7 +141,7 @@ async fn cluster_views(cluster: &dyn crate::cluster::Cluster) -> Result<Value, A
 
 /// `POST /v1/views/{view}/rebuild`: 202 with the version being built.
 pub async fn rebuild_view(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(view): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -258,7 +258,7 @@ async fn progress_of(
 
 /// `GET /readyz`: 200 while the views (and, on Kafka, the identity view) are less than the
 /// allowed lag behind the log ([`Readiness`]), 503 `/problems/not-ready` otherwise.
-pub async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub async fn ready(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     let mut progress = Vec::new();
     // Customer lookups and the handles in answers come from the identity view, which on
     // Kafka follows every ingest server's writes.
@@ -318,7 +318,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, A
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     // Series name views, queues and partitions: with tokens configured, a scraper needs

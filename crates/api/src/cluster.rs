@@ -529,7 +529,7 @@ fn cluster_of(state: &AppState) -> Result<&Arc<dyn Cluster>, ApiError> {
 
 /// `GET /v1/internal/partials/{kind}?partitions=...`: this instance's partial.
 pub async fn internal_partial(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(kind): Path<String>,
     Params(params): Params,
@@ -887,14 +887,14 @@ pub fn exact_cover(partitions: u32, owners: &[Owner]) -> bool {
 /// from every owner; a `queue` event for each queue whose stats changed (every queue
 /// once at the start). While partitions move, the stream waits and goes on.
 pub fn queue_stream(
-    state: AppState,
+    state: Arc<AppState>,
     headers: HeaderMap,
     params: BTreeMap<String, String>,
 ) -> impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
 {
     const TICK: std::time::Duration = std::time::Duration::from_millis(500);
     struct Cursor {
-        state: AppState,
+        state: Arc<AppState>,
         headers: HeaderMap,
         params: BTreeMap<String, String>,
         sent: BTreeMap<String, String>,

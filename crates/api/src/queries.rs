@@ -77,7 +77,7 @@ fn prepare<'a>(
 /// `GET /v1/customers/{id}/journey`: answered for the customer `id` was merged into,
 /// with every merged history in one timeline.
 pub async fn customer_journey(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Params(params): Params,
@@ -171,7 +171,7 @@ pub(crate) fn attach_profile(answer: &mut serde_json::Value, profile: ProfileAns
 
 /// `GET /v1/interactions/{id}`: the interaction and its events.
 pub async fn interaction(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Params(params): Params,
@@ -195,7 +195,7 @@ pub async fn interaction(
 
 /// `GET /v1/queues`: every queue, items in routing order.
 pub async fn queues(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -213,7 +213,7 @@ pub async fn queues(
 
 /// `GET /v1/queues/{queue}`.
 pub async fn one_queue(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
     Params(params): Params,
@@ -238,7 +238,7 @@ pub async fn one_queue(
 
 /// `GET /v1/agents`.
 pub async fn agents(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -254,7 +254,7 @@ pub async fn agents(
 
 /// `GET /v1/agents/{id}`.
 pub async fn one_agent(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Params(params): Params,
@@ -276,7 +276,7 @@ pub async fn one_agent(
 
 /// `GET /v1/reports/summary?from&to&group_by=`.
 pub async fn report_summary(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -299,7 +299,7 @@ pub async fn report_summary(
 
 /// `GET /v1/reports/topics?from&to`.
 pub async fn report_topics(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -309,7 +309,7 @@ pub async fn report_topics(
 
 /// `GET /v1/reports/journeys?from&to`: over journeys opened in the range.
 pub async fn report_journeys(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -323,7 +323,7 @@ pub async fn report_journeys(
 /// `GET /v1/reports/channels?from&to&group_by=ATTRIBUTE`: channel use per segment (or any
 /// customer attribute), over the interactions started in the range.
 pub async fn report_channels(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -349,7 +349,7 @@ pub async fn report_channels(
 /// notified customers contacted the desk within 24 h, against the held-out ones, over the
 /// decisions due in the range.
 pub async fn report_engagement(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -378,7 +378,7 @@ pub(crate) fn stats_fingerprint(answer: &queue::QueueAnswer) -> String {
 /// `GET /v1/queues/stream`: server-sent events, one `queue` event with a queue's stats
 /// (its answer without the items) each time they change; every queue once at the start.
 pub async fn queue_stream(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -456,7 +456,7 @@ pub async fn queue_stream(
 /// seconds, that `service_level` counts against, as this server is configured
 /// (`--service-level`). Configuration, not a view: any instance answers from its own.
 pub async fn service_levels(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     state.access.check(&headers, Scope::Read)?;

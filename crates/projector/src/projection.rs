@@ -508,6 +508,11 @@ impl<V: View> AnyVersion for Version<V> {
                 let mut missing = Vec::new();
                 {
                     let state = self.state.read().map_err(lock_error)?;
+                    // Nothing let go since the state started from an empty store (a
+                    // replay's first pass, or all of a short one): nothing to ask for.
+                    if state.holds_everything() {
+                        break;
+                    }
                     for decoded in batch.iter().filter(|d| folds(d)) {
                         if let Ok(event) = &decoded.event {
                             self.view.missing(&state, event, &mut missing)?;

@@ -279,6 +279,10 @@ impl ViewState for EngagementState {
         self.customers.weight() + self.triggers.weight()
     }
 
+    fn holds_everything(&self) -> bool {
+        self.customers.holds_everything() && self.triggers.holds_everything()
+    }
+
     fn starts_empty(&mut self) {
         self.customers.starts_empty();
         self.triggers.starts_empty();

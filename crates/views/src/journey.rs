@@ -207,6 +207,12 @@ impl ViewState for JourneyState {
         self.customers.weight() + self.facts.weight() + self.index.weight()
     }
 
+    fn holds_everything(&self) -> bool {
+        self.customers.holds_everything()
+            && self.facts.holds_everything()
+            && self.index.holds_everything()
+    }
+
     fn starts_empty(&mut self) {
         self.customers.starts_empty();
         self.facts.starts_empty();

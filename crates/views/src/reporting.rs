@@ -252,6 +252,12 @@ impl ViewState for ReportingState {
         self.tracked.weight() + self.sessions.weight() + self.pending.weight()
     }
 
+    fn holds_everything(&self) -> bool {
+        self.tracked.holds_everything()
+            && self.sessions.holds_everything()
+            && self.pending.holds_everything()
+    }
+
     fn starts_empty(&mut self) {
         self.tracked.starts_empty();
         self.sessions.starts_empty();

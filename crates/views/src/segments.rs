@@ -235,6 +235,10 @@ impl ViewState for SegmentsState {
         self.profiles.weight()
     }
 
+    fn holds_everything(&self) -> bool {
+        self.profiles.holds_everything()
+    }
+
     fn starts_empty(&mut self) {
         self.profiles.starts_empty();
     }

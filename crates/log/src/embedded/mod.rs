@@ -114,6 +114,8 @@ struct Shared {
     flushes: AtomicU64,
     /// Disk failures a test asked for (none otherwise).
     faults: Faults,
+    /// The buffers of the last reads, taken again once free.
+    spans: segments::SpanBuffers,
 }
 
 impl Shared {
@@ -182,7 +184,7 @@ impl Shared {
                 stop += 1;
             }
             let file = self.file(first.segment)?;
-            let span = segments::read_span(
+            let span = self.spans.read(
                 &file,
                 first.segment,
                 first.position,
@@ -724,6 +726,7 @@ fn shared_of(dir: &Path, counts: PartitionCounts, opened: &Opened) -> Shared {
         appended: watch::channel(0).0,
         flushes: AtomicU64::new(0),
         faults: Faults::default(),
+        spans: segments::SpanBuffers::default(),
     }
 }
 
