@@ -430,14 +430,20 @@ impl SpanBuffers {
         Ok(span)
     }
 
-    /// A buffer of `len` bytes: a kept one nothing reads from any more and large enough,
-    /// or a new one. Its bytes are whatever they were (the read overwrites them all).
+    /// A buffer of `len` bytes: the smallest kept one that nothing reads from any more and
+    /// that fits without holding more than twice what is read (records keep their read's
+    /// whole buffer alive), or a new one. Its bytes are whatever they were (the read
+    /// overwrites them all).
     fn free_buffer(&self, len: usize) -> BytesMut {
+        let fits = |span: &Bytes| span.len() >= len && span.len() <= len.saturating_mul(2);
         let reused = {
             let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
             recent
                 .iter()
-                .position(|span| span.len() >= len && span.is_unique())
+                .enumerate()
+                .filter(|(_, span)| fits(span) && span.is_unique())
+                .min_by_key(|(_, span)| span.len())
+                .map(|(at, _)| at)
                 .and_then(|at| recent.remove(at))
                 .and_then(|span| span.try_into_mut().ok())
         };
@@ -485,5 +491,12 @@ mod tests {
         assert_eq!(third.as_ptr(), first_at);
         assert_eq!(&third[..], &content[2000..2900]);
         assert_eq!(&second[..], &content[100..900]);
+
+        // A read of less than half a free buffer gets a buffer of its size.
+        let third_at = third.as_ptr();
+        drop(third);
+        let small = spans.read(&file, 1, 3000, 100).unwrap();
+        assert_ne!(small.as_ptr(), third_at);
+        assert_eq!(&small[..], &content[3000..3100]);
     }
 }
