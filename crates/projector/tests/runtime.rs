@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omnilog_events::{Body, Destination, Event};
-use omnilog_log::{AppendRecord, EmbeddedLog, PartitionCounts, SharedLog, Topic};
+use omnilog_log::{AppendRecord, EmbeddedLog, LogRecord, PartitionCounts, SharedLog, Topic};
 use omnilog_projector::{
-    AwaitedPosition, Projectable, ProjectorConfig, ProjectorMetrics, ViewRuntime,
+    AwaitedPosition, Decoded, Phase, Projectable, ProjectorConfig, ProjectorMetrics, ViewRuntime,
+    decode_all,
 };
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
-use omnilog_views::state::{CachedTable, Entries, Snapshot, Table, changes_of, sorted};
+use omnilog_views::state::{CachedTable, Entries, Evictable, Snapshot, Table, changes_of, sorted};
 use omnilog_views::{LogPosition, View, ViewError, ViewState, apply_in_memory};
 
 /// Counts events per type (a whole table) and per customer (a cached one, loaded when
@@ -51,8 +52,8 @@ impl ViewState for Counts {
         self.by_customer.evict(budget);
     }
 
-    fn cached_weight(&self) -> usize {
-        self.by_customer.weight()
+    fn cached_tables(&self) -> Vec<&dyn Evictable> {
+        vec![&self.by_customer]
     }
 
     fn dump(&self) -> Result<Entries, ViewError> {
@@ -482,4 +483,51 @@ async fn a_reader_waits_for_the_position_it_wrote() {
             .is_err()
     );
     runtime.stop().await.unwrap();
+}
+
+/// A batch whose partitions' records interleave: the checkpoint stands at the end of each
+/// partition's last record in the batch (the fold writes a partition's position once its
+/// run of records ends, not per record).
+#[test]
+fn a_batch_of_interleaved_partitions_leaves_each_at_its_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ViewStore::open(dir.path()).unwrap();
+    let table = store
+        .table_with_layout("counting", 1, View::layout(&CountingView))
+        .unwrap();
+    let version = Arc::new(CountingView)
+        .open_version(table, ProjectorConfig::default(), Phase::Running)
+        .unwrap();
+    let events: Vec<Event> = history(HistoryConfig::with_events(5, 200).with_customer_ids())
+        .filter(|event| event.destination() == Destination::Interactions)
+        .take(6)
+        .collect();
+    let places = [(2u32, 10u64), (2, 11), (3, 40), (2, 12), (3, 41), (1, 7)];
+    let records: Vec<LogRecord> = events
+        .iter()
+        .zip(places)
+        .map(|(event, (partition, offset))| LogRecord {
+            topic: Topic::Interactions,
+            partition,
+            offset,
+            key: event.partition_key().unwrap().to_owned(),
+            event_id: event.event_id,
+            payload: omnilog_events::encode(event).into(),
+            headers: Vec::new(),
+        })
+        .collect();
+    let decoded = decode_all(records);
+    let batch: Vec<&Decoded> = decoded.iter().collect();
+    version.fold(&batch, None).unwrap();
+    let checkpoint = version.status().checkpoint();
+    let positions: Vec<_> = checkpoint.positions.into_iter().collect();
+    assert_eq!(
+        positions,
+        vec![
+            ((Destination::Interactions, 1), 8),
+            ((Destination::Interactions, 2), 13),
+            ((Destination::Interactions, 3), 42),
+        ]
+    );
+    assert_eq!(checkpoint.events_applied, 6);
 }

@@ -275,12 +275,8 @@ impl ViewState for EngagementState {
         evict_together(budget, &mut [&mut self.customers, &mut self.triggers]);
     }
 
-    fn cached_weight(&self) -> usize {
-        self.customers.weight() + self.triggers.weight()
-    }
-
-    fn holds_everything(&self) -> bool {
-        self.customers.holds_everything() && self.triggers.holds_everything()
+    fn cached_tables(&self) -> Vec<&dyn Evictable> {
+        vec![&self.customers, &self.triggers]
     }
 
     fn starts_empty(&mut self) {

@@ -203,14 +203,8 @@ impl ViewState for JourneyState {
         self.customers.evict(budget);
     }
 
-    fn cached_weight(&self) -> usize {
-        self.customers.weight() + self.facts.weight() + self.index.weight()
-    }
-
-    fn holds_everything(&self) -> bool {
-        self.customers.holds_everything()
-            && self.facts.holds_everything()
-            && self.index.holds_everything()
+    fn cached_tables(&self) -> Vec<&dyn Evictable> {
+        vec![&self.customers, &self.facts, &self.index]
     }
 
     fn starts_empty(&mut self) {
@@ -901,8 +895,14 @@ fn excerpt(text: &str) -> Cow<'_, str> {
 /// event folded, so this is on the fold's hot path, where `format!` (its formatting
 /// machinery and a string grown step by step) cost a tenth of the journey fold.
 fn joined(parts: &[&str]) -> String {
-    let mut line = String::with_capacity(parts.iter().map(|part| part.len()).sum());
-    for part in parts {
+    joined_then(parts, &[])
+}
+
+/// `parts`, then `more`, joined into one string of exactly their length.
+fn joined_then(parts: &[&str], more: &[&str]) -> String {
+    let len = parts.iter().chain(more).map(|part| part.len()).sum();
+    let mut line = String::with_capacity(len);
+    for part in parts.iter().chain(more) {
         line.push_str(part);
     }
     line
@@ -911,16 +911,7 @@ fn joined(parts: &[&str]) -> String {
 /// `parts`, then `: text` when the text's excerpt is not empty.
 fn joined_with_text(parts: &[&str], text: Option<&str>) -> String {
     match text.map(excerpt) {
-        Some(text) if !text.is_empty() => {
-            let parts_len: usize = parts.iter().map(|part| part.len()).sum();
-            let mut line = String::with_capacity(parts_len + 2 + text.len());
-            for part in parts {
-                line.push_str(part);
-            }
-            line.push_str(": ");
-            line.push_str(&text);
-            line
-        }
+        Some(text) if !text.is_empty() => joined_then(parts, &[": ", &text]),
         _ => joined(parts),
     }
 }

@@ -87,8 +87,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::queue::channel_name;
 use crate::state::{
-    CachedTable, Entries, Id, SmallMap, Snapshot, Table, ViewState, changes_of, evict_together,
-    sorted,
+    CachedTable, Entries, Evictable, Id, SmallMap, Snapshot, Table, ViewState, changes_of,
+    evict_together, sorted,
 };
 use crate::{LogPosition, View, ViewError};
 
@@ -248,14 +248,8 @@ impl ViewState for ReportingState {
         );
     }
 
-    fn cached_weight(&self) -> usize {
-        self.tracked.weight() + self.sessions.weight() + self.pending.weight()
-    }
-
-    fn holds_everything(&self) -> bool {
-        self.tracked.holds_everything()
-            && self.sessions.holds_everything()
-            && self.pending.holds_everything()
+    fn cached_tables(&self) -> Vec<&dyn Evictable> {
+        vec![&self.tracked, &self.sessions, &self.pending]
     }
 
     fn starts_empty(&mut self) {

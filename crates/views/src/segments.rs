@@ -231,12 +231,8 @@ impl ViewState for SegmentsState {
         self.profiles.evict(budget);
     }
 
-    fn cached_weight(&self) -> usize {
-        self.profiles.weight()
-    }
-
-    fn holds_everything(&self) -> bool {
-        self.profiles.holds_everything()
+    fn cached_tables(&self) -> Vec<&dyn Evictable> {
+        vec![&self.profiles]
     }
 
     fn starts_empty(&mut self) {

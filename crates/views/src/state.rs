@@ -875,6 +875,8 @@ pub struct CachedTable<K: Key, V: Record> {
 /// A cached table, as [`evict_together`] and a replay's passes see it.
 pub trait Evictable {
     fn weight(&self) -> usize;
+    /// See [`CachedTable::holds_everything`].
+    fn holds_everything(&self) -> bool;
     fn evict(&mut self, budget: usize);
     /// See [`CachedTable::partition_done`].
     fn partition_done(&mut self, let_go: bool);
@@ -885,6 +887,10 @@ pub trait Evictable {
 impl<K: Key, V: Record> Evictable for CachedTable<K, V> {
     fn weight(&self) -> usize {
         CachedTable::weight(self)
+    }
+
+    fn holds_everything(&self) -> bool {
+        CachedTable::holds_everything(self)
     }
 
     fn evict(&mut self, budget: usize) {
@@ -1457,16 +1463,28 @@ pub trait ViewState: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// About how many bytes the cached records in memory take.
-    fn cached_weight(&self) -> usize {
-        0
+    /// Every cached table of the state (those whose records may be let go and loaded
+    /// again): what its weight and [`ViewState::holds_everything`] are derived from.
+    fn cached_tables(&self) -> Vec<&dyn Evictable> {
+        Vec::new()
     }
 
-    /// Whether every record a fold could need is in memory or known absent (its cached
-    /// tables let nothing go since they were told the store holds none of their records):
-    /// the runtime then asks for no missing records. A state that cannot tell says `false`.
+    /// About how many bytes the cached records in memory take.
+    fn cached_weight(&self) -> usize {
+        self.cached_tables()
+            .iter()
+            .map(|table| table.weight())
+            .sum()
+    }
+
+    /// Whether every record a fold could need is in memory or known absent: each cached
+    /// table let nothing go since it was told the store holds none of its records (a state
+    /// without cached tables holds everything in memory). The runtime then asks for no
+    /// missing records.
     fn holds_everything(&self) -> bool {
-        false
+        self.cached_tables()
+            .iter()
+            .all(|table| table.holds_everything())
     }
 
     /// Every record in memory, encoded as stored, in key order: the canonical form two
