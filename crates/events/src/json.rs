@@ -494,7 +494,7 @@ impl RawEvent<'_> {
             source_event_id,
             occurred_at,
             recorded_at,
-            customer,
+            customer: customer.map(std::sync::Arc::new),
             interaction_id,
             channel,
             attributes,

@@ -27,5 +27,6 @@ pub use model::{
     Direction, Event, EventType, Handle, normalise_topic,
 };
 pub use proto::{
-    decode, decode_batch, decode_through_prost, encode, encode_batch, encode_through_prost,
+    EventDecoder, decode, decode_batch, decode_through_prost, encode, encode_batch,
+    encode_through_prost,
 };

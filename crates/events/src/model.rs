@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -323,8 +324,9 @@ pub struct Event {
     /// Set by the ingest server when it accepts the event.
     pub recorded_at: Option<DateTime<Utc>>,
     /// `None` only for `agent_state` (and a `customers_merged`, which names its customers in
-    /// its body).
-    pub customer: Option<CustomerRef>,
+    /// its body). Shared: the events of one batch that carry the same customer bytes are
+    /// decoded into one value (see [`crate::EventDecoder`]).
+    pub customer: Option<Arc<CustomerRef>>,
     pub interaction_id: Option<String>,
     pub channel: Option<Channel>,
     /// Platform details worth keeping (a call's duration, an email's Message-ID).

@@ -32,9 +32,31 @@ pub fn encode_through_prost(event: &Event) -> Vec<u8> {
 
 /// Decodes a protobuf `omnilog.v1.Event` and checks it against the contract.
 pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
-    match crate::wire::decode_canonical(bytes) {
+    match crate::wire::decode_canonical(bytes, None) {
         Some(event) => Ok(event),
         None => decode_through_prost(bytes),
+    }
+}
+
+/// Decodes the records of one batch as [`decode`] does, and gives the events whose customer
+/// bytes are equal one shared customer: decoded once, not once an event. It remembers
+/// every customer it decoded, so it lives as long as a batch, not longer.
+#[derive(Debug, Default)]
+pub struct EventDecoder {
+    customers: crate::wire::SharedCustomers,
+}
+
+impl EventDecoder {
+    pub fn new() -> Self {
+        EventDecoder::default()
+    }
+
+    /// The event in `bytes`, as [`decode`] reads it.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Event, EventError> {
+        match crate::wire::decode_canonical(bytes, Some(&mut self.customers)) {
+            Some(event) => Ok(event),
+            None => decode_through_prost(bytes),
+        }
     }
 }
 
@@ -447,17 +469,19 @@ impl TryFrom<pb::Event> for Event {
             source_event_id: message.source_event_id,
             occurred_at,
             recorded_at: time_from("recorded_at", message.recorded_at)?,
-            customer: message.customer.map(|c| CustomerRef {
-                id: Some(c.id).filter(|id| !id.is_empty()),
-                handles: c
-                    .handles
-                    .into_iter()
-                    .map(|h| Handle {
-                        kind: h.kind,
-                        value: h.value,
-                    })
-                    .collect(),
-                attributes: c.attributes,
+            customer: message.customer.map(|c| {
+                std::sync::Arc::new(CustomerRef {
+                    id: Some(c.id).filter(|id| !id.is_empty()),
+                    handles: c
+                        .handles
+                        .into_iter()
+                        .map(|h| Handle {
+                            kind: h.kind,
+                            value: h.value,
+                        })
+                        .collect(),
+                    attributes: c.attributes,
+                })
             }),
             interaction_id: message.interaction_id,
             channel: channel_from_pb(message.channel)?,

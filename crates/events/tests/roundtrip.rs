@@ -253,7 +253,7 @@ fn event() -> impl Strategy<Value = Event> {
                 source_event_id,
                 occurred_at,
                 recorded_at,
-                customer,
+                customer: customer.map(std::sync::Arc::new),
                 interaction_id: interaction.then_some(interaction_id),
                 channel: interaction.then_some(channel),
                 attributes,

@@ -318,7 +318,7 @@ impl State {
                 // keyed (and so partitioned) by, so the journey finds it there.
                 if event.interaction_id.is_some() {
                     let customer = event.customer.get_or_insert_with(Default::default);
-                    customer.id = Some(key.clone());
+                    Arc::make_mut(customer).id = Some(key.clone());
                 }
                 (Topic::Interactions, key)
             }
@@ -328,10 +328,13 @@ impl State {
                     .entries
                     .get(&event.event_id)
                     .map(|entry| entry.customer.clone());
-                let customer = event
-                    .customer
-                    .as_mut()
-                    .ok_or_else(|| EventError::missing("customer"))?;
+                // Not shared yet (parsed from a request): `make_mut` copies nothing.
+                let customer = Arc::make_mut(
+                    event
+                        .customer
+                        .as_mut()
+                        .ok_or_else(|| EventError::missing("customer"))?,
+                );
                 let customer_id = match remembered {
                     Some(id) => id,
                     None => {
@@ -502,8 +505,9 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
                 break;
             };
             from = last.offset + 1;
+            let mut decoder = omnilog_events::EventDecoder::new();
             for record in &records {
-                match omnilog_events::decode(&record.payload) {
+                match decoder.decode(&record.payload) {
                     Ok(event) => {
                         if let Some(at) = event.recorded_at {
                             fresh.last_recorded = fresh.last_recorded.max(at);
@@ -563,8 +567,9 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
             if state.folded_to.get(partition) != Some(&from) || state.is_staged() {
                 continue;
             }
+            let mut decoder = omnilog_events::EventDecoder::new();
             for record in &records {
-                if let Ok(event) = omnilog_events::decode(&record.payload) {
+                if let Ok(event) = decoder.decode(&record.payload) {
                     state.fold_stored(&event, record.partition, record.offset);
                 }
             }

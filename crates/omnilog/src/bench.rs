@@ -237,12 +237,14 @@ async fn for_each_event(
     });
     let mut count = 0;
     while let Some(records) = read.recv().await {
+        // As the projections decode: a batch's equal customers once.
+        let mut decoder = omnilog_events::EventDecoder::new();
         for record in &records {
             let position = LogPosition {
                 partition: record.partition,
                 offset: record.offset,
             };
-            each(omnilog_events::decode(&record.payload)?, position)?;
+            each(decoder.decode(&record.payload)?, position)?;
             count += 1;
         }
     }

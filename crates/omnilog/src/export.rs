@@ -101,8 +101,9 @@ impl Cursor {
                 return Ok(false);
             };
             self.next = last.offset + 1;
+            let mut decoder = omnilog_events::EventDecoder::new();
             for record in records {
-                match omnilog_events::decode(&record.payload) {
+                match decoder.decode(&record.payload) {
                     Ok(event) => self.batch.push_back((event, record)),
                     Err(error) => {
                         *undecodable += 1;

@@ -55,10 +55,11 @@ pub struct Decoded {
 
 /// Decodes records (what could not be decoded keeps its error for the dead letter).
 pub fn decode_all(records: Vec<LogRecord>) -> Vec<Decoded> {
+    let mut decoder = omnilog_events::EventDecoder::new();
     records
         .into_iter()
         .map(|record| {
-            let event = omnilog_events::decode(&record.payload).map_err(|e| e.to_string());
+            let event = decoder.decode(&record.payload).map_err(|e| e.to_string());
             Decoded { record, event }
         })
         .collect()

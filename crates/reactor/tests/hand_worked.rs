@@ -184,10 +184,7 @@ fn morning() -> Vec<Event> {
         .unwrap(),
         {
             let mut started = event("ann", "08:00", "V1", "voice", inbound());
-            started
-                .customer
-                .as_mut()
-                .unwrap()
+            std::sync::Arc::make_mut(started.customer.as_mut().unwrap())
                 .attributes
                 .insert("segment".to_owned(), "retail".to_owned());
             started

@@ -632,7 +632,7 @@ impl History {
                 _ => vec![Self::email(customer)],
             }
         };
-        let customer_ref = CustomerRef {
+        let customer_ref = std::sync::Arc::new(CustomerRef {
             id: self
                 .config
                 .customer_ids
@@ -644,7 +644,7 @@ impl History {
             } else {
                 BTreeMap::new()
             },
-        };
+        });
         let (queue, topics) = QUEUES[contact.queue];
         let topic = topics[self.rng.usize(0..topics.len())];
         let text_channel = !matches!(channel, Channel::Voice | Channel::Ivr | Channel::WalkIn);

@@ -907,11 +907,11 @@ mod tests {
             source_event_id: None,
             occurred_at: at,
             recorded_at: Some(at),
-            customer: Some(CustomerRef {
+            customer: Some(std::sync::Arc::new(CustomerRef {
                 id: Some(customer.to_owned()),
                 handles,
                 ..CustomerRef::default()
-            }),
+            })),
             interaction_id: Some(format!("i{n}")),
             channel: Some(Channel::Chat),
             attributes: Default::default(),

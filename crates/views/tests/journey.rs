@@ -693,7 +693,7 @@ mod journey {
             "chat",
             json!({"type": "hold"}),
         );
-        anonymous.customer.as_mut().unwrap().id = None;
+        std::sync::Arc::make_mut(anonymous.customer.as_mut().unwrap()).id = None;
         let refused = state.apply(
             &view,
             &anonymous,

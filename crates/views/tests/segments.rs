@@ -486,7 +486,7 @@ mod segments {
         let view = SegmentsView::default();
         let mut state = view.new_state();
         let mut unresolved = started("k", "CA1", "voice", "2026-03-02T09:00:00Z");
-        unresolved.customer.as_mut().unwrap().id = None;
+        std::sync::Arc::make_mut(unresolved.customer.as_mut().unwrap()).id = None;
         let error = apply_in_memory(
             &view,
             &mut state,
