@@ -1,0 +1,103 @@
+//! Group commit: requests that arrive together share appends (each append is an
+//! `fdatasync`), rather than each waiting for one of its own. How much they share under
+//! real load is measured by `omnilog bench` (stage d, one event a request): see
+//! docs/benchmarks.md.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use omnilog_ingest::{Ingest, IngestConfig};
+use omnilog_log::{
+    AppendOutcome, AppendRecord, EmbeddedLog, EventLog, LogError, LogRecord, PartitionCounts, Topic,
+};
+use serde_json::json;
+
+/// The embedded log, counting its appends.
+#[derive(Debug)]
+struct CountingAppends {
+    inner: EmbeddedLog,
+    appends: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl EventLog for CountingAppends {
+    fn partitions(&self, topic: Topic) -> u32 {
+        self.inner.partitions(topic)
+    }
+
+    async fn append(&self, batch: Vec<AppendRecord>) -> Result<Vec<AppendOutcome>, LogError> {
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        self.inner.append(batch).await
+    }
+
+    async fn read(
+        &self,
+        topic: Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        self.inner.read(topic, partition, from, max).await
+    }
+
+    async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
+        self.inner.end_offsets(topic).await
+    }
+
+    async fn wait_beyond(
+        &self,
+        topic: Topic,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<u64, LogError> {
+        self.inner
+            .wait_beyond(topic, partition, offset, timeout)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn requests_that_arrive_together_share_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(CountingAppends {
+        inner: EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap(),
+        appends: AtomicU64::new(0),
+    });
+    let ingest = Arc::new(
+        Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
+            .await
+            .unwrap(),
+    );
+    let requests: Vec<_> = (0..12)
+        .map(|n| {
+            let ingest = ingest.clone();
+            tokio::spawn(async move {
+                // Some requests take a turn or two longer to be ready (parsing, say).
+                for _ in 0..n % 3 {
+                    tokio::task::yield_now().await;
+                }
+                let event = omnilog_events::parse_event(
+                    json!({
+                        "source": "test", "source_event_id": format!("e{n}"),
+                        "occurred_at": "2026-03-02T09:00:00Z",
+                        "customer": {"handles": [{"kind": "phone", "value": format!("+1555000{n:04}")}]},
+                        "interaction_id": format!("chat-{n}"), "channel": "chat",
+                        "type": "interaction_started", "direction": "inbound",
+                    })
+                    .to_string()
+                    .as_bytes(),
+                )
+                .unwrap();
+                ingest.submit(vec![event]).await.unwrap().accepted
+            })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 1);
+    }
+    // Ready over three turns of the runtime: a few groups, not one append a request.
+    let appends = log.appends.load(Ordering::Relaxed);
+    assert!(appends <= 3, "12 requests took {appends} appends");
+}
