@@ -5,16 +5,15 @@
 //! sync (see `crates/log/tests/full_disk.rs` for why injected). A refused append takes back
 //! exactly its own decisions, without reading the log again.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use common::CountingLog;
 use omnilog_events::Event;
 use omnilog_ingest::{Ingest, IngestConfig, IngestError};
-use omnilog_log::{
-    AppendOutcome, AppendRecord, DiskFault, EmbeddedLog, EventLog, LogError, LogRecord,
-    PartitionCounts, Topic,
-};
+use omnilog_log::{DiskFault, EmbeddedLog, EventLog, PartitionCounts, Topic};
 use serde_json::{Value, json};
 
 fn event(source_event_id: &str, customer: Value) -> Event {
@@ -95,55 +94,6 @@ async fn a_request_refused_on_a_full_disk_leaves_no_trace_and_is_accepted_once_t
     assert_eq!(records_in_log(&log).await, 2);
 }
 
-/// The embedded log, counting the reads of the interactions topic: folding the identity
-/// view from the log reads every partition of it, so a count that does not move shows
-/// that nothing was folded again.
-#[derive(Debug)]
-struct CountingLog {
-    inner: Arc<EmbeddedLog>,
-    interaction_reads: AtomicU64,
-}
-
-#[async_trait::async_trait]
-impl EventLog for CountingLog {
-    fn partitions(&self, topic: Topic) -> u32 {
-        self.inner.partitions(topic)
-    }
-
-    async fn append(&self, batch: Vec<AppendRecord>) -> Result<Vec<AppendOutcome>, LogError> {
-        self.inner.append(batch).await
-    }
-
-    async fn read(
-        &self,
-        topic: Topic,
-        partition: u32,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<LogRecord>, LogError> {
-        if topic == Topic::Interactions {
-            self.interaction_reads.fetch_add(1, Ordering::Relaxed);
-        }
-        self.inner.read(topic, partition, from, max).await
-    }
-
-    async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
-        self.inner.end_offsets(topic).await
-    }
-
-    async fn wait_beyond(
-        &self,
-        topic: Topic,
-        partition: u32,
-        offset: u64,
-        timeout: Duration,
-    ) -> Result<u64, LogError> {
-        self.inner
-            .wait_beyond(topic, partition, offset, timeout)
-            .await
-    }
-}
-
 /// A canonical event of `kind` from the CRM, with `fields` beside the envelope.
 fn crm_event(source_event_id: &str, customer: Value, kind: &str, fields: Value) -> Event {
     let mut text = json!({
@@ -163,10 +113,7 @@ fn crm_event(source_event_id: &str, customer: Value, kind: &str, fields: Value) 
 async fn a_refused_append_takes_back_exactly_its_decisions_without_folding_the_log_again() {
     let dir = tempfile::tempdir().unwrap();
     let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
-    let log = Arc::new(CountingLog {
-        inner: embedded.clone(),
-        interaction_reads: AtomicU64::new(0),
-    });
+    let log = Arc::new(CountingLog::over(embedded.clone()));
     let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
         .await
         .unwrap();

@@ -3,68 +3,22 @@
 //! real load is measured by `omnilog bench` (stage d, one event a request): see
 //! docs/benchmarks.md.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
+use common::CountingLog;
 use omnilog_ingest::{Ingest, IngestConfig};
-use omnilog_log::{
-    AppendOutcome, AppendRecord, EmbeddedLog, EventLog, LogError, LogRecord, PartitionCounts, Topic,
-};
+use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
 use serde_json::json;
-
-/// The embedded log, counting its appends.
-#[derive(Debug)]
-struct CountingAppends {
-    inner: EmbeddedLog,
-    appends: AtomicU64,
-}
-
-#[async_trait::async_trait]
-impl EventLog for CountingAppends {
-    fn partitions(&self, topic: Topic) -> u32 {
-        self.inner.partitions(topic)
-    }
-
-    async fn append(&self, batch: Vec<AppendRecord>) -> Result<Vec<AppendOutcome>, LogError> {
-        self.appends.fetch_add(1, Ordering::Relaxed);
-        self.inner.append(batch).await
-    }
-
-    async fn read(
-        &self,
-        topic: Topic,
-        partition: u32,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<LogRecord>, LogError> {
-        self.inner.read(topic, partition, from, max).await
-    }
-
-    async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
-        self.inner.end_offsets(topic).await
-    }
-
-    async fn wait_beyond(
-        &self,
-        topic: Topic,
-        partition: u32,
-        offset: u64,
-        timeout: Duration,
-    ) -> Result<u64, LogError> {
-        self.inner
-            .wait_beyond(topic, partition, offset, timeout)
-            .await
-    }
-}
 
 #[tokio::test]
 async fn requests_that_arrive_together_share_appends() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(CountingAppends {
-        inner: EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap(),
-        appends: AtomicU64::new(0),
-    });
+    let log = Arc::new(CountingLog::over(Arc::new(
+        EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap(),
+    )));
     let ingest = Arc::new(
         Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
             .await

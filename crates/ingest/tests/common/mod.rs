@@ -1,0 +1,69 @@
+//! The embedded log with counters, for the ingest tests that check how often ingest reads or
+//! appends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use omnilog_log::{AppendOutcome, AppendRecord, EmbeddedLog, EventLog, LogError, LogRecord, Topic};
+
+/// The embedded log, counting its appends and its reads of the interactions topic (folding
+/// the identity view from the log reads every partition of it, so a read count that does not
+/// move shows that nothing was folded again).
+#[derive(Debug)]
+pub struct CountingLog {
+    pub inner: Arc<EmbeddedLog>,
+    pub interaction_reads: AtomicU64,
+    pub appends: AtomicU64,
+}
+
+impl CountingLog {
+    pub fn over(inner: Arc<EmbeddedLog>) -> Self {
+        CountingLog {
+            inner,
+            interaction_reads: AtomicU64::new(0),
+            appends: AtomicU64::new(0),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for CountingLog {
+    fn partitions(&self, topic: Topic) -> u32 {
+        self.inner.partitions(topic)
+    }
+
+    async fn append(&self, batch: Vec<AppendRecord>) -> Result<Vec<AppendOutcome>, LogError> {
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        self.inner.append(batch).await
+    }
+
+    async fn read(
+        &self,
+        topic: Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        if topic == Topic::Interactions {
+            self.interaction_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.read(topic, partition, from, max).await
+    }
+
+    async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
+        self.inner.end_offsets(topic).await
+    }
+
+    async fn wait_beyond(
+        &self,
+        topic: Topic,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<u64, LogError> {
+        self.inner
+            .wait_beyond(topic, partition, offset, timeout)
+            .await
+    }
+}
