@@ -87,7 +87,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::queue::channel_name;
 use crate::state::{
-    CachedTable, Entries, Evictable, Id, SmallMap, Snapshot, Table, ViewState, changes_of,
+    CachedTable, Entries, Evictable, Id, SmallMap, Snapshot, Table, Taken, ViewState, changes_of,
     evict_together, sorted,
 };
 use crate::{LogPosition, View, ViewError};
@@ -662,7 +662,7 @@ struct Fold<'a> {
     interaction: &'a str,
     at: i64,
     /// `None` when the event found no record and must not start one.
-    tracked: Option<Tracked>,
+    tracked: Option<Taken<Tracked>>,
 }
 
 impl<'a> Fold<'a> {
@@ -681,11 +681,11 @@ impl<'a> Fold<'a> {
         })?;
         let at = event.occurred_at.timestamp_millis();
         // Taken out to change (no copy), put back by `save`.
-        let mut tracked: Option<Tracked> = state.tracked.take(interaction)?;
+        let mut tracked: Option<Taken<Tracked>> = state.tracked.take(interaction)?;
         if tracked.is_none() && create {
             // Work without a queue entry is counted under NO_QUEUE in this event's hour,
             // unless the event itself starts an entry (which sets the bucket).
-            tracked = Some(Tracked {
+            tracked = Some(Taken::new(Tracked {
                 channel,
                 hour: hour_of(at),
                 queue: Id::from(NO_QUEUE),
@@ -693,7 +693,7 @@ impl<'a> Fold<'a> {
                 assigned_ms: None,
                 keep: false,
                 csat: None,
-            });
+            }));
         }
         Ok(Fold {
             state,
