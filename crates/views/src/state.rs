@@ -1826,7 +1826,10 @@ mod tests {
         let at = std::ptr::from_ref::<u32>(&first);
         table.put_back("k", first);
         let mut again = table.take("k").unwrap().unwrap();
-        assert!(std::ptr::eq(at, &*again), "put back and taken again, not copied");
+        assert!(
+            std::ptr::eq(at, &*again),
+            "put back and taken again, not copied"
+        );
         table.put_back("k", again);
 
         // A checkpoint holds the record while it is encoded: a change made meanwhile goes
