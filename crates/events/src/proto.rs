@@ -32,7 +32,15 @@ pub fn encode_through_prost(event: &Event) -> Vec<u8> {
 
 /// Decodes a protobuf `omnilog.v1.Event` and checks it against the contract.
 pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
-    match crate::wire::decode_canonical(bytes, None) {
+    decode_sharing(bytes, None)
+}
+
+/// [`decode`], with the customers of a batch shared when `customers` is given.
+fn decode_sharing(
+    bytes: &[u8],
+    customers: Option<&mut crate::wire::SharedCustomers>,
+) -> Result<Event, EventError> {
+    match crate::wire::decode_canonical(bytes, customers) {
         Some(event) => Ok(event),
         None => decode_through_prost(bytes),
     }
@@ -53,10 +61,7 @@ impl EventDecoder {
 
     /// The event in `bytes`, as [`decode`] reads it.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<Event, EventError> {
-        match crate::wire::decode_canonical(bytes, Some(&mut self.customers)) {
-            Some(event) => Ok(event),
-            None => decode_through_prost(bytes),
-        }
+        decode_sharing(bytes, Some(&mut self.customers))
     }
 }
 

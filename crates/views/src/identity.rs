@@ -79,11 +79,9 @@ enum IdRef<'a> {
 fn has_hex_capital(hex: &[u8]) -> bool {
     const BIT_6: u64 = u64::from_ne_bytes([0x40; 8]);
     let capital = |word: u64| word & !(word << 1) & BIT_6 != 0;
-    let mut words = hex.chunks_exact(8);
-    let found = words
-        .by_ref()
-        .any(|chunk| capital(u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]))));
-    found || words.remainder().iter().any(u8::is_ascii_uppercase)
+    let (words, rest) = hex.as_chunks::<8>();
+    words.iter().any(|word| capital(u64::from_ne_bytes(*word)))
+        || rest.iter().any(u8::is_ascii_uppercase)
 }
 
 impl<'a> IdRef<'a> {
@@ -345,10 +343,10 @@ impl RecentCustomers {
     /// About two batches' worth of customers: held, not freed, until forgotten.
     const CAPACITY: usize = 4096;
 
+    /// The customer remembered at `customer`'s address: `customer` itself, since a
+    /// remembered `Arc` is held, and no other can be made at its address meanwhile.
     fn get(&self, customer: &Arc<CustomerRef>) -> Option<&Remembered> {
-        self.by_address
-            .get(&(Arc::as_ptr(customer) as usize))
-            .filter(|remembered| Arc::ptr_eq(&remembered.customer, customer))
+        self.by_address.get(&(Arc::as_ptr(customer) as usize))
     }
 
     fn remember(&mut self, remembered: Remembered) {
@@ -1313,15 +1311,19 @@ mod tests {
             ),
             event(9, "x", x, Body::Hold),
         ];
+        // Each event with a customer of its own: none is remembered.
+        let mut alone = IdentityView::new();
+        events.iter().for_each(|e| alone.apply(e));
+        assert!(alone.recent.by_address.is_empty());
         let shared = sharing_customers(&events);
         assert!(Arc::ptr_eq(
             shared[0].customer.as_ref().unwrap(),
             shared[8].customer.as_ref().unwrap()
         ));
-        let mut alone = IdentityView::new();
-        events.iter().for_each(|e| alone.apply(e));
         let mut together = IdentityView::new();
         shared.iter().for_each(|e| together.apply(e));
+        // The two shared customers were remembered.
+        assert_eq!(together.recent.by_address.len(), 2);
         assert_eq!(together, alone);
         assert_eq!(together.customer("y"), alone.customer("y"));
         // Backwards, the later claims come first and the earlier ones still win.

@@ -1211,15 +1211,14 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     where
         K: OwnKey<Q>,
     {
-        let held = taken.0;
-        // Weighed again when it is next encoded, as a record put in is.
-        held.weight.store(0, Ordering::Relaxed);
         match self.slots.get_mut(key) {
             Some(slot) => {
-                slot.value = Some(held);
+                // Weighed again when it is next encoded, as a record put in is.
+                taken.0.weight.store(0, Ordering::Relaxed);
+                slot.value = Some(taken.0);
                 Self::mark(&mut self.changed, slot);
             }
-            None => self.insert(K::own(key), Arc::unwrap_or_clone(held).value),
+            None => self.insert(K::own(key), taken.into_inner()),
         }
     }
 
