@@ -21,7 +21,7 @@ use omnilog_log::{
 };
 use uuid::Uuid;
 
-use common::{PARTITIONS, event_id, read_partition, record};
+use common::{PARTITIONS, event_id, incompressible, read_partition, record};
 
 /// Appends records named `{name}/{i}` for `i` in `range`, as one request.
 async fn append_named(
@@ -35,7 +35,7 @@ async fn append_named(
             record(
                 format!("customer-{}", i % 17),
                 event_id(&label),
-                format!("{label}|{}", "p".repeat(120)),
+                format!("{label}|{}", incompressible(&label, 120)),
             )
         })
         .collect();

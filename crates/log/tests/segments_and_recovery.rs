@@ -2,7 +2,8 @@
 //! and id files); a tail cut or damaged by a crash is dropped back to the last whole frame on
 //! open and every whole frame is kept; a second writer is refused while readers in other
 //! processes open the log read-only beside the writer; a scan returns every record once;
-//! and a data dir of the older format on sled is refused with the way to carry it over.
+//! a data dir of the older format on sled is refused with the way to carry it over; and a log
+//! of format 2 (every batch plain) is read as it is and raised to format 3 by its next writer.
 
 mod common;
 
@@ -14,7 +15,7 @@ use omnilog_log::{
 };
 use uuid::Uuid;
 
-use common::{PARTITIONS, event_id, read_partition, record};
+use common::{PARTITIONS, event_id, incompressible, read_partition, record};
 
 fn small_segments() -> LogOptions {
     LogOptions {
@@ -38,7 +39,10 @@ async fn append_named(
                 record(
                     format!("customer-{}", i % 97),
                     id,
-                    format!("{name}/{i}|{}", "p".repeat(i % 300)),
+                    format!(
+                        "{name}/{i}|{}",
+                        incompressible(&format!("{name}/{i}"), i % 300)
+                    ),
                 )
             })
             .collect();
@@ -340,4 +344,79 @@ fn a_log_of_the_older_format_is_refused_with_the_way_to_carry_it_over() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_of_format_2_is_read_as_it_is_and_raised_to_format_3_before_its_first_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta_path = dir.path().join("log.json");
+    // Single small appends: each batch is stored plain, as format 2 stored every batch.
+    let mut expected = {
+        let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+        let positions = append_named(&log, "plain", 40, 1).await;
+        log.close().unwrap();
+        positions
+    };
+    let described = std::fs::read_to_string(&meta_path).unwrap();
+    assert!(described.contains("\"format\": 3"), "{described}");
+    std::fs::write(
+        &meta_path,
+        described.replace("\"format\": 3", "\"format\": 2"),
+    )
+    .unwrap();
+    let plain_bytes: u64 = files_with(dir.path(), "seg")
+        .iter()
+        .map(|path| std::fs::metadata(path).unwrap().len())
+        .sum();
+    // Read as it is, and left as it is by a reader.
+    {
+        let reader = EmbeddedLog::open_read_only(dir.path()).unwrap();
+        assert_eq!(stored(&reader).await, expected);
+    }
+    assert!(
+        std::fs::read_to_string(&meta_path)
+            .unwrap()
+            .contains("\"format\": 2")
+    );
+    // A writer raises it first, then stores large batches compressed beside the plain ones.
+    let log = EmbeddedLog::open_existing(dir.path()).unwrap();
+    assert!(
+        std::fs::read_to_string(&meta_path)
+            .unwrap()
+            .contains("\"format\": 3")
+    );
+    // Records that share most of their bytes, as events of one channel do.
+    // What the records take plain: length, key, event id, header count, payload.
+    let mut plain_record_bytes = 0;
+    for chunk in 0..4 {
+        let batch: Vec<_> = (chunk * 500..(chunk + 1) * 500)
+            .map(|i| {
+                let name = format!("grouped/{i}");
+                let payload = format!("{name}|{{\"type\":\"message\",\"channel\":\"chat\"}}");
+                let key = format!("customer-{}", i % 97);
+                plain_record_bytes += 4 + 2 + key.len() + 16 + 2 + payload.len();
+                record(key, event_id(&name), payload)
+            })
+            .collect();
+        let ids: Vec<Uuid> = batch.iter().map(|r| r.event_id).collect();
+        for (id, outcome) in ids.into_iter().zip(log.append(batch).await.unwrap()) {
+            assert!(!outcome.is_duplicate());
+            let position = outcome.position();
+            expected.insert(id, (position.partition, position.offset));
+        }
+    }
+    assert_eq!(stored(&log).await, expected);
+    log.close().unwrap();
+    let all_bytes: u64 = files_with(dir.path(), "seg")
+        .iter()
+        .map(|path| std::fs::metadata(path).unwrap().len())
+        .sum();
+    assert!(
+        ((all_bytes - plain_bytes) as usize) < plain_record_bytes / 2,
+        "{} bytes stored for {plain_record_bytes} bytes of plain records",
+        all_bytes - plain_bytes
+    );
+    // And it reopens with every record where it was.
+    let reopened = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert_eq!(stored(&reopened).await, expected);
 }

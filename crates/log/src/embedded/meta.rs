@@ -14,8 +14,12 @@ use crate::{LogError, PartitionCounts, Topic};
 pub(crate) const META_FILE: &str = "log.json";
 const LOCK_FILE: &str = "writer.lock";
 const DURABLE_FILE: &str = "durable";
-/// The format this build writes and reads.
-pub(crate) const FORMAT: u32 = 2;
+/// The format this build writes: 3 may store a batch's records compressed.
+pub(crate) const FORMAT: u32 = 3;
+/// The format before, which this build reads as it is: its batches are all stored plain. A
+/// writer that opens such a log marks it format 3 before its first write, so that a build
+/// that knows only format 2 refuses it rather than misreading a compressed batch.
+pub(crate) const PLAIN_FORMAT: u32 = 2;
 
 pub(crate) fn io_error(what: impl std::fmt::Display, error: std::io::Error) -> LogError {
     LogError::Storage(format!("{what}: {error}"))
@@ -48,8 +52,9 @@ pub(crate) fn refuse_older_format(dir: &Path) -> Result<(), LogError> {
     Ok(())
 }
 
-/// Reads the partition counts of the log in `dir`, `None` if it has no description yet.
-pub(crate) fn read_meta(dir: &Path) -> Result<Option<PartitionCounts>, LogError> {
+/// Reads the format and partition counts of the log in `dir`, `None` if it has no
+/// description yet.
+pub(crate) fn read_meta(dir: &Path) -> Result<Option<(u32, PartitionCounts)>, LogError> {
     refuse_older_format(dir)?;
     let path = dir.join(META_FILE);
     let text = match std::fs::read_to_string(&path) {
@@ -63,22 +68,25 @@ pub(crate) fn read_meta(dir: &Path) -> Result<Option<PartitionCounts>, LogError>
             path.display()
         ))
     })?;
-    if meta.format != FORMAT {
+    if meta.format != FORMAT && meta.format != PLAIN_FORMAT {
         return Err(LogError::Storage(format!(
-            "the log in {} has format {}; this build reads format {FORMAT}",
+            "the log in {} has format {}; this build reads formats {PLAIN_FORMAT} and {FORMAT}",
             dir.display(),
             meta.format
         )));
     }
-    Ok(Some(PartitionCounts {
-        interactions: meta.partitions.interactions,
-        agents: meta.partitions.agents,
-        dead_letter: meta.partitions.dead_letter,
-    }))
+    Ok(Some((
+        meta.format,
+        PartitionCounts {
+            interactions: meta.partitions.interactions,
+            agents: meta.partitions.agents,
+            dead_letter: meta.partitions.dead_letter,
+        },
+    )))
 }
 
-/// Writes the description of a new log, durably (written aside, synced, renamed into place,
-/// directory synced).
+/// Writes the description of a log in this build's format, durably (written aside, synced,
+/// renamed into place, directory synced).
 pub(crate) fn write_meta(dir: &Path, counts: &PartitionCounts) -> Result<(), LogError> {
     let meta = MetaFile {
         format: FORMAT,

@@ -480,7 +480,7 @@ impl EmbeddedLog {
         meta::refuse_older_format(dir)?;
         let lock = WriterLock::take(dir)?;
         match meta::read_meta(dir)? {
-            Some(stored) => {
+            Some((format, stored)) => {
                 for topic in Topic::ALL {
                     if stored.get(topic) != partitions.get(topic) {
                         return Err(LogError::PartitionMismatch {
@@ -489,6 +489,15 @@ impl EmbeddedLog {
                             requested: partitions.get(topic),
                         });
                     }
+                }
+                if format != meta::FORMAT {
+                    tracing::info!(
+                        dir = %dir.display(),
+                        from = format,
+                        to = meta::FORMAT,
+                        "the log's format is raised before its first write: its batches may now be stored compressed"
+                    );
+                    meta::write_meta(dir, &partitions)?;
                 }
             }
             None => meta::write_meta(dir, &partitions)?,
@@ -539,7 +548,7 @@ impl EmbeddedLog {
     /// error if `dir` holds no omnilog log (nothing is created).
     pub fn open_existing(dir: &Path) -> Result<Self, LogError> {
         meta::refuse_older_format(dir)?;
-        let counts = meta::read_meta(dir)?
+        let (_, counts) = meta::read_meta(dir)?
             .ok_or_else(|| LogError::Storage(format!("{} holds no omnilog log", dir.display())))?;
         Self::open(dir, counts)
     }
@@ -549,7 +558,7 @@ impl EmbeddedLog {
     /// is what was durable when it opened. Appends are refused.
     pub fn open_read_only(dir: &Path) -> Result<Self, LogError> {
         meta::refuse_older_format(dir)?;
-        let counts = meta::read_meta(dir)?
+        let (_, counts) = meta::read_meta(dir)?
             .ok_or_else(|| LogError::Storage(format!("{} holds no omnilog log", dir.display())))?;
         // With a writer running, read what it has made durable; without one, every whole
         // frame (the next writer keeps them all).

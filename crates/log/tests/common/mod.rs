@@ -1,5 +1,5 @@
-//! Helpers shared by the embedded log's acceptance tests: building records, reading a
-//! partition to its end, and a small seeded random generator.
+//! Helpers shared by the embedded log's acceptance tests: building records, payload bytes
+//! that do not compress, reading a partition to its end, and a small seeded random generator.
 #![allow(dead_code)]
 
 use std::hash::{BuildHasher, Hasher};
@@ -20,6 +20,23 @@ pub fn record(key: impl Into<String>, event_id: Uuid, payload: impl Into<Bytes>)
         payload: payload.into(),
         headers: Vec::new(),
     }
+}
+
+/// `len` lowercase letters that LZ4 cannot shrink, the same for the same `name`: the log
+/// stores a batch compressed when that pays, so a test that needs segments to fill (or a
+/// payload of a known size on disk) writes these rather than a repeated letter.
+pub fn incompressible(name: &str, len: usize) -> String {
+    let mut state = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect()
 }
 
 /// A deterministic event id, as the ingest path derives them (uuid v5).
