@@ -65,6 +65,11 @@ impl Default for ReplayOptions {
     }
 }
 
+/// Records of the interactions topic from which a replay's versions store compressed
+/// tables ([`ViewStore::for_long_replay`]): a 1M-event replay writes a few checkpoints of
+/// each view, a 10M-event one about thirty of the journey view's.
+const LONG_REPLAY_RECORDS: u64 = 2_000_000;
+
 /// What a replay built of one view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplayedView {
@@ -112,6 +117,13 @@ pub async fn replay(
         cache_bytes: options.cache_bytes,
         bulk: true,
         ..ProjectorConfig::default()
+    };
+    // A long history's checkpoints are many: its versions store compressed tables.
+    let interactions: u64 = log.end_offsets(Topic::Interactions).await?.iter().sum();
+    let store = if interactions >= LONG_REPLAY_RECORDS {
+        store.for_long_replay()
+    } else {
+        store.clone()
     };
     // The views' tables are made at once (each new keyspace syncs its files several
     // times) and marked active with one sync of the store.

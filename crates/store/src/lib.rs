@@ -85,24 +85,28 @@ fn keyspace_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
 }
 
-/// A replay's versions also store their disk tables LZ4-compressed (fjall compresses only
-/// its deeper levels by default, and an ingested table lands in the first). An ingestion
-/// cuts its tables at 64 MiB, and fjall counts tables, not ingestions, against
+fn replay_keyspace_options() -> KeyspaceCreateOptions {
+    keyspace_options().compaction_strategy(std::sync::Arc::new(
+        fjall::compaction::Leveled::default().with_l0_threshold(REPLAY_FIRST_LEVEL_TABLES),
+    ))
+}
+
+/// The versions of a long replay also store their disk tables LZ4-compressed (fjall
+/// compresses only its deeper levels by default, and an ingested table lands in the first).
+/// An ingestion cuts its tables at 64 MiB, and fjall counts tables, not ingestions, against
 /// [`REPLAY_FIRST_LEVEL_TABLES`]: uncompressed, the journey view's checkpoints of a 10M
 /// replay made about thirty tables, and fjall compacted the whole view (900 MB) as the
 /// replay closed, which waited for it. Compressed, the view is about 500 MB in fewer
 /// tables than the threshold: two alternated pairs of `/usr/bin/time omnilog replay --view
 /// journey` on 10M events took 25.6 and 23.4 s of wall (20.3 and 18.9 s until the replay
 /// said it was done: the rest was the compaction) uncompressed, against 22.7 and 18.4 s (no
-/// wait) compressed, with 39.5 and 37.1 s of CPU against 37.5 and 30.1 s.
-fn replay_keyspace_options() -> KeyspaceCreateOptions {
-    keyspace_options()
-        .compaction_strategy(std::sync::Arc::new(
-            fjall::compaction::Leveled::default().with_l0_threshold(REPLAY_FIRST_LEVEL_TABLES),
-        ))
-        .data_block_compression_policy(fjall::config::CompressionPolicy::all(
-            fjall::CompressionType::Lz4,
-        ))
+/// wait) compressed, with 39.5 and 37.1 s of CPU against 37.5 and 30.1 s. A short replay
+/// never comes near the threshold, and compressing would only cost it: 13 % of the
+/// instructions of a 200k-event replay (`valgrind --tool=callgrind omnilog replay`).
+fn long_replay_keyspace_options() -> KeyspaceCreateOptions {
+    replay_keyspace_options().data_block_compression_policy(fjall::config::CompressionPolicy::all(
+        fjall::CompressionType::Lz4,
+    ))
 }
 
 /// What went wrong in the store.
@@ -305,6 +309,15 @@ impl ViewStore {
         let mut store = Self::open(dir)?;
         store.options = replay_keyspace_options;
         Ok(store)
+    }
+
+    /// This replay store, with versions created from it storing compressed tables: for a
+    /// replay of a history long enough to write many checkpoints (see
+    /// [`long_replay_keyspace_options`]).
+    pub fn for_long_replay(&self) -> Self {
+        let mut store = self.clone();
+        store.options = long_replay_keyspace_options;
+        store
     }
 
     /// Opens an existing store to read it, without writing anything in `dir`: it works on

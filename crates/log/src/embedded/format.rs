@@ -36,7 +36,7 @@
 //! Sequences increase by one from frame to frame, across segments: a stale frame left
 //! behind a cut tail can never be taken for a new one.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
 use crate::{AppendRecord, LogError, LogRecord, Topic};
@@ -375,10 +375,36 @@ pub(crate) fn batches_of(body: &[u8]) -> Option<Vec<(u32, BatchHeader)>> {
     Some(batches)
 }
 
+/// Where the records of a compressed batch are decompressed to: buffers that records then
+/// share (their payloads are slices of it), taken again once no record holds one.
+pub(crate) trait PlainBuffers {
+    /// A buffer of `len` bytes, whatever they hold (decompression overwrites them all).
+    fn take(&self, len: usize) -> BytesMut;
+    /// Shares a filled buffer, to be taken again once it is free.
+    fn keep(&self, buffer: BytesMut) -> Bytes;
+}
+
+/// A new buffer each time: for a reader that decompresses little (tests, an id rescan).
+#[derive(Debug, Default)]
+pub(crate) struct FreshBuffers;
+
+impl PlainBuffers for FreshBuffers {
+    fn take(&self, len: usize) -> BytesMut {
+        BytesMut::zeroed(len)
+    }
+
+    fn keep(&self, buffer: BytesMut) -> Bytes {
+        buffer.freeze()
+    }
+}
+
 /// Checks a batch (`bytes` = its header and stored records) against its checksum and
 /// returns its header and its records as encoded: the stored bytes themselves, or what they
-/// decompress to.
-fn checked_records(bytes: &Bytes) -> Result<(BatchHeader, Bytes), String> {
+/// decompress to (in a buffer of `buffers`).
+fn checked_records(
+    bytes: &Bytes,
+    buffers: &dyn PlainBuffers,
+) -> Result<(BatchHeader, Bytes), String> {
     let header = parse_batch_header(bytes).ok_or("the batch header is damaged")?;
     let stored = bytes
         .get(BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + header.records_len as usize)
@@ -391,40 +417,41 @@ fn checked_records(bytes: &Bytes) -> Result<(BatchHeader, Bytes), String> {
         ));
     }
     let records = match header.codec {
-        CODEC_LZ4 => Bytes::from(decompress(stored).ok_or_else(|| {
+        CODEC_LZ4 => decompress_into(stored, buffers).ok_or_else(|| {
             format!(
                 "the batch of offsets {}..{} does not decompress",
                 header.first_offset,
                 header.end_offset()
             )
-        })?),
+        })?,
         _ => bytes.slice(BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + header.records_len as usize),
     };
     Ok((header, records))
 }
 
 /// The records a codec-1 batch stores: a length, then an LZ4 block that must decompress to
-/// exactly that length.
-fn decompress(stored: &[u8]) -> Option<Vec<u8>> {
+/// exactly that length (so no byte of the buffer is left as it was).
+fn decompress_into(stored: &[u8], buffers: &dyn PlainBuffers) -> Option<Bytes> {
     let plain_len = le_u32(stored.get(..4)?);
     if plain_len > MAX_FRAME_BYTES {
         return None;
     }
-    let mut plain = vec![0u8; plain_len as usize];
+    let mut plain = buffers.take(plain_len as usize);
     let written = lz4_flex::block::decompress_into(&stored[4..], &mut plain).ok()?;
-    (written == plain.len()).then_some(plain)
+    (written == plain.len()).then(|| buffers.keep(plain))
 }
 
 /// Decodes the records of one batch (`bytes` = its header and stored records), keeping those
 /// at or after `from` and before `until`. Payloads share one buffer: `bytes`', or that of the
-/// decompressed records.
+/// decompressed records (one of `buffers`).
 pub(crate) fn decode_batch(
     bytes: &Bytes,
     from: u64,
     until: u64,
     out: &mut Vec<LogRecord>,
+    buffers: &dyn PlainBuffers,
 ) -> Result<(), String> {
-    let (header, records) = checked_records(bytes)?;
+    let (header, records) = checked_records(bytes, buffers)?;
     let mut at = 0;
     let end = records.len();
     for index in 0..u64::from(header.count) {
@@ -508,8 +535,8 @@ pub(crate) fn event_ids_of_batch(batch: &[u8]) -> Option<Vec<(Uuid, u64)>> {
     let stored = batch.get(BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + header.records_len as usize)?;
     let decompressed;
     let records = if header.codec == CODEC_LZ4 {
-        decompressed = decompress(stored)?;
-        decompressed.as_slice()
+        decompressed = decompress_into(stored, &FreshBuffers)?;
+        &decompressed[..]
     } else {
         stored
     };
@@ -576,7 +603,7 @@ mod tests {
             &frame[placements[0].at as usize..(placements[0].at + placements[0].len) as usize],
         );
         let mut out = Vec::new();
-        decode_batch(&first_batch, 11, u64::MAX, &mut out).unwrap();
+        decode_batch(&first_batch, 11, u64::MAX, &mut out, &FreshBuffers).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].offset, 11);
         assert_eq!(out[0].partition, 4);
@@ -623,7 +650,7 @@ mod tests {
             header.records_len
         );
         let mut out = Vec::new();
-        decode_batch(&bytes, 0, u64::MAX, &mut out).unwrap();
+        decode_batch(&bytes, 0, u64::MAX, &mut out, &FreshBuffers).unwrap();
         assert_eq!(out.len(), records.len());
         for (read, written) in out.iter().zip(&records) {
             assert_eq!(read.key, written.key);
@@ -635,7 +662,7 @@ mod tests {
         assert_eq!(out[0].offset, 40);
         // A range inside the batch, and its ids.
         let mut some = Vec::new();
-        decode_batch(&bytes, 45, 47, &mut some).unwrap();
+        decode_batch(&bytes, 45, 47, &mut some, &FreshBuffers).unwrap();
         assert_eq!(some.iter().map(|r| r.offset).collect::<Vec<_>>(), [45, 46]);
         let ids = event_ids_of_batch(&bytes).unwrap();
         assert_eq!(ids.len(), 200);
@@ -660,7 +687,7 @@ mod tests {
         let (bytes, header) = one_batch(&records);
         assert_eq!(header.codec, CODEC_NONE);
         let mut out = Vec::new();
-        decode_batch(&bytes, 0, u64::MAX, &mut out).unwrap();
+        decode_batch(&bytes, 0, u64::MAX, &mut out, &FreshBuffers).unwrap();
         assert_eq!(out[0].payload, records[0].payload);
     }
 
@@ -681,15 +708,27 @@ mod tests {
         };
         // The length it claims: the block no longer decompresses to exactly that.
         let damaged = damage(BATCH_HEADER_BYTES);
-        let error =
-            decode_batch(&Bytes::from(damaged.clone()), 0, u64::MAX, &mut Vec::new()).unwrap_err();
+        let error = decode_batch(
+            &Bytes::from(damaged.clone()),
+            0,
+            u64::MAX,
+            &mut Vec::new(),
+            &FreshBuffers,
+        )
+        .unwrap_err();
         assert!(error.contains("does not decompress"), "{error}");
         assert_eq!(event_ids_of_batch(&damaged), None);
         // The block itself: whatever it decodes to, reading it returns (no panic, no
         // allocation beyond the length it claims).
         for at in [BATCH_HEADER_BYTES + 6, bytes.len() - 3] {
             let damaged = damage(at);
-            let _ = decode_batch(&Bytes::from(damaged.clone()), 0, u64::MAX, &mut Vec::new());
+            let _ = decode_batch(
+                &Bytes::from(damaged.clone()),
+                0,
+                u64::MAX,
+                &mut Vec::new(),
+                &FreshBuffers,
+            );
             let _ = event_ids_of_batch(&damaged);
         }
         // A codec this build does not know is a damaged header.

@@ -193,12 +193,14 @@ impl Shared {
             for &(batch, from, until) in &wanted[at..stop] {
                 let start = (batch.position - first.position) as usize;
                 let bytes = span.slice(start..start + batch.len as usize);
-                format::decode_batch(&bytes, from, until, &mut records).map_err(|reason| {
-                    LogError::Storage(format!(
-                        "segment {} at byte {}: {reason}",
-                        batch.segment, batch.position
-                    ))
-                })?;
+                format::decode_batch(&bytes, from, until, &mut records, &self.spans).map_err(
+                    |reason| {
+                        LogError::Storage(format!(
+                            "segment {} at byte {}: {reason}",
+                            batch.segment, batch.position
+                        ))
+                    },
+                )?;
             }
             at = stop;
         }

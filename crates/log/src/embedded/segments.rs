@@ -428,6 +428,11 @@ impl SpanBuffers {
                 error,
             )
         })?;
+        Ok(self.kept(buffer))
+    }
+
+    /// Shares a filled buffer and keeps it, to be taken again once nothing reads from it.
+    fn kept(&self, buffer: BytesMut) -> Bytes {
         let capacity = buffer.capacity();
         let span = buffer.freeze();
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
@@ -438,7 +443,7 @@ impl SpanBuffers {
                 kept.bytes -= dropped;
             }
         }
-        Ok(span)
+        span
     }
 
     /// A buffer of `len` bytes: the smallest kept one that nothing reads from any more and
@@ -471,6 +476,19 @@ impl SpanBuffers {
             }
             None => BytesMut::zeroed(len),
         }
+    }
+}
+
+/// A compressed batch's records are decompressed into the same kept buffers as reads: a
+/// new buffer for each was zeroed by the allocator (`memset` from `decompress`: 1.9 % of the
+/// instructions of `valgrind --tool=callgrind omnilog replay` of the 200k history).
+impl format::PlainBuffers for SpanBuffers {
+    fn take(&self, len: usize) -> BytesMut {
+        self.free_buffer(len)
+    }
+
+    fn keep(&self, buffer: BytesMut) -> Bytes {
+        self.kept(buffer)
     }
 }
 
