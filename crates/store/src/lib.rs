@@ -867,6 +867,68 @@ mod tests {
     }
 
     #[test]
+    fn a_long_replays_compressed_tables_are_smaller_and_read_back_after_a_reopen() {
+        // Records that share most of their bytes, as a customer's timeline lines do.
+        let records: Vec<(Vec<u8>, Vec<u8>)> = (0..20_000u32)
+            .map(|n| {
+                let key = format!("c{n:08}").into_bytes();
+                let value = format!("message from customer {n}: where is my parcel? ").repeat(4);
+                (key, value.into_bytes())
+            })
+            .collect();
+        let checkpoint = Checkpoint {
+            events_applied: 20_000,
+            ..Checkpoint::default()
+        };
+        let mut sizes = Vec::new();
+        for long in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let opened = ViewStore::open_for_replay(dir.path()).unwrap();
+            let store = if long {
+                let long_replay = opened.for_long_replay();
+                drop(opened);
+                long_replay
+            } else {
+                opened
+            };
+            let table = store.table("journey", 1).unwrap();
+            let puts = Changes {
+                puts: records.clone(),
+                deletes: Vec::new(),
+            };
+            table.ingest(puts, &checkpoint).unwrap();
+            store.flush().unwrap();
+            drop(table);
+            drop(store);
+            sizes.push(table_bytes(dir.path()));
+            let store = ViewStore::open(dir.path()).unwrap();
+            let table = store.table("journey", 1).unwrap();
+            assert_eq!(table.checkpoint().unwrap(), checkpoint);
+            assert_eq!(table.dump().unwrap(), records, "long: {long}");
+        }
+        assert!(sizes[1] * 2 < sizes[0], "{sizes:?} bytes");
+    }
+
+    /// The bytes of the disk tables under `dir` (files in a `tables` directory; fjall's
+    /// journal is preallocated, whatever it holds).
+    fn table_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                let meta = entry.metadata().unwrap();
+                if meta.is_dir() {
+                    table_bytes(&entry.path())
+                } else if dir.file_name().is_some_and(|name| name == "tables") {
+                    meta.len()
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+
+    #[test]
     fn versions_live_side_by_side_and_the_active_one_is_remembered() {
         let dir = tempfile::tempdir().unwrap();
         let store = ViewStore::open(dir.path()).unwrap();
