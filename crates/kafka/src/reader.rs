@@ -34,6 +34,12 @@ use crate::{EVENT_ID_HEADER, KafkaConfig, KnownEnds};
 const SLOTS_PER_TOPIC: usize = 16;
 /// Records a partition may hold in a slot's buffer before it is paused.
 const BUFFER_CAP: usize = 20_000;
+/// The most records a partition is fetched from before a position. A broker that needs a
+/// margin (see `Slot::margin`) needs one record batch's worth, and a producer's batch for one
+/// partition holds a few thousand records at most (a megabyte); a read that merely found
+/// nothing yet on a slow broker also widens the margin, and must not grow it to a refetch of
+/// millions.
+const MAX_MARGIN: u64 = 1 << 16;
 /// How long a read waits for the first record when records are known to be there (or the
 /// partition was just assigned and the fetch has not come back yet).
 const FIRST_RECORD_WAIT: Duration = Duration::from_millis(200);
@@ -162,7 +168,7 @@ struct Slot {
     /// answer a fetch at an offset inside a record batch with the batches after it, so the
     /// rest of that batch never comes; fetching from an earlier offset and dropping what
     /// precedes the position gets it. Zero until a gap shows the broker needs it, then
-    /// doubled at each gap.
+    /// doubled at each gap, up to [`MAX_MARGIN`].
     margin: Vec<u64>,
     buffers: Vec<VecDeque<LogRecord>>,
     paused: Vec<bool>,
@@ -231,7 +237,7 @@ impl Slot {
         self.buffers[p].clear();
         self.paused[p] = false;
         if self.gapped[p] {
-            self.margin[p] = (self.margin[p] * 2).clamp(256, 1 << 20);
+            self.margin[p] = (self.margin[p] * 2).clamp(256, MAX_MARGIN);
             tracing::debug!(
                 topic = self.topic.name(),
                 partition,
