@@ -67,7 +67,8 @@ impl Default for ReplayOptions {
 
 /// Records of the interactions topic from which a replay's versions store compressed
 /// tables ([`ViewStore::for_long_replay`]): a 1M-event replay writes a few checkpoints of
-/// each view, a 10M-event one about thirty of the journey view's.
+/// each view, a 10M-event one 23 or 24 of the journey view's (the "checkpoint written" lines
+/// of `RUST_LOG=omnilog_projector=debug omnilog replay --view journey`).
 const LONG_REPLAY_RECORDS: u64 = 2_000_000;
 
 /// What a replay built of one view.
@@ -118,8 +119,22 @@ pub async fn replay(
         bulk: true,
         ..ProjectorConfig::default()
     };
+    let reads_agents = views
+        .iter()
+        .any(|v| v.topics().contains(&omnilog_events::Destination::Agents));
+    let mut topics = vec![Topic::Interactions];
+    if reads_agents {
+        topics.push(Topic::Agents);
+    }
+    let scan = Scan::to_ends(&*log, &topics).await?;
+    let total = scan.remaining();
     // A long history's checkpoints are many: its versions store compressed tables.
-    let interactions: u64 = log.end_offsets(Topic::Interactions).await?.iter().sum();
+    let interactions: u64 = scan
+        .ranges()
+        .iter()
+        .filter(|r| r.topic == Topic::Interactions)
+        .map(|r| r.to - r.from)
+        .sum();
     let store = if interactions >= LONG_REPLAY_RECORDS {
         store.for_long_replay()
     } else {
@@ -149,17 +164,6 @@ pub async fn replay(
     let active: Vec<(&'static str, u32)> = versions.iter().map(|v| (v.status().view, 1)).collect();
     let activating = store.clone();
     blocking(move || Ok(activating.set_active_many(&active)?)).await?;
-    let reads_agents = versions.iter().any(|v| {
-        v.status()
-            .topics
-            .contains(&omnilog_events::Destination::Agents)
-    });
-    let mut topics = vec![Topic::Interactions];
-    if reads_agents {
-        topics.push(Topic::Agents);
-    }
-    let scan = Scan::to_ends(&*log, &topics).await?;
-    let total = scan.remaining();
 
     // One worker thread per view, fed the decoded batches through bounded channels.
     let mut feeds: Vec<mpsc::SyncSender<Feed>> = Vec::new();

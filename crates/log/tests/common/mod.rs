@@ -26,16 +26,13 @@ pub fn record(key: impl Into<String>, event_id: Uuid, payload: impl Into<Bytes>)
 /// stores a batch compressed when that pays, so a test that needs segments to fill (or a
 /// payload of a known size on disk) writes these rather than a repeated letter.
 pub fn incompressible(name: &str, len: usize) -> String {
-    let mut state = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+    // Seeded by the name's FNV-1a hash.
+    let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     });
+    let mut rng = Rng::seeded(seed);
     (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            char::from(b'a' + (state % 26) as u8)
-        })
+        .map(|_| char::from(b'a' + (rng.next_u64() % 26) as u8))
         .collect()
 }
 
