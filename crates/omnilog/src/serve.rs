@@ -71,6 +71,24 @@ impl Server {
         Ok(())
     }
 
+    /// Waits until every view has folded the whole log and written what it folded to its
+    /// store (`omnilog bench` measures latency on a server that is not still writing the
+    /// checkpoint of the stage before).
+    pub async fn wait_settled(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.wait_caught_up(timeout).await?;
+        let Some(views) = &self.views else {
+            return Ok(());
+        };
+        while !views.settled() {
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the views did not write their checkpoints within {timeout:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     /// Stops accepting, finishes the requests in flight, and closes the log.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());

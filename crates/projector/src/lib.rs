@@ -527,6 +527,15 @@ impl ViewRuntime {
         Ok(true)
     }
 
+    /// Whether every live view has written all it folded: its last checkpoint stands where
+    /// its state in memory does (a burst's checkpoint is behind it).
+    pub fn settled(&self) -> bool {
+        self.slots.values().all(|slot| {
+            let status = slot.live().status().clone();
+            status.committed() == status.checkpoint()
+        })
+    }
+
     /// Starts folding the next version of `view` from offset 0 beside the live one; once
     /// it has caught up it becomes the live version and the old one is removed. Returns
     /// the new version number at once.

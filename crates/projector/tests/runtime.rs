@@ -213,10 +213,8 @@ async fn start_with(
 /// projection writes one at once).
 async fn dump(runtime: &ViewRuntime) -> Entries {
     for _ in 0..600 {
-        let live = runtime.live("counting").unwrap();
-        let status = live.status();
-        if status.committed() == status.checkpoint() {
-            return live.table().dump().unwrap();
+        if runtime.settled() {
+            return runtime.live("counting").unwrap().table().dump().unwrap();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
