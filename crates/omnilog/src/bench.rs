@@ -679,7 +679,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .map(|e| to_canonical_json(&e))
     .collect();
     let bodies = json_bodies(&batched, 1_000);
-    let (count, seconds) = post_all(&client, &base, bodies, args.clients).await?;
+    let (count, seconds) = post_all(&base, bodies, args.clients).await?;
     rows.push(measured(Row {
         stage: "d",
         what: format!(
@@ -700,7 +700,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .map(|e| Bytes::from(format!("[{}]", to_canonical_json(&e))))
     .collect();
     let requests = single.len() as u64;
-    let (_, seconds) = post_all(&client, &base, single, args.clients).await?;
+    let (_, seconds) = post_all(&base, single, args.clients).await?;
     rows.push(measured(Row {
         stage: "d",
         what: format!(
@@ -724,13 +724,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // server, until every view has folded it.
     if let Some((file, _)) = &peer {
         let (server, base) = loopback_server(scratch.path().join("peer-server")).await?;
-        let text = std::fs::read_to_string(file)?;
-        let lines: Vec<&str> = text.lines().collect();
-        // Bodies in the history's order (the clients take them from the front).
-        let mut bodies = json_bodies(&lines, 1_000);
+        // Bodies in the history's order (the clients take them from the front). The file's
+        // text (425 MB at 1M events) is let go before the load starts: this row's peak RSS
+        // is the server's and the bodies not yet sent, not a second copy of the history.
+        let mut bodies = {
+            let text = std::fs::read_to_string(file)?;
+            let lines: Vec<&str> = text.lines().collect();
+            json_bodies(&lines, 1_000)
+        };
         bodies.reverse();
         let started = Instant::now();
-        let (count, _) = post_all(&client, &base, bodies, args.clients).await?;
+        let (count, _) = post_all(&base, bodies, args.clients).await?;
         server.wait_caught_up(Duration::from_secs(3_600)).await?;
         rows.push(measured(Row {
             stage: "d",
@@ -859,23 +863,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Posts every body with `clients` requests in flight; returns (events accepted, seconds).
-async fn post_all(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    base: &str,
-    bodies: Vec<Bytes>,
-    clients: usize,
-) -> anyhow::Result<(u64, f64)> {
+async fn post_all(base: &str, bodies: Vec<Bytes>, clients: usize) -> anyhow::Result<(u64, f64)> {
     let queue = Arc::new(std::sync::Mutex::new(bodies));
+    let address = base.trim_start_matches("http://").to_owned();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients.max(1) {
-        let (client, queue, url) = (client.clone(), queue.clone(), format!("{base}/v1/events"));
+        let (queue, address) = (queue.clone(), address.clone());
         tasks.spawn(async move {
+            let mut connection = connect(&address).await?;
             let mut accepted = 0u64;
             loop {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
                 let Some(body) = next else { break };
-                let answer = post(&client, &url, body).await?;
+                let answer = post_on(&mut connection, &address, body).await?;
                 accepted += answer.accepted + answer.duplicates;
             }
             anyhow::Ok(accepted)
@@ -886,6 +887,42 @@ async fn post_all(
         accepted += done??;
     }
     Ok((accepted, started.elapsed().as_secs_f64()))
+}
+
+/// One connection of a load-generating client: hyper's HTTP/1 connection itself, without
+/// the pooled client, whose checkout and bookkeeping took about a quarter of the load
+/// generator's CPU under one-event requests (`perf record` of stage d), CPU the server
+/// beside it on the same two cores could not use.
+async fn connect(
+    address: &str,
+) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(|| format!("connecting to {address}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "a load generator's connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// Posts one body of events on a client's own connection.
+async fn post_on(
+    connection: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    address: &str,
+    body: Bytes,
+) -> anyhow::Result<IngestAnswer> {
+    let request = hyper::Request::post("/v1/events")
+        .header("host", address)
+        .header("content-type", "application/json")
+        .body(Full::new(body))?;
+    connection.ready().await?;
+    let response = connection.send_request(request).await?;
+    ingest_answer(response).await
 }
 
 /// What the load generator reads of an ingest answer: typed, so that an answer without these
@@ -906,7 +943,13 @@ async fn post(
     let request = hyper::Request::post(url)
         .header("content-type", "application/json")
         .body(Full::new(body))?;
-    let response = client.request(request).await?;
+    ingest_answer(client.request(request).await?).await
+}
+
+/// Reads an ingest answer: a 202 with its counts, or an error naming what came instead.
+async fn ingest_answer(
+    response: hyper::Response<hyper::body::Incoming>,
+) -> anyhow::Result<IngestAnswer> {
     let status = response.status();
     let bytes = response.into_body().collect().await?.to_bytes();
     anyhow::ensure!(
