@@ -531,7 +531,8 @@ impl ViewRuntime {
     /// its state in memory does (a burst's checkpoint is behind it).
     pub fn settled(&self) -> bool {
         self.slots.values().all(|slot| {
-            let status = slot.live().status().clone();
+            let live = slot.live();
+            let status = live.status();
             status.committed() == status.checkpoint()
         })
     }
