@@ -43,6 +43,12 @@ const MAX_MARGIN: u64 = 1 << 16;
 /// How long a read waits for the first record when records are known to be there (or the
 /// partition was just assigned and the fetch has not come back yet).
 const FIRST_RECORD_WAIT: Duration = Duration::from_millis(200);
+/// How long a partition's fetch may bring nothing, where records are known to be, before
+/// it is fetched again from further back. Fetching again restarts the fetch: on a loaded
+/// broker whose answer takes longer than [`FIRST_RECORD_WAIT`], doing it after every empty
+/// read meant no fetch ever came back (a server's identity fold from offset 0 gave up
+/// after 30 s in `tests/kafka_cluster.rs`, twice in three runs).
+const EMPTY_FETCH_PATIENCE: Duration = Duration::from_secs(2);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -172,6 +178,8 @@ struct Slot {
     margin: Vec<u64>,
     buffers: Vec<VecDeque<LogRecord>>,
     paused: Vec<bool>,
+    /// When each partition was last assigned (its fetch started).
+    assigned_at: Vec<Instant>,
 }
 
 impl Slot {
@@ -209,6 +217,7 @@ impl Slot {
             margin: vec![0; partitions],
             buffers: (0..partitions).map(|_| VecDeque::new()).collect(),
             paused: vec![false; partitions],
+            assigned_at: vec![Instant::now(); partitions],
         })
     }
 
@@ -262,6 +271,7 @@ impl Slot {
                     );
                     *cursor = Some(0);
                     self.expected[other] = 0;
+                    self.assigned_at[other] = Instant::now();
                 }
             }
         }
@@ -270,6 +280,7 @@ impl Slot {
             .map_err(unavailable)?;
         self.cursors[p] = Some(from);
         self.expected[p] = from;
+        self.assigned_at[p] = Instant::now();
         Ok(true)
     }
 
@@ -290,7 +301,13 @@ impl Slot {
                 Duration::ZERO
             };
             self.fill(p, max, wait);
-            if self.buffers[p].is_empty() && known_end > from {
+            // Offset 0 starts the partition's first batch (nothing to fetch before it),
+            // and a fetch gets its time to come back before it is started again.
+            if self.buffers[p].is_empty()
+                && known_end > from
+                && from > 0
+                && self.assigned_at[p].elapsed() >= EMPTY_FETCH_PATIENCE
+            {
                 // Records are there, yet none came. A broker that answers a fetch inside a
                 // record batch with the batches after it (see `margin`) answers one inside
                 // the partition's last batch with nothing, so no later record shows the
