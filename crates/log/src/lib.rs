@@ -312,6 +312,15 @@ impl Scan {
             .sum()
     }
 
+    /// Records left to read in `topic`.
+    pub fn remaining_in(&self, topic: Topic) -> u64 {
+        self.ranges
+            .iter()
+            .filter(|r| r.topic == topic)
+            .map(|r| r.to.saturating_sub(r.from))
+            .sum()
+    }
+
     /// Whether every range is read.
     pub fn is_done(&self) -> bool {
         self.remaining() == 0

@@ -129,13 +129,7 @@ pub async fn replay(
     let scan = Scan::to_ends(&*log, &topics).await?;
     let total = scan.remaining();
     // A long history's checkpoints are many: its versions store compressed tables.
-    let interactions: u64 = scan
-        .ranges()
-        .iter()
-        .filter(|r| r.topic == Topic::Interactions)
-        .map(|r| r.to - r.from)
-        .sum();
-    let store = if interactions >= LONG_REPLAY_RECORDS {
+    let store = if scan.remaining_in(Topic::Interactions) >= LONG_REPLAY_RECORDS {
         store.for_long_replay()
     } else {
         store.clone()
