@@ -178,7 +178,7 @@ pub async fn replay(
         let until = options.until;
         let cache_bytes = options.cache_bytes;
         let worker = std::thread::Builder::new()
-            .name(format!("omnilog-replay-{}", status.view))
+            .name(format!("replay-{}", short_name(status.view)))
             // The worker owns its version: its state is let go on its own thread at the end.
             .spawn(move || fold_batches(&worker_version, &batches, until, &counter, cache_bytes))
             .map_err(|e| ProjectorError::Task(format!("starting a replay worker: {e}")))?;
@@ -189,7 +189,7 @@ pub async fn replay(
         let (feed, batches) = mpsc::sync_channel::<Feed>(4);
         let until = options.until;
         let worker = std::thread::Builder::new()
-            .name("omnilog-replay-identity".to_owned())
+            .name("replay-identity".to_owned())
             .spawn(move || {
                 let mut identity = IdentityView::new();
                 while let Ok(feed) = batches.recv() {
@@ -361,7 +361,7 @@ impl Decoder {
     fn start() -> Result<Self, ProjectorError> {
         let (jobs, queue) = mpsc::channel::<DecodeJob>();
         std::thread::Builder::new()
-            .name("omnilog-replay-decode".to_owned())
+            .name("replay-decode".to_owned())
             .spawn(move || {
                 for (records, handed, answer) in queue {
                     let still_held: Vec<Shared> = handed
@@ -564,7 +564,7 @@ impl Background {
             Job::BudgetCheckpoint | Job::EncodeAhead => None,
         };
         let handle = std::thread::Builder::new()
-            .name(format!("omnilog-replay-{}-write", version.status().view))
+            .name(format!("write-{}", short_name(version.status().view)))
             .spawn(move || match (taken, job) {
                 (Some(taken), _) => writer.write_taken(taken),
                 (None, Job::EncodeAhead) => writer.encode_ahead(),
@@ -573,6 +573,20 @@ impl Background {
             .map_err(|e| ProjectorError::Task(format!("starting a replay writer: {e}")))?;
         Ok(Background { job, handle })
     }
+}
+
+/// A view's name cut to fit a thread's name beside its prefix (Linux keeps 15 bytes of it,
+/// which is what `top -H`, `perf` and `/proc/PID/task/*/comm` show): "replay-journey",
+/// "write-engageme". As "omnilog-replay-journey", every replay thread showed as
+/// "omnilog-replay-".
+fn short_name(view: &str) -> &str {
+    let end = view
+        .char_indices()
+        .map(|(at, c)| at + c.len_utf8())
+        .take_while(|end| *end <= 8)
+        .last()
+        .unwrap_or(0);
+    &view[..end]
 }
 
 /// Records past the ends a scan started with (see the look beyond in [`replay`]); moves the
@@ -595,4 +609,17 @@ async fn read_beyond(
     }
     *scan = Scan::new(ranges);
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_name;
+
+    #[test]
+    fn thread_names_keep_eight_bytes_of_a_view_name_on_a_character_boundary() {
+        assert_eq!(short_name("journey"), "journey");
+        assert_eq!(short_name("engagement"), "engageme");
+        assert_eq!(short_name("étiquettes"), "étiquet");
+        assert_eq!(format!("write-{}", short_name("engagement")).len(), 14);
+    }
 }
