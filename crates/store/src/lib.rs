@@ -669,14 +669,37 @@ impl ViewTable {
     /// tables (fjall's bulk ingestion: no journal, no memtable), for replays into a fresh
     /// store. All or nothing as well: the tables join the store in one step when complete.
     pub fn ingest(&self, changes: Changes, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let entries = in_key_order(changes);
+        self.ingest_in_order(in_key_order(changes).into_iter().map(Ok), checkpoint)
+    }
+
+    /// [`ViewTable::ingest`] of changes given in stored-key order, each key once, as they
+    /// are encoded ([`omnilog_views::Snapshot::encode_in_order`]): a large checkpoint is
+    /// streamed into the disk tables without its encoded records all in memory at once.
+    /// Keys out of order fail it, and nothing is written.
+    pub fn ingest_in_order(
+        &self,
+        changes: impl Iterator<Item = Result<(Vec<u8>, Option<Vec<u8>>), ViewError>>,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), StoreError> {
         let mut ingestion = self.keyspace.start_ingestion()?;
-        for (key, value) in entries {
+        // The key before, in a buffer kept for the whole ingestion.
+        let mut previous: Vec<u8> = Vec::new();
+        for (index, change) in changes.enumerate() {
+            let (key, value) = change.map_err(|e| StoreError::Storage(e.to_string()))?;
             if key.first() == Some(&RESERVED_PREFIX) {
                 return Err(StoreError::ReservedKey(
                     String::from_utf8_lossy(&key).into_owned(),
                 ));
             }
+            if index > 0 && previous >= key {
+                return Err(StoreError::Storage(format!(
+                    "an ingestion's keys must ascend: {:?} came after {:?}",
+                    String::from_utf8_lossy(&key),
+                    String::from_utf8_lossy(&previous),
+                )));
+            }
+            previous.clear();
+            previous.extend_from_slice(&key);
             match value {
                 Some(value) => ingestion.write(key, value)?,
                 None => ingestion.write_tombstone(key)?,
@@ -831,6 +854,59 @@ mod tests {
         assert_eq!(in_key_order(unsorted), expected);
         let repeated = changes(&[(b"a", b"1"), (b"a", b"1")], &[]);
         assert_eq!(in_key_order(repeated), expected[..1].to_vec());
+    }
+
+    #[test]
+    fn an_ingestion_in_order_refuses_keys_out_of_order_and_writes_none_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ViewStore::open_for_replay(dir.path()).unwrap();
+        let table = store.table("journey", 1).unwrap();
+        let checkpoint = Checkpoint {
+            events_applied: 3,
+            ..Checkpoint::default()
+        };
+        let entry = |k: &[u8], v: Option<&[u8]>| Ok((k.to_vec(), v.map(<[u8]>::to_vec)));
+        let refused = table.ingest_in_order(
+            [
+                entry(b"a", Some(b"1")),
+                entry(b"c", Some(b"3")),
+                entry(b"b", None),
+            ]
+            .into_iter(),
+            &checkpoint,
+        );
+        assert!(
+            matches!(&refused, Err(StoreError::Storage(m)) if m.contains("must ascend")),
+            "{refused:?}"
+        );
+        let twice = table.ingest_in_order(
+            [entry(b"a", Some(b"1")), entry(b"a", Some(b"2"))].into_iter(),
+            &checkpoint,
+        );
+        assert!(twice.is_err(), "a key given twice");
+        assert!(
+            !table.holds_records().unwrap(),
+            "nothing of them was written"
+        );
+        assert_eq!(table.checkpoint().unwrap(), Checkpoint::default());
+
+        table
+            .ingest_in_order(
+                [
+                    entry(b"a", Some(b"1")),
+                    entry(b"b", None),
+                    entry(b"c", Some(b"3")),
+                ]
+                .into_iter(),
+                &checkpoint,
+            )
+            .unwrap();
+        assert_eq!(table.checkpoint().unwrap(), checkpoint);
+        assert_eq!(
+            table.keyspace.get(b"c").unwrap().as_deref(),
+            Some(&b"3"[..])
+        );
+        assert_eq!(table.keyspace.get(b"b").unwrap(), None);
     }
 
     #[test]

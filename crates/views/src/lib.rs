@@ -23,7 +23,9 @@ pub mod segments;
 pub mod state;
 
 pub use identity::{IdentityView, Resolution};
-pub use state::{Changes, Entries, Evictable, NoRecords, RecordSource, Snapshot, ViewState};
+pub use state::{
+    Changes, EncodingInOrder, Entries, Evictable, NoRecords, RecordSource, Snapshot, ViewState,
+};
 
 use omnilog_events::{Destination, Event};
 
