@@ -204,12 +204,10 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
             let at = scan.turn % count.max(1);
             scan.turn = scan.turn.wrapping_add(1);
             let range = scan.ranges[at];
-            if range.from >= range.to {
+            if range.is_empty() {
                 continue;
             }
-            let wanted = max
-                .max(1)
-                .min((range.to - range.from).min(usize::MAX as u64) as usize);
+            let wanted = max.max(1).min(range.len().min(usize::MAX as u64) as usize);
             let mut records =
                 read_before_end(self, range.topic, range.partition, range.from, wanted).await?;
             records.retain(|r| r.offset < range.to);
@@ -267,6 +265,17 @@ pub struct PartitionRange {
     pub to: u64,
 }
 
+impl PartitionRange {
+    /// Records from `from` up to `to`.
+    pub fn len(&self) -> u64 {
+        self.to.saturating_sub(self.from)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Reading many partitions, each up to an end, in whatever order the backend reads
 /// fastest: what replay, export and the identity fold use to read the history. Every record
 /// of every range is returned once, each partition's in offset order; how partitions
@@ -306,10 +315,7 @@ impl Scan {
 
     /// Records left to read.
     pub fn remaining(&self) -> u64 {
-        self.ranges
-            .iter()
-            .map(|r| r.to.saturating_sub(r.from))
-            .sum()
+        self.ranges.iter().map(PartitionRange::len).sum()
     }
 
     /// Records left to read in `topic`.
@@ -317,7 +323,7 @@ impl Scan {
         self.ranges
             .iter()
             .filter(|r| r.topic == topic)
-            .map(|r| r.to.saturating_sub(r.from))
+            .map(PartitionRange::len)
             .sum()
     }
 

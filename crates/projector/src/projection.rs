@@ -291,32 +291,23 @@ impl<V: View> Version<V> {
         } = taken;
         let started = Instant::now();
         let mut sets = std::mem::take(&mut *self.encoded_ahead.lock().map_err(lock_error)?).sets;
-        let records;
-        if self.config.bulk && sets.is_empty() && snapshot.len() >= BULK_INGEST_MIN_RECORDS {
-            // Nothing encoded ahead to merge with: the records are encoded as they are
-            // written, never all at once (see `Snapshot::encode_in_order`).
-            let changes = snapshot.encode_in_order()?;
-            records = changes.len();
-            self.table.ingest_in_order(changes, &checkpoint)?;
-        } else {
-            sets.push(snapshot.encode()?);
-            let changes = Changes::in_order(sets);
-            records = changes.len();
-            if self.config.bulk && records >= BULK_INGEST_MIN_RECORDS {
-                self.table.ingest(changes, &checkpoint)?;
+        let records =
+            if self.config.bulk && sets.is_empty() && snapshot.len() >= BULK_INGEST_MIN_RECORDS {
+                // Nothing encoded ahead to merge with: the records are encoded as they are
+                // written, never all at once (see `Snapshot::encode_in_order`). Sets encoded
+                // ahead are held encoded already; merged with them, the snapshot is encoded
+                // whole below.
+                let changes = snapshot.encode_in_order()?;
+                let records = changes.len();
+                self.table.ingest_in_order(changes, &checkpoint)?;
+                records
             } else {
-                self.table.commit(changes, &checkpoint)?;
-                // A bulk checkpoint of a few records is one write to the store's journal,
-                // which the replay syncs once at its end. An ingestion makes a disk table
-                // and a new version of the store, each synced, and ingestions go one at a
-                // time: a replay's five last checkpoints took about 6 ms each however few
-                // their records (the "checkpoint written" lines of
-                // `RUST_LOG=omnilog_projector=debug omnilog replay` of 100 events).
-                if !self.config.bulk {
-                    self.table.flush()?;
-                }
-            }
-        }
+                sets.push(snapshot.encode()?);
+                let changes = Changes::in_order(sets);
+                let records = changes.len();
+                self.write_encoded(changes, &checkpoint)?;
+                records
+            };
         self.status.committed.send_replace(checkpoint);
         // Written: clean records may go now, down to three quarters of the budget, so
         // that a full cache does not ask for a checkpoint again after the next batch
@@ -332,6 +323,29 @@ impl<V: View> Version<V> {
             took_ms = started.elapsed().as_millis() as u64,
             "checkpoint written"
         );
+        Ok(())
+    }
+
+    /// Writes encoded changes with the positions they lead to: ingested as disk tables in
+    /// bulk when they are many, committed through the store's journal otherwise.
+    fn write_encoded(
+        &self,
+        changes: Changes,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), ProjectorError> {
+        if self.config.bulk && changes.len() >= BULK_INGEST_MIN_RECORDS {
+            self.table.ingest(changes, checkpoint)?;
+            return Ok(());
+        }
+        self.table.commit(changes, checkpoint)?;
+        // A bulk checkpoint of a few records is one write to the store's journal, which the
+        // replay syncs once at its end. An ingestion makes a disk table and a new version of
+        // the store, each synced, and ingestions go one at a time: a replay's five last
+        // checkpoints took about 6 ms each however few their records (the "checkpoint
+        // written" lines of `RUST_LOG=omnilog_projector=debug omnilog replay` of 100 events).
+        if !self.config.bulk {
+            self.table.flush()?;
+        }
         Ok(())
     }
 

@@ -167,12 +167,11 @@ pub async fn replay(
         let folded = Arc::new(AtomicU64::new(0));
         let status = version.status().clone();
         let folds_agents = status.topics.contains(&omnilog_events::Destination::Agents);
-        let view_total: u64 = scan
-            .ranges()
-            .iter()
-            .filter(|r| r.topic == Topic::Interactions || folds_agents)
-            .map(|r| r.to - r.from)
-            .sum();
+        let view_total = if folds_agents {
+            scan.remaining()
+        } else {
+            scan.remaining_in(Topic::Interactions)
+        };
         let worker_version = version;
         let counter = folded.clone();
         let until = options.until;

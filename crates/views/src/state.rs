@@ -279,12 +279,15 @@ impl Snapshot {
 
     /// The changes, encoded, in stored-key order (cheaper for the store to write).
     pub fn encode(self) -> Result<Changes, ViewError> {
+        let in_order = self.encode_in_order()?;
         let mut changes = Changes::default();
-        for part in self.parts {
-            part.encode(&mut changes)?;
+        changes.puts.reserve(in_order.len());
+        for change in in_order {
+            match change? {
+                (key, Some(value)) => changes.puts.push((key, value)),
+                (key, None) => changes.deletes.push(key),
+            }
         }
-        changes.puts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        changes.deletes.sort_unstable();
         Ok(changes)
     }
 
@@ -361,8 +364,6 @@ impl Iterator for EncodingInOrder {
 trait SnapshotPart: Send {
     fn len(&self) -> usize;
 
-    fn encode(self: Box<Self>, into: &mut Changes) -> Result<(), ViewError>;
-
     /// The stored key of each change, placed as part `part`: its puts first, then its
     /// deletions.
     fn keys(&self, part: usize, into: &mut Vec<Placed>) -> Result<(), ViewError>;
@@ -396,20 +397,6 @@ struct TableSnapshot<K, V, S> {
 impl<K: Key, V: Record, S: Shared<V>> SnapshotPart for TableSnapshot<K, V, S> {
     fn len(&self) -> usize {
         self.puts.len() + self.deletes.len()
-    }
-
-    fn encode(self: Box<Self>, into: &mut Changes) -> Result<(), ViewError> {
-        into.puts.reserve(self.puts.len());
-        for (key, shared) in &self.puts {
-            let stored = stored_key(self.tag, key)?;
-            let bytes = encode_value_exactly(shared.value())?;
-            shared.encoded(stored.len() + bytes.len());
-            into.puts.push((stored, bytes));
-        }
-        for key in &self.deletes {
-            into.deletes.push(stored_key(self.tag, key)?);
-        }
-        Ok(())
     }
 
     fn keys(&self, part: usize, into: &mut Vec<Placed>) -> Result<(), ViewError> {
@@ -1958,14 +1945,40 @@ mod tests {
 
     #[test]
     fn changes_encoded_in_order_are_the_encoded_changes_each_record_as_it_is_asked_for() {
-        let encoded = two_tables_changed().encode().unwrap();
-        let mut expected: Vec<(Vec<u8>, Option<Vec<u8>>)> = encoded
-            .puts
-            .into_iter()
-            .map(|(k, v)| (k, Some(v)))
-            .chain(encoded.deletes.into_iter().map(|k| (k, None)))
-            .collect();
+        // Built from the records themselves, not through a snapshot.
+        let mut expected: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for n in 0..300u32 {
+            expected.push((
+                stored_key(b'c', &format!("customer-{n}")).unwrap(),
+                Some(encode_value_exactly(&vec![n; (n % 7) as usize]).unwrap()),
+            ));
+        }
+        // The last count written to each (hour, queue) is the one kept.
+        let mut counts: BTreeMap<(i64, String), u64> = BTreeMap::new();
+        for n in (0..300u32).rev() {
+            counts.insert((i64::from(n % 13) - 5, format!("q{}", n % 5)), u64::from(n));
+        }
+        for (key, count) in &counts {
+            expected.push((
+                stored_key(b'b', key).unwrap(),
+                Some(encode_value_exactly(count).unwrap()),
+            ));
+        }
+        expected.push((stored_key(b'b', &(-6i64, "q0".to_owned())).unwrap(), None));
         expected.sort();
+        let encoded = two_tables_changed().encode().unwrap();
+        assert!(encoded.puts.is_sorted() && encoded.deletes.is_sorted());
+        assert_eq!(
+            encoded.puts.len() + encoded.deletes.len(),
+            expected.len(),
+            "encode: every change once"
+        );
+        for (key, value) in expected.iter() {
+            match value {
+                Some(value) => assert!(encoded.puts.contains(&(key.clone(), value.clone()))),
+                None => assert!(encoded.deletes.contains(key)),
+            }
+        }
         let in_order = two_tables_changed().encode_in_order().unwrap();
         assert_eq!(in_order.len(), expected.len());
         let streamed: Vec<_> = in_order.map(Result::unwrap).collect();
