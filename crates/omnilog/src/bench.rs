@@ -333,8 +333,9 @@ async fn replay_into(
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
         identity,
     };
+    // The replay syncs the store as it marks the versions active: its checkpoints are
+    // flushed when it returns.
     let (replayed, _) = replay(log.clone(), &store, views, options, |_, _| {}).await?;
-    store.flush()?;
     Ok(replayed
         .iter()
         .map(|view| view.checkpoint.events_applied)
