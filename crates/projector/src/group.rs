@@ -168,9 +168,12 @@ impl Member {
         }
     }
 
-    /// The outcome of the checkpoint being written, if it is done.
+    /// The outcome of the checkpoint being written, if it is done, or once it is when the
+    /// version's records outgrew it ([`AnyVersion::must_wait_for_checkpoint`]).
     async fn reap(&mut self) -> Result<(), ProjectorError> {
-        if self.writing.as_ref().is_some_and(JoinHandle::is_finished) {
+        if let Some(writing) = &self.writing
+            && (writing.is_finished() || self.version.must_wait_for_checkpoint())
+        {
             self.written().await
         } else {
             Ok(())

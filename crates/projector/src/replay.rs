@@ -137,7 +137,7 @@ pub async fn replay(
     };
     // Each worker makes its view's table itself, then folds: fjall syncs a new keyspace's
     // files a dozen times or so, and the five views' took about a tenth of a second of a
-    // 200k-event replay in which nothing else ran (a thread sampler saw no runnable thread).
+    // 200k-event replay in which one thread or none ran (`benches/sample_threads.py`).
     // Meanwhile the reader reads and decodes, and a worker whose table is made folds what
     // it was handed. The tables are marked active once every view is folded.
     let mut feeds: Vec<mpsc::SyncSender<Feed>> = Vec::new();
@@ -502,14 +502,9 @@ fn fold_batches(
         let records: Vec<&Decoded> = batch.iter().collect();
         version.fold(&records, until)?;
         folded.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if writing
-            .as_ref()
-            .is_some_and(|background| background.handle.is_finished())
-            || writing.is_some() && version.memory() > cache_bytes.saturating_mul(2)
+        if let Some(background) = &writing
+            && (background.handle.is_finished() || version.must_wait_for_checkpoint())
         {
-            // Past twice its budget the fold waits for the store: a checkpoint that fjall
-            // held back (it stops writes while it compacts) let the fold run on, and a
-            // 10M-event replay of the journey view with a budget of 32 MiB peaked at 714 MB.
             written(&mut writing)?;
         }
         // Never two checkpoints of a version at once: while one is being written, the

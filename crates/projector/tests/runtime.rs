@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use omnilog_events::{Body, Destination, Event};
 use omnilog_log::{AppendRecord, EmbeddedLog, LogRecord, PartitionCounts, SharedLog, Topic};
 use omnilog_projector::{
-    AwaitedPosition, Decoded, Phase, Projectable, ProjectorConfig, ProjectorMetrics, ViewRuntime,
-    decode_all,
+    AnyVersion, AwaitedPosition, Decoded, Phase, Projectable, ProjectorConfig, ProjectorMetrics,
+    ViewRuntime, decode_all,
 };
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
@@ -486,16 +486,19 @@ async fn a_reader_waits_for_the_position_it_wrote() {
 /// A batch whose partitions' records interleave: the checkpoint stands at the end of each
 /// partition's last record in the batch (the fold writes a partition's position once its
 /// run of records ends, not per record).
-#[test]
-fn a_batch_of_interleaved_partitions_leaves_each_at_its_last_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ViewStore::open(dir.path()).unwrap();
+/// A version of the counting view in a fresh store in `dir`.
+fn counting_version(dir: &std::path::Path, config: ProjectorConfig) -> Arc<dyn AnyVersion> {
+    let store = ViewStore::open(dir).unwrap();
     let table = store
         .table_with_layout("counting", 1, View::layout(&CountingView))
         .unwrap();
-    let version = Arc::new(CountingView)
-        .open_version(table, ProjectorConfig::default(), Phase::Running)
-        .unwrap();
+    Arc::new(CountingView)
+        .open_version(table, config, Phase::Running)
+        .unwrap()
+}
+
+/// Six interaction events, decoded, at interleaved places of partitions 1 to 3.
+fn six_interleaved_records() -> Vec<Decoded> {
     let events: Vec<Event> = history(HistoryConfig::with_events(5, 200).with_customer_ids())
         .filter(|event| event.destination() == Destination::Interactions)
         .take(6)
@@ -514,7 +517,14 @@ fn a_batch_of_interleaved_partitions_leaves_each_at_its_last_record() {
             headers: Vec::new(),
         })
         .collect();
-    let decoded = decode_all(records);
+    decode_all(records)
+}
+
+#[test]
+fn a_batch_of_interleaved_partitions_leaves_each_at_its_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = counting_version(dir.path(), ProjectorConfig::default());
+    let decoded = six_interleaved_records();
     let batch: Vec<&Decoded> = decoded.iter().collect();
     version.fold(&batch, None).unwrap();
     let checkpoint = version.status().checkpoint();
@@ -528,4 +538,28 @@ fn a_batch_of_interleaved_partitions_leaves_each_at_its_last_record() {
         ]
     );
     assert_eq!(checkpoint.events_applied, 6);
+}
+
+#[test]
+fn a_fold_waits_for_the_checkpoint_once_its_records_weigh_twice_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let decoded = six_interleaved_records();
+    let batch: Vec<&Decoded> = decoded.iter().collect();
+    let folded_with = |cache_bytes: usize, name: &str| {
+        let version = counting_version(
+            &dir.path().join(name),
+            ProjectorConfig {
+                cache_bytes,
+                ..ProjectorConfig::default()
+            },
+        );
+        version.fold(&batch, None).unwrap();
+        version
+    };
+    let weight = folded_with(usize::MAX, "unbounded").memory();
+    assert!(weight > 2, "the fold holds records: {weight}");
+    assert!(!folded_with(usize::MAX, "unbounded-again").must_wait_for_checkpoint());
+    // Twice the budget is the line: just under it the fold goes on, just over it it waits.
+    assert!(!folded_with(weight / 2 + 1, "under").must_wait_for_checkpoint());
+    assert!(folded_with(weight.div_ceil(2) - 1, "over").must_wait_for_checkpoint());
 }
