@@ -13,7 +13,10 @@ use std::sync::atomic::Ordering;
 use common::CountingLog;
 use omnilog_events::Event;
 use omnilog_ingest::{Ingest, IngestConfig, IngestError};
-use omnilog_log::{DiskFault, EmbeddedLog, EventLog, PartitionCounts, Topic};
+use omnilog_log::{
+    AppendOutcome, AppendRecord, Chain, DiskFault, EmbeddedLog, EventLog, PartitionCounts,
+    PendingAppend, Topic,
+};
 use serde_json::{Value, json};
 
 fn event(source_event_id: &str, customer: Value) -> Event {
@@ -217,4 +220,178 @@ async fn a_refused_append_takes_back_exactly_its_decisions_without_folding_the_l
     .await
     .unwrap();
     assert_eq!(ingest.identity_snapshot(), refolded.identity_snapshot());
+}
+
+/// The embedded log, holding back the answers to chained appends until released: the
+/// appends themselves reach the log at once, so a test can have two groups in flight.
+#[derive(Debug)]
+struct HeldAnswers {
+    inner: Arc<EmbeddedLog>,
+    handed_over: Arc<std::sync::atomic::AtomicUsize>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl EventLog for HeldAnswers {
+    fn partitions(&self, topic: Topic) -> u32 {
+        self.inner.partitions(topic)
+    }
+
+    async fn append(
+        &self,
+        batch: Vec<AppendRecord>,
+    ) -> Result<Vec<AppendOutcome>, omnilog_log::LogError> {
+        self.inner.append(batch).await
+    }
+
+    fn append_in_chain(
+        &self,
+        batch: Vec<AppendRecord>,
+        chain: Chain,
+    ) -> Result<PendingAppend, Vec<AppendRecord>> {
+        let answer = self.inner.append_in_chain(batch, chain)?;
+        self.handed_over.fetch_add(1, Ordering::SeqCst);
+        let gate = self.gate.clone();
+        Ok(Box::pin(async move {
+            let _pass = gate.acquire().await;
+            answer.await
+        }))
+    }
+
+    fn new_chain(&self) -> Chain {
+        self.inner.new_chain()
+    }
+
+    async fn read(
+        &self,
+        topic: Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<omnilog_log::LogRecord>, omnilog_log::LogError> {
+        self.inner.read(topic, partition, from, max).await
+    }
+
+    async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, omnilog_log::LogError> {
+        self.inner.end_offsets(topic).await
+    }
+
+    async fn wait_beyond(
+        &self,
+        topic: Topic,
+        partition: u32,
+        offset: u64,
+        timeout: std::time::Duration,
+    ) -> Result<u64, omnilog_log::LogError> {
+        self.inner
+            .wait_beyond(topic, partition, offset, timeout)
+            .await
+    }
+}
+
+/// Waits (up to five seconds) until `count` appends were handed over.
+async fn handed_over(counter: &std::sync::atomic::AtomicUsize, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while counter.load(Ordering::SeqCst) < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ingest did not hand over append {count} within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// Ingest hands a group to the log while the one before it is being made durable, the
+/// second resolved against the decisions of the first. When the log refuses the first,
+/// the second is refused with it (the log's chain), and ingest takes back both: each
+/// request is answered as unavailable, no decision of either survives, and the same
+/// requests sent again are accepted as new.
+#[tokio::test]
+async fn a_refused_group_takes_the_group_resolved_behind_it_down_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
+    let handed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let log = Arc::new(HeldAnswers {
+        inner: embedded.clone(),
+        handed_over: handed.clone(),
+        gate: gate.clone(),
+    });
+    let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
+        .await
+        .unwrap();
+    // Both requests claim the shared email; the second also claims the first's phone, so
+    // its resolution builds on the first's decisions.
+    let first_request = || {
+        vec![event(
+            "first",
+            json!({"handles": [
+                {"kind": "phone", "value": "+15551000001"},
+                {"kind": "email", "value": "shared@example.com"},
+            ]}),
+        )]
+    };
+    let second_request = || {
+        vec![event(
+            "second",
+            json!({"handles": [
+                {"kind": "phone", "value": "+15551000001"},
+                {"kind": "fax", "value": "+15551000002"},
+                {"kind": "email", "value": "shared@example.com"},
+            ]}),
+        )]
+    };
+    let before = ingest.identity_snapshot();
+    embedded.inject_disk_fault(DiskFault::Sync, 1);
+    let first = tokio::spawn({
+        let ingest = ingest.clone();
+        async move { ingest.submit(first_request()).await }
+    });
+    handed_over(&handed, 1).await;
+    let second = tokio::spawn({
+        let ingest = ingest.clone();
+        async move { ingest.submit(second_request()).await }
+    });
+    // The second group is in the log's hands before the first's refusal is heard of.
+    handed_over(&handed, 2).await;
+    gate.add_permits(1_000);
+    for (name, outcome) in [
+        ("first", first.await.unwrap()),
+        ("second", second.await.unwrap()),
+    ] {
+        match outcome {
+            Err(IngestError::Unavailable(_)) => {}
+            other => panic!("expected the {name} request to be refused, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        records_in_log(&embedded).await,
+        0,
+        "nothing reached the log"
+    );
+    assert_eq!(
+        ingest.identity_snapshot(),
+        before,
+        "the identity view is exactly what it was before both groups"
+    );
+    assert_eq!(ingest.resolve_handle("fax", "+15551000002"), None);
+
+    // Sent again (a new chain), both are accepted, as new, and their decisions hold.
+    let again = ingest.submit(first_request()).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (1, 0));
+    let again = ingest.submit(second_request()).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (1, 0));
+    assert_eq!(records_in_log(&embedded).await, 2);
+    assert_eq!(
+        ingest.resolve_handle("fax", "+15551000002"),
+        ingest.resolve_handle("phone", "+15551000001")
+    );
+    // What ingest decided is what the log holds: a fresh fold of the log agrees.
+    let refolded = Ingest::start(
+        embedded.clone() as Arc<dyn EventLog>,
+        IngestConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refolded.identity_snapshot(), ingest.identity_snapshot());
 }

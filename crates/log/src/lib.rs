@@ -174,6 +174,15 @@ pub enum LogError {
     Unavailable(String),
 }
 
+/// Batches appended one after another that stand or fall in order (see
+/// [`EventLog::append_in_chain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Chain(pub u64);
+
+/// The answer to an append handed over with [`EventLog::append_in_chain`].
+pub type PendingAppend =
+    std::pin::Pin<Box<dyn Future<Output = Result<Vec<AppendOutcome>, LogError>> + Send + 'static>>;
+
 /// A partitioned, durable, append-only log.
 #[async_trait::async_trait]
 pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
@@ -184,6 +193,29 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     /// outcome per record in order. A record whose event id is already stored in its
     /// partition (or earlier in the batch) is not stored again.
     async fn append(&self, batch: Vec<AppendRecord>) -> Result<Vec<AppendOutcome>, LogError>;
+
+    /// Hands `batch` to the log at once, in order after every batch handed over before,
+    /// and returns the answer to wait for: a caller may hand over its next batch before this
+    /// one is durable, so the log writes one while the caller prepares the next (the
+    /// ingest sequencer's pipeline). Batches of one `chain` stand or fall in order: once one
+    /// fails, every later batch of the chain is refused too, so a refusal the caller learns
+    /// of late has let nothing after it through. A caller starts a new chain
+    /// ([`Self::new_chain`]) once it has heard of the failure and taken back what it had
+    /// built on the refused batches. A backend that cannot hands the batch back, for
+    /// [`Self::append`] (which a caller awaits before it appends the next).
+    fn append_in_chain(
+        &self,
+        batch: Vec<AppendRecord>,
+        chain: Chain,
+    ) -> Result<PendingAppend, Vec<AppendRecord>> {
+        let _ = chain;
+        Err(batch)
+    }
+
+    /// A chain no batch has been handed over in yet (see [`Self::append_in_chain`]).
+    fn new_chain(&self) -> Chain {
+        Chain(0)
+    }
 
     /// Up to `max` records of a partition from offset `from`, in order; answers at once.
     async fn read(

@@ -17,19 +17,16 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use omnilog_log::{
-    AppendOutcome, DiskFault, EmbeddedLog, EventLog, LogError, LogOptions, PartitionCounts, Topic,
+    AppendOutcome, AppendRecord, DiskFault, EmbeddedLog, EventLog, LogError, LogOptions,
+    PartitionCounts, Topic,
 };
 use uuid::Uuid;
 
 use common::{PARTITIONS, event_id, incompressible, read_partition, record};
 
-/// Appends records named `{name}/{i}` for `i` in `range`, as one request.
-async fn append_named(
-    log: &EmbeddedLog,
-    name: &str,
-    range: std::ops::Range<usize>,
-) -> Result<Vec<AppendOutcome>, LogError> {
-    let batch = range
+/// Records named `{name}/{i}` for `i` in `range`.
+fn named(name: &str, range: std::ops::Range<usize>) -> Vec<AppendRecord> {
+    range
         .map(|i| {
             let label = format!("{name}/{i}");
             record(
@@ -38,8 +35,16 @@ async fn append_named(
                 format!("{label}|{}", incompressible(&label, 120)),
             )
         })
-        .collect();
-    log.append(batch).await
+        .collect()
+}
+
+/// Appends records named `{name}/{i}` for `i` in `range`, as one request.
+async fn append_named(
+    log: &EmbeddedLog,
+    name: &str,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<AppendOutcome>, LogError> {
+    log.append(named(name, range)).await
 }
 
 /// Every record of the interactions topic: event id → (partition, offset), each checked to
@@ -254,4 +259,55 @@ async fn a_segment_left_empty_by_a_failed_roll_does_not_stop_the_log_from_openin
     let expected = ids("first", 0..40);
     reopened_holds_exactly(dir.path(), &expected).await;
     assert_eq!(segment_files(dir.path()).len(), 1);
+}
+
+/// Ingest hands its next batch to the log before the previous one is durable. Batches of one
+/// chain stand or fall in order: once one is refused (here a sync that fails, then a record
+/// the log does not take), every later batch of its chain is refused with it, whether it
+/// went into the same frame or came after; appends outside the chain, and a new chain, go
+/// on as usual.
+#[tokio::test]
+async fn a_batch_handed_over_behind_a_refused_one_of_its_chain_is_refused_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    let chain = log.new_chain();
+    log.inject_disk_fault(DiskFault::Sync, 1);
+    let first = log
+        .append_in_chain(named("first", 0..10), chain)
+        .expect("the embedded log takes chained appends");
+    let second = log
+        .append_in_chain(named("second", 0..10), chain)
+        .expect("the embedded log takes chained appends");
+    assert_unavailable(first.await);
+    assert!(
+        matches!(second.await, Err(LogError::Unavailable(_))),
+        "a batch behind a refused one of its chain must be refused"
+    );
+    assert_eq!(stored(&log).await.len(), 0);
+
+    // A record the log does not take refuses its batch alone, before anything is written;
+    // the batch behind it in its chain falls with it, an append outside the chain does not.
+    let chain = log.new_chain();
+    let mut invalid = named("invalid", 0..3);
+    invalid[1].key = "k".repeat(1 << 20);
+    let invalid = log.append_in_chain(invalid, chain).unwrap();
+    let behind = log.append_in_chain(named("behind", 0..10), chain).unwrap();
+    let (invalid, behind, outside) =
+        tokio::join!(invalid, behind, append_named(&log, "outside", 0..10));
+    assert!(matches!(invalid, Err(LogError::InvalidRecord(_))));
+    assert!(matches!(behind, Err(LogError::Unavailable(_))));
+    outside.expect("an append outside the chain");
+    let mut expected = ids("outside", 0..10);
+    assert_eq!(stored(&log).await.len(), expected.len());
+
+    // A new chain is taken as usual.
+    let fresh = log.new_chain();
+    assert_ne!(fresh, chain);
+    log.append_in_chain(named("behind", 0..10), fresh)
+        .unwrap()
+        .await
+        .expect("a new chain's append");
+    expected.extend(ids("behind", 0..10));
+    drop(log);
+    reopened_holds_exactly(dir.path(), &expected).await;
 }

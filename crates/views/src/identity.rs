@@ -313,6 +313,9 @@ pub struct Mark {
 #[derive(Clone, Debug, Default)]
 struct Journal {
     undo: Vec<Undo>,
+    /// Records dropped from the front of `undo` by [`IdentityView::commit_before`]: a
+    /// mark's `undo` counts every record since recording started.
+    kept: usize,
     /// The sizes at the latest mark: a state at an index past them was added since, and
     /// any rollback cuts it off, so its changes need no record.
     floor: Option<Mark>,
@@ -487,7 +490,7 @@ impl IdentityView {
     /// each state changed until [`Self::commit`].
     pub fn mark(&mut self) -> Mark {
         let mark = Mark {
-            undo: self.journal.undo.len(),
+            undo: self.journal.kept + self.journal.undo.len(),
             customers: self.customers.len(),
             handles: self.handles.len(),
             kinds: self.kinds.len(),
@@ -508,7 +511,11 @@ impl IdentityView {
         // A customer remembered may be one the rollback takes away.
         self.recent.forget();
         // States first, newest change first, while every index they name still exists.
-        while self.journal.undo.len() > mark.undo {
+        debug_assert!(
+            mark.undo >= self.journal.kept,
+            "a rollback past what was kept"
+        );
+        while self.journal.kept + self.journal.undo.len() > mark.undo {
             match self.journal.undo.pop() {
                 Some(Undo::Customer(at, before)) => self.customer_states[at as usize] = before,
                 Some(Undo::Handle(at, before)) => self.handle_states[at as usize] = before,
@@ -533,7 +540,19 @@ impl IdentityView {
     /// Keeps every fold since the first mark and stops recording.
     pub fn commit(&mut self) {
         self.journal.undo.clear();
+        self.journal.kept = 0;
         self.journal.floor = None;
+    }
+
+    /// Keeps every fold before `mark` (nothing can take them back any more) and goes on
+    /// recording those after it: ingest's oldest group is durable while a later one,
+    /// marked at `mark`, still waits for the log.
+    pub fn commit_before(&mut self, mark: Mark) {
+        let settled = mark.undo.saturating_sub(self.journal.kept);
+        self.journal
+            .undo
+            .drain(..settled.min(self.journal.undo.len()));
+        self.journal.kept = self.journal.kept.max(mark.undo);
     }
 
     /// Folds one event. Idempotent: applying an event twice changes nothing more.
@@ -1557,6 +1576,46 @@ mod tests {
                     let id = customer(n);
                     prop_assert_eq!(view.customer(&id), whole.customer(&id));
                 }
+            }
+
+            /// Ingest's pipeline: the first group's folds are kept while the second's stay
+            /// staged. Rolling back to the second's mark then leaves the view as it was
+            /// after the first group alone, whatever the second changed (including states
+            /// the first added), and recording goes on.
+            #[test]
+            fn a_rollback_past_a_kept_group_keeps_it(
+                steps in proptest::collection::vec(step(), 3..40),
+                first_end in any::<prop::sample::Index>(),
+                second_end in any::<prop::sample::Index>(),
+            ) {
+                let events = history(&steps);
+                let first_end = first_end.index(events.len());
+                let second_end = first_end + second_end.index(events.len() - first_end + 1);
+                let mut view = IdentityView::new();
+                view.mark();
+                events[..first_end].iter().for_each(|e| view.apply(e));
+                let after_first = view.clone();
+                let second = view.mark();
+                events[first_end..second_end].iter().for_each(|e| view.apply(e));
+                view.commit_before(second);
+                // A third group, staged once the first is kept: the second's refusal
+                // takes it back too.
+                view.mark();
+                events[second_end..].iter().for_each(|e| view.apply(e));
+                view.rollback_to(second);
+                prop_assert!(view.is_marked());
+                prop_assert!(view == after_first);
+                for n in 0..6 {
+                    let id = customer(n);
+                    prop_assert_eq!(view.customer(&id), after_first.customer(&id));
+                    let h = handle("email", &format!("p{n}@example.com"));
+                    prop_assert_eq!(view.owner(&h), after_first.owner(&h));
+                }
+                view.commit();
+                events[first_end..].iter().for_each(|e| view.apply(e));
+                let mut whole = IdentityView::new();
+                events.iter().for_each(|e| whole.apply(e));
+                prop_assert!(view == whole);
             }
 
             /// Two UUIDs stored as bytes order as their text does.

@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use omnilog_log::{AppendOutcome, AppendRecord, EmbeddedLog, EventLog, LogError, LogRecord, Topic};
+use omnilog_log::{
+    AppendOutcome, AppendRecord, Chain, EmbeddedLog, EventLog, LogError, LogRecord, PendingAppend,
+    Topic,
+};
 
-/// The embedded log, counting its appends and its reads of the interactions topic (folding
+/// The embedded log, counting its appends (awaited or handed over in a chain) and its reads of the interactions topic (folding
 /// the identity view from the log reads every partition of it, so a read count that does not
 /// move shows that nothing was folded again).
 #[derive(Debug)]
@@ -36,6 +39,19 @@ impl EventLog for CountingLog {
     async fn append(&self, batch: Vec<AppendRecord>) -> Result<Vec<AppendOutcome>, LogError> {
         self.appends.fetch_add(1, Ordering::Relaxed);
         self.inner.append(batch).await
+    }
+
+    fn append_in_chain(
+        &self,
+        batch: Vec<AppendRecord>,
+        chain: Chain,
+    ) -> Result<PendingAppend, Vec<AppendRecord>> {
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        self.inner.append_in_chain(batch, chain)
+    }
+
+    fn new_chain(&self) -> Chain {
+        self.inner.new_chain()
     }
 
     async fn read(

@@ -23,7 +23,9 @@
 //! ([`dedup`]), assigns offsets, writes them as one frame, `fdatasync`s the segment, and
 //! only then publishes the new ends (which makes the records readable) and answers: a group
 //! commit, one sync shared by every request in it. A new segment is created (and its
-//! directory entry synced) before a frame goes into it.
+//! directory entry synced) before a frame goes into it. Requests of a chain (ingest's
+//! pipeline, [`EventLog::append_in_chain`]) stand or fall in order: once one is refused,
+//! the writer refuses every later one of its chain.
 //!
 //! A full disk: a frame whose write or sync fails is answered with
 //! [`LogError::Unavailable`], and whatever part of it reached the file is cut off (and the
@@ -60,8 +62,8 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 use crate::{
-    AppendOutcome, AppendRecord, EventLog, LogError, LogRecord, PartitionCounts, Position, Scan,
-    Topic,
+    AppendOutcome, AppendRecord, Chain, EventLog, LogError, LogRecord, PartitionCounts,
+    PendingAppend, Position, Scan, Topic,
 };
 use dedup::{DedupIndex, DedupKey, IdMap, SealedRun};
 pub use faults::DiskFault;
@@ -215,6 +217,8 @@ pub struct EmbeddedLog {
     requests: Option<mpsc::Sender<WriteRequest>>,
     writer: Option<JoinHandle<()>>,
     _lock: Option<WriterLock>,
+    /// The next chain handed out (see [`EventLog::append_in_chain`]).
+    chains: AtomicU64,
 }
 
 impl std::fmt::Debug for EmbeddedLog {
@@ -531,6 +535,7 @@ impl EmbeddedLog {
             sealers: Vec::new(),
             sealed: mpsc::channel(),
             unsettled: None,
+            broken_chains: std::collections::HashSet::new(),
         };
         let (requests, receiver) = mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -543,6 +548,7 @@ impl EmbeddedLog {
             requests: Some(requests),
             writer: Some(writer),
             _lock: Some(lock),
+            chains: AtomicU64::new(0),
         })
     }
 
@@ -576,6 +582,7 @@ impl EmbeddedLog {
             requests: None,
             writer: None,
             _lock: None,
+            chains: AtomicU64::new(0),
         })
     }
 
@@ -752,6 +759,16 @@ impl Drop for EmbeddedLog {
 struct WriteRequest {
     batch: Vec<AppendRecord>,
     reply: oneshot::Sender<Result<Vec<AppendOutcome>, LogError>>,
+    /// The chain it stands or falls with (see [`EventLog::append_in_chain`]).
+    chain: Option<Chain>,
+}
+
+/// A request of the group being committed, and what became of its records.
+struct Taken {
+    batch: Vec<AppendRecord>,
+    reply: Reply,
+    chain: Option<Chain>,
+    outcomes: Vec<AppendOutcome>,
 }
 
 /// The writer thread's state.
@@ -775,6 +792,8 @@ struct Writer {
     /// written until the file is cut back here and that cut is synced (see
     /// [`Writer::settle`]); then the log takes writes again, without a restart.
     unsettled: Option<u64>,
+    /// Chains one of whose appends was refused: their later appends are refused too.
+    broken_chains: std::collections::HashSet<Chain>,
 }
 
 type Reply = oneshot::Sender<Result<Vec<AppendOutcome>, LogError>>;
@@ -910,10 +929,18 @@ impl Writer {
         let mut pending = IdMap::default();
         // Where each stored record goes: (topic, partition) → (request, record) in order.
         let mut placements: BTreeMap<(u8, u32), Vec<(usize, usize)>> = BTreeMap::new();
-        let mut requests: Vec<(Vec<AppendRecord>, Option<Reply>, Vec<AppendOutcome>)> =
-            Vec::with_capacity(group.len());
+        let mut requests: Vec<Taken> = Vec::with_capacity(group.len());
         for request in group {
+            if let Some(chain) = request.chain
+                && self.broken_chains.contains(&chain)
+            {
+                let _ = request.reply.send(Err(LogError::Unavailable(
+                    "an earlier append of the same chain was refused".to_owned(),
+                )));
+                continue;
+            }
             if let Err(error) = self.validate(&request.batch) {
+                self.break_chain(request.chain);
                 let _ = request.reply.send(Err(error));
                 continue;
             }
@@ -933,12 +960,9 @@ impl Writer {
                             // A failed index read fails the whole group: offsets were
                             // already interleaved with other requests'.
                             let message = error.to_string();
+                            self.break_chain(request.chain);
                             let _ = request.reply.send(Err(error));
-                            for (_, reply, _) in requests {
-                                if let Some(reply) = reply {
-                                    let _ = reply.send(Err(LogError::Storage(message.clone())));
-                                }
-                            }
+                            self.refuse(requests, || LogError::Storage(message.clone()));
                             self.next = before;
                             return;
                         }
@@ -962,14 +986,17 @@ impl Writer {
                     }
                 }
             }
-            requests.push((request.batch, Some(request.reply), outcomes));
+            requests.push(Taken {
+                batch: request.batch,
+                reply: request.reply,
+                chain: request.chain,
+                outcomes,
+            });
         }
         if placements.is_empty() {
             // Nothing new (all duplicates): nothing to write or wait for.
-            for (_, reply, outcomes) in requests {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Ok(outcomes));
-                }
+            for taken in requests {
+                let _ = taken.reply.send(Ok(taken.outcomes));
             }
             return;
         }
@@ -979,11 +1006,7 @@ impl Writer {
             );
             tracing::warn!(error = %message, "the embedded log refuses a group until it can cut its tail back");
             self.next = before;
-            for (_, reply, _) in requests {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(LogError::Unavailable(message.clone())));
-                }
-            }
+            self.refuse(requests, || LogError::Unavailable(message.clone()));
             return;
         }
         let sequence = self.next_sequence;
@@ -997,7 +1020,7 @@ impl Writer {
                 first_offset,
                 records
                     .iter()
-                    .map(|&(request, index)| &requests[request].0[index]),
+                    .map(|&(request, index)| &requests[request].batch[index]),
             );
         }
         let (bytes, batches) = self.frame.finish();
@@ -1017,11 +1040,7 @@ impl Writer {
                 tracing::warn!(error = %cut, "could not cut the failed write off yet; tried again before the next write");
             }
             self.next = before;
-            for (_, reply, _) in requests {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(LogError::Unavailable(message.clone())));
-                }
-            }
+            self.refuse(requests, || LogError::Unavailable(message.clone()));
             return;
         }
         // Durable: index the batches, publish the ends, answer.
@@ -1058,10 +1077,24 @@ impl Writer {
             }
         }
         self.shared.appended.send_modify(|groups| *groups += 1);
-        for (_, reply, outcomes) in requests {
-            if let Some(reply) = reply {
-                let _ = reply.send(Ok(outcomes));
-            }
+        for taken in requests {
+            let _ = taken.reply.send(Ok(taken.outcomes));
+        }
+    }
+
+    /// Refuses every request of a group that could not be written, and the chains they
+    /// belong to.
+    fn refuse(&mut self, requests: Vec<Taken>, error: impl Fn() -> LogError) {
+        for taken in requests {
+            self.break_chain(taken.chain);
+            let _ = taken.reply.send(Err(error()));
+        }
+    }
+
+    /// Refuses every later append of `chain`: one of its appends was refused.
+    fn break_chain(&mut self, chain: Option<Chain>) {
+        if let Some(chain) = chain {
+            self.broken_chains.insert(chain);
         }
     }
 
@@ -1134,9 +1167,37 @@ impl EventLog for EmbeddedLog {
         };
         let (reply, answer) = oneshot::channel();
         requests
-            .send(WriteRequest { batch, reply })
+            .send(WriteRequest {
+                batch,
+                reply,
+                chain: None,
+            })
             .map_err(|_| LogError::Closed)?;
         answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    fn append_in_chain(
+        &self,
+        batch: Vec<AppendRecord>,
+        chain: Chain,
+    ) -> Result<PendingAppend, Vec<AppendRecord>> {
+        let Some(requests) = self.requests.as_ref() else {
+            return Ok(Box::pin(async { Err(LogError::ReadOnly) }));
+        };
+        let (reply, answer) = oneshot::channel();
+        let sent = requests.send(WriteRequest {
+            batch,
+            reply,
+            chain: Some(chain),
+        });
+        Ok(Box::pin(async move {
+            sent.map_err(|_| LogError::Closed)?;
+            answer.await.map_err(|_| LogError::Closed)?
+        }))
+    }
+
+    fn new_chain(&self) -> Chain {
+        Chain(self.chains.fetch_add(1, Ordering::Relaxed))
     }
 
     async fn read(
