@@ -130,6 +130,41 @@ fn export_history(data_dir: &std::path::Path, file: &std::path::Path) -> anyhow:
     Ok(lines as u64)
 }
 
+/// Waits until the disk under `dir` has synced a 4 KiB write every 2 ms for 3 s, each in
+/// under 5 ms (at most 30 s), and returns how long that took. Files deleted before the ingest stages
+/// (the peer's PostgreSQL cluster, the views of stage c) are discarded by the kernel over
+/// the next seconds on a file system mounted with `discard`, as this machine's root is,
+/// and that stalls every `fdatasync` meanwhile: a probe syncing 4 KiB every 2 ms peaked at
+/// 47 to 196 ms each second for 12 s after a 1.5 GB file was deleted, at 70 to 88 ms for
+/// 11 s after the peer script ended, and under 5 ms otherwise (docs/benchmarks.md). Stage
+/// (e) measures omnilog's latency, not that aftermath.
+fn wait_for_quiet_disk(dir: &std::path::Path) -> anyhow::Result<Duration> {
+    use std::io::{Seek, Write};
+    // The stalls come a second or two apart, with fast syncs between them: quiet means
+    // none for a while, not a few fast ones.
+    const SLOW: Duration = Duration::from_millis(5);
+    const QUIET_FOR: Duration = Duration::from_secs(3);
+    const AT_MOST: Duration = Duration::from_secs(30);
+    let path = dir.join("disk-probe");
+    let mut probe =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let started = Instant::now();
+    let mut last_slow = started;
+    while last_slow.elapsed() < QUIET_FOR && started.elapsed() < AT_MOST {
+        let synced = Instant::now();
+        probe.rewind()?;
+        probe.write_all(&[0u8; 4096])?;
+        probe.sync_data()?;
+        if synced.elapsed() >= SLOW {
+            last_slow = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(probe);
+    std::fs::remove_file(&path).ok();
+    Ok(started.elapsed())
+}
+
 /// Runs the peer script on `file` and reads its figures from its output ("load X s,
 /// projection Y s, ..." and "postgres peer: N events, ...").
 fn run_peer(script: &std::path::Path, file: &std::path::Path) -> anyhow::Result<PeerFigures> {
@@ -676,7 +711,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         writeln!(out, "  kafka stages done")?;
     }
 
-    // (d) and (e): a real server on loopback.
+    // (d) and (e): a real server on loopback, once the disk is quiet again.
+    let waited = wait_for_quiet_disk(scratch.path())?;
+    writeln!(out, "  disk quiet after {:.1} s", waited.as_secs_f64())?;
     let (server, base) = loopback_server(scratch.path().join("server")).await?;
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
