@@ -212,6 +212,12 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
         Err(batch)
     }
 
+    /// Asks the log to bring what it holds into memory ahead of a read of all of it: a
+    /// replay reads one partition after another, each from all over the log, which a cold
+    /// page cache serves with scattered reads. A hint, acted on in the background; a
+    /// backend where it means nothing ignores it.
+    fn prefetch(&self) {}
+
     /// A chain no batch has been handed over in yet (see [`Self::append_in_chain`]).
     fn new_chain(&self) -> Chain {
         Chain(0)

@@ -112,6 +112,8 @@ pub async fn replay(
     options: ReplayOptions,
     mut on_progress: impl FnMut(&str, ReplayProgress) + Send,
 ) -> Result<(Vec<ReplayedView>, Option<IdentityView>), ProjectorError> {
+    // Every partition is read, each from all over the log: let the log read ahead.
+    log.prefetch();
     let config = ProjectorConfig {
         // Checkpoints only when memory asks for one, and at the end.
         checkpoint_events: u64::MAX,

@@ -1130,6 +1130,21 @@ impl Writer {
     }
 }
 
+/// The memory available for new use, in bytes, from the text of `/proc/meminfo`.
+fn available_memory(meminfo: &str) -> Option<u64> {
+    let line = meminfo
+        .lines()
+        .find(|line| line.starts_with("MemAvailable:"))?;
+    let kib: u64 = line
+        .trim_start_matches("MemAvailable:")
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Writes a frame at `position` of the active segment and syncs it; on failure, which of
 /// the two failed.
 fn write_frame(
@@ -1198,6 +1213,54 @@ impl EventLog for EmbeddedLog {
 
     fn new_chain(&self) -> Chain {
         Chain(self.chains.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Asks the kernel to read every segment into the page cache (`posix_fadvise`
+    /// `WILLNEED`), from a thread of its own, when the segments take at most half the
+    /// memory available: the disk reads them in order, at its sequential rate, while a
+    /// replay's first pass starts. A log larger than that is left alone, since reading it
+    /// all in would only push out what the replay needs next. At 10M events (901 MB of
+    /// segments, which `cat` reads cold in 1.2 s), replays with the page cache dropped
+    /// first took 31.2 and 32.0 s with it, 32.4 and 33.4 s without (docs/benchmarks.md).
+    fn prefetch(&self) {
+        let files: Vec<Arc<File>> = self
+            .shared
+            .files
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let bytes: u64 = files
+            .iter()
+            .filter_map(|file| file.metadata().ok())
+            .map(|metadata| metadata.len())
+            .sum();
+        let available = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| available_memory(&text));
+        if available.is_none_or(|available| bytes > available / 2) {
+            tracing::debug!(
+                bytes,
+                ?available,
+                "the log is not prefetched: it may not fit in memory"
+            );
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("omnilog-log-prefetch".to_owned())
+            .spawn(move || {
+                for file in files {
+                    if let Err(error) =
+                        rustix::fs::fadvise(&*file, 0, None, rustix::fs::Advice::WillNeed)
+                    {
+                        tracing::debug!(%error, "could not ask for a segment to be read ahead");
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::debug!(%error, "could not start the log's prefetch");
+        }
     }
 
     async fn read(
@@ -1281,5 +1344,18 @@ impl EmbeddedLog {
         max: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
         self.scan_blocking(scan, max.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::available_memory;
+
+    #[test]
+    fn available_memory_is_read_from_meminfo() {
+        let meminfo = "MemTotal:       24579036 kB\nMemFree:         1180412 kB\nMemAvailable:   20961672 kB\nBuffers:          263416 kB\n";
+        assert_eq!(available_memory(meminfo), Some(20_961_672 * 1024));
+        assert_eq!(available_memory("MemTotal: 1 kB\n"), None);
+        assert_eq!(available_memory("MemAvailable: many kB\n"), None);
     }
 }
