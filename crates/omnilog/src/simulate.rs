@@ -421,16 +421,12 @@ pub async fn run_with(
         {
             next_wait = next_wait.min((at - now).to_std().unwrap_or_default());
         }
-        if by_event_time && !next_wait.is_zero() && !caught_up_logged {
+        // The back-fill's last events are in `batch` now: the signal goes once they are
+        // answered (below), so whoever takes over at the live moment (the demo's router)
+        // sees a log that holds the whole back-filled past.
+        let backfill_ends = by_event_time && !next_wait.is_zero() && !caught_up_logged;
+        if backfill_ends {
             caught_up_logged = true;
-            tracing::info!(
-                sent = queued + batch.len() as u64,
-                seconds = started.elapsed().as_secs_f64(),
-                "back-fill sent; the history goes on in real time"
-            );
-            if let Some(live) = live.take() {
-                let _ = live.send(());
-            }
             if args.routed {
                 let (sender, receiver) =
                     watch::channel(Holdings::new((DateTime::<Utc>::MIN_UTC, Vec::new())));
@@ -467,6 +463,19 @@ pub async fn run_with(
             });
             while let Some(done) = tasks.try_join_next() {
                 done??;
+            }
+        }
+        if backfill_ends {
+            while let Some(done) = tasks.join_next().await {
+                done??;
+            }
+            tracing::info!(
+                sent = queued,
+                seconds = started.elapsed().as_secs_f64(),
+                "back-fill sent; the history goes on in real time"
+            );
+            if let Some(live) = live.take() {
+                let _ = live.send(());
             }
         }
         if !args.quiet && last_report.elapsed() >= Duration::from_secs(2) {
