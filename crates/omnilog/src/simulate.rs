@@ -421,24 +421,9 @@ pub async fn run_with(
         {
             next_wait = next_wait.min((at - now).to_std().unwrap_or_default());
         }
-        // The back-fill's last events are in `batch` now: the signal goes once they are
-        // answered (below), so whoever takes over at the live moment (the demo's router)
-        // sees a log that holds the whole back-filled past.
+        // The back-fill's last events are in `batch` now: they are posted below, and the
+        // back-fill ends once every request of it is answered.
         let backfill_ends = by_event_time && !next_wait.is_zero() && !caught_up_logged;
-        if backfill_ends {
-            caught_up_logged = true;
-            if args.routed {
-                let (sender, receiver) =
-                    watch::channel(Holdings::new((DateTime::<Utc>::MIN_UTC, Vec::new())));
-                follower = Some(tokio::spawn(follow_assignments(
-                    client.clone(),
-                    target.clone(),
-                    args.token.clone(),
-                    sender,
-                )));
-                holdings = Some(receiver);
-            }
-        }
         if !batch.is_empty() && (batch.len() >= args.batch || end || !next_wait.is_zero()) {
             queued += batch.len() as u64;
             if !by_event_time {
@@ -466,6 +451,11 @@ pub async fn run_with(
             }
         }
         if backfill_ends {
+            caught_up_logged = true;
+            // Answered, not just sent: whoever takes over at the live moment (the demo's
+            // router) sees a log that holds the whole back-filled past. Signalled while
+            // the last back-filled request was in flight, the demo's router assigned a
+            // contact that request had given to an agent.
             while let Some(done) = tasks.join_next().await {
                 done??;
             }
@@ -476,6 +466,17 @@ pub async fn run_with(
             );
             if let Some(live) = live.take() {
                 let _ = live.send(());
+            }
+            if args.routed {
+                let (sender, receiver) =
+                    watch::channel(Holdings::new((DateTime::<Utc>::MIN_UTC, Vec::new())));
+                follower = Some(tokio::spawn(follow_assignments(
+                    client.clone(),
+                    target.clone(),
+                    args.token.clone(),
+                    sender,
+                )));
+                holdings = Some(receiver);
             }
         }
         if !args.quiet && last_report.elapsed() >= Duration::from_secs(2) {
@@ -606,4 +607,81 @@ async fn post(
         delay = (delay * 2).min(Duration::from_secs(5));
     }
     bail!("gave up on a batch after 20 attempts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests a slow server received, and those it answered.
+    #[derive(Default)]
+    struct Seen {
+        received: AtomicU64,
+        answered: AtomicU64,
+    }
+
+    /// When the back-fill is signalled as over, the server has answered every request of
+    /// it: against a server that holds each request 200 ms, a signal sent with the last
+    /// back-filled requests still in flight finds fewer answered than received.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_back_fill_ends_once_every_request_of_it_is_answered() {
+        let seen = Arc::new(Seen::default());
+        let app = axum::Router::new().route(
+            "/v1/events",
+            axum::routing::post({
+                let seen = seen.clone();
+                move |body: Bytes| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.received.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let events = serde_json::from_slice::<Vec<serde_json::Value>>(&body)
+                            .map_or(0, |events| events.len());
+                        seen.answered.fetch_add(1, Ordering::SeqCst);
+                        (
+                            axum::http::StatusCode::ACCEPTED,
+                            axum::Json(serde_json::json!({"accepted": events, "duplicates": 0})),
+                        )
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let args = SimulateArgs {
+            target: format!("http://{addr}"),
+            customers: Some(100),
+            rate: 20.0,
+            duration: None,
+            events: Some(100_000),
+            seed: 7,
+            start: None,
+            batch: 200,
+            concurrency: 4,
+            token: None,
+            quiet: true,
+            // Six minutes of history at 20 events a second: a few thousand events, in
+            // more requests than may be in flight at once.
+            backfill_hours: 0.1,
+            routed: false,
+        };
+        let (live, gone_live) = oneshot::channel();
+        let simulation = tokio::spawn(run_with(args, Some(live)));
+        tokio::time::timeout(Duration::from_secs(60), gone_live)
+            .await
+            .expect("the back-fill ended within a minute")
+            .expect("the simulation signalled the end of its back-fill");
+        let (received, answered) = (
+            seen.received.load(Ordering::SeqCst),
+            seen.answered.load(Ordering::SeqCst),
+        );
+        simulation.abort();
+        server.abort();
+        assert!(received > 4, "the back-fill took {received} requests");
+        assert_eq!(
+            answered, received,
+            "the back-fill was signalled over with requests unanswered"
+        );
+    }
 }
