@@ -95,8 +95,8 @@ use crate::state::{CachedTable, Entries, Evictable, Id, Snapshot, ViewState, cha
 use crate::{LogPosition, View, ViewError};
 use records::{
     CustomerRecord, InteractionRecord, InteractionStatus as Status, JourneyFacts, JourneyRecord,
-    JourneySummary, Line, NoteRecord, PATH_LIMIT, PathEntry, Stamp, Time, Timeline, channel_code,
-    event_type_code, is_self_service_channel,
+    JourneySummary, LineHead, NoteRecord, PATH_LIMIT, PathEntry, Stamp, Time, Timeline,
+    channel_code, event_type_code, is_self_service_channel,
 };
 
 /// The windows of the journey rules (CONTRACT §5).
@@ -433,14 +433,15 @@ impl Fold<'_> {
                 .channels
                 .iter()
                 .any(|code| is_self_service_channel(*code));
-        let line = Line {
+        let line = LineHead {
             stamp,
             interaction: interaction_number,
             channel: self.channel,
             event_type: event_type_code(event.event_type()),
-            summary: describe(event),
         };
-        journey.timeline.add(&line)?;
+        journey
+            .timeline
+            .add_with(&line, |out| describe_into(event, out))?;
         if let Body::Note { agent_id, text } = &event.body {
             let note = NoteRecord {
                 at: stamp.at,
@@ -891,33 +892,40 @@ fn excerpt(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The parts joined into one string of exactly their length. The timeline describes every
-/// event folded, so this is on the fold's hot path, where `format!` (its formatting
-/// machinery and a string grown step by step) cost a tenth of the journey fold.
-fn joined(parts: &[&str]) -> String {
-    joined_then(parts, &[])
-}
-
-/// `parts`, then `more`, joined into one string of exactly their length.
-fn joined_then(parts: &[&str], more: &[&str]) -> String {
-    let len = parts.iter().chain(more).map(|part| part.len()).sum();
-    let mut line = String::with_capacity(len);
-    for part in parts.iter().chain(more) {
-        line.push_str(part);
+/// Appends the parts. The timeline describes every event folded, so this is on the fold's
+/// hot path, where `format!` (its formatting machinery and a string grown step by step)
+/// cost a tenth of the journey fold; the parts go straight into the timeline's buffer.
+fn push_parts(out: &mut Vec<u8>, parts: &[&str]) {
+    for part in parts {
+        out.extend_from_slice(part.as_bytes());
     }
-    line
 }
 
 /// `parts`, then `: text` when the text's excerpt is not empty.
-fn joined_with_text(parts: &[&str], text: Option<&str>) -> String {
-    match text.map(excerpt) {
-        Some(text) if !text.is_empty() => joined_then(parts, &[": ", &text]),
-        _ => joined(parts),
+fn push_with_text(out: &mut Vec<u8>, parts: &[&str], text: Option<&str>) {
+    push_parts(out, parts);
+    if let Some(text) = text.map(excerpt)
+        && !text.is_empty()
+    {
+        push_parts(out, &[": ", &text]);
     }
 }
 
+/// The parts joined into one string (for the summaries excerpted whole).
+fn joined(parts: &[&str]) -> String {
+    parts.concat()
+}
+
 /// The timeline's short human line for an event.
+#[cfg(test)]
 fn describe(event: &Event) -> String {
+    let mut out = Vec::new();
+    describe_into(event, &mut out);
+    String::from_utf8(out).expect("a summary is made of strings")
+}
+
+/// Appends the timeline's short human line for an event (UTF-8: it is made of strings).
+fn describe_into(event: &Event, out: &mut Vec<u8>) {
     match &event.body {
         Body::InteractionStarted {
             direction,
@@ -930,7 +938,8 @@ fn describe(event: &Event) -> String {
             } else {
                 ""
             };
-            joined_with_text(
+            push_with_text(
+                out,
                 &[direction.as_str(), kind, " ", channel, " started"],
                 subject.as_deref(),
             )
@@ -945,34 +954,39 @@ fn describe(event: &Event) -> String {
                 (Author::Agent, Some(agent)) => agent.as_str(),
                 (author, _) => author.as_str(),
             };
-            joined_with_text(&["message from ", who], text.as_deref())
+            push_with_text(out, &["message from ", who], text.as_deref())
         }
         Body::Queued {
             queue, priority, ..
         } => match priority {
-            0 => joined(&["queued in ", queue]),
-            priority => joined(&[
-                "queued in ",
-                queue,
-                " (priority ",
-                &priority.to_string(),
-                ")",
-            ]),
+            0 => push_parts(out, &["queued in ", queue]),
+            priority => push_parts(
+                out,
+                &[
+                    "queued in ",
+                    queue,
+                    " (priority ",
+                    &priority.to_string(),
+                    ")",
+                ],
+            ),
         },
-        Body::Offered { agent_id } => joined(&["offered to ", agent_id]),
-        Body::OfferDeclined { agent_id } => joined(&[agent_id, " declined the offer"]),
-        Body::OfferTimedOut { agent_id } => joined(&["offer to ", agent_id, " timed out"]),
-        Body::Assigned { agent_id } => joined(&["assigned to ", agent_id]),
+        Body::Offered { agent_id } => push_parts(out, &["offered to ", agent_id]),
+        Body::OfferDeclined { agent_id } => push_parts(out, &[agent_id, " declined the offer"]),
+        Body::OfferTimedOut { agent_id } => push_parts(out, &["offer to ", agent_id, " timed out"]),
+        Body::Assigned { agent_id } => push_parts(out, &["assigned to ", agent_id]),
         Body::Transferred { to_queue, to_agent } => match (to_queue, to_agent) {
-            (Some(queue), Some(agent)) => joined(&["transferred to ", agent, " in ", queue]),
-            (Some(queue), None) => joined(&["transferred to queue ", queue]),
-            (None, Some(agent)) => joined(&["transferred to ", agent]),
-            (None, None) => "transferred".to_owned(),
+            (Some(queue), Some(agent)) => {
+                push_parts(out, &["transferred to ", agent, " in ", queue])
+            }
+            (Some(queue), None) => push_parts(out, &["transferred to queue ", queue]),
+            (None, Some(agent)) => push_parts(out, &["transferred to ", agent]),
+            (None, None) => push_parts(out, &["transferred"]),
         },
-        Body::Hold => "put on hold".to_owned(),
-        Body::Resumed => "resumed from hold".to_owned(),
-        Body::Abandoned => "abandoned while queued".to_owned(),
-        Body::Ended { reason } => joined_with_text(&["ended"], reason.as_deref()),
+        Body::Hold => push_parts(out, &["put on hold"]),
+        Body::Resumed => push_parts(out, &["resumed from hold"]),
+        Body::Abandoned => push_parts(out, &["abandoned while queued"]),
+        Body::Ended { reason } => push_with_text(out, &["ended"], reason.as_deref()),
         Body::WrappedUp {
             agent_id,
             resolved,
@@ -980,29 +994,29 @@ fn describe(event: &Event) -> String {
             topics,
         } => {
             let outcome = if *resolved { "resolved" } else { "unresolved" };
-            let mut parts = vec!["wrapped up by ", agent_id, ": ", outcome];
+            push_parts(out, &["wrapped up by ", agent_id, ": ", outcome]);
             let disposition = disposition.as_deref().map(excerpt);
             if let Some(disposition) = disposition.as_deref()
                 && !disposition.is_empty()
             {
-                parts.extend([" (", disposition, ")"]);
+                push_parts(out, &[" (", disposition, ")"]);
             }
             for (index, topic) in topics.iter().enumerate() {
-                parts.extend([if index == 0 { ", topics " } else { ", " }, topic]);
+                push_parts(out, &[if index == 0 { ", topics " } else { ", " }, topic]);
             }
-            joined(&parts)
         }
-        Body::Csat { score } => joined(&["rated ", &score.to_string(), "/5"]),
-        Body::Note { agent_id, text } => joined(&["note by ", agent_id, ": ", &excerpt(text)]),
+        Body::Csat { score } => push_parts(out, &["rated ", &score.to_string(), "/5"]),
+        Body::Note { agent_id, text } => {
+            push_parts(out, &["note by ", agent_id, ": ", &excerpt(text)])
+        }
         Body::Tagged { topics } => {
-            let mut parts = vec!["tagged "];
+            push_parts(out, &["tagged "]);
             for (index, topic) in topics.iter().enumerate() {
-                parts.extend([if index == 0 { "" } else { ", " }, topic]);
+                push_parts(out, &[if index == 0 { "" } else { ", " }, topic]);
             }
-            joined(&parts)
         }
         Body::ProactiveNotice { reason, text } => {
-            joined_with_text(&["proactive notice (", reason, ")"], text.as_deref())
+            push_with_text(out, &["proactive notice (", reason, ")"], text.as_deref())
         }
         Body::IdentityLinked { by_handles } => {
             let mut parts = vec![if *by_handles {
@@ -1019,12 +1033,15 @@ fn describe(event: &Event) -> String {
                     &handle.value,
                 ]);
             }
-            excerpt(&joined(&parts)).into_owned()
+            push_parts(out, &[&excerpt(&joined(&parts))]);
         }
         Body::CustomersMerged {
             from_customer,
             into_customer,
-        } => joined(&["customers merged: ", from_customer, " into ", into_customer]),
+        } => push_parts(
+            out,
+            &["customers merged: ", from_customer, " into ", into_customer],
+        ),
         Body::CustomerProfile => {
             let mut parts = vec!["profile:"];
             for (index, (key, value)) in event.attributes.iter().enumerate() {
@@ -1035,9 +1052,9 @@ fn describe(event: &Event) -> String {
                     parts.extend([" ", value]);
                 }
             }
-            excerpt(&joined(&parts)).into_owned()
+            push_parts(out, &[&excerpt(&joined(&parts))]);
         }
-        Body::AgentState { .. } => event.event_type().as_str().to_owned(),
+        Body::AgentState { .. } => push_parts(out, &[event.event_type().as_str()]),
     }
 }
 

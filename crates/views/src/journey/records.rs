@@ -167,23 +167,44 @@ pub(crate) struct Timeline {
 impl Timeline {
     /// Puts `line` in its place: after every line stamped at or before it (nearly always
     /// the end; a late event's line is inserted).
+    #[cfg(test)]
     pub fn add(&mut self, line: &Line) -> Result<(), ViewError> {
-        let appended = self.last.is_none_or(|last| last <= line.stamp);
+        let head = LineHead {
+            stamp: line.stamp,
+            interaction: line.interaction,
+            channel: line.channel,
+            event_type: line.event_type,
+        };
+        self.add_with(&head, |out| out.extend_from_slice(line.summary.as_bytes()))
+    }
+
+    /// Puts the line of `head` whose summary `write_summary` appends (UTF-8) in its place,
+    /// as [`Timeline::add`] does. The fold writes each event's summary straight into the
+    /// timeline this way: built as a string first, every line was allocated, copied and
+    /// freed once more (`valgrind --tool=callgrind omnilog replay`, see docs/benchmarks.md).
+    pub fn add_with(
+        &mut self,
+        head: &LineHead,
+        write_summary: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), ViewError> {
+        let appended = self.last.is_none_or(|last| last <= head.stamp);
         if appended {
-            line.encode_into(&mut self.encoded);
-            self.last = Some(line.stamp);
+            head.encode_into(&mut self.encoded);
+            encode_text_with(&mut self.encoded, write_summary);
+            self.last = Some(head.stamp);
         } else {
             // After the last line stamped at or before it.
             let mut at = 0;
             for entry in self.entries() {
                 let (end, earlier) = entry?;
-                if earlier.stamp > line.stamp {
+                if earlier.stamp > head.stamp {
                     break;
                 }
                 at = end;
             }
             let mut encoded = Vec::new();
-            line.encode_into(&mut encoded);
+            head.encode_into(&mut encoded);
+            encode_text_with(&mut encoded, write_summary);
             self.encoded.splice(at..at, encoded);
         }
         Ok(())
@@ -234,16 +255,26 @@ pub(crate) struct Line {
     pub summary: String,
 }
 
-impl Line {
-    /// Appends the line's postcard encoding (what [`Timeline::lines`] decodes), written
+/// A timeline line's fields but its summary: what the fold knows before it writes the
+/// summary.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LineHead {
+    pub stamp: Stamp,
+    pub interaction: u32,
+    pub channel: u8,
+    pub event_type: u8,
+}
+
+impl LineHead {
+    /// Appends the postcard encoding of a [`Line`]'s fields before its summary, written
     /// here field by field: postcard's own writer copied each varint into the vector with
     /// a call to `memcpy`, and encoding lines was a tenth of the journey worker's samples
     /// (`perf record -F 199 --call-graph dwarf omnilog replay` of 1M events).
     fn encode_into(&self, out: &mut Vec<u8>) {
-        // The fixed fields are written into a buffer on the stack, then appended with the
-        // summary in two copies: pushed byte by byte, each push checked the vector's
-        // capacity (230 instructions a line in `valgrind --tool=callgrind omnilog replay`).
-        let mut head = [0u8; 6 * MAX_VARINT_BYTES + 2];
+        // Written into a buffer on the stack, then appended in one copy: pushed byte by
+        // byte, each push checked the vector's capacity (230 instructions a line in
+        // `valgrind --tool=callgrind omnilog replay`).
+        let mut head = [0u8; 5 * MAX_VARINT_BYTES + 2];
         let mut at = 0;
         for value in [
             zigzag(self.stamp.at.secs),
@@ -257,10 +288,40 @@ impl Line {
         head[at] = self.channel;
         head[at + 1] = self.event_type;
         at += 2;
-        at += write_varint(&mut head[at..], self.summary.len() as u64);
-        out.reserve(at + self.summary.len());
         out.extend_from_slice(&head[..at]);
-        out.extend_from_slice(self.summary.as_bytes());
+    }
+}
+
+impl Line {
+    /// Appends the line's postcard encoding (what [`Timeline::lines`] decodes).
+    #[cfg(test)]
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let head = LineHead {
+            stamp: self.stamp,
+            interaction: self.interaction,
+            channel: self.channel,
+            event_type: self.event_type,
+        };
+        head.encode_into(out);
+        encode_text_with(out, |out| out.extend_from_slice(self.summary.as_bytes()));
+    }
+}
+
+/// Appends a string as postcard encodes it (its length's varint, then its bytes), the
+/// bytes appended by `write`: a one-byte length is written in place once they are, and a
+/// longer one (a text of 128 bytes or more, rare in a timeline) widened in place.
+fn encode_text_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.push(0);
+    write(out);
+    let len = out.len() - at - 1;
+    if len < 0x80 {
+        out[at] = len as u8;
+    } else {
+        let mut varint = [0u8; MAX_VARINT_BYTES];
+        let written = write_varint(&mut varint, len as u64);
+        out[at] = varint[0];
+        out.splice(at + 1..at + 1, varint[1..written].iter().copied());
     }
 }
 
