@@ -55,14 +55,21 @@ pub struct Decoded {
 
 /// Decodes records (what could not be decoded keeps its error for the dead letter).
 pub fn decode_all(records: Vec<LogRecord>) -> Vec<Decoded> {
+    let mut decoded = Vec::new();
+    decode_all_into(records, &mut decoded);
+    decoded
+}
+
+/// Decodes records after what `decoded` holds: a replay's decoder passes the vector of a
+/// batch every worker is done with, so each batch does not take (and fault in) a fresh
+/// block of its own (see `replay::Decoder`).
+pub fn decode_all_into(records: Vec<LogRecord>, decoded: &mut Vec<Decoded>) {
     let mut decoder = omnilog_events::EventDecoder::new();
-    records
-        .into_iter()
-        .map(|record| {
-            let event = decoder.decode(&record.payload).map_err(|e| e.to_string());
-            Decoded { record, event }
-        })
-        .collect()
+    decoded.reserve(records.len());
+    decoded.extend(records.into_iter().map(|record| {
+        let event = decoder.decode(&record.payload).map_err(|e| e.to_string());
+        Decoded { record, event }
+    }));
 }
 
 /// What a projection is doing.
