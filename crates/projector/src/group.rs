@@ -430,7 +430,7 @@ impl Worker {
             // folding them into every member on one blocking thread costs less than waking
             // a thread per member, which took more CPU than the folds themselves.
             let mut decoded = std::mem::take(&mut self.spare_decoded);
-            let (outcomes, mut decoded) = blocking(move || {
+            let (outcomes, decoded) = blocking(move || {
                 decode_all_into(records, &mut decoded);
                 let outcomes = members
                     .into_iter()
@@ -438,10 +438,12 @@ impl Worker {
                         (index, fold_member(&*version, &decoded, &checkpoint))
                     })
                     .collect();
+                // Let go here, on the thread that decoded them: on the async thread,
+                // the frees took mimalloc's cross-thread path beside the HTTP work.
+                decoded.clear();
                 Ok((outcomes, decoded))
             })
             .await?;
-            decoded.clear();
             self.spare_decoded = decoded;
             outcomes
         } else {
