@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Loads a canonical JSONL history into a fresh `omnilog serve` through its API and reports
-the server's CPU time for the whole load, every view caught up (docs/benchmarks.md).
+the server's CPU time and page faults for the whole load, every view caught up
+(docs/benchmarks.md).
 
     python3 benches/serve_load.py OMNILOG_BINARY HISTORY.jsonl [CLIENTS] [PORT]
 
@@ -67,11 +68,13 @@ def main():
         with open(f"/proc/{server.pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
         cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        # Minor and major page faults (the stat file's fields 10 and 12).
+        faults = int(fields[7]) + int(fields[9])
         with open(f"/proc/{server.pid}/status") as status:
             peak = next(line.split()[1] for line in status if line.startswith("VmHWM"))
         print(f"{len(lines)} events: posted in {posted - started:.2f} s, every view caught up "
               f"at {done - started:.2f} s ({len(lines) / (done - started):.0f} events/s); "
-              f"server CPU {cpu:.2f} s, peak RSS {int(peak) // 1024} MB")
+              f"server CPU {cpu:.2f} s, {faults} page faults, peak RSS {int(peak) // 1024} MB")
     finally:
         server.terminate()
         server.wait()

@@ -27,7 +27,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::metrics::ProjectorMetrics;
-use crate::projection::{AnyVersion, Decoded, Phase, decode_all_into, destination_of, topic_of};
+use crate::projection::{
+    AnyVersion, Decoded, Phase, SpareDecoded, decode_all_into, destination_of, topic_of,
+};
 use crate::{ProjectorConfig, ProjectorError, blocking};
 
 /// One version being folded by a group's task. Stop it with [`Projection::stop`].
@@ -98,7 +100,7 @@ impl Projection {
             requests,
             waiting: Vec::new(),
             quiet_polls: 0,
-            spare_decoded: Vec::new(),
+            spare_decoded: SpareDecoded::new(1),
         };
         tokio::spawn(worker.run());
         projections
@@ -228,10 +230,8 @@ struct Worker {
     waiting: Vec<Detach>,
     /// Polls in a row that found nothing (for a log that cannot notify).
     quiet_polls: u32,
-    /// The emptied vector of the last step's decoded records, refilled by the next step: a
-    /// fresh one each step was a block of its own to fault in (a tenth of a live server's
-    /// page faults under a bulk load, `perf record -e page-faults`).
-    spare_decoded: Vec<Decoded>,
+    /// The emptied vector of the last step's decoded records, refilled by the next step.
+    spare_decoded: SpareDecoded,
 }
 
 impl Worker {
@@ -429,7 +429,7 @@ impl Worker {
             // A few records (a live server under single-event requests): decoding them and
             // folding them into every member on one blocking thread costs less than waking
             // a thread per member, which took more CPU than the folds themselves.
-            let mut decoded = std::mem::take(&mut self.spare_decoded);
+            let mut decoded = self.spare_decoded.take();
             let (outcomes, decoded) = blocking(move || {
                 decode_all_into(records, &mut decoded);
                 let outcomes = members
@@ -444,10 +444,10 @@ impl Worker {
                 Ok((outcomes, decoded))
             })
             .await?;
-            self.spare_decoded = decoded;
+            self.spare_decoded.give_back(decoded);
             outcomes
         } else {
-            let mut decoded = std::mem::take(&mut self.spare_decoded);
+            let mut decoded = self.spare_decoded.take();
             let decoded = Arc::new(
                 blocking(move || {
                     decode_all_into(records, &mut decoded);
@@ -476,10 +476,11 @@ impl Worker {
                     .and_then(|folded| folded);
                 outcomes.push((index, outcome));
             }
-            // Every member's task is done with it: its vector serves the next step.
-            if let Ok(mut decoded) = Arc::try_unwrap(decoded) {
-                decoded.clear();
-                self.spare_decoded = decoded;
+            // Every member's task is done with it: its vector serves the next step. (Its
+            // events are let go here, on the async thread, as they were before the vector
+            // was kept: a hop to the decoding thread would cost a wake-up per step.)
+            if let Ok(decoded) = Arc::try_unwrap(decoded) {
+                self.spare_decoded.give_back(decoded);
             }
             outcomes
         };

@@ -60,16 +60,49 @@ pub fn decode_all(records: Vec<LogRecord>) -> Vec<Decoded> {
     decoded
 }
 
-/// Decodes records after what `decoded` holds: a replay's decoder passes the vector of a
-/// batch every worker is done with, so each batch does not take (and fault in) a fresh
-/// block of its own (see `replay::Decoder`).
+/// Decodes records after what `decoded` holds (a vector from [`SpareDecoded::take`]).
 pub fn decode_all_into(records: Vec<LogRecord>, decoded: &mut Vec<Decoded>) {
     let mut decoder = omnilog_events::EventDecoder::new();
-    decoded.reserve(records.len());
     decoded.extend(records.into_iter().map(|record| {
         let event = decoder.decode(&record.payload).map_err(|e| e.to_string());
         Decoded { record, event }
     }));
+}
+
+/// Emptied vectors of decoded records, kept for the next records to be decoded into.
+///
+/// A batch's vector is a block of megabytes (8,192 decoded events in a replay), which the
+/// allocator returns to the system once it is freed: taken fresh for each batch, its pages
+/// were faulted in afresh each time (a quarter of a 1M-event replay's page faults, `perf
+/// record -e page-faults`; see docs/benchmarks.md, "2026-12-03, morning").
+#[derive(Debug)]
+pub(crate) struct SpareDecoded {
+    spare: Vec<Vec<Decoded>>,
+    keep: usize,
+}
+
+impl SpareDecoded {
+    /// Keeps at most `keep` vectors.
+    pub(crate) fn new(keep: usize) -> Self {
+        SpareDecoded {
+            spare: Vec::new(),
+            keep,
+        }
+    }
+
+    /// An empty vector: a kept one, or a new one.
+    pub(crate) fn take(&mut self) -> Vec<Decoded> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Empties `decoded` (its events are let go on the calling thread) and keeps it, unless
+    /// `keep` are kept already.
+    pub(crate) fn give_back(&mut self, mut decoded: Vec<Decoded>) {
+        decoded.clear();
+        if self.spare.len() < self.keep {
+            self.spare.push(decoded);
+        }
+    }
 }
 
 /// What a projection is doing.
@@ -797,5 +830,57 @@ impl<V: View> Projectable for V {
         phase: Phase,
     ) -> Result<Arc<dyn AnyVersion>, ProjectorError> {
         Ok(Arc::new(Version::open(self, table, config, phase)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(offsets: std::ops::Range<u64>) -> Vec<LogRecord> {
+        offsets
+            .map(|offset| LogRecord {
+                topic: Topic::Interactions,
+                partition: 0,
+                offset,
+                key: String::new(),
+                event_id: Uuid::nil(),
+                payload: bytes::Bytes::from_static(b"not an event"),
+                headers: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_vector_given_back_comes_back_empty_with_its_room_and_no_more_are_kept_than_asked() {
+        let mut spare = SpareDecoded::new(1);
+        let mut first = spare.take();
+        decode_all_into(records(0..100), &mut first);
+        assert_eq!(first.len(), 100);
+        assert!(first[0].event.is_err(), "the payload is not an event");
+        let room = first.capacity();
+        let mut second = spare.take();
+        decode_all_into(records(0..3), &mut second);
+        spare.give_back(first);
+        spare.give_back(second);
+
+        let again = spare.take();
+        assert!(again.is_empty());
+        assert_eq!(
+            again.capacity(),
+            room,
+            "the first vector given back was kept"
+        );
+        assert_eq!(
+            spare.take().capacity(),
+            0,
+            "the second was not: one is kept"
+        );
+
+        // Decoded into, a kept vector holds the new records only.
+        let mut again = again;
+        decode_all_into(records(5..7), &mut again);
+        let offsets: Vec<u64> = again.iter().map(|d| d.record.offset).collect();
+        assert_eq!(offsets, [5, 6]);
     }
 }

@@ -29,7 +29,7 @@ use omnilog_log::{PartitionRange, Scan, SharedLog, Topic};
 use omnilog_store::{Checkpoint, ViewStore};
 use omnilog_views::IdentityView;
 
-use crate::projection::{AnyVersion, Decoded, Phase, Projectable, decode_all_into};
+use crate::projection::{AnyVersion, Decoded, Phase, Projectable, SpareDecoded, decode_all_into};
 use crate::{ProjectorConfig, ProjectorError, blocking};
 
 /// How far a replay has come.
@@ -325,7 +325,8 @@ fn passes(scan: &Scan) -> Vec<Scan> {
         .collect()
 }
 
-/// Emptied vectors of decoded batches the decoder keeps for the next batches, at most.
+/// Emptied vectors of decoded batches (of those every worker is done with) the decoder
+/// keeps for the next batches, at most.
 const SPARE_BATCHES: usize = 4;
 
 /// A decoded batch, and the batches handed over before that some worker still holds.
@@ -355,26 +356,16 @@ impl Decoder {
         std::thread::Builder::new()
             .name("replay-decode".to_owned())
             .spawn(move || {
-                // The vectors of batches every worker is done with, emptied, for the next
-                // batches: a batch's vector is a block of megabytes, which the allocator
-                // returned to the system once freed, so each batch faulted its pages in
-                // afresh (a quarter of a 1M replay's page faults, `perf record -e
-                // page-faults`; see docs/benchmarks.md).
-                let mut spare: Vec<Vec<Decoded>> = Vec::new();
+                let mut spare = SpareDecoded::new(SPARE_BATCHES);
                 for (records, handed, answer) in queue {
                     let mut still_held: Vec<Shared> = Vec::new();
                     for batch in handed {
                         match Arc::try_unwrap(batch) {
-                            Ok(mut done) => {
-                                done.clear();
-                                if spare.len() < SPARE_BATCHES {
-                                    spare.push(done);
-                                }
-                            }
+                            Ok(done) => spare.give_back(done),
                             Err(batch) => still_held.push(batch),
                         }
                     }
-                    let mut decoded = spare.pop().unwrap_or_default();
+                    let mut decoded = spare.take();
                     decode_all_into(records, &mut decoded);
                     let feed = Feed::Batch(Arc::new(decoded));
                     // The reader gone: the replay is failing; nothing to answer.

@@ -911,11 +911,6 @@ fn push_with_text(out: &mut Vec<u8>, parts: &[&str], text: Option<&str>) {
     }
 }
 
-/// The parts joined into one string (for the summaries excerpted whole).
-fn joined(parts: &[&str]) -> String {
-    parts.concat()
-}
-
 /// The timeline's short human line for an event.
 #[cfg(test)]
 fn describe(event: &Event) -> String {
@@ -1033,7 +1028,8 @@ fn describe_into(event: &Event, out: &mut Vec<u8>) {
                     &handle.value,
                 ]);
             }
-            push_parts(out, &[&excerpt(&joined(&parts))]);
+            // Excerpted whole: joined first.
+            push_parts(out, &[&excerpt(&parts.concat())]);
         }
         Body::CustomersMerged {
             from_customer,
@@ -1052,7 +1048,8 @@ fn describe_into(event: &Event, out: &mut Vec<u8>) {
                     parts.extend([" ", value]);
                 }
             }
-            push_parts(out, &[&excerpt(&joined(&parts))]);
+            // Excerpted whole: joined first.
+            push_parts(out, &[&excerpt(&parts.concat())]);
         }
         Body::AgentState { .. } => push_parts(out, &[event.event_type().as_str()]),
     }

@@ -169,13 +169,9 @@ impl Timeline {
     /// the end; a late event's line is inserted).
     #[cfg(test)]
     pub fn add(&mut self, line: &Line) -> Result<(), ViewError> {
-        let head = LineHead {
-            stamp: line.stamp,
-            interaction: line.interaction,
-            channel: line.channel,
-            event_type: line.event_type,
-        };
-        self.add_with(&head, |out| out.extend_from_slice(line.summary.as_bytes()))
+        self.add_with(&line.head(), |out| {
+            out.extend_from_slice(line.summary.as_bytes())
+        })
     }
 
     /// Puts the line of `head` whose summary `write_summary` appends (UTF-8) in its place,
@@ -292,17 +288,21 @@ impl LineHead {
     }
 }
 
+#[cfg(test)]
 impl Line {
-    /// Appends the line's postcard encoding (what [`Timeline::lines`] decodes).
-    #[cfg(test)]
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        let head = LineHead {
+    /// Its fields but its summary.
+    fn head(&self) -> LineHead {
+        LineHead {
             stamp: self.stamp,
             interaction: self.interaction,
             channel: self.channel,
             event_type: self.event_type,
-        };
-        head.encode_into(out);
+        }
+    }
+
+    /// Appends the line's postcard encoding (what [`Timeline::lines`] decodes).
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        self.head().encode_into(out);
         encode_text_with(out, |out| out.extend_from_slice(self.summary.as_bytes()));
     }
 }
