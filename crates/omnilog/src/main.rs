@@ -1,6 +1,7 @@
 //! The `omnilog` binary: command line, configuration and wiring. The only crate that
 //! uses `anyhow`; everything below it reports typed errors.
 
+mod allocator;
 mod bench;
 mod config;
 mod demo;
@@ -78,6 +79,16 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Serve(_)
+            | Command::IngestServer(_)
+            | Command::Projector(_)
+            | Command::Demo(_)
+            | Command::Bench(_)
+    ) {
+        allocator::tune_for_server();
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if matches!(cli.command, Command::Export(_)) {
         // Export is one sequential stream: one worker and one thread for the log's blocking

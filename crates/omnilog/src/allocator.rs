@@ -1,0 +1,64 @@
+//! The allocator's tuning for the commands that serve: how long mimalloc keeps memory it
+//! no longer uses before giving it back to the kernel.
+//!
+//! mimalloc gives freed memory back ("purges" it) 10 ms after it fell free. A server under
+//! load frees and reuses the same memory over and over (request bodies, decoded events, the
+//! encodings of checkpoints), so each reuse faulted its pages in again and the kernel
+//! zeroed them. Kept for a second instead, six alternated pairs of `python3
+//! benches/serve_load.py` (1M events through the API, every view caught up): 300k page
+//! faults instead of 620k, the server's CPU 11.9 s instead of 13.5 s (medians), 157k
+//! events/s instead of 137k, for about 150 MB more at the peak (docs/benchmarks.md,
+//! "2026-12-03, midday"). `omnilog replay` keeps the default: there the same change saved no
+//! time and cost 80 to 110 MB.
+//!
+//! `MIMALLOC_PURGE_DELAY` in the environment (milliseconds; mimalloc reads it itself) wins
+//! over this.
+
+/// mimalloc 2's `mi_option_purge_delay`, the sixteenth of its options (`mimalloc.h`):
+/// `libmimalloc-sys` names the options on either side of it, not this one.
+#[cfg(feature = "mimalloc")]
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long a server keeps freed memory before giving it back, in milliseconds.
+pub const SERVER_PURGE_DELAY_MS: i32 = 1_000;
+
+/// Makes mimalloc keep freed memory [`SERVER_PURGE_DELAY_MS`] before giving it back, unless
+/// the environment sets `MIMALLOC_PURGE_DELAY`. Call it first thing, before other threads
+/// start: mimalloc's options are plain values, not meant to change under its feet.
+/// (Unsafe code only to call mimalloc's C API, which has no safe wrapper for its options.)
+#[allow(unsafe_code)]
+pub fn tune_for_server() {
+    #[cfg(feature = "mimalloc")]
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's options to a valid value (any delay is), on the
+        // process's only thread.
+        unsafe {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, SERVER_PURGE_DELAY_MS.into());
+        }
+    }
+}
+
+#[cfg(all(test, feature = "mimalloc"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_option_set_is_the_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // The purge delay's default is 10 ms; the options beside it default to 1
+        // (`eager_commit_delay`) and 0 (`use_numa_nodes`).
+        // SAFETY: reads options; nothing else in this test binary sets them.
+        unsafe {
+            assert_eq!(libmimalloc_sys::mi_option_get(PURGE_DELAY - 1), 1);
+            assert_eq!(libmimalloc_sys::mi_option_get(PURGE_DELAY), 10);
+            assert_eq!(libmimalloc_sys::mi_option_get(PURGE_DELAY + 1), 0);
+        }
+        tune_for_server();
+        // SAFETY: as above.
+        let set = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
+        assert_eq!(set, std::ffi::c_long::from(SERVER_PURGE_DELAY_MS));
+    }
+}
