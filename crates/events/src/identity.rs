@@ -50,14 +50,22 @@ pub fn normalise_handle(kind: &str, value: &str) -> Result<Handle, HandleProblem
             if !trimmed.contains('@') {
                 return Err(HandleProblem::NotAnEmail);
             }
-            trimmed.to_lowercase()
+            if trimmed.is_ascii() {
+                trimmed.to_ascii_lowercase()
+            } else {
+                trimmed.to_lowercase()
+            }
         }
         "phone" => {
-            let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-            if digits.is_empty() {
+            // One string, built in place (a handle on most events: ingest normalises
+            // every one it reads).
+            let mut value = String::with_capacity(trimmed.len() + 1);
+            value.push('+');
+            value.extend(trimmed.chars().filter(char::is_ascii_digit));
+            if value.len() == 1 {
                 return Err(HandleProblem::NoDigits);
             }
-            format!("+{digits}")
+            value
         }
         _ => trimmed.to_owned(),
     };
@@ -98,6 +106,12 @@ mod tests {
     fn email_is_lower_cased_and_trimmed() {
         let handle = normalise_handle(" Email ", "  Alice@Example.COM ").unwrap();
         assert_eq!(handle, Handle::new("email", "alice@example.com"));
+    }
+
+    #[test]
+    fn a_non_ascii_email_is_lower_cased_too() {
+        let handle = normalise_handle("email", "ÉMILE@Exemple.FR").unwrap();
+        assert_eq!(handle.value, "émile@exemple.fr");
     }
 
     #[test]

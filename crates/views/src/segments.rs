@@ -171,7 +171,12 @@ impl ProfileRecord {
         match self.attributes.get_mut(key) {
             Some(current) if current.set >= set => {}
             Some(current) => {
-                current.value = value.to_owned();
+                // Nearly always the value it had (two thirds of events carry their
+                // customer's attributes): kept in place, no new string.
+                if current.value != value {
+                    current.value.clear();
+                    current.value.push_str(value);
+                }
                 current.set = set;
             }
             None => {
