@@ -365,6 +365,22 @@ pub fn memory_of(pid: u32) -> Memory {
     }
 }
 
+/// The resident size of process `pid` (KiB) once it is under `bound_kib`, or after `within`
+/// if it never gets there. A server keeps memory it freed for a while before giving it back
+/// (mimalloc's purge delay: a second, ten for whole arenas; `crates/omnilog/src/allocator.rs`),
+/// as jemalloc does for ten seconds by default: a leak is memory that does not come back,
+/// so a check of growth gives it that long.
+pub async fn rss_settled_under(pid: u32, bound_kib: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let rss = memory_of(pid).rss_kib;
+        if rss < bound_kib || Instant::now() >= deadline {
+            return rss;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// How many records the log holds, as the server reports it (`GET /v1/views`, with
 /// `token` as the bearer token if given): per topic and partition the end of the log the
 /// views report, the largest where they differ, summed.
