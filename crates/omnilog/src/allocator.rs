@@ -4,7 +4,8 @@
 //! mimalloc gives freed memory back ("purges" it) 10 ms after it fell free. A server under
 //! load frees and reuses the same memory over and over (request bodies, decoded events, the
 //! encodings of checkpoints), so each reuse faulted its pages in again and the kernel
-//! zeroed them. Kept for a second instead, six alternated pairs of `python3
+//! zeroed them. Kept for a second instead (mimalloc waits ten times as long before giving
+//! back a whole arena), six alternated pairs of `python3
 //! benches/serve_load.py` (1M events through the API, every view caught up): 300k page
 //! faults instead of 620k, the server's CPU 11.9 s instead of 13.5 s (medians), 157k
 //! events/s instead of 137k, for about 150 MB more at the peak (docs/benchmarks.md,
