@@ -6,11 +6,13 @@
 //! encodings of checkpoints), so each reuse faulted its pages in again and the kernel
 //! zeroed them. Kept for a second instead (mimalloc waits ten times as long before giving
 //! back a whole arena), six alternated pairs of `python3
-//! benches/serve_load.py` (1M events through the API, every view caught up): 300k page
-//! faults instead of 620k, the server's CPU 11.9 s instead of 13.5 s (medians), 157k
-//! events/s instead of 137k, for about 150 MB more at the peak (docs/benchmarks.md,
+//! benches/serve_load.py` (1M events through the API, every view caught up): about 305k
+//! page faults instead of 615k, the server's CPU 11.9 s instead of 13.5 s and 156.5k events/s
+//! instead of 137.5k (medians), for about 150 MB more at the peak (docs/benchmarks.md,
 //! "2026-12-03, midday"). `omnilog replay` keeps the default: there the same change saved no
-//! time and cost 80 to 110 MB.
+//! time and cost 80 to 110 MB. `omnilog bench` runs its server inside its own process, so it
+//! takes the server's setting for all its stages, its in-process replays too (its row of
+//! `omnilog replay` in a child process keeps the default).
 //!
 //! `MIMALLOC_PURGE_DELAY` in the environment (milliseconds; mimalloc reads it itself) wins
 //! over this.

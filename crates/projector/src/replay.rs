@@ -278,17 +278,15 @@ async fn read_all(
         let mut decoding: Option<Decoding> = None;
         loop {
             let records = log.scan_next(&mut pass, options.batch.max(1)).await?;
-            let decoded = match decoding.take() {
-                Some(decoding) => Some(decoding.finished().await?),
-                None => None,
-            };
-            let ready = decoded.map(|(feed, still_held)| {
+            let mut ready = None;
+            if let Some(decoding) = decoding.take() {
+                let (feed, still_held) = decoding.finished().await?;
                 handed = still_held;
                 if let Feed::Batch(batch) = &feed {
                     handed.push(batch.clone());
                 }
-                feed
-            });
+                ready = Some(feed);
+            }
             let last = records.is_empty();
             if !last {
                 read += records.len() as u64;

@@ -461,12 +461,7 @@ fn fold_customer(record: &mut CustomerFacts, event: &Event, stamp: Stamp) {
     let mut set = |key: &str, value: &str| match record.attributes.get_mut(key) {
         Some(current) if current.set >= stamp => {}
         Some(current) => {
-            // Nearly always the value it had (two thirds of events carry their customer's
-            // attributes): kept in place, no new string.
-            if current.value != value {
-                current.value.clear();
-                current.value.push_str(value);
-            }
+            crate::state::set_text(&mut current.value, value);
             current.set = stamp;
         }
         None => {

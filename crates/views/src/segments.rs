@@ -171,12 +171,7 @@ impl ProfileRecord {
         match self.attributes.get_mut(key) {
             Some(current) if current.set >= set => {}
             Some(current) => {
-                // Nearly always the value it had (two thirds of events carry their
-                // customer's attributes): kept in place, no new string.
-                if current.value != value {
-                    current.value.clear();
-                    current.value.push_str(value);
-                }
+                crate::state::set_text(&mut current.value, value);
                 current.set = set;
             }
             None => {

@@ -238,6 +238,16 @@ pub fn decode_value<V: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<V, 
     })
 }
 
+/// Sets a record's text to `value`, in place: a fold that sets the same value again (an
+/// attribute two thirds of the events carry, in the segments and engagement views) makes
+/// no new string.
+pub(crate) fn set_text(current: &mut String, value: &str) {
+    if current != value {
+        current.clear();
+        current.push_str(value);
+    }
+}
+
 /// The hash map of cached tables (and of other state keyed by ids).
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -1663,6 +1673,19 @@ pub fn sorted(mut entries: Entries) -> Entries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_set_to_what_it_holds_keeps_its_buffer_and_another_value_replaces_it() {
+        let mut text = String::with_capacity(64);
+        text.push_str("sales");
+        let buffer = text.as_ptr();
+        set_text(&mut text, "sales");
+        assert_eq!((text.as_str(), text.as_ptr()), ("sales", buffer));
+        set_text(&mut text, "support");
+        assert_eq!(text, "support");
+        set_text(&mut text, "");
+        assert_eq!(text, "");
+    }
 
     #[test]
     fn no_two_keys_encode_alike_whatever_bytes_they_hold() {
