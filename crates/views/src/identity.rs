@@ -242,29 +242,56 @@ struct Claim {
     customer: CustomerIx,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// No entry of a side table ([`HandleState::extra`], [`CustomerState::merges`]).
+const NONE: u32 = u32::MAX;
+
+/// A handle's state, as held for every handle of the history: its earliest claim. Nearly
+/// every handle was only ever carried by that claim's customer and never linked; the few
+/// others keep the rest in a [`HandleExtra`] of their own. Held whole for every handle
+/// (88 bytes with a link and a set of claimants, against 36; a customer's state was 80
+/// bytes with its merges, against 32), the identity view was about a tenth of a 10M-event
+/// replay's peak heap (`heaptrack omnilog replay`, see docs/benchmarks.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct HandleState {
     /// The earliest implicit claim.
     first: Claim,
+    /// Its [`HandleExtra`] in `handle_extras`, or [`NONE`]: then the handle is not linked,
+    /// and the first claim's customer is its only claimant.
+    extra: u32,
+}
+
+/// What a handle holds beyond its first claim, once it was linked or carried by a second
+/// customer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct HandleExtra {
     /// The latest explicit link, which overrides implicit claims.
     linked: Option<Claim>,
     /// Every customer that carried this handle.
     claimants: Indices,
 }
 
-impl HandleState {
-    fn holder(&self) -> CustomerIx {
-        match &self.linked {
-            Some(linked) => linked.customer,
-            None => self.first.customer,
+/// A customer's state: its handles. The few customers in a merge keep it in a [`Merges`]
+/// of their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CustomerState {
+    /// Every handle this customer carried or was linked to.
+    handles: Indices,
+    /// Its [`Merges`] in `merges`, or [`NONE`].
+    merges: u32,
+}
+
+impl Default for CustomerState {
+    fn default() -> Self {
+        CustomerState {
+            handles: Indices::new(),
+            merges: NONE,
         }
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct CustomerState {
-    /// Every handle this customer carried or was linked to.
-    handles: Indices,
+/// The merges a customer is in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Merges {
     merged_into: Option<Claim>,
     merged_from: Indices,
 }
@@ -295,6 +322,8 @@ pub struct CustomerIdentity {
 enum Undo {
     Customer(CustomerIx, CustomerState),
     Handle(HandleIx, HandleState),
+    Merges(u32, Merges),
+    HandleExtra(u32, HandleExtra),
 }
 
 /// A point the view can be rolled back to: see [`IdentityView::mark`].
@@ -303,6 +332,8 @@ pub struct Mark {
     undo: usize,
     customers: usize,
     handles: usize,
+    merges: usize,
+    handle_extras: usize,
     kinds: usize,
     events_applied: u64,
 }
@@ -381,6 +412,11 @@ pub struct IdentityView {
     handles: Interned<StoredHandle>,
     /// By handle index.
     handle_states: Vec<HandleState>,
+    /// The merges of the customers in one (see [`CustomerState::merges`]).
+    merges: Vec<Merges>,
+    /// Links and further claimants of the handles that have them (see
+    /// [`HandleState::extra`]).
+    handle_extras: Vec<HandleExtra>,
     events_applied: u64,
     /// Never saved nor compared: indices of this view's own making (see
     /// [`RecentCustomers`]).
@@ -477,10 +513,91 @@ impl IdentityView {
         if let Some(floor) = self.journal.floor
             && (handle as usize) < floor.handles
         {
-            let before = self.handle_states[handle as usize].clone();
+            let before = self.handle_states[handle as usize];
             self.journal.undo.push(Undo::Handle(handle, before));
         }
         &mut self.handle_states[handle as usize]
+    }
+
+    /// The merges of `customer`, made (empty) if it has none yet.
+    fn merges_mut(&mut self, customer: CustomerIx) -> &mut Merges {
+        let mut index = self.customer_states[customer as usize].merges;
+        if index == NONE {
+            index = u32::try_from(self.merges.len()).expect("fewer than 2^32 merged customers");
+            self.merges.push(Merges::default());
+            self.customer_state(customer).merges = index;
+        } else if let Some(floor) = self.journal.floor
+            && (index as usize) < floor.merges
+        {
+            let before = self.merges[index as usize].clone();
+            self.journal.undo.push(Undo::Merges(index, before));
+        }
+        &mut self.merges[index as usize]
+    }
+
+    /// The link and claimants of `handle`, made if it has none yet (with the first claim's
+    /// customer as its only claimant, which it was).
+    fn handle_extra_mut(&mut self, handle: HandleIx) -> &mut HandleExtra {
+        let state = self.handle_states[handle as usize];
+        let mut index = state.extra;
+        if index == NONE {
+            index = u32::try_from(self.handle_extras.len()).expect("fewer than 2^32 handles");
+            self.handle_extras.push(HandleExtra {
+                linked: None,
+                claimants: SmallVec::from_slice(&[state.first.customer]),
+            });
+            self.handle_state(handle).extra = index;
+        } else if let Some(floor) = self.journal.floor
+            && (index as usize) < floor.handle_extras
+        {
+            let before = self.handle_extras[index as usize].clone();
+            self.journal.undo.push(Undo::HandleExtra(index, before));
+        }
+        &mut self.handle_extras[index as usize]
+    }
+
+    fn customer_merges(&self, customer: CustomerIx) -> Option<&Merges> {
+        match self.customer_states[customer as usize].merges {
+            NONE => None,
+            index => Some(&self.merges[index as usize]),
+        }
+    }
+
+    /// The latest merge of `customer` into another.
+    fn merged_into(&self, customer: CustomerIx) -> Option<Claim> {
+        self.customer_merges(customer)
+            .and_then(|merges| merges.merged_into)
+    }
+
+    /// The customers merged into `customer` (directly).
+    fn merged_from(&self, customer: CustomerIx) -> &[CustomerIx] {
+        self.customer_merges(customer)
+            .map_or(&[], |merges| &merges.merged_from)
+    }
+
+    /// The latest explicit link of `handle`.
+    fn linked(&self, handle: HandleIx) -> Option<Claim> {
+        match self.handle_states[handle as usize].extra {
+            NONE => None,
+            index => self.handle_extras[index as usize].linked,
+        }
+    }
+
+    /// Every customer that carried `handle`, sorted.
+    fn claimants(&self, handle: HandleIx) -> &[CustomerIx] {
+        let state = &self.handle_states[handle as usize];
+        match state.extra {
+            NONE => std::slice::from_ref(&state.first.customer),
+            index => &self.handle_extras[index as usize].claimants,
+        }
+    }
+
+    /// The customer `handle` is held by before merges: its link's, or its first claim's.
+    fn holder(&self, handle: HandleIx) -> CustomerIx {
+        self.linked(handle).map_or(
+            self.handle_states[handle as usize].first.customer,
+            |linked| linked.customer,
+        )
     }
 
     /// Starts recording (or, if it already does, notes where it is), so the view can be
@@ -493,6 +610,8 @@ impl IdentityView {
             undo: self.journal.kept + self.journal.undo.len(),
             customers: self.customers.len(),
             handles: self.handles.len(),
+            merges: self.merges.len(),
+            handle_extras: self.handle_extras.len(),
             kinds: self.kinds.len(),
             events_applied: self.events_applied,
         };
@@ -519,6 +638,8 @@ impl IdentityView {
             match self.journal.undo.pop() {
                 Some(Undo::Customer(at, before)) => self.customer_states[at as usize] = before,
                 Some(Undo::Handle(at, before)) => self.handle_states[at as usize] = before,
+                Some(Undo::Merges(at, before)) => self.merges[at as usize] = before,
+                Some(Undo::HandleExtra(at, before)) => self.handle_extras[at as usize] = before,
                 None => break,
             }
         }
@@ -530,6 +651,8 @@ impl IdentityView {
             hasher.hash_one((stored.kind, &*stored.value))
         });
         self.handle_states.truncate(mark.handles);
+        self.merges.truncate(mark.merges);
+        self.handle_extras.truncate(mark.handle_extras);
         for kind in self.kinds.drain(mark.kinds..) {
             self.kind_indices.remove(&kind);
         }
@@ -567,17 +690,18 @@ impl IdentityView {
             } => {
                 let into = self.customer_index_or_insert(into_customer);
                 let from = self.customer_index_or_insert(from_customer);
-                insert_sorted(&mut self.customer_state(into).merged_from, from);
+                if self.merged_from(into).binary_search(&from).is_err() {
+                    insert_sorted(&mut self.merges_mut(into).merged_from, from);
+                }
                 let candidate = Claim {
                     key,
                     customer: into,
                 };
-                let later = self.customer_states[from as usize]
-                    .merged_into
-                    .as_ref()
-                    .is_none_or(|current| self.before(current, &candidate));
+                let later = self
+                    .merged_into(from)
+                    .is_none_or(|current| self.before(&current, &candidate));
                 if later {
-                    self.customer_state(from).merged_into = Some(candidate);
+                    self.merges_mut(from).merged_into = Some(candidate);
                 }
             }
             body => {
@@ -646,9 +770,11 @@ impl IdentityView {
                 );
                 self.handle_states.push(HandleState {
                     first: claim,
-                    linked: explicit.then_some(claim),
-                    claimants: SmallVec::from_slice(&[claim.customer]),
+                    extra: NONE,
                 });
+                if explicit {
+                    self.handle_extra_mut(index).linked = Some(claim);
+                }
                 insert_sorted(&mut self.customer_state(claim.customer).handles, index);
                 index
             }
@@ -657,22 +783,34 @@ impl IdentityView {
 
     /// Claims the known handle `index` for the claim's customer.
     fn claim_known(&mut self, index: HandleIx, claim: Claim, explicit: bool) {
-        let state = &self.handle_states[index as usize];
-        let earlier = self.before(&claim, &state.first);
+        let earlier = self.before(&claim, &self.handle_states[index as usize].first);
         let relinks = explicit
-            && state
-                .linked
-                .as_ref()
-                .is_none_or(|linked| self.before(linked, &claim));
-        let state = self.handle_state(index);
+            && self
+                .linked(index)
+                .is_none_or(|linked| self.before(&linked, &claim));
+        let new_claimant = self
+            .claimants(index)
+            .binary_search(&claim.customer)
+            .is_err();
+        // The extra first, while the first claim still names the customer it takes as the
+        // only claimant so far. Nothing that does not change is recorded for a rollback.
+        if relinks || new_claimant {
+            let extra = self.handle_extra_mut(index);
+            if relinks {
+                extra.linked = Some(claim);
+            }
+            insert_sorted(&mut extra.claimants, claim.customer);
+        }
         if earlier {
-            state.first = claim;
+            self.handle_state(index).first = claim;
         }
-        if relinks {
-            state.linked = Some(claim);
+        if self.customer_states[claim.customer as usize]
+            .handles
+            .binary_search(&index)
+            .is_err()
+        {
+            insert_sorted(&mut self.customer_state(claim.customer).handles, index);
         }
-        insert_sorted(&mut state.claimants, claim.customer);
-        insert_sorted(&mut self.customer_state(claim.customer).handles, index);
     }
 
     fn kind_index_or_insert(&mut self, kind: &str) -> u32 {
@@ -689,7 +827,7 @@ impl IdentityView {
     /// (which only contradictory events can make) resolves to the smallest id on it,
     /// whatever the order the merges were folded in.
     fn canonical_index(&self, customer: CustomerIx) -> CustomerIx {
-        let Some(first) = self.customer_states[customer as usize].merged_into else {
+        let Some(first) = self.merged_into(customer) else {
             return customer;
         };
         let mut path = vec![customer];
@@ -703,7 +841,7 @@ impl IdentityView {
                     .unwrap_or(customer);
             }
             path.push(next);
-            match self.customer_states[next as usize].merged_into {
+            match self.merged_into(next) {
                 Some(merge) => next = merge.customer,
                 None => return next,
             }
@@ -719,7 +857,7 @@ impl IdentityView {
     }
 
     fn owner_index(&self, handle: HandleIx) -> CustomerIx {
-        self.canonical_index(self.handle_states[handle as usize].holder())
+        self.canonical_index(self.holder(handle))
     }
 
     /// The customer a handle belongs to now, if any (already normalised handle).
@@ -762,7 +900,7 @@ impl IdentityView {
         let mut group = BTreeSet::new();
         let mut pending = vec![customer];
         while let Some(next) = pending.pop() {
-            for &from in &self.customer_states[next as usize].merged_from {
+            for &from in self.merged_from(next) {
                 // Only merges still in force: the latest merge of `from` may point elsewhere.
                 if self.canonical_index(from) == canonical && group.insert(from) {
                     pending.push(from);
@@ -784,7 +922,7 @@ impl IdentityView {
                 if self.owner_index(handle) == canonical {
                     handles.insert(self.handle_value(handle));
                 }
-                for &claimant in &self.handle_states[handle as usize].claimants {
+                for &claimant in self.claimants(handle) {
                     let other = self.canonical_index(claimant);
                     if other != canonical {
                         candidates.insert(self.customer_text(other));
@@ -808,7 +946,7 @@ impl IdentityView {
     /// compares.
     fn described(&self) -> Described {
         let claim = |claim: &Claim| (claim.key, self.customer_text(claim.customer));
-        let texts = |indices: &Indices| -> BTreeSet<CustomerId> {
+        let texts = |indices: &[CustomerIx]| -> BTreeSet<CustomerId> {
             indices.iter().map(|c| self.customer_text(*c)).collect()
         };
         let customers = (0..self.customers.len() as u32)
@@ -823,8 +961,8 @@ impl IdentityView {
                     self.customer_text(customer),
                     (
                         handles,
-                        state.merged_into.as_ref().map(claim),
-                        texts(&state.merged_from),
+                        self.merged_into(customer).as_ref().map(claim),
+                        texts(self.merged_from(customer)),
                     ),
                 )
             })
@@ -836,8 +974,8 @@ impl IdentityView {
                     self.handle_value(handle),
                     (
                         claim(&state.first),
-                        state.linked.as_ref().map(claim),
-                        texts(&state.claimants),
+                        self.linked(handle).as_ref().map(claim),
+                        texts(self.claimants(handle)),
                     ),
                 )
             })
@@ -878,10 +1016,10 @@ impl Eq for IdentityView {}
 struct SavedRef<'a> {
     format: u32,
     customers: &'a [StoredId],
-    customer_states: &'a [CustomerState],
+    customer_states: SavedCustomers<'a>,
     kinds: &'a [Box<str>],
     handles: &'a [StoredHandle],
-    handle_states: &'a [HandleState],
+    handle_states: SavedHandles<'a>,
     events_applied: u64,
 }
 
@@ -889,11 +1027,59 @@ struct SavedRef<'a> {
 struct Saved {
     format: u32,
     customers: Vec<StoredId>,
-    customer_states: Vec<CustomerState>,
+    customer_states: Vec<SavedCustomer>,
     kinds: Vec<Box<str>>,
     handles: Vec<StoredHandle>,
-    handle_states: Vec<HandleState>,
+    handle_states: Vec<SavedHandle>,
     events_applied: u64,
+}
+
+/// A customer's state as saved: whole, with its merges (empty for most customers).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedCustomer<H = Indices> {
+    handles: H,
+    merged_into: Option<Claim>,
+    merged_from: H,
+}
+
+/// A handle's state as saved: whole, with its link and claimants.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedHandle<C = Indices> {
+    first: Claim,
+    linked: Option<Claim>,
+    claimants: C,
+}
+
+/// Every customer's state, saved one at a time from the view's tables.
+struct SavedCustomers<'a>(&'a IdentityView);
+
+impl serde::Serialize for SavedCustomers<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let view = self.0;
+        serializer.collect_seq((0..view.customer_states.len() as u32).map(|customer| {
+            SavedCustomer {
+                handles: view.customer_states[customer as usize].handles.as_slice(),
+                merged_into: view.merged_into(customer),
+                merged_from: view.merged_from(customer),
+            }
+        }))
+    }
+}
+
+/// Every handle's state, saved one at a time from the view's tables.
+struct SavedHandles<'a>(&'a IdentityView);
+
+impl serde::Serialize for SavedHandles<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let view = self.0;
+        serializer.collect_seq(
+            (0..view.handle_states.len() as u32).map(|handle| SavedHandle {
+                first: view.handle_states[handle as usize].first,
+                linked: view.linked(handle),
+                claimants: view.claimants(handle),
+            }),
+        )
+    }
 }
 
 /// The layout [`SavedRef`] writes: 3 since claims' times are seconds and nanoseconds (2
@@ -906,10 +1092,10 @@ impl serde::Serialize for IdentityView {
         SavedRef {
             format: SAVED_FORMAT,
             customers: &self.customers.values,
-            customer_states: &self.customer_states,
+            customer_states: SavedCustomers(self),
             kinds: &self.kinds,
             handles: &self.handles.values,
-            handle_states: &self.handle_states,
+            handle_states: SavedHandles(self),
             events_applied: self.events_applied,
         }
         .serialize(serializer)
@@ -977,11 +1163,39 @@ impl IdentityView {
             );
         }
         let mut view = IdentityView {
-            customer_states: saved.customer_states,
-            handle_states: saved.handle_states,
             events_applied: saved.events_applied,
             ..IdentityView::default()
         };
+        view.customer_states.reserve_exact(customers);
+        for state in saved.customer_states {
+            let mut merges = NONE;
+            if state.merged_into.is_some() || !state.merged_from.is_empty() {
+                merges = view.merges.len() as u32;
+                view.merges.push(Merges {
+                    merged_into: state.merged_into,
+                    merged_from: state.merged_from,
+                });
+            }
+            view.customer_states.push(CustomerState {
+                handles: state.handles,
+                merges,
+            });
+        }
+        view.handle_states.reserve_exact(handles);
+        for state in saved.handle_states {
+            let mut extra = NONE;
+            if state.linked.is_some() || state.claimants.as_slice() != [state.first.customer] {
+                extra = view.handle_extras.len() as u32;
+                view.handle_extras.push(HandleExtra {
+                    linked: state.linked,
+                    claimants: state.claimants,
+                });
+            }
+            view.handle_states.push(HandleState {
+                first: state.first,
+                extra,
+            });
+        }
         for kind in saved.kinds {
             let index = view.kinds.len() as u32;
             if view.kind_indices.insert(kind.clone(), index).is_some() {
@@ -1398,6 +1612,45 @@ mod tests {
         assert!(error.to_string().contains("layout 1"), "{error}");
         let error = IdentityView::from_saved_bytes(&bytes[..bytes.len() / 2]).unwrap_err();
         assert!(error.to_string().contains("cut short"), "{error}");
+    }
+
+    /// The states held for every customer and handle of the history stay small: what a
+    /// customer or handle needs beyond its handles or first claim lives in side tables.
+    #[test]
+    fn every_customer_and_handle_holds_a_compact_state() {
+        assert!(
+            size_of::<HandleState>() <= 36,
+            "{}",
+            size_of::<HandleState>()
+        );
+        assert!(
+            size_of::<CustomerState>() <= 32,
+            "{}",
+            size_of::<CustomerState>()
+        );
+        let mut view = IdentityView::new();
+        let alice = ingest(&mut view, 1, vec![handle("phone", "+15550000001")]).customer_id;
+        ingest(&mut view, 2, vec![handle("email", "bob@example.com")]);
+        // Nobody linked, merged or shared a handle: nothing in the side tables.
+        assert!(view.merges.is_empty() && view.handle_extras.is_empty());
+        view.apply(&merge(3, "crm-bob", &alice));
+        let mut shared = event(
+            4,
+            "crm-carol",
+            vec![handle("phone", "+15550000001")],
+            Body::Hold,
+        );
+        shared.recorded_at = shared
+            .recorded_at
+            .map(|at| at + chrono::TimeDelta::hours(1));
+        view.apply(&shared);
+        // Two customers in a merge, one handle with a second claimant.
+        assert_eq!(view.merges.len(), 2);
+        assert_eq!(view.handle_extras.len(), 1);
+        assert_eq!(
+            view.customer(&alice).unwrap().merge_candidates,
+            vec!["crm-carol".to_owned()]
+        );
     }
 
     #[test]
