@@ -762,6 +762,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // it) is (d)'s aftermath, not the latency at that rate.
     server.wait_settled(Duration::from_secs(600)).await?;
     writeln!(out, "  ingest stages done")?;
+    // The view store's compactions after (d) delete files, which a `discard` mount trims
+    // over the next seconds, stalling every `fdatasync` meanwhile: p99 of 56 and 161 ms in
+    // two of three runs without this wait (docs/benchmarks.md, "2026-12-03, afternoon"),
+    // from (d)'s aftermath, not from 500 events a second. Off the async threads: the
+    // server runs on them.
+    let probe_dir = scratch.path().to_owned();
+    let waited = tokio::task::spawn_blocking(move || wait_for_quiet_disk(&probe_dir)).await??;
+    writeln!(out, "  disk quiet after {:.1} s", waited.as_secs_f64())?;
 
     let latencies = visible_latencies(&client, &base, &args).await?;
     server.stop().await?;
