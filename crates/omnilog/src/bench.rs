@@ -165,6 +165,15 @@ fn wait_for_quiet_disk(dir: &std::path::Path) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// Waits for a quiet disk ([`wait_for_quiet_disk`]) off the async threads (a server may run
+/// on them), and says how long it took.
+async fn quiet_disk(dir: &std::path::Path, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let dir = dir.to_owned();
+    let waited = tokio::task::spawn_blocking(move || wait_for_quiet_disk(&dir)).await??;
+    writeln!(out, "  disk quiet after {:.1} s", waited.as_secs_f64())?;
+    Ok(())
+}
+
 /// Runs the peer script on `file` and reads its figures from its output ("load X s,
 /// projection Y s, ..." and "postgres peer: N events, ...").
 fn run_peer(script: &std::path::Path, file: &std::path::Path) -> anyhow::Result<PeerFigures> {
@@ -712,8 +721,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // (d) and (e): a real server on loopback, once the disk is quiet again.
-    let waited = wait_for_quiet_disk(scratch.path())?;
-    writeln!(out, "  disk quiet after {:.1} s", waited.as_secs_f64())?;
+    quiet_disk(scratch.path(), &mut out).await?;
     let (server, base) = loopback_server(scratch.path().join("server")).await?;
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
@@ -765,11 +773,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // The view store's compactions after (d) delete files, which a `discard` mount trims
     // over the next seconds, stalling every `fdatasync` meanwhile: p99 of 56 and 161 ms in
     // two of three runs without this wait (docs/benchmarks.md, "2026-12-03, afternoon"),
-    // from (d)'s aftermath, not from 500 events a second. Off the async threads: the
-    // server runs on them.
-    let probe_dir = scratch.path().to_owned();
-    let waited = tokio::task::spawn_blocking(move || wait_for_quiet_disk(&probe_dir)).await??;
-    writeln!(out, "  disk quiet after {:.1} s", waited.as_secs_f64())?;
+    // from (d)'s aftermath, not from 500 events a second.
+    quiet_disk(scratch.path(), &mut out).await?;
 
     let latencies = visible_latencies(&client, &base, &args).await?;
     server.stop().await?;

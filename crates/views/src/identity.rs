@@ -245,6 +245,13 @@ struct Claim {
 /// No entry of a side table ([`HandleState::extra`], [`CustomerState::merges`]).
 const NONE: u32 = u32::MAX;
 
+/// Adds `entry` to a side table; answers its index there.
+fn push_side<T>(table: &mut Vec<T>, entry: T) -> u32 {
+    let index = u32::try_from(table.len()).expect("fewer than 2^32 side entries");
+    table.push(entry);
+    index
+}
+
 /// A handle's state, as held for every handle of the history: its earliest claim. Nearly
 /// every handle was only ever carried by that claim's customer and never linked; the few
 /// others keep the rest in a [`HandleExtra`] of their own. Held whole for every handle
@@ -523,8 +530,7 @@ impl IdentityView {
     fn merges_mut(&mut self, customer: CustomerIx) -> &mut Merges {
         let mut index = self.customer_states[customer as usize].merges;
         if index == NONE {
-            index = u32::try_from(self.merges.len()).expect("fewer than 2^32 merged customers");
-            self.merges.push(Merges::default());
+            index = push_side(&mut self.merges, Merges::default());
             self.customer_state(customer).merges = index;
         } else if let Some(floor) = self.journal.floor
             && (index as usize) < floor.merges
@@ -541,11 +547,13 @@ impl IdentityView {
         let state = self.handle_states[handle as usize];
         let mut index = state.extra;
         if index == NONE {
-            index = u32::try_from(self.handle_extras.len()).expect("fewer than 2^32 handles");
-            self.handle_extras.push(HandleExtra {
-                linked: None,
-                claimants: SmallVec::from_slice(&[state.first.customer]),
-            });
+            index = push_side(
+                &mut self.handle_extras,
+                HandleExtra {
+                    linked: None,
+                    claimants: SmallVec::from_slice(&[state.first.customer]),
+                },
+            );
             self.handle_state(handle).extra = index;
         } else if let Some(floor) = self.journal.floor
             && (index as usize) < floor.handle_extras
@@ -1167,15 +1175,18 @@ impl IdentityView {
             ..IdentityView::default()
         };
         view.customer_states.reserve_exact(customers);
+        // A side entry only for what differs from the common case, as the fold makes them.
         for state in saved.customer_states {
-            let mut merges = NONE;
-            if state.merged_into.is_some() || !state.merged_from.is_empty() {
-                merges = view.merges.len() as u32;
-                view.merges.push(Merges {
+            let merged = state.merged_into.is_some() || !state.merged_from.is_empty();
+            let merges = if merged {
+                let entry = Merges {
                     merged_into: state.merged_into,
                     merged_from: state.merged_from,
-                });
-            }
+                };
+                push_side(&mut view.merges, entry)
+            } else {
+                NONE
+            };
             view.customer_states.push(CustomerState {
                 handles: state.handles,
                 merges,
@@ -1183,14 +1194,17 @@ impl IdentityView {
         }
         view.handle_states.reserve_exact(handles);
         for state in saved.handle_states {
-            let mut extra = NONE;
-            if state.linked.is_some() || state.claimants.as_slice() != [state.first.customer] {
-                extra = view.handle_extras.len() as u32;
-                view.handle_extras.push(HandleExtra {
+            let plain =
+                state.linked.is_none() && state.claimants.as_slice() == [state.first.customer];
+            let extra = if plain {
+                NONE
+            } else {
+                let entry = HandleExtra {
                     linked: state.linked,
                     claimants: state.claimants,
-                });
-            }
+                };
+                push_side(&mut view.handle_extras, entry)
+            };
             view.handle_states.push(HandleState {
                 first: state.first,
                 extra,
