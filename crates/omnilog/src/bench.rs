@@ -783,15 +783,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // server, until every view has folded it.
     if let Some((file, _)) = &peer {
         let (server, base) = loopback_server(scratch.path().join("peer-server")).await?;
-        // Bodies in the history's order (the clients take them from the front). The file's
-        // text (425 MB at 1M events) is let go before the load starts: this row's peak RSS
-        // is the server's and the bodies not yet sent, not a second copy of the history.
-        let mut bodies = {
+        // The file's text (425 MB at 1M events) is let go before the load starts: this
+        // row's peak RSS is the server's and the bodies not yet sent, not a second copy of
+        // the history.
+        let bodies = {
             let text = std::fs::read_to_string(file)?;
             let lines: Vec<&str> = text.lines().collect();
             json_bodies(&lines, 1_000)
         };
-        bodies.reverse();
         let started = Instant::now();
         let (count, loaded) = post_all(&base, bodies, args.clients).await?;
         server.wait_caught_up(Duration::from_secs(3_600)).await?;
@@ -926,8 +925,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Posts every body with `clients` requests in flight; returns (events accepted, seconds).
-async fn post_all(base: &str, bodies: Vec<Bytes>, clients: usize) -> anyhow::Result<(u64, f64)> {
+/// Posts every body with `clients` requests in flight, in the order given (each client
+/// takes the next); returns (events accepted, seconds).
+///
+/// In order, as a desk's channels send them: the clients took them from the back before,
+/// so the single-event stage sent each customer's events newest first, and every one of
+/// them reached the journey view as a late event, put back in its timeline in front of
+/// all the others (`perf record` of that stage: a fifth of the journey fold in that path).
+async fn post_all(
+    base: &str,
+    mut bodies: Vec<Bytes>,
+    clients: usize,
+) -> anyhow::Result<(u64, f64)> {
+    // Taken from the back: reversed, the first body goes first.
+    bodies.reverse();
     let queue = Arc::new(std::sync::Mutex::new(bodies));
     let address = base.trim_start_matches("http://").to_owned();
     let started = Instant::now();
@@ -935,12 +946,12 @@ async fn post_all(base: &str, bodies: Vec<Bytes>, clients: usize) -> anyhow::Res
     for _ in 0..clients.max(1) {
         let (queue, address) = (queue.clone(), address.clone());
         tasks.spawn(async move {
-            let mut connection = connect(&address).await?;
+            let mut connection = LoadConnection::open(&address).await?;
             let mut accepted = 0u64;
             loop {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
                 let Some(body) = next else { break };
-                let answer = post_on(&mut connection, &address, body).await?;
+                let answer = connection.post(&body).await?;
                 accepted += answer.accepted + answer.duplicates;
             }
             anyhow::Ok(accepted)
@@ -953,40 +964,131 @@ async fn post_all(base: &str, bodies: Vec<Bytes>, clients: usize) -> anyhow::Res
     Ok((accepted, started.elapsed().as_secs_f64()))
 }
 
-/// One connection of a load-generating client: hyper's HTTP/1 connection itself, without
-/// the pooled client, whose checkout and bookkeeping took about a quarter of the load
-/// generator's CPU under one-event requests (`perf record` of stage d), CPU the server
-/// beside it on the same two cores could not use.
-async fn connect(
-    address: &str,
-) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(address)
-        .await
-        .with_context(|| format!("connecting to {address}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "a load generator's connection ended");
-        }
-    });
-    Ok(sender)
+/// One connection of a load-generating client: HTTP/1.1 written and read on the socket
+/// itself, one request at a time, as `wrk` does. The client shares the machine's two cores
+/// with the server it loads, so what it costs is taken from the server's figure: through
+/// hyper's pooled client, its checkout and bookkeeping took about a quarter of the load
+/// generator's CPU under one-event requests, and through hyper's own connection (a task of
+/// its own that each request was handed to, its answer handed back) the load generator
+/// still took a tenth of all samples in user space (`perf record` of stage d, see
+/// docs/benchmarks.md).
+struct LoadConnection {
+    stream: tokio::net::TcpStream,
+    address: String,
+    /// The request being written, kept for the next.
+    request: Vec<u8>,
+    /// The answer being read, kept for the next.
+    answer: Vec<u8>,
 }
 
-/// Posts one body of events on a client's own connection.
-async fn post_on(
-    connection: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    address: &str,
-    body: Bytes,
-) -> anyhow::Result<IngestAnswer> {
-    let request = hyper::Request::post("/v1/events")
-        .header("host", address)
-        .header("content-type", "application/json")
-        .body(Full::new(body))?;
-    connection.ready().await?;
-    let response = connection.send_request(request).await?;
-    ingest_answer(response).await
+/// Bodies up to this size go out in one write with their request's head.
+const ONE_WRITE_BODY: usize = 64 * 1024;
+
+impl LoadConnection {
+    async fn open(address: &str) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .with_context(|| format!("connecting to {address}"))?;
+        stream.set_nodelay(true)?;
+        Ok(LoadConnection {
+            stream,
+            address: address.to_owned(),
+            request: Vec::with_capacity(1024),
+            answer: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Posts one body of events and reads the answer: a 202 with its counts, or an error
+    /// naming what came instead.
+    async fn post(&mut self, body: &[u8]) -> anyhow::Result<IngestAnswer> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        self.request.clear();
+        write!(
+            self.request,
+            "POST /v1/events HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            self.address,
+            body.len()
+        )?;
+        if body.len() <= ONE_WRITE_BODY {
+            self.request.extend_from_slice(body);
+            self.stream.write_all(&self.request).await?;
+        } else {
+            self.stream.write_all(&self.request).await?;
+            self.stream.write_all(body).await?;
+        }
+        self.answer.clear();
+        loop {
+            if let Some(head) = answer_head(&self.answer)? {
+                let end = head.len + head.content_length;
+                while self.answer.len() < end {
+                    self.answer.reserve(end - self.answer.len());
+                    let read = self.stream.read_buf(&mut self.answer).await?;
+                    anyhow::ensure!(read > 0, "the server closed the connection mid-answer");
+                }
+                anyhow::ensure!(
+                    self.answer.len() == end,
+                    "the server sent bytes past its answer"
+                );
+                let body = &self.answer[head.len..];
+                anyhow::ensure!(
+                    head.status == 202,
+                    "ingest answered {}: {}",
+                    head.status,
+                    String::from_utf8_lossy(body)
+                );
+                anyhow::ensure!(
+                    !head.closes,
+                    "the server closes the connection after its answer"
+                );
+                return Ok(serde_json::from_slice(body)?);
+            }
+            self.answer.reserve(4096);
+            let read = self.stream.read_buf(&mut self.answer).await?;
+            anyhow::ensure!(
+                read > 0,
+                "the server closed the connection before answering"
+            );
+        }
+    }
+}
+
+/// What the load generator needs of an answer's head.
+struct AnswerHead {
+    status: u16,
+    /// The head's length in bytes, up to and with its blank line.
+    len: usize,
+    content_length: usize,
+    /// Whether it says `Connection: close`.
+    closes: bool,
+}
+
+/// The head of the answer at the start of `bytes`, once all of it is there (`httparse`).
+fn answer_head(bytes: &[u8]) -> anyhow::Result<Option<AnswerHead>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(len) = response
+        .parse(bytes)
+        .context("the server's answer is not HTTP/1.1")?
+    else {
+        return Ok(None);
+    };
+    let header = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|header| header.name.eq_ignore_ascii_case(name))
+            .map(|header| header.value)
+    };
+    let content_length = header("content-length")
+        .and_then(|value| std::str::from_utf8(value).ok()?.trim().parse().ok())
+        .context("an answer without a content-length")?;
+    let closes = header("connection").is_some_and(|value| value.eq_ignore_ascii_case(b"close"));
+    Ok(Some(AnswerHead {
+        status: response.code.unwrap_or_default(),
+        len,
+        content_length,
+        closes,
+    }))
 }
 
 /// What the load generator reads of an ingest answer: typed, so that an answer without these
