@@ -559,7 +559,7 @@ fn hostile_request(material: &Material, n: usize) -> Hostile {
             if kind == 1
                 && let Some(event) = events.first_mut()
             {
-                event.source_event_id = Some(format!("id{}", pick(rng, NASTY_CHARS)));
+                event.source_event_id = Some(format!("id{}", pick(rng, NASTY_CHARS)).into());
             }
             let mut body = omnilog_events::encode_batch(&events);
             if kind >= 3 {

@@ -788,7 +788,7 @@ async fn a_control_character_in_an_identifier_is_refused_in_json_and_protobuf_an
         .as_bytes(),
     )
     .unwrap();
-    event.interaction_id = Some("c\u{0}0".to_owned());
+    event.interaction_id = Some("c\u{0}0".into());
     let answer = send(
         &h.app,
         post(

@@ -20,8 +20,8 @@ use uuid::Uuid;
 use crate::error::EventError;
 use crate::identity::{event_id_for_content, event_id_for_source, normalise_handle};
 use crate::model::{
-    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Direction, Event,
-    EventType,
+    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CompactString, CustomerRef,
+    Direction, Event, EventType,
 };
 use crate::upcast;
 
@@ -37,15 +37,15 @@ pub struct RawEvent<'a> {
     #[serde(borrow)]
     pub event_id: Option<Cow<'a, str>>,
     pub schema_version: Option<i64>,
-    pub source: Option<String>,
-    pub source_event_id: Option<String>,
+    pub source: Option<CompactString>,
+    pub source_event_id: Option<CompactString>,
     #[serde(borrow)]
     pub occurred_at: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub recorded_at: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub customer: Option<RawCustomer<'a>>,
-    pub interaction_id: Option<String>,
+    pub interaction_id: Option<CompactString>,
     #[serde(borrow)]
     pub channel: Option<Cow<'a, str>>,
     #[serde(rename = "type", borrow)]
@@ -332,9 +332,9 @@ fn required_text(field: &str, value: Option<String>) -> Result<String, EventErro
     }
 }
 
-fn non_empty(field: &str, value: Option<String>) -> Result<Option<String>, EventError> {
+fn non_empty<T: AsRef<str>>(field: &str, value: Option<T>) -> Result<Option<T>, EventError> {
     match value {
-        Some(text) if text.trim().is_empty() => {
+        Some(text) if text.as_ref().trim().is_empty() => {
             Err(EventError::invalid(field, "must not be empty".to_owned()))
         }
         other => Ok(other),

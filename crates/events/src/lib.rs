@@ -23,8 +23,8 @@ pub mod pb {
 pub use error::EventError;
 pub use json::{format_time, parse_batch, parse_event, revalidate, to_canonical_json};
 pub use model::{
-    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Destination,
-    Direction, Event, EventType, Handle, normalise_topic,
+    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CompactString, CustomerRef,
+    Destination, Direction, Event, EventType, Handle, normalise_topic,
 };
 pub use proto::{
     EventDecoder, decode, decode_batch, decode_through_prost, encode, encode_batch,

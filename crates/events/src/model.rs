@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+pub use compact_str::CompactString;
 use uuid::Uuid;
 
 /// The schema version this build writes. Older versions are upcast on read
@@ -314,12 +315,19 @@ pub enum Destination {
 }
 
 /// An immutable interaction event.
+///
+/// Its interaction id, source and source event id are [`CompactString`]s: nearly always
+/// under 24 bytes ("voice-1-00000049", "testkit", "1:52"), they are held inline, so that
+/// decoding an event from the log does not allocate and free three strings (three of the
+/// four strings an event of the bench's history decodes: `valgrind --tool=callgrind
+/// omnilog replay` of 200k events, see docs/benchmarks.md). They read as `&str`
+/// (`as_deref`) and are made from one with `into`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub event_id: Uuid,
     pub schema_version: u32,
-    pub source: Option<String>,
-    pub source_event_id: Option<String>,
+    pub source: Option<CompactString>,
+    pub source_event_id: Option<CompactString>,
     pub occurred_at: DateTime<Utc>,
     /// Set by the ingest server when it accepts the event.
     pub recorded_at: Option<DateTime<Utc>>,
@@ -327,7 +335,7 @@ pub struct Event {
     /// its body). Shared: the events of one batch that carry the same customer bytes are
     /// decoded into one value (see [`crate::EventDecoder`]).
     pub customer: Option<Arc<CustomerRef>>,
-    pub interaction_id: Option<String>,
+    pub interaction_id: Option<CompactString>,
     pub channel: Option<Channel>,
     /// Platform details worth keeping (a call's duration, an email's Message-ID).
     pub attributes: BTreeMap<String, String>,

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::error::EventError;
 use crate::model::{
-    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Direction, Event,
-    Handle,
+    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CompactString, CustomerRef,
+    Direction, Event, Handle,
 };
 use crate::pb;
 
@@ -416,8 +416,8 @@ impl From<&Event> for pb::Event {
         pb::Event {
             event_id: event.event_id.hyphenated().to_string(),
             schema_version: event.schema_version,
-            source: event.source.clone(),
-            source_event_id: event.source_event_id.clone(),
+            source: event.source.as_deref().map(str::to_owned),
+            source_event_id: event.source_event_id.as_deref().map(str::to_owned),
             occurred_at: Some(timestamp(&event.occurred_at)),
             recorded_at: event.recorded_at.as_ref().map(timestamp),
             customer: event.customer.as_ref().map(|c| pb::Customer {
@@ -432,7 +432,7 @@ impl From<&Event> for pb::Event {
                     .collect(),
                 attributes: c.attributes.clone(),
             }),
-            interaction_id: event.interaction_id.clone(),
+            interaction_id: event.interaction_id.as_deref().map(str::to_owned),
             channel: event
                 .channel
                 .map_or(pb::Channel::Unspecified, channel_to_pb)
@@ -470,8 +470,8 @@ impl TryFrom<pb::Event> for Event {
         let mut event = Event {
             event_id,
             schema_version,
-            source: message.source,
-            source_event_id: message.source_event_id,
+            source: message.source.map(CompactString::from),
+            source_event_id: message.source_event_id.map(CompactString::from),
             occurred_at,
             recorded_at: time_from("recorded_at", message.recorded_at)?,
             customer: message.customer.map(|c| {
@@ -488,7 +488,7 @@ impl TryFrom<pb::Event> for Event {
                     attributes: c.attributes,
                 })
             }),
-            interaction_id: message.interaction_id,
+            interaction_id: message.interaction_id.map(CompactString::from),
             channel: channel_from_pb(message.channel)?,
             attributes: message.attributes,
             body,

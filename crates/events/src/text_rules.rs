@@ -64,11 +64,11 @@ fn identifier(field: &str, value: &str) -> Result<(), EventError> {
     check(field, value, Kind::Identifier)
 }
 
-fn optional_identifier(field: &str, value: Option<&String>) -> Result<(), EventError> {
+fn optional_identifier(field: &str, value: Option<&str>) -> Result<(), EventError> {
     value.map_or(Ok(()), |value| identifier(field, value))
 }
 
-fn free_text(field: &str, value: Option<&String>) -> Result<(), EventError> {
+fn free_text(field: &str, value: Option<&str>) -> Result<(), EventError> {
     value.map_or(Ok(()), |value| check(field, value, Kind::FreeText))
 }
 
@@ -86,11 +86,11 @@ fn identifiers(field: &str, values: &[String]) -> Result<(), EventError> {
 
 /// Refuses an event whose text holds a character its field does not allow.
 pub fn check_event_text(event: &Event) -> Result<(), EventError> {
-    optional_identifier("source", event.source.as_ref())?;
-    optional_identifier("source_event_id", event.source_event_id.as_ref())?;
-    optional_identifier("interaction_id", event.interaction_id.as_ref())?;
+    optional_identifier("source", event.source.as_deref())?;
+    optional_identifier("source_event_id", event.source_event_id.as_deref())?;
+    optional_identifier("interaction_id", event.interaction_id.as_deref())?;
     if let Some(customer) = &event.customer {
-        optional_identifier("customer.id", customer.id.as_ref())?;
+        optional_identifier("customer.id", customer.id.as_deref())?;
         for (index, handle) in customer.handles.iter().enumerate() {
             identifier_named(|| format!("customer.handles[{index}].kind"), &handle.kind)?;
             identifier_named(|| format!("customer.handles[{index}].value"), &handle.value)?;
@@ -106,10 +106,10 @@ pub fn check_event_text(event: &Event) -> Result<(), EventError> {
         check_named(|| format!("attributes.{key}"), value, Kind::FreeText)?;
     }
     match &event.body {
-        Body::InteractionStarted { subject, .. } => free_text("subject", subject.as_ref()),
+        Body::InteractionStarted { subject, .. } => free_text("subject", subject.as_deref()),
         Body::Message { agent_id, text, .. } => {
-            optional_identifier("agent_id", agent_id.as_ref())?;
-            free_text("text", text.as_ref())
+            optional_identifier("agent_id", agent_id.as_deref())?;
+            free_text("text", text.as_deref())
         }
         Body::Queued { queue, skills, .. } => {
             identifier("queue", queue)?;
@@ -120,10 +120,10 @@ pub fn check_event_text(event: &Event) -> Result<(), EventError> {
         | Body::OfferTimedOut { agent_id }
         | Body::Assigned { agent_id } => identifier("agent_id", agent_id),
         Body::Transferred { to_queue, to_agent } => {
-            optional_identifier("to_queue", to_queue.as_ref())?;
-            optional_identifier("to_agent", to_agent.as_ref())
+            optional_identifier("to_queue", to_queue.as_deref())?;
+            optional_identifier("to_agent", to_agent.as_deref())
         }
-        Body::Ended { reason } => optional_identifier("reason", reason.as_ref()),
+        Body::Ended { reason } => optional_identifier("reason", reason.as_deref()),
         Body::WrappedUp {
             agent_id,
             disposition,
@@ -131,12 +131,12 @@ pub fn check_event_text(event: &Event) -> Result<(), EventError> {
             ..
         } => {
             identifier("agent_id", agent_id)?;
-            optional_identifier("disposition", disposition.as_ref())?;
+            optional_identifier("disposition", disposition.as_deref())?;
             identifiers("topics", topics)
         }
         Body::Note { agent_id, text } => {
             identifier("agent_id", agent_id)?;
-            free_text("text", Some(text))
+            free_text("text", Some(text.as_str()))
         }
         Body::Tagged { topics } => identifiers("topics", topics),
         Body::CustomersMerged {
@@ -148,7 +148,7 @@ pub fn check_event_text(event: &Event) -> Result<(), EventError> {
         }
         Body::ProactiveNotice { reason, text } => {
             identifier("reason", reason)?;
-            free_text("text", text.as_ref())
+            free_text("text", text.as_deref())
         }
         Body::AgentState {
             agent_id, skills, ..

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::model::{Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Event, Handle};
+use crate::model::{
+    Body, CURRENT_SCHEMA_VERSION, Channel, CompactString, CustomerRef, Event, Handle,
+};
 use crate::proto::{author_from_pb, channel_from_pb, direction_from_pb, status_from_pb};
 
 /// One field's value as it is on the wire.
@@ -109,6 +111,21 @@ fn owned_text(bytes: &[u8]) -> Option<String> {
         return Some(unsafe { String::from_utf8_unchecked(bytes.to_vec()) });
     }
     std::str::from_utf8(bytes).ok().map(str::to_owned)
+}
+
+/// [`text`] as a [`CompactString`]: held inline up to 24 bytes, so a short one (an
+/// interaction id, a source) allocates nothing. ASCII is confirmed a word at a time, as
+/// [`owned_text`] does.
+#[allow(unsafe_code)]
+fn compact_text(value: Value<'_>) -> Option<CompactString> {
+    match value {
+        Value::Bytes(bytes) if bytes.is_ascii() => {
+            // SAFETY: ASCII bytes are valid UTF-8.
+            Some(unsafe { CompactString::from_utf8_unchecked(bytes) })
+        }
+        Value::Bytes(bytes) => CompactString::from_utf8(bytes).ok(),
+        Value::Varint(_) => None,
+    }
 }
 
 fn number(value: Value<'_>) -> Option<u64> {
@@ -479,8 +496,8 @@ pub(crate) fn decode_canonical(
             }
             // `as`: protobuf's uint32 is the varint's low 32 bits.
             2 => schema_version = number(value)? as u32,
-            3 => source = Some(text(value)?),
-            4 => source_event_id = Some(text(value)?),
+            3 => source = Some(compact_text(value)?),
+            4 => source_event_id = Some(compact_text(value)?),
             5 if occurred_at.is_none() => occurred_at = Some(time(value)?),
             6 if recorded_at.is_none() => recorded_at = Some(time(value)?),
             7 if customer_ref.is_none() => {
@@ -489,7 +506,7 @@ pub(crate) fn decode_canonical(
                     None => Arc::new(customer(value)?),
                 });
             }
-            8 => interaction_id = Some(text(value)?),
+            8 => interaction_id = Some(compact_text(value)?),
             9 => channel = channel_from_pb(enum_number(value)?).ok()?,
             10 => {
                 let (key, entry) = map_entry(value, text)?;

@@ -94,7 +94,7 @@ fn plain_string<S: Sink>(sink: &mut S, field: u32, value: &str) {
     }
 }
 
-fn optional_string<S: Sink>(sink: &mut S, field: u32, value: Option<&String>) {
+fn optional_string<S: Sink>(sink: &mut S, field: u32, value: Option<&str>) {
     if let Some(value) = value {
         string(sink, field, value);
     }
@@ -218,7 +218,7 @@ impl Part for BodyPart<'_> {
                 self_service,
             } => {
                 plain_varint(sink, 1, enum_number(direction_to_pb(*direction)));
-                optional_string(sink, 2, subject.as_ref());
+                optional_string(sink, 2, subject.as_deref());
                 if let Some(self_service) = self_service {
                     key(sink, 3, VARINT);
                     varint(sink, u64::from(*self_service));
@@ -232,8 +232,8 @@ impl Part for BodyPart<'_> {
             } => {
                 plain_varint(sink, 1, enum_number(direction_to_pb(*direction)));
                 plain_varint(sink, 2, enum_number(author_to_pb(*author)));
-                optional_string(sink, 3, agent_id.as_ref());
-                optional_string(sink, 4, text.as_ref());
+                optional_string(sink, 3, agent_id.as_deref());
+                optional_string(sink, 4, text.as_deref());
             }
             Body::Queued {
                 queue,
@@ -251,11 +251,11 @@ impl Part for BodyPart<'_> {
             | Body::OfferTimedOut { agent_id }
             | Body::Assigned { agent_id } => plain_string(sink, 1, agent_id),
             Body::Transferred { to_queue, to_agent } => {
-                optional_string(sink, 1, to_queue.as_ref());
-                optional_string(sink, 2, to_agent.as_ref());
+                optional_string(sink, 1, to_queue.as_deref());
+                optional_string(sink, 2, to_agent.as_deref());
             }
             Body::Hold | Body::Resumed | Body::Abandoned | Body::CustomerProfile => {}
-            Body::Ended { reason } => optional_string(sink, 1, reason.as_ref()),
+            Body::Ended { reason } => optional_string(sink, 1, reason.as_deref()),
             Body::WrappedUp {
                 agent_id,
                 resolved,
@@ -264,7 +264,7 @@ impl Part for BodyPart<'_> {
             } => {
                 plain_string(sink, 1, agent_id);
                 plain_varint(sink, 2, u64::from(*resolved));
-                optional_string(sink, 3, disposition.as_ref());
+                optional_string(sink, 3, disposition.as_deref());
                 for topic in topics {
                     string(sink, 4, topic);
                 }
@@ -289,7 +289,7 @@ impl Part for BodyPart<'_> {
             }
             Body::ProactiveNotice { reason, text } => {
                 plain_string(sink, 1, reason);
-                optional_string(sink, 2, text.as_ref());
+                optional_string(sink, 2, text.as_deref());
             }
             Body::AgentState {
                 agent_id,
@@ -345,8 +345,8 @@ impl Part for EventPart<'_> {
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
         plain_string(sink, 1, event.event_id.hyphenated().encode_lower(&mut id));
         plain_varint(sink, 2, u64::from(event.schema_version));
-        optional_string(sink, 3, event.source.as_ref());
-        optional_string(sink, 4, event.source_event_id.as_ref());
+        optional_string(sink, 3, event.source.as_deref());
+        optional_string(sink, 4, event.source_event_id.as_deref());
         message(sink, 5, &Timestamp(&event.occurred_at));
         if let Some(recorded_at) = &event.recorded_at {
             message(sink, 6, &Timestamp(recorded_at));
@@ -354,7 +354,7 @@ impl Part for EventPart<'_> {
         if let Some(customer) = &event.customer {
             message(sink, 7, &CustomerPart(customer));
         }
-        optional_string(sink, 8, event.interaction_id.as_ref());
+        optional_string(sink, 8, event.interaction_id.as_deref());
         let channel = event
             .channel
             .map_or(pb::Channel::Unspecified, channel_to_pb);

@@ -489,8 +489,8 @@ impl History {
         Event {
             event_id: event_id_for_source(Some("testkit"), &source_event_id),
             schema_version: CURRENT_SCHEMA_VERSION,
-            source: Some("testkit".to_owned()),
-            source_event_id: Some(source_event_id),
+            source: Some("testkit".into()),
+            source_event_id: Some(source_event_id.into()),
             occurred_at: at,
             recorded_at: None,
             customer: None,
@@ -653,7 +653,7 @@ impl History {
         let make = |history: &mut History, at: DateTime<Utc>, body: Body| {
             let mut event = history.base_event(at, body);
             event.customer = Some(customer_ref.clone());
-            event.interaction_id = Some(interaction_id.clone());
+            event.interaction_id = Some(interaction_id.as_str().into());
             event.channel = Some(channel);
             event
         };
@@ -1238,7 +1238,11 @@ mod tests {
             };
             if let Some(segment) = customer.attributes.get("segment") {
                 assert_eq!(segment, segment_of(number), "{event:?}");
-                let interaction = event.interaction_id.clone().unwrap_or_default();
+                let interaction = event
+                    .interaction_id
+                    .as_deref()
+                    .map(str::to_owned)
+                    .unwrap_or_default();
                 stamped.entry(number).or_default().insert(interaction);
             }
             if matches!(event.body, Body::InteractionStarted { .. }) {
@@ -1366,7 +1370,10 @@ mod tests {
         let mut entered: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
         let mut figures = Figures::new();
         for event in history(config).take_while(|e| e.occurred_at < end) {
-            let (Some(id), Some(channel)) = (event.interaction_id.clone(), event.channel) else {
+            let (Some(id), Some(channel)) = (
+                event.interaction_id.as_deref().map(str::to_owned),
+                event.channel,
+            ) else {
                 continue;
             };
             let hour_of = |at: DateTime<Utc>| (at - start).num_hours();
@@ -1463,7 +1470,10 @@ mod tests {
             {
                 capacity.insert(agent_id.clone(), c.clone());
             }
-            let (Some(id), Some(channel)) = (event.interaction_id.clone(), event.channel) else {
+            let (Some(id), Some(channel)) = (
+                event.interaction_id.as_deref().map(str::to_owned),
+                event.channel,
+            ) else {
                 continue;
             };
             let release = |holder: &mut BTreeMap<String, (String, Channel)>,
@@ -1518,7 +1528,11 @@ mod tests {
                     }
                     assert!(event.occurred_at >= last, "events in time order");
                     last = event.occurred_at;
-                    let id = event.interaction_id.clone().unwrap_or_default();
+                    let id = event
+                        .interaction_id
+                        .as_deref()
+                        .map(str::to_owned)
+                        .unwrap_or_default();
                     if matches!(event.event_type(), EventType::Queued) {
                         queued.insert(id.clone(), event.occurred_at);
                     }

@@ -407,7 +407,7 @@ impl View for EngagementView {
         };
         if event.channel == Some(Channel::Alert)
             && matches!(event.body, Body::InteractionStarted { .. })
-            && let Some(interaction) = &event.interaction_id
+            && let Some(interaction) = event.interaction_id.as_deref()
         {
             let fact = AlertFact {
                 at_ms: at,
@@ -419,7 +419,7 @@ impl View for EngagementView {
                 (fact.at_ms, &fact.attributes) < (current.at_ms, &current.attributes)
             });
             if replace {
-                state.alerts.insert(interaction.clone(), fact);
+                state.alerts.insert(interaction.to_owned(), fact);
             }
         }
         let Some(customer) = event.customer_id() else {

@@ -1273,7 +1273,7 @@ mod tests {
                 handles,
                 ..CustomerRef::default()
             })),
-            interaction_id: Some(format!("i{n}")),
+            interaction_id: Some(format!("i{n}").into()),
             channel: Some(Channel::Chat),
             attributes: Default::default(),
             body,
