@@ -498,16 +498,15 @@ fn fold_batches(
     folded: &AtomicU64,
     cache_bytes: usize,
 ) -> Result<Checkpoint, ProjectorError> {
+    let mut writer = WriterThread::new(version.status().view);
     let mut writing: Option<Background> = None;
     // Waits for the background job (if any); once a checkpoint is written, lets its records
     // go (encoded-ahead records stay until a checkpoint writes them).
     let written = |writing: &mut Option<Background>| match writing.take() {
         Some(background) => {
-            background
-                .handle
-                .join()
-                .map_err(|_| ProjectorError::Task("a replay checkpoint panicked".to_owned()))??;
-            match background.job {
+            let job = background.job;
+            background.join()?;
+            match job {
                 Job::Checkpoint => version.partition_done(true),
                 Job::BudgetCheckpoint => version.let_go_to_budget(),
                 Job::EncodeAhead => version.partition_done(false),
@@ -542,7 +541,7 @@ fn fold_batches(
                     Job::EncodeAhead
                 };
                 written(&mut writing)?;
-                writing = Some(Background::start(version, job)?);
+                writing = Some(Background::start(&mut writer, version, job)?);
                 continue;
             }
         };
@@ -551,18 +550,23 @@ fn fold_batches(
         let records: Vec<&Decoded> = batch.iter().collect();
         version.fold(&records, until)?;
         folded.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if let Some(background) = &writing
-            && (background.handle.is_finished() || version.must_wait_for_checkpoint())
+        if let Some(background) = &mut writing
+            && (background.is_finished() || version.must_wait_for_checkpoint())
         {
             written(&mut writing)?;
         }
         // Never two checkpoints of a version at once: while one is being written, the
         // fold goes on over budget (by what it folds meanwhile) until it is done.
         if writing.is_none() && version.checkpoint_due() {
-            writing = Some(Background::start(version, Job::BudgetCheckpoint)?);
+            writing = Some(Background::start(
+                &mut writer,
+                version,
+                Job::BudgetCheckpoint,
+            )?);
         }
     }
     written(&mut writing)?;
+    writer.stop();
     version.checkpoint_keeping()?;
     Ok(version.status().checkpoint())
 }
@@ -581,32 +585,129 @@ enum Job {
     EncodeAhead,
 }
 
-/// A replay worker's background thread.
+/// A job on a replay worker's background thread, and how it ends.
 struct Background {
     job: Job,
-    handle: JoinHandle<Result<(), ProjectorError>>,
+    done: mpsc::Receiver<Result<(), ProjectorError>>,
+    /// Its outcome, once seen by [`Background::is_finished`].
+    outcome: Option<Result<(), ProjectorError>>,
 }
 
 impl Background {
-    /// Runs `job` for `version` on a thread of its own. A checkpoint's thread only writes:
-    /// the worker lets records go once it is done (see [`fold_batches`]).
-    fn start(version: &Arc<dyn AnyVersion>, job: Job) -> Result<Self, ProjectorError> {
-        let writer = version.clone();
+    /// Runs `job` for `version` on the worker's writer thread. A checkpoint's thread only
+    /// writes: the worker lets records go once it is done (see [`fold_batches`]).
+    fn start(
+        writer: &mut WriterThread,
+        version: &Arc<dyn AnyVersion>,
+        job: Job,
+    ) -> Result<Self, ProjectorError> {
+        let version = version.clone();
         // A pass's checkpoint takes its changes here, before the next pass folds anything:
         // once written, every clean record is of a done partition, and may go unremembered.
         let taken = match job {
             Job::Checkpoint => Some(version.take_checkpoint()?),
             Job::BudgetCheckpoint | Job::EncodeAhead => None,
         };
-        let handle = std::thread::Builder::new()
-            .name(format!("write-{}", short_name(version.status().view)))
-            .spawn(move || match (taken, job) {
-                (Some(taken), _) => writer.write_taken(taken),
-                (None, Job::EncodeAhead) => writer.encode_ahead(),
-                (None, _) => writer.checkpoint_keeping(),
-            })
-            .map_err(|e| ProjectorError::Task(format!("starting a replay writer: {e}")))?;
-        Ok(Background { job, handle })
+        let done = writer.run(move || match (taken, job) {
+            (Some(taken), _) => version.write_taken(taken),
+            (None, Job::EncodeAhead) => version.encode_ahead(),
+            (None, _) => version.checkpoint_keeping(),
+        })?;
+        Ok(Background {
+            job,
+            done,
+            outcome: None,
+        })
+    }
+
+    fn is_finished(&mut self) -> bool {
+        if self.outcome.is_none()
+            && let Ok(outcome) = self.done.try_recv()
+        {
+            self.outcome = Some(outcome);
+        }
+        self.outcome.is_some()
+    }
+
+    /// Waits for the job to end; its outcome.
+    fn join(mut self) -> Result<(), ProjectorError> {
+        match self.outcome.take() {
+            Some(outcome) => outcome,
+            None => self
+                .done
+                .recv()
+                .map_err(|_| ProjectorError::Task("a replay checkpoint panicked".to_owned()))?,
+        }
+    }
+}
+
+type WriterJob = Box<dyn FnOnce() + Send>;
+
+/// A replay worker's background thread: one for the whole replay, started with its first
+/// job, which runs the worker's checkpoints and encodings one after the other. A thread of
+/// its own for each job (before) took a fresh allocator heap each time: the encoded records
+/// of each checkpoint were laid out in fresh pages (the journey's checkpoint threads took
+/// a quarter of a 1M replay's page faults, `perf record`), and a thread's heap, once it
+/// ended, was left to the allocator to take back.
+struct WriterThread {
+    view: &'static str,
+    running: Option<(mpsc::Sender<WriterJob>, JoinHandle<()>)>,
+}
+
+impl WriterThread {
+    fn new(view: &'static str) -> Self {
+        WriterThread {
+            view,
+            running: None,
+        }
+    }
+
+    /// Queues `job`; its outcome comes on the receiver.
+    fn run(
+        &mut self,
+        job: impl FnOnce() -> Result<(), ProjectorError> + Send + 'static,
+    ) -> Result<mpsc::Receiver<Result<(), ProjectorError>>, ProjectorError> {
+        if self.running.is_none() {
+            let (jobs, queue) = mpsc::channel::<WriterJob>();
+            let handle = std::thread::Builder::new()
+                .name(format!("write-{}", short_name(self.view)))
+                .spawn(move || {
+                    for job in queue {
+                        job();
+                    }
+                })
+                .map_err(|e| ProjectorError::Task(format!("starting a replay writer: {e}")))?;
+            self.running = Some((jobs, handle));
+        }
+        let (done, outcome) = mpsc::sync_channel(1);
+        let queued = self.running.as_ref().is_some_and(|(jobs, _)| {
+            jobs.send(Box::new(move || {
+                // The worker gone: the replay is failing; nothing to answer.
+                let _ = done.send(job());
+            }))
+            .is_ok()
+        });
+        if !queued {
+            return Err(ProjectorError::Task(
+                "a replay writer stopped (a checkpoint panicked)".to_owned(),
+            ));
+        }
+        Ok(outcome)
+    }
+
+    /// Ends the thread once its jobs are done.
+    fn stop(&mut self) {
+        if let Some((jobs, handle)) = self.running.take() {
+            drop(jobs);
+            let _ = handle.join();
+        }
+    }
+}
+
+/// A worker that fails leaves no writer behind.
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
