@@ -620,11 +620,14 @@ impl Background {
         })
     }
 
+    /// Whether the job has ended (a job that panicked has: its answer will never come).
     fn is_finished(&mut self) -> bool {
-        if self.outcome.is_none()
-            && let Ok(outcome) = self.done.try_recv()
-        {
-            self.outcome = Some(outcome);
+        if self.outcome.is_none() {
+            match self.done.try_recv() {
+                Ok(outcome) => self.outcome = Some(outcome),
+                Err(mpsc::TryRecvError::Disconnected) => self.outcome = Some(Err(panicked())),
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
         }
         self.outcome.is_some()
     }
@@ -633,12 +636,13 @@ impl Background {
     fn join(mut self) -> Result<(), ProjectorError> {
         match self.outcome.take() {
             Some(outcome) => outcome,
-            None => self
-                .done
-                .recv()
-                .map_err(|_| ProjectorError::Task("a replay checkpoint panicked".to_owned()))?,
+            None => self.done.recv().map_err(|_| panicked())?,
         }
     }
+}
+
+fn panicked() -> ProjectorError {
+    ProjectorError::Task("a replay checkpoint panicked".to_owned())
 }
 
 type WriterJob = Box<dyn FnOnce() + Send>;
