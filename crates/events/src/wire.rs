@@ -93,37 +93,28 @@ fn varint_long(bytes: &mut &[u8]) -> Option<u64> {
 }
 
 fn text(value: Value<'_>) -> Option<String> {
-    match value {
-        Value::Bytes(bytes) => owned_text(bytes),
-        Value::Varint(_) => None,
-    }
-}
-
-/// The string in `bytes`, if they are UTF-8. Nearly every string of an event is ASCII
-/// (ids, handles, names), which a word-at-a-time check confirms in a few instructions;
-/// `str::from_utf8` on these short strings took about 100 instructions each, seven
-/// strings an event, a quarter of the decoder's instructions (`valgrind --tool=callgrind
-/// omnilog replay` of the 200k history).
-#[allow(unsafe_code)]
-fn owned_text(bytes: &[u8]) -> Option<String> {
-    if bytes.is_ascii() {
-        // SAFETY: ASCII bytes are valid UTF-8.
-        return Some(unsafe { String::from_utf8_unchecked(bytes.to_vec()) });
-    }
-    std::str::from_utf8(bytes).ok().map(str::to_owned)
+    text_str(value).map(str::to_owned)
 }
 
 /// [`text`] as a [`CompactString`]: held inline up to 24 bytes, so a short one (an
-/// interaction id, a source) allocates nothing. ASCII is confirmed a word at a time, as
-/// [`owned_text`] does.
-#[allow(unsafe_code)]
+/// interaction id, a source) allocates nothing.
 fn compact_text(value: Value<'_>) -> Option<CompactString> {
+    text_str(value).map(CompactString::from)
+}
+
+/// The string in a length-delimited value, if it is UTF-8. Nearly every string of an event
+/// is ASCII (ids, handles, names), which a word-at-a-time check confirms in a few
+/// instructions; `str::from_utf8` on these short strings took about 100 instructions each,
+/// seven strings an event, a quarter of the decoder's instructions (`valgrind
+/// --tool=callgrind omnilog replay` of the 200k history).
+#[allow(unsafe_code)]
+fn text_str(value: Value<'_>) -> Option<&str> {
     match value {
         Value::Bytes(bytes) if bytes.is_ascii() => {
             // SAFETY: ASCII bytes are valid UTF-8.
-            Some(unsafe { CompactString::from_utf8_unchecked(bytes) })
+            Some(unsafe { std::str::from_utf8_unchecked(bytes) })
         }
-        Value::Bytes(bytes) => CompactString::from_utf8(bytes).ok(),
+        Value::Bytes(bytes) => std::str::from_utf8(bytes).ok(),
         Value::Varint(_) => None,
     }
 }
@@ -612,10 +603,19 @@ mod tests {
             "Zoë",
             "日本語のメール",
         ] {
-            assert_eq!(owned_text(text.as_bytes()).as_deref(), Some(text));
+            assert_eq!(
+                super::text(Value::Bytes(text.as_bytes())).as_deref(),
+                Some(text)
+            );
+            assert_eq!(
+                compact_text(Value::Bytes(text.as_bytes())).as_deref(),
+                Some(text)
+            );
         }
-        assert_eq!(owned_text(&[b'a', 0xff, b'b']), None);
-        assert_eq!(owned_text(&[0xc3]), None);
+        for invalid in [&[b'a', 0xff, b'b'][..], &[0xc3]] {
+            assert_eq!(text(Value::Bytes(invalid)), None);
+            assert_eq!(compact_text(Value::Bytes(invalid)), None);
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -932,26 +933,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// so the single-event stage sent each customer's events newest first, and every one of
 /// them reached the journey view as a late event, put back in its timeline in front of
 /// all the others (`perf record` of that stage: a fifth of the journey fold in that path).
-async fn post_all(
-    base: &str,
-    mut bodies: Vec<Bytes>,
-    clients: usize,
-) -> anyhow::Result<(u64, f64)> {
-    // Taken from the back: reversed, the first body goes first.
-    bodies.reverse();
-    let queue = Arc::new(std::sync::Mutex::new(bodies));
+async fn post_all(base: &str, bodies: Vec<Bytes>, clients: usize) -> anyhow::Result<(u64, f64)> {
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
     let address = base.trim_start_matches("http://").to_owned();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients.max(1) {
-        let (queue, address) = (queue.clone(), address.clone());
+        let (bodies, next, address) = (bodies.clone(), next.clone(), address.clone());
         tasks.spawn(async move {
             let mut connection = LoadConnection::open(&address).await?;
             let mut accepted = 0u64;
-            loop {
-                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some(body) = next else { break };
-                let answer = connection.post(&body).await?;
+            while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let answer = connection.post(body).await?;
                 accepted += answer.accepted + answer.duplicates;
             }
             anyhow::Ok(accepted)
@@ -1001,7 +995,7 @@ impl LoadConnection {
     /// Posts one body of events and reads the answer: a 202 with its counts, or an error
     /// naming what came instead.
     async fn post(&mut self, body: &[u8]) -> anyhow::Result<IngestAnswer> {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio::io::AsyncWriteExt as _;
         self.request.clear();
         write!(
             self.request,
@@ -1017,38 +1011,37 @@ impl LoadConnection {
             self.stream.write_all(body).await?;
         }
         self.answer.clear();
-        loop {
+        let head = loop {
             if let Some(head) = answer_head(&self.answer)? {
-                let end = head.len + head.content_length;
-                while self.answer.len() < end {
-                    self.answer.reserve(end - self.answer.len());
-                    let read = self.stream.read_buf(&mut self.answer).await?;
-                    anyhow::ensure!(read > 0, "the server closed the connection mid-answer");
-                }
-                anyhow::ensure!(
-                    self.answer.len() == end,
-                    "the server sent bytes past its answer"
-                );
-                let body = &self.answer[head.len..];
-                anyhow::ensure!(
-                    head.status == 202,
-                    "ingest answered {}: {}",
-                    head.status,
-                    String::from_utf8_lossy(body)
-                );
-                anyhow::ensure!(
-                    !head.closes,
-                    "the server closes the connection after its answer"
-                );
-                return Ok(serde_json::from_slice(body)?);
+                break head;
             }
-            self.answer.reserve(4096);
-            let read = self.stream.read_buf(&mut self.answer).await?;
-            anyhow::ensure!(
-                read > 0,
-                "the server closed the connection before answering"
-            );
+            self.read_more(4096, "before answering").await?;
+        };
+        let end = head.len + head.content_length;
+        while self.answer.len() < end {
+            self.read_more(end - self.answer.len(), "mid-answer")
+                .await?;
         }
+        anyhow::ensure!(
+            self.answer.len() == end,
+            "the server sent bytes past its answer"
+        );
+        let answer = receipt(head.status, &self.answer[head.len..])?;
+        anyhow::ensure!(
+            !head.closes,
+            "the server closes the connection after its answer"
+        );
+        Ok(answer)
+    }
+
+    /// Reads what the socket has (room for `room` more bytes at least) after the answer so
+    /// far; a closed connection is an error, `when` saying at which point.
+    async fn read_more(&mut self, room: usize, when: &str) -> anyhow::Result<()> {
+        use tokio::io::AsyncReadExt as _;
+        self.answer.reserve(room);
+        let read = self.stream.read_buf(&mut self.answer).await?;
+        anyhow::ensure!(read > 0, "the server closed the connection {when}");
+        Ok(())
     }
 }
 
@@ -1116,14 +1109,19 @@ async fn post(
 async fn ingest_answer(
     response: hyper::Response<hyper::body::Incoming>,
 ) -> anyhow::Result<IngestAnswer> {
-    let status = response.status();
+    let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
+    receipt(status, &bytes)
+}
+
+/// An ingest answer's counts, from a 202; another status is an error naming what came.
+fn receipt(status: u16, body: &[u8]) -> anyhow::Result<IngestAnswer> {
     anyhow::ensure!(
-        status.as_u16() == 202,
+        status == 202,
         "ingest answered {status}: {}",
-        String::from_utf8_lossy(&bytes)
+        String::from_utf8_lossy(body)
     );
-    Ok(serde_json::from_slice(&bytes)?)
+    Ok(serde_json::from_slice(body)?)
 }
 
 async fn get(client: &Client<HttpConnector, Full<Bytes>>, url: &str) -> anyhow::Result<u16> {

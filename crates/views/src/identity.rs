@@ -359,6 +359,25 @@ struct Journal {
     floor: Option<Mark>,
 }
 
+impl Journal {
+    /// Records `table[index]` as it is, to be put back by a rollback, before it changes:
+    /// only while a mark is open, and only for an entry that was there at the mark (`len`
+    /// gives the table's size then); one added since is cut off by the rollback instead.
+    fn record<T: Clone>(
+        &mut self,
+        table: &[T],
+        index: u32,
+        len: impl FnOnce(&Mark) -> usize,
+        undo: impl FnOnce(u32, T) -> Undo,
+    ) {
+        if let Some(floor) = &self.floor
+            && (index as usize) < len(floor)
+        {
+            self.undo.push(undo(index, table[index as usize].clone()));
+        }
+    }
+}
+
 /// A decoded customer folded lately, and the indices its id and handles resolved to.
 #[derive(Clone, Debug)]
 struct Remembered {
@@ -507,22 +526,22 @@ impl IdentityView {
     }
 
     fn customer_state(&mut self, customer: CustomerIx) -> &mut CustomerState {
-        if let Some(floor) = self.journal.floor
-            && (customer as usize) < floor.customers
-        {
-            let before = self.customer_states[customer as usize].clone();
-            self.journal.undo.push(Undo::Customer(customer, before));
-        }
+        self.journal.record(
+            &self.customer_states,
+            customer,
+            |floor| floor.customers,
+            Undo::Customer,
+        );
         &mut self.customer_states[customer as usize]
     }
 
     fn handle_state(&mut self, handle: HandleIx) -> &mut HandleState {
-        if let Some(floor) = self.journal.floor
-            && (handle as usize) < floor.handles
-        {
-            let before = self.handle_states[handle as usize];
-            self.journal.undo.push(Undo::Handle(handle, before));
-        }
+        self.journal.record(
+            &self.handle_states,
+            handle,
+            |floor| floor.handles,
+            Undo::Handle,
+        );
         &mut self.handle_states[handle as usize]
     }
 
@@ -532,11 +551,9 @@ impl IdentityView {
         if index == NONE {
             index = push_side(&mut self.merges, Merges::default());
             self.customer_state(customer).merges = index;
-        } else if let Some(floor) = self.journal.floor
-            && (index as usize) < floor.merges
-        {
-            let before = self.merges[index as usize].clone();
-            self.journal.undo.push(Undo::Merges(index, before));
+        } else {
+            self.journal
+                .record(&self.merges, index, |floor| floor.merges, Undo::Merges);
         }
         &mut self.merges[index as usize]
     }
@@ -555,11 +572,13 @@ impl IdentityView {
                 },
             );
             self.handle_state(handle).extra = index;
-        } else if let Some(floor) = self.journal.floor
-            && (index as usize) < floor.handle_extras
-        {
-            let before = self.handle_extras[index as usize].clone();
-            self.journal.undo.push(Undo::HandleExtra(index, before));
+        } else {
+            self.journal.record(
+                &self.handle_extras,
+                index,
+                |floor| floor.handle_extras,
+                Undo::HandleExtra,
+            );
         }
         &mut self.handle_extras[index as usize]
     }

@@ -205,31 +205,37 @@ impl Timeline {
     /// line of their journey (a fifth of the journey fold in `perf record` of the bench's
     /// single-event stage, which sent events newest first).
     fn place_of(&self, stamp: Stamp) -> Result<usize, ViewError> {
-        let mut rest = self.encoded.as_slice();
         let mut at = 0;
-        while !rest.is_empty() {
-            let (line, after) =
-                postcard::take_from_bytes::<LinePlace<'_>>(rest).map_err(|e| line_error(&e))?;
+        for entry in self.entries::<LinePlace<'_>>() {
+            let (line, end) = entry?;
             if line.stamp > stamp {
                 break;
             }
-            rest = after;
-            at = self.encoded.len() - rest.len();
+            at = end;
         }
         Ok(at)
     }
 
     /// The lines, in timeline order.
     pub fn lines(&self) -> impl Iterator<Item = Result<Line, ViewError>> + '_ {
+        self.entries::<Line>()
+            .map(|entry| entry.map(|(line, _)| line))
+    }
+
+    /// The lines read as `T`, each with where its encoding ends in the buffer; the first
+    /// that cannot be read ends them, as an error.
+    fn entries<'a, T: Deserialize<'a>>(
+        &'a self,
+    ) -> impl Iterator<Item = Result<(T, usize), ViewError>> + 'a {
         let mut rest = self.encoded.as_slice();
         std::iter::from_fn(move || {
             if rest.is_empty() {
                 return None;
             }
-            Some(match postcard::take_from_bytes::<Line>(rest) {
+            Some(match postcard::take_from_bytes::<T>(rest) {
                 Ok((line, after)) => {
                     rest = after;
-                    Ok(line)
+                    Ok((line, self.encoded.len() - after.len()))
                 }
                 Err(error) => {
                     rest = &[];
