@@ -14,7 +14,9 @@
 //! Each member checkpoints on its own epoch, and whenever the log has been quiet a moment
 //! with folds not yet written. A checkpoint is written beside the folds: the fold waits
 //! only while the checkpoint takes the changed records (see `omnilog_views::Snapshot`),
-//! not while they are encoded and synced. Stopping a [`Projection`] takes its version out of the
+//! not while they are encoded and synced. The decoding, the folds and the checkpoints run
+//! on threads of the group's own, below the write path's priority (see `job_thread`).
+//! Stopping a [`Projection`] takes its version out of the
 //! group after the batch in progress, with a last checkpoint; the task ends with its last
 //! member.
 
@@ -24,8 +26,8 @@ use std::time::{Duration, Instant};
 use omnilog_log::{LogRecord, SharedLog};
 use omnilog_store::Checkpoint;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
+use crate::job_thread::{JobThread, Pending, short_name};
 use crate::metrics::ProjectorMetrics;
 use crate::projection::{
     AnyVersion, Decoded, Phase, SpareDecoded, decode_all_into, destination_of, topic_of,
@@ -76,13 +78,17 @@ impl Projection {
         let (detach, requests) = mpsc::unbounded_channel();
         let mut members = Vec::with_capacity(versions.len());
         let mut projections = Vec::with_capacity(versions.len());
+        let nice = config.background_nice;
         for (id, version) in versions.into_iter().enumerate() {
             version.status().set_phase(Phase::Running);
+            let view = short_name(version.status().view);
             members.push(Member {
                 id,
                 version: version.clone(),
                 backoff: FIRST_BACKOFF,
                 retry_at: None,
+                folder: JobThread::new(format!("fold-{view}"), nice),
+                writer: JobThread::new(format!("write-{view}"), nice),
                 writing: None,
             });
             projections.push(Projection {
@@ -101,6 +107,7 @@ impl Projection {
             waiting: Vec::new(),
             quiet_polls: 0,
             spare_decoded: SpareDecoded::new(1),
+            decoder: JobThread::new("fold-group".to_owned(), nice),
         };
         tokio::spawn(worker.run());
         projections
@@ -138,8 +145,12 @@ struct Member {
     backoff: Duration,
     /// Failing: sits out until then.
     retry_at: Option<Instant>,
+    /// Folds this member's part of a large read, beside the other members' threads.
+    folder: JobThread,
+    /// Writes this member's checkpoints, beside its folds.
+    writer: JobThread,
     /// The checkpoint being written, if one is: it goes on beside the folds.
-    writing: Option<JoinHandle<Result<(), ProjectorError>>>,
+    writing: Option<Pending<()>>,
 }
 
 impl Member {
@@ -153,20 +164,18 @@ impl Member {
     }
 
     /// Starts writing a checkpoint beside the folds, unless one is being written.
-    fn start_checkpoint(&mut self) {
+    fn start_checkpoint(&mut self) -> Result<(), ProjectorError> {
         if self.writing.is_none() {
             let version = self.version.clone();
-            self.writing = Some(tokio::task::spawn_blocking(move || version.checkpoint()));
+            self.writing = Some(self.writer.run(move || version.checkpoint())?);
         }
+        Ok(())
     }
 
     /// Waits for the checkpoint being written, if any.
     async fn written(&mut self) -> Result<(), ProjectorError> {
         match self.writing.take() {
-            Some(task) => task
-                .await
-                .map_err(|e| ProjectorError::Task(e.to_string()))
-                .and_then(|written| written),
+            Some(writing) => writing.wait().await,
             None => Ok(()),
         }
     }
@@ -174,7 +183,7 @@ impl Member {
     /// The outcome of the checkpoint being written, if it is done, or once it is when the
     /// version's records outgrew it ([`AnyVersion::must_wait_for_checkpoint`]).
     async fn reap(&mut self) -> Result<(), ProjectorError> {
-        if let Some(writing) = &self.writing
+        if let Some(writing) = &mut self.writing
             && (writing.is_finished() || self.version.must_wait_for_checkpoint())
         {
             self.written().await
@@ -187,7 +196,7 @@ impl Member {
     async fn checkpoint_now(&mut self) -> Result<(), ProjectorError> {
         self.written().await?;
         if self.version.has_pending() {
-            self.start_checkpoint();
+            self.start_checkpoint()?;
             self.written().await?;
         }
         Ok(())
@@ -232,6 +241,9 @@ struct Worker {
     quiet_polls: u32,
     /// The emptied vector of the last step's decoded records, refilled by the next step.
     spare_decoded: SpareDecoded,
+    /// Decodes each step's records, and folds a few into every member (see
+    /// [`INLINE_FOLD_RECORDS`]).
+    decoder: JobThread,
 }
 
 impl Worker {
@@ -316,7 +328,9 @@ impl Worker {
                     member.failed(error).await;
                     continue;
                 }
-                member.start_checkpoint();
+                if let Err(error) = member.start_checkpoint() {
+                    member.failed(error).await;
+                }
             }
         }
         for member in &mut self.members {
@@ -427,53 +441,54 @@ impl Worker {
             .collect();
         let folding: Vec<(usize, FoldOutcome)> = if records.len() <= INLINE_FOLD_RECORDS {
             // A few records (a live server under single-event requests): decoding them and
-            // folding them into every member on one blocking thread costs less than waking
+            // folding them into every member on the decoding thread costs less than waking
             // a thread per member, which took more CPU than the folds themselves.
             let mut decoded = self.spare_decoded.take();
-            let (outcomes, decoded) = blocking(move || {
-                decode_all_into(records, &mut decoded);
-                let outcomes = members
-                    .into_iter()
-                    .map(|(index, version, checkpoint)| {
-                        (index, fold_member(&*version, &decoded, &checkpoint))
-                    })
-                    .collect();
-                // Let go here, on the thread that decoded them: on the async thread,
-                // the frees took mimalloc's cross-thread path beside the HTTP work.
-                decoded.clear();
-                Ok((outcomes, decoded))
-            })
-            .await?;
+            let (outcomes, decoded) = self
+                .decoder
+                .run(move || {
+                    decode_all_into(records, &mut decoded);
+                    let outcomes = members
+                        .into_iter()
+                        .map(|(index, version, checkpoint)| {
+                            (index, fold_member(&*version, &decoded, &checkpoint))
+                        })
+                        .collect();
+                    // Let go here, on the thread that decoded them: on the async thread,
+                    // the frees took mimalloc's cross-thread path beside the HTTP work.
+                    decoded.clear();
+                    Ok((outcomes, decoded))
+                })?
+                .wait()
+                .await?;
             self.spare_decoded.give_back(decoded);
             outcomes
         } else {
             let mut decoded = self.spare_decoded.take();
             let decoded = Arc::new(
-                blocking(move || {
-                    decode_all_into(records, &mut decoded);
-                    Ok(decoded)
-                })
-                .await?,
+                self.decoder
+                    .run(move || {
+                        decode_all_into(records, &mut decoded);
+                        Ok(decoded)
+                    })?
+                    .wait()
+                    .await?,
             );
             // Every member folds its part at once, each on its own thread.
-            let tasks: Vec<_> = members
-                .into_iter()
-                .map(|(index, version, checkpoint)| {
-                    let decoded = decoded.clone();
-                    (
-                        index,
-                        tokio::task::spawn_blocking(move || {
-                            fold_member(&*version, &decoded, &checkpoint)
-                        }),
-                    )
-                })
-                .collect();
+            let mut tasks = Vec::with_capacity(members.len());
+            for (index, version, checkpoint) in members {
+                let decoded = decoded.clone();
+                let folding = self.members[index]
+                    .folder
+                    .run(move || Ok(fold_member(&*version, &decoded, &checkpoint)));
+                tasks.push((index, folding));
+            }
             let mut outcomes = Vec::with_capacity(tasks.len());
-            for (index, task) in tasks {
-                let outcome = task
-                    .await
-                    .map_err(|e| ProjectorError::Task(e.to_string()))
-                    .and_then(|folded| folded);
+            for (index, folding) in tasks {
+                let outcome = match folding {
+                    Ok(folding) => folding.wait().await.and_then(|folded| folded),
+                    Err(error) => Err(error),
+                };
                 outcomes.push((index, outcome));
             }
             // Every member's task is done with it: its vector serves the next step. (Its
@@ -499,8 +514,10 @@ impl Worker {
                     }
                     self.metrics.batch(view, events, started.elapsed());
                     member.succeeded();
-                    if member.version.checkpoint_due() {
-                        member.start_checkpoint();
+                    if member.version.checkpoint_due()
+                        && let Err(error) = member.start_checkpoint()
+                    {
+                        member.failed(error).await;
                     }
                 }
                 Err(error) => member.failed(error).await,

@@ -14,6 +14,7 @@
 
 pub mod events;
 pub mod group;
+mod job_thread;
 pub mod metrics;
 pub mod projection;
 pub mod replay;
@@ -86,6 +87,11 @@ pub struct ProjectorConfig {
     /// the store's journal: for a replay into a fresh store, where nothing reads the
     /// store while it is written and checkpoints are few and large.
     pub bulk: bool,
+    /// How many nice values below the process's priority a live projection's threads run
+    /// (its decoding, folds and checkpoints; 0: the same priority). A request is answered
+    /// once the log synced its events, so under load the write path goes first and the
+    /// folds take the CPU it leaves (see `job_thread`). Linux caps nice values at 19.
+    pub background_nice: i32,
 }
 
 impl Default for ProjectorConfig {
@@ -100,6 +106,7 @@ impl Default for ProjectorConfig {
             quiet_checkpoint: Duration::from_millis(100),
             cache_bytes: 128 * 1024 * 1024,
             bulk: false,
+            background_nice: 10,
         }
     }
 }

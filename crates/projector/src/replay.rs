@@ -29,6 +29,7 @@ use omnilog_log::{PartitionRange, Scan, SharedLog, Topic};
 use omnilog_store::{Checkpoint, ViewStore};
 use omnilog_views::IdentityView;
 
+use crate::job_thread::{JobThread, Pending, short_name};
 use crate::projection::{AnyVersion, Decoded, Phase, Projectable, SpareDecoded, decode_all_into};
 use crate::{ProjectorConfig, ProjectorError, blocking};
 
@@ -498,7 +499,8 @@ fn fold_batches(
     folded: &AtomicU64,
     cache_bytes: usize,
 ) -> Result<Checkpoint, ProjectorError> {
-    let mut writer = WriterThread::new(version.status().view);
+    // A thread of its own for the whole replay, not one per job: see `job_thread`.
+    let mut writer = JobThread::new(format!("write-{}", short_name(version.status().view)), 0);
     let mut writing: Option<Background> = None;
     // Waits for the background job (if any); once a checkpoint is written, lets its records
     // go (encoded-ahead records stay until a checkpoint writes them).
@@ -551,7 +553,7 @@ fn fold_batches(
         version.fold(&records, until)?;
         folded.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Some(background) = &mut writing
-            && (background.is_finished() || version.must_wait_for_checkpoint())
+            && (background.done.is_finished() || version.must_wait_for_checkpoint())
         {
             written(&mut writing)?;
         }
@@ -588,16 +590,14 @@ enum Job {
 /// A job on a replay worker's background thread, and how it ends.
 struct Background {
     job: Job,
-    done: mpsc::Receiver<Result<(), ProjectorError>>,
-    /// Its outcome, once seen by [`Background::is_finished`].
-    outcome: Option<Result<(), ProjectorError>>,
+    done: Pending<()>,
 }
 
 impl Background {
     /// Runs `job` for `version` on the worker's writer thread. A checkpoint's thread only
     /// writes: the worker lets records go once it is done (see [`fold_batches`]).
     fn start(
-        writer: &mut WriterThread,
+        writer: &mut JobThread,
         version: &Arc<dyn AnyVersion>,
         job: Job,
     ) -> Result<Self, ProjectorError> {
@@ -613,120 +613,13 @@ impl Background {
             (None, Job::EncodeAhead) => version.encode_ahead(),
             (None, _) => version.checkpoint_keeping(),
         })?;
-        Ok(Background {
-            job,
-            done,
-            outcome: None,
-        })
-    }
-
-    /// Whether the job has ended (a job that panicked has: its answer will never come).
-    fn is_finished(&mut self) -> bool {
-        if self.outcome.is_none() {
-            match self.done.try_recv() {
-                Ok(outcome) => self.outcome = Some(outcome),
-                Err(mpsc::TryRecvError::Disconnected) => self.outcome = Some(Err(panicked())),
-                Err(mpsc::TryRecvError::Empty) => {}
-            }
-        }
-        self.outcome.is_some()
+        Ok(Background { job, done })
     }
 
     /// Waits for the job to end; its outcome.
-    fn join(mut self) -> Result<(), ProjectorError> {
-        match self.outcome.take() {
-            Some(outcome) => outcome,
-            None => self.done.recv().map_err(|_| panicked())?,
-        }
+    fn join(self) -> Result<(), ProjectorError> {
+        self.done.join()
     }
-}
-
-fn panicked() -> ProjectorError {
-    ProjectorError::Task("a replay checkpoint panicked".to_owned())
-}
-
-type WriterJob = Box<dyn FnOnce() + Send>;
-
-/// A replay worker's background thread: one for the whole replay, started with its first
-/// job, which runs the worker's checkpoints and encodings one after the other. A thread of
-/// its own for each job (before) took a fresh allocator heap each time: the encoded records
-/// of each checkpoint were laid out in fresh pages (the journey's checkpoint threads took
-/// a quarter of a 1M replay's page faults, `perf record`), and a thread's heap, once it
-/// ended, was left to the allocator to take back.
-struct WriterThread {
-    view: &'static str,
-    running: Option<(mpsc::Sender<WriterJob>, JoinHandle<()>)>,
-}
-
-impl WriterThread {
-    fn new(view: &'static str) -> Self {
-        WriterThread {
-            view,
-            running: None,
-        }
-    }
-
-    /// Queues `job`; its outcome comes on the receiver.
-    fn run(
-        &mut self,
-        job: impl FnOnce() -> Result<(), ProjectorError> + Send + 'static,
-    ) -> Result<mpsc::Receiver<Result<(), ProjectorError>>, ProjectorError> {
-        if self.running.is_none() {
-            let (jobs, queue) = mpsc::channel::<WriterJob>();
-            let handle = std::thread::Builder::new()
-                .name(format!("write-{}", short_name(self.view)))
-                .spawn(move || {
-                    for job in queue {
-                        job();
-                    }
-                })
-                .map_err(|e| ProjectorError::Task(format!("starting a replay writer: {e}")))?;
-            self.running = Some((jobs, handle));
-        }
-        let (done, outcome) = mpsc::sync_channel(1);
-        let queued = self.running.as_ref().is_some_and(|(jobs, _)| {
-            jobs.send(Box::new(move || {
-                // The worker gone: the replay is failing; nothing to answer.
-                let _ = done.send(job());
-            }))
-            .is_ok()
-        });
-        if !queued {
-            return Err(ProjectorError::Task(
-                "a replay writer stopped (a checkpoint panicked)".to_owned(),
-            ));
-        }
-        Ok(outcome)
-    }
-
-    /// Ends the thread once its jobs are done.
-    fn stop(&mut self) {
-        if let Some((jobs, handle)) = self.running.take() {
-            drop(jobs);
-            let _ = handle.join();
-        }
-    }
-}
-
-/// A worker that fails leaves no writer behind.
-impl Drop for WriterThread {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A view's name cut to fit a thread's name beside its prefix (Linux keeps 15 bytes of it,
-/// which is what `top -H`, `perf` and `/proc/PID/task/*/comm` show): "replay-journey",
-/// "write-engageme". As "omnilog-replay-journey", every replay thread showed as
-/// "omnilog-replay-".
-fn short_name(view: &str) -> &str {
-    let end = view
-        .char_indices()
-        .map(|(at, c)| at + c.len_utf8())
-        .take_while(|end| *end <= 8)
-        .last()
-        .unwrap_or(0);
-    &view[..end]
 }
 
 /// Records past the ends a scan started with (see the look beyond in [`replay`]); moves the
@@ -749,17 +642,4 @@ async fn read_beyond(
     }
     *scan = Scan::new(ranges);
     Ok(found)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::short_name;
-
-    #[test]
-    fn thread_names_keep_eight_bytes_of_a_view_name_on_a_character_boundary() {
-        assert_eq!(short_name("journey"), "journey");
-        assert_eq!(short_name("engagement"), "engageme");
-        assert_eq!(short_name("étiquettes"), "étiquet");
-        assert_eq!(format!("write-{}", short_name("engagement")).len(), 14);
-    }
 }
