@@ -71,11 +71,21 @@ pub fn survives_the_log(event: &Event) {
 /// `omnilog export`, `omnilog import`'s input) from the same bytes.
 pub fn canonical_json(bytes: &[u8]) {
     if let Ok(events) = omnilog_events::parse_batch(bytes) {
+        // The fast path (simd-json) takes nothing the general path (serde_json) refuses,
+        // and reads it the same.
+        match omnilog_events::parse_batch_general(bytes) {
+            Ok(general) => assert_eq!(events, general, "the two paths read a batch differently"),
+            Err(e) => panic!("the fast path took a batch the general path refuses ({e})"),
+        }
         for event in &events {
             survives_the_log(event);
         }
     }
     if let Ok(event) = omnilog_events::parse_event(bytes) {
+        match omnilog_events::parse_event_general(bytes) {
+            Ok(general) => assert_eq!(event, general, "the two paths read an event differently"),
+            Err(e) => panic!("the fast path took an event the general path refuses ({e})"),
+        }
         survives_the_log(&event);
         // What `export` writes, `import` reads back as the same event.
         let text = omnilog_events::to_canonical_json(&event);

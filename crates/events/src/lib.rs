@@ -22,6 +22,8 @@ pub mod pb {
 
 pub use error::EventError;
 pub use json::{format_time, parse_batch, parse_event, revalidate, to_canonical_json};
+#[doc(hidden)]
+pub use json::{parse_batch_general, parse_event_general};
 pub use model::{
     AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CompactString, CustomerRef,
     Destination, Direction, Event, EventType, Handle, normalise_topic,

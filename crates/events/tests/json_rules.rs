@@ -187,3 +187,20 @@ fn a_key_given_twice_is_refused_naming_it() {
         "interaction_id":"c0","channel":"chat","type":"hold"}"#;
     assert_eq!(error_field(nested), "customer.id");
 }
+
+/// A map's key given twice was kept as its last value by the fast path, while the general
+/// path refused it: the fast path now refuses it too, and the general path names it.
+#[test]
+fn a_key_given_twice_in_a_map_is_refused_naming_it() {
+    let attributes = r#"{"occurred_at":"2026-03-02T09:00:00Z","customer":{"id":"k"},"interaction_id":"c0",
+        "channel":"chat","type":"hold","attributes":{"tier":"gold","tier":"silver"}}"#;
+    assert_eq!(error_field(attributes), "attributes.tier");
+    let profile = r#"{"occurred_at":"2026-03-02T09:00:00Z","customer":{"id":"k","attributes":{"segment":"a","segment":"b"}},
+        "interaction_id":"c0","channel":"chat","type":"hold"}"#;
+    assert_eq!(error_field(profile), "customer.attributes.segment");
+    let capacity = r#"{"occurred_at":"2026-03-02T09:00:00Z","type":"agent_state","agent_id":"a1","state":"available",
+        "skills":[],"capacity":{"chat":1,"chat":2}}"#;
+    assert_eq!(error_field(capacity), "capacity.chat");
+    let batch = format!("[{attributes}]");
+    assert!(parse_batch(batch.as_bytes()).is_err());
+}
