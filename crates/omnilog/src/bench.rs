@@ -385,6 +385,7 @@ async fn replay_into(
         batch: args.replay_batch,
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
         identity,
+        identity_sink: None,
     };
     // The replay syncs the store as it marks the versions active: its checkpoints are
     // flushed when it returns.

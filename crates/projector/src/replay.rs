@@ -53,6 +53,25 @@ pub struct ReplayOptions {
     pub cache_bytes: usize,
     /// Also fold the identity view.
     pub identity: bool,
+    /// What to do with the identity view as soon as it is folded (see [`IdentitySink`]);
+    /// given one, [`replay`] returns no identity view.
+    pub identity_sink: Option<IdentitySink>,
+}
+
+/// Takes the replayed identity view on its worker's thread as soon as its fold is done,
+/// while the views write their last checkpoints: `omnilog replay` saves it there, so that
+/// its encoding and sync overlap theirs instead of following them. An error fails the
+/// replay.
+#[derive(Clone)]
+pub struct IdentitySink(pub Arc<SaveIdentity>);
+
+/// What an [`IdentitySink`] calls: `Err` names what failed.
+pub type SaveIdentity = dyn Fn(&IdentityView) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for IdentitySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentitySink")
+    }
 }
 
 impl Default for ReplayOptions {
@@ -62,6 +81,7 @@ impl Default for ReplayOptions {
             batch: 8_192,
             cache_bytes: 128 * 1024 * 1024,
             identity: true,
+            identity_sink: None,
         }
     }
 }
@@ -103,7 +123,8 @@ type Worker = (
 );
 
 /// Folds every view into version 1 of its table in `store` up to the log's current end,
-/// and the identity view (returned) when asked; once every view is folded, marks the
+/// and the identity view when asked (returned, unless [`ReplayOptions::identity_sink`]
+/// took it); once every view is folded, marks the
 /// versions active and syncs the store (a replay that fails leaves none active).
 /// `on_progress` hears of the reading (`"log"`) and of each view's folding, by name.
 pub async fn replay(
@@ -176,9 +197,10 @@ pub async fn replay(
     let identity_worker = if options.identity {
         let (feed, batches) = mpsc::sync_channel::<Feed>(4);
         let until = options.until;
+        let sink = options.identity_sink.clone();
         let worker = std::thread::Builder::new()
             .name("replay-identity".to_owned())
-            .spawn(move || {
+            .spawn(move || -> Result<Option<IdentityView>, ProjectorError> {
                 let mut identity = IdentityView::new();
                 while let Ok(feed) = batches.recv() {
                     let Feed::Batch(batch) = feed else {
@@ -193,7 +215,14 @@ pub async fn replay(
                         }
                     }
                 }
-                identity
+                match sink {
+                    // Let go here too, on the thread that made it, beside the views' last
+                    // checkpoints rather than after them.
+                    Some(sink) => sink.0(&identity)
+                        .map(|()| None)
+                        .map_err(ProjectorError::Task),
+                    None => Ok(Some(identity)),
+                }
             })
             .map_err(|e| ProjectorError::Task(format!("starting a replay worker: {e}")))?;
         feeds.push(feed);
@@ -242,12 +271,10 @@ pub async fn replay(
         });
     }
     let identity = match identity_worker {
-        Some(worker) => Some(
-            tokio::task::spawn_blocking(move || worker.join())
-                .await
-                .map_err(|e| ProjectorError::Task(e.to_string()))?
-                .map_err(|_| ProjectorError::Task("the identity replay panicked".to_owned()))?,
-        ),
+        Some(worker) => tokio::task::spawn_blocking(move || worker.join())
+            .await
+            .map_err(|e| ProjectorError::Task(e.to_string()))?
+            .map_err(|_| ProjectorError::Task("the identity replay panicked".to_owned()))??,
         None => None,
     };
     // Marking the versions active syncs the store, which makes the last checkpoints
