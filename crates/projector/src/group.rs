@@ -23,6 +23,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use omnilog_events::Destination;
 use omnilog_log::{LogRecord, SharedLog};
 use omnilog_store::Checkpoint;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -106,8 +107,10 @@ impl Projection {
             requests,
             waiting: Vec::new(),
             quiet_polls: 0,
-            spare_decoded: SpareDecoded::new(1),
+            // One vector for the step being folded, one for the step read ahead.
+            spare_decoded: SpareDecoded::new(2),
             decoder: JobThread::new("fold-group".to_owned(), nice),
+            ahead: None,
         };
         tokio::spawn(worker.run());
         projections
@@ -244,6 +247,25 @@ struct Worker {
     /// Decodes each step's records, and folds a few into every member (see
     /// [`INLINE_FOLD_RECORDS`]).
     decoder: JobThread,
+    /// The next step's records, read and being decoded while the members fold this step's.
+    ahead: Option<Ahead>,
+}
+
+/// Where a step reads: each destination and partition from an offset.
+type ReadPlan = Vec<(Destination, u32, u64)>;
+
+/// Records read ahead: while the members fold one step's records (both cores busy with the
+/// folds of five views), the worker reads the next step's and the decoder decodes them,
+/// instead of leaving the folds idle while it reads and decodes, and the decoder idle
+/// while they fold. Used only if the next step would read from the same places (every
+/// member folded the step whole, none joined); otherwise dropped and read again.
+struct Ahead {
+    /// Where they were read from.
+    plan: ReadPlan,
+    /// Where the step after them reads from.
+    next: ReadPlan,
+    largest_read: usize,
+    decoded: Pending<Vec<Decoded>>,
 }
 
 impl Worker {
@@ -401,17 +423,15 @@ impl Worker {
             .iter()
             .map(|&i| self.members[i].version.status().checkpoint())
             .collect();
-        let mut records: Vec<LogRecord> = Vec::new();
-        let mut largest_read = 0;
         let mut destinations: Vec<_> = active
             .iter()
             .flat_map(|&i| self.members[i].version.status().topics.iter().copied())
             .collect();
         destinations.sort_unstable();
         destinations.dedup();
+        let mut plan: ReadPlan = Vec::new();
         for destination in destinations {
-            let topic = topic_of(destination);
-            for partition in 0..self.log.partitions(topic) {
+            for partition in 0..self.log.partitions(topic_of(destination)) {
                 let from = active
                     .iter()
                     .zip(&positions)
@@ -425,12 +445,27 @@ impl Worker {
                     .map(|(_, checkpoint)| checkpoint.next_offset(destination, partition))
                     .min()
                     .unwrap_or(0);
-                let read = self.log.read(topic, partition, from, batch).await?;
-                largest_read = largest_read.max(read.len());
-                records.extend(read);
+                plan.push((destination, partition, from));
             }
         }
-        if records.is_empty() {
+        // Read ahead last step from where this one reads: taken. Otherwise read now.
+        let ready = match self.ahead.take() {
+            Some(ahead) if ahead.plan == plan => Some(ahead),
+            _ => None,
+        };
+        let (records, next, largest_read, ahead_decoded) = match ready {
+            Some(ahead) => (
+                Vec::new(),
+                ahead.next,
+                ahead.largest_read,
+                Some(ahead.decoded),
+            ),
+            None => {
+                let read = read_plan(&self.log, &plan, batch).await?;
+                (read.records, read.next, read.largest_read, None)
+            }
+        };
+        if records.is_empty() && ahead_decoded.is_none() {
             return Ok(0);
         }
         let started = Instant::now();
@@ -439,66 +474,70 @@ impl Worker {
             .zip(positions)
             .map(|(&index, checkpoint)| (index, self.members[index].version.clone(), checkpoint))
             .collect();
-        let folding: Vec<(usize, FoldOutcome)> = if records.len() <= INLINE_FOLD_RECORDS {
-            // A few records (a live server under single-event requests): decoding them and
-            // folding them into every member on the decoding thread costs less than waking
-            // a thread per member, which took more CPU than the folds themselves.
-            let mut decoded = self.spare_decoded.take();
-            let (outcomes, decoded) = self
-                .decoder
-                .run(move || {
-                    decode_all_into(records, &mut decoded);
-                    let outcomes = members
-                        .into_iter()
-                        .map(|(index, version, checkpoint)| {
-                            (index, fold_member(&*version, &decoded, &checkpoint))
-                        })
-                        .collect();
-                    // Let go here, on the thread that decoded them: on the async thread,
-                    // the frees took mimalloc's cross-thread path beside the HTTP work.
-                    decoded.clear();
-                    Ok((outcomes, decoded))
-                })?
-                .wait()
-                .await?;
-            self.spare_decoded.give_back(decoded);
-            outcomes
-        } else {
-            let mut decoded = self.spare_decoded.take();
-            let decoded = Arc::new(
-                self.decoder
+        let folding: Vec<(usize, FoldOutcome)> =
+            if ahead_decoded.is_none() && records.len() <= INLINE_FOLD_RECORDS {
+                // A few records (a live server under single-event requests): decoding them and
+                // folding them into every member on the decoding thread costs less than waking
+                // a thread per member, which took more CPU than the folds themselves.
+                let mut decoded = self.spare_decoded.take();
+                let (outcomes, decoded) = self
+                    .decoder
                     .run(move || {
                         decode_all_into(records, &mut decoded);
-                        Ok(decoded)
+                        let outcomes = members
+                            .into_iter()
+                            .map(|(index, version, checkpoint)| {
+                                (index, fold_member(&*version, &decoded, &checkpoint))
+                            })
+                            .collect();
+                        // Let go here, on the thread that decoded them: on the async thread,
+                        // the frees took mimalloc's cross-thread path beside the HTTP work.
+                        decoded.clear();
+                        Ok((outcomes, decoded))
                     })?
                     .wait()
-                    .await?,
-            );
-            // Every member folds its part at once, each on its own thread.
-            let mut tasks = Vec::with_capacity(members.len());
-            for (index, version, checkpoint) in members {
-                let decoded = decoded.clone();
-                let folding = self.members[index]
-                    .folder
-                    .run(move || Ok(fold_member(&*version, &decoded, &checkpoint)));
-                tasks.push((index, folding));
-            }
-            let mut outcomes = Vec::with_capacity(tasks.len());
-            for (index, folding) in tasks {
-                let outcome = match folding {
-                    Ok(folding) => folding.wait().await.and_then(|folded| folded),
-                    Err(error) => Err(error),
-                };
-                outcomes.push((index, outcome));
-            }
-            // Every member's task is done with it: its vector serves the next step. (Its
-            // events are let go here, on the async thread, as they were before the vector
-            // was kept: a hop to the decoding thread would cost a wake-up per step.)
-            if let Ok(decoded) = Arc::try_unwrap(decoded) {
+                    .await?;
                 self.spare_decoded.give_back(decoded);
-            }
-            outcomes
-        };
+                outcomes
+            } else {
+                let decoded = match ahead_decoded {
+                    Some(decoded) => decoded,
+                    None => {
+                        let mut decoded = self.spare_decoded.take();
+                        self.decoder.run(move || {
+                            decode_all_into(records, &mut decoded);
+                            Ok(decoded)
+                        })?
+                    }
+                };
+                let decoded = Arc::new(decoded.wait().await?);
+                // Every member folds its part at once, each on its own thread.
+                let mut tasks = Vec::with_capacity(members.len());
+                for (index, version, checkpoint) in members {
+                    let decoded = decoded.clone();
+                    let folding = self.members[index]
+                        .folder
+                        .run(move || Ok(fold_member(&*version, &decoded, &checkpoint)));
+                    tasks.push((index, folding));
+                }
+                // Meanwhile, the next step's records are read and decoded.
+                self.read_ahead(next, batch).await;
+                let mut outcomes = Vec::with_capacity(tasks.len());
+                for (index, folding) in tasks {
+                    let outcome = match folding {
+                        Ok(folding) => folding.wait().await.and_then(|folded| folded),
+                        Err(error) => Err(error),
+                    };
+                    outcomes.push((index, outcome));
+                }
+                // Every member's task is done with it: its vector serves the next step. (Its
+                // events are let go here, on the async thread, as they were before the vector
+                // was kept: a hop to the decoding thread would cost a wake-up per step.)
+                if let Ok(decoded) = Arc::try_unwrap(decoded) {
+                    self.spare_decoded.give_back(decoded);
+                }
+                outcomes
+            };
         for (index, outcome) in folding {
             let member = &mut self.members[index];
             let view = member.view();
@@ -525,6 +564,75 @@ impl Worker {
         }
         Ok(largest_read)
     }
+}
+
+impl Worker {
+    /// Reads the records of `plan` and hands them to the decoder, kept as [`Ahead`]. Only a
+    /// busy log's: a few records are read again by the next step and folded inline (see
+    /// [`INLINE_FOLD_RECORDS`]), and a failed read is left to the next step to meet.
+    async fn read_ahead(&mut self, plan: ReadPlan, batch: usize) {
+        let PlanRead {
+            records,
+            next,
+            largest_read,
+        } = match read_plan(&self.log, &plan, batch).await {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::debug!(%error, "reading ahead failed; the next step reads again");
+                return;
+            }
+        };
+        if records.len() <= INLINE_FOLD_RECORDS {
+            return;
+        }
+        let mut decoded = self.spare_decoded.take();
+        let Ok(decoding) = self.decoder.run(move || {
+            decode_all_into(records, &mut decoded);
+            Ok(decoded)
+        }) else {
+            return;
+        };
+        self.ahead = Some(Ahead {
+            plan,
+            next,
+            largest_read,
+            decoded: decoding,
+        });
+    }
+}
+
+/// Reads up to `batch` records of every partition of `plan` from its offset.
+async fn read_plan(
+    log: &SharedLog,
+    plan: &ReadPlan,
+    batch: usize,
+) -> Result<PlanRead, ProjectorError> {
+    let mut read = PlanRead {
+        records: Vec::new(),
+        next: Vec::with_capacity(plan.len()),
+        largest_read: 0,
+    };
+    for &(destination, partition, from) in plan {
+        let records = log
+            .read(topic_of(destination), partition, from, batch)
+            .await?;
+        read.largest_read = read.largest_read.max(records.len());
+        let end = records
+            .last()
+            .map_or(from, |last| (last.offset + 1).max(from));
+        read.next.push((destination, partition, end));
+        read.records.extend(records);
+    }
+    Ok(read)
+}
+
+/// What [`read_plan`] read.
+struct PlanRead {
+    records: Vec<LogRecord>,
+    /// Where the step after it reads: past the last record of each partition read.
+    next: ReadPlan,
+    /// The most records one partition gave.
+    largest_read: usize,
 }
 
 /// Records folded, and the dead letters to append, or why the fold failed.
