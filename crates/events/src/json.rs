@@ -107,11 +107,15 @@ pub struct RawHandle<'a> {
 
 /// Reads one event from canonical JSON text.
 pub fn parse_event(text: &[u8]) -> Result<Event, EventError> {
+    current_event(text).unwrap_or_else(|| parse_event_general(text))
+}
+
+/// One event of the current schema through the fast path; `None` for input it does not
+/// take (see [`current_raw`]).
+fn current_event(text: &[u8]) -> Option<Result<Event, EventError>> {
     let mut scratch = text.to_vec();
-    match current_raw::<RawEvent>(&mut scratch, is_current) {
-        Some(raw) => raw.validate_text(TextCheck::of_raw_json(text)),
-        None => parse_event_general(text),
-    }
+    let raw = current_raw::<RawEvent>(&mut scratch, is_current)?;
+    Some(raw.validate_text(TextCheck::of_raw_json(text)))
 }
 
 /// Whether validation must look for control characters in an event's strings, or its JSON
@@ -251,9 +255,9 @@ pub fn parse_event_general(text: &[u8]) -> Result<Event, EventError> {
 /// Reads a batch: a JSON array of events (a single object is taken as a batch of one).
 /// The first invalid event fails the whole batch, named by its index.
 pub fn parse_batch(text: &[u8]) -> Result<Vec<Event>, EventError> {
-    let mut scratch = text.to_vec();
     match text.iter().find(|byte| !byte.is_ascii_whitespace()) {
         Some(b'[') => {
+            let mut scratch = text.to_vec();
             if let Some(raws) =
                 current_raw::<Vec<RawEvent>>(&mut scratch, |raws| raws.iter().all(is_current))
             {
@@ -271,8 +275,8 @@ pub fn parse_batch(text: &[u8]) -> Result<Vec<Event>, EventError> {
             }
         }
         Some(b'{') => {
-            if let Some(raw) = current_raw::<RawEvent>(&mut scratch, is_current) {
-                return Ok(vec![raw.validate_text(TextCheck::of_raw_json(text))?]);
+            if let Some(event) = current_event(text) {
+                return Ok(vec![event?]);
             }
         }
         _ => {}

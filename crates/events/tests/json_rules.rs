@@ -204,3 +204,23 @@ fn a_key_given_twice_in_a_map_is_refused_naming_it() {
     let batch = format!("[{attributes}]");
     assert!(parse_batch(batch.as_bytes()).is_err());
 }
+
+/// JSON's `-0` in a whole-number field: the fast path (simd-json) read it as 0 and the
+/// general path (serde_json) as the float -0.0, which it refused (a fuzzer finding). Both
+/// read it as 0 now; any other fraction stays refused.
+#[test]
+fn minus_zero_is_zero_in_a_whole_number_field_on_both_paths() {
+    let agent = |capacity: &str| {
+        format!(
+            r#"{{"occurred_at":"2026-03-02T09:00:00Z","type":"agent_state","agent_id":"a1","state":"available","skills":[],"capacity":{{"ivr":{capacity}}}}}"#
+        )
+    };
+    let zero = parse_event(agent("0").as_bytes()).unwrap();
+    let minus_zero = agent("-0");
+    assert_eq!(parse_event(minus_zero.as_bytes()).unwrap(), zero);
+    assert_eq!(
+        omnilog_events::parse_event_general(minus_zero.as_bytes()).unwrap(),
+        zero
+    );
+    assert_eq!(error_field(&agent("0.5")), "capacity.ivr");
+}

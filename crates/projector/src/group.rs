@@ -251,6 +251,13 @@ struct Worker {
     ahead: Option<Ahead>,
 }
 
+/// A step's records: read by it, or read ahead by the step before and handed to the
+/// decoding thread.
+enum StepInput {
+    Read(Vec<LogRecord>),
+    Decoding(Pending<Vec<Decoded>>),
+}
+
 /// Where a step reads: each destination and partition from an offset.
 type ReadPlan = Vec<(Destination, u32, u64)>;
 
@@ -448,34 +455,30 @@ impl Worker {
                 plan.push((destination, partition, from));
             }
         }
-        // Read ahead last step from where this one reads: taken. Otherwise read now.
-        let ready = match self.ahead.take() {
-            Some(ahead) if ahead.plan == plan => Some(ahead),
-            _ => None,
-        };
-        let (records, next, largest_read, ahead_decoded) = match ready {
-            Some(ahead) => (
-                Vec::new(),
+        // Read ahead last step from where this one reads: taken, its records decoded or
+        // being decoded. Otherwise read now.
+        let (input, next, largest_read) = match self.ahead.take() {
+            Some(ahead) if ahead.plan == plan => (
+                StepInput::Decoding(ahead.decoded),
                 ahead.next,
                 ahead.largest_read,
-                Some(ahead.decoded),
             ),
-            None => {
+            _ => {
                 let read = read_plan(&self.log, &plan, batch).await?;
-                (read.records, read.next, read.largest_read, None)
+                if read.records.is_empty() {
+                    return Ok(0);
+                }
+                (StepInput::Read(read.records), read.next, read.largest_read)
             }
         };
-        if records.is_empty() && ahead_decoded.is_none() {
-            return Ok(0);
-        }
         let started = Instant::now();
         let members: Vec<(usize, Arc<dyn AnyVersion>, Checkpoint)> = active
             .iter()
             .zip(positions)
             .map(|(&index, checkpoint)| (index, self.members[index].version.clone(), checkpoint))
             .collect();
-        let folding: Vec<(usize, FoldOutcome)> =
-            if ahead_decoded.is_none() && records.len() <= INLINE_FOLD_RECORDS {
+        let folding: Vec<(usize, FoldOutcome)> = match input {
+            StepInput::Read(records) if records.len() <= INLINE_FOLD_RECORDS => {
                 // A few records (a live server under single-event requests): decoding them and
                 // folding them into every member on the decoding thread costs less than waking
                 // a thread per member, which took more CPU than the folds themselves.
@@ -499,18 +502,13 @@ impl Worker {
                     .await?;
                 self.spare_decoded.give_back(decoded);
                 outcomes
-            } else {
-                let decoded = match ahead_decoded {
-                    Some(decoded) => decoded,
-                    None => {
-                        let mut decoded = self.spare_decoded.take();
-                        self.decoder.run(move || {
-                            decode_all_into(records, &mut decoded);
-                            Ok(decoded)
-                        })?
-                    }
+            }
+            input => {
+                let decoding = match input {
+                    StepInput::Decoding(decoding) => decoding,
+                    StepInput::Read(records) => self.start_decoding(records)?,
                 };
-                let decoded = Arc::new(decoded.wait().await?);
+                let decoded = Arc::new(decoding.wait().await?);
                 // Every member folds its part at once, each on its own thread.
                 let mut tasks = Vec::with_capacity(members.len());
                 for (index, version, checkpoint) in members {
@@ -537,7 +535,8 @@ impl Worker {
                     self.spare_decoded.give_back(decoded);
                 }
                 outcomes
-            };
+            }
+        };
         for (index, outcome) in folding {
             let member = &mut self.members[index];
             let view = member.view();
@@ -564,9 +563,19 @@ impl Worker {
         }
         Ok(largest_read)
     }
-}
 
-impl Worker {
+    /// Hands `records` to the decoding thread, into a kept vector.
+    fn start_decoding(
+        &mut self,
+        records: Vec<LogRecord>,
+    ) -> Result<Pending<Vec<Decoded>>, ProjectorError> {
+        let mut decoded = self.spare_decoded.take();
+        self.decoder.run(move || {
+            decode_all_into(records, &mut decoded);
+            Ok(decoded)
+        })
+    }
+
     /// Reads the records of `plan` and hands them to the decoder, kept as [`Ahead`]. Only a
     /// busy log's: a few records are read again by the next step and folded inline (see
     /// [`INLINE_FOLD_RECORDS`]), and a failed read is left to the next step to meet.
@@ -585,11 +594,7 @@ impl Worker {
         if records.len() <= INLINE_FOLD_RECORDS {
             return;
         }
-        let mut decoded = self.spare_decoded.take();
-        let Ok(decoding) = self.decoder.run(move || {
-            decode_all_into(records, &mut decoded);
-            Ok(decoded)
-        }) else {
+        let Ok(decoding) = self.start_decoding(records) else {
             return;
         };
         self.ahead = Some(Ahead {

@@ -234,6 +234,35 @@ async fn the_live_projection_equals_the_pure_fold_of_the_log() {
     runtime.stop().await.unwrap();
 }
 
+/// A history already in the log, read in small steps: every step's records are read and
+/// decoded while the step before is folded (the group's read-ahead), and the folds still
+/// take every record once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_read_ahead_while_folding_take_every_record_once() {
+    let setup = setup();
+    append_history(&setup.log, 13, 20_000).await;
+    let config = ProjectorConfig {
+        max_batch: 128,
+        ..ProjectorConfig::default()
+    };
+    let runtime = start_with(&setup, Arc::new(CountingView), config).await;
+    caught_up(&runtime).await;
+    let expected = fold_in_memory(&setup.log, &CountingView).await;
+    assert_eq!(dump(&runtime).await, expected);
+    let checkpoint = runtime.live("counting").unwrap().status().checkpoint();
+    assert_eq!(checkpoint.events_applied, 20_000);
+    // Appended while it runs, the next records are folded once too.
+    append_history(&setup.log, 14, 5_000).await;
+    caught_up(&runtime).await;
+    assert_eq!(
+        dump(&runtime).await,
+        fold_in_memory(&setup.log, &CountingView).await
+    );
+    let checkpoint = runtime.live("counting").unwrap().status().checkpoint();
+    assert_eq!(checkpoint.events_applied, 25_000);
+    runtime.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_records_let_go_at_every_checkpoint_are_loaded_again_when_needed() {
     let setup = setup();
