@@ -113,8 +113,8 @@ pub fn parse_event(text: &[u8]) -> Result<Event, EventError> {
 /// One event of the current schema through the fast path; `None` for input it does not
 /// take (see [`current_raw`]).
 fn current_event(text: &[u8]) -> Option<Result<Event, EventError>> {
-    let mut scratch = text.to_vec();
-    let raw = current_raw::<RawEvent>(&mut scratch, is_current)?;
+    let mut scratch = Vec::new();
+    let raw = current_raw::<RawEvent>(text, &mut scratch, is_current)?;
     Some(raw.validate_text(TextCheck::of_raw_json(text)))
 }
 
@@ -257,9 +257,9 @@ pub fn parse_event_general(text: &[u8]) -> Result<Event, EventError> {
 pub fn parse_batch(text: &[u8]) -> Result<Vec<Event>, EventError> {
     match text.iter().find(|byte| !byte.is_ascii_whitespace()) {
         Some(b'[') => {
-            let mut scratch = text.to_vec();
+            let mut scratch = Vec::new();
             if let Some(raws) =
-                current_raw::<Vec<RawEvent>>(&mut scratch, |raws| raws.iter().all(is_current))
+                current_raw::<Vec<RawEvent>>(text, &mut scratch, |raws| raws.iter().all(is_current))
             {
                 let check = TextCheck::of_raw_json(text);
                 // Sized once: collected through a `Result`, the events would be moved
@@ -320,26 +320,44 @@ pub fn parse_batch_general(text: &[u8]) -> Result<Vec<Event>, EventError> {
 ///
 /// The fast path parses with simd-json, the general path with serde_json. simd-json finds
 /// a text's structure with vector instructions before deserializing, and unescapes
-/// strings in place, so `text` is a scratch copy of the input that it may change. Its
-/// buffers are kept per thread: made for each call, they cost more than simd-json saves
-/// on a body of one event. `parse_batch` of a 30,000-event history
+/// strings in place, so it parses a copy of the input in `scratch`. Its buffers are kept
+/// per thread: made for each call, they cost more than simd-json saves on a body of one
+/// event. An input over [`SIMD_INPUT`] is read by serde_json straight from `text`. `parse_batch` of a 30,000-event history
 /// (`cargo run --release -p omnilog-events --example parse_batch`), nanoseconds an event,
 /// validation included, three alternated runs: bodies of 1,000 events 1,726 to 1,769
 /// against serde_json's 2,145 to 2,239; bodies of one event 2,001 to 2,064 against 1,903
 /// to 2,049 (and a quarter more than serde_json with buffers made for each call).
 fn current_raw<'a, T: Deserialize<'a>>(
-    text: &'a mut [u8],
+    text: &'a [u8],
+    scratch: &'a mut Vec<u8>,
     all_current: impl Fn(&T) -> bool,
 ) -> Option<T> {
-    let parsed: T = SIMD_BUFFERS
-        .with_borrow_mut(|buffers| simd_json::serde::from_slice_with_buffers(text, buffers))
-        .ok()?;
+    let parsed: T = if text.len() <= SIMD_INPUT {
+        scratch.extend_from_slice(text);
+        SIMD_BUFFERS
+            .with_borrow_mut(|buffers| simd_json::serde::from_slice_with_buffers(scratch, buffers))
+            .ok()?
+    } else {
+        // Checked as UTF-8 once, whole (a fast scan), so that the parser need not check
+        // each string again: reading from a `str`, serde_json skips that.
+        serde_json::from_str(std::str::from_utf8(text).ok()?).ok()?
+    };
     all_current(&parsed).then_some(parsed)
 }
 
+/// The largest input the fast path parses with simd-json. Its buffers grow to the largest
+/// input they served and stay as long as the thread (an HTTP worker's: the server's), and a
+/// parse takes several times its input (the copy, the structure's indexes, the tape). For
+/// any input, the 8 MiB bodies of `tests/hostile.rs` (huge arrays and strings) raised its
+/// server's memory after the burst to 217 to 254 MB (160 to 176 MB before simd-json), and
+/// 20 s later it was still 114 and 127 MB over where it started in two of four runs (the
+/// test allows 100). Bounded, four runs passed, 166 to 196 MB after the burst. A body of
+/// 1,000 events is about 425 KB.
+const SIMD_INPUT: usize = 1024 * 1024;
+
 thread_local! {
-    /// simd-json's working buffers, reused by every fast-path parse on this thread (they
-    /// grow to the largest input seen).
+    /// simd-json's working buffers, reused by every fast-path parse on this thread (an
+    /// input up to [`SIMD_INPUT`]).
     static SIMD_BUFFERS: std::cell::RefCell<simd_json::Buffers> =
         std::cell::RefCell::new(simd_json::Buffers::new(64 * 1024));
 }
