@@ -23,7 +23,7 @@ PARTS = [
     ("fold: identity (projector)", r"IdentityView.*apply"),
     ("fold: other views", r"View>::apply|fold_member"),
     ("projector: read and decode", r"read_batches|decode_all|decode_sharing"),
-    ("JSON parsing", r"serde_json|RawEvent.*deserialize"),
+    ("JSON parsing", r"serde_json|simd_json|RawEvent.*deserialize|parse_batch"),
     ("validation", r"validate|text_rules"),
     ("log writer", r"omnilog_log::embedded::Writer"),
     ("HTTP", r"hyper|axum|h1::"),

@@ -113,9 +113,9 @@ pub fn parse_event(text: &[u8]) -> Result<Event, EventError> {
 /// One event of the current schema through the fast path; `None` for input it does not
 /// take (see [`current_raw`]).
 fn current_event(text: &[u8]) -> Option<Result<Event, EventError>> {
-    let mut scratch = Vec::new();
-    let raw = current_raw::<RawEvent>(text, &mut scratch, is_current)?;
-    Some(raw.validate_text(TextCheck::of_raw_json(text)))
+    current_raw::<OneRaw, _>(text, is_current, |raw| {
+        raw.validate_text(TextCheck::of_raw_json(text))
+    })
 }
 
 /// Whether validation must look for control characters in an event's strings, or its JSON
@@ -257,21 +257,25 @@ pub fn parse_event_general(text: &[u8]) -> Result<Event, EventError> {
 pub fn parse_batch(text: &[u8]) -> Result<Vec<Event>, EventError> {
     match text.iter().find(|byte| !byte.is_ascii_whitespace()) {
         Some(b'[') => {
-            let mut scratch = Vec::new();
-            if let Some(raws) =
-                current_raw::<Vec<RawEvent>>(text, &mut scratch, |raws| raws.iter().all(is_current))
-            {
-                let check = TextCheck::of_raw_json(text);
-                // Sized once: collected through a `Result`, the events would be moved
-                // into ever larger vectors, about a kilobyte an event.
-                let mut events = Vec::with_capacity(raws.len());
-                for (index, raw) in raws.into_iter().enumerate() {
-                    events.push(
-                        raw.validate_text(check)
-                            .map_err(|e| e.within(&format!("[{index}]")))?,
-                    );
-                }
-                return Ok(events);
+            let parsed = current_raw::<ManyRaws, _>(
+                text,
+                |raws| raws.iter().all(is_current),
+                |raws| {
+                    let check = TextCheck::of_raw_json(text);
+                    // Sized once: collected through a `Result`, the events would be moved
+                    // into ever larger vectors, about a kilobyte an event.
+                    let mut events = Vec::with_capacity(raws.len());
+                    for (index, raw) in raws.into_iter().enumerate() {
+                        events.push(
+                            raw.validate_text(check)
+                                .map_err(|e| e.within(&format!("[{index}]")))?,
+                        );
+                    }
+                    Ok(events)
+                },
+            );
+            if let Some(events) = parsed {
+                return events;
             }
         }
         Some(b'{') => {
@@ -313,36 +317,80 @@ pub fn parse_batch_general(text: &[u8]) -> Result<Vec<Event>, EventError> {
 
 /// The fast path of well-formed input of the current schema: `text` deserialized straight
 /// into raw events, without building a [`serde_json::Value`] first (which costs as much
-/// again: `cargo bench --bench codec`). `None` sends the input down the general path,
-/// which upcasts older versions and names the field of a malformed one; for input the
-/// fast path takes, both paths give the same events, since the upcast of an event that
-/// is already current (or names no version) changes nothing (the fuzzer checks it).
+/// again: `cargo bench --bench codec`), and handed to `finish` (the raw events borrow from
+/// a buffer of this thread's, so they are turned into events inside). `None` sends the
+/// input down the general path, which upcasts older versions and names the field of a
+/// malformed one; for input the fast path takes, both paths give the same events, since
+/// the upcast of an event that is already current (or names no version) changes nothing
+/// (the fuzzer checks it).
 ///
 /// The fast path parses with simd-json, the general path with serde_json. simd-json finds
 /// a text's structure with vector instructions before deserializing, and unescapes
-/// strings in place, so it parses a copy of the input in `scratch`. Its buffers are kept
-/// per thread: made for each call, they cost more than simd-json saves on a body of one
-/// event. An input over [`SIMD_INPUT`] is read by serde_json straight from `text`. `parse_batch` of a 30,000-event history
-/// (`cargo run --release -p omnilog-events --example parse_batch`), nanoseconds an event,
-/// validation included, three alternated runs: bodies of 1,000 events 1,726 to 1,769
-/// against serde_json's 2,145 to 2,239; bodies of one event 2,001 to 2,064 against 1,903
-/// to 2,049 (and a quarter more than serde_json with buffers made for each call).
-fn current_raw<'a, T: Deserialize<'a>>(
-    text: &'a [u8],
-    scratch: &'a mut Vec<u8>,
-    all_current: impl Fn(&T) -> bool,
-) -> Option<T> {
-    let parsed: T = if text.len() <= SIMD_INPUT {
-        scratch.extend_from_slice(text);
-        SIMD_BUFFERS
-            .with_borrow_mut(|buffers| simd_json::serde::from_slice_with_buffers(scratch, buffers))
-            .ok()?
-    } else {
+/// strings in place, so it parses a copy of the input. That copy, its padding, simd-json's
+/// working buffers and its tape are kept per thread ([`SimdParser`]): made for each call,
+/// they cost more than simd-json saves on a body of one event, and on a body of 1,000
+/// events the copy and the tape were a fresh 425 KB and about 1 MB each time, with a
+/// second copy of the input inside simd-json. An input over [`SIMD_INPUT`] is read by
+/// serde_json straight from `text`. `parse_batch` of a 30,000-event history (`cargo run
+/// --release -p omnilog-events --example parse_batch`), nanoseconds an event, validation
+/// included, three alternated runs: bodies of 1,000 events 1,726 to 1,769 against
+/// serde_json's 2,145 to 2,239; bodies of one event 2,001 to 2,064 against 1,903 to 2,049
+/// (and a quarter more than serde_json with buffers made for each call).
+fn current_raw<P: RawShape, R>(
+    text: &[u8],
+    all_current: impl for<'a> Fn(&P::Of<'a>) -> bool,
+    finish: impl for<'a> FnOnce(P::Of<'a>) -> R,
+) -> Option<R> {
+    if text.len() > SIMD_INPUT {
         // Checked as UTF-8 once, whole (a fast scan), so that the parser need not check
         // each string again: reading from a `str`, serde_json skips that.
-        serde_json::from_str(std::str::from_utf8(text).ok()?).ok()?
-    };
-    all_current(&parsed).then_some(parsed)
+        let parsed: P::Of<'_> = serde_json::from_str(std::str::from_utf8(text).ok()?).ok()?;
+        return all_current(&parsed).then(|| finish(parsed));
+    }
+    SIMD_PARSER.with_borrow_mut(|parser| {
+        let SimdParser {
+            input,
+            buffers,
+            tape,
+        } = parser;
+        input.clear();
+        input.extend_from_slice(text);
+        input.resize(text.len() + simd_json::INPUT_PADDING, b' ');
+        // The kept tape, empty, lent for this input's lifetime and given back below.
+        let mut lent: simd_json::Tape<'_> =
+            std::mem::replace(tape, simd_json::Tape::null()).reset();
+        if simd_json::fill_tape_padded(input, text.len(), buffers, &mut lent).is_err() {
+            *tape = lent.reset();
+            return None;
+        }
+        let mut deserializer = simd_json::Deserializer::from_tape(lent);
+        let parsed = P::Of::deserialize(&mut deserializer);
+        *tape = deserializer.into_tape().reset();
+        if tape.0.capacity() > KEPT_TAPE_NODES {
+            *tape = simd_json::Tape::null();
+        }
+        let parsed = parsed.ok()?;
+        all_current(&parsed).then(|| finish(parsed))
+    })
+}
+
+/// What the fast path reads a text as: one raw event, or an array of them.
+trait RawShape {
+    type Of<'a>: Deserialize<'a>;
+}
+
+/// A text of one event.
+struct OneRaw;
+
+impl RawShape for OneRaw {
+    type Of<'a> = RawEvent<'a>;
+}
+
+/// A text of an array of events.
+struct ManyRaws;
+
+impl RawShape for ManyRaws {
+    type Of<'a> = Vec<RawEvent<'a>>;
 }
 
 /// The largest input the fast path parses with simd-json. Its buffers grow to the largest
@@ -355,11 +403,27 @@ fn current_raw<'a, T: Deserialize<'a>>(
 /// 1,000 events is about 425 KB.
 const SIMD_INPUT: usize = 1024 * 1024;
 
+/// The most tape nodes a thread keeps between parses. A body of 1,000 events takes about
+/// 50,000; an input of [`SIMD_INPUT`] bytes of tiny values could take ten times that
+/// (several MB a thread, for as long as the thread lives), so such a tape is let go.
+const KEPT_TAPE_NODES: usize = 128 * 1024;
+
+/// What a thread keeps for its fast-path parses: the padded copy of the input simd-json
+/// unescapes strings in, its working buffers, and its tape (emptied between inputs).
+struct SimdParser {
+    input: Vec<u8>,
+    buffers: simd_json::Buffers,
+    tape: simd_json::Tape<'static>,
+}
+
 thread_local! {
-    /// simd-json's working buffers, reused by every fast-path parse on this thread (an
-    /// input up to [`SIMD_INPUT`]).
-    static SIMD_BUFFERS: std::cell::RefCell<simd_json::Buffers> =
-        std::cell::RefCell::new(simd_json::Buffers::new(64 * 1024));
+    /// This thread's [`SimdParser`], for every fast-path parse of an input up to
+    /// [`SIMD_INPUT`].
+    static SIMD_PARSER: std::cell::RefCell<SimdParser> = std::cell::RefCell::new(SimdParser {
+        input: Vec::new(),
+        buffers: simd_json::Buffers::new(64 * 1024),
+        tape: simd_json::Tape::null(),
+    });
 }
 
 /// Reads a JSON object (or `null`) into a map, refusing a key given twice (a map's own
@@ -1247,6 +1311,26 @@ mod fast_path_tests {
             show(parse_batch(text.as_bytes())),
             show(parse_batch_general(text.as_bytes())),
         ]
+    }
+
+    #[test]
+    fn a_thread_keeps_a_tape_of_a_body_of_events_and_lets_a_huge_one_go() {
+        let event = r#"{"occurred_at":"2026-03-01T09:00:05Z","customer":{"id":"c1"},"interaction_id":"i1","channel":"chat","type":"tagged","topics":["billing"]}"#;
+        let body = format!("[{}]", vec![event; 1_000].join(","));
+        let kept = || SIMD_PARSER.with_borrow(|parser| parser.tape.0.capacity());
+        assert_eq!(parse_batch(body.as_bytes()).unwrap().len(), 1_000);
+        let body_nodes = kept();
+        assert!(
+            (1_000..=KEPT_TAPE_NODES).contains(&body_nodes),
+            "a body of 1,000 events keeps its tape of {body_nodes} nodes"
+        );
+        // Just under simd-json's bound, all structure: about 450,000 nodes.
+        let tiny = format!("[{}0]", "0,".repeat(450_000));
+        assert!(tiny.len() <= SIMD_INPUT);
+        assert!(parse_batch(tiny.as_bytes()).is_err());
+        assert!(kept() < 1_000, "a huge tape is let go");
+        assert_eq!(parse_batch(body.as_bytes()).unwrap().len(), 1_000);
+        assert_eq!(both(&body)[0], both(&body)[1]);
     }
 
     #[test]

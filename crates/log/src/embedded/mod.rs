@@ -926,7 +926,12 @@ impl Writer {
     fn commit(&mut self, group: Vec<WriteRequest>) {
         let before = self.next.clone();
         // Event ids stored by this group so far, so a duplicate inside the group is caught.
-        let mut pending = IdMap::default();
+        // Sized once: grown from empty, a group of thousands of events rehashed it a dozen
+        // times.
+        let mut pending = IdMap::with_capacity_and_hasher(
+            group.iter().map(|request| request.batch.len()).sum(),
+            Default::default(),
+        );
         // Where each stored record goes: (topic, partition) → (request, record) in order.
         let mut placements: BTreeMap<(u8, u32), Vec<(usize, usize)>> = BTreeMap::new();
         let mut requests: Vec<Taken> = Vec::with_capacity(group.len());
