@@ -946,7 +946,7 @@ mod tests {
 
     #[test]
     fn a_remembered_id_is_forty_bytes_and_keeps_its_customer_only_until_stored() {
-        assert_eq!(std::mem::size_of::<(Uuid, Remembered)>(), 40);
+        assert_eq!(size_of::<(Uuid, Remembered)>(), 40);
         let mut recent = RecentIds {
             capacity: 2,
             ..RecentIds::default()

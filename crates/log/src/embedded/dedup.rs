@@ -371,8 +371,8 @@ mod tests {
 
     #[test]
     fn a_key_is_24_bytes_and_orders_as_its_ids_bytes() {
-        assert_eq!(std::mem::size_of::<DedupKey>(), 24);
-        assert_eq!(std::mem::size_of::<(DedupKey, u64)>(), 32);
+        assert_eq!(size_of::<DedupKey>(), 24);
+        assert_eq!(size_of::<(DedupKey, u64)>(), 32);
         let (low, high) = (key(1, 0), key(2, 0));
         assert_eq!(
             low.cmp(&high),
