@@ -144,6 +144,14 @@ struct RecentIds {
     kept: usize,
 }
 
+/// What ingest learns of an event id: the customer it resolved it to, or where the log
+/// holds it.
+#[derive(Clone, Copy, Debug)]
+enum Learnt<'a> {
+    ResolvedTo(&'a str),
+    StoredAt(EventPosition),
+}
+
 /// A change to [`RecentIds`] made while a group is staged, as it is taken back.
 #[derive(Debug)]
 enum RecentUndo {
@@ -159,14 +167,14 @@ impl RecentIds {
     /// One probe of the map for an id seen before (the common case of a redelivery) and
     /// for a new one: the map holds up to a million ids, so each probe is a cache miss,
     /// and ingest made four of them for every event (`perf record` of a 1M load).
-    fn remember(&mut self, event_id: Uuid, customer: &str, stored: Option<EventPosition>) {
+    fn remember(&mut self, event_id: Uuid, learnt: Learnt<'_>) {
         if self.capacity == 0 {
             return;
         }
         match self.entries.entry(event_id) {
             std::collections::hash_map::Entry::Occupied(mut entry) => {
                 // The first copy's position is the one a duplicate answers with.
-                if let (Remembered::Resolved(_), Some(stored)) = (entry.get(), stored) {
+                if let (Remembered::Resolved(_), Learnt::StoredAt(stored)) = (entry.get(), learnt) {
                     let Remembered::Resolved(resolved) =
                         std::mem::replace(entry.get_mut(), Remembered::Stored(stored))
                     else {
@@ -179,9 +187,9 @@ impl RecentIds {
                 return;
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(match stored {
-                    Some(stored) => Remembered::Stored(stored),
-                    None => Remembered::Resolved(customer.to_owned()),
+                slot.insert(match learnt {
+                    Learnt::StoredAt(stored) => Remembered::Stored(stored),
+                    Learnt::ResolvedTo(customer) => Remembered::Resolved(customer.to_owned()),
                 });
             }
         }
@@ -313,21 +321,23 @@ impl State {
     fn fold(&mut self, event: &Event) {
         self.identity.apply(event);
         if let Some(customer) = event.customer_id() {
-            self.recent.remember(event.event_id, customer, None);
+            self.recent
+                .remember(event.event_id, Learnt::ResolvedTo(customer));
         }
     }
 
     /// Folds an interaction event read from the log at `partition`/`offset`.
     fn fold_stored(&mut self, event: &Event, partition: u32, offset: u64) {
         self.identity.apply(event);
-        if let Some(customer) = event.customer_id() {
+        if event.customer_id().is_some() {
             let stored = EventPosition {
                 topic: Topic::Interactions,
                 partition,
                 offset,
                 duplicate: true,
             };
-            self.recent.remember(event.event_id, customer, Some(stored));
+            self.recent
+                .remember(event.event_id, Learnt::StoredAt(stored));
         }
     }
 
@@ -754,8 +764,8 @@ struct Staged {
     point: StagePoint,
     /// Each request still to be answered, and where its events end up.
     jobs: Vec<(Reply, Vec<Slot>)>,
-    /// Each appended record's event id, partition key and topic.
-    written: Vec<(Uuid, String, Topic)>,
+    /// Each appended record's event id and topic.
+    written: Vec<(Uuid, Topic)>,
 }
 
 /// A staged group and the log's answer to wait for.
@@ -820,10 +830,7 @@ fn stage_group(state: &Mutex<State>, jobs: Vec<Job>) -> (Staged, Vec<AppendRecor
             None => accepted_jobs.push((job.reply, slots)),
         }
     }
-    let written = records
-        .iter()
-        .map(|r| (r.event_id, r.key.clone(), r.topic))
-        .collect();
+    let written = records.iter().map(|r| (r.event_id, r.topic)).collect();
     let staged = Staged {
         point,
         jobs: accepted_jobs,
@@ -878,7 +885,7 @@ async fn settle(
     let positions: Vec<EventPosition> = outcomes
         .iter()
         .zip(&staged.written)
-        .map(|(outcome, (_, _, topic))| EventPosition {
+        .map(|(outcome, (_, topic))| EventPosition {
             topic: *topic,
             partition: outcome.position().partition,
             offset: outcome.position().offset,
@@ -891,12 +898,12 @@ async fn settle(
             Some(later) => state.keep_before(later.staged.point),
             None => state.keep(),
         }
-        for (position, (event_id, key, _)) in positions.iter().zip(&staged.written) {
+        for (position, (event_id, _)) in positions.iter().zip(&staged.written) {
             let stored = EventPosition {
                 duplicate: true,
                 ..*position
             };
-            state.recent.remember(*event_id, key, Some(stored));
+            state.recent.remember(*event_id, Learnt::StoredAt(stored));
         }
     }
     for (reply, slots) in staged.jobs {
@@ -931,7 +938,7 @@ async fn settle(
 
 #[cfg(test)]
 mod tests {
-    use super::{EventPosition, RecentIds, Remembered};
+    use super::{EventPosition, Learnt, RecentIds, Remembered};
     use omnilog_log::Topic;
     use uuid::Uuid;
 
@@ -952,21 +959,21 @@ mod tests {
             ..RecentIds::default()
         };
         let (first, second, third) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
-        recent.remember(first, "c1", None);
+        recent.remember(first, Learnt::ResolvedTo("c1"));
         assert!(matches!(&recent.entries[&first], Remembered::Resolved(c) if c == "c1"));
-        recent.remember(first, "c1", Some(position(7)));
+        recent.remember(first, Learnt::StoredAt(position(7)));
         assert!(matches!(recent.entries[&first], Remembered::Stored(p) if p == position(7)));
-        recent.remember(first, "c1", Some(position(9)));
+        recent.remember(first, Learnt::StoredAt(position(9)));
         assert!(
             matches!(recent.entries[&first], Remembered::Stored(p) if p == position(7)),
             "the first copy's position stays"
         );
 
         // Staged changes are taken back: a position learnt, an id added, one evicted.
-        recent.remember(second, "c2", None);
+        recent.remember(second, Learnt::ResolvedTo("c2"));
         recent.undo = Some(Vec::new());
-        recent.remember(second, "c2", Some(position(8)));
-        recent.remember(third, "c3", None);
+        recent.remember(second, Learnt::StoredAt(position(8)));
+        recent.remember(third, Learnt::ResolvedTo("c3"));
         assert!(!recent.entries.contains_key(&first), "the oldest made room");
         recent.rollback_to(0);
         assert!(matches!(&recent.entries[&second], Remembered::Resolved(c) if c == "c2"));

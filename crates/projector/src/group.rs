@@ -617,6 +617,7 @@ async fn read_plan(
         next: Vec::with_capacity(plan.len()),
         largest_read: 0,
     };
+    let mut parts = Vec::with_capacity(plan.len());
     for &(destination, partition, from) in plan {
         let records = log
             .read(topic_of(destination), partition, from, batch)
@@ -626,6 +627,12 @@ async fn read_plan(
             .last()
             .map_or(from, |last| (last.offset + 1).max(from));
         read.next.push((destination, partition, end));
+        parts.push(records);
+    }
+    // Joined into one vector sized once: grown from empty, a step's records (thousands a
+    // partition under load) were copied at each doubling into fresh pages.
+    read.records = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for records in parts {
         read.records.extend(records);
     }
     Ok(read)
