@@ -1162,6 +1162,34 @@ async fn twelve_thousand_hostile_requests_get_no_5xx_only_problems_and_write_onl
     // `rss_settled_under`): what would show a leak is memory that does not.
     let settled =
         rss_settled_under(pid, before.rss_kib + 100 * 1024, Duration::from_secs(20)).await;
+    // On failure, what holds the memory: the server's largest mappings by resident size,
+    // and its thread count (a thread's allocator heap keeps what it freed until it runs).
+    if settled >= before.rss_kib + 100 * 1024 {
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        let mut maps: Vec<(u64, String)> = Vec::new();
+        let mut head = String::new();
+        for line in smaps.lines() {
+            if line.contains('-') && !line.starts_with(|c: char| c.is_ascii_uppercase()) {
+                head = line.to_owned();
+            } else if let Some(rss) = line.strip_prefix("Rss:") {
+                let kib: u64 = rss
+                    .trim()
+                    .trim_end_matches(" kB")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
+                maps.push((kib, head.clone()));
+            }
+        }
+        maps.sort_by_key(|map| std::cmp::Reverse(map.0));
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        eprintln!(
+            "the server has {threads} threads; its largest mappings (KiB resident): {:#?}",
+            &maps[..maps.len().min(12)]
+        );
+    }
     assert!(
         settled < before.rss_kib + 100 * 1024,
         "RSS grew from {} to {} KiB right after the requests, and was still {} KiB 20 s later",
