@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Http, Reply, Server, log_records, memory_of, rss_settled_under, wait_ready};
+use support::{Http, Reply, Server, heap_settled_under, log_records, memory_of, wait_ready};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -1110,8 +1110,14 @@ async fn twelve_thousand_hostile_requests_get_no_5xx_only_problems_and_write_onl
     let total: usize = tally.by_status.values().sum();
     eprintln!(
         "{total} hostile requests in {sent_in:.1?} over {CONNECTIONS} connections; answers by status: {:?}; \
-         events written: {}; raw-socket answers: {raw_statuses:?}; RSS {} -> {} KiB, peak {} KiB",
-        tally.by_status, tally.written, before.rss_kib, after.rss_kib, after.peak_kib
+         events written: {}; raw-socket answers: {raw_statuses:?}; RSS {} -> {} KiB (anonymous {} -> {}), peak {} KiB",
+        tally.by_status,
+        tally.written,
+        before.rss_kib,
+        after.rss_kib,
+        before.anon_kib,
+        after.anon_kib,
+        after.peak_kib
     );
     let mut kinds = BTreeMap::<String, (usize, &String)>::new();
     for failure in &tally.failures {
@@ -1159,12 +1165,12 @@ async fn twelve_thousand_hostile_requests_get_no_5xx_only_problems_and_write_onl
         "the log grew by other than the events answered 202"
     );
     // Memory the server freed comes back within seconds, not at once (see
-    // `rss_settled_under`): what would show a leak is memory that does not.
+    // `heap_settled_under`): what would show a leak is memory that does not.
     let settled =
-        rss_settled_under(pid, before.rss_kib + 100 * 1024, Duration::from_secs(20)).await;
+        heap_settled_under(pid, before.anon_kib + 100 * 1024, Duration::from_secs(20)).await;
     // On failure, what holds the memory: the server's largest mappings by resident size,
     // and its thread count (a thread's allocator heap keeps what it freed until it runs).
-    if settled >= before.rss_kib + 100 * 1024 {
+    if settled >= before.anon_kib + 100 * 1024 {
         let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
         let mut maps: Vec<(u64, String)> = Vec::new();
         let mut head = String::new();
@@ -1191,10 +1197,10 @@ async fn twelve_thousand_hostile_requests_get_no_5xx_only_problems_and_write_onl
         );
     }
     assert!(
-        settled < before.rss_kib + 100 * 1024,
-        "RSS grew from {} to {} KiB right after the requests, and was still {} KiB 20 s later",
-        before.rss_kib,
-        after.rss_kib,
+        settled < before.anon_kib + 100 * 1024,
+        "anonymous memory grew from {} to {} KiB right after the requests, and was still {} KiB 20 s later",
+        before.anon_kib,
+        after.anon_kib,
         settled
     );
     assert!(
