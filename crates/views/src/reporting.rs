@@ -252,6 +252,10 @@ impl ViewState for ReportingState {
         vec![&self.tracked, &self.sessions, &self.pending]
     }
 
+    fn partition_tables(&mut self) -> Vec<&mut dyn Evictable> {
+        vec![&mut self.tracked, &mut self.sessions, &mut self.pending]
+    }
+
     fn starts_empty(&mut self) {
         self.tracked.starts_empty();
         self.sessions.starts_empty();
@@ -368,6 +372,14 @@ impl View for ReportingView {
 
     fn topics(&self) -> &'static [Destination] {
         &[Destination::Interactions]
+    }
+
+    /// An interaction's `t` record, a customer's `k` and `v` records are folded from
+    /// events of one partition (see the module's table): a replay lets them go once their
+    /// partition is folded. The figures, which every partition adds to, stay in memory
+    /// (whole tables) and are written as they change.
+    fn partition_local(&self) -> bool {
+        true
     }
 
     /// 2: typed tables (layout 1 was a key-value state). 3: self-service sessions. 4: an
