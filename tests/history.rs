@@ -398,6 +398,17 @@ async fn an_exported_history_imports_into_the_same_views_and_resumes_after_a_bad
         source_views,
         "a replay without cache builds other views"
     );
+    // Nor one that reads each partition (about 250 records) in five passes, each folding a
+    // fifth of its customers.
+    assert_eq!(
+        replayed_digests_with(
+            &source,
+            &dir.path().join("source-views-shares"),
+            &["--pass-records", "60", "--batch", "100"]
+        ),
+        source_views,
+        "a replay in passes of a share of the customers builds other views"
+    );
     let again = run(&[
         "import",
         file.to_str().unwrap(),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 pub use embedded::{DiskFault, EmbeddedLog, LogOptions};
-pub use partitioner::{murmur2, partition_for};
+pub use partitioner::{KeyShare, murmur2, partition_for};
 
 /// The topics of CONTRACT §2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -237,24 +237,35 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     /// default reads the partitions in turn; a backend that can read faster in another
     /// order (the embedded log: in the order records lie on disk) overrides it.
     async fn scan_next(&self, scan: &mut Scan, max: usize) -> Result<Vec<LogRecord>, LogError> {
-        let count = scan.ranges.len();
-        for _ in 0..count {
-            let at = scan.turn % count.max(1);
-            scan.turn = scan.turn.wrapping_add(1);
-            let range = scan.ranges[at];
-            if range.is_empty() {
-                continue;
+        // A scan of a share of the keys reads on until some record is of it.
+        'reading: loop {
+            let count = scan.ranges.len();
+            for _ in 0..count {
+                let at = scan.turn % count.max(1);
+                scan.turn = scan.turn.wrapping_add(1);
+                let range = scan.ranges[at];
+                if range.is_empty() {
+                    continue;
+                }
+                let wanted = max.max(1).min(range.len().min(usize::MAX as u64) as usize);
+                let mut records =
+                    read_before_end(self, range.topic, range.partition, range.from, wanted).await?;
+                records.retain(|r| r.offset < range.to);
+                if let Some(last) = records.last() {
+                    scan.ranges[at].from = last.offset + 1;
+                }
+                if let Some(share) = scan.share
+                    && !records.is_empty()
+                {
+                    records.retain(|r| share.holds(r.key.as_bytes()));
+                    if records.is_empty() {
+                        continue 'reading;
+                    }
+                }
+                return Ok(records);
             }
-            let wanted = max.max(1).min(range.len().min(usize::MAX as u64) as usize);
-            let mut records =
-                read_before_end(self, range.topic, range.partition, range.from, wanted).await?;
-            records.retain(|r| r.offset < range.to);
-            if let Some(last) = records.last() {
-                scan.ranges[at].from = last.offset + 1;
-            }
-            return Ok(records);
+            return Ok(Vec::new());
         }
-        Ok(Vec::new())
     }
 
     /// The next offset to be written in each partition of the topic (index = partition).
@@ -323,11 +334,30 @@ pub struct Scan {
     ranges: Vec<PartitionRange>,
     /// Whose turn it is, for backends that read partitions in turn.
     turn: usize,
+    /// Only the records of these keys are returned (see [`Scan::only_share`]).
+    share: Option<KeyShare>,
 }
 
 impl Scan {
     pub fn new(ranges: Vec<PartitionRange>) -> Self {
-        Scan { ranges, turn: 0 }
+        Scan {
+            ranges,
+            turn: 0,
+            share: None,
+        }
+    }
+
+    /// The same scan returning only the records whose keys are of `share`; the others are
+    /// read and passed over. The embedded log passes over them before decoding their keys,
+    /// headers or payloads.
+    pub fn only_share(mut self, share: KeyShare) -> Self {
+        self.share = Some(share);
+        self
+    }
+
+    /// The share of keys the scan returns, if not all.
+    pub fn share(&self) -> Option<KeyShare> {
+        self.share
     }
 
     /// Every partition of `topics` from offset 0 to its end now.

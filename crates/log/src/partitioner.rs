@@ -14,6 +14,36 @@ pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
     ((murmur2(key) & 0x7fff_ffff) as u32) % partitions
 }
 
+/// One of `of` shares of the keys of a topic of `partitions` partitions: a partition's
+/// keys split further, as if the topic had `of` times as many partitions. A key's share is
+/// taken from the bits of its hash above those that chose its partition, so the shares of
+/// one partition are about equally large. What a replay uses to fold a long partition in
+/// several passes, each holding fewer customers in memory (see [`crate::Scan::only_share`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyShare {
+    index: u32,
+    of: u32,
+    partitions: u32,
+}
+
+impl KeyShare {
+    /// Share `index` of `of`, of a topic of `partitions` partitions; `None` unless
+    /// `index < of` and `partitions > 0`.
+    pub fn new(index: u32, of: u32, partitions: u32) -> Option<Self> {
+        (index < of && partitions > 0).then_some(KeyShare {
+            index,
+            of,
+            partitions,
+        })
+    }
+
+    /// Whether `key` is of this share.
+    pub fn holds(&self, key: &[u8]) -> bool {
+        let hash = (murmur2(key) & 0x7fff_ffff) as u32;
+        (hash / self.partitions) % self.of == self.index
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +79,36 @@ mod tests {
             partition_for(b"21", 12),
             ((-973932308i32 & 0x7fffffff) as u32) % 12
         );
+    }
+
+    #[test]
+    fn every_key_is_in_exactly_one_share_and_the_shares_of_a_partition_are_about_equal() {
+        let partitions = 12;
+        let of = 4;
+        let shares: Vec<KeyShare> = (0..of)
+            .map(|index| KeyShare::new(index, of, partitions).unwrap())
+            .collect();
+        let mut sizes = [0u32; 4];
+        for n in 0..48_000 {
+            let key = format!("customer-{n}");
+            if partition_for(key.as_bytes(), partitions) != 5 {
+                continue;
+            }
+            let holding: Vec<usize> = (0..shares.len())
+                .filter(|&at| shares[at].holds(key.as_bytes()))
+                .collect();
+            assert_eq!(holding.len(), 1, "{key}");
+            sizes[holding[0]] += 1;
+        }
+        let total: u32 = sizes.iter().sum();
+        assert!(total > 3_500, "{total}");
+        for size in sizes {
+            assert!(
+                size > total / 4 * 8 / 10 && size < total / 4 * 12 / 10,
+                "{sizes:?}"
+            );
+        }
+        assert_eq!(KeyShare::new(4, 4, 12), None);
+        assert_eq!(KeyShare::new(0, 1, 0), None);
     }
 }

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use omnilog_log::{
-    EmbeddedLog, EventLog, LogError, LogOptions, PartitionCounts, PartitionRange, Scan, Topic,
+    EmbeddedLog, EventLog, KeyShare, LogError, LogOptions, PartitionCounts, PartitionRange, Scan,
+    Topic,
 };
 use uuid::Uuid;
 
@@ -317,6 +318,50 @@ async fn a_scan_returns_every_record_once_each_partition_in_order() {
         vec![5, 6, 7, 8]
     );
     assert!(log.scan_next(&mut scan, 100).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scans_of_the_shares_of_the_keys_return_each_record_once_in_order_and_only_its_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), small_segments()).unwrap();
+    let appended = append_named(&log, "share", 2_000, 50).await;
+    let shares = 3;
+    for max in [1, 7, 10_000] {
+        let mut seen: HashMap<Uuid, u32> = HashMap::new();
+        for index in 0..shares {
+            let share = KeyShare::new(index, shares, 12).unwrap();
+            let mut scan = Scan::to_ends(&log, &[Topic::Interactions])
+                .await
+                .unwrap()
+                .only_share(share);
+            let mut next: HashMap<u32, u64> = HashMap::new();
+            loop {
+                let records = log.scan_next(&mut scan, max).await.unwrap();
+                if records.is_empty() {
+                    break;
+                }
+                for r in records {
+                    assert!(
+                        share.holds(r.key.as_bytes()),
+                        "{} is not of {share:?}",
+                        r.key
+                    );
+                    let after = next.entry(r.partition).or_default();
+                    assert!(r.offset >= *after, "partition {} out of order", r.partition);
+                    *after = r.offset + 1;
+                    assert_eq!(appended[&r.event_id], (r.partition, r.offset));
+                    assert!(seen.insert(r.event_id, index).is_none(), "read twice");
+                }
+            }
+            assert!(scan.is_done());
+        }
+        assert_eq!(seen.len(), appended.len(), "max {max}");
+        let per_share: Vec<usize> = (0..shares)
+            .map(|index| seen.values().filter(|&&s| s == index).count())
+            .collect();
+        assert!(per_share.iter().all(|&n| n > 400), "{per_share:?}");
+    }
 }
 
 #[test]

@@ -53,6 +53,11 @@ pub struct ReplayArgs {
     /// weigh in memory, in MiB, before the least recently used are written and let go.
     #[arg(long, default_value_t = 128)]
     pub cache_mb: usize,
+    /// Records a pass reads, about: a partition holding more is read in several passes,
+    /// each folding a share of its customers, so that memory holds one pass's customers
+    /// whatever the history's length. 0: one pass a partition.
+    #[arg(long, default_value_t = omnilog_projector::PASS_RECORDS)]
+    pub pass_records: u64,
     /// A channel's service-level threshold, as CHANNEL=SECONDS (repeatable), as given to
     /// the server whose views this replay should equal.
     #[arg(
@@ -168,6 +173,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         until: args.until,
         batch: args.batch,
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+        pass_records: args.pass_records,
         identity: true,
         identity_sink: Some(IdentitySink(Arc::new(save_identity))),
     };

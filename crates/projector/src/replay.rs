@@ -25,7 +25,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
-use omnilog_log::{PartitionRange, Scan, SharedLog, Topic};
+use omnilog_log::{KeyShare, PartitionRange, Scan, SharedLog, Topic};
 use omnilog_store::{Checkpoint, ViewStore};
 use omnilog_views::IdentityView;
 
@@ -51,6 +51,10 @@ pub struct ReplayOptions {
     pub batch: usize,
     /// Each view's budget for its cached records, about, in bytes.
     pub cache_bytes: usize,
+    /// Records a pass reads, about: a partition holding more is read in that many passes
+    /// (see [`passes`]), each folding the records of a share of its keys. 0: one pass a
+    /// partition.
+    pub pass_records: u64,
     /// Also fold the identity view.
     pub identity: bool,
     /// What to do with the identity view as soon as it is folded (see [`IdentitySink`]);
@@ -80,6 +84,7 @@ impl Default for ReplayOptions {
             until: None,
             batch: 8_192,
             cache_bytes: 128 * 1024 * 1024,
+            pass_records: PASS_RECORDS,
             identity: true,
             identity_sink: None,
         }
@@ -91,6 +96,12 @@ impl Default for ReplayOptions {
 /// each view, a 10M-event one 23 or 24 of the journey view's (the "checkpoint written" lines
 /// of `RUST_LOG=omnilog_projector=debug omnilog replay --view journey`).
 const LONG_REPLAY_RECORDS: u64 = 2_000_000;
+
+/// Records a replay's pass reads, about, by default ([`ReplayOptions::pass_records`]): a
+/// twelve-partition history of 1M events reads each partition in one pass (about 83k
+/// interaction records), one of 10M events each in nine (93k records each), so that what a
+/// pass's customers weigh in memory does not grow with the history.
+pub const PASS_RECORDS: u64 = 0;
 
 /// What a replay built of one view.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,7 +309,7 @@ async fn read_all(
     let mut read = 0u64;
     let mut handed: Vec<Shared> = Vec::new();
     let decoder = Decoder::start()?;
-    for mut pass in passes(&scan) {
+    for mut pass in passes(&scan, options.pass_records) {
         // Three batches at once: the next one is read while this one is decoded, and this
         // one is decoded while the one before is handed over. One after the other, the
         // workers waited now and then with only the decoder running
@@ -306,6 +317,7 @@ async fn read_all(
         let mut decoding: Option<Decoding> = None;
         loop {
             let records = log.scan_next(&mut pass, options.batch.max(1)).await?;
+            let last = records.is_empty();
             let mut ready = None;
             if let Some(decoding) = decoding.take() {
                 let (feed, still_held) = decoding.finished().await?;
@@ -315,7 +327,6 @@ async fn read_all(
                 }
                 ready = Some(feed);
             }
-            let last = records.is_empty();
             if !last {
                 read += records.len() as u64;
                 decoding = Some(decoder.submit(records, std::mem::take(&mut handed))?);
@@ -349,23 +360,44 @@ async fn read_all(
 }
 
 /// The passes of a replay: one per partition number, each reading that partition of every
-/// topic.
-fn passes(scan: &Scan) -> Vec<Scan> {
+/// topic; a partition of more than `pass_records` interaction records is read in several
+/// passes, each folding a share of its keys ([`KeyShare`]). A view's records are a key's
+/// (a customer's, an agent's) and a key's records lie in one share, so a partition-local
+/// view's records are final once a pass is done, as after a whole partition: memory holds
+/// one pass's customers, whatever the history's length, for the price of reading the
+/// partition again (its records outside the share are read and passed over, not decoded).
+fn passes(scan: &Scan, pass_records: u64) -> Vec<Scan> {
     let mut partitions: Vec<u32> = scan.ranges().iter().map(|r| r.partition).collect();
     partitions.sort_unstable();
     partitions.dedup();
-    partitions
-        .into_iter()
-        .map(|partition| {
-            Scan::new(
-                scan.ranges()
-                    .iter()
-                    .filter(|r| r.partition == partition)
-                    .copied()
-                    .collect(),
-            )
-        })
-        .collect()
+    let partition_count = partitions.last().map_or(1, |last| last + 1);
+    let mut passes = Vec::new();
+    for partition in partitions {
+        let ranges: Vec<PartitionRange> = scan
+            .ranges()
+            .iter()
+            .filter(|r| r.partition == partition)
+            .copied()
+            .collect();
+        let interactions: u64 = ranges
+            .iter()
+            .filter(|r| r.topic == Topic::Interactions)
+            .map(PartitionRange::len)
+            .sum();
+        let shares = if pass_records == 0 {
+            1
+        } else {
+            interactions.div_ceil(pass_records).clamp(1, 256) as u32
+        };
+        for index in 0..shares {
+            let pass = Scan::new(ranges.clone());
+            passes.push(match KeyShare::new(index, shares, partition_count) {
+                Some(share) if shares > 1 => pass.only_share(share),
+                _ => pass,
+            });
+        }
+    }
+    passes
 }
 
 /// Emptied vectors of decoded batches (of those every worker is done with) the decoder

@@ -39,7 +39,7 @@
 use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
-use crate::{AppendRecord, LogError, LogRecord, Topic};
+use crate::{AppendRecord, KeyShare, LogError, LogRecord, Topic};
 
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"OMNILOG\x02";
 pub(crate) const SEGMENT_HEADER_BYTES: u64 = 32;
@@ -447,12 +447,14 @@ fn decompress_into(stored: &[u8], buffers: &dyn PlainBuffers) -> Option<Bytes> {
 }
 
 /// Decodes the records of one batch (`bytes` = its header and stored records), keeping those
-/// at or after `from` and before `until`. Payloads share one buffer: `bytes`', or that of the
-/// decompressed records (one of `buffers`).
+/// at or after `from` and before `until` (and whose keys are of `share`, when given: the
+/// others are passed over on their key alone). Payloads share one buffer: `bytes`', or that
+/// of the decompressed records (one of `buffers`).
 pub(crate) fn decode_batch(
     bytes: &Bytes,
     from: u64,
     until: u64,
+    share: Option<KeyShare>,
     out: &mut Vec<LogRecord>,
     buffers: &dyn PlainBuffers,
 ) -> Result<(), String> {
@@ -477,6 +479,12 @@ pub(crate) fn decode_batch(
         if offset >= until {
             break;
         }
+        if let Some(share) = share
+            && let Some(key) = key_of(&records[start..stop])
+            && !share.holds(key)
+        {
+            continue;
+        }
         out.push(
             decode_record(
                 &records,
@@ -490,6 +498,13 @@ pub(crate) fn decode_batch(
         );
     }
     Ok(())
+}
+
+/// The key of an encoded record (`record` = what follows its length); `None` when it runs
+/// past the record (which [`decode_record`] then reports as damaged).
+fn key_of(record: &[u8]) -> Option<&[u8]> {
+    let key_len = le_u16(record.get(..2)?) as usize;
+    record.get(2..2 + key_len)
 }
 
 fn decode_record(
@@ -608,7 +623,7 @@ mod tests {
             &frame[placements[0].at as usize..(placements[0].at + placements[0].len) as usize],
         );
         let mut out = Vec::new();
-        decode_batch(&first_batch, 11, u64::MAX, &mut out, &FreshBuffers).unwrap();
+        decode_batch(&first_batch, 11, u64::MAX, None, &mut out, &FreshBuffers).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].offset, 11);
         assert_eq!(out[0].partition, 4);
@@ -641,6 +656,7 @@ mod tests {
             &Bytes::copy_from_slice(bytes),
             0,
             u64::MAX,
+            None,
             &mut out,
             &FreshBuffers,
         )?;
@@ -687,7 +703,7 @@ mod tests {
         assert_eq!(out[0].offset, 40);
         // A range inside the batch, and its ids.
         let mut some = Vec::new();
-        decode_batch(&bytes, 45, 47, &mut some, &FreshBuffers).unwrap();
+        decode_batch(&bytes, 45, 47, None, &mut some, &FreshBuffers).unwrap();
         assert_eq!(some.iter().map(|r| r.offset).collect::<Vec<_>>(), [45, 46]);
         let ids = event_ids_of_batch(&bytes).unwrap();
         assert_eq!(ids.len(), 200);
