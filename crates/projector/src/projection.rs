@@ -583,12 +583,13 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     /// [`AnyVersion::partition_done`], before folding records of any partition).
     fn store_may_hold_anything(&self) -> Result<(), ProjectorError>;
 
-    /// Takes and encodes the changes since the last checkpoint (or encoding ahead) now,
-    /// for the next checkpoint to write with the positions: a replay does it once a
-    /// partition is folded, while the next one folds, so the last checkpoint does not
-    /// encode the whole history after the fold. The records stay in memory until written.
-    /// Blocks; never runs beside a checkpoint of the same version.
-    fn encode_ahead(&self) -> Result<(), ProjectorError>;
+    /// Encodes changes taken by [`AnyVersion::take_checkpoint`] now, for the next
+    /// checkpoint to write with the positions: a replay does it once a partition is
+    /// folded, while the next one folds, so the last checkpoint does not encode the whole
+    /// history after the fold. The encoded records are what the checkpoint writes: their
+    /// clean records in memory may go. Blocks; never runs beside a checkpoint of the same
+    /// version.
+    fn encode_ahead(&self, taken: TakenChanges) -> Result<(), ProjectorError>;
 
     /// Goes back to the last checkpoint (after a failure in the middle of a fold, the state
     /// in memory may hold part of a batch). Blocks.
@@ -801,9 +802,8 @@ impl<V: View> AnyVersion for Version<V> {
         Ok(())
     }
 
-    fn encode_ahead(&self) -> Result<(), ProjectorError> {
-        let snapshot = self.state.write().map_err(lock_error)?.take_changes()?;
-        let changes = snapshot.encode()?;
+    fn encode_ahead(&self, taken: TakenChanges) -> Result<(), ProjectorError> {
+        let changes = taken.snapshot.encode()?;
         let mut ahead = self.encoded_ahead.lock().map_err(lock_error)?;
         ahead.bytes += changes.weight();
         ahead.sets.push(changes);

@@ -97,10 +97,13 @@ impl Default for ReplayOptions {
 /// of `RUST_LOG=omnilog_projector=debug omnilog replay --view journey`).
 const LONG_REPLAY_RECORDS: u64 = 2_000_000;
 
-/// Records a replay's pass reads, about, by default ([`ReplayOptions::pass_records`]): a
-/// twelve-partition history of 1M events reads each partition in one pass (about 83k
-/// interaction records), one of 10M events each in nine (93k records each), so that what a
-/// pass's customers weigh in memory does not grow with the history.
+/// Records a replay's pass reads, about, by default ([`ReplayOptions::pass_records`]): 0,
+/// one pass a partition. Passes of a share of a partition's customers bound what the
+/// partition-local views hold, but each share reads the whole partition again, so the
+/// reading grows with the square of the history: on a 10M-event history of twelve
+/// partitions, passes of 300,000 records (three a partition) took 19.7 s and peaked at 853
+/// MB, one pass a partition 15.8 s and 1,106 MB (docs/benchmarks.md). A knob for a machine
+/// short of memory, not the default.
 pub const PASS_RECORDS: u64 = 0;
 
 /// What a replay built of one view.
@@ -120,7 +123,8 @@ enum Feed {
     Batch(Shared),
     /// Every record of a group of partitions has been handed over.
     PassDone,
-    /// What follows may be of any partition (records past the ends the passes read).
+    /// What follows may be of any partition (records past the ends the passes read); sent
+    /// only when there are such records.
     Beyond,
 }
 
@@ -344,12 +348,14 @@ async fn read_all(
     // Once the ends are reached, one more look beyond each: a broker may report an end
     // short of what is readable (tansu's ListOffsets leaves out the last batch), and a
     // replay must not stop before what a live projection has already folded.
-    hand_over(feeds, Feed::Beyond).await?;
     let mut beyond = scan;
-    for _ in 0..16 {
+    for round in 0..16 {
         let records = read_beyond(log, &mut beyond, options.batch).await?;
         if records.is_empty() {
             break;
+        }
+        if round == 0 {
+            hand_over(feeds, Feed::Beyond).await?;
         }
         read += records.len() as u64;
         let (feed, _) = decoder.decode(records, Vec::new()).await?;
@@ -570,7 +576,9 @@ fn fold_batches(
             match job {
                 Job::Checkpoint => version.partition_done(true),
                 Job::BudgetCheckpoint => version.let_go_to_budget(),
-                Job::EncodeAhead => version.partition_done(false),
+                // Encoded, the pass's records are held as the last checkpoint will write
+                // them: those in memory may go.
+                Job::EncodeAhead => version.partition_done(true),
             }
         }
         None => Ok(()),
@@ -579,9 +587,11 @@ fn fold_batches(
         let batch = match feed {
             Feed::Batch(batch) => batch,
             Feed::Beyond => {
-                // The keys of done partitions were forgotten: from here on, a record not
-                // in memory may be in the store.
+                // The keys of done partitions were forgotten, and records encoded ahead
+                // let go: from here on, a record not in memory may be in the store, so
+                // the store must hold every record.
                 written(&mut writing)?;
+                version.checkpoint_keeping()?;
                 version.store_may_hold_anything()?;
                 continue;
             }
@@ -641,8 +651,8 @@ enum Job {
     /// Writes a checkpoint because the budget is full; once it is done, the worker lets
     /// clean records go down to three quarters of the budget.
     BudgetCheckpoint,
-    /// Encodes the pass's changes for the next checkpoint; once it is done, the keys the
-    /// pass let go are forgotten.
+    /// Encodes the pass's changes for the next checkpoint; once it is done, the records
+    /// they were encoded from are let go, and the keys the pass let go forgotten.
     EncodeAhead,
 }
 
@@ -664,12 +674,12 @@ impl Background {
         // A pass's checkpoint takes its changes here, before the next pass folds anything:
         // once written, every clean record is of a done partition, and may go unremembered.
         let taken = match job {
-            Job::Checkpoint => Some(version.take_checkpoint()?),
-            Job::BudgetCheckpoint | Job::EncodeAhead => None,
+            Job::Checkpoint | Job::EncodeAhead => Some(version.take_checkpoint()?),
+            Job::BudgetCheckpoint => None,
         };
         let done = writer.run(move || match (taken, job) {
+            (Some(taken), Job::EncodeAhead) => version.encode_ahead(taken),
             (Some(taken), _) => version.write_taken(taken),
-            (None, Job::EncodeAhead) => version.encode_ahead(),
             (None, _) => version.checkpoint_keeping(),
         })?;
         Ok(Background { job, done })
