@@ -79,17 +79,21 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if matches!(
+    let serving = matches!(
         cli.command,
         Command::Serve(_)
             | Command::IngestServer(_)
             | Command::Projector(_)
             | Command::Demo(_)
             | Command::Bench(_)
-    ) {
+    );
+    if serving {
         allocator::tune_for_server();
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if serving {
+        builder.on_thread_park(allocator::give_back_when_idle);
+    }
     if matches!(cli.command, Command::Export(_)) {
         // Export is one sequential stream: one worker and one thread for the log's blocking
         // reads keep glibc from growing a heap arena per thread (its peak memory).
