@@ -10,8 +10,8 @@
 //! the interactions and of the agents, in the order the log reads fastest). A customer's
 //! events all lie in one partition, so once a pass is done nothing will touch its
 //! customers' journeys again: each worker writes a checkpoint then and lets its cached
-//! records go. Memory is bounded by what one partition's customers weigh, not by the
-//! history, and each customer's record is encoded and written once, however long the
+//! records go. Memory is bounded by what one partition's customers weigh (or one share of
+//! them, read in passes of their own: [`ReplayOptions::pass_records`]), not by the history, and each customer's record is encoded and written once, however long the
 //! history. (Views do not depend on how partitions interleave, so the order changes
 //! nothing of what is built.) A pass whose records outgrow a view's budget checkpoints in
 //! its middle too, and lets the least recently used records go. The views fold the same
@@ -51,9 +51,9 @@ pub struct ReplayOptions {
     pub batch: usize,
     /// Each view's budget for its cached records, about, in bytes.
     pub cache_bytes: usize,
-    /// Records a pass reads, about: a partition holding more is read in that many passes
-    /// (see [`passes`]), each folding the records of a share of its keys. 0: one pass a
-    /// partition.
+    /// Records a pass reads, about: a partition holding more interaction records is read
+    /// in as many passes as it takes, each folding the records of one share of its keys
+    /// ([`KeyShare`]). 0: one pass a partition ([`PASS_RECORDS`]).
     pub pass_records: u64,
     /// Also fold the identity view.
     pub identity: bool,
