@@ -561,6 +561,12 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     /// checkpoint holds that pass's changes and nothing of the next one.
     fn take_checkpoint(&self) -> Result<TakenChanges, ProjectorError>;
 
+    /// [`AnyVersion::take_checkpoint`] at the end of a replay's pass: the changes of
+    /// [`omnilog_views::ViewState::take_pass_changes`]. Positions written with them may be
+    /// ahead of what is written (a replay's version is only made active once its last
+    /// checkpoint, which takes every change, is written).
+    fn take_pass_checkpoint(&self) -> Result<TakenChanges, ProjectorError>;
+
     /// The second half of [`AnyVersion::checkpoint_keeping`]: encodes and writes changes
     /// taken by [`AnyVersion::take_checkpoint`], and lets no record go.
     fn write_taken(&self, taken: TakenChanges) -> Result<(), ProjectorError>;
@@ -761,6 +767,14 @@ impl<V: View> AnyVersion for Version<V> {
 
     fn take_checkpoint(&self) -> Result<TakenChanges, ProjectorError> {
         self.take_changes()
+    }
+
+    fn take_pass_checkpoint(&self) -> Result<TakenChanges, ProjectorError> {
+        let mut state = self.state.write().map_err(lock_error)?;
+        Ok(TakenChanges {
+            snapshot: state.take_pass_changes()?,
+            checkpoint: self.status.checkpoint(),
+        })
     }
 
     fn write_taken(&self, taken: TakenChanges) -> Result<(), ProjectorError> {

@@ -674,7 +674,7 @@ impl Background {
         // A pass's checkpoint takes its changes here, before the next pass folds anything:
         // once written, every clean record is of a done partition, and may go unremembered.
         let taken = match job {
-            Job::Checkpoint | Job::EncodeAhead => Some(version.take_checkpoint()?),
+            Job::Checkpoint | Job::EncodeAhead => Some(version.take_pass_checkpoint()?),
             Job::BudgetCheckpoint => None,
         };
         let done = writer.run(move || match (taken, job) {

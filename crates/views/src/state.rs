@@ -1612,6 +1612,16 @@ pub trait ViewState: Send + Sync + 'static {
     /// The changes since the last call, to encode once the state's lock is released.
     fn take_changes(&mut self) -> Result<Snapshot, ViewError>;
 
+    /// The changes a replay writes (or encodes ahead) at the end of a pass, once a
+    /// partition's records are final: by default every change since the last call. A state
+    /// whose whole tables every pass adds to (the reports' hourly figures) takes only its
+    /// partition tables' changes here, and leaves the others to the replay's last
+    /// checkpoint, which takes them all: written at each pass's end, the same figures were
+    /// encoded and written once a pass.
+    fn take_pass_changes(&mut self) -> Result<Snapshot, ViewError> {
+        self.take_changes()
+    }
+
     /// Lets go of clean cached records until the cached tables weigh at most `budget`.
     fn evict(&mut self, _budget: usize) {}
 
