@@ -237,34 +237,17 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     /// default reads the partitions in turn; a backend that can read faster in another
     /// order (the embedded log: in the order records lie on disk) overrides it.
     async fn scan_next(&self, scan: &mut Scan, max: usize) -> Result<Vec<LogRecord>, LogError> {
-        // A scan of a share of the keys reads on until some record is of it.
-        'reading: loop {
-            let count = scan.ranges.len();
-            for _ in 0..count {
-                let at = scan.turn % count.max(1);
-                scan.turn = scan.turn.wrapping_add(1);
-                let range = scan.ranges[at];
-                if range.is_empty() {
-                    continue;
-                }
-                let wanted = max.max(1).min(range.len().min(usize::MAX as u64) as usize);
-                let mut records =
-                    read_before_end(self, range.topic, range.partition, range.from, wanted).await?;
-                records.retain(|r| r.offset < range.to);
-                if let Some(last) = records.last() {
-                    scan.ranges[at].from = last.offset + 1;
-                }
-                if let Some(share) = scan.share
-                    && !records.is_empty()
-                {
-                    records.retain(|r| share.holds(r.key.as_bytes()));
-                    if records.is_empty() {
-                        continue 'reading;
-                    }
-                }
-                return Ok(records);
+        loop {
+            let mut records = read_in_turn(self, scan, max).await?;
+            let read_some = !records.is_empty();
+            if let Some(share) = scan.share {
+                records.retain(|r| share.holds(r.key.as_bytes()));
             }
-            return Ok(Vec::new());
+            // A scan of a share of the keys reads on until some record is of it.
+            if records.is_empty() && read_some {
+                continue;
+            }
+            return Ok(records);
         }
     }
 
@@ -399,6 +382,33 @@ impl Scan {
     pub fn is_done(&self) -> bool {
         self.remaining() == 0
     }
+}
+
+/// The default [`EventLog::scan_next`]'s step: the next records of the next range of `scan`
+/// not yet read, in turn, and that range moved past them; empty once every range is read.
+async fn read_in_turn(
+    log: &(impl EventLog + ?Sized),
+    scan: &mut Scan,
+    max: usize,
+) -> Result<Vec<LogRecord>, LogError> {
+    let count = scan.ranges.len();
+    for _ in 0..count {
+        let at = scan.turn % count.max(1);
+        scan.turn = scan.turn.wrapping_add(1);
+        let range = scan.ranges[at];
+        if range.is_empty() {
+            continue;
+        }
+        let wanted = max.max(1).min(range.len().min(usize::MAX as u64) as usize);
+        let mut records =
+            read_before_end(log, range.topic, range.partition, range.from, wanted).await?;
+        records.retain(|r| r.offset < range.to);
+        if let Some(last) = records.last() {
+            scan.ranges[at].from = last.offset + 1;
+        }
+        return Ok(records);
+    }
+    Ok(Vec::new())
 }
 
 /// How long [`read_before_end`] waits for records a partition's end says are there.

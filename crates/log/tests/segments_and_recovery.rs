@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use omnilog_log::{
-    EmbeddedLog, EventLog, KeyShare, LogError, LogOptions, PartitionCounts, PartitionRange, Scan,
-    Topic,
+    EmbeddedLog, EventLog, KeyShare, LogError, LogOptions, LogRecord, PartitionCounts,
+    PartitionRange, Scan, Topic,
 };
 use uuid::Uuid;
 
@@ -320,6 +320,33 @@ async fn a_scan_returns_every_record_once_each_partition_in_order() {
     assert!(log.scan_next(&mut scan, 100).await.unwrap().is_empty());
 }
 
+/// Every record a scan of `share` returns, read `max` at a time to its end: each of the
+/// share, and each partition's in offset order.
+async fn read_share(log: &dyn EventLog, scan: Scan, share: KeyShare, max: usize) -> Vec<LogRecord> {
+    let mut scan = scan.only_share(share);
+    let mut next: HashMap<u32, u64> = HashMap::new();
+    let mut read = Vec::new();
+    loop {
+        let records = log.scan_next(&mut scan, max).await.unwrap();
+        if records.is_empty() {
+            break;
+        }
+        for r in records {
+            assert!(
+                share.holds(r.key.as_bytes()),
+                "{} is not of {share:?}",
+                r.key
+            );
+            let after = next.entry(r.partition).or_default();
+            assert!(r.offset >= *after, "partition {} out of order", r.partition);
+            *after = r.offset + 1;
+            read.push(r);
+        }
+    }
+    assert!(scan.is_done());
+    read
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scans_of_the_shares_of_the_keys_return_each_record_once_in_order_and_only_its_shares() {
     let dir = tempfile::tempdir().unwrap();
@@ -331,30 +358,11 @@ async fn scans_of_the_shares_of_the_keys_return_each_record_once_in_order_and_on
         let mut seen: HashMap<Uuid, u32> = HashMap::new();
         for index in 0..shares {
             let share = KeyShare::new(index, shares, 12).unwrap();
-            let mut scan = Scan::to_ends(&log, &[Topic::Interactions])
-                .await
-                .unwrap()
-                .only_share(share);
-            let mut next: HashMap<u32, u64> = HashMap::new();
-            loop {
-                let records = log.scan_next(&mut scan, max).await.unwrap();
-                if records.is_empty() {
-                    break;
-                }
-                for r in records {
-                    assert!(
-                        share.holds(r.key.as_bytes()),
-                        "{} is not of {share:?}",
-                        r.key
-                    );
-                    let after = next.entry(r.partition).or_default();
-                    assert!(r.offset >= *after, "partition {} out of order", r.partition);
-                    *after = r.offset + 1;
-                    assert_eq!(appended[&r.event_id], (r.partition, r.offset));
-                    assert!(seen.insert(r.event_id, index).is_none(), "read twice");
-                }
+            let scan = Scan::to_ends(&log, &[Topic::Interactions]).await.unwrap();
+            for r in read_share(&log, scan, share, max).await {
+                assert_eq!(appended[&r.event_id], (r.partition, r.offset));
+                assert!(seen.insert(r.event_id, index).is_none(), "read twice");
             }
-            assert!(scan.is_done());
         }
         assert_eq!(seen.len(), appended.len(), "max {max}");
         let per_share: Vec<usize> = (0..shares)
@@ -381,29 +389,11 @@ async fn the_default_scan_of_a_share_returns_each_record_of_it_once_in_order() {
         let mut seen: HashMap<Uuid, u32> = HashMap::new();
         for index in 0..2 {
             let share = KeyShare::new(index, 2, 12).unwrap();
-            let mut scan = Scan::to_ends(&slice, &[Topic::Interactions])
-                .await
-                .unwrap()
-                .only_share(share);
-            let mut after = 0;
-            loop {
-                let records = slice.scan_next(&mut scan, max).await.unwrap();
-                if records.is_empty() {
-                    break;
-                }
-                for r in records {
-                    assert!(
-                        share.holds(r.key.as_bytes()),
-                        "{} is not of {share:?}",
-                        r.key
-                    );
-                    assert_eq!(r.partition, partition);
-                    assert!(r.offset >= after, "out of order");
-                    after = r.offset + 1;
-                    assert!(seen.insert(r.event_id, index).is_none(), "read twice");
-                }
+            let scan = Scan::to_ends(&slice, &[Topic::Interactions]).await.unwrap();
+            for r in read_share(&slice, scan, share, max).await {
+                assert_eq!(r.partition, partition);
+                assert!(seen.insert(r.event_id, index).is_none(), "read twice");
             }
-            assert!(scan.is_done());
         }
         assert_eq!(seen.len(), in_partition, "max {max}");
     }

@@ -311,13 +311,22 @@ impl<V: View> Version<V> {
     /// released, while the fold and the queries go on. What is folded from here on belongs
     /// to the next epoch.
     fn take_changes(&self) -> Result<TakenChanges, ProjectorError> {
+        self.take_changes_by(V::State::take_changes)
+    }
+
+    /// [`Version::take_changes`], the state's changes taken by `take` (all of them, or a
+    /// replay's pass-end share: [`ViewState::take_pass_changes`]).
+    fn take_changes_by(
+        &self,
+        take: impl FnOnce(&mut V::State) -> Result<omnilog_views::Snapshot, ViewError>,
+    ) -> Result<TakenChanges, ProjectorError> {
         let mut state = self.state.write().map_err(lock_error)?;
         *self.epoch.lock().map_err(lock_error)? = Epoch {
             events: 0,
             started: Instant::now(),
         };
         Ok(TakenChanges {
-            snapshot: state.take_changes()?,
+            snapshot: take(&mut state)?,
             checkpoint: self.status.checkpoint(),
         })
     }
@@ -770,11 +779,7 @@ impl<V: View> AnyVersion for Version<V> {
     }
 
     fn take_pass_checkpoint(&self) -> Result<TakenChanges, ProjectorError> {
-        let mut state = self.state.write().map_err(lock_error)?;
-        Ok(TakenChanges {
-            snapshot: state.take_pass_changes()?,
-            checkpoint: self.status.checkpoint(),
-        })
+        self.take_changes_by(V::State::take_pass_changes)
     }
 
     fn write_taken(&self, taken: TakenChanges) -> Result<(), ProjectorError> {

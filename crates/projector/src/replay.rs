@@ -11,8 +11,8 @@
 //! events all lie in one partition, so once a pass is done nothing will touch its
 //! customers' journeys again: each worker writes a checkpoint then and lets its cached
 //! records go. Memory is bounded by what one partition's customers weigh (or one share of
-//! them, read in passes of their own: [`ReplayOptions::pass_records`]), not by the history, and each customer's record is encoded and written once, however long the
-//! history. (Views do not depend on how partitions interleave, so the order changes
+//! them, read in passes of their own: [`ReplayOptions::pass_records`]), not by the history,
+//! and each customer's record is encoded and written once, however long the history. (Views do not depend on how partitions interleave, so the order changes
 //! nothing of what is built.) A pass whose records outgrow a view's budget checkpoints in
 //! its middle too, and lets the least recently used records go. The views fold the same
 //! records through the same code as a live projection, so a replayed view equals the live
@@ -587,11 +587,13 @@ fn fold_batches(
         let batch = match feed {
             Feed::Batch(batch) => batch,
             Feed::Beyond => {
-                // The keys of done partitions were forgotten, and records encoded ahead
-                // let go: from here on, a record not in memory may be in the store, so
-                // the store must hold every record.
+                // A partition-local view forgot the keys of done partitions and let go of
+                // records encoded ahead: from here on, a record not in memory may be in
+                // the store, so the store must hold every record.
                 written(&mut writing)?;
-                version.checkpoint_keeping()?;
+                if version.partition_local() {
+                    version.checkpoint_keeping()?;
+                }
                 version.store_may_hold_anything()?;
                 continue;
             }
@@ -711,4 +713,55 @@ async fn read_beyond(
     }
     *scan = Scan::new(ranges);
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(topic: Topic, partition: u32, to: u64) -> PartitionRange {
+        PartitionRange {
+            topic,
+            partition,
+            from: 0,
+            to,
+        }
+    }
+
+    /// A pass as the test sees it: the topics and partitions it reads, and its share.
+    type PassShape = (Vec<(Topic, u32)>, Option<KeyShare>);
+
+    #[test]
+    fn a_partition_longer_than_a_pass_is_read_once_per_share_of_its_keys() {
+        let scan = Scan::new(vec![
+            range(Topic::Interactions, 0, 250),
+            range(Topic::Interactions, 1, 50),
+            range(Topic::Agents, 0, 400),
+            range(Topic::Agents, 1, 10),
+        ]);
+        let passes_of = |pass_records| -> Vec<PassShape> {
+            passes(&scan, pass_records)
+                .iter()
+                .map(|pass| {
+                    let ranges = pass.ranges().iter().map(|r| (r.topic, r.partition));
+                    (ranges.collect(), pass.share())
+                })
+                .collect()
+        };
+        let partition = |p| vec![(Topic::Interactions, p), (Topic::Agents, p)];
+        // Agents' records do not count: partition 0 holds 250 interaction records.
+        let mut expected: Vec<_> = (0..5)
+            .map(|index| (partition(0), KeyShare::new(index, 5, 2)))
+            .collect();
+        expected.push((partition(1), None));
+        assert_eq!(passes_of(60), expected);
+        assert_eq!(
+            passes_of(0),
+            vec![(partition(0), None), (partition(1), None)]
+        );
+        assert_eq!(
+            passes_of(250),
+            vec![(partition(0), None), (partition(1), None)]
+        );
+    }
 }

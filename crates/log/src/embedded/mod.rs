@@ -154,9 +154,7 @@ impl Shared {
     }
 
     /// Reads batches (of one partition or many, in the order given) and decodes the records
-    /// of each in its range `from..until`.
-    /// The records of `wanted` (each batch with the offsets to keep), only those whose keys
-    /// are of `share` when given.
+    /// of each in its range `from..until`, only those whose keys are of `share` when given.
     fn read_batches(
         &self,
         wanted: &[(BatchEntry, u64, u64)],
@@ -212,6 +210,81 @@ impl Shared {
             at = stop;
         }
         Ok(records)
+    }
+
+    /// The next step of a scan: about `max` records across its ranges, read in the order
+    /// they lie on disk, and the ranges moved past them; empty once every range is read. A
+    /// scan of a share of the keys reads on until some record is of it.
+    fn scan_step(&self, scan: &mut Scan, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        loop {
+            let plan = self.plan_scan(scan, max);
+            if plan.is_empty() {
+                return Ok(Vec::new());
+            }
+            let wanted: Vec<(BatchEntry, u64, u64)> =
+                plan.iter().map(|(_, b, f, u)| (*b, *f, *u)).collect();
+            let records = self.read_batches(&wanted, scan.share())?;
+            advance_scan(scan, &plan);
+            if !records.is_empty() || scan.share().is_none() {
+                return Ok(records);
+            }
+        }
+    }
+
+    /// The batches the next step of a scan reads: across every range, in the order they lie
+    /// in the segments, until about `max` records.
+    fn plan_scan(&self, scan: &Scan, max: usize) -> Vec<(usize, BatchEntry, u64, u64)> {
+        let mut per_range: Vec<std::collections::VecDeque<BatchEntry>> = scan
+            .ranges
+            .iter()
+            .map(|range| {
+                let end = self
+                    .end_sender(range.topic, range.partition)
+                    .map_or(0, |end| *end.borrow());
+                let until = range.to.min(end);
+                if range.from >= until {
+                    return std::collections::VecDeque::new();
+                }
+                let batches = self.batches(range.topic, range.partition, range.from, until);
+                // Enough batches per range for one step, no more.
+                let mut taken = std::collections::VecDeque::new();
+                let mut records = 0u64;
+                for batch in batches {
+                    records += u64::from(batch.count);
+                    taken.push_back(batch);
+                    if records >= max as u64 {
+                        break;
+                    }
+                }
+                taken
+            })
+            .collect();
+        let mut plan = Vec::new();
+        let mut records = 0usize;
+        while records < max {
+            // The range whose next batch lies first in the log.
+            let Some(next) = per_range
+                .iter()
+                .enumerate()
+                .filter_map(|(at, batches)| batches.front().map(|b| (at, (b.segment, b.position))))
+                .min_by_key(|(_, location)| *location)
+                .map(|(at, _)| at)
+            else {
+                break;
+            };
+            let Some(batch) = per_range[next].pop_front() else {
+                break;
+            };
+            let range = &scan.ranges[next];
+            let end = self
+                .end_sender(range.topic, range.partition)
+                .map_or(0, |end| *end.borrow());
+            let from = range.from.max(batch.first_offset);
+            let until = range.to.min(end).min(batch.end_offset());
+            records += until.saturating_sub(from) as usize;
+            plan.push((next, batch, range.from, range.to.min(end)));
+        }
+        plan
     }
 }
 
@@ -652,77 +725,7 @@ impl EmbeddedLog {
     }
 
     fn scan_blocking(&self, scan: &mut Scan, max: usize) -> Result<Vec<LogRecord>, LogError> {
-        loop {
-            let plan = self.plan_scan(scan, max);
-            let wanted: Vec<(BatchEntry, u64, u64)> =
-                plan.iter().map(|(_, b, f, u)| (*b, *f, *u)).collect();
-            let records = self.shared.read_batches(&wanted, scan.share())?;
-            advance_scan(scan, &plan);
-            // A scan of a share of the keys reads on until some record is of it.
-            if !records.is_empty() || plan.is_empty() || scan.share().is_none() {
-                return Ok(records);
-            }
-        }
-    }
-
-    /// The batches the next step of a scan reads: across every range, in the order they lie
-    /// in the segments, until about `max` records.
-    fn plan_scan(&self, scan: &Scan, max: usize) -> Vec<(usize, BatchEntry, u64, u64)> {
-        let mut per_range: Vec<std::collections::VecDeque<BatchEntry>> = scan
-            .ranges
-            .iter()
-            .map(|range| {
-                let end = self
-                    .shared
-                    .end_sender(range.topic, range.partition)
-                    .map_or(0, |end| *end.borrow());
-                let until = range.to.min(end);
-                if range.from >= until {
-                    return std::collections::VecDeque::new();
-                }
-                let batches = self
-                    .shared
-                    .batches(range.topic, range.partition, range.from, until);
-                // Enough batches per range for one step, no more.
-                let mut taken = std::collections::VecDeque::new();
-                let mut records = 0u64;
-                for batch in batches {
-                    records += u64::from(batch.count);
-                    taken.push_back(batch);
-                    if records >= max as u64 {
-                        break;
-                    }
-                }
-                taken
-            })
-            .collect();
-        let mut plan = Vec::new();
-        let mut records = 0usize;
-        while records < max {
-            // The range whose next batch lies first in the log.
-            let Some(next) = per_range
-                .iter()
-                .enumerate()
-                .filter_map(|(at, batches)| batches.front().map(|b| (at, (b.segment, b.position))))
-                .min_by_key(|(_, location)| *location)
-                .map(|(at, _)| at)
-            else {
-                break;
-            };
-            let Some(batch) = per_range[next].pop_front() else {
-                break;
-            };
-            let range = &scan.ranges[next];
-            let end = self
-                .shared
-                .end_sender(range.topic, range.partition)
-                .map_or(0, |end| *end.borrow());
-            let from = range.from.max(batch.first_offset);
-            let until = range.to.min(end).min(batch.end_offset());
-            records += until.saturating_sub(from) as usize;
-            plan.push((next, batch, range.from, range.to.min(end)));
-        }
-        plan
+        self.shared.scan_step(scan, max)
     }
 }
 
@@ -1308,24 +1311,17 @@ impl EventLog for EmbeddedLog {
     }
 
     async fn scan_next(&self, scan: &mut Scan, max: usize) -> Result<Vec<LogRecord>, LogError> {
-        loop {
-            let plan = self.plan_scan(scan, max.max(1));
-            if plan.is_empty() {
-                return Ok(Vec::new());
-            }
-            let wanted: Vec<(BatchEntry, u64, u64)> =
-                plan.iter().map(|(_, b, f, u)| (*b, *f, *u)).collect();
-            let shared = self.shared.clone();
-            let share = scan.share();
-            let records = tokio::task::spawn_blocking(move || shared.read_batches(&wanted, share))
-                .await
-                .map_err(|e| LogError::Storage(format!("a read task failed: {e}")))??;
-            advance_scan(scan, &plan);
-            // A scan of a share of the keys reads on until some record is of it.
-            if !records.is_empty() || share.is_none() {
-                return Ok(records);
-            }
-        }
+        // The step reads from disk: off the async threads, the scan moved in and back.
+        let shared = self.shared.clone();
+        let mut moved = std::mem::replace(scan, Scan::new(Vec::new()));
+        let (moved, records) = tokio::task::spawn_blocking(move || {
+            let records = shared.scan_step(&mut moved, max.max(1));
+            (moved, records)
+        })
+        .await
+        .map_err(|e| LogError::Storage(format!("a read task failed: {e}")))?;
+        *scan = moved;
+        records
     }
 
     fn appended(&self) -> Option<watch::Receiver<u64>> {
