@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use omnilog_events::{Event, format_time, to_canonical_json};
+use omnilog_ingest::ReadToken;
 use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
 use omnilog_testkit::{HistoryConfig, history};
 use serde_json::Value;
@@ -20,9 +21,13 @@ fn json_array(events: &[Event]) -> Vec<u8> {
     format!("[{}]", lines.join(",")).into_bytes()
 }
 
-/// Posts events as canonical JSON in batches; returns the last answer's read token.
+/// Posts events as canonical JSON in batches; returns a read token that covers every
+/// answer's positions. One answer's token covers only the partitions its own events went
+/// to: the last batch may hold no agent event, so its token alone would let a query answer
+/// before the agents' earlier events are folded. Tokens joined with commas read back as
+/// their union (the highest offset of each partition).
 async fn post_all(http: &Http, server: &Server, events: &[Event]) -> String {
-    let mut token = String::new();
+    let mut tokens = Vec::new();
     for chunk in events.chunks(250) {
         let answer = http
             .send(
@@ -33,9 +38,10 @@ async fn post_all(http: &Http, server: &Server, events: &[Event]) -> String {
             )
             .await;
         assert_eq!(answer.status, 202, "{:?}", answer.body);
-        token = answer.body["token"].as_str().unwrap().to_owned();
+        tokens.push(answer.body["token"].as_str().unwrap().to_owned());
     }
-    token
+    let union: ReadToken = tokens.join(",").parse().expect("ingest answers' tokens");
+    union.to_string()
 }
 
 /// The answers an analyst would compare: journeys of some customers, queues and agents as
