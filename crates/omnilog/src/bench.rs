@@ -384,7 +384,7 @@ async fn replay_into(
         until: None,
         batch: args.replay_batch,
         cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
-        pass_records: omnilog_projector::PASS_RECORDS,
+        pass_records: None,
         identity,
         identity_sink: None,
     };

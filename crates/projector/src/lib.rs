@@ -34,7 +34,9 @@ pub use metrics::ProjectorMetrics;
 pub use projection::{
     AnyVersion, Decoded, Phase, Projectable, ProjectionStatus, Version, decode_all, topic_of,
 };
-pub use replay::{IdentitySink, PASS_RECORDS, ReplayOptions, ReplayProgress, ReplayedView, replay};
+pub use replay::{
+    IdentitySink, ReplayOptions, ReplayProgress, ReplayedView, STATE_BYTES_PER_RECORD, replay,
+};
 
 /// What went wrong in the runtime.
 #[derive(Debug, thiserror::Error)]

@@ -25,7 +25,9 @@ use chrono::{DateTime, Utc};
 use omnilog_events::{Destination, Event};
 use omnilog_log::{AppendRecord, LogRecord, Topic};
 use omnilog_store::{Checkpoint, TableReader, ViewTable};
-use omnilog_views::{Changes, LogPosition, RecordSource, View, ViewError, ViewState};
+use omnilog_views::{
+    Changes, EncodedChange, LogPosition, RecordSource, View, ViewError, ViewState, merge_in_order,
+};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -349,6 +351,16 @@ impl<V: View> Version<V> {
             let records = changes.len();
             ingest_encoded_beside(&self.table, changes, &checkpoint)?;
             records
+        } else if self.ingests(snapshot.len() + sets.iter().map(Changes::len).sum::<usize>()) {
+            // Merged with the sets encoded ahead as they are written, the newest changes
+            // encoded only as the merge reaches them: never a second encoded copy of them
+            // all, nor one list of every change (see `merge_in_order`).
+            let written = std::sync::atomic::AtomicUsize::new(0);
+            let changes = merge_in_order(sets, snapshot.encode_in_order()?).inspect(|_| {
+                written.fetch_add(1, Ordering::Relaxed);
+            });
+            ingest_encoded_beside(&self.table, changes, &checkpoint)?;
+            written.into_inner()
         } else {
             sets.push(snapshot.encode()?);
             let changes = Changes::in_order(sets);
@@ -425,9 +437,6 @@ const BULK_INGEST_MIN_RECORDS: usize = 4_096;
 
 /// Changes a thread encodes at once for an ingestion that writes them on another.
 const ENCODED_CHUNK: usize = 256;
-
-/// One encoded change: its stored key and record (`None` for a deletion).
-type EncodedChange = Result<(Vec<u8>, Option<Vec<u8>>), ViewError>;
 
 /// Ingests `changes` in order as [`ViewTable::ingest_in_order`] does, with the records
 /// encoded on a thread of their own while the ingestion writes the ones before. A large

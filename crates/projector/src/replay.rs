@@ -53,8 +53,9 @@ pub struct ReplayOptions {
     pub cache_bytes: usize,
     /// Records a pass reads, about: a partition holding more interaction records is read
     /// in as many passes as it takes, each folding the records of one share of its keys
-    /// ([`KeyShare`]). 0: one pass a partition ([`PASS_RECORDS`]).
-    pub pass_records: u64,
+    /// ([`KeyShare`]). 0: one pass a partition. `None`: as many as the cache holds the
+    /// state of ([`ReplayOptions::records_per_pass`]).
+    pub pass_records: Option<u64>,
     /// Also fold the identity view.
     pub identity: bool,
     /// What to do with the identity view as soon as it is folded (see [`IdentitySink`]);
@@ -84,7 +85,7 @@ impl Default for ReplayOptions {
             until: None,
             batch: 8_192,
             cache_bytes: 128 * 1024 * 1024,
-            pass_records: PASS_RECORDS,
+            pass_records: None,
             identity: true,
             identity_sink: None,
         }
@@ -97,14 +98,30 @@ impl Default for ReplayOptions {
 /// of `RUST_LOG=omnilog_projector=debug omnilog replay --view journey`).
 const LONG_REPLAY_RECORDS: u64 = 2_000_000;
 
-/// Records a replay's pass reads, about, by default ([`ReplayOptions::pass_records`]): 0,
-/// one pass a partition. Passes of a share of a partition's customers bound what the
-/// partition-local views hold, but each share reads the whole partition again, so the
-/// reading grows with the square of the history: on a 10M-event history of twelve
-/// partitions, passes of 300,000 records (three a partition) took 19.7 s and peaked at 853
-/// MB, one pass a partition 15.8 s and 1,106 MB (docs/benchmarks.md). A knob for a machine
-/// short of memory, not the default.
-pub const PASS_RECORDS: u64 = 0;
+/// What the state folded from one record of the interactions topic weighs in memory while
+/// its pass lasts, about, in bytes: the unit by which a replay sizes its passes to its
+/// cache ([`ReplayOptions::records_per_pass`]). Measured: in `heaptrack omnilog replay` of
+/// a 10M-event history (twelve partitions of about 826,000 records, one pass each; a build
+/// without mimalloc), the journey view's records held 404 MB of the heap at its peak, about
+/// 490 bytes a record of the pass; the other partition-local views' tables add less than a
+/// fifth of that.
+pub const STATE_BYTES_PER_RECORD: u64 = 512;
+
+impl ReplayOptions {
+    /// Records a pass reads: [`ReplayOptions::pass_records`] if given, or else as many as
+    /// the cache holds the state of ([`STATE_BYTES_PER_RECORD`]), so that the records the
+    /// views hold grow with the cache, not with the history. A shorter history than that
+    /// per partition is read in one pass a partition, as before; a longer one in more
+    /// passes, each of which reads its partition again (its records outside the share are
+    /// passed over, not decoded). On a 10M-event history of twelve partitions, the default
+    /// cache's four passes a partition took 17.7 to 20.1 s and peaked at 509 to 540 MB,
+    /// one pass a partition 14.4 s and 964 MB (docs/benchmarks.md, "2026-12-04,
+    /// morning").
+    pub fn records_per_pass(&self) -> u64 {
+        self.pass_records
+            .unwrap_or_else(|| (self.cache_bytes as u64 / STATE_BYTES_PER_RECORD).max(1))
+    }
+}
 
 /// What a replay built of one view.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -313,7 +330,7 @@ async fn read_all(
     let mut read = 0u64;
     let mut handed: Vec<Shared> = Vec::new();
     let decoder = Decoder::start()?;
-    for mut pass in passes(&scan, options.pass_records) {
+    for mut pass in passes(&scan, options.records_per_pass()) {
         // Three batches at once: the next one is read while this one is decoded, and this
         // one is decoded while the one before is handed over. One after the other, the
         // workers waited now and then with only the decoder running
@@ -730,6 +747,25 @@ mod tests {
 
     /// A pass as the test sees it: the topics and partitions it reads, and its share.
     type PassShape = (Vec<(Topic, u32)>, Option<KeyShare>);
+
+    #[test]
+    fn passes_are_sized_to_the_cache_unless_told() {
+        let options = ReplayOptions::default();
+        // 128 MiB at 512 bytes a record.
+        assert_eq!(options.records_per_pass(), 262_144);
+        let small = ReplayOptions {
+            cache_bytes: 16 * 1024 * 1024,
+            ..ReplayOptions::default()
+        };
+        assert_eq!(small.records_per_pass(), 32_768);
+        for told in [0, 60] {
+            let options = ReplayOptions {
+                pass_records: Some(told),
+                ..ReplayOptions::default()
+            };
+            assert_eq!(options.records_per_pass(), told);
+        }
+    }
 
     #[test]
     fn a_partition_longer_than_a_pass_is_read_once_per_share_of_its_keys() {

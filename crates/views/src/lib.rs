@@ -24,7 +24,8 @@ pub mod state;
 
 pub use identity::{IdentityView, Resolution};
 pub use state::{
-    Changes, EncodingInOrder, Entries, Evictable, NoRecords, RecordSource, Snapshot, ViewState,
+    Changes, EncodedChange, EncodingInOrder, Entries, Evictable, MergeInOrder, NoRecords,
+    RecordSource, Snapshot, ViewState, merge_in_order,
 };
 
 use omnilog_events::{Destination, Event};

@@ -154,6 +154,112 @@ impl Changes {
     }
 }
 
+/// One change in stored-key order: its stored key and record (`None` for a deletion).
+pub type EncodedChange = Result<(Vec<u8>, Option<Vec<u8>>), ViewError>;
+
+impl Changes {
+    /// The changes as one run in stored-key order, given puts and deletes each in key
+    /// order (as [`Snapshot::encode`] and [`Changes::in_order`] make them).
+    fn into_run(self) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> + Send {
+        let mut puts = self.puts.into_iter().peekable();
+        let mut deletes = self.deletes.into_iter().peekable();
+        std::iter::from_fn(move || match (puts.peek(), deletes.peek()) {
+            (Some((put, _)), Some(delete)) if delete < put => deletes.next().map(|k| (k, None)),
+            (Some(_), _) => puts.next().map(|(k, v)| (k, Some(v))),
+            (None, _) => deletes.next().map(|k| (k, None)),
+        })
+    }
+}
+
+/// Sets of changes encoded earlier (oldest first) and the newest changes, encoded only as
+/// they are asked for, as one run in stored-key order, each key once: where several touch
+/// a key, the newest is kept (what [`Changes::in_order`] gives, without building it). A
+/// replay's last checkpoint of a view that encoded its pass-end changes ahead merged them
+/// whole: its newest changes encoded at once beside them, then both copied into one sorted
+/// list (at 10M events the reporting view's hourly figures, about 60 MB of encodings at the
+/// replay's peak, `heaptrack`).
+pub fn merge_in_order(sets: Vec<Changes>, newest: EncodingInOrder) -> MergeInOrder {
+    let mut runs: Vec<Run> = sets
+        .into_iter()
+        .filter(|set| !set.is_empty())
+        .map(|set| Box::new(set.into_run().map(Ok)) as Run)
+        .collect();
+    runs.push(Box::new(newest));
+    let mut merge = MergeInOrder {
+        values: vec![None; runs.len()],
+        runs,
+        heads: std::collections::BinaryHeap::new(),
+        failed: None,
+    };
+    for run in 0..merge.runs.len() {
+        merge.refill(run);
+    }
+    merge
+}
+
+/// A run of changes in stored-key order, each key once.
+type Run = Box<dyn Iterator<Item = EncodedChange> + Send>;
+
+/// The iterator of [`merge_in_order`].
+pub struct MergeInOrder {
+    runs: Vec<Run>,
+    /// The key at the head of each run, smallest first; of equal keys, the oldest run
+    /// first.
+    heads: std::collections::BinaryHeap<std::cmp::Reverse<(Vec<u8>, usize)>>,
+    /// The record at the head of each run.
+    values: Vec<Option<Vec<u8>>>,
+    /// A run failed: the merge ends with its error.
+    failed: Option<ViewError>,
+}
+
+impl Debug for MergeInOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MergeInOrder")
+            .field("runs", &self.runs.len())
+            .finish()
+    }
+}
+
+impl MergeInOrder {
+    fn refill(&mut self, run: usize) {
+        match self.runs[run].next() {
+            Some(Ok((key, value))) => {
+                self.values[run] = value;
+                self.heads.push(std::cmp::Reverse((key, run)));
+            }
+            Some(Err(error)) => self.failed = Some(error),
+            None => {}
+        }
+    }
+}
+
+impl Iterator for MergeInOrder {
+    type Item = EncodedChange;
+
+    fn next(&mut self) -> Option<EncodedChange> {
+        if let Some(error) = self.failed.take() {
+            self.heads.clear();
+            return Some(Err(error));
+        }
+        let std::cmp::Reverse((key, mut newest)) = self.heads.pop()?;
+        let mut value = self.values[newest].take();
+        self.refill(newest);
+        while self
+            .heads
+            .peek()
+            .is_some_and(|std::cmp::Reverse((next, _))| *next == key)
+        {
+            let std::cmp::Reverse((_, run)) = self.heads.pop()?;
+            let newer = self.values[run].take();
+            if run > newest {
+                (newest, value) = (run, newer);
+            }
+            self.refill(run);
+        }
+        Some(Ok((key, value)))
+    }
+}
+
 /// The view store as a query or a load sees it: stored records by stored key.
 pub trait RecordSource {
     /// The value stored under `key`.
@@ -2072,6 +2178,70 @@ mod tests {
             streamed.iter().any(|(_, value)| value.is_none()),
             "a deletion"
         );
+    }
+
+    #[test]
+    fn a_merge_in_order_streams_what_changes_in_order_would_hold() {
+        let newest = two_tables_changed().encode().unwrap();
+        // An older set that touches some of the newest keys (which must win), deletes one
+        // the newest puts and puts one it deletes, and holds keys of its own.
+        let mut older = Changes::default();
+        for (at, (key, value)) in newest.puts.iter().enumerate().step_by(3) {
+            if at % 2 == 0 {
+                older.deletes.push(key.clone());
+            } else {
+                older
+                    .puts
+                    .push((key.clone(), [value.as_slice(), b"old"].concat()));
+            }
+        }
+        for key in &newest.deletes {
+            older
+                .puts
+                .push((key.clone(), b"put before its deletion".to_vec()));
+        }
+        for n in 0..50u32 {
+            older.puts.push((stored_key(b'z', &n).unwrap(), vec![1]));
+            older.deletes.push(stored_key(b'a', &n).unwrap());
+        }
+        older.puts.sort();
+        older.deletes.sort();
+        let oldest = Changes {
+            puts: vec![(stored_key(b'a', &3u32).unwrap(), vec![9])],
+            deletes: vec![stored_key(b'z', &4u32).unwrap()],
+        };
+        let sets = vec![oldest, Changes::default(), older];
+        let mut all = sets.clone();
+        all.push(newest);
+        let expected = Changes::in_order(all);
+        let merged: Vec<_> = merge_in_order(sets, two_tables_changed().encode_in_order().unwrap())
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            merged.is_sorted_by(|a, b| a.0 < b.0),
+            "ascending, each key once"
+        );
+        let puts: Vec<_> = merged
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect();
+        let deletes: Vec<_> = merged
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(Changes { puts, deletes }, expected);
+        // The newest alone comes through as it is.
+        let alone: Vec<_> =
+            merge_in_order(Vec::new(), two_tables_changed().encode_in_order().unwrap())
+                .map(Result::unwrap)
+                .collect();
+        let streamed: Vec<_> = two_tables_changed()
+            .encode_in_order()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(alone, streamed);
     }
 
     #[test]
