@@ -85,9 +85,23 @@ fn keyspace_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
 }
 
+/// The size of the disk tables fjall's compactions write in a replay's versions (fjall's
+/// default: 64 MiB). A compaction holds about one output table's worth of the blocks it
+/// read: the index of the table it writes keeps each data block's last key, and a key read
+/// from a disk table is a view into that table's decompressed block, so the block stays in
+/// memory until the output table is done (lsm-tree 3.1's table writer, `register_data_block`
+/// of `last.key.user_key.clone()`). In `heaptrack omnilog replay` of 10M events (four passes
+/// a partition), the blocks held by a compaction were 70 MB of the heap's 380 MB peak. Peak
+/// RSS of `/usr/bin/time omnilog replay` on the same history, alternated runs: 465, 482
+/// and 489 MB at 16 MiB, 519 and 530 MB at 32 MiB, 556 and 558 MB at 64 MiB, in 16.8 to
+/// 17.9 s each (docs/benchmarks.md, "2026-12-04, morning").
+const REPLAY_TABLE_BYTES: u64 = 16 * 1024 * 1024;
+
 fn replay_keyspace_options() -> KeyspaceCreateOptions {
     keyspace_options().compaction_strategy(std::sync::Arc::new(
-        fjall::compaction::Leveled::default().with_l0_threshold(REPLAY_FIRST_LEVEL_TABLES),
+        fjall::compaction::Leveled::default()
+            .with_l0_threshold(REPLAY_FIRST_LEVEL_TABLES)
+            .with_table_target_size(REPLAY_TABLE_BYTES),
     ))
 }
 
