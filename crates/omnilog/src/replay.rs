@@ -56,7 +56,8 @@ pub struct ReplayArgs {
     /// Records a pass reads, about: a partition holding more is read in several passes,
     /// each folding a share of its customers, so that memory holds one pass's customers
     /// whatever the history's length. 0: one pass a partition. Default: as many records
-    /// as --cache-mb holds the state of (512 bytes a record: 262,144 at 128 MiB)
+    /// as --cache-mb holds the state of (512 bytes a record: 262,144 at 128 MiB), at least
+    /// 65,536
     #[arg(long)]
     pub pass_records: Option<u64>,
     /// A channel's service-level threshold, as CHANNEL=SECONDS (repeatable), as given to

@@ -35,7 +35,8 @@ pub use projection::{
     AnyVersion, Decoded, Phase, Projectable, ProjectionStatus, Version, decode_all, topic_of,
 };
 pub use replay::{
-    IdentitySink, ReplayOptions, ReplayProgress, ReplayedView, STATE_BYTES_PER_RECORD, replay,
+    IdentitySink, MIN_RECORDS_PER_PASS, ReplayOptions, ReplayProgress, ReplayedView,
+    STATE_BYTES_PER_RECORD, replay,
 };
 
 /// What went wrong in the runtime.

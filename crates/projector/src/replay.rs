@@ -107,19 +107,25 @@ const LONG_REPLAY_RECORDS: u64 = 2_000_000;
 /// fifth of that.
 pub const STATE_BYTES_PER_RECORD: u64 = 512;
 
+/// The fewest records a pass sized to the cache reads: a tiny cache (`--cache-mb 0`, which
+/// lets every record go as soon as it is written) would otherwise read each partition once
+/// for every few records of it.
+pub const MIN_RECORDS_PER_PASS: u64 = 65_536;
+
 impl ReplayOptions {
     /// Records a pass reads: [`ReplayOptions::pass_records`] if given, or else as many as
-    /// the cache holds the state of ([`STATE_BYTES_PER_RECORD`]), so that the records the
-    /// views hold grow with the cache, not with the history. A shorter history than that
-    /// per partition is read in one pass a partition, as before; a longer one in more
-    /// passes, each of which reads its partition again (its records outside the share are
-    /// passed over, not decoded). On a 10M-event history of twelve partitions, the default
-    /// cache's four passes a partition took 17.7 to 20.1 s and peaked at 509 to 540 MB,
-    /// one pass a partition 14.4 s and 964 MB (docs/benchmarks.md, "2026-12-04,
-    /// morning").
+    /// the cache holds the state of ([`STATE_BYTES_PER_RECORD`], at least
+    /// [`MIN_RECORDS_PER_PASS`]), so that the records the views hold grow with the cache,
+    /// not with the history. A shorter history than that per partition is read in one pass a
+    /// partition, as before; a longer one in more passes, each of which reads its partition
+    /// again (its records outside the share are passed over, not decoded). On a 10M-event
+    /// history of twelve partitions, the default cache's four passes a partition took 17.1
+    /// to 17.9 s and peaked at 474 to 491 MiB, one pass a partition 14.4 s and 964 MB
+    /// (docs/benchmarks.md, "2026-12-04, morning").
     pub fn records_per_pass(&self) -> u64 {
-        self.pass_records
-            .unwrap_or_else(|| (self.cache_bytes as u64 / STATE_BYTES_PER_RECORD).max(1))
+        self.pass_records.unwrap_or_else(|| {
+            (self.cache_bytes as u64 / STATE_BYTES_PER_RECORD).max(MIN_RECORDS_PER_PASS)
+        })
     }
 }
 
@@ -754,10 +760,15 @@ mod tests {
         // 128 MiB at 512 bytes a record.
         assert_eq!(options.records_per_pass(), 262_144);
         let small = ReplayOptions {
-            cache_bytes: 16 * 1024 * 1024,
+            cache_bytes: 1024 * 1024,
             ..ReplayOptions::default()
         };
-        assert_eq!(small.records_per_pass(), 32_768);
+        assert_eq!(small.records_per_pass(), MIN_RECORDS_PER_PASS);
+        let large = ReplayOptions {
+            cache_bytes: 1024 * 1024 * 1024,
+            ..ReplayOptions::default()
+        };
+        assert_eq!(large.records_per_pass(), 2_097_152);
         for told in [0, 60] {
             let options = ReplayOptions {
                 pass_records: Some(told),
