@@ -449,7 +449,10 @@ fn ingest_encoded_beside(
     checkpoint: &Checkpoint,
 ) -> Result<(), ProjectorError> {
     std::thread::scope(|scope| {
-        let (chunks, encoded) = std::sync::mpsc::sync_channel::<Vec<EncodedChange>>(4);
+        // Chunks of encoded changes, then `None` once every change is sent: a channel that
+        // ends without it (the encoder panicked) fails the ingestion, which would otherwise
+        // end short and write a checkpoint whose positions claim changes it lacks.
+        let (chunks, encoded) = std::sync::mpsc::sync_channel::<Option<Vec<EncodedChange>>>(4);
         std::thread::Builder::new()
             .name("checkpoint-encode".to_owned())
             .spawn_scoped(scope, move || {
@@ -461,18 +464,51 @@ fn ingest_encoded_beside(
                     if chunk.len() == ENCODED_CHUNK || failed {
                         let full = std::mem::replace(&mut chunk, Vec::with_capacity(ENCODED_CHUNK));
                         // The ingestion gone (it failed): nothing more to encode.
-                        if chunks.send(full).is_err() || failed {
+                        if chunks.send(Some(full)).is_err() || failed {
                             return;
                         }
                     }
                 }
-                if !chunk.is_empty() {
-                    let _ = chunks.send(chunk);
+                if !chunk.is_empty() && chunks.send(Some(chunk)).is_err() {
+                    return;
                 }
+                let _ = chunks.send(None);
             })
             .map_err(|e| ProjectorError::Task(format!("starting a checkpoint's encoder: {e}")))?;
-        table.ingest_in_order(encoded.into_iter().flatten(), checkpoint)?;
+        table.ingest_in_order(received_until_the_end(encoded), checkpoint)?;
         Ok(())
+    })
+}
+
+/// The changes an encoder sends as chunks, ended by its `None`; a channel that closes before
+/// that gives an error as its last change.
+fn received_until_the_end(
+    encoded: std::sync::mpsc::Receiver<Option<Vec<EncodedChange>>>,
+) -> impl Iterator<Item = EncodedChange> {
+    let mut current = Vec::new().into_iter();
+    let mut ended = false;
+    std::iter::from_fn(move || {
+        loop {
+            if let Some(change) = current.next() {
+                return Some(change);
+            }
+            if ended {
+                return None;
+            }
+            ended = true;
+            match encoded.recv() {
+                Ok(Some(chunk)) => {
+                    current = chunk.into_iter();
+                    ended = false;
+                }
+                Ok(None) => return None,
+                Err(_) => {
+                    return Some(Err(ViewError::Storage(
+                        "a checkpoint's encoding stopped before its end".to_owned(),
+                    )));
+                }
+            }
+        }
     })
 }
 
@@ -962,6 +998,23 @@ mod tests {
         assert!(ingest_encoded_beside(&failed, changes, &checkpoint).is_err());
         assert!(!failed.holds_records().unwrap(), "nothing of it is written");
         assert_eq!(failed.checkpoint().unwrap(), Checkpoint::default());
+
+        // An encoder that panics half-way: its channel ends early, which must not read as
+        // the end of the changes (a checkpoint short of them, its positions past them).
+        let panicked = store.table_with_layout("panicked", 1, 1).unwrap();
+        let changes = (0..1_000).map(|index| {
+            assert!(index != 600, "an encoder that panics");
+            change(index)
+        });
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ingest_encoded_beside(&panicked, changes, &checkpoint)
+        }));
+        assert!(!matches!(outcome, Ok(Ok(()))), "{outcome:?}");
+        assert!(
+            !panicked.holds_records().unwrap(),
+            "nothing of it is written"
+        );
+        assert_eq!(panicked.checkpoint().unwrap(), Checkpoint::default());
     }
 
     #[test]
