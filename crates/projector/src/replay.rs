@@ -10,10 +10,13 @@
 //! the interactions and of the agents, in the order the log reads fastest). A customer's
 //! events all lie in one partition, so once a pass is done nothing will touch its
 //! customers' journeys again: each worker writes a checkpoint then and lets its cached
-//! records go. Memory is bounded by what one partition's customers weigh (or one share of
-//! them, read in passes of their own: [`ReplayOptions::pass_records`]), not by the history,
-//! and each customer's record is encoded and written once, however long the history. (Views do not depend on how partitions interleave, so the order changes
-//! nothing of what is built.) A pass whose records outgrow a view's budget checkpoints in
+//! records go. A partition longer than the cache holds the state of is read in several
+//! passes, each folding one share of its customers ([`ReplayOptions::records_per_pass`]),
+//! so what the customers' views hold is bounded by the cache, not by the history, and each
+//! customer's record is encoded and written once, however long the history. (Views do not
+//! depend on how partitions interleave, so the order changes nothing of what is built.)
+//! What is not a customer's (the identity view, the reports' hourly figures) still grows
+//! with the history. A pass whose records outgrow a view's budget checkpoints in
 //! its middle too, and lets the least recently used records go. The views fold the same
 //! records through the same code as a live projection, so a replayed view equals the live
 //! one folded to the same positions.
