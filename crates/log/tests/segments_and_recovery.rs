@@ -24,6 +24,11 @@ fn small_segments() -> LogOptions {
     }
 }
 
+/// A log in `dir` with [`small_segments`], of the default partitions.
+fn open_small(dir: &Path) -> EmbeddedLog {
+    EmbeddedLog::open_with(dir, PartitionCounts::default(), small_segments()).unwrap()
+}
+
 /// Appends `count` records named `{name}/{n}`, `per_append` at a time; returns where each is.
 async fn append_named(
     log: &EmbeddedLog,
@@ -96,8 +101,7 @@ fn files_with(dir: &Path, extension: &str) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn segments_roll_and_reopen_with_or_without_their_derived_files() {
     let dir = tempfile::tempdir().unwrap();
-    let log =
-        EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), small_segments()).unwrap();
+    let log = open_small(dir.path());
     let appended = append_named(&log, "roll", 3_000, 50).await;
     log.close().unwrap();
     let segments = files_with(dir.path(), "seg");
@@ -132,8 +136,7 @@ async fn segments_roll_and_reopen_with_or_without_their_derived_files() {
             }
             _ => {}
         }
-        let log = EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), small_segments())
-            .unwrap();
+        let log = open_small(dir.path());
         assert_eq!(stored(&log).await, appended, "round {round}");
         for n in (0..3_000).step_by(7) {
             let id = event_id(&format!("roll/{n}"));
@@ -217,8 +220,7 @@ fn copy_log(from: &Path, to: &Path) {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_writer_at_a_time_and_readers_beside_it() {
     let dir = tempfile::tempdir().unwrap();
-    let writer =
-        EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), small_segments()).unwrap();
+    let writer = open_small(dir.path());
     let first = append_named(&writer, "before", 1_000, 100).await;
     assert!(matches!(
         EmbeddedLog::open(dir.path(), PartitionCounts::default()),
@@ -260,8 +262,7 @@ async fn one_writer_at_a_time_and_readers_beside_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scan_returns_every_record_once_each_partition_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let log =
-        EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), small_segments()).unwrap();
+    let log = open_small(dir.path());
     let appended = append_named(&log, "scan", 2_500, 60).await;
     let agents: Vec<_> = (0..30)
         .map(|n| omnilog_log::AppendRecord {
@@ -350,8 +351,7 @@ async fn read_share(log: &dyn EventLog, scan: Scan, share: KeyShare, max: usize)
 #[tokio::test(flavor = "multi_thread")]
 async fn scans_of_the_shares_of_the_keys_return_each_record_once_in_order_and_only_its_shares() {
     let dir = tempfile::tempdir().unwrap();
-    let log =
-        EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), small_segments()).unwrap();
+    let log = open_small(dir.path());
     let appended = append_named(&log, "share", 2_000, 50).await;
     let shares = 3;
     for max in [1, 7, 10_000] {
@@ -377,8 +377,7 @@ async fn scans_of_the_shares_of_the_keys_return_each_record_once_in_order_and_on
 #[tokio::test(flavor = "multi_thread")]
 async fn the_default_scan_of_a_share_returns_each_record_of_it_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let log =
-        EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), small_segments()).unwrap();
+    let log = open_small(dir.path());
     let appended = append_named(&log, "slice", 1_500, 50).await;
     let shared: omnilog_log::SharedLog = std::sync::Arc::new(log);
     let partition = 4;

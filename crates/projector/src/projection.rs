@@ -342,19 +342,11 @@ impl<V: View> Version<V> {
         } = taken;
         let started = Instant::now();
         let mut sets = std::mem::take(&mut *self.encoded_ahead.lock().map_err(lock_error)?).sets;
-        let records = if sets.is_empty() && self.ingests(snapshot.len()) {
-            // Nothing encoded ahead to merge with: the records are encoded as they are
-            // written, never all at once (see `Snapshot::encode_in_order`). Sets encoded
-            // ahead are held encoded already; merged with them, the snapshot is encoded
-            // whole below.
-            let changes = snapshot.encode_in_order()?;
-            let records = changes.len();
-            ingest_encoded_beside(&self.table, changes, &checkpoint)?;
-            records
-        } else if self.ingests(snapshot.len() + sets.iter().map(Changes::len).sum::<usize>()) {
-            // Merged with the sets encoded ahead as they are written, the newest changes
-            // encoded only as the merge reaches them: never a second encoded copy of them
-            // all, nor one list of every change (see `merge_in_order`).
+        let records = if self.ingests(snapshot.len() + sets.iter().map(Changes::len).sum::<usize>())
+        {
+            // Streamed into the store's disk tables: the newest changes are encoded only as
+            // the merge with the sets encoded ahead (if any) reaches them, never a second
+            // encoded copy of them all, nor one list of every change (see `merge_in_order`).
             let written = std::sync::atomic::AtomicUsize::new(0);
             let changes = merge_in_order(sets, snapshot.encode_in_order()?).inspect(|_| {
                 written.fetch_add(1, Ordering::Relaxed);
@@ -365,7 +357,7 @@ impl<V: View> Version<V> {
             sets.push(snapshot.encode()?);
             let changes = Changes::in_order(sets);
             let records = changes.len();
-            self.write_encoded(changes, &checkpoint)?;
+            self.commit_encoded(changes, &checkpoint)?;
             records
         };
         self.status.committed.send_replace(checkpoint);
@@ -392,17 +384,13 @@ impl<V: View> Version<V> {
         self.config.bulk && records >= BULK_INGEST_MIN_RECORDS
     }
 
-    /// Writes encoded changes with the positions they lead to: ingested as disk tables in
-    /// bulk when they are many, committed through the store's journal otherwise.
-    fn write_encoded(
+    /// Commits encoded changes with the positions they lead to through the store's journal
+    /// (too few to ingest: [`Version::ingests`]).
+    fn commit_encoded(
         &self,
         changes: Changes,
         checkpoint: &Checkpoint,
     ) -> Result<(), ProjectorError> {
-        if self.ingests(changes.len()) {
-            self.table.ingest(changes, checkpoint)?;
-            return Ok(());
-        }
         self.table.commit(changes, checkpoint)?;
         // A bulk checkpoint of a few records is one write to the store's journal, which the
         // replay syncs once at its end. An ingestion makes a disk table and a new version of
@@ -485,24 +473,21 @@ fn ingest_encoded_beside(
 fn received_until_the_end(
     encoded: std::sync::mpsc::Receiver<Option<Vec<EncodedChange>>>,
 ) -> impl Iterator<Item = EncodedChange> {
-    let mut current = Vec::new().into_iter();
+    let mut chunk = Vec::new().into_iter();
     let mut ended = false;
     std::iter::from_fn(move || {
         loop {
-            if let Some(change) = current.next() {
+            if let Some(change) = chunk.next() {
                 return Some(change);
             }
             if ended {
                 return None;
             }
-            ended = true;
             match encoded.recv() {
-                Ok(Some(chunk)) => {
-                    current = chunk.into_iter();
-                    ended = false;
-                }
-                Ok(None) => return None,
+                Ok(Some(next)) => chunk = next.into_iter(),
+                Ok(None) => ended = true,
                 Err(_) => {
+                    ended = true;
                     return Some(Err(ViewError::Storage(
                         "a checkpoint's encoding stopped before its end".to_owned(),
                     )));

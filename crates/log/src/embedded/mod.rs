@@ -234,14 +234,22 @@ impl Shared {
     /// The batches the next step of a scan reads: across every range, in the order they lie
     /// in the segments, until about `max` records.
     fn plan_scan(&self, scan: &Scan, max: usize) -> Vec<(usize, BatchEntry, u64, u64)> {
-        let mut per_range: Vec<std::collections::VecDeque<BatchEntry>> = scan
+        // Where each range stops: its end, or the partition's durable end if sooner.
+        let untils: Vec<u64> = scan
             .ranges
             .iter()
             .map(|range| {
                 let end = self
                     .end_sender(range.topic, range.partition)
                     .map_or(0, |end| *end.borrow());
-                let until = range.to.min(end);
+                range.to.min(end)
+            })
+            .collect();
+        let mut per_range: Vec<std::collections::VecDeque<BatchEntry>> = scan
+            .ranges
+            .iter()
+            .zip(&untils)
+            .map(|(range, &until)| {
                 if range.from >= until {
                     return std::collections::VecDeque::new();
                 }
@@ -275,14 +283,10 @@ impl Shared {
             let Some(batch) = per_range[next].pop_front() else {
                 break;
             };
-            let range = &scan.ranges[next];
-            let end = self
-                .end_sender(range.topic, range.partition)
-                .map_or(0, |end| *end.borrow());
-            let from = range.from.max(batch.first_offset);
-            let until = range.to.min(end).min(batch.end_offset());
+            let from = scan.ranges[next].from.max(batch.first_offset);
+            let until = untils[next].min(batch.end_offset());
             records += until.saturating_sub(from) as usize;
-            plan.push((next, batch, range.from, range.to.min(end)));
+            plan.push((next, batch, scan.ranges[next].from, untils[next]));
         }
         plan
     }
