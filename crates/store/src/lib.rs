@@ -13,8 +13,9 @@
 //! the view restarts from its last checkpoint and folds the log again from there: nothing
 //! lost, nothing counted twice. The runtime syncs the store ([`ViewTable::flush`]: fjall's
 //! journal, `fdatasync`) after every checkpoint. A replay into a fresh store writes its
-//! checkpoints with [`ViewTable::ingest`] instead: straight into new disk tables, joined to
-//! the store in one step, bypassing the journal.
+//! large checkpoints with [`ViewTable::ingest_in_order`] instead (records streamed in key
+//! order as they are encoded): straight into new disk tables, joined to the store in one
+//! step, bypassing the journal.
 //!
 //! Why fjall and not sled (the store before it): `benches/store-comparison` writes random
 //! keys in atomic batches of 50,000 and reads them back, the checkpoint workload. One run
