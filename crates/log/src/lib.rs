@@ -9,6 +9,7 @@
 
 mod embedded;
 mod partitioner;
+mod spill;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 
 pub use embedded::{DiskFault, EmbeddedLog, LogOptions};
 pub use partitioner::{KeyShare, murmur2, partition_for};
+pub use spill::{SpillReader, SpillWriter};
 
 /// The topics of CONTRACT §2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

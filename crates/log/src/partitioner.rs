@@ -39,8 +39,23 @@ impl KeyShare {
 
     /// Whether `key` is of this share.
     pub fn holds(&self, key: &[u8]) -> bool {
+        self.index_of(key) == self.index
+    }
+
+    /// Which of the `of` shares `key` is of (the index of the share that holds it).
+    pub fn index_of(&self, key: &[u8]) -> u32 {
         let hash = (murmur2(key) & 0x7fff_ffff) as u32;
-        (hash / self.partitions) % self.of == self.index
+        (hash / self.partitions) % self.of
+    }
+
+    /// This share's index, from 0.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// How many shares the keys are split in.
+    pub fn of(&self) -> u32 {
+        self.of
     }
 }
 

@@ -146,18 +146,54 @@ pub(crate) fn encoded_len(record: &AppendRecord) -> usize {
 
 fn encode_record(out: &mut Vec<u8>, record: &AppendRecord) {
     let len = encoded_len(record) - 4;
+    encode_record_parts(
+        out,
+        len,
+        &record.key,
+        &record.event_id,
+        &record.headers,
+        &record.payload,
+    );
+}
+
+/// A record read from the log, encoded as a batch holds it (a spill file's records).
+pub(crate) fn encode_log_record(out: &mut Vec<u8>, record: &LogRecord) {
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|(n, v)| 6 + n.len() + v.len())
+        .sum();
+    let len = 2 + record.key.len() + 16 + 2 + headers + record.payload.len();
+    encode_record_parts(
+        out,
+        len,
+        &record.key,
+        &record.event_id,
+        &record.headers,
+        &record.payload,
+    );
+}
+
+fn encode_record_parts(
+    out: &mut Vec<u8>,
+    len: usize,
+    key: &str,
+    event_id: &Uuid,
+    headers: &[(String, Vec<u8>)],
+    payload: &[u8],
+) {
     out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&(record.key.len() as u16).to_le_bytes());
-    out.extend_from_slice(record.key.as_bytes());
-    out.extend_from_slice(record.event_id.as_bytes());
-    out.extend_from_slice(&(record.headers.len() as u16).to_le_bytes());
-    for (name, value) in &record.headers {
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(event_id.as_bytes());
+    out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
+    for (name, value) in headers {
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
         out.extend_from_slice(value);
     }
-    out.extend_from_slice(&record.payload);
+    out.extend_from_slice(payload);
 }
 
 /// Where one batch landed inside an encoded frame.
@@ -507,7 +543,7 @@ fn key_of(record: &[u8]) -> Option<&[u8]> {
     record.get(2..2 + key_len)
 }
 
-fn decode_record(
+pub(crate) fn decode_record(
     bytes: &Bytes,
     start: usize,
     stop: usize,

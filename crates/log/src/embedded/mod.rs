@@ -47,9 +47,9 @@
 
 mod dedup;
 mod faults;
-mod format;
+pub(crate) mod format;
 mod meta;
-mod segments;
+pub(crate) mod segments;
 
 use std::collections::BTreeMap;
 use std::fs::File;
