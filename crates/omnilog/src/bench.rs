@@ -380,6 +380,9 @@ async fn replay_into(
     args: &BenchArgs,
 ) -> anyhow::Result<u64> {
     let store = ViewStore::open_for_replay(dir)?;
+    let spill = tempfile::Builder::new()
+        .prefix("replay-spill-")
+        .tempdir_in(dir.parent().unwrap_or(std::path::Path::new(".")))?;
     let options = ReplayOptions {
         until: None,
         batch: args.replay_batch,
@@ -387,6 +390,7 @@ async fn replay_into(
         pass_records: None,
         identity,
         identity_sink: None,
+        spill_dir: Some(spill.path().to_owned()),
     };
     // The replay syncs the store as it marks the versions active: its checkpoints are
     // flushed when it returns.

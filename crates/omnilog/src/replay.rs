@@ -55,9 +55,10 @@ pub struct ReplayArgs {
     pub cache_mb: usize,
     /// Records a pass reads, about: a partition holding more is read in several passes,
     /// each folding a share of its customers, so that memory holds one pass's customers
-    /// whatever the history's length. 0: one pass a partition. Default: as many records
-    /// as --cache-mb holds the state of (512 bytes a record: 262,144 at 128 MiB), at least
-    /// 65,536
+    /// whatever the history's length; the first pass spills the later passes' records to
+    /// files under --out, deleted as they are read. 0: one pass a partition. Default: as
+    /// many records as --cache-mb holds the state of (512 bytes a record: 262,144 at 128
+    /// MiB), at least 65,536
     #[arg(long)]
     pub pass_records: Option<u64>,
     /// A channel's service-level threshold, as CHANNEL=SECONDS (repeatable), as given to
@@ -171,6 +172,12 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         };
         save().map_err(|error| format!("saving the identity view: {error:#}"))
     };
+    // Where a partition read in several passes keeps its later passes' records; removed
+    // when the replay ends, whichever way.
+    let spill = tempfile::Builder::new()
+        .prefix("spill-")
+        .tempdir_in(&args.out)
+        .with_context(|| format!("creating a spill directory in {}", args.out.display()))?;
     let options = ReplayOptions {
         until: args.until,
         batch: args.batch,
@@ -178,6 +185,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         pass_records: args.pass_records,
         identity: true,
         identity_sink: Some(IdentitySink(Arc::new(save_identity))),
+        spill_dir: Some(spill.path().to_owned()),
     };
     let _ = replay(log, &store, chosen, options, |name, step| {
         let at = match bars.iter().position(|(n, ..)| n == name) {

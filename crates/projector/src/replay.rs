@@ -13,7 +13,10 @@
 //! records go. A partition longer than the cache holds the state of is read in several
 //! passes, each folding one share of its customers ([`ReplayOptions::records_per_pass`]),
 //! so what the customers' views hold is bounded by the cache, not by the history, and each
-//! customer's record is encoded and written once, however long the history. (Views do not
+//! customer's record is encoded and written once, however long the history. Given a spill
+//! directory ([`ReplayOptions::spill_dir`]), the partition's first pass reads it from the
+//! log and writes the other shares' records to spill files, which their passes read back:
+//! the log's batches are read, checked and decompressed once, not once a pass. (Views do not
 //! depend on how partitions interleave, so the order changes nothing of what is built.)
 //! What is not a customer's (the identity view, the reports' hourly figures) still grows
 //! with the history. A pass whose records outgrow a view's budget checkpoints in
@@ -23,12 +26,16 @@
 //! The source log is only read: records that cannot be decoded or applied are counted
 //! (`dead_letters`), not appended anywhere.
 
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
-use omnilog_log::{KeyShare, PartitionRange, Scan, SharedLog, Topic};
+use omnilog_log::{
+    KeyShare, LogRecord, PartitionRange, Scan, SharedLog, SpillReader, SpillWriter, Topic,
+};
 use omnilog_store::{Checkpoint, ViewStore};
 use omnilog_views::IdentityView;
 
@@ -64,6 +71,11 @@ pub struct ReplayOptions {
     /// What to do with the identity view as soon as it is folded (see [`IdentitySink`]);
     /// given one, [`replay`] returns no identity view.
     pub identity_sink: Option<IdentitySink>,
+    /// Where a partition read in several passes spills the records of its later passes
+    /// ([`SpillWriter`]), an existing directory; `None`: each pass reads the log again.
+    /// The spill of a partition takes about its records' bytes uncompressed, less the first
+    /// share's; each file is deleted once its pass has read it.
+    pub spill_dir: Option<PathBuf>,
 }
 
 /// Takes the replayed identity view on its worker's thread as soon as its fold is done,
@@ -91,6 +103,7 @@ impl Default for ReplayOptions {
             pass_records: None,
             identity: true,
             identity_sink: None,
+            spill_dir: None,
         }
     }
 }
@@ -120,11 +133,11 @@ impl ReplayOptions {
     /// the cache holds the state of ([`STATE_BYTES_PER_RECORD`], at least
     /// [`MIN_RECORDS_PER_PASS`]), so that the records the views hold grow with the cache,
     /// not with the history. A shorter history than that per partition is read in one pass a
-    /// partition, as before; a longer one in more passes, each of which reads its partition
-    /// again (its records outside the share are passed over, not decoded). On a 10M-event
-    /// history of twelve partitions, the default cache's four passes a partition took 17.1
-    /// to 17.9 s and peaked at 474 to 491 MiB, one pass a partition 14.4 s and 964 MB
-    /// (docs/benchmarks.md, "2026-12-04, morning").
+    /// partition, as before; a longer one in more passes (whose records are spilled by the
+    /// first, or read from the log again without a spill directory). On a 10M-event history
+    /// of twelve partitions, with spill files, the default cache's four passes a partition
+    /// took 16.8 to 17.4 s and peaked at 487 to 496 MB, thirteen passes (`--pass-records
+    /// 65536`) 20.8 s and 431 MB (docs/benchmarks.md, "2026-12-04, afternoon").
     pub fn records_per_pass(&self) -> u64 {
         self.pass_records.unwrap_or_else(|| {
             (self.cache_bytes as u64 / STATE_BYTES_PER_RECORD).max(MIN_RECORDS_PER_PASS)
@@ -339,14 +352,28 @@ async fn read_all(
     let mut read = 0u64;
     let mut handed: Vec<Shared> = Vec::new();
     let decoder = Decoder::start()?;
-    for mut pass in passes(&scan, options.records_per_pass()) {
+    // The spill files of the partition being read, one per share still to fold.
+    let mut spilled: VecDeque<SpillReader> = VecDeque::new();
+    for pass in passes(&scan, options.records_per_pass()) {
+        let mut source = match (pass.share(), options.spill_dir.as_deref()) {
+            (Some(share), Some(dir)) if share.index() == 0 => {
+                PassSource::splitting(pass, share, dir)?
+            }
+            (Some(share), Some(_)) => PassSource::Spilled {
+                spill: spilled.pop_front().ok_or_else(|| {
+                    ProjectorError::Task("a replay pass found no spill file to read".to_owned())
+                })?,
+                shares: share.of(),
+            },
+            _ => PassSource::Log(pass),
+        };
         // Three batches at once: the next one is read while this one is decoded, and this
         // one is decoded while the one before is handed over. One after the other, the
         // workers waited now and then with only the decoder running
         // (`benches/sample_threads.py`: the decoder alone in 4.4 % of a 1M replay's samples).
         let mut decoding: Option<Decoding> = None;
         loop {
-            let records = log.scan_next(&mut pass, options.batch.max(1)).await?;
+            let records = source.next(log, options.batch.max(1)).await?;
             let last = records.is_empty();
             let mut ready = None;
             if let Some(decoding) = decoding.take() {
@@ -367,6 +394,11 @@ async fn read_all(
             }
             if last {
                 break;
+            }
+        }
+        if let PassSource::Splitting { spills, .. } = source {
+            for spill in spills {
+                spilled.push_back(spill.finish()?);
             }
         }
         hand_over(feeds, Feed::PassDone).await?;
@@ -397,7 +429,8 @@ async fn read_all(
 /// (a customer's, an agent's) and a key's records lie in one share, so a partition-local
 /// view's records are final once a pass is done, as after a whole partition: memory holds
 /// one pass's customers, whatever the history's length, for the price of reading the
-/// partition again (its records outside the share are read and passed over, not decoded).
+/// partition again (from spill files, [`PassSource`], or from the log, whose records
+/// outside the share are passed over, not decoded).
 fn passes(scan: &Scan, pass_records: u64) -> Vec<Scan> {
     let mut partitions: Vec<u32> = scan.ranges().iter().map(|r| r.partition).collect();
     partitions.sort_unstable();
@@ -432,6 +465,83 @@ fn passes(scan: &Scan, pass_records: u64) -> Vec<Scan> {
     passes
 }
 
+/// Where a pass's records come from.
+enum PassSource {
+    /// The log: a whole partition, or one share of its keys.
+    Log(Scan),
+    /// The log, whole, for the first share of a partition read in several passes: the
+    /// records of the first share are folded, each other share's are written to its spill
+    /// file (`spills[i]` holds share `i + 1`'s), which its pass reads instead of the log.
+    Splitting {
+        scan: Scan,
+        first: KeyShare,
+        spills: Vec<SpillWriter>,
+    },
+    /// A share's records, spilled by the partition's first pass (of `shares`).
+    Spilled { spill: SpillReader, shares: u32 },
+}
+
+impl PassSource {
+    /// The spill files of `pass` (the first of its partition's shares) are made in `dir`.
+    fn splitting(pass: Scan, first: KeyShare, dir: &Path) -> Result<Self, ProjectorError> {
+        let partition = pass.ranges().first().map_or(0, |r| r.partition);
+        let spills = (1..first.of())
+            .map(|index| {
+                SpillWriter::create(&dir.join(format!("partition-{partition}-share-{index}.spill")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PassSource::Splitting {
+            scan: Scan::new(pass.ranges().to_vec()),
+            first,
+            spills,
+        })
+    }
+
+    /// The next records of the pass, about `max` (none at its end).
+    async fn next(
+        &mut self,
+        log: &SharedLog,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, ProjectorError> {
+        match self {
+            PassSource::Log(scan) => Ok(log.scan_next(scan, max).await?),
+            PassSource::Splitting {
+                scan,
+                first,
+                spills,
+            } => {
+                let mut kept = Vec::new();
+                // Reads on until something is kept, not until a batch's worth is: what is
+                // kept holds on to the whole of each batch it was read from (its payloads
+                // share the batch's buffer), and a fuller batch kept that many more alive
+                // (a 10M replay in four passes peaked at 582 and 603 MB against 477 and
+                // 481 MB without spilling).
+                while kept.is_empty() {
+                    let records = log.scan_next(scan, max).await?;
+                    if records.is_empty() {
+                        break;
+                    }
+                    for record in records {
+                        match first.index_of(record.key.as_bytes()) {
+                            0 => kept.push(record),
+                            // The page cache takes these writes: no disk wait here.
+                            share => spills[share as usize - 1].write(&record)?,
+                        }
+                    }
+                }
+                Ok(kept)
+            }
+            // As many a batch as a read of the log gave the first share (a share of it):
+            // decoded, a batch weighs several times its records, and each view's channel
+            // holds a few (full batches of 8,192 took a 10M replay in four passes from 477
+            // and 491 MB to 561 and 568 MB).
+            PassSource::Spilled { spill, shares } => {
+                Ok(spill.read(max.div_ceil(*shares as usize))?)
+            }
+        }
+    }
+}
+
 /// Emptied vectors of decoded batches (of those every worker is done with) the decoder
 /// keeps for the next batches, at most.
 const SPARE_BATCHES: usize = 4;
@@ -442,7 +552,7 @@ type DecodedBatch = (Feed, Vec<Shared>);
 /// What the decoder thread is asked: records to decode, the batches handed over before
 /// (to let go of those every worker is done with), and where to answer.
 type DecodeJob = (
-    Vec<omnilog_log::LogRecord>,
+    Vec<LogRecord>,
     Vec<Shared>,
     tokio::sync::oneshot::Sender<DecodedBatch>,
 );
@@ -487,7 +597,7 @@ impl Decoder {
     /// go of those every worker is done with); the answer comes through the [`Decoding`].
     fn submit(
         &self,
-        records: Vec<omnilog_log::LogRecord>,
+        records: Vec<LogRecord>,
         handed: Vec<Shared>,
     ) -> Result<Decoding, ProjectorError> {
         let (answer, answered) = tokio::sync::oneshot::channel();
@@ -499,7 +609,7 @@ impl Decoder {
 
     async fn decode(
         &self,
-        records: Vec<omnilog_log::LogRecord>,
+        records: Vec<LogRecord>,
         handed: Vec<Shared>,
     ) -> Result<DecodedBatch, ProjectorError> {
         self.submit(records, handed)?.finished().await
@@ -725,7 +835,7 @@ async fn read_beyond(
     log: &SharedLog,
     scan: &mut Scan,
     batch: usize,
-) -> Result<Vec<omnilog_log::LogRecord>, ProjectorError> {
+) -> Result<Vec<LogRecord>, ProjectorError> {
     let mut found = Vec::new();
     let mut ranges: Vec<PartitionRange> = scan.ranges().to_vec();
     for range in &mut ranges {

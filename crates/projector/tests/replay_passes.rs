@@ -1,0 +1,113 @@
+//! A replay builds the same views however it reads the history: one pass a partition, a
+//! partition in several passes that each read the log again, or in several passes whose
+//! later ones read what the first spilled; and the spill files are gone when it returns.
+
+use std::sync::Arc;
+
+use omnilog_events::{Destination, Event};
+use omnilog_log::{AppendRecord, EmbeddedLog, PartitionCounts, SharedLog, Topic};
+use omnilog_projector::{Projectable, ReplayOptions, replay};
+use omnilog_store::ViewStore;
+use omnilog_testkit::{HistoryConfig, history};
+use omnilog_views::engagement::EngagementView;
+use omnilog_views::journey::{JourneyConfig, JourneyView};
+use omnilog_views::queue::QueueView;
+use omnilog_views::reporting::{ReportingConfig, ReportingView};
+use omnilog_views::segments::SegmentsView;
+use omnilog_views::state::Entries;
+
+fn record_of(event: &Event) -> AppendRecord {
+    let topic = match event.destination() {
+        Destination::Interactions => Topic::Interactions,
+        Destination::Agents => Topic::Agents,
+    };
+    AppendRecord {
+        topic,
+        key: event.partition_key().unwrap().to_owned(),
+        event_id: event.event_id,
+        payload: omnilog_events::encode(event).into(),
+        headers: Vec::new(),
+    }
+}
+
+fn views() -> Vec<Arc<dyn Projectable>> {
+    vec![
+        Arc::new(JourneyView::new(JourneyConfig::default())),
+        Arc::new(QueueView),
+        Arc::new(ReportingView::new(ReportingConfig::default())),
+        Arc::new(SegmentsView::new(ReportingConfig::default())),
+        Arc::new(EngagementView),
+    ]
+}
+
+/// Each view's replayed records, by view (the identity view is folded too).
+async fn replayed(
+    log: &SharedLog,
+    dir: &std::path::Path,
+    options: ReplayOptions,
+) -> Vec<(&'static str, Entries)> {
+    let store = ViewStore::open_for_replay(dir).unwrap();
+    let (replayed, identity) = replay(log.clone(), &store, views(), options, |_, _| {})
+        .await
+        .unwrap();
+    assert!(identity.is_some());
+    replayed
+        .iter()
+        .map(|view| {
+            let layout = views()
+                .iter()
+                .find(|v| v.name() == view.view)
+                .unwrap()
+                .layout();
+            let table = store.table_with_layout(view.view, 1, layout).unwrap();
+            (view.view, table.dump().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_that_read_the_log_again_or_a_spill_build_the_views_of_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: SharedLog =
+        Arc::new(EmbeddedLog::open(&dir.path().join("log"), PartitionCounts::uniform(4)).unwrap());
+    let events: Vec<Event> =
+        history(HistoryConfig::with_events(21, 8_000).with_customer_ids()).collect();
+    for chunk in events.chunks(1_000) {
+        log.append(chunk.iter().map(record_of).collect())
+            .await
+            .unwrap();
+    }
+    let one_pass = replayed(
+        &log,
+        &dir.path().join("one-pass"),
+        ReplayOptions {
+            pass_records: Some(0),
+            ..ReplayOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(one_pass.len(), 5);
+    assert!(one_pass.iter().all(|(_, entries)| !entries.is_empty()));
+
+    // About 2,000 records a partition, in passes of 300: seven shares of its customers.
+    let spill_dir = dir.path().join("spill");
+    std::fs::create_dir(&spill_dir).unwrap();
+    for (name, spill) in [("log-again", None), ("spilled", Some(spill_dir.clone()))] {
+        let options = ReplayOptions {
+            pass_records: Some(300),
+            batch: 250,
+            spill_dir: spill,
+            ..ReplayOptions::default()
+        };
+        assert_eq!(
+            replayed(&log, &dir.path().join(name), options).await,
+            one_pass,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&spill_dir).unwrap().count(),
+        0,
+        "every spill file is deleted once read"
+    );
+}
