@@ -670,17 +670,27 @@ fn report(
     }
 }
 
+/// What part of a view's budget its records may weigh, with the passes' encoded ahead,
+/// before the end of a pass writes them instead of encoding them for a later checkpoint.
+/// Encoded sets held until the last checkpoint are memory the cache does not weigh, and a
+/// long replay's passes fill them up to this: at 10M events (four passes a partition, five
+/// views), a sixteenth peaked at 425 to 437 MB where a quarter peaked at 473 to 488 MB,
+/// in the same time (four alternated pairs of `/usr/bin/time omnilog replay`: 17.96 to
+/// 18.45 s against 17.54 to 18.69 s); the 1M replay, whose passes are a partition each,
+/// moved within its noise (201 to 252 MB against 221 to 280 MB).
+const ENCODED_AHEAD_SHARE: usize = 16;
+
 /// Folds batches into one version until the reader is done, then writes the last
 /// checkpoint; returns it.
 ///
 /// At the end of a pass, a view whose records are final once their partition is folded
 /// ([`AnyVersion::partition_local`]) writes them and lets them go once they weigh more than
-/// a quarter of the budget: nothing of the next passes touches them. (Below that they stay:
-/// a short history is then written once, in one disk table, rather than in a table per
-/// partition that the store would have to compact.) That checkpoint is written on a thread
+/// a sixteenth of the budget ([`ENCODED_AHEAD_SHARE`]): nothing of the next passes touches
+/// them. (Below that they stay: a short history is then written once, in one disk table,
+/// rather than in a table per partition that the store would have to compact.) That checkpoint is written on a thread
 /// of its own while the next pass folds (the fold takes the changes without copying them,
 /// and goes on); its records are let go once written, so a fold that did reach back for
-/// one reads it from memory or from the store, never a gap. Below the quarter, it encodes
+/// one reads it from memory or from the store, never a gap. Below the sixteenth, it encodes
 /// them on that thread instead, so the last checkpoint writes them without encoding the
 /// whole history after the fold.
 ///
@@ -744,7 +754,7 @@ fn fold_batches(
                 if !version.partition_local() {
                     continue;
                 }
-                let job = if version.memory() > cache_bytes / 4 {
+                let job = if version.memory() > cache_bytes / ENCODED_AHEAD_SHARE {
                     Job::Checkpoint
                 } else {
                     Job::EncodeAhead
