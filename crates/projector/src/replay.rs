@@ -135,9 +135,8 @@ impl ReplayOptions {
     /// not with the history. A shorter history than that per partition is read in one pass a
     /// partition, as before; a longer one in more passes (whose records are spilled by the
     /// first, or read from the log again without a spill directory). On a 10M-event history
-    /// of twelve partitions, with spill files, the default cache's four passes a partition
-    /// took 16.8 to 17.4 s and peaked at 487 to 496 MB, thirteen passes (`--pass-records
-    /// 65536`) 20.8 s and 431 MB (docs/benchmarks.md, "2026-12-04, afternoon").
+    /// of twelve partitions, the default cache's four passes a partition took 16.4 to 16.9 s
+    /// and peaked at 433 to 445 MiB (docs/benchmarks.md, "2026-12-04, afternoon").
     pub fn records_per_pass(&self) -> u64 {
         self.pass_records.unwrap_or_else(|| {
             (self.cache_bytes as u64 / STATE_BYTES_PER_RECORD).max(MIN_RECORDS_PER_PASS)
