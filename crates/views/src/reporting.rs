@@ -20,8 +20,10 @@
 //! - `handled` +1 at `wrapped_up` after an assignment: `wrapped_up − assigned` (the latest
 //!   assignment) adds to the AHT sum. A transfer or a re-queue ends the agent's handling
 //!   without a wrap-up, so only the agent who wraps up counts a handled contact.
-//! - `csat`: one response per interaction in the bucket of its latest entry; a second
-//!   rating replaces the first (the sum moves by the difference, responses stay).
+//! - `csat`: one response per interaction, in the bucket of its latest entry when it was
+//!   rated; a second rating replaces the first: the first leaves the bucket that counted
+//!   it and the second counts in the bucket of the latest entry (the same bucket unless a
+//!   transfer or a re-queue came between: then the response moves with the interaction).
 //!
 //! Work that never entered a queue (an assignment, transfer or rating of an interaction
 //! without an entry) is counted under the queue [`NO_QUEUE`] in the hour of the event that
@@ -303,6 +305,10 @@ pub(crate) struct Tracked {
     keep: bool,
     /// The rating counted for this interaction.
     csat: Option<u8>,
+    /// The bucket (hour, queue) that counted the rating, once a new entry moved the
+    /// interaction to another: a second rating takes the first out of it. Boxed: few
+    /// interactions are rated and then queued again, and every record carries the field.
+    csat_counted_in: Option<Box<(i64, Id)>>,
 }
 
 /// The waits of one (hour, channel, queue): `w hour channel queue`, the number of waits in
@@ -394,9 +400,10 @@ impl View for ReportingView {
     }
 
     /// 2: typed tables (layout 1 was a key-value state). 3: self-service sessions. 4: an
-    /// (hour, channel, queue)'s waits in one histogram record.
+    /// (hour, channel, queue)'s waits in one histogram record. 5: a second rating takes the
+    /// first out of the bucket that counted it (an interaction's record remembers it).
     fn layout(&self) -> u32 {
-        4
+        5
     }
 
     fn new_state(&self) -> ReportingState {
@@ -716,6 +723,7 @@ impl<'a> Fold<'a> {
                 assigned_ms: None,
                 keep: false,
                 csat: None,
+                csat_counted_in: None,
             }));
         }
         Ok(Fold {
@@ -764,6 +772,9 @@ impl<'a> Fold<'a> {
     fn enter(&mut self, queue: &str) {
         let at = self.at;
         if let Some(tracked) = self.tracked.as_mut() {
+            if tracked.csat.is_some() && tracked.csat_counted_in.is_none() {
+                tracked.csat_counted_in = Some(Box::new((tracked.hour, tracked.queue.clone())));
+            }
             tracked.hour = hour_of(at);
             tracked.queue = Id::from(queue);
             tracked.waiting_since_ms = Some(at);
@@ -859,11 +870,24 @@ impl<'a> Fold<'a> {
         };
         let previous = tracked.csat.replace(score);
         tracked.keep = true;
+        // The first rating leaves the bucket that counted it: the bucket of the entry it
+        // was given in, which a later entry may have left behind.
+        let counted_in = tracked.csat_counted_in.take();
+        if let Some(previous) = previous {
+            let (hour, queue) = match counted_in {
+                Some(bucket) => *bucket,
+                None => (tracked.hour, tracked.queue.clone()),
+            };
+            let counted = self.state.buckets.get_or_insert_with(
+                (hour, channel_code(tracked.channel), queue),
+                BucketCounts::default,
+            );
+            // It counted this rating: neither can go below zero.
+            counted.csat_sum = counted.csat_sum.saturating_sub(u64::from(previous));
+            counted.csat_responses = counted.csat_responses.saturating_sub(1);
+        }
         self.count(|c| {
-            match previous {
-                Some(previous) => c.csat_sum = c.csat_sum.saturating_sub(u64::from(previous)),
-                None => c.csat_responses += 1,
-            }
+            c.csat_responses += 1;
             c.csat_sum += u64::from(score);
         });
     }

@@ -1002,3 +1002,45 @@ proptest::proptest! {
         proptest::prop_assert_eq!(state, fold_events(&history()));
     }
 }
+
+/// A rating given in one queue and changed after a transfer to another: the response moves
+/// with the interaction, out of the first queue's bucket (before, the first bucket kept the
+/// first score and the second subtracted it from whatever it held, stopping at zero).
+#[test]
+fn a_second_rating_after_a_transfer_leaves_the_bucket_that_counted_the_first() {
+    let rated_twice = contact(
+        "k1",
+        "r1",
+        "voice",
+        vec![
+            (0, "queued", q("billing")),
+            (10, "assigned", agent("a1")),
+            (100, "csat", score(5)),
+            (200, "transferred", to_queue("support")),
+            (210, "assigned", agent("a2")),
+            (300, "csat", score(1)),
+        ],
+    );
+    let rated_once = contact(
+        "k2",
+        "r2",
+        "voice",
+        vec![
+            (0, "queued", q("billing")),
+            (5, "assigned", agent("a3")),
+            (50, "csat", score(4)),
+        ],
+    );
+    let mut events: Vec<Event> = [rated_twice, rated_once]
+        .iter()
+        .flat_map(Contact::events)
+        .collect();
+    events.sort_by_key(|e| e.occurred_at);
+    let rows = report(&fold_events(&events), GroupBy::Queue);
+    let csat = |queue: &str| {
+        let row = rows.iter().find(|r| r.key == queue).expect("a row");
+        (row.csat_avg, row.csat_responses)
+    };
+    assert_eq!(csat("billing"), (Some(4.0), 1), "{rows:?}");
+    assert_eq!(csat("support"), (Some(1.0), 1), "{rows:?}");
+}
