@@ -671,8 +671,8 @@ fn report(
 
 /// What part of a view's budget its records may weigh, with the passes' encoded ahead,
 /// before the end of a pass writes them instead of encoding them for a later checkpoint.
-/// Encoded sets held until the last checkpoint are memory the cache does not weigh, and a
-/// long replay's passes fill them up to this: at 10M events (four passes a partition, five
+/// The budget counts the encoded sets (their bytes and a word or so of each vector's), and
+/// a long replay's passes fill them up to this share before anything is written: at 10M events (four passes a partition, five
 /// views), a sixteenth peaked at 425 to 437 MB where a quarter peaked at 473 to 488 MB,
 /// in the same time (four alternated pairs of `/usr/bin/time omnilog replay`: 17.96 to
 /// 18.45 s against 17.54 to 18.69 s); the 1M replay, whose passes are a partition each,
