@@ -339,6 +339,17 @@ fn replayed_digests_with(
     ];
     args.extend_from_slice(more);
     run(&args);
+    // A replay in several passes spills under --out; nothing of it stays.
+    let left: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("spill"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "a replay left {left:?} in {}",
+        out.display()
+    );
     let inspected: Value =
         serde_json::from_str(&run(&["inspect", "--data-dir", out.to_str().unwrap()])).unwrap();
     inspected["views"]
