@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::embedded::format::{decode_record, encode_log_record, topic_code, topic_of_code};
+use crate::embedded::format::{
+    MAX_KEY_BYTES, decode_record, encode_log_record, encoded_log_len, topic_code, topic_of_code,
+};
 use crate::embedded::segments::SpanBuffers;
 use crate::{LogError, LogRecord};
 
@@ -80,7 +82,26 @@ impl SpillWriter {
         })
     }
 
+    /// Appends `record`; a record the format cannot hold (a key, a header or a payload
+    /// longer than its length field, as another producer may have left on Kafka) is refused.
     pub fn write(&mut self, record: &LogRecord) -> Result<(), LogError> {
+        let fits = record.key.len() <= MAX_KEY_BYTES
+            && record.headers.len() <= usize::from(u16::MAX)
+            && record
+                .headers
+                .iter()
+                .all(|(n, v)| n.len() <= usize::from(u16::MAX) && u32::try_from(v.len()).is_ok())
+            && u32::try_from(encoded_log_len(record)).is_ok();
+        if !fits {
+            return Err(spill_error(
+                &self.path,
+                "writing",
+                format!(
+                    "record {} of partition {} is too large to spill",
+                    record.offset, record.partition
+                ),
+            ));
+        }
         if self.block.is_empty() {
             // Room for the block's header, filled in as it is written.
             self.block.resize(BLOCK_HEAD_BYTES, 0);
@@ -300,6 +321,23 @@ mod tests {
         assert!(path.exists());
         drop(reader);
         assert!(!path.exists(), "a spill file is deleted with its reader");
+    }
+
+    #[test]
+    fn a_record_the_format_cannot_hold_is_refused_and_the_rest_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long-key.spill");
+        let mut writer = SpillWriter::create(&path).unwrap();
+        let mut long = record(Topic::Interactions, 4, 0);
+        long.key = "k".repeat(usize::from(u16::MAX) + 1);
+        let error = writer.write(&long).unwrap_err().to_string();
+        assert!(error.contains("record 4 of partition 7"), "{error}");
+        writer.write(&record(Topic::Interactions, 5, 1)).unwrap();
+        let mut reader = writer.finish().unwrap();
+        assert_eq!(
+            reader.read(10).unwrap(),
+            vec![record(Topic::Interactions, 5, 1)]
+        );
     }
 
     #[test]

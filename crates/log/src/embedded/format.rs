@@ -156,14 +156,19 @@ fn encode_record(out: &mut Vec<u8>, record: &AppendRecord) {
     );
 }
 
-/// A record read from the log, encoded as a batch holds it (a spill file's records).
-pub(crate) fn encode_log_record(out: &mut Vec<u8>, record: &LogRecord) {
+/// The bytes a record read from the log takes in a batch, its length field left out.
+pub(crate) fn encoded_log_len(record: &LogRecord) -> usize {
     let headers: usize = record
         .headers
         .iter()
         .map(|(n, v)| 6 + n.len() + v.len())
         .sum();
-    let len = 2 + record.key.len() + 16 + 2 + headers + record.payload.len();
+    2 + record.key.len() + 16 + 2 + headers + record.payload.len()
+}
+
+/// A record read from the log, encoded as a batch holds it (a spill file's records).
+pub(crate) fn encode_log_record(out: &mut Vec<u8>, record: &LogRecord) {
+    let len = encoded_log_len(record);
     encode_record_parts(
         out,
         len,
