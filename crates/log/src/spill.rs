@@ -25,9 +25,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::embedded::format::{
-    MAX_KEY_BYTES, decode_record, encode_log_record, encoded_log_len, topic_code, topic_of_code,
-};
+use crate::embedded::format::{RecordFields, decode_record, le_u32, topic_code, topic_of_code};
 use crate::embedded::segments::SpanBuffers;
 use crate::{LogError, LogRecord};
 
@@ -45,10 +43,6 @@ pub const BLOCK_BYTES: usize = 256 << 10;
 
 fn spill_error(path: &Path, doing: &str, error: impl std::fmt::Display) -> LogError {
     LogError::Storage(format!("spill file {}: {doing}: {error}", path.display()))
-}
-
-fn le_u32(bytes: &[u8]) -> u32 {
-    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
 /// Writes records to a new spill file.
@@ -83,25 +77,20 @@ impl SpillWriter {
     }
 
     /// Appends `record`; a record the format cannot hold (a key, a header or a payload
-    /// longer than its length field, as another producer may have left on Kafka) is refused.
+    /// longer than its length field, as another producer may have left on Kafka) is refused,
+    /// as the log refuses it on append.
     pub fn write(&mut self, record: &LogRecord) -> Result<(), LogError> {
-        let fits = record.key.len() <= MAX_KEY_BYTES
-            && record.headers.len() <= usize::from(u16::MAX)
-            && record
-                .headers
-                .iter()
-                .all(|(n, v)| n.len() <= usize::from(u16::MAX) && u32::try_from(v.len()).is_ok())
-            && u32::try_from(encoded_log_len(record)).is_ok();
-        if !fits {
-            return Err(spill_error(
+        let fields = RecordFields::from(record);
+        fields.check().map_err(|error| {
+            spill_error(
                 &self.path,
                 "writing",
                 format!(
-                    "record {} of partition {} is too large to spill",
+                    "record {} of partition {}: {error}",
                     record.offset, record.partition
                 ),
-            ));
-        }
+            )
+        })?;
         if self.block.is_empty() {
             // Room for the block's header, filled in as it is written.
             self.block.resize(BLOCK_HEAD_BYTES, 0);
@@ -110,7 +99,7 @@ impl SpillWriter {
         self.block
             .extend_from_slice(&record.partition.to_le_bytes());
         self.block.extend_from_slice(&record.offset.to_le_bytes());
-        encode_log_record(&mut self.block, record);
+        fields.encode(&mut self.block);
         self.block_records += 1;
         self.records += 1;
         if self.block.len() >= BLOCK_HEAD_BYTES + BLOCK_BYTES {

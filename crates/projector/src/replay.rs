@@ -514,7 +514,7 @@ impl PassSource {
                 // kept holds on to the whole of each batch it was read from (its payloads
                 // share the batch's buffer), and a fuller batch kept that many more alive
                 // (a 10M replay in four passes peaked at 582 and 603 MB against 477 and
-                // 481 MB without spilling).
+                // 481 MB without spilling: docs/benchmarks.md, "2026-12-04, afternoon").
                 while kept.is_empty() {
                     let records = log.scan_next(scan, max).await?;
                     if records.is_empty() {
@@ -533,7 +533,7 @@ impl PassSource {
             // As many a batch as a read of the log gave the first share (a share of it):
             // decoded, a batch weighs several times its records, and each view's channel
             // holds a few (full batches of 8,192 took a 10M replay in four passes from 477
-            // and 491 MB to 561 and 568 MB).
+            // and 491 MB to 561 and 568 MB: docs/benchmarks.md, "2026-12-04, afternoon").
             PassSource::Spilled { spill, shares } => {
                 Ok(spill.read(max.div_ceil(*shares as usize))?)
             }

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use omnilog_events::{Destination, Event};
-use omnilog_log::{AppendRecord, EmbeddedLog, PartitionCounts, SharedLog, Topic};
-use omnilog_projector::{Projectable, ReplayOptions, replay};
+use omnilog_events::Event;
+use omnilog_log::{AppendRecord, EmbeddedLog, PartitionCounts, SharedLog};
+use omnilog_projector::{Projectable, ReplayOptions, ReplayProgress, replay};
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
 use omnilog_views::engagement::EngagementView;
@@ -16,18 +16,9 @@ use omnilog_views::reporting::{ReportingConfig, ReportingView};
 use omnilog_views::segments::SegmentsView;
 use omnilog_views::state::Entries;
 
+/// The record ingest would append for `event` (its customer already named).
 fn record_of(event: &Event) -> AppendRecord {
-    let topic = match event.destination() {
-        Destination::Interactions => Topic::Interactions,
-        Destination::Agents => Topic::Agents,
-    };
-    AppendRecord {
-        topic,
-        key: event.partition_key().unwrap().to_owned(),
-        event_id: event.event_id,
-        payload: omnilog_events::encode(event).into(),
-        headers: Vec::new(),
-    }
+    omnilog_ingest::log_record(event).expect("an event with a partition key")
 }
 
 fn views() -> Vec<Arc<dyn Projectable>> {
@@ -40,14 +31,16 @@ fn views() -> Vec<Arc<dyn Projectable>> {
     ]
 }
 
-/// Each view's replayed records, by view (the identity view is folded too).
+/// Each view's replayed records, by view (the identity view is folded too); `on_progress`
+/// hears the replay's progress.
 async fn replayed(
     log: &SharedLog,
     dir: &std::path::Path,
     options: ReplayOptions,
+    on_progress: impl FnMut(&str, ReplayProgress) + Send,
 ) -> Vec<(&'static str, Entries)> {
     let store = ViewStore::open_for_replay(dir).unwrap();
-    let (replayed, identity) = replay(log.clone(), &store, views(), options, |_, _| {})
+    let (replayed, identity) = replay(log.clone(), &store, views(), options, on_progress)
         .await
         .unwrap();
     assert!(identity.is_some());
@@ -84,6 +77,7 @@ async fn passes_that_read_the_log_again_or_a_spill_build_the_views_of_one_pass()
             pass_records: Some(0),
             ..ReplayOptions::default()
         },
+        |_, _| {},
     )
     .await;
     assert_eq!(one_pass.len(), 5);
@@ -93,17 +87,26 @@ async fn passes_that_read_the_log_again_or_a_spill_build_the_views_of_one_pass()
     let spill_dir = dir.path().join("spill");
     std::fs::create_dir(&spill_dir).unwrap();
     for (name, spill) in [("log-again", None), ("spilled", Some(spill_dir.clone()))] {
+        let spills = spill.is_some();
         let options = ReplayOptions {
             pass_records: Some(300),
             batch: 250,
             spill_dir: spill,
             ..ReplayOptions::default()
         };
-        assert_eq!(
-            replayed(&log, &dir.path().join(name), options).await,
-            one_pass,
-            "{name}"
-        );
+        // The most spill files seen at once while the replay read.
+        let mut most_files = 0;
+        let views = replayed(&log, &dir.path().join(name), options, |_, _| {
+            most_files = most_files.max(std::fs::read_dir(&spill_dir).unwrap().count());
+        })
+        .await;
+        assert_eq!(views, one_pass, "{name}");
+        if spills {
+            // Seven shares a partition: six spill files after each first pass.
+            assert!(most_files > 0, "the later passes read spill files");
+        } else {
+            assert_eq!(most_files, 0, "no spill without a spill directory");
+        }
     }
     assert_eq!(
         std::fs::read_dir(&spill_dir).unwrap().count(),

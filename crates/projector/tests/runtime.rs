@@ -119,18 +119,9 @@ impl View for CountingView {
     }
 }
 
+/// The record ingest would append for `event` (its customer already named).
 fn record_of(event: &Event) -> AppendRecord {
-    let topic = match event.destination() {
-        Destination::Interactions => Topic::Interactions,
-        Destination::Agents => Topic::Agents,
-    };
-    AppendRecord {
-        topic,
-        key: event.partition_key().unwrap().to_owned(),
-        event_id: event.event_id,
-        payload: omnilog_events::encode(event).into(),
-        headers: Vec::new(),
-    }
+    omnilog_ingest::log_record(event).expect("an event with a partition key")
 }
 
 async fn append_history(log: &SharedLog, seed: u64, events: u64) -> Vec<Event> {

@@ -99,7 +99,7 @@ fn le_u16(bytes: &[u8]) -> u16 {
     u16::from_le_bytes([bytes[0], bytes[1]])
 }
 
-fn le_u32(bytes: &[u8]) -> u32 {
+pub(crate) fn le_u32(bytes: &[u8]) -> u32 {
     u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
@@ -109,96 +109,100 @@ fn le_u64(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(word)
 }
 
-/// Checks a record before it is encoded, so a bad one fails its request alone.
-pub(crate) fn check_record(record: &AppendRecord) -> Result<(), LogError> {
-    if record.key.len() > MAX_KEY_BYTES {
-        return Err(LogError::InvalidRecord(format!(
-            "a key of {} bytes is longer than {MAX_KEY_BYTES}",
-            record.key.len()
-        )));
+/// What a batch stores of a record, whether it is being appended ([`AppendRecord`]) or was
+/// read back ([`LogRecord`], which a spill file writes again).
+pub(crate) struct RecordFields<'a> {
+    key: &'a str,
+    event_id: &'a Uuid,
+    headers: &'a [(String, Vec<u8>)],
+    payload: &'a [u8],
+}
+
+impl<'a> From<&'a AppendRecord> for RecordFields<'a> {
+    fn from(record: &'a AppendRecord) -> Self {
+        RecordFields {
+            key: &record.key,
+            event_id: &record.event_id,
+            headers: &record.headers,
+            payload: &record.payload,
+        }
     }
-    if record.headers.len() > u16::MAX as usize
-        || record
+}
+
+impl<'a> From<&'a LogRecord> for RecordFields<'a> {
+    fn from(record: &'a LogRecord) -> Self {
+        RecordFields {
+            key: &record.key,
+            event_id: &record.event_id,
+            headers: &record.headers,
+            payload: &record.payload,
+        }
+    }
+}
+
+impl RecordFields<'_> {
+    /// The bytes the record takes in a batch, its length field included.
+    pub(crate) fn encoded_len(&self) -> usize {
+        let headers: usize = self
             .headers
             .iter()
-            .any(|(n, v)| n.len() > u16::MAX as usize || v.len() > u32::MAX as usize)
-    {
-        return Err(LogError::InvalidRecord("headers too large".to_owned()));
+            .map(|(n, v)| 6 + n.len() + v.len())
+            .sum();
+        4 + 2 + self.key.len() + 16 + 2 + headers + self.payload.len()
     }
-    if encoded_len(record) > MAX_FRAME_BYTES as usize / 2 {
-        return Err(LogError::InvalidRecord(format!(
-            "a record of {} bytes is larger than the log takes",
-            encoded_len(record)
-        )));
+
+    /// Checks the record before it is encoded, so a bad one fails alone: every length fits
+    /// its field.
+    pub(crate) fn check(&self) -> Result<(), LogError> {
+        if self.key.len() > MAX_KEY_BYTES {
+            return Err(LogError::InvalidRecord(format!(
+                "a key of {} bytes is longer than {MAX_KEY_BYTES}",
+                self.key.len()
+            )));
+        }
+        if self.headers.len() > u16::MAX as usize
+            || self
+                .headers
+                .iter()
+                .any(|(n, v)| n.len() > u16::MAX as usize || v.len() > u32::MAX as usize)
+        {
+            return Err(LogError::InvalidRecord("headers too large".to_owned()));
+        }
+        if self.encoded_len() > MAX_FRAME_BYTES as usize / 2 {
+            return Err(LogError::InvalidRecord(format!(
+                "a record of {} bytes is larger than the log takes",
+                self.encoded_len()
+            )));
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Appends the record as a batch holds it, its length first.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let len = self.encoded_len() - 4;
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+        out.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
+        out.extend_from_slice(self.key.as_bytes());
+        out.extend_from_slice(self.event_id.as_bytes());
+        out.extend_from_slice(&(self.headers.len() as u16).to_le_bytes());
+        for (name, value) in self.headers {
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+        out.extend_from_slice(self.payload);
+    }
+}
+
+/// Checks a record before it is appended, so a bad one fails its request alone.
+pub(crate) fn check_record(record: &AppendRecord) -> Result<(), LogError> {
+    RecordFields::from(record).check()
 }
 
 /// The bytes a record takes in a batch, its length field included.
 pub(crate) fn encoded_len(record: &AppendRecord) -> usize {
-    let headers: usize = record
-        .headers
-        .iter()
-        .map(|(n, v)| 6 + n.len() + v.len())
-        .sum();
-    4 + 2 + record.key.len() + 16 + 2 + headers + record.payload.len()
-}
-
-fn encode_record(out: &mut Vec<u8>, record: &AppendRecord) {
-    let len = encoded_len(record) - 4;
-    encode_record_parts(
-        out,
-        len,
-        &record.key,
-        &record.event_id,
-        &record.headers,
-        &record.payload,
-    );
-}
-
-/// The bytes a record read from the log takes in a batch, its length field left out.
-pub(crate) fn encoded_log_len(record: &LogRecord) -> usize {
-    let headers: usize = record
-        .headers
-        .iter()
-        .map(|(n, v)| 6 + n.len() + v.len())
-        .sum();
-    2 + record.key.len() + 16 + 2 + headers + record.payload.len()
-}
-
-/// A record read from the log, encoded as a batch holds it (a spill file's records).
-pub(crate) fn encode_log_record(out: &mut Vec<u8>, record: &LogRecord) {
-    let len = encoded_log_len(record);
-    encode_record_parts(
-        out,
-        len,
-        &record.key,
-        &record.event_id,
-        &record.headers,
-        &record.payload,
-    );
-}
-
-fn encode_record_parts(
-    out: &mut Vec<u8>,
-    len: usize,
-    key: &str,
-    event_id: &Uuid,
-    headers: &[(String, Vec<u8>)],
-    payload: &[u8],
-) {
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(event_id.as_bytes());
-    out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
-    for (name, value) in headers {
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        out.extend_from_slice(value);
-    }
-    out.extend_from_slice(payload);
+    RecordFields::from(record).encoded_len()
 }
 
 /// Where one batch landed inside an encoded frame.
@@ -253,7 +257,7 @@ impl FrameBuilder {
         self.bytes.extend_from_slice(&0u32.to_le_bytes());
         let records_start = self.bytes.len();
         for record in records {
-            encode_record(&mut self.bytes, record);
+            RecordFields::from(record).encode(&mut self.bytes);
         }
         self.bytes[at + 1] = self.compress_from(records_start);
         let records_len = (self.bytes.len() - records_start) as u32;
