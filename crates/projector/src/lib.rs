@@ -12,6 +12,7 @@
 //!
 //! This crate holds no business rules: the views crate decides what an event means.
 
+mod change_runs;
 pub mod events;
 pub mod group;
 mod job_thread;

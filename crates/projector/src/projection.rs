@@ -17,6 +17,7 @@
 //! dead letter again and the log keeps it once.
 
 use std::any::Any;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Instant;
@@ -25,12 +26,14 @@ use chrono::{DateTime, Utc};
 use omnilog_events::{Destination, Event};
 use omnilog_log::{AppendRecord, LogRecord, Topic};
 use omnilog_store::{Checkpoint, TableReader, ViewTable};
+use omnilog_views::state::{Run, merge_runs, sum_runs};
 use omnilog_views::{
-    Changes, EncodedChange, LogPosition, RecordSource, View, ViewError, ViewState, merge_in_order,
+    Changes, EncodedChange, LogPosition, RecordSource, View, ViewError, ViewState,
 };
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::change_runs::{ChangeRun, ChangeRunWriter};
 use crate::{ProjectorConfig, ProjectorError};
 
 /// The log topic a view's destination is read from.
@@ -202,11 +205,57 @@ pub struct Version<V: View> {
     evictions: AtomicU64,
 }
 
-/// Sets of changes encoded ahead of a checkpoint, oldest first, and what they weigh.
+/// Sets of changes encoded ahead of a checkpoint, oldest first, and what those held in
+/// memory weigh.
 #[derive(Debug, Default)]
 struct EncodedAhead {
-    sets: Vec<Changes>,
+    sets: Vec<HeldChanges>,
     bytes: usize,
+    /// Deltas of the state's sums, written aside by a replay's passes
+    /// ([`omnilog_views::ViewState::take_sums`]), for its last checkpoint to add up.
+    sums: Vec<ChangeRun>,
+    /// The state's sums were taken apart: the last checkpoint takes what is left of them.
+    sums_apart: bool,
+}
+
+/// A set of changes encoded ahead: in memory, or written to a run file.
+#[derive(Debug)]
+enum HeldChanges {
+    InMemory(Changes),
+    OnDisk(ChangeRun),
+}
+
+impl HeldChanges {
+    fn len(&self) -> usize {
+        match self {
+            HeldChanges::InMemory(changes) => changes.len(),
+            HeldChanges::OnDisk(run) => run.len(),
+        }
+    }
+
+    fn into_run(self) -> Run {
+        match self {
+            HeldChanges::InMemory(changes) => changes.into_run(),
+            HeldChanges::OnDisk(run) => run.into_changes(),
+        }
+    }
+
+    /// The changes in memory (a run is read back whole).
+    fn into_changes(self) -> Result<Changes, ViewError> {
+        match self {
+            HeldChanges::InMemory(changes) => Ok(changes),
+            HeldChanges::OnDisk(run) => {
+                let mut changes = Changes::default();
+                for change in run.into_changes() {
+                    match change? {
+                        (key, Some(record)) => changes.puts.push((key, record)),
+                        (key, None) => changes.deletes.push(key),
+                    }
+                }
+                Ok(changes)
+            }
+        }
+    }
 }
 
 impl<V: View> std::fmt::Debug for Version<V> {
@@ -313,14 +362,16 @@ impl<V: View> Version<V> {
     /// released, while the fold and the queries go on. What is folded from here on belongs
     /// to the next epoch.
     fn take_changes(&self) -> Result<TakenChanges, ProjectorError> {
-        self.take_changes_by(V::State::take_changes)
+        self.take_changes_by(V::State::take_changes, false)
     }
 
     /// [`Version::take_changes`], the state's changes taken by `take` (all of them, or a
     /// replay's pass-end share: [`ViewState::take_pass_changes`]).
+    /// With `sums`, the state's sums too ([`ViewState::take_sums`]).
     fn take_changes_by(
         &self,
         take: impl FnOnce(&mut V::State) -> Result<omnilog_views::Snapshot, ViewError>,
+        sums: bool,
     ) -> Result<TakenChanges, ProjectorError> {
         let mut state = self.state.write().map_err(lock_error)?;
         *self.epoch.lock().map_err(lock_error)? = Epoch {
@@ -330,30 +381,62 @@ impl<V: View> Version<V> {
         Ok(TakenChanges {
             snapshot: take(&mut state)?,
             checkpoint: self.status.checkpoint(),
+            sums: if sums { Some(state.take_sums()?) } else { None },
         })
     }
 
-    /// Encodes and writes changes taken for a checkpoint (with those encoded ahead); with
-    /// `evict`, lets clean records go after it, down to the budget.
+    /// Encodes and writes changes taken for a checkpoint (with those encoded ahead, and with
+    /// the sums' deltas written aside if they are `taken.sums`: the replay's last
+    /// checkpoint); with `evict`, lets clean records go after it, down to the budget.
     fn write_taken(&self, taken: TakenChanges, evict: bool) -> Result<(), ProjectorError> {
         let TakenChanges {
             snapshot,
             checkpoint,
+            sums,
         } = taken;
         let started = Instant::now();
-        let mut sets = std::mem::take(&mut *self.encoded_ahead.lock().map_err(lock_error)?).sets;
-        let records = if self.ingests(snapshot.len() + sets.iter().map(Changes::len).sum::<usize>())
-        {
+        let (held, sums) = {
+            let mut ahead = self.encoded_ahead.lock().map_err(lock_error)?;
+            let held = std::mem::take(&mut ahead.sets);
+            ahead.bytes = 0;
+            // Deltas are added up once, by the last checkpoint: written before it, a
+            // sum would be overwritten by the sum of what came after.
+            let sums = match sums {
+                Some(last) => {
+                    let mut runs: Vec<Run> = std::mem::take(&mut ahead.sums)
+                        .into_iter()
+                        .map(ChangeRun::into_changes)
+                        .collect();
+                    runs.push(Box::new(last.encode_in_order()?));
+                    Some(runs)
+                }
+                None => None,
+            };
+            (held, sums)
+        };
+        let held_records = held.iter().map(HeldChanges::len).sum::<usize>();
+        // Sums are a replay's (bulk), and written as its records are: ingested.
+        let records = if sums.is_some() || self.ingests(snapshot.len() + held_records) {
             // Streamed into the store's disk tables: the newest changes are encoded only as
-            // the merge with the sets encoded ahead (if any) reaches them, never a second
-            // encoded copy of them all, nor one list of every change (see `merge_in_order`).
+            // the merge with the sets encoded ahead (if any, read from their files as the
+            // merge goes) reaches them, never a second encoded copy of them all, nor one
+            // list of every change (see `merge_runs`).
             let written = std::sync::atomic::AtomicUsize::new(0);
-            let changes = merge_in_order(sets, snapshot.encode_in_order()?).inspect(|_| {
+            let mut runs: Vec<Run> = held.into_iter().map(HeldChanges::into_run).collect();
+            runs.push(Box::new(snapshot.encode_in_order()?));
+            if let Some(sums) = sums {
+                runs.push(Box::new(sum_runs(sums, V::State::add_sum)));
+            }
+            let changes = merge_runs(runs).inspect(|_| {
                 written.fetch_add(1, Ordering::Relaxed);
             });
             ingest_encoded_beside(&self.table, changes, &checkpoint)?;
             written.into_inner()
         } else {
+            let mut sets = held
+                .into_iter()
+                .map(HeldChanges::into_changes)
+                .collect::<Result<Vec<_>, _>>()?;
             sets.push(snapshot.encode()?);
             let changes = Changes::in_order(sets);
             let records = changes.len();
@@ -503,6 +586,8 @@ fn received_until_the_end(
 pub struct TakenChanges {
     snapshot: omnilog_views::Snapshot,
     checkpoint: Checkpoint,
+    /// The state's sums, taken apart ([`omnilog_views::ViewState::take_sums`]).
+    sums: Option<omnilog_views::Snapshot>,
 }
 
 /// The id of the dead letter of one record for one view: the same on every re-fold.
@@ -604,7 +689,15 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     /// [`omnilog_views::ViewState::take_pass_changes`]. Positions written with them may be
     /// ahead of what is written (a replay's version is only made active once its last
     /// checkpoint, which takes every change, is written).
-    fn take_pass_checkpoint(&self) -> Result<TakenChanges, ProjectorError>;
+    ///
+    /// With `sums`, takes the state's sums apart too ([`ViewState::take_sums`]), for
+    /// [`AnyVersion::encode_ahead`] to write aside and [`AnyVersion::last_checkpoint`] to
+    /// add up: the replay then holds a pass's sums, not the history's.
+    fn take_pass_checkpoint(&self, sums: bool) -> Result<TakenChanges, ProjectorError>;
+
+    /// A replay's last checkpoint: [`AnyVersion::checkpoint_keeping`], with the sums'
+    /// deltas written aside, if any, added up and written.
+    fn last_checkpoint(&self) -> Result<(), ProjectorError>;
 
     /// The second half of [`AnyVersion::checkpoint_keeping`]: encodes and writes changes
     /// taken by [`AnyVersion::take_checkpoint`], and lets no record go.
@@ -632,9 +725,15 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     /// checkpoint to write with the positions: a replay does it once a partition is
     /// folded, while the next one folds, so the last checkpoint does not encode the whole
     /// history after the fold. The encoded records are what the checkpoint writes: their
-    /// clean records in memory may go. Blocks; never runs beside a checkpoint of the same
-    /// version.
-    fn encode_ahead(&self, taken: TakenChanges) -> Result<(), ProjectorError>;
+    /// clean records in memory may go. Given `runs_dir`, they are written there to a run
+    /// file (see [`crate::change_runs`]) instead of held in memory; so are the sums'
+    /// deltas, if taken (which needs `runs_dir`). Blocks; never runs beside a checkpoint of
+    /// the same version.
+    fn encode_ahead(
+        &self,
+        taken: TakenChanges,
+        runs_dir: Option<&Path>,
+    ) -> Result<(), ProjectorError>;
 
     /// Goes back to the last checkpoint (after a failure in the middle of a fold, the state
     /// in memory may hold part of a batch). Blocks.
@@ -808,8 +907,14 @@ impl<V: View> AnyVersion for Version<V> {
         self.take_changes()
     }
 
-    fn take_pass_checkpoint(&self) -> Result<TakenChanges, ProjectorError> {
-        self.take_changes_by(V::State::take_pass_changes)
+    fn take_pass_checkpoint(&self, sums: bool) -> Result<TakenChanges, ProjectorError> {
+        self.take_changes_by(V::State::take_pass_changes, sums)
+    }
+
+    fn last_checkpoint(&self) -> Result<(), ProjectorError> {
+        let sums_apart = self.encoded_ahead.lock().map_err(lock_error)?.sums_apart;
+        let taken = self.take_changes_by(V::State::take_changes, sums_apart)?;
+        Version::write_taken(self, taken, false)
     }
 
     fn write_taken(&self, taken: TakenChanges) -> Result<(), ProjectorError> {
@@ -851,11 +956,45 @@ impl<V: View> AnyVersion for Version<V> {
         Ok(())
     }
 
-    fn encode_ahead(&self, taken: TakenChanges) -> Result<(), ProjectorError> {
-        let changes = taken.snapshot.encode()?;
+    fn encode_ahead(
+        &self,
+        taken: TakenChanges,
+        runs_dir: Option<&Path>,
+    ) -> Result<(), ProjectorError> {
+        let write_run = |dir: &Path, snapshot: omnilog_views::Snapshot| {
+            let mut run = ChangeRunWriter::create_in(dir)?;
+            run.write_all(snapshot.encode_in_order()?)?;
+            let run = run.finish()?;
+            tracing::debug!(
+                view = self.status.view,
+                changes = run.len(),
+                bytes = run.bytes(),
+                "changes written aside"
+            );
+            Ok::<_, ProjectorError>(run)
+        };
+        let held = match runs_dir {
+            Some(dir) => HeldChanges::OnDisk(write_run(dir, taken.snapshot)?),
+            None => HeldChanges::InMemory(taken.snapshot.encode()?),
+        };
+        let sums = match (taken.sums, runs_dir) {
+            (Some(sums), Some(dir)) => Some(write_run(dir, sums)?),
+            (Some(_), None) => {
+                return Err(ProjectorError::Task(
+                    "a replay took sums apart with nowhere to write them".to_owned(),
+                ));
+            }
+            (None, _) => None,
+        };
         let mut ahead = self.encoded_ahead.lock().map_err(lock_error)?;
-        ahead.bytes += changes.weight();
-        ahead.sets.push(changes);
+        if let HeldChanges::InMemory(changes) = &held {
+            ahead.bytes += changes.weight();
+        }
+        ahead.sets.push(held);
+        if let Some(sums) = sums {
+            ahead.sums.push(sums);
+            ahead.sums_apart = true;
+        }
         Ok(())
     }
 

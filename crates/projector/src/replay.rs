@@ -234,13 +234,21 @@ pub async fn replay(
         let counter = folded.clone();
         let until = options.until;
         let cache_bytes = options.cache_bytes;
+        let runs_dir = options.spill_dir.clone();
         let worker = std::thread::Builder::new()
             .name(format!("replay-{}", short_name(name)))
             // The worker owns its version: its state is let go on its own thread at the end.
             .spawn(move || {
                 let table = store.table_with_layout(view.name(), 1, view.layout())?;
                 let version = view.open_version(table, version_config, Phase::Running)?;
-                fold_batches(&version, &batches, until, &counter, cache_bytes)
+                fold_batches(
+                    &version,
+                    &batches,
+                    until,
+                    &counter,
+                    cache_bytes,
+                    runs_dir.as_deref(),
+                )
             })
             .map_err(|e| ProjectorError::Task(format!("starting a replay worker: {e}")))?;
         feeds.push(feed);
@@ -708,6 +716,7 @@ fn fold_batches(
     until: Option<DateTime<Utc>>,
     folded: &AtomicU64,
     cache_bytes: usize,
+    runs_dir: Option<&Path>,
 ) -> Result<Checkpoint, ProjectorError> {
     // A thread of its own for the whole replay, not one per job: see `job_thread`.
     let mut writer = JobThread::new(format!("write-{}", short_name(version.status().view)), 0);
@@ -753,13 +762,17 @@ fn fold_batches(
                 if !version.partition_local() {
                     continue;
                 }
-                let job = if version.memory() > cache_bytes / ENCODED_AHEAD_SHARE {
-                    Job::Checkpoint
-                } else {
-                    Job::EncodeAhead
-                };
+                // Encoded ahead to a run file, the pass's records take no memory: written
+                // once, by the last checkpoint. Held in memory, they are written once they
+                // weigh a share of the budget.
+                let job =
+                    if runs_dir.is_none() && version.memory() > cache_bytes / ENCODED_AHEAD_SHARE {
+                        Job::Checkpoint
+                    } else {
+                        Job::EncodeAhead
+                    };
                 written(&mut writing)?;
-                writing = Some(Background::start(&mut writer, version, job)?);
+                writing = Some(Background::start(&mut writer, version, job, runs_dir)?);
                 continue;
             }
         };
@@ -780,12 +793,13 @@ fn fold_batches(
                 &mut writer,
                 version,
                 Job::BudgetCheckpoint,
+                runs_dir,
             )?);
         }
     }
     written(&mut writing)?;
     writer.stop();
-    version.checkpoint_keeping()?;
+    version.last_checkpoint()?;
     Ok(version.status().checkpoint())
 }
 
@@ -816,16 +830,20 @@ impl Background {
         writer: &mut JobThread,
         version: &Arc<dyn AnyVersion>,
         job: Job,
+        runs_dir: Option<&Path>,
     ) -> Result<Self, ProjectorError> {
         let version = version.clone();
+        let runs_dir = runs_dir.map(Path::to_owned);
         // A pass's checkpoint takes its changes here, before the next pass folds anything:
         // once written, every clean record is of a done partition, and may go unremembered.
         let taken = match job {
-            Job::Checkpoint | Job::EncodeAhead => Some(version.take_pass_checkpoint()?),
+            Job::Checkpoint => Some(version.take_pass_checkpoint(false)?),
+            // With a directory for them, the sums go aside too.
+            Job::EncodeAhead => Some(version.take_pass_checkpoint(runs_dir.is_some())?),
             Job::BudgetCheckpoint => None,
         };
         let done = writer.run(move || match (taken, job) {
-            (Some(taken), Job::EncodeAhead) => version.encode_ahead(taken),
+            (Some(taken), Job::EncodeAhead) => version.encode_ahead(taken, runs_dir.as_deref()),
             (Some(taken), _) => version.write_taken(taken),
             (None, _) => version.checkpoint_keeping(),
         })?;

@@ -90,7 +90,7 @@ use serde::{Deserialize, Serialize};
 use crate::queue::channel_name;
 use crate::state::{
     CachedTable, Entries, Evictable, Id, SmallMap, Snapshot, Table, Taken, ViewState, changes_of,
-    evict_together, sorted,
+    decode_value, encode_value, evict_together, sorted,
 };
 use crate::{LogPosition, View, ViewError};
 
@@ -182,6 +182,8 @@ pub struct ReportingState {
     sessions: CachedTable<(Id, Id), Session>,
     /// customer → the latest contained session awaiting a contact.
     pending: CachedTable<Id, Pending>,
+    /// The figures leave only by [`ViewState::take_sums`] (a replay took them apart).
+    sums_apart: bool,
 }
 
 impl Default for ReportingState {
@@ -194,6 +196,7 @@ impl Default for ReportingState {
             self_service: Table::new(SELF_SERVICE),
             sessions: CachedTable::new(SESSION),
             pending: CachedTable::new(PENDING),
+            sums_apart: false,
         }
     }
 }
@@ -232,6 +235,9 @@ impl ViewState for ReportingState {
     }
 
     fn take_changes(&mut self) -> Result<Snapshot, ViewError> {
+        if self.sums_apart {
+            return self.take_pass_changes();
+        }
         Ok(changes_of([
             self.tracked.take_changes(),
             self.buckets.take_changes(),
@@ -252,6 +258,53 @@ impl ViewState for ReportingState {
             self.sessions.take_changes(),
             self.pending.take_changes(),
         ]))
+    }
+
+    /// The figures (`b`, `w`, `p`, `s`): whole tables of sums.
+    fn take_sums(&mut self) -> Result<Snapshot, ViewError> {
+        self.sums_apart = true;
+        Ok(changes_of([
+            self.buckets.take_all(),
+            self.waits.take_all(),
+            self.topics.take_all(),
+            self.self_service.take_all(),
+        ]))
+    }
+
+    fn add_sum(key: &[u8], sum: &mut Vec<u8>, delta: &[u8]) -> Result<(), ViewError> {
+        fn add<V: Serialize + serde::de::DeserializeOwned>(
+            key: &[u8],
+            sum: &mut Vec<u8>,
+            delta: &[u8],
+            add: impl FnOnce(&mut V, V),
+        ) -> Result<(), ViewError> {
+            let mut total: V = decode_value(key, sum)?;
+            add(&mut total, decode_value(key, delta)?);
+            *sum = encode_value(&total)?;
+            Ok(())
+        }
+        match key.first() {
+            Some(&BUCKET) => add(key, sum, delta, |t: &mut BucketCounts, d| t.add(&d)),
+            Some(&WAITS) => add(
+                key,
+                sum,
+                delta,
+                |t: &mut WaitHistogram, d: WaitHistogram| {
+                    for (bucket, count) in d {
+                        let at = t.entry(bucket).or_insert(0);
+                        *at = at.wrapping_add(count);
+                    }
+                },
+            ),
+            Some(&TOPIC) => add(key, sum, delta, |t: &mut u64, d: u64| {
+                *t = t.wrapping_add(d)
+            }),
+            Some(&SELF_SERVICE) => add(key, sum, delta, |t: &mut SelfServiceCounts, d| t.add(&d)),
+            _ => Err(ViewError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "not the key of a figure of the reporting view".to_owned(),
+            }),
+        }
     }
 
     fn evict(&mut self, budget: usize) {
@@ -341,18 +394,21 @@ pub struct BucketCounts {
 }
 
 impl BucketCounts {
-    /// Adds another bucket's figures.
+    /// Adds another bucket's figures. Wrapping: a replay adds up deltas
+    /// ([`ViewState::take_sums`]), of which some are below zero.
     pub fn add(&mut self, other: &BucketCounts) {
-        self.offered += other.offered;
-        self.answered += other.answered;
-        self.abandoned += other.abandoned;
-        self.answered_in_threshold += other.answered_in_threshold;
-        self.answer_wait_ms += other.answer_wait_ms;
-        self.handled += other.handled;
-        self.handle_ms += other.handle_ms;
-        self.transfers += other.transfers;
-        self.csat_sum += other.csat_sum;
-        self.csat_responses += other.csat_responses;
+        self.offered = self.offered.wrapping_add(other.offered);
+        self.answered = self.answered.wrapping_add(other.answered);
+        self.abandoned = self.abandoned.wrapping_add(other.abandoned);
+        self.answered_in_threshold = self
+            .answered_in_threshold
+            .wrapping_add(other.answered_in_threshold);
+        self.answer_wait_ms = self.answer_wait_ms.wrapping_add(other.answer_wait_ms);
+        self.handled = self.handled.wrapping_add(other.handled);
+        self.handle_ms = self.handle_ms.wrapping_add(other.handle_ms);
+        self.transfers = self.transfers.wrapping_add(other.transfers);
+        self.csat_sum = self.csat_sum.wrapping_add(other.csat_sum);
+        self.csat_responses = self.csat_responses.wrapping_add(other.csat_responses);
     }
 }
 
@@ -598,10 +654,10 @@ fn count_self_service(state: &mut ReportingState, event: &Event) -> Result<(), V
             if let Some(session) = state.sessions.get_mut(&key)? {
                 session.came_back = true;
                 let bucket = (session.hour, session.channel);
-                state
+                let counts = state
                     .self_service
-                    .get_or_insert_with(bucket, SelfServiceCounts::default)
-                    .came_back += 1;
+                    .get_or_insert_with(bucket, SelfServiceCounts::default);
+                counts.came_back = counts.came_back.wrapping_add(1);
             }
             state.pending.remove(customer);
         } else if at > pending.ended_ms.saturating_add(CAME_BACK_MS) {
@@ -655,8 +711,13 @@ fn count_self_service(state: &mut ReportingState, event: &Event) -> Result<(), V
         .get_or_insert_with(bucket, SelfServiceCounts::default);
     counts.sessions += change.sessions;
     counts.escalated += change.escalated;
-    counts.contained = (counts.contained + change.contained).saturating_sub(uncount.contained);
-    counts.came_back = counts.came_back.saturating_sub(uncount.came_back);
+    // Wrapping: what is taken out was counted in this bucket, which holds at least that
+    // much, but a replay's delta of it may not (`take_sums`).
+    counts.contained = counts
+        .contained
+        .wrapping_add(change.contained)
+        .wrapping_sub(uncount.contained);
+    counts.came_back = counts.came_back.wrapping_sub(uncount.came_back);
     if let Some(pending) = pending {
         state.pending.insert(Id::from(customer), pending);
     } else if unpend
@@ -882,13 +943,14 @@ impl<'a> Fold<'a> {
                 (hour, channel_code(tracked.channel), queue),
                 BucketCounts::default,
             );
-            // It counted this rating: neither can go below zero.
-            counted.csat_sum = counted.csat_sum.saturating_sub(u64::from(previous));
-            counted.csat_responses = counted.csat_responses.saturating_sub(1);
+            // It counted this rating, so neither goes below zero; but a replay's delta of
+            // the bucket may (`take_sums`): wrapping, the deltas add up to the total.
+            counted.csat_sum = counted.csat_sum.wrapping_sub(u64::from(previous));
+            counted.csat_responses = counted.csat_responses.wrapping_sub(1);
         }
         self.count(|c| {
-            c.csat_responses += 1;
-            c.csat_sum += u64::from(score);
+            c.csat_responses = c.csat_responses.wrapping_add(1);
+            c.csat_sum = c.csat_sum.wrapping_add(u64::from(score));
         });
     }
 

@@ -160,7 +160,12 @@ pub type EncodedChange = Result<(Vec<u8>, Option<Vec<u8>>), ViewError>;
 impl Changes {
     /// The changes as one run in stored-key order, given puts and deletes each in key
     /// order (as [`Snapshot::encode`] and [`Changes::in_order`] make them).
-    fn into_run(self) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> + Send {
+    pub fn into_run(self) -> Run {
+        Box::new(self.into_pairs().map(Ok))
+    }
+
+    /// [`Changes::into_run`]'s changes.
+    fn into_pairs(self) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> + Send {
         let mut puts = self.puts.into_iter().peekable();
         let mut deletes = self.deletes.into_iter().peekable();
         std::iter::from_fn(move || match (puts.peek(), deletes.peek()) {
@@ -179,17 +184,35 @@ impl Changes {
 /// list (at 10M events the reporting view's hourly figures, about 60 MB of encodings at the
 /// replay's peak, `heaptrack`).
 pub fn merge_in_order(sets: Vec<Changes>, newest: EncodingInOrder) -> MergeInOrder {
-    let mut runs: Vec<Run> = sets
-        .into_iter()
-        .filter(|set| !set.is_empty())
-        .map(|set| Box::new(set.into_run().map(Ok)) as Run)
-        .collect();
+    let mut runs: Vec<Run> = sets.into_iter().map(Changes::into_run).collect();
     runs.push(Box::new(newest));
+    merge_runs(runs)
+}
+
+/// Runs of changes, oldest first, each in stored-key order with each key once, as one run
+/// in stored-key order, each key once: where several touch a key, the newest is kept.
+pub fn merge_runs(runs: Vec<Run>) -> MergeInOrder {
+    merge_runs_by(runs, None)
+}
+
+/// Adds a delta (an encoded record) to a sum (an encoded record of the same key): see
+/// [`ViewState::add_sum`].
+pub type AddSum = fn(key: &[u8], sum: &mut Vec<u8>, delta: &[u8]) -> Result<(), ViewError>;
+
+/// Runs of deltas of sums (no deletions), each in stored-key order with each key once, as
+/// one run in stored-key order, each key once, with the deltas of a key added up by `add`:
+/// what a replay that wrote its sums apart ([`ViewState::take_sums`]) writes last.
+pub fn sum_runs(runs: Vec<Run>, add: AddSum) -> MergeInOrder {
+    merge_runs_by(runs, Some(add))
+}
+
+fn merge_runs_by(runs: Vec<Run>, add: Option<AddSum>) -> MergeInOrder {
     let mut merge = MergeInOrder {
         values: vec![None; runs.len()],
         runs,
         heads: std::collections::BinaryHeap::new(),
         failed: None,
+        add,
     };
     for run in 0..merge.runs.len() {
         merge.refill(run);
@@ -198,7 +221,7 @@ pub fn merge_in_order(sets: Vec<Changes>, newest: EncodingInOrder) -> MergeInOrd
 }
 
 /// A run of changes in stored-key order, each key once.
-type Run = Box<dyn Iterator<Item = EncodedChange> + Send>;
+pub type Run = Box<dyn Iterator<Item = EncodedChange> + Send>;
 
 /// The iterator of [`merge_in_order`].
 pub struct MergeInOrder {
@@ -210,6 +233,8 @@ pub struct MergeInOrder {
     values: Vec<Option<Vec<u8>>>,
     /// A run failed: the merge ends with its error.
     failed: Option<ViewError>,
+    /// Adds the records of a key instead of keeping the newest ([`sum_runs`]).
+    add: Option<AddSum>,
 }
 
 impl Debug for MergeInOrder {
@@ -251,7 +276,19 @@ impl Iterator for MergeInOrder {
         {
             let std::cmp::Reverse((_, run)) = self.heads.pop()?;
             let newer = self.values[run].take();
-            if run > newest {
+            if let Some(add) = self.add {
+                let (Some(sum), Some(delta)) = (value.as_mut(), newer.as_deref()) else {
+                    self.heads.clear();
+                    return Some(Err(ViewError::Corrupt {
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        reason: "a deletion among the deltas of a sum".to_owned(),
+                    }));
+                };
+                if let Err(error) = add(&key, sum, delta) {
+                    self.heads.clear();
+                    return Some(Err(error));
+                }
+            } else if run > newest {
                 (newest, value) = (run, newer);
             }
             self.refill(run);
@@ -308,7 +345,7 @@ pub fn stored_key<K: Serialize + ?Sized>(tag: u8, key: &K) -> Result<Vec<u8>, Vi
     Ok(out)
 }
 
-fn encode_value<V: Serialize>(value: &V) -> Result<Vec<u8>, ViewError> {
+pub(crate) fn encode_value<V: Serialize>(value: &V) -> Result<Vec<u8>, ViewError> {
     postcard::to_stdvec(value).map_err(|e| encoding_failed("a record", e))
 }
 
@@ -886,6 +923,20 @@ impl<K: Key, V: Record, M: RecordMap<K, V>> Table<K, V, M> {
             self.live += 1;
         }
         Ok(())
+    }
+
+    /// Every live record, leaving the table empty (and nothing to write at a checkpoint):
+    /// what a replay takes of a table of sums ([`ViewState::take_sums`]).
+    pub fn take_all(&mut self) -> Snapshot {
+        let mut snapshot: TableSnapshot<K, V, Arc<V>> = TableSnapshot::new(self.tag);
+        let records = std::mem::take(&mut self.records);
+        self.changed = 0;
+        self.live = 0;
+        snapshot.puts = records
+            .entries()
+            .filter_map(|(key, entry)| entry.value.clone().map(|value| (key.clone(), value)))
+            .collect();
+        snapshot.into_snapshot()
     }
 
     /// The changes since the last call, to encode (see [`Snapshot`]). Tombstones go; a
@@ -1726,6 +1777,30 @@ pub trait ViewState: Send + Sync + 'static {
     /// encoded and written once a pass.
     fn take_pass_changes(&mut self) -> Result<Snapshot, ViewError> {
         self.take_changes()
+    }
+
+    /// The whole tables of sums (integer figures that every partition adds to, such as the
+    /// reports' hourly figures) taken whole, leaving them empty: each a delta, what was
+    /// added since the last call. A replay writes these deltas aside, pass by pass, and adds
+    /// them up ([`ViewState::add_sum`]) in its last checkpoint, so that its memory holds a
+    /// pass's figures, not the whole history's. Once called, [`ViewState::take_changes`]
+    /// and [`ViewState::take_pass_changes`] leave the sums out: they leave only by this.
+    /// Deltas may be "negative" (a rating that replaces another takes the first out of its
+    /// bucket): sums wrap, so the deltas add up to the total. By default, no sums.
+    fn take_sums(&mut self) -> Result<Snapshot, ViewError> {
+        Ok(Snapshot::default())
+    }
+
+    /// Adds `delta`, an encoded delta of the sum stored under `key`, to `sum`, encoded as
+    /// stored ([`ViewState::take_sums`]). By default, no key is a sum's.
+    fn add_sum(key: &[u8], _sum: &mut Vec<u8>, _delta: &[u8]) -> Result<(), ViewError>
+    where
+        Self: Sized,
+    {
+        Err(ViewError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: "not the key of a sum".to_owned(),
+        })
     }
 
     /// Lets go of clean cached records until the cached tables weigh at most `budget`.

@@ -77,12 +77,13 @@ pub struct SelfServiceCounts {
 }
 
 impl SelfServiceCounts {
-    /// Adds another's counts (of other sessions).
+    /// Adds another's counts (of other sessions). Wrapping: a replay of the reporting view
+    /// adds up deltas, of which some are below zero (`ViewState::take_sums`).
     pub fn add(&mut self, other: &SelfServiceCounts) {
-        self.sessions += other.sessions;
-        self.contained += other.contained;
-        self.escalated += other.escalated;
-        self.came_back += other.came_back;
+        self.sessions = self.sessions.wrapping_add(other.sessions);
+        self.contained = self.contained.wrapping_add(other.contained);
+        self.escalated = self.escalated.wrapping_add(other.escalated);
+        self.came_back = self.came_back.wrapping_add(other.came_back);
     }
 
     /// The figures: counts and rates.
