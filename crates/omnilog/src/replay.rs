@@ -56,9 +56,9 @@ pub struct ReplayArgs {
     /// Records a pass reads, about: a partition holding more is read in several passes,
     /// each folding a share of its customers, so that memory holds one pass's customers
     /// whatever the history's length; the first pass spills the later passes' records to
-    /// files under --out, deleted as they are read. 0: one pass a partition. Default: as
-    /// many records as --cache-mb holds the state of (512 bytes a record: 262,144 at 128
-    /// MiB), at least 65,536
+    /// files under --out, deleted as they are read. 0: one pass a partition. Default:
+    /// 65,536, or fewer if --cache-mb holds the state of fewer (at 512 bytes a record;
+    /// never fewer than 65,536)
     #[arg(long)]
     pub pass_records: Option<u64>,
     /// A channel's service-level threshold, as CHANNEL=SECONDS (repeatable), as given to

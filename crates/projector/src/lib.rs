@@ -37,7 +37,7 @@ pub use projection::{
 };
 pub use replay::{
     IdentitySink, MIN_RECORDS_PER_PASS, ReplayOptions, ReplayProgress, ReplayedView,
-    STATE_BYTES_PER_RECORD, replay,
+    SPILLED_PASS_RECORDS, STATE_BYTES_PER_RECORD, replay,
 };
 
 /// What went wrong in the runtime.

@@ -128,18 +128,32 @@ pub const STATE_BYTES_PER_RECORD: u64 = 512;
 /// for every few records of it.
 pub const MIN_RECORDS_PER_PASS: u64 = 65_536;
 
+/// The most records a pass sized to the cache reads when the replay has a spill directory
+/// ([`ReplayOptions::spill_dir`]). Then more passes cost little: the later passes read
+/// their spill files, and a pass's changes and figures are written aside to run files
+/// ([`crate::change_runs`]), not checkpointed. What the views hold is a pass's records,
+/// so a smaller pass holds less: at 10M events (`omnilog replay --pass-records N`, one run
+/// each) 262,144 records a pass peaked at 343 MB in 19.6 s, 131,072 at 270 MB in 18.6 s,
+/// 65,536 at 245 MB in 18.6 and 19.0 s, 32,768 at 235 MB in 21.1 s (docs/benchmarks.md,
+/// "2026-12-04, evening").
+pub const SPILLED_PASS_RECORDS: u64 = 65_536;
+
 impl ReplayOptions {
     /// Records a pass reads: [`ReplayOptions::pass_records`] if given, or else as many as
     /// the cache holds the state of ([`STATE_BYTES_PER_RECORD`], at least
     /// [`MIN_RECORDS_PER_PASS`]), so that the records the views hold grow with the cache,
-    /// not with the history. A shorter history than that per partition is read in one pass a
-    /// partition, as before; a longer one in more passes (whose records are spilled by the
-    /// first, or read from the log again without a spill directory). On a 10M-event history
-    /// of twelve partitions, the default cache's four passes a partition took 16.4 to 16.9 s
-    /// and peaked at 433 to 445 MiB (docs/benchmarks.md, "2026-12-04, afternoon").
+    /// not with the history; with a spill directory, at most [`SPILLED_PASS_RECORDS`]. A
+    /// shorter history than that per partition is read in one pass a partition; a longer
+    /// one in more passes (whose records are spilled by the first, or read from the log
+    /// again without a spill directory).
     pub fn records_per_pass(&self) -> u64 {
         self.pass_records.unwrap_or_else(|| {
-            (self.cache_bytes as u64 / STATE_BYTES_PER_RECORD).max(MIN_RECORDS_PER_PASS)
+            let by_cache =
+                (self.cache_bytes as u64 / STATE_BYTES_PER_RECORD).max(MIN_RECORDS_PER_PASS);
+            match self.spill_dir {
+                Some(_) => by_cache.min(SPILLED_PASS_RECORDS),
+                None => by_cache,
+            }
         })
     }
 }
@@ -916,6 +930,11 @@ mod tests {
             };
             assert_eq!(options.records_per_pass(), told);
         }
+        let spilled = ReplayOptions {
+            spill_dir: Some(PathBuf::from("spill")),
+            ..large
+        };
+        assert_eq!(spilled.records_per_pass(), SPILLED_PASS_RECORDS);
     }
 
     #[test]
