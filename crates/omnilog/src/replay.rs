@@ -57,7 +57,7 @@ pub struct ReplayArgs {
     /// each folding a share of its customers, so that memory holds one pass's customers
     /// whatever the history's length; the first pass spills the later passes' records to
     /// files under --out, deleted as they are read. 0: one pass a partition. Default:
-    /// 65,536, or fewer if --cache-mb holds the state of fewer (at 512 bytes a record;
+    /// 98,304, or fewer if --cache-mb holds the state of fewer (at 512 bytes a record;
     /// never fewer than 65,536)
     #[arg(long)]
     pub pass_records: Option<u64>,

@@ -18,8 +18,14 @@
 //! log and writes the other shares' records to spill files, which their passes read back:
 //! the log's batches are read, checked and decompressed once, not once a pass. (Views do not
 //! depend on how partitions interleave, so the order changes nothing of what is built.)
-//! What is not a customer's (the identity view, the reports' hourly figures) still grows
-//! with the history. A pass whose records outgrow a view's budget checkpoints in
+//! With a spill directory, the end of a pass writes nothing to the store either: each
+//! partition-local view writes the pass's changes, encoded in key order, to a run file
+//! ([`crate::change_runs`]), and takes its sums (the reports' hourly figures, which every
+//! pass adds to) apart as deltas to another ([`omnilog_views::ViewState::take_sums`]); the
+//! last checkpoint merges the runs and adds the deltas up, streamed into the store. So a
+//! replay holds a pass's records and figures, and passes can be small
+//! ([`SPILLED_PASS_RECORDS`]). What is not a customer's nor a sum (the identity view) still
+//! grows with the history. A pass whose records outgrow a view's budget checkpoints in
 //! its middle too, and lets the least recently used records go. The views fold the same
 //! records through the same code as a live projection, so a replayed view equals the live
 //! one folded to the same positions.
@@ -133,10 +139,14 @@ pub const MIN_RECORDS_PER_PASS: u64 = 65_536;
 /// their spill files, and a pass's changes and figures are written aside to run files
 /// ([`crate::change_runs`]), not checkpointed. What the views hold is a pass's records,
 /// so a smaller pass holds less: at 10M events (`omnilog replay --pass-records N`, one run
-/// each) 262,144 records a pass peaked at 343 MB in 19.6 s, 131,072 at 270 MB in 18.6 s,
-/// 65,536 at 245 MB in 18.6 and 19.0 s, 32,768 at 235 MB in 21.1 s (docs/benchmarks.md,
-/// "2026-12-04, evening").
-pub const SPILLED_PASS_RECORDS: u64 = 65_536;
+/// each unless two are given) 262,144 records a pass peaked at 343 MB in 19.6 s, 131,072 at
+/// 270 and 276 MB in 19.2 and 19.3 s, 98,304 at 242 and 243 MB in 19.4 s, 65,536 at 198 to
+/// 218 MB in 19.3 to 20.3 s, 32,768 at 235 MB in 21.1 s. But a partition cut in two
+/// passes takes longer than in one: its first pass reads the whole partition to fold half
+/// of it, while the views wait. A 1M replay (partitions of about 83,000 records) took 1.50
+/// to 1.71 s in passes of 65,536 records, against 1.33 to 1.42 s in one pass a partition
+/// (docs/benchmarks.md, "2026-12-04, evening"): by default a pass is not made smaller.
+pub const SPILLED_PASS_RECORDS: u64 = 98_304;
 
 impl ReplayOptions {
     /// Records a pass reads: [`ReplayOptions::pass_records`] if given, or else as many as
