@@ -2319,6 +2319,56 @@ mod tests {
         assert_eq!(alone, streamed);
     }
 
+    /// Adds two records that are each a little-endian u64 (wrapping).
+    fn add_u64(_key: &[u8], sum: &mut Vec<u8>, delta: &[u8]) -> Result<(), ViewError> {
+        let number = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+        *sum = number(sum)
+            .wrapping_add(number(delta))
+            .to_le_bytes()
+            .to_vec();
+        Ok(())
+    }
+
+    fn deltas(pairs: &[(&str, u64)]) -> Run {
+        let changes: Vec<EncodedChange> = pairs
+            .iter()
+            .map(|(key, n)| Ok((key.as_bytes().to_vec(), Some(n.to_le_bytes().to_vec()))))
+            .collect();
+        Box::new(changes.into_iter())
+    }
+
+    #[test]
+    fn sum_runs_adds_the_deltas_of_a_key_in_key_order_below_zero_too() {
+        let runs = vec![
+            deltas(&[("a", 1), ("c", 5)]),
+            deltas(&[("b", 2), ("c", 0u64.wrapping_sub(3))]),
+            deltas(&[("a", 10), ("d", 7)]),
+        ];
+        let summed: Vec<(String, u64)> = sum_runs(runs, add_u64)
+            .map(|change| {
+                let (key, record) = change.expect("summed");
+                let record = record.expect("no deletion");
+                let number = u64::from_le_bytes(record.as_slice().try_into().unwrap());
+                (String::from_utf8(key).unwrap(), number)
+            })
+            .collect();
+        let expected = [("a", 11), ("b", 2), ("c", 2), ("d", 7)];
+        let expected: Vec<(String, u64)> =
+            expected.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        assert_eq!(summed, expected);
+    }
+
+    #[test]
+    fn a_deletion_among_the_deltas_of_a_sum_is_an_error() {
+        let deletion: Run = Box::new(std::iter::once(Ok((b"a".to_vec(), None))));
+        let runs = vec![deltas(&[("a", 1)]), deletion];
+        let outcome: Vec<EncodedChange> = sum_runs(runs, add_u64).collect();
+        assert!(
+            matches!(outcome.last(), Some(Err(ViewError::Corrupt { reason, .. })) if reason.contains("deletion")),
+            "{outcome:?}"
+        );
+    }
+
     #[test]
     fn an_ended_record_of_a_table_over_an_empty_store_leaves_no_slot() {
         let mut table: CachedTable<String, u32> = CachedTable::new(b'c');
