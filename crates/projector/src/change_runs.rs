@@ -1,5 +1,5 @@
 //! Change runs: a replay's pass-end changes of a view, encoded in stored-key order, written
-//! to a temporary file and read back once, by the merge of the view's next checkpoint.
+//! to a temporary file and read back once, by the merge of the view's last checkpoint.
 //!
 //! Why: at the end of a pass, a view whose records are final (partition-local) encodes
 //! them ahead, so that its last checkpoint writes the whole history as one sorted ingestion
@@ -7,20 +7,25 @@
 //! were 60 MB of the heap at the peak of a 10M-event replay (heaptrack), and grew with
 //! every pass: a replay in more, smaller passes held more of them, or checkpointed more
 //! often (thirteen passes with a checkpoint at each: 25.9 s against 21.7 s). On disk they
-//! cost a sequential write and a sequential read, through the page cache, and no memory
-//! beyond a buffer per run.
+//! cost a sequential write and a read, through the page cache, and no memory beyond a
+//! buffer per run.
 //!
 //! ```text
 //! change: key length u32 | record length u32 (u32::MAX: a deletion) | key | record
 //! ```
 //!
-//! The file is unnamed (`tempfile::tempfile_in`): the system deletes it once it is closed,
-//! also when the replay dies, so nothing is left to clean. Nothing in it is synced: a replay
-//! that stops starts over.
+//! A view's runs of one kind share one file ([`RunFile`]), each run a stretch of it read at
+//! its own offsets (`pread`), so a replay holds two descriptors a view however many passes
+//! it makes (a file a run was 864 descriptors at 10M events, more than the 1,024 a process
+//! may open by default). The file is unnamed (`tempfile::tempfile_in`): the system deletes
+//! it once the last run that reads it is closed, also when the replay dies, so nothing is
+//! left to clean. Nothing in it is synced: a replay that stops starts over.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use omnilog_views::ViewError;
 use omnilog_views::state::{EncodedChange, Run};
@@ -41,27 +46,105 @@ fn run_error(doing: &str, error: impl std::fmt::Display) -> ViewError {
     ViewError::Storage(format!("a replay's change run file: {doing}: {error}"))
 }
 
-/// Writes one run of changes, in stored-key order, to a new temporary file.
-pub(crate) struct ChangeRunWriter {
-    file: BufWriter<File>,
-    changes: usize,
-    bytes: u64,
+/// A temporary file that runs are appended to, one after the other.
+#[derive(Debug)]
+pub(crate) struct RunFile {
+    file: Arc<File>,
+    /// Where the next run starts.
+    end: u64,
 }
 
-impl ChangeRunWriter {
+impl RunFile {
     /// Creates an unnamed file in `dir`.
     pub(crate) fn create_in(dir: &Path) -> Result<Self, ViewError> {
         let file = tempfile::tempfile_in(dir)
             .map_err(|e| run_error(&format!("creating in {}", dir.display()), e))?;
-        Ok(ChangeRunWriter {
-            file: BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
-            changes: 0,
-            bytes: 0,
+        Ok(RunFile {
+            file: Arc::new(file),
+            end: 0,
         })
     }
 
-    /// Appends a change: the caller gives changes in stored-key order, each key once.
-    pub(crate) fn write(&mut self, key: &[u8], record: Option<&[u8]>) -> Result<(), ViewError> {
+    /// Appends a run of `changes` (in stored-key order, each key once), ending at the first
+    /// error.
+    pub(crate) fn write_run(
+        &mut self,
+        changes: impl Iterator<Item = EncodedChange>,
+    ) -> Result<ChangeRun, ViewError> {
+        let mut writer = RunWriter {
+            file: BufWriter::with_capacity(
+                WRITE_BUFFER_BYTES,
+                PositionedWriter {
+                    file: &self.file,
+                    at: self.end,
+                },
+            ),
+            changes: 0,
+            bytes: 0,
+        };
+        for change in changes {
+            let (key, record) = change?;
+            writer.write(&key, record.as_deref())?;
+        }
+        writer.file.flush().map_err(|e| run_error("writing", e))?;
+        let run = ChangeRun {
+            file: self.file.clone(),
+            start: self.end,
+            changes: writer.changes,
+            bytes: writer.bytes,
+        };
+        self.end += writer.bytes;
+        Ok(run)
+    }
+}
+
+/// Writes at an offset of a shared file, moving on as it writes.
+struct PositionedWriter<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Write for PositionedWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write_at(bytes, self.at)?;
+        self.at += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads a stretch of a shared file, from its start to its end.
+struct PositionedReader {
+    file: Arc<File>,
+    at: u64,
+    end: u64,
+}
+
+impl Read for PositionedReader {
+    fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
+        let left = usize::try_from(self.end - self.at).unwrap_or(usize::MAX);
+        let wanted = into.len().min(left);
+        if wanted == 0 {
+            return Ok(0);
+        }
+        let read = self.file.read_at(&mut into[..wanted], self.at)?;
+        self.at += read as u64;
+        Ok(read)
+    }
+}
+
+/// One run being written.
+struct RunWriter<'a> {
+    file: BufWriter<PositionedWriter<'a>>,
+    changes: usize,
+    bytes: u64,
+}
+
+impl RunWriter<'_> {
+    fn write(&mut self, key: &[u8], record: Option<&[u8]>) -> Result<(), ViewError> {
         let too_long = |what: &str| run_error("writing", format!("a {what} of 4 GiB or more"));
         let key_len = u32::try_from(key.len()).map_err(|_| too_long("key"))?;
         let record_len = match record {
@@ -74,50 +157,27 @@ impl ChangeRunWriter {
         let mut head = [0u8; 8];
         head[..4].copy_from_slice(&key_len.to_le_bytes());
         head[4..].copy_from_slice(&record_len.to_le_bytes());
-        let write = |file: &mut BufWriter<File>, bytes: &[u8]| {
-            file.write_all(bytes).map_err(|e| run_error("writing", e))
+        let mut write = |bytes: &[u8]| {
+            self.file
+                .write_all(bytes)
+                .map_err(|e| run_error("writing", e))
         };
-        write(&mut self.file, &head)?;
-        write(&mut self.file, key)?;
+        write(&head)?;
+        write(key)?;
         if let Some(record) = record {
-            write(&mut self.file, record)?;
+            write(record)?;
         }
         self.changes += 1;
         self.bytes += (head.len() + key.len() + record.map_or(0, <[u8]>::len)) as u64;
         Ok(())
-    }
-
-    /// Writes every change of `changes` (in stored-key order), ending at the first error.
-    pub(crate) fn write_all(
-        &mut self,
-        changes: impl Iterator<Item = EncodedChange>,
-    ) -> Result<(), ViewError> {
-        for change in changes {
-            let (key, record) = change?;
-            self.write(&key, record.as_deref())?;
-        }
-        Ok(())
-    }
-
-    /// The run written, to read back.
-    pub(crate) fn finish(self) -> Result<ChangeRun, ViewError> {
-        let mut file = self
-            .file
-            .into_inner()
-            .map_err(|e| run_error("writing", e.error()))?;
-        file.rewind().map_err(|e| run_error("rewinding", e))?;
-        Ok(ChangeRun {
-            file,
-            changes: self.changes,
-            bytes: self.bytes,
-        })
     }
 }
 
 /// A run of changes written to disk, not yet read.
 #[derive(Debug)]
 pub(crate) struct ChangeRun {
-    file: File,
+    file: Arc<File>,
+    start: u64,
     changes: usize,
     bytes: u64,
 }
@@ -128,15 +188,22 @@ impl ChangeRun {
         self.changes
     }
 
-    /// The bytes of its file.
+    /// The bytes of its stretch of the file.
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// Reads the run back, change by change, in the order written; a cut or unreadable
     /// file ends it with an error.
-    pub(crate) fn into_changes(self) -> Run {
-        let mut file = BufReader::with_capacity(READ_BUFFER_BYTES, self.file);
+    pub(crate) fn into_run(self) -> Run {
+        let mut file = BufReader::with_capacity(
+            READ_BUFFER_BYTES,
+            PositionedReader {
+                file: self.file,
+                at: self.start,
+                end: self.start + self.bytes,
+            },
+        );
         let mut left = self.changes;
         Box::new(std::iter::from_fn(move || {
             if left == 0 {
@@ -178,8 +245,8 @@ fn read_change(file: &mut impl Read) -> EncodedChange {
 mod tests {
     use super::*;
 
-    fn changes() -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        (0..10_000u32)
+    fn changes(from: u32) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        (from..from + 10_000)
             .map(|i| {
                 let key = format!("k{i:06}").into_bytes();
                 let record = (i % 7 != 0).then(|| vec![(i % 251) as u8; (i % 97) as usize]);
@@ -188,18 +255,28 @@ mod tests {
             .collect()
     }
 
+    fn ok(changes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> impl Iterator<Item = EncodedChange> {
+        changes.into_iter().map(Ok)
+    }
+
     #[test]
-    fn a_run_reads_back_what_was_written_deletions_and_empty_records_too() {
+    fn runs_of_one_file_read_back_what_was_written_deletions_and_empty_records_too() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = ChangeRunWriter::create_in(dir.path()).unwrap();
-        writer
-            .write_all(changes().into_iter().map(Ok))
-            .expect("written");
-        let run = writer.finish().unwrap();
-        assert_eq!(run.len(), 10_000);
-        assert!(run.bytes() > 10_000 * 8);
-        let read: Vec<_> = run.into_changes().map(Result::unwrap).collect();
-        assert_eq!(read, changes());
+        let mut file = RunFile::create_in(dir.path()).unwrap();
+        let first = file.write_run(ok(changes(0))).unwrap();
+        let empty = file.write_run(ok(Vec::new())).unwrap();
+        let second = file.write_run(ok(changes(50_000))).unwrap();
+        assert_eq!(
+            (first.len(), empty.len(), second.len()),
+            (10_000, 0, 10_000)
+        );
+        assert!(first.bytes() > 10_000 * 8);
+        // Read in any order, each its own stretch.
+        let second: Vec<_> = second.into_run().map(Result::unwrap).collect();
+        assert_eq!(second, changes(50_000));
+        assert_eq!(empty.into_run().count(), 0);
+        let first: Vec<_> = first.into_run().map(Result::unwrap).collect();
+        assert_eq!(first, changes(0));
         // Unnamed: nothing of it is in the directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
@@ -207,11 +284,10 @@ mod tests {
     #[test]
     fn a_cut_run_ends_with_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = ChangeRunWriter::create_in(dir.path()).unwrap();
-        writer.write_all(changes().into_iter().map(Ok)).unwrap();
-        let run = writer.finish().unwrap();
+        let mut file = RunFile::create_in(dir.path()).unwrap();
+        let run = file.write_run(ok(changes(0))).unwrap();
         run.file.set_len(run.bytes() / 2).unwrap();
-        let read: Vec<_> = run.into_changes().collect();
+        let read: Vec<_> = run.into_run().collect();
         assert!(read.len() < 10_000);
         let last = read.last().expect("some changes");
         assert!(
@@ -224,11 +300,11 @@ mod tests {
     #[test]
     fn a_failed_encoding_fails_the_write() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = ChangeRunWriter::create_in(dir.path()).unwrap();
+        let mut file = RunFile::create_in(dir.path()).unwrap();
         let failing = vec![
             Ok((b"a".to_vec(), None)),
             Err(ViewError::Storage("cannot encode".into())),
         ];
-        assert!(writer.write_all(failing.into_iter()).is_err());
+        assert!(file.write_run(failing.into_iter()).is_err());
     }
 }

@@ -33,7 +33,7 @@ use omnilog_views::{
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::change_runs::{ChangeRun, ChangeRunWriter};
+use crate::change_runs::{ChangeRun, RunFile};
 use crate::{ProjectorConfig, ProjectorError};
 
 /// The log topic a view's destination is read from.
@@ -216,6 +216,9 @@ struct EncodedAhead {
     sums: Vec<ChangeRun>,
     /// The state's sums were taken apart: the last checkpoint takes what is left of them.
     sums_apart: bool,
+    /// The files the runs of changes and of sums are written to, once there is one.
+    change_file: Option<RunFile>,
+    sums_file: Option<RunFile>,
 }
 
 /// A set of changes encoded ahead: in memory, or written to a run file.
@@ -236,17 +239,17 @@ impl HeldChanges {
     fn into_run(self) -> Run {
         match self {
             HeldChanges::InMemory(changes) => changes.into_run(),
-            HeldChanges::OnDisk(run) => run.into_changes(),
+            HeldChanges::OnDisk(run) => run.into_run(),
         }
     }
 
     /// The changes in memory (a run is read back whole).
-    fn into_changes(self) -> Result<Changes, ViewError> {
+    fn into_set(self) -> Result<Changes, ViewError> {
         match self {
             HeldChanges::InMemory(changes) => Ok(changes),
             HeldChanges::OnDisk(run) => {
                 let mut changes = Changes::default();
-                for change in run.into_changes() {
+                for change in run.into_run() {
                     match change? {
                         (key, Some(record)) => changes.puts.push((key, record)),
                         (key, None) => changes.deletes.push(key),
@@ -403,12 +406,19 @@ impl<V: View> Version<V> {
             // sum would be overwritten by the sum of what came after.
             let sums = match sums {
                 Some(last) => {
+                    // The last checkpoint: once read, nothing more is written to the files,
+                    // which go with their last run.
+                    ahead.change_file = None;
+                    ahead.sums_file = None;
                     let mut runs: Vec<Run> = std::mem::take(&mut ahead.sums)
                         .into_iter()
-                        .map(ChangeRun::into_changes)
+                        .map(ChangeRun::into_run)
                         .collect();
-                    runs.push(Box::new(last.encode_in_order()?));
-                    Some(runs)
+                    if !last.is_empty() {
+                        runs.push(Box::new(last.encode_in_order()?));
+                    }
+                    // No sums: nothing to add up (nor a reason to ingest).
+                    (!runs.is_empty()).then_some(runs)
                 }
                 None => None,
             };
@@ -435,7 +445,7 @@ impl<V: View> Version<V> {
         } else {
             let mut sets = held
                 .into_iter()
-                .map(HeldChanges::into_changes)
+                .map(HeldChanges::into_set)
                 .collect::<Result<Vec<_>, _>>()?;
             sets.push(snapshot.encode()?);
             let changes = Changes::in_order(sets);
@@ -961,24 +971,40 @@ impl<V: View> AnyVersion for Version<V> {
         taken: TakenChanges,
         runs_dir: Option<&Path>,
     ) -> Result<(), ProjectorError> {
-        let write_run = |dir: &Path, snapshot: omnilog_views::Snapshot| {
-            let mut run = ChangeRunWriter::create_in(dir)?;
-            run.write_all(snapshot.encode_in_order()?)?;
-            let run = run.finish()?;
+        // Written with the files taken out of the lock, which the fold's thread takes to
+        // weigh what is held (`memory`).
+        let (mut change_file, mut sums_file) = {
+            let mut ahead = self.encoded_ahead.lock().map_err(lock_error)?;
+            (ahead.change_file.take(), ahead.sums_file.take())
+        };
+        let write_run = |file: &mut Option<RunFile>,
+                         dir: &Path,
+                         snapshot: omnilog_views::Snapshot,
+                         what: &str| {
+            let file = match file {
+                Some(file) => file,
+                None => file.insert(RunFile::create_in(dir)?),
+            };
+            let run = file.write_run(snapshot.encode_in_order()?)?;
             tracing::debug!(
                 view = self.status.view,
                 changes = run.len(),
                 bytes = run.bytes(),
+                what,
                 "changes written aside"
             );
             Ok::<_, ProjectorError>(run)
         };
         let held = match runs_dir {
-            Some(dir) => HeldChanges::OnDisk(write_run(dir, taken.snapshot)?),
+            Some(dir) => {
+                HeldChanges::OnDisk(write_run(&mut change_file, dir, taken.snapshot, "changes")?)
+            }
             None => HeldChanges::InMemory(taken.snapshot.encode()?),
         };
-        let sums = match (taken.sums, runs_dir) {
-            (Some(sums), Some(dir)) => Some(write_run(dir, sums)?),
+        // A state without sums takes none: no run for them.
+        let sums_taken = taken.sums.is_some();
+        let sums = match (taken.sums.filter(|sums| !sums.is_empty()), runs_dir) {
+            (Some(sums), Some(dir)) => Some(write_run(&mut sums_file, dir, sums, "sums")?),
             (Some(_), None) => {
                 return Err(ProjectorError::Task(
                     "a replay took sums apart with nowhere to write them".to_owned(),
@@ -987,14 +1013,14 @@ impl<V: View> AnyVersion for Version<V> {
             (None, _) => None,
         };
         let mut ahead = self.encoded_ahead.lock().map_err(lock_error)?;
+        ahead.change_file = change_file;
+        ahead.sums_file = sums_file;
         if let HeldChanges::InMemory(changes) = &held {
             ahead.bytes += changes.weight();
         }
         ahead.sets.push(held);
-        if let Some(sums) = sums {
-            ahead.sums.push(sums);
-            ahead.sums_apart = true;
-        }
+        ahead.sums.extend(sums);
+        ahead.sums_apart |= sums_taken;
         Ok(())
     }
 

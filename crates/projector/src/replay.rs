@@ -70,7 +70,8 @@ pub struct ReplayOptions {
     /// Records a pass reads, about: a partition holding more interaction records is read
     /// in as many passes as it takes, each folding the records of one share of its keys
     /// ([`KeyShare`]). 0: one pass a partition. `None`: as many as the cache holds the
-    /// state of ([`ReplayOptions::records_per_pass`]).
+    /// state of, at most [`SPILLED_PASS_RECORDS`] with a spill directory
+    /// ([`ReplayOptions::records_per_pass`]).
     pub pass_records: Option<u64>,
     /// Also fold the identity view.
     pub identity: bool,
@@ -80,7 +81,10 @@ pub struct ReplayOptions {
     /// Where a partition read in several passes spills the records of its later passes
     /// ([`SpillWriter`]), an existing directory; `None`: each pass reads the log again.
     /// The spill of a partition takes about its records' bytes uncompressed, less the first
-    /// share's; each file is deleted once its pass has read it.
+    /// share's; each file is deleted once its pass has read it. The partition-local views
+    /// also write each pass's changes and sums there ([`crate::change_runs`]), in unnamed
+    /// files held until the last checkpoint has read them: about the encoded size of every
+    /// record the replay writes (1.2 GB at 10M events, beside a store of 563 MB).
     pub spill_dir: Option<PathBuf>,
 }
 
@@ -141,7 +145,8 @@ pub const MIN_RECORDS_PER_PASS: u64 = 65_536;
 /// so a smaller pass holds less: at 10M events (`omnilog replay --pass-records N`, one run
 /// each unless two are given) 262,144 records a pass peaked at 343 MB in 19.6 s, 131,072 at
 /// 270 and 276 MB in 19.2 and 19.3 s, 98,304 at 242 and 243 MB in 19.4 s, 65,536 at 198 to
-/// 218 MB in 19.3 to 20.3 s, 32,768 at 235 MB in 21.1 s. But a partition cut in two
+/// 218 MB in 19.3 to 20.3 s (three runs of the default, on the build whose default it
+/// was), 32,768 at 235 MB in 21.1 s. But a partition cut in two
 /// passes takes longer than in one: its first pass reads the whole partition to fold half
 /// of it, while the views wait. A 1M replay (partitions of about 83,000 records) took 1.50
 /// to 1.71 s in passes of 65,536 records, against 1.33 to 1.42 s in one pass a partition
@@ -715,9 +720,11 @@ const ENCODED_AHEAD_SHARE: usize = 16;
 /// checkpoint; returns it.
 ///
 /// At the end of a pass, a view whose records are final once their partition is folded
-/// ([`AnyVersion::partition_local`]) writes them and lets them go once they weigh more than
-/// a sixteenth of the budget ([`ENCODED_AHEAD_SHARE`]): nothing of the next passes touches
-/// them. (Below that they stay: a short history is then written once, in one disk table,
+/// ([`AnyVersion::partition_local`]) writes the pass's changes to a run file (given
+/// `runs_dir`: [`AnyVersion::encode_ahead`]) and takes its sums apart to another, and lets
+/// the records go: nothing of the next passes touches them, and the last checkpoint merges
+/// the runs. Without `runs_dir`, it writes them and lets them go once they weigh more than
+/// a sixteenth of the budget ([`ENCODED_AHEAD_SHARE`]). (Below that they stay: a short history is then written once, in one disk table,
 /// rather than in a table per partition that the store would have to compact.) That checkpoint is written on a thread
 /// of its own while the next pass folds (the fold takes the changes without copying them,
 /// and goes on); its records are let go once written, so a fold that did reach back for

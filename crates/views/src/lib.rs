@@ -25,7 +25,7 @@ pub mod state;
 pub use identity::{IdentityView, Resolution};
 pub use state::{
     Changes, EncodedChange, EncodingInOrder, Entries, Evictable, MergeInOrder, NoRecords,
-    RecordSource, Snapshot, ViewState, merge_in_order,
+    RecordSource, Snapshot, ViewState,
 };
 
 use omnilog_events::{Destination, Event};

@@ -60,8 +60,9 @@
 //! | `v` | customer, interaction | `Session`: a self-service session's bucket and outcome | its customer's partition |
 //! | `k` | customer | `Pending`: the customer's latest contained session awaiting a contact | its customer's partition |
 //!
-//! The figures (`b`, `w`, `p`) are whole tables in memory, ordered by hour, which the
-//! range queries walk. Shared records are only integer sums, so the state does not depend
+//! The figures (`b`, `w`, `p`, `s`) are whole tables in memory, ordered by hour, which the
+//! range queries walk (a replay takes them apart pass by pass as deltas, and adds them up
+//! in its last checkpoint: `ViewState::take_sums`). Shared records are only integer sums, so the state does not depend
 //! on how partitions interleave. A `t` record lives while its interaction waits or awaits a
 //! wrap-up (which often follows `ended`); after that it is deleted (an abandoned contact
 //! leaves nothing), unless an agent took the interaction or it was rated: then it stays (a

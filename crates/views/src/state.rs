@@ -176,21 +176,13 @@ impl Changes {
     }
 }
 
-/// Sets of changes encoded earlier (oldest first) and the newest changes, encoded only as
-/// they are asked for, as one run in stored-key order, each key once: where several touch
-/// a key, the newest is kept (what [`Changes::in_order`] gives, without building it). A
-/// replay's last checkpoint of a view that encoded its pass-end changes ahead merged them
-/// whole: its newest changes encoded at once beside them, then both copied into one sorted
-/// list (at 10M events the reporting view's hourly figures, about 60 MB of encodings at the
-/// replay's peak, `heaptrack`).
-pub fn merge_in_order(sets: Vec<Changes>, newest: EncodingInOrder) -> MergeInOrder {
-    let mut runs: Vec<Run> = sets.into_iter().map(Changes::into_run).collect();
-    runs.push(Box::new(newest));
-    merge_runs(runs)
-}
-
 /// Runs of changes, oldest first, each in stored-key order with each key once, as one run
-/// in stored-key order, each key once: where several touch a key, the newest is kept.
+/// in stored-key order, each key once: where several touch a key, the newest is kept (what
+/// [`Changes::in_order`] gives, without building it). A replay's last checkpoint merges
+/// the changes its passes encoded ahead (in memory or in run files) with its own, which are
+/// encoded only as the merge reaches them ([`Snapshot::encode_in_order`]): merged whole, at
+/// 10M events the reporting view's hourly figures were about 60 MB of encodings at the
+/// replay's peak (`heaptrack`).
 pub fn merge_runs(runs: Vec<Run>) -> MergeInOrder {
     merge_runs_by(runs, None)
 }
@@ -223,7 +215,7 @@ fn merge_runs_by(runs: Vec<Run>, add: Option<AddSum>) -> MergeInOrder {
 /// A run of changes in stored-key order, each key once.
 pub type Run = Box<dyn Iterator<Item = EncodedChange> + Send>;
 
-/// The iterator of [`merge_in_order`].
+/// The iterator of [`merge_runs`] and [`sum_runs`].
 pub struct MergeInOrder {
     runs: Vec<Run>,
     /// The key at the head of each run, smallest first; of equal keys, the oldest run
@@ -292,6 +284,11 @@ impl Iterator for MergeInOrder {
                 (newest, value) = (run, newer);
             }
             self.refill(run);
+        }
+        // A run that failed while this key was gathered may have held more of it.
+        if let Some(error) = self.failed.take() {
+            self.heads.clear();
+            return Some(Err(error));
         }
         Some(Ok((key, value)))
     }
@@ -2256,7 +2253,7 @@ mod tests {
     }
 
     #[test]
-    fn a_merge_in_order_streams_what_changes_in_order_would_hold() {
+    fn merged_runs_stream_what_changes_in_order_would_hold() {
         let newest = two_tables_changed().encode().unwrap();
         // An older set that touches some of the newest keys (which must win), deletes one
         // the newest puts and puts one it deletes, and holds keys of its own.
@@ -2289,9 +2286,9 @@ mod tests {
         let mut all = sets.clone();
         all.push(newest);
         let expected = Changes::in_order(all);
-        let merged: Vec<_> = merge_in_order(sets, two_tables_changed().encode_in_order().unwrap())
-            .map(Result::unwrap)
-            .collect();
+        let mut runs: Vec<Run> = sets.into_iter().map(Changes::into_run).collect();
+        runs.push(Box::new(two_tables_changed().encode_in_order().unwrap()));
+        let merged: Vec<_> = merge_runs(runs).map(Result::unwrap).collect();
         assert!(
             merged.is_sorted_by(|a, b| a.0 < b.0),
             "ascending, each key once"
@@ -2307,10 +2304,11 @@ mod tests {
             .collect();
         assert_eq!(Changes { puts, deletes }, expected);
         // The newest alone comes through as it is.
-        let alone: Vec<_> =
-            merge_in_order(Vec::new(), two_tables_changed().encode_in_order().unwrap())
-                .map(Result::unwrap)
-                .collect();
+        let alone: Vec<_> = merge_runs(vec![Box::new(
+            two_tables_changed().encode_in_order().unwrap(),
+        )])
+        .map(Result::unwrap)
+        .collect();
         let streamed: Vec<_> = two_tables_changed()
             .encode_in_order()
             .unwrap()
