@@ -1,6 +1,8 @@
 //! A replay builds the same views however it reads the history: one pass a partition, a
 //! partition in several passes that each read the log again, or in several passes whose
 //! later ones read what the first spilled; and the spill files are gone when it returns.
+//! A spilled replay also writes its views' changes of each pass to files of the spill
+//! directory: a few, however many passes.
 
 use std::sync::Arc;
 
@@ -94,18 +96,29 @@ async fn passes_that_read_the_log_again_or_a_spill_build_the_views_of_one_pass()
             spill_dir: spill,
             ..ReplayOptions::default()
         };
-        // The most spill files seen at once while the replay read.
+        // The most spill files seen at once while the replay read, and the most files of
+        // the spill directory this process held open (the unnamed ones too).
         let mut most_files = 0;
+        let mut most_open = 0;
         let views = replayed(&log, &dir.path().join(name), options, |_, _| {
             most_files = most_files.max(std::fs::read_dir(&spill_dir).unwrap().count());
+            most_open = most_open.max(open_files_in(&spill_dir));
         })
         .await;
         assert_eq!(views, one_pass, "{name}");
         if spills {
             // Seven shares a partition: six spill files after each first pass.
             assert!(most_files > 0, "the later passes read spill files");
+            // Six spill files, and two files of runs for each of the four views whose
+            // records are a partition's: not a file a pass (28 passes, 224 files).
+            assert!(most_open > 0, "the passes' changes were written aside");
+            assert!(most_open <= 6 + 2 * 4, "{most_open} files open at once");
         } else {
             assert_eq!(most_files, 0, "no spill without a spill directory");
+            assert_eq!(
+                most_open, 0,
+                "nothing written aside without a spill directory"
+            );
         }
     }
     assert_eq!(
@@ -113,4 +126,15 @@ async fn passes_that_read_the_log_again_or_a_spill_build_the_views_of_one_pass()
         0,
         "every spill file is deleted once read"
     );
+}
+
+/// How many of this process's open files are (or were, unnamed or deleted) in `dir`.
+fn open_files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|fds| {
+            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|target| target.starts_with(dir))
+                .count()
+        })
+        .unwrap_or(0)
 }
