@@ -248,14 +248,8 @@ impl HeldChanges {
         match self {
             HeldChanges::InMemory(changes) => Ok(changes),
             HeldChanges::OnDisk(run) => {
-                let mut changes = Changes::default();
-                for change in run.into_run() {
-                    match change? {
-                        (key, Some(record)) => changes.puts.push((key, record)),
-                        (key, None) => changes.deletes.push(key),
-                    }
-                }
-                Ok(changes)
+                let len = run.len();
+                Changes::from_run(run.into_run(), len)
             }
         }
     }

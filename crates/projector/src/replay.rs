@@ -146,9 +146,9 @@ pub const MIN_RECORDS_PER_PASS: u64 = 65_536;
 /// each unless two are given) 262,144 records a pass peaked at 343 MB in 19.6 s, 131,072 at
 /// 270 and 276 MB in 19.2 and 19.3 s, 98,304 at 242 and 243 MB in 19.4 s, 65,536 at 198 to
 /// 218 MB in 19.3 to 20.3 s (three runs of the default, on the build whose default it
-/// was), 32,768 at 235 MB in 21.1 s. But a partition cut in two
-/// passes takes longer than in one: its first pass reads the whole partition to fold half
-/// of it, while the views wait. A 1M replay (partitions of about 83,000 records) took 1.50
+/// was), 32,768 at 235 MB in 21.1 s. But a partition cut in two passes takes longer than
+/// in one: its first pass reads the whole partition to fold half of it, while the views
+/// wait. A 1M replay (partitions of about 83,000 records) took 1.50
 /// to 1.71 s in passes of 65,536 records, against 1.33 to 1.42 s in one pass a partition
 /// (docs/benchmarks.md, "2026-12-04, evening"): by default a pass is not made smaller.
 pub const SPILLED_PASS_RECORDS: u64 = 98_304;
@@ -707,10 +707,12 @@ fn report(
 }
 
 /// What part of a view's budget its records may weigh, with the passes' encoded ahead,
-/// before the end of a pass writes them instead of encoding them for a later checkpoint.
-/// The budget counts the encoded sets (their bytes and a word or so of each vector's), and
-/// a long replay's passes fill them up to this share before anything is written: at 10M events (four passes a partition, five
-/// views), a sixteenth peaked at 425 to 437 MB where a quarter peaked at 473 to 488 MB,
+/// before the end of a pass writes them instead of encoding them for a later checkpoint
+/// (a replay without a spill directory: with one, they are written to run files). The
+/// budget counts the encoded sets (their bytes and a word or so of each vector's), and a
+/// long replay's passes fill them up to this share before anything is written: at 10M
+/// events (four passes a partition, five views, no run files yet), a sixteenth peaked at
+/// 425 to 437 MB where a quarter peaked at 473 to 488 MB,
 /// in the same time (four alternated pairs of `/usr/bin/time omnilog replay`: 17.96 to
 /// 18.45 s against 17.54 to 18.69 s); the 1M replay, whose passes are a partition each,
 /// moved within its noise (201 to 252 MB against 221 to 280 MB).
@@ -724,9 +726,10 @@ const ENCODED_AHEAD_SHARE: usize = 16;
 /// `runs_dir`: [`AnyVersion::encode_ahead`]) and takes its sums apart to another, and lets
 /// the records go: nothing of the next passes touches them, and the last checkpoint merges
 /// the runs. Without `runs_dir`, it writes them and lets them go once they weigh more than
-/// a sixteenth of the budget ([`ENCODED_AHEAD_SHARE`]). (Below that they stay: a short history is then written once, in one disk table,
-/// rather than in a table per partition that the store would have to compact.) That checkpoint is written on a thread
-/// of its own while the next pass folds (the fold takes the changes without copying them,
+/// a sixteenth of the budget ([`ENCODED_AHEAD_SHARE`]). (Below that they stay: a short
+/// history is then written once, in one disk table, rather than in a table per partition
+/// that the store would have to compact.) That checkpoint is written on a thread of its own
+/// while the next pass folds (the fold takes the changes without copying them,
 /// and goes on); its records are let go once written, so a fold that did reach back for
 /// one reads it from memory or from the store, never a gap. Below the sixteenth, it encodes
 /// them on that thread instead, so the last checkpoint writes them without encoding the

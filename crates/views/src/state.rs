@@ -158,6 +158,23 @@ impl Changes {
 pub type EncodedChange = Result<(Vec<u8>, Option<Vec<u8>>), ViewError>;
 
 impl Changes {
+    /// The changes of a run in stored-key order (about `puts` of them puts), as a set:
+    /// its first error, if any.
+    pub fn from_run(
+        run: impl Iterator<Item = EncodedChange>,
+        puts: usize,
+    ) -> Result<Changes, ViewError> {
+        let mut changes = Changes::default();
+        changes.puts.reserve(puts);
+        for change in run {
+            match change? {
+                (key, Some(record)) => changes.puts.push((key, record)),
+                (key, None) => changes.deletes.push(key),
+            }
+        }
+        Ok(changes)
+    }
+
     /// The changes as one run in stored-key order, given puts and deletes each in key
     /// order (as [`Snapshot::encode`] and [`Changes::in_order`] make them).
     pub fn into_run(self) -> Run {
@@ -430,15 +447,8 @@ impl Snapshot {
     /// The changes, encoded, in stored-key order (cheaper for the store to write).
     pub fn encode(self) -> Result<Changes, ViewError> {
         let in_order = self.encode_in_order()?;
-        let mut changes = Changes::default();
-        changes.puts.reserve(in_order.len());
-        for change in in_order {
-            match change? {
-                (key, Some(value)) => changes.puts.push((key, value)),
-                (key, None) => changes.deletes.push(key),
-            }
-        }
-        Ok(changes)
+        let len = in_order.len();
+        Changes::from_run(in_order, len)
     }
 
     /// The changes in stored-key order, each record encoded only as it is asked for: what a

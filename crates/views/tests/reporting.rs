@@ -1003,12 +1003,9 @@ proptest::proptest! {
     }
 }
 
-/// A rating given in one queue and changed after a transfer to another: the response moves
-/// with the interaction, out of the first queue's bucket (before, the first bucket kept the
-/// first score and the second subtracted it from whatever it held, stopping at zero).
-#[test]
-fn a_second_rating_after_a_transfer_leaves_the_bucket_that_counted_the_first() {
-    let rated_twice = contact(
+/// Interaction r1: rated 5 in billing, transferred to support and rated 1 there.
+fn rated_in_billing_then_again_in_support() -> Contact {
+    contact(
         "k1",
         "r1",
         "voice",
@@ -1020,7 +1017,15 @@ fn a_second_rating_after_a_transfer_leaves_the_bucket_that_counted_the_first() {
             (210, "assigned", agent("a2")),
             (300, "csat", score(1)),
         ],
-    );
+    )
+}
+
+/// A rating given in one queue and changed after a transfer to another: the response moves
+/// with the interaction, out of the first queue's bucket (before, the first bucket kept the
+/// first score and the second subtracted it from whatever it held, stopping at zero).
+#[test]
+fn a_second_rating_after_a_transfer_leaves_the_bucket_that_counted_the_first() {
+    let rated_twice = rated_in_billing_then_again_in_support();
     let rated_once = contact(
         "k2",
         "r2",
@@ -1052,19 +1057,7 @@ fn a_second_rating_after_a_transfer_leaves_the_bucket_that_counted_the_first() {
 /// never counted it, what an earlier delta counted.
 #[test]
 fn figures_taken_apart_after_every_event_add_up_to_the_figures_of_one_fold() {
-    let rated_twice = contact(
-        "k1",
-        "r1",
-        "voice",
-        vec![
-            (0, "queued", q("billing")),
-            (10, "assigned", agent("a1")),
-            (100, "csat", score(5)),
-            (200, "transferred", to_queue("support")),
-            (210, "assigned", agent("a2")),
-            (300, "csat", score(1)),
-        ],
-    );
+    let rated_twice = rated_in_billing_then_again_in_support();
     let escalated_late = contact(
         "k2",
         "bot1",
