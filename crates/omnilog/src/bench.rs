@@ -30,7 +30,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use omnilog_events::{Destination, Event, to_canonical_json};
 use omnilog_log::{EmbeddedLog, PartitionRange, Scan, SharedLog, Topic};
-use omnilog_projector::{Projectable, ReplayOptions, replay};
+use omnilog_projector::{IDENTITY_PART_ENTRIES, Projectable, ReplayOptions, replay};
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
 use omnilog_views::journey::JourneyView;
@@ -391,6 +391,7 @@ async fn replay_into(
         identity,
         identity_sink: None,
         spill_dir: Some(spill.path().to_owned()),
+        identity_part_entries: IDENTITY_PART_ENTRIES,
     };
     // The replay syncs the store as it marks the versions active: its checkpoints are
     // flushed when it returns.

@@ -6,7 +6,10 @@
 //! up to what was durable); the view store is held by a running server, so then the views
 //! part says so and points at `GET /v1/views`. Inspecting writes nothing in the data dir (the
 //! log is opened read-only, the view store through a private mirror, see
-//! [`ViewStore::open_read_only`]), so it works on a read-only or full disk.
+//! [`ViewStore::open_read_only`]), so it works on a read-only or full disk. A replay's
+//! output also has its identity view (`identity.bin`): its counts and a digest of what it
+//! says in text and in order, so two replays' identity views compare whatever order their
+//! passes folded them in.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -15,6 +18,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use omnilog_log::Topic;
 use omnilog_store::{StoreError, ViewStore};
+use omnilog_views::IdentityView;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -104,7 +108,27 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
         }
         answer["views"] = Value::Array(views);
     }
+    let identity_file = args.data_dir.join(crate::replay::IDENTITY_FILE);
+    if identity_file.exists() {
+        answer["identity"] = inspect_identity(&identity_file)?;
+    }
     print(&answer)
+}
+
+/// A replay's saved identity view: its counts, and a digest of what it says, whatever
+/// the order it was folded in (two replays of one history give the same digest, however
+/// their passes cut it).
+fn inspect_identity(path: &std::path::Path) -> anyhow::Result<Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let identity = IdentityView::from_saved_bytes(&bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let canonical = identity.canonical_bytes()?;
+    Ok(json!({
+        "customers": identity.customer_count(),
+        "handles": identity.handle_count(),
+        "events_applied": identity.events_applied(),
+        "sha256": hex::encode(Sha256::digest(&canonical)),
+    }))
 }
 
 fn print(answer: &Value) -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use omnilog_log::{EmbeddedLog, SharedLog};
-use omnilog_projector::{IdentitySink, Projectable, ReplayOptions, replay};
+use omnilog_projector::{IDENTITY_PART_ENTRIES, IdentitySink, Projectable, ReplayOptions, replay};
 use omnilog_store::ViewStore;
 use omnilog_views::IdentityView;
 use serde::{Deserialize, Serialize};
@@ -186,6 +186,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         identity: true,
         identity_sink: Some(IdentitySink(Arc::new(save_identity))),
         spill_dir: Some(spill.path().to_owned()),
+        identity_part_entries: IDENTITY_PART_ENTRIES,
     };
     let _ = replay(log, &store, chosen, options, |name, step| {
         let at = match bars.iter().position(|(n, ..)| n == name) {

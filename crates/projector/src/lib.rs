@@ -15,6 +15,7 @@
 mod change_runs;
 pub mod events;
 pub mod group;
+mod identity_parts;
 mod job_thread;
 pub mod metrics;
 pub mod projection;
@@ -36,8 +37,8 @@ pub use projection::{
     AnyVersion, Decoded, Phase, Projectable, ProjectionStatus, Version, decode_all, topic_of,
 };
 pub use replay::{
-    IdentitySink, MIN_RECORDS_PER_PASS, ReplayOptions, ReplayProgress, ReplayedView,
-    SPILLED_PASS_RECORDS, STATE_BYTES_PER_RECORD, replay,
+    IDENTITY_PART_ENTRIES, IdentitySink, MIN_RECORDS_PER_PASS, ReplayOptions, ReplayProgress,
+    ReplayedView, SPILLED_PASS_RECORDS, STATE_BYTES_PER_RECORD, replay,
 };
 
 /// What went wrong in the runtime.

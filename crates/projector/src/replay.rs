@@ -45,6 +45,7 @@ use omnilog_log::{
 use omnilog_store::{Checkpoint, ViewStore};
 use omnilog_views::IdentityView;
 
+use crate::identity_parts::IdentityParts;
 use crate::job_thread::{JobThread, Pending, short_name};
 use crate::projection::{AnyVersion, Decoded, Phase, Projectable, SpareDecoded, decode_all_into};
 use crate::{ProjectorConfig, ProjectorError, blocking};
@@ -86,7 +87,17 @@ pub struct ReplayOptions {
     /// files held until the last checkpoint has read them: about the encoded size of every
     /// record the replay writes (1.2 GB at 10M events, beside a store of 563 MB).
     pub spill_dir: Option<PathBuf>,
+    /// With a spill directory: the customers and handles the identity view folds before
+    /// it is set aside there and a new part begun; the parts are absorbed into one view at
+    /// the end ([`crate::identity_parts`]). 0: folded whole.
+    pub identity_part_entries: usize,
 }
+
+/// Customers and handles of a part of a replay's identity view
+/// ([`ReplayOptions::identity_part_entries`]): about 8 MB of its state (a customer and its
+/// two handles weigh about 250 bytes). A history of 1M events in the bench's mix has
+/// 75,000 (25,000 customers), and is folded whole.
+pub const IDENTITY_PART_ENTRIES: usize = 100_000;
 
 /// Takes the replayed identity view on its worker's thread as soon as its fold is done,
 /// while the views write their last checkpoints: `omnilog replay` saves it there, so that
@@ -114,6 +125,7 @@ impl Default for ReplayOptions {
             identity: true,
             identity_sink: None,
             spill_dir: None,
+            identity_part_entries: IDENTITY_PART_ENTRIES,
         }
     }
 }
@@ -249,6 +261,10 @@ pub async fn replay(
     let mut feeds: Vec<mpsc::SyncSender<Feed>> = Vec::new();
     let mut workers: Vec<Worker> = Vec::new();
     let mut active: Vec<(&'static str, u32)> = Vec::new();
+    // Each view's worker says here when its fold is done and its last pass's records are
+    // let go: the identity view absorbs its parts only then (see `crate::identity_parts`).
+    let (fold_done, folds_done) = mpsc::channel::<()>();
+    let view_count = views.len();
     for view in views {
         let (feed, batches) = mpsc::sync_channel::<Feed>(4);
         let folded = Arc::new(AtomicU64::new(0));
@@ -264,6 +280,7 @@ pub async fn replay(
         let until = options.until;
         let cache_bytes = options.cache_bytes;
         let runs_dir = options.spill_dir.clone();
+        let fold_done = fold_done.clone();
         let worker = std::thread::Builder::new()
             .name(format!("replay-{}", short_name(name)))
             // The worker owns its version: its state is let go on its own thread at the end.
@@ -277,6 +294,7 @@ pub async fn replay(
                     &counter,
                     cache_bytes,
                     runs_dir.as_deref(),
+                    &fold_done,
                 )
             })
             .map_err(|e| ProjectorError::Task(format!("starting a replay worker: {e}")))?;
@@ -284,10 +302,18 @@ pub async fn replay(
         workers.push((name, folded, view_total, worker));
         active.push((name, 1));
     }
+    // Only the workers hold a sender now: if one fails, its sender goes with it.
+    drop(fold_done);
     let identity_worker = if options.identity {
         let (feed, batches) = mpsc::sync_channel::<Feed>(4);
         let until = options.until;
         let sink = options.identity_sink.clone();
+        let mut parts = options
+            .spill_dir
+            .as_deref()
+            .filter(|_| options.identity_part_entries > 0)
+            .map(IdentityParts::new);
+        let part_entries = options.identity_part_entries;
         let worker = std::thread::Builder::new()
             .name("replay-identity".to_owned())
             .spawn(move || -> Result<Option<IdentityView>, ProjectorError> {
@@ -303,6 +329,33 @@ pub async fn replay(
                         {
                             identity.apply(event);
                         }
+                    }
+                    if let Some(parts) = &mut parts
+                        && identity.customer_count() + identity.handle_count() >= part_entries
+                    {
+                        parts.write(&identity)?;
+                        identity = IdentityView::new();
+                    }
+                }
+                if let Some(parts) = parts {
+                    let count = parts.len();
+                    if count > 0 {
+                        // The whole view is built once the views' passes have let their
+                        // records go, beside their last checkpoints: not on top of their
+                        // last pass. A worker that failed has dropped its sender.
+                        for _ in 0..view_count {
+                            if folds_done.recv().is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    parts.absorb_into(&mut identity)?;
+                    if count > 0 {
+                        tracing::debug!(
+                            parts = count + 1,
+                            customers = identity.customer_count(),
+                            "identity view folded in parts"
+                        );
                     }
                 }
                 match sink {
@@ -751,6 +804,7 @@ fn fold_batches(
     folded: &AtomicU64,
     cache_bytes: usize,
     runs_dir: Option<&Path>,
+    fold_done: &mpsc::Sender<()>,
 ) -> Result<Checkpoint, ProjectorError> {
     // A thread of its own for the whole replay, not one per job: see `job_thread`.
     let mut writer = JobThread::new(format!("write-{}", short_name(version.status().view)), 0);
@@ -833,6 +887,8 @@ fn fold_batches(
     }
     written(&mut writing)?;
     writer.stop();
+    // Nobody may be listening any more (no identity view, or one folded whole).
+    let _ = fold_done.send(());
     version.last_checkpoint()?;
     Ok(version.status().checkpoint())
 }

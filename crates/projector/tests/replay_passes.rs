@@ -2,7 +2,7 @@
 //! partition in several passes that each read the log again, or in several passes whose
 //! later ones read what the first spilled; and the spill files are gone when it returns.
 //! A spilled replay also writes its views' changes of each pass to files of the spill
-//! directory: a few, however many passes.
+//! directory, and its identity view in parts: a few files, however many passes.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use omnilog_log::{AppendRecord, EmbeddedLog, PartitionCounts, SharedLog};
 use omnilog_projector::{Projectable, ReplayOptions, ReplayProgress, replay};
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
+use omnilog_views::IdentityView;
 use omnilog_views::engagement::EngagementView;
 use omnilog_views::journey::{JourneyConfig, JourneyView};
 use omnilog_views::queue::QueueView;
@@ -33,20 +34,19 @@ fn views() -> Vec<Arc<dyn Projectable>> {
     ]
 }
 
-/// Each view's replayed records, by view (the identity view is folded too); `on_progress`
-/// hears the replay's progress.
+/// Each view's replayed records, by view, and the identity view; `on_progress` hears the
+/// replay's progress.
 async fn replayed(
     log: &SharedLog,
     dir: &std::path::Path,
     options: ReplayOptions,
     on_progress: impl FnMut(&str, ReplayProgress) + Send,
-) -> Vec<(&'static str, Entries)> {
+) -> (Vec<(&'static str, Entries)>, IdentityView) {
     let store = ViewStore::open_for_replay(dir).unwrap();
     let (replayed, identity) = replay(log.clone(), &store, views(), options, on_progress)
         .await
         .unwrap();
-    assert!(identity.is_some());
-    replayed
+    let views = replayed
         .iter()
         .map(|view| {
             let layout = views()
@@ -57,7 +57,8 @@ async fn replayed(
             let table = store.table_with_layout(view.view, 1, layout).unwrap();
             (view.view, table.dump().unwrap())
         })
-        .collect()
+        .collect();
+    (views, identity.expect("the identity view is returned"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +73,7 @@ async fn passes_that_read_the_log_again_or_a_spill_build_the_views_of_one_pass()
             .await
             .unwrap();
     }
-    let one_pass = replayed(
+    let (one_pass, whole_identity) = replayed(
         &log,
         &dir.path().join("one-pass"),
         ReplayOptions {
@@ -84,6 +85,8 @@ async fn passes_that_read_the_log_again_or_a_spill_build_the_views_of_one_pass()
     .await;
     assert_eq!(one_pass.len(), 5);
     assert!(one_pass.iter().all(|(_, entries)| !entries.is_empty()));
+    // 200 customers and their handles: folded whole.
+    assert!(whole_identity.customer_count() > 100);
 
     // About 2,000 records a partition, in passes of 300: seven shares of its customers.
     let spill_dir = dir.path().join("spill");
@@ -94,25 +97,34 @@ async fn passes_that_read_the_log_again_or_a_spill_build_the_views_of_one_pass()
             pass_records: Some(300),
             batch: 250,
             spill_dir: spill,
+            // About a dozen parts of the identity view, absorbed at the end.
+            identity_part_entries: 50,
             ..ReplayOptions::default()
         };
         // The most spill files seen at once while the replay read, and the most files of
         // the spill directory this process held open (the unnamed ones too).
         let mut most_files = 0;
         let mut most_open = 0;
-        let views = replayed(&log, &dir.path().join(name), options, |_, _| {
+        let (views, identity) = replayed(&log, &dir.path().join(name), options, |_, _| {
             most_files = most_files.max(std::fs::read_dir(&spill_dir).unwrap().count());
             most_open = most_open.max(open_files_in(&spill_dir));
         })
         .await;
         assert_eq!(views, one_pass, "{name}");
+        assert!(identity == whole_identity, "{name}: the identity view");
+        assert_eq!(
+            identity.events_applied(),
+            whole_identity.events_applied(),
+            "{name}"
+        );
         if spills {
             // Seven shares a partition: six spill files after each first pass.
             assert!(most_files > 0, "the later passes read spill files");
-            // Six spill files, and two files of runs for each of the four views whose
-            // records are a partition's: not a file a pass (28 passes, 224 files).
+            // Six spill files, two files of runs for each of the four views whose records
+            // are a partition's (not a file a pass: 28 passes, 224 files), and one of
+            // the identity view's parts.
             assert!(most_open > 0, "the passes' changes were written aside");
-            assert!(most_open <= 6 + 2 * 4, "{most_open} files open at once");
+            assert!(most_open <= 6 + 2 * 4 + 1, "{most_open} files open at once");
         } else {
             assert_eq!(most_files, 0, "no spill without a spill directory");
             assert_eq!(

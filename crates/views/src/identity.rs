@@ -465,6 +465,18 @@ impl IdentityView {
         self.customers.len()
     }
 
+    /// Known handles.
+    pub fn handle_count(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// The view as `identity.bin` holds it (its `Serialize` with postcard), which
+    /// [`Self::from_saved_bytes`] and [`Self::absorb_saved_bytes`] read.
+    pub fn to_saved_bytes(&self) -> Result<Vec<u8>, crate::ViewError> {
+        postcard::to_stdvec(self)
+            .map_err(|e| crate::ViewError::Storage(format!("saving the identity view: {e}")))
+    }
+
     fn hash_id(&self, id: IdRef<'_>) -> u64 {
         self.hasher.hash_one(id)
     }
@@ -480,7 +492,10 @@ impl IdentityView {
     }
 
     fn customer_index_or_insert(&mut self, id: &str) -> CustomerIx {
-        let id = IdRef::of(id);
+        self.customer_ref_index_or_insert(IdRef::of(id))
+    }
+
+    fn customer_ref_index_or_insert(&mut self, id: IdRef<'_>) -> CustomerIx {
         let hash = self.hash_id(id);
         if let Some(index) = self.customers.find(hash, |stored| stored.as_ref() == id) {
             return index;
@@ -495,10 +510,29 @@ impl IdentityView {
 
     fn handle_index(&self, handle: &Handle) -> Option<HandleIx> {
         let kind = *self.kind_indices.get(handle.kind.as_str())?;
-        self.handles
-            .find(self.hash_handle(kind, &handle.value), |stored| {
-                stored.kind == kind && *stored.value == *handle.value
-            })
+        self.handle_index_of(kind, &handle.value)
+    }
+
+    fn handle_index_of(&self, kind: u32, value: &str) -> Option<HandleIx> {
+        self.handles.find(self.hash_handle(kind, value), |stored| {
+            stored.kind == kind && *stored.value == *value
+        })
+    }
+
+    /// Adds a handle not known yet, first claimed by `first`.
+    fn push_handle(&mut self, kind: u32, value: &str, first: Claim) -> HandleIx {
+        let hash = self.hash_handle(kind, value);
+        let hasher = &self.hasher;
+        let index = self.handles.push(
+            hash,
+            StoredHandle {
+                kind,
+                value: value.into(),
+            },
+            |stored| hasher.hash_one((stored.kind, &*stored.value)),
+        );
+        self.handle_states.push(HandleState { first, extra: NONE });
+        index
     }
 
     fn customer_text(&self, customer: CustomerIx) -> CustomerId {
@@ -785,20 +819,7 @@ impl IdentityView {
             }
             None => {
                 let kind = self.kind_index_or_insert(&handle.kind);
-                let hash = self.hash_handle(kind, &handle.value);
-                let hasher = &self.hasher;
-                let index = self.handles.push(
-                    hash,
-                    StoredHandle {
-                        kind,
-                        value: handle.value.as_str().into(),
-                    },
-                    |stored| hasher.hash_one((stored.kind, &*stored.value)),
-                );
-                self.handle_states.push(HandleState {
-                    first: claim,
-                    extra: NONE,
-                });
+                let index = self.push_handle(kind, &handle.value, claim);
                 if explicit {
                     self.handle_extra_mut(index).linked = Some(claim);
                 }
@@ -848,6 +869,122 @@ impl IdentityView {
         self.kinds.push(kind.into());
         self.kind_indices.insert(kind.into(), index);
         index
+    }
+
+    /// Folds in a view saved through its `Serialize` with postcard: afterwards this view
+    /// is what one fold of both views' events would be. Every rule is a min, a max or a set
+    /// union (see the module documentation), so a view folded from one part of a history
+    /// and then absorbing views folded from the other parts, in any order, equals the view
+    /// folded from the whole: a long replay folds its identity view in parts and absorbs
+    /// them at its end, so that the whole view is held only once the views' passes are done
+    /// (`omnilog_projector::replay`).
+    pub fn absorb_saved_bytes(&mut self, bytes: &[u8]) -> Result<(), crate::ViewError> {
+        let saved = read_saved(bytes)?;
+        check_saved(&saved).map_err(unreadable_saved)?;
+        let kinds: Vec<u32> = saved
+            .kinds
+            .iter()
+            .map(|kind| self.kind_index_or_insert(kind))
+            .collect();
+        let customers: Vec<CustomerIx> = saved
+            .customers
+            .iter()
+            .map(|id| self.customer_ref_index_or_insert(id.as_ref()))
+            .collect();
+        let to_claim = |claim: Claim| Claim {
+            key: claim.key,
+            customer: customers[claim.customer as usize],
+        };
+        let to_customers = |indices: &Indices| -> Indices {
+            let mut mapped: Indices = indices.iter().map(|c| customers[*c as usize]).collect();
+            mapped.sort_unstable();
+            mapped.dedup();
+            mapped
+        };
+        let mut handles = Vec::with_capacity(saved.handles.len());
+        for (handle, state) in saved.handles.iter().zip(&saved.handle_states) {
+            let kind = kinds[handle.kind as usize];
+            let first = to_claim(state.first);
+            let linked = state.linked.map(to_claim);
+            let claimants = to_customers(&state.claimants);
+            let index = match self.handle_index_of(kind, &handle.value) {
+                Some(index) => {
+                    self.absorb_handle(index, first, linked, &claimants);
+                    index
+                }
+                None => {
+                    let index = self.push_handle(kind, &handle.value, first);
+                    if linked.is_some() || claimants.as_slice() != [first.customer] {
+                        let extra = self.handle_extra_mut(index);
+                        extra.linked = linked;
+                        extra.claimants = claimants;
+                    }
+                    index
+                }
+            };
+            handles.push(index);
+        }
+        for (&customer, state) in customers.iter().zip(&saved.customer_states) {
+            for &handle in &state.handles {
+                let handle = handles[handle as usize];
+                if self.customer_states[customer as usize]
+                    .handles
+                    .binary_search(&handle)
+                    .is_err()
+                {
+                    insert_sorted(&mut self.customer_state(customer).handles, handle);
+                }
+            }
+            if let Some(into) = state.merged_into.map(to_claim)
+                && self
+                    .merged_into(customer)
+                    .is_none_or(|current| self.before(&current, &into))
+            {
+                self.merges_mut(customer).merged_into = Some(into);
+            }
+            for &from in &state.merged_from {
+                let from = customers[from as usize];
+                if self.merged_from(customer).binary_search(&from).is_err() {
+                    insert_sorted(&mut self.merges_mut(customer).merged_from, from);
+                }
+            }
+        }
+        self.events_applied += saved.events_applied;
+        Ok(())
+    }
+
+    /// Folds a known handle's state from another view into its own, by the rules of
+    /// [`Self::claim_known`]: the earliest first claim, the latest link, every claimant.
+    fn absorb_handle(
+        &mut self,
+        index: HandleIx,
+        first: Claim,
+        linked: Option<Claim>,
+        claimants: &[CustomerIx],
+    ) {
+        let earlier = self.before(&first, &self.handle_states[index as usize].first);
+        let relinks = linked.is_some_and(|linked| {
+            self.linked(index)
+                .is_none_or(|current| self.before(&current, &linked))
+        });
+        let known = self.claimants(index);
+        let new_claimants = claimants
+            .iter()
+            .any(|claimant| known.binary_search(claimant).is_err());
+        // The extra first, while the first claim still names the customer it takes as the
+        // only claimant so far.
+        if relinks || new_claimants {
+            let extra = self.handle_extra_mut(index);
+            if relinks {
+                extra.linked = linked;
+            }
+            for &claimant in claimants {
+                insert_sorted(&mut extra.claimants, claimant);
+            }
+        }
+        if earlier {
+            self.handle_state(index).first = first;
+        }
     }
 
     /// The customer queries for `customer` answer for: follows merges. A cycle of merges
@@ -1022,10 +1159,20 @@ type DescribedCustomer = (
 type DescribedHandle = (DescribedClaim, Option<DescribedClaim>, BTreeSet<CustomerId>);
 
 /// The view in text: see [`IdentityView::described`].
-#[derive(PartialEq, Eq)]
+#[derive(PartialEq, Eq, serde::Serialize)]
 struct Described {
     customers: BTreeMap<CustomerId, DescribedCustomer>,
     handles: BTreeMap<Handle, DescribedHandle>,
+}
+
+impl IdentityView {
+    /// What the view says, in text and in order, whatever the indices (what equality
+    /// compares), with the events folded, encoded: equal views give equal bytes, so
+    /// their digests compare views however they were folded (`omnilog inspect`).
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, crate::ViewError> {
+        postcard::to_stdvec(&(self.events_applied, self.described()))
+            .map_err(|e| crate::ViewError::Storage(format!("describing the identity view: {e}")))
+    }
 }
 
 impl PartialEq for IdentityView {
@@ -1140,55 +1287,14 @@ impl IdentityView {
     /// Reads a view saved through its `Serialize` with postcard (`identity.bin`), saying
     /// what is wrong with a file it cannot read (postcard's own errors carry no detail).
     pub fn from_saved_bytes(bytes: &[u8]) -> Result<Self, crate::ViewError> {
-        let unreadable = |reason: String| crate::ViewError::Corrupt {
-            key: "the saved identity view".to_owned(),
-            reason,
-        };
-        let (format, _) = postcard::take_from_bytes::<u32>(bytes)
-            .map_err(|e| unreadable(format!("no layout number: {e}")))?;
-        if format != SAVED_FORMAT {
-            return Err(unreadable(format!(
-                "written in layout {format}, and this build reads layout {SAVED_FORMAT}: \
-                 it comes from another version of omnilog, so run the replay again"
-            )));
-        }
-        let saved: Saved = postcard::from_bytes(bytes)
-            .map_err(|e| unreadable(format!("cut short or damaged: {e}")))?;
-        Self::from_saved(saved).map_err(unreadable)
+        Self::from_saved(read_saved(bytes)?).map_err(unreadable_saved)
     }
 
     /// Rebuilds a saved view, checking every index it holds.
     fn from_saved(saved: Saved) -> Result<Self, String> {
-        if saved.format != SAVED_FORMAT {
-            return Err(format!(
-                "a saved identity view of layout {} (this build reads {SAVED_FORMAT}); run the replay again",
-                saved.format
-            ));
-        }
+        check_saved(&saved)?;
         let customers = saved.customers.len();
         let handles = saved.handles.len();
-        if saved.customer_states.len() != customers || saved.handle_states.len() != handles {
-            return Err("a saved identity view whose parts disagree in length".to_owned());
-        }
-        let customer_ok = |c: &u32| (*c as usize) < customers;
-        let claim_ok = |claim: &Claim| customer_ok(&claim.customer);
-        let states_ok = saved.customer_states.iter().all(|state| {
-            state.handles.iter().all(|h| (*h as usize) < handles)
-                && state.merged_into.as_ref().is_none_or(claim_ok)
-                && state.merged_from.iter().all(customer_ok)
-        }) && saved.handle_states.iter().all(|state| {
-            claim_ok(&state.first)
-                && state.linked.as_ref().is_none_or(claim_ok)
-                && state.claimants.iter().all(customer_ok)
-        }) && saved
-            .handles
-            .iter()
-            .all(|h| (h.kind as usize) < saved.kinds.len());
-        if !states_ok {
-            return Err(
-                "a saved identity view names a customer or handle it does not hold".to_owned(),
-            );
-        }
         let mut view = IdentityView {
             events_applied: saved.events_applied,
             ..IdentityView::default()
@@ -1265,6 +1371,62 @@ impl IdentityView {
             });
         }
         Ok(view)
+    }
+}
+
+fn unreadable_saved(reason: String) -> crate::ViewError {
+    crate::ViewError::Corrupt {
+        key: "the saved identity view".to_owned(),
+        reason,
+    }
+}
+
+/// Decodes a view saved through its `Serialize` with postcard, saying what is wrong with
+/// bytes it cannot read (postcard's own errors carry no detail).
+fn read_saved(bytes: &[u8]) -> Result<Saved, crate::ViewError> {
+    let (format, _) = postcard::take_from_bytes::<u32>(bytes)
+        .map_err(|e| unreadable_saved(format!("no layout number: {e}")))?;
+    if format != SAVED_FORMAT {
+        return Err(unreadable_saved(format!(
+            "written in layout {format}, and this build reads layout {SAVED_FORMAT}: \
+             it comes from another version of omnilog, so run the replay again"
+        )));
+    }
+    postcard::from_bytes(bytes).map_err(|e| unreadable_saved(format!("cut short or damaged: {e}")))
+}
+
+/// Checks that a saved view's parts agree and that every index it holds names a customer,
+/// a handle or a kind it holds.
+fn check_saved(saved: &Saved) -> Result<(), String> {
+    if saved.format != SAVED_FORMAT {
+        return Err(format!(
+            "a saved identity view of layout {} (this build reads {SAVED_FORMAT}); run the replay again",
+            saved.format
+        ));
+    }
+    let customers = saved.customers.len();
+    let handles = saved.handles.len();
+    if saved.customer_states.len() != customers || saved.handle_states.len() != handles {
+        return Err("a saved identity view whose parts disagree in length".to_owned());
+    }
+    let customer_ok = |c: &u32| (*c as usize) < customers;
+    let claim_ok = |claim: &Claim| customer_ok(&claim.customer);
+    let states_ok = saved.customer_states.iter().all(|state| {
+        state.handles.iter().all(|h| (*h as usize) < handles)
+            && state.merged_into.as_ref().is_none_or(claim_ok)
+            && state.merged_from.iter().all(customer_ok)
+    }) && saved.handle_states.iter().all(|state| {
+        claim_ok(&state.first)
+            && state.linked.as_ref().is_none_or(claim_ok)
+            && state.claimants.iter().all(customer_ok)
+    }) && saved
+        .handles
+        .iter()
+        .all(|h| (h.kind as usize) < saved.kinds.len());
+    if states_ok {
+        Ok(())
+    } else {
+        Err("a saved identity view names a customer or handle it does not hold".to_owned())
     }
 }
 
@@ -1817,6 +1979,43 @@ mod tests {
                 let read: IdentityView =
                     postcard::from_bytes(&postcard::to_stdvec(&forward).unwrap()).unwrap();
                 prop_assert!(read == forward);
+            }
+
+            /// A view folded from one part of a history that absorbs the saved views of the
+            /// other parts equals the view folded from the whole, answers included: how a
+            /// long replay folds its identity view.
+            #[test]
+            fn absorbing_the_parts_of_a_history_gives_the_view_of_the_whole(
+                steps in proptest::collection::vec(step(), 1..40),
+                seed in any::<u64>(),
+                parts in 1usize..5,
+            ) {
+                let events = history(&steps);
+                let mut whole = IdentityView::new();
+                events.iter().for_each(|e| whole.apply(e));
+                // Each event to a part picked at random: parts are not stretches of the
+                // history, as a replay's are not (a pass reads a share of a partition's
+                // customers, and partitions interleave in no order of time).
+                let mut rng = seed;
+                let mut folded: Vec<IdentityView> = (0..parts).map(|_| IdentityView::new()).collect();
+                for event in &events {
+                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    folded[(rng >> 33) as usize % parts].apply(event);
+                }
+                let mut absorbed = folded.remove(0);
+                for part in folded.iter().rev() {
+                    let bytes = postcard::to_stdvec(part).unwrap();
+                    absorbed.absorb_saved_bytes(&bytes).unwrap();
+                }
+                prop_assert!(absorbed == whole);
+                prop_assert_eq!(absorbed.events_applied(), whole.events_applied());
+                for n in 0..6 {
+                    let id = customer(n);
+                    prop_assert_eq!(absorbed.customer(&id), whole.customer(&id));
+                    prop_assert_eq!(absorbed.canonical(&id), whole.canonical(&id));
+                    let h = handle("email", &format!("p{n}@example.com"));
+                    prop_assert_eq!(absorbed.owner(&h), whole.owner(&h));
+                }
             }
 
             /// Folds rolled back to a mark leave the view exactly as it was at the mark
