@@ -132,11 +132,76 @@ impl StoredId {
     }
 }
 
-/// A handle as stored: its kind's index among the kinds seen, and its value.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A handle as stored: its kind's index among the kinds seen, and where its value lies
+/// in the view's [`HandleTexts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct StoredHandle {
     kind: u32,
-    value: Box<str>,
+    text: TextAt,
+}
+
+/// A handle as saved: its kind's index, and its value.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedHandleValue<V = Box<str>> {
+    kind: u32,
+    value: V,
+}
+
+/// Where a handle's value lies in [`HandleTexts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TextAt {
+    chunk: u32,
+    start: u32,
+    len: u32,
+}
+
+/// The values of a view's handles, packed one after the other in chunks that are never
+/// grown past the capacity they were made with, so none moves. An allocation a value (a
+/// `Box<str>` beside its kind: 24 bytes, and the value's allocation rounded up to its size
+/// class) was about a quarter of the view's heap; packed, a handle costs its bytes and a
+/// 12-byte [`TextAt`]. Values are only ever added, or cut off from the newest on by a
+/// rollback ([`IdentityView::rollback_to`]).
+#[derive(Clone, Debug, Default)]
+struct HandleTexts {
+    chunks: Vec<String>,
+}
+
+impl HandleTexts {
+    /// A chunk's capacity; a longer value gets a chunk of its own size.
+    const CHUNK_BYTES: usize = 64 << 10;
+
+    fn push(&mut self, value: &str) -> TextAt {
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|chunk| chunk.capacity() - chunk.len() >= value.len());
+        if !fits {
+            self.chunks
+                .push(String::with_capacity(value.len().max(Self::CHUNK_BYTES)));
+        }
+        let chunk = self.chunks.len() - 1;
+        let text = &mut self.chunks[chunk];
+        let start = text.len();
+        text.push_str(value);
+        TextAt {
+            chunk: u32::try_from(chunk).expect("fewer than 2^32 chunks of handles"),
+            start: u32::try_from(start).expect("a chunk of handles under 4 GiB"),
+            len: u32::try_from(value.len()).expect("a handle under 4 GiB"),
+        }
+    }
+
+    fn get(&self, at: TextAt) -> &str {
+        let start = at.start as usize;
+        &self.chunks[at.chunk as usize][start..start + at.len as usize]
+    }
+
+    /// Forgets the value at `at` and every value added after it.
+    fn truncate_to(&mut self, at: TextAt) {
+        self.chunks.truncate(at.chunk as usize + 1);
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.truncate(at.start as usize);
+        }
+    }
 }
 
 /// Values stored once, found by value through a table of their indices (the values are
@@ -436,6 +501,8 @@ pub struct IdentityView {
     kinds: Vec<Box<str>>,
     kind_indices: FastMap<Box<str>, u32>,
     handles: Interned<StoredHandle>,
+    /// The handles' values.
+    handle_texts: HandleTexts,
     /// By handle index.
     handle_states: Vec<HandleState>,
     /// The merges of the customers in one (see [`CustomerState::merges`]).
@@ -515,22 +582,24 @@ impl IdentityView {
 
     fn handle_index_of(&self, kind: u32, value: &str) -> Option<HandleIx> {
         self.handles.find(self.hash_handle(kind, value), |stored| {
-            stored.kind == kind && *stored.value == *value
+            stored.kind == kind && self.handle_texts.get(stored.text) == value
         })
+    }
+
+    /// Adds a handle not known yet, without its state.
+    fn intern_handle(&mut self, kind: u32, value: &str) -> HandleIx {
+        let hash = self.hash_handle(kind, value);
+        let text = self.handle_texts.push(value);
+        let (hasher, texts) = (&self.hasher, &self.handle_texts);
+        self.handles
+            .push(hash, StoredHandle { kind, text }, |stored| {
+                hasher.hash_one((stored.kind, texts.get(stored.text)))
+            })
     }
 
     /// Adds a handle not known yet, first claimed by `first`.
     fn push_handle(&mut self, kind: u32, value: &str, first: Claim) -> HandleIx {
-        let hash = self.hash_handle(kind, value);
-        let hasher = &self.hasher;
-        let index = self.handles.push(
-            hash,
-            StoredHandle {
-                kind,
-                value: value.into(),
-            },
-            |stored| hasher.hash_one((stored.kind, &*stored.value)),
-        );
+        let index = self.intern_handle(kind, value);
         self.handle_states.push(HandleState { first, extra: NONE });
         index
     }
@@ -541,7 +610,10 @@ impl IdentityView {
 
     fn handle_value(&self, handle: HandleIx) -> Handle {
         let stored = self.handles.get(handle);
-        Handle::new(&*self.kinds[stored.kind as usize], &*stored.value)
+        Handle::new(
+            &*self.kinds[stored.kind as usize],
+            self.handle_texts.get(stored.text),
+        )
     }
 
     fn cmp_customers(&self, a: CustomerIx, b: CustomerIx) -> Ordering {
@@ -708,9 +780,19 @@ impl IdentityView {
         self.customers
             .truncate(mark.customers, |stored| hasher.hash_one(stored.as_ref()));
         self.customer_states.truncate(mark.customers);
+        // The values' bytes last: the table hashes values as it lets them go.
+        let first_cut = self
+            .handles
+            .values
+            .get(mark.handles)
+            .map(|stored| stored.text);
+        let texts = &self.handle_texts;
         self.handles.truncate(mark.handles, |stored| {
-            hasher.hash_one((stored.kind, &*stored.value))
+            hasher.hash_one((stored.kind, texts.get(stored.text)))
         });
+        if let Some(at) = first_cut {
+            self.handle_texts.truncate_to(at);
+        }
         self.handle_states.truncate(mark.handles);
         self.merges.truncate(mark.merges);
         self.handle_extras.truncate(mark.handle_extras);
@@ -1192,7 +1274,7 @@ struct SavedRef<'a> {
     customers: &'a [StoredId],
     customer_states: SavedCustomers<'a>,
     kinds: &'a [Box<str>],
-    handles: &'a [StoredHandle],
+    handles: SavedHandleValues<'a>,
     handle_states: SavedHandles<'a>,
     events_applied: u64,
 }
@@ -1203,7 +1285,7 @@ struct Saved {
     customers: Vec<StoredId>,
     customer_states: Vec<SavedCustomer>,
     kinds: Vec<Box<str>>,
-    handles: Vec<StoredHandle>,
+    handles: Vec<SavedHandleValue>,
     handle_states: Vec<SavedHandle>,
     events_applied: u64,
 }
@@ -1240,6 +1322,19 @@ impl serde::Serialize for SavedCustomers<'_> {
     }
 }
 
+/// Every handle's kind and value, saved one at a time from the view's tables.
+struct SavedHandleValues<'a>(&'a IdentityView);
+
+impl serde::Serialize for SavedHandleValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let view = self.0;
+        serializer.collect_seq(view.handles.values.iter().map(|stored| SavedHandleValue {
+            kind: stored.kind,
+            value: view.handle_texts.get(stored.text),
+        }))
+    }
+}
+
 /// Every handle's state, saved one at a time from the view's tables.
 struct SavedHandles<'a>(&'a IdentityView);
 
@@ -1268,7 +1363,7 @@ impl serde::Serialize for IdentityView {
             customers: &self.customers.values,
             customer_states: SavedCustomers(self),
             kinds: &self.kinds,
-            handles: &self.handles.values,
+            handles: SavedHandleValues(self),
             handle_states: SavedHandles(self),
             events_applied: self.events_applied,
         }
@@ -1357,18 +1452,10 @@ impl IdentityView {
                 .push(hash, id, |stored| hasher.hash_one(stored.as_ref()));
         }
         for handle in saved.handles {
-            let hash = view.hash_handle(handle.kind, &handle.value);
-            if view
-                .handles
-                .find(hash, |stored| *stored == handle)
-                .is_some()
-            {
+            if view.handle_index_of(handle.kind, &handle.value).is_some() {
                 return Err("a saved identity view lists a handle twice".to_owned());
             }
-            let hasher = &view.hasher;
-            view.handles.push(hash, handle, |stored| {
-                hasher.hash_one((stored.kind, &*stored.value))
-            });
+            view.intern_handle(handle.kind, &handle.value);
         }
         Ok(view)
     }
@@ -1812,7 +1899,46 @@ mod tests {
     /// The states held for every customer and handle of the history stay small: what a
     /// customer or handle needs beyond its handles or first claim lives in side tables.
     #[test]
+    fn handle_values_pack_into_chunks_and_a_rollback_cuts_them_back() {
+        let mut texts = HandleTexts::default();
+        let long = "x".repeat(HandleTexts::CHUNK_BYTES + 5);
+        let values: Vec<String> = (0..5_000)
+            .map(|n| format!("customer{n}@example.com"))
+            .chain([long.clone(), "after-the-long-one".to_owned()])
+            .collect();
+        let at: Vec<TextAt> = values.iter().map(|v| texts.push(v)).collect();
+        for (value, at) in values.iter().zip(&at) {
+            assert_eq!(texts.get(*at), value);
+        }
+        // Over 100 KB of values: more than one chunk, and the long one in a chunk of its own.
+        assert!(texts.chunks.len() >= 3, "{} chunks", texts.chunks.len());
+        assert!(
+            texts
+                .chunks
+                .iter()
+                .all(|chunk| chunk.len() <= chunk.capacity())
+        );
+        // Cut back to the 4,000th value: the earlier ones stay, and new ones go after them.
+        texts.truncate_to(at[4_000]);
+        for (value, at) in values.iter().zip(&at).take(4_000) {
+            assert_eq!(texts.get(*at), value);
+        }
+        let again = texts.push("new@example.com");
+        assert_eq!(
+            (again.chunk, again.start),
+            (at[4_000].chunk, at[4_000].start)
+        );
+        assert_eq!(texts.get(again), "new@example.com");
+        assert_eq!(texts.get(at[3_999]), values[3_999]);
+    }
+
+    #[test]
     fn every_customer_and_handle_holds_a_compact_state() {
+        assert!(
+            size_of::<StoredHandle>() <= 16,
+            "{}",
+            size_of::<StoredHandle>()
+        );
         assert!(
             size_of::<HandleState>() <= 36,
             "{}",
