@@ -110,7 +110,10 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
     }
     let identity_file = args.data_dir.join(crate::replay::IDENTITY_FILE);
     if identity_file.exists() {
-        answer["identity"] = inspect_identity(&identity_file)?;
+        // A file this build cannot read (another version's layout, a damaged one) is said
+        // so in its place; the log and the views are still reported.
+        answer["identity"] = inspect_identity(&identity_file)
+            .unwrap_or_else(|error| json!({ "unreadable": format!("{error:#}") }));
     }
     print(&answer)
 }

@@ -308,7 +308,10 @@ pub async fn replay(
     }
     // Only the workers hold a sender now: if one fails, its sender goes with it.
     drop(fold_done);
+    // Set once the replay has failed: its identity view is then not saved.
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let identity_worker = if options.identity {
+        let replay_failed = failed.clone();
         let (feed, batches) = mpsc::sync_channel::<Feed>(4);
         let until = options.until;
         let sink = options.identity_sink.clone();
@@ -362,6 +365,9 @@ pub async fn replay(
                         );
                     }
                 }
+                if replay_failed.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
                 match sink {
                     // Let go here too, on the thread that made it, beside the views' last
                     // checkpoints rather than after them.
@@ -382,22 +388,41 @@ pub async fn replay(
     let reading = read_all(&log, scan, &options, &feeds, &workers, &mut on_progress).await;
     drop(feeds);
     if let Err(error) = reading {
+        failed.store(true, Ordering::Relaxed);
         // A worker that failed closes its channel, and the reader only sees that it
-        // stopped: its own error is what to tell.
+        // stopped: its own error is what to tell (the identity view's too, whose worker
+        // may have stopped on a part it could not write).
         for (name, _, _, worker) in workers {
             if let Ok(Ok(Err(failed))) = tokio::task::spawn_blocking(move || worker.join()).await {
                 tracing::error!(view = name, error = %failed, "a replay worker failed");
                 return Err(failed);
             }
         }
+        if let Some(worker) = identity_worker
+            && let Err(failed) = join_identity(worker).await
+        {
+            tracing::error!(error = %failed, "the identity view's replay failed");
+            return Err(failed);
+        }
         return Err(error);
     }
     let mut replayed = Vec::new();
     for (name, folded, _, worker) in workers {
-        let checkpoint = tokio::task::spawn_blocking(move || worker.join())
+        let joined = tokio::task::spawn_blocking(move || worker.join())
             .await
-            .map_err(|e| ProjectorError::Task(e.to_string()))?
-            .map_err(|_| ProjectorError::Task(format!("the replay of {name} panicked")))??;
+            .map_err(|e| ProjectorError::Task(e.to_string()))
+            .and_then(|joined| {
+                joined.map_err(|_| ProjectorError::Task(format!("the replay of {name} panicked")))
+            })
+            .and_then(|folded| folded);
+        let checkpoint = match joined {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                // The identity worker, left to end alone, saves nothing.
+                failed.store(true, Ordering::Relaxed);
+                return Err(error);
+            }
+        };
         let done = folded.load(Ordering::Relaxed);
         on_progress(
             name,
@@ -418,10 +443,7 @@ pub async fn replay(
         });
     }
     let identity = match identity_worker {
-        Some(worker) => tokio::task::spawn_blocking(move || worker.join())
-            .await
-            .map_err(|e| ProjectorError::Task(e.to_string()))?
-            .map_err(|_| ProjectorError::Task("the identity replay panicked".to_owned()))??,
+        Some(worker) => join_identity(worker).await?,
         None => None,
     };
     // Marking the versions active syncs the store, which makes the last checkpoints
@@ -429,6 +451,16 @@ pub async fn replay(
     let activating = store.clone();
     blocking(move || Ok(activating.set_active_many(&active)?)).await?;
     Ok((replayed, identity))
+}
+
+/// Waits for the identity view's worker: the view, unless a sink took it.
+async fn join_identity(
+    worker: JoinHandle<Result<Option<IdentityView>, ProjectorError>>,
+) -> Result<Option<IdentityView>, ProjectorError> {
+    tokio::task::spawn_blocking(move || worker.join())
+        .await
+        .map_err(|e| ProjectorError::Task(e.to_string()))?
+        .map_err(|_| ProjectorError::Task("the identity replay panicked".to_owned()))?
 }
 
 /// Reads the log pass by pass (then a look beyond each end), decodes each batch once and

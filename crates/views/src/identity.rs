@@ -833,19 +833,14 @@ impl IdentityView {
             } => {
                 let into = self.customer_index_or_insert(into_customer);
                 let from = self.customer_index_or_insert(from_customer);
-                if self.merged_from(into).binary_search(&from).is_err() {
-                    insert_sorted(&mut self.merges_mut(into).merged_from, from);
-                }
-                let candidate = Claim {
-                    key,
-                    customer: into,
-                };
-                let later = self
-                    .merged_into(from)
-                    .is_none_or(|current| self.before(&current, &candidate));
-                if later {
-                    self.merges_mut(from).merged_into = Some(candidate);
-                }
+                self.add_merged_from(into, from);
+                self.merge_into(
+                    from,
+                    Claim {
+                        key,
+                        customer: into,
+                    },
+                );
             }
             body => {
                 let Some(customer) = &event.customer else {
@@ -905,7 +900,7 @@ impl IdentityView {
                 if explicit {
                     self.handle_extra_mut(index).linked = Some(claim);
                 }
-                insert_sorted(&mut self.customer_state(claim.customer).handles, index);
+                self.add_customer_handle(claim.customer, index);
                 index
             }
         }
@@ -913,33 +908,70 @@ impl IdentityView {
 
     /// Claims the known handle `index` for the claim's customer.
     fn claim_known(&mut self, index: HandleIx, claim: Claim, explicit: bool) {
-        let earlier = self.before(&claim, &self.handle_states[index as usize].first);
-        let relinks = explicit
-            && self
-                .linked(index)
-                .is_none_or(|linked| self.before(&linked, &claim));
-        let new_claimant = self
-            .claimants(index)
-            .binary_search(&claim.customer)
-            .is_err();
+        self.merge_handle(index, claim, explicit.then_some(claim), &[claim.customer]);
+        self.add_customer_handle(claim.customer, index);
+    }
+
+    /// Folds claims of the known handle `index` into its state: `first` if it is earlier
+    /// than its first claim, `linked` if it is later than its link, and every claimant.
+    fn merge_handle(
+        &mut self,
+        index: HandleIx,
+        first: Claim,
+        linked: Option<Claim>,
+        claimants: &[CustomerIx],
+    ) {
+        let earlier = self.before(&first, &self.handle_states[index as usize].first);
+        let relinks = linked.is_some_and(|linked| {
+            self.linked(index)
+                .is_none_or(|current| self.before(&current, &linked))
+        });
+        let known = self.claimants(index);
+        let new_claimants = claimants
+            .iter()
+            .any(|claimant| known.binary_search(claimant).is_err());
         // The extra first, while the first claim still names the customer it takes as the
         // only claimant so far. Nothing that does not change is recorded for a rollback.
-        if relinks || new_claimant {
+        if relinks || new_claimants {
             let extra = self.handle_extra_mut(index);
             if relinks {
-                extra.linked = Some(claim);
+                extra.linked = linked;
             }
-            insert_sorted(&mut extra.claimants, claim.customer);
+            for &claimant in claimants {
+                insert_sorted(&mut extra.claimants, claimant);
+            }
         }
         if earlier {
-            self.handle_state(index).first = claim;
+            self.handle_state(index).first = first;
         }
-        if self.customer_states[claim.customer as usize]
+    }
+
+    /// Adds `handle` to the handles of `customer`, unless it is there already (then nothing
+    /// is recorded for a rollback).
+    fn add_customer_handle(&mut self, customer: CustomerIx, handle: HandleIx) {
+        if self.customer_states[customer as usize]
             .handles
-            .binary_search(&index)
+            .binary_search(&handle)
             .is_err()
         {
-            insert_sorted(&mut self.customer_state(claim.customer).handles, index);
+            insert_sorted(&mut self.customer_state(customer).handles, handle);
+        }
+    }
+
+    /// Notes that `from` was merged into `into`.
+    fn add_merged_from(&mut self, into: CustomerIx, from: CustomerIx) {
+        if self.merged_from(into).binary_search(&from).is_err() {
+            insert_sorted(&mut self.merges_mut(into).merged_from, from);
+        }
+    }
+
+    /// Points `from` at the merge `candidate`'s customer, if it is its latest merge.
+    fn merge_into(&mut self, from: CustomerIx, candidate: Claim) {
+        let later = self
+            .merged_into(from)
+            .is_none_or(|current| self.before(&current, &candidate));
+        if later {
+            self.merges_mut(from).merged_into = Some(candidate);
         }
     }
 
@@ -991,12 +1023,12 @@ impl IdentityView {
             let claimants = to_customers(&state.claimants);
             let index = match self.handle_index_of(kind, &handle.value) {
                 Some(index) => {
-                    self.absorb_handle(index, first, linked, &claimants);
+                    self.merge_handle(index, first, linked, &claimants);
                     index
                 }
                 None => {
                     let index = self.push_handle(kind, &handle.value, first);
-                    if linked.is_some() || claimants.as_slice() != [first.customer] {
+                    if !is_plain(&first, linked.as_ref(), &claimants) {
                         let extra = self.handle_extra_mut(index);
                         extra.linked = linked;
                         extra.claimants = claimants;
@@ -1008,65 +1040,17 @@ impl IdentityView {
         }
         for (&customer, state) in customers.iter().zip(&saved.customer_states) {
             for &handle in &state.handles {
-                let handle = handles[handle as usize];
-                if self.customer_states[customer as usize]
-                    .handles
-                    .binary_search(&handle)
-                    .is_err()
-                {
-                    insert_sorted(&mut self.customer_state(customer).handles, handle);
-                }
+                self.add_customer_handle(customer, handles[handle as usize]);
             }
-            if let Some(into) = state.merged_into.map(to_claim)
-                && self
-                    .merged_into(customer)
-                    .is_none_or(|current| self.before(&current, &into))
-            {
-                self.merges_mut(customer).merged_into = Some(into);
+            if let Some(into) = state.merged_into.map(to_claim) {
+                self.merge_into(customer, into);
             }
             for &from in &state.merged_from {
-                let from = customers[from as usize];
-                if self.merged_from(customer).binary_search(&from).is_err() {
-                    insert_sorted(&mut self.merges_mut(customer).merged_from, from);
-                }
+                self.add_merged_from(customer, customers[from as usize]);
             }
         }
         self.events_applied += saved.events_applied;
         Ok(())
-    }
-
-    /// Folds a known handle's state from another view into its own, by the rules of
-    /// [`Self::claim_known`]: the earliest first claim, the latest link, every claimant.
-    fn absorb_handle(
-        &mut self,
-        index: HandleIx,
-        first: Claim,
-        linked: Option<Claim>,
-        claimants: &[CustomerIx],
-    ) {
-        let earlier = self.before(&first, &self.handle_states[index as usize].first);
-        let relinks = linked.is_some_and(|linked| {
-            self.linked(index)
-                .is_none_or(|current| self.before(&current, &linked))
-        });
-        let known = self.claimants(index);
-        let new_claimants = claimants
-            .iter()
-            .any(|claimant| known.binary_search(claimant).is_err());
-        // The extra first, while the first claim still names the customer it takes as the
-        // only claimant so far.
-        if relinks || new_claimants {
-            let extra = self.handle_extra_mut(index);
-            if relinks {
-                extra.linked = linked;
-            }
-            for &claimant in claimants {
-                insert_sorted(&mut extra.claimants, claimant);
-            }
-        }
-        if earlier {
-            self.handle_state(index).first = first;
-        }
     }
 
     /// The customer queries for `customer` answer for: follows merges. A cycle of merges
@@ -1414,9 +1398,7 @@ impl IdentityView {
         }
         view.handle_states.reserve_exact(handles);
         for state in saved.handle_states {
-            let plain =
-                state.linked.is_none() && state.claimants.as_slice() == [state.first.customer];
-            let extra = if plain {
+            let extra = if is_plain(&state.first, state.linked.as_ref(), &state.claimants) {
                 NONE
             } else {
                 let entry = HandleExtra {
@@ -1459,6 +1441,12 @@ impl IdentityView {
         }
         Ok(view)
     }
+}
+
+/// Whether a handle's state is the common case, held without a [`HandleExtra`]: never
+/// linked, and its first claim's customer its only claimant.
+fn is_plain(first: &Claim, linked: Option<&Claim>, claimants: &[CustomerIx]) -> bool {
+    linked.is_none() && claimants == [first.customer]
 }
 
 fn unreadable_saved(reason: String) -> crate::ViewError {
@@ -2045,16 +2033,23 @@ mod tests {
             }
         }
 
+        /// Handles of two kinds, so that views that met them in different orders hold
+        /// the kinds under different indices.
+        fn numbered_handle(n: u8) -> Handle {
+            match n % 2 {
+                0 => handle("email", &format!("p{n}@example.com")),
+                _ => handle("phone", &format!("+1555000000{n}")),
+            }
+        }
+
         fn history(steps: &[(u8, u8, Vec<u8>, u8)]) -> Vec<Event> {
             steps
                 .iter()
                 .enumerate()
                 .map(|(n, (kind, who, handles, other))| {
                     let n = n as u128 + 1;
-                    let handles: Vec<Handle> = handles
-                        .iter()
-                        .map(|h| handle("email", &format!("p{h}@example.com")))
-                        .collect();
+                    let handles: Vec<Handle> =
+                        handles.iter().map(|h| numbered_handle(*h)).collect();
                     match kind {
                         0 => merge(n, &customer(*who), &customer(*other)),
                         1 | 2 => {
@@ -2099,7 +2094,7 @@ mod tests {
                     let id = customer(n);
                     prop_assert_eq!(forward.customer(&id), other.customer(&id));
                     prop_assert_eq!(forward.canonical(&id), other.canonical(&id));
-                    let h = handle("email", &format!("p{n}@example.com"));
+                    let h = numbered_handle(n);
                     prop_assert_eq!(forward.owner(&h), other.owner(&h));
                 }
                 let read: IdentityView =
@@ -2139,7 +2134,7 @@ mod tests {
                     let id = customer(n);
                     prop_assert_eq!(absorbed.customer(&id), whole.customer(&id));
                     prop_assert_eq!(absorbed.canonical(&id), whole.canonical(&id));
-                    let h = handle("email", &format!("p{n}@example.com"));
+                    let h = numbered_handle(n);
                     prop_assert_eq!(absorbed.owner(&h), whole.owner(&h));
                 }
             }
@@ -2176,7 +2171,7 @@ mod tests {
                     let id = customer(n);
                     prop_assert_eq!(view.customer(&id), at_mark.customer(&id));
                     prop_assert_eq!(view.knows(&id), at_mark.knows(&id));
-                    let h = handle("email", &format!("p{n}@example.com"));
+                    let h = numbered_handle(n);
                     prop_assert_eq!(view.owner(&h), at_mark.owner(&h));
                 }
                 let mut whole = IdentityView::new();
@@ -2219,7 +2214,7 @@ mod tests {
                 for n in 0..6 {
                     let id = customer(n);
                     prop_assert_eq!(view.customer(&id), after_first.customer(&id));
-                    let h = handle("email", &format!("p{n}@example.com"));
+                    let h = numbered_handle(n);
                     prop_assert_eq!(view.owner(&h), after_first.owner(&h));
                 }
                 view.commit();
