@@ -2042,6 +2042,19 @@ mod tests {
             }
         }
 
+        /// Both views answer alike for every customer and handle the histories name.
+        fn same_answers(a: &IdentityView, b: &IdentityView) -> Result<(), TestCaseError> {
+            for n in 0..6 {
+                let id = customer(n);
+                prop_assert_eq!(a.customer(&id), b.customer(&id));
+                prop_assert_eq!(a.canonical(&id), b.canonical(&id));
+                prop_assert_eq!(a.knows(&id), b.knows(&id));
+                let h = numbered_handle(n);
+                prop_assert_eq!(a.owner(&h), b.owner(&h));
+            }
+            Ok(())
+        }
+
         fn history(steps: &[(u8, u8, Vec<u8>, u8)]) -> Vec<Event> {
             steps
                 .iter()
@@ -2090,13 +2103,7 @@ mod tests {
                 let mut other = IdentityView::new();
                 shuffled.iter().for_each(|e| other.apply(e));
                 prop_assert!(forward == other);
-                for n in 0..6 {
-                    let id = customer(n);
-                    prop_assert_eq!(forward.customer(&id), other.customer(&id));
-                    prop_assert_eq!(forward.canonical(&id), other.canonical(&id));
-                    let h = numbered_handle(n);
-                    prop_assert_eq!(forward.owner(&h), other.owner(&h));
-                }
+                same_answers(&forward, &other)?;
                 let read: IdentityView =
                     postcard::from_bytes(&postcard::to_stdvec(&forward).unwrap()).unwrap();
                 prop_assert!(read == forward);
@@ -2130,13 +2137,7 @@ mod tests {
                 }
                 prop_assert!(absorbed == whole);
                 prop_assert_eq!(absorbed.events_applied(), whole.events_applied());
-                for n in 0..6 {
-                    let id = customer(n);
-                    prop_assert_eq!(absorbed.customer(&id), whole.customer(&id));
-                    prop_assert_eq!(absorbed.canonical(&id), whole.canonical(&id));
-                    let h = numbered_handle(n);
-                    prop_assert_eq!(absorbed.owner(&h), whole.owner(&h));
-                }
+                same_answers(&absorbed, &whole)?;
             }
 
             /// Folds rolled back to a mark leave the view exactly as it was at the mark
@@ -2167,21 +2168,12 @@ mod tests {
                 prop_assert!(!view.is_marked());
                 prop_assert!(view == at_mark);
                 prop_assert_eq!(view.owner(&fax), None);
-                for n in 0..6 {
-                    let id = customer(n);
-                    prop_assert_eq!(view.customer(&id), at_mark.customer(&id));
-                    prop_assert_eq!(view.knows(&id), at_mark.knows(&id));
-                    let h = numbered_handle(n);
-                    prop_assert_eq!(view.owner(&h), at_mark.owner(&h));
-                }
+                same_answers(&view, &at_mark)?;
                 let mut whole = IdentityView::new();
                 events.iter().for_each(|e| whole.apply(e));
                 after.iter().for_each(|e| view.apply(e));
                 prop_assert!(view == whole);
-                for n in 0..6 {
-                    let id = customer(n);
-                    prop_assert_eq!(view.customer(&id), whole.customer(&id));
-                }
+                same_answers(&view, &whole)?;
             }
 
             /// Ingest's pipeline: the first group's folds are kept while the second's stay
@@ -2211,12 +2203,7 @@ mod tests {
                 view.rollback_to(second);
                 prop_assert!(view.is_marked());
                 prop_assert!(view == after_first);
-                for n in 0..6 {
-                    let id = customer(n);
-                    prop_assert_eq!(view.customer(&id), after_first.customer(&id));
-                    let h = numbered_handle(n);
-                    prop_assert_eq!(view.owner(&h), after_first.owner(&h));
-                }
+                same_answers(&view, &after_first)?;
                 view.commit();
                 events[first_end..].iter().for_each(|e| view.apply(e));
                 let mut whole = IdentityView::new();
