@@ -103,6 +103,83 @@ async fn assert_reports_answer(http: &Http, server: &Server, after: &str) {
     }
 }
 
+/// A handle value, a handle kind or a customer id longer than the identity view keeps
+/// (`MAX_HANDLE_VALUE_BYTES` and the others, in the events crate) is refused naming the
+/// field, and nothing of its request is written: not the clean event before it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_handle_or_customer_id_is_refused_and_nothing_of_its_request_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = Http::default();
+    let event = |source_event_id: &str, customer: Value| {
+        json!({"source": "p", "source_event_id": source_event_id,
+               "occurred_at": "2026-03-02T09:00:00Z", "customer": customer,
+               "interaction_id": "c0", "channel": "email", "type": "interaction_started",
+               "direction": "inbound"})
+    };
+    let clean = event(
+        "e0",
+        json!({"handles": [{"kind": "email", "value": "fay@example.com"}]}),
+    );
+    let long_value = format!("{}@example.com", "f".repeat(501));
+    let oversized = [
+        (
+            json!({"handles": [{"kind": "email", "value": long_value}]}),
+            "[1].customer.handles[0]",
+            "512 bytes",
+        ),
+        (
+            json!({"handles": [{"kind": "k".repeat(65), "value": "v"}]}),
+            "[1].customer.handles[0]",
+            "64 bytes",
+        ),
+        (
+            json!({"id": "c".repeat(257)}),
+            "[1].customer.id",
+            "256 bytes",
+        ),
+    ];
+    for (customer, field, limit) in oversized {
+        let body = json!([clean, event("e1", customer)]).to_string();
+        let reply = post_json(&http, &server, "/v1/events", &body).await;
+        let problem = assert_problem(&reply, 400, field);
+        assert_eq!(problem["field"], field);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(limit),
+            "{problem}"
+        );
+    }
+    let reply = get(
+        &http,
+        &server,
+        "/v1/customers/resolve?kind=email&value=fay@example.com",
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        404,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+
+    // At the limits, the same events are taken.
+    let at_limits = json!([event(
+        "e2",
+        json!({"id": "c".repeat(256),
+               "handles": [{"kind": "k".repeat(64), "value": "v".repeat(512)}]})
+    )]);
+    let reply = post_json(&http, &server, "/v1/events", &at_limits.to_string()).await;
+    assert_eq!(
+        reply.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+}
+
 /// Finding 1: a NUL (or any control character) in a queue, agent or interaction id is
 /// refused at the door naming the field, through JSON and a channel alike, so nothing of it
 /// reaches the log; the reports keep answering, also after a restart.

@@ -12,11 +12,28 @@ use crate::model::Handle;
 /// give a re-sent webhook a new event id and a known customer a new customer id.
 pub const OMNILOG_NAMESPACE: Uuid = Uuid::from_u128(0x5b1e_9c0c_0a6e_4b8e_9d4f_6f6d_6e69_6c6f);
 
+/// The longest handle kind, in bytes once trimmed.
+pub const MAX_HANDLE_KIND_BYTES: usize = 64;
+
+/// The longest handle value, in bytes once trimmed. An email address has at most 254, a
+/// phone number in E.164 16; the platforms' user and device ids are far shorter than this.
+/// Every handle ingest sees is held by the identity view for as long as the history (in
+/// memory, where the server resolves), so an unbounded value would let one request grow
+/// every server's memory by the 8 MiB a request body may take.
+pub const MAX_HANDLE_VALUE_BYTES: usize = 512;
+
+/// The longest customer id, in bytes once trimmed (ids are held as handles are).
+pub const MAX_CUSTOMER_ID_BYTES: usize = 256;
+
 /// Why a handle could not be normalised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HandleProblem {
     EmptyKind,
     EmptyValue,
+    /// A kind longer than [`MAX_HANDLE_KIND_BYTES`].
+    KindTooLong,
+    /// A value longer than [`MAX_HANDLE_VALUE_BYTES`].
+    ValueTooLong,
     /// A phone handle without a single digit.
     NoDigits,
     /// An email handle without an `@`.
@@ -28,6 +45,8 @@ impl std::fmt::Display for HandleProblem {
         f.write_str(match self {
             HandleProblem::EmptyKind => "kind is empty",
             HandleProblem::EmptyValue => "value is empty",
+            HandleProblem::KindTooLong => "kind is longer than 64 bytes",
+            HandleProblem::ValueTooLong => "value is longer than 512 bytes",
             HandleProblem::NoDigits => "a phone handle needs digits",
             HandleProblem::NotAnEmail => "an email handle needs an @",
         })
@@ -37,13 +56,22 @@ impl std::fmt::Display for HandleProblem {
 /// Normalises a handle: the kind lower-cased and trimmed; an email lower-cased and trimmed;
 /// a phone reduced to `+digits`; any other value trimmed.
 pub fn normalise_handle(kind: &str, value: &str) -> Result<Handle, HandleProblem> {
-    let kind = kind.trim().to_ascii_lowercase();
+    let kind = kind.trim();
     if kind.is_empty() {
         return Err(HandleProblem::EmptyKind);
     }
+    if kind.len() > MAX_HANDLE_KIND_BYTES {
+        return Err(HandleProblem::KindTooLong);
+    }
+    let kind = kind.to_ascii_lowercase();
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(HandleProblem::EmptyValue);
+    }
+    // Checked before normalising: lower-casing can lengthen a value, and so can a phone
+    // number's `+`, by a few bytes at most.
+    if trimmed.len() > MAX_HANDLE_VALUE_BYTES {
+        return Err(HandleProblem::ValueTooLong);
     }
     let value = match kind.as_str() {
         "email" => {
@@ -133,6 +161,19 @@ mod tests {
             Err(HandleProblem::EmptyValue)
         );
         assert_eq!(normalise_handle(" ", "x"), Err(HandleProblem::EmptyKind));
+        let longest = "x".repeat(MAX_HANDLE_VALUE_BYTES);
+        assert_eq!(
+            normalise_handle("visitor", &longest).unwrap().value,
+            longest
+        );
+        assert_eq!(
+            normalise_handle("visitor", &format!(" {longest}y ")),
+            Err(HandleProblem::ValueTooLong)
+        );
+        assert_eq!(
+            normalise_handle(&"k".repeat(MAX_HANDLE_KIND_BYTES + 1), "x"),
+            Err(HandleProblem::KindTooLong)
+        );
     }
 
     #[test]

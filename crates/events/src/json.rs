@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::error::EventError;
-use crate::identity::{event_id_for_content, event_id_for_source, normalise_handle};
+use crate::identity::{
+    MAX_CUSTOMER_ID_BYTES, event_id_for_content, event_id_for_source, normalise_handle,
+};
 use crate::model::{
     AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CompactString, CustomerRef,
     Direction, Event, EventType,
@@ -1107,6 +1109,12 @@ fn validate_customer(raw: RawCustomer<'_>) -> Result<CustomerRef, EventError> {
             return Err(EventError::invalid(
                 "customer.id",
                 "must not be empty".to_owned(),
+            ));
+        }
+        Some(id) if id.len() > MAX_CUSTOMER_ID_BYTES => {
+            return Err(EventError::invalid(
+                "customer.id",
+                format!("is longer than {MAX_CUSTOMER_ID_BYTES} bytes"),
             ));
         }
         id => id.map(str::to_owned),

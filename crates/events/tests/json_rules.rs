@@ -99,6 +99,16 @@ fn wrong_types_and_values_are_named() {
         ),
         "[0].customer.handles[0]"
     );
+    let long_handle = format!(
+        r#"[{{"occurred_at":"2026-03-01T09:00:05Z","type":"hold","channel":"chat","interaction_id":"c","customer":{{"handles":[{{"kind":"visitor","value":"{}"}}]}}}}]"#,
+        "v".repeat(513)
+    );
+    assert_eq!(error_field(&long_handle), "[0].customer.handles[0]");
+    let long_id = format!(
+        r#"[{{"occurred_at":"2026-03-01T09:00:05Z","type":"hold","channel":"chat","interaction_id":"c","customer":{{"id":"{}"}}}}]"#,
+        "c".repeat(257)
+    );
+    assert_eq!(error_field(&long_id), "[0].customer.id");
 }
 
 #[test]
