@@ -138,7 +138,14 @@ struct RecentIds {
     /// for every event ingested, and SipHash was a visible part of ingest's CPU.
     entries: HashMap<Uuid, Remembered, foldhash::fast::RandomState>,
     /// While a group is staged (see [`State::stage`]): how to take back each change.
-    undo: Option<Vec<RecentUndo>>,
+    /// Kept, emptied, between groups, and a deque: dropped at each group's end and drained
+    /// from the front by [`State::keep_before`] (moving the later group's changes down),
+    /// it was grown again, page by page, for every group, and its writes were a third of
+    /// [`RecentIds::remember`]'s samples, itself the largest leaf of a 1M load's server
+    /// (`perf record` of `benches/serve_load.py`, docs/benchmarks.md).
+    undo: VecDeque<RecentUndo>,
+    /// Whether a group is staged: changes are recorded in `undo`.
+    recording: bool,
     /// Changes dropped from the front of `undo` once kept ([`State::keep_before`]): a
     /// stage point counts every change since staging started.
     kept: usize,
@@ -180,8 +187,8 @@ impl RecentIds {
                     else {
                         unreachable!("matched as resolved above")
                     };
-                    if let Some(undo) = &mut self.undo {
-                        undo.push(RecentUndo::Stored(event_id, resolved));
+                    if self.recording {
+                        self.undo.push_back(RecentUndo::Stored(event_id, resolved));
                     }
                 }
                 return;
@@ -196,23 +203,23 @@ impl RecentIds {
         if self.order.len() == self.capacity
             && let Some(oldest) = self.order.pop_front()
             && let Some(evicted) = self.entries.remove(&oldest)
-            && let Some(undo) = &mut self.undo
+            && self.recording
         {
-            undo.push(RecentUndo::Evicted(oldest, evicted));
+            self.undo.push_back(RecentUndo::Evicted(oldest, evicted));
         }
         self.order.push_back(event_id);
-        if let Some(undo) = &mut self.undo {
-            undo.push(RecentUndo::Inserted);
+        if self.recording {
+            self.undo.push_back(RecentUndo::Inserted);
         }
     }
 
     /// Takes back the changes recorded since the record held `to` of them, newest first.
     fn rollback_to(&mut self, to: usize) {
-        let Some(mut undo) = self.undo.take() else {
+        if !self.recording {
             return;
-        };
-        while self.kept + undo.len() > to {
-            match undo.pop() {
+        }
+        while self.kept + self.undo.len() > to {
+            match self.undo.pop_back() {
                 Some(RecentUndo::Inserted) => {
                     if let Some(id) = self.order.pop_back() {
                         self.entries.remove(&id);
@@ -230,7 +237,6 @@ impl RecentIds {
                 None => break,
             }
         }
-        self.undo = Some(undo);
     }
 }
 
@@ -282,7 +288,10 @@ impl State {
     fn stage(&mut self) -> StagePoint {
         StagePoint {
             identity: self.identity.mark(),
-            recent: self.recent.kept + self.recent.undo.get_or_insert_with(Vec::new).len(),
+            recent: {
+                self.recent.recording = true;
+                self.recent.kept + self.recent.undo.len()
+            },
         }
     }
 
@@ -300,7 +309,8 @@ impl State {
     /// Keeps what is staged (the log has it) and stops recording.
     fn keep(&mut self) {
         self.identity.commit();
-        self.recent.undo = None;
+        self.recent.recording = false;
+        self.recent.undo.clear();
         self.recent.kept = 0;
     }
 
@@ -308,12 +318,12 @@ impl State {
     /// recording: a later group, staged at `point`, still waits for the log.
     fn keep_before(&mut self, point: StagePoint) {
         self.identity.commit_before(point.identity);
-        if let Some(undo) = &mut self.recent.undo {
+        if self.recent.recording {
             let settled = point
                 .recent
                 .saturating_sub(self.recent.kept)
-                .min(undo.len());
-            undo.drain(..settled);
+                .min(self.recent.undo.len());
+            self.recent.undo.drain(..settled);
             self.recent.kept = self.recent.kept.max(point.recent);
         }
     }
@@ -971,7 +981,7 @@ mod tests {
 
         // Staged changes are taken back: a position learnt, an id added, one evicted.
         recent.remember(second, Learnt::ResolvedTo("c2"));
-        recent.undo = Some(Vec::new());
+        recent.recording = true;
         recent.remember(second, Learnt::StoredAt(position(8)));
         recent.remember(third, Learnt::ResolvedTo("c3"));
         assert!(!recent.entries.contains_key(&first), "the oldest made room");
