@@ -583,3 +583,107 @@ fn a_fold_waits_for_the_checkpoint_once_its_records_weigh_twice_the_budget() {
     assert!(!folded_with(weight / 2 + 1, "under").must_wait_for_checkpoint());
     assert!(folded_with(weight.div_ceil(2) - 1, "over").must_wait_for_checkpoint());
 }
+
+/// Checkpoints of the counting view's state that never land (the view store's disk gone,
+/// say): each attempt is counted.
+#[derive(Debug)]
+struct NeverWritten;
+
+#[derive(Debug)]
+struct UnwritableCounts(Counts);
+
+static CHECKPOINT_ATTEMPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl ViewState for UnwritableCounts {
+    fn whole_tags(&self) -> Vec<u8> {
+        self.0.whole_tags()
+    }
+
+    fn restore(&mut self, stored: &[u8], value: Option<&[u8]>) -> Result<(), ViewError> {
+        self.0.restore(stored, value)
+    }
+
+    fn take_changes(&mut self) -> Result<Snapshot, ViewError> {
+        CHECKPOINT_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(ViewError::Storage(
+            "the view store's disk is gone".to_owned(),
+        ))
+    }
+
+    fn evict(&mut self, budget: usize) {
+        self.0.evict(budget);
+    }
+
+    fn cached_tables(&self) -> Vec<&dyn Evictable> {
+        self.0.cached_tables()
+    }
+
+    fn dump(&self) -> Result<Entries, ViewError> {
+        self.0.dump()
+    }
+}
+
+impl View for NeverWritten {
+    type State = UnwritableCounts;
+
+    fn name(&self) -> &'static str {
+        "never-written"
+    }
+
+    fn topics(&self) -> &'static [Destination] {
+        View::topics(&CountingView)
+    }
+
+    fn new_state(&self) -> UnwritableCounts {
+        UnwritableCounts(CountingView.new_state())
+    }
+
+    fn missing(
+        &self,
+        state: &UnwritableCounts,
+        event: &Event,
+        missing: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ViewError> {
+        CountingView.missing(&state.0, event, missing)
+    }
+
+    fn apply(
+        &self,
+        state: &mut UnwritableCounts,
+        event: &Event,
+        position: LogPosition,
+    ) -> Result<(), ViewError> {
+        CountingView.apply(&mut state.0, event, position)
+    }
+}
+
+/// A projection whose checkpoints keep failing goes back to its last checkpoint and folds
+/// again after a backoff that grows (50 ms, then twice as long each time, up to 5 s):
+/// folding again from the last checkpoint succeeds each time, and that must not start the
+/// backoff over, or the member re-folds everything since its last checkpoint twenty times
+/// a second for as long as the store fails (a server whose data dir was deleted spent 1.4
+/// cores on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_whose_checkpoints_fail_backs_off_more_and_more() {
+    let setup = setup();
+    append_history(&setup.log, 3, 500).await;
+    let config = ProjectorConfig {
+        checkpoint_events: 1,
+        ..ProjectorConfig::default()
+    };
+    let runtime = start_with(&setup, Arc::new(NeverWritten), config).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let attempts = CHECKPOINT_ATTEMPTS.load(std::sync::atomic::Ordering::Relaxed);
+    // Retries at about 0.05, 0.15, 0.35, 0.75 and 1.55 s after the first failure: six
+    // attempts, some more if a fold and its checkpoint overlap; at a constant 50 ms, forty.
+    assert!(
+        (2..=12).contains(&attempts),
+        "{attempts} checkpoint attempts in 2.5 s"
+    );
+    let live = runtime.live("never-written").unwrap();
+    assert!(
+        matches!(live.status().phase(), Phase::Failing(_)),
+        "{:?}",
+        live.status().phase()
+    );
+}
