@@ -27,6 +27,7 @@
 //! Ingest of 1,000-event requests went from 130.7k to 147.9k events/s (`omnilog bench`,
 //! stage d, medians of three alternated runs; docs/benchmarks.md).
 
+mod recent;
 pub mod token;
 
 use std::collections::{HashMap, VecDeque};
@@ -37,6 +38,8 @@ use omnilog_events::{Body, Destination, Event, EventError};
 use omnilog_log::{AppendOutcome, AppendRecord, Chain, EventLog, LogError, PendingAppend, Topic};
 use omnilog_views::IdentityView;
 use omnilog_views::identity::{CustomerId, CustomerIdentity, Mark};
+
+use recent::{Learnt, RecentIds, Remembered};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -110,136 +113,6 @@ impl Default for IngestConfig {
     }
 }
 
-/// What ingest remembers of a recent event id: the customer it was resolved to while it
-/// is on its way to the log, then only where the log holds it. A redelivery is answered
-/// from its position once there is one, so the customer is needed only before: kept for
-/// every id, the million remembered ids held a string each and entries of 64 bytes (a
-/// fifth of a 1M load's server memory with the log's own id map, whose doublings and page
-/// faults were 4 % of its samples, `perf record`); as one or the other, an entry is 40
-/// bytes and the strings go once the log has answered.
-#[derive(Clone, Debug)]
-enum Remembered {
-    /// Resolved to this customer, not yet known to be in the log.
-    Resolved(CustomerId),
-    /// Where the log holds it: appended here, or seen in the log by the rebuild or the
-    /// follower of other writers.
-    Stored(EventPosition),
-}
-
-/// Event ids recently written or seen in the log (first in, first out). A redelivery of
-/// one of them resolves to the same customer, and, once its position is known, is answered
-/// as a duplicate without being appended again: the embedded log would refuse the copy
-/// anyway, and Kafka would store it twice.
-#[derive(Debug, Default)]
-struct RecentIds {
-    capacity: usize,
-    order: VecDeque<Uuid>,
-    /// Ids are hashed with foldhash (seeded per process), not SipHash: this map is probed
-    /// for every event ingested, and SipHash was a visible part of ingest's CPU.
-    entries: HashMap<Uuid, Remembered, foldhash::fast::RandomState>,
-    /// While a group is staged (see [`State::stage`]): how to take back each change.
-    /// Kept, emptied, between groups, and a deque: dropped at each group's end and drained
-    /// from the front by [`State::keep_before`] (moving the later group's changes down),
-    /// it was grown again, page by page, for every group, and its writes were a third of
-    /// [`RecentIds::remember`]'s samples, itself the largest leaf of a 1M load's server
-    /// (`perf record` of `benches/serve_load.py`, docs/benchmarks.md).
-    undo: VecDeque<RecentUndo>,
-    /// Whether a group is staged: changes are recorded in `undo`.
-    recording: bool,
-    /// Changes dropped from the front of `undo` once kept ([`State::keep_before`]): a
-    /// stage point counts every change since staging started.
-    kept: usize,
-}
-
-/// What ingest learns of an event id: the customer it resolved it to, or where the log
-/// holds it.
-#[derive(Clone, Copy, Debug)]
-enum Learnt<'a> {
-    ResolvedTo(&'a str),
-    StoredAt(EventPosition),
-}
-
-/// A change to [`RecentIds`] made while a group is staged, as it is taken back.
-#[derive(Debug)]
-enum RecentUndo {
-    /// An id was added at the back.
-    Inserted,
-    /// The oldest id made room.
-    Evicted(Uuid, Remembered),
-    /// An id learnt where the log holds it; it had been resolved to this customer.
-    Stored(Uuid, CustomerId),
-}
-
-impl RecentIds {
-    /// One probe of the map for an id seen before (the common case of a redelivery) and
-    /// for a new one: the map holds up to a million ids, so each probe is a cache miss,
-    /// and ingest made four of them for every event (`perf record` of a 1M load).
-    fn remember(&mut self, event_id: Uuid, learnt: Learnt<'_>) {
-        if self.capacity == 0 {
-            return;
-        }
-        match self.entries.entry(event_id) {
-            std::collections::hash_map::Entry::Occupied(mut entry) => {
-                // The first copy's position is the one a duplicate answers with.
-                if let (Remembered::Resolved(_), Learnt::StoredAt(stored)) = (entry.get(), learnt) {
-                    let Remembered::Resolved(resolved) =
-                        std::mem::replace(entry.get_mut(), Remembered::Stored(stored))
-                    else {
-                        unreachable!("matched as resolved above")
-                    };
-                    if self.recording {
-                        self.undo.push_back(RecentUndo::Stored(event_id, resolved));
-                    }
-                }
-                return;
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(match learnt {
-                    Learnt::StoredAt(stored) => Remembered::Stored(stored),
-                    Learnt::ResolvedTo(customer) => Remembered::Resolved(customer.to_owned()),
-                });
-            }
-        }
-        if self.order.len() == self.capacity
-            && let Some(oldest) = self.order.pop_front()
-            && let Some(evicted) = self.entries.remove(&oldest)
-            && self.recording
-        {
-            self.undo.push_back(RecentUndo::Evicted(oldest, evicted));
-        }
-        self.order.push_back(event_id);
-        if self.recording {
-            self.undo.push_back(RecentUndo::Inserted);
-        }
-    }
-
-    /// Takes back the changes recorded since the record held `to` of them, newest first.
-    fn rollback_to(&mut self, to: usize) {
-        if !self.recording {
-            return;
-        }
-        while self.kept + self.undo.len() > to {
-            match self.undo.pop_back() {
-                Some(RecentUndo::Inserted) => {
-                    if let Some(id) = self.order.pop_back() {
-                        self.entries.remove(&id);
-                    }
-                }
-                Some(RecentUndo::Evicted(id, remembered)) => {
-                    self.order.push_front(id);
-                    self.entries.insert(id, remembered);
-                }
-                Some(RecentUndo::Stored(id, resolved)) => {
-                    if let Some(entry) = self.entries.get_mut(&id) {
-                        *entry = Remembered::Resolved(resolved);
-                    }
-                }
-                None => break,
-            }
-        }
-    }
-}
-
 /// What becomes of one event of a request.
 enum Prepared {
     /// Append it to `topic` under `key`.
@@ -272,10 +145,7 @@ impl State {
     fn new(remembered_event_ids: usize) -> Self {
         State {
             identity: IdentityView::new(),
-            recent: RecentIds {
-                capacity: remembered_event_ids,
-                ..RecentIds::default()
-            },
+            recent: RecentIds::new(remembered_event_ids),
             last_recorded: DateTime::UNIX_EPOCH,
             folded_to: Vec::new(),
         }
@@ -288,10 +158,7 @@ impl State {
     fn stage(&mut self) -> StagePoint {
         StagePoint {
             identity: self.identity.mark(),
-            recent: {
-                self.recent.recording = true;
-                self.recent.kept + self.recent.undo.len()
-            },
+            recent: self.recent.stage(),
         }
     }
 
@@ -309,23 +176,14 @@ impl State {
     /// Keeps what is staged (the log has it) and stops recording.
     fn keep(&mut self) {
         self.identity.commit();
-        self.recent.recording = false;
-        self.recent.undo.clear();
-        self.recent.kept = 0;
+        self.recent.keep();
     }
 
     /// Keeps what was staged before `point` (the log has that group) and goes on
     /// recording: a later group, staged at `point`, still waits for the log.
     fn keep_before(&mut self, point: StagePoint) {
         self.identity.commit_before(point.identity);
-        if self.recent.recording {
-            let settled = point
-                .recent
-                .saturating_sub(self.recent.kept)
-                .min(self.recent.undo.len());
-            self.recent.undo.drain(..settled);
-            self.recent.kept = self.recent.kept.max(point.recent);
-        }
+        self.recent.keep_before(point.recent);
     }
 
     fn fold(&mut self, event: &Event) {
@@ -362,7 +220,7 @@ impl State {
     fn prepare(&mut self, event: &mut Event) -> Result<Prepared, IngestError> {
         // One probe for both what a redelivery needs: where the log holds it, or the
         // customer it was resolved to.
-        let recalled = self.recent.entries.get(&event.event_id);
+        let recalled = self.recent.get(&event.event_id);
         let remembered = match recalled {
             Some(Remembered::Stored(stored)) => return Ok(Prepared::Stored(*stored)),
             Some(Remembered::Resolved(customer)) => Some(customer.clone()),
@@ -541,7 +399,7 @@ impl Ingest {
 /// Folds every interaction already in the log into a fresh identity view.
 async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestError> {
     const READ_BATCH: usize = 10_000;
-    let mut fresh = State::new(lock(state).recent.capacity);
+    let mut fresh = State::new(lock(state).recent.capacity());
     let ends = log.end_offsets(Topic::Interactions).await?;
     let total: u64 = ends.iter().sum();
     let mut reached = vec![0; ends.len()];
@@ -943,52 +801,5 @@ async fn settle(
             receipt.positions.push(position);
         }
         let _ = reply.send(Ok(receipt));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{EventPosition, Learnt, RecentIds, Remembered};
-    use omnilog_log::Topic;
-    use uuid::Uuid;
-
-    fn position(offset: u64) -> EventPosition {
-        EventPosition {
-            topic: Topic::Interactions,
-            partition: 3,
-            offset,
-            duplicate: true,
-        }
-    }
-
-    #[test]
-    fn a_remembered_id_is_forty_bytes_and_keeps_its_customer_only_until_stored() {
-        assert_eq!(size_of::<(Uuid, Remembered)>(), 40);
-        let mut recent = RecentIds {
-            capacity: 2,
-            ..RecentIds::default()
-        };
-        let (first, second, third) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
-        recent.remember(first, Learnt::ResolvedTo("c1"));
-        assert!(matches!(&recent.entries[&first], Remembered::Resolved(c) if c == "c1"));
-        recent.remember(first, Learnt::StoredAt(position(7)));
-        assert!(matches!(recent.entries[&first], Remembered::Stored(p) if p == position(7)));
-        recent.remember(first, Learnt::StoredAt(position(9)));
-        assert!(
-            matches!(recent.entries[&first], Remembered::Stored(p) if p == position(7)),
-            "the first copy's position stays"
-        );
-
-        // Staged changes are taken back: a position learnt, an id added, one evicted.
-        recent.remember(second, Learnt::ResolvedTo("c2"));
-        recent.recording = true;
-        recent.remember(second, Learnt::StoredAt(position(8)));
-        recent.remember(third, Learnt::ResolvedTo("c3"));
-        assert!(!recent.entries.contains_key(&first), "the oldest made room");
-        recent.rollback_to(0);
-        assert!(matches!(&recent.entries[&second], Remembered::Resolved(c) if c == "c2"));
-        assert!(matches!(recent.entries[&first], Remembered::Stored(p) if p == position(7)));
-        assert!(!recent.entries.contains_key(&third));
-        assert_eq!(recent.order, [first, second]);
     }
 }
