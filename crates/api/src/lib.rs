@@ -536,8 +536,14 @@ async fn resolve_customer(
     let value = query
         .remove("value")
         .ok_or_else(|| ApiError::invalid("value", "value is required"))?;
-    omnilog_events::identity::normalise_handle(&kind, &value)
-        .map_err(|problem| ApiError::invalid("value", problem.to_string()))?;
+    omnilog_events::identity::normalise_handle(&kind, &value).map_err(|problem| {
+        use omnilog_events::identity::HandleProblem;
+        let parameter = match problem {
+            HandleProblem::EmptyKind | HandleProblem::KindTooLong => "kind",
+            _ => "value",
+        };
+        ApiError::invalid(parameter, problem.to_string())
+    })?;
     let customer_id = state
         .identity
         .resolve_handle(&kind, &value)

@@ -42,14 +42,19 @@ pub enum HandleProblem {
 
 impl std::fmt::Display for HandleProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            HandleProblem::EmptyKind => "kind is empty",
-            HandleProblem::EmptyValue => "value is empty",
-            HandleProblem::KindTooLong => "kind is longer than 64 bytes",
-            HandleProblem::ValueTooLong => "value is longer than 512 bytes",
-            HandleProblem::NoDigits => "a phone handle needs digits",
-            HandleProblem::NotAnEmail => "an email handle needs an @",
-        })
+        match self {
+            HandleProblem::EmptyKind => f.write_str("kind is empty"),
+            HandleProblem::EmptyValue => f.write_str("value is empty"),
+            HandleProblem::KindTooLong => {
+                write!(f, "kind is longer than {MAX_HANDLE_KIND_BYTES} bytes")
+            }
+            HandleProblem::ValueTooLong => write!(
+                f,
+                "value is longer than {MAX_HANDLE_VALUE_BYTES} bytes once normalised"
+            ),
+            HandleProblem::NoDigits => f.write_str("a phone handle needs digits"),
+            HandleProblem::NotAnEmail => f.write_str("an email handle needs an @"),
+        }
     }
 }
 
@@ -67,11 +72,6 @@ pub fn normalise_handle(kind: &str, value: &str) -> Result<Handle, HandleProblem
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(HandleProblem::EmptyValue);
-    }
-    // Checked before normalising: lower-casing can lengthen a value, and so can a phone
-    // number's `+`, by a few bytes at most.
-    if trimmed.len() > MAX_HANDLE_VALUE_BYTES {
-        return Err(HandleProblem::ValueTooLong);
     }
     let value = match kind.as_str() {
         "email" => {
@@ -97,6 +97,12 @@ pub fn normalise_handle(kind: &str, value: &str) -> Result<Handle, HandleProblem
         }
         _ => trimmed.to_owned(),
     };
+    // The value as stored is what is held, and checking it (not what was given) gives a
+    // normalised handle the same answer again: lower-casing can lengthen a value (`İ`, 2
+    // bytes, is `i̇`, 3) and a phone number gains its `+`.
+    if value.len() > MAX_HANDLE_VALUE_BYTES {
+        return Err(HandleProblem::ValueTooLong);
+    }
     Ok(Handle { kind, value })
 }
 
@@ -168,6 +174,15 @@ mod tests {
         );
         assert_eq!(
             normalise_handle("visitor", &format!(" {longest}y ")),
+            Err(HandleProblem::ValueTooLong)
+        );
+        // The limit is the stored value's: a phone number gains its `+`.
+        let digits = "5".repeat(MAX_HANDLE_VALUE_BYTES - 1);
+        let phone = normalise_handle("phone", &digits).unwrap();
+        assert_eq!(phone.value.len(), MAX_HANDLE_VALUE_BYTES);
+        assert_eq!(normalise_handle("phone", &phone.value), Ok(phone));
+        assert_eq!(
+            normalise_handle("phone", &format!("{digits}5")),
             Err(HandleProblem::ValueTooLong)
         );
         assert_eq!(

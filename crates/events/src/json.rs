@@ -661,6 +661,23 @@ fn required_text(field: &str, value: Option<String>) -> Result<String, EventErro
     }
 }
 
+/// A customer id an event names (a merge's), not empty and no longer than the identity
+/// view keeps ([`MAX_CUSTOMER_ID_BYTES`], trimmed).
+fn customer_id(field: &str, value: Option<String>) -> Result<String, EventError> {
+    let id = required_text(field, value)?;
+    if id.trim().len() > MAX_CUSTOMER_ID_BYTES {
+        return Err(too_long_id(field));
+    }
+    Ok(id)
+}
+
+fn too_long_id(field: &str) -> EventError {
+    EventError::invalid(
+        field,
+        format!("is longer than {MAX_CUSTOMER_ID_BYTES} bytes"),
+    )
+}
+
 fn non_empty<T: AsRef<str>>(field: &str, value: Option<T>) -> Result<Option<T>, EventError> {
     match value {
         Some(text) if is_blank(text.as_ref()) => {
@@ -980,8 +997,8 @@ impl RawEvent<'_> {
                 }
             }
             EventType::CustomersMerged => {
-                let from_customer = required_text("from_customer", self.from_customer.take())?;
-                let into_customer = required_text("into_customer", self.into_customer.take())?;
+                let from_customer = customer_id("from_customer", self.from_customer.take())?;
+                let into_customer = customer_id("into_customer", self.into_customer.take())?;
                 if from_customer == into_customer {
                     return Err(EventError::invalid(
                         "into_customer",
@@ -1111,12 +1128,7 @@ fn validate_customer(raw: RawCustomer<'_>) -> Result<CustomerRef, EventError> {
                 "must not be empty".to_owned(),
             ));
         }
-        Some(id) if id.len() > MAX_CUSTOMER_ID_BYTES => {
-            return Err(EventError::invalid(
-                "customer.id",
-                format!("is longer than {MAX_CUSTOMER_ID_BYTES} bytes"),
-            ));
-        }
+        Some(id) if id.len() > MAX_CUSTOMER_ID_BYTES => return Err(too_long_id("customer.id")),
         id => id.map(str::to_owned),
     };
     let handles = raw

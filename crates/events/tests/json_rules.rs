@@ -109,6 +109,19 @@ fn wrong_types_and_values_are_named() {
         "c".repeat(257)
     );
     assert_eq!(error_field(&long_id), "[0].customer.id");
+    let long_merge = format!(
+        r#"[{{"occurred_at":"2026-03-02T10:01:00Z","source":"crm","source_event_id":"merge-1","customer":{{"id":"c-alice"}},"type":"customers_merged","from_customer":"{}","into_customer":"c-alice"}}]"#,
+        "c".repeat(257)
+    );
+    assert_eq!(error_field(&long_merge), "[0].from_customer");
+    assert!(
+        parse_batch(
+            long_merge
+                .replace(&"c".repeat(257), &"c".repeat(256))
+                .as_bytes()
+        )
+        .is_ok()
+    );
 }
 
 #[test]
