@@ -38,10 +38,10 @@ use omnilog_events::{Body, Destination, Event, EventError};
 use omnilog_log::{AppendOutcome, AppendRecord, Chain, EventLog, LogError, PendingAppend, Topic};
 use omnilog_views::IdentityView;
 use omnilog_views::identity::{CustomerId, CustomerIdentity, Mark};
-
-use recent::{Learnt, RecentIds, Remembered};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+
+use crate::recent::{Learnt, RecentIds, Remembered};
 
 pub use token::{BadToken, ReadToken};
 

@@ -74,10 +74,10 @@ pub(crate) struct RecentIds {
     /// Id number `n` (and what is remembered of it) is in slot `n % capacity`; grown to
     /// the capacity as ids come.
     ring: Vec<(Uuid, Remembered)>,
-    /// The number the next id takes.
+    /// The number the next id takes. The ids remembered are the last `capacity` numbers
+    /// before it ([`RecentIds::len`]): a rollback takes ids back newest first, so it only
+    /// ever takes `next` back to where it was.
     next: u64,
-    /// Ids remembered: numbers `next - len` to `next - 1`.
-    len: usize,
     /// Each remembered id's slot (low 32 bits) and its hash's high 32 bits (high 32 bits).
     index: HashTable<u64>,
     /// Seeded per process; foldhash rather than SipHash, which was a visible part of
@@ -116,7 +116,6 @@ impl RecentIds {
             capacity: capacity.min(u32::MAX as usize),
             ring: Vec::new(),
             next: 0,
-            len: 0,
             index: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
             undo: VecDeque::new(),
@@ -127,6 +126,11 @@ impl RecentIds {
 
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Ids remembered: the numbers `next - len` to `next - 1`.
+    fn len(&self) -> usize {
+        self.next.min(self.capacity as u64) as usize
     }
 
     /// The high 32 bits of `id`'s hash.
@@ -200,7 +204,7 @@ impl RecentIds {
         let slot = (self.next % self.capacity as u64) as usize;
         // The slot holds the oldest id when every slot is taken; otherwise nothing, or what
         // a rollback left behind.
-        let evicted = if self.len == self.capacity {
+        let evicted = if self.len() == self.capacity {
             let oldest = std::mem::replace(&mut self.ring[slot], (event_id, remembered));
             self.unindex_slot(&oldest.0, slot);
             Some(oldest)
@@ -210,7 +214,6 @@ impl RecentIds {
             } else {
                 self.ring.push((event_id, remembered));
             }
-            self.len += 1;
             None
         };
         self.index_slot(high, slot);
@@ -255,14 +258,12 @@ impl RecentIds {
                     let slot = (self.next % self.capacity as u64) as usize;
                     let newest = self.ring[slot].0;
                     self.unindex_slot(&newest, slot);
-                    match evicted {
-                        Some((oldest, remembered)) => {
-                            let high = self.high_bits(&oldest);
-                            self.ring[slot] = (oldest, remembered);
-                            self.index_slot(high, slot);
-                        }
-                        // The slot is no id's now; the next id overwrites it.
-                        None => self.len -= 1,
+                    // Without an id evicted, the slot is no id's now; the next id
+                    // overwrites it.
+                    if let Some((oldest, remembered)) = evicted {
+                        let high = self.high_bits(&oldest);
+                        self.ring[slot] = (oldest, remembered);
+                        self.index_slot(high, slot);
                     }
                 }
                 Some(RecentUndo::Stored(id, resolved)) => {
@@ -279,7 +280,7 @@ impl RecentIds {
     #[cfg(test)]
     fn ids(&self) -> Vec<Uuid> {
         let capacity = self.capacity as u64;
-        (self.next - self.len as u64..self.next)
+        (self.next - self.len() as u64..self.next)
             .map(|number| self.ring[(number % capacity) as usize].0)
             .collect()
     }

@@ -393,13 +393,13 @@ pub async fn replay(
         // stopped: its own error is what to tell (the identity view's too, whose worker
         // may have stopped on a part it could not write).
         for (name, _, _, worker) in workers {
-            if let Ok(Ok(Err(failed))) = tokio::task::spawn_blocking(move || worker.join()).await {
+            if let Err(failed) = join_worker(worker, name).await {
                 tracing::error!(view = name, error = %failed, "a replay worker failed");
                 return Err(failed);
             }
         }
         if let Some(worker) = identity_worker
-            && let Err(failed) = join_identity(worker).await
+            && let Err(failed) = join_worker(worker, "the identity view").await
         {
             tracing::error!(error = %failed, "the identity view's replay failed");
             return Err(failed);
@@ -408,14 +408,7 @@ pub async fn replay(
     }
     let mut replayed = Vec::new();
     for (name, folded, _, worker) in workers {
-        let joined = tokio::task::spawn_blocking(move || worker.join())
-            .await
-            .map_err(|e| ProjectorError::Task(e.to_string()))
-            .and_then(|joined| {
-                joined.map_err(|_| ProjectorError::Task(format!("the replay of {name} panicked")))
-            })
-            .and_then(|folded| folded);
-        let checkpoint = match joined {
+        let checkpoint = match join_worker(worker, name).await {
             Ok(checkpoint) => checkpoint,
             Err(error) => {
                 // The identity worker, left to end alone, saves nothing.
@@ -443,7 +436,7 @@ pub async fn replay(
         });
     }
     let identity = match identity_worker {
-        Some(worker) => join_identity(worker).await?,
+        Some(worker) => join_worker(worker, "the identity view").await?,
         None => None,
     };
     // Marking the versions active syncs the store, which makes the last checkpoints
@@ -453,14 +446,16 @@ pub async fn replay(
     Ok((replayed, identity))
 }
 
-/// Waits for the identity view's worker: the view, unless a sink took it.
-async fn join_identity(
-    worker: JoinHandle<Result<Option<IdentityView>, ProjectorError>>,
-) -> Result<Option<IdentityView>, ProjectorError> {
+/// Waits for the worker folding `what` (a view's name) and returns what it returned; its
+/// panic is an error.
+async fn join_worker<T: Send + 'static>(
+    worker: JoinHandle<Result<T, ProjectorError>>,
+    what: &str,
+) -> Result<T, ProjectorError> {
     tokio::task::spawn_blocking(move || worker.join())
         .await
         .map_err(|e| ProjectorError::Task(e.to_string()))?
-        .map_err(|_| ProjectorError::Task("the identity replay panicked".to_owned()))?
+        .map_err(|_| ProjectorError::Task(format!("the replay of {what} panicked")))?
 }
 
 /// Reads the log pass by pass (then a look beyond each end), decodes each batch once and

@@ -1884,8 +1884,6 @@ mod tests {
         assert!(error.to_string().contains("cut short"), "{error}");
     }
 
-    /// The states held for every customer and handle of the history stay small: what a
-    /// customer or handle needs beyond its handles or first claim lives in side tables.
     #[test]
     fn handle_values_pack_into_chunks_and_a_rollback_cuts_them_back() {
         let mut texts = HandleTexts::default();
@@ -1920,6 +1918,8 @@ mod tests {
         assert_eq!(texts.get(at[3_999]), values[3_999]);
     }
 
+    /// The states held for every customer and handle of the history stay small: what a
+    /// customer or handle needs beyond its handles or first claim lives in side tables.
     #[test]
     fn every_customer_and_handle_holds_a_compact_state() {
         assert!(
