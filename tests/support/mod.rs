@@ -370,9 +370,9 @@ pub fn memory_of(pid: u32) -> Memory {
 
 /// The anonymous resident size of process `pid` (KiB, [`Memory::anon_kib`]) once it is
 /// under `bound_kib`, or after `within` if it never gets there. A server keeps memory it
-/// freed for a while before giving it back (mimalloc's purge delay: a second, ten for whole
-/// arenas; `crates/omnilog/src/allocator.rs`), as jemalloc does for ten seconds by default:
-/// a leak is memory that does not come back, so a check of growth gives it that long. The
+/// freed for a while before giving it back (jemalloc's decay: a second, see
+/// `crates/omnilog/src/allocator.rs`; ten by jemalloc's default): a leak is memory that
+/// does not come back, so a check of growth gives it that long. The
 /// binary's own pages are left out: a debug build's code, paged in as a test reaches more
 /// of it, was about 23 MB of `tests/hostile.rs`'s server's growth (its `/proc/PID/smaps`),
 /// and no leak.

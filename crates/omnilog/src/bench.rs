@@ -693,6 +693,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(script) => {
             let file = scratch.path().join("history.jsonl");
             let exported = export_history(scratch.path(), &file)?;
+            // The peer gets the quiet disk omnilog's own stages get: the log-side stages
+            // just deleted their stores, which a `discard` mount trims over the next
+            // seconds, and the export wrote the history.
+            quiet_disk(scratch.path(), &mut out).await?;
             let figures = run_peer(script, &file)?;
             for (what, seconds) in [
                 (

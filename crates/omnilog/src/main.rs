@@ -19,24 +19,23 @@ mod simulate;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of the system allocator: folds and sled allocate many small,
-/// short-lived values. `omnilog bench --events 100000`, two runs each way: read and decode
-/// +40 %, folds +16 %, durable projection +10 %, batched ingest +15 %. Built without
-/// transparent huge pages (the workspace's `no_thp` feature): with them, fresh memory
-/// faults in 2 MB at a time, and the kernel zeroing it (`clear_page_erms`) took 18 % of
-/// a bench profile; without, three paired runs gave +12 % to the journey view's durable
-/// projection and 10 % less peak memory for `omnilog replay`.
-///
-/// mimalloc 2 (the workspace's `v2` feature), not 3: Rust asks for every allocation with
-/// its alignment (`mi_malloc_aligned`), and mimalloc 3 serves a word-aligned request whose
-/// size is not a power of two by over-allocating whenever its size class's page has no
-/// free block at hand (`mi_malloc_is_naturally_aligned` lost version 2's "up to 16 bytes is
-/// always aligned" rule): 380,000 such calls in a 200k-event replay. With version 2: 1.1 %
-/// fewer instructions (`valgrind --tool=callgrind omnilog replay`), and three alternated
-/// 1M-event replays peaked at 325 MB against 398 MB.
-#[cfg(feature = "mimalloc")]
+/// jemalloc instead of the system allocator: folds and the log's readers and writers
+/// allocate many small, short-lived values, and under ingest most of an event's strings are
+/// allocated on the HTTP worker that parsed the request and freed on another thread (the
+/// sequencer's, the log writer's). jemalloc takes such a free into the freeing thread's
+/// cache; mimalloc 2, the allocator before, queued it to the owning thread's page with
+/// atomic operations and had that thread collect it later (`_mi_page_thread_free_collect`,
+/// `mi_free_block_delayed_mt` and the cache misses of `_mi_page_malloc` on blocks freed
+/// elsewhere: 9 % of a server's samples under `benches/serve_load.py`, its functions all
+/// told 13 %). Loading 1M events
+/// through the API, six alternated pairs: server CPU 6.85 to 7.63 s (median 7.28) against
+/// 6.96 to 10.21 s (8.9), every view caught up at 3.77 to 4.16 s against 3.79 to 5.51 s,
+/// peak RSS 663 to 686 MB against 746 to 931 MB; seven alternated 1M replays: median 1.91 s
+/// against 1.96 s, the same within the noise (docs/benchmarks.md, "2026-12-04, night").
+/// Its options are in [`allocator`].
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// omnilog: every interaction from every channel, as an immutable, replayable log.
 #[derive(Debug, Parser)]
@@ -79,21 +78,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let serving = matches!(
-        cli.command,
-        Command::Serve(_)
-            | Command::IngestServer(_)
-            | Command::Projector(_)
-            | Command::Demo(_)
-            | Command::Bench(_)
-    );
-    if serving {
-        allocator::tune_for_server();
-    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if serving {
-        builder.on_thread_park(allocator::give_back_when_idle);
-    }
     if matches!(cli.command, Command::Export(_)) {
         // Export is one sequential stream: one worker and one thread for the log's blocking
         // reads keep glibc from growing a heap arena per thread (its peak memory).
