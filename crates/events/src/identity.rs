@@ -61,7 +61,7 @@ impl std::fmt::Display for HandleProblem {
 /// Normalises a handle: the kind lower-cased and trimmed; an email lower-cased and trimmed;
 /// a phone reduced to `+digits`; any other value trimmed.
 pub fn normalise_handle(kind: &str, value: &str) -> Result<Handle, HandleProblem> {
-    let kind = kind.trim();
+    let kind = crate::text_rules::trimmed(kind);
     if kind.is_empty() {
         return Err(HandleProblem::EmptyKind);
     }
@@ -69,7 +69,7 @@ pub fn normalise_handle(kind: &str, value: &str) -> Result<Handle, HandleProblem
         return Err(HandleProblem::KindTooLong);
     }
     let kind = kind.to_ascii_lowercase();
-    let trimmed = value.trim();
+    let trimmed = crate::text_rules::trimmed(value);
     if trimmed.is_empty() {
         return Err(HandleProblem::EmptyValue);
     }

@@ -25,6 +25,7 @@ use crate::model::{
     AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CompactString, CustomerRef,
     Direction, Event, EventType,
 };
+use crate::text_rules::trimmed;
 use crate::upcast;
 
 /// An event as read from JSON, before validation.
@@ -573,11 +574,11 @@ pub fn revalidate(event: &Event) -> Result<Event, EventError> {
 }
 
 fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, EventError> {
-    let trimmed = text.trim();
-    if let Some(time) = canonical_time(trimmed) {
+    let time = trimmed(text);
+    if let Some(time) = canonical_time(time) {
         return Ok(time);
     }
-    DateTime::parse_from_rfc3339(trimmed)
+    DateTime::parse_from_rfc3339(time)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| EventError::invalid(field, format!("not an RFC 3339 time ({e}): {text:?}")))
 }
@@ -655,7 +656,7 @@ fn parse_named<T>(
 
 fn required_text(field: &str, value: Option<String>) -> Result<String, EventError> {
     match value {
-        Some(text) if !text.trim().is_empty() => Ok(text),
+        Some(text) if !trimmed(&text).is_empty() => Ok(text),
         Some(_) => Err(EventError::invalid(field, "must not be empty".to_owned())),
         None => Err(EventError::missing(field)),
     }
@@ -665,7 +666,7 @@ fn required_text(field: &str, value: Option<String>) -> Result<String, EventErro
 /// view keeps ([`MAX_CUSTOMER_ID_BYTES`], trimmed).
 fn customer_id(field: &str, value: Option<String>) -> Result<String, EventError> {
     let id = required_text(field, value)?;
-    if id.trim().len() > MAX_CUSTOMER_ID_BYTES {
+    if trimmed(&id).len() > MAX_CUSTOMER_ID_BYTES {
         return Err(too_long_id(field));
     }
     Ok(id)
@@ -700,7 +701,7 @@ fn is_blank(text: &str) -> bool {
 fn words(field: &str, values: Option<Vec<String>>) -> Result<Vec<String>, EventError> {
     let values = values.unwrap_or_default();
     for (index, value) in values.iter().enumerate() {
-        if value.trim().is_empty() {
+        if trimmed(value).is_empty() {
             return Err(EventError::invalid(
                 &format!("{field}[{index}]"),
                 "must not be empty".to_owned(),
@@ -865,7 +866,7 @@ impl RawEvent<'_> {
             crate::text_rules::check_event_text(&event)?;
         }
         event.event_id = match (self.event_id.as_deref(), event.source_event_id.as_deref()) {
-            (Some(id), _) => Uuid::parse_str(id.trim())
+            (Some(id), _) => Uuid::parse_str(trimmed(id))
                 .map_err(|e| EventError::invalid("event_id", format!("not a UUID ({e})")))?,
             (None, Some(source_event_id)) => {
                 event_id_for_source(event.source.as_deref(), source_event_id)
@@ -1121,7 +1122,7 @@ fn check_customer_attributes(
 }
 
 fn validate_customer(raw: RawCustomer<'_>) -> Result<CustomerRef, EventError> {
-    let id = match raw.id.as_deref().map(str::trim) {
+    let id = match raw.id.as_deref().map(trimmed) {
         Some("") => {
             return Err(EventError::invalid(
                 "customer.id",
