@@ -1080,9 +1080,17 @@ impl IdentityView {
 
     /// The id queries for `id` answer for: follows merges (see [`Self::canonical_index`]).
     pub fn canonical(&self, id: &str) -> CustomerId {
-        match self.customer_index(id) {
-            Some(customer) => self.customer_text(self.canonical_index(customer)),
-            None => id.to_owned(),
+        self.canonical_of(id, self.customer_index(id))
+    }
+
+    /// [`Self::canonical`] of `id`, found at `customer` (`None`: not known). A customer
+    /// merged into no other is answered with `id` itself, which is its text: an id is held
+    /// as a uuid only when it is one's own text ([`IdRef::of`]), so this writes no uuid
+    /// out again.
+    fn canonical_of(&self, id: &str, customer: Option<CustomerIx>) -> CustomerId {
+        match customer.map(|customer| (customer, self.canonical_index(customer))) {
+            Some((customer, canonical)) if canonical != customer => self.customer_text(canonical),
+            _ => id.to_owned(),
         }
     }
 
@@ -1101,9 +1109,13 @@ impl IdentityView {
     /// from its first handle.
     pub fn resolve(&self, customer: &CustomerRef) -> Option<Resolution> {
         if let Some(id) = &customer.id {
+            // One lookup for both answers: ingest resolves every event, and parsing the
+            // id and probing for it twice was about 1 % of a server's samples under
+            // batched ingest (`perf record` of `benches/serve_load.py`).
+            let known = self.customer_index(id);
             return Some(Resolution {
-                customer_id: self.canonical(id),
-                is_new: !self.knows(id),
+                customer_id: self.canonical_of(id, known),
+                is_new: known.is_none(),
             });
         }
         if let Some(owner) = customer.handles.iter().find_map(|h| self.owner(h)) {
