@@ -6,7 +6,7 @@
     heaptrack_print -f PROFILE.zst --flamegraph-cost-type peak -F PEAK.txt
     python3 benches/heap_by_file.py PEAK.txt
 
-Build without mimalloc first (`cargo build --release --no-default-features`): heaptrack
+Build without jemalloc first (`cargo build --release --no-default-features`): heaptrack
 sees only what goes through the system allocator. A stack counts for the first of the
 views' source files it passes through (identity first: its fold is called from the
 replay's code), else for the decoder, the log's reads or the rest of the projection; and

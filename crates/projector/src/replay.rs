@@ -825,9 +825,10 @@ const ENCODED_AHEAD_SHARE: usize = 16;
 /// view alone writes twelve of them in a 10M-event replay, 4.2 s in all). Once it is
 /// written, the worker itself lets clean records go down to three quarters of the budget,
 /// between two batches: the records are freed on the thread that made them (freed on the
-/// writer's thread, they took mimalloc's cross-thread path: `mi_free_block_mt` was 4 % of
-/// the samples of `perf record -F 49 --call-graph dwarf,16384 omnilog replay` of 10M
-/// events), and no fold is under way to have loaded one of them.
+/// writer's thread, they took the allocator's cross-thread path: under mimalloc, the
+/// allocator until 2026-12-04, `mi_free_block_mt` was 4 % of the samples of `perf record -F
+/// 49 --call-graph dwarf,16384 omnilog replay` of 10M events), and no fold is under way to
+/// have loaded one of them.
 fn fold_batches(
     version: &Arc<dyn AnyVersion>,
     batches: &mpsc::Receiver<Feed>,
