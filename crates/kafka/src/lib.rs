@@ -161,6 +161,25 @@ impl std::fmt::Debug for KafkaLog {
     }
 }
 
+/// The position a delivery report gives a record, or `None` when it gives none.
+///
+/// librdkafka's idempotent producer reports a record delivered without an offset (-1001)
+/// when it infers rather than hears that the record was stored: a request failed with an
+/// uncertain outcome (a timeout, `NOT_ENOUGH_REPLICAS_AFTER_APPEND`) and a later one of the
+/// same partition succeeded ("implicit ack", `rd_kafka_dr_implicit_ack`), or the broker
+/// answered `DUPLICATE_SEQUENCE_NUMBER`. Such a record is not acknowledged: its offset cast
+/// to a position named offset 2^64 - 1001, which a receipt's token then waited for and
+/// which raised the partition's known end past every real one; and the inference holds only
+/// where the broker checks producer sequences (librdkafka's mock cluster does not, and there
+/// the record was never stored). The request is refused instead: the client sends it again,
+/// and a copy stored twice is read once (readers deduplicate on the event id).
+fn delivered_position(partition: i32, offset: i64) -> Option<Position> {
+    Some(Position {
+        partition: u32::try_from(partition).ok()?,
+        offset: u64::try_from(offset).ok()?,
+    })
+}
+
 impl KafkaLog {
     /// Connects, creates the topics that are missing with the configured partition
     /// counts, and refuses topics whose partition count differs (keys would move).
@@ -354,25 +373,34 @@ impl EventLog for KafkaLog {
         let mut failure = None;
         for (record, delivery) in batch.iter().zip(join_all(deliveries).await) {
             match delivery {
-                Ok(delivery) => {
-                    let position = Position {
-                        partition: delivery.partition as u32,
-                        offset: delivery.offset as u64,
-                    };
-                    self.known_ends
-                        .raise(record.topic, position.partition, position.offset + 1);
-                    outcomes.push(AppendOutcome::Appended(position));
-                }
+                Ok(delivery) => match delivered_position(delivery.partition, delivery.offset) {
+                    Some(position) => {
+                        self.known_ends.raise(
+                            record.topic,
+                            position.partition,
+                            position.offset + 1,
+                        );
+                        outcomes.push(AppendOutcome::Appended(position));
+                    }
+                    None => {
+                        failure.get_or_insert_with(|| {
+                            format!(
+                                "kafka reported a record of partition {} delivered without its offset (acknowledged by inference, not by the broker)",
+                                delivery.partition
+                            )
+                        });
+                    }
+                },
                 Err((error, _)) => {
-                    failure.get_or_insert(error);
+                    failure.get_or_insert_with(|| {
+                        format!("kafka did not confirm the delivery: {error}")
+                    });
                 }
             }
         }
         match failure {
             None => Ok(outcomes),
-            Some(error) => Err(LogError::Unavailable(format!(
-                "kafka did not confirm the delivery: {error}"
-            ))),
+            Some(message) => Err(LogError::Unavailable(message)),
         }
     }
 
@@ -421,5 +449,31 @@ impl EventLog for KafkaLog {
             }
             tokio::time::sleep(LOOK_EVERY.min(deadline - Instant::now())).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_without_an_offset_names_no_position() {
+        // RD_KAFKA_OFFSET_INVALID: what librdkafka reports for an implicitly acked record.
+        assert_eq!(delivered_position(4, -1001), None);
+        assert_eq!(delivered_position(-1, 7), None);
+        assert_eq!(
+            delivered_position(4, 7),
+            Some(Position {
+                partition: 4,
+                offset: 7
+            })
+        );
+        assert_eq!(
+            delivered_position(0, 0),
+            Some(Position {
+                partition: 0,
+                offset: 0
+            })
+        );
     }
 }
