@@ -36,7 +36,7 @@
 //! Sequences increase by one from frame to frame, across segments: a stale frame left
 //! behind a cut tail can never be taken for a new one.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::{AppendRecord, KeyShare, LogError, LogRecord, Topic};
@@ -424,9 +424,9 @@ pub(crate) fn batches_of(body: &[u8]) -> Option<Vec<(u32, BatchHeader)>> {
 /// share (their payloads are slices of it), taken again once no record holds one.
 pub(crate) trait PlainBuffers {
     /// A buffer of `len` bytes, whatever they hold (decompression overwrites them all).
-    fn take(&self, len: usize) -> BytesMut;
+    fn take(&self, len: usize) -> Vec<u8>;
     /// Shares a filled buffer, to be taken again once it is free.
-    fn keep(&self, buffer: BytesMut) -> Bytes;
+    fn keep(&self, buffer: Vec<u8>) -> Bytes;
 }
 
 /// A new buffer each time: for a reader that decompresses little (tests, an id rescan).
@@ -434,12 +434,12 @@ pub(crate) trait PlainBuffers {
 pub(crate) struct FreshBuffers;
 
 impl PlainBuffers for FreshBuffers {
-    fn take(&self, len: usize) -> BytesMut {
-        BytesMut::zeroed(len)
+    fn take(&self, len: usize) -> Vec<u8> {
+        vec![0; len]
     }
 
-    fn keep(&self, buffer: BytesMut) -> Bytes {
-        buffer.freeze()
+    fn keep(&self, buffer: Vec<u8>) -> Bytes {
+        Bytes::from(buffer)
     }
 }
 

@@ -2,14 +2,13 @@
 //! cutting a torn tail), and the batch index of a sealed segment kept beside it
 //! (`NNNN.idx`), so a restart does not read the whole log again.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::dedup::{DedupKey, IdMap};
 use super::format::{
@@ -382,35 +381,66 @@ pub(crate) fn load_index(dir: &Path, segment: u64) -> Option<SegmentIndex> {
     })
 }
 
-/// The buffers of the last positioned reads, taken again once no record read from them is
-/// held any more. A replay reads a few megabytes a batch; a new buffer each time was
-/// zeroed twice (by `vec![0; len]`, and by the kernel faulting its pages in: `memset` was
-/// 1.3 % of the instructions of `valgrind --tool=callgrind omnilog replay` of the 200k
-/// history, and the page faults a few per cent of its samples in `perf record`), and freed
-/// on whichever thread let the last record go.
+/// The buffers of positioned reads and of decompressed batches, each taken again once no
+/// record read from it is held any more. A replay reads a few megabytes a batch; a new
+/// buffer each time was zeroed twice (by `vec![0; len]`, and by the kernel faulting its
+/// pages in: `memset` was 1.3 % of the instructions of `valgrind --tool=callgrind omnilog
+/// replay` of the 200k history, and the page faults a few per cent of its samples in `perf
+/// record`), and freed on whichever thread let the last record go.
+///
+/// A buffer handed out owns its allocation through [`Bytes::from_owner`]: when the last
+/// record (or slice) of it is let go, it comes back to the free list by itself. Until
+/// 2026-12-05 the last 128 buffers handed out were kept in a list, held or not, and the
+/// oldest left it when a new one came: a replay holds more than that at once (each view's
+/// channel four batches of 8,192 records, a batch about twenty reads and decompressions),
+/// so the buffers that left were the ones already free, and the reads that followed got
+/// new memory: decompression into pages faulted in for the first time was 46 % of a 1M
+/// replay's page faults (`perf record -e page-faults --call-graph dwarf omnilog replay`).
 #[derive(Debug, Default)]
 pub(crate) struct SpanBuffers {
-    kept: Mutex<KeptSpans>,
+    free: Arc<Mutex<FreeBuffers>>,
 }
 
-/// The kept buffers, oldest first, each with its capacity (a buffer read into again keeps
-/// its allocation whatever the length of the read), and their capacities' sum.
+/// The buffers nothing reads from, and their capacities' sum.
 #[derive(Debug, Default)]
-struct KeptSpans {
-    spans: VecDeque<(Bytes, usize)>,
+struct FreeBuffers {
+    buffers: Vec<Vec<u8>>,
     bytes: usize,
 }
 
-/// Read buffers kept: more than a replay holds at once, so that one of them is free again
-/// by the next read. A replay reads a partition at a time, whose batches lie apart in the
-/// log (a group commit holds every partition's), so one batch of 8,192 records comes from
-/// about ten reads, and each view's channel holds four batches: with eight kept, 426 of the
-/// 200k replay's 432 reads made a new buffer (the calls of `read_span` and of `memset` from
-/// the allocator in `valgrind --tool=callgrind omnilog replay`).
-const KEPT_SPANS: usize = 128;
-/// What the kept buffers may weigh together: a server that served one large read (an
+/// Free buffers kept for the next reads, at most: more than a replay lets go of between
+/// two of its reads.
+const FREE_BUFFERS: usize = 256;
+/// What the free buffers may weigh together: a server that served one large read (an
 /// export) keeps no more than this of it.
-const KEPT_SPAN_BYTES: usize = 32 << 20;
+const FREE_BUFFER_BYTES: usize = 32 << 20;
+
+/// A filled buffer, shared as [`Bytes`]; back to its free list once nothing holds it.
+struct PooledBuffer {
+    buffer: Vec<u8>,
+    free: Weak<Mutex<FreeBuffers>>,
+}
+
+impl AsRef<[u8]> for PooledBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        let Some(free) = self.free.upgrade() else {
+            return;
+        };
+        let buffer = std::mem::take(&mut self.buffer);
+        let capacity = buffer.capacity();
+        let mut free = free.lock().unwrap_or_else(PoisonError::into_inner);
+        if free.buffers.len() < FREE_BUFFERS && free.bytes + capacity <= FREE_BUFFER_BYTES {
+            free.bytes += capacity;
+            free.buffers.push(buffer);
+        }
+    }
+}
 
 impl SpanBuffers {
     /// Reads `len` bytes of a segment at `position` into a shareable buffer.
@@ -428,67 +458,59 @@ impl SpanBuffers {
                 error,
             )
         })?;
-        Ok(self.kept(buffer))
+        Ok(self.shared(buffer))
     }
 
-    /// Shares a filled buffer and keeps it, to be taken again once nothing reads from it.
-    fn kept(&self, buffer: BytesMut) -> Bytes {
-        let capacity = buffer.capacity();
-        let span = buffer.freeze();
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        kept.spans.push_back((span.clone(), capacity));
-        kept.bytes += capacity;
-        while kept.spans.len() > KEPT_SPANS || kept.bytes > KEPT_SPAN_BYTES {
-            if let Some((_, dropped)) = kept.spans.pop_front() {
-                kept.bytes -= dropped;
-            }
-        }
-        span
+    /// Shares a filled buffer; it comes back here once nothing reads from it.
+    fn shared(&self, buffer: Vec<u8>) -> Bytes {
+        Bytes::from_owner(PooledBuffer {
+            buffer,
+            free: Arc::downgrade(&self.free),
+        })
     }
 
-    /// A buffer of `len` bytes: the smallest kept one that nothing reads from any more and
-    /// whose allocation is at most twice what is read (records keep their read's whole
-    /// allocation alive), or a new one. Its bytes are whatever they were (the read
-    /// overwrites them all).
-    fn free_buffer(&self, len: usize) -> BytesMut {
+    /// A buffer of `len` bytes: the smallest free one whose allocation is at most twice
+    /// what is read (records keep their read's whole allocation alive), or a new one. Its
+    /// bytes are whatever they were (the read overwrites them all).
+    fn free_buffer(&self, len: usize) -> Vec<u8> {
         let fits = |capacity: usize| capacity >= len && capacity <= len.saturating_mul(2);
         let reused = {
-            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-            let at = kept
-                .spans
+            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+            let at = free
+                .buffers
                 .iter()
                 .enumerate()
-                .filter(|(_, (span, capacity))| fits(*capacity) && span.is_unique())
-                .min_by_key(|(_, (_, capacity))| *capacity)
+                .filter(|(_, buffer)| fits(buffer.capacity()))
+                .min_by_key(|(_, buffer)| buffer.capacity())
                 .map(|(at, _)| at);
-            at.and_then(|at| kept.spans.remove(at))
-                .map(|(span, capacity)| {
-                    kept.bytes -= capacity;
-                    span
-                })
+            at.map(|at| {
+                let buffer = free.buffers.swap_remove(at);
+                free.bytes -= buffer.capacity();
+                buffer
+            })
         };
-        match reused.and_then(|span| span.try_into_mut().ok()) {
+        match reused {
             Some(mut buffer) => {
-                // Its last read may have been shorter than its allocation, and than this
-                // one: only the bytes beyond it are zeroed (no allocation, `fits`).
+                // Its last read may have been shorter than this one: only the bytes beyond
+                // it are zeroed (no allocation, `fits`).
                 buffer.resize(len, 0);
                 buffer
             }
-            None => BytesMut::zeroed(len),
+            None => vec![0; len],
         }
     }
 }
 
-/// A compressed batch's records are decompressed into the same kept buffers as reads: a
-/// new buffer for each was zeroed by the allocator (`memset` from `decompress`: 1.9 % of the
+/// A compressed batch's records are decompressed into the same buffers as reads: a new
+/// buffer for each was zeroed by the allocator (`memset` from `decompress`: 1.9 % of the
 /// instructions of `valgrind --tool=callgrind omnilog replay` of the 200k history).
 impl format::PlainBuffers for SpanBuffers {
-    fn take(&self, len: usize) -> BytesMut {
+    fn take(&self, len: usize) -> Vec<u8> {
         self.free_buffer(len)
     }
 
-    fn keep(&self, buffer: BytesMut) -> Bytes {
-        self.kept(buffer)
+    fn keep(&self, buffer: Vec<u8>) -> Bytes {
+        self.shared(buffer)
     }
 }
 
