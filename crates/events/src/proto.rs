@@ -40,9 +40,19 @@ fn decode_sharing(
     bytes: &[u8],
     customers: Option<&mut crate::wire::SharedCustomers>,
 ) -> Result<Event, EventError> {
-    match crate::wire::decode_canonical(bytes, customers) {
-        Some(event) => Ok(event),
-        None => decode_through_prost(bytes),
+    let mut out = Err(EventError::Decode(String::new()));
+    decode_sharing_into(bytes, customers, &mut out);
+    out
+}
+
+/// [`decode_sharing`] into `out` (see [`crate::wire::decode_canonical_into`]).
+fn decode_sharing_into(
+    bytes: &[u8],
+    customers: Option<&mut crate::wire::SharedCustomers>,
+    out: &mut Result<Event, EventError>,
+) {
+    if crate::wire::decode_canonical_into(bytes, customers, out).is_none() {
+        *out = decode_through_prost(bytes);
     }
 }
 
@@ -62,6 +72,12 @@ impl EventDecoder {
     /// The event in `bytes`, as [`decode`] reads it.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<Event, EventError> {
         decode_sharing(bytes, Some(&mut self.customers))
+    }
+
+    /// [`EventDecoder::decode`] into `out`, which it overwrites: decoded in place, the event
+    /// is not copied into it afterwards (a replay decodes millions into its batches).
+    pub fn decode_into(&mut self, bytes: &[u8], out: &mut Result<Event, EventError>) {
+        decode_sharing_into(bytes, Some(&mut self.customers), out);
     }
 }
 
