@@ -81,8 +81,8 @@ impl OwnKey<str> for Id {
 
 /// A customer's or an interaction's id as a key of a view's maps: up to 36 bytes (a UUID's
 /// text) are kept in the map's own memory, in 48 bytes, where a `String` takes 24 and an
-/// allocation of its own (48 more with jemalloc, as with mimalloc before it), made and freed for every key a fold
-/// inserts and a replay lets go. It hashes, compares and encodes as the same text in a
+/// allocation of its own (48 more with jemalloc, as with mimalloc before it), made and
+/// freed for every key a fold inserts and a replay lets go. It hashes, compares and encodes as the same text in a
 /// `String` does, so stored records and keys are unchanged. (The replay's time moved within
 /// its noise, its peak a little: `docs/benchmarks.md`, "2026-12-02".)
 pub type Id = smallstr::SmallString<[u8; 36]>;
