@@ -38,7 +38,8 @@ pub use projection::{
 };
 pub use replay::{
     IDENTITY_PART_ENTRIES, IdentitySink, MIN_RECORDS_PER_PASS, ReplayOptions, ReplayProgress,
-    ReplayedView, SPILLED_PASS_RECORDS, STATE_BYTES_PER_RECORD, replay,
+    ReplayedView, SPILLED_PASS_RECORDS, STATE_BYTES_PER_RECORD, SUM_RECORD_BYTES, SUMS_HELD_SHARE,
+    replay,
 };
 
 /// What went wrong in the runtime.

@@ -757,6 +757,10 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     /// The cached records' weight in memory (about, in bytes).
     fn memory(&self) -> usize;
 
+    /// How many records the state's whole tables of sums hold
+    /// ([`omnilog_views::ViewState::sums_len`]).
+    fn sums_held(&self) -> usize;
+
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
@@ -1049,6 +1053,10 @@ impl<V: View> AnyVersion for Version<V> {
             .unwrap_or_else(PoisonError::into_inner)
             .bytes;
         self.state().cached_weight() + ahead
+    }
+
+    fn sums_held(&self) -> usize {
+        self.state().sums_len()
     }
 
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {

@@ -20,10 +20,11 @@
 //! depend on how partitions interleave, so the order changes nothing of what is built.)
 //! With a spill directory, the end of a pass writes nothing to the store either: each
 //! partition-local view writes the pass's changes, encoded in key order, to a run file
-//! ([`crate::change_runs`]), and takes its sums (the reports' hourly figures, which every
-//! pass adds to) apart as deltas to another ([`omnilog_views::ViewState::take_sums`]); the
-//! last checkpoint merges the runs and adds the deltas up, streamed into the store. So a
-//! replay holds a pass's records and figures, and passes can be small
+//! ([`crate::change_runs`]), and, once they are many ([`SUMS_HELD_SHARE`]), takes its sums
+//! (the reports' hourly figures, which every pass adds to) apart as deltas to another
+//! ([`omnilog_views::ViewState::take_sums`]); the last checkpoint merges the runs and adds
+//! the deltas up, streamed into the store. So a replay holds a pass's records and at most a
+//! share of its budget in figures, and passes can be small
 //! ([`SPILLED_PASS_RECORDS`]). The identity view, whose handles are no partition's, is
 //! folded in parts set aside in the spill directory and made whole once the views' folds are
 //! done ([`crate::identity_parts`]): the one state a replay holds in proportion to the
@@ -802,6 +803,26 @@ fn report(
 /// moved within its noise (201 to 252 MB against 221 to 280 MB).
 const ENCODED_AHEAD_SHARE: usize = 16;
 
+/// A replay's sums ([`omnilog_views::ViewState::take_sums`]) stay in memory across passes
+/// while they weigh at most a `SUMS_HELD_SHARE`th of a view's budget (at
+/// [`SUM_RECORD_BYTES`] a record); beyond it, the end of a pass takes them apart, as deltas
+/// written aside that the last checkpoint adds up. Taken apart at every pass's end, the
+/// same hourly figures were encoded, sorted, written and read back once a pass and added
+/// up record by record at the end: in `valgrind --tool=callgrind --separate-threads=yes
+/// omnilog replay` of 1M events (twelve passes), 6 % of the instructions, most of it in
+/// the reports' last checkpoint, after every fold was done (docs/benchmarks.md,
+/// "2026-12-05, night").
+pub const SUMS_HELD_SHARE: usize = 4;
+
+/// What a record of sums weighs in memory, about (a key, its entry in an ordered map and
+/// its figures).
+pub const SUM_RECORD_BYTES: usize = 256;
+
+/// How many records of sums a replay's view holds across passes, given its budget.
+fn sums_held_limit(cache_bytes: usize) -> usize {
+    cache_bytes / SUMS_HELD_SHARE / SUM_RECORD_BYTES
+}
+
 /// Folds batches into one version until the reader is done, then writes the last
 /// checkpoint; returns it.
 ///
@@ -891,8 +912,18 @@ fn fold_batches(
                     } else {
                         Job::EncodeAhead
                     };
+                // The sums go aside only once they are many: held, they are encoded and
+                // written once, by the last checkpoint.
+                let sums_aside =
+                    runs_dir.is_some() && version.sums_held() > sums_held_limit(cache_bytes);
                 written(&mut writing)?;
-                writing = Some(Background::start(&mut writer, version, job, runs_dir)?);
+                writing = Some(Background::start(
+                    &mut writer,
+                    version,
+                    job,
+                    runs_dir,
+                    sums_aside,
+                )?);
                 continue;
             }
         };
@@ -914,6 +945,7 @@ fn fold_batches(
                 version,
                 Job::BudgetCheckpoint,
                 runs_dir,
+                false,
             )?);
         }
     }
@@ -947,12 +979,15 @@ struct Background {
 
 impl Background {
     /// Runs `job` for `version` on the worker's writer thread. A checkpoint's thread only
-    /// writes: the worker lets records go once it is done (see [`fold_batches`]).
+    /// writes: the worker lets records go once it is done (see [`fold_batches`]). With
+    /// `sums_aside` (which needs `runs_dir`), an [`Job::EncodeAhead`] takes the state's
+    /// sums apart too, to write their deltas aside.
     fn start(
         writer: &mut JobThread,
         version: &Arc<dyn AnyVersion>,
         job: Job,
         runs_dir: Option<&Path>,
+        sums_aside: bool,
     ) -> Result<Self, ProjectorError> {
         let version = version.clone();
         let runs_dir = runs_dir.map(Path::to_owned);
@@ -960,8 +995,7 @@ impl Background {
         // once written, every clean record is of a done partition, and may go unremembered.
         let taken = match job {
             Job::Checkpoint => Some(version.take_pass_checkpoint(false)?),
-            // With a directory for them, the sums go aside too.
-            Job::EncodeAhead => Some(version.take_pass_checkpoint(runs_dir.is_some())?),
+            Job::EncodeAhead => Some(version.take_pass_checkpoint(sums_aside)?),
             Job::BudgetCheckpoint => None,
         };
         let done = writer.run(move || match (taken, job) {

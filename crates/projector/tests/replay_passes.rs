@@ -2,7 +2,8 @@
 //! partition in several passes that each read the log again, or in several passes whose
 //! later ones read what the first spilled; and the spill files are gone when it returns.
 //! A spilled replay also writes its views' changes of each pass to files of the spill
-//! directory, and its identity view in parts: a few files, however many passes.
+//! directory, and its identity view in parts: a few files, however many passes; its
+//! reports' sums stay in memory, or go aside pass by pass once they are many.
 
 use std::sync::Arc;
 
@@ -91,12 +92,21 @@ async fn passes_that_read_the_log_again_or_a_spill_build_the_views_of_one_pass()
     // About 2,000 records a partition, in passes of 300: seven shares of its customers.
     let spill_dir = dir.path().join("spill");
     std::fs::create_dir(&spill_dir).unwrap();
-    for (name, spill) in [("log-again", None), ("spilled", Some(spill_dir.clone()))] {
+    // The reports' sums stay in memory across passes while they are few for the budget,
+    // and go aside as deltas at each pass's end once they are many (a budget of 64 KiB
+    // holds 64 of them: `omnilog_projector::SUMS_HELD_SHARE`); either way the same views.
+    let default_budget = ReplayOptions::default().cache_bytes;
+    for (name, spill, cache_bytes) in [
+        ("log-again", None, default_budget),
+        ("spilled", Some(spill_dir.clone()), default_budget),
+        ("spilled-sums-aside", Some(spill_dir.clone()), 64 * 1024),
+    ] {
         let spills = spill.is_some();
         let options = ReplayOptions {
             pass_records: Some(300),
             batch: 250,
             spill_dir: spill,
+            cache_bytes,
             // About a dozen parts of the identity view, absorbed at the end.
             identity_part_entries: 50,
             ..ReplayOptions::default()

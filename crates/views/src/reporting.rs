@@ -272,6 +272,10 @@ impl ViewState for ReportingState {
         ]))
     }
 
+    fn sums_len(&self) -> usize {
+        self.buckets.len() + self.waits.len() + self.topics.len() + self.self_service.len()
+    }
+
     fn add_sum(key: &[u8], sum: &mut Vec<u8>, delta: &[u8]) -> Result<(), ViewError> {
         fn add<V: Serialize + serde::de::DeserializeOwned>(
             key: &[u8],

@@ -1798,6 +1798,13 @@ pub trait ViewState: Send + Sync + 'static {
         Ok(Snapshot::default())
     }
 
+    /// How many records the whole tables of sums ([`ViewState::take_sums`]) hold now: a
+    /// replay takes them apart at the end of a pass only once they are many (see
+    /// `omnilog_projector::SUMS_HELD_SHARE`). By default, no sums.
+    fn sums_len(&self) -> usize {
+        0
+    }
+
     /// Adds `delta`, an encoded delta of the sum stored under `key`, to `sum`, encoded as
     /// stored ([`ViewState::take_sums`]). By default, no key is a sum's.
     fn add_sum(key: &[u8], _sum: &mut Vec<u8>, _delta: &[u8]) -> Result<(), ViewError>
