@@ -1,6 +1,7 @@
 //! The embedded log's files: segments roll and reopen (with or without their derived index
 //! and id files); a tail cut or damaged by a crash is dropped back to the last whole frame on
-//! open and every whole frame is kept; a second writer is refused while readers in other
+//! open and every whole frame is kept; a reader takes the part a writer published as
+//! durable by its frames' headers and checks the rest; a second writer is refused while readers in other
 //! processes open the log read-only beside the writer; a scan returns every record once;
 //! a data dir of the older format on sled is refused with the way to carry it over; and a log
 //! of format 2 (every batch plain) is read as it is and raised to format 3 by its next writer.
@@ -206,6 +207,98 @@ async fn a_tail_cut_mid_frame_is_dropped_back_to_the_last_whole_frame() {
     std::fs::write(&segment, &bytes).unwrap();
     let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
     assert_eq!(stored(&log).await, kept);
+}
+
+/// A reader takes what a writer published as durable by its frames' headers alone (each
+/// batch is checked as it is read) and checks every frame past it: a torn tail after the
+/// published end is left out, a published end where no frame ends is not trusted (the
+/// segment is read whole), and a damaged batch before the published end is an error when
+/// it is read, not a log silently cut short.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_takes_the_published_durable_part_by_its_headers_and_checks_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    let kept = append_named(&log, "kept", 500, 25).await;
+    log.close().unwrap();
+    let segment = files_with(dir.path(), "seg").pop().unwrap();
+    let segment_name = segment.file_name().unwrap().to_owned();
+    let whole = std::fs::metadata(&segment).unwrap().len();
+    let published = std::fs::read(dir.path().join("durable")).unwrap();
+    assert_eq!(
+        stored(&EmbeddedLog::open_read_only(dir.path()).unwrap()).await,
+        kept
+    );
+
+    // The next group torn by a crash before its sync, so never published.
+    let scratch = tempfile::tempdir().unwrap();
+    copy_log(dir.path(), scratch.path());
+    let log = EmbeddedLog::open(scratch.path(), PartitionCounts::default()).unwrap();
+    append_named(&log, "torn", 40, 40).await;
+    log.close().unwrap();
+    std::fs::write(scratch.path().join("durable"), &published).unwrap();
+    let copy = scratch.path().join(&segment_name);
+    let bytes = std::fs::read(&copy).unwrap();
+    std::fs::write(&copy, &bytes[..(whole as usize + bytes.len()) / 2]).unwrap();
+    let reader = EmbeddedLog::open_read_only(scratch.path()).unwrap();
+    assert_eq!(
+        stored(&reader).await,
+        kept,
+        "a torn tail past the published end"
+    );
+    drop(reader);
+
+    // A published end one byte short of the last frame's end.
+    let scratch = tempfile::tempdir().unwrap();
+    copy_log(dir.path(), scratch.path());
+    let mut end = published.clone();
+    let position = u64::from_le_bytes(end[8..16].try_into().unwrap());
+    assert_eq!(position, whole, "the published end is the segment's end");
+    end[8..16].copy_from_slice(&(position - 1).to_le_bytes());
+    let crc = crc32c::crc32c(&end[0..24]);
+    end[24..28].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(scratch.path().join("durable"), &end).unwrap();
+    let reader = EmbeddedLog::open_read_only(scratch.path()).unwrap();
+    assert_eq!(
+        stored(&reader).await,
+        kept,
+        "a published end where no frame ends"
+    );
+    drop(reader);
+
+    // A byte of the first batch's records damaged (segment header 32 bytes, frame header
+    // 20, batch header 28): the log opens whole, and reading that batch fails.
+    let scratch = tempfile::tempdir().unwrap();
+    copy_log(dir.path(), scratch.path());
+    let copy = scratch.path().join(&segment_name);
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes[32 + 20 + 28 + 10] ^= 0x5a;
+    std::fs::write(&copy, &bytes).unwrap();
+    let reader = EmbeddedLog::open_read_only(scratch.path()).unwrap();
+    let ends = reader.end_offsets(Topic::Interactions).await.unwrap();
+    let mut failed = Vec::new();
+    let mut read = 0;
+    for partition in 0..PARTITIONS {
+        match reader
+            .read(
+                Topic::Interactions,
+                partition,
+                0,
+                ends[partition as usize] as usize,
+            )
+            .await
+        {
+            Ok(records) => read += records.len(),
+            Err(error) => failed.push(error.to_string()),
+        }
+    }
+    assert_eq!(
+        ends.iter().sum::<u64>() as usize,
+        kept.len(),
+        "every batch indexed"
+    );
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("checksum"), "{failed:?}");
+    assert!(read > 0 && read < kept.len());
 }
 
 fn copy_log(from: &Path, to: &Path) {

@@ -345,12 +345,15 @@ fn open_file(dir: &Path, segment: u64) -> Result<Arc<File>, LogError> {
 
 /// Reads every segment back. `writing`: this process is the writer (it may cut a torn
 /// tail and write missing derived files); otherwise nothing is changed, and reading stops
-/// at `limit` (the writer's published durable end) when given.
+/// at `limit` (the writer's published durable end) when given. What lies before `trusted`
+/// (the durable end a writer published, running or not) is read by its frames' headers
+/// alone (see [`segments::scan_segment`]).
 fn load(
     dir: &Path,
     counts: &PartitionCounts,
     writing: bool,
     limit: Option<DurableEnd>,
+    trusted: Option<DurableEnd>,
 ) -> Result<Opened, LogError> {
     let mut segment_numbers = segments::list_segments(dir)?;
     if let Some(limit) = limit {
@@ -443,6 +446,7 @@ fn load(
             &mut next,
             writing,
             segment_limit,
+            trusted,
         )?;
         if let Some(sequence) = scanned.last_sequence {
             expected_sequence = Some(sequence + 1);
@@ -537,7 +541,7 @@ fn rescan_for_ids(
             *slot = entry.first_offset;
         }
     }
-    let scanned = segments::scan_segment(dir, segment, None, &mut scratch, true, None)?;
+    let scanned = segments::scan_segment(dir, segment, None, &mut scratch, true, None, None)?;
     Ok(scanned.ids)
 }
 
@@ -590,7 +594,7 @@ impl EmbeddedLog {
             }
             None => meta::write_meta(dir, &partitions)?,
         }
-        let opened = load(dir, &partitions, true, None)?;
+        let opened = load(dir, &partitions, true, None, None)?;
         let shared = Arc::new(shared_of(dir, partitions, &opened));
         let durable = DurableEndWriter::create(dir)?;
         durable.publish(DurableEnd {
@@ -652,12 +656,16 @@ impl EmbeddedLog {
             .ok_or_else(|| LogError::Storage(format!("{} holds no omnilog log", dir.display())))?;
         // With a writer running, read what it has made durable; without one, every whole
         // frame (the next writer keeps them all).
+        // What a writer published as durable was synced before: its frames need not be
+        // read to be checked, only their headers to be indexed (each batch is checked as
+        // it is read).
+        let published = meta::read_durable_end(dir);
         let limit = if meta::writer_is_running(dir) {
-            meta::read_durable_end(dir)
+            published
         } else {
             None
         };
-        let opened = load(dir, &counts, false, limit)?;
+        let opened = load(dir, &counts, false, limit, published)?;
         let shared = Arc::new(shared_of(dir, counts, &opened));
         Ok(EmbeddedLog {
             shared,

@@ -12,10 +12,10 @@ use bytes::Bytes;
 
 use super::dedup::{DedupKey, IdMap};
 use super::format::{
-    self, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, parse_frame_header, parse_segment_header,
-    topic_code, topic_of_code,
+    self, BATCH_HEADER_BYTES, BatchHeader, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    parse_frame_header, parse_segment_header, topic_code, topic_of_code,
 };
-use super::meta::{io_error, sync_dir};
+use super::meta::{DurableEnd, io_error, sync_dir};
 use crate::{LogError, Topic};
 
 /// Where one batch of one partition is: what the read index holds.
@@ -106,6 +106,17 @@ pub(crate) type NextOffsets = [Vec<u64>; 3];
 /// checksum, that its sequence follows the last one, and that each batch starts at its
 /// partition's next offset (`next`, advanced as batches are found). Stops at the first frame
 /// that fails, which is where a crash cut the log.
+///
+/// The frames that end within `trusted` (a writer's published durable end, its position
+/// and the sequence of the frame that ends there: synced before it was published) are read
+/// by their headers alone, unless `with_ids`
+/// asks for their records: a crash cannot have torn them, and each batch's own checksum is
+/// checked when a reader reads it, as a sealed segment's are (its index is trusted). Read
+/// whole, a replay's active segment of 94 MB (1M events) was read and checked in about 30
+/// ms before anything else could start, and a full one (256 MiB) in about 0.1 s; by its
+/// headers, in a few thousand reads of 20 and 28 bytes. A published end where no frame of
+/// that sequence ends (a file copied from a live log, say) is not trusted: the segment is
+/// read again, every frame checked.
 pub(crate) fn scan_segment(
     dir: &Path,
     segment: u64,
@@ -113,6 +124,7 @@ pub(crate) fn scan_segment(
     next: &mut NextOffsets,
     with_ids: bool,
     limit: Option<u64>,
+    trusted: Option<DurableEnd>,
 ) -> Result<ScannedSegment, LogError> {
     const CHUNK: u64 = 8 << 20;
     let path = segment_path(dir, segment);
@@ -152,6 +164,10 @@ pub(crate) fn scan_segment(
     let mut buffer: Vec<u8> = Vec::new();
     let mut buffer_at = SEGMENT_HEADER_BYTES;
     let mut at = SEGMENT_HEADER_BYTES;
+    let trusted = trusted.filter(|end| !with_ids && end.segment == segment);
+    let next_at_start = trusted.map(|_| next.clone());
+    let (trusted_sequence, trusted) = trusted.map_or((0, 0), |end| (end.sequence, end.position));
+    let read_error = |error| io_error(format!("reading {}", path.display()), error);
     loop {
         if at + FRAME_HEADER_BYTES as u64 > end {
             if at < end {
@@ -159,17 +175,23 @@ pub(crate) fn scan_segment(
             }
             break;
         }
-        // Make sure the frame header is in the buffer.
-        let wanted_header = at + FRAME_HEADER_BYTES as u64;
-        if at < buffer_at || wanted_header > buffer_at + buffer.len() as u64 {
-            let len = CHUNK.min(end - at) as usize;
-            buffer.resize(len, 0);
-            file.read_exact_at(&mut buffer, at)
-                .map_err(|error| io_error(format!("reading {}", path.display()), error))?;
-            buffer_at = at;
-        }
-        let local = (at - buffer_at) as usize;
-        let Some(frame) = parse_frame_header(&buffer[local..]) else {
+        let in_trusted = at < trusted;
+        let frame = if in_trusted {
+            let mut header = [0u8; FRAME_HEADER_BYTES];
+            file.read_exact_at(&mut header, at).map_err(read_error)?;
+            parse_frame_header(&header)
+        } else {
+            // Make sure the frame header is in the buffer.
+            let wanted_header = at + FRAME_HEADER_BYTES as u64;
+            if at < buffer_at || wanted_header > buffer_at + buffer.len() as u64 {
+                let len = CHUNK.min(end - at) as usize;
+                buffer.resize(len, 0);
+                file.read_exact_at(&mut buffer, at).map_err(read_error)?;
+                buffer_at = at;
+            }
+            parse_frame_header(&buffer[(at - buffer_at) as usize..])
+        };
+        let Some(frame) = frame else {
             scanned.stopped = Some(format!("no frame at byte {at}"));
             break;
         };
@@ -190,23 +212,40 @@ pub(crate) fn scan_segment(
             ));
             break;
         }
-        if frame_end > buffer_at + buffer.len() as u64 {
-            let len = CHUNK.max(frame.total_len()).min(end - at) as usize;
-            buffer.resize(len, 0);
-            file.read_exact_at(&mut buffer, at)
-                .map_err(|error| io_error(format!("reading {}", path.display()), error))?;
-            buffer_at = at;
+        if in_trusted
+            && (frame_end > trusted || frame_end == trusted && frame.sequence != trusted_sequence)
+            && let Some(next_at_start) = next_at_start
+        {
+            tracing::warn!(
+                segment,
+                dir = %dir.display(),
+                "the log's published durable end is not where a frame ends; reading the segment whole"
+            );
+            *next = next_at_start;
+            return scan_segment(dir, segment, expected_sequence, next, with_ids, limit, None);
         }
-        let local = (at - buffer_at) as usize;
-        let bytes = &buffer[local..local + frame.total_len() as usize];
-        if !format::frame_is_intact(&frame, bytes) {
-            scanned.stopped = Some(format!(
-                "the frame at byte {at} (sequence {}) fails its checksum",
-                frame.sequence
-            ));
-            break;
-        }
-        let Some(batches) = format::batches_of(&bytes[FRAME_HEADER_BYTES..]) else {
+        let body_at = at + FRAME_HEADER_BYTES as u64;
+        let batches = if in_trusted {
+            batch_headers(&file, body_at, frame.body_len).map_err(read_error)?
+        } else {
+            if at < buffer_at || frame_end > buffer_at + buffer.len() as u64 {
+                let len = CHUNK.max(frame.total_len()).min(end - at) as usize;
+                buffer.resize(len, 0);
+                file.read_exact_at(&mut buffer, at).map_err(read_error)?;
+                buffer_at = at;
+            }
+            let local = (at - buffer_at) as usize;
+            let bytes = &buffer[local..local + frame.total_len() as usize];
+            if !format::frame_is_intact(&frame, bytes) {
+                scanned.stopped = Some(format!(
+                    "the frame at byte {at} (sequence {}) fails its checksum",
+                    frame.sequence
+                ));
+                break;
+            }
+            format::batches_of(&bytes[FRAME_HEADER_BYTES..])
+        };
+        let Some(batches) = batches else {
             scanned.stopped = Some(format!("the frame at byte {at} does not parse"));
             break;
         };
@@ -249,7 +288,7 @@ pub(crate) fn scan_segment(
             break;
         }
         for (inside, batch) in batches {
-            let position = at + FRAME_HEADER_BYTES as u64 + u64::from(inside);
+            let position = body_at + u64::from(inside);
             next[topic_code(batch.topic) as usize][batch.partition as usize] = batch.end_offset();
             scanned.batches.push((
                 batch.topic,
@@ -263,7 +302,8 @@ pub(crate) fn scan_segment(
                 },
             ));
             if with_ids {
-                let start = local + FRAME_HEADER_BYTES + inside as usize;
+                // Never a trusted frame's (see above): its body is in the buffer.
+                let start = (body_at - buffer_at) as usize + inside as usize;
                 let ids = format::event_ids_of_batch(&buffer[start..start + batch.len() as usize])
                     .ok_or_else(|| {
                         LogError::Storage(format!(
@@ -284,6 +324,37 @@ pub(crate) fn scan_segment(
         scanned.valid_len = at;
     }
     Ok(scanned)
+}
+
+/// The batches of the frame body of `body_len` bytes at `body_at`, found by their headers
+/// (each one's length leads to the next), as [`format::batches_of`] finds them in the whole
+/// body; `Ok(None)` if they do not tile the body.
+fn batch_headers(
+    file: &File,
+    body_at: u64,
+    body_len: u32,
+) -> std::io::Result<Option<Vec<(u32, BatchHeader)>>> {
+    let mut batches = Vec::new();
+    let mut inside: u32 = 0;
+    while inside < body_len {
+        if body_len - inside < BATCH_HEADER_BYTES as u32 {
+            return Ok(None);
+        }
+        let mut header = [0u8; BATCH_HEADER_BYTES];
+        file.read_exact_at(&mut header, body_at + u64::from(inside))?;
+        let Some(batch) = format::parse_batch_header(&header) else {
+            return Ok(None);
+        };
+        let Some(after) = inside
+            .checked_add(batch.len())
+            .filter(|&after| after <= body_len)
+        else {
+            return Ok(None);
+        };
+        batches.push((inside, batch));
+        inside = after;
+    }
+    Ok(Some(batches))
 }
 
 const INDEX_MAGIC: &[u8; 8] = b"OMNIIDX1";
