@@ -224,10 +224,7 @@ async fn a_reader_takes_the_published_durable_part_by_its_headers_and_checks_the
     let segment_name = segment.file_name().unwrap().to_owned();
     let whole = std::fs::metadata(&segment).unwrap().len();
     let published = std::fs::read(dir.path().join("durable")).unwrap();
-    assert_eq!(
-        stored(&EmbeddedLog::open_read_only(dir.path()).unwrap()).await,
-        kept
-    );
+    assert_eq!(read_only(dir.path()).await, kept);
 
     // The next group torn by a crash before its sync, so never published.
     let scratch = tempfile::tempdir().unwrap();
@@ -239,13 +236,11 @@ async fn a_reader_takes_the_published_durable_part_by_its_headers_and_checks_the
     let copy = scratch.path().join(&segment_name);
     let bytes = std::fs::read(&copy).unwrap();
     std::fs::write(&copy, &bytes[..(whole as usize + bytes.len()) / 2]).unwrap();
-    let reader = EmbeddedLog::open_read_only(scratch.path()).unwrap();
     assert_eq!(
-        stored(&reader).await,
+        read_only(scratch.path()).await,
         kept,
         "a torn tail past the published end"
     );
-    drop(reader);
 
     // A published end one byte short of the last frame's end.
     let scratch = tempfile::tempdir().unwrap();
@@ -257,13 +252,11 @@ async fn a_reader_takes_the_published_durable_part_by_its_headers_and_checks_the
     let crc = crc32c::crc32c(&end[0..24]);
     end[24..28].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(scratch.path().join("durable"), &end).unwrap();
-    let reader = EmbeddedLog::open_read_only(scratch.path()).unwrap();
     assert_eq!(
-        stored(&reader).await,
+        read_only(scratch.path()).await,
         kept,
         "a published end where no frame ends"
     );
-    drop(reader);
 
     // A byte of the first batch's records damaged (segment header 32 bytes, frame header
     // 20, batch header 28): the log opens whole, and reading that batch fails.
@@ -299,6 +292,11 @@ async fn a_reader_takes_the_published_durable_part_by_its_headers_and_checks_the
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("checksum"), "{failed:?}");
     assert!(read > 0 && read < kept.len());
+}
+
+/// Every record a reader of the log in `dir` finds (as [`stored`] gives them).
+async fn read_only(dir: &Path) -> HashMap<Uuid, (u32, u64)> {
+    stored(&EmbeddedLog::open_read_only(dir).unwrap()).await
 }
 
 fn copy_log(from: &Path, to: &Path) {
