@@ -146,6 +146,11 @@ pub(crate) struct JourneyRecord {
     pub timeline: Timeline,
 }
 
+/// Room a timeline makes for the line it appends, about what a line takes: a head (at most
+/// 52 bytes) and a summary, whose texts are cut to 80 characters (a longer line still fits:
+/// the buffer grows as it needs).
+const LINE_ROOM: usize = 256;
+
 /// A journey's timeline: its lines, each encoded (postcard) when its event is folded, one
 /// after the other in timeline order, in one buffer.
 ///
@@ -156,10 +161,6 @@ pub(crate) struct JourneyRecord {
 /// reload decoded each into a string of its own, and letting the record go freed each. As
 /// one buffer, a checkpoint and a reload copy it, and it is one allocation. A query
 /// decodes the lines it shows.
-/// Room a timeline makes for the line it appends: a head (at most 52 bytes) and a summary,
-/// whose texts are excerpts of 80 characters.
-const LINE_ROOM: usize = 256;
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Timeline {
     /// The stamp of the last line: a line stamped at or after it is appended.
