@@ -655,10 +655,9 @@ impl EmbeddedLog {
         let (_, counts) = meta::read_meta(dir)?
             .ok_or_else(|| LogError::Storage(format!("{} holds no omnilog log", dir.display())))?;
         // With a writer running, read what it has made durable; without one, every whole
-        // frame (the next writer keeps them all).
-        // What a writer published as durable was synced before: its frames need not be
-        // read to be checked, only their headers to be indexed (each batch is checked as
-        // it is read).
+        // frame (the next writer keeps them all). What a writer published as durable was
+        // synced before: its frames need not be read to be checked, only their headers to
+        // be indexed (each batch is checked as it is read).
         let published = meta::read_durable_end(dir);
         let limit = if meta::writer_is_running(dir) {
             published

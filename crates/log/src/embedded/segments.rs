@@ -109,14 +109,13 @@ pub(crate) type NextOffsets = [Vec<u64>; 3];
 ///
 /// The frames that end within `trusted` (a writer's published durable end, its position
 /// and the sequence of the frame that ends there: synced before it was published) are read
-/// by their headers alone, unless `with_ids`
-/// asks for their records: a crash cannot have torn them, and each batch's own checksum is
-/// checked when a reader reads it, as a sealed segment's are (its index is trusted). Read
-/// whole, a replay's active segment of 94 MB (1M events) was read and checked in about 30
-/// ms before anything else could start, and a full one (256 MiB) in about 0.1 s; by its
-/// headers, in a few thousand reads of 20 and 28 bytes. A published end where no frame of
-/// that sequence ends (a file copied from a live log, say) is not trusted: the segment is
-/// read again, every frame checked.
+/// by their headers alone, unless `with_ids` asks for their records: a crash cannot have
+/// torn them, and each batch's own checksum is checked when a reader reads it, as a sealed
+/// segment's are (its index is trusted). Read whole, a replay's active segment of 94 MB (1M
+/// events) was read and checked in about 30 ms before anything else could start, and a
+/// full one (256 MiB) in about 0.1 s; by its headers, in a few thousand reads of 20 and 28
+/// bytes. A published end where no frame of that sequence ends (a file copied from a live
+/// log, say) is not trusted: the segment is read again, every frame checked.
 pub(crate) fn scan_segment(
     dir: &Path,
     segment: u64,
