@@ -181,8 +181,7 @@ async fn a_tail_cut_mid_frame_is_dropped_back_to_the_last_whole_frame() {
         with_torn - 1,
     ] {
         let bytes = std::fs::read(&segment).unwrap();
-        let scratch = tempfile::tempdir().unwrap();
-        copy_log(dir.path(), scratch.path());
+        let scratch = copied_log(dir.path());
         let copy = scratch.path().join(segment.file_name().unwrap());
         std::fs::write(&copy, &bytes[..cut as usize]).unwrap();
         let log = EmbeddedLog::open(scratch.path(), PartitionCounts::default()).unwrap();
@@ -227,8 +226,7 @@ async fn a_reader_takes_the_published_durable_part_by_its_headers_and_checks_the
     assert_eq!(read_only(dir.path()).await, kept);
 
     // The next group torn by a crash before its sync, so never published.
-    let scratch = tempfile::tempdir().unwrap();
-    copy_log(dir.path(), scratch.path());
+    let scratch = copied_log(dir.path());
     let log = EmbeddedLog::open(scratch.path(), PartitionCounts::default()).unwrap();
     append_named(&log, "torn", 40, 40).await;
     log.close().unwrap();
@@ -243,8 +241,7 @@ async fn a_reader_takes_the_published_durable_part_by_its_headers_and_checks_the
     );
 
     // A published end one byte short of the last frame's end.
-    let scratch = tempfile::tempdir().unwrap();
-    copy_log(dir.path(), scratch.path());
+    let scratch = copied_log(dir.path());
     let mut end = published.clone();
     let position = u64::from_le_bytes(end[8..16].try_into().unwrap());
     assert_eq!(position, whole, "the published end is the segment's end");
@@ -260,8 +257,7 @@ async fn a_reader_takes_the_published_durable_part_by_its_headers_and_checks_the
 
     // A byte of the first batch's records damaged (segment header 32 bytes, frame header
     // 20, batch header 28): the log opens whole, and reading that batch fails.
-    let scratch = tempfile::tempdir().unwrap();
-    copy_log(dir.path(), scratch.path());
+    let scratch = copied_log(dir.path());
     let copy = scratch.path().join(&segment_name);
     let mut bytes = std::fs::read(&copy).unwrap();
     bytes[32 + 20 + 28 + 10] ^= 0x5a;
@@ -299,13 +295,16 @@ async fn read_only(dir: &Path) -> HashMap<Uuid, (u32, u64)> {
     stored(&EmbeddedLog::open_read_only(dir).unwrap()).await
 }
 
-fn copy_log(from: &Path, to: &Path) {
+/// A copy of the log's files in `from`, in a directory of its own.
+fn copied_log(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
-            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            std::fs::copy(&path, to.path().join(path.file_name().unwrap())).unwrap();
         }
     }
+    to
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use omnilog_events::Event;
 use omnilog_log::{AppendRecord, EmbeddedLog, PartitionCounts, SharedLog};
-use omnilog_projector::{Projectable, ReplayOptions, ReplayProgress, replay};
+use omnilog_projector::{
+    Projectable, ReplayOptions, ReplayProgress, SUM_RECORD_BYTES, SUMS_HELD_SHARE, replay,
+};
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
 use omnilog_views::IdentityView;
@@ -93,13 +95,29 @@ async fn passes_that_read_the_log_again_or_a_spill_build_the_views_of_one_pass()
     let spill_dir = dir.path().join("spill");
     std::fs::create_dir(&spill_dir).unwrap();
     // The reports' sums stay in memory across passes while they are few for the budget,
-    // and go aside as deltas at each pass's end once they are many (a budget of 64 KiB
-    // holds 64 of them: `omnilog_projector::SUMS_HELD_SHARE`); either way the same views.
+    // and go aside as deltas at each pass's end once they are many; either way the same
+    // views. A budget of 64 KiB holds 64 of them, and the reports' hourly figures (keys
+    // `b`, `w`, `p`, `s`) are many times that, so that replay takes them apart.
+    let small_budget = 64 * 1024;
+    let sums_held_by_small_budget = small_budget / SUMS_HELD_SHARE / SUM_RECORD_BYTES;
+    let (_, reports) = one_pass
+        .iter()
+        .find(|(view, _)| *view == "reporting")
+        .unwrap();
+    let sums = reports
+        .iter()
+        .filter(|(key, _)| matches!(key.first(), Some(b'b' | b'w' | b'p' | b's')))
+        .count();
+    assert!(
+        sums > 4 * sums_held_by_small_budget,
+        "{sums} sums, {sums_held_by_small_budget} held"
+    );
     let default_budget = ReplayOptions::default().cache_bytes;
+    assert!(sums <= default_budget / SUMS_HELD_SHARE / SUM_RECORD_BYTES);
     for (name, spill, cache_bytes) in [
         ("log-again", None, default_budget),
         ("spilled", Some(spill_dir.clone()), default_budget),
-        ("spilled-sums-aside", Some(spill_dir.clone()), 64 * 1024),
+        ("spilled-sums-aside", Some(spill_dir.clone()), small_budget),
     ] {
         let spills = spill.is_some();
         let options = ReplayOptions {
