@@ -43,7 +43,9 @@
 //! Readers find a partition's batches through an in-memory index (one entry per batch)
 //! and read them with positioned reads, checking each batch's checksum. Another process
 //! (an `export` while the server runs) opens the log read-only: it takes no lock, changes
-//! nothing, and reads up to the durable end the writer published when it opened.
+//! nothing, and reads up to the durable end the writer published when it opened. It indexes
+//! the frames before the durable end a writer published (running or not) by their headers
+//! alone, and reads and checks whole only the frames past it (`segments::scan_segment`).
 
 mod dedup;
 mod faults;
