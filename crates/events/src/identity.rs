@@ -12,6 +12,22 @@ use crate::model::Handle;
 /// give a re-sent webhook a new event id and a known customer a new customer id.
 pub const OMNILOG_NAMESPACE: Uuid = Uuid::from_u128(0x5b1e_9c0c_0a6e_4b8e_9d4f_6f6d_6e69_6c6f);
 
+/// uuid v5 of `name` in [`OMNILOG_NAMESPACE`]: what `Uuid::new_v5` gives, with SHA-1 from
+/// the `sha1` crate, which uses the processor's SHA instructions where it has them. The
+/// `uuid` crate's own SHA-1 (`sha1_smol`) is portable code: about 3,000 instructions for a
+/// journey id, whose 30,075 ids were 3.4 % of the journey worker's instructions in
+/// `valgrind --tool=callgrind --separate-threads=yes omnilog replay` of 1M events.
+pub fn omnilog_uuid(name: &[u8]) -> Uuid {
+    use sha1::Digest;
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(OMNILOG_NAMESPACE.as_bytes());
+    hasher.update(name);
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
+}
+
 /// The longest handle kind, in bytes once trimmed.
 pub const MAX_HANDLE_KIND_BYTES: usize = 64;
 
@@ -109,7 +125,7 @@ pub fn normalise_handle(kind: &str, value: &str) -> Result<Handle, HandleProblem
 /// The id of a customer first seen by `handle`: uuid v5 of `kind:value`.
 pub fn customer_id_for_handle(handle: &Handle) -> String {
     let name = format!("{}:{}", handle.kind, handle.value);
-    Uuid::new_v5(&OMNILOG_NAMESPACE, name.as_bytes()).to_string()
+    omnilog_uuid(name.as_bytes()).to_string()
 }
 
 /// The id of an event that came without one: uuid v5 of `source NUL source_event_id`
@@ -120,7 +136,7 @@ pub fn event_id_for_source(source: Option<&str>, source_event_id: &str) -> Uuid 
     name.extend_from_slice(source.unwrap_or("").as_bytes());
     name.push(0);
     name.extend_from_slice(source_event_id.as_bytes());
-    Uuid::new_v5(&OMNILOG_NAMESPACE, &name)
+    omnilog_uuid(&name)
 }
 
 /// The id of an event that names neither an id nor a source event id: uuid v5 of its
@@ -129,12 +145,24 @@ pub fn event_id_for_content(canonical_json: &str) -> Uuid {
     let mut name = Vec::with_capacity(8 + canonical_json.len());
     name.extend_from_slice(b"content\0");
     name.extend_from_slice(canonical_json.as_bytes());
-    Uuid::new_v5(&OMNILOG_NAMESPACE, &name)
+    omnilog_uuid(&name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn omnilog_uuid_is_the_uuid_crates_v5() {
+        let long = "x".repeat(200);
+        for name in ["", "a", "journey\0c-1\0i-1", "content\0{}", long.as_str()] {
+            assert_eq!(
+                omnilog_uuid(name.as_bytes()),
+                Uuid::new_v5(&OMNILOG_NAMESPACE, name.as_bytes()),
+                "{name:?}"
+            );
+        }
+    }
 
     #[test]
     fn email_is_lower_cased_and_trimmed() {

@@ -617,10 +617,7 @@ fn dead_letter_id(view: &str, record: &LogRecord) -> Uuid {
         record.partition,
         record.offset
     );
-    Uuid::new_v5(
-        &omnilog_events::identity::OMNILOG_NAMESPACE,
-        name.as_bytes(),
-    )
+    omnilog_events::identity::omnilog_uuid(name.as_bytes())
 }
 
 fn dead_letter(view: &str, record: &LogRecord, reason: &str) -> AppendRecord {

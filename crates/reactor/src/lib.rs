@@ -27,7 +27,7 @@
 //! notified, and are the comparable customers of the engagement report.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use omnilog_events::identity::{OMNILOG_NAMESPACE, event_id_for_source};
+use omnilog_events::identity::{event_id_for_source, omnilog_uuid};
 use omnilog_events::json::event_from_value;
 use omnilog_events::{Channel, Event, format_time};
 use omnilog_views::engagement::{
@@ -37,7 +37,6 @@ use omnilog_views::engagement::{
 use omnilog_views::{RecordSource, ViewError};
 use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
 /// The `source` of the reactors' events.
 pub const REACTOR_SOURCE: &str = VIEW_SOURCE;
@@ -277,7 +276,7 @@ pub fn held_out(reason: &str, customer: &str, percent: u8) -> bool {
         return false;
     }
     let name = format!("holdout\0{reason}\0{customer}");
-    let hash = Uuid::new_v5(&OMNILOG_NAMESPACE, name.as_bytes()).as_u128();
+    let hash = omnilog_uuid(name.as_bytes()).as_u128();
     (hash % 100) < u128::from(percent)
 }
 
@@ -286,10 +285,7 @@ pub fn trigger_key(raw: String) -> String {
     if raw.len() <= TRIGGER_LIMIT {
         raw
     } else {
-        format!(
-            "h:{}",
-            Uuid::new_v5(&OMNILOG_NAMESPACE, format!("trigger\0{raw}").as_bytes())
-        )
+        format!("h:{}", omnilog_uuid(format!("trigger\0{raw}").as_bytes()))
     }
 }
 

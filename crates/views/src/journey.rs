@@ -87,9 +87,8 @@ pub use report::{
 use std::borrow::Cow;
 
 use chrono::TimeDelta;
-use omnilog_events::identity::OMNILOG_NAMESPACE;
+use omnilog_events::identity::omnilog_uuid;
 use omnilog_events::{Author, Body, Destination, Direction, Event};
-use uuid::Uuid;
 
 use crate::state::{CachedTable, Entries, Evictable, Id, Snapshot, ViewState, changes_of, sorted};
 use crate::{LogPosition, View, ViewError};
@@ -508,7 +507,7 @@ impl Fold<'_> {
         name.extend_from_slice(self.interaction_id.as_bytes());
         self.customer.journeys.push(JourneyRecord {
             summary: JourneySummary {
-                id: *Uuid::new_v5(&OMNILOG_NAMESPACE, &name).as_bytes(),
+                id: *omnilog_uuid(&name).as_bytes(),
                 opened: self.stamp.at,
                 status: JourneyStatus::Open,
                 resolved_at: None,
