@@ -134,8 +134,8 @@ impl QueuePartial {
             .collect();
         let assigned = state
             .queue_assigned
-            .range((Id::from(queue), Id::new())..)
-            .take_while(|((q, _), _)| q == queue)
+            .iter()
+            .filter(|((q, _), _)| q == queue)
             .count() as u64;
         Ok(QueuePartial {
             queue: queue.to_owned(),
@@ -381,22 +381,17 @@ impl AgentsPartial {
                 partial.agents.insert(id.clone(), record.clone());
             }
         }
-        let assignments: Box<dyn Iterator<Item = _>> = match only {
-            Some(agent) => Box::new(
-                state
-                    .assignments
-                    .range((Id::from(agent), Id::new())..)
-                    .take_while(move |((a, _), _)| a == agent),
-            ),
-            None => Box::new(state.assignments.iter()),
-        };
-        for ((agent_id, interaction_id), record) in assignments {
-            partial.assignments.push(Open {
-                agent_id: agent_id.to_string(),
-                interaction_id: interaction_id.to_string(),
-                channel: record.channel,
-            });
+        // The assignments open now (not the history's): read whole, then put in order.
+        for ((agent_id, interaction_id), record) in state.assignments.iter() {
+            if wanted(agent_id) {
+                partial.assignments.push(Open {
+                    agent_id: agent_id.to_string(),
+                    interaction_id: interaction_id.to_string(),
+                    channel: record.channel,
+                });
+            }
         }
+        partial.assignments.sort();
         for (id, at) in state.last_end.iter() {
             if wanted(id) {
                 partial.last_end_ms.insert(id.clone(), *at);
