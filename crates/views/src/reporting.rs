@@ -90,8 +90,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::queue::channel_name;
 use crate::state::{
-    CachedTable, Entries, Evictable, Id, SmallMap, Snapshot, Table, Taken, ViewState, changes_of,
-    decode_value, encode_value, evict_together, sorted,
+    CachedTable, Entries, Evictable, Id, IndexedTable, SmallMap, Snapshot, Taken, ViewState,
+    changes_of, decode_value, encode_value, evict_together, sorted,
 };
 use crate::{LogPosition, View, ViewError};
 
@@ -172,13 +172,13 @@ pub(crate) type BucketKey = (i64, u8, Id);
 #[derive(Clone, Debug)]
 pub struct ReportingState {
     tracked: CachedTable<Id, Tracked>,
-    buckets: Table<BucketKey, BucketCounts>,
+    buckets: IndexedTable<BucketKey, BucketCounts>,
     /// (hour, channel code, queue) → its waits by bucket.
-    waits: Table<(i64, u8, Id), WaitHistogram>,
+    waits: IndexedTable<(i64, u8, Id), WaitHistogram>,
     /// (hour, topic) → count.
-    topics: Table<(i64, Id), u64>,
+    topics: IndexedTable<(i64, Id), u64>,
     /// (hour, channel code) → self-service sessions.
-    self_service: Table<(i64, u8), SelfServiceCounts>,
+    self_service: IndexedTable<(i64, u8), SelfServiceCounts>,
     /// (customer, interaction) → a self-service session.
     sessions: CachedTable<(Id, Id), Session>,
     /// customer → the latest contained session awaiting a contact.
@@ -191,10 +191,10 @@ impl Default for ReportingState {
     fn default() -> Self {
         ReportingState {
             tracked: CachedTable::new(TRACKED),
-            buckets: Table::new(BUCKET),
-            waits: Table::new(WAITS),
-            topics: Table::new(TOPIC),
-            self_service: Table::new(SELF_SERVICE),
+            buckets: IndexedTable::new(BUCKET),
+            waits: IndexedTable::new(WAITS),
+            topics: IndexedTable::new(TOPIC),
+            self_service: IndexedTable::new(SELF_SERVICE),
             sessions: CachedTable::new(SESSION),
             pending: CachedTable::new(PENDING),
             sums_apart: false,
