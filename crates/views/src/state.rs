@@ -8,9 +8,11 @@
 //! what is not in memory.
 //!
 //! Two kinds of table:
-//! - [`Table`]: every record in memory, ordered by key; the whole table is read from the
-//!   store when a view starts. For state that stays small whatever the history's length
-//!   (what waits in queues now, the agents, hourly report figures).
+//! - [`Table`]: every record in memory; the whole table is read from the store when a view
+//!   starts. For state that stays small whatever the history's length (what waits in
+//!   queues now, the agents, hourly report figures). Its entries are in a B-tree (ordered,
+//!   for ranges), a hash map ([`HashedTable`], looked up by key only) or both
+//!   ([`IndexedTable`]: found by hash, ranged by a B-tree of the keys).
 //! - [`CachedTable`]: records are brought into memory when the fold needs them (the runtime
 //!   loads what [`crate::View::missing`] names before folding a batch, so the fold itself
 //!   never waits on a disk) and let go, least recently used first, once they are written
@@ -648,8 +650,9 @@ impl<V> Entry<V> {
 }
 
 /// How a [`Table`] holds its entries: a `BTreeMap` (ordered, for tables that queries read
-/// by range) or a hash map ([`HashedTable`], for tables only looked up by key, where a
-/// B-tree's key comparisons cost a fold several times what one hash does).
+/// by range), a hash map ([`HashedTable`], for tables only looked up by key, where a
+/// B-tree's key comparisons cost a fold several times what one hash does), or both
+/// ([`IndexedTable`], for tables the fold looks up and queries range over).
 pub trait RecordMap<K: Key, V: Record>: Default + Clone + Debug + Send + Sync + 'static {
     /// Entries in no particular order (in key order for an ordered map).
     type Iter<'a>: Iterator<Item = (&'a K, &'a Entry<V>)>
