@@ -234,13 +234,17 @@ impl View for QueueView {
             } => {
                 let mut fold = Fold::open(state, event, true)?;
                 fold.queued(queue, *priority, skills);
-                fold.save();
+                if fold.save() {
+                    forget(state, event);
+                }
                 Ok(())
             }
             Body::Offered { agent_id } => {
                 let mut fold = Fold::open(state, event, false)?;
                 fold.reserve(|_| Some(agent_id.clone()));
-                fold.save();
+                if fold.save() {
+                    forget(state, event);
+                }
                 Ok(())
             }
             Body::OfferDeclined { agent_id } | Body::OfferTimedOut { agent_id } => {
@@ -249,39 +253,49 @@ impl View for QueueView {
                     Some(holder) if holder == agent_id => None,
                     other => other.map(str::to_owned),
                 });
-                fold.save();
+                if fold.save() {
+                    forget(state, event);
+                }
                 Ok(())
             }
             Body::Assigned { agent_id } => {
                 let mut fold = Fold::open(state, event, true)?;
                 fold.assigned(agent_id);
-                fold.save();
+                if fold.save() {
+                    forget(state, event);
+                }
                 Ok(())
             }
             Body::Transferred { to_queue, to_agent } => {
                 let mut fold = Fold::open(state, event, to_queue.is_some() || to_agent.is_some())?;
                 fold.transferred(to_queue.as_deref(), to_agent.as_deref());
-                fold.save();
+                if fold.save() {
+                    forget(state, event);
+                }
                 Ok(())
             }
             Body::Abandoned | Body::Ended { .. } => {
                 let mut fold = Fold::open(state, event, false)?;
                 fold.leave_queue();
                 fold.end_assignment();
-                fold.save();
+                if fold.save() {
+                    forget(state, event);
+                }
                 Ok(())
             }
             Body::WrappedUp { agent_id, .. } => {
                 let mut fold = Fold::open(state, event, false)?;
                 let holds = fold
                     .record
-                    .as_ref()
+                    .as_deref()
                     .and_then(|r| r.assignment.as_ref())
                     .is_some_and(|h| &h.agent_id == agent_id);
                 if holds {
                     fold.end_assignment();
                 }
-                fold.save();
+                if fold.save() {
+                    forget(state, event);
+                }
                 Ok(())
             }
             _ => Ok(()),
@@ -402,15 +416,26 @@ fn apply_agent_state(
     }
 }
 
-/// One interaction event being folded: the interaction's record, taken out of its table
-/// once and put back once ([`Fold::save`], which every event that opens a fold calls).
+/// The queue state's tables but the interactions', which a [`Fold`] changes while it holds
+/// an interaction's record.
+struct Others<'a> {
+    items: &'a mut Table<ItemKey, ItemRecord>,
+    queue_assigned: &'a mut HashedTable<(Id, Id), ()>,
+    assignments: &'a mut HashedTable<(Id, Id), AssignmentRecord>,
+    last_end: &'a mut HashedTable<String, i64>,
+    queue_names: &'a mut Table<String, ()>,
+}
+
+/// One interaction event being folded: the interaction's record, changed in place in its
+/// table (found once), and the other tables. [`Fold::save`], which every event that opens a
+/// fold calls, says whether the record is to be forgotten.
 struct Fold<'a> {
-    state: &'a mut QueueState,
+    state: Others<'a>,
     interaction: &'a str,
     customer_id: Option<&'a str>,
     channel: Channel,
     at: i64,
-    record: Option<InteractionRecord>,
+    record: Option<&'a mut InteractionRecord>,
 }
 
 impl<'a> Fold<'a> {
@@ -424,21 +449,38 @@ impl<'a> Fold<'a> {
         let channel = event.channel.ok_or_else(|| {
             ViewError::Unapplicable("an interaction event without channel".into())
         })?;
-        // Taken out to change (no copy), put back by `save`.
-        let mut record = state.interactions.take(interaction);
-        if record.is_none() && create {
-            record = Some(InteractionRecord {
-                customer_id: event.customer_id().map(str::to_owned),
-                channel,
-                first_queued_ms: None,
-                priority: 0,
-                skills: Vec::new(),
-                waiting: None,
-                assignment: None,
-            });
-        }
+        let QueueState {
+            interactions,
+            items,
+            queue_assigned,
+            assignments,
+            last_end,
+            queue_names,
+            agents: _,
+        } = state;
+        let record = if create {
+            Some(
+                interactions.get_or_insert_with_borrowed(interaction, || InteractionRecord {
+                    customer_id: event.customer_id().map(str::to_owned),
+                    channel,
+                    first_queued_ms: None,
+                    priority: 0,
+                    skills: Vec::new(),
+                    waiting: None,
+                    assignment: None,
+                }),
+            )
+        } else {
+            interactions.get_mut(interaction)
+        };
         Ok(Fold {
-            state,
+            state: Others {
+                items,
+                queue_assigned,
+                assignments,
+                last_end,
+                queue_names,
+            },
             interaction,
             customer_id: event.customer_id(),
             channel,
@@ -448,7 +490,7 @@ impl<'a> Fold<'a> {
     }
 
     fn current_item_key(&self) -> Option<ItemKey> {
-        let record = self.record.as_ref()?;
+        let record = self.record.as_deref()?;
         let waiting = record.waiting.as_ref()?;
         Some(item_key(
             &waiting.queue,
@@ -472,7 +514,7 @@ impl<'a> Fold<'a> {
             let Some(mut item) = self.state.items.remove(&old_key) else {
                 return;
             };
-            if let Some(record) = self.record.as_mut() {
+            if let Some(record) = self.record.as_deref_mut() {
                 record.priority = priority;
                 record.skills = skills.to_vec();
             }
@@ -484,7 +526,7 @@ impl<'a> Fold<'a> {
         }
         self.leave_queue();
         self.end_assignment();
-        if let Some(record) = self.record.as_mut() {
+        if let Some(record) = self.record.as_deref_mut() {
             record.priority = priority;
             record.skills = skills.to_vec();
         }
@@ -494,7 +536,7 @@ impl<'a> Fold<'a> {
     /// Puts the interaction in `queue` as of now, with its record's priority and skills.
     fn enter_queue(&mut self, queue: &str, reserved_for: Option<&str>) {
         let at = self.at;
-        let Some(record) = self.record.as_mut() else {
+        let Some(record) = self.record.as_deref_mut() else {
             return;
         };
         let first_queued_ms = *record.first_queued_ms.get_or_insert(at);
@@ -527,14 +569,14 @@ impl<'a> Fold<'a> {
         if let Some(key) = self.current_item_key() {
             self.state.items.remove(&key);
         }
-        if let Some(record) = self.record.as_mut() {
+        if let Some(record) = self.record.as_deref_mut() {
             record.waiting = None;
         }
     }
 
     /// Ends the holder's assignment, if any, and notes when for the agent's idle time.
     fn end_assignment(&mut self) {
-        let Some(holder) = self.record.as_mut().and_then(|r| r.assignment.take()) else {
+        let Some(holder) = self.record.as_deref_mut().and_then(|r| r.assignment.take()) else {
             return;
         };
         self.state.assignments.remove(&(
@@ -555,7 +597,7 @@ impl<'a> Fold<'a> {
 
     /// Starts `agent`'s holding of the interaction, which came from `queue` if any.
     fn start_assignment(&mut self, agent: &str, queue: Option<String>) {
-        let channel = self.record.as_ref().map_or(self.channel, |r| r.channel);
+        let channel = self.record.as_deref().map_or(self.channel, |r| r.channel);
         let assignment = AssignmentRecord {
             channel,
             queue: queue.clone(),
@@ -569,7 +611,7 @@ impl<'a> Fold<'a> {
                 .queue_assigned
                 .insert((Id::from(queue.as_str()), Id::from(self.interaction)), ());
         }
-        if let Some(record) = self.record.as_mut() {
+        if let Some(record) = self.record.as_deref_mut() {
             record.assignment = Some(Holder {
                 agent_id: agent.to_owned(),
                 queue,
@@ -578,7 +620,7 @@ impl<'a> Fold<'a> {
     }
 
     fn assigned(&mut self, agent: &str) {
-        let Some(record) = self.record.as_ref() else {
+        let Some(record) = self.record.as_deref() else {
             return;
         };
         let from_queue = record.waiting.as_ref().map(|w| w.queue.clone());
@@ -621,22 +663,20 @@ impl<'a> Fold<'a> {
         }
     }
 
-    /// Writes the record back; an interaction neither waiting nor held is forgotten
-    /// (its stay is over, so its next `queued` starts a new total wait).
-    fn save(self) {
-        let Some(record) = self.record else {
-            return;
-        };
-        // `open` took the record out of the table: it is put back, or its taken entry is
-        // discarded (a `remove` would find nothing to remove and leave the empty entry
-        // behind until the next checkpoint: a replay's whole history of them).
-        if record.waiting.is_none() && record.assignment.is_none() {
-            self.state.interactions.discard(self.interaction);
-        } else if let Err(record) = self.state.interactions.put_back(self.interaction, record) {
-            self.state
-                .interactions
-                .insert(self.interaction.to_owned(), record);
-        }
+    /// Ends the fold: whether the interaction's record is to be forgotten, being neither
+    /// waiting nor held (its stay is over, so its next `queued` starts a new total wait).
+    /// The caller removes it ([`forget`]) once the fold no longer holds the record.
+    fn save(self) -> bool {
+        self.record
+            .is_some_and(|record| record.waiting.is_none() && record.assignment.is_none())
+    }
+}
+
+/// Forgets the record of the event's interaction (see [`Fold::save`]): a record the store
+/// never held leaves nothing behind, one it held is deleted at the next checkpoint.
+fn forget(state: &mut QueueState, event: &Event) {
+    if let Some(interaction) = event.interaction_id.as_deref() {
+        state.interactions.remove(interaction);
     }
 }
 

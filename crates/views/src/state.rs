@@ -838,6 +838,11 @@ macro_rules! record_map {
 
 record_map!(BTreeMap, std::collections::btree_map::Iter<'a, K, Entry<V>>);
 record_map!(FastMap, std::collections::hash_map::Iter<'a, K, Entry<V>>);
+record_map!(HashedMap, hashbrown::hash_map::Iter<'a, K, Entry<V>>);
+
+/// A [`HashedTable`]'s entries: hashbrown's map, for its `entry_ref`, which finds or makes
+/// an entry by a borrowed key in one lookup ([`HashedTable::get_or_insert_with_borrowed`]).
+pub type HashedMap<K, E> = hashbrown::HashMap<K, E, foldhash::fast::RandomState>;
 
 /// A table wholly in memory, ordered by key unless it is a [`HashedTable`]. See the module
 /// documentation.
@@ -853,7 +858,32 @@ pub struct Table<K: Key, V: Record, M: RecordMap<K, V> = BTreeMap<K, Entry<V>>> 
 }
 
 /// A [`Table`] looked up by key only: no `range`, and `iter` in no particular order.
-pub type HashedTable<K, V> = Table<K, V, FastMap<K, Entry<V>>>;
+pub type HashedTable<K, V> = Table<K, V, HashedMap<K, Entry<V>>>;
+
+impl<K: Key, V: Record> HashedTable<K, V> {
+    /// The record, created with `make` if there is none, to change in place: one lookup,
+    /// and the key is made from `key` only for a new record. The queue's fold took each
+    /// interaction's record out of its table and put it back, two lookups and an `Arc` made
+    /// and freed for every event it folds.
+    pub fn get_or_insert_with_borrowed<Q: Hash + Eq + ?Sized>(
+        &mut self,
+        key: &Q,
+        make: impl FnOnce() -> V,
+    ) -> &mut V
+    where
+        K: OwnKey<Q>,
+    {
+        let entry = match self.records.entry_ref(key) {
+            EntryRef::Occupied(entry) => entry.into_mut(),
+            EntryRef::Vacant(vacant) => vacant.insert_with_key(K::own(key), Entry::vacant()),
+        };
+        Self::mark(&mut self.changed, entry);
+        if entry.value.is_none() {
+            self.live += 1;
+        }
+        Arc::make_mut(entry.value.get_or_insert_with(|| Arc::new(make())))
+    }
+}
 
 /// A [`Table`] the fold looks up by key and queries read by range: its entries in a hash
 /// map, and its keys in a B-tree as well. For the reports' hourly sums, which nearly every
