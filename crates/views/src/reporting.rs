@@ -90,8 +90,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::queue::channel_name;
 use crate::state::{
-    CachedTable, Entries, Evictable, Id, IndexedTable, SmallMap, Snapshot, Taken, ViewState,
-    changes_of, decode_value, encode_value, evict_together, sorted,
+    CachedTable, Entries, Evictable, Id, IndexedTable, SmallMap, Snapshot, ViewState, changes_of,
+    decode_value, encode_value, evict_together, sorted,
 };
 use crate::{LogPosition, View, ViewError};
 
@@ -535,41 +535,62 @@ impl View for ReportingView {
             }
             Body::WrappedUp { topics, .. } => {
                 let mut fold = Fold::open(state, event, false)?;
-                count_topics(fold.state, topics, at);
                 fold.wrapped_up();
-                fold.save()
+                if fold.save() {
+                    forget(state, event);
+                }
+                count_topics(state, topics, at);
+                Ok(())
             }
             Body::Queued { queue, .. } => {
                 let mut fold = Fold::open(state, event, true)?;
                 fold.queued(queue);
-                fold.save()
+                if fold.save() {
+                    forget(state, event);
+                }
+                Ok(())
             }
             Body::Assigned { .. } => {
                 let mut fold = Fold::open(state, event, true)?;
                 fold.assigned(&self.config);
-                fold.save()
+                if fold.save() {
+                    forget(state, event);
+                }
+                Ok(())
             }
             Body::Abandoned => {
                 let mut fold = Fold::open(state, event, false)?;
                 fold.abandoned();
-                fold.save()
+                if fold.save() {
+                    forget(state, event);
+                }
+                Ok(())
             }
             Body::Ended { .. } => {
                 // Ending while waiting is abandoning; ending while held leaves the
                 // handling open until the wrap-up, which often follows the end.
                 let mut fold = Fold::open(state, event, false)?;
                 fold.abandoned();
-                fold.save()
+                if fold.save() {
+                    forget(state, event);
+                }
+                Ok(())
             }
             Body::Transferred { to_queue, to_agent } => {
                 let mut fold = Fold::open(state, event, true)?;
                 fold.transferred(to_queue.as_deref(), to_agent.is_some());
-                fold.save()
+                if fold.save() {
+                    forget(state, event);
+                }
+                Ok(())
             }
             Body::Csat { score } => {
                 let mut fold = Fold::open(state, event, true)?;
                 fold.rated(*score);
-                fold.save()
+                if fold.save() {
+                    forget(state, event);
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -751,14 +772,15 @@ fn count_topics(state: &mut ReportingState, topics: &[String], at: i64) {
     }
 }
 
-/// One interaction event being folded: its tracked record, taken out of its table once and
-/// put back once ([`Fold::save`], which every event that opens a fold calls).
+/// One interaction event being folded: its tracked record, changed in place in its table
+/// (found once), and the sums it adds to. [`Fold::save`], which every event that opens a
+/// fold calls, says whether the record is to be forgotten.
 struct Fold<'a> {
-    state: &'a mut ReportingState,
-    interaction: &'a str,
+    buckets: &'a mut IndexedTable<BucketKey, BucketCounts>,
+    waits: &'a mut IndexedTable<(i64, u8, Id), WaitHistogram>,
     at: i64,
     /// `None` when the event found no record and must not start one.
-    tracked: Option<Taken<Tracked>>,
+    tracked: Option<&'a mut Tracked>,
 }
 
 impl<'a> Fold<'a> {
@@ -776,12 +798,16 @@ impl<'a> Fold<'a> {
             ViewError::Unapplicable("an interaction event without channel".into())
         })?;
         let at = event.occurred_at.timestamp_millis();
-        // Taken out to change (no copy), put back by `save`.
-        let mut tracked: Option<Taken<Tracked>> = state.tracked.take(interaction)?;
-        if tracked.is_none() && create {
+        let ReportingState {
+            tracked,
+            buckets,
+            waits,
+            ..
+        } = state;
+        let tracked = if create {
             // Work without a queue entry is counted under NO_QUEUE in this event's hour,
             // unless the event itself starts an entry (which sets the bucket).
-            tracked = Some(Taken::new(Tracked {
+            Some(tracked.get_or_insert_with(interaction, || Tracked {
                 channel,
                 hour: hour_of(at),
                 queue: Id::from(NO_QUEUE),
@@ -790,11 +816,13 @@ impl<'a> Fold<'a> {
                 keep: false,
                 csat: None,
                 csat_counted_in: None,
-            }));
-        }
+            })?)
+        } else {
+            tracked.get_mut(interaction)?
+        };
         Ok(Fold {
-            state,
-            interaction,
+            buckets,
+            waits,
             at,
             tracked,
         })
@@ -802,7 +830,7 @@ impl<'a> Fold<'a> {
 
     /// Adds to the bucket of the tracked interaction's latest entry.
     fn count(&mut self, change: impl FnOnce(&mut BucketCounts)) {
-        let Some(tracked) = self.tracked.as_ref() else {
+        let Some(tracked) = self.tracked.as_deref() else {
             return;
         };
         let key = (
@@ -810,15 +838,11 @@ impl<'a> Fold<'a> {
             channel_code(tracked.channel),
             tracked.queue.clone(),
         );
-        change(
-            self.state
-                .buckets
-                .get_or_insert_with(key, BucketCounts::default),
-        );
+        change(self.buckets.get_or_insert_with(key, BucketCounts::default));
     }
 
     fn count_wait(&mut self, wait_ms: u64) {
-        let Some(tracked) = self.tracked.as_ref() else {
+        let Some(tracked) = self.tracked.as_deref() else {
             return;
         };
         let key = (
@@ -827,7 +851,6 @@ impl<'a> Fold<'a> {
             tracked.queue.clone(),
         );
         *self
-            .state
             .waits
             .get_or_insert_with(key, WaitHistogram::default)
             .entry(wait_bucket(wait_ms))
@@ -837,7 +860,7 @@ impl<'a> Fold<'a> {
     /// Starts a new entry in `queue` now.
     fn enter(&mut self, queue: &str) {
         let at = self.at;
-        if let Some(tracked) = self.tracked.as_mut() {
+        if let Some(tracked) = self.tracked.as_deref_mut() {
             if tracked.csat.is_some() && tracked.csat_counted_in.is_none() {
                 tracked.csat_counted_in = Some(Box::new((tracked.hour, tracked.queue.clone())));
             }
@@ -852,7 +875,7 @@ impl<'a> Fold<'a> {
     fn queued(&mut self, queue: &str) {
         let already_waiting_there = self
             .tracked
-            .as_ref()
+            .as_deref()
             .is_some_and(|t| t.waiting_since_ms.is_some() && t.queue == queue);
         if !already_waiting_there {
             self.enter(queue);
@@ -861,7 +884,7 @@ impl<'a> Fold<'a> {
 
     fn assigned(&mut self, config: &ReportingConfig) {
         let at = self.at;
-        let Some(tracked) = self.tracked.as_mut() else {
+        let Some(tracked) = self.tracked.as_deref_mut() else {
             return;
         };
         let waited = tracked
@@ -903,7 +926,7 @@ impl<'a> Fold<'a> {
     fn transferred(&mut self, to_queue: Option<&str>, to_agent: bool) {
         self.count(|c| c.transfers += 1);
         let at = self.at;
-        if let Some(tracked) = self.tracked.as_mut() {
+        if let Some(tracked) = self.tracked.as_deref_mut() {
             // The entry it leaves is neither answered nor abandoned; the agent's handling
             // ends without a wrap-up.
             tracked.waiting_since_ms = None;
@@ -920,7 +943,11 @@ impl<'a> Fold<'a> {
 
     fn wrapped_up(&mut self) {
         let at = self.at;
-        let Some(assigned) = self.tracked.as_mut().and_then(|t| t.assigned_ms.take()) else {
+        let Some(assigned) = self
+            .tracked
+            .as_deref_mut()
+            .and_then(|t| t.assigned_ms.take())
+        else {
             return;
         };
         let handle = elapsed_ms(assigned, at);
@@ -931,7 +958,7 @@ impl<'a> Fold<'a> {
     }
 
     fn rated(&mut self, score: u8) {
-        let Some(tracked) = self.tracked.as_mut() else {
+        let Some(tracked) = self.tracked.as_deref_mut() else {
             return;
         };
         let previous = tracked.csat.replace(score);
@@ -944,7 +971,7 @@ impl<'a> Fold<'a> {
                 Some(bucket) => *bucket,
                 None => (tracked.hour, tracked.queue.clone()),
             };
-            let counted = self.state.buckets.get_or_insert_with(
+            let counted = self.buckets.get_or_insert_with(
                 (hour, channel_code(tracked.channel), queue),
                 BucketCounts::default,
             );
@@ -959,21 +986,22 @@ impl<'a> Fold<'a> {
         });
     }
 
-    /// Writes the record back, or deletes it once nothing can still need it: not
-    /// waiting, not awaiting a wrap-up, never taken by an agent nor rated (an abandoned
-    /// contact, a transfer without a target).
-    fn save(self) -> Result<(), ViewError> {
-        match self.tracked {
-            Some(tracked)
-                if tracked.waiting_since_ms.is_some()
-                    || tracked.assigned_ms.is_some()
-                    || tracked.keep =>
-            {
-                self.state.tracked.put_back(self.interaction, tracked);
-            }
-            // None, or done: left out (`open` took it out of the table).
-            _ => self.state.tracked.discard(self.interaction),
-        }
-        Ok(())
+    /// Ends the fold: whether the record is to be forgotten, nothing being able to need it
+    /// any more (not waiting, not awaiting a wrap-up, never taken by an agent nor rated:
+    /// an abandoned contact, a transfer without a target), or there being none. The caller
+    /// forgets it ([`forget`]) once the fold no longer holds it.
+    fn save(self) -> bool {
+        !self.tracked.is_some_and(|tracked| {
+            tracked.waiting_since_ms.is_some() || tracked.assigned_ms.is_some() || tracked.keep
+        })
+    }
+}
+
+/// Forgets the tracked record of the event's interaction (see [`Fold::save`]), and the
+/// empty slot a record found absent leaves: a replay ends most interactions it folds.
+fn forget(state: &mut ReportingState, event: &Event) {
+    if let Some(interaction) = event.interaction_id.as_deref() {
+        state.tracked.remove(interaction);
+        state.tracked.discard(interaction);
     }
 }
