@@ -141,7 +141,7 @@ async fn read_all(log: &KafkaLog, topic: Topic) -> (u64, BTreeSet<String>) {
                 assert_eq!(record.offset, from, "offsets are contiguous");
                 from = record.offset + 1;
                 count += 1;
-                keys.insert(record.key);
+                keys.insert(String::from_utf8_lossy(&record.key).into_owned());
             }
         }
     }

@@ -197,7 +197,7 @@ async fn a_call_then_an_sms_from_the_same_number_is_one_customer() {
         .await
         .unwrap();
     assert_eq!(records.len(), 2);
-    assert!(records.iter().all(|r| r.key == customer));
+    assert!(records.iter().all(|r| r.key == customer.as_bytes()));
 }
 
 #[tokio::test]

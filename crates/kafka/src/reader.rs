@@ -423,7 +423,7 @@ fn to_record(topic: Topic, message: &BorrowedMessage<'_>) -> LogRecord {
         topic,
         partition: message.partition() as u32,
         offset: message.offset() as u64,
-        key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+        key: bytes::Bytes::copy_from_slice(message.key().unwrap_or_default()),
         event_id,
         payload: bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default()),
         headers,

@@ -94,7 +94,11 @@ pub struct LogRecord {
     pub topic: Topic,
     pub partition: u32,
     pub offset: u64,
-    pub key: String,
+    /// The key it was appended with, as bytes (a Kafka record's key is bytes), in the
+    /// buffer the record was read into: a string of its own, checked as UTF-8, made and
+    /// let go for every record read, was an allocation on a reading thread and a free on
+    /// the decoding one (see docs/benchmarks.md, "2026-12-05, day").
+    pub key: bytes::Bytes,
     pub event_id: uuid::Uuid,
     pub payload: bytes::Bytes,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -243,7 +247,7 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
             let mut records = read_in_turn(self, scan, max).await?;
             let read_some = !records.is_empty();
             if let Some(share) = scan.share {
-                records.retain(|r| share.holds(r.key.as_bytes()));
+                records.retain(|r| share.holds(&r.key));
             }
             // A scan of a share of the keys reads on until some record is of it.
             if records.is_empty() && read_some {

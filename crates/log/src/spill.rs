@@ -263,7 +263,7 @@ mod tests {
             topic,
             partition: 7,
             offset,
-            key: format!("customer-{offset}"),
+            key: format!("customer-{offset}").into(),
             event_id: uuid::Uuid::from_u128(u128::from(offset) + 1),
             payload: Bytes::from(vec![offset as u8; (offset % 300) as usize]),
             headers: (0..headers)
@@ -318,7 +318,7 @@ mod tests {
         let path = dir.path().join("long-key.spill");
         let mut writer = SpillWriter::create(&path).unwrap();
         let mut long = record(Topic::Interactions, 4, 0);
-        long.key = "k".repeat(usize::from(u16::MAX) + 1);
+        long.key = "k".repeat(usize::from(u16::MAX) + 1).into();
         let error = writer.write(&long).unwrap_err().to_string();
         assert!(error.contains("record 4 of partition 7"), "{error}");
         writer.write(&record(Topic::Interactions, 5, 1)).unwrap();

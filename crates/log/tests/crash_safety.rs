@@ -196,7 +196,7 @@ async fn assert_log_is_consistent(dir: &Path, acked: &HashMap<Uuid, Position>, r
             };
             assert_eq!(r.offset, index as u64, "round {round}: offsets have a gap");
             assert_eq!(
-                partition_for(r.key.as_bytes(), PARTITIONS),
+                partition_for(&r.key, PARTITIONS),
                 partition,
                 "round {round}: {position:?} is in the wrong partition"
             );
@@ -230,7 +230,13 @@ async fn assert_log_is_consistent(dir: &Path, acked: &HashMap<Uuid, Position>, r
     for chunk in records.chunks(1_000) {
         let batch = chunk
             .iter()
-            .map(|r| record(r.key.clone(), r.event_id, r.payload.clone()))
+            .map(|r| {
+                record(
+                    String::from_utf8_lossy(&r.key),
+                    r.event_id,
+                    r.payload.clone(),
+                )
+            })
             .collect();
         let outcomes = log.append(batch).await.unwrap();
         for (r, outcome) in chunk.iter().zip(outcomes) {

@@ -63,7 +63,11 @@ async fn assert_log_holds(log: &dyn EventLog, expected: &[Vec<u32>]) {
                 stored.event_id, wanted.event_id,
                 "event id at {partition}@{offset}"
             );
-            assert_eq!(stored.key, wanted.key, "key at {partition}@{offset}");
+            assert_eq!(
+                stored.key,
+                wanted.key.as_bytes(),
+                "key at {partition}@{offset}"
+            );
             assert_eq!(
                 stored.payload, wanted.payload,
                 "payload at {partition}@{offset}"
@@ -73,9 +77,9 @@ async fn assert_log_holds(log: &dyn EventLog, expected: &[Vec<u32>]) {
                 "headers at {partition}@{offset}"
             );
             assert_eq!(
-                partition_for(stored.key.as_bytes(), PARTITIONS),
+                partition_for(&stored.key, PARTITIONS),
                 partition,
-                "{} is in the wrong partition",
+                "{:?} is in the wrong partition",
                 stored.key
             );
         }

@@ -423,11 +423,7 @@ async fn read_share(log: &dyn EventLog, scan: Scan, share: KeyShare, max: usize)
             break;
         }
         for r in records {
-            assert!(
-                share.holds(r.key.as_bytes()),
-                "{} is not of {share:?}",
-                r.key
-            );
+            assert!(share.holds(&r.key), "{:?} is not of {share:?}", r.key);
             let after = next.entry(r.partition).or_default();
             assert!(r.offset >= *after, "partition {} out of order", r.partition);
             *after = r.offset + 1;

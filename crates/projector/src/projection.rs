@@ -631,7 +631,7 @@ fn dead_letter(view: &str, record: &LogRecord, reason: &str) -> AppendRecord {
     );
     AppendRecord {
         topic: Topic::DeadLetter,
-        key: record.key.clone(),
+        key: String::from_utf8_lossy(&record.key).into_owned(),
         event_id: dead_letter_id(view, record),
         payload: record.payload.clone(),
         headers: vec![
@@ -1111,7 +1111,7 @@ mod tests {
                 topic: Topic::Interactions,
                 partition: 0,
                 offset,
-                key: String::new(),
+                key: Default::default(),
                 event_id: Uuid::nil(),
                 payload: bytes::Bytes::from_static(b"not an event"),
                 headers: Vec::new(),

@@ -643,7 +643,7 @@ impl PassSource {
                         break;
                     }
                     for record in records {
-                        match first.index_of(record.key.as_bytes()) {
+                        match first.index_of(&record.key) {
                             0 => kept.push(record),
                             // The page cache takes these writes: no disk wait here.
                             share => spills[share as usize - 1].write(&record)?,

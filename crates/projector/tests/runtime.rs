@@ -531,7 +531,7 @@ fn six_interleaved_records() -> Vec<Decoded> {
             topic: Topic::Interactions,
             partition,
             offset,
-            key: event.partition_key().unwrap().to_owned(),
+            key: bytes::Bytes::copy_from_slice(event.partition_key().unwrap().as_bytes()),
             event_id: event.event_id,
             payload: omnilog_events::encode(event).into(),
             headers: Vec::new(),

@@ -112,7 +112,7 @@ fn le_u64(bytes: &[u8]) -> u64 {
 /// What a batch stores of a record, whether it is being appended ([`AppendRecord`]) or was
 /// read back ([`LogRecord`], which a spill file writes again).
 pub(crate) struct RecordFields<'a> {
-    key: &'a str,
+    key: &'a [u8],
     event_id: &'a Uuid,
     headers: &'a [(String, Vec<u8>)],
     payload: &'a [u8],
@@ -121,7 +121,7 @@ pub(crate) struct RecordFields<'a> {
 impl<'a> From<&'a AppendRecord> for RecordFields<'a> {
     fn from(record: &'a AppendRecord) -> Self {
         RecordFields {
-            key: &record.key,
+            key: record.key.as_bytes(),
             event_id: &record.event_id,
             headers: &record.headers,
             payload: &record.payload,
@@ -182,7 +182,7 @@ impl RecordFields<'_> {
         let len = self.encoded_len() - 4;
         out.extend_from_slice(&(len as u32).to_le_bytes());
         out.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
-        out.extend_from_slice(self.key.as_bytes());
+        out.extend_from_slice(self.key);
         out.extend_from_slice(self.event_id.as_bytes());
         out.extend_from_slice(&(self.headers.len() as u16).to_le_bytes());
         for (name, value) in self.headers {
@@ -570,7 +570,7 @@ pub(crate) fn decode_record(
         Some(range)
     };
     let key_len = le_u16(&bytes[take(2)?]) as usize;
-    let key = std::str::from_utf8(&bytes[take(key_len)?]).ok()?.to_owned();
+    let key = bytes.slice(take(key_len)?);
     let event_id = Uuid::from_slice(&bytes[take(16)?]).ok()?;
     let header_count = le_u16(&bytes[take(2)?]);
     let mut headers = Vec::with_capacity(header_count as usize);
