@@ -210,7 +210,7 @@ impl View for QueueView {
         _position: LogPosition,
     ) -> Result<(), ViewError> {
         let at = event.occurred_at.timestamp_millis();
-        match &event.body {
+        let over = match &event.body {
             Body::AgentState {
                 agent_id,
                 state: status,
@@ -225,7 +225,7 @@ impl View for QueueView {
                     capacity.as_ref(),
                     at,
                 );
-                Ok(())
+                return Ok(());
             }
             Body::Queued {
                 queue,
@@ -234,18 +234,12 @@ impl View for QueueView {
             } => {
                 let mut fold = Fold::open(state, event, true)?;
                 fold.queued(queue, *priority, skills);
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
             Body::Offered { agent_id } => {
                 let mut fold = Fold::open(state, event, false)?;
                 fold.reserve(|_| Some(agent_id.clone()));
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
             Body::OfferDeclined { agent_id } | Body::OfferTimedOut { agent_id } => {
                 let mut fold = Fold::open(state, event, false)?;
@@ -253,35 +247,23 @@ impl View for QueueView {
                     Some(holder) if holder == agent_id => None,
                     other => other.map(str::to_owned),
                 });
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
             Body::Assigned { agent_id } => {
                 let mut fold = Fold::open(state, event, true)?;
                 fold.assigned(agent_id);
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
             Body::Transferred { to_queue, to_agent } => {
                 let mut fold = Fold::open(state, event, to_queue.is_some() || to_agent.is_some())?;
                 fold.transferred(to_queue.as_deref(), to_agent.as_deref());
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
             Body::Abandoned | Body::Ended { .. } => {
                 let mut fold = Fold::open(state, event, false)?;
                 fold.leave_queue();
                 fold.end_assignment();
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
             Body::WrappedUp { agent_id, .. } => {
                 let mut fold = Fold::open(state, event, false)?;
@@ -293,13 +275,14 @@ impl View for QueueView {
                 if holds {
                     fold.end_assignment();
                 }
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
-            _ => Ok(()),
+            _ => return Ok(()),
+        };
+        if over {
+            forget(state, event);
         }
+        Ok(())
     }
 }
 
@@ -427,7 +410,7 @@ struct Others<'a> {
 }
 
 /// One interaction event being folded: the interaction's record, changed in place in its
-/// table (found once), and the other tables. [`Fold::save`], which every event that opens a
+/// table (found once), and the other tables. [`Fold::finish`], which every event that opens a
 /// fold calls, says whether the record is to be forgotten.
 struct Fold<'a> {
     state: Others<'a>,
@@ -666,13 +649,13 @@ impl<'a> Fold<'a> {
     /// Ends the fold: whether the interaction's record is to be forgotten, being neither
     /// waiting nor held (its stay is over, so its next `queued` starts a new total wait).
     /// The caller removes it ([`forget`]) once the fold no longer holds the record.
-    fn save(self) -> bool {
+    fn finish(self) -> bool {
         self.record
             .is_some_and(|record| record.waiting.is_none() && record.assignment.is_none())
     }
 }
 
-/// Forgets the record of the event's interaction (see [`Fold::save`]): a record the store
+/// Forgets the record of the event's interaction (see [`Fold::finish`]): a record the store
 /// never held leaves nothing behind, one it held is deleted at the next checkpoint.
 fn forget(state: &mut QueueState, event: &Event) {
     if let Some(interaction) = event.interaction_id.as_deref() {

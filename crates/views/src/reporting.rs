@@ -528,72 +528,56 @@ impl View for ReportingView {
     ) -> Result<(), ViewError> {
         let at = event.occurred_at.timestamp_millis();
         count_self_service(state, event)?;
-        match &event.body {
+        let over = match &event.body {
             Body::Tagged { topics } => {
                 count_topics(state, topics, at);
-                Ok(())
+                return Ok(());
             }
             Body::WrappedUp { topics, .. } => {
                 let mut fold = Fold::open(state, event, false)?;
                 fold.wrapped_up();
-                if fold.save() {
-                    forget(state, event);
-                }
+                let over = fold.finish();
                 count_topics(state, topics, at);
-                Ok(())
+                over
             }
             Body::Queued { queue, .. } => {
                 let mut fold = Fold::open(state, event, true)?;
                 fold.queued(queue);
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
             Body::Assigned { .. } => {
                 let mut fold = Fold::open(state, event, true)?;
                 fold.assigned(&self.config);
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
             Body::Abandoned => {
                 let mut fold = Fold::open(state, event, false)?;
                 fold.abandoned();
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
             Body::Ended { .. } => {
                 // Ending while waiting is abandoning; ending while held leaves the
                 // handling open until the wrap-up, which often follows the end.
                 let mut fold = Fold::open(state, event, false)?;
                 fold.abandoned();
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
             Body::Transferred { to_queue, to_agent } => {
                 let mut fold = Fold::open(state, event, true)?;
                 fold.transferred(to_queue.as_deref(), to_agent.is_some());
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
             Body::Csat { score } => {
                 let mut fold = Fold::open(state, event, true)?;
                 fold.rated(*score);
-                if fold.save() {
-                    forget(state, event);
-                }
-                Ok(())
+                fold.finish()
             }
-            _ => Ok(()),
+            _ => return Ok(()),
+        };
+        if over {
+            forget(state, event);
         }
+        Ok(())
     }
 }
 
@@ -773,7 +757,7 @@ fn count_topics(state: &mut ReportingState, topics: &[String], at: i64) {
 }
 
 /// One interaction event being folded: its tracked record, changed in place in its table
-/// (found once), and the sums it adds to. [`Fold::save`], which every event that opens a
+/// (found once), and the sums it adds to. [`Fold::finish`], which every event that opens a
 /// fold calls, says whether the record is to be forgotten.
 struct Fold<'a> {
     buckets: &'a mut IndexedTable<BucketKey, BucketCounts>,
@@ -990,14 +974,14 @@ impl<'a> Fold<'a> {
     /// any more (not waiting, not awaiting a wrap-up, never taken by an agent nor rated:
     /// an abandoned contact, a transfer without a target), or there being none. The caller
     /// forgets it ([`forget`]) once the fold no longer holds it.
-    fn save(self) -> bool {
+    fn finish(self) -> bool {
         !self.tracked.is_some_and(|tracked| {
             tracked.waiting_since_ms.is_some() || tracked.assigned_ms.is_some() || tracked.keep
         })
     }
 }
 
-/// Forgets the tracked record of the event's interaction (see [`Fold::save`]), and the
+/// Forgets the tracked record of the event's interaction (see [`Fold::finish`]), and the
 /// empty slot a record found absent leaves: a replay ends most interactions it folds.
 fn forget(state: &mut ReportingState, event: &Event) {
     if let Some(interaction) = event.interaction_id.as_deref() {

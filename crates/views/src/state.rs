@@ -870,7 +870,6 @@ macro_rules! record_map {
 }
 
 record_map!(BTreeMap, std::collections::btree_map::Iter<'a, K, Entry<V>>);
-record_map!(FastMap, std::collections::hash_map::Iter<'a, K, Entry<V>>);
 record_map!(HashedMap, hashbrown::hash_map::Iter<'a, K, Entry<V>>);
 
 /// A [`HashedTable`]'s entries: hashbrown's map, for its `entry_ref`, which finds or makes
