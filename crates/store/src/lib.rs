@@ -43,6 +43,10 @@ use omnilog_views::state::Entries;
 use omnilog_views::{Changes, RecordSource, ViewError, ViewState};
 use serde::{Deserialize, Serialize};
 
+mod writeback;
+
+use writeback::EarlyWriteback;
+
 /// The reserved key of a view's checkpoint. Table tags are ASCII letters, so a key starting
 /// with 0xFF cannot collide with a record (and sorts after them all).
 const CHECKPOINT_KEY: &[u8] = b"\xffcheckpoint";
@@ -696,6 +700,7 @@ impl ViewTable {
         changes: impl Iterator<Item = Result<(Vec<u8>, Option<Vec<u8>>), ViewError>>,
         checkpoint: &Checkpoint,
     ) -> Result<(), StoreError> {
+        let mut writeback = EarlyWriteback::new(self.keyspace.path());
         let mut ingestion = self.keyspace.start_ingestion()?;
         // The key before, in a buffer kept for the whole ingestion.
         let mut previous: Vec<u8> = Vec::new();
@@ -715,6 +720,7 @@ impl ViewTable {
             }
             previous.clear();
             previous.extend_from_slice(&key);
+            writeback.wrote(key.len() + value.as_ref().map_or(0, Vec::len));
             match value {
                 Some(value) => ingestion.write(key, value)?,
                 None => ingestion.write_tombstone(key)?,
