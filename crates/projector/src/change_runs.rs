@@ -33,11 +33,22 @@ use omnilog_views::state::{EncodedChange, Run};
 /// Buffer of a run's writer: one at a time.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
 
-/// Buffer of each run's reader: a checkpoint merges every run of its view at once, and the
-/// four partition-local views write their last checkpoints together. At 10M events, twelve
-/// partitions of thirteen passes are 156 runs a view: with 32 KiB buffers, the checkpoints
-/// held 24.6 MB of the replay's heap peak (heaptrack).
-const READ_BUFFER_BYTES: usize = 8 << 10;
+/// What the buffers of the runs a checkpoint merges at once weigh together, about: each
+/// run's reader gets its share, between [`MIN_READ_BUFFER_BYTES`] and
+/// [`MAX_READ_BUFFER_BYTES`]. The four partition-local views write their last checkpoints
+/// together. At 10M events, twelve partitions of thirteen passes are 156 runs a view: with
+/// 32 KiB buffers each, the checkpoints held 24.6 MB of the replay's heap peak (heaptrack).
+/// At 1M, thirteen runs a view: with 8 KiB buffers each, the journey's last merge read its
+/// 108 MB of runs in 13,238 `pread`s (`strace -f omnilog replay`), on the thread that feeds
+/// the replay's last ingestion, while the other views were done.
+const READ_BUFFERS_BYTES: usize = 2 << 20;
+const MIN_READ_BUFFER_BYTES: usize = 8 << 10;
+const MAX_READ_BUFFER_BYTES: usize = 256 << 10;
+
+/// The buffer of each of `runs` runs read at once.
+fn read_buffer_bytes(runs: usize) -> usize {
+    (READ_BUFFERS_BYTES / runs.max(1)).clamp(MIN_READ_BUFFER_BYTES, MAX_READ_BUFFER_BYTES)
+}
 
 /// The record length that marks a deletion.
 const DELETED: u32 = u32::MAX;
@@ -193,11 +204,12 @@ impl ChangeRun {
         self.bytes
     }
 
-    /// Reads the run back, change by change, in the order written; a cut or unreadable
-    /// file ends it with an error.
-    pub(crate) fn into_run(self) -> Run {
+    /// Reads the run back, change by change, in the order written, beside `read_together`
+    /// runs in all (its buffer is its share); a cut or unreadable file ends it with an
+    /// error.
+    pub(crate) fn into_run(self, read_together: usize) -> Run {
         let mut file = BufReader::with_capacity(
-            READ_BUFFER_BYTES,
+            read_buffer_bytes(read_together),
             PositionedReader {
                 file: self.file,
                 at: self.start,
@@ -281,6 +293,25 @@ mod tests {
     }
 
     #[test]
+    fn runs_read_together_share_the_buffers_within_bounds() {
+        assert_eq!(read_buffer_bytes(1), MAX_READ_BUFFER_BYTES);
+        assert_eq!(read_buffer_bytes(13), (2 << 20) / 13);
+        // A 10M replay's 156 runs a view: about 2 MiB in all, as for thirteen.
+        assert_eq!(read_buffer_bytes(156), (2 << 20) / 156);
+        assert_eq!(read_buffer_bytes(10_000), MIN_READ_BUFFER_BYTES);
+        assert_eq!(read_buffer_bytes(0), MAX_READ_BUFFER_BYTES);
+    }
+
+    #[test]
+    fn a_run_read_beside_many_reads_back_the_same_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = RunFile::create_in(dir.path()).unwrap();
+        let run = file.write_run(ok(changes(0))).unwrap();
+        let read: Vec<_> = run.into_run(10_000).map(Result::unwrap).collect();
+        assert_eq!(read, changes(0));
+    }
+
+    #[test]
     fn runs_of_one_file_read_back_what_was_written_deletions_and_empty_records_too() {
         let dir = tempfile::tempdir().unwrap();
         let mut file = RunFile::create_in(dir.path()).unwrap();
@@ -293,10 +324,10 @@ mod tests {
         );
         assert!(first.bytes() > 10_000 * 8);
         // Read in any order, each its own stretch.
-        let second: Vec<_> = second.into_run().map(Result::unwrap).collect();
+        let second: Vec<_> = second.into_run(1).map(Result::unwrap).collect();
         assert_eq!(second, changes(50_000));
-        assert_eq!(empty.into_run().count(), 0);
-        let first: Vec<_> = first.into_run().map(Result::unwrap).collect();
+        assert_eq!(empty.into_run(1).count(), 0);
+        let first: Vec<_> = first.into_run(1).map(Result::unwrap).collect();
         assert_eq!(first, changes(0));
         // Unnamed: nothing of it is in the directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -308,7 +339,7 @@ mod tests {
         let mut file = RunFile::create_in(dir.path()).unwrap();
         let run = file.write_run(ok(changes(0))).unwrap();
         run.file.set_len(run.bytes() / 2).unwrap();
-        let read: Vec<_> = run.into_run().collect();
+        let read: Vec<_> = run.into_run(1).collect();
         assert!(read.len() < 10_000);
         let last = read.last().expect("some changes");
         assert!(

@@ -247,10 +247,11 @@ impl HeldChanges {
         }
     }
 
-    fn into_run(self) -> Run {
+    /// Its changes as a run, read beside `read_together` runs in all.
+    fn into_run(self, read_together: usize) -> Run {
         match self {
             HeldChanges::InMemory(changes) => changes.into_run(),
-            HeldChanges::OnDisk(run) => run.into_run(),
+            HeldChanges::OnDisk(run) => run.into_run(read_together),
         }
     }
 
@@ -260,7 +261,7 @@ impl HeldChanges {
             HeldChanges::InMemory(changes) => Ok(changes),
             HeldChanges::OnDisk(run) => {
                 let len = run.len();
-                Changes::from_run(run.into_run(), len)
+                Changes::from_run(run.into_run(1), len)
             }
         }
     }
@@ -415,9 +416,11 @@ impl<V: View> Version<V> {
                     // which go with their last run.
                     ahead.change_file = None;
                     ahead.sums_file = None;
-                    let mut runs: Vec<Run> = std::mem::take(&mut ahead.sums)
+                    let held_sums = std::mem::take(&mut ahead.sums);
+                    let read_together = held_sums.len();
+                    let mut runs: Vec<Run> = held_sums
                         .into_iter()
-                        .map(ChangeRun::into_run)
+                        .map(|run| run.into_run(read_together))
                         .collect();
                     if !last.is_empty() {
                         runs.push(Box::new(last.encode_in_order()?));
@@ -437,7 +440,11 @@ impl<V: View> Version<V> {
             // merge goes) reaches them, never a second encoded copy of them all, nor one
             // list of every change (see `merge_runs`).
             let written = std::sync::atomic::AtomicUsize::new(0);
-            let mut runs: Vec<Run> = held.into_iter().map(HeldChanges::into_run).collect();
+            let read_together = held.len();
+            let mut runs: Vec<Run> = held
+                .into_iter()
+                .map(|set| set.into_run(read_together))
+                .collect();
             runs.push(Box::new(snapshot.encode_in_order()?));
             if let Some(sums) = sums {
                 runs.push(Box::new(sum_runs(sums, V::State::add_sum)));
