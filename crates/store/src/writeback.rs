@@ -8,16 +8,18 @@
 //! the ingestion produces about half that, so asking the kernel to start writing each
 //! chunk as soon as it is written (`posix_fadvise(POSIX_FADV_DONTNEED)`, which queues the
 //! dirty pages for write-back without waiting, then drops the clean ones) leaves the final
-//! sync only the last chunk. RocksDB's `bytes_per_sync` does the same with
+//! sync less to wait for: 60 to 67 ms and 15 to 20 ms for the same tables (the disk still
+//! writes behind the ingestion). RocksDB's `bytes_per_sync` does the same with
 //! `sync_file_range`, which rustix does not offer (and this workspace allows no `unsafe`).
 //!
 //! Only the files the ingestion itself creates are touched: the tables present before it
 //! started keep their cached pages. A failure to advise is no failure of the ingestion (the
 //! final sync still makes every byte durable): it is logged at debug level and ignored.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Advice, fadvise};
@@ -29,6 +31,10 @@ const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
 pub(crate) struct EarlyWriteback {
     tables: PathBuf,
     existing: HashSet<OsString>,
+    /// Each new table's length when it was last advised: the next advice starts there, so
+    /// the kernel walks each page of a table once, not the whole table every step (it drops
+    /// the pages already written back as it walks them).
+    advised: HashMap<OsString, u64>,
     written: u64,
     next: u64,
 }
@@ -41,6 +47,7 @@ impl EarlyWriteback {
         EarlyWriteback {
             tables,
             existing,
+            advised: HashMap::new(),
             written: 0,
             next: WRITEBACK_STEP,
         }
@@ -55,16 +62,27 @@ impl EarlyWriteback {
         }
     }
 
-    fn start_writeback(&self) {
+    fn start_writeback(&mut self) {
         for name in file_names(&self.tables) {
             if self.existing.contains(&name) {
                 continue;
             }
             let path = self.tables.join(&name);
-            let advised =
-                File::open(&path).and_then(|file| Ok(fadvise(&file, 0, None, Advice::DontNeed)?));
-            if let Err(error) = advised {
-                tracing::debug!(path = %path.display(), %error, "early write-back not started");
+            let from = self.advised.get(&name).copied().unwrap_or(0);
+            let advised = File::open(&path).and_then(|file| {
+                let length = file.metadata()?.len();
+                if let Some(range) = NonZeroU64::new(length.saturating_sub(from)) {
+                    fadvise(&file, from, Some(range), Advice::DontNeed)?;
+                }
+                Ok(length)
+            });
+            match advised {
+                Ok(length) => {
+                    self.advised.insert(name, length);
+                }
+                Err(error) => {
+                    tracing::debug!(path = %path.display(), %error, "early write-back not started");
+                }
             }
         }
     }
@@ -98,9 +116,16 @@ mod tests {
         assert_eq!(writeback.next, WRITEBACK_STEP);
         writeback.wrote(WRITEBACK_STEP as usize);
         assert_eq!(writeback.next, WRITEBACK_STEP + 1024 + WRITEBACK_STEP);
+        // The new table was advised up to its length, the older one not at all.
+        assert_eq!(writeback.advised.get(&OsString::from("1")), Some(&4096));
+        assert!(!writeback.advised.contains_key(&OsString::from("0")));
+        // Grown since: the next advice covers what was added.
+        std::fs::write(tables.join("1"), vec![7u8; 8192]).unwrap();
+        writeback.wrote(WRITEBACK_STEP as usize);
+        assert_eq!(writeback.advised.get(&OsString::from("1")), Some(&8192));
         // Advice changes no byte of either file.
         assert_eq!(std::fs::read(tables.join("0")).unwrap(), b"an older table");
-        assert_eq!(std::fs::read(tables.join("1")).unwrap(), vec![7u8; 4096]);
+        assert_eq!(std::fs::read(tables.join("1")).unwrap(), vec![7u8; 8192]);
     }
 
     #[test]
