@@ -12,9 +12,11 @@
 //! writes behind the ingestion). RocksDB's `bytes_per_sync` does the same with
 //! `sync_file_range`, which rustix does not offer (and this workspace allows no `unsafe`).
 //!
-//! Only the files the ingestion itself creates are touched: the tables present before it
-//! started keep their cached pages. A failure to advise is no failure of the ingestion (the
-//! final sync still makes every byte durable): it is logged at debug level and ignored.
+//! Only tables that appear after the ingestion started are touched (its own; a compaction
+//! of the same tree writing meanwhile would have its table advised too, which changes no
+//! byte of it): the tables present before keep their cached pages. A failure to advise is
+//! no failure of the ingestion (the final sync still makes every byte durable): it is
+//! logged at debug level and ignored.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
