@@ -33,9 +33,9 @@ use omnilog_views::state::{EncodedChange, Run};
 /// Buffer of a run's writer: one at a time.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
 
-/// What the buffers of the runs a checkpoint merges at once weigh together, about: each
-/// run's reader gets its share, between [`MIN_READ_BUFFER_BYTES`] and
-/// [`MAX_READ_BUFFER_BYTES`]. The four partition-local views write their last checkpoints
+/// What the buffers of the runs a checkpoint merges at once (its changes and its sums written
+/// aside) weigh together, about: each run's reader gets its share, between
+/// [`MIN_READ_BUFFER_BYTES`] and [`MAX_READ_BUFFER_BYTES`]. The four partition-local views write their last checkpoints
 /// together. At 10M events, twelve partitions of thirteen passes are 156 runs a view: with
 /// 32 KiB buffers each, the checkpoints held 24.6 MB of the replay's heap peak (heaptrack).
 /// At 1M, thirteen runs a view: with 8 KiB buffers each, the journey's last merge read its

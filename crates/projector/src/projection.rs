@@ -404,10 +404,13 @@ impl<V: View> Version<V> {
             sums,
         } = taken;
         let started = Instant::now();
-        let (held, sums) = {
+        let (held, sums, read_together) = {
             let mut ahead = self.encoded_ahead.lock().map_err(lock_error)?;
             let held = std::mem::take(&mut ahead.sets);
             ahead.bytes = 0;
+            // The changes and the sums written aside are merged at once: their run readers
+            // share one budget of buffers.
+            let read_together = held.len() + if sums.is_some() { ahead.sums.len() } else { 0 };
             // Deltas are added up once, by the last checkpoint: written before it, a
             // sum would be overwritten by the sum of what came after.
             let sums = match sums {
@@ -416,9 +419,7 @@ impl<V: View> Version<V> {
                     // which go with their last run.
                     ahead.change_file = None;
                     ahead.sums_file = None;
-                    let held_sums = std::mem::take(&mut ahead.sums);
-                    let read_together = held_sums.len();
-                    let mut runs: Vec<Run> = held_sums
+                    let mut runs: Vec<Run> = std::mem::take(&mut ahead.sums)
                         .into_iter()
                         .map(|run| run.into_run(read_together))
                         .collect();
@@ -430,7 +431,7 @@ impl<V: View> Version<V> {
                 }
                 None => None,
             };
-            (held, sums)
+            (held, sums, read_together)
         };
         let held_records = held.iter().map(HeldChanges::len).sum::<usize>();
         // Sums are a replay's (bulk), and written as its records are: ingested.
@@ -440,7 +441,6 @@ impl<V: View> Version<V> {
             // merge goes) reaches them, never a second encoded copy of them all, nor one
             // list of every change (see `merge_runs`).
             let written = std::sync::atomic::AtomicUsize::new(0);
-            let read_together = held.len();
             let mut runs: Vec<Run> = held
                 .into_iter()
                 .map(|set| set.into_run(read_together))
