@@ -372,25 +372,29 @@ fn fold_contact(
     threshold_ms: i64,
 ) {
     let at = event.occurred_at.timestamp_millis();
-    let contact = record
-        .contacts
-        .entry(Id::from(interaction))
-        .or_insert_with(|| Contact {
-            channel: channel as u8,
-            started_ms: at,
-            outbound: match &event.body {
-                Body::ProactiveNotice { .. } => true,
-                Body::InteractionStarted { direction, .. } | Body::Message { direction, .. } => {
-                    *direction == Direction::Outbound
-                }
-                _ => false,
-            },
-            direction_known: false,
-            queued_ms: None,
-            assigned_ms: None,
-            resolved_ms: None,
-            answered_in_threshold: false,
-        });
+    // Looked up by the borrowed id first: nearly every event is of a known contact, and
+    // `entry` wants an owned key, copied for every event.
+    let contact = match record.contacts.get_mut(interaction) {
+        Some(contact) => contact,
+        None => record
+            .contacts
+            .entry(Id::from(interaction))
+            .or_insert_with(|| Contact {
+                channel: channel as u8,
+                started_ms: at,
+                outbound: match &event.body {
+                    Body::ProactiveNotice { .. } => true,
+                    Body::InteractionStarted { direction, .. }
+                    | Body::Message { direction, .. } => *direction == Direction::Outbound,
+                    _ => false,
+                },
+                direction_known: false,
+                queued_ms: None,
+                assigned_ms: None,
+                resolved_ms: None,
+                answered_in_threshold: false,
+            }),
+    };
     contact.started_ms = contact.started_ms.min(at);
     let earliest = |slot: &mut Option<i64>| *slot = Some(slot.map_or(at, |t| t.min(at)));
     match &event.body {

@@ -195,6 +195,20 @@ impl PartialEq<String> for Id {
 /// moves the entries after the new one: for maps that stay small.
 pub type SmallMap<K, V> = litemap::LiteMap<K, V>;
 
+/// A mark a record carries in memory only (`#[serde(skip)]`): that something derived from
+/// the record (another table's entries) is out of date until the state's changes are
+/// taken. No part of what the record is, so two records that differ only in it are equal.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct StaleMark(pub bool);
+
+impl PartialEq for StaleMark {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for StaleMark {}
+
 /// What a table's record must be.
 pub trait Record: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static {}
 impl<T: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static> Record for T {}

@@ -44,8 +44,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::JourneyState;
 use super::records::{JourneyFacts, Time, channel_name};
-use super::{FACTS, JourneyState};
 use crate::ViewError;
 use crate::state::RecordSource;
 
@@ -249,7 +249,7 @@ pub fn journeys_report(
     }
     let (from, to) = (Time::of(&from), Time::of(&to));
     let mut partial = JourneyReportPartial::default();
-    for (_, facts) in state.facts.scan(&[FACTS], records)? {
+    for (_, facts) in state.all_facts(records)? {
         if from <= facts.opened && facts.opened < to {
             partial.add(&facts)?;
         }
