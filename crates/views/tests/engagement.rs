@@ -194,3 +194,28 @@ fn the_trigger_index_lists_a_customer_while_a_trigger_is_open() {
     let bob = fold(&in_order(1, &parts), &parts);
     assert_eq!(listed(&bob, 7, 9), ["bob"]);
 }
+
+#[test]
+fn the_trigger_index_answers_alike_before_and_after_the_changes_are_taken() {
+    let parts = partitions();
+    let hour = |h: u32| start() + TimeDelta::hours(i64::from(h) - 8);
+    let listed = |state: &EngagementState| -> Vec<String> {
+        triggered(state, &NoRecords, hour(0), hour(23))
+            .unwrap()
+            .into_iter()
+            .map(|(customer, _)| customer)
+            .collect()
+    };
+    // Folded in memory, the moved triggers are brought in step when the changes are taken:
+    // until then queries and dumps see them as they are now.
+    for mut state in [
+        fold(&[(0, 0), (0, 1)], &parts),
+        fold(&in_order(0, &parts), &parts),
+        fold(&in_order(1, &parts), &parts),
+    ] {
+        let (answer, dump) = (listed(&state), state.dump().unwrap());
+        state.take_changes().unwrap();
+        assert_eq!(listed(&state), answer);
+        assert_eq!(state.dump().unwrap(), dump);
+    }
+}
