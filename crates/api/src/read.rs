@@ -139,7 +139,7 @@ pub async fn live_version(
 }
 
 /// What a query reads besides the state in memory: the store behind it (for records not in
-/// memory) and the log (for the events of the journey's timelines).
+/// memory) and the log (for an interaction's events).
 pub struct Reads<'a> {
     pub records: &'a TableReader,
     pub events: &'a dyn EventSource,
@@ -157,13 +157,13 @@ struct NoEvents;
 impl EventSource for NoEvents {
     fn events(&self, _partition: u32, _offsets: &[u64]) -> Result<Vec<Event>, ViewError> {
         Err(ViewError::Storage(
-            "this instance has no log to read the timeline's events from".to_owned(),
+            "this instance has no log to read the interaction's events from".to_owned(),
         ))
     }
 }
 
 /// Runs a query over the live version's state on a blocking thread (records not in memory
-/// and the timelines' events are read from disk).
+/// and an interaction's events are read from disk).
 pub async fn query<V: View, T: Send + 'static>(
     views: &ViewRuntime,
     live: Arc<LiveVersion>,

@@ -5,7 +5,7 @@
 //! The output holds `views/` (a view store with version 1 of each view, active),
 //! `identity.bin` (the identity view folded over the same events), which a read-only server
 //! needs to answer customer lookups and merged journeys, and `source.json`, the log it was
-//! replayed from, which a read-only server reads the journeys' timelines from. The source
+//! replayed from, which a read-only server reads interactions' events from. The source
 //! log is only read, and may be the log of a running server: the replay reads what was
 //! durable when it started. The work itself is `omnilog_projector::replay`.
 
@@ -76,7 +76,7 @@ pub const IDENTITY_FILE: &str = "identity.bin";
 /// The file naming the log replayed views came from.
 pub const SOURCE_FILE: &str = "source.json";
 
-/// Where replayed views came from: what a read-only server reads timelines from.
+/// Where replayed views came from: what a read-only server reads interactions' events from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
@@ -228,7 +228,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 /// Opens the log named in a replay's `source.json`, to read it; `None` (with a warning)
-/// when there is none or it cannot be opened: the views are served, timelines are not.
+/// when there is none or it cannot be opened: the views are served, interactions' events
+/// are not.
 pub async fn open_source(out: &Path) -> Option<SharedLog> {
     let path = out.join(SOURCE_FILE);
     let source: Source = match std::fs::read(&path) {

@@ -1,5 +1,6 @@
-//! The log as the journey queries read it: events by position, for the timelines the journey
-//! view does not copy into its state (`omnilog_views::journey::EventSource`).
+//! The log as the journey queries read it: events by position, for the interaction's events
+//! that `GET /v1/interactions/{id}` shows and the journey view does not copy into its state
+//! (`omnilog_views::journey::EventSource`).
 //!
 //! Queries run on blocking threads, so the log's async reads are driven from there with the
 //! runtime's handle. Offsets close together are read as one range (one read of the embedded
@@ -62,7 +63,9 @@ impl EventSource for LogEvents {
                         from,
                         count,
                     ))
-                    .map_err(|e| ViewError::Storage(format!("reading the timeline: {e}")))?;
+                    .map_err(|e| {
+                        ViewError::Storage(format!("reading an interaction's events: {e}"))
+                    })?;
                 let Some(end) = records.last().map(|r| r.offset) else {
                     break;
                 };

@@ -264,7 +264,7 @@ pub struct ViewReport {
 pub struct ViewRuntime {
     /// `None` when serving frozen views (see [`ViewRuntime::frozen`]).
     log: Option<SharedLog>,
-    /// Where queries read events from (the journey's timelines): the folded log, or the
+    /// Where queries read events from (an interaction's events): the folded log, or the
     /// log a frozen store was replayed from.
     event_log: Option<SharedLog>,
     store: ViewStore,
@@ -352,7 +352,7 @@ impl ViewRuntime {
 
     /// Serves the active version of every view in `store` as it stands, folding nothing
     /// (a store written by `omnilog replay`, for analysts). `source` is the log it was
-    /// replayed from, which the journey's timelines are read from.
+    /// replayed from, which an interaction's events are read from.
     pub async fn frozen(
         store: ViewStore,
         views: Vec<Arc<dyn Projectable>>,

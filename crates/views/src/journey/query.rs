@@ -21,7 +21,8 @@ use super::{CUSTOMERS, INDEX, JourneyState};
 use crate::ViewError;
 use crate::state::{Entries, RecordSource, stored_key};
 
-/// The log, as the journey queries read it: the timelines are the events themselves.
+/// The log, as the journey queries read it: an interaction's events are read from it (a
+/// journey's timeline is in the view: see `journey/records.rs`).
 pub trait EventSource {
     /// The events at `offsets` of the interactions partition `partition`, in the order
     /// asked.
