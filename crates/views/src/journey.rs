@@ -711,7 +711,7 @@ fn apply_to_summary(
             .as_ref()
             .is_none_or(|(latest, _)| *latest < stamp)
         {
-            summary.last_agent = Some((stamp, agent.to_owned()));
+            summary.last_agent = Some((stamp, Id::from(agent)));
         }
         if summary
             .first_agent
@@ -853,7 +853,7 @@ fn apply_to_interaction(record: &mut InteractionRecord, event: &Event, at: Time)
             }
         }
         Body::Queued { queue, .. } => {
-            record.queue = Some(queue.clone());
+            record.queue = Some(Id::from(queue));
             record.was_queued = true;
             settle(&mut record.status, Status::Queued);
         }
@@ -869,7 +869,7 @@ fn apply_to_interaction(record: &mut InteractionRecord, event: &Event, at: Time)
         }
         Body::Transferred { to_queue, to_agent } => {
             if let Some(queue) = to_queue {
-                record.queue = Some(queue.clone());
+                record.queue = Some(Id::from(queue));
                 record.was_queued = true;
             }
             if let Some(agent) = to_agent {
@@ -920,7 +920,7 @@ fn apply_to_interaction(record: &mut InteractionRecord, event: &Event, at: Time)
     if let Some(agent) = handled_by
         && !record.agents.iter().any(|known| known == agent)
     {
-        record.agents.push(agent.to_owned());
+        record.agents.push(Id::from(agent));
     }
 }
 

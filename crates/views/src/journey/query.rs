@@ -19,7 +19,7 @@ use super::records::{
 };
 use super::{CUSTOMERS, INDEX, JourneyState};
 use crate::ViewError;
-use crate::state::{Entries, RecordSource, stored_key};
+use crate::state::{Entries, Id, RecordSource, stored_key};
 
 /// The log, as the journey queries read it: an interaction's events are read from it (a
 /// journey's timeline is in the view: see `journey/records.rs`).
@@ -298,7 +298,7 @@ fn context(loaded: &[Loaded<'_>], note_limit: usize) -> Result<ContextAnswer, Vi
         last_channel: last_contact
             .map(|(_, channel)| channel_name(channel).map(str::to_owned))
             .transpose()?,
-        last_agent: last_agent.map(|(_, agent)| agent.clone()),
+        last_agent: last_agent.map(|(_, agent)| agent.to_string()),
         last_contact_at: last_contact
             .map(|(stamp, _)| stamp.at.render())
             .transpose()?,
@@ -383,8 +383,8 @@ fn interaction_summary(
         started_at: record.started.render()?,
         ended_at: record.ended.map(Time::render).transpose()?,
         status: record.status,
-        queue: record.queue.clone(),
-        agents: record.agents.clone(),
+        queue: record.queue.as_ref().map(Id::to_string),
+        agents: record.agents.iter().map(Id::to_string).collect(),
         messages: record.messages,
         outcome: record.outcome(),
     })

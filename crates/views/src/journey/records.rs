@@ -419,7 +419,7 @@ pub(crate) struct JourneySummary {
     /// The latest event in contact with the customer, and its channel code.
     pub last_contact: Option<(Stamp, u8)>,
     /// The latest agent to handle it.
-    pub last_agent: Option<(Stamp, String)>,
+    pub last_agent: Option<(Stamp, Id)>,
     /// The earliest agent-handled event and its interaction: FCR's "first agent-handled
     /// interaction".
     pub first_agent: Option<(Stamp, FirstEvent)>,
@@ -573,9 +573,9 @@ pub(crate) struct InteractionRecord {
     pub ended: Option<Time>,
     pub status: InteractionStatus,
     /// The latest queue it was put in.
-    pub queue: Option<String>,
+    pub queue: Option<Id>,
     /// Agents that handled it, in order of first handling.
-    pub agents: Vec<String>,
+    pub agents: Vec<Id>,
     pub messages: u32,
     pub was_queued: bool,
     pub abandoned: bool,
