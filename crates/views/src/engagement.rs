@@ -533,7 +533,8 @@ impl View for EngagementView {
         }
         // The index of open triggers is brought in step when the changes are taken (blind
         // writes: nothing to load), once a customer: brought in step at every event, it was
-        // a sixth of the view's fold.
+        // a fifth of the view's fold (196M instructions against 153M, `valgrind
+        // --tool=callgrind omnilog replay` of 200k events).
         if !record.triggers_stale.0 {
             record.triggers_stale = StaleMark(true);
             state.stale_triggers.push(Id::from(customer));
