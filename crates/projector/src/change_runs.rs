@@ -35,8 +35,8 @@ const WRITE_BUFFER_BYTES: usize = 64 << 10;
 
 /// What the buffers of the runs a checkpoint merges at once (its changes and its sums written
 /// aside) weigh together, about: each run's reader gets its share, between
-/// [`MIN_READ_BUFFER_BYTES`] and [`MAX_READ_BUFFER_BYTES`]. The four partition-local views write their last checkpoints
-/// together. At 10M events, twelve partitions of thirteen passes are 156 runs a view: with
+/// [`MIN_READ_BUFFER_BYTES`] and [`MAX_READ_BUFFER_BYTES`]. The four partition-local views
+/// write their last checkpoints together. At 10M events, twelve partitions of thirteen passes are 156 runs a view: with
 /// 32 KiB buffers each, the checkpoints held 24.6 MB of the replay's heap peak (heaptrack).
 /// At 1M, thirteen runs a view: with 8 KiB buffers each, the journey's last merge read its
 /// 108 MB of runs in 13,238 `pread`s (`strace -f omnilog replay`), on the thread that feeds

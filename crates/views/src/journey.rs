@@ -193,7 +193,7 @@ impl JourneyState {
             let journey = journeys
                 .get_mut(seq as usize)
                 .ok_or_else(|| stale_without_record(&customer))?;
-            journey.facts_stale = StaleMark(false);
+            journey.facts_stale.clear();
             let facts = journey.facts(interactions);
             self.facts.insert((customer, seq), facts);
         }
@@ -228,14 +228,15 @@ impl JourneyState {
         &self,
         records: &dyn crate::state::RecordSource,
     ) -> Result<Vec<JourneyFactsEntry>, ViewError> {
-        let changed = self.stale_facts_now()?;
-        if changed.is_empty() {
-            return self.facts.scan(&[FACTS], records);
+        let mut all = self.facts.scan(&[FACTS], records)?;
+        if !self.stale_facts.is_empty() {
+            // The few changed journeys' entries replaced, not every journey's facts sorted
+            // into a map (a live server nearly always has some changed between checkpoints).
+            let changed: std::collections::HashSet<&(Id, u32)> = self.stale_facts.iter().collect();
+            all.retain(|(key, _)| !changed.contains(key));
+            all.extend(self.stale_facts_now()?);
         }
-        let mut all: std::collections::BTreeMap<(Id, u32), JourneyFacts> =
-            self.facts.scan(&[FACTS], records)?.into_iter().collect();
-        all.extend(changed);
-        Ok(all.into_iter().collect())
+        Ok(all)
     }
 }
 
@@ -549,13 +550,9 @@ impl Fold<'_> {
                 journey.notes.insert(at, (stamp, note));
             }
         }
-        let facts_now_stale = facts_changed && !journey.facts_stale.0;
-        if facts_now_stale {
-            journey.facts_stale = StaleMark(true);
-        }
         Ok(FoldOutcome {
             new_interaction: is_new,
-            facts_now_stale: facts_now_stale.then_some(seq),
+            facts_now_stale: (facts_changed && journey.facts_stale.set()).then_some(seq),
         })
     }
 

@@ -199,7 +199,19 @@ pub type SmallMap<K, V> = litemap::LiteMap<K, V>;
 /// the record (another table's entries) is out of date until the state's changes are
 /// taken. No part of what the record is, so two records that differ only in it are equal.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct StaleMark(pub bool);
+pub(crate) struct StaleMark(bool);
+
+impl StaleMark {
+    /// Marks the record stale; true when it was not yet, so that the caller lists it once.
+    pub fn set(&mut self) -> bool {
+        !std::mem::replace(&mut self.0, true)
+    }
+
+    /// Marks it in step again (its derived entries just written).
+    pub fn clear(&mut self) {
+        self.0 = false;
+    }
+}
 
 impl PartialEq for StaleMark {
     fn eq(&self, _: &Self) -> bool {
