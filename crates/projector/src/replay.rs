@@ -258,11 +258,18 @@ pub async fn replay(
     } else {
         store.clone()
     };
-    // Each worker makes its view's table itself, then folds: fjall syncs a new keyspace's
-    // files a dozen times or so, and the five views' took about a tenth of a second of a
-    // 200k-event replay in which one thread or none ran (`benches/sample_threads.py`).
-    // Meanwhile the reader reads and decodes, and a worker whose table is made folds what
-    // it was handed. The tables are marked active once every view is folded.
+    // The views' tables are made on a thread of their own while the workers fold: fjall
+    // makes keyspaces one at a time, about twenty `fsync`s each, and the workers that
+    // made their own waited 10 to 52 ms for one another at the start of a 200k-event
+    // replay, the reader stopped behind them (`perf record -e sched:sched_switch`). A fold
+    // writes nothing to its table before its last checkpoint (a pass's changes go to the
+    // spill directory), which waits for it. The tables are marked active once every view
+    // is folded.
+    let specs: Vec<(&str, u32, u32)> = views
+        .iter()
+        .map(|view| (view.name(), 1, view.layout()))
+        .collect();
+    let mut tables = store.new_tables_in_background(&specs)?.into_iter();
     let mut feeds: Vec<mpsc::SyncSender<Feed>> = Vec::new();
     let mut workers: Vec<Worker> = Vec::new();
     let mut active: Vec<(&'static str, u32)> = Vec::new();
@@ -279,7 +286,9 @@ pub async fn replay(
         } else {
             scan.remaining_in(Topic::Interactions)
         };
-        let store = store.clone();
+        let table = tables
+            .next()
+            .ok_or_else(|| ProjectorError::Task(format!("no table was made for {name}")))?;
         let version_config = config.clone();
         let counter = folded.clone();
         let until = options.until;
@@ -290,7 +299,6 @@ pub async fn replay(
             .name(format!("replay-{}", short_name(name)))
             // The worker owns its version: its state is let go on its own thread at the end.
             .spawn(move || {
-                let table = store.table_with_layout(view.name(), 1, view.layout())?;
                 let version = view.open_version(table, version_config, Phase::Running)?;
                 fold_batches(
                     &version,

@@ -43,8 +43,10 @@ use omnilog_views::state::Entries;
 use omnilog_views::{Changes, RecordSource, ViewError, ViewState};
 use serde::{Deserialize, Serialize};
 
+mod deferred;
 mod writeback;
 
+use deferred::KeyspaceSlot;
 use writeback::EarlyWriteback;
 
 /// The reserved key of a view's checkpoint. Table tags are ASCII letters, so a key starting
@@ -159,6 +161,10 @@ impl From<StoreError> for ViewError {
 }
 
 fn storage(error: fjall::Error) -> ViewError {
+    ViewError::Storage(error.to_string())
+}
+
+fn view_storage(error: StoreError) -> ViewError {
     ViewError::Storage(error.to_string())
 }
 
@@ -446,15 +452,63 @@ impl ViewStore {
 
     /// One version of a view (created empty if new).
     pub fn table(&self, view: &str, version: u32) -> Result<ViewTable, StoreError> {
-        let keyspace = self
-            .db
-            .keyspace(&keyspace_name(view, version), self.options)?;
+        let name = keyspace_name(view, version);
+        let keyspace = self.db.keyspace(&name, self.options)?;
         Ok(ViewTable {
             db: self.db.clone(),
-            keyspace,
+            keyspace: KeyspaceSlot::made(name.clone(), keyspace),
             version,
-            unreadable: std::sync::Arc::new(Unreadable::new(keyspace_name(view, version))),
+            layout_to_write: None,
+            unreadable: std::sync::Arc::new(Unreadable::new(name)),
         })
+    }
+
+    /// New versions' tables for a replay to fold into, as `(view, version, layout)`: each
+    /// is made on a thread of their own, one after another, while the replay folds (see
+    /// `deferred.rs`: fjall makes keyspaces one at a time, each with about twenty
+    /// `fsync`s). A table answers as new and empty until then, and its first use that needs
+    /// the store waits for it (a replay's first is its last checkpoint). Its layout is
+    /// written with each of its checkpoints instead of when it is made: a write before an
+    /// ingestion goes to fjall's journal and memtable, which the ingestion must then flush
+    /// into a disk table (and a version of the tree) of its own. A version that already
+    /// has a keyspace is opened here, as [`ViewStore::table_with_layout`] does.
+    pub fn new_tables_in_background(
+        &self,
+        tables: &[(&str, u32, u32)],
+    ) -> Result<Vec<ViewTable>, StoreError> {
+        let mut opened = Vec::with_capacity(tables.len());
+        let mut to_make = Vec::new();
+        for &(view, version, layout) in tables {
+            let name = keyspace_name(view, version);
+            if self.db.keyspace_exists(&name) {
+                opened.push(self.table_with_layout(view, version, layout)?);
+                continue;
+            }
+            let (keyspace, maker) = KeyspaceSlot::in_the_making(name.clone());
+            opened.push(ViewTable {
+                db: self.db.clone(),
+                keyspace,
+                version,
+                layout_to_write: Some(layout),
+                unreadable: std::sync::Arc::new(Unreadable::new(name.clone())),
+            });
+            to_make.push((name, maker));
+        }
+        if !to_make.is_empty() {
+            let db = self.db.clone();
+            let options = self.options;
+            std::thread::Builder::new()
+                .name("make-tables".to_owned())
+                .spawn(move || {
+                    for (name, maker) in to_make {
+                        let made = db.keyspace(&name, options).map_err(|e| e.to_string());
+                        // A table nobody waits for any more (its replay failed) is no error.
+                        let _ = maker.send(made);
+                    }
+                })
+                .map_err(|e| StoreError::Storage(format!("starting the table maker: {e}")))?;
+        }
+        Ok(opened)
     }
 
     /// One version of a view, to fold state of `layout` into (the view's
@@ -483,6 +537,7 @@ impl ViewStore {
         if cleared || stored.is_none() {
             table
                 .keyspace
+                .get()?
                 .insert(LAYOUT_KEY, layout.to_be_bytes().to_vec())?;
         }
         Ok(table)
@@ -538,8 +593,11 @@ pub type Found = (Vec<u8>, Option<Vec<u8>>);
 #[derive(Clone)]
 pub struct ViewTable {
     db: Database,
-    keyspace: Keyspace,
+    keyspace: KeyspaceSlot,
     version: u32,
+    /// The layout a new replay table writes with each checkpoint (see
+    /// [`ViewStore::new_tables_in_background`]); `None`: written when the table was opened.
+    layout_to_write: Option<u32>,
     /// Records queries found undecodable, shared with every reader of this table.
     unreadable: std::sync::Arc<Unreadable>,
 }
@@ -633,9 +691,18 @@ impl ViewTable {
         self.version
     }
 
+    /// A new replay table nothing has read or written yet: empty, without waiting for its
+    /// keyspace to be made.
+    fn is_new_and_untouched(&self) -> bool {
+        self.layout_to_write.is_some() && self.keyspace.untouched()
+    }
+
     /// Where the state stands. A new table stands at the start of the log.
     pub fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
-        match self.keyspace.get(CHECKPOINT_KEY)? {
+        if self.is_new_and_untouched() {
+            return Ok(Checkpoint::default());
+        }
+        match self.keyspace.get()?.get(CHECKPOINT_KEY)? {
             None => Ok(Checkpoint::default()),
             Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
                 key: "checkpoint".to_owned(),
@@ -646,7 +713,10 @@ impl ViewTable {
 
     /// The layout of the state this version holds: `None` when it holds none (a new one).
     pub fn layout(&self) -> Result<Option<u32>, StoreError> {
-        let Some(bytes) = self.keyspace.get(LAYOUT_KEY)? else {
+        if self.is_new_and_untouched() {
+            return Ok(None);
+        }
+        let Some(bytes) = self.keyspace.get()?.get(LAYOUT_KEY)? else {
             return Ok(None);
         };
         let bytes: [u8; 4] = bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
@@ -658,6 +728,7 @@ impl ViewTable {
 
     /// Writes a checkpoint's changes and the positions they lead to, atomically.
     pub fn commit(&self, changes: Changes, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let keyspace = self.keyspace.get()?;
         let mut batch = self.db.batch();
         for (key, value) in changes.puts {
             if key.first() == Some(&RESERVED_PREFIX) {
@@ -665,7 +736,7 @@ impl ViewTable {
                     String::from_utf8_lossy(&key).into_owned(),
                 ));
             }
-            batch.insert(&self.keyspace, key, value);
+            batch.insert(keyspace, key, value);
         }
         for key in changes.deletes {
             if key.first() == Some(&RESERVED_PREFIX) {
@@ -673,13 +744,16 @@ impl ViewTable {
                     String::from_utf8_lossy(&key).into_owned(),
                 ));
             }
-            batch.remove(&self.keyspace, key);
+            batch.remove(keyspace, key);
         }
         let encoded = postcard::to_stdvec(checkpoint).map_err(|e| StoreError::Corrupt {
             key: "checkpoint".to_owned(),
             reason: e.to_string(),
         })?;
-        batch.insert(&self.keyspace, CHECKPOINT_KEY, encoded);
+        batch.insert(keyspace, CHECKPOINT_KEY, encoded);
+        if let Some(layout) = self.layout_to_write {
+            batch.insert(keyspace, LAYOUT_KEY, layout.to_be_bytes().to_vec());
+        }
         batch.commit()?;
         Ok(())
     }
@@ -700,8 +774,9 @@ impl ViewTable {
         changes: impl Iterator<Item = Result<(Vec<u8>, Option<Vec<u8>>), ViewError>>,
         checkpoint: &Checkpoint,
     ) -> Result<(), StoreError> {
-        let mut writeback = EarlyWriteback::new(self.keyspace.path());
-        let mut ingestion = self.keyspace.start_ingestion()?;
+        let keyspace = self.keyspace.get()?;
+        let mut writeback = EarlyWriteback::new(keyspace.path());
+        let mut ingestion = keyspace.start_ingestion()?;
         // The key before, in a buffer kept for the whole ingestion.
         let mut previous: Vec<u8> = Vec::new();
         for (index, change) in changes.enumerate() {
@@ -731,6 +806,10 @@ impl ViewTable {
             reason: e.to_string(),
         })?;
         ingestion.write(CHECKPOINT_KEY, encoded)?;
+        // After the checkpoint: the reserved keys ascend too ("\xffcheckpoint" < "\xfflayout").
+        if let Some(layout) = self.layout_to_write {
+            ingestion.write(LAYOUT_KEY, layout.to_be_bytes().to_vec())?;
+        }
         ingestion.finish()?;
         Ok(())
     }
@@ -743,7 +822,10 @@ impl ViewTable {
 
     /// Whether this version holds any record of a state (its checkpoint and layout aside).
     pub fn holds_records(&self) -> Result<bool, StoreError> {
-        match self.keyspace.first_key_value() {
+        if self.is_new_and_untouched() {
+            return Ok(false);
+        }
+        match self.keyspace.get()?.first_key_value() {
             None => Ok(false),
             Some(entry) => {
                 let key = entry.key()?;
@@ -755,7 +837,7 @@ impl ViewTable {
     /// Reads the whole tables of a state into it (when a view starts).
     pub fn restore_whole(&self, state: &mut dyn ViewState) -> Result<(), ViewError> {
         for tag in state.whole_tags() {
-            for entry in self.keyspace.prefix([tag]) {
+            for entry in self.keyspace.get().map_err(view_storage)?.prefix([tag]) {
                 let (key, value) = entry.into_inner().map_err(storage)?;
                 state.restore(&key, Some(&value))?;
             }
@@ -765,8 +847,9 @@ impl ViewTable {
 
     /// Reads records the fold needs into the state (absent ones as absent).
     pub fn load_into(&self, keys: &[Vec<u8>], state: &mut dyn ViewState) -> Result<(), ViewError> {
+        let keyspace = self.keyspace.get().map_err(view_storage)?;
         for key in keys {
-            let value = self.keyspace.get(key).map_err(storage)?;
+            let value = keyspace.get(key).map_err(storage)?;
             state.restore(key, value.as_deref())?;
         }
         Ok(())
@@ -774,9 +857,10 @@ impl ViewTable {
 
     /// Reads records by key: (key, value if stored), in the order asked.
     pub fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Found>, ViewError> {
+        let keyspace = self.keyspace.get().map_err(view_storage)?;
         keys.into_iter()
             .map(|key| {
-                let value = self.keyspace.get(&key).map_err(storage)?;
+                let value = keyspace.get(&key).map_err(storage)?;
                 Ok((key, value.map(|v| v.to_vec())))
             })
             .collect()
@@ -800,7 +884,7 @@ impl ViewTable {
     /// builds of a view are compared by.
     pub fn dump(&self) -> Result<Entries, StoreError> {
         let mut entries = Vec::new();
-        for entry in self.keyspace.iter() {
+        for entry in self.keyspace.get()?.iter() {
             let (key, value) = entry.into_inner()?;
             if key.first() != Some(&RESERVED_PREFIX) {
                 entries.push((key.to_vec(), value.to_vec()));
@@ -811,7 +895,7 @@ impl ViewTable {
 
     /// Forgets the state and the checkpoint.
     pub fn clear(&self) -> Result<(), StoreError> {
-        self.keyspace.clear()?;
+        self.keyspace.get()?.clear()?;
         self.unreadable.forget();
         Ok(())
     }
@@ -820,7 +904,7 @@ impl ViewTable {
 /// Read access to one version of a view: the [`RecordSource`] queries read through.
 #[derive(Clone)]
 pub struct TableReader {
-    keyspace: Keyspace,
+    keyspace: KeyspaceSlot,
     unreadable: std::sync::Arc<Unreadable>,
 }
 
@@ -832,11 +916,14 @@ impl std::fmt::Debug for TableReader {
 
 impl RecordSource for TableReader {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ViewError> {
-        Ok(self.keyspace.get(key).map_err(storage)?.map(|v| v.to_vec()))
+        let keyspace = self.keyspace.get().map_err(view_storage)?;
+        Ok(keyspace.get(key).map_err(storage)?.map(|v| v.to_vec()))
     }
 
     fn scan(&self, prefix: &[u8]) -> Result<Entries, ViewError> {
         self.keyspace
+            .get()
+            .map_err(view_storage)?
             .prefix(prefix)
             .map(|entry| {
                 let (key, value) = entry.into_inner().map_err(storage)?;
@@ -924,10 +1011,10 @@ mod tests {
             .unwrap();
         assert_eq!(table.checkpoint().unwrap(), checkpoint);
         assert_eq!(
-            table.keyspace.get(b"c").unwrap().as_deref(),
+            table.keyspace.get().unwrap().get(b"c").unwrap().as_deref(),
             Some(&b"3"[..])
         );
-        assert_eq!(table.keyspace.get(b"b").unwrap(), None);
+        assert_eq!(table.keyspace.get().unwrap().get(b"b").unwrap(), None);
     }
 
     #[test]
@@ -1058,6 +1145,53 @@ mod tests {
         assert_eq!(cleared.checkpoint().unwrap(), Checkpoint::default());
         assert!(cleared.dump().unwrap().is_empty());
         assert_eq!(cleared.layout().unwrap(), Some(3));
+    }
+
+    #[test]
+    fn tables_made_in_the_background_answer_as_new_and_write_their_layout_with_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint {
+            events_applied: 2,
+            ..Checkpoint::default()
+        };
+        {
+            let store = ViewStore::open_for_replay(dir.path()).unwrap();
+            // An existing version is opened as `table_with_layout` opens it.
+            store.table_with_layout("queue", 1, 7).unwrap();
+            let tables = store
+                .new_tables_in_background(&[("journey", 1, 4), ("queue", 1, 7), ("segments", 1, 5)])
+                .unwrap();
+            let [journey, queue, segments] = <[ViewTable; 3]>::try_from(tables).unwrap();
+            // Whether made yet or not, a new table answers as new and empty, without its layout.
+            assert_eq!(journey.checkpoint().unwrap(), Checkpoint::default());
+            assert!(!journey.holds_records().unwrap());
+            assert_eq!(journey.layout().unwrap(), None);
+            assert_eq!(queue.layout().unwrap(), Some(7));
+            // Its checkpoints write the layout: by ingestion, and by commit.
+            let entry = |k: &[u8], v: &[u8]| Ok((k.to_vec(), Some(v.to_vec())));
+            journey
+                .ingest_in_order([entry(b"c1", b"one")].into_iter(), &checkpoint)
+                .unwrap();
+            segments
+                .commit(changes(&[(b"p1", b"two")], &[]), &checkpoint)
+                .unwrap();
+            assert_eq!(journey.layout().unwrap(), Some(4));
+            assert_eq!(segments.layout().unwrap(), Some(5));
+            store.flush().unwrap();
+        }
+        // Reopened, the versions hold what was written, under their layouts: a server keeps them.
+        let store = ViewStore::open(dir.path()).unwrap();
+        let journey = store.table_with_layout("journey", 1, 4).unwrap();
+        assert_eq!(journey.checkpoint().unwrap(), checkpoint);
+        assert_eq!(
+            journey.dump().unwrap(),
+            vec![(b"c1".to_vec(), b"one".to_vec())]
+        );
+        let segments = store.table_with_layout("segments", 1, 5).unwrap();
+        assert_eq!(
+            segments.dump().unwrap(),
+            vec![(b"p1".to_vec(), b"two".to_vec())]
+        );
     }
 
     #[test]
