@@ -810,6 +810,7 @@ impl ViewTable {
         if let Some(layout) = self.layout_to_write {
             ingestion.write(LAYOUT_KEY, layout.to_be_bytes().to_vec())?;
         }
+        writeback.sync_new_tables();
         ingestion.finish()?;
         Ok(())
     }

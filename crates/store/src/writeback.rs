@@ -26,8 +26,13 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{Advice, fadvise};
 
-/// Bytes written between two requests for write-back.
-const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
+/// Bytes written between two requests for write-back. A MiB rather than 8: the last
+/// checkpoint of a 200k-event replay writes the journey view's 17 MB or so in its last 30
+/// ms, and its final sync waited on the disk for the last 8 MiB with both cores idle
+/// (`perf record -e sched:sched_switch`); fifteen alternated `omnilog replay` runs of the
+/// 200k history: median 340 ms at 8 MiB, 332 ms at 1 MiB (docs/benchmarks.md,
+/// "2026-12-05, afternoon").
+const WRITEBACK_STEP: u64 = 1024 * 1024;
 
 /// Asks the kernel to write an ingestion's new tables back as they grow.
 pub(crate) struct EarlyWriteback {
@@ -85,6 +90,29 @@ impl EarlyWriteback {
                 Err(error) => {
                     tracing::debug!(path = %path.display(), %error, "early write-back not started");
                 }
+            }
+        }
+    }
+}
+
+impl EarlyWriteback {
+    /// Before the ingestion is finished: waits until what its new tables hold so far is on
+    /// the disk (`fdatasync`). fjall finishes an ingestion holding the database's journal
+    /// lock, and its `fsync` of the tables waited there for their data: the views' last
+    /// checkpoints of a replay, finished at about the same time, each waited for the others'
+    /// data in turn (`perf record -e sched:sched_switch`: a view's ingestion asleep 17 ms
+    /// while another's `fsync` waited on the disk). Synced here, their data reach the disk
+    /// side by side, and the syncs under the lock have the tables' last blocks and metadata
+    /// left to wait for. A failure is logged and ignored, as an advice's: the sync under the
+    /// lock still makes every byte durable, or fails the ingestion.
+    pub(crate) fn sync_new_tables(&self) {
+        for name in file_names(&self.tables) {
+            if self.existing.contains(&name) {
+                continue;
+            }
+            let path = self.tables.join(&name);
+            if let Err(error) = File::open(&path).and_then(|file| file.sync_data()) {
+                tracing::debug!(path = %path.display(), %error, "a new table not synced ahead");
             }
         }
     }
