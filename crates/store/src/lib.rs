@@ -463,8 +463,8 @@ impl ViewStore {
         })
     }
 
-    /// New versions' tables for a replay to fold into, as `(view, version, layout)`: each
-    /// is made on a thread of their own, one after another, while the replay folds (see
+    /// New versions' tables for a replay to fold into, as `(view, version, layout)`: they
+    /// are made one after another on a thread of their own while the replay folds (see
     /// `deferred.rs`: fjall makes keyspaces one at a time, each with about twenty
     /// `fsync`s). A table answers as new and empty until then, and its first use that needs
     /// the store waits for it (a replay's first is its last checkpoint). Its layout is
