@@ -63,10 +63,11 @@ impl KeyspaceSlot {
         (slot, sender)
     }
 
-    /// Whether nothing has used the keyspace yet: every read and write goes through
-    /// [`KeyspaceSlot::get`], so a slot of a new keyspace that was never waited for holds
-    /// nothing.
-    pub(crate) fn untouched(&self) -> bool {
+    /// Whether the slot holds a new keyspace nothing has used yet, which is empty: only a
+    /// slot [`KeyspaceSlot::in_the_making`] starts without its keyspace, and every read and
+    /// write goes through [`KeyspaceSlot::get`], which takes it. Readers answer for an empty
+    /// keyspace then, without waiting for the maker.
+    pub(crate) fn is_new_and_untouched(&self) -> bool {
         self.inner.made.get().is_none()
     }
 
@@ -118,12 +119,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (slot, sender) = KeyspaceSlot::in_the_making("k".to_owned());
         let copy = slot.clone();
-        assert!(slot.untouched());
+        assert!(slot.is_new_and_untouched());
         let made = keyspace(dir.path());
         let maker = std::thread::spawn(move || sender.send(Ok(made)).unwrap());
         copy.get().unwrap().insert(b"a", b"1").unwrap();
         maker.join().unwrap();
-        assert!(!slot.untouched());
+        assert!(!slot.is_new_and_untouched());
         assert_eq!(
             slot.get().unwrap().get(b"a").unwrap().as_deref(),
             Some(&b"1"[..])

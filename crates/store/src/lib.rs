@@ -691,15 +691,9 @@ impl ViewTable {
         self.version
     }
 
-    /// A new replay table nothing has read or written yet: empty, without waiting for its
-    /// keyspace to be made.
-    fn is_new_and_untouched(&self) -> bool {
-        self.layout_to_write.is_some() && self.keyspace.untouched()
-    }
-
     /// Where the state stands. A new table stands at the start of the log.
     pub fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
-        if self.is_new_and_untouched() {
+        if self.keyspace.is_new_and_untouched() {
             return Ok(Checkpoint::default());
         }
         match self.keyspace.get()?.get(CHECKPOINT_KEY)? {
@@ -713,7 +707,7 @@ impl ViewTable {
 
     /// The layout of the state this version holds: `None` when it holds none (a new one).
     pub fn layout(&self) -> Result<Option<u32>, StoreError> {
-        if self.is_new_and_untouched() {
+        if self.keyspace.is_new_and_untouched() {
             return Ok(None);
         }
         let Some(bytes) = self.keyspace.get()?.get(LAYOUT_KEY)? else {
@@ -823,7 +817,7 @@ impl ViewTable {
 
     /// Whether this version holds any record of a state (its checkpoint and layout aside).
     pub fn holds_records(&self) -> Result<bool, StoreError> {
-        if self.is_new_and_untouched() {
+        if self.keyspace.is_new_and_untouched() {
             return Ok(false);
         }
         match self.keyspace.get()?.first_key_value() {

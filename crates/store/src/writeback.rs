@@ -69,12 +69,19 @@ impl EarlyWriteback {
         }
     }
 
+    /// The tables the ingestion made (those that appeared after it started), by name and path.
+    fn new_tables(&self) -> impl Iterator<Item = (OsString, PathBuf)> + '_ {
+        file_names(&self.tables)
+            .filter(|name| !self.existing.contains(name))
+            .map(|name| {
+                let path = self.tables.join(&name);
+                (name, path)
+            })
+    }
+
     fn start_writeback(&mut self) {
-        for name in file_names(&self.tables) {
-            if self.existing.contains(&name) {
-                continue;
-            }
-            let path = self.tables.join(&name);
+        let new: Vec<(OsString, PathBuf)> = self.new_tables().collect();
+        for (name, path) in new {
             let from = self.advised.get(&name).copied().unwrap_or(0);
             let advised = File::open(&path).and_then(|file| {
                 let length = file.metadata()?.len();
@@ -106,11 +113,7 @@ impl EarlyWriteback {
     /// left to wait for. A failure is logged and ignored, as an advice's: the sync under the
     /// lock still makes every byte durable, or fails the ingestion.
     pub(crate) fn sync_new_tables(&self) {
-        for name in file_names(&self.tables) {
-            if self.existing.contains(&name) {
-                continue;
-            }
-            let path = self.tables.join(&name);
+        for (_, path) in self.new_tables() {
             if let Err(error) = File::open(&path).and_then(|file| file.sync_data()) {
                 tracing::debug!(path = %path.display(), %error, "a new table not synced ahead");
             }
