@@ -29,9 +29,9 @@ use rustix::fs::{Advice, fadvise};
 /// Bytes written between two requests for write-back. A MiB rather than 8: the last
 /// checkpoint of a 200k-event replay writes the journey view's 17 MB or so in its last 30
 /// ms, and its final sync waited on the disk for the last 8 MiB with both cores idle
-/// (`perf record -e sched:sched_switch`); fifteen alternated `omnilog replay` runs of the
-/// 200k history: median 340 ms at 8 MiB, 332 ms at 1 MiB (docs/benchmarks.md,
-/// "2026-12-05, afternoon").
+/// (`perf record -e sched:sched_switch`, `benches/sched_timeline.py`); fifteen alternated
+/// `omnilog replay` runs of the 200k history (`benches/alternate_replays.py`): median 340 ms
+/// at 8 MiB, 332 ms at 1 MiB (docs/benchmarks.md, "2026-12-05, afternoon").
 const WRITEBACK_STEP: u64 = 1024 * 1024;
 
 /// Asks the kernel to write an ingestion's new tables back as they grow.
