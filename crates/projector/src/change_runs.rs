@@ -22,13 +22,13 @@
 //! left to clean. Nothing in it is synced: a replay that stops starts over.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use omnilog_views::ViewError;
-use omnilog_views::state::{EncodedChange, Run};
+use omnilog_views::state::{EncodedChange, EncodingInOrder, Run};
 
 /// Buffer of a run's writer: one at a time.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
@@ -77,27 +77,56 @@ impl RunFile {
     }
 
     /// Appends a run of `changes` (in stored-key order, each key once), ending at the first
-    /// error.
+    /// error: the tests' way to write runs of changes they make up.
+    #[cfg(test)]
     pub(crate) fn write_run(
         &mut self,
         changes: impl Iterator<Item = EncodedChange>,
     ) -> Result<ChangeRun, ViewError> {
-        let mut writer = RunWriter {
-            file: BufWriter::with_capacity(
-                WRITE_BUFFER_BYTES,
-                PositionedWriter {
-                    file: &self.file,
-                    at: self.end,
-                },
-            ),
-            changes: 0,
-            bytes: 0,
-        };
+        let mut writer = RunWriter::new(self);
         for change in changes {
             let (key, record) = change?;
-            writer.write(&key, record.as_deref())?;
+            let head = writer.begin();
+            writer.buffer.extend_from_slice(&key);
+            let record = record.map(|record| {
+                let start = writer.buffer.len();
+                writer.buffer.extend_from_slice(&record);
+                start
+            });
+            writer.end(head, key.len(), record)?;
         }
-        writer.file.flush().map_err(|e| run_error("writing", e))?;
+        self.finish(writer)
+    }
+
+    /// Appends a run of a snapshot's changes in stored-key order, each record encoded
+    /// straight into the run's buffer ([`EncodingInOrder::next_into`]), ending at the first
+    /// error.
+    pub(crate) fn write_encoding(
+        &mut self,
+        mut changes: EncodingInOrder,
+    ) -> Result<ChangeRun, ViewError> {
+        let mut writer = RunWriter::new(self);
+        loop {
+            let head = writer.begin();
+            let mut key_len = 0;
+            let next = changes.next_into(&mut writer.buffer, |key, out| {
+                key_len = key.len();
+                out.extend_from_slice(key);
+            });
+            let Some(record) = next else {
+                writer.buffer.truncate(head);
+                break;
+            };
+            writer.end(head, key_len, record?)?;
+        }
+        self.finish(writer)
+    }
+
+    /// Writes what `writer` holds still and gives its run, the file's end moved past it.
+    fn finish(&mut self, mut writer: RunWriter) -> Result<ChangeRun, ViewError> {
+        if !writer.buffer.is_empty() {
+            writer.write_buffer()?;
+        }
         let run = ChangeRun {
             file: self.file.clone(),
             start: self.end,
@@ -106,24 +135,6 @@ impl RunFile {
         };
         self.end += writer.bytes;
         Ok(run)
-    }
-}
-
-/// Writes at an offset of a shared file, moving on as it writes.
-struct PositionedWriter<'a> {
-    file: &'a File,
-    at: u64,
-}
-
-impl Write for PositionedWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let written = self.file.write_at(bytes, self.at)?;
-        self.at += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -147,39 +158,65 @@ impl Read for PositionedReader {
     }
 }
 
-/// One run being written.
-struct RunWriter<'a> {
-    file: BufWriter<PositionedWriter<'a>>,
+/// One run being written: its changes gathered in a buffer, written on at the run's end
+/// (`pwrite`) each time the buffer holds [`WRITE_BUFFER_BYTES`] or more.
+struct RunWriter {
+    file: Arc<File>,
+    /// Where the buffer goes in the file.
+    at: u64,
+    buffer: Vec<u8>,
     changes: usize,
     bytes: u64,
 }
 
-impl RunWriter<'_> {
-    fn write(&mut self, key: &[u8], record: Option<&[u8]>) -> Result<(), ViewError> {
+impl RunWriter {
+    fn new(file: &RunFile) -> Self {
+        RunWriter {
+            file: file.file.clone(),
+            at: file.end,
+            // Room for a record beyond the threshold, so that most buffers never grow.
+            buffer: Vec::with_capacity(2 * WRITE_BUFFER_BYTES),
+            changes: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Starts a change: room for its lengths, filled in by [`RunWriter::end`] once they are
+    /// known; gives where they are. The change's key follows, then its record.
+    fn begin(&mut self) -> usize {
+        let head = self.buffer.len();
+        self.buffer.extend_from_slice(&[0; 8]);
+        head
+    }
+
+    /// Ends the change begun at `head`, whose key is `key_len` bytes and whose record runs
+    /// from `record` to the buffer's end (`None`: a deletion).
+    fn end(&mut self, head: usize, key_len: usize, record: Option<usize>) -> Result<(), ViewError> {
         let too_long = |what: &str| run_error("writing", format!("a {what} of 4 GiB or more"));
-        let key_len = u32::try_from(key.len()).map_err(|_| too_long("key"))?;
+        let key_len = u32::try_from(key_len).map_err(|_| too_long("key"))?;
         let record_len = match record {
-            Some(record) => u32::try_from(record.len())
+            Some(start) => u32::try_from(self.buffer.len() - start)
                 .ok()
                 .filter(|&len| len != DELETED)
                 .ok_or_else(|| too_long("record"))?,
             None => DELETED,
         };
-        let mut head = [0u8; 8];
-        head[..4].copy_from_slice(&key_len.to_le_bytes());
-        head[4..].copy_from_slice(&record_len.to_le_bytes());
-        let mut write = |bytes: &[u8]| {
-            self.file
-                .write_all(bytes)
-                .map_err(|e| run_error("writing", e))
-        };
-        write(&head)?;
-        write(key)?;
-        if let Some(record) = record {
-            write(record)?;
-        }
+        self.buffer[head..head + 4].copy_from_slice(&key_len.to_le_bytes());
+        self.buffer[head + 4..head + 8].copy_from_slice(&record_len.to_le_bytes());
         self.changes += 1;
-        self.bytes += (head.len() + key.len() + record.map_or(0, <[u8]>::len)) as u64;
+        if self.buffer.len() >= WRITE_BUFFER_BYTES {
+            self.write_buffer()?;
+        }
+        Ok(())
+    }
+
+    fn write_buffer(&mut self) -> Result<(), ViewError> {
+        self.file
+            .write_all_at(&self.buffer, self.at)
+            .map_err(|e| run_error("writing", e))?;
+        self.at += self.buffer.len() as u64;
+        self.bytes += self.buffer.len() as u64;
+        self.buffer.clear();
         Ok(())
     }
 }

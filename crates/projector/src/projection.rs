@@ -998,7 +998,7 @@ impl<V: View> AnyVersion for Version<V> {
                 Some(file) => file,
                 None => file.insert(RunFile::create_in(dir)?),
             };
-            let run = file.write_run(snapshot.encode_in_order()?)?;
+            let run = file.write_encoding(snapshot.encode_in_order()?)?;
             tracing::debug!(
                 view = self.status.view,
                 changes = run.len(),
