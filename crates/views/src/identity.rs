@@ -858,7 +858,10 @@ impl IdentityView {
                         key,
                         customer: remembered.index,
                     };
-                    let handles = remembered.handles.clone();
+                    // Copied whole: `SmallVec`'s `clone` copies one element at a time,
+                    // about a hundred instructions an event here.
+                    let handles: SmallVec<[HandleIx; 4]> =
+                        SmallVec::from_slice(&remembered.handles);
                     for index in handles {
                         self.claim_known(index, claim, explicit);
                     }
