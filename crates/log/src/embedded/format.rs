@@ -281,13 +281,18 @@ impl FrameBuilder {
         if plain_len < COMPRESS_MIN_BYTES {
             return CODEC_NONE;
         }
-        let bound = 4 + lz4_flex::block::get_maximum_output_size(plain_len);
-        if self.compressed.len() < bound {
-            self.compressed.resize(bound, 0);
+        let Ok(bound) = lz4::block::compress_bound(plain_len) else {
+            return CODEC_NONE;
+        };
+        if self.compressed.len() < 4 + bound {
+            self.compressed.resize(4 + bound, 0);
         }
-        let Ok(written) =
-            lz4_flex::block::compress_into(&self.bytes[start..], &mut self.compressed[4..])
-        else {
+        let Ok(written) = lz4::block::compress_to_buffer(
+            &self.bytes[start..],
+            None,
+            false,
+            &mut self.compressed[4..],
+        ) else {
             return CODEC_NONE;
         };
         let stored_len = 4 + written;
@@ -487,7 +492,9 @@ fn decompress_into(stored: &[u8], buffers: &dyn PlainBuffers) -> Option<Bytes> {
         return None;
     }
     let mut plain = buffers.take(plain_len as usize);
-    let written = lz4_flex::block::decompress_into(&stored[4..], &mut plain).ok()?;
+    // At most 1 GiB (checked above): an `i32`, as the reference LZ4 takes lengths.
+    let written =
+        lz4::block::decompress_to_buffer(&stored[4..], Some(plain_len as i32), &mut plain).ok()?;
     (written == plain.len()).then(|| buffers.keep(plain))
 }
 
