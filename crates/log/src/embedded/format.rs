@@ -763,6 +763,38 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_that_lz4_flex_compressed_reads_back_the_same() {
+        // Logs written before 2026-12-05 compressed their batches with lz4_flex; the same
+        // LZ4 block format, which the reference LZ4 reads.
+        let records: Vec<_> = (0..200u128)
+            .map(|n| {
+                record(
+                    "c1",
+                    n,
+                    &format!("message number {} of many", n % 9),
+                    vec![],
+                )
+            })
+            .collect();
+        let (bytes, header) = one_batch(&records);
+        assert_eq!(header.codec, CODEC_LZ4);
+        let stored = stored_records(&bytes, &header).unwrap();
+        let plain = decompress_into(stored, &FreshBuffers).unwrap();
+        let mut flex = (plain.len() as u32).to_le_bytes().to_vec();
+        flex.extend_from_slice(&lz4_flex::block::compress(&plain));
+        let mut batch = bytes[..BATCH_HEADER_BYTES].to_vec();
+        batch[20..24].copy_from_slice(&(flex.len() as u32).to_le_bytes());
+        batch.extend_from_slice(&flex);
+        let batch = with_matching_checksum(batch);
+        let out = read_batch(&batch).unwrap();
+        assert_eq!(out.len(), records.len());
+        for (read, written) in out.iter().zip(&records) {
+            assert_eq!(read.payload, written.payload);
+            assert_eq!(read.event_id, written.event_id);
+        }
+    }
+
+    #[test]
     fn a_small_or_incompressible_batch_is_stored_plain() {
         let (_, header) = one_batch(&[record("c1", 1, "one small event", vec![])]);
         assert_eq!(header.codec, CODEC_NONE);
