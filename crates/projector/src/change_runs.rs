@@ -53,6 +53,9 @@ fn read_buffer_bytes(runs: usize) -> usize {
 /// The record length that marks a deletion.
 const DELETED: u32 = u32::MAX;
 
+/// A change's lengths, before its key: the key's, then the record's (both `u32`).
+const HEAD_BYTES: usize = 8;
+
 fn run_error(doing: &str, error: impl std::fmt::Display) -> ViewError {
     ViewError::Storage(format!("a replay's change run file: {doing}: {error}"))
 }
@@ -88,12 +91,10 @@ impl RunFile {
             let (key, record) = change?;
             let head = writer.begin();
             writer.buffer.extend_from_slice(&key);
-            let record = record.map(|record| {
-                let start = writer.buffer.len();
-                writer.buffer.extend_from_slice(&record);
-                start
-            });
-            writer.end(head, key.len(), record)?;
+            if let Some(record) = &record {
+                writer.buffer.extend_from_slice(record);
+            }
+            writer.end(head, key.len(), record.is_some())?;
         }
         self.finish(writer)
     }
@@ -108,16 +109,12 @@ impl RunFile {
         let mut writer = RunWriter::new(self);
         loop {
             let head = writer.begin();
-            let mut key_len = 0;
-            let next = changes.next_into(&mut writer.buffer, |key, out| {
-                key_len = key.len();
-                out.extend_from_slice(key);
-            });
-            let Some(record) = next else {
+            let Some(next) = changes.next_into(&mut writer.buffer) else {
                 writer.buffer.truncate(head);
                 break;
             };
-            writer.end(head, key_len, record?)?;
+            let (key_len, put) = next?;
+            writer.end(head, key_len, put)?;
         }
         self.finish(writer)
     }
@@ -185,24 +182,26 @@ impl RunWriter {
     /// known; gives where they are. The change's key follows, then its record.
     fn begin(&mut self) -> usize {
         let head = self.buffer.len();
-        self.buffer.extend_from_slice(&[0; 8]);
+        self.buffer.extend_from_slice(&[0; HEAD_BYTES]);
         head
     }
 
-    /// Ends the change begun at `head`, whose key is `key_len` bytes and whose record runs
-    /// from `record` to the buffer's end (`None`: a deletion).
-    fn end(&mut self, head: usize, key_len: usize, record: Option<usize>) -> Result<(), ViewError> {
+    /// Ends the change begun at `head`, whose key is `key_len` bytes and whose record (with
+    /// `put`; none for a deletion) runs from the key's end to the buffer's end.
+    fn end(&mut self, head: usize, key_len: usize, put: bool) -> Result<(), ViewError> {
         let too_long = |what: &str| run_error("writing", format!("a {what} of 4 GiB or more"));
+        let record_start = head + HEAD_BYTES + key_len;
         let key_len = u32::try_from(key_len).map_err(|_| too_long("key"))?;
-        let record_len = match record {
-            Some(start) => u32::try_from(self.buffer.len() - start)
+        let record_len = if put {
+            u32::try_from(self.buffer.len() - record_start)
                 .ok()
                 .filter(|&len| len != DELETED)
-                .ok_or_else(|| too_long("record"))?,
-            None => DELETED,
+                .ok_or_else(|| too_long("record"))?
+        } else {
+            DELETED
         };
         self.buffer[head..head + 4].copy_from_slice(&key_len.to_le_bytes());
-        self.buffer[head + 4..head + 8].copy_from_slice(&record_len.to_le_bytes());
+        self.buffer[head + 4..head + HEAD_BYTES].copy_from_slice(&record_len.to_le_bytes());
         self.changes += 1;
         if self.buffer.len() >= WRITE_BUFFER_BYTES {
             self.write_buffer()?;
@@ -270,7 +269,7 @@ impl ChangeRun {
 }
 
 fn read_change(file: &mut impl BufRead) -> EncodedChange {
-    let mut head = [0u8; 8];
+    let mut head = [0u8; HEAD_BYTES];
     let read = |file: &mut dyn Read, into: &mut [u8]| {
         file.read_exact(into).map_err(|e| run_error("reading", e))
     };

@@ -454,13 +454,29 @@ impl ViewStore {
     pub fn table(&self, view: &str, version: u32) -> Result<ViewTable, StoreError> {
         let name = keyspace_name(view, version);
         let keyspace = self.db.keyspace(&name, self.options)?;
-        Ok(ViewTable {
-            db: self.db.clone(),
-            keyspace: KeyspaceSlot::made(name.clone(), keyspace),
+        Ok(self.table_over(
+            KeyspaceSlot::made(name.clone(), keyspace),
+            name,
             version,
-            layout_to_write: None,
+            None,
+        ))
+    }
+
+    /// The table of the keyspace in `slot`, named `name`.
+    fn table_over(
+        &self,
+        slot: KeyspaceSlot,
+        name: String,
+        version: u32,
+        layout_to_write: Option<u32>,
+    ) -> ViewTable {
+        ViewTable {
+            db: self.db.clone(),
+            keyspace: slot,
+            version,
+            layout_to_write,
             unreadable: std::sync::Arc::new(Unreadable::new(name)),
-        })
+        }
     }
 
     /// New versions' tables for a replay to fold into, as `(view, version, layout)`: they
@@ -484,14 +500,8 @@ impl ViewStore {
                 opened.push(self.table_with_layout(view, version, layout)?);
                 continue;
             }
-            let (keyspace, maker) = KeyspaceSlot::in_the_making(name.clone());
-            opened.push(ViewTable {
-                db: self.db.clone(),
-                keyspace,
-                version,
-                layout_to_write: Some(layout),
-                unreadable: std::sync::Arc::new(Unreadable::new(name.clone())),
-            });
+            let (slot, maker) = KeyspaceSlot::in_the_making(name.clone());
+            opened.push(self.table_over(slot, name.clone(), version, Some(layout)));
             to_make.push((name, maker));
         }
         if !to_make.is_empty() {

@@ -100,9 +100,7 @@ impl EarlyWriteback {
             }
         }
     }
-}
 
-impl EarlyWriteback {
     /// Before the ingestion is finished: waits until what its new tables hold so far is on
     /// the disk (`fdatasync`). fjall finishes an ingestion holding the database's journal
     /// lock, and its `fsync` of the tables waited there for their data: the views' last

@@ -488,21 +488,18 @@ pub(crate) fn encode_value<V: Serialize>(value: &V) -> Result<Vec<u8>, ViewError
     postcard::to_stdvec(value).map_err(|e| encoding_failed("a record", e))
 }
 
-/// Encodes a record into a vector of its exact size: postcard measures it first (a walk
-/// over the record that copies nothing), then writes it once. Written into a warm scratch
-/// buffer and copied out, each byte was copied twice: for the journey's customer records,
-/// whose timelines are long buffers, that copy was most of the checkpoints' encoding
-/// (`perf record -F 49 --call-graph dwarf,16384 omnilog replay` of 10M events: 3.6 % of the
-/// CPU in `memcpy` under the encoding).
-/// It goes through `to_io` because postcard's `Extend` flavor copies strings a byte at a
-/// time (a fifth of the checkpoints' CPU in `perf record --call-graph dwarf omnilog replay`
-/// of 10M events); `io::Write` for a vector copies slices.
-fn encode_value_exactly<V: Serialize>(value: &V) -> Result<Vec<u8>, ViewError> {
-    let size = postcard::experimental::serialized_size(value)
-        .map_err(|e| encoding_failed("a record", e))?;
-    let mut bytes = Vec::with_capacity(size);
-    postcard::to_io(value, &mut bytes).map_err(|e| encoding_failed("a record", e))?;
-    Ok(bytes)
+/// Appends the postcard encoding of a record to `out`. Through `to_io` because postcard's
+/// `Extend` flavor copies strings a byte at a time (a fifth of the checkpoints' CPU in `perf
+/// record --call-graph dwarf omnilog replay` of 10M events); `io::Write` for a vector copies
+/// slices.
+fn encode_onto<V: Serialize>(value: &V, out: &mut Vec<u8>) -> Result<(), ViewError> {
+    postcard::to_io(value, out).map_err(|e| encoding_failed("a record", e))?;
+    Ok(())
+}
+
+/// The size of a record's encoding, found by a walk over it that copies nothing.
+fn encoded_size<V: Serialize>(value: &V) -> Result<usize, ViewError> {
+    postcard::experimental::serialized_size(value).map_err(|e| encoding_failed("a record", e))
 }
 
 fn decode_key<K: DeserializeOwned>(stored: &[u8]) -> Result<K, ViewError> {
@@ -686,12 +683,16 @@ impl EncodingInOrder {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
 
-impl EncodingInOrder {
-    /// The next change appended to `out`: `write_key` appends its stored key (given it and
-    /// `out`), then the record is encoded onto the end of `out`. Gives where the record
-    /// starts in `out` (it ends at the end), `None` for a deletion; `None` at the end.
+    /// The next change's stored key (taken from its place), part and item.
+    fn take_next(&mut self) -> Option<(Vec<u8>, usize, usize)> {
+        let placed = &mut self.placed[self.order.next()?];
+        Some((std::mem::take(&mut placed.key), placed.part, placed.item))
+    }
+
+    /// The next change appended to `out`: its stored key, then its record encoded right
+    /// after it. Gives the key's length and whether a record follows it (none for a
+    /// deletion); `None` at the end.
     ///
     /// For a writer that buffers what it writes (a replay's change runs): each record is
     /// encoded once, where it is written. Through [`Iterator::next`] it was measured by a
@@ -699,19 +700,13 @@ impl EncodingInOrder {
     /// the four partition-local views' pass-end encoding took 166.0M instructions instead
     /// of 139.5M (`valgrind --tool=callgrind --separate-threads=yes omnilog replay` of the
     /// 200k history, `docs/benchmarks.md`).
-    pub fn next_into(
-        &mut self,
-        out: &mut Vec<u8>,
-        write_key: impl FnOnce(&[u8], &mut Vec<u8>),
-    ) -> Option<Result<Option<usize>, ViewError>> {
-        let placed = &mut self.placed[self.order.next()?];
-        let (key, part, item) = (std::mem::take(&mut placed.key), placed.part, placed.item);
-        write_key(&key, out);
-        let start = out.len();
+    pub fn next_into(&mut self, out: &mut Vec<u8>) -> Option<Result<(usize, bool), ViewError>> {
+        let (key, part, item) = self.take_next()?;
+        out.extend_from_slice(&key);
         Some(
             self.parts[part]
                 .value_into(item, key.len(), out)
-                .map(|put| put.then_some(start)),
+                .map(|put| (key.len(), put)),
         )
     }
 }
@@ -720,8 +715,7 @@ impl Iterator for EncodingInOrder {
     type Item = Result<(Vec<u8>, Option<Vec<u8>>), ViewError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let placed = &mut self.placed[self.order.next()?];
-        let (key, part, item) = (std::mem::take(&mut placed.key), placed.part, placed.item);
+        let (key, part, item) = self.take_next()?;
         Some(
             self.parts[part]
                 .value(item, key.len())
@@ -786,12 +780,17 @@ impl<K: Key, V: Record, S: Shared<V>> SnapshotPart for TableSnapshot<K, V, S> {
         Ok(())
     }
 
+    /// Into a vector of the record's exact size, measured first: written into a warm scratch
+    /// buffer and copied out, each byte was copied twice, and for the journey's customer
+    /// records, whose timelines are long buffers, that copy was most of the checkpoints'
+    /// encoding (`perf record -F 49 --call-graph dwarf,16384 omnilog replay` of 10M events:
+    /// 3.6 % of the CPU in `memcpy` under the encoding).
     fn value(&self, item: usize, key_len: usize) -> Result<Option<Vec<u8>>, ViewError> {
         let Some((_, shared)) = self.puts.get(item) else {
             return Ok(None);
         };
-        let bytes = encode_value_exactly(shared.value())?;
-        shared.encoded(key_len + bytes.len());
+        let mut bytes = Vec::with_capacity(encoded_size(shared.value())?);
+        self.value_into(item, key_len, &mut bytes)?;
         Ok(Some(bytes))
     }
 
@@ -805,9 +804,7 @@ impl<K: Key, V: Record, S: Shared<V>> SnapshotPart for TableSnapshot<K, V, S> {
             return Ok(false);
         };
         let start = out.len();
-        // Through `to_io`, as `encode_value_exactly` says why; appended to a buffer that is
-        // written on, it needs no measuring walk first and no vector of its own.
-        postcard::to_io(shared.value(), &mut *out).map_err(|e| encoding_failed("a record", e))?;
+        encode_onto(shared.value(), out)?;
         shared.encoded(key_len + out.len() - start);
         Ok(true)
     }
@@ -2593,7 +2590,7 @@ mod tests {
         table.put_back("k", again);
         let written = encoding.encode().unwrap();
         assert_eq!(written.puts.len(), 1);
-        assert_eq!(written.puts[0].1, encode_value_exactly(&1u32).unwrap());
+        assert_eq!(written.puts[0].1, encode_value(&1u32).unwrap());
         assert_eq!(table.take("k").unwrap().map(Taken::into_inner), Some(2));
     }
 
@@ -2643,7 +2640,7 @@ mod tests {
         for n in 0..300u32 {
             expected.push((
                 stored_key(b'c', &format!("customer-{n}")).unwrap(),
-                Some(encode_value_exactly(&vec![n; (n % 7) as usize]).unwrap()),
+                Some(encode_value(&vec![n; (n % 7) as usize]).unwrap()),
             ));
         }
         // The last count written to each (hour, queue) is the one kept.
@@ -2654,7 +2651,7 @@ mod tests {
         for (key, count) in &counts {
             expected.push((
                 stored_key(b'b', key).unwrap(),
-                Some(encode_value_exactly(count).unwrap()),
+                Some(encode_value(count).unwrap()),
             ));
         }
         expected.push((stored_key(b'b', &(-6i64, "q0".to_owned())).unwrap(), None));
@@ -2696,14 +2693,17 @@ mod tests {
         let mut written = Vec::new();
         loop {
             let key_at = out.len();
-            let Some(record) = in_order.next_into(&mut out, |key, out| out.extend_from_slice(key))
-            else {
+            let Some(next) = in_order.next_into(&mut out) else {
                 break;
             };
-            let record = record.unwrap();
-            let key_end = record.unwrap_or(out.len());
+            let (key_len, put) = next.unwrap();
+            let key_end = key_at + key_len;
             let key = out[key_at..key_end].to_vec();
-            written.push((key, record.map(|start| out[start..].to_vec())));
+            assert!(
+                put || key_end == out.len(),
+                "a deletion appends its key alone"
+            );
+            written.push((key, put.then(|| out[key_end..].to_vec())));
         }
         assert_eq!(written, expected);
         assert!(out.starts_with(b"before"));
