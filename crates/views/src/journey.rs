@@ -72,6 +72,7 @@
 mod query;
 mod records;
 mod report;
+mod summary;
 
 pub use query::{
     ContextAnswer, EventSource, HandleAnswer, InteractionAnswer, InteractionSummary, JourneyAnswer,
@@ -380,7 +381,7 @@ impl View for JourneyView {
     /// their interaction by number. 5: a journey's facts carry its self-service figures.
     /// 6: a journey's timeline lines are encoded in one buffer.
     fn layout(&self) -> u32 {
-        6
+        7
     }
 
     fn new_state(&self) -> JourneyState {
@@ -536,7 +537,7 @@ impl Fold<'_> {
         };
         journey
             .timeline
-            .add_with(&line, |out| describe_into(event, out))?;
+            .add_with(&line, |out| summary::write_parts(event, out))?;
         if let Body::Note { agent_id, text } = &event.body {
             let note = NoteRecord {
                 at: stamp.at,
@@ -1041,172 +1042,17 @@ fn is_line_space(byte: u8) -> bool {
     byte != b' ' && byte.is_ascii_whitespace()
 }
 
-/// Appends the parts. The timeline describes every event folded, so this is on the fold's
-/// hot path, where `format!` (its formatting machinery and a string grown step by step)
-/// cost a tenth of the journey fold; the parts go straight into the timeline's buffer.
-fn push_parts(out: &mut Vec<u8>, parts: &[&str]) {
-    for part in parts {
-        out.extend_from_slice(part.as_bytes());
-    }
-}
-
-/// `parts`, then `: text` when the text's excerpt is not empty.
-fn push_with_text(out: &mut Vec<u8>, parts: &[&str], text: Option<&str>) {
-    push_parts(out, parts);
-    if let Some(text) = text.map(excerpt)
-        && !text.is_empty()
-    {
-        push_parts(out, &[": ", &text]);
-    }
-}
-
-/// The timeline's short human line for an event.
-#[cfg(test)]
-fn describe(event: &Event) -> String {
-    let mut out = Vec::new();
-    describe_into(event, &mut out);
-    String::from_utf8(out).expect("a summary is made of strings")
-}
-
-/// Appends the timeline's short human line for an event (UTF-8: it is made of strings).
-fn describe_into(event: &Event, out: &mut Vec<u8>) {
-    match &event.body {
-        Body::InteractionStarted {
-            direction,
-            subject,
-            self_service,
-        } => {
-            let channel = event.channel.map_or("", |c| c.as_str());
-            let kind = if *self_service == Some(true) {
-                " self-service"
-            } else {
-                ""
-            };
-            push_with_text(
-                out,
-                &[direction.as_str(), kind, " ", channel, " started"],
-                subject.as_deref(),
-            )
-        }
-        Body::Message {
-            author,
-            agent_id,
-            text,
-            ..
-        } => {
-            let who = match (author, agent_id) {
-                (Author::Agent, Some(agent)) => agent.as_str(),
-                (author, _) => author.as_str(),
-            };
-            push_with_text(out, &["message from ", who], text.as_deref())
-        }
-        Body::Queued {
-            queue, priority, ..
-        } => match priority {
-            0 => push_parts(out, &["queued in ", queue]),
-            priority => push_parts(
-                out,
-                &[
-                    "queued in ",
-                    queue,
-                    " (priority ",
-                    &priority.to_string(),
-                    ")",
-                ],
-            ),
-        },
-        Body::Offered { agent_id } => push_parts(out, &["offered to ", agent_id]),
-        Body::OfferDeclined { agent_id } => push_parts(out, &[agent_id, " declined the offer"]),
-        Body::OfferTimedOut { agent_id } => push_parts(out, &["offer to ", agent_id, " timed out"]),
-        Body::Assigned { agent_id } => push_parts(out, &["assigned to ", agent_id]),
-        Body::Transferred { to_queue, to_agent } => match (to_queue, to_agent) {
-            (Some(queue), Some(agent)) => {
-                push_parts(out, &["transferred to ", agent, " in ", queue])
-            }
-            (Some(queue), None) => push_parts(out, &["transferred to queue ", queue]),
-            (None, Some(agent)) => push_parts(out, &["transferred to ", agent]),
-            (None, None) => push_parts(out, &["transferred"]),
-        },
-        Body::Hold => push_parts(out, &["put on hold"]),
-        Body::Resumed => push_parts(out, &["resumed from hold"]),
-        Body::Abandoned => push_parts(out, &["abandoned while queued"]),
-        Body::Ended { reason } => push_with_text(out, &["ended"], reason.as_deref()),
-        Body::WrappedUp {
-            agent_id,
-            resolved,
-            disposition,
-            topics,
-        } => {
-            let outcome = if *resolved { "resolved" } else { "unresolved" };
-            push_parts(out, &["wrapped up by ", agent_id, ": ", outcome]);
-            let disposition = disposition.as_deref().map(excerpt);
-            if let Some(disposition) = disposition.as_deref()
-                && !disposition.is_empty()
-            {
-                push_parts(out, &[" (", disposition, ")"]);
-            }
-            for (index, topic) in topics.iter().enumerate() {
-                push_parts(out, &[if index == 0 { ", topics " } else { ", " }, topic]);
-            }
-        }
-        Body::Csat { score } => push_parts(out, &["rated ", &score.to_string(), "/5"]),
-        Body::Note { agent_id, text } => {
-            push_parts(out, &["note by ", agent_id, ": ", &excerpt(text)])
-        }
-        Body::Tagged { topics } => {
-            push_parts(out, &["tagged "]);
-            for (index, topic) in topics.iter().enumerate() {
-                push_parts(out, &[if index == 0 { "" } else { ", " }, topic]);
-            }
-        }
-        Body::ProactiveNotice { reason, text } => {
-            push_with_text(out, &["proactive notice (", reason, ")"], text.as_deref())
-        }
-        Body::IdentityLinked { by_handles } => {
-            let mut parts = vec![if *by_handles {
-                "handles linked as one customer: "
-            } else {
-                "identity linked: "
-            }];
-            let handles = event.customer.as_ref().map_or(&[][..], |c| &c.handles[..]);
-            for (index, handle) in handles.iter().enumerate() {
-                parts.extend([
-                    if index == 0 { "" } else { ", " },
-                    &handle.kind,
-                    " ",
-                    &handle.value,
-                ]);
-            }
-            // Excerpted whole: joined first.
-            push_parts(out, &[&excerpt(&parts.concat())]);
-        }
-        Body::CustomersMerged {
-            from_customer,
-            into_customer,
-        } => push_parts(
-            out,
-            &["customers merged: ", from_customer, " into ", into_customer],
-        ),
-        Body::CustomerProfile => {
-            let mut parts = vec!["profile:"];
-            for (index, (key, value)) in event.attributes.iter().enumerate() {
-                parts.extend([if index == 0 { " " } else { ", " }, key]);
-                if value.is_empty() {
-                    parts.push(" removed");
-                } else {
-                    parts.extend([" ", value]);
-                }
-            }
-            // Excerpted whole: joined first.
-            push_parts(out, &[&excerpt(&parts.concat())]);
-        }
-        Body::AgentState { .. } => push_parts(out, &[event.event_type().as_str()]),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sentence of an event's timeline line, as a query shows it.
+    fn describe(event: &Event) -> String {
+        let mut parts = Vec::new();
+        summary::write_parts(event, &mut parts);
+        let channel = channel_code(event.channel.expect("the cases have a channel"));
+        summary::render(&parts, channel).unwrap()
+    }
 
     #[test]
     fn timeline_lines_describe_each_event_in_words() {

@@ -181,7 +181,7 @@ impl Timeline {
     #[cfg(test)]
     pub fn add(&mut self, line: &Line) -> Result<(), ViewError> {
         self.add_with(&line.head(), |out| {
-            out.extend_from_slice(line.summary.as_bytes())
+            super::summary::write_verbatim(out, &line.summary)
         })
     }
 
@@ -226,7 +226,7 @@ impl Timeline {
     /// single-event stage, which sent events newest first).
     fn place_of(&self, stamp: Stamp) -> Result<usize, ViewError> {
         let mut at = 0;
-        for entry in self.entries::<LinePlace<'_>>() {
+        for entry in self.entries::<EncodedLine<'_>>() {
             let (line, end) = entry?;
             if line.stamp > stamp {
                 break;
@@ -236,10 +236,18 @@ impl Timeline {
         Ok(at)
     }
 
-    /// The lines, in timeline order.
+    /// The lines, in timeline order, each summary rendered as its sentence.
     pub fn lines(&self) -> impl Iterator<Item = Result<Line, ViewError>> + '_ {
-        self.entries::<Line>()
-            .map(|entry| entry.map(|(line, _)| line))
+        self.entries::<EncodedLine<'_>>().map(|entry| {
+            let (line, _) = entry?;
+            Ok(Line {
+                stamp: line.stamp,
+                interaction: line.interaction,
+                channel: line.channel,
+                event_type: line.event_type,
+                summary: super::summary::render(line.summary, line.channel)?,
+            })
+        })
     }
 
     /// The lines read as `T`, each with where its encoding ends in the buffer; the first
@@ -273,7 +281,8 @@ fn line_error(error: &postcard::Error) -> ViewError {
     }
 }
 
-/// One line of a journey's timeline.
+/// One line of a journey's timeline, as a query reads it (stored as an [`EncodedLine`]:
+/// the same fields, the summary compact).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Line {
     pub stamp: Stamp,
@@ -282,19 +291,20 @@ pub(crate) struct Line {
     pub channel: u8,
     /// The event type's declaration index in the events crate.
     pub event_type: u8,
+    /// The sentence (`journey/summary.rs` renders it).
     pub summary: String,
 }
 
-/// A [`Line`] as [`Timeline::place_of`] reads it: its stamp, the rest borrowed (postcard
-/// encodes a string as it encodes bytes), so that reading it allocates nothing.
+/// A [`Line`] as it is stored: its summary in the compact form the fold writes
+/// (`journey/summary.rs`), borrowed, so that reading a line's place allocates nothing.
 #[derive(Deserialize)]
-struct LinePlace<'a> {
+struct EncodedLine<'a> {
     stamp: Stamp,
-    _interaction: u32,
-    _channel: u8,
-    _event_type: u8,
+    interaction: u32,
+    channel: u8,
+    event_type: u8,
     #[serde(borrow)]
-    _summary: &'a [u8],
+    summary: &'a [u8],
 }
 
 /// A timeline line's fields but its summary: what the fold knows before it writes the
