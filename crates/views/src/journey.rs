@@ -101,9 +101,6 @@ use records::{
     channel_code, event_type_code, is_self_service_channel,
 };
 
-/// The events an interaction's record makes room for when it is made.
-const INTERACTION_EVENTS_ROOM: usize = 16;
-
 /// The windows of the journey rules (CONTRACT §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JourneyConfig {
@@ -491,7 +488,6 @@ impl Fold<'_> {
         let interaction_number = record.number;
         let started_before = record.started;
         apply_to_interaction(record, event, stamp.at);
-        record.events.push(stamp.offset);
         let record = record.clone_for_journey();
         let journey_index = seq as usize;
         let Some(journey) = self.customer.journeys.get_mut(journey_index) else {
@@ -661,7 +657,6 @@ impl Fold<'_> {
             number: u32::try_from(self.customer.ids.len()).unwrap_or(u32::MAX),
             // Most interactions hold a handful of events to a dozen: grown from empty, the
             // list was reallocated three times for ten.
-            events: Vec::with_capacity(INTERACTION_EVENTS_ROOM),
         }
     }
 }

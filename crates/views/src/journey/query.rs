@@ -455,12 +455,8 @@ pub fn interaction_with(
         .journeys
         .get(interaction.journey as usize)
         .ok_or_else(|| missing("the journey of an interaction"))?;
-    let offsets: Vec<u64> = interaction
-        .events
-        .iter()
-        .copied()
-        .take(event_limit)
-        .collect();
+    let mut offsets = journey.timeline.offsets_of(interaction.number)?;
+    offsets.truncate(event_limit);
     let events = events.events(record.partition, &offsets)?;
     Ok(Some(InteractionAnswer {
         interaction: interaction_summary(interaction_id, interaction)?,
