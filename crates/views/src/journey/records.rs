@@ -408,7 +408,7 @@ fn encode_text_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// The most bytes a varint of a `u64` takes.
-const MAX_VARINT_BYTES: usize = 10;
+pub(super) const MAX_VARINT_BYTES: usize = 10;
 
 /// postcard's encoding of a signed integer: zigzag, so small magnitudes take few bytes.
 fn zigzag(value: i64) -> u64 {
@@ -417,7 +417,7 @@ fn zigzag(value: i64) -> u64 {
 
 /// Writes postcard's varint of `value` at the start of `out` (seven bits a byte, low bits
 /// first, the high bit saying more follow); returns the bytes written.
-fn write_varint(out: &mut [u8], mut value: u64) -> usize {
+pub(super) fn write_varint(out: &mut [u8], mut value: u64) -> usize {
     let mut written = 0;
     while value >= 0x80 {
         out[written] = (value as u8) | 0x80;

@@ -20,7 +20,7 @@
 use omnilog_events::{Author, Body, Direction, Event};
 
 use super::excerpt;
-use super::records::channel_name;
+use super::records::{MAX_VARINT_BYTES, channel_name, write_varint};
 use crate::ViewError;
 
 /// The text as it is (a summary made of several values joined before their excerpt, and
@@ -85,9 +85,8 @@ pub(crate) fn write_parts(event: &Event, out: &mut Vec<u8>) {
             subject,
             self_service,
         } => {
-            let form = STARTED
-                + 2 * index_of(Direction::ALL, *direction)
-                + u8::from(*self_service == Some(true));
+            // A named enum's values are numbered in the order of its `ALL`.
+            let form = STARTED + 2 * (*direction as u8) + u8::from(*self_service == Some(true));
             out.push(form);
             push_excerpt(out, subject.as_deref());
         }
@@ -102,7 +101,7 @@ pub(crate) fn write_parts(event: &Event, out: &mut Vec<u8>) {
                     out.push(MESSAGE_FROM_AGENT);
                     push_str(out, agent);
                 }
-                (author, _) => out.push(MESSAGE_FROM_AUTHOR + index_of(Author::ALL, *author)),
+                (author, _) => out.push(MESSAGE_FROM_AUTHOR + *author as u8),
             }
             push_excerpt(out, text.as_deref());
         }
@@ -326,14 +325,6 @@ pub(crate) fn render(parts: &[u8], channel: u8) -> Result<String, ViewError> {
     Ok(out)
 }
 
-/// The index of `value` in `all` (a named enum's values, fewer than 256).
-fn index_of<T: PartialEq>(all: &[T], value: T) -> u8 {
-    all.iter()
-        .position(|each| *each == value)
-        .and_then(|at| u8::try_from(at).ok())
-        .unwrap_or(u8::MAX)
-}
-
 fn join(out: &mut String, parts: &[&str]) {
     for part in parts {
         out.push_str(part);
@@ -359,39 +350,18 @@ fn push_excerpt(out: &mut Vec<u8>, text: Option<&str>) {
 
 /// Appends a string as postcard encodes one: its length's varint, then its bytes.
 fn push_str(out: &mut Vec<u8>, text: &str) {
-    let mut length = text.len();
-    while length >= 0x80 {
-        out.push((length as u8) | 0x80);
-        length >>= 7;
-    }
-    out.push(length as u8);
+    let mut length = [0u8; MAX_VARINT_BYTES];
+    let written = write_varint(&mut length, text.len() as u64);
+    out.extend_from_slice(&length[..written]);
     out.extend_from_slice(text.as_bytes());
 }
 
 /// Reads a string [`push_str`] wrote from the front of `rest`.
 fn take_str<'a>(rest: &mut &'a [u8]) -> Result<&'a str, ViewError> {
-    let mut length = 0usize;
-    let mut shift = 0;
-    loop {
-        let (&byte, after) = rest
-            .split_first()
-            .ok_or_else(|| corrupt("a string's length cut short".to_owned()))?;
-        *rest = after;
-        if shift > 28 {
-            return Err(corrupt("a string's length too long".to_owned()));
-        }
-        length |= usize::from(byte & 0x7f) << shift;
-        shift += 7;
-        if byte & 0x80 == 0 {
-            break;
-        }
-    }
-    if rest.len() < length {
-        return Err(corrupt("a string cut short".to_owned()));
-    }
-    let (text, after) = rest.split_at(length);
+    let (text, after) = postcard::take_from_bytes::<&str>(rest)
+        .map_err(|e| corrupt(format!("a string that cannot be read: {e}")))?;
     *rest = after;
-    std::str::from_utf8(text).map_err(|e| corrupt(format!("a string not UTF-8: {e}")))
+    Ok(text)
 }
 
 fn corrupt(reason: String) -> ViewError {
