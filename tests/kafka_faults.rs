@@ -278,7 +278,7 @@ async fn injected_produce_errors_and_latency_store_no_event_twice() {
                     eprintln!("event {n} refused, sent again: {:?}", answer.body);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 };
-                statuses.push((n, answer));
+                statuses.push((n, answer, attempts > 1));
             }
             statuses
         }));
@@ -288,14 +288,22 @@ async fn injected_produce_errors_and_latency_store_no_event_twice() {
     // an event stored and lost from one the server took for a duplicate.
     let mut answers = BTreeMap::new();
     for client in clients {
-        for (n, answer) in client.await.expect("client task") {
+        for (n, answer, sent_again) in client.await.expect("client task") {
             assert_eq!(
                 answer.status, 202,
                 "event {n}: injected errors are retried by the producer, or the request refused and sent again"
             );
-            assert_eq!(
-                answer.body["accepted"], 1,
-                "event {n}, stored by none of its requests before, is taken as new: {:?}",
+            // A request refused because the producer reported its record delivered by
+            // inference may still have reached the broker (CI saw it: the record was at
+            // offset 0 of its partition): sent again, it is then a duplicate, with the
+            // position the log holds it at. Stored once either way (checked below).
+            let duplicate_of_a_refused_request = sent_again
+                && answer.body["duplicates"] == 1
+                && answer.body["positions"][0]["duplicate"] == true;
+            assert!(
+                answer.body["accepted"] == 1 || duplicate_of_a_refused_request,
+                "event {n}, stored by none of its requests before (or, sent again after a refusal, \
+                 by the refused one), is taken as new: {:?}",
                 answer.body
             );
             acknowledged.push(n);
