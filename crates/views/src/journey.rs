@@ -1041,27 +1041,11 @@ fn is_line_space(byte: u8) -> bool {
 mod tests {
     use super::*;
 
-    /// The sentence of an event's timeline line, as a query shows it.
-    fn describe(event: &Event) -> String {
-        let mut parts = Vec::new();
-        summary::write_parts(event, &mut parts);
-        let channel = channel_code(event.channel.expect("the cases have a channel"));
-        summary::render(&parts, channel).unwrap()
-    }
+    use summary::tests::{rendered as describe, test_event};
 
     #[test]
     fn timeline_lines_describe_each_event_in_words() {
-        let event = |body: serde_json::Value| {
-            let mut value = serde_json::json!({
-                "occurred_at": "2026-03-02T09:00:00Z", "customer": {"id": "k"},
-                "interaction_id": "c1", "channel": "email",
-            });
-            value
-                .as_object_mut()
-                .unwrap()
-                .extend(body.as_object().unwrap().clone());
-            omnilog_events::json::event_from_value(value).unwrap()
-        };
+        let event = |body: serde_json::Value| test_event("email", body).unwrap();
         let cases = [
             (
                 serde_json::json!({"type": "interaction_started", "direction": "inbound",

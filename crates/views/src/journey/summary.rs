@@ -166,42 +166,48 @@ pub(crate) fn write_parts(event: &Event, out: &mut Vec<u8>) {
             push_excerpt(out, text.as_deref());
         }
         Body::IdentityLinked { by_handles } => {
-            let mut parts = vec![if *by_handles {
-                "handles linked as one customer: "
-            } else {
-                "identity linked: "
-            }];
-            let handles = event.customer.as_ref().map_or(&[][..], |c| &c.handles[..]);
-            for (index, handle) in handles.iter().enumerate() {
-                parts.extend([
-                    if index == 0 { "" } else { ", " },
-                    &handle.kind,
-                    " ",
-                    &handle.value,
-                ]);
-            }
-            // Excerpted whole: joined first.
-            push_form(out, VERBATIM, &[&excerpt(&parts.concat())]);
+            push_form(out, VERBATIM, &[&linked_text(*by_handles, event)]);
         }
         Body::CustomersMerged {
             from_customer,
             into_customer,
         } => push_form(out, CUSTOMERS_MERGED, &[from_customer, into_customer]),
-        Body::CustomerProfile => {
-            let mut parts = vec!["profile:"];
-            for (index, (key, value)) in event.attributes.iter().enumerate() {
-                parts.extend([if index == 0 { " " } else { ", " }, key]);
-                if value.is_empty() {
-                    parts.push(" removed");
-                } else {
-                    parts.extend([" ", value]);
-                }
-            }
-            // Excerpted whole: joined first.
-            push_form(out, VERBATIM, &[&excerpt(&parts.concat())]);
-        }
+        Body::CustomerProfile => push_form(out, VERBATIM, &[&profile_text(event)]),
         Body::AgentState { .. } => push_form(out, VERBATIM, &[event.event_type().as_str()]),
     }
+}
+
+/// The line of an `identity_linked`: its handles, joined, then excerpted whole.
+fn linked_text(by_handles: bool, event: &Event) -> String {
+    let mut parts = vec![if by_handles {
+        "handles linked as one customer: "
+    } else {
+        "identity linked: "
+    }];
+    let handles = event.customer.as_ref().map_or(&[][..], |c| &c.handles[..]);
+    for (index, handle) in handles.iter().enumerate() {
+        parts.extend([
+            if index == 0 { "" } else { ", " },
+            &handle.kind,
+            " ",
+            &handle.value,
+        ]);
+    }
+    excerpt(&parts.concat()).into_owned()
+}
+
+/// The line of a `customer_profile`: its attributes, joined, then excerpted whole.
+fn profile_text(event: &Event) -> String {
+    let mut parts = vec!["profile:"];
+    for (index, (key, value)) in event.attributes.iter().enumerate() {
+        parts.extend([if index == 0 { " " } else { ", " }, key]);
+        if value.is_empty() {
+            parts.push(" removed");
+        } else {
+            parts.extend([" ", value]);
+        }
+    }
+    excerpt(&parts.concat()).into_owned()
 }
 
 /// Appends `text` as a summary of the [`VERBATIM`] form (tests write lines this way).
@@ -372,7 +378,7 @@ fn corrupt(reason: String) -> ViewError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Appends the parts.
@@ -490,22 +496,7 @@ mod tests {
                 push_with_text(out, &["proactive notice (", reason, ")"], text.as_deref())
             }
             Body::IdentityLinked { by_handles } => {
-                let mut parts = vec![if *by_handles {
-                    "handles linked as one customer: "
-                } else {
-                    "identity linked: "
-                }];
-                let handles = event.customer.as_ref().map_or(&[][..], |c| &c.handles[..]);
-                for (index, handle) in handles.iter().enumerate() {
-                    parts.extend([
-                        if index == 0 { "" } else { ", " },
-                        &handle.kind,
-                        " ",
-                        &handle.value,
-                    ]);
-                }
-                // Excerpted whole: joined first.
-                push_parts(out, &[&excerpt(&parts.concat())]);
+                push_parts(out, &[&linked_text(*by_handles, event)])
             }
             Body::CustomersMerged {
                 from_customer,
@@ -514,19 +505,7 @@ mod tests {
                 out,
                 &["customers merged: ", from_customer, " into ", into_customer],
             ),
-            Body::CustomerProfile => {
-                let mut parts = vec!["profile:"];
-                for (index, (key, value)) in event.attributes.iter().enumerate() {
-                    parts.extend([if index == 0 { " " } else { ", " }, key]);
-                    if value.is_empty() {
-                        parts.push(" removed");
-                    } else {
-                        parts.extend([" ", value]);
-                    }
-                }
-                // Excerpted whole: joined first.
-                push_parts(out, &[&excerpt(&parts.concat())]);
-            }
+            Body::CustomerProfile => push_parts(out, &[&profile_text(event)]),
             Body::AgentState { .. } => push_parts(out, &[event.event_type().as_str()]),
         }
     }
@@ -537,7 +516,24 @@ mod tests {
         String::from_utf8(out).expect("a sentence is made of strings")
     }
 
-    fn rendered(event: &Event) -> String {
+    /// An event of customer `k`, interaction `c1` on `channel`, with `body`'s fields.
+    pub(in crate::journey) fn test_event(
+        channel: &str,
+        body: serde_json::Value,
+    ) -> Result<Event, omnilog_events::EventError> {
+        let mut value = serde_json::json!({
+            "occurred_at": "2026-03-02T09:00:00Z", "customer": {"id": "k"},
+            "interaction_id": "c1", "channel": channel,
+        });
+        value
+            .as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
+        omnilog_events::json::event_from_value(value)
+    }
+
+    /// The sentence a query shows for `event`'s line.
+    pub(in crate::journey) fn rendered(event: &Event) -> String {
         let mut parts = Vec::new();
         write_parts(event, &mut parts);
         let channel = event.channel.map_or(0, |c| c as u8);
@@ -564,17 +560,7 @@ mod tests {
     /// The forms the history may not make, one by one.
     #[test]
     fn each_form_renders_its_sentence() {
-        let event = |body: serde_json::Value| {
-            let mut value = serde_json::json!({
-                "occurred_at": "2026-03-02T09:00:00Z", "customer": {"id": "k"},
-                "interaction_id": "c1", "channel": "chatbot",
-            });
-            value
-                .as_object_mut()
-                .unwrap()
-                .extend(body.as_object().unwrap().clone());
-            omnilog_events::json::event_from_value(value)
-        };
+        let event = |body: serde_json::Value| test_event("chatbot", body);
         let long = "word ".repeat(60);
         let bodies = [
             serde_json::json!({"type": "interaction_started", "direction": "inbound", "self_service": true, "subject": long}),
