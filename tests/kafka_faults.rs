@@ -261,6 +261,8 @@ async fn injected_produce_errors_and_latency_store_no_event_twice() {
                 // A record the producer reports stored by inference, not by the broker, is
                 // refused (503): the client sends it again, as clients do.
                 let mut attempts = 0;
+                // The problem type of every refusal before the answer.
+                let mut refusals = Vec::new();
                 let answer = loop {
                     attempts += 1;
                     let answer = http
@@ -276,9 +278,10 @@ async fn injected_produce_errors_and_latency_store_no_event_twice() {
                         break answer;
                     }
                     eprintln!("event {n} refused, sent again: {:?}", answer.body);
+                    refusals.push(answer.body["type"].as_str().unwrap_or("").to_owned());
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 };
-                statuses.push((n, answer, attempts > 1));
+                statuses.push((n, answer, refusals));
             }
             statuses
         }));
@@ -288,7 +291,7 @@ async fn injected_produce_errors_and_latency_store_no_event_twice() {
     // an event stored and lost from one the server took for a duplicate.
     let mut answers = BTreeMap::new();
     for client in clients {
-        for (n, answer, sent_again) in client.await.expect("client task") {
+        for (n, answer, refusals) in client.await.expect("client task") {
             assert_eq!(
                 answer.status, 202,
                 "event {n}: injected errors are retried by the producer, or the request refused and sent again"
@@ -296,8 +299,11 @@ async fn injected_produce_errors_and_latency_store_no_event_twice() {
             // A request refused because the producer reported its record delivered by
             // inference may still have reached the broker (CI saw it: the record was at
             // offset 0 of its partition): sent again, it is then a duplicate, with the
-            // position the log holds it at. Stored once either way (checked below).
-            let duplicate_of_a_refused_request = sent_again
+            // position the log holds it at. Stored once either way (checked below). The
+            // refusal said so: its problem is an unconfirmed write, not "nothing written".
+            let duplicate_of_a_refused_request = refusals
+                .iter()
+                .any(|problem| problem == "/problems/write-unconfirmed")
                 && answer.body["duplicates"] == 1
                 && answer.body["positions"][0]["duplicate"] == true;
             assert!(
@@ -417,7 +423,8 @@ async fn a_record_acknowledged_only_by_inference_is_refused() {
                         );
                     }
                 }
-                Err(LogError::Unavailable(message)) => {
+                // Refused as unconfirmed, not unavailable: the record may be stored.
+                Err(LogError::Unconfirmed(message)) => {
                     assert!(
                         message.contains("without its offset"),
                         "the {which} record of round {round}: {message}"

@@ -42,6 +42,10 @@ pub enum ApiError {
     /// The log cannot make writes durable now; nothing was written (503, retry).
     #[error("{0}")]
     Unavailable(String),
+    /// The log did not confirm every write of the request; some of it may be stored (503,
+    /// retry: what was stored is answered as a duplicate).
+    #[error("{0}")]
+    Unconfirmed(String),
     /// The server is up but not ready to answer (views or identity behind the log) (503,
     /// retry).
     #[error("{0}")]
@@ -68,9 +72,10 @@ impl ApiError {
             ApiError::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) | ApiError::NotReady(_) | ApiError::Rebalancing(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable(_)
+            | ApiError::Unconfirmed(_)
+            | ApiError::NotReady(_)
+            | ApiError::Rebalancing(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -87,6 +92,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "body-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Unavailable(_) => "log-unavailable",
+            ApiError::Unconfirmed(_) => "write-unconfirmed",
             ApiError::NotReady(_) => "not-ready",
             ApiError::Rebalancing(_) => "rebalancing",
             ApiError::Timeout(_) => "wait-timed-out",
@@ -119,6 +125,9 @@ impl ApiError {
             ApiError::Unavailable(_) => {
                 "the log cannot take writes now; nothing of this request was written, retry later"
             }
+            ApiError::Unconfirmed(_) => {
+                "the log did not confirm every write of this request, so some of its events may be stored; send it again: an event already stored is answered as a duplicate, with its position"
+            }
             other => return in_contract_words(&other.to_string()),
         };
         let incident = INCIDENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -149,7 +158,10 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         match &self {
-            ApiError::Unavailable(_) | ApiError::NotReady(_) | ApiError::Rebalancing(_) => {
+            ApiError::Unavailable(_)
+            | ApiError::Unconfirmed(_)
+            | ApiError::NotReady(_)
+            | ApiError::Rebalancing(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized(_) => {
@@ -161,7 +173,10 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         if status.is_server_error()
-            && !matches!(self, ApiError::Internal(_) | ApiError::Unavailable(_))
+            && !matches!(
+                self,
+                ApiError::Internal(_) | ApiError::Unavailable(_) | ApiError::Unconfirmed(_)
+            )
         {
             tracing::warn!(status = status.as_u16(), detail = %self, "request failed");
         }
@@ -235,6 +250,7 @@ impl From<omnilog_ingest::IngestError> for ApiError {
     fn from(error: omnilog_ingest::IngestError) -> Self {
         match error {
             omnilog_ingest::IngestError::Invalid(invalid) => invalid.into(),
+            omnilog_ingest::IngestError::Unconfirmed(message) => ApiError::Unconfirmed(message),
             other => ApiError::Unavailable(other.to_string()),
         }
     }
@@ -286,6 +302,16 @@ mod tests {
             full.contains("nothing of this request was written"),
             "{full}"
         );
+        let unconfirmed = detail_of(ApiError::Unconfirmed(
+            "kafka reported a record of partition 3 delivered without its offset".to_owned(),
+        ))
+        .await;
+        assert!(!unconfirmed.contains("partition 3"), "{unconfirmed}");
+        assert!(
+            unconfirmed.contains("some of its events may be stored")
+                && unconfirmed.contains("answered as a duplicate"),
+            "{unconfirmed}"
+        );
         // The client's own mistakes keep their words.
         let invalid = detail_of(ApiError::invalid("[0].queue", "must not be empty")).await;
         assert_eq!(invalid, "must not be empty");
@@ -301,5 +327,25 @@ mod tests {
             .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["type"], "/problems/not-ready");
+    }
+
+    #[tokio::test]
+    async fn an_unconfirmed_write_is_its_own_problem_and_asks_to_retry() {
+        let response = ApiError::from(omnilog_ingest::IngestError::Unconfirmed(
+            "kafka did not confirm the delivery: message timed out".to_owned(),
+        ))
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["type"], "/problems/write-unconfirmed");
+        // A log that refused before writing keeps its own problem.
+        let refused = ApiError::from(omnilog_ingest::IngestError::from(
+            omnilog_log::LogError::Unavailable("no space left on device".to_owned()),
+        ));
+        assert!(matches!(refused, ApiError::Unavailable(_)), "{refused:?}");
     }
 }

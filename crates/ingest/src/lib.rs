@@ -45,23 +45,45 @@ use crate::recent::{Learnt, RecentIds, Remembered};
 
 pub use token::{BadToken, ReadToken};
 
-/// Why a request was not written. Nothing of it reached the log.
+/// Why a request was not written: nothing of it reached the log, but where
+/// [`IngestError::Unconfirmed`] says some of it may have.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// An event breaks the contract (→ 400, naming the field).
     #[error(transparent)]
     Invalid(#[from] EventError),
-    /// The log could not make the events durable (→ 503; safe to retry).
+    /// The log could not make the events durable, and nothing of them is stored (→ 503;
+    /// safe to retry).
     #[error("the log is unavailable: {0}")]
     Unavailable(String),
+    /// The log did not confirm every write of the request: some of its events may be
+    /// stored (→ 503; safe to retry: an event already stored is answered as a duplicate,
+    /// with its position).
+    #[error("the log did not confirm every write: {0}")]
+    Unconfirmed(String),
     /// The ingest service is shutting down (→ 503).
     #[error("ingest is shutting down")]
     ShuttingDown,
 }
 
+impl IngestError {
+    /// The same refusal, for another request of a refused group (an invalid event is one
+    /// request's own, never a group's).
+    fn same(&self) -> IngestError {
+        match self {
+            IngestError::Unconfirmed(message) => IngestError::Unconfirmed(message.clone()),
+            IngestError::Unavailable(message) => IngestError::Unavailable(message.clone()),
+            other => IngestError::Unavailable(other.to_string()),
+        }
+    }
+}
+
 impl From<LogError> for IngestError {
     fn from(error: LogError) -> Self {
-        IngestError::Unavailable(error.to_string())
+        match error {
+            LogError::Unconfirmed(message) => IngestError::Unconfirmed(message),
+            other => IngestError::Unavailable(other.to_string()),
+        }
     }
 }
 
@@ -729,22 +751,30 @@ async fn settle(
             // have landed in part: the follower of the log folds whatever did, as it folds
             // any other writer's records.)
             lock(state).take_back_to(staged.point);
-            let message = error.to_string();
-            let mut refused = vec![staged];
+            // Each group is told what is known of it: nothing stored, or perhaps some of
+            // it (a Kafka group whose deliveries were not all confirmed).
+            let mut refused = vec![(staged, IngestError::from(error))];
             while let Some(later) = in_flight.pop_front() {
-                if later.answer.await.is_ok() {
-                    // The chain rules this out: a later group is refused with the first.
-                    tracing::error!(
-                        "the log stored a group handed over after a refused one of the same chain"
-                    );
-                }
-                refused.push(later.staged);
+                let why = match later.answer.await {
+                    Err(error) => IngestError::from(error),
+                    Ok(_) => {
+                        // The chain rules this out: a later group is refused with the first.
+                        tracing::error!(
+                            "the log stored a group handed over after a refused one of the same chain"
+                        );
+                        IngestError::Unconfirmed(
+                            "a group after a refused one was stored; it is refused with it"
+                                .to_owned(),
+                        )
+                    }
+                };
+                refused.push((later.staged, why));
             }
             lock(state).keep();
             *chain = log.new_chain();
-            for group in refused {
+            for (group, why) in refused {
                 for (reply, _) in group.jobs {
-                    let _ = reply.send(Err(IngestError::Unavailable(message.clone())));
+                    let _ = reply.send(Err(why.same()));
                 }
             }
             return;

@@ -400,7 +400,9 @@ impl EventLog for KafkaLog {
         }
         match failure {
             None => Ok(outcomes),
-            Some(message) => Err(LogError::Unavailable(message)),
+            // The records whose deliveries were confirmed are stored, and one reported by
+            // inference may be: the outcome of the group is unknown, not "nothing written".
+            Some(message) => Err(LogError::Unconfirmed(message)),
         }
     }
 

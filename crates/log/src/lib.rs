@@ -178,6 +178,12 @@ pub enum LogError {
     /// retry.
     #[error("the log is unavailable: {0}")]
     Unavailable(String),
+    /// Records were handed to the backend, and it did not confirm every one of them (a
+    /// delivery that timed out, or one Kafka's producer reports by inference): some may be
+    /// stored, others not. Safe to retry too: a stored event sent again is answered as a
+    /// duplicate where the writer deduplicates (ingest does, on the event id).
+    #[error("the log did not confirm every write: {0}")]
+    Unconfirmed(String),
 }
 
 /// Batches appended one after another that stand or fall in order (see
