@@ -165,6 +165,13 @@ async fn brokers_down_give_503_and_after_recovery_every_acknowledged_event_is_st
             503 => {
                 assert_eq!(answer.content_type, "application/problem+json");
                 assert!(answer.retry_after.is_some(), "503 without Retry-After");
+                // Its records were handed to the producer and not confirmed: stored or
+                // not, nobody knows, and the answer says so.
+                assert_eq!(
+                    answer.body["type"], "/problems/write-unconfirmed",
+                    "{:?}",
+                    answer.body
+                );
                 refused.push(n);
             }
             other => panic!("brokers down gave {other}: {:?}", answer.body),
@@ -299,11 +306,15 @@ async fn injected_produce_errors_and_latency_store_no_event_twice() {
             // A request refused because the producer reported its record delivered by
             // inference may still have reached the broker (CI saw it: the record was at
             // offset 0 of its partition): sent again, it is then a duplicate, with the
-            // position the log holds it at. Stored once either way (checked below). The
+            // position the log holds it at. Stored once either way (checked below). Every
             // refusal said so: its problem is an unconfirmed write, not "nothing written".
-            let duplicate_of_a_refused_request = refusals
-                .iter()
-                .any(|problem| problem == "/problems/write-unconfirmed")
+            assert!(
+                refusals
+                    .iter()
+                    .all(|problem| problem == "/problems/write-unconfirmed"),
+                "event {n} refused as {refusals:?}"
+            );
+            let duplicate_of_a_refused_request = !refusals.is_empty()
                 && answer.body["duplicates"] == 1
                 && answer.body["positions"][0]["duplicate"] == true;
             assert!(
