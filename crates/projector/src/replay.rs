@@ -483,54 +483,63 @@ async fn read_all(
     let decoder = Decoder::start()?;
     // The spill files of the partition being read, one per share still to fold.
     let mut spilled: VecDeque<SpillReader> = VecDeque::new();
-    for pass in passes(&scan, options.records_per_pass()) {
-        let mut source = match (pass.share(), options.spill_dir.as_deref()) {
-            (Some(share), Some(dir)) if share.index() == 0 => {
-                PassSource::splitting(pass, share, dir)?
-            }
-            (Some(share), Some(_)) => PassSource::Spilled {
-                spill: spilled.pop_front().ok_or_else(|| {
-                    ProjectorError::Task("a replay pass found no spill file to read".to_owned())
-                })?,
-                shares: share.of(),
-            },
-            _ => PassSource::Log(pass),
-        };
-        // Three batches at once: the next one is read while this one is decoded, and this
-        // one is decoded while the one before is handed over. One after the other, the
-        // workers waited now and then with only the decoder running
-        // (`benches/sample_threads.py`: the decoder alone in 4.4 % of a 1M replay's samples).
-        let mut decoding: Option<Decoding> = None;
-        loop {
-            let records = source.next(log, options.batch.max(1)).await?;
-            let last = records.is_empty();
-            let mut ready = None;
-            if let Some(decoding) = decoding.take() {
-                let (feed, still_held) = decoding.finished().await?;
-                handed = still_held;
-                if let Feed::Batch(batch) = &feed {
-                    handed.push(batch.clone());
+    let mut passes = passes(&scan, options.records_per_pass()).into_iter();
+    let mut source = match passes.next() {
+        Some(pass) => Some(pass_source(pass, options, &mut spilled)?),
+        None => None,
+    };
+    // Three batches at once: the next one is read while this one is decoded, and this one
+    // is decoded while the one before is handed over. One after the other, the workers
+    // waited now and then with only the decoder running (`benches/sample_threads.py`: the
+    // decoder alone in 4.4 % of a 1M replay's samples). The read runs on across the end of
+    // a pass: the next pass's first batch is read while the last one's is decoded, and the
+    // pass's end is handed over after that batch. A pass of a 200k history is a batch and
+    // a half: stopped at each end, the reader, the decoder and the workers took turns.
+    let mut decoding: Option<Decoding> = None;
+    // Ends of passes read past, to hand over after the batch being decoded.
+    let mut passes_ended = 0;
+    while let Some(current) = source.as_mut() {
+        let records = current.next(log, options.batch.max(1)).await?;
+        if records.is_empty() {
+            if let Some(PassSource::Splitting { spills, .. }) = source.take() {
+                for spill in spills {
+                    spilled.push_back(spill.finish()?);
                 }
-                ready = Some(feed);
             }
-            if !last {
-                read += records.len() as u64;
-                decoding = Some(decoder.submit(records, std::mem::take(&mut handed))?);
+            passes_ended += 1;
+            source = match passes.next() {
+                Some(pass) => Some(pass_source(pass, options, &mut spilled)?),
+                None => None,
+            };
+            if source.is_some() {
+                continue;
             }
-            if let Some(feed) = ready {
-                hand_over(feeds, feed).await?;
-                report(on_progress, read, total, workers);
-            }
-            if last {
-                break;
-            }
+            // No pass left: what is being decoded and the ends are handed over below, and
+            // the loop ends.
         }
-        if let PassSource::Splitting { spills, .. } = source {
-            for spill in spills {
-                spilled.push_back(spill.finish()?);
+        let mut ready = None;
+        if let Some(decoding) = decoding.take() {
+            let (feed, still_held) = decoding.finished().await?;
+            handed = still_held;
+            if let Feed::Batch(batch) = &feed {
+                handed.push(batch.clone());
             }
+            ready = Some(feed);
         }
-        hand_over(feeds, Feed::PassDone).await?;
+        // The ends read past belong after the batch decoded before them, not after the
+        // one read now (the next pass's first).
+        let ended_before = std::mem::take(&mut passes_ended);
+        if !records.is_empty() {
+            read += records.len() as u64;
+            decoding = Some(decoder.submit(records, std::mem::take(&mut handed))?);
+        }
+        if let Some(feed) = ready {
+            hand_over(feeds, feed).await?;
+            report(on_progress, read, total, workers);
+        }
+        for _ in 0..ended_before {
+            hand_over(feeds, Feed::PassDone).await?;
+        }
     }
     // Once the ends are reached, one more look beyond each: a broker may report an end
     // short of what is readable (tansu's ListOffsets leaves out the last batch), and a
@@ -592,6 +601,26 @@ fn passes(scan: &Scan, pass_records: u64) -> Vec<Scan> {
         }
     }
     passes
+}
+
+/// Where `pass`'s records come from: the log, or, for a partition read in several
+/// passes with a spill directory, the log split into spill files by its first pass and
+/// those files by the others.
+fn pass_source(
+    pass: Scan,
+    options: &ReplayOptions,
+    spilled: &mut VecDeque<SpillReader>,
+) -> Result<PassSource, ProjectorError> {
+    Ok(match (pass.share(), options.spill_dir.as_deref()) {
+        (Some(share), Some(dir)) if share.index() == 0 => PassSource::splitting(pass, share, dir)?,
+        (Some(share), Some(_)) => PassSource::Spilled {
+            spill: spilled.pop_front().ok_or_else(|| {
+                ProjectorError::Task("a replay pass found no spill file to read".to_owned())
+            })?,
+            shares: share.of(),
+        },
+        _ => PassSource::Log(pass),
+    })
 }
 
 /// Where a pass's records come from.
