@@ -933,6 +933,9 @@ fn fold_batches(
                 continue;
             }
             Feed::PassDone => {
+                // A table that could not be made (or the store it is in) fails the replay
+                // now, not once every pass is folded (it is made while the views fold).
+                version.table().failed_to_make()?;
                 // Only a view whose records are final once their partition is folded gains
                 // from a checkpoint here. Another (the reports' hourly figures) finds the
                 // same records again in the next pass: letting them go would read them back

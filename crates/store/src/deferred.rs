@@ -1,4 +1,4 @@
-//! A version's keyspace that may still be in the making.
+//! What may still be in the making: a version's keyspace, or a replay store's database.
 //!
 //! fjall makes keyspaces one at a time (each is registered in its own meta keyspace, which
 //! writes a disk table and a new version of that tree: about twenty `fsync`s a keyspace). A
@@ -9,53 +9,65 @@
 //! folds in memory and writes nothing to a table until its last checkpoint, so its tables
 //! are made on a thread of their own while it folds ([`crate::ViewStore::new_tables_in_background`]):
 //! the slot answers for a new, empty keyspace until then, and the first use that needs the
-//! keyspace itself waits for it.
+//! keyspace itself waits for it. A replay's store is itself created that way
+//! ([`crate::ViewStore::open_for_replay`]): fjall's database, its journal and the store's
+//! meta keyspace took another 27 `fsync`s, 6 to 10 ms before a worker started.
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use fjall::Keyspace;
 
 use crate::StoreError;
 
-/// What making a keyspace gave: the keyspace, or why it could not be made.
-type Made = Result<Keyspace, String>;
+/// What making a `T` gave: it, or why it could not be made.
+pub(crate) type Made<T> = Result<T, String>;
 
-/// A keyspace, or the promise of one from the thread making it. Clones share it.
-#[derive(Clone)]
-pub(crate) struct KeyspaceSlot {
-    inner: Arc<Inner>,
+/// A keyspace, or the promise of one from the thread making it.
+pub(crate) type KeyspaceSlot = Deferred<Keyspace>;
+
+/// A `T`, or the promise of one from the thread making it. Clones share it.
+pub(crate) struct Deferred<T> {
+    inner: Arc<Inner<T>>,
 }
 
-struct Inner {
-    /// The keyspace's name, for errors.
-    name: String,
-    made: OnceLock<Made>,
+impl<T> Clone for Deferred<T> {
+    fn clone(&self) -> Self {
+        Deferred {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<T> {
+    /// What it is (`the keyspace view-journey-v1`), for errors.
+    what: String,
+    made: OnceLock<Made<T>>,
     /// Where the maker sends it, until someone waited for it.
-    maker: Mutex<Option<Receiver<Made>>>,
+    maker: Mutex<Option<Receiver<Made<T>>>>,
 }
 
-impl KeyspaceSlot {
-    /// A slot holding a keyspace already made.
-    pub(crate) fn made(name: String, keyspace: Keyspace) -> Self {
+impl<T> Deferred<T> {
+    /// A slot holding what was already made.
+    pub(crate) fn made(what: String, value: T) -> Self {
         let made = OnceLock::new();
-        let _ = made.set(Ok(keyspace));
-        KeyspaceSlot {
+        let _ = made.set(Ok(value));
+        Deferred {
             inner: Arc::new(Inner {
-                name,
+                what,
                 made,
                 maker: Mutex::new(None),
             }),
         }
     }
 
-    /// A slot for a new keyspace another thread makes: it sends it (or why it failed)
-    /// through the returned sender.
-    pub(crate) fn in_the_making(name: String) -> (Self, SyncSender<Made>) {
+    /// A slot for what another thread makes: it sends it (or why it failed) through the
+    /// returned sender.
+    pub(crate) fn in_the_making(what: String) -> (Self, SyncSender<Made<T>>) {
         let (sender, receiver) = sync_channel(1);
-        let slot = KeyspaceSlot {
+        let slot = Deferred {
             inner: Arc::new(Inner {
-                name,
+                what,
                 made: OnceLock::new(),
                 maker: Mutex::new(Some(receiver)),
             }),
@@ -63,16 +75,47 @@ impl KeyspaceSlot {
         (slot, sender)
     }
 
-    /// Whether the slot holds a new keyspace nothing has used yet, which is empty: only a
-    /// slot [`KeyspaceSlot::in_the_making`] starts without its keyspace, and every read and
-    /// write goes through [`KeyspaceSlot::get`], which takes it. Readers answer for an empty
-    /// keyspace then, without waiting for the maker.
+    /// Whether nothing has waited for it yet: a new keyspace in the making is empty, so
+    /// readers answer for an empty keyspace then, without waiting for the maker (only a slot
+    /// [`Deferred::in_the_making`] starts without its value, and every read and write goes
+    /// through [`Deferred::get`], which takes it).
     pub(crate) fn is_new_and_untouched(&self) -> bool {
         self.inner.made.get().is_none()
     }
 
-    /// The keyspace, waiting for its maker if need be.
-    pub(crate) fn get(&self) -> Result<&Keyspace, StoreError> {
+    /// Without waiting: an error if its making failed, `Ok` if it is made or still in the
+    /// making. A replay asks this at each pass's end, so that a store that could not be
+    /// created fails it then, not after every pass was folded.
+    pub(crate) fn failed(&self) -> Result<(), StoreError> {
+        if self.inner.made.get().is_none() {
+            let mut maker = self
+                .inner
+                .maker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if self.inner.made.get().is_none() {
+                let received = match maker.as_ref().map(Receiver::try_recv) {
+                    Some(Ok(made)) => Some(made),
+                    Some(Err(TryRecvError::Empty)) => None,
+                    Some(Err(TryRecvError::Disconnected)) => {
+                        Some(Err("the thread making it stopped".to_owned()))
+                    }
+                    None => Some(Err("it was never made".to_owned())),
+                };
+                if let Some(made) = received {
+                    maker.take();
+                    let _ = self.inner.made.set(made);
+                }
+            }
+        }
+        match self.inner.made.get() {
+            Some(Err(_)) => self.get().map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    /// It, waiting for its maker if need be.
+    pub(crate) fn get(&self) -> Result<&T, StoreError> {
         if self.inner.made.get().is_none() {
             let mut maker = self
                 .inner
@@ -91,14 +134,14 @@ impl KeyspaceSlot {
             }
         }
         match self.inner.made.get() {
-            Some(Ok(keyspace)) => Ok(keyspace),
+            Some(Ok(value)) => Ok(value),
             Some(Err(reason)) => Err(StoreError::Storage(format!(
-                "making the keyspace {}: {reason}",
-                self.inner.name
+                "making {}: {reason}",
+                self.inner.what
             ))),
             None => Err(StoreError::Storage(format!(
-                "the keyspace {} was never made",
-                self.inner.name
+                "{} was never made",
+                self.inner.what
             ))),
         }
     }
@@ -143,6 +186,29 @@ mod tests {
             assert!(error.contains("view-x-v1"), "{error}");
             assert!(error.contains("the disk is full"), "{error}");
         }
+    }
+
+    #[test]
+    fn a_failure_is_seen_without_waiting_and_a_making_under_way_is_none() {
+        let (slot, sender) = KeyspaceSlot::in_the_making("the keyspace view-z-v1".to_owned());
+        // Still in the making: no failure, and nothing waited for.
+        slot.failed().unwrap();
+        assert!(slot.is_new_and_untouched());
+        sender
+            .send(Err("no space left on device".to_owned()))
+            .unwrap();
+        let error = slot.failed().unwrap_err().to_string();
+        assert!(
+            error.contains("view-z-v1") && error.contains("no space"),
+            "{error}"
+        );
+        // Seen once, it stays.
+        assert!(slot.get().is_err());
+        let (made, sender) = KeyspaceSlot::in_the_making("k".to_owned());
+        let dir = tempfile::tempdir().unwrap();
+        sender.send(Ok(keyspace(dir.path()))).unwrap();
+        made.failed().unwrap();
+        made.get().unwrap();
     }
 
     #[test]
