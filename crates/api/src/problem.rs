@@ -276,12 +276,19 @@ impl From<omnilog_channels::ChannelError> for ApiError {
 mod tests {
     use super::*;
 
-    async fn detail_of(error: ApiError) -> String {
+    /// An error's answer: its status, whether it says when to retry, and its body.
+    async fn answer_of(error: ApiError) -> (StatusCode, bool, serde_json::Value) {
         let response = error.into_response();
+        let status = response.status();
+        let retry_after = response.headers().contains_key(header::RETRY_AFTER);
         let body = axum::body::to_bytes(response.into_body(), 4096)
             .await
             .unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        (status, retry_after, serde_json::from_slice(&body).unwrap())
+    }
+
+    async fn detail_of(error: ApiError) -> String {
+        let (_, _, body) = answer_of(error).await;
         body["detail"].as_str().unwrap().to_owned()
     }
 
@@ -319,28 +326,22 @@ mod tests {
 
     #[tokio::test]
     async fn not_ready_is_its_own_problem_and_asks_to_retry() {
-        let response = ApiError::NotReady("the views are catching up".to_owned()).into_response();
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(response.headers().contains_key(header::RETRY_AFTER));
-        let body = axum::body::to_bytes(response.into_body(), 4096)
-            .await
-            .unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let (status, retry_after, body) =
+            answer_of(ApiError::NotReady("the views are catching up".to_owned())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(retry_after);
         assert_eq!(body["type"], "/problems/not-ready");
     }
 
     #[tokio::test]
     async fn an_unconfirmed_write_is_its_own_problem_and_asks_to_retry() {
-        let response = ApiError::from(omnilog_ingest::IngestError::Unconfirmed(
-            "kafka did not confirm the delivery: message timed out".to_owned(),
-        ))
-        .into_response();
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(response.headers().contains_key(header::RETRY_AFTER));
-        let body = axum::body::to_bytes(response.into_body(), 4096)
-            .await
-            .unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let (status, retry_after, body) =
+            answer_of(ApiError::from(omnilog_ingest::IngestError::Unconfirmed(
+                "kafka did not confirm the delivery: message timed out".to_owned(),
+            )))
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(retry_after);
         assert_eq!(body["type"], "/problems/write-unconfirmed");
         // A log that refused before writing keeps its own problem.
         let refused = ApiError::from(omnilog_ingest::IngestError::from(

@@ -87,35 +87,24 @@ impl<T> Deferred<T> {
     /// making. A replay asks this at each pass's end, so that a store that could not be
     /// created fails it then, not after every pass was folded.
     pub(crate) fn failed(&self) -> Result<(), StoreError> {
-        if self.inner.made.get().is_none() {
-            let mut maker = self
-                .inner
-                .maker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if self.inner.made.get().is_none() {
-                let received = match maker.as_ref().map(Receiver::try_recv) {
-                    Some(Ok(made)) => Some(made),
-                    Some(Err(TryRecvError::Empty)) => None,
-                    Some(Err(TryRecvError::Disconnected)) => {
-                        Some(Err("the thread making it stopped".to_owned()))
-                    }
-                    None => Some(Err("it was never made".to_owned())),
-                };
-                if let Some(made) = received {
-                    maker.take();
-                    let _ = self.inner.made.set(made);
-                }
-            }
-        }
-        match self.inner.made.get() {
-            Some(Err(_)) => self.get().map(|_| ()),
+        match self.settle(false) {
+            Some(Err(reason)) => Err(self.error(reason)),
             _ => Ok(()),
         }
     }
 
     /// It, waiting for its maker if need be.
     pub(crate) fn get(&self) -> Result<&T, StoreError> {
+        match self.settle(true) {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(reason)) => Err(self.error(reason)),
+            None => Err(self.error("it was never made")),
+        }
+    }
+
+    /// What its maker gave, received from the maker if nobody has yet: waiting for it, or
+    /// (`wait` false) only if it was sent; `None` while it is still in the making.
+    fn settle(&self, wait: bool) -> Option<&Made<T>> {
         if self.inner.made.get().is_none() {
             let mut maker = self
                 .inner
@@ -124,26 +113,28 @@ impl<T> Deferred<T> {
                 .unwrap_or_else(PoisonError::into_inner);
             // Another thread may have received it while this one waited for the lock.
             if self.inner.made.get().is_none() {
-                let made = match maker.take() {
-                    Some(receiver) => receiver
-                        .recv()
-                        .unwrap_or_else(|_| Err("the thread making it stopped".to_owned())),
-                    None => Err("it was never made".to_owned()),
+                let received = match maker.as_ref() {
+                    Some(receiver) if wait => Some(receiver.recv().map_err(|_| ())),
+                    Some(receiver) => match receiver.try_recv() {
+                        Ok(made) => Some(Ok(made)),
+                        Err(TryRecvError::Empty) => None,
+                        Err(TryRecvError::Disconnected) => Some(Err(())),
+                    },
+                    None => Some(Ok(Err("it was never made".to_owned()))),
                 };
-                let _ = self.inner.made.set(made);
+                if let Some(received) = received {
+                    maker.take();
+                    let made = received
+                        .unwrap_or_else(|()| Err("the thread making it stopped".to_owned()));
+                    let _ = self.inner.made.set(made);
+                }
             }
         }
-        match self.inner.made.get() {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(reason)) => Err(StoreError::Storage(format!(
-                "making {}: {reason}",
-                self.inner.what
-            ))),
-            None => Err(StoreError::Storage(format!(
-                "{} was never made",
-                self.inner.what
-            ))),
-        }
+        self.inner.made.get()
+    }
+
+    fn error(&self, reason: &str) -> StoreError {
+        StoreError::Storage(format!("making {}: {reason}", self.inner.what))
     }
 }
 
