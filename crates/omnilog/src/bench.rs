@@ -654,7 +654,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }));
 
     // (c) the durable projection: each view on its own (which costs what), then every
-    // view and the identity view at once into a fresh store, as `replay` does it.
+    // view and the identity view at once into a fresh store, as `replay` does it. The
+    // stores are deleted only after the last of these stages: this machine's root is
+    // mounted with `discard`, and a deleted store is trimmed over the next seconds, which
+    // stalls every `fsync` meanwhile (see [`wait_for_quiet_disk`]), the next stage's
+    // included.
+    let mut stores = Vec::new();
     for view in &views {
         let started = Instant::now();
         let dir = scratch.path().join(format!("views-{}", view.name()));
@@ -666,7 +671,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             seconds: started.elapsed().as_secs_f64(),
             peak_mb: None,
         }));
-        std::fs::remove_dir_all(&dir).ok();
+        stores.push(dir);
     }
     let started = Instant::now();
     let dir = scratch.path().join("views-all");
@@ -678,9 +683,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         seconds: started.elapsed().as_secs_f64(),
         peak_mb: None,
     }));
-    std::fs::remove_dir_all(&dir).ok();
+    stores.push(dir);
     drop(log);
     let (seconds, replay_rss_mb) = replay_in_child(scratch.path())?;
+    for store in stores {
+        std::fs::remove_dir_all(store).ok();
+    }
     rows.push(measured(Row {
         stage: "c",
         what: "`omnilog replay` of all views and the identity view (a child process)".into(),
