@@ -484,10 +484,10 @@ async fn read_all(
     // The spill files of the partition being read, one per share still to fold.
     let mut spilled: VecDeque<SpillReader> = VecDeque::new();
     let mut passes = passes(&scan, options.records_per_pass()).into_iter();
-    let mut source = match passes.next() {
-        Some(pass) => Some(pass_source(pass, options, &mut spilled)?),
-        None => None,
-    };
+    let mut source = passes
+        .next()
+        .map(|pass| pass_source(pass, options, &mut spilled))
+        .transpose()?;
     // Three batches at once: the next one is read while this one is decoded, and this one
     // is decoded while the one before is handed over. One after the other, the workers
     // waited now and then with only the decoder running (`benches/sample_threads.py`: the
@@ -507,10 +507,10 @@ async fn read_all(
                 }
             }
             passes_ended += 1;
-            source = match passes.next() {
-                Some(pass) => Some(pass_source(pass, options, &mut spilled)?),
-                None => None,
-            };
+            source = passes
+                .next()
+                .map(|pass| pass_source(pass, options, &mut spilled))
+                .transpose()?;
             if source.is_some() {
                 continue;
             }

@@ -196,8 +196,6 @@ pub struct ViewStore {
     /// [`ViewStore::open_for_replay`]).
     db: Deferred<Database>,
     meta: Deferred<Keyspace>,
-    /// A replay's new store: it holds no keyspace but those it makes.
-    fresh: bool,
     dir: PathBuf,
     /// The options of the keyspaces this store creates.
     options: fn() -> KeyspaceCreateOptions,
@@ -374,7 +372,6 @@ impl ViewStore {
             return Ok(ViewStore {
                 db,
                 meta,
-                fresh: true,
                 dir: dir.to_path_buf(),
                 options: replay_keyspace_options,
                 hold: None,
@@ -453,7 +450,6 @@ impl ViewStore {
         Ok(ViewStore {
             db: Deferred::made(what.clone(), db),
             meta: Deferred::made(format!("the meta keyspace of {what}"), meta),
-            fresh: false,
             dir: dir.to_path_buf(),
             options: keyspace_options,
             hold: None,
@@ -553,8 +549,9 @@ impl ViewStore {
         for &(view, version, layout) in tables {
             let name = keyspace_name(view, version);
             // A replay's new store whose database is still being created holds no
-            // keyspace yet: asking would wait for it.
-            let unknown_yet = self.fresh && self.db.is_new_and_untouched();
+            // keyspace yet: asking would wait for it. (A store opened otherwise holds its
+            // database from the start.)
+            let unknown_yet = self.db.is_new_and_untouched();
             if !unknown_yet && self.db.get()?.keyspace_exists(&name) {
                 opened.push(self.table_with_layout(view, version, layout)?);
                 continue;
@@ -1237,7 +1234,7 @@ mod tests {
         };
         {
             let store = ViewStore::open_for_replay(&path).unwrap();
-            assert!(store.fresh);
+            assert!(store.db.is_new_and_untouched());
             // Asked for before its database may exist: nothing to ask the database yet.
             let tables = store
                 .new_tables_in_background(&[("journey", 1, 4)])
@@ -1253,14 +1250,14 @@ mod tests {
         }
         // Reopened, it is a store like any other.
         let store = ViewStore::open(&path).unwrap();
-        assert!(!store.fresh);
+        assert!(!store.db.is_new_and_untouched());
         assert_eq!(store.active_version("journey").unwrap(), Some(1));
         let journey = store.table_with_layout("journey", 1, 4).unwrap();
         assert_eq!(journey.checkpoint().unwrap(), checkpoint);
         drop((journey, store));
         // A directory that holds a store is opened as it is, not created again.
         let again = ViewStore::open_for_replay(&path).unwrap();
-        assert!(!again.fresh);
+        assert!(!again.db.is_new_and_untouched());
         assert_eq!(again.active_version("journey").unwrap(), Some(1));
     }
 
