@@ -58,14 +58,14 @@ pub struct QueueItem {
 impl From<ItemRecord> for QueueItem {
     fn from(item: ItemRecord) -> Self {
         QueueItem {
-            interaction_id: item.interaction_id,
-            customer_id: item.customer_id,
+            interaction_id: item.interaction_id.into_string(),
+            customer_id: item.customer_id.map(Id::into_string),
             channel: item.channel,
             priority: item.priority,
             enqueued_ms: item.enqueued_ms,
             first_queued_ms: item.first_queued_ms,
-            skills: item.skills,
-            reserved_for: item.reserved_for,
+            skills: item.skills.into_iter().map(Id::into_string).collect(),
+            reserved_for: item.reserved_for.map(Id::into_string),
         }
     }
 }
@@ -394,7 +394,7 @@ impl AgentsPartial {
         partial.assignments.sort();
         for (id, at) in state.last_end.iter() {
             if wanted(id) {
-                partial.last_end_ms.insert(id.clone(), *at);
+                partial.last_end_ms.insert(id.to_string(), *at);
             }
         }
         // Offers sit on the waiting items, which are few (the queue, not the history).
@@ -403,8 +403,8 @@ impl AgentsPartial {
                 && wanted(agent_id)
             {
                 partial.offers.push(Open {
-                    agent_id: agent_id.clone(),
-                    interaction_id: item.interaction_id.clone(),
+                    agent_id: agent_id.to_string(),
+                    interaction_id: item.interaction_id.to_string(),
                     channel: item.channel,
                 });
             }
@@ -613,11 +613,11 @@ pub fn routable(state: &QueueState, now: DateTime<Utc>) -> Result<Vec<RoutableIt
             queue: queue.to_string(),
             wait_seconds: seconds_since(item.enqueued_ms, now),
             enqueued_at: millis_to_time(item.enqueued_ms),
-            interaction_id: item.interaction_id.clone(),
-            customer_id: item.customer_id.clone(),
+            interaction_id: item.interaction_id.to_string(),
+            customer_id: item.customer_id.as_deref().map(str::to_owned),
             channel: item.channel,
             priority: item.priority,
-            skills: item.skills.clone(),
+            skills: item.skills.iter().map(|skill| skill.to_string()).collect(),
         });
     }
     items.sort_by(|a, b| {
