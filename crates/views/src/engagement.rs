@@ -495,7 +495,7 @@ impl View for EngagementView {
         event: &Event,
         position: LogPosition,
     ) -> Result<(), ViewError> {
-        let at = event.occurred_at.timestamp_millis();
+        let at = crate::epoch::millis(&event.occurred_at);
         let stamp = Stamp {
             ms: at,
             partition: position.partition,

@@ -15,6 +15,7 @@
 //!   the query API reads.
 
 pub mod engagement;
+pub mod epoch;
 pub mod identity;
 pub mod journey;
 pub mod queue;

@@ -215,7 +215,7 @@ impl View for QueueView {
         event: &Event,
         _position: LogPosition,
     ) -> Result<(), ViewError> {
-        let at = event.occurred_at.timestamp_millis();
+        let at = crate::epoch::millis(&event.occurred_at);
         let over = match &event.body {
             Body::AgentState {
                 agent_id,
@@ -479,7 +479,7 @@ impl<'a> Fold<'a> {
             interaction,
             customer_id: event.customer_id(),
             channel,
-            at: event.occurred_at.timestamp_millis(),
+            at: crate::epoch::millis(&event.occurred_at),
             record,
         })
     }

@@ -526,7 +526,7 @@ impl View for ReportingView {
         event: &Event,
         _position: LogPosition,
     ) -> Result<(), ViewError> {
-        let at = event.occurred_at.timestamp_millis();
+        let at = crate::epoch::millis(&event.occurred_at);
         count_self_service(state, event)?;
         let over = match &event.body {
             Body::Tagged { topics } => {
@@ -652,7 +652,7 @@ fn count_self_service(state: &mut ReportingState, event: &Event) -> Result<(), V
     ) else {
         return Ok(());
     };
-    let at = event.occurred_at.timestamp_millis();
+    let at = crate::epoch::millis(&event.occurred_at);
     // A contact of another interaction answers the customer's pending contained session.
     if is_contact(&event.body)
         && let Some(pending) = state.pending.get(customer)?
@@ -781,7 +781,7 @@ impl<'a> Fold<'a> {
         let channel = event.channel.ok_or_else(|| {
             ViewError::Unapplicable("an interaction event without channel".into())
         })?;
-        let at = event.occurred_at.timestamp_millis();
+        let at = crate::epoch::millis(&event.occurred_at);
         let ReportingState {
             tracked,
             buckets,

@@ -340,7 +340,7 @@ impl View for SegmentsView {
             .profiles
             .get_or_insert_with(customer, ProfileRecord::default)?;
         let set = Stamp {
-            secs: event.occurred_at.timestamp(),
+            secs: crate::epoch::seconds(&event.occurred_at),
             nanos: event.occurred_at.timestamp_subsec_nanos(),
             partition: position.partition,
             offset: position.offset,
@@ -371,7 +371,7 @@ fn fold_contact(
     event: &Event,
     threshold_ms: i64,
 ) {
-    let at = event.occurred_at.timestamp_millis();
+    let at = crate::epoch::millis(&event.occurred_at);
     // Looked up by the borrowed id first: nearly every event is of a known contact, and
     // `entry` wants an owned key, copied for every event.
     let contact = match record.contacts.get_mut(interaction) {

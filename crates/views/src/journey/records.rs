@@ -48,7 +48,7 @@ pub(crate) struct Time {
 impl Time {
     pub fn of(at: &DateTime<Utc>) -> Self {
         Time {
-            secs: at.timestamp(),
+            secs: crate::epoch::seconds(at),
             nanos: at.timestamp_subsec_nanos(),
         }
     }
