@@ -47,6 +47,10 @@ type CustomerIx = u32;
 /// A handle's index in the view.
 type HandleIx = u32;
 
+/// The handles of a remembered customer an event copies to the stack to claim them; a
+/// customer with more (rare) is copied to the heap.
+const COPIED_HANDLES: usize = 4;
+
 /// A set of indices, sorted, inline up to two (a customer carries two or three handles, a
 /// handle one or two claimants).
 type Indices = SmallVec<[u32; 2]>;
@@ -858,13 +862,23 @@ impl IdentityView {
                         key,
                         customer: remembered.index,
                     };
-                    // Copied whole: `SmallVec`'s `clone` copies one element at a time
-                    // (4.8M instructions more in `valgrind --tool=callgrind omnilog
-                    // replay` of the 200k history, docs/benchmarks.md).
-                    let handles: SmallVec<[HandleIx; 4]> =
-                        SmallVec::from_slice(&remembered.handles);
-                    for index in handles {
-                        self.claim_known(index, claim, explicit);
+                    // Copied out (the claims change the view that holds them) into an
+                    // array on the stack: a customer has a handle or two. As a `SmallVec`
+                    // (made, iterated by value and dropped), the copy took about 100
+                    // instructions an event (`valgrind --tool=callgrind omnilog replay` of
+                    // the 200k history, docs/benchmarks.md).
+                    let count = remembered.handles.len();
+                    if count <= COPIED_HANDLES {
+                        let mut handles = [0; COPIED_HANDLES];
+                        handles[..count].copy_from_slice(&remembered.handles);
+                        for &index in &handles[..count] {
+                            self.claim_known(index, claim, explicit);
+                        }
+                    } else {
+                        let handles: Vec<HandleIx> = remembered.handles.to_vec();
+                        for index in handles {
+                            self.claim_known(index, claim, explicit);
+                        }
                     }
                     return;
                 }
