@@ -16,10 +16,9 @@
 //! accepts, and the slow one keeps the last word on everything else (tested:
 //! `direct_decoding_equals_prost_decoding`).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-
-use std::cell::Cell;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use uuid::Uuid;
