@@ -722,16 +722,20 @@ mod tests {
         assert_eq!(customer(3).id.as_deref(), Some("m"));
     }
 
+    /// Nanoseconds the conversion must treat as chrono does: none, the extremes of a
+    /// second, a leap second's, and too many.
+    const NANOS: [u32; 6] = [
+        0,
+        1,
+        999_999_999,
+        1_000_000_000,
+        1_999_999_999,
+        2_000_000_000,
+    ];
+
     #[test]
-    fn times_read_as_chrono_reads_them_whatever_came_before() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let mut seconds = vec![
+    fn times_at_the_edges_read_as_chrono_reads_them() {
+        let edges = [
             0i64,
             -1,
             59,
@@ -741,27 +745,32 @@ mod tests {
             -86_401,
             1_772_442_059,
         ];
-        seconds.extend([i64::MIN, i64::MAX, 8_210_298_412_799, 8_210_298_412_800]);
-        // Runs of one day, then of random days, as batches go.
-        for _ in 0..2_000 {
-            seconds.push(1_772_400_000 + (next() % 200_000) as i64);
-        }
-        for _ in 0..2_000 {
-            seconds.push((next() as i64) % 400_000_000_000);
-        }
-        for &second in &seconds {
-            for nanos in [
-                0,
-                1,
-                999_999_999,
-                1_000_000_000,
-                1_999_999_999,
-                2_000_000_000,
-            ] {
+        let far = [i64::MIN, i64::MAX, 8_210_298_412_799, 8_210_298_412_800];
+        for second in edges.into_iter().chain(far) {
+            for nanos in NANOS {
                 assert_eq!(
                     timestamp(second, nanos),
                     DateTime::from_timestamp(second, nanos),
                     "{second} s {nanos} ns"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Runs of one day (as a batch's events are), then of days far apart: the day
+        /// remembered from the time before never changes an answer.
+        #[test]
+        fn times_read_as_chrono_reads_them_whatever_came_before(
+            near in proptest::collection::vec(1_772_400_000i64..1_772_600_000, 1..64),
+            far in proptest::collection::vec(-400_000_000_000i64..400_000_000_000, 1..64),
+            nanos in proptest::sample::select(NANOS.to_vec()),
+        ) {
+            for second in near.into_iter().chain(far) {
+                proptest::prop_assert_eq!(
+                    timestamp(second, nanos),
+                    DateTime::from_timestamp(second, nanos),
+                    "{} s {} ns", second, nanos
                 );
             }
         }

@@ -45,34 +45,37 @@ pub fn millis(at: &DateTime<Utc>) -> i64 {
 mod tests {
     use super::*;
 
+    fn check(at: &DateTime<Utc>) {
+        assert_eq!(seconds(at), at.timestamp(), "{at:?}");
+        assert_eq!(millis(at), at.timestamp_millis(), "{at:?}");
+    }
+
     #[test]
-    fn times_convert_as_chrono_converts_them_whatever_came_before() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let mut times = vec![
+    fn times_at_the_edges_convert_as_chrono_converts_them() {
+        for at in [
             DateTime::<Utc>::MIN_UTC,
             DateTime::<Utc>::MAX_UTC,
             DateTime::UNIX_EPOCH,
             DateTime::from_timestamp(-1, 999_999_999).unwrap(),
             // A leap second's nanoseconds.
             DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap(),
-        ];
-        for _ in 0..3_000 {
-            let nanos = (next() % 1_000_000_000) as u32;
-            times.push(
-                DateTime::from_timestamp(1_772_400_000 + (next() % 300_000) as i64, nanos).unwrap(),
-            );
-            let far = (next() as i64) % 200_000_000_000;
-            times.push(DateTime::from_timestamp(far, nanos).unwrap());
+        ] {
+            check(&at);
         }
-        for at in &times {
-            assert_eq!(seconds(at), at.timestamp(), "{at:?}");
-            assert_eq!(millis(at), at.timestamp_millis(), "{at:?}");
+    }
+
+    proptest::proptest! {
+        /// Runs of one day (as a fold's events are), then of days far apart: the day
+        /// remembered from the time before never changes an answer.
+        #[test]
+        fn times_convert_as_chrono_converts_them_whatever_came_before(
+            near in proptest::collection::vec(1_772_400_000i64..1_772_700_000, 1..64),
+            far in proptest::collection::vec(-200_000_000_000i64..200_000_000_000, 1..64),
+            nanos in 0u32..1_000_000_000,
+        ) {
+            for second in near.into_iter().chain(far) {
+                check(&DateTime::from_timestamp(second, nanos).unwrap());
+            }
         }
     }
 }

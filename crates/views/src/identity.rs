@@ -868,17 +868,17 @@ impl IdentityView {
                     // instructions an event (`valgrind --tool=callgrind omnilog replay` of
                     // the 200k history, docs/benchmarks.md).
                     let count = remembered.handles.len();
-                    if count <= COPIED_HANDLES {
-                        let mut handles = [0; COPIED_HANDLES];
-                        handles[..count].copy_from_slice(&remembered.handles);
-                        for &index in &handles[..count] {
-                            self.claim_known(index, claim, explicit);
-                        }
+                    let mut inline = [0; COPIED_HANDLES];
+                    let spilled: Vec<HandleIx>;
+                    let handles: &[HandleIx] = if count <= COPIED_HANDLES {
+                        inline[..count].copy_from_slice(&remembered.handles);
+                        &inline[..count]
                     } else {
-                        let handles: Vec<HandleIx> = remembered.handles.to_vec();
-                        for index in handles {
-                            self.claim_known(index, claim, explicit);
-                        }
+                        spilled = remembered.handles.to_vec();
+                        &spilled
+                    };
+                    for &index in handles {
+                        self.claim_known(index, claim, explicit);
                     }
                     return;
                 }
