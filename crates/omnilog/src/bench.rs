@@ -33,10 +33,12 @@ use omnilog_log::{EmbeddedLog, PartitionRange, Scan, SharedLog, Topic};
 use omnilog_projector::{IDENTITY_PART_ENTRIES, Projectable, ReplayOptions, replay};
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
+use omnilog_views::engagement::EngagementView;
 use omnilog_views::journey::JourneyView;
 use omnilog_views::queue::QueueView;
-use omnilog_views::reporting::ReportingView;
-use omnilog_views::{LogPosition, View, apply_in_memory};
+use omnilog_views::reporting::{ReportingConfig, ReportingView};
+use omnilog_views::segments::SegmentsView;
+use omnilog_views::{IdentityView, LogPosition, View, apply_in_memory};
 use serde_json::json;
 
 use crate::config::ServerArgs;
@@ -355,20 +357,87 @@ async fn fold_each_in_memory(
     log: &SharedLog,
     ends: &Ends,
 ) -> anyhow::Result<Vec<(&'static str, u64, f64)>> {
-    let mut folds = Vec::new();
+    Ok(vec![
+        timed_fold(log, ends, &JourneyView::default()).await?,
+        timed_fold(log, ends, &QueueView).await?,
+        timed_fold(log, ends, &ReportingView::default()).await?,
+        timed_fold(log, ends, &SegmentsView::new(ReportingConfig::default())).await?,
+        timed_fold(log, ends, &EngagementView).await?,
+    ])
+}
+
+/// [`fold_in_memory`] of one view on a task of `folds`.
+fn spawn_fold<V>(
+    folds: &mut tokio::task::JoinSet<anyhow::Result<u64>>,
+    log: &SharedLog,
+    ends: &Ends,
+    view: V,
+) where
+    V: View + Send + Sync + 'static,
+    V::State: Send,
+{
+    let (log, ends) = (log.clone(), ends.clone());
+    folds.spawn(async move {
+        fold_in_memory(&log, &ends, &view)
+            .await
+            .map(|(folded, _)| folded)
+    });
+}
+
+/// [`fold_in_memory`] of one view, timed until its fold is done (its state is dropped
+/// after the clock stops).
+async fn timed_fold<V: View>(
+    log: &SharedLog,
+    ends: &Ends,
+    view: &V,
+) -> anyhow::Result<(&'static str, u64, f64)> {
     let started = Instant::now();
-    let (count, state) = fold_in_memory(log, ends, &JourneyView::default()).await?;
-    folds.push(("journey", count, started.elapsed().as_secs_f64()));
+    let (count, state) = fold_in_memory(log, ends, view).await?;
+    let seconds = started.elapsed().as_secs_f64();
     drop(state);
-    let started = Instant::now();
-    let (count, state) = fold_in_memory(log, ends, &QueueView).await?;
-    folds.push(("queue", count, started.elapsed().as_secs_f64()));
-    drop(state);
-    let started = Instant::now();
-    let (count, state) = fold_in_memory(log, ends, &ReportingView::default()).await?;
-    folds.push(("reporting", count, started.elapsed().as_secs_f64()));
-    drop(state);
-    Ok(folds)
+    Ok((view.name(), count, seconds))
+}
+
+/// (b): every view and the identity view folded in memory in one read of the log, each
+/// event decoded once and applied to each view in turn, on one thread: what the views'
+/// folds cost without a store, a checkpoint or a second core. Two cores can do the
+/// replay's work at most about twice as fast as one, so (c) can be at most about twice
+/// this rate, whatever the store costs. Only about: this fold holds every record of the
+/// history at once, where a replay holds one pass's, so on a long history its records miss
+/// the processor's caches more often than a replay's do (at 1M events the replay came
+/// within 15 % of twice this rate; docs/benchmarks.md, "2026-12-06, late morning").
+async fn fold_all_in_memory(log: &SharedLog, ends: &Ends) -> anyhow::Result<u64> {
+    fn fold<V: View>(
+        view: &V,
+        state: &mut V::State,
+        event: &Event,
+        position: LogPosition,
+    ) -> anyhow::Result<()> {
+        if view.topics().contains(&event.destination()) {
+            apply_in_memory(view, state, event, position)?;
+        }
+        Ok(())
+    }
+    let journey = JourneyView::default();
+    let reporting = ReportingView::default();
+    let segments = SegmentsView::new(ReportingConfig::default());
+    let mut journeys = journey.new_state();
+    let mut queues = QueueView.new_state();
+    let mut reports = reporting.new_state();
+    let mut profiles = segments.new_state();
+    let mut engagements = EngagementView.new_state();
+    let mut identity = IdentityView::new();
+    let topics = [Topic::Interactions, Topic::Agents];
+    for_each_event(log, ends, &topics, |event, position| {
+        fold(&journey, &mut journeys, &event, position)?;
+        fold(&QueueView, &mut queues, &event, position)?;
+        fold(&reporting, &mut reports, &event, position)?;
+        fold(&segments, &mut profiles, &event, position)?;
+        fold(&EngagementView, &mut engagements, &event, position)?;
+        identity.apply(&event);
+        Ok(())
+    })
+    .await
 }
 
 /// Replays `views` into a fresh store in `dir`: the durable projection of (c) and (g).
@@ -487,30 +556,16 @@ async fn kafka_stages(brokers: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> a
     // As a projector runs its views: each on its own task with its own consumers.
     let started = Instant::now();
     let mut folds = tokio::task::JoinSet::new();
-    {
-        let (log, ends) = (log.clone(), ends.clone());
-        folds.spawn(async move {
-            fold_in_memory(&log, &ends, &JourneyView::default())
-                .await
-                .map(|(n, _)| n)
-        });
-    }
-    {
-        let (log, ends) = (log.clone(), ends.clone());
-        folds.spawn(async move {
-            fold_in_memory(&log, &ends, &QueueView)
-                .await
-                .map(|(n, _)| n)
-        });
-    }
-    {
-        let (log, ends) = (log.clone(), ends.clone());
-        folds.spawn(async move {
-            fold_in_memory(&log, &ends, &ReportingView::default())
-                .await
-                .map(|(n, _)| n)
-        });
-    }
+    spawn_fold(&mut folds, &log, &ends, JourneyView::default());
+    spawn_fold(&mut folds, &log, &ends, QueueView);
+    spawn_fold(&mut folds, &log, &ends, ReportingView::default());
+    spawn_fold(
+        &mut folds,
+        &log,
+        &ends,
+        SegmentsView::new(ReportingConfig::default()),
+    );
+    spawn_fold(&mut folds, &log, &ends, EngagementView);
     while let Some(done) = folds.join_next().await {
         done??;
     }
@@ -650,6 +705,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         count: total,
         seconds: fold_seconds,
+        peak_mb: None,
+    }));
+    let started = Instant::now();
+    let folded = fold_all_in_memory(&log, &ends).await?;
+    rows.push(measured(Row {
+        stage: "b",
+        what: format!(
+            "fold all {} views and the identity view in memory, each event decoded once, on one thread",
+            views.len()
+        ),
+        count: folded,
+        seconds: started.elapsed().as_secs_f64(),
         peak_mb: None,
     }));
 
@@ -892,6 +959,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         writeln!(
             out,
             "| f | peak RSS of the whole run | {mb:.0} MB | | | | |"
+        )?;
+    }
+    // What bounds (c) below the store: the views' folds on one thread, doubled for two
+    // cores (docs/benchmarks.md, "2026-12-06, late morning").
+    let one_thread = rows
+        .iter()
+        .find(|r| r.stage == "b" && r.what.ends_with("on one thread"))
+        .map(Row::rate);
+    if let Some(one_thread) = one_thread {
+        writeln!(
+            out,
+            "(c) can be at most about twice the views' folds on one thread: {:.0} events/s, {:.0} % of (a)",
+            2.0 * one_thread,
+            200.0 * one_thread / limit
         )?;
     }
     if let Some((_, figures)) = &peer {
