@@ -404,8 +404,8 @@ async fn timed_fold<V: View>(
 /// replay's work at most about twice as fast as one, so (c) can be at most about twice
 /// this rate, whatever the store costs. Only about: this fold holds every record of the
 /// history at once, where a replay holds one pass's, so on a long history its records miss
-/// the processor's caches more often than a replay's do (at 1M events the replay came
-/// within 15 % of twice this rate; docs/benchmarks.md, "2026-12-06, late morning").
+/// the processor's caches more often than a replay's do (at 1M events (c) reached 82 to
+/// 94 % of twice this rate; docs/benchmarks.md, "2026-12-06, late morning").
 async fn fold_all_in_memory(log: &SharedLog, ends: &Ends) -> anyhow::Result<u64> {
     fn fold<V: View>(
         view: &V,
