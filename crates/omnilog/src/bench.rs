@@ -366,24 +366,6 @@ async fn fold_each_in_memory(
     ])
 }
 
-/// [`fold_in_memory`] of one view on a task of `folds`.
-fn spawn_fold<V>(
-    folds: &mut tokio::task::JoinSet<anyhow::Result<u64>>,
-    log: &SharedLog,
-    ends: &Ends,
-    view: V,
-) where
-    V: View + Send + Sync + 'static,
-    V::State: Send,
-{
-    let (log, ends) = (log.clone(), ends.clone());
-    folds.spawn(async move {
-        fold_in_memory(&log, &ends, &view)
-            .await
-            .map(|(folded, _)| folded)
-    });
-}
-
 /// [`fold_in_memory`] of one view, timed until its fold is done (its state is dropped
 /// after the clock stops).
 async fn timed_fold<V: View>(
@@ -553,29 +535,18 @@ async fn kafka_stages(brokers: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> a
         seconds: started.elapsed().as_secs_f64(),
         peak_mb: None,
     }));
-    // As a projector runs its views: each on its own task with its own consumers.
+    // As (b): every view and the identity view, each event read and decoded once, on one
+    // thread. (A row of each view on a task of its own, with its own consumers, went: a
+    // projector reads and decodes once for all its views, `omnilog_projector::group`.)
     let started = Instant::now();
-    let mut folds = tokio::task::JoinSet::new();
-    spawn_fold(&mut folds, &log, &ends, JourneyView::default());
-    spawn_fold(&mut folds, &log, &ends, QueueView);
-    spawn_fold(&mut folds, &log, &ends, ReportingView::default());
-    spawn_fold(
-        &mut folds,
-        &log,
-        &ends,
-        SegmentsView::new(ReportingConfig::default()),
-    );
-    spawn_fold(&mut folds, &log, &ends, EngagementView);
-    while let Some(done) = folds.join_next().await {
-        done??;
-    }
+    let folded = fold_all_in_memory(&log, &ends).await?;
     rows.push(measured(Row {
         stage: "g",
         what: format!(
-            "consume from Kafka and fold all {} views in memory at once (a task each)",
+            "consume from Kafka and fold all {} views and the identity view in memory, each event decoded once, on one thread",
             views.len()
         ),
-        count: appended,
+        count: folded,
         seconds: started.elapsed().as_secs_f64(),
         peak_mb: None,
     }));
