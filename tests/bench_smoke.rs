@@ -29,6 +29,11 @@ fn the_bench_runs_every_stage_and_writes_its_table_and_json() {
     ]);
     for row in [
         "| a | read the log and decode every event",
+        "| b | fold the journey view in memory",
+        "| b | fold the queue view in memory",
+        "| b | fold the reporting view in memory",
+        "| b | fold the segments view in memory",
+        "| b | fold the engagement view in memory",
         "| b | fold all 5 views in memory, one after the other",
         "| b | fold all 5 views and the identity view in memory, each event decoded once, on one thread",
         "(c) can be at most about twice the views' folds on one thread",
