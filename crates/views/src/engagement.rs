@@ -77,7 +77,7 @@ use omnilog_events::{Author, Body, Channel, Destination, Direction, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{
-    CachedTable, Entries, Evictable, Id, RecordSource, SmallMap, Snapshot, StaleMark, Table,
+    CachedTable, Entries, Evictable, Id, IdKey, RecordSource, SmallMap, Snapshot, StaleMark, Table,
     ViewState, changes_of, evict_together, sorted, stored_key,
 };
 use crate::{LogPosition, View, ViewError};
@@ -602,7 +602,7 @@ fn fold_customer(record: &mut CustomerFacts, event: &Event, stamp: Stamp) {
     if is_contact(event) {
         // Looked up before inserting: most contacts are of a known interaction, and the
         // map's entry would copy the id for each of them.
-        match record.contacts.get_mut(interaction.as_str()) {
+        match record.contacts.get_mut(IdKey::new(interaction.as_str())) {
             Some(contact) => *contact = (*contact).min(at),
             None => {
                 record.contacts.insert(Id::from(interaction.as_str()), at);

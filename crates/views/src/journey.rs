@@ -92,7 +92,7 @@ use omnilog_events::identity::omnilog_uuid;
 use omnilog_events::{Author, Body, Destination, Direction, Event};
 
 use crate::state::{
-    CachedTable, Entries, Evictable, Id, Snapshot, StaleMark, ViewState, changes_of, sorted,
+    CachedTable, Entries, Evictable, Id, IdKey, Snapshot, StaleMark, ViewState, changes_of, sorted,
 };
 use crate::{LogPosition, View, ViewError};
 use records::{
@@ -470,7 +470,11 @@ impl Fold<'_> {
         let (stamp, event) = (self.stamp, self.event);
         // One lookup for a known interaction (nearly every event): the map is keyed by
         // strings, and its comparisons were a tenth of this fold.
-        let (record, is_new) = match self.customer.interactions.get_mut(self.interaction_id) {
+        let (record, is_new) = match self
+            .customer
+            .interactions
+            .get_mut(IdKey::new(self.interaction_id))
+        {
             Some(record) => (record, false),
             None => {
                 let seq = self.place();

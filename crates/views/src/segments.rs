@@ -67,8 +67,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::reporting::ReportingConfig;
 use crate::state::{
-    CachedTable, Entries, Evictable, Id, RecordSource, SmallMap, Snapshot, ViewState, changes_of,
-    sorted,
+    CachedTable, Entries, Evictable, Id, IdKey, RecordSource, SmallMap, Snapshot, ViewState,
+    changes_of, sorted,
 };
 use crate::{LogPosition, View, ViewError};
 
@@ -374,7 +374,7 @@ fn fold_contact(
     let at = crate::epoch::millis(&event.occurred_at);
     // Looked up by the borrowed id first: nearly every event is of a known contact, and
     // `entry` wants an owned key, copied for every event.
-    let contact = match record.contacts.get_mut(interaction) {
+    let contact = match record.contacts.get_mut(IdKey::new(interaction)) {
         Some(contact) => contact,
         None => record
             .contacts

@@ -93,9 +93,133 @@ impl OwnKey<str> for Id {
 /// one at a time (`smallvec` clones a slice element by element), about 130 instructions an
 /// id, 69M of the reporting worker's and 34M of the journey's in `valgrind --tool=callgrind
 /// --separate-threads=yes omnilog replay` of 1M events.
-#[derive(PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+///
+/// It compares as its text does (byte by byte), eight bytes at a time ([`IdKey`]).
+#[derive(serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Id(smallstr::SmallString<[u8; 36]>);
+
+/// As `str` hashes (as `SmallString` does), so as [`IdKey`] and a `&str` lookup do.
+impl Hash for Id {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Id) -> bool {
+        same_bytes(self.as_bytes(), other.as_bytes())
+    }
+}
+
+impl Eq for Id {}
+
+impl PartialOrd for Id {
+    fn partial_cmp(&self, other: &Id) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Id {
+    fn cmp(&self, other: &Id) -> std::cmp::Ordering {
+        compare_bytes(self.as_bytes(), other.as_bytes())
+    }
+}
+
+/// An id borrowed for a lookup in a map keyed by [`Id`] (`map.get_mut(IdKey::new(text))`):
+/// it compares as [`Id`] does, eight bytes at a time, where a lookup by `&str` compares as
+/// `str` does, through a call to `memcmp` for every key it passes. A customer's
+/// interactions and contacts are looked up by their ids at nearly every event, in maps of a
+/// few to a few dozen ids that mostly share a long prefix (`chat-1-00000049`): those
+/// comparisons were about 4 % of a replay's instructions (82M of 1,960M, `valgrind
+/// --tool=callgrind --separate-threads=yes omnilog replay` of the 200k history; see
+/// docs/benchmarks.md).
+#[derive(Debug, ref_cast::RefCast)]
+#[repr(transparent)]
+pub struct IdKey(str);
+
+impl IdKey {
+    pub fn new(text: &str) -> &IdKey {
+        <IdKey as ref_cast::RefCast>::ref_cast(text)
+    }
+}
+
+impl PartialEq for IdKey {
+    fn eq(&self, other: &IdKey) -> bool {
+        same_bytes(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
+
+impl Eq for IdKey {}
+
+impl PartialOrd for IdKey {
+    fn partial_cmp(&self, other: &IdKey) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for IdKey {
+    fn cmp(&self, other: &IdKey) -> std::cmp::Ordering {
+        compare_bytes(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
+
+/// As `str` hashes, so as [`Id`] does (a `Borrow` must hash as what it borrows from).
+impl Hash for IdKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl Borrow<IdKey> for Id {
+    fn borrow(&self) -> &IdKey {
+        IdKey::new(self.as_str())
+    }
+}
+
+/// Eight bytes of `bytes` from `at`, the first the most significant: two such words
+/// compare as their bytes do, one after the other.
+#[inline]
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(word)
+}
+
+/// `a` against `b` byte by byte, as `<[u8]>::cmp` orders them, eight bytes at a time: the
+/// last word of the common part overlaps the one before it, whose bytes were equal, so
+/// its first differing byte is still the first of the two texts'.
+#[inline]
+fn compare_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let common = a.len().min(b.len());
+    if common >= 8 {
+        let mut at = 0;
+        while at + 8 < common {
+            let (x, y) = (word_at(a, at), word_at(b, at));
+            if x != y {
+                return x.cmp(&y);
+            }
+            at += 8;
+        }
+        let (x, y) = (word_at(a, common - 8), word_at(b, common - 8));
+        if x != y {
+            return x.cmp(&y);
+        }
+    } else {
+        for at in 0..common {
+            if a[at] != b[at] {
+                return a[at].cmp(&b[at]);
+            }
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Whether `a` and `b` are the same bytes, compared as [`compare_bytes`] does.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && compare_bytes(a, b) == std::cmp::Ordering::Equal
+}
 
 impl Id {
     /// The empty id: the least of all, where a range of keys starts.
@@ -2617,6 +2741,26 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Ids compare as their bytes do, eight at a time or fewer, whatever their lengths
+        /// and shared beginnings; equal ones hash alike whether owned or borrowed.
+        #[test]
+        fn ids_compare_as_their_text(
+            head in proptest::collection::vec(proptest::char::range('0', 'z'), 0..20),
+            a in proptest::collection::vec(proptest::char::range('0', 'z'), 0..20),
+            b in proptest::collection::vec(proptest::char::range('0', 'z'), 0..20),
+        ) {
+            let head: String = head.into_iter().collect();
+            let a = format!("{head}{}", a.into_iter().collect::<String>());
+            let b = format!("{head}{}", b.into_iter().collect::<String>());
+            let (id_a, id_b) = (Id::from(a.as_str()), Id::from(b.as_str()));
+            proptest::prop_assert_eq!(id_a.cmp(&id_b), a.cmp(&b));
+            proptest::prop_assert_eq!(IdKey::new(&a).cmp(IdKey::new(&b)), a.cmp(&b));
+            proptest::prop_assert_eq!(id_a == id_b, a == b);
+            let hasher = foldhash::fast::FixedState::with_seed(7);
+            proptest::prop_assert_eq!(hasher.hash_one(&id_a), hasher.hash_one(IdKey::new(&a)));
+            proptest::prop_assert_eq!(hasher.hash_one(&id_a), hasher.hash_one(a.as_str()));
+        }
+
         /// Keys placed for a checkpoint sort as their bytes do, whatever their length, zero
         /// bytes and shared beginnings (the integer head must never decide against them).
         #[test]
