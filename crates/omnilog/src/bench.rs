@@ -30,15 +30,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use omnilog_events::{Destination, Event, to_canonical_json};
 use omnilog_log::{EmbeddedLog, PartitionRange, Scan, SharedLog, Topic};
-use omnilog_projector::{IDENTITY_PART_ENTRIES, Projectable, ReplayOptions, replay};
+use omnilog_projector::{IDENTITY_PART_ENTRIES, InMemoryFold, Projectable, ReplayOptions, replay};
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
-use omnilog_views::engagement::EngagementView;
-use omnilog_views::journey::JourneyView;
-use omnilog_views::queue::QueueView;
-use omnilog_views::reporting::{ReportingConfig, ReportingView};
-use omnilog_views::segments::SegmentsView;
-use omnilog_views::{IdentityView, LogPosition, View, apply_in_memory};
+use omnilog_views::{IdentityView, LogPosition};
 use serde_json::json;
 
 use crate::config::ServerArgs;
@@ -334,94 +329,67 @@ fn json_bodies(events: &[impl AsRef<str>], per_request: usize) -> Vec<Bytes> {
 
 /// Folds one view in memory over the topics it reads, up to `ends`; returns the events
 /// folded and the state (dropped by the caller, after its clock stops).
-async fn fold_in_memory<V: View>(
+async fn fold_in_memory(
     log: &SharedLog,
     ends: &Ends,
-    view: &V,
-) -> anyhow::Result<(u64, V::State)> {
-    let mut state = view.new_state();
+    view: &Arc<dyn Projectable>,
+) -> anyhow::Result<(u64, Box<dyn InMemoryFold>)> {
+    let mut fold = view.clone().in_memory();
     let topics: Vec<Topic> = view
         .topics()
         .iter()
         .map(|&d| omnilog_projector::topic_of(d))
         .collect();
     let folded = for_each_event(log, ends, &topics, |event, position| {
-        Ok(apply_in_memory(view, &mut state, &event, position)?)
+        Ok(fold.apply(&event, position)?)
     })
     .await?;
-    Ok((folded, state))
+    Ok((folded, fold))
 }
 
-/// (b): each view folded in memory on its own; (name, events, seconds) each.
+/// (b): each of the served views ([`standard_views`]) folded in memory on its own; (name,
+/// events, seconds) each, timed until its fold is done (its state is dropped after the
+/// clock stops).
 async fn fold_each_in_memory(
     log: &SharedLog,
     ends: &Ends,
 ) -> anyhow::Result<Vec<(&'static str, u64, f64)>> {
-    Ok(vec![
-        timed_fold(log, ends, &JourneyView::default()).await?,
-        timed_fold(log, ends, &QueueView).await?,
-        timed_fold(log, ends, &ReportingView::default()).await?,
-        timed_fold(log, ends, &SegmentsView::new(ReportingConfig::default())).await?,
-        timed_fold(log, ends, &EngagementView).await?,
-    ])
+    let mut folds = Vec::new();
+    for view in standard_views() {
+        let started = Instant::now();
+        let (count, state) = fold_in_memory(log, ends, &view).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        drop(state);
+        folds.push((view.name(), count, seconds));
+    }
+    Ok(folds)
 }
 
-/// [`fold_in_memory`] of one view, timed until its fold is done (its state is dropped
-/// after the clock stops).
-async fn timed_fold<V: View>(
-    log: &SharedLog,
-    ends: &Ends,
-    view: &V,
-) -> anyhow::Result<(&'static str, u64, f64)> {
-    let started = Instant::now();
-    let (count, state) = fold_in_memory(log, ends, view).await?;
-    let seconds = started.elapsed().as_secs_f64();
-    drop(state);
-    Ok((view.name(), count, seconds))
-}
-
-/// (b) and (g): every view and the identity view folded in memory in one read of the log,
-/// each event decoded once and applied to each view in turn, on one thread: what the
-/// views' folds cost without a store, a checkpoint or a second core. Two cores can do the
-/// replay's work at most about twice as fast as one, so (c) can be at most about twice
+/// (b) and (g): every served view and the identity view folded in memory in one read of
+/// the log, each event decoded once and applied to each view in turn, on one thread: what
+/// the views' folds cost without a store, a checkpoint or a second core. Two cores can do
+/// the replay's work at most about twice as fast as one, so (c) can be at most about twice
 /// this rate, whatever the store costs. Only about: this fold holds every record of the
 /// history at once, where a replay holds one pass's, so on a long history its records miss
 /// the processor's caches more often than a replay's do (at 1M events (c) reached 82 to
 /// 94 % of twice this rate; docs/benchmarks.md, "2026-12-06, late morning").
 /// Returns the events folded and how many views (the identity view aside) folded them.
 async fn fold_all_in_memory(log: &SharedLog, ends: &Ends) -> anyhow::Result<(u64, usize)> {
-    fn fold<V: View>(
-        view: &V,
-        state: &mut V::State,
-        event: &Event,
-        position: LogPosition,
-    ) -> anyhow::Result<()> {
-        if view.topics().contains(&event.destination()) {
-            apply_in_memory(view, state, event, position)?;
-        }
-        Ok(())
-    }
-    let journey = JourneyView::default();
-    let reporting = ReportingView::default();
-    let segments = SegmentsView::new(ReportingConfig::default());
-    let mut journeys = journey.new_state();
-    let mut queues = QueueView.new_state();
-    let mut reports = reporting.new_state();
-    let mut profiles = segments.new_state();
-    let mut engagements = EngagementView.new_state();
+    let mut folds: Vec<Box<dyn InMemoryFold>> = standard_views()
+        .into_iter()
+        .map(Projectable::in_memory)
+        .collect();
     let mut identity = IdentityView::new();
     let topics = [Topic::Interactions, Topic::Agents];
-    for_each_event(log, ends, &topics, |event, position| {
-        fold(&journey, &mut journeys, &event, position)?;
-        fold(&QueueView, &mut queues, &event, position)?;
-        fold(&reporting, &mut reports, &event, position)?;
-        fold(&segments, &mut profiles, &event, position)?;
-        fold(&EngagementView, &mut engagements, &event, position)?;
+    let folded = for_each_event(log, ends, &topics, |event, position| {
+        for fold in &mut folds {
+            fold.apply(&event, position)?;
+        }
         identity.apply(&event);
         Ok(())
     })
-    .await
-    .map(|folded| (folded, 5))
+    .await?;
+    Ok((folded, folds.len()))
 }
 
 /// The row of [`fold_all_in_memory`], timed: `source` is what the row's text starts with

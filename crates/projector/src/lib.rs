@@ -34,7 +34,8 @@ pub use events::LogEvents;
 pub use group::Projection;
 pub use metrics::ProjectorMetrics;
 pub use projection::{
-    AnyVersion, Decoded, Phase, Projectable, ProjectionStatus, Version, decode_all, topic_of,
+    AnyVersion, Decoded, InMemoryFold, Phase, Projectable, ProjectionStatus, Version, decode_all,
+    topic_of,
 };
 pub use replay::{
     IDENTITY_PART_ENTRIES, IdentitySink, MIN_RECORDS_PER_PASS, ReplayOptions, ReplayProgress,

@@ -1083,6 +1083,37 @@ pub trait Projectable: Send + Sync + std::fmt::Debug + 'static {
         config: ProjectorConfig,
         phase: Phase,
     ) -> Result<Arc<dyn AnyVersion>, ProjectorError>;
+
+    /// A fresh state of this view held wholly in memory, to fold events into one by one:
+    /// the views' folds alone, without a store (`omnilog bench`'s stage (b)).
+    fn in_memory(self: Arc<Self>) -> Box<dyn InMemoryFold>;
+}
+
+/// A view and its state held wholly in memory ([`Projectable::in_memory`]).
+pub trait InMemoryFold: Send {
+    fn name(&self) -> &'static str;
+
+    /// Folds `event` as [`omnilog_views::apply_in_memory`] does, if it is of a topic the
+    /// view reads; passes over it otherwise.
+    fn apply(&mut self, event: &Event, position: LogPosition) -> Result<(), ViewError>;
+}
+
+struct MemoryFold<V: View> {
+    view: Arc<V>,
+    state: V::State,
+}
+
+impl<V: View> InMemoryFold for MemoryFold<V> {
+    fn name(&self) -> &'static str {
+        self.view.name()
+    }
+
+    fn apply(&mut self, event: &Event, position: LogPosition) -> Result<(), ViewError> {
+        if !self.view.topics().contains(&event.destination()) {
+            return Ok(());
+        }
+        omnilog_views::apply_in_memory(&*self.view, &mut self.state, event, position)
+    }
 }
 
 impl<V: View> Projectable for V {
@@ -1105,6 +1136,11 @@ impl<V: View> Projectable for V {
         phase: Phase,
     ) -> Result<Arc<dyn AnyVersion>, ProjectorError> {
         Ok(Arc::new(Version::open(self, table, config, phase)?))
+    }
+
+    fn in_memory(self: Arc<Self>) -> Box<dyn InMemoryFold> {
+        let state = self.new_state();
+        Box::new(MemoryFold { view: self, state })
     }
 }
 

@@ -99,16 +99,16 @@ impl OwnKey<str> for Id {
 #[serde(transparent)]
 pub struct Id(smallstr::SmallString<[u8; 36]>);
 
-/// As `str` hashes (as `SmallString` does), so as [`IdKey`] and a `&str` lookup do.
+/// As its [`IdKey`] does: as `str` hashes, so as a `&str` lookup does.
 impl Hash for Id {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
+        self.key().hash(state);
     }
 }
 
 impl PartialEq for Id {
     fn eq(&self, other: &Id) -> bool {
-        same_bytes(self.as_bytes(), other.as_bytes())
+        self.key() == other.key()
     }
 }
 
@@ -122,7 +122,7 @@ impl PartialOrd for Id {
 
 impl Ord for Id {
     fn cmp(&self, other: &Id) -> std::cmp::Ordering {
-        compare_bytes(self.as_bytes(), other.as_bytes())
+        self.key().cmp(other.key())
     }
 }
 
@@ -173,7 +173,7 @@ impl Hash for IdKey {
 
 impl Borrow<IdKey> for Id {
     fn borrow(&self) -> &IdKey {
-        IdKey::new(self.as_str())
+        self.key()
     }
 }
 
@@ -229,6 +229,11 @@ impl Id {
 
     pub fn as_str(&self) -> &str {
         self.0.as_str()
+    }
+
+    /// The id as its lookup key, which compares and hashes for it.
+    fn key(&self) -> &IdKey {
+        IdKey::new(self.as_str())
     }
 
     pub fn into_string(self) -> String {
