@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """Times `omnilog replay` of one history with several builds, alternated round by round, and
-prints each build's median wall time and quartiles (docs/benchmarks.md). The host's speed
-moves by a quarter within minutes, so only builds run alternated in one set compare.
+prints each build's median wall time and quartiles, and its median CPU time
+(docs/benchmarks.md). The host's speed moves by a quarter within minutes, so only builds
+run alternated in one set compare.
 
     python3 benches/alternate_replays.py ROUNDS HISTORY LABEL=BINARY [LABEL=BINARY ...]
 
 For instance `python3 benches/alternate_replays.py 15 H200 before=/tmp/omnilog-old
 after=target/release/omnilog`, H200 written by `omnilog bench --keep H200 --log-only`. Each
 run replays HISTORY into a fresh directory (removed after it); the time is taken around the
-whole process (start, replay, exit).
+whole process (start, replay, exit). The CPU time is `perf stat -e task-clock`'s when
+`perf` runs here, else the children's user and system time from `os.times()` (to 10 ms).
+A BINARY may be a script that sets an experiment's environment and `exec`s a build.
 """
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -19,34 +23,70 @@ import tempfile
 import time
 
 
+def perf_works():
+    """Whether `perf stat` can count task-clock here."""
+    try:
+        probe = subprocess.run(
+            ["perf", "stat", "-x,", "-e", "task-clock", "true"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        return False
+    return probe.returncode == 0 and "task-clock" in probe.stderr
+
+
+def run_once(binary, history, out, use_perf):
+    """Replays once; returns (wall seconds, CPU milliseconds)."""
+    command = [binary, "replay", "--data-dir", history, "--out", out]
+    if use_perf:
+        command = ["perf", "stat", "-x,", "-e", "task-clock", *command]
+    before = os.times()
+    started = time.perf_counter()
+    finished = subprocess.run(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True
+    )
+    wall = time.perf_counter() - started
+    after = os.times()
+    if use_perf:
+        line = next(l for l in finished.stderr.splitlines() if "task-clock" in l)
+        cpu = float(line.split(",")[0])
+    else:
+        cpu = 1000 * (
+            after.children_user - before.children_user
+            + after.children_system - before.children_system
+        )
+    return wall, cpu
+
+
 def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     rounds, history = int(sys.argv[1]), sys.argv[2]
     builds = [spec.split("=", 1) for spec in sys.argv[3:]]
+    use_perf = perf_works()
     times = {label: [] for label, _ in builds}
+    cpus = {label: [] for label, _ in builds}
     scratch = tempfile.mkdtemp(prefix="alternate-replays-")
     try:
         for _ in range(rounds):
             for label, binary in builds:
                 out = f"{scratch}/out"
-                started = time.perf_counter()
-                subprocess.run(
-                    [binary, "replay", "--data-dir", history, "--out", out],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    check=True,
-                )
-                times[label].append(time.perf_counter() - started)
+                wall, cpu = run_once(binary, history, out, use_perf)
+                times[label].append(wall)
+                cpus[label].append(cpu)
                 shutil.rmtree(out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    source = "perf task-clock" if use_perf else "os.times"
     for label, runs in times.items():
         runs.sort()
         print(
             f"{label:12} median {statistics.median(runs) * 1000:.1f} ms"
             f"  q1 {runs[len(runs) // 4] * 1000:.1f}  q3 {runs[3 * len(runs) // 4] * 1000:.1f}"
-            f"  runs {len(runs)}"
+            f"  cpu {statistics.median(cpus[label]):.1f} ms ({source})  runs {len(runs)}"
         )
 
 
