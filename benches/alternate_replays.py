@@ -49,16 +49,14 @@ def run_once(binary, history, out, use_perf):
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True
     )
     wall = time.perf_counter() - started
-    after = os.times()
     if use_perf:
         line = next(l for l in finished.stderr.splitlines() if "task-clock" in l)
-        cpu = float(line.split(",")[0])
-    else:
-        cpu = 1000 * (
-            after.children_user - before.children_user
-            + after.children_system - before.children_system
-        )
-    return wall, cpu
+        return wall, float(line.split(",")[0])
+    after = os.times()
+    children = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    return wall, 1000 * children
 
 
 def main():
