@@ -92,7 +92,8 @@ use omnilog_events::identity::omnilog_uuid;
 use omnilog_events::{Author, Body, Destination, Direction, Event};
 
 use crate::state::{
-    CachedTable, Entries, Evictable, Id, IdKey, Snapshot, StaleMark, ViewState, changes_of, sorted,
+    BlindTable, CachedTable, Entries, Evictable, Id, IdKey, Snapshot, StaleMark, ViewState,
+    changes_of, sorted,
 };
 use crate::{LogPosition, View, ViewError};
 use records::{
@@ -147,7 +148,7 @@ type JourneyFactsEntry = ((Id, u32), JourneyFacts);
 pub struct JourneyState {
     customers: CachedTable<Id, CustomerRecord>,
     /// Written blind, read only by the journeys report (through the store).
-    facts: CachedTable<(Id, u32), JourneyFacts>,
+    facts: BlindTable<(Id, u32), JourneyFacts>,
     /// Journeys whose facts changed since their facts were last put in `facts` (each
     /// marked [`JourneyRecord::facts_stale`], so listed once): their facts are derived
     /// from their customer's record when the changes are taken, once a journey, not once
@@ -156,16 +157,16 @@ pub struct JourneyState {
     /// Their customers' records are changed, so in memory until then.
     stale_facts: Vec<(Id, u32)>,
     /// Interaction id → customers: written blind, read only by [`interaction`].
-    index: CachedTable<(Id, Id), ()>,
+    index: BlindTable<(Id, Id), ()>,
 }
 
 impl Default for JourneyState {
     fn default() -> Self {
         JourneyState {
             customers: CachedTable::new(CUSTOMERS),
-            facts: CachedTable::new(FACTS),
+            facts: BlindTable::new(FACTS),
             stale_facts: Vec::new(),
-            index: CachedTable::new(INDEX),
+            index: BlindTable::new(INDEX),
         }
     }
 }
@@ -293,8 +294,6 @@ impl ViewState for JourneyState {
 
     fn starts_empty(&mut self) {
         self.customers.starts_empty();
-        self.facts.starts_empty();
-        self.index.starts_empty();
     }
 
     fn partition_tables(&mut self) -> Vec<&mut dyn Evictable> {

@@ -7,7 +7,7 @@
 //! does IO: the runtime reads and writes the store, and gives queries a [`RecordSource`] for
 //! what is not in memory.
 //!
-//! Two kinds of table:
+//! Three kinds of table:
 //! - [`Table`]: every record in memory; the whole table is read from the store when a view
 //!   starts. For state that stays small whatever the history's length (what waits in
 //!   queues now, the agents, hourly report figures). Its entries are in a B-tree (ordered,
@@ -20,6 +20,8 @@
 //!   journeys). Queries read through to the store for a record not in memory. A record is
 //!   weighed against the budget by an estimate of its size in memory: its map entry, and
 //!   three bytes for each byte of its last encoding (`MEMORY_PER_ENCODED_BYTE`).
+//! - [`BlindTable`]: records the fold writes and never reads (an index, a report's facts),
+//!   kept as a list of writes until their checkpoint is written (`state/blind.rs`).
 //!
 //! Hash maps hash with foldhash, seeded at random so that ids chosen to collide cannot slow a
 //! fold down; no result depends on a map's order (dumps and changes are sorted).
@@ -43,6 +45,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ViewError;
+
+mod blind;
+
+pub use blind::BlindTable;
 
 /// Entries of a dump or a scan: (stored key, stored value), in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
