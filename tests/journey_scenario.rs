@@ -302,3 +302,69 @@ async fn a_fax_a_call_and_a_mobile_app_request_of_one_person_meet_in_one_journey
     );
     server.stop();
 }
+
+/// `GET /v1/interactions/{id}`.
+async fn interaction(http: &Http, server: &Server, id: &str) -> support::Answer {
+    http.get(&server.url(&format!("/v1/interactions/{id}")))
+        .await
+}
+
+/// The interaction index is written blind (`BlindTable`): an interaction is found by its id
+/// from memory before its checkpoint, from the store after a restart, and one written after
+/// the restart beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interaction_is_found_by_its_id_before_its_checkpoint_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = Http::default();
+    let phone = ("phone", "+1 555 123 0009");
+    let call =
+        |id: &str, at: &str, kind: &str, extra: Value| event(id, "voice", phone, at, kind, extra);
+    let server = Server::start(dir.path(), &[]);
+    http.post_events(
+        &server,
+        &json!([
+            call(
+                "CB1",
+                "2026-03-02T09:00:00Z",
+                "interaction_started",
+                json!({"direction": "inbound"})
+            ),
+            call("CB1", "2026-03-02T09:04:00Z", "ended", json!({})),
+        ]),
+    )
+    .await;
+    support::wait_ready(&http, &server).await;
+    let before = interaction(&http, &server, "CB1").await;
+    assert_eq!(before.status, 200, "{:?}", before.body);
+    assert_eq!(
+        before.body["events"].as_array().unwrap().len(),
+        2,
+        "{}",
+        before.body
+    );
+    server.stop();
+
+    let server = Server::start(dir.path(), &[]);
+    support::wait_ready(&http, &server).await;
+    let after = interaction(&http, &server, "CB1").await;
+    assert_eq!(after.status, 200, "{:?}", after.body);
+    assert_eq!(after.body["customer_id"], before.body["customer_id"]);
+    assert_eq!(after.body["events"], before.body["events"]);
+    http.post_events(
+        &server,
+        &json!([call(
+            "CB2",
+            "2026-03-02T10:00:00Z",
+            "interaction_started",
+            json!({"direction": "inbound"})
+        )]),
+    )
+    .await;
+    support::wait_ready(&http, &server).await;
+    let later = interaction(&http, &server, "CB2").await;
+    assert_eq!(later.status, 200, "{:?}", later.body);
+    assert_eq!(later.body["customer_id"], before.body["customer_id"]);
+    assert_eq!(interaction(&http, &server, "CB1").await.status, 200);
+    assert_eq!(interaction(&http, &server, "CB3").await.status, 404);
+    server.stop();
+}
