@@ -15,8 +15,9 @@
 //! until the runtime lets clean records go, so that a query scanning between a checkpoint's
 //! taking and the store's write still finds them (as a cached table keeps its clean slots).
 //!
-//! Each key is written once between two checkpoints: a snapshot holds each key once, and
-//! an ingestion of a key twice fails ([`super::Snapshot::encode_in_order`]). The journey
+//! Each key is written once between two checkpoints: a snapshot holds each key once
+//! ([`super::Snapshot::encode_in_order`]), and the store's ingestion refuses a key that
+//! does not ascend. The journey
 //! view writes an interaction's index entry when the customer's record first holds the
 //! interaction, and a journey's facts once per checkpoint (its [`super::StaleMark`]); debug
 //! builds check it at each checkpoint.
