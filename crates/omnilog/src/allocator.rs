@@ -6,13 +6,19 @@
 //! its symbols), then from `_RJEM_MALLOC_CONF` in the environment, which wins: set
 //! `_RJEM_MALLOC_CONF=dirty_decay_ms:10000` to trade memory for fewer page faults.
 //!
-//! - `dirty_decay_ms:1000`: freed pages go back to the kernel over a second, not jemalloc's
-//!   default ten. A server under load frees and reuses the same memory many times a second,
-//!   so a second is enough not to fault it in again: loading 1M events through the API
-//!   (`benches/serve_load.py`, three alternated pairs) took 7.47, 7.26 and 9.60 s of server
-//!   CPU against 6.98, 7.45 and 7.86 s with ten seconds, inside the noise, and peaked at
-//!   635 to 704 MB against 669 to 672 MB. A 10M-event `omnilog replay` peaked at 187 MB
-//!   against 216 MB with ten seconds (1M: 161 against 175 MB) in the same time.
+//! - `dirty_decay_ms:500`: freed pages go back to the kernel over half a second, not
+//!   jemalloc's default ten. A server under load frees and reuses the same memory many times
+//!   a second, so half a second is enough not to fault it in again: loading 1M events
+//!   through the API (`benches/serve_load.py`, three alternated pairs) took 6.81, 6.43 and
+//!   6.13 s of server CPU against 6.49, 7.17 and 6.33 s at one second (233k to 241k page
+//!   faults against 228k to 234k); at one second against ten, 7.47, 7.26 and 9.60 s against
+//!   6.98, 7.45 and 7.86 s, peaks of 635 to 704 MB against 669 to 672 MB. A replay's passes
+//!   free their records as they end, and what is not given back yet is part of its peak,
+//!   more of a long replay's: three alternated pairs of `/usr/bin/time omnilog replay`,
+//!   10M events peaked at 178.9, 189.7 and 180.4 MB against 192.6, 188.9 and 194.5 MB at
+//!   one second (1M: 156.6, 161.0 and 156.0 against 157.0, 163.0 and 160.3 MB), 1.15 times
+//!   the 1M median where one second gave 1.20 (and 1.25 in an earlier set), in the same
+//!   time; at ten seconds 10M peaked at 216 MB (docs/benchmarks.md, "2026-12-06, evening").
 //! - `background_thread:true`: jemalloc's own threads give back what has decayed. Without
 //!   them a thread gives memory back only when it allocates or frees, so a server's
 //!   threads that went idle after a burst kept what they had freed (the check of
@@ -22,7 +28,7 @@
 
 /// jemalloc's options for every command (see the module's docs).
 #[cfg(feature = "jemalloc")]
-const OPTIONS: &std::ffi::CStr = c"background_thread:true,dirty_decay_ms:1000";
+const OPTIONS: &std::ffi::CStr = c"background_thread:true,dirty_decay_ms:500";
 
 /// A pointer to a C string, as jemalloc declares `malloc_conf`: `const char *`.
 #[cfg(feature = "jemalloc")]
