@@ -62,7 +62,7 @@ mod tests {
         // SAFETY: `opt.dirty_decay_ms` is a jemalloc option of type `ssize_t`, read only
         // (`tikv-jemalloc-ctl` has no safe reader for it, as it has for the other).
         let decay = unsafe { raw::read::<isize>(b"opt.dirty_decay_ms\0").unwrap() };
-        assert_eq!(decay, 1_000);
+        assert_eq!(decay, 500);
         assert!(opt::background_thread::read().unwrap());
     }
 }
