@@ -2075,36 +2075,13 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     /// Every record whose stored key starts with `prefix` (the tag, then a prefix of the
     /// encoded key), from the store and from memory, memory winning; in stored-key order.
     pub fn scan(&self, prefix: &[u8], source: &dyn RecordSource) -> Result<Vec<(K, V)>, ViewError> {
-        let mut found: BTreeMap<Vec<u8>, Option<V>> = BTreeMap::new();
-        for (stored, bytes) in source.scan(prefix)? {
-            // A record that does not decode is passed over (see
-            // [`RecordSource::unreadable`]); one held in memory wins below in any case.
-            match decode_value(&stored, &bytes) {
-                Ok(value) => {
-                    found.insert(stored, Some(value));
-                }
-                Err(error) => source.unreadable(&stored, &error),
-            }
-        }
         // Every slot in memory wins, clean ones too: a checkpoint marks its records clean
         // before the store has them, and a query may scan in between.
-        for (key, slot) in &self.slots {
-            let stored = self.stored_key(key)?;
-            if stored.starts_with(prefix) {
-                found.insert(stored, slot.value.as_deref().map(|held| held.value.clone()));
-            }
-        }
-        Ok(found
-            .into_iter()
-            .filter_map(|(stored, value)| value.map(|v| (stored, v)))
-            .filter_map(|(stored, value)| match decode_key(&stored) {
-                Ok(key) => Some((key, value)),
-                Err(error) => {
-                    source.unreadable(&stored, &error);
-                    None
-                }
-            })
-            .collect())
+        let in_memory = self.slots.iter().map(|(key, slot)| {
+            let held = slot.value.as_deref().map(|held| &held.value);
+            Ok((self.stored_key(key)?, held))
+        });
+        scan_over(prefix, source, in_memory)
     }
 
     /// The changes since the last call, to encode (see [`Snapshot`]); the slots become
@@ -2270,6 +2247,43 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         }
         Ok(())
     }
+}
+
+/// A table's scan of `prefix`: the records the source holds under it, then those held in
+/// memory (stored key, and the record or `None` for one deleted there) under it, a later
+/// one of a key winning over an earlier; in stored-key order, their keys decoded. A stored
+/// record or key that does not decode is passed over (see [`RecordSource::unreadable`]).
+fn scan_over<'a, K: Key, V: Record>(
+    prefix: &[u8],
+    source: &dyn RecordSource,
+    in_memory: impl Iterator<Item = Result<(Vec<u8>, Option<&'a V>), ViewError>>,
+) -> Result<Vec<(K, V)>, ViewError> {
+    let mut found: BTreeMap<Vec<u8>, Option<V>> = BTreeMap::new();
+    for (stored, bytes) in source.scan(prefix)? {
+        match decode_value(&stored, &bytes) {
+            Ok(value) => {
+                found.insert(stored, Some(value));
+            }
+            Err(error) => source.unreadable(&stored, &error),
+        }
+    }
+    for held in in_memory {
+        let (stored, value) = held?;
+        if stored.starts_with(prefix) {
+            found.insert(stored, value.cloned());
+        }
+    }
+    Ok(found
+        .into_iter()
+        .filter_map(|(stored, value)| value.map(|v| (stored, v)))
+        .filter_map(|(stored, value)| match decode_key(&stored) {
+            Ok(key) => Some((key, value)),
+            Err(error) => {
+                source.unreadable(&stored, &error);
+                None
+            }
+        })
+        .collect())
 }
 
 /// What the runtime needs of a view's state.

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use super::{
     Entries, Evictable, KEY_HEAP_BYTES, Key, Placed, Record, RecordSource, Snapshot, SnapshotPart,
-    decode_key, decode_value, encode_onto, encode_value, stored_key,
+    decode_key, decode_value, encode_onto, encode_value, scan_over, stored_key,
 };
 use crate::ViewError;
 
@@ -117,31 +117,10 @@ impl<K: Key, V: Record> BlindTable<K, V> {
     /// Every record whose stored key starts with `prefix`, from the store and from memory,
     /// the newest of a key winning; in stored-key order.
     pub fn scan(&self, prefix: &[u8], source: &dyn RecordSource) -> Result<Vec<(K, V)>, ViewError> {
-        let mut found: BTreeMap<Vec<u8>, V> = BTreeMap::new();
-        for (stored, bytes) in source.scan(prefix)? {
-            match decode_value(&stored, &bytes) {
-                Ok(value) => {
-                    found.insert(stored, value);
-                }
-                Err(error) => source.unreadable(&stored, &error),
-            }
-        }
-        for (key, value) in self.in_memory() {
-            let stored = stored_key(self.tag, key)?;
-            if stored.starts_with(prefix) {
-                found.insert(stored, value.clone());
-            }
-        }
-        Ok(found
-            .into_iter()
-            .filter_map(|(stored, value)| match decode_key(&stored) {
-                Ok(key) => Some((key, value)),
-                Err(error) => {
-                    source.unreadable(&stored, &error);
-                    None
-                }
-            })
-            .collect())
+        let in_memory = self
+            .in_memory()
+            .map(|(key, value)| Ok((stored_key(self.tag, key)?, Some(value))));
+        scan_over(prefix, source, in_memory)
     }
 
     /// Every record in memory, encoded as stored, each key once (the newest).
