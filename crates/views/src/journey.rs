@@ -502,7 +502,7 @@ impl Fold<'_> {
         let mut facts_changed =
             apply_to_summary(&mut journey.summary, &record, event, stamp, self.channel);
         if is_new || record.started < started_before {
-            update_path(journey, self.interaction_id, &record);
+            update_path(journey, self.interaction_id, &record, is_new);
             facts_changed = true;
         }
         // A chatbot or IVR session's escalation or end changes the self-service facts.
@@ -702,12 +702,17 @@ fn apply_to_summary(
         }
     }
     if let Some(agent) = handling_agent(&event.body) {
-        if summary
-            .last_agent
-            .as_ref()
-            .is_none_or(|(latest, _)| *latest < stamp)
-        {
-            summary.last_agent = Some((stamp, Id::from(agent)));
+        match &mut summary.last_agent {
+            // The same agent again (an agent's messages, then the wrap-up): only the stamp
+            // moves, the id is not copied again.
+            Some((latest, last)) if *latest < stamp => {
+                *latest = stamp;
+                if last.as_str() != agent {
+                    *last = Id::from(agent);
+                }
+            }
+            Some(_) => {}
+            None => summary.last_agent = Some((stamp, Id::from(agent))),
         }
         if summary
             .first_agent
@@ -755,12 +760,23 @@ fn apply_to_summary(
 
 /// Puts the interaction in its place in the journey's interaction list and derives the
 /// summary's channel figures from the list.
-fn update_path(journey: &mut JourneyRecord, interaction_id: &str, record: &InteractionView) {
-    match journey
-        .path
-        .iter_mut()
-        .find(|entry| entry.interaction == interaction_id)
-    {
+fn update_path(
+    journey: &mut JourneyRecord,
+    interaction_id: &str,
+    record: &InteractionView,
+    is_new: bool,
+) {
+    // A new interaction is in no journey's list yet: not searched for (the search read
+    // every entry's id, most of them from memory the fold had not touched for a while).
+    let known = if is_new {
+        None
+    } else {
+        journey
+            .path
+            .iter_mut()
+            .find(|entry| entry.interaction == interaction_id)
+    };
+    match known {
         Some(entry) => entry.started = record.started,
         None => journey.path.push(PathEntry {
             started: record.started,

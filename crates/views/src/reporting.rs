@@ -746,6 +746,13 @@ fn count_topics(state: &mut ReportingState, topics: &[String], at: i64) {
         return;
     }
     let hour = hour_of(at);
+    // One topic (most taggings and wrap-ups name one) needs no list of the distinct ones.
+    if let [topic] = topics {
+        *state
+            .topics
+            .get_or_insert_with((hour, Id::from(topic.as_str())), || 0) += 1;
+        return;
+    }
     let mut distinct: Vec<&str> = topics.iter().map(String::as_str).collect();
     distinct.sort_unstable();
     distinct.dedup();

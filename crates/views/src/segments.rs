@@ -85,16 +85,36 @@ pub const RECENT_WINDOW: TimeDelta = TimeDelta::days(90);
 pub const DEFAULT_GROUP_BY: &str = "segment";
 
 /// The segments view. See the module documentation for its rules.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SegmentsView {
-    thresholds: ReportingConfig,
+    /// The reporting view's service-level thresholds in milliseconds, by channel code: read
+    /// for every interaction event, where a lookup in the configuration's map was a tree
+    /// search each.
+    threshold_ms: Vec<i64>,
 }
 
 impl SegmentsView {
     /// The view with the reporting view's service-level thresholds (changing them needs a
     /// rebuild of both).
     pub fn new(thresholds: ReportingConfig) -> Self {
-        SegmentsView { thresholds }
+        let mut threshold_ms = vec![0; Channel::ALL.len()];
+        for &channel in Channel::ALL {
+            threshold_ms[channel as usize] = i64::from(thresholds.threshold(channel)) * 1_000;
+        }
+        SegmentsView { threshold_ms }
+    }
+
+    fn threshold_ms(&self, channel: Channel) -> i64 {
+        self.threshold_ms
+            .get(channel as usize)
+            .copied()
+            .unwrap_or(i64::from(ReportingConfig::FALLBACK_THRESHOLD) * 1_000)
+    }
+}
+
+impl Default for SegmentsView {
+    fn default() -> Self {
+        SegmentsView::new(ReportingConfig::default())
     }
 }
 
@@ -356,7 +376,7 @@ impl View for SegmentsView {
             }
         }
         if let Some((interaction, channel)) = contact {
-            let threshold_ms = i64::from(self.thresholds.threshold(channel)) * 1_000;
+            let threshold_ms = self.threshold_ms(channel);
             fold_contact(record, interaction, channel, event, threshold_ms);
         }
         Ok(())

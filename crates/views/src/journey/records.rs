@@ -366,7 +366,13 @@ impl LineHead {
         head[at] = self.channel;
         head[at + 1] = self.event_type;
         at += 2;
-        out.extend_from_slice(&head[..at]);
+        // The whole buffer appended, then cut to what was written: a copy of a length known
+        // when compiling is a few vector moves, where the written length's copy was a call
+        // to `memcpy` for about twenty bytes (0.6 % of a 1M replay's samples in the journey
+        // worker's `memcpy` alone, `perf record --call-graph dwarf`).
+        let len = out.len();
+        out.extend_from_slice(&head);
+        out.truncate(len + at);
     }
 }
 

@@ -356,9 +356,17 @@ fn push_excerpt(out: &mut Vec<u8>, text: Option<&str>) {
 
 /// Appends a string as postcard encodes one: its length's varint, then its bytes.
 fn push_str(out: &mut Vec<u8>, text: &str) {
-    let mut length = [0u8; MAX_VARINT_BYTES];
-    let written = write_varint(&mut length, text.len() as u64);
-    out.extend_from_slice(&length[..written]);
+    // A length under 128 (nearly every id, queue, topic and excerpt) is one byte, pushed:
+    // appended as a slice of the varint's buffer, it was a call to `memcpy` for one byte.
+    if let Ok(short) = u8::try_from(text.len())
+        && short < 0x80
+    {
+        out.push(short);
+    } else {
+        let mut length = [0u8; MAX_VARINT_BYTES];
+        let written = write_varint(&mut length, text.len() as u64);
+        out.extend_from_slice(&length[..written]);
+    }
     out.extend_from_slice(text.as_bytes());
 }
 
