@@ -8,7 +8,8 @@ mod support;
 mod segments {
     use crate::support;
     use chrono::{DateTime, Utc};
-    use omnilog_events::Event;
+    use omnilog_events::{Channel, Event};
+    use omnilog_views::reporting::ReportingConfig;
     use omnilog_views::segments::{
         ChannelsAnswer, ChannelsPartial, ProfileAnswer, SegmentsState, SegmentsView,
         channels_report, customer_profile, parse_group_by,
@@ -420,6 +421,50 @@ mod segments {
             .unwrap()
             .unwrap();
         assert_eq!(profile.preferred_channel.as_deref(), Some("chat"));
+    }
+
+    #[test]
+    fn a_configured_threshold_decides_what_was_answered_within_it() {
+        // Voice answered after 15 s and chat after 90 s: within the defaults (20 s and
+        // 60 s) for voice only; with voice at 10 s, neither; a channel the configuration
+        // does not name falls back to an hour.
+        let events = [
+            started("c1", "V1", "voice", "2026-03-02T09:00:00Z"),
+            queued("c1", "V1", "voice", "2026-03-02T09:00:00Z"),
+            assigned("c1", "V1", "voice", "2026-03-02T09:00:15Z"),
+            started("c1", "C1", "chat", "2026-03-02T10:00:00Z"),
+            queued("c1", "C1", "chat", "2026-03-02T10:00:00Z"),
+            assigned("c1", "C1", "chat", "2026-03-02T10:01:30Z"),
+        ];
+        let service_levels = |view: &SegmentsView| {
+            let mut state = view.new_state();
+            for (offset, event) in events.iter().enumerate() {
+                let position = LogPosition {
+                    partition: 0,
+                    offset: offset as u64,
+                };
+                apply_in_memory(view, &mut state, event, position).unwrap();
+            }
+            let answer = report(&state, "segment", None, None);
+            let mut levels: Vec<(String, f64)> = answer.groups[0]
+                .channels
+                .iter()
+                .map(|channel| (channel.channel.clone(), channel.service_level))
+                .collect();
+            levels.sort_by(|a, b| a.0.cmp(&b.0));
+            levels
+        };
+        assert_eq!(
+            service_levels(&SegmentsView::default()),
+            [("chat".to_owned(), 0.0), ("voice".to_owned(), 1.0)]
+        );
+        let voice_at_ten = ReportingConfig {
+            thresholds: [(Channel::Voice, 10)].into_iter().collect(),
+        };
+        assert_eq!(
+            service_levels(&SegmentsView::new(voice_at_ten)),
+            [("chat".to_owned(), 1.0), ("voice".to_owned(), 0.0)]
+        );
     }
 
     #[test]
