@@ -143,19 +143,24 @@ mod segments {
         vec![finance, sales_and_medical, without]
     }
 
-    /// Folds the partitions one after the other.
-    fn fold_in_sequence(partitions: &[Vec<Event>]) -> SegmentsState {
-        let view = SegmentsView::default();
-        let mut state = view.new_state();
+    /// Folds the partitions one after the other into `state`.
+    fn fold_into(view: &SegmentsView, state: &mut SegmentsState, partitions: &[Vec<Event>]) {
         for (partition, events) in partitions.iter().enumerate() {
             for (offset, event) in events.iter().enumerate() {
                 let position = LogPosition {
                     partition: partition as u32,
                     offset: offset as u64,
                 };
-                apply_in_memory(&view, &mut state, event, position).unwrap();
+                apply_in_memory(view, state, event, position).unwrap();
             }
         }
+    }
+
+    /// Folds the partitions one after the other, with the default thresholds.
+    fn fold_in_sequence(partitions: &[Vec<Event>]) -> SegmentsState {
+        let view = SegmentsView::default();
+        let mut state = view.new_state();
+        fold_into(&view, &mut state, partitions);
         state
     }
 
@@ -438,13 +443,7 @@ mod segments {
         ];
         let service_levels = |view: &SegmentsView| {
             let mut state = view.new_state();
-            for (offset, event) in events.iter().enumerate() {
-                let position = LogPosition {
-                    partition: 0,
-                    offset: offset as u64,
-                };
-                apply_in_memory(view, &mut state, event, position).unwrap();
-            }
+            fold_into(view, &mut state, &[events.to_vec()]);
             let answer = report(&state, "segment", None, None);
             let mut levels: Vec<(String, f64)> = answer.groups[0]
                 .channels
@@ -480,15 +479,7 @@ mod segments {
         // Folded again (a redelivery of every event): nothing changes.
         let view = SegmentsView::default();
         let mut twice = fold_in_sequence(&partitions);
-        for (partition, events) in partitions.iter().enumerate() {
-            for (offset, event) in events.iter().enumerate() {
-                let position = LogPosition {
-                    partition: partition as u32,
-                    offset: offset as u64,
-                };
-                apply_in_memory(&view, &mut twice, event, position).unwrap();
-            }
-        }
+        fold_into(&view, &mut twice, &partitions);
         assert_eq!(twice.dump().unwrap(), sequence.dump().unwrap());
     }
 
