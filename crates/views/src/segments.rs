@@ -65,7 +65,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use omnilog_events::{Body, Channel, Destination, Direction, Event};
 use serde::{Deserialize, Serialize};
 
-use crate::reporting::ReportingConfig;
+use crate::reporting::{ReportingConfig, ThresholdsMs};
 use crate::state::{
     CachedTable, Entries, Evictable, Id, IdKey, RecordSource, SmallMap, Snapshot, ViewState,
     changes_of, sorted,
@@ -87,28 +87,17 @@ pub const DEFAULT_GROUP_BY: &str = "segment";
 /// The segments view. See the module documentation for its rules.
 #[derive(Clone, Debug)]
 pub struct SegmentsView {
-    /// The reporting view's service-level thresholds in milliseconds, by channel code: read
-    /// for every interaction event, where a lookup in the configuration's map was a tree
-    /// search each.
-    threshold_ms: Vec<i64>,
+    /// The reporting view's service-level thresholds.
+    thresholds_ms: ThresholdsMs,
 }
 
 impl SegmentsView {
     /// The view with the reporting view's service-level thresholds (changing them needs a
     /// rebuild of both).
     pub fn new(thresholds: ReportingConfig) -> Self {
-        let mut threshold_ms = vec![0; Channel::ALL.len()];
-        for &channel in Channel::ALL {
-            threshold_ms[channel as usize] = i64::from(thresholds.threshold(channel)) * 1_000;
+        SegmentsView {
+            thresholds_ms: ThresholdsMs::of(&thresholds),
         }
-        SegmentsView { threshold_ms }
-    }
-
-    fn threshold_ms(&self, channel: Channel) -> i64 {
-        self.threshold_ms
-            .get(channel as usize)
-            .copied()
-            .unwrap_or(i64::from(ReportingConfig::FALLBACK_THRESHOLD) * 1_000)
     }
 }
 
@@ -376,7 +365,7 @@ impl View for SegmentsView {
             }
         }
         if let Some((interaction, channel)) = contact {
-            let threshold_ms = self.threshold_ms(channel);
+            let threshold_ms = self.thresholds_ms.of_channel(channel);
             fold_contact(record, interaction, channel, event, threshold_ms);
         }
         Ok(())
