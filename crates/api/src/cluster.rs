@@ -323,8 +323,15 @@ impl Gathered for FoundJourney {
         let handles: Vec<omnilog_events::Handle> =
             serde_json::from_value(identity["handles"].clone()).unwrap_or_default();
         Ok(FoundJourney(
-            journey::customer_journey(state, reads.records, ask.subject(), &merged_from, &handles)?
-                .map(|answer| serde_json::to_value(answer).unwrap_or_default()),
+            journey::customer_journey(
+                state,
+                reads.records,
+                reads.events,
+                ask.subject(),
+                &merged_from,
+                &handles,
+            )?
+            .map(|answer| serde_json::to_value(answer).unwrap_or_default()),
         ))
     }
     fn merge(&mut self, other: Self) {
@@ -715,9 +722,12 @@ async fn merged_journey(
             state.restore(&key, Some(&value)).map_err(ApiError::from)?;
         }
     }
+    // Each owner's entries hold their timelines' summaries (a cluster's log is Kafka's: see
+    // `JourneyConfig::summaries_from_log`), so no event is read here.
     journey::customer_journey(
         &state,
         &omnilog_views::NoRecords,
+        &journey::NoLog,
         customer_id,
         merged_from,
         handles,

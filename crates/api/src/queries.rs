@@ -99,7 +99,14 @@ pub async fn customer_journey(
         .chain(merged_from.iter().cloned())
         .collect();
     let answer = query::<JourneyView, _>(views, live, move |state, reads| {
-        journey::customer_journey(state, reads.records, &customer_id, &merged_from, &handles)
+        journey::customer_journey(
+            state,
+            reads.records,
+            reads.events,
+            &customer_id,
+            &merged_from,
+            &handles,
+        )
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no journey of customer {id:?}")))?;

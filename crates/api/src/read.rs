@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use omnilog_events::Destination;
-use omnilog_events::Event;
 use omnilog_ingest::ReadToken;
 use omnilog_log::Topic;
 use omnilog_projector::{AwaitedPosition, LiveVersion, ProjectorError, ViewRuntime};
@@ -151,17 +150,6 @@ impl std::fmt::Debug for Reads<'_> {
     }
 }
 
-/// The event source of an instance with no log to read.
-struct NoEvents;
-
-impl EventSource for NoEvents {
-    fn events(&self, _partition: u32, _offsets: &[u64]) -> Result<Vec<Event>, ViewError> {
-        Err(ViewError::Storage(
-            "this instance has no log to read the interaction's events from".to_owned(),
-        ))
-    }
-}
-
 /// Runs a query over the live version's state on a blocking thread (records not in memory
 /// and an interaction's events are read from disk).
 pub async fn query<V: View, T: Send + 'static>(
@@ -176,7 +164,7 @@ pub async fn query<V: View, T: Send + 'static>(
         let _held = live;
         let events: &dyn EventSource = match &events {
             Some(events) => events,
-            None => &NoEvents,
+            None => &omnilog_views::journey::NoLog,
         };
         version.read(|state, records| run(state, &Reads { records, events }))
     })

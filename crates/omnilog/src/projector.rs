@@ -356,7 +356,13 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
     } else {
         args.views.clone()
     };
-    let views = chosen_views(serve::views_with(config.reporting.clone()), &view_names)?;
+    let views = chosen_views(
+        serve::views_with(
+            config.reporting.clone(),
+            serve::summaries_from_log(&config.log),
+        ),
+        &view_names,
+    )?;
     let group = args
         .group
         .clone()

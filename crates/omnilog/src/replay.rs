@@ -124,7 +124,10 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .iter()
         .map(|entry| crate::config::parse_service_level(entry))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let all = views_with(crate::config::reporting_config(&levels)?);
+    let all = views_with(
+        crate::config::reporting_config(&levels)?,
+        matches!(source, Source::Embedded { .. }),
+    );
     let chosen: Vec<Arc<dyn Projectable>> = if args.views.is_empty() {
         all
     } else {
@@ -227,24 +230,30 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the log named in a replay's `source.json`, to read it; `None` (with a warning)
-/// when there is none or it cannot be opened: the views are served, interactions' events
-/// are not.
-pub async fn open_source(out: &Path) -> Option<SharedLog> {
+/// Where a replay's views were folded from (its `source.json`); `None`, with a warning, when
+/// that is not recorded or not readable.
+pub fn read_source(out: &Path) -> Option<Source> {
     let path = out.join(SOURCE_FILE);
-    let source: Source = match std::fs::read(&path) {
+    match std::fs::read(&path) {
         Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(source) => source,
+            Ok(source) => Some(source),
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "cannot read where the views were replayed from; interactions' events are not served");
-                return None;
+                None
             }
         },
         Err(error) => {
             tracing::warn!(path = %path.display(), %error, "no record of where the views were replayed from; interactions' events are not served");
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// Opens the log named in a replay's `source.json`, to read it; `None` (with a warning)
+/// when there is none or it cannot be opened: the views are served, interactions' events
+/// are not.
+pub async fn open_source(out: &Path) -> Option<SharedLog> {
+    let source = read_source(out)?;
     let opened: anyhow::Result<SharedLog> = match &source {
         Source::Embedded { log_dir } => EmbeddedLog::open_read_only(log_dir)
             .map(|log| Arc::new(log) as SharedLog)

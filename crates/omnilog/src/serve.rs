@@ -134,7 +134,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
     let views = ViewRuntime::start(
         log.clone(),
         store,
-        views_with(config.reporting.clone()),
+        views_with(config.reporting.clone(), summaries_from_log(&config.log)),
         ProjectorConfig::default(),
         projector_metrics,
     )
@@ -181,6 +181,13 @@ pub fn write_side(ingest: Ingest, config: &ServerConfig) -> AppState {
         Arc::new(config.access.clone()),
         Arc::new(config.api.clone()),
     )
+}
+
+/// Whether the journey view leaves its timelines' summaries to be read from `log`: on the
+/// embedded log, which reads an event by position locally (see
+/// `JourneyConfig::summaries_from_log`).
+pub fn summaries_from_log(log: &LogBackend) -> bool {
+    matches!(log, LogBackend::Embedded)
 }
 
 /// Opens the configured log: the embedded one under the data dir, or Kafka.
@@ -292,8 +299,20 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
             .with_context(|| format!("reading {}", identity_file.display()))?,
     )
     .with_context(|| format!("decoding {}", identity_file.display()))?;
+    // The views as the replay folded them: their layout says where their timelines'
+    // summaries are, which depends on the log they were folded from (the embedded log's
+    // unless recorded otherwise).
+    let summaries_from_log = !matches!(
+        crate::replay::read_source(&config.data_dir),
+        Some(crate::replay::Source::Kafka { .. })
+    );
     let source = crate::replay::open_source(&config.data_dir).await;
-    let views = ViewRuntime::frozen(store, views_with(config.reporting.clone()), source).await?;
+    let views = ViewRuntime::frozen(
+        store,
+        views_with(config.reporting.clone(), summaries_from_log),
+        source,
+    )
+    .await?;
     let app = router(AppState::read_only(
         Arc::new(FrozenIdentities(identity)),
         Arc::new(config.access.clone()),
@@ -303,15 +322,23 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
     serve_app(config, app, Some(views), None, Deciders::default()).await
 }
 
-/// Every projected view, with the contract's defaults.
+/// Every projected view of the embedded log, with the contract's defaults.
 pub fn standard_views() -> Vec<Arc<dyn Projectable>> {
-    views_with(ReportingConfig::default())
+    views_with(ReportingConfig::default(), true)
 }
 
-/// Every projected view, with the given service-level thresholds.
-pub fn views_with(reporting: ReportingConfig) -> Vec<Arc<dyn Projectable>> {
+/// Every projected view, with the given service-level thresholds; `summaries_from_log` for
+/// a log that reads an event by position locally (the embedded log's, not Kafka's: see
+/// `JourneyConfig::summaries_from_log`).
+pub fn views_with(
+    reporting: ReportingConfig,
+    summaries_from_log: bool,
+) -> Vec<Arc<dyn Projectable>> {
     vec![
-        Arc::new(JourneyView::new(JourneyConfig::default())),
+        Arc::new(JourneyView::new(JourneyConfig {
+            summaries_from_log,
+            ..JourneyConfig::default()
+        })),
         Arc::new(QueueView),
         Arc::new(ReportingView::new(reporting.clone())),
         Arc::new(SegmentsView::new(reporting)),

@@ -55,8 +55,9 @@
 //! The records are described in `journey/records.rs`: one record per customer, holding its
 //! journeys and interactions, brought into memory before the fold needs it
 //! ([`View::missing`]) and let go once written when memory is short. An event changes its
-//! customer's record in place, adds its line to its journey's timeline and its log offset
-//! to its interaction; a new
+//! customer's record in place, adds its line to its journey's timeline (on the embedded log,
+//! the line's head only: its summary is read from the log when a query shows it, see
+//! [`JourneyConfig::summaries_from_log`]); a new
 //! interaction also notes its id in the interaction index, and a journey whose report facts
 //! change writes them to the facts table. Everything a customer's events write is keyed
 //! under that customer, and all of a customer's events are in one partition, in order: the
@@ -67,7 +68,8 @@
 //!
 //! [`customer_journey`] answers `GET /v1/customers/{id}/journey`, [`interaction`]
 //! `GET /v1/interactions/{id}` and [`journeys_report`] `GET /v1/reports/journeys`. An
-//! interaction's events are read from the log through an [`EventSource`].
+//! interaction's events, and the summaries of lines kept without one, are read from the log
+//! through an [`EventSource`].
 
 mod query;
 mod records;
@@ -76,8 +78,8 @@ mod summary;
 
 pub use query::{
     ContextAnswer, EventSource, HandleAnswer, InteractionAnswer, InteractionSummary, JourneyAnswer,
-    JourneyEntry, JourneyLimits, NoteAnswer, TimelineEntry, customer_entries, customer_journey,
-    customer_journey_with, interaction, interaction_with,
+    JourneyEntry, JourneyLimits, NoLog, NoteAnswer, TimelineEntry, customer_entries,
+    customer_journey, customer_journey_with, interaction, interaction_with,
 };
 pub use records::{InteractionStatus, JourneyStatus, Outcome};
 pub use report::{
@@ -102,13 +104,24 @@ use records::{
     channel_code, event_type_code, is_self_service_channel,
 };
 
-/// The windows of the journey rules (CONTRACT §5).
+/// The windows of the journey rules (CONTRACT §5), and where a timeline line's summary is
+/// kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JourneyConfig {
     /// A new interaction joins the open journey whose last activity is at most this old.
     pub join_window: TimeDelta,
     /// A new interaction this soon after a resolution reopens the journey.
     pub reopen_window: TimeDelta,
+    /// Whether a timeline line keeps only its head (time, position, interaction, channel,
+    /// type) and a query renders its summary from the event, read from the log by position
+    /// ([`EventSource`]). For a log that reads an event by position locally (the embedded
+    /// log: an index lookup and one read): the summary is then not written at every event,
+    /// nor held, encoded and stored with every record, which was about a tenth of a replay's
+    /// CPU (docs/benchmarks.md, "2026-12-06, evening"). Not for Kafka, where each position is
+    /// a fetch from a broker and a customer's events lie far apart: the agent desktop's main
+    /// query would wait on a round trip per event ("2026-12-05, midday"). The two keep
+    /// different records (the view's layout says which), and answer alike.
+    pub summaries_from_log: bool,
 }
 
 impl Default for JourneyConfig {
@@ -116,6 +129,7 @@ impl Default for JourneyConfig {
         JourneyConfig {
             join_window: TimeDelta::hours(72),
             reopen_window: TimeDelta::days(7),
+            summaries_from_log: false,
         }
     }
 }
@@ -375,9 +389,10 @@ impl View for JourneyView {
 
     /// 4: a customer's journeys in one record, the timeline as rendered lines naming
     /// their interaction by number. 5: a journey's facts carry its self-service figures.
-    /// 6: a journey's timeline lines are encoded in one buffer.
+    /// 6: a journey's timeline lines are encoded in one buffer. 8 is 7 with each line's
+    /// summary left to be read from the log ([`JourneyConfig::summaries_from_log`]).
     fn layout(&self) -> u32 {
-        7
+        if self.config.summaries_from_log { 8 } else { 7 }
     }
 
     fn new_state(&self) -> JourneyState {
@@ -534,9 +549,12 @@ impl Fold<'_> {
             channel: self.channel,
             event_type: event_type_code(event.event_type()),
         };
-        journey
-            .timeline
-            .add_with(&line, |out| summary::write_parts(event, out))?;
+        let summaries_in_view = !self.config.summaries_from_log;
+        journey.timeline.add_with(&line, |out| {
+            if summaries_in_view {
+                summary::write_parts(event, out);
+            }
+        })?;
         if let Body::Note { agent_id, text } = &event.body {
             let note = NoteRecord {
                 at: stamp.at,

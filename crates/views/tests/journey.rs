@@ -5,14 +5,15 @@ mod support;
 
 mod journey {
     use crate::support;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use chrono::{DateTime, Utc};
     use omnilog_events::json::event_from_value;
     use omnilog_events::{Event, Handle, to_canonical_json};
+    use omnilog_testkit::{HistoryConfig, history};
     use omnilog_views::journey::{
-        EventSource, InteractionAnswer, JourneyAnswer, JourneyReportPartial, JourneyState,
-        JourneyView,
+        EventSource, InteractionAnswer, JourneyAnswer, JourneyConfig, JourneyReportPartial,
+        JourneyState, JourneyView,
     };
     use omnilog_views::{LogPosition, NoRecords, View, ViewError, ViewState, apply_in_memory};
     use proptest::prelude::*;
@@ -95,6 +96,7 @@ mod journey {
         omnilog_views::journey::customer_journey(
             &folded.state,
             &NoRecords,
+            folded,
             customer,
             merged_from,
             handles,
@@ -759,6 +761,69 @@ mod journey {
             })
             .collect();
         (p0, p1)
+    }
+
+    /// Lines that keep only their heads, their summaries read from the log
+    /// (`JourneyConfig::summaries_from_log`, the embedded log's), answer as lines whose
+    /// summaries are in the view: every customer's journey and interactions of a generated
+    /// history. The two keep different records, so they are different layouts.
+    #[test]
+    fn summaries_read_from_the_log_answer_as_summaries_in_the_view() {
+        let in_view = JourneyView::default();
+        let from_log = JourneyView::new(JourneyConfig {
+            summaries_from_log: true,
+            ..JourneyConfig::default()
+        });
+        assert_ne!(in_view.layout(), from_log.layout());
+        let events: Vec<Event> =
+            history(HistoryConfig::with_events(7, 3_000).with_customer_ids()).collect();
+        let (mut kept, mut read) = (Folded::new(), Folded::new());
+        for (offset, event) in events.iter().enumerate() {
+            let position = LogPosition {
+                partition: 0,
+                offset: offset as u64,
+            };
+            kept.apply(&in_view, event, position).unwrap();
+            read.apply(&from_log, event, position).unwrap();
+        }
+        assert_ne!(
+            kept.state.dump().unwrap(),
+            read.state.dump().unwrap(),
+            "the summaries are not stored"
+        );
+        let customers: BTreeSet<&str> = events.iter().filter_map(Event::customer_id).collect();
+        let interactions: BTreeSet<&str> = events
+            .iter()
+            .filter_map(|event| event.interaction_id.as_deref())
+            .collect();
+        assert!(customers.len() > 50 && interactions.len() > 100);
+        let mut lines = 0;
+        for customer in customers {
+            let expected = customer_journey(&kept, customer, &[], &[])
+                .unwrap()
+                .unwrap();
+            let answer = customer_journey(&read, customer, &[], &[])
+                .unwrap()
+                .unwrap();
+            lines += answer
+                .journeys
+                .iter()
+                .map(|j| j.timeline.len())
+                .sum::<usize>();
+            assert_eq!(
+                serde_json::to_value(&answer).unwrap(),
+                serde_json::to_value(&expected).unwrap(),
+                "{customer}"
+            );
+        }
+        assert!(lines > 1_000, "{lines} timeline lines compared");
+        for id in interactions {
+            assert_eq!(
+                serde_json::to_value(interaction(&read, id).unwrap()).unwrap(),
+                serde_json::to_value(interaction(&kept, id).unwrap()).unwrap(),
+                "{id}"
+            );
+        }
     }
 
     #[test]

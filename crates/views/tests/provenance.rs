@@ -8,7 +8,9 @@ mod support;
 mod provenance {
     use crate::support;
     use omnilog_events::Event;
-    use omnilog_views::journey::{JourneyAnswer, JourneyState, JourneyView, customer_journey};
+    use omnilog_views::journey::{
+        JourneyAnswer, JourneyState, JourneyView, NoLog, customer_journey,
+    };
     use omnilog_views::{LogPosition, NoRecords, View, ViewState, apply_in_memory};
     use serde_json::{Value, json};
 
@@ -40,7 +42,7 @@ mod provenance {
     }
 
     fn journey_of(state: &JourneyState, customer: &str) -> JourneyAnswer {
-        customer_journey(state, &NoRecords, customer, &[], &[])
+        customer_journey(state, &NoRecords, &NoLog, customer, &[], &[])
             .unwrap()
             .unwrap_or_else(|| panic!("no journey of {customer}"))
     }

@@ -7,26 +7,42 @@
 //! order) and the context's notes. A customer's record is read once; only the events of
 //! the journeys shown are read from the log.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use omnilog_events::{Event, Handle};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::records::{
-    CustomerRecord, InteractionRecord, InteractionStatus, JourneyRecord, JourneyStatus,
-    JourneySummary, Outcome, Stamp, Time, channel_name, event_type_name,
+    CustomerRecord, EncodedLine, InteractionRecord, InteractionStatus, JourneyRecord,
+    JourneyStatus, JourneySummary, Outcome, Stamp, Time, channel_name, event_type_name,
 };
+use super::summary::{render, render_event};
 use super::{CUSTOMERS, INDEX, JourneyState};
 use crate::ViewError;
 use crate::state::{Entries, Id, RecordSource, stored_key};
 
-/// The log, as the journey queries read it: an interaction's events are read from it (a
-/// journey's timeline is in the view: see `journey/records.rs`).
+/// The log, as the journey queries read it: an interaction's events are read from it, and
+/// the summaries of timeline lines the view keeps without one
+/// ([`super::JourneyConfig::summaries_from_log`]; otherwise a journey's timeline is in the
+/// view: see `journey/records.rs`).
 pub trait EventSource {
     /// The events at `offsets` of the interactions partition `partition`, in the order
     /// asked.
     fn events(&self, partition: u32, offsets: &[u64]) -> Result<Vec<Event>, ViewError>;
+}
+
+/// The event source of an instance with no log to read (an answer assembled from other
+/// instances' records, a test): every read fails, naming why.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoLog;
+
+impl EventSource for NoLog {
+    fn events(&self, _partition: u32, _offsets: &[u64]) -> Result<Vec<Event>, ViewError> {
+        Err(ViewError::Storage(
+            "this instance has no log to read the interaction's events from".to_owned(),
+        ))
+    }
 }
 
 /// How much a journey answer may hold.
@@ -160,6 +176,7 @@ const SHARED_INTERACTION_LIMIT: usize = 64;
 pub fn customer_journey(
     state: &JourneyState,
     records: &dyn RecordSource,
+    events: &dyn EventSource,
     customer_id: &str,
     merged_from: &[String],
     handles: &[Handle],
@@ -167,6 +184,7 @@ pub fn customer_journey(
     customer_journey_with(
         state,
         records,
+        events,
         customer_id,
         merged_from,
         handles,
@@ -181,6 +199,7 @@ pub fn customer_journey(
 pub fn customer_journey_with(
     state: &JourneyState,
     records: &dyn RecordSource,
+    events: &dyn EventSource,
     customer_id: &str,
     merged_from: &[String],
     handles: &[Handle],
@@ -228,7 +247,7 @@ pub fn customer_journey_with(
     let shown = loaded.len().saturating_sub(wanted);
     let journeys = loaded[shown..]
         .iter()
-        .map(|journey| journey_entry(journey, limits))
+        .map(|journey| journey_entry(journey, limits, events))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(JourneyAnswer {
         customer_id: customer_id.to_owned(),
@@ -318,7 +337,11 @@ fn missing(what: &str) -> ViewError {
     }
 }
 
-fn journey_entry(journey: &Loaded<'_>, limits: JourneyLimits) -> Result<JourneyEntry, ViewError> {
+fn journey_entry(
+    journey: &Loaded<'_>,
+    limits: JourneyLimits,
+    events: &dyn EventSource,
+) -> Result<JourneyEntry, ViewError> {
     let summary = &journey.journey.summary;
     let interactions = journey
         .journey
@@ -334,24 +357,36 @@ fn journey_entry(journey: &Loaded<'_>, limits: JourneyLimits) -> Result<JourneyE
             interaction_summary(&entry.interaction, record)
         })
         .collect::<Result<Vec<_>, ViewError>>()?;
-    let timeline = journey
+    let lines = journey
         .journey
         .timeline
-        .lines()
+        .encoded_lines()
         .take(limits.timeline)
+        .collect::<Result<Vec<_>, ViewError>>()?;
+    let mut read = events_of_unwritten_summaries(&lines, events)?;
+    let timeline = lines
+        .into_iter()
         .map(|line| {
-            let line = line?;
             let interaction_id = journey
                 .record
                 .ids
                 .get(line.interaction as usize)
                 .ok_or_else(|| missing("the interaction of a timeline line"))?;
+            let summary = if line.summary.is_empty() {
+                let position = (line.stamp.partition, line.stamp.offset);
+                let event = read
+                    .remove(&position)
+                    .ok_or_else(|| missing("the event of a timeline line"))?;
+                render_event(&event, line.channel)?
+            } else {
+                render(line.summary, line.channel)?
+            };
             Ok(TimelineEntry {
                 at: line.stamp.at.render()?,
                 channel: channel_name(line.channel)?.to_owned(),
                 interaction_id: interaction_id.to_string(),
                 event_type: event_type_name(line.event_type)?.to_owned(),
-                summary: line.summary,
+                summary,
             })
         })
         .collect::<Result<Vec<_>, ViewError>>()?;
@@ -371,6 +406,33 @@ fn journey_entry(journey: &Loaded<'_>, limits: JourneyLimits) -> Result<JourneyE
         interactions,
         timeline,
     })
+}
+
+/// The events of the lines whose summary is read from the log
+/// ([`super::JourneyConfig::summaries_from_log`]), by position: one read of each partition
+/// they are in (a customer's are all in one), none when every summary is in the view.
+fn events_of_unwritten_summaries(
+    lines: &[EncodedLine<'_>],
+    events: &dyn EventSource,
+) -> Result<BTreeMap<(u32, u64), Event>, ViewError> {
+    let mut wanted: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for line in lines.iter().filter(|line| line.summary.is_empty()) {
+        wanted
+            .entry(line.stamp.partition)
+            .or_default()
+            .push(line.stamp.offset);
+    }
+    let mut read = BTreeMap::new();
+    for (partition, offsets) in wanted {
+        let found = events.events(partition, &offsets)?;
+        read.extend(
+            offsets
+                .into_iter()
+                .map(|offset| (partition, offset))
+                .zip(found),
+        );
+    }
+    Ok(read)
 }
 
 fn interaction_summary(

@@ -236,7 +236,9 @@ impl Timeline {
         Ok(at)
     }
 
-    /// The lines, in timeline order, each summary rendered as its sentence.
+    /// The lines, in timeline order, each summary rendered as its sentence (summaries in
+    /// the view only: queries render them with [`Timeline::encoded_lines`]).
+    #[cfg(test)]
     pub fn lines(&self) -> impl Iterator<Item = Result<Line, ViewError>> + '_ {
         self.entries::<EncodedLine<'_>>().map(|entry| {
             let (line, _) = entry?;
@@ -248,6 +250,12 @@ impl Timeline {
                 summary: super::summary::render(line.summary, line.channel)?,
             })
         })
+    }
+
+    /// The lines as stored, in timeline order (see [`EncodedLine`]).
+    pub fn encoded_lines(&self) -> impl Iterator<Item = Result<EncodedLine<'_>, ViewError>> + '_ {
+        self.entries::<EncodedLine<'_>>()
+            .map(|entry| entry.map(|(line, _)| line))
     }
 
     /// The log offsets of the events of the interaction numbered `interaction`, in log
@@ -298,8 +306,9 @@ fn line_error(error: &postcard::Error) -> ViewError {
     }
 }
 
-/// One line of a journey's timeline, as a query reads it (stored as an [`EncodedLine`]:
+/// One line of a journey's timeline, as the tests read it (stored as an [`EncodedLine`]:
 /// the same fields, the summary compact).
+#[cfg(test)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Line {
     pub stamp: Stamp,
@@ -314,14 +323,17 @@ pub(crate) struct Line {
 
 /// A [`Line`] as it is stored: its summary in the compact form the fold writes
 /// (`journey/summary.rs`), borrowed, so that reading a line's place allocates nothing.
+/// Empty where the summary is left to be read from the log
+/// ([`crate::journey::JourneyConfig::summaries_from_log`]): a written summary is never
+/// empty (it starts with its form's byte).
 #[derive(Deserialize)]
-struct EncodedLine<'a> {
-    stamp: Stamp,
-    interaction: u32,
-    channel: u8,
-    event_type: u8,
+pub(crate) struct EncodedLine<'a> {
+    pub stamp: Stamp,
+    pub interaction: u32,
+    pub channel: u8,
+    pub event_type: u8,
     #[serde(borrow)]
-    summary: &'a [u8],
+    pub summary: &'a [u8],
 }
 
 /// A timeline line's fields but its summary: what the fold knows before it writes the

@@ -218,6 +218,15 @@ pub(crate) fn write_verbatim(out: &mut Vec<u8>, text: &str) {
 
 /// The sentence of a summary [`write_parts`] wrote, for a line on the channel whose code
 /// is `channel`.
+/// The sentence of `event`'s timeline line on the channel coded `channel`: what
+/// [`render`] makes of the parts [`write_parts`] writes, for a line whose summary is read
+/// from the log.
+pub(crate) fn render_event(event: &Event, channel: u8) -> Result<String, ViewError> {
+    let mut parts = Vec::new();
+    write_parts(event, &mut parts);
+    render(&parts, channel)
+}
+
 pub(crate) fn render(parts: &[u8], channel: u8) -> Result<String, ViewError> {
     let (&form, mut rest) = parts
         .split_first()
