@@ -40,7 +40,9 @@ pub struct NoLog;
 impl EventSource for NoLog {
     fn events(&self, _partition: u32, _offsets: &[u64]) -> Result<Vec<Event>, ViewError> {
         Err(ViewError::Storage(
-            "this instance has no log to read the interaction's events from".to_owned(),
+            "this instance has no log to read events from (an interaction's, or a journey's \
+             timeline lines')"
+                .to_owned(),
         ))
     }
 }
