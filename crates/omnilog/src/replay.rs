@@ -231,30 +231,30 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 /// Where a replay's views were folded from (its `source.json`); `None`, with a warning, when
-/// that is not recorded or not readable.
+/// that is not recorded or not readable (what the views read from the log is then not
+/// served).
 pub fn read_source(out: &Path) -> Option<Source> {
     let path = out.join(SOURCE_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => match serde_json::from_slice(&bytes) {
             Ok(source) => Some(source),
             Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "cannot read where the views were replayed from; interactions' events are not served");
+                tracing::warn!(path = %path.display(), %error, "cannot read where the views were replayed from; what they read from the log (interactions' events, journeys' timelines) is not served");
                 None
             }
         },
         Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "no record of where the views were replayed from; interactions' events are not served");
+            tracing::warn!(path = %path.display(), %error, "no record of where the views were replayed from; what they read from the log (interactions' events, journeys' timelines) is not served");
             None
         }
     }
 }
 
-/// Opens the log named in a replay's `source.json`, to read it; `None` (with a warning)
-/// when there is none or it cannot be opened: the views are served, interactions' events
-/// are not.
-pub async fn open_source(out: &Path) -> Option<SharedLog> {
-    let source = read_source(out)?;
-    let opened: anyhow::Result<SharedLog> = match &source {
+/// Opens the log a replay's `source.json` names ([`read_source`]), to read it; `None` (with
+/// a warning) when it cannot be opened: the views are served, what they read from the log
+/// (interactions' events, the summaries of timelines folded from an embedded log) is not.
+pub async fn open_source(source: &Source) -> Option<SharedLog> {
+    let opened: anyhow::Result<SharedLog> = match source {
         Source::Embedded { log_dir } => EmbeddedLog::open_read_only(log_dir)
             .map(|log| Arc::new(log) as SharedLog)
             .map_err(anyhow::Error::from),
@@ -274,7 +274,7 @@ pub async fn open_source(out: &Path) -> Option<SharedLog> {
     match opened {
         Ok(log) => Some(log),
         Err(error) => {
-            tracing::warn!(?source, %error, "cannot open the log the views were replayed from; interactions' events are not served");
+            tracing::warn!(?source, %error, "cannot open the log the views were replayed from; what they read from it (interactions' events, journeys' timelines) is not served");
             None
         }
     }

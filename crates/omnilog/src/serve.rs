@@ -302,11 +302,12 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
     // The views as the replay folded them: their layout says where their timelines'
     // summaries are, which depends on the log they were folded from (the embedded log's
     // unless recorded otherwise).
-    let summaries_from_log = !matches!(
-        crate::replay::read_source(&config.data_dir),
-        Some(crate::replay::Source::Kafka { .. })
-    );
-    let source = crate::replay::open_source(&config.data_dir).await;
+    let recorded = crate::replay::read_source(&config.data_dir);
+    let summaries_from_log = !matches!(recorded, Some(crate::replay::Source::Kafka { .. }));
+    let source = match &recorded {
+        Some(recorded) => crate::replay::open_source(recorded).await,
+        None => None,
+    };
     let views = ViewRuntime::frozen(
         store,
         views_with(config.reporting.clone(), summaries_from_log),
