@@ -86,6 +86,14 @@ pub enum Source {
     Kafka { brokers: String, partitions: u32 },
 }
 
+impl Source {
+    /// Whether the journey view folded from it leaves its timelines' summaries in the log
+    /// (`JourneyConfig::summaries_from_log`): an embedded log's, read locally by position.
+    pub fn summaries_from_log(&self) -> bool {
+        matches!(self, Source::Embedded { .. })
+    }
+}
+
 /// Opens the embedded log of a data dir to read it, whether or not a server is writing it
 /// (a running server's log is read up to what was durable when it opened).
 pub fn open_log(data_dir: &Path) -> anyhow::Result<SharedLog> {
@@ -126,7 +134,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let all = views_with(
         crate::config::reporting_config(&levels)?,
-        matches!(source, Source::Embedded { .. }),
+        source.summaries_from_log(),
     );
     let chosen: Vec<Arc<dyn Projectable>> = if args.views.is_empty() {
         all

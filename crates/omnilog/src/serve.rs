@@ -303,7 +303,9 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
     // summaries are, which depends on the log they were folded from (the embedded log's
     // unless recorded otherwise).
     let recorded = crate::replay::read_source(&config.data_dir);
-    let summaries_from_log = !matches!(recorded, Some(crate::replay::Source::Kafka { .. }));
+    let summaries_from_log = recorded
+        .as_ref()
+        .is_none_or(crate::replay::Source::summaries_from_log);
     let source = match &recorded {
         Some(recorded) => crate::replay::open_source(recorded).await,
         None => None,

@@ -390,7 +390,9 @@ impl View for JourneyView {
     /// 4: a customer's journeys in one record, the timeline as rendered lines naming
     /// their interaction by number. 5: a journey's facts carry its self-service figures.
     /// 6: a journey's timeline lines are encoded in one buffer. 8 is 7 with each line's
-    /// summary left to be read from the log ([`JourneyConfig::summaries_from_log`]).
+    /// summary left to be read from the log ([`JourneyConfig::summaries_from_log`]): the
+    /// two settings are two layouts, and a change of the records must bump both past every
+    /// number used before (9 and 10 next), so no store is read as the other's.
     fn layout(&self) -> u32 {
         if self.config.summaries_from_log { 8 } else { 7 }
     }

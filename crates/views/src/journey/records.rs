@@ -240,8 +240,8 @@ impl Timeline {
     /// the view only: queries render them with [`Timeline::encoded_lines`]).
     #[cfg(test)]
     pub fn lines(&self) -> impl Iterator<Item = Result<Line, ViewError>> + '_ {
-        self.entries::<EncodedLine<'_>>().map(|entry| {
-            let (line, _) = entry?;
+        self.encoded_lines().map(|line| {
+            let line = line?;
             Ok(Line {
                 stamp: line.stamp,
                 interaction: line.interaction,

@@ -216,8 +216,6 @@ pub(crate) fn write_verbatim(out: &mut Vec<u8>, text: &str) {
     push_form(out, VERBATIM, &[text]);
 }
 
-/// The sentence of a summary [`write_parts`] wrote, for a line on the channel whose code
-/// is `channel`.
 /// The sentence of `event`'s timeline line on the channel coded `channel`: what
 /// [`render`] makes of the parts [`write_parts`] writes, for a line whose summary is read
 /// from the log.
@@ -227,6 +225,8 @@ pub(crate) fn render_event(event: &Event, channel: u8) -> Result<String, ViewErr
     render(&parts, channel)
 }
 
+/// The sentence of a summary [`write_parts`] wrote, for a line on the channel whose code
+/// is `channel`.
 pub(crate) fn render(parts: &[u8], channel: u8) -> Result<String, ViewError> {
     let (&form, mut rest) = parts
         .split_first()
