@@ -6,7 +6,8 @@ build's p50 and p99 answer time (docs/benchmarks.md, "2026-12-06, late night").
     python3 benches/journey_answers.py HISTORY.jsonl CUSTOMERS ROUNDS LABEL=BINARY:REPLAYED ...
 
 REPLAYED is what `BINARY replay --data-dir DIR --out REPLAYED` wrote (each build replays
-into its own directory: the journey view's layout may differ between builds), HISTORY.jsonl
+into its own directory: the journey view's layout may differ between builds, and a view
+store is served by one process at a time), HISTORY.jsonl
 what `omnilog export --data-dir DIR` wrote of the same log. The first CUSTOMERS customer ids
 of the history are asked one after the other, ROUNDS times for each build, the builds
 alternated round by round. Each server listens on a free loopback port and is stopped (by
@@ -60,7 +61,8 @@ def start(binary, replayed):
         except OSError:
             time.sleep(0.1)
     server.kill()
-    sys.exit(f"{binary} did not start serving {replayed}")
+    server.wait(timeout=30)
+    return None
 
 
 def ask(connection, customer):
@@ -79,7 +81,17 @@ def main():
         binary, _, replayed = rest.partition(":")
         builds.append((label, os.path.abspath(binary), replayed))
     customers = customers_of(history, wanted)
-    servers = {label: start(binary, replayed) for label, binary, replayed in builds}
+    servers = {}
+    for label, binary, replayed in builds:
+        started = start(binary, replayed)
+        if started is None:
+            # Stop the servers already started before giving up (each build needs a
+            # REPLAYED of its own: a view store is served by one process at a time).
+            for server, _ in servers.values():
+                server.terminate()
+                server.wait(timeout=30)
+            sys.exit(f"{binary} did not start serving {replayed} (is another process serving it?)")
+        servers[label] = started
     times = {label: [] for label, _, _ in builds}
     answers = {}
     try:
