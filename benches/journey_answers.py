@@ -82,19 +82,16 @@ def main():
         builds.append((label, os.path.abspath(binary), replayed))
     customers = customers_of(history, wanted)
     servers = {}
-    for label, binary, replayed in builds:
-        started = start(binary, replayed)
-        if started is None:
-            # Stop the servers already started before giving up (each build needs a
-            # REPLAYED of its own: a view store is served by one process at a time).
-            for server, _ in servers.values():
-                server.terminate()
-                server.wait(timeout=30)
-            sys.exit(f"{binary} did not start serving {replayed} (is another process serving it?)")
-        servers[label] = started
     times = {label: [] for label, _, _ in builds}
     answers = {}
     try:
+        for label, binary, replayed in builds:
+            started = start(binary, replayed)
+            if started is None:
+                # The servers already started are stopped below (each build needs a
+                # REPLAYED of its own: a view store is served by one process at a time).
+                sys.exit(f"{binary} did not start serving {replayed} (is another process serving it?)")
+            servers[label] = started
         for _ in range(rounds):
             for label, _, _ in builds:
                 connection = servers[label][1]
