@@ -17,7 +17,7 @@
 //! `direct_decoding_equals_prost_decoding`).
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -499,10 +499,10 @@ fn agent_state(bytes: &[u8]) -> Option<Body> {
 /// hash) costs a few comparisons a lookup, not one for each variant seen in the batch.
 #[derive(Debug, Default)]
 pub(crate) struct SharedCustomers {
-    by_bytes: hashbrown::HashTable<(Box<[u8]>, Arc<CustomerRef>)>,
+    /// Each customer decoded, with its bytes and the hash of their [`naming_part`] (kept:
+    /// the table's growth and the count of variants read it instead of hashing again).
+    by_bytes: hashbrown::HashTable<(u64, Box<[u8]>, Arc<CustomerRef>)>,
     hasher: foldhash::fast::FixedState,
-    /// How many entries each hash has (only hashes that have one).
-    variants: HashMap<u64, usize, foldhash::fast::FixedState>,
 }
 
 /// The most customers of one hash (one id, other handles or attributes) a batch shares;
@@ -513,22 +513,25 @@ impl SharedCustomers {
     /// The customer in `value`, decoded once for all equal bytes.
     fn customer(&mut self, value: Value<'_>) -> Option<Arc<CustomerRef>> {
         let bytes = message(value)?;
-        let SharedCustomers {
-            by_bytes,
-            hasher,
-            variants,
-        } = self;
-        let hash = hasher.hash_one(naming_part(bytes));
-        if let Some((_, shared)) = by_bytes.find(hash, |(known, _)| **known == *bytes) {
+        let hash = self.hasher.hash_one(naming_part(bytes));
+        if let Some((_, _, shared)) = self
+            .by_bytes
+            .find(hash, |(kept, known, _)| *kept == hash && **known == *bytes)
+        {
             return Some(shared.clone());
         }
         let decoded = Arc::new(customer(value)?);
-        let kept = variants.entry(hash).or_default();
-        if *kept < VARIANTS_SHARED {
-            *kept += 1;
-            by_bytes.insert_unique(hash, (bytes.into(), decoded.clone()), |(known, _)| {
-                hasher.hash_one(naming_part(known))
-            });
+        let variants = self
+            .by_bytes
+            .iter_hash(hash)
+            .filter(|(kept, _, _)| *kept == hash)
+            .count();
+        if variants < VARIANTS_SHARED {
+            self.by_bytes.insert_unique(
+                hash,
+                (hash, bytes.into(), decoded.clone()),
+                |(kept, _, _)| *kept,
+            );
         }
         Some(decoded)
     }
@@ -743,14 +746,19 @@ mod tests {
             record("0b6c6c2e-3c41-4f5e-9d0e-7d3b1c2a9f12", "k", "sales"),
             record("0b6c6c2e-3c41-4f5e-9d0e-7d3b1c2a9f13", "m", "retail"),
         ];
+        // Decoded in one batch, each event equal to its lone decode.
         let mut decoder = crate::EventDecoder::new();
-        let decoded: Vec<Event> = records
-            .iter()
-            .map(|bytes| decoder.decode(bytes).unwrap())
-            .collect();
-        for (bytes, event) in records.iter().zip(&decoded) {
-            assert_eq!(&crate::decode(bytes).unwrap(), event);
-        }
+        let mut decode_alike = |records: &[Vec<u8>]| -> Vec<Event> {
+            records
+                .iter()
+                .map(|bytes| {
+                    let event = decoder.decode(bytes).unwrap();
+                    assert_eq!(crate::decode(bytes).unwrap(), event);
+                    event
+                })
+                .collect()
+        };
+        let decoded = decode_alike(&records);
         let customer = |n: usize| decoded[n].customer.as_ref().unwrap();
         assert!(
             Arc::ptr_eq(customer(0), customer(1)),
@@ -769,13 +777,7 @@ mod tests {
             record("0b6c6c2e-3c41-4f5e-9d0e-7d3b1c2a9f21", &long('b'), "retail"),
             record("0b6c6c2e-3c41-4f5e-9d0e-7d3b1c2a9f22", &long('a'), "retail"),
         ];
-        let decoded: Vec<Event> = records
-            .iter()
-            .map(|bytes| decoder.decode(bytes).unwrap())
-            .collect();
-        for (bytes, event) in records.iter().zip(&decoded) {
-            assert_eq!(&crate::decode(bytes).unwrap(), event);
-        }
+        let decoded = decode_alike(&records);
         let customer = |n: usize| decoded[n].customer.as_ref().unwrap();
         assert!(Arc::ptr_eq(customer(0), customer(2)), "equal long ids");
         assert!(!Arc::ptr_eq(customer(0), customer(1)), "long ids apart");
@@ -793,14 +795,7 @@ mod tests {
             })
             .collect();
         let again = record("0b6c6c2e-3c41-4f5e-9d0e-7d3b1c2affff", "v", "s0");
-        let decoded: Vec<Event> = records
-            .iter()
-            .chain([&again])
-            .map(|bytes| decoder.decode(bytes).unwrap())
-            .collect();
-        for (bytes, event) in records.iter().chain([&again]).zip(&decoded) {
-            assert_eq!(&crate::decode(bytes).unwrap(), event);
-        }
+        let decoded = decode_alike(&[records.clone(), vec![again]].concat());
         assert!(
             Arc::ptr_eq(
                 decoded[0].customer.as_ref().unwrap(),
