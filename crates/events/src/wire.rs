@@ -17,8 +17,7 @@
 //! `direct_decoding_equals_prost_decoding`).
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
-use std::hash::BuildHasher;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -488,63 +487,21 @@ fn agent_state(bytes: &[u8]) -> Option<Body> {
 /// decoded, that was nine allocations an event, and a tenth of a replay's instructions
 /// with their frees (`valgrind --tool=callgrind omnilog replay` of the 200k history). Equal
 /// bytes decode to equal customers, so sharing one changes nothing anybody can see.
-///
-/// Found by a hash of the customer's id field alone ([`naming_part`]), then compared whole:
-/// hashed whole, a customer's bytes (its handles and attributes too, about 120 bytes in
-/// the bench's history) were hashed at every event, 26M instructions of the decoder's 485M
-/// in `valgrind --tool=callgrind --separate-threads=yes omnilog replay` of the 200k
-/// history. The bytes of one id differ only when its handles or attributes change, so a
-/// hash is shared by a few entries; at most [`VARIANTS_SHARED`] of them are kept, so that
-/// a customer whose attributes change at every event (each bytes of its own under one
-/// hash) costs a few comparisons a lookup, not one for each variant seen in the batch.
 #[derive(Debug, Default)]
 pub(crate) struct SharedCustomers {
-    /// Each customer decoded, with its bytes and the hash of their [`naming_part`] (kept:
-    /// the table's growth and the count of variants read it instead of hashing again).
-    by_bytes: hashbrown::HashTable<(u64, Box<[u8]>, Arc<CustomerRef>)>,
-    hasher: foldhash::fast::FixedState,
+    by_bytes: HashMap<Box<[u8]>, Arc<CustomerRef>, foldhash::fast::FixedState>,
 }
-
-/// The most customers of one hash (one id, other handles or attributes) a batch shares;
-/// further ones are decoded for their event alone.
-const VARIANTS_SHARED: usize = 8;
 
 impl SharedCustomers {
     /// The customer in `value`, decoded once for all equal bytes.
     fn customer(&mut self, value: Value<'_>) -> Option<Arc<CustomerRef>> {
         let bytes = message(value)?;
-        let hash = self.hasher.hash_one(naming_part(bytes));
-        if let Some((_, _, shared)) = self
-            .by_bytes
-            .find(hash, |(kept, known, _)| *kept == hash && **known == *bytes)
-        {
+        if let Some(shared) = self.by_bytes.get(bytes) {
             return Some(shared.clone());
         }
         let decoded = Arc::new(customer(value)?);
-        let variants = self
-            .by_bytes
-            .iter_hash(hash)
-            .filter(|(kept, _, _)| *kept == hash)
-            .count();
-        if variants < VARIANTS_SHARED {
-            self.by_bytes.insert_unique(
-                hash,
-                (hash, bytes.into(), decoded.clone()),
-                |(kept, _, _)| *kept,
-            );
-        }
+        self.by_bytes.insert(bytes.into(), decoded.clone());
         Some(decoded)
-    }
-}
-
-/// The part of a customer's bytes that names it: its id field as the encoder writes it,
-/// first (the field's key, a one-byte length and the id); the whole bytes when they start
-/// otherwise (no id, a long one, another order). What is hashed always holds the whole id,
-/// so customers of different ids share a hash only by chance.
-fn naming_part(bytes: &[u8]) -> &[u8] {
-    match bytes {
-        [0x0a, len, ..] if *len < 0x80 => bytes.get(..2 + usize::from(*len)).unwrap_or(bytes),
-        _ => bytes,
     }
 }
 
@@ -769,8 +726,7 @@ mod tests {
         assert_eq!(customer(2).attributes["segment"], "sales");
         assert_eq!(customer(3).id.as_deref(), Some("m"));
 
-        // Ids of 128 bytes or more (a two-byte length) are hashed with the whole bytes:
-        // long ids alike but for their last byte stay apart, equal ones are shared.
+        // Long ids alike but for their last byte stay apart, equal ones are shared.
         let long = |last: char| format!("{}{last}", "tenant-0001/customer/".repeat(8));
         let records = [
             record("0b6c6c2e-3c41-4f5e-9d0e-7d3b1c2a9f20", &long('a'), "retail"),
@@ -783,10 +739,10 @@ mod tests {
         assert!(!Arc::ptr_eq(customer(0), customer(1)), "long ids apart");
         assert_eq!(customer(1).id.as_deref(), Some(long('b').as_str()));
 
-        // One id whose attributes change at every event: each event's customer is its own
-        // and decodes as alone, past the variants a batch shares as well.
-        let records: Vec<Vec<u8>> = (0..3 * VARIANTS_SHARED)
-            .map(|n| {
+        // One id whose attributes change at every event: each event's customer decodes as
+        // alone, and equal bytes seen again are shared.
+        let records: Vec<Vec<u8>> = (0..24)
+            .map(|n: u32| {
                 record(
                     &format!("0b6c6c2e-3c41-4f5e-9d0e-7d3b1c2a{n:04}"),
                     "v",
@@ -801,32 +757,8 @@ mod tests {
                 decoded[0].customer.as_ref().unwrap(),
                 decoded.last().unwrap().customer.as_ref().unwrap()
             ),
-            "a variant kept is shared"
+            "equal bytes seen again"
         );
-        let mut shared = SharedCustomers::default();
-        for bytes in &records {
-            decode_canonical(bytes, Some(&mut shared)).unwrap();
-        }
-        assert_eq!(
-            shared.by_bytes.len(),
-            VARIANTS_SHARED,
-            "variants kept of one id"
-        );
-    }
-
-    #[test]
-    fn a_customer_is_hashed_by_its_id_field_when_it_comes_first() {
-        let short = [&[0x0a, 3][..], b"abc", &[0x12, 2, b'x', b'y']].concat();
-        assert_eq!(naming_part(&short), &short[..5]);
-        // A length of two bytes, another field first, no id, or a length past the end:
-        // the whole bytes.
-        let long = [&[0x0a, 0x80, 0x01][..], &[b'a'; 128]].concat();
-        assert_eq!(naming_part(&long), &long[..]);
-        let handles_first = [0x12, 2, b'x', b'y'];
-        assert_eq!(naming_part(&handles_first), &handles_first[..]);
-        assert_eq!(naming_part(&[]), &[] as &[u8]);
-        let cut = [0x0a, 9, b'a'];
-        assert_eq!(naming_part(&cut), &cut[..]);
     }
 
     /// Nanoseconds the conversion must treat as chrono does: none, the extremes of a
