@@ -9,7 +9,9 @@ HISTORY.jsonl is what `omnilog export --topics all` writes (for instance of a lo
 `omnilog bench --events 1000000 --keep DIR --log-only`). The server runs in a scratch data
 dir with strict readiness (`OMNILOG_READY_MAX_LAG_SECS=0`): `/readyz` answers 200 only
 once every view has folded the whole log, so the CPU time read then covers all the folding.
-Requests carry 1,000 events each; CLIENTS (default 8) send at once.
+Requests carry 1,000 events each; CLIENTS (default 8) send at once. With SERVE_LOAD_KEEP
+set, the server's data dir is kept (its path printed), for instance for
+`benches/segment_batches.py DIR/log/0000000001.seg`.
 """
 
 import http.client
@@ -78,7 +80,10 @@ def main():
     finally:
         server.terminate()
         server.wait()
-        shutil.rmtree(data, ignore_errors=True)
+        if os.environ.get("SERVE_LOAD_KEEP"):
+            print(f"the server's data dir is kept: {data}")
+        else:
+            shutil.rmtree(data, ignore_errors=True)
 
 
 def wait_for(port, path, seconds):
