@@ -411,7 +411,7 @@ fn journey_entry(
 }
 
 /// The events of the lines whose summary is read from the log
-/// ([`super::JourneyConfig::summaries_from_log`]), by position: one read of each partition
+/// ([`super::JourneyConfig::summaries_from_log`]), by position: one `events` call a partition
 /// they are in (a customer's are all in one), none when every summary is in the view.
 fn events_of_unwritten_summaries(
     lines: &[EncodedLine<'_>],
