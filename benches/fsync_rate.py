@@ -3,7 +3,7 @@
 writes of 1 MiB, then `fsync`s it, three times each way; the second way asks the kernel to
 start writing back every 8 MiB as it goes (`posix_fadvise(POSIX_FADV_DONTNEED)` on the range
 written since the last request, what `crates/store/src/writeback.rs` does), see
-docs/benchmarks.md, "2026-12-05, late morning".
+docs/benchmarks-journal.md, "2026-12-05, late morning".
 
     python3 benches/fsync_rate.py [DIR]
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Splits a heaptrack profile's peak heap by the view whose code made each allocation
-(docs/benchmarks.md, "2026-12-03, afternoon").
+(docs/benchmarks-journal.md, "2026-12-03, afternoon").
 
     heaptrack -o PROFILE target/release/omnilog replay --data-dir DIR --out OUT
     heaptrack_print -f PROFILE.zst --flamegraph-cost-type peak -F PEAK.txt

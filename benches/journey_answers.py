@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Serves replayed views read-only with several builds and asks each the journeys of the same
 customers: says whether every build answered every customer with the same JSON, and each
-build's p50 and p99 answer time (docs/benchmarks.md, "2026-12-06, late night").
+build's p50 and p99 answer time (docs/benchmarks-journal.md, "2026-12-06, late night").
 
     python3 benches/journey_answers.py HISTORY.jsonl CUSTOMERS ROUNDS LABEL=BINARY:REPLAYED ...
 

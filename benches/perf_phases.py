@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Splits a `perf record --call-graph dwarf` profile of `omnilog serve` into the parts of
-the write and read paths (docs/benchmarks.md, "2026-12-03"): each sample is counted once,
+the write and read paths (docs/benchmarks-journal.md, "2026-12-03"): each sample is counted once,
 under the first part whose functions its stack holds, in the order below.
 
     perf record -F 299 --call-graph dwarf,32768 -p SERVER_PID -o perf.data -- sleep 3

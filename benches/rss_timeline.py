@@ -2,7 +2,7 @@
 """Runs a command, samples its resident memory every 10 ms (`/proc/PID/status`) and keeps
 its log lines (stderr) with their times, then prints the peak, the samples of the second
 around it, and the log lines of the three seconds around it: what was happening when the
-memory peaked (docs/benchmarks.md, "2026-12-04").
+memory peaked (docs/benchmarks-journal.md, "2026-12-04").
 
     RUST_LOG=omnilog_projector=debug python3 benches/rss_timeline.py COMMAND [ARGS...]
 

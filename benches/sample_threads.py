@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Runs a command and samples its threads every 5 ms (`/proc/PID/task/*/stat`): how many
-are runnable, and which one ran alone when only one did (docs/benchmarks.md).
+are runnable, and which one ran alone when only one did (docs/benchmarks-journal.md).
 
     python3 benches/sample_threads.py [--tail SECONDS] STEP_SECONDS COMMAND [ARGS...]
 
@@ -9,7 +9,7 @@ DIR --out OUT`. Prints, per STEP_SECONDS, the mean count of runnable threads and
 with one or none runnable (by the thread's name), then those over the whole run as shares of
 the samples. With `--tail SECONDS` it samples every 2 ms and first prints each sample of the
 run's last SECONDS: the threads running (`:R`) and those waiting on the disk (`:D`), which is
-how docs/benchmarks.md ("2026-12-05, early morning") reads a replay's last checkpoints. The
+how docs/benchmarks-journal.md ("2026-12-05, early morning") reads a replay's last checkpoints. The
 sampler takes CPU of its own: compare runs sampled alike.
 """
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reads a scheduler trace and prints, per time slice, how many cores the process's threads
 kept busy and which ran most; then the waits longer than a threshold, with the kernel
-stack each thread slept on (docs/benchmarks.md, "2026-12-05, afternoon").
+stack each thread slept on (docs/benchmarks-journal.md, "2026-12-05, afternoon").
 
     perf record -e sched:sched_switch -g -o TRACE COMMAND [ARGS...]
     perf script -i TRACE -F comm,tid,time,trace,ip,sym > TRACE.txt

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reads an embedded log's segment file and prints its batches: how many, over how many
 partitions, the median records and bytes (decompressed and stored) of a batch, and the
-decompressed bytes in all (docs/benchmarks.md, "2026-12-06, night again"). Only the frame
+decompressed bytes in all (docs/benchmarks-journal.md, "2026-12-06, night again"). Only the frame
 and batch headers are read (the layout is in crates/log/src/embedded/format.rs).
 
     python3 benches/segment_batches.py DIR/log/0000000001.seg

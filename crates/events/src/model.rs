@@ -320,7 +320,7 @@ pub enum Destination {
 /// under 24 bytes ("voice-1-00000049", "testkit", "1:52"), they are held inline, so that
 /// decoding an event from the log does not allocate and free three strings (three of the
 /// four strings an event of the bench's history decodes: `valgrind --tool=callgrind
-/// omnilog replay` of 200k events, see docs/benchmarks.md). They read as `&str`
+/// omnilog replay` of 200k events, see docs/benchmarks-journal.md). They read as `&str`
 /// (`as_deref`) and are made from one with `into`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {

@@ -191,7 +191,7 @@ thread_local! {
 /// on this thread when it fell on the same day: a batch's events fall on a few days, and
 /// the calendar arithmetic of a day's number, with the general field loop, was a third of
 /// a time's decoding (two times an event, 150 instructions each, in `valgrind
-/// --tool=callgrind omnilog replay` of the 200k history; docs/benchmarks.md).
+/// --tool=callgrind omnilog replay` of the 200k history; docs/benchmarks-journal.md).
 fn timestamp(seconds: i64, nanos: u32) -> Option<DateTime<Utc>> {
     let day = seconds.div_euclid(86_400);
     let time = NaiveTime::from_num_seconds_from_midnight_opt(

@@ -25,7 +25,7 @@
 //! waiting between them for the sequencer. The chain makes that safe: when the log
 //! refuses a group it refuses the one behind it too, and the sequencer takes both back.
 //! Ingest of 1,000-event requests went from 130.7k to 147.9k events/s (`omnilog bench`,
-//! stage d, medians of three alternated runs; docs/benchmarks.md).
+//! stage d, medians of three alternated runs; docs/benchmarks-journal.md).
 
 mod recent;
 pub mod token;

@@ -15,7 +15,7 @@
 //! It was one `HashMap<Uuid, Remembered>` and a queue of the ids in order: 40-byte entries in
 //! 2^21 buckets for a million ids, 84 MB probed at random three times for every event (to
 //! look the id up, to add it, to evict the oldest), the largest leaf of a 1M load's server
-//! (`perf record` of `benches/serve_load.py`, docs/benchmarks.md). The ring is written in
+//! (`perf record` of `benches/serve_load.py`, docs/benchmarks-journal.md). The ring is written in
 //! turn; the table's 16 MB (and 2 MB of control bytes) take the probes.
 //!
 //! # Staged groups

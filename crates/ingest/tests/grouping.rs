@@ -4,7 +4,7 @@
 //! from the plain group commit: here both take 2 appends for the 12 requests, and a test
 //! cannot hold the runtime's timing still enough to show the difference. What the
 //! gathering saves under real load is measured by `omnilog bench` (stage d, one event a
-//! request) under `strace -c`: see docs/benchmarks.md.
+//! request) under `strace -c`: see docs/benchmarks-journal.md.
 
 mod common;
 

@@ -97,7 +97,7 @@ pub struct LogRecord {
     /// The key it was appended with, as bytes (a Kafka record's key is bytes), in the
     /// buffer the record was read into: a string of its own, checked as UTF-8, made and
     /// let go for every record read, was an allocation on a reading thread and a free on
-    /// the decoding one (see docs/benchmarks.md, "2026-12-05, day").
+    /// the decoding one (see docs/benchmarks-journal.md, "2026-12-05, day").
     pub key: bytes::Bytes,
     pub event_id: uuid::Uuid,
     pub payload: bytes::Bytes,

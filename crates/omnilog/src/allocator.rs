@@ -18,7 +18,7 @@
 //!   10M events peaked at 178.9, 189.7 and 180.4 MB against 192.6, 188.9 and 194.5 MB at
 //!   one second (1M: 156.6, 161.0 and 156.0 against 157.0, 163.0 and 160.3 MB), 1.15 times
 //!   the 1M median where one second gave 1.20 (and 1.25 in an earlier set), in the same
-//!   time; at ten seconds 10M peaked at 216 MB (docs/benchmarks.md, "2026-12-06, evening").
+//!   time; at ten seconds 10M peaked at 216 MB (docs/benchmarks-journal.md, "2026-12-06, evening").
 //! - `background_thread:true`: jemalloc's own threads give back what has decayed. Without
 //!   them a thread gives memory back only when it allocates or frees, so a server's
 //!   threads that went idle after a burst kept what they had freed (the check of

@@ -134,7 +134,7 @@ fn export_history(data_dir: &std::path::Path, file: &std::path::Path) -> anyhow:
 /// the next seconds on a file system mounted with `discard`, as this machine's root is,
 /// and that stalls every `fdatasync` meanwhile: a probe syncing 4 KiB every 2 ms peaked at
 /// 47 to 196 ms each second for 12 s after a 1.5 GB file was deleted, at 70 to 88 ms for
-/// 11 s after the peer script ended, and under 5 ms otherwise (docs/benchmarks.md). Stage
+/// 11 s after the peer script ended, and under 5 ms otherwise (docs/benchmarks-journal.md). Stage
 /// (e) measures omnilog's latency, not that aftermath.
 fn wait_for_quiet_disk(dir: &std::path::Path) -> anyhow::Result<Duration> {
     use std::io::{Seek, Write};
@@ -372,7 +372,7 @@ async fn fold_each_in_memory(
 /// this rate, whatever the store costs. Only about: this fold holds every record of the
 /// history at once, where a replay holds one pass's, so on a long history its records miss
 /// the processor's caches more often than a replay's do (at 1M events (c) reached 82 to
-/// 94 % of twice this rate; docs/benchmarks.md, "2026-12-06, late morning").
+/// 94 % of twice this rate; docs/benchmarks-journal.md, "2026-12-06, late morning").
 /// Returns the events folded and how many views (the identity view aside) folded them.
 async fn fold_all_in_memory(log: &SharedLog, ends: &Ends) -> anyhow::Result<(u64, usize)> {
     let mut folds: Vec<Box<dyn InMemoryFold>> = standard_views()
@@ -661,7 +661,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }));
     let one_thread = fold_all_row("b", "", &log, &ends).await?;
     // What bounds (c) below the store: the views' folds on one thread, doubled for two
-    // cores (docs/benchmarks.md, "2026-12-06, late morning").
+    // cores (docs/benchmarks-journal.md, "2026-12-06, late morning").
     let one_thread_rate = one_thread.rate();
     rows.push(one_thread);
 
@@ -805,7 +805,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     writeln!(out, "  ingest stages done")?;
     // The view store's compactions after (d) delete files, which a `discard` mount trims
     // over the next seconds, stalling every `fdatasync` meanwhile: p99 of 56 and 161 ms in
-    // two of three runs without this wait (docs/benchmarks.md, "2026-12-03, afternoon"),
+    // two of three runs without this wait (docs/benchmarks-journal.md, "2026-12-03, afternoon"),
     // from (d)'s aftermath, not from 500 events a second.
     quiet_disk(scratch.path(), &mut out).await?;
 
@@ -1003,7 +1003,7 @@ async fn post_all(base: &str, bodies: Vec<Bytes>, clients: usize) -> anyhow::Res
 /// generator's CPU under one-event requests, and through hyper's own connection (a task of
 /// its own that each request was handed to, its answer handed back) the load generator
 /// still took a tenth of all samples in user space (`perf record` of stage d, see
-/// docs/benchmarks.md).
+/// docs/benchmarks-journal.md).
 struct LoadConnection {
     stream: tokio::net::TcpStream,
     address: String,

@@ -31,7 +31,7 @@ use clap::{Parser, Subcommand};
 /// through the API, six alternated pairs: server CPU 6.85 to 7.63 s (median 7.28) against
 /// 6.96 to 10.21 s (8.9), every view caught up at 3.77 to 4.16 s against 3.79 to 5.51 s,
 /// peak RSS 663 to 686 MB against 746 to 931 MB; seven alternated 1M replays: median 1.91 s
-/// against 1.96 s, the same within the noise (docs/benchmarks.md, "2026-12-04, night").
+/// against 1.96 s, the same within the noise (docs/benchmarks-journal.md, "2026-12-04, night").
 /// Its options are in [`allocator`].
 #[cfg(feature = "jemalloc")]
 #[global_allocator]

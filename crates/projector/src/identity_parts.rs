@@ -4,7 +4,7 @@
 //! Why: the identity view holds every customer and handle of the history, so folded whole
 //! beside the views' passes it was the one state of a replay that grew with the history:
 //! 65.6 MB of the 145 MB heap peak of a 10M-event replay, 7.3 MB at 1M (heaptrack, see
-//! docs/benchmarks.md). Its rules are mins, maxes and unions, so a view folded from some
+//! docs/benchmarks-journal.md). Its rules are mins, maxes and unions, so a view folded from some
 //! events that absorbs views folded from the others is the view of all of them
 //! ([`IdentityView::absorb_saved_bytes`]). Folded in parts of at most
 //! [`crate::replay::ReplayOptions::identity_part_entries`] customers and handles, the

@@ -90,7 +90,7 @@ pub fn decode_all_into(records: Vec<LogRecord>, decoded: &mut Vec<Decoded>) {
 /// A batch's vector is a block of megabytes (8,192 decoded events in a replay), which the
 /// allocator returns to the system once it is freed: taken fresh for each batch, its pages
 /// were faulted in afresh each time (a quarter of a 1M-event replay's page faults, `perf
-/// record -e page-faults`; see docs/benchmarks.md, "2026-12-03, morning").
+/// record -e page-faults`; see docs/benchmarks-journal.md, "2026-12-03, morning").
 #[derive(Debug)]
 pub(crate) struct SpareDecoded {
     spare: Vec<Vec<Decoded>>,
@@ -681,7 +681,7 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     /// checkpoint, and one that the store held back (fjall stops writes that are not
     /// ingestions while 30 runs wait in its first level) let them run on without bound:
     /// `omnilog replay --view journey --cache-mb 32` of 10M events peaked at 731 MB, and
-    /// at 507 MB with the wait (docs/benchmarks.md, "2026-12-02, evening").
+    /// at 507 MB with the wait (docs/benchmarks-journal.md, "2026-12-02, evening").
     fn must_wait_for_checkpoint(&self) -> bool;
 
     /// Whether anything was folded since the last checkpoint.

@@ -167,7 +167,7 @@ pub const MIN_RECORDS_PER_PASS: u64 = 65_536;
 /// in one: its first pass reads the whole partition to fold half of it, while the views
 /// wait. A 1M replay (partitions of about 83,000 records) took 1.50
 /// to 1.71 s in passes of 65,536 records, against 1.33 to 1.42 s in one pass a partition
-/// (docs/benchmarks.md, "2026-12-04, evening"): by default a pass is not made smaller.
+/// (docs/benchmarks-journal.md, "2026-12-04, evening"): by default a pass is not made smaller.
 pub const SPILLED_PASS_RECORDS: u64 = 98_304;
 
 impl ReplayOptions {
@@ -673,7 +673,7 @@ impl PassSource {
                 // kept holds on to the whole of each batch it was read from (its payloads
                 // share the batch's buffer), and a fuller batch kept that many more alive
                 // (a 10M replay in four passes peaked at 582 and 603 MB against 477 and
-                // 481 MB without spilling: docs/benchmarks.md, "2026-12-04, afternoon").
+                // 481 MB without spilling: docs/benchmarks-journal.md, "2026-12-04, afternoon").
                 while kept.is_empty() {
                     let records = log.scan_next(scan, max).await?;
                     if records.is_empty() {
@@ -692,7 +692,7 @@ impl PassSource {
             // As many a batch as a read of the log gave the first share (a share of it):
             // decoded, a batch weighs several times its records, and each view's channel
             // holds a few (full batches of 8,192 took a 10M replay in four passes from 477
-            // and 491 MB to 561 and 568 MB: docs/benchmarks.md, "2026-12-04, afternoon").
+            // and 491 MB to 561 and 568 MB: docs/benchmarks-journal.md, "2026-12-04, afternoon").
             PassSource::Spilled { spill, shares } => {
                 Ok(spill.read(max.div_ceil(*shares as usize))?)
             }
@@ -847,7 +847,7 @@ const ENCODED_AHEAD_SHARE: usize = 16;
 /// same hourly figures were encoded, sorted, written and read back once a pass and added
 /// up record by record at the end: in `valgrind --tool=callgrind --separate-threads=yes
 /// omnilog replay` of 1M events (twelve passes), 6 % of the instructions, most of it in
-/// the reports' last checkpoint, after every fold was done (docs/benchmarks.md,
+/// the reports' last checkpoint, after every fold was done (docs/benchmarks-journal.md,
 /// "2026-12-05, night").
 pub const SUMS_HELD_SHARE: usize = 4;
 

@@ -101,7 +101,7 @@ fn keyspace_options() -> KeyspaceCreateOptions {
 /// a partition), the blocks held by a compaction were 70 MB of the heap's 380 MB peak. Peak
 /// RSS of `/usr/bin/time omnilog replay` on the same history, alternated runs: 465, 482
 /// and 489 MB at 16 MiB, 519 and 530 MB at 32 MiB, 556 and 558 MB at 64 MiB, in 16.8 to
-/// 17.9 s each (docs/benchmarks.md, "2026-12-04, morning").
+/// 17.9 s each (docs/benchmarks-journal.md, "2026-12-04, morning").
 const REPLAY_TABLE_BYTES: u64 = 16 * 1024 * 1024;
 
 fn replay_keyspace_options() -> KeyspaceCreateOptions {

@@ -31,7 +31,7 @@ use rustix::fs::{Advice, fadvise};
 /// ms, and its final sync waited on the disk for the last 8 MiB with both cores idle
 /// (`perf record -e sched:sched_switch`, `benches/sched_timeline.py`); fifteen alternated
 /// `omnilog replay` runs of the 200k history (`benches/alternate_replays.py`): median 340 ms
-/// at 8 MiB, 332 ms at 1 MiB (docs/benchmarks.md, "2026-12-05, afternoon").
+/// at 8 MiB, 332 ms at 1 MiB (docs/benchmarks-journal.md, "2026-12-05, afternoon").
 const WRITEBACK_STEP: u64 = 1024 * 1024;
 
 /// Asks the kernel to write an ingestion's new tables back as they grow.

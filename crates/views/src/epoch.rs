@@ -6,7 +6,7 @@
 //! chrono computes the number of the date's day from its year and ordinal each time: about
 //! 35M instructions of the views' workers in `valgrind --tool=callgrind omnilog replay` of
 //! the 200k history, and the replay's total went from 1,984.6M to 1,954.8M with this module
-//! (docs/benchmarks.md). A fold's events fall on a few days, so the day is nearly always
+//! (docs/benchmarks-journal.md). A fold's events fall on a few days, so the day is nearly always
 //! the one before. The cache is a pure function's memo: what it answers does not depend on
 //! what came before, so folds stay pure.
 

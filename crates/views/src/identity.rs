@@ -326,7 +326,7 @@ fn push_side<T>(table: &mut Vec<T>, entry: T) -> u32 {
 /// others keep the rest in a [`HandleExtra`] of their own. Held whole for every handle
 /// (88 bytes with a link and a set of claimants, against 36; a customer's state was 80
 /// bytes with its merges, against 32), the identity view was about a tenth of a 10M-event
-/// replay's peak heap (`heaptrack omnilog replay`, see docs/benchmarks.md).
+/// replay's peak heap (`heaptrack omnilog replay`, see docs/benchmarks-journal.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct HandleState {
     /// The earliest implicit claim.
@@ -868,7 +868,7 @@ impl IdentityView {
                     // nearly all come this way: claimed one by one, they were a third of
                     // the identity view's fold (`valgrind --tool=callgrind
                     // --separate-threads=yes omnilog replay` of the 200k history,
-                    // docs/benchmarks.md).
+                    // docs/benchmarks-journal.md).
                     if !explicit && key >= remembered.since {
                         return;
                     }
@@ -880,7 +880,7 @@ impl IdentityView {
                     // array on the stack: a customer has a handle or two. As a `SmallVec`
                     // (made, iterated by value and dropped), the copy took about 100
                     // instructions an event (`valgrind --tool=callgrind omnilog replay` of
-                    // the 200k history, docs/benchmarks.md).
+                    // the 200k history, docs/benchmarks-journal.md).
                     let count = remembered.handles.len();
                     let mut inline = [0; COPIED_HANDLES];
                     let spilled: Vec<HandleIx>;

@@ -117,7 +117,7 @@ pub struct JourneyConfig {
     /// ([`EventSource`]). For a log that reads an event by position locally (the embedded
     /// log: an index lookup and one read): the summary is then not written at every event,
     /// nor held, encoded and stored with every record, which was about a tenth of a replay's
-    /// CPU (docs/benchmarks.md, "2026-12-06, evening"). Not for Kafka, where each position is
+    /// CPU (docs/benchmarks-journal.md, "2026-12-06, evening"). Not for Kafka, where each position is
     /// a fetch from a broker and a customer's events lie far apart: the agent desktop's main
     /// query would wait on a round trip per event ("2026-12-05, midday"). The two keep
     /// different records (the view's layout says which), and answer alike.
@@ -1025,7 +1025,7 @@ fn excerpt(text: &str) -> Cow<'_, str> {
 /// Read eight bytes at a time, each word tested for all of it at once: as one test after
 /// another over the text (`contains("  ")`, `is_ascii`, ...), excerpts took 29.9M
 /// instructions of the journey's worker instead of 17.0M (`valgrind --tool=callgrind
-/// --separate-threads=yes omnilog replay` of the 200k history; `docs/benchmarks.md`). A
+/// --separate-threads=yes omnilog replay` of the 200k history; `docs/benchmarks-journal.md`). A
 /// plain loop over the bytes was slower than those tests (the same docs).
 fn is_plain(text: &str) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;

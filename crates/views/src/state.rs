@@ -92,7 +92,7 @@ impl OwnKey<str> for Id {
 /// allocation of its own (48 more with jemalloc, as with mimalloc before it), made and
 /// freed for every key a fold inserts and a replay lets go. It hashes, compares and encodes
 /// as the same text in a `String` does, so stored records and keys are unchanged. (The
-/// replay's time moved within its noise, its peak a little: `docs/benchmarks.md`,
+/// replay's time moved within its noise, its peak a little: `docs/benchmarks-journal.md`,
 /// "2026-12-02".)
 ///
 /// A newtype for its `Clone`, which copies the bytes at once: `SmallString`'s clones them
@@ -139,7 +139,7 @@ impl Ord for Id {
 /// few to a few dozen ids that mostly share a long prefix (`chat-1-00000049`): those
 /// comparisons were about 4 % of a replay's instructions (82M of 1,960M, `valgrind
 /// --tool=callgrind --separate-threads=yes omnilog replay` of the 200k history; see
-/// docs/benchmarks.md).
+/// docs/benchmarks-journal.md).
 #[derive(Debug, ref_cast::RefCast)]
 #[repr(transparent)]
 pub struct IdKey(str);
@@ -834,7 +834,7 @@ impl EncodingInOrder {
     /// walk over it, encoded into a vector of its own and copied into the writer's buffer:
     /// the four partition-local views' pass-end encoding took 166.0M instructions instead
     /// of 139.5M (`valgrind --tool=callgrind --separate-threads=yes omnilog replay` of the
-    /// 200k history, `docs/benchmarks.md`).
+    /// 200k history, `docs/benchmarks-journal.md`).
     pub fn next_into(&mut self, out: &mut Vec<u8>) -> Option<Result<(usize, bool), ViewError>> {
         let (key, part, item) = self.take_next()?;
         out.extend_from_slice(&key);
@@ -2186,7 +2186,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     /// The map keeps its capacity: the next partition's records take about as many slots,
     /// and a map shrunk at each pass grew back through every doubling in the next (the
     /// rehashes were 6 % of the journey worker's page faults in a 1M replay, `perf record
-    /// -e page-faults`; see docs/benchmarks.md).
+    /// -e page-faults`; see docs/benchmarks-journal.md).
     pub fn partition_done(&mut self, let_go: bool) {
         if let_go {
             self.let_go_all_clean(false);

@@ -1252,7 +1252,7 @@ impl EventLog for EmbeddedLog {
     /// replay's first pass starts. A log larger than that is left alone, since reading it
     /// all in would only push out what the replay needs next. At 10M events (901 MB of
     /// segments, which `cat` reads cold in 1.2 s), replays with the page cache dropped
-    /// first took 31.2 and 32.0 s with it, 32.4 and 33.4 s without (docs/benchmarks.md).
+    /// first took 31.2 and 32.0 s with it, 32.4 and 33.4 s without (docs/benchmarks-journal.md).
     fn prefetch(&self) {
         let files: Vec<Arc<File>> = self
             .shared

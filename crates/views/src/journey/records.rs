@@ -20,7 +20,7 @@
 //! query reads one record and nothing else, whichever backend holds the log. (Rendered
 //! from the log at query time instead, a 1M replay ran 14 % faster, but on Kafka each
 //! range of a customer's scattered events is a seek and a fetch from the broker: see
-//! docs/benchmarks.md, "2026-12-05, midday".) An interaction
+//! docs/benchmarks-journal.md, "2026-12-05, midday".) An interaction
 //! keeps the log offsets of its events: `GET /v1/interactions/{id}` reads its events from
 //! the log, the only copy of them.
 //!
@@ -188,7 +188,7 @@ impl Timeline {
     /// Puts the line of `head` whose summary `write_summary` appends (UTF-8) in its place,
     /// as [`Timeline::add`] does. The fold writes each event's summary straight into the
     /// timeline this way: built as a string first, every line was allocated, copied and
-    /// freed once more (`valgrind --tool=callgrind omnilog replay`, see docs/benchmarks.md).
+    /// freed once more (`valgrind --tool=callgrind omnilog replay`, see docs/benchmarks-journal.md).
     pub fn add_with(
         &mut self,
         head: &LineHead,

@@ -6,7 +6,7 @@
 //! Written as the sentence, a summary repeated its words on every line ("message from ",
 //! "assigned to "): the lines were about half of the journey view's bytes, and every byte
 //! of them was copied and written again by each checkpoint, run and table a replay writes
-//! (a 1M replay without lines at all used 15 % less CPU; docs/benchmarks.md, "2026-12-05,
+//! (a 1M replay without lines at all used 15 % less CPU; docs/benchmarks-journal.md, "2026-12-05,
 //! late evening"). Only the fold writes summaries and only [`render`] reads them, so the
 //! sentences are the same as before; the journey view's layout number changed with them,
 //! so a store of the old lines is rebuilt, never misread.

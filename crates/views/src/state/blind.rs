@@ -8,7 +8,7 @@
 //! checkpoint marked it clean, and letting it go hashed its key again into the set of keys
 //! the store holds. The journey view's interaction index alone cost a 1M replay 7 % of its
 //! CPU that way: an experiment that skipped its writes took 2,181 ms of CPU against
-//! 2,342 ms, nine alternated rounds (docs/benchmarks.md, "2026-12-06, evening").
+//! 2,342 ms, nine alternated rounds (docs/benchmarks-journal.md, "2026-12-06, evening").
 //!
 //! A blind table keeps its writes in a list, in the order written. A checkpoint takes the
 //! list whole (one shared allocation for all of it); the table holds what checkpoints took
