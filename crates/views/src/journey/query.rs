@@ -371,8 +371,8 @@ fn journey_entry(
         .map(|line| {
             let interaction_id = journey
                 .record
-                .ids
-                .get(line.interaction as usize)
+                .interactions
+                .id(line.interaction as usize)
                 .ok_or_else(|| missing("the interaction of a timeline line"))?;
             let summary = if line.summary.is_empty() {
                 let position = (line.stamp.partition, line.stamp.offset);

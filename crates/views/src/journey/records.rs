@@ -28,6 +28,7 @@
 //! index in the events crate (new values are appended there, so stored codes keep their
 //! meaning).
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -36,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::report::SelfServiceCounts;
 use crate::ViewError;
-use crate::state::{Id, StaleMark};
+use crate::state::{Id, IdKey, StaleMark};
 
 /// A point in event time, stored compactly and ordered as time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -124,17 +125,180 @@ pub enum Outcome {
 }
 
 /// A customer's journeys and interactions: the journey view's unit of state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored as a struct of its partition, its journeys, its interactions as a map by id (in
+/// the ids' order) and its interaction ids by number ([`StoredCustomerRecord`]): the bytes
+/// of the layout before the interactions were kept by number.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CustomerRecord {
     /// The partition of the customer's events (every event of a customer is in one).
     pub partition: u32,
     /// By sequence: the latest is the last.
     pub journeys: Vec<JourneyRecord>,
-    /// By interaction id.
-    pub interactions: BTreeMap<Id, InteractionRecord>,
-    /// Interaction ids by number, in the order the customer's interactions began: what a
-    /// timeline line names its interaction by.
-    pub ids: Vec<Id>,
+    pub interactions: Interactions,
+}
+
+/// A customer's interactions, by number (the order they began, what a timeline line names
+/// its interaction by), found by id.
+///
+/// Kept in a map by id, every event's lookup walked the map's node comparing ids, and
+/// its keys and records lay apart in memory; a customer's events nearly all belong to its
+/// latest interaction, which is the last by number: looked up from the last, most events
+/// compare one id. The others are found by a binary search of the numbers in the ids'
+/// order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Interactions {
+    /// By number.
+    ids: Vec<Id>,
+    /// By number: `records[n].number == n`.
+    records: Vec<InteractionRecord>,
+    /// The numbers, in the order of their ids.
+    by_id: Vec<u32>,
+}
+
+/// The latest interactions a lookup compares one by one before it searches by id.
+const LATEST_LOOKED_AT: usize = 4;
+
+impl Interactions {
+    /// How many there are: the next interaction's number.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The id of interaction `number`.
+    pub fn id(&self, number: usize) -> Option<&Id> {
+        self.ids.get(number)
+    }
+
+    /// The number of the interaction `id`.
+    pub fn number_of(&self, id: &str) -> Option<usize> {
+        let wanted = IdKey::new(id);
+        let latest = self.ids.len().saturating_sub(LATEST_LOOKED_AT);
+        for (number, known) in self.ids.iter().enumerate().skip(latest).rev() {
+            if Borrow::<IdKey>::borrow(known) == wanted {
+                return Some(number);
+            }
+        }
+        if latest == 0 {
+            return None;
+        }
+        self.by_id
+            .binary_search_by(|&number| {
+                Borrow::<IdKey>::borrow(&self.ids[number as usize]).cmp(wanted)
+            })
+            .ok()
+            .map(|at| self.by_id[at] as usize)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&InteractionRecord> {
+        self.number_of(id).map(|number| &self.records[number])
+    }
+
+    /// The record of interaction `number` (from [`Interactions::number_of`]).
+    pub fn record_mut(&mut self, number: usize) -> &mut InteractionRecord {
+        &mut self.records[number]
+    }
+
+    /// Adds an interaction the customer did not have, as the next number (which `record`
+    /// holds).
+    pub fn push(&mut self, id: Id, record: InteractionRecord) -> &mut InteractionRecord {
+        let number = self.ids.len();
+        debug_assert_eq!(record.number as usize, number);
+        let at = self
+            .by_id
+            .partition_point(|&known| self.ids[known as usize] < id);
+        self.by_id
+            .insert(at, u32::try_from(number).unwrap_or(u32::MAX));
+        self.ids.push(id);
+        self.records.push(record);
+        let last = self.records.len() - 1;
+        &mut self.records[last]
+    }
+}
+
+/// How a [`CustomerRecord`] is stored.
+#[derive(Serialize)]
+#[serde(rename = "CustomerRecord")]
+struct StoredCustomerRecordOut<'a> {
+    partition: u32,
+    journeys: &'a [JourneyRecord],
+    interactions: InteractionsById<'a>,
+    ids: &'a [Id],
+}
+
+/// A customer's interactions as a map by id, in the ids' order.
+struct InteractionsById<'a>(&'a Interactions);
+
+impl Serialize for InteractionsById<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let interactions = self.0;
+        serializer.collect_map(interactions.by_id.iter().map(|&number| {
+            let number = number as usize;
+            (&interactions.ids[number], &interactions.records[number])
+        }))
+    }
+}
+
+/// How a [`CustomerRecord`] is stored, read back.
+#[derive(Deserialize)]
+#[serde(rename = "CustomerRecord")]
+struct StoredCustomerRecord {
+    partition: u32,
+    journeys: Vec<JourneyRecord>,
+    interactions: BTreeMap<Id, InteractionRecord>,
+    ids: Vec<Id>,
+}
+
+impl Serialize for CustomerRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        StoredCustomerRecordOut {
+            partition: self.partition,
+            journeys: &self.journeys,
+            interactions: InteractionsById(&self.interactions),
+            ids: &self.interactions.ids,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CustomerRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let stored = StoredCustomerRecord::deserialize(deserializer)?;
+        let count = stored.ids.len();
+        if stored.interactions.len() != count {
+            return Err(D::Error::custom(format!(
+                "a customer record of {count} interaction ids holds {} interactions",
+                stored.interactions.len()
+            )));
+        }
+        let mut records: Vec<Option<InteractionRecord>> = vec![None; count];
+        let mut by_id = Vec::with_capacity(count);
+        // The map is read in the ids' order: its numbers are `by_id`.
+        for (id, record) in stored.interactions {
+            let number = record.number as usize;
+            match (stored.ids.get(number), records.get_mut(number)) {
+                (Some(named), Some(slot @ None)) if *named == id => {
+                    by_id.push(record.number);
+                    *slot = Some(record);
+                }
+                _ => {
+                    return Err(D::Error::custom(format!(
+                        "the customer record's interaction {id} has number {number}, which names another"
+                    )));
+                }
+            }
+        }
+        Ok(CustomerRecord {
+            partition: stored.partition,
+            journeys: stored.journeys,
+            interactions: Interactions {
+                ids: stored.ids,
+                records: records.into_iter().flatten().collect(),
+                by_id,
+            },
+        })
+    }
 }
 
 /// One journey of a customer.
@@ -312,7 +476,7 @@ fn line_error(error: &postcard::Error) -> ViewError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Line {
     pub stamp: Stamp,
-    /// Its interaction's number ([`CustomerRecord::ids`]).
+    /// Its interaction's number ([`Interactions::id`]).
     pub interaction: u32,
     pub channel: u8,
     /// The event type's declaration index in the events crate.
@@ -518,7 +682,7 @@ impl JourneyRecord {
     /// The journey's report facts: its summary's, and the self-service figures of its
     /// chatbot and IVR sessions (rules in `journey/report.rs`), which need its
     /// interactions' records.
-    pub fn facts(&self, interactions: &BTreeMap<Id, InteractionRecord>) -> JourneyFacts {
+    pub fn facts(&self, interactions: &Interactions) -> JourneyFacts {
         let mut facts = self.summary.facts();
         facts.self_service = self_service_facts(&self.path, interactions);
         facts
@@ -537,7 +701,7 @@ const CAME_BACK_NANOS: i128 = 24 * 3_600 * 1_000_000_000;
 /// channel code in ascending order; empty when it has no chatbot or IVR session.
 fn self_service_facts(
     path: &[PathEntry],
-    interactions: &BTreeMap<Id, InteractionRecord>,
+    interactions: &Interactions,
 ) -> Vec<(u8, SelfServiceCounts)> {
     let mut by_channel: Vec<(u8, SelfServiceCounts)> = Vec::new();
     for (index, entry) in path.iter().enumerate() {
@@ -629,7 +793,7 @@ pub(crate) struct InteractionRecord {
     /// The latest wrap-up's `resolved`, in log order.
     pub wrapped: Option<bool>,
     pub csat: Option<u8>,
-    /// Its number among the customer's interactions ([`CustomerRecord::ids`]). Its events'
+    /// Its number among the customer's interactions ([`Interactions::id`]). Its events'
     /// log offsets are those of its journey's timeline lines of this number
     /// ([`Timeline::offsets_of`]): every event of an interaction adds one.
     pub number: u32,
@@ -800,6 +964,98 @@ mod tests {
             let lines: Vec<Line> = timeline.lines().collect::<Result<_, _>>().unwrap();
             proptest::prop_assert_eq!(lines, expected);
         }
+    }
+
+    /// An interaction numbered `number`, begun at `secs`.
+    fn interaction(number: u32, secs: i64) -> InteractionRecord {
+        InteractionRecord {
+            journey: 0,
+            channel: 0,
+            outbound: false,
+            self_service: false,
+            subject: None,
+            started: Time { secs, nanos: 0 },
+            first_partition: 0,
+            first_offset: u64::from(number),
+            ended: None,
+            status: InteractionStatus::Active,
+            queue: None,
+            agents: Vec::new(),
+            messages: 0,
+            was_queued: false,
+            abandoned: false,
+            contained: false,
+            wrapped: None,
+            csat: None,
+            number,
+        }
+    }
+
+    /// The layout before interactions were kept by number: what the store holds.
+    #[derive(Serialize)]
+    struct MappedCustomerRecord {
+        partition: u32,
+        journeys: Vec<JourneyRecord>,
+        interactions: BTreeMap<Id, InteractionRecord>,
+        ids: Vec<Id>,
+    }
+
+    /// Interactions begun in an order that is not their ids' (more of them than a lookup
+    /// compares one by one) are each found by id, are stored as the map by id was, byte for
+    /// byte, and are read back the same; a stored record whose numbers disagree with its ids
+    /// is an error.
+    #[test]
+    fn interactions_kept_by_number_are_found_by_id_and_stored_as_a_map_by_id() {
+        let ids = [
+            "voice-1-00000090",
+            "chat-1-00000012",
+            "email-1-00000301",
+            "chat-1-00000002",
+            "sms-1-00000077",
+            "chat-1-00000100",
+            "voice-1-00000003",
+            "web-1-00000040",
+        ];
+        let mut record = CustomerRecord {
+            partition: 3,
+            ..CustomerRecord::default()
+        };
+        let mut mapped = BTreeMap::new();
+        for (number, id) in ids.iter().enumerate() {
+            let number = number as u32;
+            assert!(record.interactions.number_of(id).is_none());
+            record
+                .interactions
+                .push(Id::from(*id), interaction(number, i64::from(number)));
+            mapped.insert(Id::from(*id), interaction(number, i64::from(number)));
+        }
+        for (number, id) in ids.iter().enumerate() {
+            assert_eq!(record.interactions.number_of(id), Some(number));
+            assert_eq!(
+                record.interactions.get(id).map(|r| r.number),
+                Some(number as u32)
+            );
+            assert_eq!(record.interactions.id(number).map(Id::as_str), Some(*id));
+        }
+        assert!(record.interactions.number_of("chat-1-00000001").is_none());
+        assert!(record.interactions.number_of("zz").is_none());
+
+        let stored = postcard::to_stdvec(&record).unwrap();
+        let before = MappedCustomerRecord {
+            partition: 3,
+            journeys: Vec::new(),
+            interactions: mapped,
+            ids: ids.iter().map(|id| Id::from(*id)).collect(),
+        };
+        assert_eq!(stored, postcard::to_stdvec(&before).unwrap());
+        let read: CustomerRecord = postcard::from_bytes(&stored).unwrap();
+        assert_eq!(read, record);
+        assert_eq!(read.interactions.number_of("sms-1-00000077"), Some(4));
+
+        let mut swapped = before;
+        swapped.ids.swap(0, 1);
+        let damaged = postcard::to_stdvec(&swapped).unwrap();
+        assert!(postcard::from_bytes::<CustomerRecord>(&damaged).is_err());
     }
 
     #[test]
