@@ -11,7 +11,10 @@ after=target/release/omnilog`, H200 written by `omnilog bench --keep H200 --log-
 run replays HISTORY into a fresh directory (removed after it); the time is taken around the
 whole process (start, replay, exit). The CPU time is `perf stat -e task-clock`'s when
 `perf` runs here, else the children's user and system time from `os.times()` (to 10 ms).
-A BINARY may be a script that sets an experiment's environment and `exec`s a build.
+A BINARY may be a script that sets an experiment's environment and `exec`s a build, and may
+be written `BINARY@OTHER_HISTORY` to replay another history than HISTORY with it (the same
+events in two logs, one build: `alternate_replays.py 7 H1M in-order=omnilog
+grouped=omnilog@H1M_GROUPED`).
 """
 
 import os
@@ -63,16 +66,20 @@ def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     rounds, history = int(sys.argv[1]), sys.argv[2]
-    builds = [spec.split("=", 1) for spec in sys.argv[3:]]
+    builds = []
+    for spec in sys.argv[3:]:
+        label, binary = spec.split("=", 1)
+        binary, _, other = binary.partition("@")
+        builds.append((label, binary, other or history))
     use_perf = perf_works()
-    times = {label: [] for label, _ in builds}
-    cpus = {label: [] for label, _ in builds}
+    times = {label: [] for label, _, _ in builds}
+    cpus = {label: [] for label, _, _ in builds}
     scratch = tempfile.mkdtemp(prefix="alternate-replays-")
     try:
         for _ in range(rounds):
-            for label, binary in builds:
+            for label, binary, replayed in builds:
                 out = f"{scratch}/out"
-                wall, cpu = run_once(binary, history, out, use_perf)
+                wall, cpu = run_once(binary, replayed, out, use_perf)
                 times[label].append(wall)
                 cpus[label].append(cpu)
                 shutil.rmtree(out)

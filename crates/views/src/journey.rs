@@ -652,29 +652,14 @@ impl Fold<'_> {
     }
 
     fn new_interaction(&self, journey: u32) -> InteractionRecord {
-        InteractionRecord {
+        let number = u32::try_from(self.customer.interactions.len()).unwrap_or(u32::MAX);
+        InteractionRecord::begun(
             journey,
-            channel: self.channel,
-            outbound: self.is_outbound(),
-            self_service: false,
-            subject: None,
-            started: self.stamp.at,
-            first_partition: self.stamp.partition,
-            first_offset: self.stamp.offset,
-            ended: None,
-            status: Status::Active,
-            queue: None,
-            agents: Vec::new(),
-            messages: 0,
-            was_queued: false,
-            abandoned: false,
-            contained: false,
-            wrapped: None,
-            csat: None,
-            number: u32::try_from(self.customer.interactions.len()).unwrap_or(u32::MAX),
-            // Most interactions hold a handful of events to a dozen: grown from empty, the
-            // list was reallocated three times for ten.
-        }
+            self.channel,
+            self.is_outbound(),
+            self.stamp,
+            number,
+        )
     }
 }
 

@@ -800,6 +800,32 @@ pub(crate) struct InteractionRecord {
 }
 
 impl InteractionRecord {
+    /// The record of an interaction begun by the event stamped `first` (on `channel`, the
+    /// desk's doing when `outbound`), in `journey`, the customer's interaction `number`.
+    pub fn begun(journey: u32, channel: u8, outbound: bool, first: Stamp, number: u32) -> Self {
+        InteractionRecord {
+            journey,
+            channel,
+            outbound,
+            self_service: false,
+            subject: None,
+            started: first.at,
+            first_partition: first.partition,
+            first_offset: first.offset,
+            ended: None,
+            status: InteractionStatus::Active,
+            queue: None,
+            agents: Vec::new(),
+            messages: 0,
+            was_queued: false,
+            abandoned: false,
+            contained: false,
+            wrapped: None,
+            csat: None,
+            number,
+        }
+    }
+
     /// Whether it reached a queue or an agent: queued, offered, assigned, transferred, or
     /// handled by an agent's message or wrap-up.
     pub fn escalated(&self) -> bool {
@@ -968,27 +994,12 @@ mod tests {
 
     /// An interaction numbered `number`, begun at `secs`.
     fn interaction(number: u32, secs: i64) -> InteractionRecord {
-        InteractionRecord {
-            journey: 0,
-            channel: 0,
-            outbound: false,
-            self_service: false,
-            subject: None,
-            started: Time { secs, nanos: 0 },
-            first_partition: 0,
-            first_offset: u64::from(number),
-            ended: None,
-            status: InteractionStatus::Active,
-            queue: None,
-            agents: Vec::new(),
-            messages: 0,
-            was_queued: false,
-            abandoned: false,
-            contained: false,
-            wrapped: None,
-            csat: None,
-            number,
-        }
+        let first = Stamp {
+            at: Time { secs, nanos: 0 },
+            partition: 0,
+            offset: u64::from(number),
+        };
+        InteractionRecord::begun(0, 0, false, first, number)
     }
 
     /// The layout before interactions were kept by number: what the store holds.
