@@ -125,6 +125,10 @@ async fn read_all(log: &KafkaLog, topic: Topic) -> (u64, BTreeSet<String>) {
     for (partition, &end) in ends.iter().enumerate() {
         let mut from = 0;
         let deadline = Instant::now() + Duration::from_secs(120);
+        // Past the reported end, a read answers with what has been fetched so far, which
+        // may be nothing yet while the last batch is on its way: the partition is read
+        // through once reads past the end have come back empty for a second.
+        let mut empty_since: Option<Instant> = None;
         loop {
             assert!(
                 Instant::now() < deadline,
@@ -135,8 +139,14 @@ async fn read_all(log: &KafkaLog, topic: Topic) -> (u64, BTreeSet<String>) {
                 .await
                 .expect("read");
             if records.is_empty() && from >= end {
-                break;
+                let since = *empty_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(1) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
+            empty_since = None;
             for record in records {
                 assert_eq!(record.offset, from, "offsets are contiguous");
                 from = record.offset + 1;
