@@ -274,7 +274,7 @@ fn record_as_written_before(json: &Value, customer: &str) -> AppendRecord {
     }
     let mut event = omnilog_events::parse_event(clean.to_string().as_bytes()).unwrap();
     if let Some(known) = &mut event.customer {
-        std::sync::Arc::make_mut(known).id = Some(customer.to_owned());
+        std::sync::Arc::make_mut(known).id = Some(customer.into());
     }
     match &mut event.body {
         omnilog_events::Body::Queued { queue, .. } => {

@@ -22,8 +22,8 @@ use crate::identity::{
     MAX_CUSTOMER_ID_BYTES, event_id_for_content, event_id_for_source, normalise_handle,
 };
 use crate::model::{
-    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CompactString, CustomerRef,
-    Direction, Event, EventType,
+    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CompactString, CustomerId,
+    CustomerRef, Direction, Event, EventType,
 };
 use crate::text_rules::trimmed;
 use crate::upcast;
@@ -1130,7 +1130,7 @@ fn validate_customer(raw: RawCustomer<'_>) -> Result<CustomerRef, EventError> {
             ));
         }
         Some(id) if id.len() > MAX_CUSTOMER_ID_BYTES => return Err(too_long_id("customer.id")),
-        id => id.map(str::to_owned),
+        id => id.map(CustomerId::from),
     };
     let handles = raw
         .handles

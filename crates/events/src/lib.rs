@@ -25,8 +25,8 @@ pub use json::{format_time, parse_batch, parse_event, revalidate, to_canonical_j
 #[doc(hidden)]
 pub use json::{parse_batch_general, parse_event_general};
 pub use model::{
-    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CompactString, CustomerRef,
-    Destination, Direction, Event, EventType, Handle, normalise_topic,
+    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CompactString, CustomerId,
+    CustomerRef, Destination, Direction, Event, EventType, Handle, normalise_topic,
 };
 pub use proto::{
     EventDecoder, decode, decode_batch, decode_through_prost, encode, encode_batch,

@@ -172,11 +172,16 @@ impl Handle {
     }
 }
 
+/// A customer's id, held in place up to 36 bytes (a UUID's text): every view reads the id of
+/// every event it folds, and behind a pointer of its own that read waited on memory once
+/// more for each event and view.
+pub type CustomerId = smallstr::SmallString<[u8; 36]>;
+
 /// The customer an event is about: an id, handles, or both.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CustomerRef {
     /// Set by the producer, or by identity resolution at ingest. Always set in the log.
-    pub id: Option<String>,
+    pub id: Option<CustomerId>,
     pub handles: Vec<Handle>,
     /// Attributes of the customer carried on the event (`segment`, `department`, any key;
     /// see [`crate::json`] for the rules of keys): folded into the customer's profile, the

@@ -437,7 +437,7 @@ impl From<&Event> for pb::Event {
             occurred_at: Some(timestamp(&event.occurred_at)),
             recorded_at: event.recorded_at.as_ref().map(timestamp),
             customer: event.customer.as_ref().map(|c| pb::Customer {
-                id: c.id.clone().unwrap_or_default(),
+                id: c.id.as_deref().unwrap_or_default().to_owned(),
                 handles: c
                     .handles
                     .iter()
@@ -492,7 +492,9 @@ impl TryFrom<pb::Event> for Event {
             recorded_at: time_from("recorded_at", message.recorded_at)?,
             customer: message.customer.map(|c| {
                 std::sync::Arc::new(CustomerRef {
-                    id: Some(c.id).filter(|id| !id.is_empty()),
+                    id: Some(c.id)
+                        .filter(|id| !id.is_empty())
+                        .map(|id| crate::CustomerId::from(id.as_str())),
                     handles: c
                         .handles
                         .into_iter()

@@ -210,13 +210,13 @@ fn timestamp(seconds: i64, nanos: u32) -> Option<DateTime<Utc>> {
 }
 
 fn customer(value: Value<'_>) -> Option<CustomerRef> {
-    let mut id = String::new();
+    let mut id = crate::CustomerId::new();
     // A customer carries one or two handles: one allocation, no growth.
     let mut handles = Vec::with_capacity(2);
     let mut attributes = BTreeMap::new();
     for_each_field(message(value)?, |field, value| {
         match field {
-            1 => id = text(value)?,
+            1 => id = crate::CustomerId::from(text_str(value)?),
             2 => {
                 let (mut kind, mut handle) = (String::new(), String::new());
                 for_each_field(message(value)?, |field, value| {
@@ -241,7 +241,7 @@ fn customer(value: Value<'_>) -> Option<CustomerRef> {
         Some(())
     })?;
     Some(CustomerRef {
-        id: required(id),
+        id: (!id.is_empty()).then_some(id),
         handles,
         attributes,
     })

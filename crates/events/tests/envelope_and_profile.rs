@@ -101,8 +101,7 @@ fn an_identity_link_without_a_customer_id_is_a_link_by_handles() {
     assert_eq!(explicit.body, Body::IdentityLinked { by_handles: false });
     // Canonical JSON says so, and reads back the same once ingest named the customer.
     let mut resolved = by_handles.clone();
-    std::sync::Arc::make_mut(resolved.customer.as_mut().unwrap()).id =
-        Some("c-resolved".to_owned());
+    std::sync::Arc::make_mut(resolved.customer.as_mut().unwrap()).id = Some("c-resolved".into());
     let text = to_canonical_json(&resolved);
     assert!(text.contains(r#""by_handles":true"#), "{text}");
     assert_eq!(

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use omnilog_events::identity::normalise_handle;
 use omnilog_events::{
-    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerRef, Direction, Event,
-    EventType, decode, decode_batch, decode_through_prost, encode, encode_batch,
+    AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CustomerId, CustomerRef, Direction,
+    Event, EventType, decode, decode_batch, decode_through_prost, encode, encode_batch,
     encode_through_prost, parse_event, to_canonical_json,
 };
 use proptest::collection::{btree_map, vec};
@@ -209,6 +209,7 @@ fn event() -> impl Strategy<Value = Event> {
             // Interaction events need the envelope; the others carry it as provenance,
             // or not at all.
             let interaction = event_type.is_interaction_event() || provenance;
+            let customer_id = customer_id.map(|id| CustomerId::from(id.as_str()));
             let customer = match &body {
                 Body::AgentState { .. } => None,
                 Body::CustomersMerged { .. } => None,
@@ -217,7 +218,7 @@ fn event() -> impl Strategy<Value = Event> {
                     id: if *by_handles {
                         customer_id
                     } else {
-                        Some(customer_id.unwrap_or_else(|| "c-linked".to_owned()))
+                        Some(customer_id.unwrap_or_else(|| "c-linked".into()))
                     },
                     handles: if handles.is_empty() {
                         vec![normalise_handle("email", "x@y.z").unwrap()]
@@ -228,7 +229,7 @@ fn event() -> impl Strategy<Value = Event> {
                 }),
                 _ => Some(CustomerRef {
                     id: if handles.is_empty() {
-                        Some(customer_id.unwrap_or_else(|| "c-1".to_owned()))
+                        Some(customer_id.unwrap_or_else(|| "c-1".into()))
                     } else {
                         customer_id
                     },

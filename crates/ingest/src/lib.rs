@@ -258,7 +258,7 @@ impl State {
                 // keyed (and so partitioned) by, so the journey finds it there.
                 if event.interaction_id.is_some() {
                     let customer = event.customer.get_or_insert_with(Default::default);
-                    Arc::make_mut(customer).id = Some(key.clone());
+                    Arc::make_mut(customer).id = Some(key.as_str().into());
                 }
                 (Topic::Interactions, key)
             }
@@ -284,7 +284,7 @@ impl State {
                             .customer_id
                     }
                 };
-                customer.id = Some(customer_id.clone());
+                customer.id = Some(customer_id.as_str().into());
                 (Topic::Interactions, customer_id)
             }
         };

@@ -1199,8 +1199,9 @@ async fn visible_latencies(
             let customer = event
                 .customer
                 .as_ref()
-                .and_then(|c| c.id.clone())
-                .unwrap_or_default();
+                .and_then(|c| c.id.as_deref())
+                .unwrap_or_default()
+                .to_owned();
             let body = Bytes::from(format!("[{}]", to_canonical_json(&event)));
             let sent = Instant::now();
             let answer = post(&client, &format!("{base}/v1/events"), body).await?;

@@ -267,11 +267,13 @@ fn featured_customer(config: HistoryConfig, until: DateTime<Utc>) -> Option<Hand
         let (Some(customer), Some(channel)) = (&event.customer, event.channel) else {
             continue;
         };
-        let Some(id) = &customer.id else { continue };
+        let Some(id) = customer.id.as_deref() else {
+            continue;
+        };
         let phone = customer.handles.iter().find(|h| h.kind == "phone").cloned();
         match channels.get_mut(id) {
             None => {
-                channels.insert(id.clone(), (channel, phone));
+                channels.insert(id.to_owned(), (channel, phone));
             }
             Some((first, known)) => {
                 if known.is_none() {
@@ -279,7 +281,7 @@ fn featured_customer(config: HistoryConfig, until: DateTime<Utc>) -> Option<Hand
                 }
                 if *first != channel
                     && let Some(phone) = known.clone()
-                    && customer_id_for_handle(&phone) == *id
+                    && customer_id_for_handle(&phone) == id
                 {
                     return Some(phone);
                 }

@@ -633,10 +633,11 @@ impl History {
             }
         };
         let customer_ref = std::sync::Arc::new(CustomerRef {
-            id: self
-                .config
-                .customer_ids
-                .then(|| customer_id_for_handle(&Self::phone(customer))),
+            id: self.config.customer_ids.then(|| {
+                customer_id_for_handle(&Self::phone(customer))
+                    .as_str()
+                    .into()
+            }),
             handles,
             // The customer's segment, as a CRM would stamp it on the first contact.
             attributes: if first_contact {

@@ -1570,7 +1570,7 @@ mod tests {
             occurred_at: at,
             recorded_at: Some(at),
             customer: Some(Arc::new(CustomerRef {
-                id: Some(customer.to_owned()),
+                id: Some(customer.into()),
                 handles,
                 ..CustomerRef::default()
             })),
