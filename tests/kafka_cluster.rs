@@ -122,37 +122,43 @@ async fn read_all(log: &KafkaLog, topic: Topic) -> (u64, BTreeSet<String>) {
     let mut keys = BTreeSet::new();
     let mut count = 0;
     let ends = log.end_offsets(topic).await.expect("ends");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut next = vec![0; ends.len()];
+    // Reads what a partition has from `next`: true when some records came.
+    let mut read_on = async |partition: usize, next: &mut u64| {
+        assert!(
+            Instant::now() < deadline,
+            "could not read partition {partition}"
+        );
+        let records = log
+            .read(topic, partition as u32, *next, 5_000)
+            .await
+            .expect("read");
+        let read_some = !records.is_empty();
+        for record in records {
+            assert_eq!(record.offset, *next, "offsets are contiguous");
+            *next = record.offset + 1;
+            count += 1;
+            keys.insert(String::from_utf8_lossy(&record.key).into_owned());
+        }
+        read_some
+    };
     for (partition, &end) in ends.iter().enumerate() {
-        let mut from = 0;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        // Past the reported end, a read answers with what has been fetched so far, which
-        // may be nothing yet while the last batch is on its way: the partition is read
-        // through once reads past the end have come back empty for a second.
-        let mut empty_since: Option<Instant> = None;
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "could not read partition {partition}"
-            );
-            let records = log
-                .read(topic, partition as u32, from, 5_000)
-                .await
-                .expect("read");
-            if records.is_empty() && from >= end {
-                let since = *empty_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= Duration::from_secs(1) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            empty_since = None;
-            for record in records {
-                assert_eq!(record.offset, from, "offsets are contiguous");
-                from = record.offset + 1;
-                count += 1;
-                keys.insert(String::from_utf8_lossy(&record.key).into_owned());
-            }
+        while read_on(partition, &mut next[partition]).await || next[partition] < end {}
+    }
+    // Past the reported ends, a read answers with what has been fetched so far, which may
+    // be nothing yet while a last batch is on its way: the topic is read through once reads
+    // of every partition past its end have come back empty for a second.
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(1) {
+        let mut read_some = false;
+        for (partition, next) in next.iter_mut().enumerate() {
+            read_some |= read_on(partition, next).await;
+        }
+        if read_some {
+            quiet_since = Instant::now();
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     (count, keys)

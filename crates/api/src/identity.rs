@@ -7,18 +7,18 @@ use std::fmt::Debug;
 use omnilog_events::identity::normalise_handle;
 use omnilog_ingest::Ingest;
 use omnilog_views::IdentityView;
-use omnilog_views::identity::{CustomerId, CustomerIdentity};
+use omnilog_views::identity::{CustomerIdText, CustomerIdentity};
 
 /// Customer lookups for queries.
 pub trait Identities: Send + Sync + Debug {
     /// The customer a handle resolves to now (the handle is normalised first).
-    fn resolve_handle(&self, kind: &str, value: &str) -> Option<CustomerId>;
+    fn resolve_handle(&self, kind: &str, value: &str) -> Option<CustomerIdText>;
     /// A customer's identity, answered for the customer `id` was merged into.
     fn customer(&self, id: &str) -> Option<CustomerIdentity>;
 }
 
 impl Identities for Ingest {
-    fn resolve_handle(&self, kind: &str, value: &str) -> Option<CustomerId> {
+    fn resolve_handle(&self, kind: &str, value: &str) -> Option<CustomerIdText> {
         Ingest::resolve_handle(self, kind, value)
     }
 
@@ -32,7 +32,7 @@ impl Identities for Ingest {
 pub struct FrozenIdentities(pub IdentityView);
 
 impl Identities for FrozenIdentities {
-    fn resolve_handle(&self, kind: &str, value: &str) -> Option<CustomerId> {
+    fn resolve_handle(&self, kind: &str, value: &str) -> Option<CustomerIdText> {
         self.0.owner(&normalise_handle(kind, value).ok()?)
     }
 

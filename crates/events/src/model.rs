@@ -172,9 +172,10 @@ impl Handle {
     }
 }
 
-/// A customer's id, held in place up to 36 bytes (a UUID's text): every view reads the id of
-/// every event it folds, and behind a pointer of its own that read waited on memory once
-/// more for each event and view.
+/// A customer's id, held in place up to 36 bytes (a UUID's text; a longer one is allocated):
+/// every view reads the id of every event it folds, and behind a pointer of its own that
+/// read waited on memory once more for each event and view (docs/benchmarks-journal.md,
+/// "2026-12-07, early morning").
 pub type CustomerId = smallstr::SmallString<[u8; 36]>;
 
 /// The customer an event is about: an id, handles, or both.

@@ -494,7 +494,7 @@ impl TryFrom<pb::Event> for Event {
                 std::sync::Arc::new(CustomerRef {
                     id: Some(c.id)
                         .filter(|id| !id.is_empty())
-                        .map(|id| crate::CustomerId::from(id.as_str())),
+                        .map(crate::CustomerId::from_string),
                     handles: c
                         .handles
                         .into_iter()

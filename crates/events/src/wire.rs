@@ -148,7 +148,7 @@ fn message(value: Value<'_>) -> Option<&[u8]> {
 }
 
 /// A string the contract requires (protobuf cannot tell empty from absent).
-fn required(value: String) -> Option<String> {
+fn required<Text: std::ops::Deref<Target = str>>(value: Text) -> Option<Text> {
     (!value.is_empty()).then_some(value)
 }
 
@@ -241,7 +241,7 @@ fn customer(value: Value<'_>) -> Option<CustomerRef> {
         Some(())
     })?;
     Some(CustomerRef {
-        id: (!id.is_empty()).then_some(id),
+        id: required(id),
         handles,
         attributes,
     })

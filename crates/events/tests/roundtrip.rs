@@ -19,6 +19,11 @@ fn word() -> impl Strategy<Value = String> {
     "[a-z][a-z0-9_.:-]{0,11}"
 }
 
+/// A customer id: short, a UUID's length, or longer than the 36 bytes held in place.
+fn customer_id_text() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9_.:-]{0,60}"
+}
+
 fn free_text() -> impl Strategy<Value = String> {
     "\\PC{0,24}"
 }
@@ -183,7 +188,7 @@ fn event() -> impl Strategy<Value = Event> {
             option::of(word()),
             time(),
             option::of(time()),
-            (option::of(word()), vec(handle(), 0..3)),
+            (option::of(customer_id_text()), vec(handle(), 0..3)),
             word(),
             pick(Channel::ALL),
             btree_map(word(), free_text(), 0..3),

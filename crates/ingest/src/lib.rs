@@ -37,7 +37,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use omnilog_events::{Body, Destination, Event, EventError};
 use omnilog_log::{AppendOutcome, AppendRecord, Chain, EventLog, LogError, PendingAppend, Topic};
 use omnilog_views::IdentityView;
-use omnilog_views::identity::{CustomerId, CustomerIdentity, Mark};
+use omnilog_views::identity::{CustomerIdText, CustomerIdentity, Mark};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -400,7 +400,7 @@ impl Ingest {
     }
 
     /// The customer a handle resolves to now (the handle is normalised first).
-    pub fn resolve_handle(&self, kind: &str, value: &str) -> Option<CustomerId> {
+    pub fn resolve_handle(&self, kind: &str, value: &str) -> Option<CustomerIdText> {
         let handle = omnilog_events::identity::normalise_handle(kind, value).ok()?;
         lock(&self.state).identity.owner(&handle)
     }

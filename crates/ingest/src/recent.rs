@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
-use omnilog_views::identity::CustomerId;
+use omnilog_views::identity::CustomerIdText;
 use uuid::Uuid;
 
 use crate::EventPosition;
@@ -44,7 +44,7 @@ use crate::EventPosition;
 #[derive(Clone, Debug)]
 pub(crate) enum Remembered {
     /// Resolved to this customer, not yet known to be in the log.
-    Resolved(CustomerId),
+    Resolved(CustomerIdText),
     /// Where the log holds it: appended here, or seen in the log by the rebuild or the
     /// follower of other writers.
     Stored(EventPosition),
@@ -64,7 +64,7 @@ enum RecentUndo {
     /// An id was added as the newest; the oldest made room for it, if given.
     Inserted(Option<(Uuid, Remembered)>),
     /// An id learnt where the log holds it; it had been resolved to this customer.
-    Stored(Uuid, CustomerId),
+    Stored(Uuid, CustomerIdText),
 }
 
 /// The ids ingest remembers. See the module documentation.

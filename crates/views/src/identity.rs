@@ -39,8 +39,9 @@ use uuid::Uuid;
 
 use crate::state::FastMap;
 
-/// A customer id as written in the log.
-pub type CustomerId = String;
+/// A customer id as the identity view answers it, an owned string (an event holds the same
+/// text in place, as an [`omnilog_events::CustomerId`]).
+pub type CustomerIdText = String;
 
 /// A customer's index in the view.
 type CustomerIx = u32;
@@ -118,7 +119,7 @@ impl StoredId {
         }
     }
 
-    fn to_text(&self) -> CustomerId {
+    fn to_text(&self) -> CustomerIdText {
         match self {
             StoredId::Uuid(uuid) => uuid.to_string(),
             StoredId::Text(text) => text.to_string(),
@@ -375,7 +376,7 @@ struct Merges {
 /// The customer an event belongs to, as ingest resolved it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolution {
-    pub customer_id: CustomerId,
+    pub customer_id: CustomerIdText,
     /// No handle of the event was known and it named no id: a new customer.
     pub is_new: bool,
 }
@@ -384,13 +385,13 @@ pub struct Resolution {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CustomerIdentity {
     /// The id queries answer for (the customer merged into, for a merged id).
-    pub customer_id: CustomerId,
+    pub customer_id: CustomerIdText,
     /// Handles that resolve to this customer.
     pub handles: Vec<Handle>,
     /// Customers merged into this one, directly or through others.
-    pub merged_from: Vec<CustomerId>,
+    pub merged_from: Vec<CustomerIdText>,
     /// Customers that share a handle with this one and are not merged with it.
-    pub merge_candidates: Vec<CustomerId>,
+    pub merge_candidates: Vec<CustomerIdText>,
 }
 
 /// A state as it was before a change made while [`IdentityView::mark`] records.
@@ -612,7 +613,7 @@ impl IdentityView {
         index
     }
 
-    fn customer_text(&self, customer: CustomerIx) -> CustomerId {
+    fn customer_text(&self, customer: CustomerIx) -> CustomerIdText {
         self.customers.get(customer).to_text()
     }
 
@@ -1112,7 +1113,7 @@ impl IdentityView {
     }
 
     /// The id queries for `id` answer for: follows merges (see [`Self::canonical_index`]).
-    pub fn canonical(&self, id: &str) -> CustomerId {
+    pub fn canonical(&self, id: &str) -> CustomerIdText {
         self.canonical_of(id, self.customer_index(id))
     }
 
@@ -1120,7 +1121,7 @@ impl IdentityView {
     /// merged into no other is answered with `id` itself, which is its text: an id is held
     /// as a uuid only when it is one's own text ([`IdRef::of`]), so this writes no uuid
     /// out again.
-    fn canonical_of(&self, id: &str, customer: Option<CustomerIx>) -> CustomerId {
+    fn canonical_of(&self, id: &str, customer: Option<CustomerIx>) -> CustomerIdText {
         match customer.map(|customer| (customer, self.canonical_index(customer))) {
             Some((customer, canonical)) if canonical != customer => self.customer_text(canonical),
             _ => id.to_owned(),
@@ -1132,7 +1133,7 @@ impl IdentityView {
     }
 
     /// The customer a handle belongs to now, if any (already normalised handle).
-    pub fn owner(&self, handle: &Handle) -> Option<CustomerId> {
+    pub fn owner(&self, handle: &Handle) -> Option<CustomerIdText> {
         self.handle_index(handle)
             .map(|handle| self.customer_text(self.owner_index(handle)))
     }
@@ -1205,7 +1206,7 @@ impl IdentityView {
                 }
             }
         }
-        let merged_from: BTreeSet<CustomerId> = merged_from
+        let merged_from: BTreeSet<CustomerIdText> = merged_from
             .into_iter()
             .map(|customer| self.customer_text(customer))
             .collect();
@@ -1221,7 +1222,7 @@ impl IdentityView {
     /// compares.
     fn described(&self) -> Described {
         let claim = |claim: &Claim| (claim.key, self.customer_text(claim.customer));
-        let texts = |indices: &[CustomerIx]| -> BTreeSet<CustomerId> {
+        let texts = |indices: &[CustomerIx]| -> BTreeSet<CustomerIdText> {
             indices.iter().map(|c| self.customer_text(*c)).collect()
         };
         let customers = (0..self.customers.len() as u32)
@@ -1259,20 +1260,24 @@ impl IdentityView {
     }
 }
 
-type DescribedClaim = (ClaimKey, CustomerId);
+type DescribedClaim = (ClaimKey, CustomerIdText);
 /// A customer in text: its handles, the merge it is in, the customers merged into it.
 type DescribedCustomer = (
     BTreeSet<Handle>,
     Option<DescribedClaim>,
-    BTreeSet<CustomerId>,
+    BTreeSet<CustomerIdText>,
 );
 /// A handle in text: its first claim, its link, its claimants.
-type DescribedHandle = (DescribedClaim, Option<DescribedClaim>, BTreeSet<CustomerId>);
+type DescribedHandle = (
+    DescribedClaim,
+    Option<DescribedClaim>,
+    BTreeSet<CustomerIdText>,
+);
 
 /// The view in text: see [`IdentityView::described`].
 #[derive(PartialEq, Eq, serde::Serialize)]
 struct Described {
-    customers: BTreeMap<CustomerId, DescribedCustomer>,
+    customers: BTreeMap<CustomerIdText, DescribedCustomer>,
     handles: BTreeMap<Handle, DescribedHandle>,
 }
 
