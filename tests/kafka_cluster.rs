@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use omnilog_kafka::{KafkaConfig, KafkaLog};
-use omnilog_log::{EventLog, PartitionCounts, Topic};
+use omnilog_log::{EventLog, LogRecord, PartitionCounts, Topic};
 use serde_json::Value;
 use support::{BINARY, Http, Server};
 
@@ -122,18 +122,9 @@ async fn read_all(log: &KafkaLog, topic: Topic) -> (u64, BTreeSet<String>) {
     let mut keys = BTreeSet::new();
     let mut count = 0;
     let ends = log.end_offsets(topic).await.expect("ends");
-    let deadline = Instant::now() + Duration::from_secs(120);
     let mut next = vec![0; ends.len()];
-    // Reads what a partition has from `next`: true when some records came.
-    let mut read_on = async |partition: usize, next: &mut u64| {
-        assert!(
-            Instant::now() < deadline,
-            "could not read partition {partition}"
-        );
-        let records = log
-            .read(topic, partition as u32, *next, 5_000)
-            .await
-            .expect("read");
+    // Takes the records read from a partition's `next` on: true when some came.
+    let mut take = |records: Vec<LogRecord>, next: &mut u64| {
         let read_some = !records.is_empty();
         for record in records {
             assert_eq!(record.offset, *next, "offsets are contiguous");
@@ -143,17 +134,31 @@ async fn read_all(log: &KafkaLog, topic: Topic) -> (u64, BTreeSet<String>) {
         }
         read_some
     };
+    // Below the reported ends records are there: `read_before_end` asks again while a
+    // fetch is on its way (for up to `DELIVERY_PATIENCE`, then fails the read).
     for (partition, &end) in ends.iter().enumerate() {
-        while read_on(partition, &mut next[partition]).await || next[partition] < end {}
+        while next[partition] < end {
+            let records =
+                omnilog_log::read_before_end(log, topic, partition as u32, next[partition], 5_000)
+                    .await
+                    .expect("read");
+            take(records, &mut next[partition]);
+        }
     }
     // Past the reported ends, a read answers with what has been fetched so far, which may
     // be nothing yet while a last batch is on its way: the topic is read through once reads
     // of every partition past its end have come back empty for a second.
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut quiet_since = Instant::now();
     while quiet_since.elapsed() < Duration::from_secs(1) {
+        assert!(Instant::now() < deadline, "{topic:?} kept growing");
         let mut read_some = false;
         for (partition, next) in next.iter_mut().enumerate() {
-            read_some |= read_on(partition, next).await;
+            let records = log
+                .read(topic, partition as u32, *next, 5_000)
+                .await
+                .expect("read");
+            read_some |= take(records, next);
         }
         if read_some {
             quiet_since = Instant::now();

@@ -1196,12 +1196,7 @@ async fn visible_latencies(
         let client = client.clone();
         let base = base.to_owned();
         tasks.spawn(async move {
-            let customer = event
-                .customer
-                .as_ref()
-                .and_then(|c| c.id.as_deref())
-                .unwrap_or_default()
-                .to_owned();
+            let customer = event.customer_id().unwrap_or_default().to_owned();
             let body = Bytes::from(format!("[{}]", to_canonical_json(&event)));
             let sent = Instant::now();
             let answer = post(&client, &format!("{base}/v1/events"), body).await?;
