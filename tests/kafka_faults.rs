@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use omnilog_kafka::{KafkaConfig, KafkaLog};
-use omnilog_log::{AppendOutcome, AppendRecord, EventLog, LogError, PartitionCounts, Topic};
+use omnilog_log::{
+    AppendOutcome, AppendRecord, EventLog, LogError, PartitionCounts, RecordFate, Topic,
+};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -421,7 +423,10 @@ async fn a_record_acknowledged_only_by_inference_is_refused() {
         tokio::time::sleep(Duration::from_millis(30)).await;
         let second = log.append(vec![record(2 + 2 * round)]).await;
         let first = first.await.expect("append task");
-        for (which, outcome) in [("first", first), ("second", second)] {
+        for (which, outcome, n) in [
+            ("first", first, 1 + 2 * round),
+            ("second", second, 2 + 2 * round),
+        ] {
             match outcome {
                 Ok(outcomes) => {
                     for outcome in outcomes {
@@ -435,11 +440,41 @@ async fn a_record_acknowledged_only_by_inference_is_refused() {
                     }
                 }
                 // Refused as unconfirmed, not unavailable: the record may be stored.
-                Err(LogError::Unconfirmed(message)) => {
+                Err(LogError::Unconfirmed { message, fates }) => {
                     assert!(
                         message.contains("without its offset"),
                         "the {which} record of round {round}: {message}"
                     );
+                    // The record is in doubt in its key's partition, from where that
+                    // partition ended before it was sent: no copy of it lies below.
+                    let [RecordFate::InDoubt { partition, from }] = fates.as_slice() else {
+                        panic!("the {which} record of round {round}: {fates:?}");
+                    };
+                    assert_eq!(
+                        *partition,
+                        omnilog_log::partition_for(b"one-customer", PARTITIONS as u32)
+                    );
+                    let below = if *from == 0 {
+                        Vec::new()
+                    } else {
+                        omnilog_log::read_before_end(
+                            &*log,
+                            Topic::Interactions,
+                            *partition,
+                            0,
+                            *from as usize,
+                        )
+                        .await
+                        .expect("the records below the doubt")
+                    };
+                    assert!(
+                        below
+                            .iter()
+                            .filter(|stored| stored.offset < *from)
+                            .all(|stored| stored.event_id != record(n).event_id),
+                        "the {which} record of round {round} is stored below {from}, where it is in doubt from"
+                    );
+                    assert!(*from > 0, "the warm-up record lies below every doubt");
                     refused += 1;
                 }
                 Err(error) => panic!("the {which} record of round {round}: {error}"),

@@ -27,6 +27,7 @@
 //! Ingest of 1,000-event requests went from 130.7k to 147.9k events/s (`omnilog bench`,
 //! stage d, medians of three alternated runs; docs/benchmarks-journal.md).
 
+mod doubt;
 mod recent;
 pub mod token;
 
@@ -41,6 +42,7 @@ use omnilog_views::identity::{CustomerIdText, CustomerIdentity, Mark};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::doubt::{Doubt, InDoubt, Known};
 use crate::recent::{Learnt, RecentIds, Remembered};
 
 pub use token::{BadToken, ReadToken};
@@ -81,7 +83,7 @@ impl IngestError {
 impl From<LogError> for IngestError {
     fn from(error: LogError) -> Self {
         match error {
-            LogError::Unconfirmed(message) => IngestError::Unconfirmed(message),
+            LogError::Unconfirmed { message, .. } => IngestError::Unconfirmed(message),
             other => IngestError::Unavailable(other.to_string()),
         }
     }
@@ -117,7 +119,9 @@ pub struct IngestConfig {
     pub max_group_events: usize,
     /// How many recent event ids remember their customer, so a redelivered event resolves
     /// to the customer it had the first time (and so to the same partition, where the log
-    /// recognises it as a duplicate) even if identities changed in between.
+    /// recognises it as a duplicate) even if identities changed in between. It also
+    /// bounds the events held in doubt after a refused append (at most 100,000; see
+    /// `doubt`), and 0 turns both off.
     pub remembered_event_ids: usize,
     /// Keep folding what other writers append (several ingest servers on one Kafka
     /// cluster). Identity claims fold in any order to the same view, so folding this
@@ -155,12 +159,20 @@ struct StagePoint {
 struct State {
     identity: IdentityView,
     recent: RecentIds,
+    /// Events a refused append may have stored, looked for in the log before they are
+    /// appended again (see [`doubt`]).
+    in_doubt: InDoubt,
     /// The last `recorded_at` handed out: stamps never go backwards, so claims are
     /// ordered as ingest resolved them even if the wall clock steps back.
     last_recorded: DateTime<Utc>,
     /// Where the identity view has folded the log up to, per interactions partition
     /// (what a follower of other writers reads next).
     folded_to: Vec<u64>,
+    /// Events the follower read while a group was staged, with their partitions and
+    /// offsets: folded once nothing is staged (by the sequencer between groups, or by the
+    /// follower). Dropped and read again, under a steady load they were never folded: on
+    /// Kafka nearly every moment has a group staged, waiting for its deliveries.
+    parked: Vec<(Event, u32, u64)>,
 }
 
 impl State {
@@ -168,8 +180,10 @@ impl State {
         State {
             identity: IdentityView::new(),
             recent: RecentIds::new(remembered_event_ids),
+            in_doubt: InDoubt::new(remembered_event_ids),
             last_recorded: DateTime::UNIX_EPOCH,
             folded_to: Vec::new(),
+            parked: Vec::new(),
         }
     }
 
@@ -208,11 +222,62 @@ impl State {
         self.recent.keep_before(point.recent);
     }
 
+    /// Learns what a refused group's records became, from the log's refusal: where those
+    /// stored are, and where those in doubt would be.
+    fn note_fates(&mut self, written: &[(Uuid, Topic)], refusal: &LogError) {
+        let LogError::Unconfirmed { fates, .. } = refusal else {
+            return;
+        };
+        if fates.len() != written.len() {
+            if !fates.is_empty() {
+                tracing::warn!(
+                    fates = fates.len(),
+                    records = written.len(),
+                    "the log's refusal names the fates of another count of records; none is noted"
+                );
+            }
+            return;
+        }
+        let now = std::time::Instant::now();
+        for (&(event_id, topic), &fate) in written.iter().zip(fates) {
+            match fate {
+                omnilog_log::RecordFate::Stored(position) => {
+                    let stored = EventPosition {
+                        topic,
+                        partition: position.partition,
+                        offset: position.offset,
+                        duplicate: true,
+                    };
+                    self.recent.remember(event_id, Learnt::StoredAt(stored));
+                }
+                omnilog_log::RecordFate::InDoubt { partition, from } => {
+                    let doubt = Doubt {
+                        topic,
+                        partition,
+                        from,
+                    };
+                    self.in_doubt.note(event_id, Known::Doubt(doubt), now);
+                }
+            }
+        }
+    }
+
     fn fold(&mut self, event: &Event) {
         self.identity.apply(event);
         if let Some(customer) = event.customer_id() {
             self.recent
                 .remember(event.event_id, Learnt::ResolvedTo(customer));
+        }
+    }
+
+    /// Folds what the follower read while a group was staged; only while none is (taking a
+    /// group back would take these folds back too).
+    fn fold_parked(&mut self) {
+        if self.is_staged() || self.parked.is_empty() {
+            return;
+        }
+        for (event, partition, offset) in std::mem::take(&mut self.parked) {
+            self.fold_stored(&event, partition, offset);
         }
     }
 
@@ -248,6 +313,12 @@ impl State {
             Some(Remembered::Resolved(customer)) => Some(customer.clone()),
             None => None,
         };
+        // Found in the log by a look for what a refused append may have stored.
+        if !self.in_doubt.is_empty()
+            && let Some(Known::Found(stored)) = self.in_doubt.get(&event.event_id)
+        {
+            return Ok(Prepared::Stored(stored));
+        }
         event.recorded_at = Some(self.next_recorded_at());
         let placement = match &event.body {
             Body::AgentState { agent_id, .. } => (Topic::Agents, agent_id.clone()),
@@ -496,16 +567,26 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
                 continue;
             };
             let mut state = lock(&state);
-            // A rebuild in between replaced the view and its positions: read again. While
-            // a group of this server's is staged, wait: taking it back restores the states
-            // it changed as they were before it, which would take these folds back too.
-            if state.folded_to.get(partition) != Some(&from) || state.is_staged() {
+            // A rebuild in between replaced the view and its positions: read again.
+            if state.folded_to.get(partition) != Some(&from) {
                 continue;
             }
+            // While a group of this server's is staged, the events are parked, not folded:
+            // taking the group back restores the states it changed as they were before it,
+            // which would take these folds back too. Too many parked: read them again later.
+            let staged = state.is_staged();
+            if staged && state.parked.len() >= PARKED_MOST {
+                continue;
+            }
+            state.fold_parked();
             let mut decoder = omnilog_events::EventDecoder::new();
             for record in &records {
                 if let Ok(event) = decoder.decode(&record.payload) {
-                    state.fold_stored(&event, record.partition, record.offset);
+                    if staged {
+                        state.parked.push((event, record.partition, record.offset));
+                    } else {
+                        state.fold_stored(&event, record.partition, record.offset);
+                    }
                 }
             }
             state.folded_to[partition] = last + 1;
@@ -519,6 +600,9 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
         }
     }
 }
+
+/// The most events the follower parks while groups are staged (see `State::parked`).
+const PARKED_MOST: usize = 20_000;
 
 /// How many times the sequencer lets ready requests run before it takes a group. Under
 /// one-event requests from 32 clients, a group was three requests, each group paying its
@@ -587,6 +671,9 @@ async fn sequence(
             continue;
         };
         let jobs = gather(first, &mut receiver, &config).await;
+        let Some(jobs) = settle_doubts(&*log, &state, jobs).await else {
+            continue;
+        };
         let (staged, records) = stage_group(&state, jobs);
         let answer: PendingAppend = if records.is_empty() {
             Box::pin(async { Ok(Vec::new()) })
@@ -601,6 +688,83 @@ async fn sequence(
             }
         };
         in_flight.push_back(InFlight { staged, answer });
+    }
+}
+
+/// Looks in the log for the events of `jobs` that a refused append may have stored (see
+/// [`doubt`]), so that staging answers those found as duplicates and appends the others.
+/// Nothing in doubt (nearly always), it costs a look at an empty map. A log that cannot be
+/// read now refuses the requests naming an event in doubt as unconfirmed (their events
+/// stay in doubt for the next try); the others go on.
+async fn settle_doubts(
+    log: &dyn EventLog,
+    state: &Mutex<State>,
+    jobs: Vec<Job>,
+) -> Option<Vec<Job>> {
+    let wanted = {
+        let mut state = lock(state);
+        state.in_doubt.forget_old(std::time::Instant::now());
+        if state.in_doubt.is_empty() {
+            return Some(jobs);
+        }
+        let partitions: std::collections::HashSet<(Topic, u32)> = jobs
+            .iter()
+            .flat_map(|job| &job.events)
+            .filter_map(|event| match state.in_doubt.get(&event.event_id) {
+                Some(Known::Doubt(doubt)) => Some((doubt.topic, doubt.partition)),
+                _ => None,
+            })
+            .collect();
+        if partitions.is_empty() {
+            return Some(jobs);
+        }
+        state.in_doubt.wanted_in(&partitions)
+    };
+    let wanted_count: usize = wanted.values().map(|(_, ids)| ids.len()).sum();
+    match doubt::look_for(log, wanted).await {
+        Ok(looked) => {
+            tracing::info!(
+                in_doubt = wanted_count,
+                found = looked.found.len(),
+                "looked in the log for events a refused append may have stored"
+            );
+            let mut state = lock(state);
+            state.in_doubt.learn(&looked);
+            // Not found up to the end read, this group's events in doubt are appended now.
+            for event in jobs.iter().flat_map(|job| &job.events) {
+                if let Some(Known::Doubt(doubt)) = state.in_doubt.get(&event.event_id)
+                    && looked.ends.contains_key(&(doubt.topic, doubt.partition))
+                {
+                    state.in_doubt.remove(&event.event_id);
+                }
+            }
+            // Those found are remembered among the recent ids too (they outlive the doubts),
+            // unless a group is staged: taking it back would take them back.
+            if !state.is_staged() {
+                for (&id, &stored) in &looked.found {
+                    state.recent.remember(id, Learnt::StoredAt(stored));
+                }
+            }
+            Some(jobs)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not look in the log for events in doubt; the requests naming them are refused");
+            let why = IngestError::Unconfirmed(format!(
+                "could not look in the log for events a refused write may have stored: {error}"
+            ));
+            let (refused, going_on): (Vec<Job>, Vec<Job>) = {
+                let state = lock(state);
+                jobs.into_iter().partition(|job| {
+                    job.events.iter().any(|event| {
+                        matches!(state.in_doubt.get(&event.event_id), Some(Known::Doubt(_)))
+                    })
+                })
+            };
+            for job in refused {
+                let _ = job.reply.send(Err(why.same()));
+            }
+            (!going_on.is_empty()).then_some(going_on)
+        }
     }
 }
 
@@ -679,6 +843,8 @@ fn stage_group(state: &Mutex<State>, jobs: Vec<Job>) -> (Staged, Vec<AppendRecor
         HashMap::with_capacity_and_hasher(group_events, Default::default());
     let mut accepted_jobs = Vec::with_capacity(jobs.len());
     let mut state = lock(state);
+    // Between groups: what the follower parked is folded before this group resolves.
+    state.fold_parked();
     let point = state.stage();
     for mut job in jobs {
         let mut slots = Vec::with_capacity(job.events.len());
@@ -753,26 +919,41 @@ async fn settle(
             lock(state).take_back_to(staged.point);
             // Each group is told what is known of it: nothing stored, or perhaps some of
             // it (a Kafka group whose deliveries were not all confirmed).
-            let mut refused = vec![(staged, IngestError::from(error))];
+            let mut refused = vec![(staged, error)];
             while let Some(later) = in_flight.pop_front() {
                 let why = match later.answer.await {
-                    Err(error) => IngestError::from(error),
-                    Ok(_) => {
+                    Err(error) => error,
+                    Ok(outcomes) => {
                         // The chain rules this out: a later group is refused with the first.
                         tracing::error!(
                             "the log stored a group handed over after a refused one of the same chain"
                         );
-                        IngestError::Unconfirmed(
-                            "a group after a refused one was stored; it is refused with it"
-                                .to_owned(),
-                        )
+                        LogError::Unconfirmed {
+                            message:
+                                "a group after a refused one was stored; it is refused with it"
+                                    .to_owned(),
+                            fates: outcomes
+                                .iter()
+                                .map(|outcome| omnilog_log::RecordFate::Stored(outcome.position()))
+                                .collect(),
+                        }
                     }
                 };
                 refused.push((later.staged, why));
             }
-            lock(state).keep();
+            {
+                let mut state = lock(state);
+                state.keep();
+                // Kept, not staged: what the refusals say of each record outlives the
+                // groups taken back.
+                for (group, why) in &refused {
+                    state.note_fates(&group.written, why);
+                }
+                state.fold_parked();
+            }
             *chain = log.new_chain();
             for (group, why) in refused {
+                let why = IngestError::from(why);
                 for (reply, _) in group.jobs {
                     let _ = reply.send(Err(why.same()));
                 }
@@ -794,7 +975,10 @@ async fn settle(
         let mut state = lock(state);
         match in_flight.front() {
             Some(later) => state.keep_before(later.staged.point),
-            None => state.keep(),
+            None => {
+                state.keep();
+                state.fold_parked();
+            }
         }
         for (position, (event_id, _)) in positions.iter().zip(&staged.written) {
             let stored = EventPosition {

@@ -10,13 +10,10 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use common::CountingLog;
+use common::{CountingLog, HeldAnswers, handed_over};
 use omnilog_events::Event;
 use omnilog_ingest::{Ingest, IngestConfig, IngestError};
-use omnilog_log::{
-    AppendOutcome, AppendRecord, Chain, DiskFault, EmbeddedLog, EventLog, PartitionCounts,
-    PendingAppend, Topic,
-};
+use omnilog_log::{DiskFault, EmbeddedLog, EventLog, PartitionCounts, Topic};
 use serde_json::{Value, json};
 
 fn event(source_event_id: &str, customer: Value) -> Event {
@@ -220,85 +217,6 @@ async fn a_refused_append_takes_back_exactly_its_decisions_without_folding_the_l
     .await
     .unwrap();
     assert_eq!(ingest.identity_snapshot(), refolded.identity_snapshot());
-}
-
-/// The embedded log, holding back the answers to chained appends until released: the
-/// appends themselves reach the log at once, so a test can have two groups in flight.
-#[derive(Debug)]
-struct HeldAnswers {
-    inner: Arc<EmbeddedLog>,
-    handed_over: Arc<std::sync::atomic::AtomicUsize>,
-    gate: Arc<tokio::sync::Semaphore>,
-}
-
-#[async_trait::async_trait]
-impl EventLog for HeldAnswers {
-    fn partitions(&self, topic: Topic) -> u32 {
-        self.inner.partitions(topic)
-    }
-
-    async fn append(
-        &self,
-        batch: Vec<AppendRecord>,
-    ) -> Result<Vec<AppendOutcome>, omnilog_log::LogError> {
-        self.inner.append(batch).await
-    }
-
-    fn append_in_chain(
-        &self,
-        batch: Vec<AppendRecord>,
-        chain: Chain,
-    ) -> Result<PendingAppend, Vec<AppendRecord>> {
-        let answer = self.inner.append_in_chain(batch, chain)?;
-        self.handed_over.fetch_add(1, Ordering::SeqCst);
-        let gate = self.gate.clone();
-        Ok(Box::pin(async move {
-            let _pass = gate.acquire().await;
-            answer.await
-        }))
-    }
-
-    fn new_chain(&self) -> Chain {
-        self.inner.new_chain()
-    }
-
-    async fn read(
-        &self,
-        topic: Topic,
-        partition: u32,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<omnilog_log::LogRecord>, omnilog_log::LogError> {
-        self.inner.read(topic, partition, from, max).await
-    }
-
-    async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, omnilog_log::LogError> {
-        self.inner.end_offsets(topic).await
-    }
-
-    async fn wait_beyond(
-        &self,
-        topic: Topic,
-        partition: u32,
-        offset: u64,
-        timeout: std::time::Duration,
-    ) -> Result<u64, omnilog_log::LogError> {
-        self.inner
-            .wait_beyond(topic, partition, offset, timeout)
-            .await
-    }
-}
-
-/// Waits (up to five seconds) until `count` appends were handed over.
-async fn handed_over(counter: &std::sync::atomic::AtomicUsize, count: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while counter.load(Ordering::SeqCst) < count {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ingest did not hand over append {count} within 5 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
 }
 
 /// Ingest hands a group to the log while the one before it is being made durable, the

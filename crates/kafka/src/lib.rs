@@ -12,9 +12,11 @@
 //! store, atomically with its state). See [`reader`] for how a handful of consumers serve
 //! readers at different positions.
 //!
-//! Unlike the embedded log, Kafka keeps no index of event ids: a record re-sent by a
-//! client after an answer it never saw is stored again. Readers that must count an event
-//! once deduplicate on its id (the `omnilog-event-id` header).
+//! Unlike the embedded log, Kafka keeps no index of event ids: a record sent again is
+//! stored again. Each ingest server keeps the ids it wrote or read (`omnilog-ingest`'s
+//! recent ids), and when an append is refused without every delivery confirmed, this log
+//! says where each record in doubt would be ([`omnilog_log::RecordFate`]), so that ingest
+//! looks for it there before it appends a re-sent copy.
 
 mod bare;
 mod group;
@@ -31,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use omnilog_log::{
-    AppendOutcome, AppendRecord, EventLog, LogError, LogRecord, PartitionCounts, Position, Topic,
-    partition_for,
+    AppendOutcome, AppendRecord, EventLog, LogError, LogRecord, PartitionCounts, Position,
+    RecordFate, Topic, partition_for,
 };
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -170,9 +172,9 @@ impl std::fmt::Debug for KafkaLog {
 /// answered `DUPLICATE_SEQUENCE_NUMBER`. Such a record is not acknowledged: its offset cast
 /// to a position named offset 2^64 - 1001, which a receipt's token then waited for and
 /// which raised the partition's known end past every real one; and the inference holds only
-/// where the broker checks producer sequences (librdkafka's mock cluster does not, and there
-/// the record was never stored). The request is refused instead: the client sends it again,
-/// and a copy stored twice is read once (readers deduplicate on the event id).
+/// where the broker checks producer sequences (in a test on librdkafka's mock cluster, such
+/// a record was not stored). The record is in doubt instead, and its append refused: the
+/// client sends it again, and ingest looks for it in the log first.
 fn delivered_position(partition: i32, offset: i64) -> Option<Position> {
     Some(Position {
         partition: u32::try_from(partition).ok()?,
@@ -340,15 +342,20 @@ impl EventLog for KafkaLog {
 
     /// Produces every record to its murmur2 partition and waits for every delivery
     /// report. Kafka cannot make a batch atomic without transactions: if one record
-    /// fails, the batch is refused and the client's retry may store again the records
-    /// that did land (readers deduplicate on the event id).
+    /// fails, the batch is refused with each record's fate (stored at a position, or in
+    /// doubt in a partition from an offset on), which a writer that sends the records
+    /// again uses not to store twice those that did land.
     async fn append(&self, batch: Vec<AppendRecord>) -> Result<Vec<AppendOutcome>, LogError> {
         let mut deliveries = Vec::with_capacity(batch.len());
+        // Where each record's partition was known to end before it was sent: if its
+        // delivery is not confirmed, a stored copy can only be there or after.
+        let mut sent_to = Vec::with_capacity(batch.len());
         for record in &batch {
             if record.key.is_empty() {
                 return Err(LogError::InvalidRecord("a record needs a key".to_owned()));
             }
             let partition = partition_for(record.key.as_bytes(), self.partitions.get(record.topic));
+            sent_to.push((partition, self.known_ends.get(record.topic, partition)));
             let mut headers =
                 OwnedHeaders::new_with_capacity(record.headers.len() + 1).insert(Header {
                     key: EVENT_ID_HEADER,
@@ -370,8 +377,12 @@ impl EventLog for KafkaLog {
             deliveries.push(self.producer.send(produced, self.config.delivery_timeout));
         }
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut fates = Vec::with_capacity(batch.len());
         let mut failure = None;
-        for (record, delivery) in batch.iter().zip(join_all(deliveries).await) {
+        for ((record, delivery), (partition, from)) in
+            batch.iter().zip(join_all(deliveries).await).zip(sent_to)
+        {
+            let in_doubt = RecordFate::InDoubt { partition, from };
             match delivery {
                 Ok(delivery) => match delivered_position(delivery.partition, delivery.offset) {
                     Some(position) => {
@@ -381,8 +392,10 @@ impl EventLog for KafkaLog {
                             position.offset + 1,
                         );
                         outcomes.push(AppendOutcome::Appended(position));
+                        fates.push(RecordFate::Stored(position));
                     }
                     None => {
+                        fates.push(in_doubt);
                         failure.get_or_insert_with(|| {
                             format!(
                                 "kafka reported a record of partition {} delivered without its offset (acknowledged by inference, not by the broker)",
@@ -392,6 +405,7 @@ impl EventLog for KafkaLog {
                     }
                 },
                 Err((error, _)) => {
+                    fates.push(in_doubt);
                     failure.get_or_insert_with(|| {
                         format!("kafka did not confirm the delivery: {error}")
                     });
@@ -401,8 +415,10 @@ impl EventLog for KafkaLog {
         match failure {
             None => Ok(outcomes),
             // The records whose deliveries were confirmed are stored, and one reported by
-            // inference may be: the outcome of the group is unknown, not "nothing written".
-            Some(message) => Err(LogError::Unconfirmed(message)),
+            // inference (or not at all) may be: the outcome of the group is unknown, not
+            // "nothing written". Each record's fate goes with the refusal, so that a writer
+            // sending them again can look for those in doubt where they would be.
+            Some(message) => Err(LogError::Unconfirmed { message, fates }),
         }
     }
 

@@ -88,6 +88,17 @@ impl AppendOutcome {
     }
 }
 
+/// What became of one record of an append the backend did not wholly confirm
+/// ([`LogError::Unconfirmed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordFate {
+    /// Stored here: its delivery was confirmed.
+    Stored(Position),
+    /// Perhaps stored, perhaps not: if it was, it is in `partition` at `from` or after
+    /// (where that partition was known to end before the record was sent).
+    InDoubt { partition: u32, from: u64 },
+}
+
 /// A stored record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogRecord {
@@ -181,9 +192,15 @@ pub enum LogError {
     /// Records were handed to the backend, and it did not confirm every one of them (a
     /// delivery that timed out, or one Kafka's producer reports by inference): some may be
     /// stored, others not. Safe to retry too: a stored event sent again is answered as a
-    /// duplicate where the writer deduplicates (ingest does, on the event id).
-    #[error("the log did not confirm every write: {0}")]
-    Unconfirmed(String),
+    /// duplicate where the writer deduplicates (ingest does, on the event id: it looks for
+    /// the records in doubt in the log before it appends them again).
+    #[error("the log did not confirm every write: {message}")]
+    Unconfirmed {
+        message: String,
+        /// One per record of the append, in its order (empty when the backend cannot
+        /// tell).
+        fates: Vec<RecordFate>,
+    },
 }
 
 /// Batches appended one after another that stand or fall in order (see

@@ -1,0 +1,106 @@
+//! The follower of other writers (several ingest servers on one Kafka cluster) under a
+//! steady load: while a group of this server's is staged, what it reads is parked, not
+//! dropped, and folded as soon as nothing is staged. Dropped and read again, it was folded
+//! only in the moments between groups, which a steady load on Kafka (a group staged while
+//! its deliveries come back) nearly never leaves.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{HeldAnswers, handed_over};
+use omnilog_ingest::{Ingest, IngestConfig};
+use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
+use serde_json::json;
+
+fn event(source_event_id: &str, customer: serde_json::Value) -> omnilog_events::Event {
+    omnilog_events::parse_event(
+        json!({
+            "source": "test", "source_event_id": source_event_id,
+            "occurred_at": "2026-03-02T09:00:00Z",
+            "customer": customer,
+            "interaction_id": source_event_id, "channel": "chat",
+            "type": "interaction_started", "direction": "inbound",
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+/// Waits (up to five seconds) until the follower has read every interactions partition to
+/// its end.
+async fn followed_to_the_end(ingest: &Ingest) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let progress = ingest.identity_progress().await.unwrap().unwrap();
+        if progress.iter().all(|(folded, end)| folded >= end) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not read to the end within 5 s while a group was staged: {progress:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_writers_claim_read_while_a_group_is_staged_is_folded_once_it_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
+    let handed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let log = Arc::new(HeldAnswers {
+        inner: embedded.clone(),
+        handed_over: handed.clone(),
+        gate: gate.clone(),
+    });
+    let config = IngestConfig {
+        follow_other_writers: true,
+        ..IngestConfig::default()
+    };
+    let ingest = Arc::new(
+        Ingest::start(log.clone() as Arc<dyn EventLog>, config)
+            .await
+            .unwrap(),
+    );
+    // A group of this server's, staged until the gate lets its answer through.
+    let staged = tokio::spawn({
+        let ingest = ingest.clone();
+        async move {
+            ingest
+                .submit(vec![event(
+                    "ours",
+                    json!({"handles": [{"kind": "phone", "value": "+15552000001"}]}),
+                )])
+                .await
+        }
+    });
+    handed_over(&handed, 1).await;
+    // Meanwhile another server appends its customer's claim on an email.
+    let theirs = event(
+        "theirs",
+        json!({"id": "customer-of-another-server",
+               "handles": [{"kind": "email", "value": "theirs@example.com"}]}),
+    );
+    embedded
+        .append(vec![omnilog_ingest::log_record(&theirs).unwrap()])
+        .await
+        .unwrap();
+    // Read while the group is staged, and not folded yet: a refusal of the group must not
+    // take the claim back with it.
+    followed_to_the_end(&ingest).await;
+    assert_eq!(ingest.resolve_handle("email", "theirs@example.com"), None);
+    // The group settles: the claim is folded with it, before the next group resolves.
+    gate.add_permits(1);
+    let receipt = staged.await.unwrap().unwrap();
+    assert_eq!(receipt.accepted, 1);
+    assert_eq!(
+        ingest
+            .resolve_handle("email", "theirs@example.com")
+            .as_deref(),
+        Some("customer-of-another-server")
+    );
+}
