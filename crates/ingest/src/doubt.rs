@@ -6,13 +6,14 @@
 //! be stored all the same. Kafka keeps no index of event ids, so a client's retry would
 //! store those a second time, and every view would count them twice.
 //!
-//! The log says what became of each record ([`omnilog_log::RecordFate`]): stored at a position, or in
-//! doubt, in a partition from an offset on (where that partition was known to end before
-//! the record was sent). Ingest remembers the stored ones among its recent ids, and the
-//! ones in doubt here. Before it stages a group naming an event in doubt, it reads the
+//! The log says what became of each record ([`omnilog_log::RecordFate`]): stored at a
+//! position, or in doubt, in a partition from an offset on (where that partition was known
+//! to end before the record was sent). Ingest holds each here, in doubt from that offset
+//! (a stored record's own). Before it stages a group naming an event in doubt, it reads the
 //! partition where that event would be, from that offset to the partition's end now
 //! ([`look_for`]), looking for every event in doubt there, not only the group's: those
-//! found are known here by their position ([`Known::Found`]) and answered as duplicates;
+//! found are folded into the identity view (the refusal took their claims back), known
+//! here by their position ([`Known::Found`]) and answered as duplicates;
 //! the group's events not found are appended like new ones; the others' doubt starts
 //! at the end read, so that no part of a partition is read twice for them. The reads
 //! happen only for events in doubt, so a desk that never sees a refusal never pays for
@@ -26,7 +27,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use omnilog_log::{EventLog, LogError, Topic};
+use omnilog_log::{EventLog, LogError, LogRecord, Topic};
 use uuid::Uuid;
 
 use crate::EventPosition;
@@ -183,10 +184,12 @@ impl InDoubt {
 /// Per partition: the lowest offset to read from, and the events to look for.
 pub(crate) type Wanted = HashMap<(Topic, u32), (u64, HashSet<Uuid>)>;
 
-/// What a look found: where each event found is, and each partition's end read to.
+/// What a look found: where each event found is (and its record), and each partition's
+/// end read to.
 #[derive(Debug, Default)]
 pub(crate) struct Looked {
     pub found: HashMap<Uuid, EventPosition>,
+    pub records: Vec<LogRecord>,
     pub ends: HashMap<(Topic, u32), u64>,
 }
 
@@ -220,6 +223,7 @@ pub(crate) async fn look_for(log: &dyn EventLog, wanted: Wanted) -> Result<Looke
                             duplicate: true,
                         },
                     );
+                    looked.records.push(record);
                 }
             }
             from = last + 1;
@@ -295,6 +299,7 @@ mod tests {
         };
         in_doubt.learn(&Looked {
             found: HashMap::from([(found, position)]),
+            records: Vec::new(),
             ends: HashMap::from([((Topic::Interactions, 1), 9)]),
         });
         assert_eq!(in_doubt.get(&found), Some(Known::Found(position)));

@@ -26,6 +26,13 @@
 //! refuses a group it refuses the one behind it too, and the sequencer takes both back.
 //! Ingest of 1,000-event requests went from 130.7k to 147.9k events/s (`omnilog bench`,
 //! stage d, medians of three alternated runs; docs/benchmarks-journal.md).
+//!
+//! A log that refuses a group without knowing what it stored (Kafka, deliveries not all
+//! confirmed) says where each record is or would be; a re-send of one of those events is
+//! looked for there before it is appended again ([`doubt`]), so that it is stored once.
+//! With several ingest servers on one cluster, each follows the others' appends into its
+//! identity view; what it reads while a group of its own is staged is parked and folded
+//! once the group is settled.
 
 mod doubt;
 mod recent;
@@ -222,8 +229,9 @@ impl State {
         self.recent.keep_before(point.recent);
     }
 
-    /// Learns what a refused group's records became, from the log's refusal: where those
-    /// stored are, and where those in doubt would be.
+    /// Learns what a refused group's records became, from the log's refusal: where each is
+    /// or would be. Each is in doubt until a re-send of it makes ingest look: the look finds
+    /// it at its offset (a record whose delivery was confirmed) or after it, or not at all.
     fn note_fates(&mut self, written: &[(Uuid, Topic)], refusal: &LogError) {
         let LogError::Unconfirmed { fates, .. } = refusal else {
             return;
@@ -240,25 +248,18 @@ impl State {
         }
         let now = std::time::Instant::now();
         for (&(event_id, topic), &fate) in written.iter().zip(fates) {
-            match fate {
-                omnilog_log::RecordFate::Stored(position) => {
-                    let stored = EventPosition {
-                        topic,
-                        partition: position.partition,
-                        offset: position.offset,
-                        duplicate: true,
-                    };
-                    self.recent.remember(event_id, Learnt::StoredAt(stored));
-                }
-                omnilog_log::RecordFate::InDoubt { partition, from } => {
-                    let doubt = Doubt {
-                        topic,
-                        partition,
-                        from,
-                    };
-                    self.in_doubt.note(event_id, Known::Doubt(doubt), now);
-                }
-            }
+            // A record stored at a known position is looked for there: the look folds what
+            // it finds into the identity view, which the group's refusal took it out of.
+            let (partition, from) = match fate {
+                omnilog_log::RecordFate::Stored(position) => (position.partition, position.offset),
+                omnilog_log::RecordFate::InDoubt { partition, from } => (partition, from),
+            };
+            let doubt = Doubt {
+                topic,
+                partition,
+                from,
+            };
+            self.in_doubt.note(event_id, Known::Doubt(doubt), now);
         }
     }
 
@@ -461,13 +462,29 @@ impl Ingest {
             return Ok(None);
         };
         let ends = log.end_offsets(Topic::Interactions).await?;
-        let folded = lock(&self.state).folded_to.clone();
+        let folded = {
+            let state = lock(&self.state);
+            let mut folded = state.folded_to.clone();
+            // Read but parked (a group was staged): not folded yet.
+            for (_, partition, offset) in &state.parked {
+                if let Some(to) = folded.get_mut(*partition as usize) {
+                    *to = (*to).min(*offset);
+                }
+            }
+            folded
+        };
         Ok(Some(
             ends.iter()
                 .enumerate()
                 .map(|(partition, &end)| (folded.get(partition).copied().unwrap_or(0), end))
                 .collect(),
         ))
+    }
+
+    /// Events the follower of other writers read while a group of this server's was staged,
+    /// waiting for it to settle before they are folded.
+    pub fn parked_events(&self) -> usize {
+        lock(&self.state).parked.len()
     }
 
     /// The customer a handle resolves to now (the handle is normalised first).
@@ -575,7 +592,7 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
             // taking the group back restores the states it changed as they were before it,
             // which would take these folds back too. Too many parked: read them again later.
             let staged = state.is_staged();
-            if staged && state.parked.len() >= PARKED_MOST {
+            if staged && state.parked.len() + records.len() > PARKED_MOST {
                 continue;
             }
             state.fold_parked();
@@ -693,9 +710,10 @@ async fn sequence(
 
 /// Looks in the log for the events of `jobs` that a refused append may have stored (see
 /// [`doubt`]), so that staging answers those found as duplicates and appends the others.
-/// Nothing in doubt (nearly always), it costs a look at an empty map. A log that cannot be
-/// read now refuses the requests naming an event in doubt as unconfirmed (their events
-/// stay in doubt for the next try); the others go on.
+/// Nothing in doubt (nearly always), it costs a look at an empty map. The group waits for
+/// the look (the sequencer resolves one group at a time). A log that cannot be read now
+/// refuses the requests naming an event in doubt as unconfirmed (their events stay in
+/// doubt for the next try); the others go on once the read has failed.
 async fn settle_doubts(
     log: &dyn EventLog,
     state: &Mutex<State>,
@@ -738,9 +756,19 @@ async fn settle_doubts(
                     state.in_doubt.remove(&event.event_id);
                 }
             }
-            // Those found are remembered among the recent ids too (they outlive the doubts),
-            // unless a group is staged: taking it back would take them back.
+            // Those found are folded into the identity view (the refusal of their group
+            // took their claims back) and remembered among the recent ids (which outlive
+            // the doubts), unless a group is staged: taking it back would take them back
+            // too. Then they stay known here, as found, until forgotten.
             if !state.is_staged() {
+                let mut decoder = omnilog_events::EventDecoder::new();
+                for record in &looked.records {
+                    if record.topic == Topic::Interactions
+                        && let Ok(event) = decoder.decode(&record.payload)
+                    {
+                        state.fold_stored(&event, record.partition, record.offset);
+                    }
+                }
                 for (&id, &stored) in &looked.found {
                     state.recent.remember(id, Learnt::StoredAt(stored));
                 }

@@ -231,10 +231,16 @@ async fn a_retry_of_events_stored_by_a_refused_append_is_answered_as_duplicates(
         .await
         .unwrap();
     assert_eq!(held[0].event_id, event(1).event_id);
+    // The claims the refusal took back are ingest's again: found, the events were folded.
+    for phone in ["+15550000001", "+15550000002"] {
+        assert!(ingest.resolve_handle("phone", phone).is_some(), "{phone}");
+    }
     // A third send finds them among the ids ingest remembers, without looking again.
+    let reads = log.reads.load(Ordering::SeqCst);
     let third = ingest.submit(vec![event(1), event(3)]).await.unwrap();
     assert_eq!((third.accepted, third.duplicates), (0, 2));
     assert_eq!(log.copies().len(), 4);
+    assert_eq!(log.reads.load(Ordering::SeqCst), reads);
 }
 
 #[tokio::test]
