@@ -284,8 +284,19 @@ impl State {
 
     /// Folds an interaction event read from the log at `partition`/`offset`.
     fn fold_stored(&mut self, event: &Event, partition: u32, offset: u64) {
+        self.fold_stored_remembering(event, partition, offset, true);
+    }
+
+    /// [`State::fold_stored`], remembering the event's id and position only if `remember`.
+    fn fold_stored_remembering(
+        &mut self,
+        event: &Event,
+        partition: u32,
+        offset: u64,
+        remember: bool,
+    ) {
         self.identity.apply(event);
-        if event.customer_id().is_some() {
+        if remember && event.customer_id().is_some() {
             let stored = EventPosition {
                 topic: Topic::Interactions,
                 partition,
@@ -512,6 +523,11 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
     let mut fresh = State::new(lock(state).recent.capacity());
     let ends = log.end_offsets(Topic::Interactions).await?;
     let total: u64 = ends.iter().sum();
+    // The ids remembered are each partition's newest, an equal share of them each: read
+    // partition after partition and all remembered, the ring kept the last partitions'
+    // ids (those read last), and forgot the newest of the first ones, whose redeliveries
+    // a Kafka log would then store again.
+    let share = (fresh.recent.capacity() as u64).div_ceil(ends.len().max(1) as u64);
     let mut reached = vec![0; ends.len()];
     for (partition, &end) in ends.iter().enumerate() {
         let mut from = 0;
@@ -535,7 +551,13 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
                         if let Some(at) = event.recorded_at {
                             fresh.last_recorded = fresh.last_recorded.max(at);
                         }
-                        fresh.fold_stored(&event, partition as u32, record.offset);
+                        let newest = record.offset + share >= end;
+                        fresh.fold_stored_remembering(
+                            &event,
+                            partition as u32,
+                            record.offset,
+                            newest,
+                        );
                     }
                     Err(error) => tracing::warn!(
                         partition,

@@ -1,16 +1,18 @@
 //! Logs for the ingest tests: the embedded log with counters, for the tests that check how
-//! often ingest reads or appends, and one that holds back its answers.
+//! often ingest reads or appends; one that holds back its answers; and one like Kafka's,
+//! which keeps no index of event ids and can refuse appends as unconfirmed.
 
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use omnilog_log::{
     AppendOutcome, AppendRecord, Chain, EmbeddedLog, EventLog, LogError, LogRecord, PendingAppend,
-    Topic,
+    Position, RecordFate, Topic, partition_for,
 };
 
 /// The embedded log, counting its appends (awaited or handed over in a chain) and its reads of the interactions topic (folding
@@ -160,5 +162,172 @@ pub async fn handed_over(counter: &std::sync::atomic::AtomicUsize, count: usize)
             "ingest did not hand over append {count} within 5 s"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The partitions of each topic of [`LikeKafka`].
+pub const LIKE_KAFKA_PARTITIONS: u32 = 4;
+
+/// How the next append is refused.
+#[derive(Clone, Copy, Debug)]
+pub enum Refusal {
+    /// Every record stored, none confirmed.
+    StoredUnconfirmed,
+    /// Nothing stored, and nothing confirmed either.
+    NothingStored,
+    /// Every record stored, the first one confirmed.
+    StoredFirstConfirmed,
+    /// Every record stored late: after the records of this many appends more.
+    StoredAfter(usize),
+}
+
+/// A log like Kafka's: an appended record is stored, a second copy too; the next appends
+/// can be refused as unconfirmed, each record in doubt from where its partition ended
+/// before the append; and reads can be made to fail.
+#[derive(Debug, Default)]
+pub struct LikeKafka {
+    pub partitions: Mutex<HashMap<(Topic, u32), Vec<LogRecord>>>,
+    pub refusals: Mutex<VecDeque<Refusal>>,
+    /// Records to store after this many appends more.
+    pub late: Mutex<Vec<(usize, Vec<LogRecord>)>>,
+    pub reads: AtomicU64,
+    pub reads_fail: AtomicBool,
+}
+
+impl LikeKafka {
+    pub fn refuse_next(&self, refusal: Refusal) {
+        self.refusals.lock().unwrap().push_back(refusal);
+    }
+
+    /// How many copies of each event id the log holds.
+    pub fn copies(&self) -> HashMap<uuid::Uuid, usize> {
+        let mut copies = HashMap::new();
+        for records in self.partitions.lock().unwrap().values() {
+            for record in records {
+                *copies.entry(record.event_id).or_insert(0) += 1;
+            }
+        }
+        copies
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for LikeKafka {
+    fn partitions(&self, _topic: Topic) -> u32 {
+        LIKE_KAFKA_PARTITIONS
+    }
+
+    async fn append(&self, batch: Vec<AppendRecord>) -> Result<Vec<AppendOutcome>, LogError> {
+        let refusal = self.refusals.lock().unwrap().pop_front();
+        let mut partitions = self.partitions.lock().unwrap();
+        let ends_before: HashMap<(Topic, u32), u64> = partitions
+            .iter()
+            .map(|(at, records)| (*at, records.len() as u64))
+            .collect();
+        let mut outcomes = Vec::new();
+        let mut fates = Vec::new();
+        for record in batch {
+            let partition = partition_for(record.key.as_bytes(), LIKE_KAFKA_PARTITIONS);
+            let stored = partitions.entry((record.topic, partition)).or_default();
+            let offset = stored.len() as u64;
+            fates.push(match refusal {
+                Some(Refusal::StoredFirstConfirmed) if fates.is_empty() => {
+                    RecordFate::Stored(Position { partition, offset })
+                }
+                _ => RecordFate::InDoubt {
+                    partition,
+                    from: ends_before
+                        .get(&(record.topic, partition))
+                        .copied()
+                        .unwrap_or(0),
+                },
+            });
+            outcomes.push(AppendOutcome::Appended(Position { partition, offset }));
+            let stored_record = LogRecord {
+                topic: record.topic,
+                partition,
+                offset,
+                key: record.key.into_bytes().into(),
+                event_id: record.event_id,
+                payload: record.payload,
+                headers: record.headers,
+            };
+            match refusal {
+                Some(Refusal::NothingStored) => {}
+                Some(Refusal::StoredAfter(appends)) => {
+                    let mut late = self.late.lock().unwrap();
+                    match late.iter_mut().find(|(after, _)| *after == appends) {
+                        Some((_, records)) => records.push(stored_record),
+                        None => late.push((appends, vec![stored_record])),
+                    }
+                }
+                _ => stored.push(stored_record),
+            }
+        }
+        // Records delivered late land after this append's.
+        if !matches!(refusal, Some(Refusal::StoredAfter(_))) {
+            let mut late = self.late.lock().unwrap();
+            for (after, records) in late.iter_mut() {
+                *after -= 1;
+                if *after == 0 {
+                    for mut record in records.drain(..) {
+                        let stored = partitions
+                            .entry((record.topic, record.partition))
+                            .or_default();
+                        record.offset = stored.len() as u64;
+                        stored.push(record);
+                    }
+                }
+            }
+            late.retain(|(after, _)| *after > 0);
+        }
+        match refusal {
+            None => Ok(outcomes),
+            Some(_) => Err(LogError::Unconfirmed {
+                message: "deliveries not confirmed (a test's refusal)".to_owned(),
+                fates,
+            }),
+        }
+    }
+
+    async fn read(
+        &self,
+        topic: Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if self.reads_fail.load(Ordering::SeqCst) {
+            return Err(LogError::Unavailable("reads fail (a test's)".to_owned()));
+        }
+        let partitions = self.partitions.lock().unwrap();
+        let records = partitions
+            .get(&(topic, partition))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(records
+            .iter()
+            .skip(from as usize)
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
+    async fn end_offsets(&self, topic: Topic) -> Result<Vec<u64>, LogError> {
+        let partitions = self.partitions.lock().unwrap();
+        Ok((0..LIKE_KAFKA_PARTITIONS)
+            .map(|p| partitions.get(&(topic, p)).map_or(0, |r| r.len() as u64))
+            .collect())
+    }
+
+    async fn wait_beyond(
+        &self,
+        topic: Topic,
+        partition: u32,
+        _offset: u64,
+        _timeout: Duration,
+    ) -> Result<u64, LogError> {
+        self.end_offsets_of(topic, partition).await
     }
 }
