@@ -248,10 +248,20 @@ impl State {
         }
         let now = std::time::Instant::now();
         for (&(event_id, topic), &fate) in written.iter().zip(fates) {
-            // A record stored at a known position is looked for there: the look folds what
-            // it finds into the identity view, which the group's refusal took it out of.
+            // A record stored at a known position is remembered there, and also looked for
+            // there when it is sent again: the look folds what it finds into the identity
+            // view, which the group's refusal took it out of.
             let (partition, from) = match fate {
-                omnilog_log::RecordFate::Stored(position) => (position.partition, position.offset),
+                omnilog_log::RecordFate::Stored(position) => {
+                    let stored = EventPosition {
+                        topic,
+                        partition: position.partition,
+                        offset: position.offset,
+                        duplicate: true,
+                    };
+                    self.recent.remember(event_id, Learnt::StoredAt(stored));
+                    (position.partition, position.offset)
+                }
                 omnilog_log::RecordFate::InDoubt { partition, from } => (partition, from),
             };
             let doubt = Doubt {
@@ -523,11 +533,13 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
     let mut fresh = State::new(lock(state).recent.capacity());
     let ends = log.end_offsets(Topic::Interactions).await?;
     let total: u64 = ends.iter().sum();
-    // The ids remembered are each partition's newest, an equal share of them each: read
-    // partition after partition and all remembered, the ring kept the last partitions'
-    // ids (those read last), and forgot the newest of the first ones, whose redeliveries
-    // a Kafka log would then store again.
+    // The ids remembered are each partition's newest, an equal share of them each, put in
+    // the ring oldest first (by `recorded_at`), so that new ids push out the oldest of
+    // them, whatever their partition. Read partition after partition and all remembered,
+    // the ring kept the last partitions' ids and forgot the newest of the first ones, whose
+    // redeliveries a Kafka log would then store again.
     let share = (fresh.recent.capacity() as u64).div_ceil(ends.len().max(1) as u64);
+    let mut newest: Vec<(DateTime<Utc>, u32, u64, Uuid)> = Vec::new();
     let mut reached = vec![0; ends.len()];
     for (partition, &end) in ends.iter().enumerate() {
         let mut from = 0;
@@ -551,13 +563,20 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
                         if let Some(at) = event.recorded_at {
                             fresh.last_recorded = fresh.last_recorded.max(at);
                         }
-                        let newest = record.offset + share >= end;
                         fresh.fold_stored_remembering(
                             &event,
                             partition as u32,
                             record.offset,
-                            newest,
+                            false,
                         );
+                        if record.offset + share >= end && event.customer_id().is_some() {
+                            newest.push((
+                                event.recorded_at.unwrap_or(event.occurred_at),
+                                partition as u32,
+                                record.offset,
+                                event.event_id,
+                            ));
+                        }
                     }
                     Err(error) => tracing::warn!(
                         partition,
@@ -569,6 +588,16 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
             }
         }
         reached[partition] = from;
+    }
+    newest.sort_unstable();
+    for (_, partition, offset, event_id) in newest {
+        let stored = EventPosition {
+            topic: Topic::Interactions,
+            partition,
+            offset,
+            duplicate: true,
+        };
+        fresh.recent.remember(event_id, Learnt::StoredAt(stored));
     }
     tracing::info!(
         events = total,
@@ -780,17 +809,23 @@ async fn settle_doubts(
             }
             // Those found are folded into the identity view (the refusal of their group
             // took their claims back) and remembered among the recent ids (which outlive
-            // the doubts), unless a group is staged: taking it back would take them back
-            // too. Then they stay known here, as found, until forgotten.
-            if !state.is_staged() {
-                let mut decoder = omnilog_events::EventDecoder::new();
-                for record in &looked.records {
-                    if record.topic == Topic::Interactions
-                        && let Ok(event) = decoder.decode(&record.payload)
-                    {
+            // the doubts). While a group is staged, taking it back would take those folds
+            // back too: the events are parked for the follower's way (folded, and
+            // remembered, once nothing is staged), and known here as found meanwhile.
+            let staged = state.is_staged();
+            let mut decoder = omnilog_events::EventDecoder::new();
+            for record in &looked.records {
+                if record.topic == Topic::Interactions
+                    && let Ok(event) = decoder.decode(&record.payload)
+                {
+                    if staged {
+                        state.parked.push((event, record.partition, record.offset));
+                    } else {
                         state.fold_stored(&event, record.partition, record.offset);
                     }
                 }
+            }
+            if !staged {
                 for (&id, &stored) in &looked.found {
                     state.recent.remember(id, Learnt::StoredAt(stored));
                 }

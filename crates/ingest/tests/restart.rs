@@ -1,59 +1,74 @@
-//! After a restart, ingest remembers the newest event ids of every partition, so that a
-//! redelivery of a recent event is answered as a duplicate on a log that keeps no index of
-//! event ids (Kafka). Folding the log partition after partition and remembering every id,
-//! it kept those read last: the last partitions' ids, none of the first ones' newest.
+//! After a restart, ingest remembers the newest event ids of every partition, oldest first,
+//! so that a redelivery of a recent event is answered as a duplicate on a log that keeps no
+//! index of event ids (Kafka), and new ids push out the oldest remembered, whatever their
+//! partition. Folding the log partition after partition and remembering every id in that
+//! order, it kept the last partitions' ids, and new ids pushed out the first partitions'.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::LikeKafka;
+use common::{LIKE_KAFKA_PARTITIONS, LikeKafka, numbered_event};
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_log::EventLog;
-use serde_json::json;
-
-fn event(n: usize) -> omnilog_events::Event {
-    omnilog_events::parse_event(
-        json!({
-            "source": "test", "source_event_id": format!("e{n}"),
-            "occurred_at": "2026-03-02T09:00:00Z",
-            "customer": {"handles": [{"kind": "phone", "value": format!("+1555000{n:04}")}]},
-            "interaction_id": format!("chat-{n}"), "channel": "chat",
-            "type": "interaction_started", "direction": "inbound",
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .unwrap()
-}
 
 #[tokio::test]
-async fn after_a_restart_the_newest_events_of_every_partition_are_known() {
+async fn after_a_restart_the_newest_events_of_every_partition_are_known_oldest_first() {
     let log = Arc::new(LikeKafka::default());
-    // Room for 8 ids: 2 for each of the 4 partitions.
+    // Room for two ids of each partition.
+    let share = 2;
     let config = IngestConfig {
-        remembered_event_ids: 8,
+        remembered_event_ids: share * LIKE_KAFKA_PARTITIONS as usize,
         ..IngestConfig::default()
     };
     let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, config.clone())
         .await
         .unwrap();
-    let mut newest_of = std::collections::BTreeMap::new();
+    // One after the other: each event is recorded after the one before.
+    let mut by_partition: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for n in 0..40 {
-        let receipt = ingest.submit(vec![event(n)]).await.unwrap();
-        newest_of.insert(receipt.positions[0].partition, n);
+        let receipt = ingest.submit(vec![numbered_event(n)]).await.unwrap();
+        by_partition
+            .entry(receipt.positions[0].partition)
+            .or_default()
+            .push(n);
     }
-    assert_eq!(newest_of.len(), 4, "every partition holds events");
+    assert_eq!(by_partition.len(), LIKE_KAFKA_PARTITIONS as usize);
     drop(ingest);
     let restarted = Ingest::start(log.clone() as Arc<dyn EventLog>, config)
         .await
         .unwrap();
-    for (partition, n) in newest_of {
-        let again = restarted.submit(vec![event(n)]).await.unwrap();
+    // The identity view is folded from the whole log, not only from what is remembered.
+    assert!(restarted.resolve_handle("phone", "+15550000000").is_some());
+    // Remembered: each partition's two newest, oldest first. Two new events push out the
+    // two oldest of them.
+    let mut kept: Vec<(usize, u32)> = by_partition
+        .iter()
+        .flat_map(|(&partition, events)| {
+            events[events.len() - share..]
+                .iter()
+                .map(move |&n| (n, partition))
+        })
+        .collect();
+    kept.sort_unstable();
+    for n in 100..102 {
+        let receipt = restarted.submit(vec![numbered_event(n)]).await.unwrap();
+        assert_eq!(receipt.accepted, 1);
+    }
+    let still = &kept[2..];
+    // Remembered in partition order, the first partition's would have gone first.
+    let first = *by_partition.keys().next().unwrap();
+    assert!(
+        still.iter().any(|&(_, partition)| partition == first),
+        "the history has none of the first partition's newest among the newest remembered: {kept:?}"
+    );
+    for &(n, partition) in still {
+        let again = restarted.submit(vec![numbered_event(n)]).await.unwrap();
         assert_eq!(
             (again.accepted, again.duplicates),
             (0, 1),
-            "the newest event of partition {partition}, sent again after a restart"
+            "event {n} of partition {partition}, sent again after a restart and two new events"
         );
     }
     assert!(log.copies().values().all(|&copies| copies == 1));

@@ -12,21 +12,9 @@ use std::sync::atomic::Ordering;
 use common::{LikeKafka, Refusal};
 use omnilog_ingest::{Ingest, IngestConfig, IngestError};
 use omnilog_log::EventLog;
-use serde_json::json;
 
 fn event(n: usize) -> omnilog_events::Event {
-    omnilog_events::parse_event(
-        json!({
-            "source": "test", "source_event_id": format!("e{n}"),
-            "occurred_at": "2026-03-02T09:00:00Z",
-            "customer": {"handles": [{"kind": "phone", "value": format!("+1555000{n:04}")}]},
-            "interaction_id": format!("chat-{n}"), "channel": "chat",
-            "type": "interaction_started", "direction": "inbound",
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .unwrap()
+    common::numbered_event(n)
 }
 
 async fn start(log: &Arc<LikeKafka>) -> Ingest {
@@ -114,6 +102,10 @@ async fn a_confirmed_record_of_a_refused_append_is_a_duplicate_when_sent_again()
     assert!(ingest.submit(vec![event(1), event(2)]).await.is_err());
     let again = ingest.submit(vec![event(2), event(1)]).await.unwrap();
     assert_eq!((again.accepted, again.duplicates), (0, 2), "{again:?}");
+    // The claims of both, the confirmed one's too, are ingest's again.
+    for phone in ["+15550000001", "+15550000002"] {
+        assert!(ingest.resolve_handle("phone", phone).is_some(), "{phone}");
+    }
     let copies = log.copies();
     assert_eq!(copies.len(), 2);
     assert!(copies.values().all(|&n| n == 1), "{copies:?}");

@@ -331,3 +331,20 @@ impl EventLog for LikeKafka {
         self.end_offsets_of(topic, partition).await
     }
 }
+
+/// Event `n` of the tests on the Kafka-like log: an inbound chat of its own customer, known
+/// by the phone +1555000nnnn.
+pub fn numbered_event(n: usize) -> omnilog_events::Event {
+    omnilog_events::parse_event(
+        serde_json::json!({
+            "source": "test", "source_event_id": format!("e{n}"),
+            "occurred_at": "2026-03-02T09:00:00Z",
+            "customer": {"handles": [{"kind": "phone", "value": format!("+1555000{n:04}")}]},
+            "interaction_id": format!("chat-{n}"), "channel": "chat",
+            "type": "interaction_started", "direction": "inbound",
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
