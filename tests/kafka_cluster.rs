@@ -61,32 +61,47 @@ struct Broker {
 }
 
 impl Broker {
+    /// Starts tansu on a free port. The port is free when asked for, not necessarily when
+    /// tansu binds it (another process may take it in between): a tansu that exits is
+    /// started again on another port, and one is only taken once it listens and still runs
+    /// (a connection that succeeds to a port tansu lost would reach whatever took it).
     fn start() -> Broker {
-        let port = free_port();
-        let address = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{address}");
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting tansu");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&address).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        for _attempt in 0..5 {
+            let port = free_port();
+            let address = format!("127.0.0.1:{port}");
+            let url = format!("tcp://{address}");
+            let mut child = Command::new(tansu())
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting tansu");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    eprintln!("tansu exited on port {port} ({status}); starting it on another");
+                    break;
+                }
+                if std::net::TcpStream::connect(&address).is_ok()
+                    && matches!(child.try_wait(), Ok(None))
+                {
+                    return Broker { child, address };
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "tansu did not listen within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        Broker { child, address }
+        panic!("tansu exited at start on five ports");
     }
 }
 

@@ -59,35 +59,53 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium of `width` × `height`.
     pub async fn start(width: u32, height: u32) -> Browser {
         require_chromium();
-        let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting chromedriver");
-        let base = format!("http://127.0.0.1:{port}");
         let http = Http::default();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(answer) = http
-                .try_send(
-                    "GET",
-                    &format!("{base}/status"),
-                    "application/json",
-                    Vec::new(),
-                )
-                .await
-                && answer.body["value"]["ready"] == true
-            {
+        // The port is free when asked for, not necessarily when chromedriver binds it
+        // (another process may take it in between): a chromedriver that exits is started
+        // again on another port.
+        let mut started = None;
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut driver = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting chromedriver");
+            let base = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(status)) = driver.try_wait() {
+                    eprintln!(
+                        "chromedriver exited on port {port} ({status}); starting it on another"
+                    );
+                    break;
+                }
+                if let Ok(answer) = http
+                    .try_send(
+                        "GET",
+                        &format!("{base}/status"),
+                        "application/json",
+                        Vec::new(),
+                    )
+                    .await
+                    && answer.body["value"]["ready"] == true
+                    && matches!(driver.try_wait(), Ok(None))
+                {
+                    started = Some((driver, base));
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "chromedriver did not answer within 20 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if started.is_some() {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not answer within 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let (driver, base) = started.expect("chromedriver exited at start on five ports");
         let profile = tempfile::tempdir().expect("a browser profile dir");
         let args = [
             "--headless".to_owned(),
