@@ -527,19 +527,22 @@ impl Ingest {
     }
 }
 
-/// Folds every interaction already in the log into a fresh identity view.
+/// Folds every interaction already in the log into a fresh identity view, and remembers
+/// the newest event ids of both topics.
 async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestError> {
     const READ_BATCH: usize = 10_000;
     let mut fresh = State::new(lock(state).recent.capacity());
     let ends = log.end_offsets(Topic::Interactions).await?;
+    let agent_ends = log.end_offsets(Topic::Agents).await?;
     let total: u64 = ends.iter().sum();
-    // The ids remembered are each partition's newest, an equal share of them each, put in
-    // the ring oldest first (by `recorded_at`), so that new ids push out the oldest of
-    // them, whatever their partition. Read partition after partition and all remembered,
-    // the ring kept the last partitions' ids and forgot the newest of the first ones, whose
-    // redeliveries a Kafka log would then store again.
+    // The ids remembered are each interactions partition's newest, an equal share of them
+    // each, and as many of each agents partition's, put in the ring oldest first (by
+    // `recorded_at`): the ring keeps the newest of them all, and new ids push out the
+    // oldest, whatever their partition. Read partition after partition and all remembered,
+    // the ring kept the last partitions' ids and forgot the newest of the first ones (and
+    // every agent event's), whose redeliveries a Kafka log would store again.
     let share = (fresh.recent.capacity() as u64).div_ceil(ends.len().max(1) as u64);
-    let mut newest: Vec<(DateTime<Utc>, u32, u64, Uuid)> = Vec::new();
+    let mut newest: Vec<(DateTime<Utc>, Topic, u32, u64, Uuid)> = Vec::new();
     let mut reached = vec![0; ends.len()];
     for (partition, &end) in ends.iter().enumerate() {
         let mut from = 0;
@@ -572,6 +575,7 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
                         if record.offset + share >= end && event.customer_id().is_some() {
                             newest.push((
                                 event.recorded_at.unwrap_or(event.occurred_at),
+                                Topic::Interactions,
                                 partition as u32,
                                 record.offset,
                                 event.event_id,
@@ -589,10 +593,41 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
         }
         reached[partition] = from;
     }
+    // The agents topic is not folded (no identity in it): only its partitions' newest ids
+    // are read.
+    for (partition, &end) in agent_ends.iter().enumerate() {
+        let mut from = end.saturating_sub(share);
+        let mut decoder = omnilog_events::EventDecoder::new();
+        while from < end {
+            let records = omnilog_log::read_before_end(
+                log,
+                Topic::Agents,
+                partition as u32,
+                from,
+                READ_BATCH,
+            )
+            .await?;
+            let Some(last) = records.last().map(|record| record.offset) else {
+                break;
+            };
+            for record in &records {
+                if let Ok(event) = decoder.decode(&record.payload) {
+                    newest.push((
+                        event.recorded_at.unwrap_or(event.occurred_at),
+                        Topic::Agents,
+                        partition as u32,
+                        record.offset,
+                        event.event_id,
+                    ));
+                }
+            }
+            from = last + 1;
+        }
+    }
     newest.sort_unstable();
-    for (_, partition, offset, event_id) in newest {
+    for (_, topic, partition, offset, event_id) in newest {
         let stored = EventPosition {
-            topic: Topic::Interactions,
+            topic,
             partition,
             offset,
             duplicate: true,

@@ -73,3 +73,37 @@ async fn after_a_restart_the_newest_events_of_every_partition_are_known_oldest_f
     }
     assert!(log.copies().values().all(|&copies| copies == 1));
 }
+
+fn agent_event(n: usize) -> omnilog_events::Event {
+    omnilog_events::parse_event(
+        serde_json::json!({
+            "source": "test", "source_event_id": format!("agent-state-{n}"),
+            "occurred_at": "2026-03-02T09:00:00Z",
+            "type": "agent_state", "agent_id": format!("agent-{}", n % 3),
+            "state": "available",
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn after_a_restart_an_agent_event_sent_again_is_a_duplicate() {
+    let log = Arc::new(LikeKafka::default());
+    let config = IngestConfig::default();
+    let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, config.clone())
+        .await
+        .unwrap();
+    for n in 0..6 {
+        ingest.submit(vec![agent_event(n)]).await.unwrap();
+        ingest.submit(vec![numbered_event(n)]).await.unwrap();
+    }
+    drop(ingest);
+    let restarted = Ingest::start(log.clone() as Arc<dyn EventLog>, config)
+        .await
+        .unwrap();
+    let again = restarted.submit(vec![agent_event(5)]).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 1), "{again:?}");
+    assert!(log.copies().values().all(|&copies| copies == 1));
+}
