@@ -543,18 +543,14 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
     // every agent event's), whose redeliveries a Kafka log would store again.
     let share = (fresh.recent.capacity() as u64).div_ceil(ends.len().max(1) as u64);
     let mut newest: Vec<(DateTime<Utc>, Topic, u32, u64, Uuid)> = Vec::new();
+    let read = |topic, partition: usize, from| {
+        omnilog_log::read_before_end(log, topic, partition as u32, from, READ_BATCH)
+    };
     let mut reached = vec![0; ends.len()];
     for (partition, &end) in ends.iter().enumerate() {
         let mut from = 0;
         while from < end {
-            let records = omnilog_log::read_before_end(
-                log,
-                Topic::Interactions,
-                partition as u32,
-                from,
-                READ_BATCH,
-            )
-            .await?;
+            let records = read(Topic::Interactions, partition, from).await?;
             let Some(last) = records.last() else {
                 break;
             };
@@ -599,14 +595,7 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
         let mut from = end.saturating_sub(share);
         let mut decoder = omnilog_events::EventDecoder::new();
         while from < end {
-            let records = omnilog_log::read_before_end(
-                log,
-                Topic::Agents,
-                partition as u32,
-                from,
-                READ_BATCH,
-            )
-            .await?;
+            let records = read(Topic::Agents, partition, from).await?;
             let Some(last) = records.last().map(|record| record.offset) else {
                 break;
             };
