@@ -533,7 +533,15 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
     const READ_BATCH: usize = 10_000;
     let mut fresh = State::new(lock(state).recent.capacity());
     let ends = log.end_offsets(Topic::Interactions).await?;
-    let agent_ends = log.end_offsets(Topic::Agents).await?;
+    // The agents' ids only serve to answer redeliveries as duplicates: a topic that cannot
+    // be read now costs that, not the start.
+    let agent_ends = log
+        .end_offsets(Topic::Agents)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not ask where the agents topic ends; its ids are not remembered");
+            Vec::new()
+        });
     let total: u64 = ends.iter().sum();
     // The ids remembered are each interactions partition's newest, an equal share of them
     // each, and as many of each agents partition's, put in the ring oldest first (by
@@ -595,7 +603,13 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
         let mut from = end.saturating_sub(share);
         let mut decoder = omnilog_events::EventDecoder::new();
         while from < end {
-            let records = read(Topic::Agents, partition, from).await?;
+            let records = match read(Topic::Agents, partition, from).await {
+                Ok(records) => records,
+                Err(error) => {
+                    tracing::warn!(%error, partition, "could not read the newest agent events; their ids are not remembered");
+                    break;
+                }
+            };
             let Some(last) = records.last().map(|record| record.offset) else {
                 break;
             };
@@ -614,7 +628,9 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
         }
     }
     newest.sort_unstable();
-    for (_, topic, partition, offset, event_id) in newest {
+    // Those the ring would push out at once are not put in.
+    let older = newest.len().saturating_sub(fresh.recent.capacity());
+    for (_, topic, partition, offset, event_id) in newest.into_iter().skip(older) {
         let stored = EventPosition {
             topic,
             partition,

@@ -1,8 +1,9 @@
-//! After a restart, ingest remembers the newest event ids of every partition, oldest first,
-//! so that a redelivery of a recent event is answered as a duplicate on a log that keeps no
-//! index of event ids (Kafka), and new ids push out the oldest remembered, whatever their
-//! partition. Folding the log partition after partition and remembering every id in that
-//! order, it kept the last partitions' ids, and new ids pushed out the first partitions'.
+//! After a restart, ingest remembers the newest event ids of every partition of both
+//! topics, oldest first, so that a redelivery of a recent event is answered as a duplicate
+//! on a log that keeps no index of event ids (Kafka), and new ids push out the oldest
+//! remembered, whatever their partition. Folding the log partition after partition and
+//! remembering every id in that order, it kept the last partitions' ids, new ids pushed out
+//! the first partitions', and no agent event's id was remembered.
 
 mod common;
 
@@ -106,4 +107,21 @@ async fn after_a_restart_an_agent_event_sent_again_is_a_duplicate() {
     let again = restarted.submit(vec![agent_event(5)]).await.unwrap();
     assert_eq!((again.accepted, again.duplicates), (0, 1), "{again:?}");
     assert!(log.copies().values().all(|&copies| copies == 1));
+}
+
+#[tokio::test]
+async fn an_agents_topic_that_cannot_be_read_does_not_stop_a_restart() {
+    let log = Arc::new(LikeKafka::default());
+    let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
+        .await
+        .unwrap();
+    ingest.submit(vec![agent_event(0)]).await.unwrap();
+    drop(ingest);
+    log.agent_reads_fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let restarted = Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
+        .await
+        .unwrap();
+    let receipt = restarted.submit(vec![numbered_event(1)]).await.unwrap();
+    assert_eq!(receipt.accepted, 1);
 }

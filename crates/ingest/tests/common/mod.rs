@@ -192,6 +192,8 @@ pub struct LikeKafka {
     pub late: Mutex<Vec<(usize, Vec<LogRecord>)>>,
     pub reads: AtomicU64,
     pub reads_fail: AtomicBool,
+    /// Reads of the agents topic fail.
+    pub agent_reads_fail: AtomicBool,
 }
 
 impl LikeKafka {
@@ -298,7 +300,9 @@ impl EventLog for LikeKafka {
         max: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
-        if self.reads_fail.load(Ordering::SeqCst) {
+        if self.reads_fail.load(Ordering::SeqCst)
+            || (topic == Topic::Agents && self.agent_reads_fail.load(Ordering::SeqCst))
+        {
             return Err(LogError::Unavailable("reads fail (a test's)".to_owned()));
         }
         let partitions = self.partitions.lock().unwrap();
