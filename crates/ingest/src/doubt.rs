@@ -169,8 +169,8 @@ impl InDoubt {
         for (id, (known, _)) in self.by_id.iter_mut() {
             match known {
                 Known::Doubt(doubt) => {
-                    if let Some(&position) = looked.found.get(id) {
-                        *known = Known::Found(position);
+                    if let Some(record) = looked.found.get(id) {
+                        *known = Known::Found(stored_at(record));
                     } else if let Some(&end) = looked.ends.get(&(doubt.topic, doubt.partition)) {
                         doubt.from = doubt.from.max(end);
                     }
@@ -184,13 +184,22 @@ impl InDoubt {
 /// Per partition: the lowest offset to read from, and the events to look for.
 pub(crate) type Wanted = HashMap<(Topic, u32), (u64, HashSet<Uuid>)>;
 
-/// What a look found: where each event found is (and its record), and each partition's
-/// end read to.
+/// What a look found: the record of each event found (the first copy), and each
+/// partition's end read to.
 #[derive(Debug, Default)]
 pub(crate) struct Looked {
-    pub found: HashMap<Uuid, EventPosition>,
-    pub records: Vec<LogRecord>,
+    pub found: HashMap<Uuid, LogRecord>,
     pub ends: HashMap<(Topic, u32), u64>,
+}
+
+/// Where the log holds `record`, as a duplicate of it is answered.
+pub(crate) fn stored_at(record: &LogRecord) -> EventPosition {
+    EventPosition {
+        topic: record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        duplicate: true,
+    }
 }
 
 /// Records read at once while looking.
@@ -214,16 +223,7 @@ pub(crate) async fn look_for(log: &dyn EventLog, wanted: Wanted) -> Result<Looke
             for record in records {
                 if ids.contains(&record.event_id) && !looked.found.contains_key(&record.event_id) {
                     found_here += 1;
-                    looked.found.insert(
-                        record.event_id,
-                        EventPosition {
-                            topic,
-                            partition,
-                            offset: record.offset,
-                            duplicate: true,
-                        },
-                    );
-                    looked.records.push(record);
+                    looked.found.insert(record.event_id, record);
                 }
             }
             from = last + 1;
@@ -291,15 +291,18 @@ mod tests {
             wanted.get(&(Topic::Interactions, 1)),
             Some(&(3, HashSet::from([found, absent])))
         );
-        let position = EventPosition {
+        let record = LogRecord {
             topic: Topic::Interactions,
             partition: 1,
             offset: 6,
-            duplicate: true,
+            key: bytes::Bytes::new(),
+            event_id: found,
+            payload: bytes::Bytes::new(),
+            headers: Vec::new(),
         };
+        let position = stored_at(&record);
         in_doubt.learn(&Looked {
-            found: HashMap::from([(found, position)]),
-            records: Vec::new(),
+            found: HashMap::from([(found, record)]),
             ends: HashMap::from([((Topic::Interactions, 1), 9)]),
         });
         assert_eq!(in_doubt.get(&found), Some(Known::Found(position)));

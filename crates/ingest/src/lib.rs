@@ -854,7 +854,7 @@ async fn settle_doubts(
             // remembered, once nothing is staged), and known here as found meanwhile.
             let staged = state.is_staged();
             let mut decoder = omnilog_events::EventDecoder::new();
-            for record in &looked.records {
+            for record in looked.found.values() {
                 if record.topic == Topic::Interactions
                     && let Ok(event) = decoder.decode(&record.payload)
                 {
@@ -866,8 +866,10 @@ async fn settle_doubts(
                 }
             }
             if !staged {
-                for (&id, &stored) in &looked.found {
-                    state.recent.remember(id, Learnt::StoredAt(stored));
+                for (&id, record) in &looked.found {
+                    state
+                        .recent
+                        .remember(id, Learnt::StoredAt(doubt::stored_at(record)));
                 }
             }
             Some(jobs)

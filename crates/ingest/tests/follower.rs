@@ -45,13 +45,7 @@ async fn parked(ingest: &Ingest, count: usize) {
 async fn another_writers_claim_read_while_a_group_is_staged_is_folded_once_it_settles() {
     let dir = tempfile::tempdir().unwrap();
     let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
-    let handed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let log = Arc::new(HeldAnswers {
-        inner: embedded.clone(),
-        handed_over: handed.clone(),
-        gate: gate.clone(),
-    });
+    let log = HeldAnswers::over(embedded.clone());
     let config = IngestConfig {
         follow_other_writers: true,
         ..IngestConfig::default()
@@ -73,7 +67,7 @@ async fn another_writers_claim_read_while_a_group_is_staged_is_folded_once_it_se
                 .await
         }
     });
-    handed_over(&handed, 1).await;
+    handed_over(&log.handed_over, 1).await;
     // Meanwhile another server appends its customer's claim on an email.
     let theirs = event(
         "theirs",
@@ -95,7 +89,7 @@ async fn another_writers_claim_read_while_a_group_is_staged_is_folded_once_it_se
         "{progress:?}"
     );
     // The group settles: the claim is folded with it, before the next group resolves.
-    gate.add_permits(1);
+    log.gate.add_permits(1);
     let receipt = staged.await.unwrap().unwrap();
     assert_eq!(receipt.accepted, 1);
     assert_eq!(

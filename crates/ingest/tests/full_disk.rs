@@ -228,13 +228,7 @@ async fn a_refused_append_takes_back_exactly_its_decisions_without_folding_the_l
 async fn a_refused_group_takes_the_group_resolved_behind_it_down_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
-    let handed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let log = Arc::new(HeldAnswers {
-        inner: embedded.clone(),
-        handed_over: handed.clone(),
-        gate: gate.clone(),
-    });
+    let log = HeldAnswers::over(embedded.clone());
     let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
         .await
         .unwrap();
@@ -265,14 +259,14 @@ async fn a_refused_group_takes_the_group_resolved_behind_it_down_with_it() {
         let ingest = ingest.clone();
         async move { ingest.submit(first_request()).await }
     });
-    handed_over(&handed, 1).await;
+    handed_over(&log.handed_over, 1).await;
     let second = tokio::spawn({
         let ingest = ingest.clone();
         async move { ingest.submit(second_request()).await }
     });
     // The second group is in the log's hands before the first's refusal is heard of.
-    handed_over(&handed, 2).await;
-    gate.add_permits(1_000);
+    handed_over(&log.handed_over, 2).await;
+    log.gate.add_permits(1_000);
     for (name, outcome) in [
         ("first", first.await.unwrap()),
         ("second", second.await.unwrap()),

@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering;
 use common::CountingLog;
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
-use serde_json::json;
 
 #[tokio::test]
 async fn requests_that_arrive_together_share_appends() {
@@ -35,18 +34,7 @@ async fn requests_that_arrive_together_share_appends() {
                 for _ in 0..n % 3 {
                     tokio::task::yield_now().await;
                 }
-                let event = omnilog_events::parse_event(
-                    json!({
-                        "source": "test", "source_event_id": format!("e{n}"),
-                        "occurred_at": "2026-03-02T09:00:00Z",
-                        "customer": {"handles": [{"kind": "phone", "value": format!("+1555000{n:04}")}]},
-                        "interaction_id": format!("chat-{n}"), "channel": "chat",
-                        "type": "interaction_started", "direction": "inbound",
-                    })
-                    .to_string()
-                    .as_bytes(),
-                )
-                .unwrap();
+                let event = common::numbered_event(n);
                 ingest.submit(vec![event]).await.unwrap().accepted
             })
         })

@@ -98,6 +98,17 @@ pub struct HeldAnswers {
     pub gate: Arc<tokio::sync::Semaphore>,
 }
 
+impl HeldAnswers {
+    /// Over `inner`, every answer held until the gate lets it through.
+    pub fn over(inner: Arc<EmbeddedLog>) -> Arc<Self> {
+        Arc::new(HeldAnswers {
+            inner,
+            handed_over: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl EventLog for HeldAnswers {
     fn partitions(&self, topic: Topic) -> u32 {
