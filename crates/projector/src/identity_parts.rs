@@ -8,8 +8,10 @@
 //! events that absorbs views folded from the others is the view of all of them
 //! ([`IdentityView::absorb_saved_bytes`]). Folded in parts of at most
 //! [`crate::replay::ReplayOptions::identity_part_entries`] customers and handles, the
-//! whole view is built only once the log is read, when the views' passes have let their
-//! records go: the two no longer add up.
+//! whole view is built only once the log is read and the views are written and let go:
+//! the two no longer add up. (Built beside the views' last checkpoints instead, the
+//! whole view's 79 MB and those checkpoints' merges and ingestions, about 60 MB, made a 10M
+//! replay's heap peak of 152.5 MB; docs/benchmarks-journal.md, "2026-12-07, late morning".)
 //!
 //! The file is unnamed (`tempfile::tempfile_in`), deleted by the system once closed, also
 //! when the replay dies; nothing in it is synced: a replay that stops starts over.

@@ -26,9 +26,9 @@
 //! the deltas up, streamed into the store. So a replay holds a pass's records and at most a
 //! share of its budget in figures, and passes can be small
 //! ([`SPILLED_PASS_RECORDS`]). The identity view, whose handles are no partition's, is
-//! folded in parts set aside in the spill directory and made whole once the views' folds are
-//! done ([`crate::identity_parts`]): the one state a replay holds in proportion to the
-//! history, and only at its end. A pass whose records outgrow a view's budget checkpoints in
+//! folded in parts set aside in the spill directory and made whole once the views are
+//! written ([`crate::identity_parts`]): the one state a replay holds in proportion to the
+//! history, and only at its end, alone. A pass whose records outgrow a view's budget checkpoints in
 //! its middle too, and lets the least recently used records go. The views fold the same
 //! records through the same code as a live projection, so a replayed view equals the live
 //! one folded to the same positions.
@@ -104,10 +104,11 @@ pub struct ReplayOptions {
 /// (23,269 customers and 46,538 handles), and is folded whole; one of 10M, eight parts.
 pub const IDENTITY_PART_ENTRIES: usize = 100_000;
 
-/// Takes the replayed identity view on its worker's thread as soon as its fold is done,
-/// while the views write their last checkpoints: `omnilog replay` saves it there, so that
-/// its encoding and sync overlap theirs instead of following them. An error fails the
-/// replay.
+/// Takes the replayed identity view on its worker's thread as soon as it is whole: `omnilog
+/// replay` saves it there. A view folded whole (a history of up to about a million events)
+/// is whole once its fold is done, and its encoding and sync overlap the views' last
+/// checkpoints instead of following them; one folded in parts is made whole after them
+/// (see [`crate::identity_parts`]). An error fails the replay.
 #[derive(Clone)]
 pub struct IdentitySink(pub Arc<SaveIdentity>);
 
@@ -273,8 +274,8 @@ pub async fn replay(
     let mut feeds: Vec<mpsc::SyncSender<Feed>> = Vec::new();
     let mut workers: Vec<Worker> = Vec::new();
     let mut active: Vec<(&'static str, u32)> = Vec::new();
-    // Each view's worker says here when its fold is done and its last pass's records are
-    // let go: the identity view absorbs its parts only then (see `crate::identity_parts`).
+    // Each view's worker says here when its last checkpoint is written and its version let
+    // go: the identity view absorbs its parts only then (see `crate::identity_parts`).
     let (fold_done, folds_done) = mpsc::channel::<()>();
     let view_count = views.len();
     for view in views {
@@ -300,15 +301,21 @@ pub async fn replay(
             // The worker owns its version: its state is let go on its own thread at the end.
             .spawn(move || {
                 let version = view.open_version(table, version_config, Phase::Running)?;
-                fold_batches(
+                let folded = fold_batches(
                     &version,
                     &batches,
                     until,
                     &counter,
                     cache_bytes,
                     runs_dir.as_deref(),
-                    &fold_done,
-                )
+                );
+                // Said once the last checkpoint is written and the version let go (or the
+                // fold failed): the identity view's parts are absorbed only then, so the
+                // whole view and the last checkpoints' merges never add up (nobody may be
+                // listening: no identity view, or one folded whole).
+                drop(version);
+                let _ = fold_done.send(());
+                folded
             })
             .map_err(|e| ProjectorError::Task(format!("starting a replay worker: {e}")))?;
         feeds.push(feed);
@@ -356,9 +363,13 @@ pub async fn replay(
                 if let Some(parts) = parts {
                     let count = parts.len();
                     if count > 0 {
-                        // The whole view is built once the views' passes have let their
-                        // records go, beside their last checkpoints: not on top of their
-                        // last pass. A worker that failed has dropped its sender.
+                        // The whole view is built once the views are written and let
+                        // go: not on top of their last pass, nor beside their last
+                        // checkpoints, whose merges of the runs and ingestions held about
+                        // 60 MB of a 10M replay's heap peak beside the whole view's 79 MB
+                        // (heaptrack; docs/benchmarks-journal.md, "2026-12-07, late
+                        // morning"). A history long enough to have parts pays the absorb
+                        // after the views' writes rather than beside them.
                         for _ in 0..view_count {
                             if folds_done.recv().is_err() {
                                 break;
@@ -897,7 +908,6 @@ fn fold_batches(
     folded: &AtomicU64,
     cache_bytes: usize,
     runs_dir: Option<&Path>,
-    fold_done: &mpsc::Sender<()>,
 ) -> Result<Checkpoint, ProjectorError> {
     // A thread of its own for the whole replay, not one per job: see `job_thread`.
     let mut writer = JobThread::new(format!("write-{}", short_name(version.status().view)), 0);
@@ -994,8 +1004,6 @@ fn fold_batches(
     }
     written(&mut writing)?;
     writer.stop();
-    // Nobody may be listening any more (no identity view, or one folded whole).
-    let _ = fold_done.send(());
     version.last_checkpoint()?;
     Ok(version.status().checkpoint())
 }
