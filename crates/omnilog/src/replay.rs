@@ -166,8 +166,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let group = indicatif::MultiProgress::new();
     // Per name: the bar and where it last stood.
     let mut bars: Vec<(String, Progress, u64, u64)> = Vec::new();
-    // The identity view is saved on its replay thread as soon as it is folded, beside the
-    // views' last checkpoints. Streamed to the file rather than encoded whole first: at 10M
+    // The identity view is saved on its replay thread as soon as it is whole: beside the
+    // views' last checkpoints when folded whole, after them when made whole from its parts
+    // (a long history). Streamed to the file rather than encoded whole first: at 10M
     // events the encoding alone is about 90 MB.
     let identity_path = args.out.join(IDENTITY_FILE);
     let save_identity = move |identity: &IdentityView| -> Result<(), String> {

@@ -277,6 +277,8 @@ pub async fn replay(
     // Each view's worker says here when its last checkpoint is written and its version let
     // go: the identity view absorbs its parts only then (see `crate::identity_parts`).
     let (fold_done, folds_done) = mpsc::channel::<()>();
+    // Set once the replay has failed: its identity view is then not saved.
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let view_count = views.len();
     for view in views {
         let (feed, batches) = mpsc::sync_channel::<Feed>(4);
@@ -296,24 +298,33 @@ pub async fn replay(
         let cache_bytes = options.cache_bytes;
         let runs_dir = options.spill_dir.clone();
         let fold_done = fold_done.clone();
+        let replay_failed = failed.clone();
         let worker = std::thread::Builder::new()
             .name(format!("replay-{}", short_name(name)))
             // The worker owns its version: its state is let go on its own thread at the end.
             .spawn(move || {
-                let version = view.open_version(table, version_config, Phase::Running)?;
-                let folded = fold_batches(
-                    &version,
-                    &batches,
-                    until,
-                    &counter,
-                    cache_bytes,
-                    runs_dir.as_deref(),
-                );
+                let folded = view
+                    .open_version(table, version_config, Phase::Running)
+                    .and_then(|version| {
+                        fold_batches(
+                            &version,
+                            &batches,
+                            until,
+                            &counter,
+                            cache_bytes,
+                            runs_dir.as_deref(),
+                        )
+                        // The version is let go here, before the identity worker hears.
+                    });
                 // Said once the last checkpoint is written and the version let go (or the
                 // fold failed): the identity view's parts are absorbed only then, so the
                 // whole view and the last checkpoints' merges never add up (nobody may be
                 // listening: no identity view, or one folded whole).
-                drop(version);
+                if folded.is_err() {
+                    // Before the identity worker hears of it: a failed replay saves no
+                    // identity view.
+                    replay_failed.store(true, Ordering::Relaxed);
+                }
                 let _ = fold_done.send(());
                 folded
             })
@@ -324,8 +335,6 @@ pub async fn replay(
     }
     // Only the workers hold a sender now: if one fails, its sender goes with it.
     drop(fold_done);
-    // Set once the replay has failed: its identity view is then not saved.
-    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let identity_worker = if options.identity {
         let replay_failed = failed.clone();
         let (feed, batches) = mpsc::sync_channel::<Feed>(4);
@@ -389,8 +398,9 @@ pub async fn replay(
                     return Ok(None);
                 }
                 match sink {
-                    // Let go here too, on the thread that made it, beside the views' last
-                    // checkpoints rather than after them.
+                    // Let go here too, on the thread that made it: beside the views' last
+                    // checkpoints for a view folded whole, after them for one made whole
+                    // from its parts.
                     Some(sink) => sink.0(&identity)
                         .map(|()| None)
                         .map_err(ProjectorError::Task),
