@@ -100,3 +100,67 @@ async fn another_writers_claim_read_while_a_group_is_staged_is_folded_once_it_se
     );
     assert_eq!(ingest.parked_events(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_parked_while_a_refused_group_was_staged_is_folded_and_the_groups_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
+    let log = HeldAnswers::over(embedded.clone());
+    let config = IngestConfig {
+        follow_other_writers: true,
+        ..IngestConfig::default()
+    };
+    let ingest = Arc::new(
+        Ingest::start(log.clone() as Arc<dyn EventLog>, config)
+            .await
+            .unwrap(),
+    );
+    // A group of this server's that the log will refuse, staged until the gate lets the
+    // refusal through.
+    log.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ours = || {
+        event(
+            "ours",
+            json!({"handles": [{"kind": "phone", "value": "+15552000001"}]}),
+        )
+    };
+    let staged = tokio::spawn({
+        let ingest = ingest.clone();
+        async move { ingest.submit(vec![ours()]).await }
+    });
+    handed_over(&log.handed_over, 1).await;
+    // Meanwhile another server appends its customer's claim on an email: parked.
+    let theirs = event(
+        "theirs",
+        json!({"id": "customer-of-another-server",
+               "handles": [{"kind": "email", "value": "theirs@example.com"}]}),
+    );
+    embedded
+        .append(vec![omnilog_ingest::log_record(&theirs).unwrap()])
+        .await
+        .unwrap();
+    parked(&ingest, 1).await;
+    // The refusal takes the group's own claim back, not the parked one: that one is folded
+    // as the refusal is answered.
+    log.gate.add_permits(1);
+    assert!(staged.await.unwrap().is_err(), "the log refused the group");
+    assert_eq!(ingest.resolve_handle("phone", "+15552000001"), None);
+    assert_eq!(
+        ingest
+            .resolve_handle("email", "theirs@example.com")
+            .as_deref(),
+        Some("customer-of-another-server")
+    );
+    assert_eq!(ingest.parked_events(), 0);
+    let progress = ingest.identity_progress().await.unwrap().unwrap();
+    assert!(
+        progress.iter().all(|(folded, end)| folded >= end),
+        "{progress:?}"
+    );
+    // The client's retry is appended, and its claim made.
+    log.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    log.gate.add_permits(1);
+    let receipt = ingest.submit(vec![ours()]).await.unwrap();
+    assert_eq!(receipt.accepted, 1);
+    assert!(ingest.resolve_handle("phone", "+15552000001").is_some());
+}

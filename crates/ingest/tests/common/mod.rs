@@ -96,6 +96,9 @@ pub struct HeldAnswers {
     pub inner: Arc<EmbeddedLog>,
     pub handed_over: Arc<std::sync::atomic::AtomicUsize>,
     pub gate: Arc<tokio::sync::Semaphore>,
+    /// Set: the next appends handed over never reach the log, and are answered (once the
+    /// gate lets them through) as refused.
+    pub refuse: Arc<AtomicBool>,
 }
 
 impl HeldAnswers {
@@ -105,6 +108,7 @@ impl HeldAnswers {
             inner,
             handed_over: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            refuse: Arc::new(AtomicBool::new(false)),
         })
     }
 }
@@ -124,9 +128,16 @@ impl EventLog for HeldAnswers {
         batch: Vec<AppendRecord>,
         chain: Chain,
     ) -> Result<PendingAppend, Vec<AppendRecord>> {
+        let gate = self.gate.clone();
+        if self.refuse.load(Ordering::SeqCst) {
+            self.handed_over.fetch_add(1, Ordering::SeqCst);
+            return Ok(Box::pin(async move {
+                let _pass = gate.acquire().await;
+                Err(LogError::Unavailable("refused by the test".to_owned()))
+            }));
+        }
         let answer = self.inner.append_in_chain(batch, chain)?;
         self.handed_over.fetch_add(1, Ordering::SeqCst);
-        let gate = self.gate.clone();
         Ok(Box::pin(async move {
             let _pass = gate.acquire().await;
             answer.await
