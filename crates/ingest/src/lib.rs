@@ -31,8 +31,8 @@
 //! confirmed) says where each record is or would be; a re-send of one of those events is
 //! looked for there before it is appended again ([`doubt`]), so that it is stored once.
 //! With several ingest servers on one cluster, each follows the others' appends into its
-//! identity view; what it reads while a group of its own is staged is parked and folded
-//! once the group is settled.
+//! identity view, and remembers the ids of their agent events; what it reads while a group
+//! of its own is staged is parked and folded once the group is settled.
 
 mod doubt;
 mod recent;
@@ -131,8 +131,9 @@ pub struct IngestConfig {
     /// `doubt`), and 0 turns both off.
     pub remembered_event_ids: usize,
     /// Keep folding what other writers append (several ingest servers on one Kafka
-    /// cluster). Identity claims fold in any order to the same view, so folding this
-    /// server's own events a second time changes nothing.
+    /// cluster), and remembering the ids of their agent events. Identity claims fold in any
+    /// order to the same view, so folding this server's own events a second time changes
+    /// nothing (nor does remembering its own ids again, at the same positions).
     pub follow_other_writers: bool,
 }
 
@@ -180,6 +181,14 @@ struct State {
     /// follower). Dropped and read again, under a steady load they were never folded: on
     /// Kafka nearly every moment has a group staged, waiting for its deliveries.
     parked: Vec<(Event, u32, u64)>,
+    /// Where the follower has read each agents partition up to: their events only serve
+    /// to answer another server's redeliveries as duplicates, so only their ids are kept.
+    /// Empty when the agents topic could not be asked at start (not followed then).
+    agents_followed_to: Vec<u64>,
+    /// Agent events (id, partition, offset) the follower read while a group was staged:
+    /// remembered once nothing is, as `parked` is folded (a taken-back group takes back
+    /// the ids remembered since it was staged).
+    parked_agents: Vec<(Uuid, u32, u64)>,
 }
 
 impl State {
@@ -191,6 +200,8 @@ impl State {
             last_recorded: DateTime::UNIX_EPOCH,
             folded_to: Vec::new(),
             parked: Vec::new(),
+            agents_followed_to: Vec::new(),
+            parked_agents: Vec::new(),
         }
     }
 
@@ -284,12 +295,27 @@ impl State {
     /// Folds what the follower read while a group was staged; only while none is (taking a
     /// group back would take these folds back too).
     fn fold_parked(&mut self) {
-        if self.is_staged() || self.parked.is_empty() {
+        if self.is_staged() {
             return;
         }
         for (event, partition, offset) in std::mem::take(&mut self.parked) {
             self.fold_stored(&event, partition, offset);
         }
+        for (event_id, partition, offset) in std::mem::take(&mut self.parked_agents) {
+            self.remember_agent_event(event_id, partition, offset);
+        }
+    }
+
+    /// Remembers an agent event read from the log at `partition`/`offset`, so that a
+    /// redelivery of it is answered as a duplicate.
+    fn remember_agent_event(&mut self, event_id: Uuid, partition: u32, offset: u64) {
+        let stored = EventPosition {
+            topic: Topic::Agents,
+            partition,
+            offset,
+            duplicate: true,
+        };
+        self.recent.remember(event_id, Learnt::StoredAt(stored));
     }
 
     /// Folds an interaction event read from the log at `partition`/`offset`.
@@ -503,9 +529,20 @@ impl Ingest {
     }
 
     /// Events the follower of other writers read while a group of this server's was staged,
-    /// waiting for it to settle before they are folded.
+    /// waiting for it to settle before they are folded (interactions) or their ids
+    /// remembered (agent events).
     pub fn parked_events(&self) -> usize {
-        lock(&self.state).parked.len()
+        let state = lock(&self.state);
+        state.parked.len() + state.parked_agents.len()
+    }
+
+    /// Whether ingest would answer a redelivery of `event_id` as a duplicate now, without
+    /// looking in the log (its remembered ids): for tests and checks.
+    pub fn remembers_stored(&self, event_id: &Uuid) -> bool {
+        matches!(
+            lock(&self.state).recent.get(event_id),
+            Some(Remembered::Stored(_))
+        )
     }
 
     /// The customer a handle resolves to now (the handle is normalised first).
@@ -598,7 +635,9 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
         reached[partition] = from;
     }
     // The agents topic is not folded (no identity in it): only its partitions' newest ids
-    // are read.
+    // are read. A follower goes on from where each read stopped (from the end asked, past
+    // a partition that could not be read: the ids between are not remembered).
+    let mut agents_reached = agent_ends.clone();
     for (partition, &end) in agent_ends.iter().enumerate() {
         let mut from = end.saturating_sub(share);
         let mut decoder = omnilog_events::EventDecoder::new();
@@ -626,6 +665,7 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
             }
             from = last + 1;
         }
+        agents_reached[partition] = from.max(end);
     }
     newest.sort_unstable();
     // Those the ring would push out at once are not put in.
@@ -647,18 +687,20 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
     // Where the fold got to (past a reported end when a read returned more), so a
     // follower goes on from there.
     fresh.folded_to = reached;
+    fresh.agents_followed_to = agents_reached;
     *lock(state) = fresh;
     Ok(())
 }
 
 /// Folds what every writer appends into the identity view, from where the last rebuild
-/// stopped: another ingest server's claims become known here within moments.
+/// stopped: another ingest server's claims become known here within moments, and so do
+/// the ids of its agent events (whose redeliveries here are then duplicates).
 async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
     const READ_BATCH: usize = 2_000;
     const IDLE: std::time::Duration = std::time::Duration::from_millis(50);
     loop {
         let positions = lock(&state).folded_to.clone();
-        let mut folded_any = false;
+        let mut folded_any = follow_agents(&*log, &state, READ_BATCH).await;
         for (partition, &from) in positions.iter().enumerate() {
             let records = match log
                 .read(Topic::Interactions, partition as u32, from, READ_BATCH)
@@ -683,7 +725,9 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
             // taking the group back restores the states it changed as they were before it,
             // which would take these folds back too. Too many parked: read them again later.
             let staged = state.is_staged();
-            if staged && state.parked.len() + records.len() > PARKED_MOST {
+            if staged
+                && state.parked.len() + state.parked_agents.len() + records.len() > PARKED_MOST
+            {
                 continue;
             }
             state.fold_parked();
@@ -707,6 +751,49 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
             return;
         }
     }
+}
+
+/// Reads every agents partition from where the follower stands and remembers the ids of
+/// the events read (parked while a group is staged); returns whether any was read. Only
+/// the records' ids and places are needed: nothing is decoded. A partition that cannot be
+/// read is tried again next time.
+async fn follow_agents(log: &dyn EventLog, state: &Mutex<State>, batch: usize) -> bool {
+    let positions = lock(state).agents_followed_to.clone();
+    let mut read_any = false;
+    for (partition, &from) in positions.iter().enumerate() {
+        let records = match log.read(Topic::Agents, partition as u32, from, batch).await {
+            Ok(records) => records,
+            Err(error) => {
+                tracing::debug!(%error, partition, "identity follower could not read the agents topic; retrying");
+                continue;
+            }
+        };
+        let Some(last) = records.last().map(|r| r.offset) else {
+            continue;
+        };
+        let mut state = lock(state);
+        // A rebuild in between replaced the state and its positions: read again.
+        if state.agents_followed_to.get(partition) != Some(&from) {
+            continue;
+        }
+        let staged = state.is_staged();
+        if staged && state.parked.len() + state.parked_agents.len() + records.len() > PARKED_MOST {
+            continue;
+        }
+        state.fold_parked();
+        for record in &records {
+            if staged {
+                state
+                    .parked_agents
+                    .push((record.event_id, record.partition, record.offset));
+            } else {
+                state.remember_agent_event(record.event_id, record.partition, record.offset);
+            }
+        }
+        state.agents_followed_to[partition] = last + 1;
+        read_any = true;
+    }
+    read_any
 }
 
 /// The most events the follower parks while groups are staged (see `State::parked`).

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{HeldAnswers, handed_over};
+use common::{HeldAnswers, LikeKafka, agent_event, handed_over};
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
 use serde_json::json;
@@ -163,4 +163,36 @@ async fn a_claim_parked_while_a_refused_group_was_staged_is_folded_and_the_group
     let receipt = ingest.submit(vec![ours()]).await.unwrap();
     assert_eq!(receipt.accepted, 1);
     assert!(ingest.resolve_handle("phone", "+15552000001").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_event_another_server_stored_is_a_duplicate_when_sent_here() {
+    // Kafka keeps no index of event ids: a server answers a redelivery as a duplicate
+    // only if it remembers the id, which for another server's agent events means it
+    // followed the agents topic too.
+    let log = Arc::new(LikeKafka::default());
+    let config = IngestConfig {
+        follow_other_writers: true,
+        ..IngestConfig::default()
+    };
+    let here = Ingest::start(log.clone() as Arc<dyn EventLog>, config.clone())
+        .await
+        .unwrap();
+    let there = Ingest::start(log.clone() as Arc<dyn EventLog>, config)
+        .await
+        .unwrap();
+    let stored = there.submit(vec![agent_event(1)]).await.unwrap();
+    assert_eq!(stored.accepted, 1);
+    let id = agent_event(1).event_id;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !here.remembers_stored(&id) {
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not read another server's agent event within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let again = here.submit(vec![agent_event(1)]).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 1), "{again:?}");
+    assert!(log.copies().values().all(|&copies| copies == 1));
 }

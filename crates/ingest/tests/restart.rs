@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::{LIKE_KAFKA_PARTITIONS, LikeKafka, numbered_event};
+use common::{LIKE_KAFKA_PARTITIONS, LikeKafka, agent_event, numbered_event};
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_log::EventLog;
 
@@ -73,20 +73,6 @@ async fn after_a_restart_the_newest_events_of_every_partition_are_known_oldest_f
         );
     }
     assert!(log.copies().values().all(|&copies| copies == 1));
-}
-
-fn agent_event(n: usize) -> omnilog_events::Event {
-    omnilog_events::parse_event(
-        serde_json::json!({
-            "source": "test", "source_event_id": format!("agent-state-{n}"),
-            "occurred_at": "2026-03-02T09:00:00Z",
-            "type": "agent_state", "agent_id": format!("agent-{}", n % 3),
-            "state": "available",
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .unwrap()
 }
 
 #[tokio::test]

@@ -374,3 +374,19 @@ pub fn numbered_event(n: usize) -> omnilog_events::Event {
     )
     .unwrap()
 }
+
+/// The `n`th agent event of a test: agent `n % 3` available (its id is derived from its
+/// source event id, so the same `n` is the same event).
+pub fn agent_event(n: usize) -> omnilog_events::Event {
+    omnilog_events::parse_event(
+        serde_json::json!({
+            "source": "test", "source_event_id": format!("agent-state-{n}"),
+            "occurred_at": "2026-03-02T09:00:00Z",
+            "type": "agent_state", "agent_id": format!("agent-{}", n % 3),
+            "state": "available",
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
