@@ -183,7 +183,8 @@ struct State {
     parked: Vec<(Event, u32, u64)>,
     /// Where the follower has read each agents partition up to: their events only serve
     /// to answer another server's redeliveries as duplicates, so only their ids are kept.
-    /// Empty when the agents topic could not be asked at start (not followed then).
+    /// Empty until the topic's ends are known (asked at start, or by the follower when
+    /// the start could not).
     agents_followed_to: Vec<u64>,
     /// Agent events (id, partition, offset) the follower read while a group was staged:
     /// remembered once nothing is, as `parked` is folded (a taken-back group takes back
@@ -635,17 +636,20 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
         reached[partition] = from;
     }
     // The agents topic is not folded (no identity in it): only its partitions' newest ids
-    // are read. A follower goes on from where each read stopped (from the end asked, past
-    // a partition that could not be read: the ids between are not remembered).
+    // are read. A follower goes on from where each read stopped: past the end asked when
+    // the reads came back short of it (an end reported past what can be read), where a
+    // read failed otherwise (the follower reads the rest).
     let mut agents_reached = agent_ends.clone();
     for (partition, &end) in agent_ends.iter().enumerate() {
         let mut from = end.saturating_sub(share);
         let mut decoder = omnilog_events::EventDecoder::new();
+        let mut read_failed = false;
         while from < end {
             let records = match read(Topic::Agents, partition, from).await {
                 Ok(records) => records,
                 Err(error) => {
-                    tracing::warn!(%error, partition, "could not read the newest agent events; their ids are not remembered");
+                    tracing::warn!(%error, partition, "could not read the newest agent events; the follower of other writers reads them later, if it runs");
+                    read_failed = true;
                     break;
                 }
             };
@@ -665,7 +669,7 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
             }
             from = last + 1;
         }
-        agents_reached[partition] = from.max(end);
+        agents_reached[partition] = if read_failed { from } else { from.max(end) };
     }
     newest.sort_unstable();
     // Those the ring would push out at once are not put in.
@@ -700,7 +704,7 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
     const IDLE: std::time::Duration = std::time::Duration::from_millis(50);
     loop {
         let positions = lock(&state).folded_to.clone();
-        let mut folded_any = follow_agents(&*log, &state, READ_BATCH).await;
+        let mut folded_any = false;
         for (partition, &from) in positions.iter().enumerate() {
             let records = match log
                 .read(Topic::Interactions, partition as u32, from, READ_BATCH)
@@ -725,9 +729,7 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
             // taking the group back restores the states it changed as they were before it,
             // which would take these folds back too. Too many parked: read them again later.
             let staged = state.is_staged();
-            if staged
-                && state.parked.len() + state.parked_agents.len() + records.len() > PARKED_MOST
-            {
+            if staged && state.parked.len() + records.len() > PARKED_MOST {
                 continue;
             }
             state.fold_parked();
@@ -744,6 +746,13 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
             state.folded_to[partition] = last + 1;
             folded_any = true;
         }
+        // After the interactions: their claims matter more than the agents' ids (the two
+        // are parked apart, each with its own bound).
+        match follow_agents(&*log, &state, READ_BATCH).await {
+            Ok(read_any) => folded_any |= read_any,
+            Err(LogError::Closed) => return,
+            Err(_) => {}
+        }
         if !folded_any {
             tokio::time::sleep(IDLE).await;
         }
@@ -756,15 +765,36 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
 /// Reads every agents partition from where the follower stands and remembers the ids of
 /// the events read (parked while a group is staged); returns whether any was read. Only
 /// the records' ids and places are needed: nothing is decoded. A partition that cannot be
-/// read is tried again next time.
-async fn follow_agents(log: &dyn EventLog, state: &Mutex<State>, batch: usize) -> bool {
+/// read is tried again next time. Where the start could not ask the topic's ends, asks
+/// them first and follows from there. Fails only when the log is closed.
+async fn follow_agents(
+    log: &dyn EventLog,
+    state: &Mutex<State>,
+    batch: usize,
+) -> Result<bool, LogError> {
     let positions = lock(state).agents_followed_to.clone();
+    if positions.is_empty() {
+        match log.end_offsets(Topic::Agents).await {
+            Ok(ends) => {
+                let mut state = lock(state);
+                if state.agents_followed_to.is_empty() {
+                    state.agents_followed_to = ends;
+                }
+            }
+            Err(LogError::Closed) => return Err(LogError::Closed),
+            Err(error) => {
+                tracing::warn!(%error, "identity follower could not ask where the agents topic ends; retrying");
+            }
+        }
+        return Ok(false);
+    }
     let mut read_any = false;
     for (partition, &from) in positions.iter().enumerate() {
         let records = match log.read(Topic::Agents, partition as u32, from, batch).await {
             Ok(records) => records,
+            Err(LogError::Closed) => return Err(LogError::Closed),
             Err(error) => {
-                tracing::debug!(%error, partition, "identity follower could not read the agents topic; retrying");
+                tracing::warn!(%error, partition, "identity follower could not read the agents topic; retrying");
                 continue;
             }
         };
@@ -777,11 +807,16 @@ async fn follow_agents(log: &dyn EventLog, state: &Mutex<State>, batch: usize) -
             continue;
         }
         let staged = state.is_staged();
-        if staged && state.parked.len() + state.parked_agents.len() + records.len() > PARKED_MOST {
+        if staged && state.parked_agents.len() + records.len() > PARKED_AGENT_IDS_MOST {
             continue;
         }
         state.fold_parked();
         for record in &records {
+            // A record without its id (a Kafka record whose header was lost) names nothing
+            // to remember.
+            if record.event_id.is_nil() {
+                continue;
+            }
             if staged {
                 state
                     .parked_agents
@@ -793,11 +828,15 @@ async fn follow_agents(log: &dyn EventLog, state: &Mutex<State>, batch: usize) -
         state.agents_followed_to[partition] = last + 1;
         read_any = true;
     }
-    read_any
+    Ok(read_any)
 }
 
 /// The most events the follower parks while groups are staged (see `State::parked`).
 const PARKED_MOST: usize = 20_000;
+
+/// The most agent event ids the follower parks while groups are staged (see
+/// `State::parked_agents`): about 30 bytes each, where a parked event takes hundreds.
+const PARKED_AGENT_IDS_MOST: usize = 100_000;
 
 /// How many times the sequencer lets ready requests run before it takes a group. Under
 /// one-event requests from 32 clients, a group was three requests, each group paying its

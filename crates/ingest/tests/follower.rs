@@ -183,16 +183,47 @@ async fn an_agent_event_another_server_stored_is_a_duplicate_when_sent_here() {
         .unwrap();
     let stored = there.submit(vec![agent_event(1)]).await.unwrap();
     assert_eq!(stored.accepted, 1);
-    let id = agent_event(1).event_id;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !here.remembers_stored(&id) {
-        assert!(
-            Instant::now() < deadline,
-            "the follower did not read another server's agent event within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    remembered(&here, 1).await;
     let again = here.submit(vec![agent_event(1)]).await.unwrap();
     assert_eq!((again.accepted, again.duplicates), (0, 1), "{again:?}");
     assert!(log.copies().values().all(|&copies| copies == 1));
+}
+
+/// Waits (up to five seconds) until `ingest` remembers agent event `n` as stored.
+async fn remembered(ingest: &Ingest, n: usize) {
+    let id = agent_event(n).event_id;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ingest.remembers_stored(&id) {
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not read agent event {n} within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_events_the_start_could_not_read_are_read_by_the_follower() {
+    let log = Arc::new(LikeKafka::default());
+    let there = Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
+        .await
+        .unwrap();
+    there.submit(vec![agent_event(2)]).await.unwrap();
+    // This server starts while the agents topic cannot be read: its start remembers none
+    // of their ids, and its follower reads them once it can.
+    log.agent_reads_fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let config = IngestConfig {
+        follow_other_writers: true,
+        ..IngestConfig::default()
+    };
+    let here = Ingest::start(log.clone() as Arc<dyn EventLog>, config)
+        .await
+        .unwrap();
+    assert!(!here.remembers_stored(&agent_event(2).event_id));
+    log.agent_reads_fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    remembered(&here, 2).await;
+    let again = here.submit(vec![agent_event(2)]).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 1), "{again:?}");
 }
