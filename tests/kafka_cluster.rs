@@ -66,42 +66,48 @@ impl Broker {
     /// started again on another port, and one is only taken once it listens and still runs
     /// (a connection that succeeds to a port tansu lost would reach whatever took it).
     fn start() -> Broker {
-        for _attempt in 0..5 {
-            let port = free_port();
-            let address = format!("127.0.0.1:{port}");
-            let url = format!("tcp://{address}");
-            let mut child = Command::new(tansu())
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .args(["--storage-engine", "memory://tansu/"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting tansu");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    eprintln!("tansu exited on port {port} ({status}); starting it on another");
-                    break;
-                }
-                if std::net::TcpStream::connect(&address).is_ok()
-                    && matches!(child.try_wait(), Ok(None))
-                {
-                    return Broker { child, address };
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "tansu did not listen within 30 s"
-                );
-                std::thread::sleep(Duration::from_millis(50));
+        (0..5)
+            .find_map(|_attempt| Broker::start_on(free_port()))
+            .expect("tansu exited at start on five ports")
+    }
+
+    /// Starts tansu on `port` and waits until it listens, still running; `None` if it
+    /// exited (the port was taken), so the caller tries another port.
+    fn start_on(port: u16) -> Option<Broker> {
+        let address = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{address}");
+        let mut child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting tansu");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("tansu exited on port {port} ({status}); starting it on another");
+                return None;
             }
+            if std::net::TcpStream::connect(&address).is_ok()
+                && matches!(child.try_wait(), Ok(None))
+            {
+                return Some(Broker { child, address });
+            }
+            if Instant::now() >= deadline {
+                // Stopped before the test fails: a test stops what it starts.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tansu did not listen within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("tansu exited at start on five ports");
     }
 }
 

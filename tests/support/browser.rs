@@ -55,6 +55,46 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts chromedriver on `port` and waits until it answers ready, still running: its
+/// process and base URL; `None` if it exited (the port was taken), so the caller tries
+/// another port.
+async fn driver_on(port: u16, http: &Http) -> Option<(Child, String)> {
+    let mut driver = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting chromedriver");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = driver.try_wait() {
+            eprintln!("chromedriver exited on port {port} ({status}); starting it on another");
+            return None;
+        }
+        if let Ok(answer) = http
+            .try_send(
+                "GET",
+                &format!("{base}/status"),
+                "application/json",
+                Vec::new(),
+            )
+            .await
+            && answer.body["value"]["ready"] == true
+            && matches!(driver.try_wait(), Ok(None))
+        {
+            return Some((driver, base));
+        }
+        if Instant::now() >= deadline {
+            // Stopped before the test fails: a test stops what it starts.
+            let _ = driver.kill();
+            let _ = driver.wait();
+            panic!("chromedriver did not answer within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Browser {
     /// Starts chromedriver and a headless Chromium of `width` × `height`.
     pub async fn start(width: u32, height: u32) -> Browser {
@@ -65,42 +105,7 @@ impl Browser {
         // again on another port.
         let mut started = None;
         for _attempt in 0..5 {
-            let port = free_port();
-            let mut driver = Command::new(CHROMEDRIVER)
-                .arg(format!("--port={port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting chromedriver");
-            let base = format!("http://127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(status)) = driver.try_wait() {
-                    eprintln!(
-                        "chromedriver exited on port {port} ({status}); starting it on another"
-                    );
-                    break;
-                }
-                if let Ok(answer) = http
-                    .try_send(
-                        "GET",
-                        &format!("{base}/status"),
-                        "application/json",
-                        Vec::new(),
-                    )
-                    .await
-                    && answer.body["value"]["ready"] == true
-                    && matches!(driver.try_wait(), Ok(None))
-                {
-                    started = Some((driver, base));
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "chromedriver did not answer within 20 s"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            started = driver_on(free_port(), &http).await;
             if started.is_some() {
                 break;
             }

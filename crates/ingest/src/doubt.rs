@@ -193,7 +193,7 @@ pub(crate) struct Looked {
 }
 
 /// Where the log holds `record`, as a duplicate of it is answered.
-pub(crate) fn stored_at(record: &LogRecord) -> EventPosition {
+fn stored_at(record: &LogRecord) -> EventPosition {
     EventPosition {
         topic: record.topic,
         partition: record.partition,

@@ -43,7 +43,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use omnilog_events::{Body, Destination, Event, EventError};
-use omnilog_log::{AppendOutcome, AppendRecord, Chain, EventLog, LogError, PendingAppend, Topic};
+use omnilog_log::{
+    AppendOutcome, AppendRecord, Chain, EventLog, LogError, LogRecord, PendingAppend, Topic,
+};
 use omnilog_views::IdentityView;
 use omnilog_views::identity::{CustomerIdText, CustomerIdentity, Mark};
 use tokio::sync::{mpsc, oneshot};
@@ -186,10 +188,11 @@ struct State {
     /// Empty until the topic's ends are known (asked at start, or by the follower when
     /// the start could not).
     agents_followed_to: Vec<u64>,
-    /// Agent events (id, partition, offset) the follower read while a group was staged:
-    /// remembered once nothing is, as `parked` is folded (a taken-back group takes back
-    /// the ids remembered since it was staged).
-    parked_agents: Vec<(Uuid, u32, u64)>,
+    /// Ids of stored events (id, topic, partition, offset) read while a group was staged,
+    /// to be remembered but not folded (agent events): remembered once nothing is staged,
+    /// as `parked` is folded (a taken-back group takes back the ids remembered since it
+    /// was staged).
+    parked_ids: Vec<(Uuid, Topic, u32, u64)>,
 }
 
 impl State {
@@ -202,7 +205,7 @@ impl State {
             folded_to: Vec::new(),
             parked: Vec::new(),
             agents_followed_to: Vec::new(),
-            parked_agents: Vec::new(),
+            parked_ids: Vec::new(),
         }
     }
 
@@ -265,13 +268,7 @@ impl State {
             // view, which the group's refusal took it out of.
             let (partition, from) = match fate {
                 omnilog_log::RecordFate::Stored(position) => {
-                    let stored = EventPosition {
-                        topic,
-                        partition: position.partition,
-                        offset: position.offset,
-                        duplicate: true,
-                    };
-                    self.recent.remember(event_id, Learnt::StoredAt(stored));
+                    self.remember_stored(event_id, topic, position.partition, position.offset);
                     (position.partition, position.offset)
                 }
                 omnilog_log::RecordFate::InDoubt { partition, from } => (partition, from),
@@ -302,21 +299,43 @@ impl State {
         for (event, partition, offset) in std::mem::take(&mut self.parked) {
             self.fold_stored(&event, partition, offset);
         }
-        for (event_id, partition, offset) in std::mem::take(&mut self.parked_agents) {
-            self.remember_agent_event(event_id, partition, offset);
+        for (event_id, topic, partition, offset) in std::mem::take(&mut self.parked_ids) {
+            self.remember_stored(event_id, topic, partition, offset);
         }
     }
 
-    /// Remembers an agent event read from the log at `partition`/`offset`, so that a
-    /// redelivery of it is answered as a duplicate.
-    fn remember_agent_event(&mut self, event_id: Uuid, partition: u32, offset: u64) {
+    /// Remembers that the log holds `event_id` at `topic`/`partition`/`offset`, so that a
+    /// redelivery of it is answered as a duplicate there.
+    fn remember_stored(&mut self, event_id: Uuid, topic: Topic, partition: u32, offset: u64) {
         let stored = EventPosition {
-            topic: Topic::Agents,
+            topic,
             partition,
             offset,
             duplicate: true,
         };
         self.recent.remember(event_id, Learnt::StoredAt(stored));
+    }
+
+    /// Takes in an interaction event another writer stored (read by the follower, or found
+    /// by a look for events in doubt): folded, or parked while a group is staged (taking
+    /// the group back restores the states it changed as they were before it, which would
+    /// take this fold back too).
+    fn take_stored_claim(&mut self, event: Event, partition: u32, offset: u64) {
+        if self.is_staged() {
+            self.parked.push((event, partition, offset));
+        } else {
+            self.fold_stored(&event, partition, offset);
+        }
+    }
+
+    /// Takes in the id of an event another writer stored that is not folded (an agent
+    /// event): remembered, or parked while a group is staged, as [`Self::take_stored_claim`].
+    fn take_stored_id(&mut self, event_id: Uuid, topic: Topic, partition: u32, offset: u64) {
+        if self.is_staged() {
+            self.parked_ids.push((event_id, topic, partition, offset));
+        } else {
+            self.remember_stored(event_id, topic, partition, offset);
+        }
     }
 
     /// Folds an interaction event read from the log at `partition`/`offset`.
@@ -334,14 +353,7 @@ impl State {
     ) {
         self.identity.apply(event);
         if remember && event.customer_id().is_some() {
-            let stored = EventPosition {
-                topic: Topic::Interactions,
-                partition,
-                offset,
-                duplicate: true,
-            };
-            self.recent
-                .remember(event.event_id, Learnt::StoredAt(stored));
+            self.remember_stored(event.event_id, Topic::Interactions, partition, offset);
         }
     }
 
@@ -534,7 +546,7 @@ impl Ingest {
     /// remembered (agent events).
     pub fn parked_events(&self) -> usize {
         let state = lock(&self.state);
-        state.parked.len() + state.parked_agents.len()
+        state.parked.len() + state.parked_ids.len()
     }
 
     /// Whether ingest would answer a redelivery of `event_id` as a duplicate now, without
@@ -675,13 +687,7 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
     // Those the ring would push out at once are not put in.
     let older = newest.len().saturating_sub(fresh.recent.capacity());
     for (_, topic, partition, offset, event_id) in newest.into_iter().skip(older) {
-        let stored = EventPosition {
-            topic,
-            partition,
-            offset,
-            duplicate: true,
-        };
-        fresh.recent.remember(event_id, Learnt::StoredAt(stored));
+        fresh.remember_stored(event_id, topic, partition, offset);
     }
     tracing::info!(
         events = total,
@@ -711,49 +717,19 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
     const AGENTS_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
     let mut agents_due = std::time::Instant::now();
     loop {
-        let positions = lock(&state).folded_to.clone();
-        let mut folded_any = false;
-        for (partition, &from) in positions.iter().enumerate() {
-            let records = match log
-                .read(Topic::Interactions, partition as u32, from, READ_BATCH)
-                .await
-            {
-                Ok(records) => records,
-                Err(LogError::Closed) => return,
-                Err(error) => {
-                    tracing::warn!(%error, partition, "identity follower could not read; retrying");
-                    continue;
-                }
-            };
-            let Some(last) = records.last().map(|r| r.offset) else {
-                continue;
-            };
-            let mut state = lock(&state);
-            // A rebuild in between replaced the view and its positions: read again.
-            if state.folded_to.get(partition) != Some(&from) {
-                continue;
-            }
-            // While a group of this server's is staged, the events are parked, not folded:
-            // taking the group back restores the states it changed as they were before it,
-            // which would take these folds back too. Too many parked: read them again later.
-            let staged = state.is_staged();
-            if staged && state.parked.len() + records.len() > PARKED_MOST {
-                continue;
-            }
-            state.fold_parked();
-            let mut decoder = omnilog_events::EventDecoder::new();
-            for record in &records {
-                if let Ok(event) = decoder.decode(&record.payload) {
-                    if staged {
-                        state.parked.push((event, record.partition, record.offset));
-                    } else {
-                        state.fold_stored(&event, record.partition, record.offset);
-                    }
-                }
-            }
-            state.folded_to[partition] = last + 1;
-            folded_any = true;
-        }
+        let mut folded_any = match follow_topic(
+            &*log,
+            &state,
+            Topic::Interactions,
+            READ_BATCH,
+            |state| &mut state.folded_to,
+            take_claims,
+        )
+        .await
+        {
+            Ok(folded_any) => folded_any,
+            Err(_closed) => return,
+        };
         // After the interactions: their claims matter more than the agents' ids (the two
         // are parked apart, each with its own bound).
         if std::time::Instant::now() >= agents_due {
@@ -774,10 +750,9 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
 }
 
 /// Reads every agents partition from where the follower stands and remembers the ids of
-/// the events read (parked while a group is staged); returns whether any was read. Only
-/// the records' ids and places are needed: nothing is decoded. A partition that cannot be
-/// read is tried again next time. Where the start could not ask the topic's ends, asks
-/// them first and follows from there. Fails only when the log is closed.
+/// the events read ([`take_agent_ids`]); returns whether any was read. Where the start
+/// could not ask the topic's ends, asks them first and follows from there. Fails only when
+/// the log is closed.
 async fn follow_agents(
     log: &dyn EventLog,
     state: &Mutex<State>,
@@ -799,13 +774,38 @@ async fn follow_agents(
         }
         return Ok(false);
     }
-    let mut read_any = false;
-    for (partition, &from) in positions.iter().enumerate() {
-        let records = match log.read(Topic::Agents, partition as u32, from, batch).await {
+    follow_topic(
+        log,
+        state,
+        Topic::Agents,
+        batch,
+        |state| &mut state.agents_followed_to,
+        take_agent_ids,
+    )
+    .await
+}
+
+/// Reads each partition of `topic` from where the follower stands in it (`positions` of
+/// the state), and hands each read to `take` under the state's lock: it takes the records
+/// in (and the follower moves past them), or leaves them to be read again later (false).
+/// Returns whether any was taken. A partition that cannot be read is tried again next
+/// time; fails only when the log is closed.
+async fn follow_topic(
+    log: &dyn EventLog,
+    state: &Mutex<State>,
+    topic: Topic,
+    batch: usize,
+    positions: fn(&mut State) -> &mut Vec<u64>,
+    take: fn(&mut State, &[LogRecord]) -> bool,
+) -> Result<bool, LogError> {
+    let from_each = positions(&mut lock(state)).clone();
+    let mut taken_any = false;
+    for (partition, &from) in from_each.iter().enumerate() {
+        let records = match log.read(topic, partition as u32, from, batch).await {
             Ok(records) => records,
             Err(LogError::Closed) => return Err(LogError::Closed),
             Err(error) => {
-                tracing::warn!(%error, partition, "identity follower could not read the agents topic; retrying");
+                tracing::warn!(%error, ?topic, partition, "identity follower could not read; retrying");
                 continue;
             }
         };
@@ -814,40 +814,62 @@ async fn follow_agents(
         };
         let mut state = lock(state);
         // A rebuild in between replaced the state and its positions: read again.
-        if state.agents_followed_to.get(partition) != Some(&from) {
+        if positions(&mut state).get(partition) != Some(&from) || !take(&mut state, &records) {
             continue;
         }
-        let staged = state.is_staged();
-        if staged && state.parked_agents.len() + records.len() > PARKED_AGENT_IDS_MOST {
-            continue;
-        }
-        state.fold_parked();
-        for record in &records {
-            // A record without its id (a Kafka record whose header was lost) names nothing
-            // to remember.
-            if record.event_id.is_nil() {
-                continue;
-            }
-            if staged {
-                state
-                    .parked_agents
-                    .push((record.event_id, record.partition, record.offset));
-            } else {
-                state.remember_agent_event(record.event_id, record.partition, record.offset);
-            }
-        }
-        state.agents_followed_to[partition] = last + 1;
-        read_any = true;
+        positions(&mut state)[partition] = last + 1;
+        taken_any = true;
     }
-    Ok(read_any)
+    Ok(taken_any)
+}
+
+/// Folds other writers' interaction events into the identity view. While a group of this
+/// server's is staged, the events are parked, not folded: taking the group back restores
+/// the states it changed as they were before it, which would take these folds back too.
+/// Too many parked: left to be read again later.
+fn take_claims(state: &mut State, records: &[LogRecord]) -> bool {
+    if state.is_staged() && state.parked.len() + records.len() > PARKED_MOST {
+        return false;
+    }
+    state.fold_parked();
+    let mut decoder = omnilog_events::EventDecoder::new();
+    for record in records {
+        if let Ok(event) = decoder.decode(&record.payload) {
+            state.take_stored_claim(event, record.partition, record.offset);
+        }
+    }
+    true
+}
+
+/// Remembers the ids of agent events read from the log (parked while a group is staged,
+/// as [`take_claims`] parks claims). Nothing is decoded: only the records' ids and places
+/// are needed.
+fn take_agent_ids(state: &mut State, records: &[LogRecord]) -> bool {
+    if state.is_staged() && state.parked_ids.len() + records.len() > PARKED_IDS_MOST {
+        return false;
+    }
+    state.fold_parked();
+    for record in records {
+        // A record without its id (a Kafka record whose header was lost) names nothing
+        // to remember.
+        if !record.event_id.is_nil() {
+            state.take_stored_id(
+                record.event_id,
+                record.topic,
+                record.partition,
+                record.offset,
+            );
+        }
+    }
+    true
 }
 
 /// The most events the follower parks while groups are staged (see `State::parked`).
 const PARKED_MOST: usize = 20_000;
 
 /// The most agent event ids the follower parks while groups are staged (see
-/// `State::parked_agents`): about 30 bytes each, where a parked event takes hundreds.
-const PARKED_AGENT_IDS_MOST: usize = 100_000;
+/// `State::parked_ids`): about 30 bytes each, where a parked event takes hundreds.
+const PARKED_IDS_MOST: usize = 100_000;
 
 /// How many times the sequencer lets ready requests run before it takes a group. Under
 /// one-event requests from 32 clients, a group was three requests, each group paying its
@@ -984,29 +1006,19 @@ async fn settle_doubts(
                     state.in_doubt.remove(&event.event_id);
                 }
             }
-            // Those found are folded into the identity view (the refusal of their group
-            // took their claims back) and remembered among the recent ids (which outlive
-            // the doubts). While a group is staged, taking it back would take those folds
-            // back too: the events are parked for the follower's way (folded, and
-            // remembered, once nothing is staged), and known here as found meanwhile.
-            let staged = state.is_staged();
+            // Those found are taken in as the follower takes in what other writers stored:
+            // an interaction folded into the identity view (the refusal of its group took
+            // its claims back) and its id remembered among the recent ids (which outlive the
+            // doubts); any other (an agent event, or one that does not decode) its id
+            // remembered. While a group is staged, parked until nothing is (taking the group
+            // back would take them back too), and known here as found meanwhile.
             let mut decoder = omnilog_events::EventDecoder::new();
-            for record in looked.found.values() {
-                if record.topic == Topic::Interactions
-                    && let Ok(event) = decoder.decode(&record.payload)
-                {
-                    if staged {
-                        state.parked.push((event, record.partition, record.offset));
-                    } else {
-                        state.fold_stored(&event, record.partition, record.offset);
+            for (&id, record) in &looked.found {
+                match decoder.decode(&record.payload) {
+                    Ok(event) if record.topic == Topic::Interactions => {
+                        state.take_stored_claim(event, record.partition, record.offset);
                     }
-                }
-            }
-            if !staged {
-                for (&id, record) in &looked.found {
-                    state
-                        .recent
-                        .remember(id, Learnt::StoredAt(doubt::stored_at(record)));
+                    _ => state.take_stored_id(id, record.topic, record.partition, record.offset),
                 }
             }
             Some(jobs)
@@ -1245,11 +1257,12 @@ async fn settle(
             }
         }
         for (position, (event_id, _)) in positions.iter().zip(&staged.written) {
-            let stored = EventPosition {
-                duplicate: true,
-                ..*position
-            };
-            state.recent.remember(*event_id, Learnt::StoredAt(stored));
+            state.remember_stored(
+                *event_id,
+                position.topic,
+                position.partition,
+                position.offset,
+            );
         }
     }
     for (reply, slots) in staged.jobs {

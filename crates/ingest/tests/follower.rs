@@ -7,9 +7,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
-use common::{HeldAnswers, LikeKafka, agent_event, handed_over};
+use common::{
+    HeldAnswers, LikeKafka, agent_event, eventually, handed_over, sent_again_is_a_duplicate,
+};
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
 use serde_json::json;
@@ -29,59 +31,95 @@ fn event(source_event_id: &str, customer: serde_json::Value) -> omnilog_events::
     .unwrap()
 }
 
-/// Waits (up to five seconds) until the follower has parked `count` events.
-async fn parked(ingest: &Ingest, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ingest.parked_events() < count {
-        assert!(
-            Instant::now() < deadline,
-            "the follower did not park {count} events within 5 s while a group was staged"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// Ingest following other writers.
+fn following() -> IngestConfig {
+    IngestConfig {
+        follow_other_writers: true,
+        ..IngestConfig::default()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_writers_claim_read_while_a_group_is_staged_is_folded_once_it_settles() {
+/// A server following other writers over the embedded log, its appends' answers held
+/// (the log's directory is kept as long as the first value).
+struct Held {
+    _dir: tempfile::TempDir,
+    embedded: Arc<EmbeddedLog>,
+    log: Arc<HeldAnswers>,
+    ingest: Arc<Ingest>,
+}
+
+async fn held() -> Held {
     let dir = tempfile::tempdir().unwrap();
     let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
     let log = HeldAnswers::over(embedded.clone());
-    let config = IngestConfig {
-        follow_other_writers: true,
-        ..IngestConfig::default()
-    };
     let ingest = Arc::new(
-        Ingest::start(log.clone() as Arc<dyn EventLog>, config)
+        Ingest::start(log.clone() as Arc<dyn EventLog>, following())
             .await
             .unwrap(),
     );
-    // A group of this server's, staged until the gate lets its answer through.
-    let staged = tokio::spawn({
-        let ingest = ingest.clone();
-        async move {
-            ingest
-                .submit(vec![event(
-                    "ours",
-                    json!({"handles": [{"kind": "phone", "value": "+15552000001"}]}),
-                )])
-                .await
-        }
-    });
-    handed_over(&log.handed_over, 1).await;
-    // Meanwhile another server appends its customer's claim on an email.
+    Held {
+        _dir: dir,
+        embedded,
+        log,
+        ingest,
+    }
+}
+
+/// This server's event: a phone's claim.
+fn ours() -> omnilog_events::Event {
+    event(
+        "ours",
+        json!({"handles": [{"kind": "phone", "value": "+15552000001"}]}),
+    )
+}
+
+/// Sends [`ours`] in a task of its own, and waits until its group is handed to the log
+/// (staged until the gate lets the answer through).
+async fn staged(
+    held: &Held,
+) -> tokio::task::JoinHandle<Result<omnilog_ingest::Receipt, omnilog_ingest::IngestError>> {
+    let ingest = held.ingest.clone();
+    let staged = tokio::spawn(async move { ingest.submit(vec![ours()]).await });
+    handed_over(&held.log.handed_over, 1).await;
+    staged
+}
+
+/// Another server appends its customer's claim on an email; waits until the follower has
+/// read it and parked it (a group of this server's is staged).
+async fn theirs_parked(held: &Held) {
     let theirs = event(
         "theirs",
         json!({"id": "customer-of-another-server",
                "handles": [{"kind": "email", "value": "theirs@example.com"}]}),
     );
-    embedded
+    held.embedded
         .append(vec![omnilog_ingest::log_record(&theirs).unwrap()])
         .await
         .unwrap();
+    eventually(
+        "the follower parking the claim read while a group was staged",
+        || held.ingest.parked_events() >= 1,
+    )
+    .await;
+}
+
+/// Whether the other server's claim is folded into this server's identity view.
+fn theirs_folded(ingest: &Ingest) -> bool {
+    ingest
+        .resolve_handle("email", "theirs@example.com")
+        .as_deref()
+        == Some("customer-of-another-server")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_writers_claim_read_while_a_group_is_staged_is_folded_once_it_settles() {
+    let held = held().await;
+    let ingest = &held.ingest;
+    let staged = staged(&held).await;
     // Read while the group is staged, and parked, not folded: folded now, a refusal of the
     // group would take it back with the group's own decisions. Not folded, it is not
     // counted as folded either (what `/readyz` asks).
-    parked(&ingest, 1).await;
+    theirs_parked(&held).await;
     assert_eq!(ingest.resolve_handle("email", "theirs@example.com"), None);
     let progress = ingest.identity_progress().await.unwrap().unwrap();
     assert!(
@@ -89,68 +127,27 @@ async fn another_writers_claim_read_while_a_group_is_staged_is_folded_once_it_se
         "{progress:?}"
     );
     // The group settles: the claim is folded with it, before the next group resolves.
-    log.gate.add_permits(1);
+    held.log.gate.add_permits(1);
     let receipt = staged.await.unwrap().unwrap();
     assert_eq!(receipt.accepted, 1);
-    assert_eq!(
-        ingest
-            .resolve_handle("email", "theirs@example.com")
-            .as_deref(),
-        Some("customer-of-another-server")
-    );
+    assert!(theirs_folded(ingest));
     assert_eq!(ingest.parked_events(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_parked_while_a_refused_group_was_staged_is_folded_and_the_groups_taken_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
-    let log = HeldAnswers::over(embedded.clone());
-    let config = IngestConfig {
-        follow_other_writers: true,
-        ..IngestConfig::default()
-    };
-    let ingest = Arc::new(
-        Ingest::start(log.clone() as Arc<dyn EventLog>, config)
-            .await
-            .unwrap(),
-    );
-    // A group of this server's that the log will refuse, staged until the gate lets the
-    // refusal through.
-    log.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
-    let ours = || {
-        event(
-            "ours",
-            json!({"handles": [{"kind": "phone", "value": "+15552000001"}]}),
-        )
-    };
-    let staged = tokio::spawn({
-        let ingest = ingest.clone();
-        async move { ingest.submit(vec![ours()]).await }
-    });
-    handed_over(&log.handed_over, 1).await;
-    // Meanwhile another server appends its customer's claim on an email: parked.
-    let theirs = event(
-        "theirs",
-        json!({"id": "customer-of-another-server",
-               "handles": [{"kind": "email", "value": "theirs@example.com"}]}),
-    );
-    embedded
-        .append(vec![omnilog_ingest::log_record(&theirs).unwrap()])
-        .await
-        .unwrap();
-    parked(&ingest, 1).await;
+    let held = held().await;
+    let ingest = &held.ingest;
+    // A group of this server's that the log will refuse.
+    held.log.refuse.store(true, Ordering::SeqCst);
+    let staged = staged(&held).await;
+    theirs_parked(&held).await;
     // The refusal takes the group's own claim back, not the parked one: that one is folded
     // as the refusal is answered.
-    log.gate.add_permits(1);
+    held.log.gate.add_permits(1);
     assert!(staged.await.unwrap().is_err(), "the log refused the group");
     assert_eq!(ingest.resolve_handle("phone", "+15552000001"), None);
-    assert_eq!(
-        ingest
-            .resolve_handle("email", "theirs@example.com")
-            .as_deref(),
-        Some("customer-of-another-server")
-    );
+    assert!(theirs_folded(ingest));
     assert_eq!(ingest.parked_events(), 0);
     let progress = ingest.identity_progress().await.unwrap().unwrap();
     assert!(
@@ -158,11 +155,20 @@ async fn a_claim_parked_while_a_refused_group_was_staged_is_folded_and_the_group
         "{progress:?}"
     );
     // The client's retry is appended, and its claim made.
-    log.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
-    log.gate.add_permits(1);
+    held.log.refuse.store(false, Ordering::SeqCst);
+    held.log.gate.add_permits(1);
     let receipt = ingest.submit(vec![ours()]).await.unwrap();
     assert_eq!(receipt.accepted, 1);
     assert!(ingest.resolve_handle("phone", "+15552000001").is_some());
+}
+
+/// Waits until `ingest` remembers agent event `n` as stored.
+async fn remembered(ingest: &Ingest, n: usize) {
+    let id = agent_event(n).event_id;
+    eventually(&format!("the follower reading agent event {n}"), || {
+        ingest.remembers_stored(&id)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,35 +177,17 @@ async fn an_agent_event_another_server_stored_is_a_duplicate_when_sent_here() {
     // only if it remembers the id, which for another server's agent events means it
     // followed the agents topic too.
     let log = Arc::new(LikeKafka::default());
-    let config = IngestConfig {
-        follow_other_writers: true,
-        ..IngestConfig::default()
-    };
-    let here = Ingest::start(log.clone() as Arc<dyn EventLog>, config.clone())
+    let here = Ingest::start(log.clone() as Arc<dyn EventLog>, following())
         .await
         .unwrap();
-    let there = Ingest::start(log.clone() as Arc<dyn EventLog>, config)
+    let there = Ingest::start(log.clone() as Arc<dyn EventLog>, following())
         .await
         .unwrap();
     let stored = there.submit(vec![agent_event(1)]).await.unwrap();
     assert_eq!(stored.accepted, 1);
     remembered(&here, 1).await;
-    let again = here.submit(vec![agent_event(1)]).await.unwrap();
-    assert_eq!((again.accepted, again.duplicates), (0, 1), "{again:?}");
+    sent_again_is_a_duplicate(&here, agent_event(1), "another server's agent event").await;
     assert!(log.copies().values().all(|&copies| copies == 1));
-}
-
-/// Waits (up to five seconds) until `ingest` remembers agent event `n` as stored.
-async fn remembered(ingest: &Ingest, n: usize) {
-    let id = agent_event(n).event_id;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !ingest.remembers_stored(&id) {
-        assert!(
-            Instant::now() < deadline,
-            "the follower did not read agent event {n} within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,19 +199,17 @@ async fn agent_events_the_start_could_not_read_are_read_by_the_follower() {
     there.submit(vec![agent_event(2)]).await.unwrap();
     // This server starts while the agents topic cannot be read: its start remembers none
     // of their ids, and its follower reads them once it can.
-    log.agent_reads_fail
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    let config = IngestConfig {
-        follow_other_writers: true,
-        ..IngestConfig::default()
-    };
-    let here = Ingest::start(log.clone() as Arc<dyn EventLog>, config)
+    log.agent_reads_fail.store(true, Ordering::SeqCst);
+    let here = Ingest::start(log.clone() as Arc<dyn EventLog>, following())
         .await
         .unwrap();
     assert!(!here.remembers_stored(&agent_event(2).event_id));
-    log.agent_reads_fail
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    log.agent_reads_fail.store(false, Ordering::SeqCst);
     remembered(&here, 2).await;
-    let again = here.submit(vec![agent_event(2)]).await.unwrap();
-    assert_eq!((again.accepted, again.duplicates), (0, 1), "{again:?}");
+    sent_again_is_a_duplicate(
+        &here,
+        agent_event(2),
+        "an agent event the start could not read",
+    )
+    .await;
 }

@@ -10,7 +10,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::{LIKE_KAFKA_PARTITIONS, LikeKafka, agent_event, numbered_event};
+use common::{
+    LIKE_KAFKA_PARTITIONS, LikeKafka, agent_event, numbered_event, sent_again_is_a_duplicate,
+};
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_log::EventLog;
 
@@ -65,12 +67,14 @@ async fn after_a_restart_the_newest_events_of_every_partition_are_known_oldest_f
         "the history has none of the first partition's newest among the newest remembered: {kept:?}"
     );
     for &(n, partition) in still {
-        let again = restarted.submit(vec![numbered_event(n)]).await.unwrap();
-        assert_eq!(
-            (again.accepted, again.duplicates),
-            (0, 1),
-            "event {n} of partition {partition}, sent again after a restart and two new events"
-        );
+        sent_again_is_a_duplicate(
+            &restarted,
+            numbered_event(n),
+            &format!(
+                "event {n} of partition {partition}, sent again after a restart and two new events"
+            ),
+        )
+        .await;
     }
     assert!(log.copies().values().all(|&copies| copies == 1));
 }
@@ -90,8 +94,7 @@ async fn after_a_restart_an_agent_event_sent_again_is_a_duplicate() {
     let restarted = Ingest::start(log.clone() as Arc<dyn EventLog>, config)
         .await
         .unwrap();
-    let again = restarted.submit(vec![agent_event(5)]).await.unwrap();
-    assert_eq!((again.accepted, again.duplicates), (0, 1), "{again:?}");
+    sent_again_is_a_duplicate(&restarted, agent_event(5), "an agent event after a restart").await;
     assert!(log.copies().values().all(|&copies| copies == 1));
 }
 

@@ -128,16 +128,13 @@ impl EventLog for HeldAnswers {
         batch: Vec<AppendRecord>,
         chain: Chain,
     ) -> Result<PendingAppend, Vec<AppendRecord>> {
-        let gate = self.gate.clone();
-        if self.refuse.load(Ordering::SeqCst) {
-            self.handed_over.fetch_add(1, Ordering::SeqCst);
-            return Ok(Box::pin(async move {
-                let _pass = gate.acquire().await;
-                Err(LogError::Unavailable("refused by the test".to_owned()))
-            }));
-        }
-        let answer = self.inner.append_in_chain(batch, chain)?;
+        let answer: PendingAppend = if self.refuse.load(Ordering::SeqCst) {
+            Box::pin(async { Err(LogError::Unavailable("refused by the test".to_owned())) })
+        } else {
+            self.inner.append_in_chain(batch, chain)?
+        };
         self.handed_over.fetch_add(1, Ordering::SeqCst);
+        let gate = self.gate.clone();
         Ok(Box::pin(async move {
             let _pass = gate.acquire().await;
             answer.await
@@ -177,14 +174,37 @@ impl EventLog for HeldAnswers {
 
 /// Waits (up to five seconds) until `count` appends were handed over.
 pub async fn handed_over(counter: &std::sync::atomic::AtomicUsize, count: usize) {
+    eventually(&format!("ingest handing over append {count}"), || {
+        counter.load(Ordering::SeqCst) >= count
+    })
+    .await;
+}
+
+/// Waits (up to five seconds, looking every 2 ms) until `done` says so; fails naming `what`.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while counter.load(Ordering::SeqCst) < count {
+    while !done() {
         assert!(
             std::time::Instant::now() < deadline,
-            "ingest did not hand over append {count} within 5 s"
+            "not within 5 s: {what}"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Sends `event` to `ingest` again and checks that it is answered as a duplicate, not
+/// appended (`context` says which, when it is not).
+pub async fn sent_again_is_a_duplicate(
+    ingest: &omnilog_ingest::Ingest,
+    event: omnilog_events::Event,
+    context: &str,
+) {
+    let again = ingest.submit(vec![event]).await.unwrap();
+    assert_eq!(
+        (again.accepted, again.duplicates),
+        (0, 1),
+        "{context}: {again:?}"
+    );
 }
 
 /// The partitions of each topic of [`LikeKafka`].
