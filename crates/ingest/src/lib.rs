@@ -710,7 +710,8 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
     const IDLE: std::time::Duration = std::time::Duration::from_millis(50);
     // The agents topic is looked at less often while it is quiet: its ids only answer a
     // client's re-send, which comes after a timeout, not within a quarter of a second.
-    // An idle `omnilog ingest-server` on tansu took 56 and 57 ticks of CPU in 20 s with the
+    // An idle `omnilog ingest-server` on tansu (`benches/idle_ingest_cpu.sh`) took 56 and
+    // 57 ticks of CPU in 20 s with the
     // agents looked at every turn, 46 and 47 at this pace, 42 not following them (tansu
     // itself 40 or so either way, against 27: its consumer fetches the agents partitions
     // once they are assigned).
