@@ -56,7 +56,7 @@
 //! journeys and interactions, brought into memory before the fold needs it
 //! ([`View::missing`]) and let go once written when memory is short. An event changes its
 //! customer's record in place, adds its line to its journey's timeline (on the embedded log,
-//! the line's head only: its summary is read from the log when a query shows it, see
+//! the event's position and interaction only: a query reads the events from the log, see
 //! [`JourneyConfig::summaries_from_log`]); a new
 //! interaction also notes its id in the interaction index, and a journey whose report facts
 //! change writes them to the facts table. Everything a customer's events write is keyed
@@ -101,7 +101,7 @@ use crate::{LogPosition, View, ViewError};
 use records::{
     CustomerRecord, InteractionRecord, InteractionStatus as Status, JourneyFacts, JourneyRecord,
     JourneySummary, LineHead, NoteRecord, PATH_LIMIT, PathEntry, Stamp, Time, Timeline,
-    channel_code, event_type_code, is_self_service_channel,
+    TimelineForm, channel_code, event_type_code, is_self_service_channel,
 };
 
 /// The windows of the journey rules (CONTRACT §5), and where a timeline line's summary is
@@ -112,13 +112,15 @@ pub struct JourneyConfig {
     pub join_window: TimeDelta,
     /// A new interaction this soon after a resolution reopens the journey.
     pub reopen_window: TimeDelta,
-    /// Whether a timeline line keeps only its head (time, position, interaction, channel,
-    /// type) and a query renders its summary from the event, read from the log by position
-    /// ([`EventSource`]). For a log that reads an event by position locally (the embedded
-    /// log: an index lookup and one read): the summary is then not written at every event,
-    /// nor held, encoded and stored with every record, which was about a tenth of a replay's
-    /// CPU (docs/benchmarks-journal.md, "2026-12-06, evening"). Not for Kafka, where each position is
-    /// a fetch from a broker and a customer's events lie far apart: the agent desktop's main
+    /// Whether a timeline line keeps only its event's position and interaction, and a query
+    /// reads the journey's events from the log by position ([`EventSource`]), orders them by
+    /// time and renders each line from its event ([`TimelineForm::Positions`]). For a log
+    /// that reads an event by position locally (the embedded log: an index lookup and one
+    /// read): the line's time, type, channel and summary are then not written at every
+    /// event, nor held, encoded and stored with every record (the summary was about a tenth
+    /// of a replay's CPU, docs/benchmarks-journal.md, "2026-12-06, evening"; the rest of the
+    /// line 4.4 % more, "2026-12-07, morning"). Not for Kafka, where each position is a
+    /// fetch from a broker and a customer's events lie far apart: the agent desktop's main
     /// query would wait on a round trip per event ("2026-12-05, midday"). The two keep
     /// different records (the view's layout says which), and answer alike.
     pub summaries_from_log: bool,
@@ -172,6 +174,9 @@ pub struct JourneyState {
     stale_facts: Vec<(Id, u32)>,
     /// Interaction id → customers: written blind, read only by [`interaction`].
     index: BlindTable<(Id, Id), ()>,
+    /// How the journeys' timelines are kept (the view's configuration chose, when it made
+    /// the state): the fold writes and the queries read that form.
+    timeline_form: TimelineForm,
 }
 
 impl Default for JourneyState {
@@ -181,11 +186,24 @@ impl Default for JourneyState {
             facts: BlindTable::new(FACTS),
             stale_facts: Vec::new(),
             index: BlindTable::new(INDEX),
+            timeline_form: TimelineForm::default(),
         }
     }
 }
 
 impl JourneyState {
+    /// An empty state whose timelines are kept as `config` says.
+    fn for_config(config: &JourneyConfig) -> Self {
+        JourneyState {
+            timeline_form: if config.summaries_from_log {
+                TimelineForm::Positions
+            } else {
+                TimelineForm::Lines
+            },
+            ..JourneyState::default()
+        }
+    }
+
     /// Customers in memory.
     pub fn customers_in_memory(&self) -> usize {
         self.customers.len()
@@ -389,16 +407,17 @@ impl View for JourneyView {
 
     /// 4: a customer's journeys in one record, the timeline as rendered lines naming
     /// their interaction by number. 5: a journey's facts carry its self-service figures.
-    /// 6: a journey's timeline lines are encoded in one buffer. 8 is 7 with each line's
-    /// summary left to be read from the log ([`JourneyConfig::summaries_from_log`]): the
-    /// two settings are two layouts, and a change of the records must bump both past every
-    /// number used before (9 and 10 next), so no store is read as the other's.
+    /// 6: a journey's timeline lines are encoded in one buffer. 8 was 7 with each line's
+    /// summary left to be read from the log ([`JourneyConfig::summaries_from_log`]); 9 keeps
+    /// only each line's position and interaction instead ([`TimelineForm::Positions`]). The
+    /// two settings are two layouts, and a change of the records must move both past every
+    /// number used before (10 and 11 next), so no store is read as the other's.
     fn layout(&self) -> u32 {
-        if self.config.summaries_from_log { 8 } else { 7 }
+        if self.config.summaries_from_log { 9 } else { 7 }
     }
 
     fn new_state(&self) -> JourneyState {
-        JourneyState::default()
+        JourneyState::for_config(&self.config)
     }
 
     /// A customer's record, its journeys' facts and its interactions' index entries are
@@ -435,6 +454,7 @@ impl View for JourneyView {
             partition: position.partition,
             offset: position.offset,
         };
+        let timeline_form = state.timeline_form;
         let customer = state
             .customers
             .get_or_insert_with(checked.customer, || CustomerRecord {
@@ -443,6 +463,7 @@ impl View for JourneyView {
             })?;
         let outcome = Fold {
             config: &self.config,
+            timeline_form,
             customer,
             event,
             stamp,
@@ -474,6 +495,7 @@ struct FoldOutcome {
 /// One event's fold into its customer's record.
 struct Fold<'a> {
     config: &'a JourneyConfig,
+    timeline_form: TimelineForm,
     customer: &'a mut CustomerRecord,
     event: &'a Event,
     stamp: Stamp,
@@ -539,18 +561,20 @@ impl Fold<'_> {
                 .channels
                 .iter()
                 .any(|code| is_self_service_channel(*code));
-        let line = LineHead {
-            stamp,
-            interaction: interaction_number,
-            channel: self.channel,
-            event_type: event_type_code(event.event_type()),
-        };
-        let summaries_in_view = !self.config.summaries_from_log;
-        journey.timeline.add_with(&line, |out| {
-            if summaries_in_view {
-                summary::write_parts(event, out);
+        match self.timeline_form {
+            TimelineForm::Lines => {
+                let line = LineHead {
+                    stamp,
+                    interaction: interaction_number,
+                    channel: self.channel,
+                    event_type: event_type_code(event.event_type()),
+                };
+                journey
+                    .timeline
+                    .add_with(&line, |out| summary::write_parts(event, out))?;
             }
-        })?;
+            TimelineForm::Positions => journey.timeline.add_position(stamp, interaction_number),
+        }
         if let Body::Note { agent_id, text } = &event.body {
             let note = NoteRecord {
                 at: stamp.at,

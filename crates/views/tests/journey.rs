@@ -12,8 +12,8 @@ mod journey {
     use omnilog_events::{Event, Handle, to_canonical_json};
     use omnilog_testkit::{HistoryConfig, history};
     use omnilog_views::journey::{
-        EventSource, InteractionAnswer, JourneyAnswer, JourneyConfig, JourneyReportPartial,
-        JourneyState, JourneyView,
+        EventSource, InteractionAnswer, JourneyAnswer, JourneyConfig, JourneyLimits,
+        JourneyReportPartial, JourneyState, JourneyView,
     };
     use omnilog_views::{LogPosition, NoRecords, View, ViewError, ViewState, apply_in_memory};
     use proptest::prelude::*;
@@ -46,8 +46,13 @@ mod journey {
 
     impl Folded {
         fn new() -> Self {
+            Folded::of(&JourneyView::default())
+        }
+
+        /// An empty state of `view` (whose configuration chooses how timelines are kept).
+        fn of(view: &JourneyView) -> Self {
             Folded {
-                state: JourneyView::default().new_state(),
+                state: view.new_state(),
                 log: BTreeMap::new(),
             }
         }
@@ -763,21 +768,41 @@ mod journey {
         (p0, p1)
     }
 
-    /// Lines that keep only their heads, their summaries read from the log
-    /// (`JourneyConfig::summaries_from_log`, the embedded log's), answer as lines whose
-    /// summaries are in the view: every customer's journey and interactions of a generated
-    /// history. The two keep different records, so they are different layouts.
+    /// Lines kept as their events' positions, the events read from the log
+    /// (`JourneyConfig::summaries_from_log`, the embedded log's), answer as whole lines in
+    /// the view: every customer's journey and interactions of a generated history (late
+    /// events among them). The two keep different records, so they are different layouts.
     #[test]
     fn summaries_read_from_the_log_answer_as_summaries_in_the_view() {
+        let events: Vec<Event> =
+            history(HistoryConfig::with_events(7, 3_000).with_customer_ids()).collect();
+        both_timeline_forms_answer_alike(&events);
+    }
+
+    /// The same, when the log's order is not the events' time order: every fifth event is
+    /// appended before the one it follows in time, so a timeline kept as positions (in log
+    /// order) must be put in time order when it is read, as whole lines are when folded.
+    #[test]
+    fn timelines_kept_as_positions_answer_in_time_order_whatever_the_log_order() {
+        let mut events: Vec<Event> =
+            history(HistoryConfig::with_events(11, 3_000).with_customer_ids()).collect();
+        for later in (5..events.len()).step_by(5) {
+            events.swap(later - 1, later);
+        }
+        both_timeline_forms_answer_alike(&events);
+    }
+
+    /// Folds `events` (in their order, one partition) into a view keeping whole lines and
+    /// one keeping positions, and checks that every customer's journey (whole, and cut to a
+    /// few lines a journey) and every interaction answer alike.
+    fn both_timeline_forms_answer_alike(events: &[Event]) {
         let in_view = JourneyView::default();
         let from_log = JourneyView::new(JourneyConfig {
             summaries_from_log: true,
             ..JourneyConfig::default()
         });
         assert_ne!(in_view.layout(), from_log.layout());
-        let events: Vec<Event> =
-            history(HistoryConfig::with_events(7, 3_000).with_customer_ids()).collect();
-        let (mut kept, mut read) = (Folded::new(), Folded::new());
+        let (mut kept, mut read) = (Folded::of(&in_view), Folded::of(&from_log));
         for (offset, event) in events.iter().enumerate() {
             let position = LogPosition {
                 partition: 0,
@@ -797,24 +822,42 @@ mod journey {
             .filter_map(|event| event.interaction_id.as_deref())
             .collect();
         assert!(customers.len() > 50 && interactions.len() > 100);
+        let few_lines = JourneyLimits {
+            timeline: 3,
+            ..JourneyLimits::default()
+        };
         let mut lines = 0;
         for customer in customers {
-            let expected = customer_journey(&kept, customer, &[], &[])
-                .unwrap()
-                .unwrap();
-            let answer = customer_journey(&read, customer, &[], &[])
-                .unwrap()
-                .unwrap();
-            lines += answer
-                .journeys
-                .iter()
-                .map(|j| j.timeline.len())
-                .sum::<usize>();
-            assert_eq!(
-                serde_json::to_value(&answer).unwrap(),
-                serde_json::to_value(&expected).unwrap(),
-                "{customer}"
-            );
+            for limits in [JourneyLimits::default(), few_lines] {
+                let answer_of = |folded: &Folded| {
+                    omnilog_views::journey::customer_journey_with(
+                        &folded.state,
+                        &NoRecords,
+                        folded,
+                        customer,
+                        &[],
+                        &[],
+                        limits,
+                    )
+                    .unwrap()
+                    .unwrap()
+                };
+                let (expected, answer) = (answer_of(&kept), answer_of(&read));
+                if limits == few_lines {
+                    assert!(answer.journeys.iter().all(|j| j.timeline.len() <= 3));
+                } else {
+                    lines += answer
+                        .journeys
+                        .iter()
+                        .map(|j| j.timeline.len())
+                        .sum::<usize>();
+                }
+                assert_eq!(
+                    serde_json::to_value(&answer).unwrap(),
+                    serde_json::to_value(&expected).unwrap(),
+                    "{customer}"
+                );
+            }
         }
         assert!(lines > 1_000, "{lines} timeline lines compared");
         for id in interactions {

@@ -7,15 +7,16 @@
 //! order) and the context's notes. A customer's record is read once; only the events of
 //! the journeys shown are read from the log.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use omnilog_events::{Event, Handle};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::records::{
-    CustomerRecord, EncodedLine, InteractionRecord, InteractionStatus, JourneyRecord,
-    JourneyStatus, JourneySummary, Outcome, Stamp, Time, channel_name, event_type_name,
+    CustomerRecord, InteractionRecord, InteractionStatus, JourneyRecord, JourneyStatus,
+    JourneySummary, Outcome, Stamp, Time, TimelineForm, channel_code, channel_name,
+    event_type_code, event_type_name,
 };
 use super::summary::{render, render_event};
 use super::{CUSTOMERS, INDEX, JourneyState};
@@ -23,7 +24,7 @@ use crate::ViewError;
 use crate::state::{Entries, Id, RecordSource, stored_key};
 
 /// The log, as the journey queries read it: an interaction's events are read from it, and
-/// the summaries of timeline lines the view keeps without one
+/// a journey's, when the view keeps its timeline lines as positions
 /// ([`super::JourneyConfig::summaries_from_log`]; otherwise a journey's timeline is in the
 /// view: see `journey/records.rs`).
 pub trait EventSource {
@@ -249,7 +250,7 @@ pub fn customer_journey_with(
     let shown = loaded.len().saturating_sub(wanted);
     let journeys = loaded[shown..]
         .iter()
-        .map(|journey| journey_entry(journey, limits, events))
+        .map(|journey| journey_entry(journey, state.timeline_form, limits, events))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(JourneyAnswer {
         customer_id: customer_id.to_owned(),
@@ -341,6 +342,7 @@ fn missing(what: &str) -> ViewError {
 
 fn journey_entry(
     journey: &Loaded<'_>,
+    form: TimelineForm,
     limits: JourneyLimits,
     events: &dyn EventSource,
 ) -> Result<JourneyEntry, ViewError> {
@@ -359,39 +361,10 @@ fn journey_entry(
             interaction_summary(&entry.interaction, record)
         })
         .collect::<Result<Vec<_>, ViewError>>()?;
-    let lines = journey
-        .journey
-        .timeline
-        .encoded_lines()
-        .take(limits.timeline)
-        .collect::<Result<Vec<_>, ViewError>>()?;
-    let mut read = events_of_unwritten_summaries(&lines, events)?;
-    let timeline = lines
-        .into_iter()
-        .map(|line| {
-            let interaction_id = journey
-                .record
-                .interactions
-                .id(line.interaction as usize)
-                .ok_or_else(|| missing("the interaction of a timeline line"))?;
-            let summary = if line.summary.is_empty() {
-                let position = (line.stamp.partition, line.stamp.offset);
-                let event = read
-                    .remove(&position)
-                    .ok_or_else(|| missing("the event of a timeline line"))?;
-                render_event(&event, line.channel)?
-            } else {
-                render(line.summary, line.channel)?
-            };
-            Ok(TimelineEntry {
-                at: line.stamp.at.render()?,
-                channel: channel_name(line.channel)?.to_owned(),
-                interaction_id: interaction_id.to_string(),
-                event_type: event_type_name(line.event_type)?.to_owned(),
-                summary,
-            })
-        })
-        .collect::<Result<Vec<_>, ViewError>>()?;
+    let timeline = match form {
+        TimelineForm::Lines => timeline_of_lines(journey, limits),
+        TimelineForm::Positions => timeline_of_positions(journey, limits, events),
+    }?;
     Ok(JourneyEntry {
         journey_id: journey_id(summary),
         status: summary.status,
@@ -410,31 +383,110 @@ fn journey_entry(
     })
 }
 
-/// The events of the lines whose summary is read from the log
-/// ([`super::JourneyConfig::summaries_from_log`]), by position: one `events` call a partition
-/// they are in (a customer's are all in one), none when every summary is in the view.
-fn events_of_unwritten_summaries(
-    lines: &[EncodedLine<'_>],
+/// The first `limits.timeline` lines of a [`TimelineForm::Lines`] timeline, which holds
+/// them whole, in timeline order.
+fn timeline_of_lines(
+    journey: &Loaded<'_>,
+    limits: JourneyLimits,
+) -> Result<Vec<TimelineEntry>, ViewError> {
+    journey
+        .journey
+        .timeline
+        .encoded_lines()
+        .take(limits.timeline)
+        .map(|line| {
+            let line = line?;
+            timeline_entry(
+                journey,
+                line.stamp,
+                line.interaction,
+                line.channel,
+                line.event_type,
+                render(line.summary, line.channel)?,
+            )
+        })
+        .collect()
+}
+
+/// The first `limits.timeline` lines of a [`TimelineForm::Positions`] timeline: every
+/// event of the journey read from the log (one `events` call: a customer's events are all
+/// in its partition), ordered by time then position as a [`TimelineForm::Lines`] timeline
+/// keeps them, each line made from its event as the fold makes a line. All are read, not
+/// only the lines shown: which come first in time is known once their events are read (a
+/// late event's line comes before lines folded earlier).
+fn timeline_of_positions(
+    journey: &Loaded<'_>,
+    limits: JourneyLimits,
     events: &dyn EventSource,
-) -> Result<BTreeMap<(u32, u64), Event>, ViewError> {
-    let mut wanted: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    for line in lines.iter().filter(|line| line.summary.is_empty()) {
-        wanted
-            .entry(line.stamp.partition)
-            .or_default()
-            .push(line.stamp.offset);
+) -> Result<Vec<TimelineEntry>, ViewError> {
+    let positions = journey
+        .journey
+        .timeline
+        .positions()
+        .collect::<Result<Vec<_>, ViewError>>()?;
+    let partition = journey.record.partition;
+    let offsets: Vec<u64> = positions.iter().map(|&(offset, _)| offset).collect();
+    let read = events.events(partition, &offsets)?;
+    if read.len() != positions.len() {
+        return Err(missing("the event of a timeline line"));
     }
-    let mut read = BTreeMap::new();
-    for (partition, offsets) in wanted {
-        let found = events.events(partition, &offsets)?;
-        read.extend(
-            offsets
-                .into_iter()
-                .map(|offset| (partition, offset))
-                .zip(found),
-        );
-    }
-    Ok(read)
+    let mut lines: Vec<(Stamp, u32, Event)> = positions
+        .into_iter()
+        .zip(read)
+        .map(|((offset, interaction), event)| {
+            let stamp = Stamp {
+                at: Time::of(&event.occurred_at),
+                partition,
+                offset,
+            };
+            (stamp, interaction, event)
+        })
+        .collect();
+    lines.sort_by_key(|&(stamp, _, _)| stamp);
+    lines.truncate(limits.timeline);
+    lines
+        .into_iter()
+        .map(|(stamp, interaction, event)| {
+            // The fold folded only events with a channel into a timeline (`check`).
+            let channel = channel_code(
+                event
+                    .channel
+                    .ok_or_else(|| missing("the channel of a timeline line's event"))?,
+            );
+            let summary = render_event(&event, channel)?;
+            timeline_entry(
+                journey,
+                stamp,
+                interaction,
+                channel,
+                event_type_code(event.event_type()),
+                summary,
+            )
+        })
+        .collect()
+}
+
+/// The answer's entry of a timeline line.
+fn timeline_entry(
+    journey: &Loaded<'_>,
+    stamp: Stamp,
+    interaction: u32,
+    channel: u8,
+    event_type: u8,
+    summary: String,
+) -> Result<TimelineEntry, ViewError> {
+    let interaction_id = journey
+        .record
+        .interactions
+        .id(interaction as usize)
+        .ok_or_else(|| missing("the interaction of a timeline line"))?;
+    Ok(TimelineEntry {
+        at: stamp.at.render()?,
+        channel: channel_name(channel)?.to_owned(),
+        interaction_id: interaction_id.to_string(),
+        event_type: event_type_name(event_type)?.to_owned(),
+        summary,
+    })
 }
 
 fn interaction_summary(
@@ -519,7 +571,9 @@ pub fn interaction_with(
         .journeys
         .get(interaction.journey as usize)
         .ok_or_else(|| missing("the journey of an interaction"))?;
-    let mut offsets = journey.timeline.offsets_of(interaction.number)?;
+    let mut offsets = journey
+        .timeline
+        .offsets_of(state.timeline_form, interaction.number)?;
     offsets.truncate(event_limit);
     let events = events.events(record.partition, &offsets)?;
     Ok(Some(InteractionAnswer {

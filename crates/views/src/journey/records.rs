@@ -321,8 +321,30 @@ pub(crate) struct JourneyRecord {
 /// the buffer grows as it needs).
 const LINE_ROOM: usize = 256;
 
+/// How a view keeps its journeys' timelines ([`crate::journey::JourneyConfig::summaries_from_log`]
+/// chooses): both answer alike, and each is a layout of its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum TimelineForm {
+    /// Each line whole (time, position, interaction, channel, type, summary), in timeline
+    /// order: a query reads the record and nothing else (Kafka's, where reading an event
+    /// by position is a fetch from a broker).
+    #[default]
+    Lines,
+    /// Each line as its event's position and interaction only, in log order: a query reads
+    /// the journey's events from the log and orders them by time (the embedded log's,
+    /// which reads an event by position locally). What a replay folds a line into is then
+    /// two short varints; lines kept whole without their summaries (layout 8) cost a 1M
+    /// replay 4.4 % more CPU (docs/benchmarks-journal.md, "2026-12-07, morning").
+    Positions,
+}
+
+/// Room a [`TimelineForm::Positions`] timeline makes when it is full: a line takes two to
+/// six bytes.
+const POSITIONS_ROOM: usize = 64;
+
 /// A journey's timeline: its lines, each encoded (postcard) when its event is folded, one
-/// after the other in timeline order, in one buffer.
+/// after the other in timeline order, in one buffer; or, in [`TimelineForm::Positions`],
+/// its events' positions in log order ([`Timeline::add_position`]).
 ///
 /// Kept as a `Vec<Line>` (a string each), the timeline was most of a customer record:
 /// every checkpoint that found the record changed encoded each of its lines again (the
@@ -382,6 +404,59 @@ impl Timeline {
         Ok(())
     }
 
+    /// Appends the line of the event at `stamp` of interaction `interaction`, as
+    /// [`TimelineForm::Positions`] keeps it: the offset's difference from the last line's
+    /// (zigzag: a customer's events come in log order, so it is never below zero, but a
+    /// record must not depend on that to be read) and the interaction's number, two varints.
+    /// Every line of a journey is in its customer's partition (all of a customer's events
+    /// are in one).
+    pub fn add_position(&mut self, stamp: Stamp, interaction: u32) {
+        let last = self.last.map_or(0, |last| last.offset);
+        let mut line = [0u8; 2 * MAX_VARINT_BYTES];
+        let mut at = write_varint(&mut line, zigzag(stamp.offset.wrapping_sub(last) as i64));
+        at += write_varint(&mut line[at..], u64::from(interaction));
+        // Room for some lines at once, at least doubling (a journey's first line makes room
+        // for about twenty); the whole buffer appended, then cut to what was written: a copy
+        // of a length known when compiling, not a call to `memcpy` (see
+        // `LineHead::encode_into`).
+        if self.encoded.capacity() - self.encoded.len() < line.len() {
+            self.encoded.reserve(POSITIONS_ROOM.max(self.encoded.len()));
+        }
+        let len = self.encoded.len();
+        self.encoded.extend_from_slice(&line);
+        self.encoded.truncate(len + at);
+        self.last = Some(stamp);
+    }
+
+    /// The lines of a [`TimelineForm::Positions`] timeline, in log order: each event's
+    /// offset and its interaction's number.
+    pub fn positions(&self) -> impl Iterator<Item = Result<(u64, u32), ViewError>> + '_ {
+        let mut rest = self.encoded.as_slice();
+        let mut offset = 0u64;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let line = read_varint(&mut rest).and_then(|delta| {
+                let interaction = u32::try_from(read_varint(&mut rest)?).ok()?;
+                Some((unzigzag(delta), interaction))
+            });
+            Some(match line {
+                Some((delta, interaction)) => {
+                    offset = offset.wrapping_add(delta as u64);
+                    Ok((offset, interaction))
+                }
+                None => {
+                    rest = &[];
+                    Err(ViewError::Corrupt {
+                        key: "journey timeline".to_owned(),
+                        reason: "a line's position is cut short or too long".to_owned(),
+                    })
+                }
+            })
+        })
+    }
+
     /// Where a line stamped `stamp` goes: after the last line stamped at or before it.
     /// Each line's stamp is read and its summary passed over, nothing allocated: decoded
     /// whole, each line before the place made a string of its summary, and a customer's
@@ -427,12 +502,24 @@ impl Timeline {
     /// from the lines, not kept beside them: a vector of offsets in every interaction's
     /// record was one more allocation per interaction and three bytes per event in every
     /// record written.
-    pub fn offsets_of(&self, interaction: u32) -> Result<Vec<u64>, ViewError> {
+    pub fn offsets_of(&self, form: TimelineForm, interaction: u32) -> Result<Vec<u64>, ViewError> {
         let mut offsets = Vec::new();
-        for entry in self.entries::<EncodedLine<'_>>() {
-            let (line, _) = entry?;
-            if line.interaction == interaction {
-                offsets.push(line.stamp.offset);
+        match form {
+            TimelineForm::Lines => {
+                for entry in self.entries::<EncodedLine<'_>>() {
+                    let (line, _) = entry?;
+                    if line.interaction == interaction {
+                        offsets.push(line.stamp.offset);
+                    }
+                }
+            }
+            TimelineForm::Positions => {
+                for line in self.positions() {
+                    let (offset, number) = line?;
+                    if number == interaction {
+                        offsets.push(offset);
+                    }
+                }
             }
         }
         offsets.sort_unstable();
@@ -486,10 +573,8 @@ pub(crate) struct Line {
 }
 
 /// A [`Line`] as it is stored: its summary in the compact form the fold writes
-/// (`journey/summary.rs`), borrowed, so that reading a line's place allocates nothing.
-/// Empty where the summary is left to be read from the log
-/// ([`crate::journey::JourneyConfig::summaries_from_log`]): a written summary is never
-/// empty (it starts with its form's byte).
+/// (`journey/summary.rs`), borrowed, so that reading a line's place allocates nothing
+/// ([`TimelineForm::Lines`]).
 #[derive(Deserialize)]
 pub(crate) struct EncodedLine<'a> {
     pub stamp: Stamp,
@@ -595,6 +680,25 @@ pub(super) const MAX_VARINT_BYTES: usize = 10;
 /// postcard's encoding of a signed integer: zigzag, so small magnitudes take few bytes.
 fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
+}
+
+/// The integer [`zigzag`] encoded.
+fn unzigzag(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
+}
+
+/// Reads a varint [`write_varint`] wrote from the start of `bytes`, and moves past it;
+/// `None` if it is cut short or longer than a `u64`'s.
+fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (index, &byte) in bytes.iter().enumerate().take(MAX_VARINT_BYTES) {
+        value |= u64::from(byte & 0x7f).checked_shl(7 * index as u32)?;
+        if byte < 0x80 {
+            *bytes = &bytes[index + 1..];
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// Writes postcard's varint of `value` at the start of `out` (seven bits a byte, low bits
@@ -1076,5 +1180,53 @@ mod tests {
         timeline.encoded.truncate(timeline.encoded.len() - 3);
         assert!(timeline.lines().any(|line| line.is_err()));
         assert!(timeline.add(&line(0, 1)).is_err());
+    }
+
+    fn stamp_at(offset: u64) -> Stamp {
+        Stamp {
+            at: Time { secs: 0, nanos: 0 },
+            partition: 3,
+            offset,
+        }
+    }
+
+    #[test]
+    fn a_timeline_of_positions_gives_back_each_offset_and_interaction_in_log_order() {
+        let lines = [
+            (0, 0),
+            (1, 0),
+            (200, 1),
+            (70_000, 0),
+            (70_001, 300),
+            (u64::MAX / 2, 2),
+        ];
+        let mut timeline = Timeline::default();
+        for (offset, interaction) in lines {
+            timeline.add_position(stamp_at(offset), interaction);
+        }
+        let read: Vec<(u64, u32)> = timeline.positions().map(Result::unwrap).collect();
+        assert_eq!(read, lines);
+        assert_eq!(
+            timeline.offsets_of(TimelineForm::Positions, 0).unwrap(),
+            [0, 1, 70_000]
+        );
+        // Two short varints a line, not a head of about fifteen bytes: the offsets' zigzagged
+        // differences take 1, 1, 2, 3, 1 and 10 bytes, the interactions 1, 1, 1, 1, 2 and 1.
+        assert_eq!(timeline.encoded.len(), 18 + 7);
+        // An offset below the last one's (no fold appends one) is read back all the same.
+        timeline.add_position(stamp_at(5), 1);
+        assert_eq!(timeline.positions().last().unwrap().unwrap(), (5, 1));
+    }
+
+    #[test]
+    fn a_corrupt_timeline_of_positions_is_an_error_not_a_panic() {
+        let mut timeline = Timeline::default();
+        timeline.add_position(stamp_at(1_000_000), 7);
+        timeline.encoded.pop();
+        timeline.encoded.push(0x80);
+        assert!(timeline.positions().any(|line| line.is_err()));
+        assert!(timeline.offsets_of(TimelineForm::Positions, 7).is_err());
+        timeline.encoded = vec![0xff; 11];
+        assert!(timeline.positions().any(|line| line.is_err()));
     }
 }
