@@ -722,8 +722,8 @@ async fn merged_journey(
             state.restore(&key, Some(&value)).map_err(ApiError::from)?;
         }
     }
-    // Each owner's entries hold their timelines' summaries (a cluster's log is Kafka's: see
-    // `JourneyConfig::summaries_from_log`), so no event is read here.
+    // Each owner's entries hold their timelines' whole lines (a cluster's log is Kafka's: see
+    // `JourneyConfig::timelines_from_log`), so no event is read here.
     journey::customer_journey(
         &state,
         &omnilog_views::NoRecords,

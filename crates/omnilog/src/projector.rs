@@ -359,7 +359,7 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
     let views = chosen_views(
         serve::views_with(
             config.reporting.clone(),
-            serve::summaries_from_log(&config.log),
+            serve::timelines_from_log(&config.log),
         ),
         &view_names,
     )?;

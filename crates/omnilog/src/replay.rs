@@ -87,9 +87,9 @@ pub enum Source {
 }
 
 impl Source {
-    /// Whether the journey view folded from it leaves its timelines' summaries in the log
-    /// (`JourneyConfig::summaries_from_log`): an embedded log's, read locally by position.
-    pub fn summaries_from_log(&self) -> bool {
+    /// Whether the journey view folded from it keeps its timelines' lines as positions in
+    /// the log (`JourneyConfig::timelines_from_log`): an embedded log's, read locally.
+    pub fn timelines_from_log(&self) -> bool {
         matches!(self, Source::Embedded { .. })
     }
 }
@@ -134,7 +134,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let all = views_with(
         crate::config::reporting_config(&levels)?,
-        source.summaries_from_log(),
+        source.timelines_from_log(),
     );
     let chosen: Vec<Arc<dyn Projectable>> = if args.views.is_empty() {
         all
@@ -261,7 +261,7 @@ pub fn read_source(out: &Path) -> Option<Source> {
 
 /// Opens the log a replay's `source.json` names ([`read_source`]), to read it; `None` (with
 /// a warning) when it cannot be opened: the views are served, what they read from the log
-/// (interactions' events, the summaries of timelines folded from an embedded log) is not.
+/// (interactions' events, the timelines of journeys folded from an embedded log) is not.
 pub async fn open_source(source: &Source) -> Option<SharedLog> {
     let opened: anyhow::Result<SharedLog> = match source {
         Source::Embedded { log_dir } => EmbeddedLog::open_read_only(log_dir)

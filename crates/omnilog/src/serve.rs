@@ -134,7 +134,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
     let views = ViewRuntime::start(
         log.clone(),
         store,
-        views_with(config.reporting.clone(), summaries_from_log(&config.log)),
+        views_with(config.reporting.clone(), timelines_from_log(&config.log)),
         ProjectorConfig::default(),
         projector_metrics,
     )
@@ -183,10 +183,10 @@ pub fn write_side(ingest: Ingest, config: &ServerConfig) -> AppState {
     )
 }
 
-/// Whether the journey view leaves its timelines' summaries to be read from `log`: on the
-/// embedded log, which reads an event by position locally (see
-/// `JourneyConfig::summaries_from_log`).
-pub fn summaries_from_log(log: &LogBackend) -> bool {
+/// Whether the journey view keeps its timelines' lines as positions in `log`, read from it
+/// by queries: on the embedded log, which reads an event by position locally (see
+/// `JourneyConfig::timelines_from_log`).
+pub fn timelines_from_log(log: &LogBackend) -> bool {
     matches!(log, LogBackend::Embedded)
 }
 
@@ -299,20 +299,20 @@ async fn start_read_only(config: ServerConfig) -> anyhow::Result<Server> {
             .with_context(|| format!("reading {}", identity_file.display()))?,
     )
     .with_context(|| format!("decoding {}", identity_file.display()))?;
-    // The views as the replay folded them: their layout says where their timelines'
-    // summaries are, which depends on the log they were folded from (the embedded log's
-    // unless recorded otherwise).
+    // The views as the replay folded them: their layout says how their timelines are kept,
+    // which depends on the log they were folded from (the embedded log's unless recorded
+    // otherwise).
     let recorded = crate::replay::read_source(&config.data_dir);
-    let summaries_from_log = recorded
+    let timelines_from_log = recorded
         .as_ref()
-        .is_none_or(crate::replay::Source::summaries_from_log);
+        .is_none_or(crate::replay::Source::timelines_from_log);
     let source = match &recorded {
         Some(recorded) => crate::replay::open_source(recorded).await,
         None => None,
     };
     let views = ViewRuntime::frozen(
         store,
-        views_with(config.reporting.clone(), summaries_from_log),
+        views_with(config.reporting.clone(), timelines_from_log),
         source,
     )
     .await?;
@@ -330,16 +330,16 @@ pub fn standard_views() -> Vec<Arc<dyn Projectable>> {
     views_with(ReportingConfig::default(), true)
 }
 
-/// Every projected view, with the given service-level thresholds; `summaries_from_log` for
+/// Every projected view, with the given service-level thresholds; `timelines_from_log` for
 /// a log that reads an event by position locally (the embedded log's, not Kafka's: see
-/// `JourneyConfig::summaries_from_log`).
+/// `JourneyConfig::timelines_from_log`).
 pub fn views_with(
     reporting: ReportingConfig,
-    summaries_from_log: bool,
+    timelines_from_log: bool,
 ) -> Vec<Arc<dyn Projectable>> {
     vec![
         Arc::new(JourneyView::new(JourneyConfig {
-            summaries_from_log,
+            timelines_from_log,
             ..JourneyConfig::default()
         })),
         Arc::new(QueueView),

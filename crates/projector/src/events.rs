@@ -53,7 +53,9 @@ impl EventSource for LogEvents {
             let mut from = first;
             // A remote log may deliver less than asked: read on until the range is covered.
             while from <= last {
-                let count = usize::try_from(last - from + 1).unwrap_or(usize::MAX);
+                // Saturating: an offset near `u64::MAX` (a damaged record's) must not
+                // overflow here; the log answers that it has no such record.
+                let count = usize::try_from((last - from).saturating_add(1)).unwrap_or(usize::MAX);
                 let records = self
                     .runtime
                     .block_on(omnilog_log::read_before_end(
@@ -84,7 +86,10 @@ impl EventSource for LogEvents {
                         found.insert(record.offset, event);
                     }
                 }
-                from = end + 1;
+                match end.checked_add(1) {
+                    Some(after) => from = after,
+                    None => break,
+                }
             }
             at = next;
         }

@@ -57,7 +57,7 @@
 //! ([`View::missing`]) and let go once written when memory is short. An event changes its
 //! customer's record in place, adds its line to its journey's timeline (on the embedded log,
 //! the event's position and interaction only: a query reads the events from the log, see
-//! [`JourneyConfig::summaries_from_log`]); a new
+//! [`JourneyConfig::timelines_from_log`]); a new
 //! interaction also notes its id in the interaction index, and a journey whose report facts
 //! change writes them to the facts table. Everything a customer's events write is keyed
 //! under that customer, and all of a customer's events are in one partition, in order: the
@@ -68,8 +68,8 @@
 //!
 //! [`customer_journey`] answers `GET /v1/customers/{id}/journey`, [`interaction`]
 //! `GET /v1/interactions/{id}` and [`journeys_report`] `GET /v1/reports/journeys`. An
-//! interaction's events, and the summaries of lines kept without one, are read from the log
-//! through an [`EventSource`].
+//! interaction's events, and a journey's where its lines are kept as positions, are read
+//! from the log through an [`EventSource`].
 
 mod query;
 mod records;
@@ -104,8 +104,7 @@ use records::{
     TimelineForm, channel_code, event_type_code, is_self_service_channel,
 };
 
-/// The windows of the journey rules (CONTRACT §5), and where a timeline line's summary is
-/// kept.
+/// The windows of the journey rules (CONTRACT §5), and how a journey's timeline is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JourneyConfig {
     /// A new interaction joins the open journey whose last activity is at most this old.
@@ -119,11 +118,11 @@ pub struct JourneyConfig {
     /// read): the line's time, type, channel and summary are then not written at every
     /// event, nor held, encoded and stored with every record (the summary was about a tenth
     /// of a replay's CPU, docs/benchmarks-journal.md, "2026-12-06, evening"; the rest of the
-    /// line 4.4 % more, "2026-12-07, morning"). Not for Kafka, where each position is a
+    /// line about 5 % more, "2026-12-07, midday"). Not for Kafka, where each position is a
     /// fetch from a broker and a customer's events lie far apart: the agent desktop's main
     /// query would wait on a round trip per event ("2026-12-05, midday"). The two keep
     /// different records (the view's layout says which), and answer alike.
-    pub summaries_from_log: bool,
+    pub timelines_from_log: bool,
 }
 
 impl Default for JourneyConfig {
@@ -131,7 +130,7 @@ impl Default for JourneyConfig {
         JourneyConfig {
             join_window: TimeDelta::hours(72),
             reopen_window: TimeDelta::days(7),
-            summaries_from_log: false,
+            timelines_from_log: false,
         }
     }
 }
@@ -195,7 +194,7 @@ impl JourneyState {
     /// An empty state whose timelines are kept as `config` says.
     fn for_config(config: &JourneyConfig) -> Self {
         JourneyState {
-            timeline_form: if config.summaries_from_log {
+            timeline_form: if config.timelines_from_log {
                 TimelineForm::Positions
             } else {
                 TimelineForm::Lines
@@ -408,12 +407,12 @@ impl View for JourneyView {
     /// 4: a customer's journeys in one record, the timeline as rendered lines naming
     /// their interaction by number. 5: a journey's facts carry its self-service figures.
     /// 6: a journey's timeline lines are encoded in one buffer. 8 was 7 with each line's
-    /// summary left to be read from the log ([`JourneyConfig::summaries_from_log`]); 9 keeps
+    /// summary left to be read from the log ([`JourneyConfig::timelines_from_log`]); 9 keeps
     /// only each line's position and interaction instead ([`TimelineForm::Positions`]). The
     /// two settings are two layouts, and a change of the records must move both past every
     /// number used before (10 and 11 next), so no store is read as the other's.
     fn layout(&self) -> u32 {
-        if self.config.summaries_from_log { 9 } else { 7 }
+        if self.config.timelines_from_log { 9 } else { 7 }
     }
 
     fn new_state(&self) -> JourneyState {

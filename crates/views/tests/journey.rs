@@ -154,6 +154,20 @@ mod journey {
         fn fold(&self) -> Folded {
             fold_all(self.entries.iter())
         }
+
+        /// The log folded by a view that keeps its timelines as positions in the log (the
+        /// embedded log's: `JourneyConfig::timelines_from_log`).
+        fn fold_as_positions(&self) -> Folded {
+            let view = JourneyView::new(JourneyConfig {
+                timelines_from_log: true,
+                ..JourneyConfig::default()
+            });
+            let mut folded = Folded::of(&view);
+            for (event, position) in &self.entries {
+                folded.apply(&view, event, *position).unwrap();
+            }
+            folded
+        }
     }
 
     fn fold_all<'a>(entries: impl Iterator<Item = &'a (Event, LogPosition)>) -> Folded {
@@ -647,6 +661,18 @@ mod journey {
         // Alone, each id still has only its own history.
         assert_eq!(journey_of(&state, "gus-phone").journeys.len(), 1);
         assert_eq!(customer_journey(&state, "nobody", &[], &[]).unwrap(), None);
+        // Timelines kept as positions answer alike: each journey's lines read from its own
+        // customer's partition.
+        let positions = log.fold_as_positions();
+        assert_eq!(
+            serde_json::to_value(
+                customer_journey(&positions, "gus-phone", &["gus-email".to_owned()], &[])
+                    .unwrap()
+                    .unwrap()
+            )
+            .unwrap(),
+            serde_json::to_value(&merged).unwrap()
+        );
     }
 
     #[test]
@@ -769,7 +795,7 @@ mod journey {
     }
 
     /// Lines kept as their events' positions, the events read from the log
-    /// (`JourneyConfig::summaries_from_log`, the embedded log's), answer as whole lines in
+    /// (`JourneyConfig::timelines_from_log`, the embedded log's), answer as whole lines in
     /// the view: every customer's journey and interactions of a generated history (late
     /// events among them). The two keep different records, so they are different layouts.
     #[test]
@@ -798,7 +824,7 @@ mod journey {
     fn both_timeline_forms_answer_alike(events: &[Event]) {
         let in_view = JourneyView::default();
         let from_log = JourneyView::new(JourneyConfig {
-            summaries_from_log: true,
+            timelines_from_log: true,
             ..JourneyConfig::default()
         });
         assert_ne!(in_view.layout(), from_log.layout());

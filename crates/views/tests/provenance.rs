@@ -9,9 +9,10 @@ mod provenance {
     use crate::support;
     use omnilog_events::Event;
     use omnilog_views::journey::{
-        JourneyAnswer, JourneyState, JourneyView, NoLog, customer_journey,
+        EventSource, JourneyAnswer, JourneyConfig, JourneyState, JourneyView, NoLog,
+        customer_journey,
     };
-    use omnilog_views::{LogPosition, NoRecords, View, ViewState, apply_in_memory};
+    use omnilog_views::{LogPosition, NoRecords, View, ViewError, ViewState, apply_in_memory};
     use serde_json::{Value, json};
 
     /// A validated event; `fields` holds everything but the time.
@@ -28,23 +29,63 @@ mod provenance {
         event(at, fields)
     }
 
-    fn fold(events: &[Event]) -> JourneyState {
-        let view = JourneyView::default();
-        let mut state = view.new_state();
+    /// The events folded into a journey view of each timeline form: whole lines (Kafka's)
+    /// and positions read back from the log (the embedded log's), with the log they read.
+    struct Folded {
+        lines: JourneyState,
+        positions: JourneyState,
+        log: Vec<Event>,
+    }
+
+    impl EventSource for Folded {
+        fn events(&self, _partition: u32, offsets: &[u64]) -> Result<Vec<Event>, ViewError> {
+            offsets
+                .iter()
+                .map(|&offset| {
+                    self.log
+                        .get(offset as usize)
+                        .cloned()
+                        .ok_or_else(|| ViewError::Storage(format!("no event at {offset}")))
+                })
+                .collect()
+        }
+    }
+
+    fn fold(events: &[Event]) -> Folded {
+        let whole = JourneyView::default();
+        let positions = JourneyView::new(JourneyConfig {
+            timelines_from_log: true,
+            ..JourneyConfig::default()
+        });
+        let mut folded = Folded {
+            lines: whole.new_state(),
+            positions: positions.new_state(),
+            log: events.to_vec(),
+        };
         for (offset, event) in events.iter().enumerate() {
             let position = LogPosition {
                 partition: 0,
                 offset: offset as u64,
             };
-            apply_in_memory(&view, &mut state, event, position).unwrap();
+            apply_in_memory(&whole, &mut folded.lines, event, position).unwrap();
+            apply_in_memory(&positions, &mut folded.positions, event, position).unwrap();
         }
-        state
+        folded
     }
 
-    fn journey_of(state: &JourneyState, customer: &str) -> JourneyAnswer {
-        customer_journey(state, &NoRecords, &NoLog, customer, &[], &[])
+    /// The customer's journey, answered alike by both timeline forms.
+    fn journey_of(folded: &Folded, customer: &str) -> JourneyAnswer {
+        let answer = customer_journey(&folded.lines, &NoRecords, &NoLog, customer, &[], &[])
             .unwrap()
-            .unwrap_or_else(|| panic!("no journey of {customer}"))
+            .unwrap_or_else(|| panic!("no journey of {customer}"));
+        let from_log = customer_journey(&folded.positions, &NoRecords, folded, customer, &[], &[])
+            .unwrap()
+            .unwrap_or_else(|| panic!("no journey of {customer} from the log"));
+        assert_eq!(
+            serde_json::to_value(&from_log).unwrap(),
+            serde_json::to_value(&answer).unwrap()
+        );
+        answer
     }
 
     /// The timeline as (type, interaction, summary).
@@ -205,6 +246,8 @@ mod provenance {
                        "attributes": {"segment": "sales"}}),
             ),
         ];
-        assert!(fold(&events).dump().unwrap().is_empty());
+        let folded = fold(&events);
+        assert!(folded.lines.dump().unwrap().is_empty());
+        assert!(folded.positions.dump().unwrap().is_empty());
     }
 }

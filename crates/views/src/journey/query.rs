@@ -25,7 +25,7 @@ use crate::state::{Entries, Id, RecordSource, stored_key};
 
 /// The log, as the journey queries read it: an interaction's events are read from it, and
 /// a journey's, when the view keeps its timeline lines as positions
-/// ([`super::JourneyConfig::summaries_from_log`]; otherwise a journey's timeline is in the
+/// ([`super::JourneyConfig::timelines_from_log`]; otherwise a journey's timeline is in the
 /// view: see `journey/records.rs`).
 pub trait EventSource {
     /// The events at `offsets` of the interactions partition `partition`, in the order
@@ -408,32 +408,42 @@ fn timeline_of_lines(
         .collect()
 }
 
-/// The first `limits.timeline` lines of a [`TimelineForm::Positions`] timeline: every
-/// event of the journey read from the log (one `events` call: a customer's events are all
-/// in its partition), ordered by time then position as a [`TimelineForm::Lines`] timeline
-/// keeps them, each line made from its event as the fold makes a line. All are read, not
-/// only the lines shown: which come first in time is known once their events are read (a
-/// late event's line comes before lines folded earlier).
+/// The first `limits.timeline` lines of a [`TimelineForm::Positions`] timeline, ordered by
+/// time then position as a [`TimelineForm::Lines`] timeline keeps them, each line made from
+/// its event as the fold makes a line. The events read from the log (one `events` call: a
+/// customer's events are all in its partition) are those of the lines that can be among the
+/// first: the first `limits.timeline` lines that are not late (in timeline order among
+/// themselves), and every late one ([`super::records::Position::late`]), which may come
+/// before any of them. A journey of a million events answers in as many reads as one of
+/// five hundred, plus its late lines.
 fn timeline_of_positions(
     journey: &Loaded<'_>,
     limits: JourneyLimits,
     events: &dyn EventSource,
 ) -> Result<Vec<TimelineEntry>, ViewError> {
-    let positions = journey
-        .journey
-        .timeline
-        .positions()
-        .collect::<Result<Vec<_>, ViewError>>()?;
+    let mut on_time = 0;
+    let mut wanted = Vec::new();
+    for line in journey.journey.timeline.positions() {
+        let line = line?;
+        if line.late || on_time < limits.timeline {
+            on_time += usize::from(!line.late);
+            wanted.push(line);
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
     let partition = journey.record.partition;
-    let offsets: Vec<u64> = positions.iter().map(|&(offset, _)| offset).collect();
+    let offsets: Vec<u64> = wanted.iter().map(|line| line.offset).collect();
     let read = events.events(partition, &offsets)?;
-    if read.len() != positions.len() {
+    if read.len() != wanted.len() {
         return Err(missing("the event of a timeline line"));
     }
-    let mut lines: Vec<(Stamp, u32, Event)> = positions
+    let mut lines: Vec<(Stamp, u32, Event)> = wanted
         .into_iter()
         .zip(read)
-        .map(|((offset, interaction), event)| {
+        .map(|(line, event)| {
+            let (offset, interaction) = (line.offset, line.interaction);
             let stamp = Stamp {
                 at: Time::of(&event.occurred_at),
                 partition,
@@ -447,6 +457,23 @@ fn timeline_of_positions(
     lines
         .into_iter()
         .map(|(stamp, interaction, event)| {
+            // The event read must be the line's: were a customer's events ever in two
+            // partitions, the record's would hold another's event at this offset, and that
+            // is an error, not somebody else's line.
+            let of_the_line = journey
+                .record
+                .interactions
+                .id(interaction as usize)
+                .is_some_and(|id| event.interaction_id.as_deref() == Some(id.as_str()));
+            if !of_the_line {
+                return Err(ViewError::Corrupt {
+                    key: journey.customer.to_owned(),
+                    reason: format!(
+                        "the event at {}/{} is not the event of its timeline line",
+                        stamp.partition, stamp.offset
+                    ),
+                });
+            }
             // The fold folded only events with a channel into a timeline (`check`).
             let channel = channel_code(
                 event
@@ -594,13 +621,25 @@ pub fn interaction_with(
 
 /// The stored entry of `customer`'s record: what an instance that does not own the
 /// customer's partition needs to answer the journey of a customer merged with it.
-/// Restored into a [`JourneyState`] beside the other members' entries, it answers
-/// [`customer_journey`] exactly as the owner's state would.
+/// Restored into a [`JourneyState`] of whole lines (`JourneyView::default().new_state()`)
+/// beside the other members' entries, it answers [`customer_journey`] exactly as the
+/// owner's state would. An error for a state whose timelines are positions
+/// ([`super::JourneyConfig::timelines_from_log`]: only its own log can answer them).
 pub fn customer_entries(
     state: &JourneyState,
     records: &dyn RecordSource,
     customer: &str,
 ) -> Result<Entries, ViewError> {
+    // Another instance restores these entries into a state of whole lines and answers
+    // without a log (a projector group's, whose log is Kafka's); a record whose lines are
+    // positions in this instance's log cannot be answered there.
+    if state.timeline_form == TimelineForm::Positions {
+        return Err(ViewError::Storage(
+            "this instance's journeys keep their timelines as positions in its embedded log; \
+             another instance cannot answer them"
+                .to_owned(),
+        ));
+    }
     let Some(record) = state.customers.read(customer, records)? else {
         return Ok(Vec::new());
     };

@@ -15,14 +15,15 @@
 //! | `f` | customer, journey seq | [`JourneyFacts`]: what the journeys report needs, nothing else |
 //! | `x` | interaction, customer | nothing: finds an interaction by its id alone |
 //!
-//! A journey keeps its timeline as the lines the answer shows (time, type, channel,
+//! On Kafka a journey keeps its timeline as the lines the answer shows (time, type, channel,
 //! interaction, the short human summary), rendered when the event is folded, so a journey
-//! query reads one record and nothing else, whichever backend holds the log. (Rendered
-//! from the log at query time instead, a 1M replay ran 14 % faster, but on Kafka each
-//! range of a customer's scattered events is a seek and a fetch from the broker: see
-//! docs/benchmarks-journal.md, "2026-12-05, midday".) An interaction
-//! keeps the log offsets of its events: `GET /v1/interactions/{id}` reads its events from
-//! the log, the only copy of them.
+//! query reads one record and nothing else: each range of a customer's scattered events
+//! would be a seek and a fetch from the broker (docs/benchmarks-journal.md, "2026-12-05,
+//! midday"). On the embedded log, which reads an event by position locally, a line is its
+//! event's position and interaction only, and a query reads the events and makes the lines
+//! from them ([`TimelineForm`]). Either way the lines hold the log offsets of an
+//! interaction's events: `GET /v1/interactions/{id}` reads its events from the log, the
+//! only copy of them.
 //!
 //! Times are stored as seconds and nanoseconds. Channels are stored as their declaration
 //! index in the events crate (new values are appended there, so stored codes keep their
@@ -309,7 +310,8 @@ pub(crate) struct JourneyRecord {
     pub path: Vec<PathEntry>,
     /// Its agents' notes, kept whole for the context, by time then log position.
     pub notes: Vec<(Stamp, NoteRecord)>,
-    /// Its events as timeline lines, by time then log position.
+    /// Its events as timeline lines: by time then log position ([`TimelineForm::Lines`]),
+    /// or in log order ([`TimelineForm::Positions`]).
     pub timeline: Timeline,
     /// Its report facts changed since they were last put in the facts table: not stored.
     #[serde(skip)]
@@ -321,7 +323,7 @@ pub(crate) struct JourneyRecord {
 /// the buffer grows as it needs).
 const LINE_ROOM: usize = 256;
 
-/// How a view keeps its journeys' timelines ([`crate::journey::JourneyConfig::summaries_from_log`]
+/// How a view keeps its journeys' timelines ([`crate::journey::JourneyConfig::timelines_from_log`]
 /// chooses): both answer alike, and each is a layout of its own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum TimelineForm {
@@ -334,8 +336,20 @@ pub(crate) enum TimelineForm {
     /// the journey's events from the log and orders them by time (the embedded log's,
     /// which reads an event by position locally). What a replay folds a line into is then
     /// two short varints; lines kept whole without their summaries (layout 8) cost a 1M
-    /// replay 4.4 % more CPU (docs/benchmarks-journal.md, "2026-12-07, morning").
+    /// replay about 5 % more CPU (docs/benchmarks-journal.md, "2026-12-07, midday").
     Positions,
+}
+
+/// A line of a [`TimelineForm::Positions`] timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// Its event's offset in its customer's partition.
+    pub offset: u64,
+    /// Its interaction's number ([`Interactions::id`]).
+    pub interaction: u32,
+    /// Stamped before a line appended before it: the lines that are not late are in
+    /// timeline order (each at or after every line before it), a late one goes before some.
+    pub late: bool,
 }
 
 /// Room a [`TimelineForm::Positions`] timeline makes when it is full: a line takes two to
@@ -352,7 +366,7 @@ const POSITIONS_ROOM: usize = 64;
 /// dwarf,16384 omnilog replay` of 10M events), a
 /// reload decoded each into a string of its own, and letting the record go freed each. As
 /// one buffer, a checkpoint and a reload copy it, and it is one allocation. A query
-/// decodes the lines it shows.
+/// decodes the lines it shows (or, of positions, the lines that can be among them).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Timeline {
     /// The stamp of the last line: a line stamped at or after it is appended.
@@ -405,16 +419,29 @@ impl Timeline {
     }
 
     /// Appends the line of the event at `stamp` of interaction `interaction`, as
-    /// [`TimelineForm::Positions`] keeps it: the offset's difference from the last line's
-    /// (zigzag: a customer's events come in log order, so it is never below zero, but a
-    /// record must not depend on that to be read) and the interaction's number, two varints.
-    /// Every line of a journey is in its customer's partition (all of a customer's events
-    /// are in one).
+    /// [`TimelineForm::Positions`] keeps it ([`Position`]): the offset's difference from the
+    /// last line's (zigzag: a customer's events come in log order, so it is never below
+    /// zero, but a record must not depend on that to be read), then the interaction's
+    /// number and whether the line is late, two varints. Every line of a journey is in its
+    /// customer's partition (all of a customer's events are in one).
+    ///
+    /// `last` keeps the last line's position and the latest time of any line: a line
+    /// stamped before that time is late, and comes before lines appended earlier in the
+    /// timeline's order.
     pub fn add_position(&mut self, stamp: Stamp, interaction: u32) {
-        let last = self.last.map_or(0, |last| last.offset);
+        let (last_offset, latest) = self
+            .last
+            .map_or((0, None), |last| (last.offset, Some(last.at)));
+        let late = latest.is_some_and(|latest| stamp.at < latest);
         let mut line = [0u8; 2 * MAX_VARINT_BYTES];
-        let mut at = write_varint(&mut line, zigzag(stamp.offset.wrapping_sub(last) as i64));
-        at += write_varint(&mut line[at..], u64::from(interaction));
+        let mut at = write_varint(
+            &mut line,
+            zigzag(stamp.offset.wrapping_sub(last_offset) as i64),
+        );
+        at += write_varint(
+            &mut line[at..],
+            (u64::from(interaction) << 1) | u64::from(late),
+        );
         // Room for some lines at once, at least doubling (a journey's first line makes room
         // for about twenty); the whole buffer appended, then cut to what was written: a copy
         // of a length known when compiling, not a call to `memcpy` (see
@@ -425,12 +452,14 @@ impl Timeline {
         let len = self.encoded.len();
         self.encoded.extend_from_slice(&line);
         self.encoded.truncate(len + at);
-        self.last = Some(stamp);
+        self.last = Some(Stamp {
+            at: latest.map_or(stamp.at, |latest| latest.max(stamp.at)),
+            ..stamp
+        });
     }
 
-    /// The lines of a [`TimelineForm::Positions`] timeline, in log order: each event's
-    /// offset and its interaction's number.
-    pub fn positions(&self) -> impl Iterator<Item = Result<(u64, u32), ViewError>> + '_ {
+    /// The lines of a [`TimelineForm::Positions`] timeline, in log order.
+    pub fn positions(&self) -> impl Iterator<Item = Result<Position, ViewError>> + '_ {
         let mut rest = self.encoded.as_slice();
         let mut offset = 0u64;
         std::iter::from_fn(move || {
@@ -438,13 +467,18 @@ impl Timeline {
                 return None;
             }
             let line = read_varint(&mut rest).and_then(|delta| {
-                let interaction = u32::try_from(read_varint(&mut rest)?).ok()?;
-                Some((unzigzag(delta), interaction))
+                let tagged = read_varint(&mut rest)?;
+                let interaction = u32::try_from(tagged >> 1).ok()?;
+                Some((unzigzag(delta), interaction, tagged & 1 == 1))
             });
             Some(match line {
-                Some((delta, interaction)) => {
+                Some((delta, interaction, late)) => {
                     offset = offset.wrapping_add(delta as u64);
-                    Ok((offset, interaction))
+                    Ok(Position {
+                        offset,
+                        interaction,
+                        late,
+                    })
                 }
                 None => {
                     rest = &[];
@@ -515,9 +549,9 @@ impl Timeline {
             }
             TimelineForm::Positions => {
                 for line in self.positions() {
-                    let (offset, number) = line?;
-                    if number == interaction {
-                        offsets.push(offset);
+                    let line = line?;
+                    if line.interaction == interaction {
+                        offsets.push(line.offset);
                     }
                 }
             }
@@ -688,11 +722,14 @@ fn unzigzag(value: u64) -> i64 {
 }
 
 /// Reads a varint [`write_varint`] wrote from the start of `bytes`, and moves past it;
-/// `None` if it is cut short or longer than a `u64`'s.
+/// `None` if it is cut short or does not fit a `u64` (ten bytes at most, the tenth 0 or 1).
 fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for (index, &byte) in bytes.iter().enumerate().take(MAX_VARINT_BYTES) {
-        value |= u64::from(byte & 0x7f).checked_shl(7 * index as u32)?;
+        if index == MAX_VARINT_BYTES - 1 && byte > 1 {
+            return None;
+        }
+        value |= u64::from(byte & 0x7f) << (7 * index);
         if byte < 0x80 {
             *bytes = &bytes[index + 1..];
             return Some(value);
@@ -1182,9 +1219,9 @@ mod tests {
         assert!(timeline.add(&line(0, 1)).is_err());
     }
 
-    fn stamp_at(offset: u64) -> Stamp {
+    fn stamp_at(secs: i64, offset: u64) -> Stamp {
         Stamp {
-            at: Time { secs: 0, nanos: 0 },
+            at: Time { secs, nanos: 0 },
             partition: 3,
             offset,
         }
@@ -1192,41 +1229,55 @@ mod tests {
 
     #[test]
     fn a_timeline_of_positions_gives_back_each_offset_and_interaction_in_log_order() {
+        // (seconds, offset, interaction, late): a line stamped before the latest line
+        // appended before it is late, one stamped at that time is not.
         let lines = [
-            (0, 0),
-            (1, 0),
-            (200, 1),
-            (70_000, 0),
-            (70_001, 300),
-            (u64::MAX / 2, 2),
+            (10, 0, 0, false),
+            (20, 1, 0, false),
+            (15, 200, 1, true),
+            (20, 70_000, 0, false),
+            (5, 70_001, 300, true),
+            (30, u64::MAX / 2, 2, false),
         ];
         let mut timeline = Timeline::default();
-        for (offset, interaction) in lines {
-            timeline.add_position(stamp_at(offset), interaction);
+        for (secs, offset, interaction, _) in lines {
+            timeline.add_position(stamp_at(secs, offset), interaction);
         }
-        let read: Vec<(u64, u32)> = timeline.positions().map(Result::unwrap).collect();
+        let read: Vec<(i64, u64, u32, bool)> = timeline
+            .positions()
+            .zip(lines)
+            .map(|(line, (secs, ..))| {
+                let line = line.unwrap();
+                (secs, line.offset, line.interaction, line.late)
+            })
+            .collect();
         assert_eq!(read, lines);
         assert_eq!(
             timeline.offsets_of(TimelineForm::Positions, 0).unwrap(),
             [0, 1, 70_000]
         );
         // Two short varints a line, not a head of about fifteen bytes: the offsets' zigzagged
-        // differences take 1, 1, 2, 3, 1 and 10 bytes, the interactions 1, 1, 1, 1, 2 and 1.
+        // differences take 1, 1, 2, 3, 1 and 10 bytes, the interactions (doubled, the low
+        // bit saying late) 1, 1, 1, 1, 2 and 1.
         assert_eq!(timeline.encoded.len(), 18 + 7);
         // An offset below the last one's (no fold appends one) is read back all the same.
-        timeline.add_position(stamp_at(5), 1);
-        assert_eq!(timeline.positions().last().unwrap().unwrap(), (5, 1));
+        timeline.add_position(stamp_at(40, 5), 1);
+        let last = timeline.positions().last().unwrap().unwrap();
+        assert_eq!((last.offset, last.interaction, last.late), (5, 1, false));
     }
 
     #[test]
     fn a_corrupt_timeline_of_positions_is_an_error_not_a_panic() {
         let mut timeline = Timeline::default();
-        timeline.add_position(stamp_at(1_000_000), 7);
+        timeline.add_position(stamp_at(0, 1_000_000), 7);
         timeline.encoded.pop();
         timeline.encoded.push(0x80);
         assert!(timeline.positions().any(|line| line.is_err()));
         assert!(timeline.offsets_of(TimelineForm::Positions, 7).is_err());
         timeline.encoded = vec![0xff; 11];
+        assert!(timeline.positions().any(|line| line.is_err()));
+        // A tenth byte above 1 does not fit 64 bits.
+        timeline.encoded = [[0xff; 9].as_slice(), &[0x02, 0x00]].concat();
         assert!(timeline.positions().any(|line| line.is_err()));
     }
 }

@@ -217,7 +217,7 @@ pub(crate) fn write_verbatim(out: &mut Vec<u8>, text: &str) {
 }
 
 /// The sentence of `event`'s timeline line on the channel coded `channel`: what
-/// [`render`] makes of the parts [`write_parts`] writes, for a line whose summary is read
+/// [`render`] makes of the parts [`write_parts`] writes, for a line made from its event read
 /// from the log.
 pub(crate) fn render_event(event: &Event, channel: u8) -> Result<String, ViewError> {
     let mut parts = Vec::new();
