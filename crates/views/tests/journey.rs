@@ -818,6 +818,71 @@ mod journey {
         both_timeline_forms_answer_alike(&events);
     }
 
+    /// A journey whose messages arrive newest first (every line but the first late) keeps
+    /// each late line's time, so a query that shows five lines reads the events of the first
+    /// five lines that are not late and of the late lines it shows: at most ten, however
+    /// long the journey.
+    #[test]
+    fn a_journey_of_late_lines_reads_no_more_events_than_twice_what_it_shows() {
+        let mut log = Log::default();
+        log.push(
+            0,
+            event(
+                "pat",
+                "2026-03-02T12:00:00Z",
+                "chat-1",
+                "chat",
+                inbound_start(),
+            ),
+        );
+        for minute in (0..60).rev() {
+            let at = format!("2026-03-02T11:{minute:02}:00Z");
+            log.push(
+                0,
+                event("pat", &at, "chat-1", "chat", customer_says("again")),
+            );
+        }
+        let (whole, positions) = (log.fold(), log.fold_as_positions());
+        let limits = JourneyLimits {
+            timeline: 5,
+            ..JourneyLimits::default()
+        };
+        struct Counted<'a>(&'a Folded, std::cell::Cell<usize>);
+        impl EventSource for Counted<'_> {
+            fn events(&self, partition: u32, offsets: &[u64]) -> Result<Vec<Event>, ViewError> {
+                self.1.set(self.1.get() + offsets.len());
+                self.0.events(partition, offsets)
+            }
+        }
+        let counted = Counted(&positions, std::cell::Cell::new(0));
+        let answer_of = |folded: &Folded, events: &dyn EventSource| {
+            omnilog_views::journey::customer_journey_with(
+                &folded.state,
+                &NoRecords,
+                events,
+                "pat",
+                &[],
+                &[],
+                limits,
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let answer = answer_of(&positions, &counted);
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            serde_json::to_value(answer_of(&whole, &whole)).unwrap()
+        );
+        let shown: Vec<&str> = answer.journeys[0]
+            .timeline
+            .iter()
+            .map(|line| line.at.as_str())
+            .collect();
+        assert_eq!(shown[0], "2026-03-02T11:00:00Z");
+        assert_eq!(shown.len(), 5);
+        assert!(counted.1.get() <= 10, "{} events read", counted.1.get());
+    }
+
     /// Folds `events` (in their order, one partition) into a view keeping whole lines and
     /// one keeping positions, and checks that every customer's journey (whole, and cut to a
     /// few lines a journey) and every interaction answer alike.

@@ -410,50 +410,66 @@ fn timeline_of_lines(
 
 /// The first `limits.timeline` lines of a [`TimelineForm::Positions`] timeline, ordered by
 /// time then position as a [`TimelineForm::Lines`] timeline keeps them, each line made from
-/// its event as the fold makes a line. The events read from the log (one `events` call: a
-/// customer's events are all in its partition) are those of the lines that can be among the
-/// first: the first `limits.timeline` lines that are not late (in timeline order among
-/// themselves), and every late one ([`super::records::Position::late`]), which may come
-/// before any of them. A journey of a million events answers in as many reads as one of
-/// five hundred, plus its late lines.
+/// its event as the fold makes a line. The lines that can be among the first are the first
+/// `limits.timeline` lines that are not late (in timeline order among themselves) and the
+/// late ones ([`super::records::Position::late`]), which keep their time: the events of the
+/// former are read, which gives their times, the late ones are put in their places by the
+/// times they keep, and only the events of the late lines that are among the first are
+/// read after (one `events` call each time: a customer's events are all in its partition).
+/// A journey of a million events answers in at most twice as many reads as it shows lines.
 fn timeline_of_positions(
     journey: &Loaded<'_>,
     limits: JourneyLimits,
     events: &dyn EventSource,
 ) -> Result<Vec<TimelineEntry>, ViewError> {
-    let mut on_time = 0;
-    let mut wanted = Vec::new();
+    let partition = journey.record.partition;
+    let stamp_at = |at: Time, offset: u64| Stamp {
+        at,
+        partition,
+        offset,
+    };
+    let (mut on_time, mut late) = (Vec::new(), Vec::new());
     for line in journey.journey.timeline.positions() {
         let line = line?;
-        if line.late || on_time < limits.timeline {
-            on_time += usize::from(!line.late);
-            wanted.push(line);
+        match line.late {
+            Some(at) => late.push((stamp_at(at, line.offset), line.interaction, None)),
+            None if on_time.len() < limits.timeline => on_time.push(line),
+            None => {}
         }
     }
-    if wanted.is_empty() {
-        return Ok(Vec::new());
-    }
-    let partition = journey.record.partition;
-    let offsets: Vec<u64> = wanted.iter().map(|line| line.offset).collect();
-    let read = events.events(partition, &offsets)?;
-    if read.len() != wanted.len() {
-        return Err(missing("the event of a timeline line"));
-    }
-    let mut lines: Vec<(Stamp, u32, Event)> = wanted
-        .into_iter()
-        .zip(read)
-        .map(|(line, event)| {
-            let (offset, interaction) = (line.offset, line.interaction);
-            let stamp = Stamp {
-                at: Time::of(&event.occurred_at),
-                partition,
-                offset,
-            };
-            (stamp, interaction, event)
-        })
-        .collect();
+    let mut lines: Vec<(Stamp, u32, Option<Event>)> = read_lines(
+        events,
+        partition,
+        &on_time.iter().map(|line| line.offset).collect::<Vec<_>>(),
+    )?
+    .into_iter()
+    .zip(&on_time)
+    .map(|(event, line)| {
+        let stamp = stamp_at(Time::of(&event.occurred_at), line.offset);
+        (stamp, line.interaction, Some(event))
+    })
+    .collect();
+    lines.extend(late);
     lines.sort_by_key(|&(stamp, _, _)| stamp);
     lines.truncate(limits.timeline);
+    let unread: Vec<u64> = lines
+        .iter()
+        .filter(|(_, _, event)| event.is_none())
+        .map(|(stamp, _, _)| stamp.offset)
+        .collect();
+    let mut late_events = read_lines(events, partition, &unread)?.into_iter();
+    let lines = lines
+        .into_iter()
+        .map(|(stamp, interaction, event)| {
+            let event = match event {
+                Some(event) => event,
+                None => late_events
+                    .next()
+                    .ok_or_else(|| missing("the event of a timeline line"))?,
+            };
+            Ok((stamp, interaction, event))
+        })
+        .collect::<Result<Vec<_>, ViewError>>()?;
     lines
         .into_iter()
         .map(|(stamp, interaction, event)| {
@@ -464,7 +480,8 @@ fn timeline_of_positions(
                 .record
                 .interactions
                 .id(interaction as usize)
-                .is_some_and(|id| event.interaction_id.as_deref() == Some(id.as_str()));
+                .is_some_and(|id| event.interaction_id.as_deref() == Some(id.as_str()))
+                && Time::of(&event.occurred_at) == stamp.at;
             if !of_the_line {
                 return Err(ViewError::Corrupt {
                     key: journey.customer.to_owned(),
@@ -491,6 +508,22 @@ fn timeline_of_positions(
             )
         })
         .collect()
+}
+
+/// The events at `offsets` of `partition`, one for each (none asked, none read).
+fn read_lines(
+    events: &dyn EventSource,
+    partition: u32,
+    offsets: &[u64],
+) -> Result<Vec<Event>, ViewError> {
+    if offsets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let read = events.events(partition, offsets)?;
+    if read.len() != offsets.len() {
+        return Err(missing("the event of a timeline line"));
+    }
+    Ok(read)
 }
 
 /// The answer's entry of a timeline line.

@@ -347,9 +347,11 @@ pub(crate) struct Position {
     pub offset: u64,
     /// Its interaction's number ([`Interactions::id`]).
     pub interaction: u32,
-    /// Stamped before a line appended before it: the lines that are not late are in
-    /// timeline order (each at or after every line before it), a late one goes before some.
-    pub late: bool,
+    /// For a line stamped before a line appended before it, its time. The lines that are
+    /// not late are in timeline order (each at or after every line before it); a late one
+    /// goes before some, and keeps its time so that a query finds its place without
+    /// reading its event.
+    pub late: Option<Time>,
 }
 
 /// Room a [`TimelineForm::Positions`] timeline makes when it is full: a line takes two to
@@ -422,8 +424,9 @@ impl Timeline {
     /// [`TimelineForm::Positions`] keeps it ([`Position`]): the offset's difference from the
     /// last line's (zigzag: a customer's events come in log order, so it is never below
     /// zero, but a record must not depend on that to be read), then the interaction's
-    /// number and whether the line is late, two varints. Every line of a journey is in its
-    /// customer's partition (all of a customer's events are in one).
+    /// number and whether the line is late, two varints; a late line's time follows (its
+    /// seconds and nanoseconds, two more). Every line of a journey is in its customer's
+    /// partition (all of a customer's events are in one).
     ///
     /// `last` keeps the last line's position and the latest time of any line: a line
     /// stamped before that time is late, and comes before lines appended earlier in the
@@ -433,7 +436,7 @@ impl Timeline {
             .last
             .map_or((0, None), |last| (last.offset, Some(last.at)));
         let late = latest.is_some_and(|latest| stamp.at < latest);
-        let mut line = [0u8; 2 * MAX_VARINT_BYTES];
+        let mut line = [0u8; 4 * MAX_VARINT_BYTES];
         let mut at = write_varint(
             &mut line,
             zigzag(stamp.offset.wrapping_sub(last_offset) as i64),
@@ -442,6 +445,10 @@ impl Timeline {
             &mut line[at..],
             (u64::from(interaction) << 1) | u64::from(late),
         );
+        if late {
+            at += write_varint(&mut line[at..], zigzag(stamp.at.secs));
+            at += write_varint(&mut line[at..], u64::from(stamp.at.nanos));
+        }
         // Room for some lines at once, at least doubling (a journey's first line makes room
         // for about twenty); the whole buffer appended, then cut to what was written: a copy
         // of a length known when compiling, not a call to `memcpy` (see
@@ -469,7 +476,14 @@ impl Timeline {
             let line = read_varint(&mut rest).and_then(|delta| {
                 let tagged = read_varint(&mut rest)?;
                 let interaction = u32::try_from(tagged >> 1).ok()?;
-                Some((unzigzag(delta), interaction, tagged & 1 == 1))
+                let late = if tagged & 1 == 1 {
+                    let secs = unzigzag(read_varint(&mut rest)?);
+                    let nanos = u32::try_from(read_varint(&mut rest)?).ok()?;
+                    Some(Time { secs, nanos })
+                } else {
+                    None
+                };
+                Some((unzigzag(delta), interaction, late))
             });
             Some(match line {
                 Some((delta, interaction, late)) => {
@@ -1248,7 +1262,10 @@ mod tests {
             .zip(lines)
             .map(|(line, (secs, ..))| {
                 let line = line.unwrap();
-                (secs, line.offset, line.interaction, line.late)
+                if let Some(at) = line.late {
+                    assert_eq!(at, Time { secs, nanos: 0 });
+                }
+                (secs, line.offset, line.interaction, line.late.is_some())
             })
             .collect();
         assert_eq!(read, lines);
@@ -1258,12 +1275,12 @@ mod tests {
         );
         // Two short varints a line, not a head of about fifteen bytes: the offsets' zigzagged
         // differences take 1, 1, 2, 3, 1 and 10 bytes, the interactions (doubled, the low
-        // bit saying late) 1, 1, 1, 1, 2 and 1.
-        assert_eq!(timeline.encoded.len(), 18 + 7);
+        // bit saying late) 1, 1, 1, 1, 2 and 1; the two late lines' times 1 + 1 each.
+        assert_eq!(timeline.encoded.len(), 18 + 7 + 4);
         // An offset below the last one's (no fold appends one) is read back all the same.
         timeline.add_position(stamp_at(40, 5), 1);
         let last = timeline.positions().last().unwrap().unwrap();
-        assert_eq!((last.offset, last.interaction, last.late), (5, 1, false));
+        assert_eq!((last.offset, last.interaction, last.late), (5, 1, None));
     }
 
     #[test]
