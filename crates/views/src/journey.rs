@@ -407,12 +407,17 @@ impl View for JourneyView {
     /// 4: a customer's journeys in one record, the timeline as rendered lines naming
     /// their interaction by number. 5: a journey's facts carry its self-service figures.
     /// 6: a journey's timeline lines are encoded in one buffer. 8 was 7 with each line's
-    /// summary left to be read from the log ([`JourneyConfig::timelines_from_log`]); 9 keeps
-    /// only each line's position and interaction instead ([`TimelineForm::Positions`]). The
-    /// two settings are two layouts, and a change of the records must move both past every
-    /// number used before (10 and 11 next), so no store is read as the other's.
+    /// summary left to be read from the log ([`JourneyConfig::timelines_from_log`]); 9 kept
+    /// only each line's position and interaction instead ([`TimelineForm::Positions`]), and
+    /// 10 keeps a late line's time too. The two settings are two layouts, and a change of
+    /// the records must move both past every number used before (11 and 12 next), so no
+    /// store is read as the other's.
     fn layout(&self) -> u32 {
-        if self.config.timelines_from_log { 9 } else { 7 }
+        if self.config.timelines_from_log {
+            10
+        } else {
+            7
+        }
     }
 
     fn new_state(&self) -> JourneyState {

@@ -883,6 +883,48 @@ mod journey {
         assert!(counted.1.get() <= 10, "{} events read", counted.1.get());
     }
 
+    /// Late lines tied in time with lines that are not, and times of a fraction of a
+    /// second, answer in the same order in both forms, whatever the limit.
+    #[test]
+    fn late_lines_tied_in_time_or_a_fraction_of_a_second_apart_answer_alike() {
+        let mut log = Log::default();
+        let times = [
+            "2026-03-02T12:00:00.5Z",
+            "2026-03-02T12:00:00.25Z",
+            "2026-03-02T12:00:00.5Z",
+            "2026-03-02T11:59:59.999999999Z",
+            "2026-03-02T12:00:00.25Z",
+            "2026-03-02T12:00:01Z",
+            "2026-03-02T12:00:00.5Z",
+        ];
+        log.push(0, event("lee", times[0], "chat-2", "chat", inbound_start()));
+        for at in &times[1..] {
+            log.push(0, event("lee", at, "chat-2", "chat", customer_says("hm")));
+        }
+        let (whole, positions) = (log.fold(), log.fold_as_positions());
+        for timeline in 1..=times.len() {
+            let limits = JourneyLimits {
+                timeline,
+                ..JourneyLimits::default()
+            };
+            let answer_of = |folded: &Folded| {
+                let answer = omnilog_views::journey::customer_journey_with(
+                    &folded.state,
+                    &NoRecords,
+                    folded,
+                    "lee",
+                    &[],
+                    &[],
+                    limits,
+                )
+                .unwrap()
+                .unwrap();
+                serde_json::to_value(answer).unwrap()
+            };
+            assert_eq!(answer_of(&positions), answer_of(&whole), "{timeline} lines");
+        }
+    }
+
     /// Folds `events` (in their order, one partition) into a view keeping whole lines and
     /// one keeping positions, and checks that every customer's journey (whole, and cut to a
     /// few lines a journey) and every interaction answer alike.

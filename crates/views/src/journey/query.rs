@@ -449,6 +449,9 @@ fn timeline_of_positions(
         (stamp, line.interaction, Some(event))
     })
     .collect();
+    // Of the late lines, only the first few by time can be shown.
+    late.sort_unstable_by_key(|&(stamp, _, _)| stamp);
+    late.truncate(limits.timeline);
     lines.extend(late);
     lines.sort_by_key(|&(stamp, _, _)| stamp);
     lines.truncate(limits.timeline);

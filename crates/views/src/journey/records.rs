@@ -335,7 +335,8 @@ pub(crate) enum TimelineForm {
     /// Each line as its event's position and interaction only, in log order: a query reads
     /// the journey's events from the log and orders them by time (the embedded log's,
     /// which reads an event by position locally). What a replay folds a line into is then
-    /// two short varints; lines kept whole without their summaries (layout 8) cost a 1M
+    /// two short varints (four for a late line); lines kept whole without their summaries
+    /// (layout 8) cost a 1M
     /// replay about 5 % more CPU (docs/benchmarks-journal.md, "2026-12-07, midday").
     Positions,
 }
@@ -355,7 +356,7 @@ pub(crate) struct Position {
 }
 
 /// Room a [`TimelineForm::Positions`] timeline makes when it is full: a line takes two to
-/// six bytes.
+/// six bytes, a late one up to about twenty more.
 const POSITIONS_ROOM: usize = 64;
 
 /// A journey's timeline: its lines, each encoded (postcard) when its event is folded, one
