@@ -397,9 +397,8 @@ fn timeline_of_lines(
         .map(|line| {
             let line = line?;
             timeline_entry(
-                journey,
                 line.stamp,
-                line.interaction,
+                interaction_id_of(journey, line.interaction)?,
                 line.channel,
                 line.event_type,
                 render(line.summary, line.channel)?,
@@ -460,30 +459,19 @@ fn timeline_of_positions(
         .filter(|(_, _, event)| event.is_none())
         .map(|(stamp, _, _)| stamp.offset)
         .collect();
+    // `read_lines` gives one event for each offset, in order.
     let mut late_events = read_lines(events, partition, &unread)?.into_iter();
-    let lines = lines
-        .into_iter()
-        .map(|(stamp, interaction, event)| {
-            let event = match event {
-                Some(event) => event,
-                None => late_events
-                    .next()
-                    .ok_or_else(|| missing("the event of a timeline line"))?,
-            };
-            Ok((stamp, interaction, event))
-        })
-        .collect::<Result<Vec<_>, ViewError>>()?;
     lines
         .into_iter()
         .map(|(stamp, interaction, event)| {
+            let event = event
+                .or_else(|| late_events.next())
+                .ok_or_else(|| missing("the event of a timeline line"))?;
+            let interaction_id = interaction_id_of(journey, interaction)?;
             // The event read must be the line's: were a customer's events ever in two
             // partitions, the record's would hold another's event at this offset, and that
             // is an error, not somebody else's line.
-            let of_the_line = journey
-                .record
-                .interactions
-                .id(interaction as usize)
-                .is_some_and(|id| event.interaction_id.as_deref() == Some(id.as_str()))
+            let of_the_line = event.interaction_id.as_deref() == Some(interaction_id.as_str())
                 && Time::of(&event.occurred_at) == stamp.at;
             if !of_the_line {
                 return Err(ViewError::Corrupt {
@@ -502,9 +490,8 @@ fn timeline_of_positions(
             );
             let summary = render_event(&event, channel)?;
             timeline_entry(
-                journey,
                 stamp,
-                interaction,
+                interaction_id,
                 channel,
                 event_type_code(event.event_type()),
                 summary,
@@ -529,20 +516,23 @@ fn read_lines(
     Ok(read)
 }
 
+/// The id of the interaction a timeline line names by number.
+fn interaction_id_of<'a>(journey: &Loaded<'a>, interaction: u32) -> Result<&'a Id, ViewError> {
+    journey
+        .record
+        .interactions
+        .id(interaction as usize)
+        .ok_or_else(|| missing("the interaction of a timeline line"))
+}
+
 /// The answer's entry of a timeline line.
 fn timeline_entry(
-    journey: &Loaded<'_>,
     stamp: Stamp,
-    interaction: u32,
+    interaction_id: &Id,
     channel: u8,
     event_type: u8,
     summary: String,
 ) -> Result<TimelineEntry, ViewError> {
-    let interaction_id = journey
-        .record
-        .interactions
-        .id(interaction as usize)
-        .ok_or_else(|| missing("the interaction of a timeline line"))?;
     Ok(TimelineEntry {
         at: stamp.at.render()?,
         channel: channel_name(channel)?.to_owned(),
