@@ -1149,6 +1149,7 @@ fn validate_customer(raw: RawCustomer<'_>) -> Result<CustomerRef, EventError> {
         id,
         handles,
         attributes,
+        number: crate::CustomerNumber::NONE,
     })
 }
 

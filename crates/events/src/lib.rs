@@ -8,6 +8,7 @@ pub mod error;
 pub mod identity;
 pub mod json;
 pub mod model;
+pub mod numbering;
 pub mod proto;
 pub mod text_rules;
 pub mod upcast;
@@ -28,6 +29,7 @@ pub use model::{
     AgentStatus, Author, Body, CURRENT_SCHEMA_VERSION, Channel, CompactString, CustomerId,
     CustomerRef, Destination, Direction, Event, EventType, Handle, normalise_topic,
 };
+pub use numbering::{CustomerNumber, CustomerNumbering};
 pub use proto::{
     EventDecoder, decode, decode_batch, decode_through_prost, encode, encode_batch,
     encode_through_prost,

@@ -188,6 +188,9 @@ pub struct CustomerRef {
     /// see [`crate::json`] for the rules of keys): folded into the customer's profile, the
     /// latest value of a key winning; an empty value removes the key.
     pub attributes: BTreeMap<String, String>,
+    /// The number the decoder gave the id, for the views' folds (see
+    /// [`crate::numbering`]); not part of the customer, and equal in every customer.
+    pub number: crate::numbering::CustomerNumber,
 }
 
 /// The type-specific part of an event (CONTRACT §3's table).
@@ -357,6 +360,14 @@ impl Event {
     /// The customer id, once identity resolution has set it.
     pub fn customer_id(&self) -> Option<&str> {
         self.customer.as_ref().and_then(|c| c.id.as_deref())
+    }
+
+    /// The number the decoder gave the customer's id, if it gave one (see
+    /// [`crate::numbering`]).
+    pub fn customer_number(&self) -> crate::numbering::CustomerNumber {
+        self.customer
+            .as_ref()
+            .map_or(crate::numbering::CustomerNumber::NONE, |c| c.number)
     }
 
     /// The topic this event belongs to.

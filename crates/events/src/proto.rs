@@ -69,6 +69,20 @@ impl EventDecoder {
         EventDecoder::default()
     }
 
+    /// A decoder that numbers the ids of the customers it decodes with `numbering` (see
+    /// [`crate::numbering`]); [`EventDecoder::into_numbering`] gives it back for the next
+    /// batch's decoder.
+    pub fn numbering(numbering: crate::CustomerNumbering) -> Self {
+        let mut decoder = EventDecoder::default();
+        decoder.customers.numbering = Some(numbering);
+        decoder
+    }
+
+    /// The numbering it was given, or a new one.
+    pub fn into_numbering(self) -> crate::CustomerNumbering {
+        self.customers.numbering.unwrap_or_default()
+    }
+
     /// The event in `bytes`, as [`decode`] reads it.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<Event, EventError> {
         decode_sharing(bytes, Some(&mut self.customers))
@@ -504,6 +518,7 @@ impl TryFrom<pb::Event> for Event {
                         })
                         .collect(),
                     attributes: c.attributes,
+                    number: crate::CustomerNumber::NONE,
                 })
             }),
             interaction_id: message.interaction_id.map(CompactString::from),

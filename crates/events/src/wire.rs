@@ -244,6 +244,7 @@ fn customer(value: Value<'_>) -> Option<CustomerRef> {
         id: required(id),
         handles,
         attributes,
+        number: crate::CustomerNumber::NONE,
     })
 }
 
@@ -490,6 +491,8 @@ fn agent_state(bytes: &[u8]) -> Option<Body> {
 #[derive(Debug, Default)]
 pub(crate) struct SharedCustomers {
     by_bytes: HashMap<Box<[u8]>, Arc<CustomerRef>, foldhash::fast::FixedState>,
+    /// Numbers the ids of the customers decoded, if given (see [`crate::numbering`]).
+    pub(crate) numbering: Option<crate::CustomerNumbering>,
 }
 
 impl SharedCustomers {
@@ -499,7 +502,11 @@ impl SharedCustomers {
         if let Some(shared) = self.by_bytes.get(bytes) {
             return Some(shared.clone());
         }
-        let decoded = Arc::new(customer(value)?);
+        let mut decoded = customer(value)?;
+        if let (Some(numbering), Some(id)) = (&mut self.numbering, &decoded.id) {
+            decoded.number = numbering.number(id);
+        }
+        let decoded = Arc::new(decoded);
         self.by_bytes.insert(bytes.into(), decoded.clone());
         Some(decoded)
     }

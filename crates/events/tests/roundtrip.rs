@@ -231,6 +231,7 @@ fn event() -> impl Strategy<Value = Event> {
                         handles
                     },
                     attributes: carried,
+                    ..CustomerRef::default()
                 }),
                 _ => Some(CustomerRef {
                     id: if handles.is_empty() {
@@ -245,6 +246,7 @@ fn event() -> impl Strategy<Value = Event> {
                     } else {
                         carried
                     },
+                    ..CustomerRef::default()
                 }),
             };
             let attributes = if event_type == EventType::CustomerProfile {

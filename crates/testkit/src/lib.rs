@@ -645,6 +645,7 @@ impl History {
             } else {
                 BTreeMap::new()
             },
+            ..CustomerRef::default()
         });
         let (queue, topics) = QUEUES[contact.queue];
         let topic = topics[self.rng.usize(0..topics.len())];

@@ -521,9 +521,11 @@ impl View for EngagementView {
         let Some(customer) = event.customer_id() else {
             return Ok(());
         };
-        let record = state
-            .customers
-            .get_or_insert_with(customer, CustomerFacts::default)?;
+        let record = state.customers.get_or_insert_numbered(
+            customer,
+            event.customer_number(),
+            CustomerFacts::default,
+        )?;
         fold_customer(record, event, stamp);
         // Only contacts, agent activity and abandonments open or close triggers.
         let moves =

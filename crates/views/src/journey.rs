@@ -459,12 +459,14 @@ impl View for JourneyView {
             offset: position.offset,
         };
         let timeline_form = state.timeline_form;
-        let customer = state
-            .customers
-            .get_or_insert_with(checked.customer, || CustomerRecord {
+        let customer = state.customers.get_or_insert_numbered(
+            checked.customer,
+            event.customer_number(),
+            || CustomerRecord {
                 partition: position.partition,
                 ..CustomerRecord::default()
-            })?;
+            },
+        )?;
         let outcome = Fold {
             config: &self.config,
             timeline_form,

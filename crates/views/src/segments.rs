@@ -345,9 +345,11 @@ impl View for SegmentsView {
         let Touch::Customer { customer, contact } = touch(event)? else {
             return Ok(());
         };
-        let record = state
-            .profiles
-            .get_or_insert_with(customer, ProfileRecord::default)?;
+        let record = state.profiles.get_or_insert_numbered(
+            customer,
+            event.customer_number(),
+            ProfileRecord::default,
+        )?;
         let set = Stamp {
             secs: crate::epoch::seconds(&event.occurred_at),
             nanos: event.occurred_at.timestamp_subsec_nanos(),

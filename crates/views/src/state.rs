@@ -45,8 +45,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ViewError;
+use omnilog_events::CustomerNumber;
 
 mod blind;
+mod slots;
 
 pub use blind::BlindTable;
 
@@ -1590,6 +1592,10 @@ struct Slot<V> {
     stored: bool,
     /// When it was last used, on the table's clock.
     used: u64,
+    /// The number of the customer whose slot it is, as last looked up by number (see
+    /// `state/slots.rs`): a slot found at a remembered place is the customer's when it
+    /// carries the customer's number, which the decoder gives one id only.
+    number: CustomerNumber,
 }
 
 /// What a record's encoded bytes become in memory, about: every string and vector of the
@@ -1677,9 +1683,9 @@ fn known_absent<Q: Hash + ?Sized>(
 /// 16 bytes a key: 64 MiB at most).
 const LET_GO_REMEMBERED: usize = 4_000_000;
 
-/// A [`CachedTable`]'s slots: hashbrown's map for its `entry_ref`, which finds or makes a
-/// slot by a borrowed key in one lookup (std's map needs two, or an owned key).
-type SlotMap<K, V> = hashbrown::HashMap<K, Slot<V>, foldhash::fast::RandomState>;
+/// A [`CachedTable`]'s slots (`state/slots.rs`): found or made by a borrowed key in one
+/// lookup, and at a remembered place by a customer's number.
+type SlotMap<K, V> = slots::SlotMap<K, Slot<V>>;
 
 /// A table whose records come into memory when needed. See the module documentation.
 #[derive(Clone, Debug)]
@@ -1693,6 +1699,8 @@ pub struct CachedTable<K: Key, V: Record> {
     weight: usize,
     /// Slots changed since the last checkpoint.
     changed: usize,
+    /// Where the slots of the customers numbered by the decoder are (see `state/slots.rs`).
+    places: slots::Places,
 }
 
 /// A cached table, as [`evict_together`] and a replay's passes see it.
@@ -1755,6 +1763,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             clock: 0,
             weight: 0,
             changed: 0,
+            places: slots::Places::default(),
         }
     }
 
@@ -1807,26 +1816,69 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     where
         K: OwnKey<Q>,
     {
+        self.touched_slot_numbered(key, CustomerNumber::NONE)
+    }
+
+    /// [`CachedTable::touched_slot`] for the event's customer, with the number the decoder
+    /// gave it: the slot at the place remembered for that number when it carries the number
+    /// (it is then the customer's), else the key's, found by the key and stamped with the
+    /// number, its place remembered.
+    fn touched_slot_numbered<Q: Hash + Eq + Debug + ?Sized>(
+        &mut self,
+        key: &Q,
+        number: CustomerNumber,
+    ) -> Result<(&mut Slot<V>, &mut usize), ViewError>
+    where
+        K: OwnKey<Q>,
+    {
         let used = self.tick();
-        // One lookup whether the slot is there or not (the fold's hottest path: every
-        // event looks up a record of each view).
-        let hasher = self.slots.hasher().clone();
-        let slot = match self.slots.entry_ref(key) {
-            EntryRef::Occupied(slot) => slot.into_mut(),
-            EntryRef::Vacant(vacant) => {
-                if !known_absent(&self.store, &hasher, key) {
+        let remembered = self.places.of(number).filter(|&place| {
+            self.slots
+                .at(place)
+                .is_some_and(|(_, slot)| slot.number.is(number))
+        });
+        let slot = match remembered {
+            Some(place) => {
+                let Some((found, slot)) = self.slots.at_mut(place) else {
                     return Err(not_loaded(self.tag, key));
-                }
-                let slot = Slot {
-                    value: None,
-                    changed: false,
-                    stored: false,
-                    used: 0,
+                };
+                debug_assert!(
+                    found.borrow() == key,
+                    "a customer's number looked up with another key"
+                );
+                slot
+            }
+            None => {
+                // One lookup whether the slot is there or not (the fold's hottest path:
+                // every event looks up a record of each view).
+                let hasher = self.slots.hasher().clone();
+                let store = &self.store;
+                let mut made_weight = 0;
+                let found = self.slots.find_or_make(key, || {
+                    if !known_absent(store, &hasher, key) {
+                        return None;
+                    }
+                    let slot = Slot {
+                        value: None,
+                        changed: false,
+                        stored: false,
+                        used: 0,
+                        number: CustomerNumber::NONE,
+                    };
+                    made_weight = slot_weight::<K, V>(&slot);
+                    Some((K::own(key), slot))
+                });
+                let Some((place, slot)) = found else {
+                    return Err(not_loaded(self.tag, key));
                 };
                 // Counted now: a table that only ever finds records absent must still see
                 // its slots' weight grow, or nothing would make it let them go.
-                self.weight += slot_weight::<K, V>(&slot);
-                vacant.insert_with_key(K::own(key), slot)
+                self.weight += made_weight;
+                if number.parts().is_some() {
+                    slot.number = number;
+                    self.places.remember(number, place);
+                }
+                slot
             }
         };
         slot.used = used;
@@ -1881,9 +1933,10 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             value: value.map(|value| Held::new(value, encoded)),
             changed: false,
             used,
+            number: CustomerNumber::NONE,
         };
         self.weight += slot_weight::<K, V>(&slot);
-        self.slots.insert(key, slot);
+        self.slots.insert_new(key, slot);
         Ok(())
     }
 
@@ -1929,14 +1982,34 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         Ok(&mut Arc::make_mut(held).value)
     }
 
+    /// [`CachedTable::get_or_insert_with`] for the event's customer, found through the
+    /// number the decoder gave it ([`omnilog_events::Event::customer_number`]) when it can
+    /// be: `key` must be that customer's id for the number to help, and any number is
+    /// safe (a slot is only used when it is `key`'s).
+    pub fn get_or_insert_numbered<Q: Hash + Eq + Debug + ?Sized>(
+        &mut self,
+        key: &Q,
+        number: CustomerNumber,
+        make: impl FnOnce() -> V,
+    ) -> Result<&mut V, ViewError>
+    where
+        K: OwnKey<Q>,
+    {
+        let (slot, changed) = self.touched_slot_numbered(key, number)?;
+        Self::mark(changed, slot);
+        let held = slot.value.get_or_insert_with(|| Held::new(make(), 0));
+        Ok(&mut Arc::make_mut(held).value)
+    }
+
     /// Writes a record without reading it first (a blind write: nothing to load).
     pub fn insert(&mut self, key: K, value: V) {
         let used = self.tick();
-        let slot = self.slots.entry(key).or_insert(Slot {
+        let slot = self.slots.find_or_insert(key, || Slot {
             value: None,
             changed: false,
             stored: false,
             used,
+            number: CustomerNumber::NONE,
         });
         slot.value = Some(Held::new(value, 0));
         slot.used = used;
@@ -1983,13 +2056,9 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         if !self.known_absent(key) {
             return;
         }
-        if let EntryRef::Occupied(entry) = self.slots.entry_ref(key) {
-            let slot = entry.get();
-            if slot.value.is_none() && !slot.stored && !slot.changed {
-                self.weight = self
-                    .weight
-                    .saturating_sub(slot_weight::<K, V>(&entry.remove()));
-            }
+        let unused = |slot: &Slot<V>| slot.value.is_none() && !slot.stored && !slot.changed;
+        if let Some(removed) = self.slots.remove_if(key, unused) {
+            self.weight = self.weight.saturating_sub(slot_weight::<K, V>(&removed));
         }
     }
 
@@ -2031,13 +2100,14 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             return;
         }
         // Not in memory: the store may hold it.
-        self.slots.insert(
+        self.slots.insert_new(
             K::own(key),
             Slot {
                 value: None,
                 changed: true,
                 stored: true,
                 used,
+                number: CustomerNumber::NONE,
             },
         );
         self.changed += 1;
@@ -2092,7 +2162,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         }
         let mut snapshot: TableSnapshot<K, V, Arc<Held<V>>> = TableSnapshot::new(self.tag);
         snapshot.puts.reserve(self.changed);
-        for (key, slot) in &mut self.slots {
+        for (key, slot) in self.slots.iter_mut() {
             if !slot.changed {
                 continue;
             }
@@ -2240,7 +2310,7 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     /// Every record in memory, encoded as stored (for states held wholly in memory: tests
     /// and benchmarks compare states by it).
     pub fn dump(&self, out: &mut Entries) -> Result<(), ViewError> {
-        for (key, slot) in &self.slots {
+        for (key, slot) in self.slots.iter() {
             if let Some(held) = &slot.value {
                 out.push((stored_key(self.tag, key)?, encode_value(&held.value)?));
             }
@@ -2607,6 +2677,69 @@ mod tests {
             Some(&(3, "fine".to_owned()))
         );
         assert_eq!(*source.told.lock().unwrap(), vec![key("b"), key("b")]);
+    }
+
+    #[test]
+    fn a_customer_found_by_its_number_is_its_own_after_the_table_grows() {
+        let mut numbering = omnilog_events::CustomerNumbering::new();
+        let mut table: CachedTable<Id, u64> = CachedTable::new(b'n');
+        table.starts_empty();
+        let ids: Vec<String> = (0..3_000).map(|i| format!("customer-{i:05}")).collect();
+        // The first round remembers each customer's place as the table grows through
+        // every doubling, which moves the slots: most places remembered early then hold
+        // another customer's slot, or none.
+        for round in 1..=3u64 {
+            for id in &ids {
+                let number = numbering.number(id);
+                *table
+                    .get_or_insert_numbered(id.as_str(), number, || 0)
+                    .unwrap() += round;
+            }
+        }
+        for id in &ids {
+            assert_eq!(table.get(id.as_str()).unwrap(), Some(&6), "{id}");
+        }
+    }
+
+    #[test]
+    fn a_customer_let_go_is_not_found_at_its_old_place() {
+        let mut numbering = omnilog_events::CustomerNumbering::new();
+        let mut table: CachedTable<Id, u64> = CachedTable::new(b'n');
+        table.starts_empty();
+        let gone = numbering.number("customer-gone");
+        *table
+            .get_or_insert_numbered("customer-gone", gone, || 0)
+            .unwrap() = 1;
+        table.take_changes();
+        table.evict(0);
+        assert!(table.is_empty());
+        // Others take the slots; the one let go must be loaded again, not found elsewhere.
+        for i in 0..64 {
+            let id = format!("customer-{i}");
+            *table
+                .get_or_insert_numbered(id.as_str(), numbering.number(&id), || 0)
+                .unwrap() = 2;
+        }
+        assert!(
+            table
+                .get_or_insert_numbered("customer-gone", gone, || 0)
+                .is_err(),
+            "let go: not in memory, and the store may hold it"
+        );
+        // A number for no customer of this table, and no number, find by the key.
+        let other = omnilog_events::CustomerNumbering::new().number("customer-7");
+        assert_eq!(
+            *table
+                .get_or_insert_numbered("customer-7", other, || 0)
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            *table
+                .get_or_insert_numbered("customer-8", CustomerNumber::NONE, || 0)
+                .unwrap(),
+            2
+        );
     }
 
     #[test]

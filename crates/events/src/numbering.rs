@@ -1,0 +1,147 @@
+//! Numbers for the customers a decoding thread decodes, so that the views' folds find a
+//! customer's records without hashing its id for every event.
+//!
+//! Each view that keeps a record per customer looked it up by the customer's id (36 bytes)
+//! for every event: hashed, then compared, about 170 instructions a lookup in `valgrind
+//! --tool=callgrind --separate-threads=yes omnilog replay` of the 200k history, in each of
+//! three views. The decoder already decodes a batch's equal customers once
+//! ([`crate::EventDecoder`]); numbered there, once a customer and batch, each view
+//! remembers where a number's record is and goes there directly (`omnilog_views::state`).
+//! A number is a hint, not an identity: a view checks the id of what it finds there, so a
+//! number given twice, or by another numbering, costs a lookup and nothing else.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::model::CustomerId;
+
+/// A number a [`CustomerNumbering`] gave a customer's id, or none. Not part of the customer:
+/// the same customer decoded twice may carry two numbers, so every number is equal to every
+/// other, and an event's equality is its content's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CustomerNumber {
+    /// The numbering's own number (0: no number).
+    numbering: u32,
+    number: u32,
+}
+
+impl PartialEq for CustomerNumber {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CustomerNumber {}
+
+impl CustomerNumber {
+    /// No number: a view looks the customer up by its id.
+    pub const NONE: CustomerNumber = CustomerNumber {
+        numbering: 0,
+        number: 0,
+    };
+
+    /// Whether it is `other`, number for number (both given, by one numbering): what
+    /// `==` does not say, since every number is equal to every other.
+    pub fn is(self, other: CustomerNumber) -> bool {
+        self.numbering != 0 && self.numbering == other.numbering && self.number == other.number
+    }
+
+    /// The numbering that gave it (never 0) and the number, if it is one.
+    pub fn parts(self) -> Option<(u32, u32)> {
+        (self.numbering != 0).then_some((self.numbering, self.number))
+    }
+}
+
+/// How many ids a numbering remembers before it starts again as a new numbering: about 4
+/// MB of ids, more customers than a 1M-event history has (a view remembers a place per
+/// number, four bytes each, so numbers stay below this).
+pub const MOST_NUMBERED: usize = 1 << 16;
+
+/// Numbers given to numberings, so that two numberings never share one.
+static NUMBERINGS: AtomicU32 = AtomicU32::new(1);
+
+/// Gives each customer id it is shown a number, the same for as long as it remembers the id
+/// (up to `MOST_NUMBERED` ids; then it starts again, as a new numbering). Owned by a decoding
+/// thread and lent to each batch's [`crate::EventDecoder`].
+#[derive(Debug, Default)]
+pub struct CustomerNumbering {
+    /// Its own number, taken when it first numbers an id (0: none yet).
+    numbering: u32,
+    by_id: HashMap<CustomerId, u32, foldhash::fast::FixedState>,
+}
+
+impl CustomerNumbering {
+    pub fn new() -> Self {
+        CustomerNumbering::default()
+    }
+
+    /// The number of `id`.
+    pub fn number(&mut self, id: &str) -> CustomerNumber {
+        if self.numbering == 0 || self.by_id.len() >= MOST_NUMBERED && !self.by_id.contains_key(id)
+        {
+            self.by_id.clear();
+            // 0 is "no number": skipped when the counter wraps.
+            self.numbering = NUMBERINGS.fetch_add(1, Ordering::Relaxed).max(1);
+        }
+        let next = self.by_id.len() as u32;
+        let number = match self.by_id.get(id) {
+            Some(&number) => number,
+            None => {
+                self.by_id.insert(CustomerId::from(id), next);
+                next
+            }
+        };
+        CustomerNumber {
+            numbering: self.numbering,
+            number,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_keeps_its_number_and_ids_get_numbers_of_their_own() {
+        let mut numbering = CustomerNumbering::new();
+        let first = numbering.number("c-1").parts().unwrap();
+        let second = numbering.number("c-2").parts().unwrap();
+        assert_eq!(numbering.number("c-1").parts(), Some(first));
+        assert_eq!(first.0, second.0);
+        assert_ne!(first.1, second.1);
+        assert_eq!(CustomerNumber::NONE.parts(), None);
+        let (one, two) = (numbering.number("c-1"), numbering.number("c-2"));
+        assert!(one.is(numbering.number("c-1")));
+        assert!(!one.is(two));
+        assert!(!CustomerNumber::NONE.is(CustomerNumber::NONE));
+    }
+
+    #[test]
+    fn two_numberings_never_share_a_number_of_their_own() {
+        let (mut one, mut other) = (CustomerNumbering::new(), CustomerNumbering::new());
+        let a = one.number("c-1").parts().unwrap();
+        let b = other.number("c-1").parts().unwrap();
+        assert_ne!(a.0, b.0);
+    }
+
+    #[test]
+    fn a_full_numbering_starts_again_as_another() {
+        let mut numbering = CustomerNumbering::new();
+        let first = numbering.number("c-0").parts().unwrap();
+        for i in 1..MOST_NUMBERED {
+            numbering.number(&format!("c-{i}"));
+        }
+        // Known ids keep their numbers while it is full; a new one starts it again.
+        assert_eq!(numbering.number("c-0").parts(), Some(first));
+        let after = numbering.number("c-new").parts().unwrap();
+        assert_ne!(after.0, first.0);
+        assert_eq!(after.1, 0);
+        assert!(numbering.by_id.len() == 1);
+    }
+
+    #[test]
+    fn numbers_do_not_make_customers_differ() {
+        assert_eq!(CustomerNumber::NONE, CustomerNumbering::new().number("c-1"));
+    }
+}

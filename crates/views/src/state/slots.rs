@@ -1,0 +1,233 @@
+//! A cached table's slots: a hash table of (key, slot) pairs whose places (bucket indices)
+//! a fold may remember, and the memory of those places by the number the decoder gave an
+//! event's customer ([`omnilog_events::CustomerNumber`]).
+//!
+//! Every view that keeps a record per customer found it by hashing the customer's id (36
+//! bytes) and probing its map for each event: about 170 instructions a lookup (`valgrind
+//! --tool=callgrind --separate-threads=yes omnilog replay` of the 200k history), for each
+//! of the journey, segments and engagement views. A customer's events come many to a pass,
+//! and the decoder numbers the customers it decodes, so a table remembers where the slot of
+//! each number is and goes there directly. A remembered place is only a hint: a table whose
+//! slots moved (grown, rehashed) or went (let go) holds another key there, or none, so the
+//! key is compared before the slot is used, and a hint that fails is forgotten and the slot
+//! looked up by its key. Nothing depends on how the numbers were given.
+
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::hash_table::{Entry, HashTable};
+use omnilog_events::CustomerNumber;
+
+/// The slots of a table: keys and their slots in one hash table.
+#[derive(Clone, Debug)]
+pub(super) struct SlotMap<K, S> {
+    table: HashTable<(K, S)>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl<K, S> Default for SlotMap<K, S> {
+    fn default() -> Self {
+        SlotMap {
+            table: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl<K: Hash + Eq, S> SlotMap<K, S> {
+    pub(super) fn hasher(&self) -> &foldhash::fast::RandomState {
+        &self.hasher
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub(super) fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
+    pub(super) fn shrink_to_fit(&mut self) {
+        let hasher = &self.hasher;
+        self.table.shrink_to_fit(|(key, _)| hasher.hash_one(key));
+    }
+
+    fn hash_of<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    pub(super) fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&S>
+    where
+        K: Borrow<Q>,
+    {
+        self.table
+            .find(self.hash_of(key), |(k, _)| k.borrow() == key)
+            .map(|(_, slot)| slot)
+    }
+
+    pub(super) fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut S>
+    where
+        K: Borrow<Q>,
+    {
+        let hash = self.hash_of(key);
+        self.table
+            .find_mut(hash, |(k, _)| k.borrow() == key)
+            .map(|(_, slot)| slot)
+    }
+
+    pub(super) fn contains_key<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
+        self.get(key).is_some()
+    }
+
+    /// Puts a slot under a key the table does not hold (the caller knows it).
+    pub(super) fn insert_new(&mut self, key: K, slot: S) {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(&key);
+        self.table
+            .insert_unique(hash, (key, slot), |(k, _)| hasher.hash_one(k));
+    }
+
+    /// The slot of `key`, made by `make` (with the key it is kept under) if there is none:
+    /// `None` when there is none and `make` makes none. With the slot, its place.
+    pub(super) fn find_or_make<Q: Hash + Eq + ?Sized>(
+        &mut self,
+        key: &Q,
+        make: impl FnOnce() -> Option<(K, S)>,
+    ) -> Option<(usize, &mut S)>
+    where
+        K: Borrow<Q>,
+    {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(key);
+        let entry = match self.table.entry(
+            hash,
+            |(k, _)| k.borrow() == key,
+            |(k, _)| hasher.hash_one(k),
+        ) {
+            Entry::Occupied(occupied) => occupied,
+            Entry::Vacant(vacant) => vacant.insert(make()?),
+        };
+        let place = entry.bucket_index();
+        Some((place, &mut entry.into_mut().1))
+    }
+
+    /// The slot of `key`, made by `make` if there is none.
+    pub(super) fn find_or_insert(&mut self, key: K, make: impl FnOnce() -> S) -> &mut S {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(&key);
+        let entry = match self
+            .table
+            .entry(hash, |(k, _)| *k == key, |(k, _)| hasher.hash_one(k))
+        {
+            Entry::Occupied(occupied) => occupied,
+            Entry::Vacant(vacant) => vacant.insert((key, make())),
+        };
+        &mut entry.into_mut().1
+    }
+
+    /// The key and slot at `place`, if one is there.
+    pub(super) fn at(&self, place: usize) -> Option<(&K, &S)> {
+        self.table.get_bucket(place).map(|(key, slot)| (key, slot))
+    }
+
+    /// [`SlotMap::at`], to change the slot.
+    pub(super) fn at_mut(&mut self, place: usize) -> Option<(&K, &mut S)> {
+        self.table
+            .get_bucket_mut(place)
+            .map(|(key, slot)| (&*key, slot))
+    }
+
+    /// Takes `key`'s slot out if `remove` says so.
+    pub(super) fn remove_if<Q: Hash + Eq + ?Sized>(
+        &mut self,
+        key: &Q,
+        remove: impl FnOnce(&S) -> bool,
+    ) -> Option<S>
+    where
+        K: Borrow<Q>,
+    {
+        let hash = self.hash_of(key);
+        let entry = self
+            .table
+            .find_entry(hash, |(k, _)| k.borrow() == key)
+            .ok()?;
+        if !remove(&entry.get().1) {
+            return None;
+        }
+        Some(entry.remove().0.1)
+    }
+
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&K, &mut S) -> bool) {
+        self.table.retain(|(key, slot)| keep(key, slot));
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &S)> {
+        self.table.iter().map(|(key, slot)| (key, slot))
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut S)> {
+        self.table.iter_mut().map(|(key, slot)| (&*key, slot))
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &S> {
+        self.table.iter().map(|(_, slot)| slot)
+    }
+}
+
+/// The places of slots by customer number, within one numbering at a time. A copy of a
+/// table remembers nothing (its places would be the original's).
+#[derive(Debug, Default)]
+pub(super) struct Places {
+    numbering: u32,
+    /// By number: the place plus one (0: not known).
+    places: Vec<u32>,
+}
+
+impl Clone for Places {
+    fn clone(&self) -> Self {
+        Places::default()
+    }
+}
+
+impl Places {
+    /// The place remembered for `number`.
+    pub(super) fn of(&self, number: CustomerNumber) -> Option<usize> {
+        let (numbering, number) = number.parts()?;
+        if numbering != self.numbering {
+            return None;
+        }
+        match self.places.get(number as usize) {
+            Some(&place) if place > 0 => Some(place as usize - 1),
+            _ => None,
+        }
+    }
+
+    /// Remembers `place` for `number`; a number of another numbering first forgets the
+    /// places of the one before.
+    pub(super) fn remember(&mut self, number: CustomerNumber, place: usize) {
+        let Some((numbering, number)) = number.parts() else {
+            return;
+        };
+        let (number, Ok(place)) = (number as usize, u32::try_from(place + 1)) else {
+            return;
+        };
+        if number >= omnilog_events::numbering::MOST_NUMBERED {
+            return;
+        }
+        if numbering != self.numbering {
+            self.numbering = numbering;
+            self.places.clear();
+        }
+        if self.places.len() <= number {
+            self.places.resize(number + 1, 0);
+        }
+        self.places[number] = place;
+    }
+}
