@@ -179,7 +179,7 @@ impl Handle {
 pub type CustomerId = smallstr::SmallString<[u8; 36]>;
 
 /// The customer an event is about: an id, handles, or both.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct CustomerRef {
     /// Set by the producer, or by identity resolution at ingest. Always set in the log.
     pub id: Option<CustomerId>,
@@ -192,6 +192,22 @@ pub struct CustomerRef {
     /// [`crate::numbering`]); not part of the customer, and equal in every customer.
     pub number: crate::numbering::CustomerNumber,
 }
+
+/// Equal customers: equal ids, handles and attributes, whatever numbers their decoders gave
+/// them (every field named, so that one added is not left out unawares).
+impl PartialEq for CustomerRef {
+    fn eq(&self, other: &Self) -> bool {
+        let CustomerRef {
+            id,
+            handles,
+            attributes,
+            number: _,
+        } = self;
+        *id == other.id && *handles == other.handles && *attributes == other.attributes
+    }
+}
+
+impl Eq for CustomerRef {}
 
 /// The type-specific part of an event (CONTRACT §3's table).
 #[derive(Clone, Debug, PartialEq, Eq)]

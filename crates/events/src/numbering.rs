@@ -7,8 +7,9 @@
 //! three views. The decoder already decodes a batch's equal customers once
 //! ([`crate::EventDecoder`]); numbered there, once a customer and batch, each view
 //! remembers where a number's record is and goes there directly (`omnilog_views::state`).
-//! A number is a hint, not an identity: a view checks the id of what it finds there, so a
-//! number given twice, or by another numbering, costs a lookup and nothing else.
+//! A number is a hint, not an identity: a view compares the id of what it finds there with
+//! the id it looks up, so a wrong number (an id changed after it was numbered, say) costs
+//! a lookup and nothing else.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,22 +17,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::model::CustomerId;
 
 /// A number a [`CustomerNumbering`] gave a customer's id, or none. Not part of the customer:
-/// the same customer decoded twice may carry two numbers, so every number is equal to every
-/// other, and an event's equality is its content's.
-#[derive(Clone, Copy, Debug, Default)]
+/// the same customer decoded twice may carry two numbers, and [`crate::CustomerRef`]'s
+/// equality leaves it out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CustomerNumber {
     /// The numbering's own number (0: no number).
     numbering: u32,
     number: u32,
 }
-
-impl PartialEq for CustomerNumber {
-    fn eq(&self, _other: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for CustomerNumber {}
 
 impl CustomerNumber {
     /// No number: a view looks the customer up by its id.
@@ -39,12 +32,6 @@ impl CustomerNumber {
         numbering: 0,
         number: 0,
     };
-
-    /// Whether it is `other`, number for number (both given, by one numbering): what
-    /// `==` does not say, since every number is equal to every other.
-    pub fn is(self, other: CustomerNumber) -> bool {
-        self.numbering != 0 && self.numbering == other.numbering && self.number == other.number
-    }
 
     /// The numbering that gave it (never 0) and the number, if it is one.
     pub fn parts(self) -> Option<(u32, u32)> {
@@ -67,7 +54,8 @@ static NUMBERINGS: AtomicU32 = AtomicU32::new(1);
 pub struct CustomerNumbering {
     /// Its own number, taken when it first numbers an id (0: none yet).
     numbering: u32,
-    by_id: HashMap<CustomerId, u32, foldhash::fast::FixedState>,
+    /// Randomly seeded: it holds ids chosen by producers for as long as the thread lives.
+    by_id: HashMap<CustomerId, u32, foldhash::fast::RandomState>,
 }
 
 impl CustomerNumbering {
@@ -77,20 +65,20 @@ impl CustomerNumbering {
 
     /// The number of `id`.
     pub fn number(&mut self, id: &str) -> CustomerNumber {
-        if self.numbering == 0 || self.by_id.len() >= MOST_NUMBERED && !self.by_id.contains_key(id)
-        {
+        if let Some(&number) = self.by_id.get(id) {
+            return CustomerNumber {
+                numbering: self.numbering,
+                number,
+            };
+        }
+        if self.numbering == 0 || self.by_id.len() >= MOST_NUMBERED {
             self.by_id.clear();
-            // 0 is "no number": skipped when the counter wraps.
+            // 0 is "no number": skipped when the counter wraps (numbers are hints, so a
+            // numbering's number used again after four billion costs lookups, not records).
             self.numbering = NUMBERINGS.fetch_add(1, Ordering::Relaxed).max(1);
         }
-        let next = self.by_id.len() as u32;
-        let number = match self.by_id.get(id) {
-            Some(&number) => number,
-            None => {
-                self.by_id.insert(CustomerId::from(id), next);
-                next
-            }
-        };
+        let number = self.by_id.len() as u32;
+        self.by_id.insert(CustomerId::from(id), number);
         CustomerNumber {
             numbering: self.numbering,
             number,
@@ -111,10 +99,8 @@ mod tests {
         assert_eq!(first.0, second.0);
         assert_ne!(first.1, second.1);
         assert_eq!(CustomerNumber::NONE.parts(), None);
-        let (one, two) = (numbering.number("c-1"), numbering.number("c-2"));
-        assert!(one.is(numbering.number("c-1")));
-        assert!(!one.is(two));
-        assert!(!CustomerNumber::NONE.is(CustomerNumber::NONE));
+        assert_eq!(numbering.number("c-1"), numbering.number("c-1"));
+        assert_ne!(numbering.number("c-1"), numbering.number("c-2"));
     }
 
     #[test]
@@ -142,6 +128,19 @@ mod tests {
 
     #[test]
     fn numbers_do_not_make_customers_differ() {
-        assert_eq!(CustomerNumber::NONE, CustomerNumbering::new().number("c-1"));
+        let customer = crate::CustomerRef {
+            id: Some("c-1".into()),
+            ..crate::CustomerRef::default()
+        };
+        let numbered = crate::CustomerRef {
+            number: CustomerNumbering::new().number("c-1"),
+            ..customer.clone()
+        };
+        assert_eq!(customer, numbered);
+        let other = crate::CustomerRef {
+            id: Some("c-2".into()),
+            ..numbered.clone()
+        };
+        assert_ne!(numbered, other);
     }
 }

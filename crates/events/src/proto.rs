@@ -72,7 +72,7 @@ impl EventDecoder {
     /// A decoder that numbers the ids of the customers it decodes with `numbering` (see
     /// [`crate::numbering`]); [`EventDecoder::into_numbering`] gives it back for the next
     /// batch's decoder.
-    pub fn numbering(numbering: crate::CustomerNumbering) -> Self {
+    pub fn with_numbering(numbering: crate::CustomerNumbering) -> Self {
         let mut decoder = EventDecoder::default();
         decoder.customers.numbering = Some(numbering);
         decoder

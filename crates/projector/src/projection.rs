@@ -77,7 +77,7 @@ pub fn decode_all(records: Vec<LogRecord>) -> Vec<Decoded> {
 /// across its batches, so that each view finds a customer's records where it left them.
 pub fn decode_all_into(records: Vec<LogRecord>, decoded: &mut Vec<Decoded>) {
     NUMBERING.with_borrow_mut(|numbering| {
-        let mut decoder = omnilog_events::EventDecoder::numbering(std::mem::take(numbering));
+        let mut decoder = omnilog_events::EventDecoder::with_numbering(std::mem::take(numbering));
         decoded.reserve(records.len());
         for record in records {
             decoded.push(Decoded {

@@ -1592,10 +1592,6 @@ struct Slot<V> {
     stored: bool,
     /// When it was last used, on the table's clock.
     used: u64,
-    /// The number of the customer whose slot it is, as last looked up by number (see
-    /// `state/slots.rs`): a slot found at a remembered place is the customer's when it
-    /// carries the customer's number, which the decoder gives one id only.
-    number: CustomerNumber,
 }
 
 /// What a record's encoded bytes become in memory, about: every string and vector of the
@@ -1820,9 +1816,9 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     }
 
     /// [`CachedTable::touched_slot`] for the event's customer, with the number the decoder
-    /// gave it: the slot at the place remembered for that number when it carries the number
-    /// (it is then the customer's), else the key's, found by the key and stamped with the
-    /// number, its place remembered.
+    /// gave it: the slot at the place remembered for that number when it is the key's (the
+    /// key compared, so that no number can lead to another key's slot), else the key's slot
+    /// found by hashing the key, its place remembered for the number.
     fn touched_slot_numbered<Q: Hash + Eq + Debug + ?Sized>(
         &mut self,
         key: &Q,
@@ -1832,29 +1828,19 @@ impl<K: Key, V: Record> CachedTable<K, V> {
         K: OwnKey<Q>,
     {
         let used = self.tick();
-        let remembered = self.places.of(number).filter(|&place| {
-            self.slots
-                .at(place)
-                .is_some_and(|(_, slot)| slot.number.is(number))
-        });
-        let slot = match remembered {
-            Some(place) => {
-                let Some((found, slot)) = self.slots.at_mut(place) else {
-                    return Err(not_loaded(self.tag, key));
-                };
-                debug_assert!(
-                    found.borrow() == key,
-                    "a customer's number looked up with another key"
-                );
-                slot
-            }
+        let remembered = self
+            .places
+            .of(number)
+            .filter(|&place| self.slots.holds_at(place, key));
+        let place = match remembered {
+            Some(place) => place,
             None => {
                 // One lookup whether the slot is there or not (the fold's hottest path:
                 // every event looks up a record of each view).
                 let hasher = self.slots.hasher().clone();
                 let store = &self.store;
                 let mut made_weight = 0;
-                let found = self.slots.find_or_make(key, || {
+                let place = self.slots.find_or_make(key, || {
                     if !known_absent(store, &hasher, key) {
                         return None;
                     }
@@ -1863,24 +1849,24 @@ impl<K: Key, V: Record> CachedTable<K, V> {
                         changed: false,
                         stored: false,
                         used: 0,
-                        number: CustomerNumber::NONE,
                     };
                     made_weight = slot_weight::<K, V>(&slot);
                     Some((K::own(key), slot))
                 });
-                let Some((place, slot)) = found else {
+                let Some(place) = place else {
                     return Err(not_loaded(self.tag, key));
                 };
                 // Counted now: a table that only ever finds records absent must still see
                 // its slots' weight grow, or nothing would make it let them go.
                 self.weight += made_weight;
-                if number.parts().is_some() {
-                    slot.number = number;
-                    self.places.remember(number, place);
-                }
-                slot
+                self.places.remember(number, place);
+                place
             }
         };
+        // The slot was found or made at `place` just above, and nothing ran since.
+        let slot = self.slots.at_mut(place).ok_or_else(|| {
+            ViewError::Storage(format!("the slot of {key:?} went while it was looked up"))
+        })?;
         slot.used = used;
         Ok((slot, &mut self.changed))
     }
@@ -1933,7 +1919,6 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             value: value.map(|value| Held::new(value, encoded)),
             changed: false,
             used,
-            number: CustomerNumber::NONE,
         };
         self.weight += slot_weight::<K, V>(&slot);
         self.slots.insert_new(key, slot);
@@ -1976,16 +1961,14 @@ impl<K: Key, V: Record> CachedTable<K, V> {
     where
         K: OwnKey<Q>,
     {
-        let (slot, changed) = self.touched_slot(key)?;
-        Self::mark(changed, slot);
-        let held = slot.value.get_or_insert_with(|| Held::new(make(), 0));
-        Ok(&mut Arc::make_mut(held).value)
+        self.get_or_insert_numbered(key, CustomerNumber::NONE, make)
     }
 
     /// [`CachedTable::get_or_insert_with`] for the event's customer, found through the
-    /// number the decoder gave it ([`omnilog_events::Event::customer_number`]) when it can
-    /// be: `key` must be that customer's id for the number to help, and any number is
-    /// safe (a slot is only used when it is `key`'s).
+    /// number the decoder gave it ([`omnilog_events::Event::customer_number`]): at the place
+    /// remembered for the number if the slot there is `key`'s, else by `key`. The number
+    /// only spares the lookup when it is the one given to `key`; any number finds `key`'s
+    /// record.
     pub fn get_or_insert_numbered<Q: Hash + Eq + Debug + ?Sized>(
         &mut self,
         key: &Q,
@@ -2009,7 +1992,6 @@ impl<K: Key, V: Record> CachedTable<K, V> {
             changed: false,
             stored: false,
             used,
-            number: CustomerNumber::NONE,
         });
         slot.value = Some(Held::new(value, 0));
         slot.used = used;
@@ -2107,7 +2089,6 @@ impl<K: Key, V: Record> CachedTable<K, V> {
                 changed: true,
                 stored: true,
                 used,
-                number: CustomerNumber::NONE,
             },
         );
         self.changed += 1;
@@ -2699,6 +2680,14 @@ mod tests {
         for id in &ids {
             assert_eq!(table.get(id.as_str()).unwrap(), Some(&6), "{id}");
         }
+        // Another customer's number (an id changed after it was numbered, say) still finds
+        // the key's own record.
+        let wrong = numbering.number("customer-00002");
+        *table
+            .get_or_insert_numbered("customer-00001", wrong, || 0)
+            .unwrap() += 1;
+        assert_eq!(table.get("customer-00001").unwrap(), Some(&7));
+        assert_eq!(table.get("customer-00002").unwrap(), Some(&6));
     }
 
     #[test]

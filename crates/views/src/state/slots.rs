@@ -9,13 +9,18 @@
 //! and the decoder numbers the customers it decodes, so a table remembers where the slot of
 //! each number is and goes there directly. A remembered place is only a hint: a table whose
 //! slots moved (grown, rehashed) or went (let go) holds another key there, or none, so the
-//! key is compared before the slot is used, and a hint that fails is forgotten and the slot
-//! looked up by its key. Nothing depends on how the numbers were given.
+//! key at the place is compared with the key looked up before the slot is used; a hint
+//! that fails costs the lookup by key it would have spared, and the place found then is
+//! remembered instead. Whatever the numbers, a lookup finds the key's own slot.
+//!
+//! Memory: a table remembers at most `omnilog_events::numbering::MOST_NUMBERED` places,
+//! four bytes each (256 KiB), outside its budget, as a decoding thread's numbering (about
+//! 4 MB of ids) is outside every budget.
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 
-use hashbrown::hash_table::{Entry, HashTable};
+use hashbrown::hash_table::HashTable;
 use omnilog_events::CustomerNumber;
 
 /// The slots of a table: keys and their slots in one hash table.
@@ -94,54 +99,57 @@ impl<K: Hash + Eq, S> SlotMap<K, S> {
             .insert_unique(hash, (key, slot), |(k, _)| hasher.hash_one(k));
     }
 
-    /// The slot of `key`, made by `make` (with the key it is kept under) if there is none:
-    /// `None` when there is none and `make` makes none. With the slot, its place.
+    /// The place of `key`'s slot, made by `make` (with the key it is kept under) if there is
+    /// none: `None` when there is none and `make` makes none. Probes as a map's `get` does
+    /// when the key is there (an entry would first make room for one more, and could grow
+    /// the table for a key it holds).
     pub(super) fn find_or_make<Q: Hash + Eq + ?Sized>(
         &mut self,
         key: &Q,
         make: impl FnOnce() -> Option<(K, S)>,
-    ) -> Option<(usize, &mut S)>
+    ) -> Option<usize>
     where
         K: Borrow<Q>,
     {
         let hasher = &self.hasher;
         let hash = hasher.hash_one(key);
-        let entry = match self.table.entry(
-            hash,
-            |(k, _)| k.borrow() == key,
-            |(k, _)| hasher.hash_one(k),
-        ) {
-            Entry::Occupied(occupied) => occupied,
-            Entry::Vacant(vacant) => vacant.insert(make()?),
-        };
-        let place = entry.bucket_index();
-        Some((place, &mut entry.into_mut().1))
+        match self.table.find_entry(hash, |(k, _)| k.borrow() == key) {
+            Ok(found) => Some(found.bucket_index()),
+            Err(absent) => Some(
+                absent
+                    .into_table()
+                    .insert_unique(hash, make()?, |(k, _)| hasher.hash_one(k))
+                    .bucket_index(),
+            ),
+        }
     }
 
     /// The slot of `key`, made by `make` if there is none.
     pub(super) fn find_or_insert(&mut self, key: K, make: impl FnOnce() -> S) -> &mut S {
         let hasher = &self.hasher;
         let hash = hasher.hash_one(&key);
-        let entry = match self
-            .table
-            .entry(hash, |(k, _)| *k == key, |(k, _)| hasher.hash_one(k))
-        {
-            Entry::Occupied(occupied) => occupied,
-            Entry::Vacant(vacant) => vacant.insert((key, make())),
+        let entry = match self.table.find_entry(hash, |(k, _)| *k == key) {
+            Ok(found) => found,
+            Err(absent) => absent
+                .into_table()
+                .insert_unique(hash, (key, make()), |(k, _)| hasher.hash_one(k)),
         };
         &mut entry.into_mut().1
     }
 
-    /// The key and slot at `place`, if one is there.
-    pub(super) fn at(&self, place: usize) -> Option<(&K, &S)> {
-        self.table.get_bucket(place).map(|(key, slot)| (key, slot))
+    /// Whether the slot at `place` is `key`'s.
+    pub(super) fn holds_at<Q: Eq + ?Sized>(&self, place: usize, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
+        self.table
+            .get_bucket(place)
+            .is_some_and(|(k, _)| k.borrow() == key)
     }
 
-    /// [`SlotMap::at`], to change the slot.
-    pub(super) fn at_mut(&mut self, place: usize) -> Option<(&K, &mut S)> {
-        self.table
-            .get_bucket_mut(place)
-            .map(|(key, slot)| (&*key, slot))
+    /// The slot at `place`, if one is there.
+    pub(super) fn at_mut(&mut self, place: usize) -> Option<&mut S> {
+        self.table.get_bucket_mut(place).map(|(_, slot)| slot)
     }
 
     /// Takes `key`'s slot out if `remove` says so.
@@ -182,7 +190,8 @@ impl<K: Hash + Eq, S> SlotMap<K, S> {
 }
 
 /// The places of slots by customer number, within one numbering at a time. A copy of a
-/// table remembers nothing (its places would be the original's).
+/// table starts remembering nothing (its places would do, but a copy is rare and need not
+/// be fast).
 #[derive(Debug, Default)]
 pub(super) struct Places {
     numbering: u32,
