@@ -1,15 +1,10 @@
 //! Numbers for the customers a decoding thread decodes, so that the views' folds find a
-//! customer's records without hashing its id for every event.
-//!
-//! Each view that keeps a record per customer looked it up by the customer's id (36 bytes)
-//! for every event: hashed, then compared, about 170 instructions a lookup in `valgrind
-//! --tool=callgrind --separate-threads=yes omnilog replay` of the 200k history, in each of
-//! three views. The decoder already decodes a batch's equal customers once
-//! ([`crate::EventDecoder`]); numbered there, once a customer and batch, each view
-//! remembers where a number's record is and goes there directly (`omnilog_views::state`).
-//! A number is a hint, not an identity: a view compares the id of what it finds there with
-//! the id it looks up, so a wrong number (an id changed after it was numbered, say) costs
-//! a lookup and nothing else.
+//! customer's records without hashing its id for every event (why, and what it saved, in
+//! `omnilog_views`'s `state/slots.rs`). The decoder already decodes a batch's equal
+//! customers once ([`crate::EventDecoder`]); numbered there, once a customer and batch.
+//! A number is a hint, not an identity: a view compares the id of what it finds with the
+//! id it looks up, so a wrong number (an id changed after it was numbered, say) costs a
+//! lookup and nothing else.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -39,6 +39,21 @@ impl EventSource for LogEvents {
         let mut wanted: Vec<u64> = offsets.to_vec();
         wanted.sort_unstable();
         wanted.dedup();
+        // A position at or past the partition's end (a damaged record's) is no record at
+        // all: refused at once, where a read from it would wait out the log's patience for
+        // records it was told are there (`read_before_end`).
+        if let Some(&beyond) = wanted.last() {
+            let end = self
+                .runtime
+                .block_on(self.log.end_offsets_of(Topic::Interactions, partition))
+                .map_err(|e| ViewError::Storage(format!("reading an interaction's events: {e}")))?;
+            if beyond >= end {
+                return Err(ViewError::Corrupt {
+                    key: format!("{}/{partition}@{beyond}", Topic::Interactions.name()),
+                    reason: format!("a position past the partition's end ({end})"),
+                });
+            }
+        }
         let mut found: BTreeMap<u64, Event> = BTreeMap::new();
         let mut at = 0;
         while at < wanted.len() {
@@ -53,9 +68,7 @@ impl EventSource for LogEvents {
             let mut from = first;
             // A remote log may deliver less than asked: read on until the range is covered.
             while from <= last {
-                // Saturating: an offset near `u64::MAX` (a damaged record's) must not
-                // overflow here; the log answers that it has no such record.
-                let count = usize::try_from((last - from).saturating_add(1)).unwrap_or(usize::MAX);
+                let count = usize::try_from(last - from + 1).unwrap_or(usize::MAX);
                 let records = self
                     .runtime
                     .block_on(omnilog_log::read_before_end(
@@ -86,10 +99,8 @@ impl EventSource for LogEvents {
                         found.insert(record.offset, event);
                     }
                 }
-                match end.checked_add(1) {
-                    Some(after) => from = after,
-                    None => break,
-                }
+                // Below the partition's end, so `end + 1` is at most that end.
+                from = end + 1;
             }
             at = next;
         }

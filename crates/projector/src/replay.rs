@@ -872,9 +872,8 @@ const ENCODED_AHEAD_SHARE: usize = 16;
 /// "2026-12-05, night"). An eighth, not a quarter: the reports' hourly figures grow with
 /// the hours a history spans, and at 10M events (about 105,000 records before they went
 /// aside) a quarter of the default budget let them make the 10M replay's peak a quarter
-/// above the 1M replay's, whose figures stay held (161,216 and 165,652 KB against 136,268
-/// and 138,328 KB at an eighth, in 14.46 and 14.77 s against 13.82 and 15.19 s; the 1M
-/// replay 131,700 to 140,628 KB either way: "2026-12-07, midday").
+/// above the 1M replay's, whose figures stay held (alternated `/usr/bin/time omnilog
+/// replay` runs and their figures in docs/benchmarks-journal.md, "2026-12-07, midday").
 pub const SUMS_HELD_SHARE: usize = 8;
 
 /// What a record of sums weighs in memory, about: its key twice (in the indexed table's

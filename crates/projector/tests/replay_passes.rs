@@ -96,8 +96,9 @@ async fn passes_that_read_the_log_again_or_a_spill_build_the_views_of_one_pass()
     std::fs::create_dir(&spill_dir).unwrap();
     // The reports' sums stay in memory across passes while they are few for the budget,
     // and go aside as deltas at each pass's end once they are many; either way the same
-    // views. A budget of 64 KiB holds 25 of them, and the reports' hourly figures (keys
-    // `b`, `w`, `p`, `s`) are many times that, so that replay takes them apart.
+    // views. A budget of 64 KiB holds a few dozen of them (`sums_held_by_small_budget`),
+    // and the reports' hourly figures (keys `b`, `w`, `p`, `s`) are many times that, so
+    // that replay takes them apart.
     let small_budget = 64 * 1024;
     let sums_held_by_small_budget = small_budget / SUMS_HELD_SHARE / SUM_RECORD_BYTES;
     let (_, reports) = one_pass

@@ -213,6 +213,35 @@ async fn dump(runtime: &ViewRuntime) -> Entries {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_as_queries_read_it_refuses_a_position_past_the_end_at_once() {
+    use omnilog_views::journey::EventSource;
+    let setup = setup();
+    append_history(&setup.log, 5, 200).await;
+    let end = setup
+        .log
+        .end_offsets_of(Topic::Interactions, 0)
+        .await
+        .unwrap();
+    assert!(end > 2, "the history fills partition 0");
+    let events = omnilog_projector::LogEvents::new(setup.log.clone());
+    let (read, past) = tokio::task::spawn_blocking(move || {
+        (
+            events.events(0, &[end - 1, 0, 1]),
+            // A damaged record's position: read, it would be waited for as a slow
+            // delivery (30 s), then refused as the log being unavailable.
+            events.events(0, &[0, end + 3]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(read.unwrap().len(), 3);
+    match past {
+        Err(ViewError::Corrupt { reason, .. }) => assert!(reason.contains("past"), "{reason}"),
+        other => panic!("a position past the end must be refused as damaged: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_projection_equals_the_pure_fold_of_the_log() {
     let setup = setup();
     let runtime = start(&setup).await;

@@ -125,6 +125,17 @@ pub struct JourneyConfig {
     pub timelines_from_log: bool,
 }
 
+impl JourneyConfig {
+    /// How the journeys' timelines are kept under this configuration.
+    pub(crate) fn timeline_form(&self) -> TimelineForm {
+        if self.timelines_from_log {
+            TimelineForm::Positions
+        } else {
+            TimelineForm::Lines
+        }
+    }
+}
+
 impl Default for JourneyConfig {
     fn default() -> Self {
         JourneyConfig {
@@ -194,11 +205,7 @@ impl JourneyState {
     /// An empty state whose timelines are kept as `config` says.
     fn for_config(config: &JourneyConfig) -> Self {
         JourneyState {
-            timeline_form: if config.timelines_from_log {
-                TimelineForm::Positions
-            } else {
-                TimelineForm::Lines
-            },
+            timeline_form: config.timeline_form(),
             ..JourneyState::default()
         }
     }
@@ -458,7 +465,6 @@ impl View for JourneyView {
             partition: position.partition,
             offset: position.offset,
         };
-        let timeline_form = state.timeline_form;
         let customer = state.customers.get_or_insert_numbered(
             checked.customer,
             event.customer_number(),
@@ -469,7 +475,6 @@ impl View for JourneyView {
         )?;
         let outcome = Fold {
             config: &self.config,
-            timeline_form,
             customer,
             event,
             stamp,
@@ -501,7 +506,6 @@ struct FoldOutcome {
 /// One event's fold into its customer's record.
 struct Fold<'a> {
     config: &'a JourneyConfig,
-    timeline_form: TimelineForm,
     customer: &'a mut CustomerRecord,
     event: &'a Event,
     stamp: Stamp,
@@ -567,7 +571,7 @@ impl Fold<'_> {
                 .channels
                 .iter()
                 .any(|code| is_self_service_channel(*code));
-        match self.timeline_form {
+        match self.config.timeline_form() {
             TimelineForm::Lines => {
                 let line = LineHead {
                     stamp,

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::records::{
     CustomerRecord, InteractionRecord, InteractionStatus, JourneyRecord, JourneyStatus,
-    JourneySummary, Outcome, Stamp, Time, TimelineForm, channel_code, channel_name,
-    event_type_code, event_type_name,
+    JourneySummary, Outcome, Stamp, Time, TimelineForm, channel_name, event_type_code,
+    event_type_name,
 };
 use super::summary::{render, render_event};
 use super::{CUSTOMERS, INDEX, JourneyState};
@@ -464,16 +464,21 @@ fn timeline_of_positions(
     lines
         .into_iter()
         .map(|(stamp, interaction, event)| {
+            let late = event.is_none();
             let event = event
                 .or_else(|| late_events.next())
                 .ok_or_else(|| missing("the event of a timeline line"))?;
             let interaction_id = interaction_id_of(journey, interaction)?;
-            // The event read must be the line's: were a customer's events ever in two
-            // partitions, the record's would hold another's event at this offset, and that
-            // is an error, not somebody else's line.
-            let of_the_line = event.interaction_id.as_deref() == Some(interaction_id.as_str())
-                && Time::of(&event.occurred_at) == stamp.at;
-            if !of_the_line {
+            // The event read must be the line's, as the fold checked it (`check`): were a
+            // customer's events ever in two partitions, the record's would hold another's
+            // event at this offset, and that is an error, not somebody else's line. A late
+            // line's time was kept apart from its event, so it must agree with the event's.
+            let checked = super::check(&event).ok().flatten();
+            let of_the_line = checked.as_ref().is_some_and(|checked| {
+                checked.customer == journey.customer
+                    && checked.interaction_id == interaction_id.as_str()
+            }) && (!late || Time::of(&event.occurred_at) == stamp.at);
+            let Some(checked) = checked.filter(|_| of_the_line) else {
                 return Err(ViewError::Corrupt {
                     key: journey.customer.to_owned(),
                     reason: format!(
@@ -481,13 +486,8 @@ fn timeline_of_positions(
                         stamp.partition, stamp.offset
                     ),
                 });
-            }
-            // The fold folded only events with a channel into a timeline (`check`).
-            let channel = channel_code(
-                event
-                    .channel
-                    .ok_or_else(|| missing("the channel of a timeline line's event"))?,
-            );
+            };
+            let channel = checked.channel;
             let summary = render_event(&event, channel)?;
             timeline_entry(
                 stamp,

@@ -372,7 +372,8 @@ const POSITIONS_ROOM: usize = 64;
 /// decodes the lines it shows (or, of positions, the lines that can be among them).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Timeline {
-    /// The stamp of the last line: a line stamped at or after it is appended.
+    /// Of whole lines, the stamp of the last line: a line stamped at or after it is
+    /// appended. Of positions, the last line's position and the latest time of any line.
     last: Option<Stamp>,
     #[serde(with = "serde_bytes")]
     encoded: Vec<u8>,
@@ -474,18 +475,23 @@ impl Timeline {
             if rest.is_empty() {
                 return None;
             }
-            let line = read_varint(&mut rest).and_then(|delta| {
-                let tagged = read_varint(&mut rest)?;
+            // What `add_position` wrote is postcard's encoding of (i64, u64), then of a
+            // `Time` for a late line: read back by postcard.
+            let mut line = || -> Option<(i64, u32, Option<Time>)> {
+                let ((delta, tagged), after) =
+                    postcard::take_from_bytes::<(i64, u64)>(rest).ok()?;
+                rest = after;
                 let interaction = u32::try_from(tagged >> 1).ok()?;
                 let late = if tagged & 1 == 1 {
-                    let secs = unzigzag(read_varint(&mut rest)?);
-                    let nanos = u32::try_from(read_varint(&mut rest)?).ok()?;
-                    Some(Time { secs, nanos })
+                    let (time, after) = postcard::take_from_bytes::<Time>(rest).ok()?;
+                    rest = after;
+                    Some(time)
                 } else {
                     None
                 };
-                Some((unzigzag(delta), interaction, late))
-            });
+                Some((delta, interaction, late))
+            };
+            let line = line();
             Some(match line {
                 Some((delta, interaction, late)) => {
                     offset = offset.wrapping_add(delta as u64);
@@ -729,28 +735,6 @@ pub(super) const MAX_VARINT_BYTES: usize = 10;
 /// postcard's encoding of a signed integer: zigzag, so small magnitudes take few bytes.
 fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
-}
-
-/// The integer [`zigzag`] encoded.
-fn unzigzag(value: u64) -> i64 {
-    ((value >> 1) as i64) ^ -((value & 1) as i64)
-}
-
-/// Reads a varint [`write_varint`] wrote from the start of `bytes`, and moves past it;
-/// `None` if it is cut short or does not fit a `u64` (ten bytes at most, the tenth 0 or 1).
-fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for (index, &byte) in bytes.iter().enumerate().take(MAX_VARINT_BYTES) {
-        if index == MAX_VARINT_BYTES - 1 && byte > 1 {
-            return None;
-        }
-        value |= u64::from(byte & 0x7f) << (7 * index);
-        if byte < 0x80 {
-            *bytes = &bytes[index + 1..];
-            return Some(value);
-        }
-    }
-    None
 }
 
 /// Writes postcard's varint of `value` at the start of `out` (seven bits a byte, low bits
