@@ -3,8 +3,9 @@
 //! offline or to ask what was true last March, and what `omnilog bench` measures.
 //!
 //! The log is read and decoded once for every view: one reader scans the partitions the
-//! views fold, decodes each batch once and hands it to one worker thread per view (and one
-//! for the identity view), which fold it into their state in memory.
+//! views fold, a batch or two ahead of one decoding thread ([`Feeder`]), which decodes each
+//! batch once and hands it to one worker thread per view (and one for the identity view),
+//! which fold it into their state in memory.
 //!
 //! The reader takes the history one partition at a time (each pass reads partition `p` of
 //! the interactions and of the agents, in the order the log reads fastest). A customer's
@@ -415,8 +416,8 @@ pub async fn replay(
     };
 
     on_progress("log", ReplayProgress { read: 0, total });
-    let reading = read_all(&log, scan, &options, &feeds, &workers, &mut on_progress).await;
-    drop(feeds);
+    // The feeder owns the workers' channels from here: they close when it is done.
+    let reading = read_all(&log, scan, &options, feeds, &workers, &mut on_progress).await;
     if let Err(error) = reading {
         failed.store(true, Ordering::Relaxed);
         // A worker that failed closes its channel, and the reader only sees that it
@@ -488,20 +489,35 @@ async fn join_worker<T: Send + 'static>(
         .map_err(|_| ProjectorError::Task(format!("the replay of {what} panicked")))?
 }
 
-/// Reads the log pass by pass (then a look beyond each end), decodes each batch once and
-/// hands it to every worker.
+/// Reads the log pass by pass (then a look beyond each end) and hands each batch to the
+/// [`Feeder`], which decodes it once and hands it to every worker.
 async fn read_all(
     log: &SharedLog,
     scan: Scan,
     options: &ReplayOptions,
-    feeds: &[mpsc::SyncSender<Feed>],
+    feeds: Vec<mpsc::SyncSender<Feed>>,
+    workers: &[Worker],
+    on_progress: &mut (impl FnMut(&str, ReplayProgress) + Send),
+) -> Result<(), ProjectorError> {
+    let feeder = Feeder::start(feeds)?;
+    let reading = read_into(log, scan, options, &feeder, workers, on_progress).await;
+    // The feeder's own failure (a worker gone) is what made the reading fail, if it did.
+    let feeding = feeder.finish().await;
+    feeding.and(reading)
+}
+
+/// The reading of [`read_all`]: the feeder takes each batch in order, the ends of passes
+/// between them.
+async fn read_into(
+    log: &SharedLog,
+    scan: Scan,
+    options: &ReplayOptions,
+    feeder: &Feeder,
     workers: &[Worker],
     on_progress: &mut (impl FnMut(&str, ReplayProgress) + Send),
 ) -> Result<(), ProjectorError> {
     let total = scan.remaining();
     let mut read = 0u64;
-    let mut handed: Vec<Shared> = Vec::new();
-    let decoder = Decoder::start()?;
     // The spill files of the partition being read, one per share still to fold.
     let mut spilled: VecDeque<SpillReader> = VecDeque::new();
     let mut passes = passes(&scan, options.records_per_pass()).into_iter();
@@ -509,16 +525,6 @@ async fn read_all(
         .next()
         .map(|pass| pass_source(pass, options, &mut spilled))
         .transpose()?;
-    // Three batches at once: the next one is read while this one is decoded, and this one
-    // is decoded while the one before is handed over. One after the other, the workers
-    // waited now and then with only the decoder running (`benches/sample_threads.py`: the
-    // decoder alone in 4.4 % of a 1M replay's samples). The read runs on across the end of
-    // a pass: the next pass's first batch is read while the last one's is decoded, and the
-    // pass's end is handed over after that batch. A pass of a 200k history is a batch and
-    // a half: stopped at each end, the reader, the decoder and the workers took turns.
-    let mut decoding: Option<Decoding> = None;
-    // Ends of passes read past, to hand over after the batch being decoded.
-    let mut passes_ended = 0;
     while let Some(current) = source.as_mut() {
         let records = current.next(log, options.batch.max(1)).await?;
         if records.is_empty() {
@@ -527,40 +533,16 @@ async fn read_all(
                     spilled.push_back(spill.finish()?);
                 }
             }
-            passes_ended += 1;
+            feeder.feed(FeederJob::Mark(Feed::PassDone)).await?;
             source = passes
                 .next()
                 .map(|pass| pass_source(pass, options, &mut spilled))
                 .transpose()?;
-            if source.is_some() {
-                continue;
-            }
-            // No pass left: what is being decoded and the ends are handed over below, and
-            // the loop ends.
+            continue;
         }
-        let mut ready = None;
-        if let Some(decoding) = decoding.take() {
-            let (feed, still_held) = decoding.finished().await?;
-            handed = still_held;
-            if let Feed::Batch(batch) = &feed {
-                handed.push(batch.clone());
-            }
-            ready = Some(feed);
-        }
-        // The ends read past belong after the batch decoded before them, not after the
-        // one read now (the next pass's first).
-        let ended_before = std::mem::take(&mut passes_ended);
-        if !records.is_empty() {
-            read += records.len() as u64;
-            decoding = Some(decoder.submit(records, std::mem::take(&mut handed))?);
-        }
-        if let Some(feed) = ready {
-            hand_over(feeds, feed).await?;
-            report(on_progress, read, total, workers);
-        }
-        for _ in 0..ended_before {
-            hand_over(feeds, Feed::PassDone).await?;
-        }
+        read += records.len() as u64;
+        feeder.feed(FeederJob::Records(records)).await?;
+        report(on_progress, read, total, workers);
     }
     // Once the ends are reached, one more look beyond each: a broker may report an end
     // short of what is readable (tansu's ListOffsets leaves out the last batch), and a
@@ -572,11 +554,10 @@ async fn read_all(
             break;
         }
         if round == 0 {
-            hand_over(feeds, Feed::Beyond).await?;
+            feeder.feed(FeederJob::Mark(Feed::Beyond)).await?;
         }
         read += records.len() as u64;
-        let (feed, _) = decoder.decode(records, Vec::new()).await?;
-        hand_over(feeds, feed).await?;
+        feeder.feed(FeederJob::Records(records)).await?;
         report(on_progress, read, total, workers);
     }
     Ok(())
@@ -721,105 +702,119 @@ impl PassSource {
     }
 }
 
-/// Emptied vectors of decoded batches (of those every worker is done with) the decoder
+/// Emptied vectors of decoded batches (of those every worker is done with) the feeder
 /// keeps for the next batches, at most.
 const SPARE_BATCHES: usize = 4;
 
-/// A decoded batch, and the batches handed over before that some worker still holds.
-type DecodedBatch = (Feed, Vec<Shared>);
+/// Batches read and waiting for the feeder, at most: the reader runs this far ahead of the
+/// decoding, so that a read (a few preads, checks and decompressions on the async threads)
+/// never leaves the decoder and, behind it, the workers waiting.
+const READ_AHEAD: usize = 2;
 
-/// What the decoder thread is asked: records to decode, the batches handed over before
-/// (to let go of those every worker is done with), and where to answer.
-type DecodeJob = (
-    Vec<LogRecord>,
-    Vec<Shared>,
-    tokio::sync::oneshot::Sender<DecodedBatch>,
-);
-
-/// The replay's decoder: one thread of its own, off the async threads. Its events are
-/// allocated and (once every worker is done with them) freed on that one thread, which
-/// the allocator serves from its own heap; decoded on whichever thread of the blocking pool
-/// came, they were freed across threads (`mi_free_block_mt` and its kin: 1.49 % of a 1M
-/// replay's samples in `perf`, 0.53 % with this thread). Letting batches go here, not on
-/// the workers, keeps their thousands of small frees off the slowest worker.
-struct Decoder {
-    jobs: mpsc::Sender<DecodeJob>,
+/// What the reader hands the [`Feeder`], in the log's order.
+enum FeederJob {
+    /// Records to decode and hand to every worker.
+    Records(Vec<LogRecord>),
+    /// A mark to hand to every worker as it is, after the batches before it.
+    Mark(Feed),
 }
 
-impl Decoder {
-    fn start() -> Result<Self, ProjectorError> {
-        let (jobs, queue) = mpsc::channel::<DecodeJob>();
-        std::thread::Builder::new()
+/// The replay's decoder and feeder: one thread of its own, which decodes each batch the
+/// reader sends and hands it to every worker's channel itself.
+///
+/// Until 2026-12-07 the async reader awaited each decoding and handed the batch over
+/// through tokio's blocking pool, one channel after the other: every batch took a dozen
+/// wake-ups across four threads, each waiting for a core behind the folds, and in a
+/// scheduler trace of the 200k replay the workers slept 48 to 132 ms of its 247 ms waiting
+/// for their next batch (`perf record -e sched:sched_switch -e sched:sched_wakeup`;
+/// docs/benchmarks-journal.md, "2026-12-07, evening"). Now a decoded batch goes straight to
+/// each worker with room for it, then to those that had none, waiting on this thread; the
+/// reader only waits for room among the [`READ_AHEAD`] batches.
+///
+/// The events are allocated and (once every worker is done with them) freed on this one
+/// thread, which the allocator serves from its own heap: decoded on whichever thread of
+/// the blocking pool came, they were freed across threads (`mi_free_block_mt` and its kin:
+/// 1.49 % of a 1M replay's samples in `perf`, 0.53 % with a thread of its own). Letting
+/// batches go here, not on the workers, keeps their thousands of small frees off the
+/// slowest worker.
+struct Feeder {
+    jobs: tokio::sync::mpsc::Sender<FeederJob>,
+    thread: JoinHandle<Result<(), ProjectorError>>,
+}
+
+impl Feeder {
+    /// Starts the thread, which owns `feeds`: the workers' channels close when it ends.
+    fn start(feeds: Vec<mpsc::SyncSender<Feed>>) -> Result<Self, ProjectorError> {
+        let (jobs, mut queue) = tokio::sync::mpsc::channel::<FeederJob>(READ_AHEAD);
+        let thread = std::thread::Builder::new()
             .name("replay-decode".to_owned())
             .spawn(move || {
                 let mut spare = SpareDecoded::new(SPARE_BATCHES);
-                for (records, handed, answer) in queue {
-                    let mut still_held: Vec<Shared> = Vec::new();
-                    for batch in handed {
-                        match Arc::try_unwrap(batch) {
-                            Ok(done) => spare.give_back(done),
-                            Err(batch) => still_held.push(batch),
+                // Batches handed over that some worker may still hold.
+                let mut handed: Vec<Shared> = Vec::new();
+                while let Some(job) = queue.blocking_recv() {
+                    let feed = match job {
+                        FeederJob::Mark(feed) => feed,
+                        FeederJob::Records(records) => {
+                            for batch in std::mem::take(&mut handed) {
+                                match Arc::try_unwrap(batch) {
+                                    Ok(done) => spare.give_back(done),
+                                    Err(batch) => handed.push(batch),
+                                }
+                            }
+                            let mut decoded = spare.take();
+                            decode_all_into(records, &mut decoded);
+                            let batch = Arc::new(decoded);
+                            handed.push(batch.clone());
+                            Feed::Batch(batch)
                         }
-                    }
-                    let mut decoded = spare.take();
-                    decode_all_into(records, &mut decoded);
-                    let feed = Feed::Batch(Arc::new(decoded));
-                    // The reader gone: the replay is failing; nothing to answer.
-                    let _ = answer.send((feed, still_held));
+                    };
+                    hand_over(&feeds, feed)?;
                 }
+                Ok(())
             })
             .map_err(|e| ProjectorError::Task(format!("starting the replay's decoder: {e}")))?;
-        Ok(Decoder { jobs })
+        Ok(Feeder { jobs, thread })
     }
 
-    /// Hands `records` to the decoder thread (with the batches handed over before, to let
-    /// go of those every worker is done with); the answer comes through the [`Decoding`].
-    fn submit(
-        &self,
-        records: Vec<LogRecord>,
-        handed: Vec<Shared>,
-    ) -> Result<Decoding, ProjectorError> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
+    /// Hands `job` to the thread, once it has room for it. An error says the thread
+    /// stopped: [`Feeder::finish`] tells why.
+    async fn feed(&self, job: FeederJob) -> Result<(), ProjectorError> {
         self.jobs
-            .send((records, handed, answer))
-            .map_err(|_| decoder_stopped())?;
-        Ok(Decoding(answered))
+            .send(job)
+            .await
+            .map_err(|_| ProjectorError::Task("the replay's decoder stopped".to_owned()))
     }
 
-    async fn decode(
-        &self,
-        records: Vec<LogRecord>,
-        handed: Vec<Shared>,
-    ) -> Result<DecodedBatch, ProjectorError> {
-        self.submit(records, handed)?.finished().await
-    }
-}
-
-/// A batch the decoder thread is decoding.
-struct Decoding(tokio::sync::oneshot::Receiver<DecodedBatch>);
-
-impl Decoding {
-    async fn finished(self) -> Result<DecodedBatch, ProjectorError> {
-        self.0.await.map_err(|_| decoder_stopped())
-    }
-}
-
-fn decoder_stopped() -> ProjectorError {
-    ProjectorError::Task("the replay's decoder stopped".to_owned())
-}
-
-/// Hands the same feed to every worker. A full channel waits for its worker: reading never
-/// runs far ahead of folding.
-async fn hand_over(feeds: &[mpsc::SyncSender<Feed>], feed: Feed) -> Result<(), ProjectorError> {
-    for channel in feeds {
-        let channel = channel.clone();
-        let feed = feed.clone();
+    /// Waits until every job is handed over (or the thread failed), then lets the workers'
+    /// channels go.
+    async fn finish(self) -> Result<(), ProjectorError> {
+        let Feeder { jobs, thread } = self;
+        drop(jobs);
         blocking(move || {
-            channel
-                .send(feed)
-                .map_err(|_| ProjectorError::Task("a replay worker stopped early".to_owned()))
+            thread
+                .join()
+                .map_err(|_| ProjectorError::Task("the replay's decoder panicked".to_owned()))?
         })
-        .await?;
+        .await
+    }
+}
+
+/// Hands the same feed to every worker: first to each with room for it, then, waiting, to
+/// the others, in order. A full channel waits for its worker: reading never runs far ahead
+/// of folding.
+fn hand_over(feeds: &[mpsc::SyncSender<Feed>], feed: Feed) -> Result<(), ProjectorError> {
+    let stopped = || ProjectorError::Task("a replay worker stopped early".to_owned());
+    let mut waiting = Vec::new();
+    for channel in feeds {
+        match channel.try_send(feed.clone()) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(feed)) => waiting.push((channel, feed)),
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
+        }
+    }
+    for (channel, feed) in waiting {
+        channel.send(feed).map_err(|_| stopped())?;
     }
     Ok(())
 }
