@@ -203,7 +203,7 @@ pub struct ReplayedView {
 /// topics its view folds).
 type Shared = Arc<Vec<Decoded>>;
 
-/// What the reader hands the workers.
+/// What the feeder hands the workers, in the log's order.
 #[derive(Clone)]
 enum Feed {
     Batch(Shared),
@@ -212,15 +212,20 @@ enum Feed {
     /// What follows may be of any partition (records past the ends the passes read); sent
     /// only when there are such records.
     Beyond,
+    /// Every record is handed over: the worker writes its last checkpoint. A channel that
+    /// closes without it says the replay failed elsewhere (a read, another worker, the
+    /// decoder): the worker then writes nothing more, and the identity view is not saved.
+    End,
 }
 
 /// A view's replay worker: its name, how many records it folded, how many it will fold,
-/// and its thread (which returns the last checkpoint).
+/// and its thread (which returns the last checkpoint, or `None` when the replay failed
+/// elsewhere before every record was handed over: see [`Feed::End`]).
 type Worker = (
     &'static str,
     Arc<AtomicU64>,
     u64,
-    JoinHandle<Result<Checkpoint, ProjectorError>>,
+    JoinHandle<Result<Option<Checkpoint>, ProjectorError>>,
 );
 
 /// Folds every view into version 1 of its table in `store` up to the log's current end,
@@ -351,9 +356,15 @@ pub async fn replay(
             .name("replay-identity".to_owned())
             .spawn(move || -> Result<Option<IdentityView>, ProjectorError> {
                 let mut identity = IdentityView::new();
+                let mut handed_over = false;
                 while let Ok(feed) = batches.recv() {
-                    let Feed::Batch(batch) = feed else {
-                        continue;
+                    let batch = match feed {
+                        Feed::Batch(batch) => batch,
+                        Feed::End => {
+                            handed_over = true;
+                            break;
+                        }
+                        Feed::PassDone | Feed::Beyond => continue,
                     };
                     for decoded in batch.iter() {
                         if decoded.record.topic == Topic::Interactions
@@ -369,6 +380,11 @@ pub async fn replay(
                         parts.write(&identity)?;
                         identity = IdentityView::new();
                     }
+                }
+                // The replay failed before the log's end: nothing to save (the failure
+                // is told by the reading or the worker that failed).
+                if !handed_over {
+                    return Ok(None);
                 }
                 if let Some(parts) = parts {
                     let count = parts.len();
@@ -420,7 +436,7 @@ pub async fn replay(
     let reading = read_all(&log, scan, &options, feeds, &workers, &mut on_progress).await;
     if let Err(error) = reading {
         failed.store(true, Ordering::Relaxed);
-        // A worker that failed closes its channel, and the reader only sees that it
+        // A worker that failed closes its channel, and the feeder only sees that it
         // stopped: its own error is what to tell (the identity view's too, whose worker
         // may have stopped on a part it could not write).
         for (name, _, _, worker) in workers {
@@ -440,7 +456,15 @@ pub async fn replay(
     let mut replayed = Vec::new();
     for (name, folded, _, worker) in workers {
         let checkpoint = match join_worker(worker, name).await {
-            Ok(checkpoint) => checkpoint,
+            Ok(Some(checkpoint)) => checkpoint,
+            // Every worker heard the end once the reading succeeded; one that did not
+            // would have made the feeder fail.
+            Ok(None) => {
+                failed.store(true, Ordering::Relaxed);
+                return Err(ProjectorError::Task(format!(
+                    "the replay of {name} ended before the log's end"
+                )));
+            }
             Err(error) => {
                 // The identity worker, left to end alone, saves nothing.
                 failed.store(true, Ordering::Relaxed);
@@ -500,7 +524,10 @@ async fn read_all(
     on_progress: &mut (impl FnMut(&str, ReplayProgress) + Send),
 ) -> Result<(), ProjectorError> {
     let feeder = Feeder::start(feeds)?;
-    let reading = read_into(log, scan, options, &feeder, workers, on_progress).await;
+    let mut reading = read_into(log, scan, options, &feeder, workers, on_progress).await;
+    if reading.is_ok() {
+        reading = feeder.feed(FeederJob::Mark(Feed::End)).await;
+    }
     // The feeder's own failure (a worker gone) is what made the reading fail, if it did.
     let feeding = feeder.finish().await;
     feeding.and(reading)
@@ -791,12 +818,7 @@ impl Feeder {
     async fn finish(self) -> Result<(), ProjectorError> {
         let Feeder { jobs, thread } = self;
         drop(jobs);
-        blocking(move || {
-            thread
-                .join()
-                .map_err(|_| ProjectorError::Task("the replay's decoder panicked".to_owned()))?
-        })
-        .await
+        join_worker(thread, "the log's decoding").await
     }
 }
 
@@ -883,8 +905,9 @@ fn sums_held_limit(cache_bytes: usize) -> usize {
     cache_bytes / SUMS_HELD_SHARE / SUM_RECORD_BYTES
 }
 
-/// Folds batches into one version until the reader is done, then writes the last
-/// checkpoint; returns it.
+/// Folds batches into one version until the feeder hands over the end ([`Feed::End`]), then
+/// writes the last checkpoint and returns it; `None` when the channel closed without the
+/// end (the replay failed elsewhere: nothing more is written).
 ///
 /// At the end of a pass, a view whose records are final once their partition is folded
 /// ([`AnyVersion::partition_local`]) writes the pass's changes to a run file (given
@@ -902,7 +925,7 @@ fn sums_held_limit(cache_bytes: usize) -> usize {
 ///
 /// A view whose budget is full checkpoints in the middle of a pass, on such a thread too,
 /// while the fold goes on. Written on the worker's own thread, it stopped the fold, the
-/// reader waited on the worker's full channel, and every other view with it (the reports'
+/// feeding waited on the worker's full channel, and every other view with it (the reports'
 /// view alone writes twelve of them in a 10M-event replay, 4.2 s in all). Once it is
 /// written, the worker itself lets clean records go down to three quarters of the budget,
 /// between two batches: the records are freed on the thread that made them (freed on the
@@ -917,7 +940,7 @@ fn fold_batches(
     folded: &AtomicU64,
     cache_bytes: usize,
     runs_dir: Option<&Path>,
-) -> Result<Checkpoint, ProjectorError> {
+) -> Result<Option<Checkpoint>, ProjectorError> {
     // A thread of its own for the whole replay, not one per job: see `job_thread`.
     let mut writer = JobThread::new(format!("write-{}", short_name(version.status().view)), 0);
     let mut writing: Option<Background> = None;
@@ -937,9 +960,14 @@ fn fold_batches(
         }
         None => Ok(()),
     };
+    let mut handed_over = false;
     while let Ok(feed) = batches.recv() {
         let batch = match feed {
             Feed::Batch(batch) => batch,
+            Feed::End => {
+                handed_over = true;
+                break;
+            }
             Feed::Beyond => {
                 // A partition-local view forgot the keys of done partitions and let go of
                 // records encoded ahead: from here on, a record not in memory may be in
@@ -1013,8 +1041,13 @@ fn fold_batches(
     }
     written(&mut writing)?;
     writer.stop();
+    // Without the end, the replay failed elsewhere: its versions are never made active,
+    // so a last checkpoint would only be work thrown away.
+    if !handed_over {
+        return Ok(None);
+    }
     version.last_checkpoint()?;
-    Ok(version.status().checkpoint())
+    Ok(Some(version.status().checkpoint()))
 }
 
 /// What a replay worker's background thread does at the end of a pass.
@@ -1170,6 +1203,128 @@ mod tests {
         assert_eq!(
             passes_of(250),
             vec![(partition(0), None), (partition(1), None)]
+        );
+    }
+
+    /// A record of the interactions topic whose key the partitioner puts in `partition` of
+    /// three (its payload decodes to nothing: a dead letter, still handed over).
+    fn record_in(partition: u32, index: u32) -> omnilog_log::AppendRecord {
+        let key = (0u32..)
+            .map(|candidate| format!("customer-{candidate}"))
+            .find(|key| omnilog_log::partition_for(key.as_bytes(), 3) == partition)
+            .expect("some key of the partition");
+        omnilog_log::AppendRecord {
+            topic: Topic::Interactions,
+            key,
+            event_id: uuid::Uuid::from_u128(u128::from(partition) << 32 | u128::from(index)),
+            payload: bytes::Bytes::from_static(b"not an event"),
+            headers: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_worker_hears_each_pass_end_after_its_batches_and_the_end_after_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: SharedLog = Arc::new(
+            omnilog_log::EmbeddedLog::open(
+                &dir.path().join("log"),
+                omnilog_log::PartitionCounts::uniform(3),
+            )
+            .unwrap(),
+        );
+        // Five records in partition 0 (a pass of two batches of at most four), none in
+        // partition 1 (an empty pass), two in partition 2 (a pass shorter than a batch);
+        // one append each, so that a batch is cut at four records exactly.
+        for (partition, count) in [(0, 5), (2, 2)] {
+            for index in 0..count {
+                log.append(vec![record_in(partition, index)]).await.unwrap();
+            }
+        }
+        let scan = Scan::to_ends(&*log, &[Topic::Interactions]).await.unwrap();
+        // Appended once the ends are known: read beyond them.
+        for index in 2..5 {
+            log.append(vec![record_in(2, index)]).await.unwrap();
+        }
+        let options = ReplayOptions {
+            batch: 4,
+            pass_records: Some(0),
+            ..ReplayOptions::default()
+        };
+        let (first, first_heard) = mpsc::sync_channel::<Feed>(64);
+        let (second, second_heard) = mpsc::sync_channel::<Feed>(64);
+        read_all(
+            &log,
+            scan,
+            &options,
+            vec![first, second],
+            &[],
+            &mut |_, _| {},
+        )
+        .await
+        .unwrap();
+        let told = |heard: mpsc::Receiver<Feed>| -> Vec<String> {
+            heard
+                .try_iter()
+                .map(|feed| match feed {
+                    Feed::Batch(batch) => format!("{} records", batch.len()),
+                    Feed::PassDone => "pass done".to_owned(),
+                    Feed::Beyond => "beyond".to_owned(),
+                    Feed::End => "end".to_owned(),
+                })
+                .collect()
+        };
+        let expected = [
+            "4 records",
+            "1 records",
+            "pass done",
+            "pass done",
+            "2 records",
+            "pass done",
+            "beyond",
+            "3 records",
+            "end",
+        ];
+        assert_eq!(told(first_heard), expected);
+        assert_eq!(told(second_heard), expected);
+    }
+
+    #[tokio::test]
+    async fn a_worker_gone_fails_the_feeding_and_the_others_hear_no_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: SharedLog = Arc::new(
+            omnilog_log::EmbeddedLog::open(
+                &dir.path().join("log"),
+                omnilog_log::PartitionCounts::uniform(3),
+            )
+            .unwrap(),
+        );
+        for index in 0..40 {
+            log.append(vec![record_in(0, index)]).await.unwrap();
+        }
+        let scan = Scan::to_ends(&*log, &[Topic::Interactions]).await.unwrap();
+        let options = ReplayOptions {
+            batch: 4,
+            pass_records: Some(0),
+            ..ReplayOptions::default()
+        };
+        let (kept, kept_heard) = mpsc::sync_channel::<Feed>(64);
+        let (gone, gone_heard) = mpsc::sync_channel::<Feed>(1);
+        drop(gone_heard);
+        let failed = read_all(&log, scan, &options, vec![kept, gone], &[], &mut |_, _| {})
+            .await
+            .unwrap_err();
+        assert!(
+            failed.to_string().contains("a replay worker stopped early"),
+            "{failed}"
+        );
+        let heard: Vec<Feed> = kept_heard.try_iter().collect();
+        assert!(
+            !heard.is_empty(),
+            "the worker with room heard the first batch"
+        );
+        assert!(
+            !heard.iter().any(|feed| matches!(feed, Feed::End)),
+            "a worker hears no end of a replay that failed"
         );
     }
 }

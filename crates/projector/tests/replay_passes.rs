@@ -179,3 +179,60 @@ fn open_files_in(dir: &std::path::Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// A replay that cannot read its log to the end fails with the read's error, and saves no
+/// identity view: its workers hear no end of the log, so none writes a last checkpoint and
+/// the identity worker hands nothing to its sink (before, the sink could save a view of
+/// part of the history while the replay failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_whose_log_cannot_be_read_to_its_end_fails_and_saves_no_identity_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    {
+        let log: SharedLog =
+            Arc::new(EmbeddedLog::open(&log_dir, PartitionCounts::uniform(4)).unwrap());
+        let events: Vec<Event> =
+            history(HistoryConfig::with_events(23, 8_000).with_customer_ids()).collect();
+        for chunk in events.chunks(500) {
+            log.append(chunk.iter().map(record_of).collect())
+                .await
+                .unwrap();
+        }
+    }
+    // Bytes in the middle of the segment damaged once the log is open: its batches'
+    // places are known, and the damaged one fails its checksum when the replay reads it.
+    let log: SharedLog = Arc::new(EmbeddedLog::open_read_only(&log_dir).unwrap());
+    let segment = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|e| e == "seg"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    for byte in &mut bytes[middle..middle + 64] {
+        *byte ^= 0x5a;
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+    let saved = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = saved.clone();
+    let options = ReplayOptions {
+        identity: true,
+        identity_sink: Some(omnilog_projector::IdentitySink(Arc::new(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }))),
+        batch: 500,
+        ..ReplayOptions::default()
+    };
+    let store = ViewStore::open_for_replay(&dir.path().join("out")).unwrap();
+    let failed = replay(log, &store, views(), options, |_, _| {})
+        .await
+        .map(|_| ())
+        .expect_err("a damaged batch fails the replay");
+    assert!(failed.to_string().contains("segment"), "{failed}");
+    assert_eq!(
+        saved.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no identity view is saved by a failed replay"
+    );
+}
