@@ -2,7 +2,8 @@
 //! view folded purely in memory, also when its cached records are let go at every
 //! checkpoint; bad records go to the dead letter without stopping the projection; a restart
 //! resumes from the checkpoint; a rebuild swaps in an identical new version; state of
-//! another layout is folded again from offset 0; read-your-writes waits for a position.
+//! another layout is folded again from offset 0; read-your-writes waits for a position; a
+//! replay whose view fails tells that view's error and saves no identity view.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -710,4 +711,42 @@ async fn a_projection_whose_checkpoints_fail_backs_off_more_and_more() {
         "{attempts} checkpoint attempts in 2.5 s"
     );
     drop(runtime);
+}
+
+/// A replay whose view fails in the middle of the history fails with that view's own error
+/// (not the feeding's "a replay worker stopped early"), the other views write no last
+/// checkpoint, and no identity view is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_whose_view_fails_midway_fails_with_its_error_and_saves_no_identity_view() {
+    let setup = setup();
+    append_history(&setup.log, 5, 4_000).await;
+    let saved = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = saved.clone();
+    let options = omnilog_projector::ReplayOptions {
+        batch: 100,
+        // Any record is over the budget: a checkpoint after the first batch, which fails.
+        cache_bytes: 1,
+        identity: true,
+        identity_sink: Some(omnilog_projector::IdentitySink(Arc::new(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }))),
+        ..omnilog_projector::ReplayOptions::default()
+    };
+    let store = ViewStore::open_for_replay(&setup.dir.path().join("replayed")).unwrap();
+    let views: Vec<Arc<dyn Projectable>> = vec![Arc::new(CountingView), Arc::new(NeverWritten)];
+    let failed = omnilog_projector::replay(setup.log.clone(), &store, views, options, |_, _| {})
+        .await
+        .map(|_| ())
+        .expect_err("a view whose checkpoints fail fails the replay");
+    assert!(
+        failed.to_string().contains("the view store's disk is gone"),
+        "{failed}"
+    );
+    assert!(CHECKPOINT_ATTEMPTS.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(
+        saved.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no identity view is saved by a failed replay"
+    );
 }
