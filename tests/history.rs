@@ -350,6 +350,12 @@ fn replayed_digests_with(
         "a replay left {left:?} in {}",
         out.display()
     );
+    // The identity view takes its name once the replay has succeeded.
+    assert!(out.join("identity.bin").is_file(), "no identity view saved");
+    assert!(
+        !out.join("identity.bin.partial").exists(),
+        "the identity view kept its partial name"
+    );
     let inspected: Value =
         serde_json::from_str(&run(&["inspect", "--data-dir", out.to_str().unwrap()])).unwrap();
     inspected["views"]

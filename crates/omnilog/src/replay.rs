@@ -73,6 +73,9 @@ pub struct ReplayArgs {
 
 /// The file of the identity view saved beside replayed views.
 pub const IDENTITY_FILE: &str = "identity.bin";
+
+/// Where a replay saves its identity view until the replay has succeeded.
+const PARTIAL_IDENTITY_FILE: &str = "identity.bin.partial";
 /// The file naming the log replayed views came from.
 pub const SOURCE_FILE: &str = "source.json";
 
@@ -169,11 +172,15 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     // The identity view is saved on its replay thread as soon as it is whole: beside the
     // views' last checkpoints when folded whole, after them when made whole from its parts
     // (a long history). Streamed to the file rather than encoded whole first: at 10M
-    // events the encoding alone is about 90 MB.
+    // events the encoding alone is about 90 MB. Saved under a name of its own, and named
+    // `identity.bin` only once the replay has succeeded: a view can still fail its last
+    // checkpoint after the identity view is saved, and a failed replay leaves none.
     let identity_path = args.out.join(IDENTITY_FILE);
+    let partial_identity = args.out.join(PARTIAL_IDENTITY_FILE);
+    let saving_to = partial_identity.clone();
     let save_identity = move |identity: &IdentityView| -> Result<(), String> {
         let save = || -> anyhow::Result<()> {
-            let file = std::fs::File::create(&identity_path)?;
+            let file = std::fs::File::create(&saving_to)?;
             let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
             postcard::to_io(identity, &mut writer)?;
             writer
@@ -200,7 +207,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         spill_dir: Some(spill.path().to_owned()),
         identity_part_entries: IDENTITY_PART_ENTRIES,
     };
-    let _ = replay(log, &store, chosen, options, |name, step| {
+    let replayed = replay(log, &store, chosen, options, |name, step| {
         let at = match bars.iter().position(|(n, ..)| n == name) {
             Some(at) => at,
             None => {
@@ -213,7 +220,21 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         bar.update(step.read, step.total);
         (*done, *total) = (step.read, step.total);
     })
-    .await?;
+    .await;
+    if let Err(error) = replayed {
+        // Whatever the identity worker saved of a replay that failed is no view to serve.
+        if let Err(removing) = std::fs::remove_file(&partial_identity)
+            && removing.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %partial_identity.display(), error = %removing, "could not remove the identity view of a failed replay");
+        }
+        return Err(error.into());
+    }
+    std::fs::rename(&partial_identity, &identity_path)
+        .with_context(|| format!("naming the identity view {}", identity_path.display()))?;
+    std::fs::File::open(&args.out)
+        .and_then(|dir| dir.sync_all())
+        .with_context(|| format!("syncing {}", args.out.display()))?;
     for (_, bar, done, total) in bars {
         bar.finish(done, total);
     }

@@ -109,7 +109,11 @@ pub const IDENTITY_PART_ENTRIES: usize = 100_000;
 /// replay` saves it there. A view folded whole (a history of up to about a million events)
 /// is whole once its fold is done, and its encoding and sync overlap the views' last
 /// checkpoints instead of following them; one folded in parts is made whole after them
-/// (see [`crate::identity_parts`]). An error fails the replay.
+/// (see [`crate::identity_parts`]). An error fails the replay. A replay that fails after
+/// its last record was handed over (a view's last checkpoint, making the versions active)
+/// may have called the sink already: keep what it saved out of use until [`replay`]
+/// returns `Ok` (`omnilog replay` names its file `identity.bin` only then). The sink is
+/// not called when the reading, the decoding or a fold failed before the log's end.
 #[derive(Clone)]
 pub struct IdentitySink(pub Arc<SaveIdentity>);
 
@@ -1317,14 +1321,15 @@ mod tests {
             failed.to_string().contains("a replay worker stopped early"),
             "{failed}"
         );
+        // The worker with room heard the batches handed over before the other was found
+        // gone, and no end (which, with the feeder stopped, could not come anyway: the
+        // reading's own failure is tested by `a_replay_whose_log_cannot_be_read_to_its_end_…`
+        // in tests/replay_passes.rs).
         let heard: Vec<Feed> = kept_heard.try_iter().collect();
         assert!(
             !heard.is_empty(),
             "the worker with room heard the first batch"
         );
-        assert!(
-            !heard.iter().any(|feed| matches!(feed, Feed::End)),
-            "a worker hears no end of a replay that failed"
-        );
+        assert!(!heard.iter().any(|feed| matches!(feed, Feed::End)));
     }
 }

@@ -182,8 +182,9 @@ fn open_files_in(dir: &std::path::Path) -> usize {
 
 /// A replay that cannot read its log to the end fails with the read's error, and saves no
 /// identity view: its workers hear no end of the log, so none writes a last checkpoint and
-/// the identity worker hands nothing to its sink (before, the sink could save a view of
-/// part of the history while the replay failed).
+/// the identity worker hands nothing to its sink (before, every view wrote its last
+/// checkpoint, and the sink could save a view of part of the history while the replay
+/// failed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_whose_log_cannot_be_read_to_its_end_fails_and_saves_no_identity_view() {
     let dir = tempfile::tempdir().unwrap();
@@ -229,7 +230,23 @@ async fn a_replay_whose_log_cannot_be_read_to_its_end_fails_and_saves_no_identit
         .await
         .map(|_| ())
         .expect_err("a damaged batch fails the replay");
-    assert!(failed.to_string().contains("segment"), "{failed}");
+    assert!(
+        failed.to_string().contains("fails its checksum"),
+        "{failed}"
+    );
+    // No view wrote its last checkpoint: they heard no end of the log (a short history's
+    // passes are written by the last checkpoint only).
+    for view in views() {
+        let table = store
+            .table_with_layout(view.name(), 1, view.layout())
+            .unwrap();
+        assert_eq!(
+            table.dump().unwrap(),
+            Vec::new(),
+            "{} wrote records of a failed replay",
+            view.name()
+        );
+    }
     assert_eq!(
         saved.load(std::sync::atomic::Ordering::SeqCst),
         0,

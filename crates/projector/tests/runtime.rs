@@ -6,6 +6,7 @@
 //! replay whose view fails tells that view's error and saves no identity view.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use omnilog_events::{Body, Destination, Event};
@@ -615,14 +616,15 @@ fn a_fold_waits_for_the_checkpoint_once_its_records_weigh_twice_the_budget() {
 }
 
 /// Checkpoints of the counting view's state that never land (the view store's disk gone,
-/// say): each attempt is counted.
+/// say): each attempt is counted, in the counter the test gives (each test its own, so that
+/// tests run in one process do not count one another's).
 #[derive(Debug)]
-struct NeverWritten;
+struct NeverWritten(&'static AtomicUsize);
 
 #[derive(Debug)]
-struct UnwritableCounts(Counts);
+struct UnwritableCounts(Counts, &'static AtomicUsize);
 
-static CHECKPOINT_ATTEMPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static CHECKPOINT_ATTEMPTS: AtomicUsize = AtomicUsize::new(0);
 
 impl ViewState for UnwritableCounts {
     fn whole_tags(&self) -> Vec<u8> {
@@ -634,7 +636,7 @@ impl ViewState for UnwritableCounts {
     }
 
     fn take_changes(&mut self) -> Result<Snapshot, ViewError> {
-        CHECKPOINT_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Err(ViewError::Storage(
             "the view store's disk is gone".to_owned(),
         ))
@@ -665,7 +667,7 @@ impl View for NeverWritten {
     }
 
     fn new_state(&self) -> UnwritableCounts {
-        UnwritableCounts(CountingView.new_state())
+        UnwritableCounts(CountingView.new_state(), self.0)
     }
 
     fn missing(
@@ -701,7 +703,7 @@ async fn a_projection_whose_checkpoints_fail_backs_off_more_and_more() {
         checkpoint_events: 1,
         ..ProjectorConfig::default()
     };
-    let runtime = start_with(&setup, Arc::new(NeverWritten), config).await;
+    let runtime = start_with(&setup, Arc::new(NeverWritten(&CHECKPOINT_ATTEMPTS)), config).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let attempts = CHECKPOINT_ATTEMPTS.load(std::sync::atomic::Ordering::Relaxed);
     // Retries at about 0.05, 0.15, 0.35, 0.75 and 1.55 s after the first failure: six
@@ -720,7 +722,7 @@ async fn a_projection_whose_checkpoints_fail_backs_off_more_and_more() {
 async fn a_replay_whose_view_fails_midway_fails_with_its_error_and_saves_no_identity_view() {
     let setup = setup();
     append_history(&setup.log, 5, 4_000).await;
-    let saved = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let saved = Arc::new(AtomicUsize::new(0));
     let counted = saved.clone();
     let options = omnilog_projector::ReplayOptions {
         batch: 100,
@@ -734,7 +736,9 @@ async fn a_replay_whose_view_fails_midway_fails_with_its_error_and_saves_no_iden
         ..omnilog_projector::ReplayOptions::default()
     };
     let store = ViewStore::open_for_replay(&setup.dir.path().join("replayed")).unwrap();
-    let views: Vec<Arc<dyn Projectable>> = vec![Arc::new(CountingView), Arc::new(NeverWritten)];
+    static ATTEMPTS: AtomicUsize = AtomicUsize::new(0);
+    let views: Vec<Arc<dyn Projectable>> =
+        vec![Arc::new(CountingView), Arc::new(NeverWritten(&ATTEMPTS))];
     let failed = omnilog_projector::replay(setup.log.clone(), &store, views, options, |_, _| {})
         .await
         .map(|_| ())
@@ -743,7 +747,7 @@ async fn a_replay_whose_view_fails_midway_fails_with_its_error_and_saves_no_iden
         failed.to_string().contains("the view store's disk is gone"),
         "{failed}"
     );
-    assert!(CHECKPOINT_ATTEMPTS.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(ATTEMPTS.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     assert_eq!(
         saved.load(std::sync::atomic::Ordering::SeqCst),
         0,
