@@ -1226,16 +1226,30 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn every_worker_hears_each_pass_end_after_its_batches_and_the_end_after_all() {
-        let dir = tempfile::tempdir().unwrap();
-        let log: SharedLog = Arc::new(
+    /// A log of three partitions in `dir`, empty.
+    fn log_of_three(dir: &Path) -> SharedLog {
+        Arc::new(
             omnilog_log::EmbeddedLog::open(
-                &dir.path().join("log"),
+                &dir.join("log"),
                 omnilog_log::PartitionCounts::uniform(3),
             )
             .unwrap(),
-        );
+        )
+    }
+
+    /// One pass a partition, read four records at a time.
+    fn batches_of_four() -> ReplayOptions {
+        ReplayOptions {
+            batch: 4,
+            pass_records: Some(0),
+            ..ReplayOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn every_worker_hears_each_pass_end_after_its_batches_and_the_end_after_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_of_three(dir.path());
         // Five records in partition 0 (a pass of two batches of at most four), none in
         // partition 1 (an empty pass), two in partition 2 (a pass shorter than a batch);
         // one append each, so that a batch is cut at four records exactly.
@@ -1249,11 +1263,7 @@ mod tests {
         for index in 2..5 {
             log.append(vec![record_in(2, index)]).await.unwrap();
         }
-        let options = ReplayOptions {
-            batch: 4,
-            pass_records: Some(0),
-            ..ReplayOptions::default()
-        };
+        let options = batches_of_four();
         let (first, first_heard) = mpsc::sync_channel::<Feed>(64);
         let (second, second_heard) = mpsc::sync_channel::<Feed>(64);
         read_all(
@@ -1293,24 +1303,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_worker_gone_fails_the_feeding_and_the_others_hear_no_end() {
+    async fn a_worker_gone_fails_the_feeding() {
         let dir = tempfile::tempdir().unwrap();
-        let log: SharedLog = Arc::new(
-            omnilog_log::EmbeddedLog::open(
-                &dir.path().join("log"),
-                omnilog_log::PartitionCounts::uniform(3),
-            )
-            .unwrap(),
-        );
+        let log = log_of_three(dir.path());
         for index in 0..40 {
             log.append(vec![record_in(0, index)]).await.unwrap();
         }
         let scan = Scan::to_ends(&*log, &[Topic::Interactions]).await.unwrap();
-        let options = ReplayOptions {
-            batch: 4,
-            pass_records: Some(0),
-            ..ReplayOptions::default()
-        };
+        let options = batches_of_four();
         let (kept, kept_heard) = mpsc::sync_channel::<Feed>(64);
         let (gone, gone_heard) = mpsc::sync_channel::<Feed>(1);
         drop(gone_heard);

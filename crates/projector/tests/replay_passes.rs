@@ -27,6 +27,20 @@ fn record_of(event: &Event) -> AppendRecord {
     omnilog_ingest::log_record(event).expect("an event with a partition key")
 }
 
+/// A log of four partitions in `dir` holding 8,000 events of the testkit's history `seed`
+/// (customers named), appended `per_append` at a time.
+async fn log_with_history(dir: &std::path::Path, seed: u64, per_append: usize) -> SharedLog {
+    let log: SharedLog = Arc::new(EmbeddedLog::open(dir, PartitionCounts::uniform(4)).unwrap());
+    let events: Vec<Event> =
+        history(HistoryConfig::with_events(seed, 8_000).with_customer_ids()).collect();
+    for chunk in events.chunks(per_append) {
+        log.append(chunk.iter().map(record_of).collect())
+            .await
+            .unwrap();
+    }
+    log
+}
+
 fn views() -> Vec<Arc<dyn Projectable>> {
     vec![
         Arc::new(JourneyView::new(JourneyConfig::default())),
@@ -67,15 +81,7 @@ async fn replayed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_that_read_the_log_again_or_a_spill_build_the_views_of_one_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let log: SharedLog =
-        Arc::new(EmbeddedLog::open(&dir.path().join("log"), PartitionCounts::uniform(4)).unwrap());
-    let events: Vec<Event> =
-        history(HistoryConfig::with_events(21, 8_000).with_customer_ids()).collect();
-    for chunk in events.chunks(1_000) {
-        log.append(chunk.iter().map(record_of).collect())
-            .await
-            .unwrap();
-    }
+    let log = log_with_history(&dir.path().join("log"), 21, 1_000).await;
     let (one_pass, whole_identity) = replayed(
         &log,
         &dir.path().join("one-pass"),
@@ -189,17 +195,7 @@ fn open_files_in(dir: &std::path::Path) -> usize {
 async fn a_replay_whose_log_cannot_be_read_to_its_end_fails_and_saves_no_identity_view() {
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().join("log");
-    {
-        let log: SharedLog =
-            Arc::new(EmbeddedLog::open(&log_dir, PartitionCounts::uniform(4)).unwrap());
-        let events: Vec<Event> =
-            history(HistoryConfig::with_events(23, 8_000).with_customer_ids()).collect();
-        for chunk in events.chunks(500) {
-            log.append(chunk.iter().map(record_of).collect())
-                .await
-                .unwrap();
-        }
-    }
+    drop(log_with_history(&log_dir, 23, 500).await);
     // Bytes in the middle of the segment damaged once the log is open: its batches'
     // places are known, and the damaged one fails its checksum when the replay reads it.
     let log: SharedLog = Arc::new(EmbeddedLog::open_read_only(&log_dir).unwrap());

@@ -465,6 +465,8 @@ impl View for JourneyView {
             partition: position.partition,
             offset: position.offset,
         };
+        // The form the state was made with: what its queries read back.
+        let timeline_form = state.timeline_form;
         let customer = state.customers.get_or_insert_numbered(
             checked.customer,
             event.customer_number(),
@@ -480,6 +482,7 @@ impl View for JourneyView {
             stamp,
             interaction_id: checked.interaction_id,
             channel: checked.channel,
+            timeline_form,
         }
         .run()?;
         if outcome.new_interaction {
@@ -511,6 +514,7 @@ struct Fold<'a> {
     stamp: Stamp,
     interaction_id: &'a str,
     channel: u8,
+    timeline_form: TimelineForm,
 }
 
 impl Fold<'_> {
@@ -571,7 +575,7 @@ impl Fold<'_> {
                 .channels
                 .iter()
                 .any(|code| is_self_service_channel(*code));
-        match self.config.timeline_form() {
+        match self.timeline_form {
             TimelineForm::Lines => {
                 let line = LineHead {
                     stamp,

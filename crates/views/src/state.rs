@@ -2679,6 +2679,13 @@ mod tests {
         }
         for id in &ids {
             assert_eq!(table.get(id.as_str()).unwrap(), Some(&6), "{id}");
+            // Once the table stopped growing, each customer is found at the place its
+            // number remembers: the numbers are used, not only harmless.
+            let place = table.places.of(numbering.number(id));
+            assert!(
+                place.is_some_and(|place| table.slots.holds_at(place, id.as_str())),
+                "{id} is not at the place remembered for its number"
+            );
         }
         // Another customer's number (an id changed after it was numbered, say) still finds
         // the key's own record.

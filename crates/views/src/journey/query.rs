@@ -473,21 +473,24 @@ fn timeline_of_positions(
             // customer's events ever in two partitions, the record's would hold another's
             // event at this offset, and that is an error, not somebody else's line. A late
             // line's time was kept apart from its event, so it must agree with the event's.
-            let checked = super::check(&event).ok().flatten();
-            let of_the_line = checked.as_ref().is_some_and(|checked| {
-                checked.customer == journey.customer
-                    && checked.interaction_id == interaction_id.as_str()
-            }) && (!late || Time::of(&event.occurred_at) == stamp.at);
-            let Some(checked) = checked.filter(|_| of_the_line) else {
-                return Err(ViewError::Corrupt {
-                    key: journey.customer.to_owned(),
-                    reason: format!(
-                        "the event at {}/{} is not the event of its timeline line",
-                        stamp.partition, stamp.offset
-                    ),
-                });
+            let channel = match super::check(&event) {
+                Ok(Some(checked))
+                    if checked.customer == journey.customer
+                        && checked.interaction_id == interaction_id.as_str()
+                        && (!late || Time::of(&event.occurred_at) == stamp.at) =>
+                {
+                    checked.channel
+                }
+                _ => {
+                    return Err(ViewError::Corrupt {
+                        key: journey.customer.to_owned(),
+                        reason: format!(
+                            "the event at {}/{} is not the event of its timeline line",
+                            stamp.partition, stamp.offset
+                        ),
+                    });
+                }
             };
-            let channel = checked.channel;
             let summary = render_event(&event, channel)?;
             timeline_entry(
                 stamp,
