@@ -1,7 +1,8 @@
 //! The embedded log's files: segments roll and reopen (with or without their derived index
 //! and id files); a tail cut or damaged by a crash is dropped back to the last whole frame on
 //! open and every whole frame is kept; a reader takes the part a writer published as
-//! durable by its frames' headers and checks the rest; a second writer is refused while readers in other
+//! durable by its frames' headers and checks the rest, or a closed log's last segment by the
+//! index its writer left; a second writer is refused while readers in other
 //! processes open the log read-only beside the writer; a scan returns every record once;
 //! a data dir of the older format on sled is refused with the way to carry it over; and a log
 //! of format 2 (every batch plain) is read as it is and raised to format 3 by its next writer.
@@ -111,7 +112,9 @@ async fn segments_roll_and_reopen_with_or_without_their_derived_files() {
         "only {} segments for 3,000 records",
         segments.len()
     );
-    assert_eq!(files_with(dir.path(), "idx").len(), segments.len() - 1);
+    // Every segment has its index (the last one's written at closing); the sealed ones their
+    // ids.
+    assert_eq!(files_with(dir.path(), "idx").len(), segments.len());
     assert_eq!(files_with(dir.path(), "ids").len(), segments.len() - 1);
 
     // Reopened with its derived files, then without them (they are written again), then
@@ -155,9 +158,74 @@ async fn segments_roll_and_reopen_with_or_without_their_derived_files() {
         log.close().unwrap();
         assert_eq!(
             files_with(dir.path(), "idx").len(),
-            files_with(dir.path(), "seg").len() - 1
+            files_with(dir.path(), "seg").len()
         );
     }
+}
+
+/// A writer that closes leaves its last segment's batch index beside it, and a reader of the
+/// closed log takes it instead of reading the segment's frame headers; a writer removes it
+/// when it opens the log, before it appends, and a reader never takes an index that no
+/// longer describes the segment (one put back from an earlier close, or one whose end is
+/// not the published durable end).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_log_is_read_from_its_last_segments_index_which_a_writer_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    let first = append_named(&log, "first", 500, 25).await;
+    let beside = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert!(!beside.last_segment_from_index(), "a writer runs");
+    assert_eq!(stored(&beside).await, first);
+    drop(beside);
+    log.close().unwrap();
+    let index = files_with(dir.path(), "idx");
+    assert_eq!(
+        index.len(),
+        1,
+        "the last segment's index, written at closing"
+    );
+    let reader = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert!(reader.last_segment_from_index());
+    assert_eq!(stored(&reader).await, first);
+    drop(reader);
+    let of_the_first_close = std::fs::read(&index[0]).unwrap();
+
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    assert!(
+        files_with(dir.path(), "idx").is_empty(),
+        "removed before the first append"
+    );
+    let second = append_named(&log, "second", 300, 25).await;
+    let mut all = first.clone();
+    all.extend(second);
+    let beside = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert!(!beside.last_segment_from_index());
+    assert_eq!(stored(&beside).await, all);
+    drop(beside);
+    log.close().unwrap();
+    let reader = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert!(reader.last_segment_from_index());
+    assert_eq!(stored(&reader).await, all);
+    drop(reader);
+
+    // The first close's index, shorter than the segment now.
+    let scratch = copied_log(dir.path());
+    std::fs::write(
+        scratch.path().join(index[0].file_name().unwrap()),
+        &of_the_first_close,
+    )
+    .unwrap();
+    let reader = EmbeddedLog::open_read_only(scratch.path()).unwrap();
+    assert!(!reader.last_segment_from_index());
+    assert_eq!(stored(&reader).await, all);
+    drop(reader);
+
+    // No published durable end (a log copied without it): the headers are read.
+    let scratch = copied_log(dir.path());
+    std::fs::remove_file(scratch.path().join("durable")).unwrap();
+    let reader = EmbeddedLog::open_read_only(scratch.path()).unwrap();
+    assert!(!reader.last_segment_from_index());
+    assert_eq!(stored(&reader).await, all);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -256,13 +324,28 @@ async fn a_reader_takes_the_published_durable_part_by_its_headers_and_checks_the
     );
 
     // A byte of the first batch's records damaged (segment header 32 bytes, frame header
-    // 20, batch header 28): the log opens whole, and reading that batch fails.
-    let scratch = copied_log(dir.path());
-    let copy = scratch.path().join(&segment_name);
-    let mut bytes = std::fs::read(&copy).unwrap();
-    bytes[32 + 20 + 28 + 10] ^= 0x5a;
-    std::fs::write(&copy, &bytes).unwrap();
-    let reader = EmbeddedLog::open_read_only(scratch.path()).unwrap();
+    // 20, batch header 28): the log opens whole, and reading that batch fails, whether the
+    // batches come from the index the writer left at closing or from the frames' headers.
+    for with_index in [true, false] {
+        let scratch = copied_log(dir.path());
+        let copy = scratch.path().join(&segment_name);
+        let mut bytes = std::fs::read(&copy).unwrap();
+        bytes[32 + 20 + 28 + 10] ^= 0x5a;
+        std::fs::write(&copy, &bytes).unwrap();
+        if !with_index {
+            for index in files_with(scratch.path(), "idx") {
+                std::fs::remove_file(index).unwrap();
+            }
+        }
+        a_damaged_batch_fails_its_read(scratch.path(), kept.len(), with_index).await;
+    }
+}
+
+/// Opens the log in `dir` read-only, whose first batch is damaged, and reads every
+/// partition: one read fails on its checksum, the others read.
+async fn a_damaged_batch_fails_its_read(dir: &Path, kept: usize, with_index: bool) {
+    let reader = EmbeddedLog::open_read_only(dir).unwrap();
+    assert_eq!(reader.last_segment_from_index(), with_index);
     let ends = reader.end_offsets(Topic::Interactions).await.unwrap();
     let mut failed = Vec::new();
     let mut read = 0;
@@ -282,12 +365,12 @@ async fn a_reader_takes_the_published_durable_part_by_its_headers_and_checks_the
     }
     assert_eq!(
         ends.iter().sum::<u64>() as usize,
-        kept.len(),
+        kept,
         "every batch indexed"
     );
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("checksum"), "{failed:?}");
-    assert!(read > 0 && read < kept.len());
+    assert!(read > 0 && read < kept);
 }
 
 /// Every record a reader of the log in `dir` finds (as [`stored`] gives them).

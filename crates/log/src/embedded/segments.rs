@@ -367,8 +367,9 @@ pub(crate) struct SegmentIndex {
     pub(crate) len: u64,
 }
 
-/// Writes a sealed segment's batch index beside it (derived data: not synced, written aside
-/// and renamed so it is whole or absent).
+/// Writes a segment's batch index beside it (a sealed segment's, or the last one's when its
+/// writer closes; derived data: not synced, written aside and renamed so it is whole or
+/// absent).
 pub(crate) fn write_index(dir: &Path, segment: u64, index: &SegmentIndex) -> Result<(), LogError> {
     let path = index_path(dir, segment);
     let aside = path.with_extension("idx-tmp");
@@ -400,8 +401,21 @@ pub(crate) fn write_index(dir: &Path, segment: u64, index: &SegmentIndex) -> Res
     written.map_err(|error| io_error(format!("writing {}", path.display()), error))
 }
 
-/// Reads a sealed segment's batch index; `None` if it is missing, damaged, or does not
-/// describe the segment as it is (the caller scans the segment instead).
+/// Removes a segment's batch index, if it has one, and syncs the directory when it did: the
+/// last segment's, which a writer left when it closed and which stops describing the
+/// segment at the next writer's first change.
+pub(crate) fn remove_index(dir: &Path, segment: u64) -> Result<(), LogError> {
+    let path = index_path(dir, segment);
+    match std::fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(io_error(format!("removing {}", path.display()), error)),
+    }
+}
+
+/// Reads a segment's batch index (a sealed segment's, or the last one's as its writer left
+/// it at closing); `None` if it is missing, damaged, or does not describe the segment as it
+/// is (the caller scans the segment instead).
 pub(crate) fn load_index(dir: &Path, segment: u64) -> Option<SegmentIndex> {
     let bytes = std::fs::read(index_path(dir, segment)).ok()?;
     if bytes.len() < 44 || &bytes[0..8] != INDEX_MAGIC {
