@@ -178,7 +178,7 @@ async fn a_frame_half_written_when_the_disk_filled_leaves_nothing_behind() {
     let mut expected = ids("before", 0..30);
     expected.extend(ids("after", 0..10));
     assert_eq!(stored(&log).await.len(), expected.len());
-    // Killed without a close: what the next open finds is what was acknowledged.
+    // Closed by its drop: what the next open finds is what was acknowledged.
     drop(log);
     reopened_holds_exactly(dir.path(), &expected).await;
 }
@@ -205,6 +205,37 @@ async fn a_cut_that_cannot_be_synced_yet_holds_writes_back_until_it_can() {
     assert_eq!(stored(&log).await.len(), expected.len());
     log.close().unwrap();
     reopened_holds_exactly(dir.path(), &expected).await;
+}
+
+/// A log closed while the cut of a failed write is not yet synced leaves no index of its
+/// last segment (the file may still hold bytes of that frame), and every reader and the next
+/// writer find what was acknowledged.
+#[tokio::test]
+async fn a_log_closed_with_an_unsettled_tail_leaves_no_index_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    append_named(&log, "before", 0..10).await.unwrap();
+    // The frame's sync fails, then the cut's.
+    log.inject_disk_fault(DiskFault::Sync, 2);
+    assert_unavailable(append_named(&log, "lost", 0..5).await);
+    log.close().unwrap();
+    let indexes = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|extension| extension == "idx")
+        })
+        .count();
+    assert_eq!(indexes, 0);
+    let reader = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert!(!reader.last_segment_from_index());
+    assert_eq!(stored(&reader).await.len(), 10);
+    drop(reader);
+    reopened_holds_exactly(dir.path(), &ids("before", 0..10)).await;
 }
 
 #[tokio::test]

@@ -112,9 +112,12 @@ async fn segments_roll_and_reopen_with_or_without_their_derived_files() {
         "only {} segments for 3,000 records",
         segments.len()
     );
-    // Every segment has its index (the last one's written at closing); the sealed ones their
-    // ids.
-    assert_eq!(files_with(dir.path(), "idx").len(), segments.len());
+    // Every segment that holds a frame has its index (the last one's written at closing);
+    // the sealed ones their ids.
+    assert_eq!(
+        files_with(dir.path(), "idx").len(),
+        segments_with_frames(dir.path())
+    );
     assert_eq!(files_with(dir.path(), "ids").len(), segments.len() - 1);
 
     // Reopened with its derived files, then without them (they are written again), then
@@ -158,9 +161,18 @@ async fn segments_roll_and_reopen_with_or_without_their_derived_files() {
         log.close().unwrap();
         assert_eq!(
             files_with(dir.path(), "idx").len(),
-            files_with(dir.path(), "seg").len()
+            segments_with_frames(dir.path())
         );
     }
+}
+
+/// The segments in `dir` that hold a frame (more than their 32-byte header): each has an
+/// index once the log is closed, but a last segment a roll has just started.
+fn segments_with_frames(dir: &Path) -> usize {
+    files_with(dir, "seg")
+        .iter()
+        .filter(|segment| std::fs::metadata(segment).unwrap().len() > 32)
+        .count()
 }
 
 /// A writer that closes leaves its last segment's batch index beside it, and a reader of the
@@ -208,7 +220,16 @@ async fn a_closed_log_is_read_from_its_last_segments_index_which_a_writer_remove
     assert_eq!(stored(&reader).await, all);
     drop(reader);
 
-    // The first close's index, shorter than the segment now.
+    // The first close's index put back beside a running writer, then after its close:
+    // shorter than the segment now, so not taken.
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    std::fs::write(&index[0], &of_the_first_close).unwrap();
+    let beside = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert!(!beside.last_segment_from_index());
+    assert_eq!(stored(&beside).await, all);
+    drop(beside);
+    std::fs::remove_file(&index[0]).unwrap();
+    log.close().unwrap();
     let scratch = copied_log(dir.path());
     std::fs::write(
         scratch.path().join(index[0].file_name().unwrap()),
@@ -220,12 +241,58 @@ async fn a_closed_log_is_read_from_its_last_segments_index_which_a_writer_remove
     assert_eq!(stored(&reader).await, all);
     drop(reader);
 
-    // No published durable end (a log copied without it): the headers are read.
+    // No published durable end (a log copied without it), or one whose last frame is not
+    // the index's: the headers are read.
     let scratch = copied_log(dir.path());
     std::fs::remove_file(scratch.path().join("durable")).unwrap();
     let reader = EmbeddedLog::open_read_only(scratch.path()).unwrap();
     assert!(!reader.last_segment_from_index());
     assert_eq!(stored(&reader).await, all);
+    drop(reader);
+    let scratch = copied_log(dir.path());
+    let mut end = std::fs::read(scratch.path().join("durable")).unwrap();
+    let sequence = u64::from_le_bytes(end[16..24].try_into().unwrap());
+    end[16..24].copy_from_slice(&(sequence + 1).to_le_bytes());
+    let crc = crc32c::crc32c(&end[0..24]);
+    end[24..28].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(scratch.path().join("durable"), &end).unwrap();
+    let reader = EmbeddedLog::open_read_only(scratch.path()).unwrap();
+    assert!(!reader.last_segment_from_index());
+    assert_eq!(stored(&reader).await, all);
+}
+
+/// A closed log whose segment before the last went missing is refused by a reader, as when
+/// the last segment's headers are read: its index is not taken when the segment's header
+/// does not follow on from the segments before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_does_not_take_the_last_segments_index_past_a_missing_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_small(dir.path());
+    append_named(&log, "gap", 1_000, 50).await;
+    log.close().unwrap();
+    let segments = files_with(dir.path(), "seg");
+    assert!(segments.len() >= 3, "{} segments", segments.len());
+    let before_last = &segments[segments.len() - 2];
+    for with_index in [true, false] {
+        let scratch = copied_log(dir.path());
+        for extension in ["seg", "idx", "ids"] {
+            std::fs::remove_file(
+                scratch
+                    .path()
+                    .join(before_last.with_extension(extension).file_name().unwrap()),
+            )
+            .unwrap();
+        }
+        if !with_index {
+            let last = segments.last().unwrap().with_extension("idx");
+            std::fs::remove_file(scratch.path().join(last.file_name().unwrap())).unwrap();
+        }
+        let error = EmbeddedLog::open_read_only(scratch.path()).unwrap_err();
+        assert!(
+            error.to_string().contains("a segment is missing"),
+            "with the index {with_index}: {error}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

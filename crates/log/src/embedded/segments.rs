@@ -1,6 +1,7 @@
 //! Segment files: creating them, scanning them back on open (checking every frame and
-//! cutting a torn tail), and the batch index of a sealed segment kept beside it
-//! (`NNNN.idx`), so a restart does not read the whole log again.
+//! cutting a torn tail), and the batch index kept beside a sealed segment (`NNNN.idx`), so
+//! a restart does not read the whole log again, and beside a closed log's last segment, so
+//! a reader does not read its frames' headers.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -359,7 +360,8 @@ fn batch_headers(
 const INDEX_MAGIC: &[u8; 8] = b"OMNIIDX1";
 const INDEX_ENTRY_BYTES: usize = 32;
 
-/// The batch index of a sealed segment, as kept beside it.
+/// The batch index of a segment, as kept beside it (a sealed segment's, or a closed log's
+/// last segment's).
 #[derive(Debug)]
 pub(crate) struct SegmentIndex {
     pub(crate) batches: Vec<(Topic, u32, BatchEntry)>,
