@@ -22,7 +22,7 @@ use omnilog_log::{
 };
 use uuid::Uuid;
 
-use common::{PARTITIONS, event_id, incompressible, read_partition, record};
+use common::{PARTITIONS, event_id, files_with, incompressible, read_partition, record};
 
 /// Records named `{name}/{i}` for `i` in `range`.
 fn named(name: &str, range: std::ops::Range<usize>) -> Vec<AppendRecord> {
@@ -219,18 +219,10 @@ async fn a_log_closed_with_an_unsettled_tail_leaves_no_index_of_it() {
     log.inject_disk_fault(DiskFault::Sync, 2);
     assert_unavailable(append_named(&log, "lost", 0..5).await);
     log.close().unwrap();
-    let indexes = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|entry| {
-            entry
-                .as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|extension| extension == "idx")
-        })
-        .count();
-    assert_eq!(indexes, 0);
+    assert_eq!(
+        files_with(dir.path(), "idx"),
+        Vec::<std::path::PathBuf>::new()
+    );
     let reader = EmbeddedLog::open_read_only(dir.path()).unwrap();
     assert!(!reader.last_segment_from_index());
     assert_eq!(stored(&reader).await.len(), 10);

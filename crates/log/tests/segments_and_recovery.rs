@@ -18,7 +18,7 @@ use omnilog_log::{
 };
 use uuid::Uuid;
 
-use common::{PARTITIONS, event_id, incompressible, read_partition, record};
+use common::{PARTITIONS, event_id, files_with, incompressible, read_partition, record};
 
 fn small_segments() -> LogOptions {
     LogOptions {
@@ -88,16 +88,6 @@ async fn stored(log: &dyn EventLog) -> HashMap<Uuid, (u32, u64)> {
         }
     }
     found
-}
-
-fn files_with(dir: &Path, extension: &str) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == extension))
-        .collect();
-    files.sort();
-    files
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -261,36 +251,44 @@ async fn a_closed_log_is_read_from_its_last_segments_index_which_a_writer_remove
     assert_eq!(stored(&reader).await, all);
 }
 
-/// A closed log whose segment before the last went missing is refused by a reader, as when
-/// the last segment's headers are read: its index is not taken when the segment's header
-/// does not follow on from the segments before it.
+/// A closed log with a segment missing is refused, by a reader and by a writer, as when
+/// the segment after the gap is scanned: no segment's index (a sealed one's, or the last
+/// one's its writer left) is taken when the segment's header does not follow on from the
+/// segments before it.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reader_does_not_take_the_last_segments_index_past_a_missing_segment() {
+async fn no_index_is_taken_past_a_missing_segment() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_small(dir.path());
-    append_named(&log, "gap", 1_000, 50).await;
+    append_named(&log, "gap", 2_000, 50).await;
     log.close().unwrap();
     let segments = files_with(dir.path(), "seg");
-    assert!(segments.len() >= 3, "{} segments", segments.len());
-    let before_last = &segments[segments.len() - 2];
-    for with_index in [true, false] {
+    assert!(segments.len() >= 4, "{} segments", segments.len());
+    // Before the last segment (its index written at closing), then before a sealed one;
+    // the first with the last segment's index and without it.
+    let gaps = [
+        (segments.len() - 2, true),
+        (segments.len() - 2, false),
+        (1, true),
+    ];
+    for (missing, with_last_index) in gaps {
         let scratch = copied_log(dir.path());
         for extension in ["seg", "idx", "ids"] {
-            std::fs::remove_file(
-                scratch
-                    .path()
-                    .join(before_last.with_extension(extension).file_name().unwrap()),
-            )
-            .unwrap();
+            let file = segments[missing].with_extension(extension);
+            std::fs::remove_file(scratch.path().join(file.file_name().unwrap())).unwrap();
         }
-        if !with_index {
+        if !with_last_index {
             let last = segments.last().unwrap().with_extension("idx");
             std::fs::remove_file(scratch.path().join(last.file_name().unwrap())).unwrap();
         }
         let error = EmbeddedLog::open_read_only(scratch.path()).unwrap_err();
         assert!(
             error.to_string().contains("a segment is missing"),
-            "with the index {with_index}: {error}"
+            "segment {missing} missing, the last index {with_last_index}: {error}"
+        );
+        let error = EmbeddedLog::open(scratch.path(), PartitionCounts::default()).unwrap_err();
+        assert!(
+            error.to_string().contains("a segment is missing"),
+            "a writer, segment {missing} missing: {error}"
         );
     }
 }

@@ -421,26 +421,20 @@ fn load(
             }
         };
         // A sealed segment's index, or, for a reader, the last segment's as its writer left
-        // it when it closed (see [`last_index_holds`]).
-        let loaded = if is_last {
-            (!writing)
-                .then(|| segments::load_index(dir, segment))
-                .flatten()
-                .filter(|loaded| last_index_holds(loaded, segment, limit, trusted))
-                .filter(|loaded| {
-                    last_index_follows(&files[&segment], segment, expected_sequence, &next, loaded)
-                })
-        } else {
-            segments::load_index(dir, segment)
-        };
-        if let Some(loaded) = loaded {
+        // it when it closed (see [`last_index_holds`]); either only where it follows on from
+        // the segments before ([`offsets_after_index`]).
+        let loaded = (!(is_last && writing))
+            .then(|| segments::load_index(dir, segment))
+            .flatten()
+            .filter(|loaded| !is_last || last_index_holds(loaded, segment, limit, trusted))
+            .and_then(|loaded| {
+                offsets_after_index(&files[&segment], segment, expected_sequence, &next, &loaded)
+                    .map(|after| (loaded, after))
+            });
+        if let Some((loaded, after)) = loaded {
             // Trusted: it was written from a checked scan, or by the writer from the frames
             // it had synced.
-            for (topic, partition, entry) in &loaded.batches {
-                if let Some(slot) = next[topic_code(*topic) as usize].get_mut(*partition as usize) {
-                    *slot = entry.end_offset();
-                }
-            }
+            next = after;
             add(&mut index, &loaded.batches);
             if let Some(sequence) = loaded.last_sequence {
                 expected_sequence = Some(sequence + 1);
@@ -585,41 +579,36 @@ fn last_index_holds(
     trusted.is_some_and(ends_at) && limit.is_none_or(ends_at)
 }
 
-/// Whether the last segment's index follows on from the segments before it, as a scan of
-/// the segment checks: the segment's header names it and the frame sequence the segment
-/// before it ended at (a segment missing between them is found, not passed over), and
-/// each partition's batches start at the offset the segments before ended at and follow
-/// each other. One read of the segment's 32-byte header; the rest in memory. An index that
-/// does not follow is not taken: the segment is scanned, which names what is wrong.
-fn last_index_follows(
+/// Each partition's next offset after a segment's index, when the index follows on from
+/// the segments before it as a scan of the segment checks: the segment's header names it
+/// and the frame sequence the segment before it ended at (a segment missing between them
+/// is found, not passed over), and each partition's batches start at the offset the
+/// segments before ended at and follow each other. One read of the segment's 32-byte
+/// header; the rest in memory. `None` for an index that does not follow: the segment is
+/// scanned instead, which names what is wrong (or, for a writer, writes the index again).
+fn offsets_after_index(
     file: &File,
     segment: u64,
     expected_sequence: Option<u64>,
     next: &NextOffsets,
     index: &SegmentIndex,
-) -> bool {
+) -> Option<NextOffsets> {
     use std::os::unix::fs::FileExt;
     let mut header = [0u8; format::SEGMENT_HEADER_BYTES as usize];
-    let Some((number, first_sequence)) = file
-        .read_exact_at(&mut header, 0)
-        .ok()
-        .and_then(|()| format::parse_segment_header(&header))
-    else {
-        return false;
-    };
+    file.read_exact_at(&mut header, 0).ok()?;
+    let (number, first_sequence) = format::parse_segment_header(&header)?;
     if number != segment || expected_sequence.is_some_and(|expected| expected != first_sequence) {
-        return false;
+        return None;
     }
     let mut next = next.clone();
-    index.batches.iter().all(|(topic, partition, entry)| {
-        match next[topic_code(*topic) as usize].get_mut(*partition as usize) {
-            Some(slot) if *slot == entry.first_offset => {
-                *slot = entry.end_offset();
-                true
-            }
-            _ => false,
+    for (topic, partition, entry) in &index.batches {
+        let slot = next[topic_code(*topic) as usize].get_mut(*partition as usize)?;
+        if *slot != entry.first_offset {
+            return None;
         }
-    })
+        *slot = entry.end_offset();
+    }
+    Some(next)
 }
 
 /// The ids of a sealed segment whose index survived but whose run file did not.

@@ -1,8 +1,10 @@
 //! Helpers shared by the embedded log's acceptance tests: building records, payload bytes
-//! that do not compress, reading a partition to its end, and a small seeded random generator.
+//! that do not compress, reading a partition to its end, the log's files of a kind, and a
+//! small seeded random generator.
 #![allow(dead_code)]
 
 use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use omnilog_log::{AppendRecord, EventLog, LogRecord, Topic};
@@ -101,4 +103,15 @@ impl Rng {
         let span = range.end() - range.start() + 1;
         range.start() + self.next_u64() % span
     }
+}
+
+/// The files in `dir` whose extension is `extension` (`seg`, `idx`, `ids`), sorted.
+pub fn files_with(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    files
 }
