@@ -42,6 +42,7 @@ fn the_bench_runs_every_stage_and_writes_its_table_and_json() {
         "| d | ingest over HTTP, 1,000 events a request",
         "| d | ingest over HTTP, 1 event a request",
         "| e | ingest-to-visible latency",
+        "| e | of which the POST, until its durable answer",
         "| f | peak RSS of `omnilog replay` of the 2000 events",
     ] {
         assert!(table.contains(row), "no row {row:?} in:\n{table}");
@@ -63,4 +64,11 @@ fn the_bench_runs_every_stage_and_writes_its_table_and_json() {
     // One sample per interaction event of the 40 offered (agent events have no journey).
     let samples = results["latency"]["samples"].as_u64().unwrap();
     assert!((1..=40).contains(&samples), "{samples} samples");
+    // The POST is part of each sample: its answer comes no later than the whole.
+    let latency = &results["latency"];
+    let (answered, whole) = (
+        latency["answered_p50_ms"].as_f64().unwrap(),
+        latency["p50_ms"].as_f64().unwrap(),
+    );
+    assert!(answered > 0.0 && answered <= whole, "{latency}");
 }
