@@ -368,3 +368,79 @@ async fn an_interaction_is_found_by_its_id_before_its_checkpoint_and_after_a_res
     assert_eq!(interaction(&http, &server, "CB3").await.status, 404);
     server.stop();
 }
+
+/// A clean stop saves the identity view beside the log (`identity.snapshot`), and the next
+/// start resolves from it: a handle claimed by a named customer and an email linked to them
+/// before the stop resolve to that customer after it, for a new interaction as for the old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_saves_the_identity_view_and_the_next_start_resolves_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = Http::default();
+    let phone = ("phone", "+1 555 123 0042");
+    let named = json!({"customer": {"id": "customer-42", "handles": [{"kind": "phone", "value": phone.1}]}});
+    let mut started = event(
+        "SN1",
+        "voice",
+        phone,
+        "2026-03-02T09:00:00Z",
+        "interaction_started",
+        json!({"direction": "inbound"}),
+    );
+    started["customer"] = named["customer"].clone();
+    let mut link = event(
+        "SN1",
+        "voice",
+        phone,
+        "2026-03-02T09:01:00Z",
+        "identity_linked",
+        json!({}),
+    );
+    link["customer"] = json!({"id": "customer-42", "handles": [{"kind": "email", "value": "fortytwo@example.com"}]});
+    let server = Server::start(dir.path(), &[]);
+    http.post_events(&server, &json!([started, link])).await;
+    support::wait_ready(&http, &server).await;
+    server.stop();
+    let snapshot = dir.path().join("identity.snapshot");
+    assert!(snapshot.is_file(), "a clean stop saves the identity view");
+    let saved = std::fs::metadata(&snapshot).unwrap().modified().unwrap();
+
+    let server = Server::start(dir.path(), &[]);
+    let email = ("email", "FortyTwo@Example.com");
+    http.post_events(
+        &server,
+        &json!([
+            event(
+                "SN2",
+                "email",
+                email,
+                "2026-03-02T10:00:00Z",
+                "interaction_started",
+                json!({"direction": "inbound"})
+            ),
+            event(
+                "SN3",
+                "voice",
+                phone,
+                "2026-03-02T11:00:00Z",
+                "interaction_started",
+                json!({"direction": "inbound"})
+            ),
+        ]),
+    )
+    .await;
+    support::wait_ready(&http, &server).await;
+    for id in ["SN1", "SN2", "SN3"] {
+        let found = interaction(&http, &server, id).await;
+        assert_eq!(found.status, 200, "{id}: {:?}", found.body);
+        assert_eq!(
+            found.body["customer_id"], "customer-42",
+            "{id}: {}",
+            found.body
+        );
+    }
+    server.stop();
+    assert!(
+        std::fs::metadata(&snapshot).unwrap().modified().unwrap() >= saved,
+        "saved again at the second stop"
+    );
+}

@@ -36,6 +36,7 @@
 
 mod doubt;
 mod recent;
+mod snapshot;
 pub mod token;
 
 use std::collections::{HashMap, VecDeque};
@@ -53,6 +54,7 @@ use uuid::Uuid;
 
 use crate::doubt::{Doubt, InDoubt, Known};
 use crate::recent::{Learnt, RecentIds, Remembered};
+use crate::snapshot::IdentitySnapshot;
 
 pub use token::{BadToken, ReadToken};
 
@@ -75,6 +77,9 @@ pub enum IngestError {
     /// The ingest service is shutting down (→ 503).
     #[error("ingest is shutting down")]
     ShuttingDown,
+    /// The identity snapshot could not be written (see [`IngestConfig::identity_snapshot`]).
+    #[error("the identity snapshot: {0}")]
+    Snapshot(String),
 }
 
 impl IngestError {
@@ -137,6 +142,15 @@ pub struct IngestConfig {
     /// order to the same view, so folding this server's own events a second time changes
     /// nothing (nor does remembering its own ids again, at the same positions).
     pub follow_other_writers: bool,
+    /// Where the identity view is saved with the log offsets it stands at
+    /// ([`Ingest::save_identity_snapshot`]), and read at start to fold only what lies past
+    /// them (see `snapshot.rs`). `None`: the start folds the whole log. Only for a server
+    /// that is its log's one writer: with other writers followed, what this server folded
+    /// and the log's ends are not the same offsets.
+    pub identity_snapshot_file: Option<std::path::PathBuf>,
+    /// A start that folds at least this many events past its snapshot (or without one)
+    /// saves a new snapshot at once, so the next start, even after a crash, begins there.
+    pub snapshot_after_folding: u64,
 }
 
 impl Default for IngestConfig {
@@ -145,9 +159,16 @@ impl Default for IngestConfig {
             max_group_events: 20_000,
             remembered_event_ids: 1_000_000,
             follow_other_writers: false,
+            identity_snapshot_file: None,
+            snapshot_after_folding: SNAPSHOT_AFTER_FOLDING,
         }
     }
 }
+
+/// The default of [`IngestConfig::snapshot_after_folding`]: about a tenth of a second of
+/// the start's fold on this machine (1M events in 1.3 s), about what a snapshot of a 10M
+/// history's view costs to write.
+pub const SNAPSHOT_AFTER_FOLDING: u64 = 200_000;
 
 /// What becomes of one event of a request.
 enum Prepared {
@@ -283,7 +304,12 @@ impl State {
     }
 
     fn fold(&mut self, event: &Event) {
-        self.identity.apply(event);
+        // Agent events are not the identity view's: the view folded from the log never
+        // sees them (it reads the interactions topic), so the live one leaves them out too,
+        // and counts the events it applied as that fold does.
+        if matches!(event.destination(), Destination::Interactions) {
+            self.identity.apply(event);
+        }
         if let Some(customer) = event.customer_id() {
             self.recent
                 .remember(event.event_id, Learnt::ResolvedTo(customer));
@@ -464,6 +490,11 @@ pub struct Ingest {
     state: Arc<Mutex<State>>,
     /// The log other writers append to, when this ingest follows them.
     followed: Option<Arc<dyn EventLog>>,
+    /// The log, and where the identity view is saved ([`Ingest::save_identity_snapshot`]),
+    /// when this ingest is its log's one writer and keeps a snapshot.
+    snapshot: Option<(Arc<dyn EventLog>, std::path::PathBuf)>,
+    /// Events of the log the start took from the snapshot instead of folding them.
+    started_from_snapshot: u64,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -478,21 +509,104 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl Ingest {
-    /// Folds the identity view from the whole log, then starts the sequencer.
+    /// Folds the identity view from the log (from its snapshot on, when one belongs to
+    /// the log: [`IngestConfig::identity_snapshot_file`]), then starts the sequencer.
     pub async fn start(log: Arc<dyn EventLog>, config: IngestConfig) -> Result<Self, IngestError> {
         let state = Arc::new(Mutex::new(State::new(config.remembered_event_ids)));
-        rebuild(&*log, &state).await?;
+        // With other writers followed, the log's ends are not what this server folded.
+        let snapshot_file = config
+            .identity_snapshot_file
+            .clone()
+            .filter(|_| !config.follow_other_writers);
+        let started_from_snapshot = rebuild(
+            &*log,
+            &state,
+            snapshot_file.as_deref(),
+            config.snapshot_after_folding,
+        )
+        .await?;
         let (jobs, receiver) = mpsc::channel(1024);
         let followed = config.follow_other_writers.then(|| log.clone());
         if let Some(log) = &followed {
             tokio::spawn(follow(log.clone(), state.clone()));
         }
+        let snapshot = snapshot_file.map(|file| (log.clone(), file));
         tokio::spawn(sequence(log, state.clone(), receiver, config));
         Ok(Ingest {
             jobs,
             state,
             followed,
+            snapshot,
+            started_from_snapshot,
         })
+    }
+
+    /// How many of the log's events the start took from the identity snapshot instead of
+    /// folding them (0: it folded the whole log).
+    pub fn started_from_snapshot(&self) -> u64 {
+        self.started_from_snapshot
+    }
+
+    /// Saves the identity view with the log offsets it stands at, so that the next start
+    /// folds only what comes after them (see `snapshot.rs`); `Ok(false)` when this ingest
+    /// keeps no snapshot. Call it once nothing more is submitted (a server's stop, after
+    /// its HTTP and its router and reactor): a group still being written, or an append
+    /// since the log's ends were asked, leaves the view and the offsets apart, and is
+    /// refused.
+    pub async fn save_identity_snapshot(&self) -> Result<bool, IngestError> {
+        let Some((log, file)) = &self.snapshot else {
+            return Ok(false);
+        };
+        let ends = log.end_offsets(Topic::Interactions).await?;
+        let mut folded_to = Vec::with_capacity(ends.len());
+        for (partition, &end) in ends.iter().enumerate() {
+            let event_id = if end == 0 {
+                Uuid::nil()
+            } else {
+                let records = omnilog_log::read_before_end(
+                    &**log,
+                    Topic::Interactions,
+                    partition as u32,
+                    end - 1,
+                    1,
+                )
+                .await?;
+                records
+                    .first()
+                    .filter(|record| record.offset == end - 1)
+                    .map(|record| record.event_id)
+                    .ok_or_else(|| {
+                        IngestError::Snapshot(format!(
+                            "partition {partition} has no record before its end ({end})"
+                        ))
+                    })?
+            };
+            folded_to.push((end, event_id));
+        }
+        let snapshot = {
+            let state = lock(&self.state);
+            if state.is_staged() {
+                return Err(IngestError::Snapshot(
+                    "a group is still being written".to_owned(),
+                ));
+            }
+            IdentitySnapshot {
+                view: state.identity.clone(),
+                folded_to,
+                last_recorded: state.last_recorded,
+            }
+        };
+        // Nothing appended while the view was taken: the ends still bound what it folded.
+        if log.end_offsets(Topic::Interactions).await? != ends {
+            return Err(IngestError::Snapshot(
+                "events were appended while the view was being saved".to_owned(),
+            ));
+        }
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || snapshot.save(&file))
+            .await
+            .map_err(|e| IngestError::Snapshot(format!("the writing task failed: {e}")))??;
+        Ok(true)
     }
 
     /// Writes a batch of validated events, all or nothing, and answers once durable.
@@ -577,12 +691,30 @@ impl Ingest {
     }
 }
 
-/// Folds every interaction already in the log into a fresh identity view, and remembers
-/// the newest event ids of both topics.
-async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestError> {
+/// Folds every interaction already in the log into a fresh identity view (past the
+/// offsets of `snapshot_file`'s view, when it holds one that belongs to the log), and
+/// remembers the newest event ids of both topics.
+async fn rebuild(
+    log: &dyn EventLog,
+    state: &Mutex<State>,
+    snapshot_file: Option<&std::path::Path>,
+    snapshot_after_folding: u64,
+) -> Result<u64, IngestError> {
     const READ_BATCH: usize = 10_000;
     let mut fresh = State::new(lock(state).recent.capacity());
     let ends = log.end_offsets(Topic::Interactions).await?;
+    let snapshot = match snapshot_file {
+        Some(file) => IdentitySnapshot::load_checked(file, log, &ends).await,
+        None => None,
+    };
+    // Per partition, where the fold starts and the id of the record before it.
+    let mut anchors: Vec<(u64, Uuid)> = vec![(0, Uuid::nil()); ends.len()];
+    if let Some(snapshot) = snapshot {
+        fresh.identity = snapshot.view;
+        fresh.last_recorded = snapshot.last_recorded;
+        anchors = snapshot.folded_to;
+    }
+    let fold_from: Vec<u64> = anchors.iter().map(|(offset, _)| *offset).collect();
     // The agents' ids only serve to answer redeliveries as duplicates: a topic that cannot
     // be read now costs that, not the start.
     let agent_ends = log
@@ -592,7 +724,12 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
             tracing::warn!(%error, "could not ask where the agents topic ends; its ids are not remembered");
             Vec::new()
         });
-    let total: u64 = ends.iter().sum();
+    let total: u64 = ends
+        .iter()
+        .zip(&fold_from)
+        .map(|(end, from)| end.saturating_sub(*from))
+        .sum();
+    let from_snapshot: u64 = fold_from.iter().sum();
     // The ids remembered are each interactions partition's newest, an equal share of them
     // each, and as many of each agents partition's, put in the ring oldest first (by
     // `recorded_at`): the ring keeps the newest of them all, and new ids push out the
@@ -604,28 +741,34 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
     let read = |topic, partition: usize, from| {
         omnilog_log::read_before_end(log, topic, partition as u32, from, READ_BATCH)
     };
-    let mut reached = vec![0; ends.len()];
+    let mut reached = fold_from.clone();
     for (partition, &end) in ends.iter().enumerate() {
-        let mut from = 0;
+        let folded_from = fold_from[partition];
+        // From the snapshot's offset, or earlier where the newest ids to remember lie
+        // before it (read, not folded again).
+        let mut from = folded_from.min(end.saturating_sub(share));
         while from < end {
             let records = read(Topic::Interactions, partition, from).await?;
             let Some(last) = records.last() else {
                 break;
             };
             from = last.offset + 1;
+            anchors[partition].1 = last.event_id;
             let mut decoder = omnilog_events::EventDecoder::new();
             for record in &records {
                 match decoder.decode(&record.payload) {
                     Ok(event) => {
-                        if let Some(at) = event.recorded_at {
-                            fresh.last_recorded = fresh.last_recorded.max(at);
+                        if record.offset >= folded_from {
+                            if let Some(at) = event.recorded_at {
+                                fresh.last_recorded = fresh.last_recorded.max(at);
+                            }
+                            fresh.fold_stored_remembering(
+                                &event,
+                                partition as u32,
+                                record.offset,
+                                false,
+                            );
                         }
-                        fresh.fold_stored_remembering(
-                            &event,
-                            partition as u32,
-                            record.offset,
-                            false,
-                        );
                         if record.offset + share >= end && event.customer_id().is_some() {
                             newest.push((
                                 event.recorded_at.unwrap_or(event.occurred_at),
@@ -645,7 +788,8 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
                 }
             }
         }
-        reached[partition] = from;
+        reached[partition] = from.max(folded_from);
+        anchors[partition].0 = reached[partition];
     }
     // The agents topic is not folded (no identity in it): only its partitions' newest ids
     // are read. A follower goes on from where each read stopped: past the end asked when
@@ -691,15 +835,36 @@ async fn rebuild(log: &dyn EventLog, state: &Mutex<State>) -> Result<(), IngestE
     }
     tracing::info!(
         events = total,
+        from_snapshot,
         customers = fresh.identity.customer_count(),
         "identity view folded from the log"
     );
+    // A long fold is saved at once, so the next start (even after a crash) begins there.
+    // Its offsets are what the fold reached, before anything is appended; written aside.
+    if let Some(file) = snapshot_file
+        && total >= snapshot_after_folding
+    {
+        let snapshot = IdentitySnapshot {
+            view: fresh.identity.clone(),
+            folded_to: anchors,
+            last_recorded: fresh.last_recorded,
+        };
+        let file = file.to_owned();
+        tokio::task::spawn_blocking(move || match snapshot.save(&file) {
+            Ok(()) => {
+                tracing::info!(path = %file.display(), "identity snapshot saved after the start's fold")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not save the identity snapshot after the start's fold")
+            }
+        });
+    }
     // Where the fold got to (past a reported end when a read returned more), so a
     // follower goes on from there.
     fresh.folded_to = reached;
     fresh.agents_followed_to = agents_reached;
     *lock(state) = fresh;
-    Ok(())
+    Ok(from_snapshot)
 }
 
 /// Folds what every writer appends into the identity view, from where the last rebuild

@@ -144,13 +144,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
     let gate = routing.as_ref().map(GatedTask::gate);
     let reacting = reactor::start(ingest.clone(), views.clone(), config.reactor.clone());
     let reactor_gate = reacting.as_ref().map(GatedTask::gate);
+    let saver = ingest.clone();
     let app = router(write_side(ingest, &config).with_views(views.clone(), metrics));
     let mut server = serve_app(
         config,
         app,
         Some(views),
         Some(log),
-        Deciders { routing, reacting },
+        Deciders {
+            routing,
+            reacting,
+            snapshot: Some(saver),
+        },
     )
     .await?;
     server.routing = gate;
@@ -217,10 +222,17 @@ pub async fn open_log(config: &ServerConfig) -> anyhow::Result<Arc<dyn EventLog>
     }
 }
 
+/// Where a server on the embedded log keeps its identity view between runs (written at a
+/// clean stop and after a long start; see `omnilog_ingest`'s `snapshot.rs`).
+pub const IDENTITY_SNAPSHOT_FILE: &str = "identity.snapshot";
+
 /// The write path over `log`; on Kafka it also follows the other ingest servers' writes.
 pub async fn start_ingest(config: &ServerConfig, log: Arc<dyn EventLog>) -> anyhow::Result<Ingest> {
+    let embedded = matches!(config.log, LogBackend::Embedded);
     let ingest_config = IngestConfig {
-        follow_other_writers: matches!(config.log, LogBackend::Kafka { .. }),
+        follow_other_writers: !embedded,
+        // The one writer of an embedded log saves its identity view where it stands.
+        identity_snapshot_file: embedded.then(|| config.data_dir.join(IDENTITY_SNAPSHOT_FILE)),
         ..IngestConfig::default()
     };
     Ingest::start(log, ingest_config)
@@ -234,6 +246,8 @@ pub async fn start_ingest(config: &ServerConfig, log: Arc<dyn EventLog>) -> anyh
 struct Deciders {
     routing: Option<GatedTask>,
     reacting: Option<GatedTask>,
+    /// The write path whose identity view is saved once everything else has stopped.
+    snapshot: Option<Ingest>,
 }
 
 /// Listens and serves `app` until stopped; then stops the router, the reactor and the
@@ -267,6 +281,17 @@ async fn serve_app(
         // and flush, and dropping the last log handle stops the log's writer.
         if let Some(views) = views {
             views.stop().await.context("stopping the projectors")?;
+        }
+        // Nothing writes any more: the identity view and the log's ends agree. A snapshot
+        // only saves the next start time, so failing to write one does not fail the stop.
+        if let Some(ingest) = deciders.snapshot {
+            match ingest.save_identity_snapshot().await {
+                Ok(true) => tracing::info!("identity snapshot saved"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "could not save the identity snapshot; the next start folds the log from the last one")
+                }
+            }
         }
         drop(log);
         Ok(())
