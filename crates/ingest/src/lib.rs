@@ -54,7 +54,7 @@ use uuid::Uuid;
 
 use crate::doubt::{Doubt, InDoubt, Known};
 use crate::recent::{Learnt, RecentIds, Remembered};
-use crate::snapshot::IdentitySnapshot;
+use crate::snapshot::{FoldedTo, IdentitySnapshot};
 
 pub use token::{BadToken, ReadToken};
 
@@ -77,7 +77,7 @@ pub enum IngestError {
     /// The ingest service is shutting down (→ 503).
     #[error("ingest is shutting down")]
     ShuttingDown,
-    /// The identity snapshot could not be written (see [`IngestConfig::identity_snapshot`]).
+    /// The identity snapshot could not be written (see [`IngestConfig::identity_snapshot_file`]).
     #[error("the identity snapshot: {0}")]
     Snapshot(String),
 }
@@ -214,6 +214,13 @@ struct State {
     /// as `parked` is folded (a taken-back group takes back the ids remembered since it
     /// was staged).
     parked_ids: Vec<(Uuid, Topic, u32, u64)>,
+    /// Whether the view may have folded an event that the log holds once a second time,
+    /// with a later stamp: one sent again while its first group was still being written,
+    /// or one the log answered as a duplicate (its id no longer among the recent ones). A
+    /// claim's key is its stamp, so the view may then differ from a fold of the log, and
+    /// it is not saved as a snapshot of the log ([`Ingest::save_identity_snapshot`]); the
+    /// next start folds the log past the last snapshot instead.
+    folded_twice: bool,
 }
 
 impl State {
@@ -227,6 +234,7 @@ impl State {
             parked: Vec::new(),
             agents_followed_to: Vec::new(),
             parked_ids: Vec::new(),
+            folded_twice: false,
         }
     }
 
@@ -400,6 +408,11 @@ impl State {
             Some(Remembered::Resolved(customer)) => Some(customer.clone()),
             None => None,
         };
+        // Resolved and not known stored: its first group may still be on its way to the
+        // log, which then keeps one of the two, with the first stamp.
+        if remembered.is_some() {
+            self.folded_twice = true;
+        }
         // Found in the log by a look for what a refused append may have stored.
         if !self.in_doubt.is_empty()
             && let Some(Known::Found(stored)) = self.in_doubt.get(&event.event_id)
@@ -560,8 +573,8 @@ impl Ingest {
         let ends = log.end_offsets(Topic::Interactions).await?;
         let mut folded_to = Vec::with_capacity(ends.len());
         for (partition, &end) in ends.iter().enumerate() {
-            let event_id = if end == 0 {
-                Uuid::nil()
+            let folded = if end == 0 {
+                FoldedTo::START
             } else {
                 let records = omnilog_log::read_before_end(
                     &**log,
@@ -574,20 +587,28 @@ impl Ingest {
                 records
                     .first()
                     .filter(|record| record.offset == end - 1)
-                    .map(|record| record.event_id)
+                    .map(FoldedTo::past)
                     .ok_or_else(|| {
                         IngestError::Snapshot(format!(
                             "partition {partition} has no record before its end ({end})"
                         ))
                     })?
             };
-            folded_to.push((end, event_id));
+            folded_to.push(folded);
         }
         let snapshot = {
             let state = lock(&self.state);
             if state.is_staged() {
                 return Err(IngestError::Snapshot(
                     "a group is still being written".to_owned(),
+                ));
+            }
+            if state.folded_twice {
+                return Err(IngestError::Snapshot(
+                    "the view folded an event the log holds once a second time (a redelivery \
+                     while its first write was under way, or one the log answered as a \
+                     duplicate), so it may differ from a fold of the log"
+                        .to_owned(),
                 ));
             }
             IdentitySnapshot {
@@ -707,14 +728,14 @@ async fn rebuild(
         Some(file) => IdentitySnapshot::load_checked(file, log, &ends).await,
         None => None,
     };
-    // Per partition, where the fold starts and the id of the record before it.
-    let mut anchors: Vec<(u64, Uuid)> = vec![(0, Uuid::nil()); ends.len()];
+    // Per partition, where the fold starts (and then where it got to).
+    let mut anchors: Vec<FoldedTo> = vec![FoldedTo::START; ends.len()];
     if let Some(snapshot) = snapshot {
         fresh.identity = snapshot.view;
         fresh.last_recorded = snapshot.last_recorded;
         anchors = snapshot.folded_to;
     }
-    let fold_from: Vec<u64> = anchors.iter().map(|(offset, _)| *offset).collect();
+    let fold_from: Vec<u64> = anchors.iter().map(|folded| folded.offset).collect();
     // The agents' ids only serve to answer redeliveries as duplicates: a topic that cannot
     // be read now costs that, not the start.
     let agent_ends = log
@@ -753,7 +774,10 @@ async fn rebuild(
                 break;
             };
             from = last.offset + 1;
-            anchors[partition].1 = last.event_id;
+            // Only forward: the records before the snapshot's offset are read for their ids.
+            if from > anchors[partition].offset {
+                anchors[partition] = FoldedTo::past(last);
+            }
             let mut decoder = omnilog_events::EventDecoder::new();
             for record in &records {
                 match decoder.decode(&record.payload) {
@@ -789,7 +813,6 @@ async fn rebuild(
             }
         }
         reached[partition] = from.max(folded_from);
-        anchors[partition].0 = reached[partition];
     }
     // The agents topic is not folded (no identity in it): only its partitions' newest ids
     // are read. A follower goes on from where each read stopped: past the end asked when
@@ -1294,15 +1317,19 @@ fn stage_group(state: &Mutex<State>, jobs: Vec<Job>) -> (Staged, Vec<AppendRecor
         let job_start = state.stage();
         let mut failure = None;
         for (index, event) in job.events.iter_mut().enumerate() {
+            // The same event again within the group: appended once, so folded once. Folded
+            // again with a later stamp, its claims could outrank what came between, as the
+            // log's one copy does not (a link, another link, the first link again).
+            if let Some(&first) = pending.get(&event.event_id) {
+                slots.push(Slot::Repeat(first));
+                continue;
+            }
             match state.prepare(event) {
-                Ok(Prepared::Append(topic, key)) => match pending.get(&event.event_id) {
-                    Some(&first) => slots.push(Slot::Repeat(first)),
-                    None => {
-                        pending.insert(event.event_id, records.len());
-                        slots.push(Slot::Appended(records.len()));
-                        records.push(record(event, topic, key));
-                    }
-                },
+                Ok(Prepared::Append(topic, key)) => {
+                    pending.insert(event.event_id, records.len());
+                    slots.push(Slot::Appended(records.len()));
+                    records.push(record(event, topic, key));
+                }
                 Ok(Prepared::Stored(position)) => slots.push(Slot::Stored(position)),
                 Err(IngestError::Invalid(error)) => {
                     failure = Some(IngestError::Invalid(error.within(&format!("[{index}]"))));
@@ -1421,6 +1448,9 @@ async fn settle(
                 state.keep();
                 state.fold_parked();
             }
+        }
+        if positions.iter().any(|position| position.duplicate) {
+            state.folded_twice = true;
         }
         for (position, (event_id, _)) in positions.iter().zip(&staged.written) {
             state.remember_stored(

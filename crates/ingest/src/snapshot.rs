@@ -3,18 +3,20 @@
 //!
 //! Ingest holds the identity view whole and, without this, folds it from offset 0 of every
 //! interactions partition whenever it starts: 1.3 s before a 1M-event desk listens, 7.7 s
-//! at 10M (`omnilog serve` of the bench's histories), and so on with the history. A clean
-//! stop (or a start that folded many events) writes the view to `identity.snapshot` with,
-//! per interactions partition, the offset it has folded up to and the event id of the
-//! record just before it; a start reads it, checks it against the log, and folds only what
-//! lies past those offsets.
+//! at 10M (`omnilog serve` of the bench's histories: its identity fold, of 7.1 s before it
+//! listened), and so on with the history. A clean stop (or a start that folded many events)
+//! writes the view to `identity.snapshot` with, per interactions partition, the offset it
+//! has folded up to and the event id and payload checksum of the record just before it; a
+//! start reads it, checks it against the log, and folds only what lies past those offsets.
 //!
 //! The log is append-only and its records never change, so a snapshot stays true of the
 //! offsets it names for as long as the log keeps them: one from before a crash is simply
 //! further behind, and the start folds more. It is taken only where it provably belongs
 //! to the log it is read beside: as many partitions, none of its offsets past the log's
-//! end, and each partition's record before its offset carrying the event id it noted (so a
-//! log restored from another desk or an older backup is not mistaken for this one). A
+//! end, and each partition's record before its offset the one it noted, by event id and by
+//! a CRC-32C of its payload (which holds its `recorded_at` and the customer ingest gave it:
+//! a log restored from another desk or an older backup, even one refilled with the same
+//! events, is not mistaken for this one). A
 //! file that fails any check, or that cannot be read, is passed over with a warning and
 //! the view folded from offset 0, as before: the snapshot only ever saves time.
 //!
@@ -27,9 +29,9 @@
 //! | bytes | what |
 //! |---|---|
 //! | 8 | `OMNIIDS1` |
-//! | 4 | the layout below, `1` (little-endian, as every number here) |
+//! | 4 | the layout below, `1` (little-endian, as every number here); a build that changes the identity view's fold rules must change it, so that no view folded by the old rules is taken |
 //! | 4 | the interactions partitions, `n` |
-//! | n × 24 | per partition: the offset folded up to (8), the event id of the record before it (16; nil at offset 0) |
+//! | n × 28 | per partition: the offset folded up to (8), the event id of the record before it (16; nil at offset 0) and a CRC-32C of its payload (4; 0 at offset 0) |
 //! | 12 | the latest `recorded_at` folded: seconds (8), nanoseconds (4) |
 //! | 8 + m | the view's saved bytes ([`IdentityView::to_saved_bytes`]) and their length |
 //! | 4 | CRC-32C of everything above |
@@ -38,7 +40,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use omnilog_log::{EventLog, Topic};
+use omnilog_log::{EventLog, LogRecord, Topic};
 use omnilog_views::IdentityView;
 use uuid::Uuid;
 
@@ -49,13 +51,40 @@ const MAGIC: &[u8; 8] = b"OMNIIDS1";
 /// The layout this build writes and reads.
 const LAYOUT: u32 = 1;
 
+/// Where a view stands in one interactions partition: the offset it has folded up to, and
+/// the record before it (nil and 0 at offset 0), by which a snapshot is known to be of a
+/// log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FoldedTo {
+    pub offset: u64,
+    pub event_id: Uuid,
+    pub payload_crc: u32,
+}
+
+impl FoldedTo {
+    /// Offset 0: nothing folded.
+    pub const START: FoldedTo = FoldedTo {
+        offset: 0,
+        event_id: Uuid::nil(),
+        payload_crc: 0,
+    };
+
+    /// Folded up to just past `record`.
+    pub fn past(record: &LogRecord) -> FoldedTo {
+        FoldedTo {
+            offset: record.offset + 1,
+            event_id: record.event_id,
+            payload_crc: crc32c::crc32c(&record.payload),
+        }
+    }
+}
+
 /// The identity view as a snapshot holds it, with where it stands in the log.
 #[derive(Debug)]
 pub(crate) struct IdentitySnapshot {
     pub view: IdentityView,
-    /// Per interactions partition: the offset the view has folded up to, and the event id
-    /// of the record before it (nil at offset 0).
-    pub folded_to: Vec<(u64, Uuid)>,
+    /// Per interactions partition, where the view stands.
+    pub folded_to: Vec<FoldedTo>,
     /// The latest `recorded_at` of the events folded: stamps handed out after the start
     /// stay after it.
     pub last_recorded: DateTime<Utc>,
@@ -68,15 +97,16 @@ impl IdentitySnapshot {
             .view
             .to_saved_bytes()
             .map_err(|e| snapshot_error(format!("encoding the identity view: {e}")))?;
-        let mut bytes = Vec::with_capacity(view.len() + 64 + self.folded_to.len() * 24);
+        let mut bytes = Vec::with_capacity(view.len() + 64 + self.folded_to.len() * 28);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&LAYOUT.to_le_bytes());
         let partitions = u32::try_from(self.folded_to.len())
             .map_err(|_| snapshot_error("too many partitions".to_owned()))?;
         bytes.extend_from_slice(&partitions.to_le_bytes());
-        for (offset, event_id) in &self.folded_to {
-            bytes.extend_from_slice(&offset.to_le_bytes());
-            bytes.extend_from_slice(event_id.as_bytes());
+        for folded in &self.folded_to {
+            bytes.extend_from_slice(&folded.offset.to_le_bytes());
+            bytes.extend_from_slice(folded.event_id.as_bytes());
+            bytes.extend_from_slice(&folded.payload_crc.to_le_bytes());
         }
         bytes.extend_from_slice(&self.last_recorded.timestamp().to_le_bytes());
         bytes.extend_from_slice(&self.last_recorded.timestamp_subsec_nanos().to_le_bytes());
@@ -119,7 +149,12 @@ impl IdentitySnapshot {
         for _ in 0..partitions {
             let offset = u64::from_le_bytes(take(8)?.try_into().map_err(|_| "offset")?);
             let event_id = Uuid::from_slice(take(16)?).map_err(|e| e.to_string())?;
-            folded_to.push((offset, event_id));
+            let payload_crc = u32::from_le_bytes(take(4)?.try_into().map_err(|_| "checksum")?);
+            folded_to.push(FoldedTo {
+                offset,
+                event_id,
+                payload_crc,
+            });
         }
         let seconds = i64::from_le_bytes(take(8)?.try_into().map_err(|_| "seconds")?);
         let nanos = u32::from_le_bytes(take(4)?.try_into().map_err(|_| "nanoseconds")?);
@@ -142,15 +177,24 @@ impl IdentitySnapshot {
     /// synced.
     pub fn save(&self, path: &Path) -> Result<(), IngestError> {
         let bytes = self.encode()?;
+        // One save at a time: the one after a long start may still be writing when a quick
+        // stop saves, and both write the same file aside.
+        static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _saving = SAVING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let aside = aside_path(path);
         let written = (|| {
             let mut file = std::fs::File::create(&aside)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
             std::fs::rename(&aside, path)?;
-            if let Some(dir) = path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
+            // A bare file name's directory is the working one.
+            let dir = path
+                .parent()
+                .filter(|dir| !dir.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            std::fs::File::open(dir)?.sync_all()?;
             Ok::<_, std::io::Error>(())
         })();
         written.map_err(|e| {
@@ -196,8 +240,8 @@ impl IdentitySnapshot {
                 ends.len()
             ));
         }
-        for (partition, (&(offset, event_id), &end)) in self.folded_to.iter().zip(ends).enumerate()
-        {
+        for (partition, (noted, &end)) in self.folded_to.iter().zip(ends).enumerate() {
+            let offset = noted.offset;
             if offset > end {
                 return Err(format!(
                     "it folded partition {partition} up to offset {offset}, past the log's end ({end})"
@@ -221,11 +265,12 @@ impl IdentitySnapshot {
                 )
             })?;
             match records.first() {
-                Some(record) if record.offset == offset - 1 && record.event_id == event_id => {}
+                Some(record) if record.offset == offset - 1 && FoldedTo::past(record) == *noted => {
+                }
                 Some(record) => {
                     return Err(format!(
-                        "partition {partition} holds event {} at offset {}, where it noted {event_id}",
-                        record.event_id, record.offset
+                        "partition {partition} holds another record at offset {} (event {}) than the one it noted (event {})",
+                        record.offset, record.event_id, noted.event_id
                     ));
                 }
                 None => {
@@ -258,7 +303,14 @@ mod tests {
     fn snapshot() -> IdentitySnapshot {
         IdentitySnapshot {
             view: IdentityView::new(),
-            folded_to: vec![(0, Uuid::nil()), (7, Uuid::from_u128(42))],
+            folded_to: vec![
+                FoldedTo::START,
+                FoldedTo {
+                    offset: 7,
+                    event_id: Uuid::from_u128(42),
+                    payload_crc: 0xdead_beef,
+                },
+            ],
             last_recorded: DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap(),
         }
     }

@@ -210,3 +210,94 @@ async fn an_unreadable_snapshot_is_passed_over() {
     let whole = Ingest::start(log, IngestConfig::default()).await.unwrap();
     assert_eq!(started.identity_snapshot(), whole.identity_snapshot());
 }
+
+fn link(source_event_id: &str, event_id: &str, customer: &str, email: &str) -> Event {
+    let text = json!({
+        "event_id": event_id,
+        "source": "test", "source_event_id": source_event_id,
+        "occurred_at": "2026-03-09T09:00:00Z",
+        "customer": {"id": customer, "handles": [{"kind": "email", "value": email}]},
+        "type": "identity_linked",
+    });
+    omnilog_events::parse_event(text.to_string().as_bytes()).expect("valid")
+}
+
+/// An event repeated within a request is appended once, so it is folded once: folded again
+/// with a later stamp, the first link would outrank the second, as the log's one copy of
+/// it does not, and the live view would not be the log's.
+#[tokio::test]
+async fn an_event_repeated_within_a_group_is_folded_once_as_the_log_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let ingest = Ingest::start(log.clone(), keeping_a_snapshot(dir.path()))
+        .await
+        .unwrap();
+    let to_a = link(
+        "a",
+        "0b7c1a52-4a51-4d1e-9a53-6f1f2b0c0001",
+        "customer-a",
+        "e@example.com",
+    );
+    let to_b = link(
+        "b",
+        "0b7c1a52-4a51-4d1e-9a53-6f1f2b0c0002",
+        "customer-b",
+        "e@example.com",
+    );
+    let receipt = ingest.submit(vec![to_a.clone(), to_b, to_a]).await.unwrap();
+    assert_eq!(receipt.accepted, 2, "{receipt:?}");
+    let whole = Ingest::start(log.clone(), IngestConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ingest.resolve_handle("email", "e@example.com").as_deref(),
+        Some("customer-b"),
+        "the later link wins, as in the log"
+    );
+    assert_eq!(ingest.identity_snapshot(), whole.identity_snapshot());
+    assert!(ingest.save_identity_snapshot().await.unwrap());
+}
+
+/// An event the log answers as a duplicate (its id no longer among the recent ones) was
+/// folded again with a later stamp: the view is not saved as the log's, and the next start
+/// folds the log instead.
+#[tokio::test]
+async fn a_view_that_folded_a_duplicate_again_is_not_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let config = IngestConfig {
+        // No recent ids: a redelivery is known as one only by the log.
+        remembered_event_ids: 0,
+        ..keeping_a_snapshot(dir.path())
+    };
+    let ingest = Ingest::start(log.clone(), config.clone()).await.unwrap();
+    let to_a = link(
+        "a",
+        "0b7c1a52-4a51-4d1e-9a53-6f1f2b0c0003",
+        "customer-a",
+        "f@example.com",
+    );
+    let to_b = link(
+        "b",
+        "0b7c1a52-4a51-4d1e-9a53-6f1f2b0c0004",
+        "customer-b",
+        "f@example.com",
+    );
+    ingest.submit(vec![to_a.clone()]).await.unwrap();
+    ingest.submit(vec![to_b]).await.unwrap();
+    assert!(ingest.save_identity_snapshot().await.unwrap());
+    let again = ingest.submit(vec![to_a]).await.unwrap();
+    assert_eq!(again.duplicates, 1, "{again:?}");
+    let refused = ingest.save_identity_snapshot().await.unwrap_err();
+    assert!(refused.to_string().contains("a second time"), "{refused}");
+    drop(ingest);
+    let restarted = Ingest::start(log.clone(), config).await.unwrap();
+    let whole = Ingest::start(log, IngestConfig::default()).await.unwrap();
+    assert_eq!(restarted.identity_snapshot(), whole.identity_snapshot());
+    assert_eq!(
+        restarted
+            .resolve_handle("email", "f@example.com")
+            .as_deref(),
+        Some("customer-b")
+    );
+}
