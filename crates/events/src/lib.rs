@@ -34,3 +34,4 @@ pub use proto::{
     EventDecoder, decode, decode_batch, decode_through_prost, encode, encode_batch,
     encode_through_prost,
 };
+pub use wire::{RememberedParts, remembered_parts};

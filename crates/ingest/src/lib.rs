@@ -780,6 +780,23 @@ async fn rebuild(
             }
             let mut decoder = omnilog_events::EventDecoder::new();
             for record in &records {
+                // Folded in the snapshot, read back for its id alone: without decoding its
+                // handles, texts and body (the whole 1M history, at a million ids
+                // remembered), where this build wrote it.
+                if record.offset < folded_from
+                    && let Some(parts) = omnilog_events::remembered_parts(&record.payload)
+                {
+                    if record.offset + share >= end && parts.names_customer {
+                        newest.push((
+                            parts.stamp,
+                            Topic::Interactions,
+                            partition as u32,
+                            record.offset,
+                            parts.event_id,
+                        ));
+                    }
+                    continue;
+                }
                 match decoder.decode(&record.payload) {
                     Ok(event) => {
                         if record.offset >= folded_from {

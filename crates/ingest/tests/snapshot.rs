@@ -301,3 +301,51 @@ async fn a_view_that_folded_a_duplicate_again_is_not_saved() {
         Some("customer-b")
     );
 }
+
+/// The ids a start reads back to answer redeliveries are the same from a snapshot (read
+/// apart from the rest of their records) as from a whole fold.
+#[tokio::test]
+async fn a_start_from_the_snapshot_remembers_the_newest_ids_as_a_whole_fold_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let ingest = Ingest::start(log.clone(), keeping_a_snapshot(dir.path()))
+        .await
+        .unwrap();
+    let events: Vec<Event> = history(HistoryConfig::with_events(8, 400)).collect();
+    for request in events.chunks(50) {
+        ingest.submit(request.to_vec()).await.unwrap();
+    }
+    assert!(ingest.save_identity_snapshot().await.unwrap());
+    drop(ingest);
+    let config = IngestConfig {
+        // Room for fewer ids than the start reads back (five of each of twelve partitions,
+        // 60): which ten of them are let go depends on their stamps.
+        remembered_event_ids: 50,
+        ..keeping_a_snapshot(dir.path())
+    };
+    let restarted = Ingest::start(log.clone(), config.clone()).await.unwrap();
+    assert!(restarted.started_from_snapshot() > 0);
+    let whole = Ingest::start(
+        log,
+        IngestConfig {
+            identity_snapshot_file: None,
+            ..config
+        },
+    )
+    .await
+    .unwrap();
+    let remembered: Vec<bool> = events
+        .iter()
+        .map(|event| restarted.remembers_stored(&event.event_id))
+        .collect();
+    assert!(remembered.iter().any(|&known| known));
+    assert!(remembered.iter().any(|&known| !known));
+    for (event, known) in events.iter().zip(remembered) {
+        assert_eq!(
+            known,
+            whole.remembers_stored(&event.event_id),
+            "{}",
+            event.event_id
+        );
+    }
+}
