@@ -524,10 +524,13 @@ pub struct RememberedParts {
 }
 
 /// The [`RememberedParts`] of the event in `bytes`, agreeing with [`crate::decode`]'s event
-/// on every record this build writes; `None` for anything else (another schema version,
-/// which the whole decode upcasts; a form this decoder does not read), which the caller
-/// decodes whole. A start that reads back the newest million records for their ids decoded
-/// each whole: the handles, texts and bodies it then let go were most of its time.
+/// wherever that decodes it; `None` for another schema version (which the whole decode
+/// upcasts) or a form this decoder does not read, which the caller decodes whole. The
+/// fields it passes over are not checked: a damaged record whose id, stamps and customer
+/// read well gets parts here where the whole decode fails (ingest's start then remembers
+/// its id, as the embedded log's own index of ids does). A start that reads back the newest
+/// million records for their ids decoded each whole: the handles, texts and bodies it then
+/// let go were most of its time.
 pub fn remembered_parts(bytes: &[u8]) -> Option<RememberedParts> {
     let mut event_id = Uuid::nil();
     let mut schema_version = 0u32;

@@ -318,8 +318,9 @@ async fn a_start_from_the_snapshot_remembers_the_newest_ids_as_a_whole_fold_does
     assert!(ingest.save_identity_snapshot().await.unwrap());
     drop(ingest);
     let config = IngestConfig {
-        // Room for fewer ids than the start reads back (five of each of twelve partitions,
-        // 60): which ten of them are let go depends on their stamps.
+        // Room for fewer ids than the start reads back (five of each of the twelve
+        // interactions partitions, 60, and the agents partitions' newest): which of them
+        // are let go depends on their stamps.
         remembered_event_ids: 50,
         ..keeping_a_snapshot(dir.path())
     };
