@@ -523,6 +523,17 @@ pub struct RememberedParts {
     pub names_customer: bool,
 }
 
+impl RememberedParts {
+    /// The parts of a decoded event: what [`remembered_parts`] reads apart.
+    pub fn of(event: &Event) -> RememberedParts {
+        RememberedParts {
+            event_id: event.event_id,
+            stamp: event.recorded_at.unwrap_or(event.occurred_at),
+            names_customer: event.customer_id().is_some(),
+        }
+    }
+}
+
 /// The [`RememberedParts`] of the event in `bytes`, agreeing with [`crate::decode`]'s event
 /// wherever that decodes it; `None` for another schema version (which the whole decode
 /// upcasts) or a form this decoder does not read, which the caller decodes whole. The
@@ -539,14 +550,7 @@ pub fn remembered_parts(bytes: &[u8]) -> Option<RememberedParts> {
     let mut has_body = false;
     for_each_field(bytes, |field, value| {
         match field {
-            1 => {
-                let id = message(value)?;
-                event_id = if id.is_empty() {
-                    Uuid::nil()
-                } else {
-                    Uuid::try_parse_ascii(id).ok()?
-                };
-            }
+            1 => event_id = self::event_id(value)?,
             2 => schema_version = number(value)? as u32,
             5 if occurred_at.is_none() => occurred_at = Some(time(value)?),
             6 if recorded_at.is_none() => recorded_at = Some(time(value)?),
@@ -575,6 +579,16 @@ pub fn remembered_parts(bytes: &[u8]) -> Option<RememberedParts> {
         stamp: recorded_at.unwrap_or(occurred_at),
         names_customer,
     })
+}
+
+/// An event id as the encoder writes it: its 36 characters, or nothing for the nil id.
+fn event_id(value: Value<'_>) -> Option<Uuid> {
+    let id = message(value)?;
+    if id.is_empty() {
+        Some(Uuid::nil())
+    } else {
+        Uuid::try_parse_ascii(id).ok()
+    }
 }
 
 /// The event in `bytes`, if they are in the canonical form this decoder reads; `None`
@@ -609,14 +623,7 @@ pub(crate) fn decode_canonical_into(
     let mut event_body = None;
     for_each_field(bytes, |field, value| {
         match field {
-            1 => {
-                let id = message(value)?;
-                event_id = if id.is_empty() {
-                    Uuid::nil()
-                } else {
-                    Uuid::try_parse_ascii(id).ok()?
-                };
-            }
+            1 => event_id = self::event_id(value)?,
             // `as`: protobuf's uint32 is the varint's low 32 bits.
             2 => schema_version = number(value)? as u32,
             3 => source = Some(compact_text(value)?),
@@ -750,6 +757,7 @@ mod tests {
                 }),
                 "{event:?}"
             );
+            assert_eq!(remembered_parts(&bytes), Some(RememberedParts::of(&event)));
         }
     }
 

@@ -762,7 +762,6 @@ async fn rebuild(
     let read = |topic, partition: usize, from| {
         omnilog_log::read_before_end(log, topic, partition as u32, from, READ_BATCH)
     };
-    let mut reached = fold_from.clone();
     for (partition, &end) in ends.iter().enumerate() {
         let folded_from = fold_from[partition];
         // From the snapshot's offset, or earlier where the newest ids to remember lie
@@ -783,53 +782,48 @@ async fn rebuild(
                 // Folded in the snapshot, read back for its id alone: without decoding its
                 // handles, texts and body (the whole 1M history, at a million ids
                 // remembered), where this build wrote it.
-                if record.offset < folded_from
-                    && let Some(parts) = omnilog_events::remembered_parts(&record.payload)
-                {
-                    if record.offset + share >= end && parts.names_customer {
-                        newest.push((
-                            parts.stamp,
-                            Topic::Interactions,
-                            partition as u32,
-                            record.offset,
-                            parts.event_id,
-                        ));
-                    }
-                    continue;
-                }
-                match decoder.decode(&record.payload) {
-                    Ok(event) => {
-                        if record.offset >= folded_from {
-                            if let Some(at) = event.recorded_at {
-                                fresh.last_recorded = fresh.last_recorded.max(at);
+                let apart = (record.offset < folded_from)
+                    .then(|| omnilog_events::remembered_parts(&record.payload))
+                    .flatten();
+                let parts = match apart {
+                    Some(parts) => parts,
+                    None => match decoder.decode(&record.payload) {
+                        Ok(event) => {
+                            if record.offset >= folded_from {
+                                if let Some(at) = event.recorded_at {
+                                    fresh.last_recorded = fresh.last_recorded.max(at);
+                                }
+                                fresh.fold_stored_remembering(
+                                    &event,
+                                    partition as u32,
+                                    record.offset,
+                                    false,
+                                );
                             }
-                            fresh.fold_stored_remembering(
-                                &event,
-                                partition as u32,
-                                record.offset,
-                                false,
+                            omnilog_events::RememberedParts::of(&event)
+                        }
+                        Err(error) => {
+                            tracing::warn!(
+                                partition,
+                                offset = record.offset,
+                                %error,
+                                "skipping an undecodable record while folding identities"
                             );
+                            continue;
                         }
-                        if record.offset + share >= end && event.customer_id().is_some() {
-                            newest.push((
-                                event.recorded_at.unwrap_or(event.occurred_at),
-                                Topic::Interactions,
-                                partition as u32,
-                                record.offset,
-                                event.event_id,
-                            ));
-                        }
-                    }
-                    Err(error) => tracing::warn!(
-                        partition,
-                        offset = record.offset,
-                        %error,
-                        "skipping an undecodable record while folding identities"
-                    ),
+                    },
+                };
+                if record.offset + share >= end && parts.names_customer {
+                    newest.push((
+                        parts.stamp,
+                        Topic::Interactions,
+                        partition as u32,
+                        record.offset,
+                        parts.event_id,
+                    ));
                 }
             }
         }
-        reached[partition] = from.max(folded_from);
     }
     // The agents topic is not folded (no identity in it): only its partitions' newest ids
     // are read. A follower goes on from where each read stopped: past the end asked when
@@ -879,6 +873,9 @@ async fn rebuild(
         customers = fresh.identity.customer_count(),
         "identity view folded from the log"
     );
+    // Where the fold got to (its last record read, past a reported end when a read
+    // returned more; or the snapshot's offset), so a follower goes on from there.
+    fresh.folded_to = anchors.iter().map(|folded| folded.offset).collect();
     // A long fold is saved at once, so the next start (even after a crash) begins there.
     // Its offsets are what the fold reached, before anything is appended; written aside.
     if let Some(file) = snapshot_file
@@ -899,9 +896,6 @@ async fn rebuild(
             }
         });
     }
-    // Where the fold got to (past a reported end when a read returned more), so a
-    // follower goes on from there.
-    fresh.folded_to = reached;
     fresh.agents_followed_to = agents_reached;
     *lock(state) = fresh;
     Ok(from_snapshot)

@@ -10,6 +10,7 @@ use omnilog_events::Event;
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts, Topic};
 use omnilog_testkit::{HistoryConfig, history};
+use omnilog_views::IdentityView;
 use serde_json::json;
 
 fn snapshot_file(dir: &Path) -> PathBuf {
@@ -66,6 +67,15 @@ async fn submit_merge_and_link(ingest: &Ingest) {
     }
 }
 
+/// The identity view a start without a snapshot folds from the whole log.
+async fn folded_from_the_whole(log: &Arc<dyn EventLog>) -> IdentityView {
+    let whole = Ingest::start(log.clone(), IngestConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(whole.started_from_snapshot(), 0);
+    whole.identity_snapshot()
+}
+
 async fn interactions_in(log: &dyn EventLog) -> u64 {
     log.end_offsets(Topic::Interactions)
         .await
@@ -95,11 +105,10 @@ async fn a_start_from_the_snapshot_folds_only_the_tail_and_ends_where_a_whole_fo
         .await
         .unwrap();
     assert_eq!(restarted.started_from_snapshot(), saved_at);
-    let whole = Ingest::start(log.clone(), IngestConfig::default())
-        .await
-        .unwrap();
-    assert_eq!(whole.started_from_snapshot(), 0);
-    assert_eq!(restarted.identity_snapshot(), whole.identity_snapshot());
+    assert_eq!(
+        restarted.identity_snapshot(),
+        folded_from_the_whole(&log).await
+    );
     assert_eq!(restarted.identity_snapshot(), live);
     assert!(
         restarted
@@ -109,10 +118,10 @@ async fn a_start_from_the_snapshot_folds_only_the_tail_and_ends_where_a_whole_fo
     );
     // And it goes on resolving as the whole fold does.
     submit_history(&restarted, 3, 300).await;
-    let refolded = Ingest::start(log.clone(), IngestConfig::default())
-        .await
-        .unwrap();
-    assert_eq!(restarted.identity_snapshot(), refolded.identity_snapshot());
+    assert_eq!(
+        restarted.identity_snapshot(),
+        folded_from_the_whole(&log).await
+    );
 }
 
 #[tokio::test]
@@ -182,10 +191,10 @@ async fn a_snapshot_of_another_log_is_passed_over() {
         0,
         "not this log's snapshot"
     );
-    let whole = Ingest::start(other_log, IngestConfig::default())
-        .await
-        .unwrap();
-    assert_eq!(started.identity_snapshot(), whole.identity_snapshot());
+    assert_eq!(
+        started.identity_snapshot(),
+        folded_from_the_whole(&other_log).await
+    );
 }
 
 #[tokio::test]
@@ -207,8 +216,10 @@ async fn an_unreadable_snapshot_is_passed_over() {
         .await
         .unwrap();
     assert_eq!(started.started_from_snapshot(), 0);
-    let whole = Ingest::start(log, IngestConfig::default()).await.unwrap();
-    assert_eq!(started.identity_snapshot(), whole.identity_snapshot());
+    assert_eq!(
+        started.identity_snapshot(),
+        folded_from_the_whole(&log).await
+    );
 }
 
 fn link(source_event_id: &str, event_id: &str, customer: &str, email: &str) -> Event {
@@ -246,15 +257,15 @@ async fn an_event_repeated_within_a_group_is_folded_once_as_the_log_holds_it() {
     );
     let receipt = ingest.submit(vec![to_a.clone(), to_b, to_a]).await.unwrap();
     assert_eq!(receipt.accepted, 2, "{receipt:?}");
-    let whole = Ingest::start(log.clone(), IngestConfig::default())
-        .await
-        .unwrap();
     assert_eq!(
         ingest.resolve_handle("email", "e@example.com").as_deref(),
         Some("customer-b"),
         "the later link wins, as in the log"
     );
-    assert_eq!(ingest.identity_snapshot(), whole.identity_snapshot());
+    assert_eq!(
+        ingest.identity_snapshot(),
+        folded_from_the_whole(&log).await
+    );
     assert!(ingest.save_identity_snapshot().await.unwrap());
 }
 
@@ -292,8 +303,10 @@ async fn a_view_that_folded_a_duplicate_again_is_not_saved() {
     assert!(refused.to_string().contains("a second time"), "{refused}");
     drop(ingest);
     let restarted = Ingest::start(log.clone(), config).await.unwrap();
-    let whole = Ingest::start(log, IngestConfig::default()).await.unwrap();
-    assert_eq!(restarted.identity_snapshot(), whole.identity_snapshot());
+    assert_eq!(
+        restarted.identity_snapshot(),
+        folded_from_the_whole(&log).await
+    );
     assert_eq!(
         restarted
             .resolve_handle("email", "f@example.com")
