@@ -484,6 +484,66 @@ fn checked_records(
     Ok((header, records))
 }
 
+/// The first records of a codec-1 batch: its LZ4 block decompressed only until `wanted`
+/// bytes (or all it holds, if fewer), the rest left compressed. A point read (the journey's
+/// lines, an interaction's events: a record or a few of a batch of hundreds) stops there
+/// instead of decompressing the whole batch, which was a third of a served journey query's
+/// CPU (`perf record -a` of `benches/journey_answers.py`, docs/benchmarks-journal.md,
+/// "2026-12-07, near midnight"). `None` if the block is malformed.
+fn decompress_prefix(stored: &[u8], wanted: usize, buffers: &dyn PlainBuffers) -> Option<Bytes> {
+    let plain_len = le_u32(stored.get(..4)?);
+    if plain_len > MAX_FRAME_BYTES {
+        return None;
+    }
+    let mut plain = buffers.take(wanted.min(plain_len as usize));
+    let written = lz4_prefix::decompress(&stored[4..], &mut plain)?;
+    plain.truncate(written);
+    Some(buffers.keep(plain))
+}
+
+/// `LZ4_decompress_safe_partial` of the reference LZ4, which `lz4-sys` builds (it compiles
+/// the whole of `lz4.c` into the binary) but does not declare, and the `lz4` crate does not
+/// wrap.
+#[allow(unsafe_code)]
+mod lz4_prefix {
+    use std::os::raw::{c_char, c_int};
+
+    // The declaration as `lz4.h` of the bundled LZ4 1.10 gives it.
+    unsafe extern "C" {
+        fn LZ4_decompress_safe_partial(
+            src: *const c_char,
+            dst: *mut c_char,
+            src_size: c_int,
+            target_output_size: c_int,
+            dst_capacity: c_int,
+        ) -> c_int;
+    }
+
+    /// Decompresses the LZ4 block `block` (all of it, exactly: its stored bytes) into `out`
+    /// until `out` is full or the block ends: the number of bytes written, `None` if the
+    /// block is malformed.
+    pub(super) fn decompress(block: &[u8], out: &mut [u8]) -> Option<usize> {
+        let src_size = c_int::try_from(block.len()).ok()?;
+        let target = c_int::try_from(out.len()).ok()?;
+        // SAFETY: `block` is readable for `src_size` bytes and `out` writable for `target`
+        // bytes, which is also the capacity given: the function reads within the source,
+        // writes at most `target_output_size` bytes (LZ4 1.9 and later stop exactly there;
+        // lz4-sys bundles 1.10) and refuses a malformed block with a negative result.
+        // `src_size` is the block's exact size, which its documentation requires for a
+        // target larger than what the block holds.
+        let written = unsafe {
+            LZ4_decompress_safe_partial(
+                block.as_ptr().cast(),
+                out.as_mut_ptr().cast(),
+                src_size,
+                target,
+                target,
+            )
+        };
+        usize::try_from(written).ok().filter(|&n| n <= out.len())
+    }
+}
+
 /// The records a codec-1 batch stores: a length, then an LZ4 block that must decompress to
 /// exactly that length (so no byte of the buffer is left as it was).
 fn decompress_into(stored: &[u8], buffers: &dyn PlainBuffers) -> Option<Bytes> {
@@ -510,6 +570,9 @@ pub(crate) fn decode_batch(
     out: &mut Vec<LogRecord>,
     buffers: &dyn PlainBuffers,
 ) -> Result<(), String> {
+    if share.is_none() && decode_first_records(bytes, from, until, out, buffers)? {
+        return Ok(());
+    }
     let (header, records) = checked_records(bytes, buffers)?;
     let mut at = 0;
     let end = records.len();
@@ -550,6 +613,76 @@ pub(crate) fn decode_batch(
         );
     }
     Ok(())
+}
+
+/// [`decode_batch`] of a range that ends well before its compressed batch does (a point
+/// read): the batch checked against its checksum as a whole, then decompressed only about as
+/// far as the range's records go, estimated from their share of the batch's records with a
+/// margin. `Ok(false)` (nothing pushed) when that does not pay or the estimate fell short of
+/// a record of the range: the caller decompresses the whole batch, as for any other read.
+fn decode_first_records(
+    bytes: &Bytes,
+    from: u64,
+    until: u64,
+    out: &mut Vec<LogRecord>,
+    buffers: &dyn PlainBuffers,
+) -> Result<bool, String> {
+    let Some(header) = parse_batch_header(bytes) else {
+        return Ok(false);
+    };
+    if header.codec != CODEC_LZ4 || until >= header.end_offset() || header.count == 0 {
+        return Ok(false);
+    }
+    let Some(stored) = stored_records(bytes, &header) else {
+        return Ok(false);
+    };
+    let Some(plain_len) = stored.get(..4).map(|len| le_u32(len) as usize) else {
+        return Ok(false);
+    };
+    // The records up to the range's end, by their share of the batch, and a quarter more
+    // and a kilobyte for records longer than the batch's mean.
+    let records_wanted = until.saturating_sub(header.first_offset) as usize;
+    let by_mean = plain_len / header.count as usize * records_wanted;
+    let wanted = by_mean + by_mean / 4 + 1024;
+    if wanted >= plain_len / 4 * 3 {
+        return Ok(false);
+    }
+    if crc32c::crc32c(stored) != header.crc {
+        // The whole read reports it.
+        return Ok(false);
+    }
+    let Some(records) = decompress_prefix(stored, wanted, buffers) else {
+        return Ok(false);
+    };
+    let mut found = Vec::new();
+    let mut at = 0;
+    for offset in header.first_offset..until {
+        let Some(len) = records.get(at..at + 4).map(le_u32) else {
+            return Ok(false);
+        };
+        let start = at + 4;
+        let stop = start + len as usize;
+        if stop > records.len() {
+            return Ok(false);
+        }
+        at = stop;
+        if offset < from {
+            continue;
+        }
+        found.push(
+            decode_record(
+                &records,
+                start,
+                stop,
+                header.topic,
+                header.partition,
+                offset,
+            )
+            .ok_or_else(|| format!("record {offset} is damaged"))?,
+        );
+    }
+    out.append(&mut found);
+    Ok(true)
 }
 
 /// The key of an encoded record (`record` = what follows its length); `None` when it runs
@@ -760,6 +893,86 @@ mod tests {
         let ids = event_ids_of_batch(&bytes).unwrap();
         assert_eq!(ids.len(), 200);
         assert_eq!(ids[5], (Uuid::from_u128(5), 45));
+    }
+
+    #[test]
+    fn a_point_read_decompresses_only_the_first_records_and_reads_what_a_whole_read_does() {
+        // Records of about one length but six long ones in the middle: ranges before them
+        // are read from the batch's first bytes, ranges just past them outrun the estimate
+        // from the mean length and are read whole.
+        let records: Vec<_> = (0..300u128)
+            .map(|n| {
+                let words = if (100..106).contains(&n) {
+                    400
+                } else {
+                    (n % 13) as usize + 1
+                };
+                record(
+                    &format!("customer-{}", n % 11),
+                    n,
+                    &format!(
+                        "{{\"type\":\"note\",\"text\":\"{}\"}}",
+                        "word ".repeat(words)
+                    ),
+                    vec![],
+                )
+            })
+            .collect();
+        let (bytes, header) = one_batch(&records);
+        assert_eq!(header.codec, CODEC_LZ4);
+        let whole = read_batch(&bytes).unwrap();
+        assert_eq!(whole.len(), records.len());
+        let first = header.first_offset;
+        let same = |read: &[LogRecord], from: u64, until: u64| {
+            let expected: Vec<_> = whole
+                .iter()
+                .filter(|r| r.offset >= from && r.offset < until)
+                .collect();
+            assert_eq!(read.len(), expected.len(), "{from}..{until}");
+            for (got, want) in read.iter().zip(expected) {
+                assert_eq!(got.offset, want.offset);
+                assert_eq!(got.key, want.key);
+                assert_eq!(got.event_id, want.event_id);
+                assert_eq!(got.payload, want.payload);
+            }
+        };
+        let mut partial_reads = 0;
+        for from in (first..first + 300).step_by(7) {
+            for len in [1, 2, 5, 40] {
+                let until = from + len;
+                let mut probe = Vec::new();
+                if decode_first_records(&bytes, from, until, &mut probe, &FreshBuffers).unwrap() {
+                    partial_reads += 1;
+                    same(&probe, from, until);
+                } else {
+                    assert!(probe.is_empty(), "{from}..{until}");
+                }
+                let mut read = Vec::new();
+                decode_batch(&bytes, from, until, None, &mut read, &FreshBuffers).unwrap();
+                same(&read, from, until);
+            }
+        }
+        assert!(
+            partial_reads > 30,
+            "only {partial_reads} reads stopped early"
+        );
+        // Past the long records, the estimate falls short: the batch is read whole.
+        let mut probe = Vec::new();
+        assert!(
+            !decode_first_records(&bytes, first + 103, first + 106, &mut probe, &FreshBuffers)
+                .unwrap()
+        );
+        assert!(probe.is_empty());
+        // A damaged batch is reported by the whole read, never read in part.
+        let mut damaged = bytes.to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        let damaged = Bytes::from(damaged);
+        let mut none = Vec::new();
+        assert!(
+            !decode_first_records(&damaged, first, first + 1, &mut none, &FreshBuffers).unwrap()
+        );
+        assert!(decode_batch(&damaged, first, first + 1, None, &mut none, &FreshBuffers).is_err());
     }
 
     #[test]
