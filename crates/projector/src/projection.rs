@@ -51,6 +51,21 @@ pub(crate) fn destination_of(topic: Topic) -> Destination {
     }
 }
 
+/// Moves a partition's position on to `end`, never back. A live fold reads each partition in
+/// order, so its positions only grow anyway; a replay that reads a partition in several
+/// passes, each of a share of its keys ([`crate::ReplayOptions::records_per_pass`]), folds
+/// the last pass's records after the other shares' later ones, and its checkpoint named
+/// the last pass's last record's position, short of the partition's end: a server on the
+/// replayed views then said they stood before events they had folded.
+fn move_on(
+    positions: &mut std::collections::BTreeMap<(Destination, u32), u64>,
+    partition: (Destination, u32),
+    end: u64,
+) {
+    let position = positions.entry(partition).or_insert(end);
+    *position = (*position).max(end);
+}
+
 /// A record read from the log and decoded once, for every view that folds it.
 #[derive(Debug)]
 pub struct Decoded {
@@ -894,14 +909,14 @@ impl<V: View> AnyVersion for Version<V> {
                 Some((current, end)) if *current == partition => *end = record.offset + 1,
                 _ => {
                     if let Some((left, end)) = reached.replace((partition, record.offset + 1)) {
-                        checkpoint.positions.insert(left, end);
+                        move_on(&mut checkpoint.positions, left, end);
                     }
                 }
             }
             checkpoint.events_applied += 1;
         }
         if let Some((partition, end)) = reached {
-            checkpoint.positions.insert(partition, end);
+            move_on(&mut checkpoint.positions, partition, end);
         }
         self.status.applied.send_replace(checkpoint);
         // Counted under the state's lock, so a checkpoint taken meanwhile sees both or neither.

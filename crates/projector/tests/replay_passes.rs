@@ -5,10 +5,11 @@
 //! directory, and its identity view in parts: a few files, however many passes; its
 //! reports' sums stay in memory, or go aside pass by pass once they are many.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use omnilog_events::Event;
-use omnilog_log::{AppendRecord, EmbeddedLog, PartitionCounts, SharedLog};
+use omnilog_events::{Destination, Event};
+use omnilog_log::{AppendRecord, EmbeddedLog, PartitionCounts, SharedLog, Topic};
 use omnilog_projector::{
     Projectable, ReplayOptions, ReplayProgress, SUM_RECORD_BYTES, SUMS_HELD_SHARE, replay,
 };
@@ -51,8 +52,11 @@ fn views() -> Vec<Arc<dyn Projectable>> {
     ]
 }
 
+/// A view's checkpoint positions: where it stands in each partition.
+type Positions = Vec<(&'static str, BTreeMap<(Destination, u32), u64>)>;
+
 /// Each view's replayed records, by view, and the identity view; `on_progress` hears the
-/// replay's progress.
+/// replay's progress. Asserts that every view's checkpoint stands at the log's ends.
 async fn replayed(
     log: &SharedLog,
     dir: &std::path::Path,
@@ -63,6 +67,20 @@ async fn replayed(
     let (replayed, identity) = replay(log.clone(), &store, views(), options, on_progress)
         .await
         .unwrap();
+    let positions: Positions = replayed
+        .iter()
+        .map(|view| (view.view, view.checkpoint.positions.clone()))
+        .collect();
+    let ends = log.end_offsets(Topic::Interactions).await.unwrap();
+    for (view, at) in &positions {
+        for (partition, end) in ends.iter().enumerate() {
+            assert_eq!(
+                at.get(&(Destination::Interactions, partition as u32)),
+                Some(end),
+                "{view}: where its checkpoint stands in interactions partition {partition} ({dir:?})"
+            );
+        }
+    }
     let views = replayed
         .iter()
         .map(|view| {
