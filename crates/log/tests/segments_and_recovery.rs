@@ -404,6 +404,39 @@ async fn a_reader_takes_the_published_durable_part_by_its_headers_and_checks_the
         }
         a_damaged_batch_fails_its_read(scratch.path(), kept.len(), with_index).await;
     }
+
+    // The first batch's header damaged where its checksum does not reach (its first offset,
+    // its count), in a segment opened from its index: the read fails naming what the header
+    // says against the index, where it returned the records under other offsets, or fewer.
+    for (field, flip) in [("first offset", 8), ("count", 16)] {
+        let scratch = copied_log(dir.path());
+        let copy = scratch.path().join(&segment_name);
+        let mut bytes = std::fs::read(&copy).unwrap();
+        bytes[32 + 20 + flip] ^= 0x04;
+        std::fs::write(&copy, &bytes).unwrap();
+        let reader = EmbeddedLog::open_read_only(scratch.path()).unwrap();
+        assert!(reader.last_segment_from_index(), "{field}");
+        let ends = reader.end_offsets(Topic::Interactions).await.unwrap();
+        let mut failed = Vec::new();
+        for partition in 0..PARTITIONS {
+            if let Err(error) = reader
+                .read(
+                    Topic::Interactions,
+                    partition,
+                    0,
+                    ends[partition as usize] as usize,
+                )
+                .await
+            {
+                failed.push(error.to_string());
+            }
+        }
+        assert_eq!(failed.len(), 1, "{field}: {failed:?}");
+        assert!(
+            failed[0].contains("where the index has"),
+            "{field}: {failed:?}"
+        );
+    }
 }
 
 /// Opens the log in `dir` read-only, whose first batch is damaged, and reads every

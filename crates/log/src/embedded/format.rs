@@ -558,6 +558,41 @@ fn decompress_into(stored: &[u8], buffers: &dyn PlainBuffers) -> Option<Bytes> {
     (written == plain.len()).then(|| buffers.keep(plain))
 }
 
+/// Checks a batch's header (`bytes` = the batch as read) against where the index placed it:
+/// its topic, partition, offsets and length. The batch's checksum covers its records, not
+/// its header, and a segment opened from its index is not checked frame by frame again: a
+/// flipped bit in a first offset or a count read back the records under other offsets, or
+/// fewer of them, and readers moved past records they never returned.
+pub(crate) fn check_batch_header(
+    bytes: &[u8],
+    topic: Topic,
+    partition: u32,
+    entry: &super::segments::BatchEntry,
+) -> Result<(), String> {
+    let header = parse_batch_header(bytes).ok_or("the batch header is damaged")?;
+    let stored_len = BATCH_HEADER_BYTES as u64 + u64::from(header.records_len);
+    if header.topic != topic
+        || header.partition != partition
+        || header.first_offset != entry.first_offset
+        || header.count != entry.count
+        || stored_len != u64::from(entry.len)
+    {
+        return Err(format!(
+            "the batch header says {} partition {} offsets {}..{} in {stored_len} bytes, \
+             where the index has {} partition {partition} offsets {}..{} in {} bytes",
+            header.topic.name(),
+            header.partition,
+            header.first_offset,
+            header.first_offset.saturating_add(u64::from(header.count)),
+            topic.name(),
+            entry.first_offset,
+            entry.end_offset(),
+            entry.len
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes the records of one batch (`bytes` = its header and stored records), keeping those
 /// at or after `from` and before `until` (and whose keys are of `share`, when given: the
 /// others are passed over on their key alone). Payloads share one buffer: `bytes`', or that

@@ -162,7 +162,7 @@ impl Shared {
     /// of each in its range `from..until`, only those whose keys are of `share` when given.
     fn read_batches(
         &self,
-        wanted: &[(BatchEntry, u64, u64)],
+        wanted: &[WantedBatch],
         share: Option<KeyShare>,
     ) -> Result<Vec<LogRecord>, LogError> {
         // Sized once: grown as records came, the vector of a replay's 8,192 records was
@@ -170,20 +170,20 @@ impl Shared {
         // in `perf record`).
         let expected: u64 = wanted
             .iter()
-            .map(|(batch, from, until)| {
-                let end = batch.end_offset().min(*until);
-                end.saturating_sub(batch.first_offset.max(*from))
+            .map(|wanted| {
+                let end = wanted.batch.end_offset().min(wanted.until);
+                end.saturating_sub(wanted.batch.first_offset.max(wanted.from))
             })
             .sum();
         let mut records = Vec::with_capacity(expected.min(1 << 20) as usize);
         let mut at = 0;
         while at < wanted.len() {
             // One positioned read for a run of batches close together in one segment.
-            let (first, _, _) = wanted[at];
+            let first = wanted[at].batch;
             let mut span_end = first.position + u64::from(first.len);
             let mut stop = at + 1;
             while stop < wanted.len() {
-                let (next, _, _) = wanted[stop];
+                let next = wanted[stop].batch;
                 if next.segment != first.segment
                     || next.position < span_end
                     || next.position > span_end + READ_GAP
@@ -201,10 +201,21 @@ impl Shared {
                 first.position,
                 (span_end - first.position) as usize,
             )?;
-            for &(batch, from, until) in &wanted[at..stop] {
+            for wanted in &wanted[at..stop] {
+                let batch = wanted.batch;
                 let start = (batch.position - first.position) as usize;
                 let bytes = span.slice(start..start + batch.len as usize);
-                format::decode_batch(&bytes, from, until, share, &mut records, &self.spans)
+                format::check_batch_header(&bytes, wanted.topic, wanted.partition, &batch)
+                    .and_then(|()| {
+                        format::decode_batch(
+                            &bytes,
+                            wanted.from,
+                            wanted.until,
+                            share,
+                            &mut records,
+                            &self.spans,
+                        )
+                    })
                     .map_err(|reason| {
                         LogError::Storage(format!(
                             "segment {} at byte {}: {reason}",
@@ -226,8 +237,16 @@ impl Shared {
             if plan.is_empty() {
                 return Ok(Vec::new());
             }
-            let wanted: Vec<(BatchEntry, u64, u64)> =
-                plan.iter().map(|(_, b, f, u)| (*b, *f, *u)).collect();
+            let wanted: Vec<WantedBatch> = plan
+                .iter()
+                .map(|&(range, batch, from, until)| WantedBatch {
+                    topic: scan.ranges[range].topic,
+                    partition: scan.ranges[range].partition,
+                    batch,
+                    from,
+                    until,
+                })
+                .collect();
             let records = self.read_batches(&wanted, scan.share())?;
             advance_scan(scan, &plan);
             if !records.is_empty() || scan.share().is_none() {
@@ -295,6 +314,17 @@ impl Shared {
         }
         plan
     }
+}
+
+/// A batch a read wants, where its index places it (its partition and its entry), and the
+/// offsets of it wanted.
+#[derive(Clone, Copy, Debug)]
+struct WantedBatch {
+    topic: Topic,
+    partition: u32,
+    batch: BatchEntry,
+    from: u64,
+    until: u64,
 }
 
 /// The embedded backend of [`EventLog`]. See the module documentation.
@@ -828,11 +858,17 @@ impl EmbeddedLog {
             return Ok(Vec::new());
         }
         let until = end.min(from.saturating_add(max as u64));
-        let wanted: Vec<(BatchEntry, u64, u64)> = self
+        let wanted: Vec<WantedBatch> = self
             .shared
             .batches(topic, partition, from, until)
             .into_iter()
-            .map(|batch| (batch, from, until))
+            .map(|batch| WantedBatch {
+                topic,
+                partition,
+                batch,
+                from,
+                until,
+            })
             .collect();
         self.shared.read_batches(&wanted, None)
     }
@@ -1428,13 +1464,19 @@ impl EventLog for EmbeddedLog {
             return Ok(Vec::new());
         }
         let until = end.min(from.saturating_add(max as u64));
-        let wanted: Vec<(BatchEntry, u64, u64)> = self
+        let wanted: Vec<WantedBatch> = self
             .shared
             .batches(topic, partition, from, until)
             .into_iter()
-            .map(|batch| (batch, from, until))
+            .map(|batch| WantedBatch {
+                topic,
+                partition,
+                batch,
+                from,
+                until,
+            })
             .collect();
-        let bytes: u64 = wanted.iter().map(|(b, _, _)| u64::from(b.len)).sum();
+        let bytes: u64 = wanted.iter().map(|w| u64::from(w.batch.len)).sum();
         if bytes <= INLINE_READ_BYTES {
             return self.shared.read_batches(&wanted, None);
         }
