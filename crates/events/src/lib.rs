@@ -22,7 +22,9 @@ pub mod pb {
 }
 
 pub use error::EventError;
-pub use json::{format_time, parse_batch, parse_event, revalidate, to_canonical_json};
+pub use json::{
+    MAX_AGENT_ID_BYTES, format_time, parse_batch, parse_event, revalidate, to_canonical_json,
+};
 #[doc(hidden)]
 pub use json::{parse_batch_general, parse_event_general};
 pub use model::{

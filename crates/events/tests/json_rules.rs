@@ -114,6 +114,28 @@ fn wrong_types_and_values_are_named() {
         "c".repeat(257)
     );
     assert_eq!(error_field(&long_merge), "[0].from_customer");
+    // Padded past the log's longest key: refused (agent ids) or kept trimmed (customer
+    // ids), never stored as sent.
+    let long_agent = format!(
+        r#"[{{"occurred_at":"2026-03-01T09:00:05Z","type":"agent_state","agent_id":"{}","state":"available"}}]"#,
+        "a".repeat(70_000)
+    );
+    assert_eq!(error_field(&long_agent), "[0].agent_id");
+    let long_author = format!(
+        r#"[{{"occurred_at":"2026-03-01T09:00:05Z","type":"message","channel":"chat","interaction_id":"c","customer":{{"id":"x"}},"direction":"outbound","author":"agent","agent_id":"{}"}}]"#,
+        "a".repeat(257)
+    );
+    assert_eq!(error_field(&long_author), "[0].agent_id");
+    let padded_merge = format!(
+        r#"[{{"occurred_at":"2026-03-02T10:01:00Z","source":"crm","source_event_id":"merge-2","type":"customers_merged","from_customer":"c-bob","into_customer":"c-alice{}"}}]"#,
+        " ".repeat(70_000)
+    );
+    let merged = parse_batch(padded_merge.as_bytes()).unwrap();
+    assert!(
+        matches!(&merged[0].body, omnilog_events::Body::CustomersMerged { into_customer, .. } if into_customer == "c-alice"),
+        "{:?}",
+        merged[0].body
+    );
     assert!(
         parse_batch(
             long_merge
