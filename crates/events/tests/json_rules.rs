@@ -132,7 +132,7 @@ fn wrong_types_and_values_are_named() {
     );
     let merged = parse_batch(padded_merge.as_bytes()).unwrap();
     assert!(
-        matches!(&merged[0].body, omnilog_events::Body::CustomersMerged { into_customer, .. } if into_customer == "c-alice"),
+        matches!(&merged[0].body, Body::CustomersMerged { into_customer, .. } if into_customer == "c-alice"),
         "{:?}",
         merged[0].body
     );
