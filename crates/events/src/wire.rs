@@ -519,8 +519,6 @@ pub struct RememberedParts {
     pub event_id: Uuid,
     /// `recorded_at`, else `occurred_at`.
     pub stamp: DateTime<Utc>,
-    /// Whether the event names its customer's id.
-    pub names_customer: bool,
 }
 
 impl RememberedParts {
@@ -529,7 +527,6 @@ impl RememberedParts {
         RememberedParts {
             event_id: event.event_id,
             stamp: event.recorded_at.unwrap_or(event.occurred_at),
-            names_customer: event.customer_id().is_some(),
         }
     }
 }
@@ -537,8 +534,8 @@ impl RememberedParts {
 /// The [`RememberedParts`] of the event in `bytes`, agreeing with [`crate::decode`]'s event
 /// wherever that decodes it; `None` for another schema version (which the whole decode
 /// upcasts) or a form this decoder does not read, which the caller decodes whole. The
-/// fields it passes over are not checked: a damaged record whose id, stamps and customer
-/// read well gets parts here where the whole decode fails (ingest's start then remembers
+/// fields it passes over are not checked: a damaged record whose id and stamps read well
+/// gets parts here where the whole decode fails (ingest's start then remembers
 /// its id, as the embedded log's own index of ids does). A start that reads back the newest
 /// million records for their ids decoded each whole: the handles, texts and bodies it then
 /// let go were most of its time.
@@ -546,7 +543,6 @@ pub fn remembered_parts(bytes: &[u8]) -> Option<RememberedParts> {
     let mut event_id = Uuid::nil();
     let mut schema_version = 0u32;
     let (mut occurred_at, mut recorded_at) = (None, None);
-    let (mut names_customer, mut has_customer) = (false, false);
     let mut has_body = false;
     for_each_field(bytes, |field, value| {
         match field {
@@ -554,16 +550,7 @@ pub fn remembered_parts(bytes: &[u8]) -> Option<RememberedParts> {
             2 => schema_version = number(value)? as u32,
             5 if occurred_at.is_none() => occurred_at = Some(time(value)?),
             6 if recorded_at.is_none() => recorded_at = Some(time(value)?),
-            7 if !has_customer => {
-                has_customer = true;
-                for_each_field(message(value)?, |field, value| {
-                    if field == 1 {
-                        names_customer = !text_str(value)?.is_empty();
-                    }
-                    Some(())
-                })?;
-            }
-            3 | 4 | 8 | 9 | 10 => {}
+            3 | 4 | 7 | 8 | 9 | 10 => {}
             20..=40 if !has_body => has_body = true,
             _ => return None,
         }
@@ -577,7 +564,6 @@ pub fn remembered_parts(bytes: &[u8]) -> Option<RememberedParts> {
     Some(RememberedParts {
         event_id,
         stamp: recorded_at.unwrap_or(occurred_at),
-        names_customer,
     })
 }
 
@@ -753,7 +739,6 @@ mod tests {
                 Some(RememberedParts {
                     event_id: event.event_id,
                     stamp: event.recorded_at.unwrap_or(event.occurred_at),
-                    names_customer: event.customer_id().is_some(),
                 }),
                 "{event:?}"
             );

@@ -114,3 +114,42 @@ async fn an_agents_topic_that_cannot_be_read_does_not_stop_a_restart() {
     let receipt = restarted.submit(vec![numbered_event(1)]).await.unwrap();
     assert_eq!(receipt.accepted, 1);
 }
+
+/// A merge of `from` into `into` (no interaction: it names no customer of its own).
+fn merge(source_event_id: &str, from: &str, into: &str) -> omnilog_events::Event {
+    omnilog_events::parse_event(
+        serde_json::json!({
+            "source": "crm", "source_event_id": source_event_id,
+            "occurred_at": "2026-03-02T09:00:00Z",
+            "type": "customers_merged", "from_customer": from, "into_customer": into,
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+/// A merge is keyed by what the customer it merges into stands for now, which a later
+/// merge changes: sent again after a restart, it would go to another partition, where a
+/// log deduplicating within a partition (or none, as Kafka) stores it again. A start
+/// remembered the newest ids of the records that name a customer only, which a merge made
+/// outside an interaction does not (found by review).
+#[tokio::test]
+async fn after_a_restart_a_merge_sent_again_is_a_duplicate_though_its_key_moved() {
+    let log = Arc::new(LikeKafka::default());
+    let config = IngestConfig::default();
+    let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, config.clone())
+        .await
+        .unwrap();
+    // Customers whose ids put "b" and "c" in different partitions of the four.
+    let first = merge("m1", "a", "b");
+    ingest.submit(vec![first.clone()]).await.unwrap();
+    ingest.submit(vec![merge("m2", "b", "c")]).await.unwrap();
+    sent_again_is_a_duplicate(&ingest, first.clone(), "a merge before a restart").await;
+    drop(ingest);
+    let restarted = Ingest::start(log.clone() as Arc<dyn EventLog>, config)
+        .await
+        .unwrap();
+    sent_again_is_a_duplicate(&restarted, first, "a merge after a restart").await;
+    assert!(log.copies().values().all(|&copies| copies == 1));
+}
