@@ -18,7 +18,7 @@
 
 use std::any::Any;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
@@ -243,6 +243,13 @@ pub struct Version<V: View> {
     /// Counts the times cached records were let go (under the state's write lock), so a
     /// fold knows whether what it loaded is still there when it applies (see `fold`).
     evictions: AtomicU64,
+    /// Set (under the state's write lock) when a fold failed after applying part of its
+    /// batch, until [`AnyVersion::reset`] reads the state back: no checkpoint is taken of
+    /// it meanwhile. A checkpoint running beside the folds took the lock as the failed fold
+    /// let it go, wrote the batch's first events' changes with the positions from before
+    /// the batch, and the fold after the reset applied those events again (found by
+    /// review).
+    failed_halfway: AtomicBool,
 }
 
 /// Sets of changes encoded ahead of a checkpoint, oldest first, and what those held in
@@ -352,6 +359,7 @@ impl<V: View> Version<V> {
             }),
             encoded_ahead: Mutex::new(EncodedAhead::default()),
             evictions: AtomicU64::new(0),
+            failed_halfway: AtomicBool::new(false),
         })
     }
 
@@ -412,6 +420,11 @@ impl<V: View> Version<V> {
         sums: bool,
     ) -> Result<TakenChanges, ProjectorError> {
         let mut state = self.state.write().map_err(lock_error)?;
+        if self.failed_halfway.load(Ordering::Acquire) {
+            return Err(ProjectorError::Task(
+                "a fold failed halfway through its batch: nothing is checkpointed until the state is read back from the last checkpoint".to_owned(),
+            ));
+        }
         *self.epoch.lock().map_err(lock_error)? = Epoch {
             events: 0,
             started: Instant::now(),
@@ -893,8 +906,11 @@ impl<V: View> AnyVersion for Version<V> {
                             Some(format!("{parameter}: {message}"))
                         }
                         // The store or the runtime failed, not the event: the caller goes
-                        // back to the last checkpoint and folds again.
+                        // back to the last checkpoint and folds again. What the batch's
+                        // events before it changed stays in the state until then, and must
+                        // not be checkpointed (the lock is still held here).
                         Err(fatal @ (ViewError::Storage(_) | ViewError::Corrupt { .. })) => {
+                            self.failed_halfway.store(true, Ordering::Release);
                             return Err(fatal.into());
                         }
                     }
@@ -1068,7 +1084,10 @@ impl<V: View> AnyVersion for Version<V> {
 
     fn reset(&self) -> Result<(), ProjectorError> {
         let (state, checkpoint) = Self::load(&self.view, &self.table)?;
-        *self.state.write().map_err(lock_error)? = state;
+        let mut held = self.state.write().map_err(lock_error)?;
+        *held = state;
+        self.failed_halfway.store(false, Ordering::Release);
+        drop(held);
         *self.encoded_ahead.lock().map_err(lock_error)? = EncodedAhead::default();
         self.status.applied.send_replace(checkpoint.clone());
         self.status.committed.send_replace(checkpoint);

@@ -13,7 +13,7 @@ use omnilog_events::{Body, Destination, Event};
 use omnilog_log::{AppendRecord, EmbeddedLog, LogRecord, PartitionCounts, SharedLog, Topic};
 use omnilog_projector::{
     AnyVersion, AwaitedPosition, Decoded, Phase, Projectable, ProjectorConfig, ProjectorMetrics,
-    ViewRuntime, decode_all,
+    Version, ViewRuntime, decode_all,
 };
 use omnilog_store::ViewStore;
 use omnilog_testkit::{HistoryConfig, history};
@@ -21,7 +21,8 @@ use omnilog_views::state::{CachedTable, Entries, Evictable, Snapshot, Table, cha
 use omnilog_views::{LogPosition, View, ViewError, ViewState, apply_in_memory};
 
 /// Counts events per type (a whole table) and per customer (a cached one, loaded when
-/// needed); refuses `tagged` events about "poison".
+/// needed); refuses `tagged` events about "poison", and fails on the store at those about
+/// "store-gone".
 #[derive(Debug)]
 struct CountingView;
 
@@ -108,6 +109,12 @@ impl View for CountingView {
             && topics.iter().any(|t| t == "poison")
         {
             return Err(ViewError::Unapplicable("poisoned topic".to_owned()));
+        }
+        // What a store that fails under the fold looks like to it.
+        if let Body::Tagged { topics } = &event.body
+            && topics.iter().any(|t| t == "store-gone")
+        {
+            return Err(ViewError::Storage("the store is gone".to_owned()));
         }
         *state
             .by_type
@@ -589,6 +596,60 @@ fn a_batch_of_interleaved_partitions_leaves_each_at_its_last_record() {
         ]
     );
     assert_eq!(checkpoint.events_applied, 6);
+}
+
+/// A fold that fails on the store halfway through its batch leaves the changes of the
+/// batch's first events in memory until its member reads the state back from the last
+/// checkpoint: a checkpoint taken meanwhile (one runs beside the folds, and took the lock
+/// as the failed fold let it go) is refused, since it would write those changes with the
+/// positions from before the batch, and the fold after the reset apply them again (found by
+/// review). After the reset the state is the last checkpoint's, and checkpoints go on.
+#[test]
+fn a_fold_that_failed_halfway_is_not_checkpointed_before_the_state_is_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ViewStore::open(dir.path()).unwrap();
+    let table = store
+        .table_with_layout("counting", 1, View::layout(&CountingView))
+        .unwrap();
+    let version = Version::open(
+        Arc::new(CountingView),
+        table,
+        ProjectorConfig::default(),
+        Phase::Running,
+    )
+    .unwrap();
+    let mut decoded = six_interleaved_records();
+    let first: Vec<&Decoded> = decoded[..3].iter().collect();
+    version.fold(&first, None).unwrap();
+    version.checkpoint().unwrap();
+    // The counts by type (a whole table: in memory from the start, as after a reset).
+    let by_type = |version: &Version<CountingView>| -> Entries {
+        let mut entries = version.dump_memory().unwrap();
+        entries.retain(|(key, _)| key.first() == Some(&b't'));
+        entries
+    };
+    let checkpointed = by_type(&version);
+    let positions = version.status().checkpoint().positions;
+    // Two events, then one the store fails under.
+    let mut gone = decoded[5].event.as_ref().unwrap().clone();
+    gone.body = Body::Tagged {
+        topics: vec!["store-gone".to_owned()],
+    };
+    decoded[5].event = Ok(gone);
+    let failing: Vec<&Decoded> = decoded[3..].iter().collect();
+    assert!(version.fold(&failing, None).is_err());
+    assert_ne!(
+        by_type(&version),
+        checkpointed,
+        "the failed fold applied the batch's first events"
+    );
+    let refused = version.checkpoint().unwrap_err().to_string();
+    assert!(refused.contains("failed halfway"), "{refused}");
+    version.reset().unwrap();
+    assert_eq!(by_type(&version), checkpointed);
+    assert_eq!(version.status().checkpoint().positions, positions);
+    version.fold(&failing[..2], None).unwrap();
+    version.checkpoint().unwrap();
 }
 
 #[test]
