@@ -63,3 +63,73 @@ async fn concurrent_appenders_share_flushes() {
         "{appends} concurrent appends took {flushes} flushes: they are not grouped"
     );
 }
+
+/// A failed read of the deduplication index fails the group it was met in: every request of
+/// it is answered with that error, and each chain of them is broken. Those after the one
+/// being looked at were dropped unanswered, their appenders told the log had closed, and the
+/// next append of their chains stored after them (found by review). Concurrent chained
+/// appenders make groups of several requests; rounds go on until one such group failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_whose_id_lookup_fails_answers_every_request_of_it() {
+    use omnilog_log::{DiskFault, LogError};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
+    let mut groups_failed_whole = 0;
+    for round in 0..50 {
+        log.inject_disk_fault(DiskFault::ReadIds, 1);
+        let start = Arc::new(tokio::sync::Barrier::new(TASKS));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let log = log.clone();
+                let start = start.clone();
+                tokio::spawn(async move {
+                    let chain = log.new_chain();
+                    start.wait().await;
+                    // Both handed over before either is answered, as ingest pipelines
+                    // its groups.
+                    let mut pending = Vec::new();
+                    for n in 0..2 {
+                        let id = event_id(&format!("lookup/{round}/{task}/{n}"));
+                        let batch = vec![record(format!("customer-{task}"), id, "x")];
+                        match log.append_in_chain(batch, chain) {
+                            Ok(append) => pending.push(append),
+                            Err(_) => panic!("the embedded log takes chained appends"),
+                        }
+                    }
+                    let mut answers = Vec::new();
+                    for append in pending {
+                        answers.push(append.await.map(|_| ()));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let mut refused = 0;
+        for task in tasks {
+            let answers = task.await.unwrap();
+            for answer in &answers {
+                match answer {
+                    Ok(()) => {}
+                    Err(LogError::Storage(message)) if message.contains("event ids") => {
+                        refused += 1
+                    }
+                    // A later append of a chain whose earlier one was refused.
+                    Err(LogError::Unavailable(message)) if message.contains("chain") => {}
+                    Err(other) => panic!("round {round}: {other:?}"),
+                }
+            }
+            // A chain stands or falls in order: never a refusal after a stored append.
+            assert!(
+                !(answers[0].is_err() && answers[1].is_ok()),
+                "round {round}: {answers:?}"
+            );
+        }
+        if refused > 1 {
+            groups_failed_whole += 1;
+            if groups_failed_whole >= 3 {
+                return;
+            }
+        }
+    }
+    panic!("no group of several requests met the failed lookup in 50 rounds");
+}

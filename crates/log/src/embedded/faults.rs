@@ -3,7 +3,8 @@
 //! not written. No unprivileged test can fill a disk at a chosen instant, and none at all can
 //! make `fdatasync` fail; yet what the writer does after each of them is what decides whether
 //! a full disk needs a restart. Each injected failure is the error the kernel gives for a
-//! full disk (`ENOSPC`), and the writer meets it on its ordinary path: nothing else differs.
+//! full disk (`ENOSPC`), or for a failing one (`EIO`) on a read, and the writer meets it on
+//! its ordinary path: nothing else differs.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -19,12 +20,15 @@ pub enum DiskFault {
     /// Starting a segment: the file is created, its header cannot be written, and the empty
     /// file stays behind (as after a crash in that instant).
     CreateSegment,
+    /// Looking an event id up in the deduplication index, which reads a sealed segment's
+    /// run of ids: the read fails (with `EIO`, as a failing disk gives it).
+    ReadIds,
 }
 
 /// Failures still to inject, per kind.
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
-    pending: [AtomicU32; 3],
+    pending: [AtomicU32; 4],
 }
 
 fn slot(fault: DiskFault) -> usize {
@@ -32,6 +36,7 @@ fn slot(fault: DiskFault) -> usize {
         DiskFault::Write => 0,
         DiskFault::Sync => 1,
         DiskFault::CreateSegment => 2,
+        DiskFault::ReadIds => 3,
     }
 }
 
@@ -49,6 +54,12 @@ impl Faults {
             })
             .is_ok()
     }
+}
+
+/// The error a failing disk gives a read.
+pub(crate) fn io_failure() -> std::io::Error {
+    const EIO: i32 = 5;
+    std::io::Error::from_raw_os_error(EIO)
 }
 
 /// The error a full disk gives.

@@ -1106,6 +1106,18 @@ impl Writer {
         Ok(())
     }
 
+    /// Where the log holds an event id already, if it does ([`DedupIndex::get`], or an
+    /// injected read failure).
+    fn look_up_id(&self, key: &DedupKey) -> Result<Option<u64>, LogError> {
+        if self.shared.faults.strikes(DiskFault::ReadIds) {
+            return Err(io_error(
+                "reading a sealed segment's event ids".to_owned(),
+                faults::io_failure(),
+            ));
+        }
+        self.dedup.get(key)
+    }
+
     fn commit(&mut self, group: Vec<WriteRequest>) {
         let before = self.next.clone();
         // Event ids stored by this group so far, so a duplicate inside the group is caught.
@@ -1118,7 +1130,8 @@ impl Writer {
         // Where each stored record goes: (topic, partition) → (request, record) in order.
         let mut placements: BTreeMap<(u8, u32), Vec<(usize, usize)>> = BTreeMap::new();
         let mut requests: Vec<Taken> = Vec::with_capacity(group.len());
-        for request in group {
+        let mut group = group.into_iter();
+        while let Some(request) = group.next() {
             if let Some(chain) = request.chain
                 && self.broken_chains.contains(&chain)
             {
@@ -1142,7 +1155,7 @@ impl Writer {
                 let key = DedupKey::new(record.topic, partition, &record.event_id);
                 let existing = match pending.get(&key) {
                     Some(&offset) => Some(offset),
-                    None => match self.dedup.get(&key) {
+                    None => match self.look_up_id(&key) {
                         Ok(found) => found,
                         Err(error) => {
                             // A failed index read fails the whole group: offsets were
@@ -1151,6 +1164,14 @@ impl Writer {
                             self.break_chain(request.chain);
                             let _ = request.reply.send(Err(error));
                             self.refuse(requests, || LogError::Storage(message.clone()));
+                            // And the group's requests not looked at yet, each answered and
+                            // its chain broken: dropped unanswered, they were told the log
+                            // had closed, and the next append of their chains was stored
+                            // after them (found by review).
+                            for rest in group {
+                                self.break_chain(rest.chain);
+                                let _ = rest.reply.send(Err(LogError::Storage(message.clone())));
+                            }
                             self.next = before;
                             return;
                         }
