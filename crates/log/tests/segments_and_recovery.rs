@@ -766,3 +766,39 @@ async fn a_log_of_format_2_is_read_as_it_is_and_raised_to_format_3_before_its_fi
     let reopened = EmbeddedLog::open_read_only(dir.path()).unwrap();
     assert_eq!(stored(&reopened).await, expected);
 }
+
+/// A sealed segment whose index survived but whose run of ids did not has its ids listed
+/// again from its frames when a writer opens it. A damaged frame in it stopped that scan,
+/// and the ids before the damage were saved as the segment's whole run, so every id past
+/// it would have been taken as new and stored again (found by review): the open is refused
+/// instead, naming the segment, as it is when no index is left either.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sealed_segment_whose_ids_cannot_all_be_listed_again_is_not_opened_for_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_small(dir.path());
+    append_named(&log, "ids", 3_000, 50).await;
+    log.close().unwrap();
+    let segments = files_with(dir.path(), "seg");
+    assert!(segments.len() > 2, "{segments:?}");
+    let segment = segments[1].clone();
+    let ids = segment.with_extension("ids");
+    assert!(
+        ids.exists() && segment.with_extension("idx").exists(),
+        "{:?}",
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
+    );
+    std::fs::remove_file(&ids).unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+    let refused = EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), small_segments())
+        .err()
+        .expect("the open is refused")
+        .to_string();
+    assert!(refused.contains("event ids cannot be listed"), "{refused}");
+    assert!(!ids.exists(), "no partial run of ids is saved");
+}

@@ -660,6 +660,21 @@ fn rescan_for_ids(
         }
     }
     let scanned = segments::scan_segment(dir, segment, None, &mut scratch, true, None, None)?;
+    // A scan that stopped short of the frames the index holds (a damaged frame) would save
+    // the ids before the damage as the segment's whole run: every id past it would then be
+    // taken as new and stored again (found by review). Refused, as the same damage is when
+    // no index is left.
+    if scanned.valid_len != loaded.len {
+        return Err(LogError::Storage(format!(
+            "segment {segment} reads to byte {} where its index ends at {}{}, so its event ids cannot be listed",
+            scanned.valid_len,
+            loaded.len,
+            scanned
+                .stopped
+                .map(|reason| format!(" ({reason})"))
+                .unwrap_or_default()
+        )));
+    }
     Ok(scanned.ids)
 }
 
