@@ -136,17 +136,35 @@ impl WriterLock {
             .write(true)
             .open(&path)
             .map_err(|error| io_error(format!("opening {}", path.display()), error))?;
-        match file.try_lock() {
-            Ok(()) => Ok(WriterLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked {
-                dir: dir.display().to_string(),
-            }),
-            Err(std::fs::TryLockError::Error(error)) => {
-                Err(io_error(format!("locking {}", path.display()), error))
+        // A reader asking whether a writer runs ([`writer_is_running`]) holds the same lock
+        // for an instant: a writer starting then was refused as if another one ran (found
+        // by review). A writer that runs holds it for good, so a few tries over a fifth of
+        // a second tell the two apart.
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(WriterLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) if tries < LOCK_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(LogError::Locked {
+                        dir: dir.display().to_string(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(error)) => {
+                    return Err(io_error(format!("locking {}", path.display()), error));
+                }
             }
         }
     }
 }
+
+/// How many more times a writer tries the lock before it takes another writer to hold it,
+/// and how long it waits between tries.
+const LOCK_TRIES: u32 = 20;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Where the durable part of the log ends: what a writer has synced, published for readers
 /// in other processes, who read no further (a frame past it may still be unsynced).
@@ -245,5 +263,34 @@ pub(crate) fn writer_is_running(dir: &Path) -> bool {
             false
         }
         Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    /// A reader's probe holds the writer's lock for an instant; a writer starting then waits
+    /// it out instead of refusing to start. A writer that holds the lock is still refused.
+    #[test]
+    fn a_writer_waits_out_a_readers_probe_of_its_lock_but_not_another_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        std::fs::write(&path, b"").unwrap();
+        let probe = File::open(&path).unwrap();
+        probe.try_lock().unwrap();
+        let released = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            probe.unlock().unwrap();
+        });
+        let writer = WriterLock::take(dir.path()).expect("taken once the probe let go");
+        released.join().unwrap();
+        assert!(writer_is_running(dir.path()));
+        assert!(matches!(
+            WriterLock::take(dir.path()),
+            Err(LogError::Locked { .. })
+        ));
+        drop(writer);
+        assert!(!writer_is_running(dir.path()));
     }
 }
