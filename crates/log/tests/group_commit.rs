@@ -133,3 +133,37 @@ async fn a_group_whose_id_lookup_fails_answers_every_request_of_it() {
     }
     panic!("no group of several requests met the failed lookup in 50 rounds");
 }
+
+/// An append is written in one frame, which readers refuse past 1 GiB: an append of more
+/// than half of that (each of its records within bounds) is refused whole, never written,
+/// acknowledged and then lost at the next open; the log goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_append_larger_than_a_frame_holds_is_refused_and_the_log_goes_on() {
+    use omnilog_log::{AppendRecord, LogError};
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    // Three records of 200 MiB (zeroed pages the test never touches).
+    let huge: Vec<AppendRecord> = (0..3)
+        .map(|n| {
+            record(
+                format!("customer-{n}"),
+                event_id(&format!("huge/{n}")),
+                vec![0u8; 200 << 20],
+            )
+        })
+        .collect();
+    match log.append(huge).await {
+        Err(LogError::InvalidRecord(reason)) => {
+            assert!(
+                reason.contains("more than the log writes at once"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let stored = log
+        .append(vec![record("customer-0", event_id("after"), "x")])
+        .await
+        .unwrap();
+    assert_eq!(stored[0].position().offset, 0);
+}
