@@ -248,6 +248,38 @@ fn is_locked(error: &fjall::Error) -> bool {
     matches!(error, fjall::Error::Locked)
 }
 
+/// Whether an error opening the store says the machine lacks something now (space, file
+/// handles, memory, permission) rather than that the store is damaged: the store is then
+/// left as it is and the error returned, for the operator to free what is missing. Set
+/// aside on a full disk, a store was renamed away, its views were folded again from offset
+/// 0 after the restart, and a copy sat beside the new one on the disk that was full (found
+/// by review).
+fn lacks_resources(error: &fjall::Error) -> bool {
+    let io = match error {
+        fjall::Error::Io(io) => io,
+        fjall::Error::Storage(fjall::LsmError::Io(io)) => io,
+        _ => return false,
+    };
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    const ENOMEM: i32 = 12;
+    const EROFS: i32 = 30;
+    matches!(
+        io.kind(),
+        std::io::ErrorKind::PermissionDenied
+            | std::io::ErrorKind::OutOfMemory
+            | std::io::ErrorKind::StorageFull
+            | std::io::ErrorKind::QuotaExceeded
+            | std::io::ErrorKind::ReadOnlyFilesystem
+            | std::io::ErrorKind::Interrupted
+    ) || matches!(
+        io.raw_os_error(),
+        Some(EMFILE | ENFILE | ENOSPC | EDQUOT | ENOMEM | EROFS)
+    )
+}
+
 /// fjall's lock file in a store's directory.
 const LOCK_FILE: &str = "lock";
 
@@ -321,6 +353,12 @@ impl ViewStore {
             Ok(db) => db,
             Err(Some(error)) if is_locked(&error) => {
                 return Err(StoreError::Locked(dir.display().to_string()));
+            }
+            Err(Some(error)) if lacks_resources(&error) => {
+                return Err(StoreError::Storage(format!(
+                    "opening the view store in {}: {error} (the store is left as it is: free what is missing and start again)",
+                    dir.display()
+                )));
             }
             Err(error) => {
                 let aside = set_aside(dir)?;
@@ -1320,6 +1358,26 @@ mod tests {
             ),
             Err(StoreError::ReservedKey(_))
         ));
+    }
+
+    /// A store that cannot be opened for want of space, file handles, memory or permission
+    /// is left as it is (the open fails, naming why); one whose files do not read is set
+    /// aside.
+    #[test]
+    fn only_a_damaged_store_is_set_aside_not_one_the_machine_lacks_something_for() {
+        let os = |code: i32| fjall::Error::Io(std::io::Error::from_raw_os_error(code));
+        for code in [28, 24, 23, 12, 13, 30, 122] {
+            assert!(lacks_resources(&os(code)), "errno {code}");
+        }
+        assert!(lacks_resources(&fjall::Error::Storage(
+            fjall::LsmError::Io(std::io::Error::from_raw_os_error(28))
+        )));
+        assert!(!lacks_resources(&os(2)), "a file missing is damage");
+        assert!(!lacks_resources(&os(5)), "EIO: the files do not read");
+        assert!(!lacks_resources(&fjall::Error::Decompress(
+            fjall::CompressionType::Lz4
+        )));
+        assert!(!lacks_resources(&fjall::Error::InvalidTrailer));
     }
 
     #[test]
