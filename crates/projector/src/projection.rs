@@ -891,9 +891,15 @@ impl<V: View> AnyVersion for Version<V> {
             folded += 1;
             let record = &decoded.record;
             let destination = destination_of(record.topic);
+            // Passed over (a replay as of `until`): its position moves on, but it is not
+            // counted as folded, as `Checkpoint::events_applied` says (found by review).
+            let mut passed_over = false;
             let reason = match &decoded.event {
                 Err(error) => Some(format!("undecodable: {error}")),
-                Ok(event) if until.is_some_and(|until| event.occurred_at > until) => None,
+                Ok(event) if until.is_some_and(|until| event.occurred_at > until) => {
+                    passed_over = true;
+                    None
+                }
                 Ok(event) => {
                     let position = LogPosition {
                         partition: record.partition,
@@ -929,7 +935,9 @@ impl<V: View> AnyVersion for Version<V> {
                     }
                 }
             }
-            checkpoint.events_applied += 1;
+            if !passed_over {
+                checkpoint.events_applied += 1;
+            }
         }
         if let Some((partition, end)) = reached {
             move_on(&mut checkpoint.positions, partition, end);

@@ -652,6 +652,30 @@ fn a_fold_that_failed_halfway_is_not_checkpointed_before_the_state_is_read_back(
     version.checkpoint().unwrap();
 }
 
+/// A fold as of a point in event time (`replay --until`) passes over the later events: their
+/// positions move on, but they are not counted as folded (they were, found by review).
+#[test]
+fn events_after_until_move_the_positions_but_are_not_counted_as_folded() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = counting_version(dir.path(), ProjectorConfig::default());
+    let decoded = six_interleaved_records();
+    let times: Vec<_> = decoded
+        .iter()
+        .map(|d| d.event.as_ref().unwrap().occurred_at)
+        .collect();
+    let until = times[2];
+    let kept = times.iter().filter(|&&at| at <= until).count() as u64;
+    assert!(kept > 0 && kept < 6, "{times:?}");
+    let batch: Vec<&Decoded> = decoded.iter().collect();
+    version.fold(&batch, Some(until)).unwrap();
+    let checkpoint = version.status().checkpoint();
+    assert_eq!(checkpoint.events_applied, kept);
+    assert_eq!(
+        checkpoint.positions.values().copied().collect::<Vec<_>>(),
+        vec![8, 13, 42]
+    );
+}
+
 #[test]
 fn a_fold_waits_for_the_checkpoint_once_its_records_weigh_twice_the_budget() {
     let dir = tempfile::tempdir().unwrap();
