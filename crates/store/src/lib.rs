@@ -1010,7 +1010,15 @@ impl ViewTable {
 
     /// Forgets the state and the checkpoint.
     pub fn clear(&self) -> Result<(), StoreError> {
-        self.keyspace.get()?.clear()?;
+        // The layout stays: the records are cleared, not what layout the next ones are in.
+        // Cleared with it (a damaged version folded again), a later build of another layout
+        // found none, took the version for new and kept its records (found by review).
+        let layout = self.layout().ok().flatten();
+        let keyspace = self.keyspace.get()?;
+        keyspace.clear()?;
+        if let Some(layout) = layout {
+            keyspace.insert(LAYOUT_KEY, layout.to_be_bytes().to_vec())?;
+        }
         self.unreadable.forget();
         Ok(())
     }
@@ -1378,6 +1386,24 @@ mod tests {
             fjall::CompressionType::Lz4
         )));
         assert!(!lacks_resources(&fjall::Error::InvalidTrailer));
+    }
+
+    /// A version cleared (its records damaged, folded again) keeps its layout, so a build of
+    /// another layout still clears what this one writes next.
+    #[test]
+    fn a_cleared_version_keeps_its_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ViewStore::open(dir.path()).unwrap();
+        let table = store.table_with_layout("queue", 1, 7).unwrap();
+        let mut changes = Changes::default();
+        changes.puts.push((b"q1".to_vec(), b"v".to_vec()));
+        table.commit(changes, &Checkpoint::default()).unwrap();
+        table.clear().unwrap();
+        assert_eq!(table.layout().unwrap(), Some(7));
+        assert_eq!(table.checkpoint().unwrap(), Checkpoint::default());
+        // Another layout then clears it, as it would have the records.
+        let again = store.table_with_layout("queue", 1, 8).unwrap();
+        assert_eq!(again.layout().unwrap(), Some(8));
     }
 
     #[test]
