@@ -262,7 +262,10 @@ pub(crate) fn load_run(dir: &Path, segment: u64) -> Option<SealedRun> {
         return None;
     }
     let count = usize::try_from(u64::from_le_bytes(header[16..24].try_into().ok()?)).ok()?;
-    let expected_len = RUN_HEADER_BYTES + (count * ENTRY_BYTES) as u64 + 4;
+    // Checked: a damaged count must not overflow (a panic in a debug build).
+    let expected_len = u64::try_from(count.checked_mul(ENTRY_BYTES)?)
+        .ok()?
+        .checked_add(RUN_HEADER_BYTES + 4)?;
     if file.metadata().ok()?.len() != expected_len {
         return None;
     }
@@ -418,6 +421,11 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         assert!(load_run(dir.path(), 1).is_none());
         assert!(load_run(dir.path(), 2).is_none());
+        // A count so large its bytes overflow: refused, not a panic.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(load_run(dir.path(), 1).is_none());
     }
 
     #[test]

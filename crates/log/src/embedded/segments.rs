@@ -425,7 +425,11 @@ pub(crate) fn load_index(dir: &Path, segment: u64) -> Option<SegmentIndex> {
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
     let count = usize::try_from(word(16)).ok()?;
-    if bytes.len() != 40 + count * INDEX_ENTRY_BYTES + 4 || word(8) != segment {
+    // Checked: a damaged count must not overflow (a panic in a debug build).
+    let expected = count
+        .checked_mul(INDEX_ENTRY_BYTES)
+        .and_then(|entries| entries.checked_add(44))?;
+    if bytes.len() != expected || word(8) != segment {
         return None;
     }
     let body = &bytes[..bytes.len() - 4];
