@@ -284,6 +284,32 @@ async fn a_segment_left_empty_by_a_failed_roll_does_not_stop_the_log_from_openin
     assert_eq!(segment_files(dir.path()).len(), 1);
 }
 
+/// A new segment whose header was written but whose sync failed is removed, not left for
+/// the next open: the frames went on into the active segment, past the first sequence the
+/// header names, and the open found a segment missing between the two (found by review).
+#[tokio::test]
+async fn a_segment_whose_header_did_not_sync_is_removed_and_the_log_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        segment_bytes: 4 * 1024,
+    };
+    let log = EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), options).unwrap();
+    log.inject_disk_fault(DiskFault::SyncNewSegment, 1);
+    append_named(&log, "first", 0..40).await.unwrap();
+    // The roll after it failed: its file is gone, so a crash now leaves no segment whose
+    // header names frames the active one then takes.
+    // (The writer rolls right after it answers: given a moment.)
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    // The frames go on into the active segment, and the next roll starts the segment.
+    append_named(&log, "second", 0..5).await.unwrap();
+    drop(log);
+    let mut expected = ids("first", 0..40);
+    expected.extend(ids("second", 0..5));
+    reopened_holds_exactly(dir.path(), &expected).await;
+}
+
 /// Ingest hands its next batch to the log before the previous one is durable. Batches of one
 /// chain stand or fall in order: once one is refused (here a sync that fails, then a record
 /// the log does not take), every later batch of its chain is refused with it, whether it

@@ -23,12 +23,14 @@ pub enum DiskFault {
     /// Looking an event id up in the deduplication index, which reads a sealed segment's
     /// run of ids: the read fails (with `EIO`, as a failing disk gives it).
     ReadIds,
+    /// Starting a segment: its header is written, then its sync fails.
+    SyncNewSegment,
 }
 
 /// Failures still to inject, per kind.
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
-    pending: [AtomicU32; 4],
+    pending: [AtomicU32; 5],
 }
 
 fn slot(fault: DiskFault) -> usize {
@@ -37,6 +39,7 @@ fn slot(fault: DiskFault) -> usize {
         DiskFault::Sync => 1,
         DiskFault::CreateSegment => 2,
         DiskFault::ReadIds => 3,
+        DiskFault::SyncNewSegment => 4,
     }
 }
 

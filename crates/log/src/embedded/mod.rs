@@ -423,7 +423,7 @@ fn load(
                 dir.display()
             )));
         }
-        segments::create_segment(dir, 1, 0)?;
+        segments::create_segment(dir, 1, 0, &Faults::default())?;
         segment_numbers.push(1);
     }
     let mut next = empty_next(counts);
@@ -1069,7 +1069,7 @@ impl Writer {
                 faults::no_space(),
             ));
         } else {
-            segments::create_segment(dir, segment, self.next_sequence)?
+            segments::create_segment(dir, segment, self.next_sequence, &self.shared.faults)?
         };
         let reader = match file.try_clone() {
             Ok(reader) => reader,
