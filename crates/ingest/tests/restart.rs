@@ -142,6 +142,10 @@ async fn after_a_restart_a_merge_sent_again_is_a_duplicate_though_its_key_moved(
         .await
         .unwrap();
     // Customers whose ids put "b" and "c" in different partitions of the four.
+    assert_ne!(
+        omnilog_log::partition_for(b"b", LIKE_KAFKA_PARTITIONS),
+        omnilog_log::partition_for(b"c", LIKE_KAFKA_PARTITIONS)
+    );
     let first = merge("m1", "a", "b");
     ingest.submit(vec![first.clone()]).await.unwrap();
     ingest.submit(vec![merge("m2", "b", "c")]).await.unwrap();

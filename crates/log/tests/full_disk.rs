@@ -298,10 +298,17 @@ async fn a_segment_whose_header_did_not_sync_is_removed_and_the_log_reopens() {
     append_named(&log, "first", 0..40).await.unwrap();
     // The roll after it failed: its file is gone, so a crash now leaves no segment whose
     // header names frames the active one then takes.
-    // (The writer rolls right after it answers: given a moment.)
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let files = segment_files(dir.path());
-    assert_eq!(files.len(), 1, "{files:?}");
+    // (The writer rolls right after it answers: once it met the failure.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while log.disk_faults_left(DiskFault::SyncNewSegment) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the roll was never tried"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Removed right after the failure (left, this waits out its 5 s and fails).
+    segments_once(dir.path(), |files| files.len() == 1);
     // The frames go on into the active segment, and the next roll starts the segment.
     append_named(&log, "second", 0..5).await.unwrap();
     drop(log);

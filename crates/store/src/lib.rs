@@ -273,7 +273,6 @@ fn lacks_resources(error: &fjall::Error) -> bool {
             | std::io::ErrorKind::StorageFull
             | std::io::ErrorKind::QuotaExceeded
             | std::io::ErrorKind::ReadOnlyFilesystem
-            | std::io::ErrorKind::Interrupted
     ) || matches!(
         io.raw_os_error(),
         Some(EMFILE | ENFILE | ENOSPC | EDQUOT | ENOMEM | EROFS)

@@ -49,6 +49,11 @@ impl Faults {
         self.pending[slot(fault)].fetch_add(times, Ordering::SeqCst);
     }
 
+    /// How many failures of this kind are still to strike.
+    pub(crate) fn left(&self, fault: DiskFault) -> u32 {
+        self.pending[slot(fault)].load(Ordering::SeqCst)
+    }
+
     /// Whether this operation is to fail (one injected failure is used up).
     pub(crate) fn strikes(&self, fault: DiskFault) -> bool {
         self.pending[slot(fault)]

@@ -508,7 +508,7 @@ fn decompress_prefix(stored: &[u8], wanted: usize, buffers: &dyn PlainBuffers) -
 mod lz4_prefix {
     use std::os::raw::{c_char, c_int};
 
-    // The declaration as `lz4.h` of the bundled LZ4 1.10 gives it.
+    // The declaration `lz4.h` of LZ4 1.10 (which lz4-sys bundles) gives.
     unsafe extern "C" {
         fn LZ4_decompress_safe_partial(
             src: *const c_char,
@@ -527,10 +527,12 @@ mod lz4_prefix {
         let target = c_int::try_from(out.len()).ok()?;
         // SAFETY: `block` is readable for `src_size` bytes and `out` writable for `target`
         // bytes, which is also the capacity given: the function reads within the source,
-        // writes at most `target_output_size` bytes (LZ4 1.9 and later stop exactly there;
-        // lz4-sys bundles 1.10) and refuses a malformed block with a negative result.
+        // never writes past `dst_capacity` in any version (and since LZ4 1.8.3 stops exactly
+        // at `target_output_size`), and refuses a malformed block with a negative result.
         // `src_size` is the block's exact size, which its documentation requires for a
-        // target larger than what the block holds.
+        // target larger than what the block holds. The binary may link two copies of LZ4
+        // under these names (lz4-sys' 1.10, and the 1.9.4 that rdkafka-sys builds into
+        // librdkafka); both behave so. What it returns is checked against `out` below.
         let written = unsafe {
             LZ4_decompress_safe_partial(
                 block.as_ptr().cast(),
@@ -1122,6 +1124,20 @@ mod tests {
             }
             if let Some(ids) = event_ids_of_batch(&damaged) {
                 assert!(ids.len() <= records.len());
+            }
+            // Point reads too, which decompress only the block's first bytes (through
+            // `LZ4_decompress_safe_partial`): an error or at most the records asked for.
+            let damaged = Bytes::from(damaged);
+            let first = header.first_offset;
+            for (from, until) in [(first, first + 1), (first + 3, first + 6)] {
+                let mut out = Vec::new();
+                if decode_first_records(&damaged, from, until, &mut out, &FreshBuffers).is_ok() {
+                    assert!(out.len() as u64 <= until - from);
+                }
+                let mut out = Vec::new();
+                if decode_batch(&damaged, from, until, None, &mut out, &FreshBuffers).is_ok() {
+                    assert!(out.len() as u64 <= until - from);
+                }
             }
         }
         // Most damage is caught (a block that no longer decompresses to its length).

@@ -44,8 +44,8 @@
 //!
 //! Readers find a partition's batches through an in-memory index (one entry per batch)
 //! and read them with positioned reads, checking each batch's checksum. Another process
-//! (an `export` while the server runs) opens the log read-only: it takes no lock, changes
-//! nothing, and reads up to the durable end the writer published when it opened. It indexes
+//! (an `export` while the server runs) opens the log read-only: it holds no lock (it probes
+//! the writer's for an instant to learn whether one runs), changes nothing, and reads up to the durable end the writer published when it opened. It indexes
 //! the frames before the durable end a writer published (running or not) by their headers
 //! alone, and reads and checks whole only the frames past it (`segments::scan_segment`); a
 //! closed log's last segment, by the index its writer left (`last_index_holds`).
@@ -847,6 +847,13 @@ impl EmbeddedLog {
     #[doc(hidden)]
     pub fn inject_disk_fault(&self, fault: DiskFault, times: u32) {
         self.shared.faults.inject(fault, times);
+    }
+
+    /// How many injected failures of one kind are still to strike (for tests that wait for
+    /// the writer to meet one).
+    #[doc(hidden)]
+    pub fn disk_faults_left(&self, fault: DiskFault) -> u32 {
+        self.shared.faults.left(fault)
     }
 
     /// How many times the writer synced (for tests of group commit).

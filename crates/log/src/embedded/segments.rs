@@ -93,7 +93,9 @@ pub(crate) fn create_segment(
         // Not started: the frames go on into the active segment, past the first sequence
         // this header names. Left behind with its header whole (its sync failed), it made
         // the next open find a segment missing between the two (found by review).
-        let _ = std::fs::remove_file(&path);
+        if std::fs::remove_file(&path).is_ok() {
+            let _ = sync_dir(dir);
+        }
         return Err(error);
     }
     Ok(file)
