@@ -802,3 +802,42 @@ async fn a_sealed_segment_whose_ids_cannot_all_be_listed_again_is_not_opened_for
     assert!(refused.contains("event ids cannot be listed"), "{refused}");
     assert!(!ids.exists(), "no partial run of ids is saved");
 }
+
+/// A frame damaged before the end the last writer had synced (a bad block, a flipped bit) is
+/// no torn tail: its events were acknowledged. The writer still opens the log, back to the
+/// last whole frame before the damage (what follows cannot be read in order), but keeps the
+/// bytes it cuts beside the segment, synced, and says so, where it cut them saying nothing
+/// acknowledged was dropped (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frame_damaged_before_the_synced_end_is_cut_with_its_bytes_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    let first = append_named(&log, "first", 100, 25).await;
+    append_named(&log, "second", 100, 25).await;
+    log.close().unwrap();
+    let segment = files_with(dir.path(), "seg").pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let whole = bytes.len();
+    let at = whole * 7 / 8;
+    bytes[at] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let log = EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap();
+    let kept = stored(&log).await;
+    assert!(
+        first.iter().all(|(id, place)| kept.get(id) == Some(place)),
+        "the frames before the damage are kept"
+    );
+    assert!(kept.len() < 200, "the damaged frame is cut");
+    log.close().unwrap();
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().contains(".seg.cut-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let cut = std::fs::read(&aside[0]).unwrap();
+    let left = std::fs::metadata(&segment).unwrap().len() as usize;
+    assert!(left < at, "cut back before the damage");
+    assert_eq!(cut, bytes[left..whole], "the cut bytes, as they were");
+}

@@ -533,15 +533,38 @@ fn load(
             continue;
         }
         if writing && scanned.valid_len < scanned.file_len {
-            tracing::warn!(
-                segment,
-                dir = %dir.display(),
-                kept_bytes = scanned.valid_len,
-                dropped_bytes = scanned.file_len - scanned.valid_len,
-                reason = scanned.stopped.as_deref().unwrap_or(""),
-                "the log's tail was cut by a crash; dropping it back to the last whole frame (nothing dropped was acknowledged)"
-            );
             let path = segments::segment_path(dir, segment);
+            // What the last writer published as synced (and so acknowledged): a cut below it
+            // is no torn tail but damage to frames already answered (a bad block, a bit
+            // flipped on the disk). The log still opens (what follows the damage cannot be
+            // read in order), but it says so, and keeps the bytes it cuts beside the segment
+            // for whoever can mend them, where it said nothing acknowledged was dropped and
+            // dropped them (found by review).
+            let acknowledged = meta::read_durable_end(dir)
+                .filter(|end| end.segment == segment && end.position > scanned.valid_len);
+            match acknowledged {
+                Some(end) => {
+                    let kept = keep_cut_bytes(&path, scanned.valid_len, scanned.file_len)?;
+                    tracing::error!(
+                        segment,
+                        dir = %dir.display(),
+                        damaged_at = scanned.valid_len,
+                        synced_to = end.position,
+                        cut_bytes = scanned.file_len - scanned.valid_len,
+                        kept_in = %kept.display(),
+                        reason = scanned.stopped.as_deref().unwrap_or(""),
+                        "the log's last segment is damaged before the end its writer had synced: acknowledged events past the damage are cut off; the cut bytes are kept aside"
+                    );
+                }
+                None => tracing::warn!(
+                    segment,
+                    dir = %dir.display(),
+                    kept_bytes = scanned.valid_len,
+                    dropped_bytes = scanned.file_len - scanned.valid_len,
+                    reason = scanned.stopped.as_deref().unwrap_or(""),
+                    "the log's tail was cut by a crash; dropping it back to the last whole frame (nothing dropped was acknowledged)"
+                ),
+            }
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
@@ -639,6 +662,30 @@ fn offsets_after_index(
         *slot = entry.end_offset();
     }
     Some(next)
+}
+
+/// Copies the bytes `from..to` of the segment at `path` beside it, synced, before they are
+/// cut off: `NNNN.seg.cut-<offset>`. Returns where.
+fn keep_cut_bytes(path: &Path, from: u64, to: u64) -> Result<PathBuf, LogError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let aside = path.with_extension(format!("seg.cut-{from}"));
+    let copied = (|| -> std::io::Result<()> {
+        let mut source = File::open(path)?;
+        source.seek(SeekFrom::Start(from))?;
+        let mut target = File::create(&aside)?;
+        std::io::copy(&mut source.take(to - from), &mut target)?;
+        target.sync_all()
+    })();
+    copied.map_err(|error| {
+        io_error(
+            format!("keeping the cut bytes in {}", aside.display()),
+            error,
+        )
+    })?;
+    if let Some(dir) = path.parent() {
+        meta::sync_dir(dir)?;
+    }
+    Ok(aside)
 }
 
 /// The ids of a sealed segment whose index survived but whose run file did not.
