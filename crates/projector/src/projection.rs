@@ -336,7 +336,8 @@ impl<V: View> Version<V> {
                     reason,
                     "a stored record of the view cannot be read; the version is cleared and folded again from offset 0"
                 );
-                table.clear()?;
+                // In the view's layout, even where the stored one is what cannot be read.
+                table.clear_to(Some(view.layout()))?;
                 (view.new_state(), Checkpoint::default())
             }
             Err(error) => return Err(error),

@@ -1012,7 +1012,12 @@ impl ViewTable {
         // The layout stays: the records are cleared, not what layout the next ones are in.
         // Cleared with it (a damaged version folded again), a later build of another layout
         // found none, took the version for new and kept its records (found by review).
-        let layout = self.layout().ok().flatten();
+        self.clear_to(self.layout().ok().flatten())
+    }
+
+    /// [`ViewTable::clear`], the layout set to `layout` (the one the caller will write
+    /// in): a version whose stored layout itself cannot be read keeps the right one.
+    pub fn clear_to(&self, layout: Option<u32>) -> Result<(), StoreError> {
         let keyspace = self.keyspace.get()?;
         keyspace.clear()?;
         if let Some(layout) = layout {
@@ -1398,6 +1403,16 @@ mod tests {
         changes.puts.push((b"q1".to_vec(), b"v".to_vec()));
         table.commit(changes, &Checkpoint::default()).unwrap();
         table.clear().unwrap();
+        assert_eq!(table.layout().unwrap(), Some(7));
+        // A layout that cannot be read is replaced by the one the caller names.
+        table
+            .keyspace
+            .get()
+            .unwrap()
+            .insert(LAYOUT_KEY, b"bad".to_vec())
+            .unwrap();
+        assert!(table.layout().is_err());
+        table.clear_to(Some(7)).unwrap();
         assert_eq!(table.layout().unwrap(), Some(7));
         assert_eq!(table.checkpoint().unwrap(), Checkpoint::default());
         // Another layout then clears it, as it would have the records.
