@@ -89,6 +89,14 @@ fn segment_files(dir: &Path) -> Vec<(String, u64)> {
 
 /// The segment files once they satisfy `settled` (the writer rolls after it answered the
 /// group that filled a segment, so a test waits for it), within five seconds.
+/// A log in `dir` whose segments roll every 4 KiB: a request of 40 events rolls one.
+fn open_with_small_segments(dir: &Path) -> EmbeddedLog {
+    let options = LogOptions {
+        segment_bytes: 4 * 1024,
+    };
+    EmbeddedLog::open_with(dir, PartitionCounts::default(), options).unwrap()
+}
+
 fn segments_once(dir: &Path, settled: impl Fn(&[(String, u64)]) -> bool) -> Vec<(String, u64)> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -233,10 +241,7 @@ async fn a_log_closed_with_an_unsettled_tail_leaves_no_index_of_it() {
 #[tokio::test]
 async fn a_segment_that_cannot_be_started_is_started_later_and_the_log_reopens() {
     let dir = tempfile::tempdir().unwrap();
-    let options = LogOptions {
-        segment_bytes: 4 * 1024,
-    };
-    let log = EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), options).unwrap();
+    let log = open_with_small_segments(dir.path());
     log.inject_disk_fault(DiskFault::CreateSegment, 1);
     // One request past the segment's size: the roll after it fails, leaving the new
     // segment's file empty, as a full disk does.
@@ -262,10 +267,7 @@ async fn a_segment_that_cannot_be_started_is_started_later_and_the_log_reopens()
 #[tokio::test]
 async fn a_segment_left_empty_by_a_failed_roll_does_not_stop_the_log_from_opening() {
     let dir = tempfile::tempdir().unwrap();
-    let options = LogOptions {
-        segment_bytes: 4 * 1024,
-    };
-    let log = EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), options).unwrap();
+    let log = open_with_small_segments(dir.path());
     log.inject_disk_fault(DiskFault::CreateSegment, 1);
     append_named(&log, "first", 0..40).await.unwrap();
     let files = segments_once(dir.path(), |files| files.len() == 2);
@@ -290,10 +292,7 @@ async fn a_segment_left_empty_by_a_failed_roll_does_not_stop_the_log_from_openin
 #[tokio::test]
 async fn a_segment_whose_header_did_not_sync_is_removed_and_the_log_reopens() {
     let dir = tempfile::tempdir().unwrap();
-    let options = LogOptions {
-        segment_bytes: 4 * 1024,
-    };
-    let log = EmbeddedLog::open_with(dir.path(), PartitionCounts::default(), options).unwrap();
+    let log = open_with_small_segments(dir.path());
     log.inject_disk_fault(DiskFault::SyncNewSegment, 1);
     append_named(&log, "first", 0..40).await.unwrap();
     // The roll after it failed: its file is gone, so a crash now leaves no segment whose

@@ -416,21 +416,7 @@ async fn a_reader_takes_the_published_durable_part_by_its_headers_and_checks_the
         std::fs::write(&copy, &bytes).unwrap();
         let reader = EmbeddedLog::open_read_only(scratch.path()).unwrap();
         assert!(reader.last_segment_from_index(), "{field}");
-        let ends = reader.end_offsets(Topic::Interactions).await.unwrap();
-        let mut failed = Vec::new();
-        for partition in 0..PARTITIONS {
-            if let Err(error) = reader
-                .read(
-                    Topic::Interactions,
-                    partition,
-                    0,
-                    ends[partition as usize] as usize,
-                )
-                .await
-            {
-                failed.push(error.to_string());
-            }
-        }
+        let (_, failed) = read_every_partition(&reader).await;
         assert_eq!(failed.len(), 1, "{field}: {failed:?}");
         assert!(
             failed[0].contains("where the index has"),
@@ -445,8 +431,23 @@ async fn a_damaged_batch_fails_its_read(dir: &Path, kept: usize, with_index: boo
     let reader = EmbeddedLog::open_read_only(dir).unwrap();
     assert_eq!(reader.last_segment_from_index(), with_index);
     let ends = reader.end_offsets(Topic::Interactions).await.unwrap();
-    let mut failed = Vec::new();
+    let (read, failed) = read_every_partition(&reader).await;
+    assert_eq!(
+        ends.iter().sum::<u64>() as usize,
+        kept,
+        "every batch indexed"
+    );
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("checksum"), "{failed:?}");
+    assert!(read > 0 && read < kept);
+}
+
+/// Reads every interactions partition of `reader` whole, each in one read: how many records
+/// the reads that succeeded returned, and the errors of those that failed.
+async fn read_every_partition(reader: &EmbeddedLog) -> (usize, Vec<String>) {
+    let ends = reader.end_offsets(Topic::Interactions).await.unwrap();
     let mut read = 0;
+    let mut failed = Vec::new();
     for partition in 0..PARTITIONS {
         match reader
             .read(
@@ -461,14 +462,7 @@ async fn a_damaged_batch_fails_its_read(dir: &Path, kept: usize, with_index: boo
             Err(error) => failed.push(error.to_string()),
         }
     }
-    assert_eq!(
-        ends.iter().sum::<u64>() as usize,
-        kept,
-        "every batch indexed"
-    );
-    assert_eq!(failed.len(), 1, "{failed:?}");
-    assert!(failed[0].contains("checksum"), "{failed:?}");
-    assert!(read > 0 && read < kept);
+    (read, failed)
 }
 
 /// Every record a reader of the log in `dir` finds (as [`stored`] gives them).

@@ -455,15 +455,18 @@ fn stored_records<'a>(batch: &'a [u8], header: &BatchHeader) -> Option<&'a [u8]>
 }
 
 /// Checks a batch (`bytes` = its header and stored records) against its checksum and
-/// returns its header and its records as encoded: the stored bytes themselves, or what they
-/// decompress to (in a buffer of `buffers`).
-fn checked_records(
-    bytes: &Bytes,
-    buffers: &dyn PlainBuffers,
-) -> Result<(BatchHeader, Bytes), String> {
+/// returns its header and its stored records (a read without the batch's place: tests).
+#[cfg(test)]
+fn checked_stored(bytes: &[u8]) -> Result<(BatchHeader, &[u8]), String> {
     let header = parse_batch_header(bytes).ok_or("the batch header is damaged")?;
+    let stored = stored_of(bytes, &header)?;
+    Ok((header, stored))
+}
+
+/// The stored records of a batch whose header is parsed, checked against its checksum.
+fn stored_of<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<&'a [u8], String> {
     let stored =
-        stored_records(bytes, &header).ok_or("the batch is shorter than its header says")?;
+        stored_records(bytes, header).ok_or("the batch is shorter than its header says")?;
     if crc32c::crc32c(stored) != header.crc {
         return Err(format!(
             "the batch of offsets {}..{} fails its checksum",
@@ -471,17 +474,27 @@ fn checked_records(
             header.end_offset()
         ));
     }
-    let records = match header.codec {
+    Ok(stored)
+}
+
+/// A checked batch's records as encoded: the stored bytes themselves (a slice of `bytes`),
+/// or what they decompress to (in a buffer of `buffers`).
+fn plain_records(
+    bytes: &Bytes,
+    header: &BatchHeader,
+    stored: &[u8],
+    buffers: &dyn PlainBuffers,
+) -> Result<Bytes, String> {
+    match header.codec {
         CODEC_LZ4 => decompress_into(stored, buffers).ok_or_else(|| {
             format!(
                 "the batch of offsets {}..{} does not decompress",
                 header.first_offset,
                 header.end_offset()
             )
-        })?,
-        _ => bytes.slice_ref(stored),
-    };
-    Ok((header, records))
+        }),
+        _ => Ok(bytes.slice_ref(stored)),
+    }
 }
 
 /// The first records of a codec-1 batch: its LZ4 block decompressed only until `wanted`
@@ -566,12 +579,11 @@ fn decompress_into(stored: &[u8], buffers: &dyn PlainBuffers) -> Option<Bytes> {
 /// flipped bit in a first offset or a count read back the records under other offsets, or
 /// fewer of them, and readers moved past records they never returned.
 pub(crate) fn check_batch_header(
-    bytes: &[u8],
+    header: &BatchHeader,
     topic: Topic,
     partition: u32,
     entry: &super::segments::BatchEntry,
 ) -> Result<(), String> {
-    let header = parse_batch_header(bytes).ok_or("the batch header is damaged")?;
     let stored_len = BATCH_HEADER_BYTES as u64 + u64::from(header.records_len);
     if header.topic != topic
         || header.partition != partition
@@ -598,7 +610,9 @@ pub(crate) fn check_batch_header(
 /// Decodes the records of one batch (`bytes` = its header and stored records), keeping those
 /// at or after `from` and before `until` (and whose keys are of `share`, when given: the
 /// others are passed over on their key alone). Payloads share one buffer: `bytes`', or that
-/// of the decompressed records (one of `buffers`).
+/// of the decompressed records (one of `buffers`). Reads go through [`decode_placed_batch`];
+/// this is the same without the batch's place, for tests.
+#[cfg(test)]
 pub(crate) fn decode_batch(
     bytes: &Bytes,
     from: u64,
@@ -607,72 +621,73 @@ pub(crate) fn decode_batch(
     out: &mut Vec<LogRecord>,
     buffers: &dyn PlainBuffers,
 ) -> Result<(), String> {
-    if share.is_none() && decode_first_records(bytes, from, until, out, buffers)? {
-        return Ok(());
-    }
-    let (header, records) = checked_records(bytes, buffers)?;
-    let mut at = 0;
-    let end = records.len();
-    for index in 0..u64::from(header.count) {
-        let offset = header.first_offset + index;
-        if at + 4 > end {
-            return Err(format!("record {offset} runs past its batch"));
-        }
-        let len = le_u32(&records[at..at + 4]) as usize;
-        let start = at + 4;
-        let stop = start + len;
-        if stop > end {
-            return Err(format!("record {offset} runs past its batch"));
-        }
-        at = stop;
-        if offset < from {
-            continue;
-        }
-        if offset >= until {
-            break;
-        }
-        if let Some(share) = share
-            && let Some(key) = key_of(&records[start..stop])
-            && !share.holds(key)
-        {
-            continue;
-        }
-        out.push(
-            decode_record(
-                &records,
-                start,
-                stop,
-                header.topic,
-                header.partition,
-                offset,
-            )
-            .ok_or_else(|| format!("record {offset} is damaged"))?,
-        );
-    }
-    Ok(())
+    let (header, stored) = checked_stored(bytes)?;
+    decode_checked(bytes, &header, stored, from, until, share, out, buffers)
 }
 
-/// [`decode_batch`] of a range that ends well before its compressed batch does (a point
-/// read): the batch checked against its checksum as a whole, then decompressed only about as
-/// far as the range's records go, estimated from their share of the batch's records with a
-/// margin. `Ok(false)` (nothing pushed) when that does not pay or the estimate fell short of
-/// a record of the range: the caller decompresses the whole batch, as for any other read.
-fn decode_first_records(
+/// Decodes the records of one batch (`bytes` = its header and stored records) read where the
+/// index placed it (`topic`, `partition`, `entry`), keeping those at or after `from` and
+/// before `until` (and whose keys are of `share`, when given: the others are passed over on
+/// their key alone). The header is parsed once and checked against that place
+/// ([`check_batch_header`]), the stored records against their checksum once. Payloads share
+/// one buffer: `bytes`', or that of the decompressed records (one of `buffers`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decode_placed_batch(
     bytes: &Bytes,
+    topic: Topic,
+    partition: u32,
+    entry: &super::segments::BatchEntry,
+    from: u64,
+    until: u64,
+    share: Option<KeyShare>,
+    out: &mut Vec<LogRecord>,
+    buffers: &dyn PlainBuffers,
+) -> Result<(), String> {
+    let header = parse_batch_header(bytes).ok_or("the batch header is damaged")?;
+    check_batch_header(&header, topic, partition, entry)?;
+    let stored = stored_of(bytes, &header)?;
+    decode_checked(bytes, &header, stored, from, until, share, out, buffers)
+}
+
+/// [`decode_placed_batch`] of a batch checked against its checksum: a point read's first records
+/// only ([`decode_first_records`]) when that pays, else every record.
+#[allow(clippy::too_many_arguments)]
+fn decode_checked(
+    bytes: &Bytes,
+    header: &BatchHeader,
+    stored: &[u8],
+    from: u64,
+    until: u64,
+    share: Option<KeyShare>,
+    out: &mut Vec<LogRecord>,
+    buffers: &dyn PlainBuffers,
+) -> Result<(), String> {
+    if share.is_none() && decode_first_records(header, stored, from, until, out, buffers)? {
+        return Ok(());
+    }
+    let records = plain_records(bytes, header, stored, buffers)?;
+    match decode_records(&records, header, from, until, share, out)? {
+        Walked::Whole => Ok(()),
+        Walked::FellShort(offset) => Err(format!("record {offset} runs past its batch")),
+    }
+}
+
+/// [`decode_placed_batch`] of a range that ends well before its compressed batch does (a point
+/// read), the batch already checked against its checksum: decompressed only about as far as
+/// the range's records go, estimated from their share of the batch's records with a margin.
+/// `Ok(false)` (nothing pushed) when that does not pay or the estimate fell short of a record
+/// of the range: the caller decompresses the whole batch, as for any other read.
+fn decode_first_records(
+    header: &BatchHeader,
+    stored: &[u8],
     from: u64,
     until: u64,
     out: &mut Vec<LogRecord>,
     buffers: &dyn PlainBuffers,
 ) -> Result<bool, String> {
-    let Some(header) = parse_batch_header(bytes) else {
-        return Ok(false);
-    };
     if header.codec != CODEC_LZ4 || until >= header.end_offset() || header.count == 0 {
         return Ok(false);
     }
-    let Some(stored) = stored_records(bytes, &header) else {
-        return Ok(false);
-    };
     let Some(plain_len) = stored.get(..4).map(|len| le_u32(len) as usize) else {
         return Ok(false);
     };
@@ -684,42 +699,69 @@ fn decode_first_records(
     if wanted >= plain_len / 4 * 3 {
         return Ok(false);
     }
-    if crc32c::crc32c(stored) != header.crc {
-        // The whole read reports it.
-        return Ok(false);
-    }
     let Some(records) = decompress_prefix(stored, wanted, buffers) else {
         return Ok(false);
     };
-    let mut found = Vec::new();
+    let before = out.len();
+    match decode_records(&records, header, from, until, None, out)? {
+        Walked::Whole => Ok(true),
+        Walked::FellShort(_) => {
+            out.truncate(before);
+            Ok(false)
+        }
+    }
+}
+
+/// How far [`decode_records`] went.
+enum Walked {
+    /// Every record it was asked for.
+    Whole,
+    /// Not past the record at this offset, which runs past the records given.
+    FellShort(u64),
+}
+
+/// Decodes the records `from..until` of a batch's encoded records (all of them, or the first
+/// part of them a point read decompressed), those whose keys are of `share` when given.
+fn decode_records(
+    records: &Bytes,
+    header: &BatchHeader,
+    from: u64,
+    until: u64,
+    share: Option<KeyShare>,
+    out: &mut Vec<LogRecord>,
+) -> Result<Walked, String> {
     let mut at = 0;
-    for offset in header.first_offset..until {
-        let Some(len) = records.get(at..at + 4).map(le_u32) else {
-            return Ok(false);
-        };
+    let end = records.len();
+    for index in 0..u64::from(header.count) {
+        let offset = header.first_offset + index;
+        if offset >= until {
+            break;
+        }
+        if at + 4 > end {
+            return Ok(Walked::FellShort(offset));
+        }
+        let len = le_u32(&records[at..at + 4]) as usize;
         let start = at + 4;
-        let stop = start + len as usize;
-        if stop > records.len() {
-            return Ok(false);
+        let stop = start + len;
+        if stop > end {
+            return Ok(Walked::FellShort(offset));
         }
         at = stop;
         if offset < from {
             continue;
         }
-        found.push(
-            decode_record(
-                &records,
-                start,
-                stop,
-                header.topic,
-                header.partition,
-                offset,
-            )
-            .ok_or_else(|| format!("record {offset} is damaged"))?,
+        if let Some(share) = share
+            && let Some(key) = key_of(&records[start..stop])
+            && !share.holds(key)
+        {
+            continue;
+        }
+        out.push(
+            decode_record(records, start, stop, header.topic, header.partition, offset)
+                .ok_or_else(|| format!("record {offset} is damaged"))?,
         );
     }
-    out.append(&mut found);
-    Ok(true)
+    Ok(Walked::Whole)
 }
 
 /// The key of an encoded record (`record` = what follows its length); `None` when it runs
@@ -932,6 +974,22 @@ mod tests {
         assert_eq!(ids[5], (Uuid::from_u128(5), 45));
     }
 
+    /// [`decode_first_records`] of a batch as read: `Ok(false)` for one that fails its
+    /// checksum (the whole read reports that).
+    fn first_records(
+        bytes: &Bytes,
+        from: u64,
+        until: u64,
+        out: &mut Vec<LogRecord>,
+    ) -> Result<bool, String> {
+        match checked_stored(bytes) {
+            Ok((header, stored)) => {
+                decode_first_records(&header, stored, from, until, out, &FreshBuffers)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
     #[test]
     fn a_point_read_decompresses_only_the_first_records_and_reads_what_a_whole_read_does() {
         // Records of about one length but six long ones in the middle: ranges before them
@@ -978,7 +1036,7 @@ mod tests {
             for len in [1, 2, 5, 40] {
                 let until = from + len;
                 let mut probe = Vec::new();
-                if decode_first_records(&bytes, from, until, &mut probe, &FreshBuffers).unwrap() {
+                if first_records(&bytes, from, until, &mut probe).unwrap() {
                     partial_reads += 1;
                     same(&probe, from, until);
                 } else {
@@ -995,10 +1053,7 @@ mod tests {
         );
         // Past the long records, the estimate falls short: the batch is read whole.
         let mut probe = Vec::new();
-        assert!(
-            !decode_first_records(&bytes, first + 103, first + 106, &mut probe, &FreshBuffers)
-                .unwrap()
-        );
+        assert!(!first_records(&bytes, first + 103, first + 106, &mut probe).unwrap());
         assert!(probe.is_empty());
         // A damaged batch is reported by the whole read, never read in part.
         let mut damaged = bytes.to_vec();
@@ -1006,9 +1061,7 @@ mod tests {
         damaged[last] ^= 1;
         let damaged = Bytes::from(damaged);
         let mut none = Vec::new();
-        assert!(
-            !decode_first_records(&damaged, first, first + 1, &mut none, &FreshBuffers).unwrap()
-        );
+        assert!(!first_records(&damaged, first, first + 1, &mut none).unwrap());
         assert!(decode_batch(&damaged, first, first + 1, None, &mut none, &FreshBuffers).is_err());
     }
 
@@ -1131,7 +1184,7 @@ mod tests {
             let first = header.first_offset;
             for (from, until) in [(first, first + 1), (first + 3, first + 6)] {
                 let mut out = Vec::new();
-                if decode_first_records(&damaged, from, until, &mut out, &FreshBuffers).is_ok() {
+                if first_records(&damaged, from, until, &mut out).is_ok() {
                     assert!(out.len() as u64 <= until - from);
                 }
                 let mut out = Vec::new();

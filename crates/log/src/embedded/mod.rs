@@ -145,6 +145,33 @@ impl Shared {
             .ok_or_else(|| LogError::Storage(format!("segment {segment} is not open")))
     }
 
+    /// What a read of up to `max` records of a partition from `from` reads: the batches that
+    /// hold them, below the partition's published end (only what is durable is visible).
+    fn wanted(
+        &self,
+        topic: Topic,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<WantedBatch>, LogError> {
+        let end = *self.end_sender(topic, partition)?.borrow();
+        if from >= end || max == 0 {
+            return Ok(Vec::new());
+        }
+        let until = end.min(from.saturating_add(max as u64));
+        Ok(self
+            .batches(topic, partition, from, until)
+            .into_iter()
+            .map(|batch| WantedBatch {
+                topic,
+                partition,
+                batch,
+                from,
+                until,
+            })
+            .collect())
+    }
+
     /// The batches of a partition that hold offsets `from..until`.
     fn batches(&self, topic: Topic, partition: u32, from: u64, until: u64) -> Vec<BatchEntry> {
         let index = self.index[topic_code(topic) as usize][partition as usize]
@@ -205,23 +232,23 @@ impl Shared {
                 let batch = wanted.batch;
                 let start = (batch.position - first.position) as usize;
                 let bytes = span.slice(start..start + batch.len as usize);
-                format::check_batch_header(&bytes, wanted.topic, wanted.partition, &batch)
-                    .and_then(|()| {
-                        format::decode_batch(
-                            &bytes,
-                            wanted.from,
-                            wanted.until,
-                            share,
-                            &mut records,
-                            &self.spans,
-                        )
-                    })
-                    .map_err(|reason| {
-                        LogError::Storage(format!(
-                            "segment {} at byte {}: {reason}",
-                            batch.segment, batch.position
-                        ))
-                    })?;
+                format::decode_placed_batch(
+                    &bytes,
+                    wanted.topic,
+                    wanted.partition,
+                    &batch,
+                    wanted.from,
+                    wanted.until,
+                    share,
+                    &mut records,
+                    &self.spans,
+                )
+                .map_err(|reason| {
+                    LogError::Storage(format!(
+                        "segment {} at byte {}: {reason}",
+                        batch.segment, batch.position
+                    ))
+                })?;
             }
             at = stop;
         }
@@ -922,23 +949,7 @@ impl EmbeddedLog {
         from: u64,
         max: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
-        let end = *self.shared.end_sender(topic, partition)?.borrow();
-        if from >= end || max == 0 {
-            return Ok(Vec::new());
-        }
-        let until = end.min(from.saturating_add(max as u64));
-        let wanted: Vec<WantedBatch> = self
-            .shared
-            .batches(topic, partition, from, until)
-            .into_iter()
-            .map(|batch| WantedBatch {
-                topic,
-                partition,
-                batch,
-                from,
-                until,
-            })
-            .collect();
+        let wanted = self.shared.wanted(topic, partition, from, max)?;
         self.shared.read_batches(&wanted, None)
     }
 
@@ -1562,24 +1573,7 @@ impl EventLog for EmbeddedLog {
         from: u64,
         max: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
-        // Only what is durable is visible: the published end, not what the file holds.
-        let end = *self.shared.end_sender(topic, partition)?.borrow();
-        if from >= end || max == 0 {
-            return Ok(Vec::new());
-        }
-        let until = end.min(from.saturating_add(max as u64));
-        let wanted: Vec<WantedBatch> = self
-            .shared
-            .batches(topic, partition, from, until)
-            .into_iter()
-            .map(|batch| WantedBatch {
-                topic,
-                partition,
-                batch,
-                from,
-                until,
-            })
-            .collect();
+        let wanted = self.shared.wanted(topic, partition, from, max)?;
         let bytes: u64 = wanted.iter().map(|w| u64::from(w.batch.len)).sum();
         if bytes <= INLINE_READ_BYTES {
             return self.shared.read_batches(&wanted, None);
