@@ -87,8 +87,6 @@ fn segment_files(dir: &Path) -> Vec<(String, u64)> {
     files
 }
 
-/// The segment files once they satisfy `settled` (the writer rolls after it answered the
-/// group that filled a segment, so a test waits for it), within five seconds.
 /// A log in `dir` whose segments roll every 4 KiB: a request of 40 events rolls one.
 fn open_with_small_segments(dir: &Path) -> EmbeddedLog {
     let options = LogOptions {
@@ -97,6 +95,8 @@ fn open_with_small_segments(dir: &Path) -> EmbeddedLog {
     EmbeddedLog::open_with(dir, PartitionCounts::default(), options).unwrap()
 }
 
+/// The segment files once they satisfy `settled` (the writer rolls after it answered the
+/// group that filled a segment, so a test waits for it), within five seconds.
 fn segments_once(dir: &Path, settled: impl Fn(&[(String, u64)]) -> bool) -> Vec<(String, u64)> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -284,6 +284,55 @@ async fn a_segment_left_empty_by_a_failed_roll_does_not_stop_the_log_from_openin
     let expected = ids("first", 0..40);
     reopened_holds_exactly(dir.path(), &expected).await;
     assert_eq!(segment_files(dir.path()).len(), 1);
+}
+
+/// A power cut while a roll wrote the new segment's header can leave a file of the header's
+/// length whose bytes never reached the disk (zeros): it holds no frame, since frames go
+/// into a new segment only once its header is synced, and the log opens without it. A
+/// last segment with frames and a damaged header still stops the open.
+#[tokio::test]
+async fn a_last_segment_whose_header_never_reached_the_disk_does_not_stop_the_log_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_with_small_segments(dir.path());
+    append_named(&log, "first", 0..40).await.unwrap();
+    let files = segments_once(dir.path(), |files| files.len() == 2);
+    log.close().unwrap();
+    let header_len = files[1].1;
+    let unwritten = dir.path().join(format!("{:010}.seg", files.len() + 1));
+    std::fs::write(&unwritten, vec![0u8; header_len as usize]).unwrap();
+
+    // A reader passes over it and changes nothing...
+    let reader = EmbeddedLog::open_read_only(dir.path()).unwrap();
+    assert_eq!(stored(&reader).await.len(), 40);
+    drop(reader);
+    assert!(unwritten.exists());
+    // ...and the writer removes it, then goes on writing where the log ended.
+    let log = EmbeddedLog::open_with(
+        dir.path(),
+        PartitionCounts::default(),
+        LogOptions {
+            segment_bytes: 4 * 1024,
+        },
+    )
+    .expect("a segment holding no frame does not stop the open");
+    assert!(!unwritten.exists());
+    append_named(&log, "second", 0..5).await.unwrap();
+    log.close().unwrap();
+    let mut expected = ids("first", 0..40);
+    expected.extend(ids("second", 0..5));
+    reopened_holds_exactly(dir.path(), &expected).await;
+
+    // Damage in the header of a segment that holds frames is not passed over.
+    let last = segment_files(dir.path()).last().unwrap().0.clone();
+    let last = dir.path().join(last);
+    let mut bytes = std::fs::read(&last).unwrap();
+    assert!(
+        bytes.len() as u64 > header_len,
+        "the last segment holds frames"
+    );
+    bytes[0] ^= 0xff;
+    std::fs::write(&last, bytes).unwrap();
+    assert!(EmbeddedLog::open(dir.path(), PartitionCounts::default()).is_err());
 }
 
 /// A new segment whose header was written but whose sync failed is removed, not left for

@@ -425,15 +425,22 @@ fn load(
     if let Some(limit) = limit {
         segment_numbers.retain(|&segment| segment <= limit.segment);
     }
-    // A last segment too short for its header was being created when the disk filled up or
-    // the process died: no frame was ever written to it. The writer removes it (and creates
-    // it again when it rolls); a reader passes over it.
+    // A last segment too short for its header, or no longer than its header and with a
+    // header that does not read back, was being created when the disk filled up or the
+    // machine stopped (a file's length can reach the disk before its bytes do): no frame
+    // was ever written to it, since a roll starts writing frames only once the new header
+    // is synced. The writer removes it (and creates it again when it rolls); a reader
+    // passes over it.
     if let Some(&last) = segment_numbers.last() {
         let path = segments::segment_path(dir, last);
         let len = std::fs::metadata(&path)
             .map_err(|error| io_error(format!("reading {}", path.display()), error))?
             .len();
-        if len < format::SEGMENT_HEADER_BYTES {
+        if len < format::SEGMENT_HEADER_BYTES
+            || (len == format::SEGMENT_HEADER_BYTES
+                && !segments::header_names(&path, last)
+                    .map_err(|error| io_error(format!("reading {}", path.display()), error))?)
+        {
             if writing {
                 tracing::warn!(path = %path.display(), bytes = len, "removing a segment whose creation never finished (it holds no frame)");
                 std::fs::remove_file(&path)

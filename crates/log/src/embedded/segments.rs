@@ -101,6 +101,13 @@ pub(crate) fn create_segment(
     Ok(file)
 }
 
+/// Whether the segment file at `path` starts with a whole header naming it `segment`.
+pub(crate) fn header_names(path: &Path, segment: u64) -> std::io::Result<bool> {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    File::open(path)?.read_exact_at(&mut header, 0)?;
+    Ok(parse_segment_header(&header).is_some_and(|(number, _)| number == segment))
+}
+
 /// What scanning a segment found.
 #[derive(Debug, Default)]
 pub(crate) struct ScannedSegment {
