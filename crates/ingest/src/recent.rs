@@ -24,6 +24,14 @@
 //! be taken back ([`RecentIds::rollback_to`]) if the log refuses the group. The record is a
 //! deque kept between groups: a vector dropped at each group's end and drained from the
 //! front by [`RecentIds::keep_before`] was grown again, page by page, for every group.
+//!
+//! What the log says of a group that settled while later ones are still staged (where each
+//! of its events is stored) is true whatever becomes of those later groups, but the record
+//! is taken back newest first, by position, so a rollback to a later group's stage point
+//! takes those facts back with it. They are kept beside the record
+//! ([`RecentIds::remember_stored`]) and learnt again after such a rollback: taken back for
+//! good, a redelivery of a stored event was appended again (stored twice on Kafka) and
+//! folded twice into the identity view (found by review).
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -90,6 +98,10 @@ pub(crate) struct RecentIds {
     /// Changes dropped from the front of `undo` once kept ([`RecentIds::keep_before`]): a
     /// stage point counts every change since staging started.
     kept: usize,
+    /// Where the log holds events, learnt while a group is staged, each with where the
+    /// record stood when it was learnt (oldest first): learnt again after a rollback to a
+    /// point before it, dropped once no staged group's point is before it.
+    log_facts: VecDeque<(usize, Uuid, EventPosition)>,
 }
 
 /// The index entry of `slot` for an id whose hash has `high` as its high 32 bits.
@@ -121,6 +133,7 @@ impl RecentIds {
             undo: VecDeque::new(),
             recording: false,
             kept: 0,
+            log_facts: VecDeque::new(),
         }
     }
 
@@ -223,6 +236,18 @@ impl RecentIds {
         }
     }
 
+    /// Learns that the log holds `event_id` at `stored`: a fact no rollback takes back.
+    pub(crate) fn remember_stored(&mut self, event_id: Uuid, stored: EventPosition) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.recording {
+            self.log_facts
+                .push_back((self.kept + self.undo.len(), event_id, stored));
+        }
+        self.remember(event_id, Learnt::StoredAt(stored));
+    }
+
     /// Starts recording changes (or goes on recording); returns where the record stands.
     pub(crate) fn stage(&mut self) -> usize {
         self.recording = true;
@@ -234,6 +259,7 @@ impl RecentIds {
         self.recording = false;
         self.undo.clear();
         self.kept = 0;
+        self.log_facts.clear();
     }
 
     /// Keeps the changes made before `point` (a [`RecentIds::stage`] point) and goes on
@@ -243,6 +269,13 @@ impl RecentIds {
             let settled = point.saturating_sub(self.kept).min(self.undo.len());
             self.undo.drain(..settled);
             self.kept = self.kept.max(point);
+            while self
+                .log_facts
+                .front()
+                .is_some_and(|&(learnt_at, ..)| learnt_at < point)
+            {
+                self.log_facts.pop_front();
+            }
         }
     }
 
@@ -273,6 +306,15 @@ impl RecentIds {
                 }
                 None => break,
             }
+        }
+        let taken_back = self
+            .log_facts
+            .iter()
+            .position(|&(learnt_at, ..)| learnt_at >= to)
+            .unwrap_or(self.log_facts.len());
+        let facts: Vec<_> = self.log_facts.drain(taken_back..).collect();
+        for (_, event_id, stored) in facts {
+            self.remember_stored(event_id, stored);
         }
     }
 
@@ -344,6 +386,33 @@ mod tests {
         assert_eq!(stored_at(&recent, &first), Some(position(7)));
         assert!(recent.get(&third).is_none());
         assert_eq!(recent.ids(), [first, second]);
+    }
+
+    /// A group that settles while a later one is staged learns where the log holds its
+    /// events; the later group's refusal takes its own changes back, not those facts (they
+    /// were taken back with it, newest first, found by review).
+    #[test]
+    fn where_a_settled_group_is_stored_outlives_a_later_groups_rollback() {
+        let mut recent = RecentIds::new(3);
+        let (settled, agent, later) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        recent.stage();
+        recent.remember(settled, Learnt::ResolvedTo("c1"));
+        let later_group = recent.stage();
+        recent.remember(later, Learnt::ResolvedTo("c3"));
+        // The first group settles: its id is stored, and an agent event (remembered only
+        // once stored) is added.
+        recent.keep_before(later_group);
+        recent.remember_stored(settled, position(4));
+        recent.remember_stored(agent, position(5));
+        assert_eq!(recent.ids(), [settled, later, agent]);
+        // The later group is refused.
+        recent.rollback_to(later_group);
+        assert_eq!(stored_at(&recent, &settled), Some(position(4)));
+        assert_eq!(stored_at(&recent, &agent), Some(position(5)));
+        assert!(recent.get(&later).is_none());
+        assert_eq!(recent.ids(), [settled, agent]);
+        recent.keep();
+        assert!(recent.log_facts.is_empty());
     }
 
     /// Against a plain model (a queue of ids and what each is remembered as), through adds

@@ -3,7 +3,9 @@
 //! identity view, and the same request sent again once the disk has room is accepted, as
 //! new, with nothing lost or doubled. The disk failure is injected at the embedded log's
 //! sync (see `crates/log/tests/full_disk.rs` for why injected). A refused append takes back
-//! exactly its own decisions, without reading the log again.
+//! exactly its own decisions, without reading the log again. With two groups in flight
+//! (answers held back): a refusal of the later takes back nothing the log said of the
+//! earlier, and a redelivery while its first copy is in flight is folded once.
 
 mod common;
 
@@ -306,4 +308,113 @@ async fn a_refused_group_takes_the_group_resolved_behind_it_down_with_it() {
     .await
     .unwrap();
     assert_eq!(refolded.identity_snapshot(), ingest.identity_snapshot());
+}
+
+/// A group that the log stores while a later one is in flight, and the later one refused:
+/// the refusal takes back the later group's decisions, not what the log said of the first
+/// (where its events are), so a redelivery of the first's event is answered from memory as
+/// a duplicate (taken back, it was appended and folded again; found by review).
+#[tokio::test]
+async fn a_group_refused_after_the_one_before_it_was_stored_leaves_that_one_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
+    let log = HeldAnswers::over(embedded.clone());
+    let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
+        .await
+        .unwrap();
+    let first_event = event(
+        "first",
+        json!({"handles": [{"kind": "phone", "value": "+15552000001"}]}),
+    );
+    let first_id = first_event.event_id;
+    let first = tokio::spawn({
+        let ingest = ingest.clone();
+        async move { ingest.submit(vec![first_event]).await }
+    });
+    handed_over(&log.handed_over, 1).await;
+    log.refuse.store(true, Ordering::SeqCst);
+    let second = tokio::spawn({
+        let ingest = ingest.clone();
+        async move {
+            ingest
+                .submit(vec![event(
+                    "second",
+                    json!({"handles": [{"kind": "phone", "value": "+15552000002"}]}),
+                )])
+                .await
+        }
+    });
+    handed_over(&log.handed_over, 2).await;
+    // The first is stored and answered while the second waits...
+    log.gate.add_permits(1);
+    assert_eq!(first.await.unwrap().unwrap().accepted, 1);
+    assert!(ingest.remembers_stored(&first_id));
+    // ...then the second is refused.
+    log.gate.add_permits(1);
+    assert!(matches!(
+        second.await.unwrap(),
+        Err(IngestError::Unavailable(_))
+    ));
+    assert!(
+        ingest.remembers_stored(&first_id),
+        "where the first event is stored outlives the second's refusal"
+    );
+    log.refuse.store(false, Ordering::SeqCst);
+    log.gate.add_permits(1_000);
+    let handed = log.handed_over.load(Ordering::SeqCst);
+    let again = ingest
+        .submit(vec![event(
+            "first",
+            json!({"handles": [{"kind": "phone", "value": "+15552000001"}]}),
+        )])
+        .await
+        .unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 1));
+    assert_eq!(
+        log.handed_over.load(Ordering::SeqCst),
+        handed,
+        "answered from memory, not appended again"
+    );
+    assert_eq!(records_in_log(&embedded).await, 1);
+}
+
+/// An event sent again while its first copy's group is still on its way to the log is
+/// answered as the duplicate it is, and is not folded into the identity view a second time:
+/// the live view stays what a fold of the log gives (found by review).
+#[tokio::test]
+async fn a_redelivery_while_the_first_copy_is_in_flight_is_folded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
+    let log = HeldAnswers::over(embedded.clone());
+    let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
+        .await
+        .unwrap();
+    let request = || {
+        vec![event(
+            "once",
+            json!({"handles": [{"kind": "phone", "value": "+15553000001"}]}),
+        )]
+    };
+    let first = tokio::spawn({
+        let ingest = ingest.clone();
+        async move { ingest.submit(request()).await }
+    });
+    handed_over(&log.handed_over, 1).await;
+    let folded_once = ingest.identity_snapshot();
+    let again = tokio::spawn({
+        let ingest = ingest.clone();
+        async move { ingest.submit(request()).await }
+    });
+    handed_over(&log.handed_over, 2).await;
+    assert_eq!(
+        ingest.identity_snapshot(),
+        folded_once,
+        "the copy in flight is not folded again"
+    );
+    log.gate.add_permits(1_000);
+    assert_eq!(first.await.unwrap().unwrap().accepted, 1);
+    let again = again.await.unwrap().unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 1));
+    assert_eq!(records_in_log(&embedded).await, 1);
+    assert_eq!(ingest.identity_snapshot(), folded_once);
 }
