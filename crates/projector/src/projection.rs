@@ -250,6 +250,11 @@ pub struct Version<V: View> {
     /// the batch, and the fold after the reset applied those events again (found by
     /// review).
     failed_halfway: AtomicBool,
+    /// Set when a fold found a block of the version's store damaged: the next
+    /// [`AnyVersion::reset`] clears the version and folds it again from offset 0, as an open
+    /// that finds a record it cannot read does. Reading the block again fails again: the
+    /// fold was retried for ever, with a growing backoff (found by review).
+    store_damaged: AtomicBool,
 }
 
 /// Sets of changes encoded ahead of a checkpoint, oldest first, and what those held in
@@ -317,6 +322,41 @@ fn lock_error<T>(_: PoisonError<T>) -> ProjectorError {
 }
 
 impl<V: View> Version<V> {
+    /// The state and checkpoint stored in `table`; where a record cannot be read, the
+    /// version cleared and a new state to fold from offset 0.
+    fn load_or_clear(
+        view: &Arc<V>,
+        table: &ViewTable,
+    ) -> Result<(V::State, Checkpoint), ProjectorError> {
+        match Self::load(view, table) {
+            Ok(loaded) => Ok(loaded),
+            Err(ProjectorError::View(ViewError::Corrupt { key, reason })) => {
+                Self::cleared(view, table, &key, &reason)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Clears the version (a stored record or block named by `key` cannot be read) and
+    /// gives a new state to fold from offset 0.
+    fn cleared(
+        view: &Arc<V>,
+        table: &ViewTable,
+        key: &str,
+        reason: &str,
+    ) -> Result<(V::State, Checkpoint), ProjectorError> {
+        tracing::warn!(
+            view = view.name(),
+            version = table.version(),
+            key,
+            reason,
+            "a stored record of the view cannot be read; the version is cleared and folded again from offset 0"
+        );
+        // In the view's layout, even where the stored one is what cannot be read.
+        table.clear_to(Some(view.layout()))?;
+        Ok((view.new_state(), Checkpoint::default()))
+    }
+
     /// Opens a version from its table: the whole tables are read into memory and the
     /// positions from the checkpoint. A version whose records cannot be read is cleared and
     /// folded again from offset 0, with a warning. Blocks.
@@ -326,22 +366,7 @@ impl<V: View> Version<V> {
         config: ProjectorConfig,
         phase: Phase,
     ) -> Result<Self, ProjectorError> {
-        let (state, checkpoint) = match Self::load(&view, &table) {
-            Ok(loaded) => loaded,
-            Err(ProjectorError::View(ViewError::Corrupt { key, reason })) => {
-                tracing::warn!(
-                    view = view.name(),
-                    version = table.version(),
-                    key,
-                    reason,
-                    "a stored record of the view cannot be read; the version is cleared and folded again from offset 0"
-                );
-                // In the view's layout, even where the stored one is what cannot be read.
-                table.clear_to(Some(view.layout()))?;
-                (view.new_state(), Checkpoint::default())
-            }
-            Err(error) => return Err(error),
-        };
+        let (state, checkpoint) = Self::load_or_clear(&view, &table)?;
         Ok(Version {
             status: Arc::new(ProjectionStatus::new(
                 view.name(),
@@ -361,6 +386,7 @@ impl<V: View> Version<V> {
             encoded_ahead: Mutex::new(EncodedAhead::default()),
             evictions: AtomicU64::new(0),
             failed_halfway: AtomicBool::new(false),
+            store_damaged: AtomicBool::new(false),
         })
     }
 
@@ -798,7 +824,8 @@ pub trait AnyVersion: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<(), ProjectorError>;
 
     /// Goes back to the last checkpoint (after a failure in the middle of a fold, the state
-    /// in memory may hold part of a batch). Blocks.
+    /// in memory may hold part of a batch); where a fold found the version's store damaged,
+    /// or a record of it cannot be read, clears the version to fold from offset 0. Blocks.
     fn reset(&self) -> Result<(), ProjectorError>;
 
     /// The cached records' weight in memory (about, in bytes).
@@ -856,7 +883,14 @@ impl<V: View> AnyVersion for Version<V> {
                 }
                 missing.sort_unstable();
                 missing.dedup();
-                let loaded = self.table.get_many(missing)?;
+                let loaded = match self.table.get_many(missing) {
+                    Ok(loaded) => loaded,
+                    Err(damage @ ViewError::Corrupt { .. }) => {
+                        self.store_damaged.store(true, Ordering::Release);
+                        return Err(damage.into());
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 let mut state = self.state.write().map_err(lock_error)?;
                 for (key, value) in loaded {
                     match state.restore(&key, value.as_deref()) {
@@ -1092,7 +1126,16 @@ impl<V: View> AnyVersion for Version<V> {
     }
 
     fn reset(&self) -> Result<(), ProjectorError> {
-        let (state, checkpoint) = Self::load(&self.view, &self.table)?;
+        let (state, checkpoint) = if self.store_damaged.swap(false, Ordering::AcqRel) {
+            Self::cleared(
+                &self.view,
+                &self.table,
+                "a block of the view store",
+                "a fold found it damaged",
+            )?
+        } else {
+            Self::load_or_clear(&self.view, &self.table)?
+        };
         let mut held = self.state.write().map_err(lock_error)?;
         *held = state;
         self.failed_halfway.store(false, Ordering::Release);

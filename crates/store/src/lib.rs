@@ -160,8 +160,54 @@ impl From<StoreError> for ViewError {
     }
 }
 
+/// A fjall error as a view sees it: damaged bytes ([`is_damage`]) as a record that cannot
+/// be read, so that the version is cleared and folded again rather than failing the same
+/// read for ever; anything else as the store failing.
 fn storage(error: fjall::Error) -> ViewError {
-    ViewError::Storage(error.to_string())
+    if is_damage(&error) {
+        ViewError::Corrupt {
+            key: "a block of the view store".to_owned(),
+            reason: error.to_string(),
+        }
+    } else {
+        ViewError::Storage(error.to_string())
+    }
+}
+
+/// Whether `error` says bytes the store wrote do not read back (a block whose checksum
+/// fails, that does not decompress or does not parse): damage on the disk, which reading
+/// again cannot mend, as opposed to a disk or machine that fails now.
+fn is_damage(error: &fjall::Error) -> bool {
+    use fjall::LsmError;
+    match error {
+        fjall::Error::Storage(inner) => match inner {
+            LsmError::Io(io) => is_damaged_file(io),
+            LsmError::Decompress(_)
+            | LsmError::InvalidVersion(_)
+            | LsmError::Unrecoverable
+            | LsmError::ChecksumMismatch { .. }
+            | LsmError::InvalidTag(_)
+            | LsmError::InvalidTrailer
+            | LsmError::InvalidHeader(_)
+            | LsmError::Utf8(_) => true,
+            _ => false,
+        },
+        fjall::Error::Io(io) => is_damaged_file(io),
+        fjall::Error::Decompress(_)
+        | fjall::Error::InvalidTrailer
+        | fjall::Error::InvalidTag(_)
+        | fjall::Error::InvalidVersion(_)
+        | fjall::Error::Unrecoverable => true,
+        _ => false,
+    }
+}
+
+/// A file shorter than what it says it holds, or bytes that are not what they should be.
+fn is_damaged_file(io: &std::io::Error) -> bool {
+    matches!(
+        io.kind(),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+    )
 }
 
 fn view_storage(error: StoreError) -> ViewError {
@@ -565,6 +611,7 @@ impl ViewStore {
             version,
             layout_to_write,
             unreadable: std::sync::Arc::new(Unreadable::new(name)),
+            damaged_for_tests: Default::default(),
         }
     }
 
@@ -712,6 +759,9 @@ pub struct ViewTable {
     layout_to_write: Option<u32>,
     /// Records queries found undecodable, shared with every reader of this table.
     unreadable: std::sync::Arc<Unreadable>,
+    /// Set by [`ViewTable::inject_damaged_block`]: reads of records fail as a damaged
+    /// block's do, until the version is cleared.
+    damaged_for_tests: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The stored records of one version that queries could not decode, by key: each is
@@ -971,6 +1021,14 @@ impl ViewTable {
 
     /// Reads records by key: (key, value if stored), in the order asked.
     pub fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Found>, ViewError> {
+        if self
+            .damaged_for_tests
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(storage(fjall::Error::Storage(
+                fjall::LsmError::InvalidHeader("a block damaged by a test"),
+            )));
+        }
         let keyspace = self.keyspace.get().map_err(view_storage)?;
         keys.into_iter()
             .map(|key| {
@@ -1007,6 +1065,14 @@ impl ViewTable {
         Ok(entries)
     }
 
+    /// Makes reads of records fail as they do when a block of the store's files is damaged
+    /// (its checksum fails), until the version is cleared: for tests of what the projector
+    /// does then (`crates/store/src/lib.rs` damages a real block).
+    pub fn inject_damaged_block(&self) {
+        self.damaged_for_tests
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Forgets the state and the checkpoint.
     pub fn clear(&self) -> Result<(), StoreError> {
         // The layout stays: the records are cleared, not what layout the next ones are in.
@@ -1024,6 +1090,8 @@ impl ViewTable {
             keyspace.insert(LAYOUT_KEY, layout.to_be_bytes().to_vec())?;
         }
         self.unreadable.forget();
+        self.damaged_for_tests
+            .store(false, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 }
@@ -1390,6 +1458,62 @@ mod tests {
             fjall::CompressionType::Lz4
         )));
         assert!(!lacks_resources(&fjall::Error::InvalidTrailer));
+    }
+
+    /// A block of a disk table damaged after the store was opened reads as a damaged
+    /// record ([`ViewError::Corrupt`], which the projector answers by clearing the version
+    /// and folding it again), not as a store that fails (retried for ever: found by review);
+    /// the error kinds of a machine that fails stay failures.
+    #[test]
+    fn a_damaged_block_reads_as_a_damaged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<(Vec<u8>, Vec<u8>)> = (0..20_000u32)
+            .map(|n| {
+                let key = format!("c{n:08}").into_bytes();
+                (key, format!("record {n} of the customer").into_bytes())
+            })
+            .collect();
+        let store = ViewStore::open(dir.path()).unwrap();
+        let table = store.table("journey", 1).unwrap();
+        let puts = Changes {
+            puts: records.clone(),
+            deletes: Vec::new(),
+        };
+        table.ingest(puts, &Checkpoint::default()).unwrap();
+        store.flush().unwrap();
+        drop(table);
+        drop(store);
+        // The largest disk table holds the records (the store's own keyspace has small
+        // ones).
+        let largest = walk(dir.path())
+            .into_iter()
+            .filter(|path| path.parent().and_then(Path::file_name) == Some("tables".as_ref()))
+            .max_by_key(|path| std::fs::metadata(path).unwrap().len())
+            .expect("the records are in a disk table");
+        let mut bytes = std::fs::read(&largest).unwrap();
+        // Within the data blocks, which come first.
+        let at = bytes.len() / 10;
+        for byte in &mut bytes[at..at + 16] {
+            *byte ^= 0x5a;
+        }
+        std::fs::write(&largest, bytes).unwrap();
+        let store = ViewStore::open(dir.path()).unwrap();
+        let table = store.table("journey", 1).unwrap();
+        let keys: Vec<Vec<u8>> = records.iter().map(|(key, _)| key.clone()).collect();
+        match table.get_many(keys) {
+            Err(ViewError::Corrupt { reason, .. }) => assert!(!reason.is_empty()),
+            other => panic!(
+                "expected the damaged block to read as damaged, got {:?}",
+                other.map(|found| found.len())
+            ),
+        }
+        let os = |code: i32| fjall::Error::Io(std::io::Error::from_raw_os_error(code));
+        for failure in [os(5), os(28), os(2)] {
+            assert!(!is_damage(&failure), "{failure}");
+        }
+        assert!(is_damage(&fjall::Error::Decompress(
+            fjall::CompressionType::Lz4
+        )));
     }
 
     /// A version cleared (its records damaged, folded again) keeps its layout, so a build of
