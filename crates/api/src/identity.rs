@@ -3,9 +3,12 @@
 //! `IdentityView` rules; this trait only hides which one a server has.
 
 use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 use omnilog_events::identity::normalise_handle;
-use omnilog_ingest::Ingest;
+use omnilog_ingest::{IdentityReach, Ingest};
 use omnilog_views::IdentityView;
 use omnilog_views::identity::{CustomerIdText, CustomerIdentity};
 
@@ -15,6 +18,13 @@ pub trait Identities: Send + Sync + Debug {
     fn resolve_handle(&self, kind: &str, value: &str) -> Option<CustomerIdText>;
     /// A customer's identity, answered for the customer `id` was merged into.
     fn customer(&self, id: &str) -> Option<CustomerIdentity>;
+    /// Waits up to `wait` until the view holds the interaction events at `positions`
+    /// (partition, offset: a read-your-writes token's).
+    fn after<'a>(
+        &'a self,
+        positions: &'a [(u32, u64)],
+        wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = IdentityReach> + Send + 'a>>;
 }
 
 impl Identities for Ingest {
@@ -24,6 +34,14 @@ impl Identities for Ingest {
 
     fn customer(&self, id: &str) -> Option<CustomerIdentity> {
         Ingest::customer(self, id)
+    }
+
+    fn after<'a>(
+        &'a self,
+        positions: &'a [(u32, u64)],
+        wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = IdentityReach> + Send + 'a>> {
+        Box::pin(self.identity_after(positions, wait))
     }
 }
 
@@ -38,5 +56,16 @@ impl Identities for FrozenIdentities {
 
     fn customer(&self, id: &str) -> Option<CustomerIdentity> {
         self.0.customer(id)
+    }
+
+    /// Frozen as the replay left it, which keeps no log positions to hold a token against
+    /// (the views of a read-only server do, and answer 504 for a token past them): it holds
+    /// all it will ever hold, so a token is answered at once.
+    fn after<'a>(
+        &'a self,
+        _positions: &'a [(u32, u64)],
+        _wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = IdentityReach> + Send + 'a>> {
+        Box::pin(std::future::ready(IdentityReach::Reached))
     }
 }

@@ -523,6 +523,40 @@ async fn post_channel(
     write(&state, events).await
 }
 
+/// Waits for the identity view to hold what the request's read-your-writes token names
+/// (`?after=` or `Omnilog-After`, with `?wait_ms=`): a 504 once the wait runs out, a 400 for
+/// a token of a partition the log does not have. Identity answers come from ingest's view,
+/// not a projected one, so only the interactions topic's positions count.
+async fn identity_after(
+    state: &AppState,
+    query: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let consistency = read::Consistency::from_request(query, headers)?;
+    let positions: Vec<(u32, u64)> = consistency
+        .awaited
+        .iter()
+        .filter(|awaited| awaited.topic == omnilog_events::Destination::Interactions)
+        .map(|awaited| (awaited.partition, awaited.offset))
+        .collect();
+    match state.identity.after(&positions, consistency.wait).await {
+        omnilog_ingest::IdentityReach::Reached => Ok(()),
+        omnilog_ingest::IdentityReach::TimedOut => Err(ApiError::Timeout(format!(
+            "the identity view has not folded the token's writes after {} ms; retry, or raise wait_ms",
+            consistency.wait.as_millis()
+        ))),
+        omnilog_ingest::IdentityReach::NoSuchPartition {
+            partition,
+            partitions,
+        } => Err(ApiError::invalid(
+            "after",
+            format!(
+                "the token names partition {partition} of interactions, which has {partitions} partitions; pass the token of an ingest answer"
+            ),
+        )),
+    }
+}
+
 /// `GET /v1/customers/resolve?kind=K&value=V`.
 async fn resolve_customer(
     State(state): State<Arc<AppState>>,
@@ -544,6 +578,7 @@ async fn resolve_customer(
         };
         ApiError::invalid(parameter, problem.to_string())
     })?;
+    identity_after(&state, &query, &headers).await?;
     let customer_id = state
         .identity
         .resolve_handle(&kind, &value)
@@ -561,6 +596,7 @@ async fn get_customer(
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     state.access.check(&headers, Scope::Read)?;
+    identity_after(&state, &params, &headers).await?;
     let identity = state
         .identity
         .customer(&id)

@@ -160,6 +160,32 @@ async fn accepted_events_answer_202_with_positions_and_a_token_once_durable() {
     let token = answer.body["token"].as_str().unwrap();
     assert!(token.contains('i') && token.contains('a'), "{token}");
     assert_eq!(log_size(&h.log).await, 2);
+    // The identity queries take the token too (every query does): held at once here, as
+    // the one writer folded the event before answering; a malformed token is a 400.
+    let resolved = send(
+        &h.app,
+        get(&format!(
+            "/v1/customers/resolve?kind=email&value=a@example.com&after={token}&wait_ms=0"
+        )),
+    )
+    .await;
+    assert_eq!(resolved.status, StatusCode::OK, "{:?}", resolved.body);
+    let customer = resolved.body["customer_id"].as_str().unwrap();
+    let read = send(
+        &h.app,
+        get(&format!("/v1/customers/{customer}?after={token}&wait_ms=0")),
+    )
+    .await;
+    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+    for path in [
+        "/v1/customers/resolve?kind=email&value=a@example.com&after=garbage".to_owned(),
+        format!("/v1/customers/{customer}?after=garbage"),
+        format!("/v1/customers/{customer}?after={token}&wait_ms=soon"),
+    ] {
+        let refused = send(&h.app, get(&path)).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(refused.content_type, "application/problem+json", "{path}");
+    }
 }
 
 #[tokio::test]

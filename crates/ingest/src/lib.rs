@@ -515,6 +515,30 @@ pub struct Ingest {
     snapshot: Option<(Arc<dyn EventLog>, std::path::PathBuf)>,
     /// Events of the log the start took from the snapshot instead of folding them.
     started_from_snapshot: u64,
+    /// Told each time the follower folds further (waiters for a position look again), and
+    /// asked of it by a waiter (the follower reads at once instead of after its pause).
+    follower: Arc<FollowerSignals>,
+}
+
+/// How the follower of other writers and those waiting on it reach each other.
+#[derive(Debug, Default)]
+struct FollowerSignals {
+    /// The follower folded further.
+    moved: tokio::sync::Notify,
+    /// Someone waits for a position: read now.
+    wanted: tokio::sync::Notify,
+}
+
+/// Whether the identity view has folded what a read-your-writes token names
+/// ([`Ingest::identity_after`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentityReach {
+    /// It has: answers now include those writes.
+    Reached,
+    /// Not within the time allowed.
+    TimedOut,
+    /// The token names a partition of the interactions topic the log does not have.
+    NoSuchPartition { partition: u32, partitions: u32 },
 }
 
 impl std::fmt::Debug for Ingest {
@@ -547,8 +571,9 @@ impl Ingest {
         .await?;
         let (jobs, receiver) = mpsc::channel(1024);
         let followed = config.follow_other_writers.then(|| log.clone());
+        let follower = Arc::new(FollowerSignals::default());
         if let Some(log) = &followed {
-            tokio::spawn(follow(log.clone(), state.clone()));
+            tokio::spawn(follow(log.clone(), state.clone(), follower.clone()));
         }
         let snapshot = snapshot_file.map(|file| (log.clone(), file));
         tokio::spawn(sequence(log, state.clone(), receiver, config));
@@ -558,6 +583,7 @@ impl Ingest {
             followed,
             snapshot,
             started_from_snapshot,
+            follower,
         })
     }
 
@@ -698,6 +724,49 @@ impl Ingest {
             lock(&self.state).recent.get(event_id),
             Some(Remembered::Stored(_))
         )
+    }
+
+    /// Waits up to `wait` for the identity view to hold the interaction events at
+    /// `positions` (partition and offset, from a read-your-writes token). A server that is
+    /// its log's one writer folded every event it answered for before answering, so it holds
+    /// them at once; one that follows other writers holds an event once its follower has
+    /// read past it (it is asked to read at once).
+    pub async fn identity_after(
+        &self,
+        positions: &[(u32, u64)],
+        wait: std::time::Duration,
+    ) -> IdentityReach {
+        if self.followed.is_none() || positions.is_empty() {
+            return IdentityReach::Reached;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Taken before looking, so a move between the look and the wait is not missed.
+            let moved = self.follower.moved.notified();
+            {
+                let state = lock(&self.state);
+                let folded_to = &state.folded_to;
+                let mut reached = true;
+                for &(partition, offset) in positions {
+                    match folded_to.get(partition as usize) {
+                        Some(&next) => reached &= next > offset,
+                        None => {
+                            return IdentityReach::NoSuchPartition {
+                                partition,
+                                partitions: folded_to.len() as u32,
+                            };
+                        }
+                    }
+                }
+                if reached {
+                    return IdentityReach::Reached;
+                }
+            }
+            self.follower.wanted.notify_one();
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+                return IdentityReach::TimedOut;
+            }
+        }
     }
 
     /// The customer a handle resolves to now (the handle is normalised first).
@@ -915,7 +984,7 @@ async fn rebuild(
 /// Folds what every writer appends into the identity view, from where the last rebuild
 /// stopped: another ingest server's claims become known here within moments, and so do
 /// the ids of its agent events (whose redeliveries here are then duplicates).
-async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
+async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>, signals: Arc<FollowerSignals>) {
     const READ_BATCH: usize = 2_000;
     const IDLE: std::time::Duration = std::time::Duration::from_millis(50);
     // The agents topic is looked at less often while it is quiet: its ids only answer a
@@ -941,6 +1010,9 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
             Ok(folded_any) => folded_any,
             Err(_closed) => return,
         };
+        if folded_any {
+            signals.moved.notify_waiters();
+        }
         // After the interactions: their claims matter more than the agents' ids (the two
         // are parked apart, each with its own bound).
         if std::time::Instant::now() >= agents_due {
@@ -952,7 +1024,8 @@ async fn follow(log: Arc<dyn EventLog>, state: Arc<Mutex<State>>) {
             }
         }
         if !folded_any {
-            tokio::time::sleep(IDLE).await;
+            // A reader waiting on a position cuts the pause short.
+            let _ = tokio::time::timeout(IDLE, signals.wanted.notified()).await;
         }
         if Arc::strong_count(&state) == 1 {
             return;

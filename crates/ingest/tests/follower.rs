@@ -213,3 +213,77 @@ async fn agent_events_the_start_could_not_read_are_read_by_the_follower() {
     )
     .await;
 }
+
+/// Read-your-writes across servers: a token from one server's answer is held by another
+/// server's identity view once that view's follower has read past the token's positions
+/// (the waiter asks it to read at once); a position past the log's end is waited for until
+/// the time allowed runs out; a partition the log does not have is named. A server that is
+/// its log's one writer holds every token at once (it folded each event before answering).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_another_server_is_held_once_this_ones_follower_has_read_past_it() {
+    use omnilog_ingest::IdentityReach;
+    use omnilog_log::Topic;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
+    let writer = Ingest::start(log.clone(), following()).await.unwrap();
+    let reader = Ingest::start(log.clone(), following()).await.unwrap();
+    for n in 0..20 {
+        let receipt = writer
+            .submit(vec![event(
+                &format!("written-{n}"),
+                json!({"handles": [{"kind": "email", "value": format!("n{n}@example.com")}]}),
+            )])
+            .await
+            .unwrap();
+        let positions: Vec<(u32, u64)> = receipt
+            .token
+            .positions()
+            .filter(|(topic, ..)| *topic == Topic::Interactions)
+            .map(|(_, partition, offset)| (partition, offset))
+            .collect();
+        assert_eq!(positions.len(), 1);
+        assert_eq!(
+            reader
+                .identity_after(&positions, Duration::from_secs(5))
+                .await,
+            IdentityReach::Reached
+        );
+        let email = format!("n{n}@example.com");
+        assert!(
+            reader.resolve_handle("email", &email).is_some(),
+            "the reader's view holds the write its token names"
+        );
+        assert_eq!(
+            reader.resolve_handle("email", &email),
+            writer.resolve_handle("email", &email)
+        );
+    }
+    let past_the_end = [(0, 1_000_000)];
+    let started = std::time::Instant::now();
+    assert_eq!(
+        reader
+            .identity_after(&past_the_end, Duration::from_millis(100))
+            .await,
+        IdentityReach::TimedOut
+    );
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    let partitions = log.partitions(Topic::Interactions);
+    assert_eq!(
+        reader
+            .identity_after(&[(partitions, 0)], Duration::from_secs(5))
+            .await,
+        IdentityReach::NoSuchPartition {
+            partition: partitions,
+            partitions
+        }
+    );
+    let one_writer = Ingest::start(log, IngestConfig::default()).await.unwrap();
+    assert_eq!(
+        one_writer
+            .identity_after(&past_the_end, Duration::from_secs(5))
+            .await,
+        IdentityReach::Reached
+    );
+}
