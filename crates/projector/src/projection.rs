@@ -317,6 +317,15 @@ impl<V: View> std::fmt::Debug for Version<V> {
     }
 }
 
+/// The mutex locked, its poison (a panic while it was held) cleared: for what is about to
+/// be set anew whole.
+fn recovered<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| {
+        mutex.clear_poison();
+        poisoned.into_inner()
+    })
+}
+
 fn lock_error<T>(_: PoisonError<T>) -> ProjectorError {
     ProjectorError::Task("a view state's lock was poisoned by a panic".to_owned())
 }
@@ -1136,14 +1145,20 @@ impl<V: View> AnyVersion for Version<V> {
         } else {
             Self::load_or_clear(&self.view, &self.table)?
         };
-        let mut held = self.state.write().map_err(lock_error)?;
+        // Replaced whole, so a state a panic poisoned (a fold that panicked halfway through
+        // an event) is good again: refused as poisoned, every later fold and reset failed
+        // and the version never folded again (found by review).
+        let mut held = self.state.write().unwrap_or_else(|poisoned| {
+            self.state.clear_poison();
+            poisoned.into_inner()
+        });
         *held = state;
         self.failed_halfway.store(false, Ordering::Release);
         drop(held);
-        *self.encoded_ahead.lock().map_err(lock_error)? = EncodedAhead::default();
+        *recovered(&self.encoded_ahead) = EncodedAhead::default();
         self.status.applied.send_replace(checkpoint.clone());
         self.status.committed.send_replace(checkpoint);
-        *self.epoch.lock().map_err(lock_error)? = Epoch {
+        *recovered(&self.epoch) = Epoch {
             events: 0,
             started: Instant::now(),
         };
