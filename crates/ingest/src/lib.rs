@@ -1186,7 +1186,24 @@ async fn sequence(
     let mut chain = log.new_chain();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut open = true;
+    // Requests a group left for the next one (see `stage_group`): they came before any
+    // still waiting in the channel, so they go first.
+    let mut left_for_next: Vec<Job> = Vec::new();
     loop {
+        if !left_for_next.is_empty() && in_flight.len() < depth {
+            let jobs = std::mem::take(&mut left_for_next);
+            stage_and_hand_over(
+                &log,
+                &state,
+                jobs,
+                &mut chain,
+                &mut in_flight,
+                &mut depth,
+                &mut left_for_next,
+            )
+            .await;
+            continue;
+        }
         let first = if open && in_flight.len() < depth {
             match in_flight.front_mut() {
                 None => receiver.recv().await,
@@ -1222,24 +1239,49 @@ async fn sequence(
             continue;
         };
         let jobs = gather(first, &mut receiver, &config).await;
-        let Some(jobs) = settle_doubts(&*log, &state, jobs).await else {
-            continue;
-        };
-        let (staged, records) = stage_group(&state, jobs);
-        let answer: PendingAppend = if records.is_empty() {
-            Box::pin(async { Ok(Vec::new()) })
-        } else {
-            match log.append_in_chain(records, chain) {
-                Ok(pending) => pending,
-                Err(records) => {
-                    depth = 1;
-                    let log = log.clone();
-                    Box::pin(async move { log.append(records).await })
-                }
-            }
-        };
-        in_flight.push_back(InFlight { staged, answer });
+        stage_and_hand_over(
+            &log,
+            &state,
+            jobs,
+            &mut chain,
+            &mut in_flight,
+            &mut depth,
+            &mut left_for_next,
+        )
+        .await;
     }
+}
+
+/// Settles the doubts of `jobs`, stages them as a group and hands its records to the log
+/// (in flight from then on); the requests the group left for the next one go to
+/// `left_for_next`. A log that cannot chain appends takes one group at a time (`depth`).
+async fn stage_and_hand_over(
+    log: &Arc<dyn EventLog>,
+    state: &Mutex<State>,
+    jobs: Vec<Job>,
+    chain: &mut Chain,
+    in_flight: &mut VecDeque<InFlight>,
+    depth: &mut usize,
+    left_for_next: &mut Vec<Job>,
+) {
+    let Some(jobs) = settle_doubts(&**log, state, jobs).await else {
+        return;
+    };
+    let (staged, records, left) = stage_group(state, jobs);
+    *left_for_next = left;
+    let answer: PendingAppend = if records.is_empty() {
+        Box::pin(async { Ok(Vec::new()) })
+    } else {
+        match log.append_in_chain(records, *chain) {
+            Ok(pending) => pending,
+            Err(records) => {
+                *depth = 1;
+                let log = log.clone();
+                Box::pin(async move { log.append(records).await })
+            }
+        }
+    };
+    in_flight.push_back(InFlight { staged, answer });
 }
 
 /// Looks in the log for the events of `jobs` that a refused append may have stored (see
@@ -1391,7 +1433,10 @@ struct InFlight {
 /// Resolves a group of requests in arrival order, folding their events into the state
 /// (staged), and returns the records to append. A request that cannot be resolved is
 /// refused alone, its folds taken back before the next request resolves.
-fn stage_group(state: &Mutex<State>, jobs: Vec<Job>) -> (Staged, Vec<AppendRecord>) {
+///
+/// A group stops taking requests once its records weigh [`GROUP_BYTES_MOST`]: the requests
+/// after that are returned, untouched, to make the next group (each request stays whole).
+fn stage_group(state: &Mutex<State>, jobs: Vec<Job>) -> (Staged, Vec<AppendRecord>, Vec<Job>) {
     // Sized for the whole group at once: grown by doubling, a group of 20,000 events
     // moved its records a dozen times.
     let group_events = jobs.iter().map(|job| job.events.len()).sum();
@@ -1406,7 +1451,15 @@ fn stage_group(state: &Mutex<State>, jobs: Vec<Job>) -> (Staged, Vec<AppendRecor
     // Between groups: what the follower parked is folded before this group resolves.
     state.fold_parked();
     let point = state.stage();
-    for mut job in jobs {
+    let mut record_bytes = 0;
+    let mut left_for_next = Vec::new();
+    let mut jobs = jobs.into_iter();
+    while let Some(mut job) = jobs.next() {
+        if record_bytes >= GROUP_BYTES_MOST {
+            left_for_next.push(job);
+            left_for_next.extend(jobs);
+            break;
+        }
         let mut slots = Vec::with_capacity(job.events.len());
         let first_record = records.len();
         let job_start = state.stage();
@@ -1447,7 +1500,13 @@ fn stage_group(state: &Mutex<State>, jobs: Vec<Job>) -> (Staged, Vec<AppendRecor
                 }
                 let _ = job.reply.send(Err(error));
             }
-            None => accepted_jobs.push((job.reply, slots)),
+            None => {
+                record_bytes += records[first_record..]
+                    .iter()
+                    .map(|record| record.payload.len() + record.key.len())
+                    .sum::<usize>();
+                accepted_jobs.push((job.reply, slots));
+            }
         }
     }
     let written = records.iter().map(|r| (r.event_id, r.topic)).collect();
@@ -1456,8 +1515,14 @@ fn stage_group(state: &Mutex<State>, jobs: Vec<Job>) -> (Staged, Vec<AppendRecor
         jobs: accepted_jobs,
         written,
     };
-    (staged, records)
+    (staged, records, left_for_next)
 }
+
+/// The most bytes of records one group takes (it is one frame of the embedded log, and
+/// one append): past it, the group's later requests make the next group. The log refuses
+/// an append over 512 MiB whole, and sixty-four requests of 8 MiB gathered into one group
+/// were all refused with it (503), though each alone was fine (found by review).
+const GROUP_BYTES_MOST: usize = 64 << 20;
 
 /// Answers the requests of the oldest group once the log has answered it. Durable, its
 /// folds are kept (those of the groups staged after it stay staged). Refused, they are

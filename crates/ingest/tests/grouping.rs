@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use common::CountingLog;
+use common::{CountingLog, HeldAnswers, handed_over};
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
 
@@ -45,4 +45,71 @@ async fn requests_that_arrive_together_share_appends() {
     // Ready over three turns of the runtime: a few groups, not one append a request.
     let appends = log.appends.load(Ordering::Relaxed);
     assert!(appends <= 3, "12 requests took {appends} appends");
+}
+
+/// Requests that wait while groups are in flight are gathered into one group, but a group
+/// takes requests only up to 64 MiB of records: the rest make the next group, each request
+/// whole. Gathered whole, sixty-four requests of 8 MiB made one append the log refuses
+/// (over 512 MiB), and every one of them was refused with it (found by review); here
+/// seventy requests of a 1 MiB message each, which one group took whole before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_takes_requests_up_to_its_size_and_leaves_the_rest_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
+    let log = HeldAnswers::over(embedded.clone());
+    let ingest = Arc::new(
+        Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
+            .await
+            .unwrap(),
+    );
+    let text = "m".repeat(1 << 20);
+    let large = |n: usize| {
+        omnilog_events::parse_event(
+            serde_json::json!({
+                "source": "test", "source_event_id": format!("large-{n}"),
+                "occurred_at": "2026-03-02T09:00:00Z",
+                "customer": {"handles": [{"kind": "phone", "value": format!("+1555100{n:04}")}]},
+                "interaction_id": format!("chat-large-{n}"), "channel": "chat",
+                "type": "message", "direction": "inbound", "author": "customer",
+                "text": text,
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    let submit = |event: omnilog_events::Event| {
+        let ingest = ingest.clone();
+        tokio::spawn(async move { ingest.submit(vec![event]).await.unwrap().accepted })
+    };
+    // Two groups in flight, held: the requests after them wait together.
+    let mut requests = vec![submit(common::numbered_event(1))];
+    handed_over(&log.handed_over, 1).await;
+    requests.push(submit(common::numbered_event(2)));
+    handed_over(&log.handed_over, 2).await;
+    for n in 0..70 {
+        requests.push(submit(large(n)));
+    }
+    // Let them all reach the sequencer's channel before the first answer frees it.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    log.gate.add_permits(1_000);
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 1);
+    }
+    let largest = log.largest_append_bytes.load(Ordering::SeqCst);
+    assert!(
+        largest > 60 << 20,
+        "the waiting requests were gathered: {largest} bytes"
+    );
+    assert!(
+        largest <= (64 << 20) + (2 << 20),
+        "a group stops at 64 MiB of records and one request: {largest} bytes"
+    );
+    let stored: u64 = embedded
+        .end_offsets(omnilog_log::Topic::Interactions)
+        .await
+        .unwrap()
+        .iter()
+        .sum();
+    assert_eq!(stored, 72);
 }

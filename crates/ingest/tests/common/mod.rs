@@ -99,6 +99,8 @@ pub struct HeldAnswers {
     /// Set: the next appends handed over never reach the log, and are answered (once the
     /// gate lets them through) as refused.
     pub refuse: Arc<AtomicBool>,
+    /// The bytes of records (payloads and keys) of the largest append handed over.
+    pub largest_append_bytes: Arc<AtomicU64>,
 }
 
 impl HeldAnswers {
@@ -109,6 +111,7 @@ impl HeldAnswers {
             handed_over: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
             refuse: Arc::new(AtomicBool::new(false)),
+            largest_append_bytes: Arc::new(AtomicU64::new(0)),
         })
     }
 }
@@ -128,6 +131,9 @@ impl EventLog for HeldAnswers {
         batch: Vec<AppendRecord>,
         chain: Chain,
     ) -> Result<PendingAppend, Vec<AppendRecord>> {
+        let bytes: usize = batch.iter().map(|r| r.payload.len() + r.key.len()).sum();
+        self.largest_append_bytes
+            .fetch_max(bytes as u64, Ordering::SeqCst);
         let answer: PendingAppend = if self.refuse.load(Ordering::SeqCst) {
             Box::pin(async { Err(LogError::Unavailable("refused by the test".to_owned())) })
         } else {
