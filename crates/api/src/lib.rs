@@ -527,7 +527,7 @@ async fn post_channel(
 /// (`?after=` or `Omnilog-After`, with `?wait_ms=`): a 504 once the wait runs out, a 400 for
 /// a token of a partition the log does not have. Identity answers come from ingest's view,
 /// not a projected one, so only the interactions topic's positions count.
-async fn identity_after(
+pub(crate) async fn identity_after(
     state: &AppState,
     query: &BTreeMap<String, String>,
     headers: &HeaderMap,

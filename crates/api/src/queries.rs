@@ -90,6 +90,9 @@ pub async fn customer_journey(
     }
     let (views, consistency) = prepare(&state, &headers, &params)?;
     let live = live_version(views, JOURNEY, &consistency).await?;
+    // The merges that name the customer's other histories come from the identity view,
+    // which the token holds for too.
+    crate::identity_after(&state, &params, &headers).await?;
     let identity = state.identity.customer(&id);
     let (customer_id, merged_from, handles) = match identity {
         Some(identity) => (identity.customer_id, identity.merged_from, identity.handles),

@@ -214,12 +214,13 @@ struct State {
     /// as `parked` is folded (a taken-back group takes back the ids remembered since it
     /// was staged).
     parked_ids: Vec<(Uuid, Topic, u32, u64)>,
-    /// Whether the view may have folded an event that the log holds once a second time,
-    /// with a later stamp: one sent again while its first group was still being written,
-    /// or one the log answered as a duplicate (its id no longer among the recent ones). A
-    /// claim's key is its stamp, so the view may then differ from a fold of the log, and
-    /// it is not saved as a snapshot of the log ([`Ingest::save_identity_snapshot`]); the
-    /// next start folds the log past the last snapshot instead.
+    /// Whether the view may differ from a fold of the log: it folded an event the log
+    /// answered as a duplicate (its id no longer among the recent ones), folded a second
+    /// time with a later stamp, or an event was sent again while its first group was still
+    /// being written (folded once here, but a log without exact deduplication, Kafka,
+    /// stores both copies, and a fold of it sees two). A claim's key is its stamp, so such
+    /// a view is not saved as a snapshot of the log ([`Ingest::save_identity_snapshot`]);
+    /// the next start folds the log past the last snapshot instead.
     folded_twice: bool,
 }
 
@@ -518,6 +519,8 @@ pub struct Ingest {
     /// Told each time the follower folds further (waiters for a position look again), and
     /// asked of it by a waiter (the follower reads at once instead of after its pause).
     follower: Arc<FollowerSignals>,
+    /// The partitions of the interactions topic (a token naming another is refused).
+    interaction_partitions: u32,
 }
 
 /// How the follower of other writers and those waiting on it reach each other.
@@ -528,6 +531,9 @@ struct FollowerSignals {
     /// Someone waits for a position: read now.
     wanted: tokio::sync::Notify,
 }
+
+/// How often a wait for the identity view to hold a token looks again without being woken.
+const IDENTITY_LOOK_AGAIN: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Whether the identity view has folded what a read-your-writes token names
 /// ([`Ingest::identity_after`]).
@@ -570,6 +576,7 @@ impl Ingest {
         )
         .await?;
         let (jobs, receiver) = mpsc::channel(1024);
+        let interaction_partitions = log.partitions(Topic::Interactions);
         let followed = config.follow_other_writers.then(|| log.clone());
         let follower = Arc::new(FollowerSignals::default());
         if let Some(log) = &followed {
@@ -584,6 +591,7 @@ impl Ingest {
             snapshot,
             started_from_snapshot,
             follower,
+            interaction_partitions,
         })
     }
 
@@ -638,9 +646,10 @@ impl Ingest {
             }
             if state.folded_twice {
                 return Err(IngestError::Snapshot(
-                    "the view folded an event the log holds once a second time (a redelivery \
-                     while its first write was under way, or one the log answered as a \
-                     duplicate), so it may differ from a fold of the log"
+                    "the view may differ from a fold of the log: it folded an event the log \
+                     answered as a duplicate a second time, or an event was sent again while \
+                     its first write was under way (a log without exact deduplication holds \
+                     both copies)"
                         .to_owned(),
                 ));
             }
@@ -730,42 +739,65 @@ impl Ingest {
     /// `positions` (partition and offset, from a read-your-writes token). A server that is
     /// its log's one writer folded every event it answered for before answering, so it holds
     /// them at once; one that follows other writers holds an event once its follower has
-    /// read past it (it is asked to read at once).
+    /// read past it (it is asked to read at once). Either way an event read while a group of
+    /// this server's was staged is parked, not folded, until the group settles: a position
+    /// at or past a parked event of its partition is not held yet.
     pub async fn identity_after(
         &self,
         positions: &[(u32, u64)],
         wait: std::time::Duration,
     ) -> IdentityReach {
-        if self.followed.is_none() || positions.is_empty() {
+        if let Some(&(partition, _)) = positions
+            .iter()
+            .find(|(partition, _)| *partition >= self.interaction_partitions)
+        {
+            return IdentityReach::NoSuchPartition {
+                partition,
+                partitions: self.interaction_partitions,
+            };
+        }
+        if positions.is_empty() {
             return IdentityReach::Reached;
         }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Taken before looking, so a move between the look and the wait is not missed.
             let moved = self.follower.moved.notified();
-            {
+            let reached = {
                 let state = lock(&self.state);
-                let folded_to = &state.folded_to;
-                let mut reached = true;
-                for &(partition, offset) in positions {
-                    match folded_to.get(partition as usize) {
-                        Some(&next) => reached &= next > offset,
-                        None => {
-                            return IdentityReach::NoSuchPartition {
-                                partition,
-                                partitions: folded_to.len() as u32,
-                            };
-                        }
-                    }
-                }
-                if reached {
-                    return IdentityReach::Reached;
-                }
+                positions.iter().all(|&(partition, offset)| {
+                    let read_to = if self.followed.is_some() {
+                        state
+                            .folded_to
+                            .get(partition as usize)
+                            .copied()
+                            .unwrap_or(0)
+                    } else {
+                        u64::MAX
+                    };
+                    let parked_from = state
+                        .parked
+                        .iter()
+                        .filter(|(_, parked, _)| *parked == partition)
+                        .map(|(_, _, offset)| *offset)
+                        .min()
+                        .unwrap_or(u64::MAX);
+                    read_to.min(parked_from) > offset
+                })
+            };
+            if reached {
+                return IdentityReach::Reached;
             }
-            self.follower.wanted.notify_one();
-            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+            if tokio::time::Instant::now() >= deadline {
                 return IdentityReach::TimedOut;
             }
+            if self.followed.is_some() {
+                self.follower.wanted.notify_one();
+            }
+            // Woken when the follower folds further; looked at again every few milliseconds
+            // too, for parked events folded when a group settles.
+            let look_again = (tokio::time::Instant::now() + IDENTITY_LOOK_AGAIN).min(deadline);
+            let _ = tokio::time::timeout_at(look_again, moved).await;
         }
     }
 

@@ -286,4 +286,58 @@ async fn a_token_from_another_server_is_held_once_this_ones_follower_has_read_pa
             .await,
         IdentityReach::Reached
     );
+    assert_eq!(
+        one_writer
+            .identity_after(&[(partitions, 0)], Duration::from_secs(5))
+            .await,
+        IdentityReach::NoSuchPartition {
+            partition: partitions,
+            partitions
+        }
+    );
+}
+
+/// Another server's event read while a group of this server's is staged is parked, not
+/// folded: a token naming it is not held until the group settles and the event is folded
+/// (the follower had read past it, and the token was taken as held while the view lacked
+/// it: found by review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_naming_a_parked_event_is_held_only_once_the_event_is_folded() {
+    use omnilog_ingest::IdentityReach;
+    use std::time::Duration;
+    let held = held().await;
+    let staged = staged(&held).await;
+    let theirs = event(
+        "theirs",
+        json!({"id": "customer-of-another-server",
+               "handles": [{"kind": "email", "value": "theirs@example.com"}]}),
+    );
+    let outcome = held
+        .embedded
+        .append(vec![omnilog_ingest::log_record(&theirs).unwrap()])
+        .await
+        .unwrap();
+    let position = outcome[0].position();
+    let token = [(position.partition, position.offset)];
+    eventually("the follower parking the other server's claim", || {
+        held.ingest.parked_events() >= 1
+    })
+    .await;
+    assert_eq!(
+        held.ingest
+            .identity_after(&token, Duration::from_millis(50))
+            .await,
+        IdentityReach::TimedOut,
+        "read past, but parked: the view does not hold it"
+    );
+    assert!(!theirs_folded(&held.ingest));
+    held.log.gate.add_permits(1);
+    assert_eq!(staged.await.unwrap().unwrap().accepted, 1);
+    assert_eq!(
+        held.ingest
+            .identity_after(&token, Duration::from_secs(5))
+            .await,
+        IdentityReach::Reached
+    );
+    assert!(theirs_folded(&held.ingest));
 }

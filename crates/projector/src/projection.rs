@@ -1141,7 +1141,11 @@ impl<V: View> AnyVersion for Version<V> {
                 &self.table,
                 "a block of the view store",
                 "a fold found it damaged",
-            )?
+            )
+            .inspect_err(|_| {
+                // Not cleared (its disk failing now, say): the next reset tries again.
+                self.store_damaged.store(true, Ordering::Release);
+            })?
         } else {
             Self::load_or_clear(&self.view, &self.table)?
         };
