@@ -20,6 +20,7 @@
 //! group after the batch in progress, with a last checkpoint; the task ends with its last
 //! member.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -497,10 +498,24 @@ impl Worker {
                     .decoder
                     .run(move || {
                         decode_all_into(records, &mut decoded);
+                        // Each member's fold caught on its own, as on its own thread: a
+                        // panic in one member's fold took the whole job down with it, and
+                        // the members folded before it lost their step's outcome (their
+                        // dead letters never appended, their positions already moved:
+                        // found by review).
                         let outcomes = members
                             .into_iter()
                             .map(|(index, version, checkpoint)| {
-                                (index, fold_member(&*version, &decoded, &checkpoint))
+                                let folded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                    fold_member(&*version, &decoded, &checkpoint)
+                                }))
+                                .unwrap_or_else(|_| {
+                                    Err(ProjectorError::Task(format!(
+                                        "the fold of {} panicked",
+                                        version.status().view
+                                    )))
+                                });
+                                (index, folded)
                             })
                             .collect();
                         // Let go here, on the thread that decoded them: on the async thread,

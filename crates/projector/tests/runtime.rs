@@ -514,6 +514,116 @@ impl View for RelaidCountingView {
     }
 }
 
+/// Counts events by type, and panics at the first `view-bug` tagged event it folds (a
+/// view's bug), once a process.
+#[derive(Debug)]
+struct PanicsOnceView;
+
+static PANICS_ONCE_VIEW_PANICKED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+impl View for PanicsOnceView {
+    type State = Relaid;
+
+    fn name(&self) -> &'static str {
+        "panics-once"
+    }
+
+    fn topics(&self) -> &'static [Destination] {
+        &[Destination::Interactions]
+    }
+
+    fn new_state(&self) -> Relaid {
+        Relaid(Table::new(b'n'))
+    }
+
+    fn apply(
+        &self,
+        state: &mut Relaid,
+        event: &Event,
+        _position: LogPosition,
+    ) -> Result<(), ViewError> {
+        *state
+            .0
+            .get_or_insert_with(event.event_type().as_str().to_owned(), || 0) += 1;
+        if let Body::Tagged { topics } = &event.body
+            && topics.iter().any(|t| t == "view-bug")
+            && !PANICS_ONCE_VIEW_PANICKED.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("a view's bug, halfway through its fold");
+        }
+        Ok(())
+    }
+}
+
+/// A few records are folded into every member on one thread: one member's panic there does
+/// not take the others' step with it. The counting view, folded first, dead-letters the
+/// batch's poisoned event, and that dead letter is appended though the member folded after
+/// it panicked on the same batch (the whole step's outcome was lost: found by review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_members_panic_in_a_small_step_leaves_the_others_outcomes() {
+    let setup = setup();
+    let store = ViewStore::open(&setup.dir.path().join("views")).unwrap();
+    let runtime = ViewRuntime::start(
+        setup.log.clone(),
+        store,
+        vec![Arc::new(CountingView), Arc::new(PanicsOnceView)],
+        ProjectorConfig::default(),
+        ProjectorMetrics::default(),
+    )
+    .await
+    .unwrap();
+    let events = append_history(&setup.log, 18, 200).await;
+    caught_up(&runtime).await;
+    let customer = events
+        .iter()
+        .find(|e| e.customer_id().is_some())
+        .unwrap()
+        .clone();
+    let tagged = |id: u128, topic: &str| {
+        let mut event = customer.clone();
+        event.event_id = uuid::Uuid::from_u128(id);
+        event.body = Body::Tagged {
+            topics: vec![topic.to_owned()],
+        };
+        record_of(&event)
+    };
+    // One append, two records: a step small enough to fold on one thread.
+    setup
+        .log
+        .append(vec![tagged(50, "poison"), tagged(51, "view-bug")])
+        .await
+        .unwrap();
+    caught_up(&runtime).await;
+    assert!(PANICS_ONCE_VIEW_PANICKED.load(std::sync::atomic::Ordering::SeqCst));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let dead = loop {
+        let dead: u64 = setup
+            .log
+            .end_offsets(Topic::DeadLetter)
+            .await
+            .unwrap()
+            .iter()
+            .sum();
+        if dead >= 1 || Instant::now() >= deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(dead, 1, "the counting view's dead letter is appended");
+    let panicked = runtime.live("panics-once").unwrap().status().checkpoint();
+    let interactions = events
+        .iter()
+        .filter(|e| e.destination() == Destination::Interactions)
+        .count() as u64;
+    assert_eq!(
+        panicked.events_applied,
+        interactions + 2,
+        "folded on after its panic"
+    );
+    runtime.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_of_another_layout_is_folded_again_from_offset_0() {
     let setup = setup();
