@@ -363,7 +363,10 @@ impl<V: View> Version<V> {
         );
         // In the view's layout, even where the stored one is what cannot be read.
         table.clear_to(Some(view.layout()))?;
-        Ok((view.new_state(), Checkpoint::default()))
+        let mut state = view.new_state();
+        // Cleared, the store holds nothing the fold need ask it for.
+        state.starts_empty();
+        Ok((state, Checkpoint::default()))
     }
 
     /// Opens a version from its table: the whole tables are read into memory and the
