@@ -617,7 +617,7 @@ pub fn stored_key<K: Serialize + ?Sized>(tag: u8, key: &K) -> Result<Vec<u8>, Vi
         postcard::experimental::serialized_size(key).map_err(|e| encoding_failed("a key", e))?;
     let mut out = Vec::with_capacity(1 + size);
     out.push(tag);
-    encode_onto_as(key, &mut out, "a key")?;
+    postcard::to_io(key, &mut out).map_err(|e| encoding_failed("a key", e))?;
     Ok(out)
 }
 
@@ -625,44 +625,13 @@ pub(crate) fn encode_value<V: Serialize>(value: &V) -> Result<Vec<u8>, ViewError
     postcard::to_stdvec(value).map_err(|e| encoding_failed("a record", e))
 }
 
-/// Appends the postcard encoding of a record to `out`.
+/// Appends the postcard encoding of a record to `out`. Through `to_io` because postcard's
+/// `Extend` flavor copies strings a byte at a time (a fifth of the checkpoints' CPU in `perf
+/// record --call-graph dwarf omnilog replay` of 10M events); `io::Write` for a vector copies
+/// slices.
 fn encode_onto<V: Serialize>(value: &V, out: &mut Vec<u8>) -> Result<(), ViewError> {
-    encode_onto_as(value, out, "a record")
-}
-
-fn encode_onto_as<V: Serialize + ?Sized>(
-    value: &V,
-    out: &mut Vec<u8>,
-    what: &str,
-) -> Result<(), ViewError> {
-    postcard::serialize_with_flavor(value, AppendTo(out)).map_err(|e| encoding_failed(what, e))
-}
-
-/// A postcard flavor that appends to a vector: a byte is pushed, a slice extended. Postcard's
-/// own flavors over a borrowed vector are slower: `Extend` copies strings a byte at a time (a
-/// fifth of the checkpoints' CPU in `perf record --call-graph dwarf omnilog replay` of 10M
-/// events), and `io::Write` turns every varint and tag byte into a `memcpy` call (a fifth of
-/// the journey's checkpoint writer in `perf record --call-graph dwarf omnilog replay` of 1M).
-struct AppendTo<'a>(&'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for AppendTo<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.0.push(byte);
-        Ok(())
-    }
-
-    #[inline(always)]
-    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
+    postcard::to_io(value, out).map_err(|e| encoding_failed("a record", e))?;
+    Ok(())
 }
 
 /// The size of a record's encoding, found by a walk over it that copies nothing.
