@@ -612,7 +612,7 @@ pub async fn customer_journey(
     params: &BTreeMap<String, String>,
 ) -> Result<Value, ApiError> {
     let cluster = cluster_of(state)?;
-    crate::identity_after(state, params, headers).await?;
+    crate::identity_after(state, &Consistency::from_request(params, headers)?).await?;
     let identity = state.identity.customer(id);
     let (customer_id, merged_from, handles) = match identity {
         Some(identity) => (identity.customer_id, identity.merged_from, identity.handles),

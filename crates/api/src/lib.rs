@@ -523,16 +523,15 @@ async fn post_channel(
     write(&state, events).await
 }
 
-/// Waits for the identity view to hold what the request's read-your-writes token names
-/// (`?after=` or `Omnilog-After`, with `?wait_ms=`): a 504 once the wait runs out, a 400 for
-/// a token of a partition the log does not have. Identity answers come from ingest's view,
-/// not a projected one, so only the interactions topic's positions count.
+/// Waits for the identity view to hold what a request's read-your-writes token names
+/// (`?after=` or `Omnilog-After`, with `?wait_ms=`, as [`read::Consistency`] reads them): a
+/// 504 once the wait runs out, a 400 for a token of a partition the log does not have.
+/// Identity answers come from ingest's view, not a projected one, so only the interactions
+/// topic's positions count.
 pub(crate) async fn identity_after(
     state: &AppState,
-    query: &BTreeMap<String, String>,
-    headers: &HeaderMap,
+    consistency: &read::Consistency,
 ) -> Result<(), ApiError> {
-    let consistency = read::Consistency::from_request(query, headers)?;
     let positions: Vec<(u32, u64)> = consistency
         .awaited
         .iter()
@@ -578,7 +577,7 @@ async fn resolve_customer(
         };
         ApiError::invalid(parameter, problem.to_string())
     })?;
-    identity_after(&state, &query, &headers).await?;
+    identity_after(&state, &read::Consistency::from_request(&query, &headers)?).await?;
     let customer_id = state
         .identity
         .resolve_handle(&kind, &value)
@@ -596,7 +595,7 @@ async fn get_customer(
     Params(params): Params,
 ) -> Result<impl IntoResponse, ApiError> {
     state.access.check(&headers, Scope::Read)?;
-    identity_after(&state, &params, &headers).await?;
+    identity_after(&state, &read::Consistency::from_request(&params, &headers)?).await?;
     let identity = state
         .identity
         .customer(&id)

@@ -89,10 +89,12 @@ pub async fn customer_journey(
         );
     }
     let (views, consistency) = prepare(&state, &headers, &params)?;
-    let live = live_version(views, JOURNEY, &consistency).await?;
     // The merges that name the customer's other histories come from the identity view,
-    // which the token holds for too.
-    crate::identity_after(&state, &params, &headers).await?;
+    // which the token holds for too; the journey view gets what is left of the wait.
+    let started = std::time::Instant::now();
+    crate::identity_after(&state, &consistency).await?;
+    let consistency = consistency.waited(started.elapsed());
+    let live = live_version(views, JOURNEY, &consistency).await?;
     let identity = state.identity.customer(&id);
     let (customer_id, merged_from, handles) = match identity {
         Some(identity) => (identity.customer_id, identity.merged_from, identity.handles),

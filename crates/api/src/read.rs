@@ -77,6 +77,12 @@ impl Consistency {
         };
         Ok(Consistency { awaited, wait })
     }
+
+    /// The same, with `waited` taken off the wait (one request waiting on two views).
+    pub fn waited(mut self, waited: Duration) -> Self {
+        self.wait = self.wait.saturating_sub(waited);
+        self
+    }
 }
 
 impl From<ProjectorError> for ApiError {

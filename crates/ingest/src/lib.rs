@@ -1222,98 +1222,64 @@ async fn sequence(
     // still waiting in the channel, so they go first.
     let mut left_for_next: Vec<Job> = Vec::new();
     loop {
-        if !left_for_next.is_empty() && in_flight.len() < depth {
-            let jobs = std::mem::take(&mut left_for_next);
-            stage_and_hand_over(
-                &log,
-                &state,
-                jobs,
-                &mut chain,
-                &mut in_flight,
-                &mut depth,
-                &mut left_for_next,
-            )
-            .await;
-            continue;
-        }
-        let first = if open && in_flight.len() < depth {
-            match in_flight.front_mut() {
-                None => receiver.recv().await,
-                // Either the oldest group's answer or a new request, whichever comes first.
-                Some(oldest) => tokio::select! {
-                    biased;
-                    outcome = &mut oldest.answer => {
-                        let oldest = in_flight.pop_front().expect("the oldest group is in flight");
-                        settle(&state, oldest.staged, outcome, &mut in_flight, &log, &mut chain).await;
-                        continue;
-                    }
-                    job = receiver.recv() => job,
-                },
-            }
-        } else if let Some(oldest) = in_flight.pop_front() {
-            let outcome = oldest.answer.await;
-            settle(
-                &state,
-                oldest.staged,
-                outcome,
-                &mut in_flight,
-                &log,
-                &mut chain,
-            )
-            .await;
-            continue;
+        let jobs = if !left_for_next.is_empty() && in_flight.len() < depth {
+            std::mem::take(&mut left_for_next)
         } else {
-            return;
+            let first = if open && in_flight.len() < depth {
+                match in_flight.front_mut() {
+                    None => receiver.recv().await,
+                    // Either the oldest group's answer or a new request, whichever comes first.
+                    Some(oldest) => tokio::select! {
+                        biased;
+                        outcome = &mut oldest.answer => {
+                            let oldest = in_flight.pop_front().expect("the oldest group is in flight");
+                            settle(&state, oldest.staged, outcome, &mut in_flight, &log, &mut chain).await;
+                            continue;
+                        }
+                        job = receiver.recv() => job,
+                    },
+                }
+            } else if let Some(oldest) = in_flight.pop_front() {
+                let outcome = oldest.answer.await;
+                settle(
+                    &state,
+                    oldest.staged,
+                    outcome,
+                    &mut in_flight,
+                    &log,
+                    &mut chain,
+                )
+                .await;
+                continue;
+            } else {
+                return;
+            };
+            let Some(first) = first else {
+                // Every sender is gone: answer what is in flight, then stop.
+                open = false;
+                continue;
+            };
+            gather(first, &mut receiver, &config).await
         };
-        let Some(first) = first else {
-            // Every sender is gone: answer what is in flight, then stop.
-            open = false;
+        let Some(jobs) = settle_doubts(&*log, &state, jobs).await else {
             continue;
         };
-        let jobs = gather(first, &mut receiver, &config).await;
-        stage_and_hand_over(
-            &log,
-            &state,
-            jobs,
-            &mut chain,
-            &mut in_flight,
-            &mut depth,
-            &mut left_for_next,
-        )
-        .await;
-    }
-}
-
-/// Settles the doubts of `jobs`, stages them as a group and hands its records to the log
-/// (in flight from then on); the requests the group left for the next one go to
-/// `left_for_next`. A log that cannot chain appends takes one group at a time (`depth`).
-async fn stage_and_hand_over(
-    log: &Arc<dyn EventLog>,
-    state: &Mutex<State>,
-    jobs: Vec<Job>,
-    chain: &mut Chain,
-    in_flight: &mut VecDeque<InFlight>,
-    depth: &mut usize,
-    left_for_next: &mut Vec<Job>,
-) {
-    let Some(jobs) = settle_doubts(&**log, state, jobs).await else {
-        return;
-    };
-    let (staged, records, left) = stage_group(state, jobs);
-    *left_for_next = left;
-    let answer: PendingAppend = if records.is_empty() {
-        Box::pin(async { Ok(Vec::new()) })
-    } else {
-        match log.append_in_chain(records, *chain) {
-            Ok(pending) => pending,
-            Err(records) => {
-                *depth = 1;
-                let log = log.clone();
-                Box::pin(async move { log.append(records).await })
+        let (staged, records, left) = stage_group(&state, jobs);
+        left_for_next = left;
+        let answer: PendingAppend = if records.is_empty() {
+            Box::pin(async { Ok(Vec::new()) })
+        } else {
+            match log.append_in_chain(records, chain) {
+                Ok(pending) => pending,
+                Err(records) => {
+                    depth = 1;
+                    let log = log.clone();
+                    Box::pin(async move { log.append(records).await })
+                }
             }
-        }
-    };
-    in_flight.push_back(InFlight { staged, answer });
+        };
+        in_flight.push_back(InFlight { staged, answer });
+    }
 }
 
 /// Looks in the log for the events of `jobs` that a refused append may have stored (see

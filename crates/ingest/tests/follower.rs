@@ -9,9 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use common::{
-    HeldAnswers, LikeKafka, agent_event, eventually, handed_over, sent_again_is_a_duplicate,
-};
+use common::{Held, LikeKafka, agent_event, eventually, handed_over, sent_again_is_a_duplicate};
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
 use serde_json::json;
@@ -39,30 +37,9 @@ fn following() -> IngestConfig {
     }
 }
 
-/// A server following other writers over the embedded log, its appends' answers held
-/// (the log's directory is kept as long as the first value).
-struct Held {
-    _dir: tempfile::TempDir,
-    embedded: Arc<EmbeddedLog>,
-    log: Arc<HeldAnswers>,
-    ingest: Arc<Ingest>,
-}
-
+/// A server following other writers over the embedded log, its appends' answers held.
 async fn held() -> Held {
-    let dir = tempfile::tempdir().unwrap();
-    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
-    let log = HeldAnswers::over(embedded.clone());
-    let ingest = Arc::new(
-        Ingest::start(log.clone() as Arc<dyn EventLog>, following())
-            .await
-            .unwrap(),
-    );
-    Held {
-        _dir: dir,
-        embedded,
-        log,
-        ingest,
-    }
+    common::held(following()).await
 }
 
 /// This server's event: a phone's claim.

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use common::{CountingLog, HeldAnswers, handed_over};
+use common::{CountingLog, handed_over};
 use omnilog_events::Event;
 use omnilog_ingest::{Ingest, IngestConfig, IngestError};
 use omnilog_log::{DiskFault, EmbeddedLog, EventLog, PartitionCounts, Topic};
@@ -228,12 +228,8 @@ async fn a_refused_append_takes_back_exactly_its_decisions_without_folding_the_l
 /// requests sent again are accepted as new.
 #[tokio::test]
 async fn a_refused_group_takes_the_group_resolved_behind_it_down_with_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
-    let log = HeldAnswers::over(embedded.clone());
-    let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
-        .await
-        .unwrap();
+    let held = common::held(IngestConfig::default()).await;
+    let (embedded, log, ingest) = (&held.embedded, &held.log, &held.ingest);
     // Both requests claim the shared email; the second also claims the first's phone, so
     // its resolution builds on the first's decisions.
     let first_request = || {
@@ -278,11 +274,7 @@ async fn a_refused_group_takes_the_group_resolved_behind_it_down_with_it() {
             other => panic!("expected the {name} request to be refused, got {other:?}"),
         }
     }
-    assert_eq!(
-        records_in_log(&embedded).await,
-        0,
-        "nothing reached the log"
-    );
+    assert_eq!(records_in_log(embedded).await, 0, "nothing reached the log");
     assert_eq!(
         ingest.identity_snapshot(),
         before,
@@ -295,7 +287,7 @@ async fn a_refused_group_takes_the_group_resolved_behind_it_down_with_it() {
     assert_eq!((again.accepted, again.duplicates), (1, 0));
     let again = ingest.submit(second_request()).await.unwrap();
     assert_eq!((again.accepted, again.duplicates), (1, 0));
-    assert_eq!(records_in_log(&embedded).await, 2);
+    assert_eq!(records_in_log(embedded).await, 2);
     assert_eq!(
         ingest.resolve_handle("fax", "+15551000002"),
         ingest.resolve_handle("phone", "+15551000001")
@@ -316,12 +308,8 @@ async fn a_refused_group_takes_the_group_resolved_behind_it_down_with_it() {
 /// a duplicate (taken back, it was appended and folded again; found by review).
 #[tokio::test]
 async fn a_group_refused_after_the_one_before_it_was_stored_leaves_that_one_remembered() {
-    let dir = tempfile::tempdir().unwrap();
-    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
-    let log = HeldAnswers::over(embedded.clone());
-    let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
-        .await
-        .unwrap();
+    let held = common::held(IngestConfig::default()).await;
+    let (embedded, log, ingest) = (&held.embedded, &held.log, &held.ingest);
     let first_event = event(
         "first",
         json!({"handles": [{"kind": "phone", "value": "+15552000001"}]}),
@@ -375,7 +363,7 @@ async fn a_group_refused_after_the_one_before_it_was_stored_leaves_that_one_reme
         handed,
         "answered from memory, not appended again"
     );
-    assert_eq!(records_in_log(&embedded).await, 1);
+    assert_eq!(records_in_log(embedded).await, 1);
 }
 
 /// An event sent again while its first copy's group is still on its way to the log is
@@ -383,12 +371,8 @@ async fn a_group_refused_after_the_one_before_it_was_stored_leaves_that_one_reme
 /// the live view stays what a fold of the log gives (found by review).
 #[tokio::test]
 async fn a_redelivery_while_the_first_copy_is_in_flight_is_folded_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
-    let log = HeldAnswers::over(embedded.clone());
-    let ingest = Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
-        .await
-        .unwrap();
+    let held = common::held(IngestConfig::default()).await;
+    let (embedded, log, ingest) = (&held.embedded, &held.log, &held.ingest);
     let request = || {
         vec![event(
             "once",
@@ -415,6 +399,6 @@ async fn a_redelivery_while_the_first_copy_is_in_flight_is_folded_once() {
     assert_eq!(first.await.unwrap().unwrap().accepted, 1);
     let again = again.await.unwrap().unwrap();
     assert_eq!((again.accepted, again.duplicates), (0, 1));
-    assert_eq!(records_in_log(&embedded).await, 1);
+    assert_eq!(records_in_log(embedded).await, 1);
     assert_eq!(ingest.identity_snapshot(), folded_once);
 }

@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use common::{CountingLog, HeldAnswers, handed_over};
+use common::{CountingLog, handed_over};
 use omnilog_ingest::{Ingest, IngestConfig};
 use omnilog_log::{EmbeddedLog, EventLog, PartitionCounts};
 
@@ -54,14 +54,8 @@ async fn requests_that_arrive_together_share_appends() {
 /// seventy requests of a 1 MiB message each, which one group took whole before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_takes_requests_up_to_its_size_and_leaves_the_rest_for_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let embedded = Arc::new(EmbeddedLog::open(dir.path(), PartitionCounts::default()).unwrap());
-    let log = HeldAnswers::over(embedded.clone());
-    let ingest = Arc::new(
-        Ingest::start(log.clone() as Arc<dyn EventLog>, IngestConfig::default())
-            .await
-            .unwrap(),
-    );
+    let held = common::held(IngestConfig::default()).await;
+    let (embedded, log, ingest) = (&held.embedded, &held.log, &held.ingest);
     let text = "m".repeat(1 << 20);
     let large = |n: usize| {
         omnilog_events::parse_event(

@@ -220,6 +220,25 @@ async fn start_with(
     .unwrap()
 }
 
+/// The records of the dead-letter topic once there are `at_least` (or after five seconds):
+/// the group appends a batch's dead letters after the fold has moved the applied positions
+/// `caught_up` waits on.
+async fn dead_letters_once(log: &SharedLog, at_least: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let dead: u64 = log
+            .end_offsets(Topic::DeadLetter)
+            .await
+            .unwrap()
+            .iter()
+            .sum();
+        if dead >= at_least || Instant::now() >= deadline {
+            return dead;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The live version's store, once its last checkpoint holds everything it folded (a quiet
 /// projection writes one at once).
 async fn dump(runtime: &ViewRuntime) -> Entries {
@@ -384,23 +403,7 @@ async fn a_bad_record_goes_to_the_dead_letter_and_leaves_nothing_behind() {
     let checkpoint = runtime.live("counting").unwrap().status().checkpoint();
     assert_eq!(checkpoint.dead_letters, 2);
     assert_eq!(checkpoint.events_applied, 702);
-    // The group appends a batch's dead letters after the fold has moved the applied
-    // positions `caught_up` waits on: give the append a moment (bounded) before counting.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let dead = loop {
-        let dead: u64 = setup
-            .log
-            .end_offsets(Topic::DeadLetter)
-            .await
-            .unwrap()
-            .iter()
-            .sum();
-        if dead >= 2 || Instant::now() >= deadline {
-            break dead;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert_eq!(dead, 2);
+    assert_eq!(dead_letters_once(&setup.log, 2).await, 2);
     // The refused event changed nothing: the state is the fold without it.
     let expected = fold_in_memory(&setup.log, &CountingView).await;
     assert_eq!(dump(&runtime).await, expected);
@@ -507,11 +510,16 @@ impl View for RelaidCountingView {
         event: &Event,
         _position: LogPosition,
     ) -> Result<(), ViewError> {
-        *state
-            .0
-            .get_or_insert_with(event.event_type().as_str().to_owned(), || 0) += 1;
+        count_type(state, event);
         Ok(())
     }
+}
+
+/// Counts `event` under its type.
+fn count_type(state: &mut Relaid, event: &Event) {
+    *state
+        .0
+        .get_or_insert_with(event.event_type().as_str().to_owned(), || 0) += 1;
 }
 
 /// Counts events by type, and panics at the first `view-bug` tagged event it folds (a
@@ -543,9 +551,7 @@ impl View for PanicsOnceView {
         event: &Event,
         _position: LogPosition,
     ) -> Result<(), ViewError> {
-        *state
-            .0
-            .get_or_insert_with(event.event_type().as_str().to_owned(), || 0) += 1;
+        count_type(state, event);
         if let Body::Tagged { topics } = &event.body
             && topics.iter().any(|t| t == "view-bug")
             && !PANICS_ONCE_VIEW_PANICKED.swap(true, std::sync::atomic::Ordering::SeqCst)
@@ -596,21 +602,11 @@ async fn one_members_panic_in_a_small_step_leaves_the_others_outcomes() {
         .unwrap();
     caught_up(&runtime).await;
     assert!(PANICS_ONCE_VIEW_PANICKED.load(std::sync::atomic::Ordering::SeqCst));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let dead = loop {
-        let dead: u64 = setup
-            .log
-            .end_offsets(Topic::DeadLetter)
-            .await
-            .unwrap()
-            .iter()
-            .sum();
-        if dead >= 1 || Instant::now() >= deadline {
-            break dead;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert_eq!(dead, 1, "the counting view's dead letter is appended");
+    assert_eq!(
+        dead_letters_once(&setup.log, 1).await,
+        1,
+        "the counting view's dead letter is appended"
+    );
     let panicked = runtime.live("panics-once").unwrap().status().checkpoint();
     let interactions = events
         .iter()

@@ -178,6 +178,34 @@ impl EventLog for HeldAnswers {
     }
 }
 
+/// Ingest over the embedded log in a directory of its own, the log's answers held back
+/// ([`HeldAnswers`]); the directory lives as long as the value.
+pub struct Held {
+    pub _dir: tempfile::TempDir,
+    pub embedded: Arc<EmbeddedLog>,
+    pub log: Arc<HeldAnswers>,
+    pub ingest: Arc<omnilog_ingest::Ingest>,
+}
+
+/// [`Held`], ingest started with `config`.
+pub async fn held(config: omnilog_ingest::IngestConfig) -> Held {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded =
+        Arc::new(EmbeddedLog::open(dir.path(), omnilog_log::PartitionCounts::default()).unwrap());
+    let log = HeldAnswers::over(embedded.clone());
+    let ingest = Arc::new(
+        omnilog_ingest::Ingest::start(log.clone() as Arc<dyn EventLog>, config)
+            .await
+            .unwrap(),
+    );
+    Held {
+        _dir: dir,
+        embedded,
+        log,
+        ingest,
+    }
+}
+
 /// Waits (up to five seconds) until `count` appends were handed over.
 pub async fn handed_over(counter: &std::sync::atomic::AtomicUsize, count: usize) {
     eventually(&format!("ingest handing over append {count}"), || {
